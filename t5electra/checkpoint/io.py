@@ -1,0 +1,116 @@
+"""Read and write Hugging Face checkpoint directories.
+
+Reads, in this order of preference: ``model.safetensors``, sharded safetensors with
+``model.safetensors.index.json``, ``pytorch_model.bin`` (and its sharded index) through
+``torch.load(weights_only=True)`` — a pickle that needs code execution is refused.
+Writes ``model.safetensors`` atomically (temporary file + rename); tied tensors are written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+
+SAFE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+
+StateDict = dict[str, torch.Tensor]
+
+
+def checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The directory as a Path; a clear error if it does not exist or is a file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointNotFoundError(
+            f"checkpoint directory {str(p)!r} does not exist (no download hub here: pass a local directory "
+            f"written by save_pretrained or by transformers)")
+    if not p.is_dir():
+        raise CheckpointNotFoundError(f"{str(p)!r} is a file, expected a checkpoint directory")
+    return p
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"missing {path.name} in {path.parent}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+
+
+def _load_safetensors(path: Path) -> StateDict:
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
+
+
+def _load_bin(path: Path) -> StateDict:
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to load a pickle that needs code execution (torch.load weights_only=True "
+            f"failed: {str(e).splitlines()[0]}). Convert it to safetensors with a tool you trust.") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({e})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
+    return sd
+
+
+def load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+    """All tensors of a checkpoint directory, and for each key the file it came from."""
+    d = checkpoint_dir(directory)
+    for single, index, loader in ((SAFE, SAFE_INDEX, _load_safetensors), (BIN, BIN_INDEX, _load_bin)):
+        if (d / single).is_file():
+            sd = loader(d / single)
+            return sd, {k: str(d / single) for k in sd}
+        if (d / index).is_file():
+            weight_map = read_json(d / index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{d / index}: no 'weight_map' object")
+            sd, src = {}, {}
+            for fname in sorted(set(weight_map.values())):
+                shard = d / fname
+                if not shard.is_file():
+                    raise CheckpointNotFoundError(f"{d / index} names shard {fname!r}, which is missing")
+                part = loader(shard)
+                sd.update(part)
+                src.update({k: str(shard) for k in part})
+            missing = sorted(set(weight_map) - set(sd))
+            if missing:
+                raise CheckpointError(f"{d / index}: keys listed but absent from their shards: {missing[:5]}")
+            return sd, src
+    raise CheckpointNotFoundError(
+        f"no weights in {d}: expected {SAFE}, {SAFE_INDEX}, {BIN} or {BIN_INDEX} "
+        f"(found: {', '.join(sorted(p.name for p in d.iterdir())) or 'nothing'})")
+
+
+def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str = SAFE) -> Path:
+    """Write tensors as safetensors, atomically. Tensors sharing storage are copied apart."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    seen: set[int] = set()
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        storage = v.untyped_storage()
+        whole = v.is_contiguous() and v.numel() * v.element_size() == storage.nbytes()
+        out[k] = v if whole and storage.data_ptr() not in seen else v.clone(memory_format=torch.contiguous_format)
+        seen.add(storage.data_ptr())
+    path = d / filename
+    tmp = d / (filename + ".tmp")
+    save_file(out, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return path

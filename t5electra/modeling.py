@@ -1,0 +1,166 @@
+"""What every model class shares: ``from_pretrained`` / ``save_pretrained`` in the HF layout, and
+the output container.
+
+A model class sets ``config_class`` and implements ``hf_keymap(config)`` (a declarative
+:class:`~t5electra.checkpoint.keymap.KeyMap`). Loading checks every tensor: a missing, unexpected
+or mis-shaped one raises :class:`~t5electra.errors.WeightsMismatchError` naming the key, the shapes
+and the file. Parameters a class creates fresh on purpose (a new task head on an encoder-only
+checkpoint) are listed by ``newly_initialized_ok`` and reported, as transformers does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .checkpoint.io import checkpoint_dir, load_state_dict, save_state_dict
+from .checkpoint.keymap import KeyMap
+from .config import ModelConfig
+from .errors import WeightsMismatchError
+
+logger = logging.getLogger("t5electra")
+
+
+class ModelOutput:
+    """Dataclass-style output: attribute access (``out.logits``) and tuple-style indexing over the
+    fields that are not None (``out[0]``), like transformers' ModelOutput."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(v for v in (getattr(self, f.name) for f in dataclasses.fields(self)) if v is not None)
+
+    def __getitem__(self, i):
+        if isinstance(i, str):
+            return getattr(self, i)
+        return self.to_tuple()[i]
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What from_pretrained did besides the one-to-one copy."""
+
+    unused: list[str]            # HF keys present in the files and not used (e.g. BERT's pooler)
+    newly_initialized: list[str]  # our parameters not in the files, initialised fresh
+
+
+class PreTrainedModel(nn.Module):
+    config_class: ClassVar[type[ModelConfig]]
+    # Regexes of our keys that may be absent from a checkpoint (fresh task heads).
+    newly_initialized_ok: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    # -- to be provided by each model ---------------------------------------------------------
+    @classmethod
+    def hf_keymap(cls, config: ModelConfig) -> KeyMap:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def tie_weights(self) -> None:
+        """Re-establish parameter sharing after loading; default: nothing to tie."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | None = None,
+                        **config_overrides: Any):
+        """Load a checkpoint directory written by transformers or by ``save_pretrained``.
+
+        Keyword arguments other than ``torch_dtype`` override config fields (``num_labels=3``).
+        """
+        d = checkpoint_dir(directory)
+        config = cls.config_class.from_pretrained(d, **config_overrides)
+        hf_sd, sources = load_state_dict(d)
+        model = cls(config)
+        model.load_hf_state_dict(hf_sd, sources)
+        if torch_dtype is not None:
+            model.to(torch_dtype)
+        model.name_or_path = str(d)
+        return model.eval()
+
+    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
+                           ) -> LoadReport:
+        """Copy an HF-named state dict into this model, checking every key and shape."""
+        sources = sources or {}
+        keymap = self.hf_keymap(self.config)
+        ours, unused, origin = keymap.from_hf(hf_sd, sources)
+        unexpected = [k for k in unused if not keymap.is_ignored(k)]
+        if unexpected:
+            where = sources.get(unexpected[0], "the checkpoint")
+            raise WeightsMismatchError(
+                f"{where}: {len(unexpected)} unexpected tensor(s) for {type(self).__name__}, "
+                f"e.g. {unexpected[:5]} (wrong model class or config?)")
+        expected = self.state_dict()
+        extra = [k for k in ours if k not in expected]
+        if extra:
+            raise WeightsMismatchError(
+                f"key map produced {extra[:5]}, which {type(self).__name__} does not have (config mismatch?)")
+        missing = [k for k in expected if k not in ours]
+        fresh = [k for k in missing if any(re.fullmatch(p, k) for p in self.newly_initialized_ok)]
+        hard_missing = [k for k in missing if k not in fresh]
+        if hard_missing:
+            raise WeightsMismatchError(
+                f"{sorted(set(sources.values())) or 'the checkpoint'}: {len(hard_missing)} tensor(s) missing "
+                f"for {type(self).__name__}, e.g. {hard_missing[:5]}")
+        for k, t in ours.items():
+            want = expected[k].shape
+            if t.shape != want:
+                hf_key = origin[k]
+                raise WeightsMismatchError(
+                    f"{sources.get(hf_key, 'the checkpoint')}: tensor {hf_key!r} (our {k!r}) has shape {tuple(t.shape)}, model expects {tuple(want)} "
+                    f"(config says {self._shape_hint()})")
+        with torch.no_grad():
+            self.load_state_dict(ours, strict=False)
+        self.tie_weights()
+        if unused:
+            logger.warning("%s: unused weights in checkpoint: %s", type(self).__name__, unused)
+        if fresh:
+            logger.warning("%s: newly initialised (train before use): %s", type(self).__name__, fresh)
+        self.load_report = LoadReport(unused=list(unused), newly_initialized=fresh)
+        return self.load_report
+
+    def _shape_hint(self) -> str:
+        c = self.config
+        keys = ("vocab_size", "d_model", "hidden_size", "num_layers", "num_hidden_layers", "num_heads",
+                "num_attention_heads", "embedding_size")
+        return ", ".join(f"{k}={getattr(c, k)}" for k in keys if hasattr(c, k))
+
+    # -- saving ---------------------------------------------------------------------------------
+    def hf_config_dict(self) -> dict[str, Any]:
+        d = self.config.to_dict()
+        d["architectures"] = [type(self).__name__]
+        d.setdefault("torch_dtype", str(self.dtype).replace("torch.", ""))
+        return d
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors that transformers loads with identical outputs."""
+        import json
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())
+        save_state_dict(hf_sd, d)
+        tmp = d / "config.json.tmp"
+        tmp.write_text(json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, d / "config.json")
+        return d
