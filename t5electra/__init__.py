@@ -25,7 +25,7 @@ _EXPORTS = {
     "ElectraForSequenceClassification": "t5electra.models.electra",
     "ElectraForTokenClassification": "t5electra.models.electra",
     "ElectraForQuestionAnswering": "t5electra.models.electra",
-    "ElectraPretrainer": "t5electra.models.electra",
+    "ElectraPretrainer": "t5electra.models.electra_rtd",
     "ElectraTokenizer": "t5electra.tokenizers",
 }
 
