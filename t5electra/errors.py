@@ -37,3 +37,7 @@ class WeightsMismatchError(T5ElectraError, ValueError):
 
 class InvalidInputError(T5ElectraError, ValueError):
     """Inputs to a model, a tokenizer or generate() are invalid (ids outside the vocab, lengths, ...)."""
+
+
+class DataError(T5ElectraError, ValueError):
+    """A data file or dataset is missing, malformed, or lacks a needed column/field (names file, line, key)."""
