@@ -11,6 +11,7 @@ import sys
 # name -> (module, one-line help). Add a line here to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("t5electra.commands.demo", "build tiny T5 and ELECTRA models, save, reload and run them"),
+    "tokenizer": ("t5electra.commands.tokenizer", "train a tokenizer"),
 }
 
 

@@ -39,5 +39,9 @@ class InvalidInputError(T5ElectraError, ValueError):
     """Inputs to a model, a tokenizer or generate() are invalid (ids outside the vocab, lengths, ...)."""
 
 
+class MissingTokenError(ConfigError):
+    """A special token the caller needs (e.g. [MASK], [PAD]) is not in the tokenizer's vocabulary."""
+
+
 class DataError(T5ElectraError, ValueError):
     """A data file or dataset is missing, malformed, or lacks a needed column/field (names file, line, key)."""

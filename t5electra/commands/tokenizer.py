@@ -1,0 +1,51 @@
+"""``t5electra tokenizer train``: train a T5 (SentencePiece unigram) or ELECTRA (WordPiece)
+tokenizer from text files and save it in the Hugging Face layout.
+
+    t5electra tokenizer train --kind t5 --vocab-size 32000 --output tok/ corpus1.txt corpus2.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser("train", help="train a new tokenizer from text files (one text per line)",
+                               description=__doc__.split("\n")[0])
+    train.add_argument("files", nargs="+", metavar="FILE", help="plain-text training files")
+    train.add_argument("--kind", choices=("t5", "electra"), required=True,
+                       help="t5: SentencePiece unigram + 100 sentinels; electra: BERT WordPiece")
+    train.add_argument("--vocab-size", type=int, required=True,
+                       help="t5: SentencePiece pieces (T5 used 32000; sentinels come on top); "
+                            "electra: WordPiece vocabulary size (BERT/ELECTRA used 30522)")
+    train.add_argument("--output", required=True, help="directory to write the tokenizer files to")
+    train.add_argument("--extra-ids", type=int, default=100, help="t5: number of <extra_id_i> sentinels")
+    train.add_argument("--character-coverage", type=float, default=0.9995,
+                       help="t5: fraction of characters the pieces must cover (1.0 for small alphabets)")
+    train.add_argument("--cased", action="store_true", help="electra: keep case (default: lower-case)")
+    train.add_argument("--min-frequency", type=int, default=2, help="electra: minimum count of a merge")
+    train.add_argument("--model-max-length", type=int, default=None,
+                       help="longest input the model takes (t5 default: no limit, electra: 512)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import T5ElectraError
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
+    try:
+        if args.kind == "t5":
+            tokenizer = T5Tokenizer.train(args.files, args.vocab_size, output_dir=args.output,
+                                          extra_ids=args.extra_ids, character_coverage=args.character_coverage,
+                                          model_max_length=args.model_max_length)
+        else:
+            tokenizer = ElectraTokenizer.train(args.files, args.vocab_size, output_dir=args.output,
+                                               lowercase=not args.cased, min_frequency=args.min_frequency,
+                                               model_max_length=args.model_max_length or 512)
+    except T5ElectraError as e:  # bad files or sizes: one readable line, no traceback
+        print(f"t5electra tokenizer train: error: {e}", file=sys.stderr)
+        return 1
+    print(f"trained a {args.kind} tokenizer on {len(args.files)} file(s): {len(tokenizer)} tokens, "
+          f"saved to {args.output}")
+    return 0
