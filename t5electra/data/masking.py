@@ -19,7 +19,9 @@ One deliberate difference: the official code draws the positions *with* replacem
 (``tf.random.categorical``), so a duplicate silently lowers the count; we draw without
 replacement, so every sequence gets exactly the number the formula says.
 
-Everything is deterministic given a ``torch.Generator`` (pass one on the device of the ids).
+Everything is deterministic given a ``torch.Generator``. Random numbers are drawn on the
+generator's device and moved to the ids' device, so a CPU generator gives the same masks on CPU
+and GPU.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class MaskedBatch:
     input_ids: torch.Tensor  # the corrupted ids fed to the generator / MLM
     labels: torch.Tensor     # original id at chosen positions, -100 elsewhere
     mask: torch.Tensor       # bool, True at the chosen positions (whether [MASK]ed or kept)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """U[0, 1) fp32 numbers of ``shape`` on ``device``, drawn on the generator's own device."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where, dtype=torch.float32).to(device)
 
 
 def max_predictions_per_seq(max_len: int, mask_prob: float = 0.15) -> int:
@@ -132,20 +140,20 @@ def mask_tokens(
 
     # Uniform choice of k positions among the candidates without replacement: give every
     # candidate a uniform random score, rank them, keep the k best.
-    scores = torch.rand((B, T), generator=generator, device=device)
+    scores = uniform((B, T), generator, device)
     scores = scores.masked_fill(~candidates, -1.0)                        # non-candidates rank last
     order = scores.argsort(dim=-1, descending=True)                       # (B, T)
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(T, device=device).expand(B, T))
     chosen = candidates & (ranks < k[:, None])                            # (B, T)
 
     # What each chosen position becomes: [MASK] / random token / itself.
-    u = torch.rand((B, T), generator=generator, device=device)
+    u = uniform((B, T), generator, device)
     to_mask = chosen & (u < mask_token_prob)
     to_random = chosen & (u >= mask_token_prob) & (u < mask_token_prob + random_token_prob)
 
     corrupted = input_ids.masked_fill(to_mask, mask_token_id)
     if random_token_prob > 0:
-        random_ids = torch.randint(vocab_size, (B, T), generator=generator, device=device, dtype=input_ids.dtype)
+        random_ids = (uniform((B, T), generator, device) * vocab_size).long().clamp(max=vocab_size - 1)
         corrupted = torch.where(to_random, random_ids, corrupted)
     labels = input_ids.masked_fill(~chosen, IGNORE_INDEX)
     return MaskedBatch(input_ids=corrupted, labels=labels, mask=chosen)
