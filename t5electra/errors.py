@@ -45,3 +45,7 @@ class MissingTokenError(ConfigError):
 
 class DataError(T5ElectraError, ValueError):
     """A data file or dataset is missing, malformed, or lacks a needed column/field (names file, line, key)."""
+
+
+class TrainingError(T5ElectraError, RuntimeError):
+    """Training cannot continue (non-finite loss, ...); the message names the step and the last good checkpoint."""

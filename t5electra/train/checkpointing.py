@@ -1,0 +1,358 @@
+"""Atomic, resumable training checkpoints.
+
+A run directory holds::
+
+    RUN/config.yaml                resolved run config
+    RUN/metrics.jsonl              metrics, one JSON object per line (train/logging.py)
+    RUN/checkpoints/step-00000500/ one checkpoint:
+        config.json, model.safetensors   the model in the Hugging Face layout (save_pretrained);
+                                         a plain nn.Module: model.safetensors of its state_dict
+        training_state.pt          optimizer, scheduler, step, data cursor, RNG states, extra
+                                   (plain tensors and containers: loads with weights_only=True)
+        meta.json                  step, time, metrics, and the run config for the resume check
+    RUN/checkpoints/latest         text: the name of the newest complete checkpoint
+    RUN/checkpoints/best           JSON: the best checkpoint by the eval metric
+
+Writes are atomic: everything goes to ``checkpoints/.tmp-step-...``, each file is fsynced, then the
+directory is renamed into place and the ``latest`` pointer replaced (temporary file + rename). A
+run killed at any point, or a full disk, leaves the previous checkpoint complete and ``latest``
+pointing at it; leftover temporary directories are removed by the next save. The last
+``keep_last`` step checkpoints are kept, plus the best one.
+
+Resuming (:meth:`CheckpointManager.load`) refuses a checkpoint written under a different run config
+and names the fields that differ; it restores model, optimizer, scheduler, the data cursor and the
+RNG states of python, numpy and torch (and CUDA), so that the resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint.io import load_state_dict, save_state_dict
+from ..errors import CheckpointError, CheckpointNotFoundError, TrainingError
+from .config import RESUME_SAFE, diff_configs, format_diff
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "training_state.pt"
+META_FILE = "meta.json"
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states as plain tensors (weights_only-loadable)
+# --------------------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """The RNG states of python, numpy, torch (CPU) and every CUDA device."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and the directories themselves."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_model(model: nn.Module, directory: Path) -> None:
+    """HF layout through ``save_pretrained`` when the model has it, else a safetensors state_dict."""
+    model = unwrap_model(model)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(directory)
+    else:
+        save_state_dict(model.state_dict(), directory)
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    """Load the weights written by :func:`save_model` into ``model`` (same class and config)."""
+    model = unwrap_model(model)
+    sd, sources = load_state_dict(directory)
+    if hasattr(model, "load_hf_state_dict"):
+        model.load_hf_state_dict(sd, sources)
+        return
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        from ..errors import WeightsMismatchError
+
+        raise WeightsMismatchError(f"{directory}: checkpoint does not match {type(model).__name__}: "
+                                   f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+# --------------------------------------------------------------------------------------------
+# The manager
+# --------------------------------------------------------------------------------------------
+class CheckpointManager:
+    """Saves and restores checkpoints of one run directory (see the module docstring).
+
+    ``config`` is the run config as a nested dict (``RunConfig.to_dict()``); it is stored with each
+    checkpoint and compared on :meth:`load`, ignoring the keys in ``resume_safe``. Only the main
+    process should call :meth:`save`; every process calls :meth:`load`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None, keep_last: int = 3,
+                 keep_best: bool = True, greater_is_better: bool = False, resume_safe=RESUME_SAFE):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.config = config or {}
+        self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.greater_is_better = greater_is_better
+        self.resume_safe = resume_safe
+        # Test hook: called with the temporary directory after the model is written, before the
+        # training state (lets tests crash a save half-way).
+        self.on_partial_write: Callable[[Path], None] | None = None
+
+    # -- discovery ----------------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Complete step checkpoints, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir()
+                 if p.is_dir() and (m := STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        """The checkpoint named by ``latest``; the newest complete one if the pointer is stale."""
+        pointer = self.dir / "latest"
+        if pointer.is_file():
+            p = self.dir / pointer.read_text(encoding="utf-8").strip()
+            if (p / STATE_FILE).is_file() and (p / META_FILE).is_file():
+                return p
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def best(self) -> dict[str, Any] | None:
+        """``{"name", "step", "metric", "value"}`` of the best checkpoint, if any."""
+        p = self.dir / "best"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    # -- save -----------------------------------------------------------------------------------
+    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+             scheduler: Any = None, data_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+             metrics: dict[str, float] | None = None, metric_name: str | None = None,
+             rng_states: list[dict[str, Any]] | None = None) -> Path:
+        """Write checkpoint ``step`` atomically and prune old ones. ``metrics[metric_name]`` (if
+        given) competes for the ``best`` pointer. ``rng_states``: one per rank (from
+        ``distributed.gather_rng_states``); default: this process's. Returns the checkpoint directory."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
+        name = f"step-{step:08d}"
+        final = self.dir / name
+        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+        try:
+            tmp.mkdir()
+            save_model(model, tmp)
+            if self.on_partial_write is not None:
+                self.on_partial_write(tmp)
+            state = {
+                "step": int(step),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "data": data_state,
+                "rng": rng_states if rng_states is not None else [rng_state()],
+                "extra": extra or {},
+            }
+            torch.save(state, tmp / STATE_FILE)
+            meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
+                                         encoding="utf-8")
+            _fsync_tree(tmp)
+            if final.exists():  # re-saving a step (e.g. the final save right after a periodic one)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _fsync_dir(self.dir)
+            write_text_atomic(self.dir / "latest", name + "\n")
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            prev = self.latest()
+            raise CheckpointError(f"could not write checkpoint {final} ({e.strerror or e}); "
+                                  f"previous checkpoint {'intact: ' + str(prev) if prev else 'none'}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if metrics and metric_name and metric_name in metrics:
+            self._update_best(name, step, metric_name, float(metrics[metric_name]))
+        self._prune()
+        return final
+
+    def _update_best(self, name: str, step: int, metric: str, value: float) -> None:
+        if not self.keep_best or math.isnan(value):
+            return
+        cur = self.best()
+        better = cur is None or cur.get("metric") != metric or \
+            (value > cur["value"] if self.greater_is_better else value < cur["value"])
+        if better:
+            write_text_atomic(self.dir / "best", json.dumps(
+                {"name": name, "step": step, "metric": metric, "value": value}) + "\n")
+
+    def _prune(self) -> None:
+        keep = {p.name for p in self.checkpoints()[-self.keep_last:]}
+        best = self.best()
+        if best:
+            keep.add(best["name"])
+        latest = self.latest()
+        if latest is not None:
+            keep.add(latest.name)
+        for p in self.checkpoints():
+            if p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _remove_temporaries(self) -> None:
+        for p in self.dir.glob(".tmp-step-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -- load -----------------------------------------------------------------------------------
+    def resolve(self, resume: str | os.PathLike | None) -> Path | None:
+        """The checkpoint to resume from: ``'auto'`` (this run's latest, or None), a run directory
+        (its latest) or a checkpoint directory."""
+        if resume is None:
+            return None
+        if str(resume) == "auto":
+            return self.latest()
+        p = Path(resume)
+        if (p / STATE_FILE).is_file():
+            return p
+        if (p / "checkpoints").is_dir():
+            found = CheckpointManager(p).latest()
+            if found is not None:
+                return found
+        raise CheckpointNotFoundError(f"nothing to resume from at {str(p)!r}: expected a run directory with "
+                                      f"checkpoints/ or a checkpoint directory with {STATE_FILE}")
+
+    def check_config(self, ckpt: Path) -> None:
+        """Refuse a checkpoint written under a different config, naming the differing fields."""
+        meta = _read_meta(ckpt)
+        saved = meta.get("config") or {}
+        if not self.config or not saved:
+            return
+        diff = diff_configs(saved, self.config, ignore=self.resume_safe)
+        if diff:
+            raise CheckpointError(f"cannot resume from {ckpt}: it was written with a different config "
+                                  f"({format_diff(diff, 'checkpoint', 'now')}). Use the same config, "
+                                  f"or start a new run directory.")
+
+    def load(self, ckpt: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+             scheduler: Any = None, restore_rng: bool = True, rank: int = 0) -> dict[str, Any]:
+        """Restore everything from ``ckpt`` (the RNG state of ``rank``); returns
+        ``{"step", "data", "extra", "metrics"}``."""
+        ckpt = Path(ckpt)
+        if not (ckpt / STATE_FILE).is_file():
+            raise CheckpointNotFoundError(f"{ckpt} is not a training checkpoint (no {STATE_FILE})")
+        self.check_config(ckpt)
+        load_model_weights(model, ckpt)
+        try:
+            state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - unpickling errors come in many classes
+            raise CheckpointError(f"{ckpt / STATE_FILE}: cannot read training state ({e})") from None
+        if optimizer is not None:
+            if state["optimizer"] is None:
+                raise CheckpointError(f"{ckpt}: no optimizer state saved")
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{ckpt}: optimizer state does not fit this optimizer ({e})") from None
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if restore_rng:
+            rngs = state["rng"]
+            if rank >= len(rngs):
+                raise CheckpointError(f"{ckpt}: RNG states saved for {len(rngs)} process(es), this is rank {rank} "
+                                      f"(resume with the same number of processes)")
+            set_rng_state(rngs[rank])
+        return {"step": state["step"], "data": state["data"], "extra": state["extra"],
+                "metrics": _read_meta(ckpt).get("metrics", {})}
+
+
+def _read_meta(ckpt: Path) -> dict[str, Any]:
+    try:
+        return json.loads((ckpt / META_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{ckpt}: missing {META_FILE}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{ckpt / META_FILE}: invalid JSON ({e})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# NaN guard
+# --------------------------------------------------------------------------------------------
+def check_finite(value: float | torch.Tensor, step: int, what: str = "loss",
+                 last_checkpoint: Path | None = None) -> None:
+    """Raise :class:`TrainingError` when ``value`` is NaN or infinite, naming the step and the last
+    good checkpoint (which is left untouched)."""
+    v = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+    if math.isfinite(v):
+        return
+    where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+    raise TrainingError(f"{what} is {v} at step {step}: training stopped before updating the weights; {where}. "
+                        f"Lower optim.lr, enable optim.max_grad_norm, or use train.precision=fp32, then resume.")

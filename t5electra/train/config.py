@@ -1,0 +1,439 @@
+"""The run configuration: typed sections, read from YAML and ``--section.key=value`` overrides.
+
+A run is described by one :class:`RunConfig` made of sections (``model``, ``data``, ``optim``,
+``schedule``, ``train``, ``eval``, ``checkpoint``). Each field is declared with :func:`option`,
+which stores a one-line help text, so ``describe()`` can list every option with its type, default
+and meaning. Sources are applied in order: the dataclass defaults, then a YAML file, then
+command-line overrides::
+
+    cfg = load_config("experiments/t5_small.yaml", ["--optim.lr=3e-4", "--train.max_steps=1000"])
+
+Values are parsed by the field's annotation (int, float, bool, str, list[...], dict, Optional);
+an unknown section or key, or a value of the wrong type, is a :class:`~t5electra.errors.ConfigError`
+that names it, says where it came from, and suggests the closest name. The resolved config is
+written as ``config.yaml`` in the run directory; :func:`diff_configs` lists the fields in which two
+configs differ (used to refuse resuming a run under a different config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from ..config import suggest
+from ..errors import ConfigError
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help text (``metadata['help']``); mutable defaults are copied."""
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ModelSection:
+    """Which model to build or load."""
+
+    family: str = option("t5", "model family: 't5' or 'electra'")
+    preset: Optional[str] = option(None, "preset name of the model config (e.g. 't5-small', 'electra-small')")
+    init_from: Optional[str] = option(None, "checkpoint directory to start from (HF layout); overrides preset")
+    overrides: dict = option({}, "model config fields to change, e.g. {num_layers: 2, d_model: 64}")
+
+
+@dataclasses.dataclass
+class DataSection:
+    """Where the examples come from and how they are shaped."""
+
+    train_files: list[str] = option([], "training files or shard directories")
+    validation_files: list[str] = option([], "validation files or shard directories (empty: no eval)")
+    task: Optional[str] = option(None, "fine-tuning task or mixture name from the task registry")
+    tokenizer: Optional[str] = option(None, "tokenizer file or directory (default: the model's)")
+    objective: str = option("t5-span-corruption",
+                            "pretraining objective: 't5-span-corruption', 'electra-rtd' or 'mlm'")
+    max_length: int = option(128, "input length in tokens (after corruption, for span corruption)")
+    target_length: Optional[int] = option(None, "target length in tokens (None: derived from the objective)")
+    noise_density: float = option(0.15, "span corruption: fraction of tokens corrupted")
+    mean_noise_span_length: float = option(3.0, "span corruption: mean length of a corrupted span")
+    mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
+    num_workers: int = option(0, "data loader worker processes per rank")
+
+
+@dataclasses.dataclass
+class OptimSection:
+    """Optimiser, its hyper-parameters, and which parameters decay."""
+
+    name: str = option("adamw", "'adamw', 'adamw_scaled' (nanoT5's RMS-scaled AdamW) or 'adafactor'")
+    lr: Optional[float] = option(1e-3, "peak learning rate (Adafactor with relative_step: None)")
+    betas: list[float] = option([0.9, 0.999], "AdamW (beta1, beta2)")
+    eps: float = option(1e-6, "AdamW epsilon (ELECTRA and nanoT5 use 1e-6)")
+    weight_decay: float = option(0.0, "decoupled weight decay (ELECTRA: 0.01)")
+    no_decay: list[str] = option(["bias", "LayerNorm", "layer_norm", "layernorm", "norm.weight"],
+                                 "name substrings of parameters excluded from weight decay")
+    decay_embeddings: bool = option(True, "apply weight decay to embedding matrices")
+    layerwise_lr_decay: Optional[float] = option(None, "ELECTRA fine-tuning: lr factor per layer below the "
+                                                       "head (0.8 for Small/Base); None: off")
+    max_grad_norm: Optional[float] = option(1.0, "clip the global gradient norm to this (None: no clipping)")
+    # Adafactor (T5)
+    adafactor_scale_parameter: bool = option(True, "Adafactor: scale the step by the parameter's RMS")
+    adafactor_relative_step: bool = option(False, "Adafactor: lr = min(1e-2, 1/sqrt(step)) (set lr: null)")
+    adafactor_warmup_init: bool = option(False, "Adafactor: with relative_step, ramp lr as 1e-6 * step")
+    adafactor_clip_threshold: float = option(1.0, "Adafactor: clip the update's RMS to this")
+    adafactor_decay_rate: float = option(-0.8, "Adafactor: second-moment decay exponent")
+    adafactor_beta1: Optional[float] = option(None, "Adafactor: first-moment coefficient (None: no momentum)")
+
+
+@dataclasses.dataclass
+class ScheduleSection:
+    """Learning-rate schedule (a multiplier on optim.lr, per optimiser step)."""
+
+    name: str = option("linear", "'constant', 'linear', 'cosine' or 'inverse_sqrt'")
+    warmup_steps: int = option(0, "linear warmup steps (inverse_sqrt: steps at the peak before the decay)")
+    warmup_ratio: float = option(0.0, "warmup as a fraction of train.max_steps (used when larger)")
+    min_lr_ratio: float = option(0.0, "final lr as a fraction of the peak (linear, cosine)")
+    decay_from_start: bool = option(False, "linear: decay counted from step 0, as in ELECTRA's official "
+                                           "code, instead of from the end of warmup")
+
+
+@dataclasses.dataclass
+class TrainSection:
+    """The loop: length, batch, precision, logging."""
+
+    output_dir: str = option("runs/run", "run directory: config.yaml, metrics.jsonl, checkpoints/")
+    max_steps: int = option(1000, "optimiser steps to train")
+    batch_size: int = option(32, "examples per micro-batch on each process")
+    grad_accum_steps: int = option(1, "micro-batches per optimiser step (global batch = batch_size x "
+                                      "grad_accum_steps x processes)")
+    seed: int = option(0, "seed of python, numpy and torch (each rank adds its rank)")
+    precision: str = option("fp32", "'fp32' or 'bf16' (autocast; fp16 overflows in T5 and is refused)")
+    device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N' (torchrun: cuda:LOCAL_RANK)")
+    log_every: int = option(10, "write train metrics every this many steps")
+    progress: bool = option(True, "show a progress bar (rank 0, on a terminal)")
+    tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")
+
+
+@dataclasses.dataclass
+class EvalSection:
+    """Evaluation on the validation split during training."""
+
+    every_steps: int = option(0, "evaluate every this many steps (0: only at the end, if data)")
+    max_batches: Optional[int] = option(None, "cap on validation batches per evaluation (None: all)")
+    batch_size: Optional[int] = option(None, "validation batch size (None: train.batch_size)")
+    metric: str = option("loss", "metric that picks the best checkpoint (e.g. 'accuracy')")
+    greater_is_better: bool = option(False, "True for accuracy-like metrics, False for losses")
+
+
+@dataclasses.dataclass
+class CheckpointSection:
+    """When to save, what to keep, where to resume from."""
+
+    every_steps: int = option(500, "save every this many steps (0: only at the end)")
+    keep_last: int = option(3, "step checkpoints kept (older ones are deleted; the best is always kept)")
+    keep_best: bool = option(True, "keep the best checkpoint by eval.metric")
+    resume: Optional[str] = option(None, "'auto' (latest in train.output_dir, if any), a run directory "
+                                         "or a checkpoint directory; None: start fresh")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "optim": OptimSection,
+    "schedule": ScheduleSection,
+    "train": TrainSection,
+    "eval": EvalSection,
+    "checkpoint": CheckpointSection,
+}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything a training run needs, by section."""
+
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    optim: OptimSection = dataclasses.field(default_factory=OptimSection)
+    schedule: ScheduleSection = dataclasses.field(default_factory=ScheduleSection)
+    train: TrainSection = dataclasses.field(default_factory=TrainSection)
+    eval: EvalSection = dataclasses.field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def update(self, values: dict[str, Any], source: str = "<dict>") -> "RunConfig":
+        """Set values from ``{section: {key: value}}`` in place; every key and type checked."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(values).__name__}")
+        for section, entries in values.items():
+            if entries is None:
+                continue
+            if not isinstance(entries, dict):
+                raise ConfigError(f"{source}: section {section!r} must be a mapping, got {entries!r}")
+            for key, value in entries.items():
+                set_value(self, f"{section}.{key}", value, source, parse_strings=False)
+        return self
+
+    def save_yaml(self, path: str | os.PathLike) -> Path:
+        """Write the resolved config (atomic: temporary file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "RunConfig":
+        return cls().update(values, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed parsing
+# --------------------------------------------------------------------------------------------
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"none", "null", "~", ""}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
+    """``value`` converted to annotation ``tp``; ConfigError naming ``where`` otherwise.
+
+    With ``parse_strings`` (command-line values) a string is read as the type asks: ``"3e-4"`` ->
+    float, ``"true"`` -> bool, ``"a,b"`` or ``"[a, b]"`` -> list, ``"none"`` -> None for Optional.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (parse_strings and isinstance(value, str) and value.strip().lower() in _NONE):
+            return None
+        return coerce(value, args[0], where, parse_strings)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str) and parse_strings:
+            s = value.strip()
+            if s.startswith("["):
+                value = _yaml_value(s, where)
+            else:
+                value = [v.strip() for v in s.split(",")] if s else []
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [coerce(v, item, f"{where}[{i}]", parse_strings) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if isinstance(value, str) and parse_strings:
+            value = _yaml_value(value, where)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping like {{key: value}}, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and parse_strings and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and parse_strings:
+            try:
+                f = float(value.replace("_", ""))
+            except ValueError:
+                f = None
+            if f is not None and f.is_integer():
+                return int(f)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string: accept it everywhere
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")  # pragma: no cover
+
+
+def _yaml_value(s: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(s)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: cannot parse {s!r} ({str(e).splitlines()[0]})") from None
+
+
+def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.Field, Any]:
+    """(section object, field, annotation) for ``"optim.lr"``; ConfigError with a suggestion."""
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS:
+        raise ConfigError(f"{source}: unknown config section {section!r}{suggest(section, SECTIONS)}; "
+                          f"sections: {', '.join(SECTIONS)}")
+    if not key:
+        raise ConfigError(f"{source}: {dotted!r} names a section, expected section.key (e.g. optim.lr)")
+    cls = SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        # also suggest across sections: "--optim.warmup_steps" -> schedule.warmup_steps
+        everywhere = [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+        hint = suggest(key, fields) or suggest(dotted, everywhere)
+        if not hint:
+            hint = next((f" (did you mean {e!r}?)" for e in everywhere if e.endswith("." + key)), "")
+        raise ConfigError(f"{source}: unknown key {key!r} in section {section!r}{hint}")
+    hints = typing.get_type_hints(cls)
+    return getattr(cfg, section), fields[key], hints[key]
+
+
+def set_value(cfg: RunConfig, dotted: str, value: Any, source: str, parse_strings: bool = True) -> None:
+    obj, f, tp = _field(cfg, dotted, source)
+    setattr(obj, f.name, coerce(value, tp, f"{source}: {dotted}", parse_strings))
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """``["--optim.lr=3e-4", "train.seed=1", "--train.max_steps", "10"]`` -> [(key, raw value)]."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        body = arg[2:] if arg.startswith("--") else arg
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif arg.startswith("--") and "." in body and i + 1 < len(args):
+            key, value = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"cannot read override {arg!r}: expected --section.key=value (e.g. --optim.lr=3e-4)")
+        out.append((key.strip(), value))
+        i += 1
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                base: RunConfig | None = None) -> RunConfig:
+    """Defaults (or ``base``), then the YAML file at ``path``, then ``overrides``; all checked."""
+    cfg = base if base is not None else RunConfig()
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        cfg.update(data or {}, source=str(p))
+    for key, value in parse_overrides(list(overrides or [])):
+        set_value(cfg, key, value, source=f"--{key}={value}")
+    validate(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "optim.name": ("adamw", "adamw_scaled", "adafactor"),
+    "schedule.name": ("constant", "linear", "cosine", "inverse_sqrt"),
+    "train.precision": ("fp32", "bf16"),
+}
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field and choice checks, with messages that name the key."""
+    flat = flatten(cfg.to_dict())
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            hint = " (fp16 overflows in T5's feed-forward; use bf16)" if flat[key] == "fp16" else \
+                suggest(str(flat[key]), choices)
+            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}{hint}")
+    for key in ("train.max_steps", "train.batch_size", "train.grad_accum_steps", "train.log_every"):
+        if flat[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {flat[key]}")
+    if cfg.optim.lr is None and not (cfg.optim.name == "adafactor" and cfg.optim.adafactor_relative_step):
+        raise ConfigError("optim.lr is None: only Adafactor with optim.adafactor_relative_step=true has no lr")
+    if cfg.checkpoint.keep_last < 1:
+        raise ConfigError(f"checkpoint.keep_last must be >= 1, got {cfg.checkpoint.keep_last}")
+
+
+# --------------------------------------------------------------------------------------------
+# Diff (resume check) and help
+# --------------------------------------------------------------------------------------------
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (model.overrides stays one value)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not prefix:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# Fields that may change when a run is resumed without changing its training trajectory.
+RESUME_SAFE = frozenset({
+    "checkpoint.resume", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
+    "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
+    "eval.every_steps", "eval.max_batches", "eval.batch_size",
+})
+
+
+def diff_configs(a: RunConfig | dict, b: RunConfig | dict, ignore=RESUME_SAFE) -> list[tuple[str, Any, Any]]:
+    """``[(key, value in a, value in b)]`` for every flattened key whose values differ."""
+    fa = flatten(a.to_dict() if isinstance(a, RunConfig) else a)
+    fb = flatten(b.to_dict() if isinstance(b, RunConfig) else b)
+    missing = object()
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if key in ignore:
+            continue
+        va, vb = fa.get(key, missing), fb.get(key, missing)
+        if _norm(va) != _norm(vb):
+            out.append((key, None if va is missing else va, None if vb is missing else vb))
+    return out
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def format_diff(diff: list[tuple[str, Any, Any]], a_name: str = "saved", b_name: str = "now") -> str:
+    return "; ".join(f"{k}: {va!r} ({a_name}) != {vb!r} ({b_name})" for k, va, vb in diff)
+
+
+def describe(cls: type = RunConfig) -> str:
+    """Every option as ``--section.key (type, default): help``, for ``--help`` texts and docs."""
+    lines = []
+    for section, sec_cls in SECTIONS.items():
+        lines.append(f"{section}: {sec_cls.__doc__.strip()}")
+        hints = typing.get_type_hints(sec_cls)
+        for f in dataclasses.fields(sec_cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  --{section}.{f.name} ({_type_name(hints[f.name])}, default {default!r}): "
+                         f"{f.metadata.get('help', '')}")
+    return "\n".join(lines)

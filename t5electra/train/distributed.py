@@ -1,0 +1,168 @@
+"""Several processes with torchrun: process group, device, DDP wrapping, rank-0 side effects.
+
+``torchrun --nproc_per_node N t5electra pretrain ...`` (or ``--nnodes M --rdzv-endpoint HOST:PORT``
+for several machines) starts N processes and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT`` in each. :func:`init_distributed` reads them, joins the
+process group (NCCL on GPUs, gloo on CPU) and picks the device ``cuda:LOCAL_RANK``. Without those
+variables it describes a single process, and every helper here is a no-op, so recipes call them
+unconditionally.
+
+Data parallelism is DistributedDataParallel: each rank reads its own part of the data, gradients
+are averaged across ranks during backward, so the update equals a single process on the global
+batch (tested). Only rank 0 writes files (checkpoints, metrics, plots): guard side effects with
+``env.is_main``. Models that do not fit one device (FSDP) are not implemented; see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass
+class DistEnv:
+    """Where this process sits among the processes of the run."""
+
+    rank: int = 0          # global rank, 0..world_size-1
+    world_size: int = 1    # number of processes
+    local_rank: int = 0    # rank on this machine (selects the GPU)
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    backend: str | None = None  # 'nccl' or 'gloo' when a process group is active
+
+    @property
+    def is_main(self) -> bool:
+        """True on the one process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; 'cuda' -> cuda:LOCAL_RANK."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={device!r} but CUDA is not available (use 'cpu' or 'auto')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    return dev
+
+
+def init_distributed(device: str = "auto", backend: str | None = None,
+                     timeout_s: float = 1800.0) -> DistEnv:
+    """Join the process group described by torchrun's environment (or describe one process)."""
+    world_size = _env_int("WORLD_SIZE") or 1
+    rank = _env_int("RANK") or 0
+    local_rank = _env_int("LOCAL_RANK") or 0
+    dev = resolve_device(device, local_rank)
+    if world_size == 1:
+        return DistEnv(device=dev)
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(var):
+            raise ConfigError(f"WORLD_SIZE={world_size} but {var} is not set: launch with torchrun "
+                              f"(torchrun --nproc_per_node N t5electra ...)")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"RANK={rank} is outside [0, WORLD_SIZE={world_size})")
+    backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        kwargs: dict[str, Any] = {}
+        if dev.type == "cuda":
+            kwargs["device_id"] = dev
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, backend=backend)
+
+
+def wrap_ddp(model: nn.Module, env: DistEnv, **ddp_kwargs: Any) -> nn.Module:
+    """``DistributedDataParallel(model)`` when several processes run; the model itself otherwise.
+    Move the model to ``env.device`` first."""
+    if not env.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if env.device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [env.device.index])
+    return DistributedDataParallel(model, **ddp_kwargs)
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait until every process gets here (e.g. rank 0 finished writing a checkpoint)."""
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce_mean(value: float | torch.Tensor, env: DistEnv) -> float:
+    """The mean of a scalar over all processes (every rank gets the same number)."""
+    t = value.detach().float().reshape(()).clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if env.distributed:
+        t = t.to(env.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = t / env.world_size
+    return float(t.item())
+
+
+def all_reduce_dict(metrics: dict[str, float], env: DistEnv, op: str = "mean") -> dict[str, float]:
+    """Mean (or 'sum') of each metric over processes, in one collective; keys must match on all ranks."""
+    if not env.distributed or not metrics:
+        return dict(metrics)
+    keys = sorted(metrics)
+    t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    if op == "mean":
+        t = t / env.world_size
+    elif op != "sum":
+        raise ConfigError(f"all_reduce_dict: op must be 'mean' or 'sum', got {op!r}")
+    return dict(zip(keys, t.tolist()))
+
+
+def broadcast_object(obj: Any, env: DistEnv, src: int = 0) -> Any:
+    """Rank ``src``'s python object on every rank (e.g. the resume path chosen by rank 0)."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
+    """The RNG states of every rank, in rank order (for the checkpoint rank 0 writes)."""
+    from .checkpointing import rng_state
+
+    state = rng_state()
+    if not env.distributed:
+        return [state]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+def cleanup(env: DistEnv) -> None:
+    """Leave the process group (call once at the end of a run)."""
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,136 @@
+"""The pieces of a training step that every recipe shares, written out rather than hidden.
+
+A recipe owns its loop; per optimiser step it calls :func:`train_step` with the micro-batches of
+that step and a ``loss_fn(model, batch) -> loss`` (or ``(loss, {name: value})``)::
+
+    for step in range(start, cfg.train.max_steps):
+        out = train_step(model, [next(data) for _ in range(accum)], loss_fn, optimizer, scheduler,
+                         max_grad_norm=1.0, precision="bf16", step=step, env=env)
+
+:func:`train_step` does, in order: zero the gradients; for each micro-batch, forward under
+autocast and backward of ``loss / n_micro`` (DDP gradient sync only on the last one); the NaN
+guard on the loss averaged over ranks (all ranks stop together, before touching the weights);
+gradient clipping; the optimiser and scheduler steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .checkpointing import check_finite
+from .distributed import DistEnv, all_reduce_dict
+
+LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+
+# Metrics returned by a loss_fn that are counts: summed over micro-batches, not averaged.
+COUNTS = frozenset({"tokens", "examples"})
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch (all devices) with ``seed + rank``."""
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the device (weights stay fp32), or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    raise ConfigError(f"precision {precision!r} is not 'fp32' or 'bf16' (fp16 overflows in T5's feed-forward)")
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What one optimiser step measured."""
+
+    loss: float                # loss averaged over micro-batches and ranks
+    lr: float                  # learning rate used by this step (largest over param groups)
+    grad_norm: float | None    # global gradient norm before clipping (None without clipping)
+    metrics: dict[str, float]  # the loss_fn's extra metrics, averaged (counts in COUNTS summed) over ranks
+
+
+def _split(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    if isinstance(out, tuple):
+        loss, logs = out
+        return loss, dict(logs)
+    return out, {}
+
+
+def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
+               optimizer: torch.optim.Optimizer, scheduler: Any = None, *, max_grad_norm: float | None = None,
+               precision: str = "fp32", step: int = 0, env: DistEnv | None = None,
+               last_checkpoint: Path | None = None) -> StepOutput:
+    """One optimiser step over ``micro_batches`` (gradient accumulation); see the module docstring."""
+    env = env or DistEnv()
+    n = len(micro_batches)
+    if n == 0:
+        raise ConfigError("train_step got no micro-batches")
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    logs_sum: dict[str, float] = {}
+    for i, batch in enumerate(micro_batches):
+        last = i == n - 1
+        # DDP: all-reduce gradients only after the last micro-batch of the step.
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(precision, env.device):
+                loss, logs = _split(loss_fn(model, batch))
+            (loss.float() / n).backward()
+        loss_sum += loss.detach().double().cpu()
+        for k, v in logs.items():
+            logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
+    local = {"loss": float(loss_sum) / n}
+    local.update({k: (v if k in COUNTS else v / n) for k, v in logs_sum.items()})
+    counts = {k: v for k, v in local.items() if k in COUNTS}
+    means = all_reduce_dict({k: v for k, v in local.items() if k not in COUNTS}, env)
+    counts = all_reduce_dict(counts, env, op="sum")
+    check_finite(means["loss"], step, "loss", last_checkpoint)  # every rank sees the same mean
+    grad_norm = None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if max_grad_norm is not None and max_grad_norm > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        check_finite(grad_norm, step, "gradient norm", last_checkpoint)
+    lr = max(float(g["lr"]) for g in optimizer.param_groups)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    loss_value = means.pop("loss")
+    return StepOutput(loss=loss_value, lr=lr, grad_norm=grad_norm, metrics={**means, **counts})
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, precision: str = "fp32",
+             env: DistEnv | None = None, max_batches: int | None = None) -> dict[str, float]:
+    """Mean loss (and loss_fn metrics) over ``batches`` in eval mode, averaged over ranks."""
+    env = env or DistEnv()
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        with autocast(precision, env.device):
+            loss, logs = _split(loss_fn(model, batch))
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float())
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    model.train(was_training)
+    if n == 0:
+        return {}
+    return all_reduce_dict({k: (v if k in COUNTS else v / n) for k, v in sums.items()}, env)

@@ -1,0 +1,206 @@
+"""Checkpoints: atomic writes, pruning, best, config check on resume, NaN guard, and a training run
+killed with SIGKILL that resumes to exactly the losses of an uninterrupted run."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import multiprocessing
+import random
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import toy_train
+from t5electra.checkpoint.keymap import KeyMap, Rule
+from t5electra.config import ModelConfig
+from t5electra.errors import CheckpointError, CheckpointNotFoundError, TrainingError
+from t5electra.modeling import PreTrainedModel
+from t5electra.train.checkpointing import CheckpointManager, check_finite
+from t5electra.train.config import RunConfig
+from t5electra.train.logging import read_metrics
+from t5electra.train.loop import train_step
+
+
+def _setup(lr=1e-2):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.Linear(4, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    return model, opt, sched
+
+
+def _train(model, opt, sched, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(5, 3)).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+
+
+def test_save_load_restores_everything(tmp_path):
+    model, opt, sched = _setup()
+    _train(model, opt, sched, 3)
+    mgr = CheckpointManager(tmp_path, config={"optim": {"lr": 1e-2}})
+    path = mgr.save(3, model, opt, sched, data_state={"cursor": 17, "epoch": 1}, extra={"tokens_seen": 900})
+    expected_draws = (random.random(), np.random.rand(), torch.rand(2))
+    after = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(model, opt, sched, 2)                        # drift away, then come back
+    model2, opt2, sched2 = _setup()
+    state = mgr.load(mgr.latest(), model2, opt2, sched2)
+    assert state["step"] == 3 and state["data"] == {"cursor": 17, "epoch": 1}
+    assert state["extra"] == {"tokens_seen": 900}
+    for k, v in model2.state_dict().items():
+        assert torch.equal(v, after[k]), k
+    assert sched2.last_epoch == 3 and opt2.state_dict()["state"][0]["step"] == 3
+    draws = (random.random(), np.random.rand(), torch.rand(2))
+    assert draws[0] == expected_draws[0] and draws[1] == expected_draws[1]
+    assert torch.equal(draws[2], expected_draws[2])
+    # the training state is readable with weights_only=True (no pickled code)
+    torch.load(path / "training_state.pt", weights_only=True)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _TinyConfig(ModelConfig):
+    model_type = "tiny-test"
+    hidden_size: int = 4
+
+
+class _TinyPretrained(PreTrainedModel):
+    config_class = _TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    @classmethod
+    def hf_keymap(cls, config):
+        return KeyMap([Rule("dense.weight", "tiny.dense.weight"), Rule("dense.bias", "tiny.dense.bias")])
+
+
+def test_pretrained_models_are_saved_in_the_hf_layout(tmp_path):
+    model = _TinyPretrained(_TinyConfig(hidden_size=4))
+    path = CheckpointManager(tmp_path).save(1, model)
+    assert json.loads((path / "config.json").read_text())["model_type"] == "tiny-test"
+    assert set(load_file(path / "model.safetensors")) == {"tiny.dense.weight", "tiny.dense.bias"}
+    again = _TinyPretrained.from_pretrained(path)            # a checkpoint is a model directory
+    assert torch.equal(again.dense.weight, model.dense.weight)
+    other = _TinyPretrained(_TinyConfig(hidden_size=4))
+    CheckpointManager(tmp_path).load(path, other)
+    assert torch.equal(other.dense.bias, model.dense.bias)
+
+
+def test_keep_last_latest_and_best(tmp_path):
+    model, opt, sched = _setup()
+    mgr = CheckpointManager(tmp_path, keep_last=2, greater_is_better=True)
+    for step, acc in [(1, 0.5), (2, 0.9), (3, 0.6), (4, 0.7), (5, 0.8)]:
+        mgr.save(step, model, opt, sched, metrics={"accuracy": acc}, metric_name="accuracy")
+    assert [p.name for p in mgr.checkpoints()] == ["step-00000002", "step-00000004", "step-00000005"]
+    assert mgr.latest().name == "step-00000005"
+    assert mgr.best() == {"name": "step-00000002", "step": 2, "metric": "accuracy", "value": 0.9}
+    assert mgr.resolve("auto") == mgr.latest() and mgr.resolve(tmp_path) == mgr.latest()
+    assert mgr.resolve(None) is None
+    with pytest.raises(CheckpointNotFoundError, match="nothing to resume from"):
+        mgr.resolve(tmp_path / "elsewhere")
+
+
+def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path):
+    model, opt, sched = _setup()
+    mgr = CheckpointManager(tmp_path)
+    good = mgr.save(1, model, opt, sched, data_state={"cursor": 1})
+    _train(model, opt, sched, 1)
+
+    def crash(tmp):
+        raise RuntimeError("power cut")
+    mgr.on_partial_write = crash
+    with pytest.raises(RuntimeError, match="power cut"):
+        mgr.save(2, model, opt, sched, data_state={"cursor": 2})
+
+    def disk_full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    mgr.on_partial_write = disk_full
+    with pytest.raises(CheckpointError, match=r"No space left on device.*previous checkpoint intact: .*step-00000001"):
+        mgr.save(3, model, opt, sched)
+    assert mgr.latest() == good and [p.name for p in mgr.checkpoints()] == ["step-00000001"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    fresh, opt2, sched2 = _setup()
+    assert mgr.load(mgr.latest(), fresh, opt2, sched2)["data"] == {"cursor": 1}
+
+
+def test_resume_under_a_different_config_is_refused(tmp_path):
+    model, opt, sched = _setup()
+    saved = RunConfig()
+    saved.optim.lr, saved.train.seed = 1e-3, 1
+    CheckpointManager(tmp_path, saved.to_dict()).save(1, model, opt, sched)
+    now = RunConfig()
+    now.optim.lr, now.train.seed, now.train.log_every = 2e-3, 1, 99  # log_every may change
+    with pytest.raises(CheckpointError, match=r"different config \(optim.lr: 0.001 \(checkpoint\) != 0.002 \(now\)\)"):
+        CheckpointManager(tmp_path, now.to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, opt)
+    now.optim.lr = 1e-3
+    CheckpointManager(tmp_path, now.to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, opt)
+
+
+def test_nan_guard_stops_before_touching_the_weights(tmp_path):
+    model, opt, _ = _setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def nan_loss(m, batch):
+        return m(batch).sum() * float("nan")
+    with pytest.raises(TrainingError, match=r"loss is nan at step 7.*last good checkpoint is .*step-6"):
+        train_step(model, [torch.randn(2, 3)], nan_loss, opt, step=7, last_checkpoint=tmp_path / "step-6")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(TrainingError, match="no checkpoint was written yet"):
+        check_finite(float("inf"), 3)
+    check_finite(torch.tensor(1.5), 3)
+
+
+# -- kill -9 and resume: exactly the same losses ----------------------------------------------
+ARGS = ["--train.max_steps=12", "--checkpoint.every_steps=4", "--train.batch_size=8", "--train.grad_accum_steps=2",
+        "--optim.lr=0.02", "--optim.weight_decay=0.01", "--schedule.name=cosine", "--schedule.warmup_steps=3",
+        "--checkpoint.resume=auto", "--train.device=cpu"]
+
+
+def _run_forked(run_dir, env=None, extra=()):
+    """Train in a separate (forked) process; returns its exit code (-9 when SIGKILLed)."""
+    ctx = multiprocessing.get_context("fork")
+    p = ctx.Process(target=toy_train.run_with_env,
+                    args=([f"--train.output_dir={run_dir}", *ARGS, *extra], dict(env or {})))
+    p.start()
+    p.join(120)
+    return p.exitcode
+
+
+def _losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r["split"] == "train"}
+
+
+def test_sigkill_and_resume_gives_the_uninterrupted_losses(tmp_path):
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    assert toy_train.main([f"--train.output_dir={ref_dir}", *ARGS]) == 0
+    reference = _losses(ref_dir)
+    assert sorted(reference) == list(range(1, 13)) and len(set(reference.values())) == 12
+
+    # 1. killed in the middle of step 6 (checkpoint 4 is the last one written)
+    assert _run_forked(run_dir, {"TOY_KILL_AT_STEP": "6"}) == -signal.SIGKILL
+    assert CheckpointManager(run_dir).latest().name == "step-00000004"
+    # 2. resumed from 4, then killed half-way through writing checkpoint 8
+    assert _run_forked(run_dir, {"TOY_KILL_DURING_SAVE": "8"}) == -signal.SIGKILL
+    assert CheckpointManager(run_dir).latest().name == "step-00000004"
+    assert list((run_dir / "checkpoints").glob(".tmp-step-00000008-*"))  # the torn write is there...
+    seen = _losses(run_dir)
+    assert [seen[s] for s in range(1, 9)] == [reference[s] for s in range(1, 9)]
+    # 3. resumed from 4 again: runs to the end, exactly like the uninterrupted run
+    assert _run_forked(run_dir) == 0
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))          # ...and cleaned up
+    assert _losses(run_dir) == reference                                # float equality, every step
+    a, b = load_file(ref_dir / "final.safetensors"), load_file(run_dir / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # resuming with another learning rate is refused, naming the field
+    with pytest.raises(CheckpointError, match=r"optim.lr: 0.02 \(checkpoint\) != 0.03 \(now\)"):
+        toy_train.main([f"--train.output_dir={run_dir}", *ARGS, "--optim.lr=0.03"])

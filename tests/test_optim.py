@@ -1,0 +1,254 @@
+"""Optimisers, parameter groups, ELECTRA layer-wise lr decay, schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from t5electra.errors import ConfigError
+from t5electra.train.config import load_config
+from t5electra.train.optim import (Adafactor, AdamWScale, build_optimizer, electra_layer_depth,
+                                   layerwise_lr_scales, param_groups)
+from t5electra.train.schedules import Schedule, build_scheduler, inverse_sqrt, linear
+
+
+class RMSNormLike(nn.Module):  # a norm our models define themselves (T5's RMSNorm)
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 6)
+        self.norm = RMSNormLike(6)
+        self.proj = nn.Linear(6, 8)
+        self.ln = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 11, bias=False)
+        self.scale3d = nn.Parameter(torch.randn(2, 3, 4) * 0.1)  # a 3-D tensor: factored over the last two dims
+
+    def forward(self, ids):
+        h = self.ln(self.proj(self.norm(self.embed(ids))))
+        h = h + (self.scale3d.sum(0).mean() * h)
+        return self.head(h)
+
+
+def _loss(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 11, (4, 5), generator=g)
+    return nn.functional.cross_entropy(model(ids).flatten(0, 1), ids.roll(1, 1).flatten())
+
+
+# -- Adafactor: parity with transformers, step by step ----------------------------------------
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=None, relative_step=True, scale_parameter=True, warmup_init=False),
+    dict(lr=None, relative_step=True, scale_parameter=True, warmup_init=True),
+    dict(lr=1e-2, relative_step=False, scale_parameter=False, beta1=0.9, weight_decay=0.1, clip_threshold=0.5),
+    dict(lr=3e-2, relative_step=False, scale_parameter=True, decay_rate=-0.6),
+])
+def test_adafactor_matches_transformers_step_by_step(kwargs):
+    from transformers.optimization import Adafactor as HFAdafactor
+
+    ours, ref = Tiny(), Tiny()
+    ref.load_state_dict(ours.state_dict())
+    opt_ours = Adafactor(ours.parameters(), **kwargs)
+    opt_ref = HFAdafactor(ref.parameters(), **kwargs)
+    for step in range(6):
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            _loss(model, step).backward()
+            opt.step()
+        for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+            assert torch.allclose(a, b, atol=1e-6, rtol=0), f"step {step}: {name} differs by {(a - b).abs().max()}"
+    # the matrices really used factored statistics
+    assert opt_ours.state[ours.proj.weight]["exp_avg_sq_row"].shape == (8,)
+    assert opt_ours.state[ours.scale3d]["exp_avg_sq_col"].shape == (2, 4)
+
+
+def test_adafactor_rejects_inconsistent_options():
+    p = [nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError, match="relative_step"):
+        Adafactor(p, lr=1e-3, relative_step=True)
+    with pytest.raises(ConfigError, match="warmup_init"):
+        Adafactor(p, lr=1e-3, relative_step=False, warmup_init=True)
+
+
+# -- nanoT5's RMS-scaled AdamW -----------------------------------------------------------------
+def test_adamw_scaled_first_step_is_lr_times_rms_times_sign():
+    big = nn.Parameter(torch.tensor([[2.0, -4.0], [1.0, 3.0]]))    # RMS = sqrt(30/4)
+    tiny = nn.Parameter(torch.tensor([1e-5, -2e-5]))                # RMS < 1e-3: the floor applies
+    opt = AdamWScale([big, tiny], lr=0.1, eps=1e-12)
+    big.grad = torch.tensor([[0.5, -1.0], [2.0, -0.1]])
+    tiny.grad = torch.tensor([-3.0, 1.0])
+    b0, t0 = big.detach().clone(), tiny.detach().clone()
+    opt.step()
+    # step 1: m = (1-b1) g, v = (1-b2) g^2, step = lr * sqrt(1-b2)/(1-b1) * rms -> lr * rms * sign(g)
+    assert torch.allclose(big - b0, -0.1 * math.sqrt(30 / 4) * big.grad.sign(), atol=1e-6)
+    assert torch.allclose(tiny - t0, -0.1 * 1e-3 * tiny.grad.sign(), atol=1e-9)
+
+
+def test_adamw_scaled_weight_decay_is_decoupled_and_after_the_update():
+    p = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdamWScale([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.zeros(2)   # no Adam update: only the decay moves the weights
+    opt.step()
+    assert torch.allclose(p, torch.tensor([1.0, -2.0]) * (1 - 0.1 * 0.5))
+
+
+def test_adamw_scaled_without_rms_is_plain_adam():
+    p = nn.Parameter(torch.tensor([5.0, -5.0]))
+    q = nn.Parameter(p.detach().clone())
+    ours = AdamWScale([p], lr=0.01, eps=1e-8, scale_by_rms=False)
+    ref = torch.optim.Adam([q], lr=0.01, eps=0.0)
+    for i in range(3):
+        p.grad = torch.tensor([1.0 + i, -0.5])
+        q.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+    assert torch.allclose(p, q, atol=1e-6)
+
+
+# -- parameter groups --------------------------------------------------------------------------
+def test_weight_decay_exclusions_and_tied_parameters():
+    model = Tiny()
+    groups = param_groups(model, lr=1e-3, weight_decay=0.01, decay_embeddings=False)
+    by_name = {n: g["weight_decay"] for g in groups for n in g["names"]}
+    assert by_name == {"embed.weight": 0.0, "norm.weight": 0.0, "proj.weight": 0.01, "proj.bias": 0.0,
+                       "ln.weight": 0.0, "ln.bias": 0.0, "head.weight": 0.01, "scale3d": 0.01}
+    groups = param_groups(model, lr=1e-3, weight_decay=0.01, decay_embeddings=True)
+    assert {n: g["weight_decay"] for g in groups for n in g["names"]}["embed.weight"] == 0.01
+    # a tied parameter appears once
+    tied = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 5, bias=False))
+    tied[1].weight = tied[0].weight
+    names = [n for g in param_groups(tied, 1e-3, 0.1) for n in g["names"]]
+    assert names == ["0.weight"]
+
+
+# -- ELECTRA layer-wise learning-rate decay ----------------------------------------------------
+def _electra_names(num_layers):
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    cfg = ElectraConfig(vocab_size=30, embedding_size=8, hidden_size=16, num_hidden_layers=num_layers,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    return ElectraForSequenceClassification(cfg)
+
+
+def test_layerwise_decay_exponents_are_the_intended_ones():
+    L, d = 3, 0.8
+    model = _electra_names(L)
+    names = [n for n, _ in model.named_parameters()]
+    scales = layerwise_lr_scales(names, L, d)
+    exponents = {n: round(math.log(s) / math.log(d)) for n, s in scales.items()}
+    for n, e in exponents.items():
+        assert scales[n] == pytest.approx(d ** e, rel=1e-12)
+        if n.startswith("classifier."):
+            assert e == 0, n                                  # head: full lr
+        elif n.startswith(("electra.embeddings.", "electra.embeddings_project.")):
+            assert e == L + 1, n                              # embeddings: one below layer 0
+        else:
+            i = int(n.split(".")[3])                          # electra.encoder.layer.{i}.
+            assert e == L - i, n                              # top layer (i = L-1): d^1
+    # The official code (google-research/electra model/optimization.py _get_layer_lrs) uses depth
+    # L + 2 for the head and d^(L + 2 - depth): one extra factor d for every non-head parameter.
+    for n in names:
+        depth = electra_layer_depth(n, L)
+        official_depth = L + 2 if depth == L + 1 else depth
+        official = d ** (L + 2 - official_depth)
+        assert official == pytest.approx(scales[n] * (d if depth <= L else 1.0), rel=1e-12)
+
+
+def test_layerwise_groups_and_scheduler_keep_the_ratios():
+    L = 2
+    model = _electra_names(L)
+    cfg = load_config(None, ["--optim.lr=1e-3", "--optim.layerwise_lr_decay=0.5", "--optim.weight_decay=0.01",
+                             "--schedule.name=linear", "--schedule.warmup_steps=2"])
+    opt = build_optimizer(model, cfg.optim, num_layers=L)
+    sched = build_scheduler(opt, cfg.schedule, total_steps=10)
+    lr_of = {n: g["initial_lr"] for g in opt.param_groups for n in g["names"]}  # the peaks
+    assert lr_of["classifier.out_proj.weight"] == pytest.approx(1e-3)
+    assert lr_of["electra.encoder.layer.1.output.dense.weight"] == pytest.approx(1e-3 * 0.5)
+    assert lr_of["electra.encoder.layer.0.output.dense.weight"] == pytest.approx(1e-3 * 0.25)
+    assert lr_of["electra.embeddings.word_embeddings.weight"] == pytest.approx(1e-3 * 0.125)
+    # LayerNorm / bias excluded from decay in every depth group
+    wd_of = {n: g["weight_decay"] for g in opt.param_groups for n in g["names"]}
+    assert wd_of["electra.encoder.layer.0.output.LayerNorm.weight"] == 0.0
+    assert wd_of["electra.encoder.layer.0.output.dense.bias"] == 0.0
+    assert wd_of["electra.encoder.layer.0.output.dense.weight"] == 0.01
+    opt.step()
+    sched.step()  # step 1 of 2 warmup steps: half of each group's peak
+    lr_now = {n: g["lr"] for g in opt.param_groups for n in g["names"]}
+    assert lr_now["electra.embeddings.word_embeddings.weight"] == pytest.approx(1e-3 * 0.125 * 0.5)
+    with pytest.raises(ConfigError, match="layer 5"):
+        electra_layer_depth("electra.encoder.layer.5.output.dense.weight", 2)
+    with pytest.raises(ConfigError, match="num_layers"):
+        build_optimizer(model, cfg.optim)
+
+
+def test_build_optimizer_names():
+    model = Tiny()
+    base = ["--optim.lr=1e-3"]
+    assert isinstance(build_optimizer(model, load_config(None, base).optim), torch.optim.AdamW)
+    assert isinstance(build_optimizer(model, load_config(None, base + ["--optim.name=adamw_scaled"]).optim),
+                      AdamWScale)
+    rel = load_config(None, ["--optim.name=adafactor", "--optim.lr=none", "--optim.adafactor_relative_step=true"])
+    opt = build_optimizer(model, rel.optim)
+    assert isinstance(opt, Adafactor) and opt.param_groups[0]["relative_step"]
+    with pytest.raises(ConfigError, match="optim.lr is None"):
+        load_config(None, ["--optim.lr=none"])
+
+
+# -- schedules -----------------------------------------------------------------------------------
+def test_inverse_sqrt_is_t5s_schedule():
+    lr = lambda step: 0.01 * inverse_sqrt(step, 10_000)  # noqa: E731
+    assert lr(0) == pytest.approx(0.01) and lr(10_000) == pytest.approx(0.01)
+    assert lr(40_000) == pytest.approx(1 / math.sqrt(40_000)) == pytest.approx(0.005)
+    assert lr(1_000_000) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_linear_and_cosine_match_transformers(name):
+    from transformers.optimization import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    make = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}[name]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = make(opt, num_warmup_steps=10, num_training_steps=110).lr_lambdas[0]
+    ours = Schedule(name, warmup_steps=10, total_steps=110)
+    for step in list(range(0, 111, 3)) + [10, 60, 110]:  # (past the end transformers' cosine rises again)
+        assert ours(step) == pytest.approx(ref(step), abs=1e-12), step
+
+
+def test_schedule_key_steps():
+    s = Schedule("linear", warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert [s(0), s(5), s(10), s(60), s(110), s(500)] == pytest.approx([0, 0.5, 1, 0.55, 0.1, 0.1])
+    c = Schedule("cosine", warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert [c(10), c(60), c(110)] == pytest.approx([1, 0.55, 0.1])
+    assert [Schedule("constant", 4)(k) for k in (0, 2, 4, 99)] == pytest.approx([0, 0.5, 1, 1])
+    # ELECTRA's official form: warmup ramp times a decay counted from step 0
+    assert linear(5, 10, 110, decay_from_start=True) == pytest.approx(0.5 * (1 - 5 / 110))
+    assert linear(10, 10, 110, decay_from_start=True) == pytest.approx(1 - 10 / 110)
+    with pytest.raises(ConfigError, match="did you mean 'cosine'"):
+        Schedule("cosin")
+
+
+def test_scheduler_drives_the_optimizer_and_round_trips():
+    cfg = load_config(None, ["--optim.lr=0.5", "--schedule.name=linear", "--schedule.warmup_ratio=0.1"])
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
+    sched = build_scheduler(opt, cfg.schedule, total_steps=100)  # warmup 10 from the ratio
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+    state = sched.state_dict()
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
+    sched2 = build_scheduler(opt2, cfg.schedule, total_steps=100)
+    sched2.load_state_dict(state)
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.3)

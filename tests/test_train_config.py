@@ -1,0 +1,109 @@
+"""Run config: YAML + typed --section.key=value overrides, clear errors, saved YAML, diffs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from t5electra.errors import ConfigError
+from t5electra.train.config import RunConfig, SECTIONS, describe, diff_configs, load_config, parse_overrides
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("optim:\n  lr: 3e-4\n  weight_decay: 0.01\ntrain:\n  max_steps: 50\n"
+                 "data:\n  train_files: [a.txt, b.txt]\n")
+    cfg = load_config(p, ["--optim.lr=1e-3", "--train.precision=bf16", "--schedule.name=cosine",
+                          "--data.validation_files=c.txt,d.txt", "--eval.max_batches=none",
+                          "--checkpoint.keep_best=false", "--model.overrides={num_layers: 2, d_model: 64}",
+                          "--optim.betas=[0.9, 0.98]", "--train.grad_accum_steps", "4"])
+    assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)   # override beats YAML
+    assert cfg.optim.weight_decay == 0.01                                 # YAML beats default
+    assert cfg.train.max_steps == 50 and cfg.train.precision == "bf16"
+    assert cfg.data.train_files == ["a.txt", "b.txt"]
+    assert cfg.data.validation_files == ["c.txt", "d.txt"]
+    assert cfg.eval.max_batches is None and cfg.checkpoint.keep_best is False
+    assert cfg.model.overrides == {"num_layers": 2, "d_model": 64}
+    assert cfg.optim.betas == [0.9, 0.98] and cfg.train.grad_accum_steps == 4
+    assert cfg.schedule.name == "cosine"
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    # PyYAML reads "3e-4" as a string (YAML 1.1); the float field must still get 0.0003
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr: 3e-4\n")
+    assert load_config(p).optim.lr == pytest.approx(3e-4)
+
+
+def test_unknown_section_and_key_suggest_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown config section 'optm'.*did you mean 'optim'"):
+        load_config(None, ["--optm.lr=1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'weight_decy' in section 'optim'.*did you mean 'weight_decay'"):
+        load_config(None, ["--optim.weight_decy=1"])
+    # the key exists in another section: point there
+    with pytest.raises(ConfigError, match=r"unknown key 'warmup_steps'.*did you mean 'schedule.warmup_steps'"):
+        load_config(None, ["--optim.warmup_steps=10"])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  max_step: 10\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown key 'max_step'.*did you mean 'max_steps'"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--train.max_steps=ten", r"train.max_steps: expected an integer, got 'ten'"),
+    ("--train.max_steps=1.5", r"expected an integer"),
+    ("--optim.lr=fast", r"optim.lr: expected a number"),
+    ("--checkpoint.keep_best=maybe", r"expected true or false"),
+    ("--model.overrides=[1, 2]", r"expected a mapping"),
+    ("--train.precision=fp16", r"fp16 overflows"),
+    ("--optim.name=adamww", r"did you mean 'adamw'"),
+    ("--train.max_steps=0", r"train.max_steps must be >= 1"),
+    ("optim.lr", r"expected --section.key=value"),
+])
+def test_bad_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "broken.yaml"
+    p.write_text("optim: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(p)
+
+
+def test_saved_yaml_reloads_identically(tmp_path):
+    cfg = load_config(None, ["--optim.lr=2e-4", "--model.preset=t5-small", "--data.train_files=x,y",
+                             "--optim.layerwise_lr_decay=0.8"])
+    path = cfg.save_yaml(tmp_path / "run" / "config.yaml")
+    assert yaml.safe_load(path.read_text())["optim"]["lr"] == 2e-4
+    again = load_config(path)
+    assert again == cfg and diff_configs(again, cfg) == []
+
+
+def test_diff_names_fields_and_ignores_resume_safe_ones():
+    a = load_config(None, ["--optim.lr=1e-3", "--train.log_every=5"])
+    b = load_config(None, ["--optim.lr=2e-3", "--train.log_every=50", "--train.seed=3"])
+    assert diff_configs(a, b) == [("optim.lr", 1e-3, 2e-3), ("train.seed", 0, 3)]
+    assert ("train.log_every", 5, 50) in diff_configs(a, b, ignore=())
+
+
+def test_every_field_is_documented():
+    for name, cls in SECTIONS.items():
+        assert {f.name for f in dataclasses.fields(RunConfig)} >= {name}
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{name}.{f.name} has no help text"
+    text = describe()
+    assert "--optim.lr (Optional[float], default 0.001): peak learning rate" in text
+    assert "--data.train_files (list[str], default [])" in text
+
+
+def test_parse_overrides_forms():
+    assert parse_overrides(["--a.b=1", "c.d=x=y", "--e.f", "2"]) == [("a.b", "1"), ("c.d", "x=y"), ("e.f", "2")]
