@@ -1,0 +1,264 @@
+"""Objective invariants: T5 span corruption per REFERENCE.md and t5's preprocessors.py,
+i.i.d. denoising, prefix LM, the seq2seq collator, and the re-exported ELECTRA masking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t5electra.data import masking
+from t5electra.data.objectives import (
+    IGNORE_INDEX,
+    IIDDenoising,
+    MLMCollator,
+    PrefixLM,
+    Seq2SeqCollator,
+    SpanCorruption,
+    compute_input_and_target_lengths,
+    iid_denoising,
+    iid_noise_mask,
+    mask_tokens,
+    noise_span_to_unique_sentinel,
+    nonnoise_span_to_unique_sentinel,
+    prefix_lm,
+    random_spans_noise_mask,
+    span_corruption,
+    t5_sentinel_start_id,
+)
+from t5electra.errors import InvalidInputError
+
+S0 = 32099  # <extra_id_0> of the t5 vocabulary (32000 pieces + 100 sentinels counting down)
+EOS = 1
+
+
+def runs(mask: np.ndarray) -> list[int]:
+    """Lengths of the runs of True in a bool array."""
+    out, n = [], 0
+    for m in mask:
+        if m:
+            n += 1
+        elif n:
+            out.append(n)
+            n = 0
+    return out + ([n] if n else [])
+
+
+def reconstruct(inputs: np.ndarray, targets: np.ndarray, s0: int = S0) -> np.ndarray:
+    """Undo corruption: put each sentinel's span (from the targets) back into the inputs."""
+    assert inputs[-1] == EOS and targets[-1] == EOS
+    spans, current = {}, None
+    for t in targets[:-1]:
+        if s0 - 99 <= t <= s0:
+            current = int(t)
+            spans[current] = []
+        else:
+            assert current is not None, "targets must start with a sentinel"
+            spans[current].append(int(t))
+    out = []
+    for t in inputs[:-1]:
+        out.extend(spans[int(t)] if s0 - 99 <= t <= s0 else [int(t)])
+    return np.array(out)
+
+
+def test_raw_lengths_for_512_and_128():
+    assert compute_input_and_target_lengths(512) == (568, 114)
+    assert compute_input_and_target_lengths(128) == (141, 29)
+    assert SpanCorruption(sentinel_start_id=S0).raw_length == 568
+    assert SpanCorruption(sentinel_start_id=S0, inputs_length=128).targets_length == 29
+
+
+@pytest.mark.parametrize("raw,n_in,n_tgt", [(568, 512, 114), (141, 128, 29)])
+def test_span_corruption_gives_exact_lengths(raw, n_in, n_tgt):
+    rng = np.random.default_rng(0)
+    tokens = np.arange(10, 10 + raw)
+    for _ in range(50):
+        inputs, targets = span_corruption(tokens, rng=rng, sentinel_start_id=S0, eos_token_id=EOS)
+        assert (len(inputs), len(targets)) == (n_in, n_tgt)
+
+
+def test_counts_follow_the_reference_formula():
+    # num_noise = round(L * 0.15) clipped to [1, L-1]; num_spans = max(1, round(num_noise / 3)).
+    rng = np.random.default_rng(1)
+    for length in (2, 5, 20, 100, 141, 568):
+        mask = random_spans_noise_mask(length, 0.15, 3.0, rng=rng)
+        n_noise = min(max(int(np.round(length * 0.15)), 1), length - 1)
+        assert mask.sum() == n_noise
+        assert len(runs(mask)) == max(1, int(np.round(n_noise / 3)))
+
+
+def test_empirical_density_and_mean_span_length():
+    rng = np.random.default_rng(2)
+    noise, spans, total = 0, [], 0
+    for _ in range(2000):
+        length = int(rng.integers(100, 600))
+        mask = random_spans_noise_mask(length, 0.15, 3.0, rng=rng)
+        noise += int(mask.sum())
+        total += length
+        spans += runs(mask)
+    assert abs(noise / total - 0.15) < 0.002
+    assert abs(np.mean(spans) - 3.0) < 0.05
+    # Span lengths are random (not all 3): the reference draws a random segmentation.
+    assert min(spans) == 1 and max(spans) > 8
+
+
+def test_reference_pattern_starts_clean_and_ends_on_noise():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        mask = random_spans_noise_mask(60, rng=rng)
+        assert not mask[0] and mask[-1]
+
+
+def test_random_roll_moves_the_pattern_and_keeps_the_count():
+    rng = np.random.default_rng(4)
+    starts_noise = ends_clean = 0
+    for _ in range(400):
+        mask = random_spans_noise_mask(60, rng=rng, random_roll=True)
+        assert mask.sum() == 9
+        starts_noise += bool(mask[0])
+        ends_clean += not mask[-1]
+    assert starts_noise > 20 and ends_clean > 200
+
+
+def test_sentinels_count_down_from_extra_id_0_and_eos_on_both_sides():
+    rng = np.random.default_rng(5)
+    tokens = np.arange(10, 10 + 568)
+    inputs, targets = span_corruption(tokens, rng=rng, sentinel_start_id=S0, eos_token_id=EOS)
+    sent_in = [t for t in inputs if t >= S0 - 99]
+    sent_tgt = [t for t in targets if t >= S0 - 99]
+    assert sent_in == list(range(S0, S0 - len(sent_in), -1))   # <extra_id_0>, <extra_id_1>, ...
+    assert sent_tgt == sent_in                                  # same sentinels, same order
+    assert targets[0] == S0                                     # targets open with <extra_id_0>
+    assert inputs[-1] == EOS and targets[-1] == EOS
+    assert (inputs[:-1] != EOS).all() and (targets[:-1] != EOS).all()
+    np.testing.assert_array_equal(reconstruct(inputs, targets), tokens)
+
+
+def test_known_example_matches_the_paper_figure():
+    # "Thank you for inviting me to your party last week ." with "for inviting" and "last" dropped.
+    tokens = np.arange(100, 111)
+    mask = np.zeros(11, bool)
+    mask[[2, 3, 8]] = True
+    inputs = noise_span_to_unique_sentinel(tokens, mask, S0)
+    targets = nonnoise_span_to_unique_sentinel(tokens, mask, S0)
+    np.testing.assert_array_equal(inputs, [100, 101, S0, 104, 105, 106, 107, S0 - 1, 109, 110])
+    np.testing.assert_array_equal(targets, [S0, 102, 103, S0 - 1, 108, S0 - 2])
+
+
+def test_span_corruption_equals_the_t5_function_pair_on_reference_masks():
+    rng_a, rng_b = np.random.default_rng(6), np.random.default_rng(6)
+    tokens = np.arange(10, 151)
+    inputs, targets = span_corruption(tokens, rng=rng_a, sentinel_start_id=S0, eos_token_id=EOS)
+    mask = random_spans_noise_mask(len(tokens), rng=rng_b)
+    np.testing.assert_array_equal(inputs[:-1], noise_span_to_unique_sentinel(tokens, mask, S0))
+    np.testing.assert_array_equal(targets[:-1], nonnoise_span_to_unique_sentinel(tokens, mask, S0))
+
+
+def test_rolled_masks_keep_sentinels_aligned():
+    rng = np.random.default_rng(7)
+    tokens = np.arange(10, 151)
+    longer = 0
+    for _ in range(200):
+        inputs, targets = span_corruption(tokens, rng=rng, sentinel_start_id=S0, eos_token_id=EOS, random_roll=True)
+        assert len(inputs) <= 129 and len(targets) <= 30
+        longer += len(inputs) == 129
+        assert targets[0] == S0
+        np.testing.assert_array_equal(reconstruct(inputs, targets), tokens)
+    assert longer > 0  # a span cut by the roll needs a second sentinel
+
+
+def test_same_generator_state_same_example():
+    tokens = np.arange(10, 151)
+    a = span_corruption(tokens, rng=np.random.default_rng(8), sentinel_start_id=S0)
+    b = span_corruption(tokens, rng=np.random.default_rng(8), sentinel_start_id=S0)
+    c = span_corruption(tokens, rng=np.random.default_rng(9), sentinel_start_id=S0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_too_many_spans_for_the_sentinels_is_an_error():
+    with pytest.raises(InvalidInputError, match="sentinel"):
+        span_corruption(np.arange(5000), rng=np.random.default_rng(0), sentinel_start_id=S0)
+
+
+def test_iid_denoising_density_and_merged_runs():
+    rng = np.random.default_rng(10)
+    masks = [iid_noise_mask(500, 0.15, rng=rng) for _ in range(200)]
+    assert abs(np.mean([m.mean() for m in masks]) - 0.15) < 0.01
+    tokens = np.arange(10, 510)
+    for _ in range(50):
+        state = rng.bit_generator.state
+        inputs, targets = iid_denoising(tokens, rng=rng, sentinel_start_id=S0, eos_token_id=EOS)
+        rng2 = np.random.default_rng()
+        rng2.bit_generator.state = state
+        mask = iid_noise_mask(len(tokens), 0.15, rng=rng2)
+        n_sentinels = int(np.sum(inputs >= S0 - 99))
+        assert n_sentinels == len(runs(mask))                  # one sentinel per run of noise
+        assert len(inputs) == len(tokens) - mask.sum() + n_sentinels + 1
+        np.testing.assert_array_equal(reconstruct(inputs, targets), tokens)
+    out = IIDDenoising(sentinel_start_id=S0, inputs_length=64)(np.arange(10, 73), np.random.default_rng(0))
+    assert len(out["input_ids"]) <= 64
+
+
+def test_prefix_lm_splits_once():
+    rng = np.random.default_rng(11)
+    tokens = np.arange(10, 20)
+    cuts = set()
+    for _ in range(300):
+        inputs, targets = prefix_lm(tokens, rng=rng, eos_token_id=EOS)
+        assert inputs[-1] == EOS and targets[-1] == EOS
+        np.testing.assert_array_equal(np.concatenate([inputs[:-1], targets[:-1]]), tokens)
+        cuts.add(len(inputs) - 1)
+    assert cuts == set(range(1, 10))  # uniform in [1, L-1]
+    assert PrefixLM(inputs_length=64).raw_length == 63
+
+
+def test_seq2seq_collator_pads_with_minus_100_labels():
+    batch = Seq2SeqCollator(pad_token_id=0)([
+        {"input_ids": np.array([5, 6, 7, 1]), "labels": np.array([S0, 9, 1])},
+        {"input_ids": np.array([5, 1]), "labels": np.array([S0, 1])},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 1], [5, 1, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[S0, 9, 1], [S0, 1, IGNORE_INDEX]]
+    assert batch["input_ids"].dtype == torch.int64
+    fixed = Seq2SeqCollator(inputs_length=6, targets_length=4)([{"input_ids": [3, 1], "labels": [1]}])
+    assert fixed["input_ids"].shape == (1, 6) and fixed["labels"].shape == (1, 4)
+    with pytest.raises(InvalidInputError, match="fixed length"):
+        Seq2SeqCollator(inputs_length=1)([{"input_ids": [3, 1], "labels": [1]}])
+
+
+def test_span_corruption_transform_through_the_collator():
+    obj = SpanCorruption(sentinel_start_id=S0, inputs_length=128)
+    rng = np.random.default_rng(12)
+    examples = [obj(np.arange(10, 10 + obj.raw_length), rng) for _ in range(4)]
+    batch = Seq2SeqCollator()(examples)
+    assert batch["input_ids"].shape == (4, 128) and batch["labels"].shape == (4, 29)
+    assert bool(batch["attention_mask"].all())
+
+
+def test_masking_is_the_shared_implementation():
+    assert mask_tokens is masking.mask_tokens
+    CLS, SEP, MASK, PAD = 101, 102, 103, 0
+    rows = [{"input_ids": np.array([CLS] + list(range(1000, 1000 + n)) + [SEP] + [PAD] * (40 - n)),
+             "attention_mask": np.array([1] * (n + 2) + [0] * (40 - n))} for n in (38, 20)]
+    collate = MLMCollator(mask_token_id=MASK, pad_token_id=PAD, special_token_ids=(CLS, SEP), seed=3)
+    a, b = collate(rows), collate(rows)
+    assert torch.equal(a["input_ids"], b["input_ids"])  # the masking seed comes from the batch itself
+    chosen = a["labels"] != IGNORE_INDEX
+    assert chosen.sum(-1).tolist() == [6, 3]            # round(40 * .15) = 6, round(22 * .15) = 3
+    assert not chosen[:, 0].any()                        # [CLS] never chosen
+    assert torch.equal(a["labels"][chosen], a["original_input_ids"][chosen])
+    other = MLMCollator(mask_token_id=MASK, pad_token_id=PAD, special_token_ids=(CLS, SEP), seed=4)(rows)
+    assert not torch.equal(other["labels"], a["labels"])
+
+
+def test_sentinel_start_id_from_a_tokenizer():
+    from tokenizers import Tokenizer, models
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3}
+    vocab.update({f"<extra_id_{i}>": 4 + 99 - i for i in range(100)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    assert t5_sentinel_start_id(tok) == 103
+    with pytest.raises(InvalidInputError, match="extra_id_0"):
+        t5_sentinel_start_id(Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")))
