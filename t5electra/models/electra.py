@@ -1,0 +1,638 @@
+"""ELECTRA, the whole model family in one file: config, encoder, pretraining heads, task heads.
+
+ELECTRA (Clark et al. 2020, https://arxiv.org/abs/2003.10555) pretrains a BERT-style encoder by
+*replaced-token detection*: a small masked-language-model **generator** fills masked positions
+with plausible tokens, and the **discriminator** learns to tell, for every token, whether it is the
+original or a replacement. The discriminator is the model you fine-tune; the generator is a
+byproduct. Neither writes text left to right. (The joint pretrainer lives in electra_rtd.py.)
+
+Architecturally both are the BERT encoder (https://arxiv.org/abs/1810.04805): learned absolute
+positions, token-type embeddings, post-LayerNorm blocks, GELU, plus an ``embeddings_project``
+dense layer when ``embedding_size`` differs from ``hidden_size`` (ELECTRA-Small: 128 -> 256). A
+BERT checkpoint is therefore an ELECTRA encoder without projection, and loads here.
+
+Reference for parity: transformers/models/electra/modeling_electra.py (v5.24). State-dict keys
+are translated by t5electra/checkpoint/electra.py; the one structural difference is that query,
+key and value are a single fused projection.
+
+Shapes in comments: B batch, T sequence length, E embedding_size, H hidden_size, N heads,
+D head size (H / N), V vocab_size, L num_labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint.electra import electra_keymap, normalize_prefix
+from ..checkpoint.keymap import KeyMap
+from ..config import ModelConfig
+from ..errors import ConfigError, InvalidInputError
+from ..modeling import LoadReport, ModelOutput, PreTrainedModel
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+# transformers' ACT2FN names for the activations ELECTRA/BERT checkpoints use.
+ACTIVATIONS = {
+    "gelu": F.gelu,  # exact (erf) GELU: what "gelu" means in BERT/ELECTRA configs
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+# BERT's defaults where they differ from ELECTRA's (transformers' BertConfig), applied to a
+# model_type "bert" config.json that leaves a field out.
+BERT_DEFAULTS = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+@dataclasses.dataclass(kw_only=True)
+class ElectraConfig(ModelConfig):
+    """Hyper-parameters of an ELECTRA (or BERT) encoder and its heads; transformers' field names.
+
+    Defaults are transformers' (those of ELECTRA-Small's discriminator). A config.json with
+    ``model_type: "bert"`` also loads: its ``embedding_size`` is its ``hidden_size``.
+    """
+
+    model_type: ClassVar[str] = "electra"
+
+    # -- the encoder --
+    vocab_size: int = 30522  # token ids: rows of the word-embedding matrix
+    embedding_size: int = 128  # width of the embeddings; projected to hidden_size when different
+    hidden_size: int = 256  # width of the encoder's residual stream
+    num_hidden_layers: int = 12  # transformer blocks
+    num_attention_heads: int = 4  # heads per block; must divide hidden_size
+    intermediate_size: int = 1024  # inner width of the feed-forward network (4 x hidden_size)
+    hidden_act: str = "gelu"  # FFN and discriminator-head activation, a key of ACTIVATIONS
+    hidden_dropout_prob: float = 0.1  # dropout on the embeddings and on each residual branch
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
+    max_position_embeddings: int = 512  # longest sequence the learned position table covers
+    type_vocab_size: int = 2  # token types (segments A / B)
+    initializer_range: float = 0.02  # std of the normal init of every weight matrix and embedding
+    layer_norm_eps: float = 1e-12  # epsilon of every LayerNorm
+    pad_token_id: int | None = 0  # [PAD]: its embedding row starts at zero and gets no gradient
+    position_embedding_type: str = "absolute"  # only learned "absolute" positions (BERT's relative ones: no)
+    # -- transformers' sequence summary: used only by its multiple-choice head; kept so that
+    #    config.json round-trips. Our sequence classifier always reads the first ([CLS]) token.
+    summary_type: str = "first"  # round-trip only
+    summary_use_proj: bool = True  # round-trip only
+    summary_activation: str | None = "gelu"  # round-trip only
+    summary_last_dropout: float = 0.1  # round-trip only
+    # -- task heads --
+    classifier_dropout: float | None = None  # dropout in the classification heads; None: hidden_dropout_prob
+    num_labels: int | None = None  # outputs of the task heads (1 = regression); default len(id2label), else 2
+    id2label: dict[int, str] | None = None  # label names by index; default LABEL_0, LABEL_1, ...
+    label2id: dict[str, int] | None = None  # inverse of id2label; default derived from it
+    # Sequence-classification loss: "regression", "single_label_classification" or
+    # "multi_label_classification"; None infers it like transformers (num_labels, label dtype).
+    problem_type: str | None = None
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    # -- construction -------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}  # JSON keys are strings
+            if self.num_labels is None:
+                self.num_labels = len(self.id2label)
+        if self.num_labels is None:
+            self.num_labels = 2
+        if self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.label2id is None:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of "
+                              f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(f"position_embedding_type={self.position_embedding_type!r} is not supported: "
+                              f"only learned 'absolute' positions (as in ELECTRA and most BERTs)")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
+        if self.num_labels < 1 or len(self.id2label) != self.num_labels:
+            raise ConfigError(f"num_labels={self.num_labels} but id2label has {len(self.id2label)} entries")
+        for name in ("vocab_size", "embedding_size", "num_hidden_layers", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+
+    @classmethod
+    def compatible_model_types(cls) -> tuple[str, ...]:
+        return ("bert",)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "ElectraConfig":
+        if d.get("model_type") == "bert":
+            # A BERT is an ELECTRA encoder whose embeddings are as wide as its hidden states.
+            d = {**BERT_DEFAULTS, **d}
+            d.setdefault("embedding_size", d["hidden_size"])
+        return super().from_dict(d, source)
+
+    def replace(self, **overrides: Any) -> "ElectraConfig":
+        if "num_labels" in overrides and "id2label" not in overrides:
+            # A new label count (e.g. fine-tuning a checkpoint) means new default label names.
+            overrides = {**overrides, "id2label": None, "label2id": None}
+        return super().replace(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("num_labels")  # transformers derives it from id2label and does not write it
+        d["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return d
+
+    def generator_config(self, size_multiplier: float = 0.25) -> "ElectraConfig":
+        """The generator that goes with this discriminator, by the official rule
+        (google-research/electra, configure_pretraining.py / pretrain_helpers.get_generator_config):
+        hidden x multiplier, heads = max(1, hidden // 64), FFN 4 x hidden, same depth, and the
+        same embedding_size (the embeddings are shared)."""
+        hidden = int(self.hidden_size * size_multiplier)
+        return self.replace(hidden_size=hidden, num_attention_heads=max(1, hidden // 64),
+                            intermediate_size=4 * hidden)
+
+
+def _preset(**kw: Any) -> dict[str, Any]:
+    return kw
+
+
+# Discriminators with the released shapes (google/electra-{small,base,large}-discriminator).
+ElectraConfig.presets = {
+    "electra-small": _preset(embedding_size=128, hidden_size=256, num_hidden_layers=12,
+                             num_attention_heads=4, intermediate_size=1024),
+    "electra-base": _preset(embedding_size=768, hidden_size=768, num_hidden_layers=12,
+                            num_attention_heads=12, intermediate_size=3072),
+    "electra-large": _preset(embedding_size=1024, hidden_size=1024, num_hidden_layers=24,
+                             num_attention_heads=16, intermediate_size=4096),
+    # Tiny models for tests and smoke runs: with the embedding projection (16 -> 32) and without.
+    "electra-tiny": _preset(vocab_size=512, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
+    "electra-tiny-noproj": _preset(vocab_size=512, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
+}
+# Generators by the official rule (ElectraConfig.generator_config), with the paper's size
+# multipliers (Table 6 / appendix): Small 1/4, Base 1/3, Large 1/4. Base and Large match the
+# released google/electra-{base,large}-generator (hidden 256, 4 heads, FFN 1024). Known
+# discrepancy: the *released* google/electra-small-generator is full size (hidden 256, 4 heads,
+# FFN 1024), not 1/4 (hidden 64, 1 head) as the rule and the paper give; we follow the rule here.
+# Loading the released checkpoint is unaffected: its config.json carries its own shapes.
+for _name, _mult in (("electra-small", 1 / 4), ("electra-base", 1 / 3), ("electra-large", 1 / 4),
+                     ("electra-tiny", 1 / 4)):
+    _d = ElectraConfig(**ElectraConfig.presets[_name])
+    _g = _d.generator_config(_mult)
+    ElectraConfig.presets[_name + "-generator"] = _preset(
+        **{k: getattr(_g, k) for k in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                                       "num_attention_heads", "intermediate_size", "max_position_embeddings")})
+del _name, _mult, _d, _g
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs (transformers' names and fields)
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, T, H)
+
+
+@dataclasses.dataclass
+class ElectraForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # BCE over the attended positions
+    logits: torch.Tensor | None = None  # (B, T): > 0 means "replaced"
+
+
+@dataclasses.dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # cross-entropy over labels != -100
+    logits: torch.Tensor | None = None  # (B, T, V)
+
+
+@dataclasses.dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L)
+
+
+@dataclasses.dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, L)
+
+
+@dataclasses.dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
+    start_logits: torch.Tensor | None = None  # (B, T)
+    end_logits: torch.Tensor | None = None  # (B, T)
+
+
+# --------------------------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------------------------
+
+class ElectraEmbeddings(nn.Module):
+    """word + position + token type, then LayerNorm and dropout; all of width E.
+    Shared between generator and discriminator during ELECTRA pretraining."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        E = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        T = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)  # (B, T, E)
+        x = x + self.position_embeddings.weight[:T]  # positions 0..T-1: (T, E), broadcast over B
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]  # all type 0, as transformers defaults
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class ElectraSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection and PyTorch's SDPA kernel
+    (flash / memory-efficient / math, whichever applies): softmax(q k^T / sqrt(D) + mask) v."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(H, 3 * H)  # rows: [query; key; value] (HF: three Linear layers)
+        self.out = nn.Linear(H, H)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, H = x.shape
+        # (B, T, 3H) -> (3, B, N, T, D)
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout_p if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
+
+
+class ElectraLayer(nn.Module):
+    """One post-LayerNorm block (as BERT): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.attention = ElectraSelfAttention(config)
+        self.attention_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(H, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, H)
+        self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))  # (B, T, H)
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
+
+class ElectraPreTrainedModel(PreTrainedModel):
+    """What every ELECTRA class shares: config class, init, key map, input checks."""
+
+    config_class = ElectraConfig
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
+        padding row zero, LayerNorm = identity."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def hf_keymap(cls, config: ElectraConfig) -> KeyMap:
+        return electra_keymap(cls.__name__, config.embedding_size != config.hidden_size)
+
+    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
+                           ) -> LoadReport:
+        # Encoder weights may sit under "electra.", "bert." or at the root of the file.
+        prefix = "" if isinstance(self, ElectraModel) else "electra."
+        hf_sd, sources = normalize_prefix(hf_sd, sources or {}, prefix)
+        return super().load_hf_state_dict(hf_sd, sources)
+
+    def _shape_hint(self) -> str:
+        c = self.config
+        return (f"vocab_size={c.vocab_size}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}, "
+                f"num_hidden_layers={c.num_hidden_layers}, num_attention_heads={c.num_attention_heads}, "
+                f"num_labels={c.num_labels}")
+
+
+class ElectraModel(ElectraPreTrainedModel):
+    """The bare encoder: token ids -> contextual vectors ``last_hidden_state`` (B, T, H)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        for key in ("is_decoder", "add_cross_attention"):
+            if config.extra.get(key):
+                raise ConfigError(f"{key}=true: ELECTRA here is a bidirectional encoder only "
+                                  f"(no causal / cross-attention variant)")
+        self.embeddings = ElectraEmbeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)  # E -> H
+        self.layers = nn.ModuleList(ElectraLayer(config) for _ in range(config.num_hidden_layers))
+        self.apply(self._init_weights)
+
+    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     token_type_ids: torch.Tensor | None) -> None:
+        """Readable errors for inputs that would otherwise fail deep inside torch (or silently)."""
+        c = self.config
+        if input_ids.dim() != 2:
+            raise InvalidInputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        T = input_ids.shape[1]
+        if T > c.max_position_embeddings:
+            raise InvalidInputError(
+                f"sequence length {T} is longer than max_position_embeddings={c.max_position_embeddings} "
+                f"of this model; truncate it (tokenizer(..., truncation=True, max_length={c.max_position_embeddings}))")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and t.shape != input_ids.shape:
+                raise InvalidInputError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}")
+        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+            return
+        for name, t, size, what in (("input_ids", input_ids, c.vocab_size, "vocab_size"),
+                                    ("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")):
+            if t is None:
+                continue
+            lo, hi = (int(v) for v in torch.aminmax(t))
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                hint = " (tokenizer and model vocabularies differ?)" if name == "input_ids" else ""
+                raise InvalidInputError(f"{name} contains {bad}, outside [0, {size}) of this model's "
+                                        f"{what}={size}{hint}")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T)."""
+        self.check_inputs(input_ids, attention_mask, token_type_ids)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
+        if hasattr(self, "embeddings_project"):
+            x = self.embeddings_project(x)  # (B, T, H)
+        # Padding keys are excluded from every query's softmax. Padding *queries* still get
+        # (meaningless) vectors, as in transformers; heads and losses ignore them.
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return BaseModelOutput(last_hidden_state=x)
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining heads: discriminator (replaced-token detection) and generator (masked LM)
+# --------------------------------------------------------------------------------------------
+
+class ElectraDiscriminatorPredictions(nn.Module):
+    """dense(H -> H) -> hidden_act -> dense(H -> 1): one "was this token replaced?" logit per token."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(self.act(self.dense(h))).squeeze(-1)  # (B, T, H) -> (B, T)
+
+
+class ElectraForPreTraining(ElectraPreTrainedModel):
+    """The discriminator: per-token logit that the token was replaced by the generator.
+
+    ``labels`` (B, T): 1 = replaced, 0 = original. The loss is sigmoid BCE averaged over the
+    positions where attention_mask is 1 (all positions without a mask), as in transformers.
+    """
+
+    newly_initialized_ok = (r"discriminator_predictions\..*",)
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        self.electra = ElectraModel(config)
+        self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
+        self.discriminator_predictions.apply(self._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> ElectraForPreTrainingOutput:
+        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.discriminator_predictions(h)  # (B, T)
+        loss = None
+        if labels is not None:
+            if attention_mask is not None:
+                active = attention_mask.bool()
+                loss = F.binary_cross_entropy_with_logits(logits[active], labels[active].float())
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+        return ElectraForPreTrainingOutput(loss=loss, logits=logits)
+
+
+class ElectraGeneratorPredictions(nn.Module):
+    """dense(H -> E) -> GELU -> LayerNorm(E); the tied embedding matrix then maps E -> V."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(h)))  # always exact GELU, whatever hidden_act
+
+
+class ElectraForMaskedLM(ElectraPreTrainedModel):
+    """The generator: a masked language model that predicts the token at each position.
+
+    Its output layer is the word-embedding matrix itself (tied, plus a bias), so the two can
+    never drift apart; checkpoints store only the embedding (transformers 5 does the same).
+    ``labels`` (B, T): the original ids at the positions to predict, -100 elsewhere.
+    """
+
+    newly_initialized_ok = (r"generator_predictions\..*", r"generator_lm_head\.bias")
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        if config.extra.get("tie_word_embeddings") is False:
+            raise ConfigError("tie_word_embeddings=false: an untied generator output layer is not supported "
+                              "(every released ELECTRA generator ties it to the word embeddings)")
+        self.electra = ElectraModel(config)
+        self.generator_predictions = ElectraGeneratorPredictions(config)
+        # HF: generator_lm_head = Linear(E, V) whose weight is the word-embedding matrix.
+        self.generator_lm_head = nn.Module()
+        self.generator_lm_head.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.generator_predictions.apply(self._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> MaskedLMOutput:
+        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+        h = self.generator_predictions(h)  # (B, T, E)
+        logits = F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+    def generate(self, *args: Any, **kwargs: Any):
+        """Fill every [MASK] in ``input_ids`` with the generator, one mask at a time, most
+        confident first (greedy by default; sampling and ``num_return_sequences`` give
+        alternatives). Inputs without [MASK] come back unchanged.
+
+        This is what "generate" can honestly mean for ELECTRA: the generator is a masked language
+        model, not a left-to-right text generator, so it can fill blanks but not continue a text.
+        See t5electra/fill_mask.py for the arguments.
+        """
+        from ..fill_mask import fill_mask_generate
+
+        return fill_mask_generate(self, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning heads (on the discriminator, or on any BERT)
+# --------------------------------------------------------------------------------------------
+
+def _classifier_dropout(config: ElectraConfig) -> float:
+    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+
+
+class ElectraClassificationHead(nn.Module):
+    """On the first ([CLS]) vector: dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
+    (BERT's pooler uses tanh; the ELECTRA authors used GELU here, and so does transformers.)"""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(h[:, 0])  # (B, H)
+        x = self.dropout(F.gelu(self.dense(x)))
+        return self.out_proj(x)  # (B, L)
+
+
+class ElectraForSequenceClassification(ElectraPreTrainedModel):
+    """One prediction per sequence (GLUE-style). The loss follows ``config.problem_type``; when it
+    is None it is inferred like transformers: num_labels == 1 -> regression (MSE), integer labels ->
+    single-label cross-entropy, float labels (B, L) -> multi-label BCE."""
+
+    newly_initialized_ok = (r"classifier\..*",)
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        self.electra = ElectraModel(config)
+        self.classifier = ElectraClassificationHead(config)
+        self.classifier.apply(self._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> SequenceClassifierOutput:
+        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.classifier(h)  # (B, L)
+        loss = None
+        if labels is not None:
+            L = self.config.num_labels
+            problem = self.config.problem_type
+            if problem is None:
+                if L == 1:
+                    problem = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    problem = "single_label_classification"
+                else:
+                    problem = "multi_label_classification"
+            if problem == "regression":
+                if L == 1:
+                    loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+                else:
+                    loss = F.mse_loss(logits, labels.to(logits.dtype))
+            elif problem == "single_label_classification":
+                loss = F.cross_entropy(logits.view(-1, L), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class ElectraForTokenClassification(ElectraPreTrainedModel):
+    """One prediction per token (NER, POS): dropout -> dense(H -> L). Labels -100 are ignored."""
+
+    newly_initialized_ok = (r"classifier\..*",)
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        self.electra = ElectraModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier.apply(self._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> TokenClassifierOutput:
+        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(h))  # (B, T, L)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1), ignore_index=-100)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+
+class ElectraForQuestionAnswering(ElectraPreTrainedModel):
+    """Extractive QA (SQuAD): a start and an end logit per token, dense(H -> 2).
+
+    ``start_positions`` / ``end_positions`` (B,): token indices of the answer span; positions
+    outside the sequence are clamped to T and ignored, as in transformers.
+    """
+
+    newly_initialized_ok = (r"qa_outputs\..*",)
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ConfigError(f"ElectraForQuestionAnswering predicts a start and an end logit: num_labels must be 2, "
+                              f"got {config.num_labels}")
+        self.electra = ElectraModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs.apply(self._init_weights)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
+        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+        start_logits, end_logits = self.qa_outputs(h).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            T = start_logits.shape[1]
+            start = start_positions.reshape(-1).clamp(0, T)
+            end = end_positions.reshape(-1).clamp(0, T)
+            loss = (F.cross_entropy(start_logits, start, ignore_index=T)
+                    + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
+                                            end_logits=end_logits.contiguous())
+
+
+__all__ = [
+    "ElectraConfig", "ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM",
+    "ElectraForSequenceClassification", "ElectraForTokenClassification", "ElectraForQuestionAnswering",
+]
