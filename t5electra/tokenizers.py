@@ -119,8 +119,6 @@ class _TokenizerBase:
     """
 
     model_input_names: list[str] = ["input_ids", "attention_mask"]
-    padding_side = "right"
-    truncation_side = "right"
 
     def __init__(self, backend: Tokenizer, *, special_tokens: dict[str, str | None],
                  extra_special_tokens: Iterable[str] = (), model_max_length: int | None = None,
@@ -158,13 +156,16 @@ class _TokenizerBase:
     def _restore_added_tokens(self, added_tokens: list[dict], source: Path) -> None:
         """Re-add the tokens a tokenizer.json lists under "added_tokens" (e.g. from add_tokens())
         and check each lands on the id the file says."""
+        registered = {t.content for t in self._backend.get_added_tokens_decoder().values()}
         for entry in sorted(added_tokens, key=lambda e: e["id"]):
-            if self._backend.token_to_id(entry["content"]) is None or not entry.get("special", False):
+            if entry["content"] not in registered:
+                special = entry.get("special", False)
                 token = AddedToken(entry["content"], single_word=entry.get("single_word", False),
                                    lstrip=entry.get("lstrip", False), rstrip=entry.get("rstrip", False),
-                                   normalized=entry.get("normalized", True), special=entry.get("special", False))
-                if entry.get("special", False):
+                                   normalized=entry.get("normalized", not special), special=special)
+                if special:
                     self._backend.add_special_tokens([token])
+                    self.extra_special_tokens.append(entry["content"])
                 else:
                     self._backend.add_tokens([token])
             got = self._backend.token_to_id(entry["content"])

@@ -202,6 +202,19 @@ def test_t5_save_and_load_both_ways(t5_trained, sp_dir, tmp_path):
     for text in TEXTS + ["x <new_token> y"]:
         a, b = loaded(text).input_ids, theirs(text).input_ids
         assert [0 if (x, y) == (0, 2) else y for x, y in zip(a, b)] == a, text  # unk_id: see the test above
+    # A v4-converted tokenizer.json (normalizer Sequence[Precompiled, Replace], Metaspace only):
+    # v5 takes only the pieces and the charsmap from it, and so do we.
+    data = json.loads((tmp_path / "hf" / "tokenizer.json").read_text(encoding="utf-8"))
+    data["normalizer"] = {"type": "Sequence", "normalizers": [
+        data["normalizer"], {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "▁"}]}
+    data["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    (tmp_path / "v4").mkdir()
+    (tmp_path / "v4" / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    shutil.copy(tmp_path / "hf" / "tokenizer_config.json", tmp_path / "v4" / "tokenizer_config.json")
+    v4_ours, v4_theirs = T5Tokenizer.from_pretrained(tmp_path / "v4"), transformers.T5Tokenizer.from_pretrained(
+        tmp_path / "v4")
+    for text in ("Hello   world  again", "a <extra_id_0>.x", "x <new_token> y"):
+        assert v4_ours(text).input_ids == v4_theirs(text).input_ids == loaded(text).input_ids, text
     # Saved without spiece.model, ours writes only what it has; transformers reloads it.
     loaded.save_pretrained(tmp_path / "ours")
     assert not (tmp_path / "ours" / "spiece.model").exists()
@@ -340,6 +353,18 @@ def test_electra_train_save_and_transformers_loads(electra_trained, tmp_path):
     assert as_lists(reloaded(*pair)) == as_lists(ours(*pair))
     n_first, n_all = len(reloaded(pair[0]).input_ids), len(reloaded(*pair).input_ids)  # [CLS] A [SEP] | B [SEP]
     assert reloaded(*pair).token_type_ids == [0] * n_first + [1] * (n_all - n_first)
+    # Tokens transformers added (one special, one not) come back from its tokenizer.json.
+    theirs = transformers.BertTokenizer.from_pretrained(out)
+    theirs.add_special_tokens({"additional_special_tokens": ["<ent>"]})
+    theirs.add_tokens(["newword"])
+    theirs.save_pretrained(tmp_path / "added")
+    loaded = ElectraTokenizer.from_pretrained(tmp_path / "added")
+    text = "the <ent> newword cat"
+    ids = loaded(text).input_ids
+    assert ids == theirs(text).input_ids and {600, 601} <= set(ids)
+    assert loaded.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+    assert loaded.convert_ids_to_tokens(ids, skip_special_tokens=True) == theirs.convert_ids_to_tokens(
+        ids, skip_special_tokens=True)
     # From an iterator, cased.
     cased = ElectraTokenizer.train(iter(["Hello World hello world"] * 50), 80, lowercase=False, min_frequency=1)
     assert cased.tokenize("Hello hello") == ["Hello", "hello"]
