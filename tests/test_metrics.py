@@ -1,0 +1,96 @@
+"""Metrics against known values: scikit-learn/scipy called directly, sacrebleu's README example,
+and hand-computed SQuAD and ROUGE cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import sklearn.metrics
+
+from t5electra import metrics as M
+from t5electra.errors import InvalidInputError
+
+
+def test_accuracy_counts_invalid_as_wrong():
+    assert M.accuracy([1, 0, 1, 1], [1, 0, -1, 0]) == {"accuracy": 50.0}
+
+
+def test_matthews_hand_computed_and_sklearn():
+    # TP=1 TN=2 FP=0 FN=1: (1*2 - 0*1) / sqrt(1 * 2 * 2 * 3) = 2 / sqrt(12)
+    assert M.matthews_corrcoef([1, 1, 0, 0], [1, 0, 0, 0])["mcc"] == pytest.approx(100 * 2 / math.sqrt(12))
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 2, 200), rng.integers(-1, 2, 200)  # -1: invalid generations
+    assert M.matthews_corrcoef(t, p)["mcc"] == pytest.approx(100 * sklearn.metrics.matthews_corrcoef(t, p))
+
+
+def test_f1_with_invalid_sets_invalid_to_the_wrong_class():
+    # The invalid prediction (target 0) becomes 1: preds [1, 1, 0, 1] -> TP 2, FP 1, FN 1 -> F1 2/3.
+    assert M.f1_with_invalid([1, 0, 1, 1], [1, -1, 0, 1])["f1"] == pytest.approx(200 / 3)
+    assert M.f1_with_invalid([1, 0, 1], [1, 0, 1])["f1"] == 100.0
+
+
+def test_macro_f1_matches_sklearn():
+    t, p = [0, 1, 2, 2, 1, 0, 3], [0, 2, 2, 2, 1, -1, 3]
+    expected = sklearn.metrics.f1_score(t, p, labels=[0, 1, 2, 3], average="macro")
+    assert M.macro_f1(t, p)["macro_f1"] == pytest.approx(100 * expected)
+
+
+def test_correlations_match_scipy_and_constant_is_zero():
+    rng = np.random.default_rng(1)
+    t = rng.uniform(0, 5, 50)
+    p = t + rng.normal(0, 1, 50)
+    assert M.pearson(t, p)["pearson"] == pytest.approx(100 * scipy.stats.pearsonr(t, p)[0])
+    assert M.spearman(t, p)["spearman"] == pytest.approx(100 * scipy.stats.spearmanr(t, p)[0])
+    assert M.pearson([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == {"pearson": 0.0}
+
+
+@pytest.mark.parametrize("pred, refs, em, f1", [
+    ("The Cat!", ["cat"], 100.0, 100.0),                    # case, punctuation, article
+    ("the big red dog", ["red dog"], 0.0, 80.0),           # P 2/3, R 1 -> 0.8
+    ("Denver Broncos", ["Broncos", "Denver Broncos"], 100.0, 100.0),  # max over references
+    ("in 1990s", ["the 1990s", "1990"], 0.0, 100 * 2 * 0.5 / 1.5),    # best: P 1/2, R 1 vs "1990s"
+    ("", ["anything"], 0.0, 0.0),
+])
+def test_squad_official_normalisation(pred, refs, em, f1):
+    out = M.squad([refs], [pred])
+    assert out["em"] == pytest.approx(em) and out["f1"] == pytest.approx(f1)
+
+
+def test_normalize_squad():
+    assert M.normalize_squad("  The  Quick, brown fox an apple! ") == "quick brown fox apple"
+
+
+def test_bleu_and_chrf_sacrebleu_readme_example():
+    # https://github.com/mjpost/sacrebleu#using-sacrebleu-from-python : BLEU 48.53, chrF2 59.73
+    refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+            ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+    hyps = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+    per_example = [list(r) for r in zip(*refs)]
+    assert M.bleu(per_example, hyps)["bleu"] == pytest.approx(48.53, abs=0.005)
+    assert M.chrf(per_example, hyps)["chrf"] == pytest.approx(59.73, abs=0.005)
+    # One reference per example: plain strings
+    assert M.bleu(refs[0], refs[0])["bleu"] == pytest.approx(100.0)
+
+
+def test_rouge_hand_computed_with_stemming():
+    out = M.rouge(["the cat sat on the mat"], ["the cat sat"])
+    # unigrams: P 3/3, R 3/6 -> F 2/3; bigrams: P 2/2, R 2/5 -> F 4/7; LCS = 3 -> as unigrams
+    assert out["rouge1"] == pytest.approx(200 / 3)
+    assert out["rouge2"] == pytest.approx(400 / 7)
+    assert out["rougeL"] == pytest.approx(200 / 3)
+    # Porter stemming: "running" and "runs" both become "run"
+    assert M.rouge(["he was running"], ["he runs"])["rouge1"] == pytest.approx(80.0)
+
+
+def test_sequence_accuracy():
+    assert M.sequence_accuracy(["a b", "c"], [" a b ", "d"]) == {"sequence_accuracy": 50.0}
+
+
+def test_length_mismatch_and_empty_are_clear_errors():
+    with pytest.raises(InvalidInputError, match="3 targets but 2 predictions"):
+        M.accuracy([1, 0, 1], [1, 0])
+    with pytest.raises(InvalidInputError, match="no examples"):
+        M.bleu([], [])

