@@ -593,11 +593,10 @@ def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
                     for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
         else:
             rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        columns = dict(spec.columns) if spec.folder != "CoLA" else {"sentence": "sentence"}
         skipped = 0
         for n, row in enumerate(rows):
             ex: Example = {}
-            for feat, col in columns.items():
+            for feat, col in spec.columns.items():
                 if col not in row and n == 0:
                     raise DataError(f"{path}: no column {col!r} for {feat!r}{suggest(col, row)}; columns: {list(row)}")
                 ex[feat] = row.get(col)
@@ -662,8 +661,12 @@ def register_task(name: str, factory: Callable[..., Task] | Task, description: s
         raise ConfigError(f"task {name!r} is already registered (pass overwrite=True to replace it)")
     if isinstance(factory, Task):
         task = factory
-        factory = lambda data_dir=None: task  # noqa: E731
         description = description or task.description
+
+        def factory(data_dir=None):
+            if data_dir is not None:
+                raise ConfigError(f"task {name!r} was registered with its own files; it takes no data_dir")
+            return task
     _TASKS[name] = (factory, description)
     _BUILT.pop(name, None)
 
@@ -719,27 +722,26 @@ def _cnn_dm_factory(data_dir=None) -> Task:
     return summarization_task("cnn_dailymail", source, description="CNN/DailyMail summarisation")
 
 
-def _files_factory(kind: str):
-    """Factories for user data: ``get_task("summarize", data_dir=...)`` / ``"translate", ...``."""
-    def summarize(data_dir=None, article_key=None, summary_key=None) -> Task:
-        if data_dir is None:
-            raise ConfigError("task 'summarize' reads your files: pass data_dir= (train/validation/test .jsonl)")
-        return summarization_task("summarize", FileSource(find_split_files(data_dir, (".jsonl", ".parquet", ".csv"))),
-                                  article_key=article_key, summary_key=summary_key)
+def _summarize_factory(data_dir=None, article_key=None, summary_key=None) -> Task:
+    """Your summarisation files: ``get_task("summarize", data_dir=...)``."""
+    if data_dir is None:
+        raise ConfigError("task 'summarize' reads your files: pass data_dir= (train/validation/test .jsonl)")
+    return summarization_task("summarize", FileSource(find_split_files(data_dir, (".jsonl", ".parquet", ".csv"))),
+                              article_key=article_key, summary_key=summary_key)
 
-    def translate(data_dir=None, source_lang="en", target_lang="de") -> Task:
-        if data_dir is None:
-            raise ConfigError("task 'translate' reads your files: pass data_dir= (train/validation/test .tsv/.jsonl)")
-        files = find_split_files(data_dir, (".tsv", ".jsonl"))
-        return translation_task(f"translate_{source_lang}_{target_lang}", files, source_lang, target_lang)
 
-    return {"summarize": summarize, "translate": translate}[kind]
+def _translate_factory(data_dir=None, source_lang="en", target_lang="de") -> Task:
+    """Your sentence pairs: ``get_task("translate", data_dir=..., source_lang="en", target_lang="fr")``."""
+    if data_dir is None:
+        raise ConfigError("task 'translate' reads your files: pass data_dir= (train/validation/test .tsv/.jsonl)")
+    files = find_split_files(data_dir, (".tsv", ".jsonl"))
+    return translation_task(f"translate_{source_lang}_{target_lang}", files, source_lang, target_lang)
 
 
 register_task("squad", _squad_factory, "SQuAD v1.1 JSON: question: ... context: ... -> answer; EM/F1")
 register_task("cnn_dailymail", _cnn_dm_factory, "CNN/DailyMail (article/highlights): summarize: ...; ROUGE-1/2/L")
-register_task("summarize", _files_factory("summarize"), "your summarisation JSONL (article/summary); ROUGE")
-register_task("translate", _files_factory("translate"), "your sentence pairs (TSV/JSONL), any language pair; BLEU, chrF")
+register_task("summarize", _summarize_factory, "your summarisation JSONL (article/summary); ROUGE")
+register_task("translate", _translate_factory, "your sentence pairs (TSV/JSONL), any language pair; BLEU, chrF")
 
 
 # -- tasks over the sample datasets of `t5electra data fetch` ------------------------------------
@@ -838,7 +840,11 @@ class Mixture:
         return cls(name, tuple(tasks), tuple(examples_proportional_rates(sizes, cap, temperature, scale)))
 
     def sample(self, split: str = "train", seed: int = 0) -> Iterator[Example]:
-        """An endless, deterministic stream of preprocessed examples (``"task"`` names the source)."""
+        """An endless, deterministic stream of preprocessed examples (``"task"`` names the source).
+
+        Each task's split is held in memory (fine for fine-tuning sets up to a few hundred
+        thousand examples; pretraining corpora stream through ``shards.py`` instead).
+        """
         pools = [list(t.examples(split)) for t in self.tasks]
         for t, pool in zip(self.tasks, pools):
             if not pool:
