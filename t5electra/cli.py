@@ -12,6 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("t5electra.commands.demo", "build tiny T5 and ELECTRA models, save, reload and run them"),
     "tokenizer": ("t5electra.commands.tokenizer", "train a tokenizer"),
+    "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "data": ("t5electra.commands.data", "fetch and list sample datasets"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
 }

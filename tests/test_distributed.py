@@ -1,0 +1,89 @@
+"""Two CPU processes (gloo) with DDP give the parameters of one process on the same global batch."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import toy_train
+from t5electra.errors import ConfigError
+from t5electra.train.checkpointing import CheckpointManager
+from t5electra.train.distributed import DistEnv, all_reduce_dict, all_reduce_mean, init_distributed, wrap_ddp
+from t5electra.train.logging import read_metrics
+
+ARGS = ["--train.max_steps=6", "--checkpoint.every_steps=3", "--train.grad_accum_steps=2", "--optim.lr=0.05",
+        "--optim.weight_decay=0.01", "--schedule.name=linear", "--schedule.warmup_steps=2", "--train.device=cpu"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(run_dir, world_size, extra=()):
+    """Start ``world_size`` processes with torchrun's environment variables; wait for all."""
+    ctx = multiprocessing.get_context("fork")
+    port = str(_free_port())
+    procs = []
+    for rank in range(world_size):
+        env = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "TOY_DROPOUT": "0"}
+        p = ctx.Process(target=toy_train.run_with_env, args=([f"--train.output_dir={run_dir}", *ARGS, *extra], env))
+        p.start()
+        procs.append(p)
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(tmp_path, monkeypatch):
+    # one process, global batch 2 x 4 per micro-batch
+    monkeypatch.setenv("TOY_DROPOUT", "0")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert toy_train.main([f"--train.output_dir={tmp_path / 'one'}", *ARGS, "--train.batch_size=8"]) == 0
+    # two processes, 4 examples each per micro-batch
+    assert _launch(tmp_path / "two", 2, ["--train.batch_size=4"]) == [0, 0]
+
+    one, two = load_file(tmp_path / "one" / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
+    assert one.keys() == two.keys()
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-6, rtol=0), f"{k}: max diff {(one[k] - two[k]).abs().max()}"
+    moved = load_file(tmp_path / "one" / "checkpoints" / "step-00000006" / "model.safetensors")
+    assert all(torch.equal(moved[k], one[k]) for k in one)
+    # the logged loss is the global mean; token counts are summed over ranks
+    l1 = {r["step"]: r for r in read_metrics(tmp_path / "one")}
+    l2 = {r["step"]: r for r in read_metrics(tmp_path / "two")}
+    for step in range(1, 7):
+        assert l2[step]["loss"] == pytest.approx(l1[step]["loss"], abs=1e-6)
+        assert l2[step]["tokens"] == l1[step]["tokens"] == 2 * 8 * 5
+    # rank 0 wrote the checkpoints, with one RNG state per rank
+    state = torch.load(CheckpointManager(tmp_path / "two").latest() / "training_state.pt", weights_only=True)
+    assert len(state["rng"]) == 2
+
+
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    env = init_distributed("cpu")
+    assert env == DistEnv() and env.is_main and not env.distributed
+    model = torch.nn.Linear(2, 2)
+    assert wrap_ddp(model, env) is model
+    assert all_reduce_mean(torch.tensor(3.0), env) == 3.0
+    assert all_reduce_dict({"a": 1.0}, env) == {"a": 1.0}
+
+
+def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ConfigError, match="MASTER_ADDR is not set: launch with torchrun"):
+        init_distributed("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not an integer"):
+        init_distributed("cpu")
