@@ -1,0 +1,399 @@
+"""generate(): token-identical to transformers' generate (greedy, beam search), cached == uncached,
+sampling reproducible and faithful to top-k / top-p / temperature, clear errors.
+
+The parity tests drive transformers' own T5ForConditionalGeneration through the four-call protocol of
+t5electra/generate.py (``HFProtocol`` below), so that the logits are bit-identical on both sides and
+any difference in the output comes from the search itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from t5electra.errors import InvalidInputError
+from t5electra.generate import generate
+
+transformers = pytest.importorskip("transformers")
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutput  # noqa: E402
+
+VOCAB = 128
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol on transformers' model, cached and uncached
+# --------------------------------------------------------------------------------------------
+
+class HFCache:
+    """Decoder state of ``HFProtocol``: transformers' EncoderDecoderCache plus the encoder output."""
+
+    def __init__(self, enc, mask):
+        self.enc, self.mask, self.length = enc, mask, 0
+        self.kv = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        self.history = None  # decoder ids so far (used by the uncached variant)
+
+    def reorder(self, index):
+        self.kv.reorder_cache(index)
+        self.enc = self.enc.index_select(0, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
+        if self.history is not None:
+            self.history = self.history.index_select(0, index)
+
+
+class HFProtocol:
+    """encode / new_decoder_cache / decode_step on transformers' T5ForConditionalGeneration."""
+
+    def __init__(self, hf, use_cache: bool = True):
+        self.hf, self.config, self.use_cache = hf, hf.config, use_cache
+
+    def encode(self, input_ids, attention_mask=None):
+        return self.hf.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def new_decoder_cache(self, enc, mask, max_length):
+        return HFCache(enc, mask)
+
+    def decode_step(self, ids, cache):
+        enc = BaseModelOutput(last_hidden_state=cache.enc)
+        if self.use_cache:
+            logits = self.hf(encoder_outputs=enc, attention_mask=cache.mask, decoder_input_ids=ids,
+                             cache=cache.kv, use_cache=True).logits
+        else:  # re-run the whole decoder on everything so far, no cache
+            cache.history = ids if cache.history is None else torch.cat([cache.history, ids], dim=1)
+            logits = self.hf(encoder_outputs=enc, attention_mask=cache.mask, decoder_input_ids=cache.history,
+                             use_cache=False).logits[:, -ids.shape[1]:]
+        cache.length += ids.shape[1]
+        return logits
+
+
+def tiny_hf(version: str, seed: int):
+    """A random tiny T5 (v1.0: ReLU, tied; v1.1: gated-GELU, untied) whose outputs vary with the input.
+
+    Initialised 3x wider than mesh-tf (else a random model repeats one token), with the decoder's
+    final norm scaled down so that next-token distributions are not one-hot (beam search matters).
+    """
+    torch.manual_seed(seed)
+    v11 = version == "v1.1"
+    cfg = transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
+        initializer_factor=3.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    model = transformers.T5ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        model.decoder.final_layer_norm.weight.mul_(0.04 if v11 else 0.15)
+    return model
+
+
+def padded_batch(seed: int, lengths=(10, 6, 3, 8)):
+    """Right-padded (B, S) ids and mask, rows of different lengths."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    ids = torch.randint(2, VOCAB, (len(lengths), max(lengths)), generator=g)
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids * mask, mask
+
+
+def frequent_token(hf, ids, mask) -> int:
+    """A token greedy decoding emits in some rows but not at once: a natural EOS for the tests."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=12)
+    counts = torch.bincount(out[:, 3:].flatten(), minlength=VOCAB)
+    counts[:2] = 0
+    return int(counts.argmax())
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {(v, s): tiny_hf(v, s) for v in ("v1.0", "v1.1") for s in range(3)}
+
+
+def hf_generate(hf, ids, mask, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "use max_new_tokens" and similar advice
+        return hf.generate(ids, attention_mask=mask, **kw)
+
+
+def assert_same(hf, ids, mask, **kw):
+    ours = generate(HFProtocol(hf), ids, mask, **kw)
+    theirs = hf_generate(hf, ids, mask, **kw)
+    assert ours.dtype == torch.long
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"{kw}\nours\n{ours}\ntransformers\n{theirs}"
+    return ours
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy and beam search: token-identical to transformers
+# --------------------------------------------------------------------------------------------
+
+GREEDY_CASES = [
+    {},                                                   # max_length default: 20 new tokens
+    {"max_new_tokens": 7},
+    {"max_length": 9},
+    {"max_length": 30, "max_new_tokens": 5},              # max_new_tokens wins
+    {"eos": True, "max_new_tokens": 15},
+    {"eos": True, "min_new_tokens": 6, "max_new_tokens": 15},
+    {"eos": True, "repetition_penalty": 1.5, "max_new_tokens": 12},
+    {"eos": True, "no_repeat_ngram_size": 2, "max_new_tokens": 16},
+    {"repetition_penalty": 0.7, "no_repeat_ngram_size": 3, "max_new_tokens": 16},
+]
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("case", GREEDY_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_greedy_matches_transformers(models, version, case):
+    for seed in range(3):
+        hf = models[version, seed]
+        ids, mask = padded_batch(seed)
+        kw = dict(case)
+        if kw.pop("eos", False):
+            kw["eos_token_id"] = frequent_token(hf, ids, mask)
+        out = assert_same(hf, ids, mask, **kw)
+        assert (out[:, 0] == 0).all()
+
+
+BEAM_CASES = [
+    {"num_beams": 3},
+    {"num_beams": 4, "num_return_sequences": 4, "max_new_tokens": 10},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.5, "eos": True, "max_new_tokens": 14},
+    {"num_beams": 4, "length_penalty": 2.0, "early_stopping": True, "eos": True, "max_new_tokens": 14},
+    {"num_beams": 3, "length_penalty": -1.0, "eos": True, "max_new_tokens": 14},
+    {"num_beams": 4, "num_return_sequences": 3, "early_stopping": "never", "eos": True, "max_new_tokens": 14},
+    {"num_beams": 4, "length_penalty": 0.0, "early_stopping": "never", "eos": True, "max_new_tokens": 12},
+    {"num_beams": 2, "early_stopping": True, "eos": True, "min_new_tokens": 5, "max_length": 14},
+    {"num_beams": 3, "eos": True, "repetition_penalty": 1.3, "no_repeat_ngram_size": 2, "max_new_tokens": 14},
+    {"num_beams": 5, "num_return_sequences": 2, "eos_token_id": 1, "max_new_tokens": 6},
+]
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("case", BEAM_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_beam_search_matches_transformers(models, version, case):
+    for seed in range(3):
+        hf = models[version, seed]
+        ids, mask = padded_batch(seed)
+        kw = dict(case)
+        if kw.pop("eos", False):
+            kw["eos_token_id"] = frequent_token(hf, ids, mask)
+        assert_same(hf, ids, mask, **kw)
+
+
+def test_beam_search_eos_and_padding_like_transformers(models):
+    """Hypotheses end at different lengths; the output is padded as transformers pads it
+    (with `pad_token_id or eos_token_id`, i.e. EOS for T5) and rows of one input are consecutive."""
+    ended_early = 0
+    for seed in range(3):
+        hf = models["v1.1", seed]
+        ids, mask = padded_batch(seed)
+        eos = frequent_token(hf, ids, mask)
+        out = assert_same(hf, ids, mask, num_beams=4, num_return_sequences=2, eos_token_id=eos, max_new_tokens=16)
+        assert out.shape[0] == ids.shape[0] * 2
+        ended_early += int(((out == eos).any(dim=1) & (out[:, -1] == eos)).sum())
+    assert ended_early > 0  # the cases above do exercise padding of finished hypotheses
+
+
+def test_beam_sampling_matches_transformers_with_the_same_seed(models):
+    """Beam sampling draws with torch.multinomial like transformers: same global seed, same output."""
+    hf = models["v1.0", 1]
+    ids, mask = padded_batch(1)
+    kw = dict(num_beams=3, do_sample=True, top_k=20, top_p=0.9, temperature=0.8, max_new_tokens=10,
+              eos_token_id=frequent_token(hf, ids, mask))
+    torch.manual_seed(7)
+    ours = generate(HFProtocol(hf), ids, mask, **kw)
+    torch.manual_seed(7)
+    theirs = hf_generate(hf, ids, mask, **kw)
+    assert torch.equal(ours, theirs)
+
+
+def test_min_new_tokens_suppresses_eos(models):
+    hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    eos = frequent_token(hf, ids, mask)
+    free = generate(HFProtocol(hf), ids, mask, eos_token_id=eos, max_new_tokens=15)
+    first_eos = [(row == eos).nonzero()[0, 0].item() for row in free if (row == eos).any()]
+    assert first_eos and min(first_eos) < 6
+    for num_beams in (1, 3):
+        out = generate(HFProtocol(hf), ids, mask, eos_token_id=eos, min_new_tokens=6, max_new_tokens=15,
+                       num_beams=num_beams)
+        assert not (out[:, 1:7] == eos).any()
+
+
+def test_cached_decoding_equals_uncached(models):
+    for version in ("v1.0", "v1.1"):
+        hf = models[version, 2]
+        ids, mask = padded_batch(2)
+        eos = frequent_token(hf, ids, mask)
+        for kw in ({"max_new_tokens": 12, "eos_token_id": eos},
+                   {"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 12, "eos_token_id": eos}):
+            cached = generate(HFProtocol(hf), ids, mask, **kw)
+            uncached = generate(HFProtocol(hf, use_cache=False), ids, mask, **kw)
+            assert torch.equal(cached, uncached), kw
+
+
+def test_length_defaults_and_precedence(models, caplog):
+    hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    assert generate(HFProtocol(hf), ids, mask).shape[1] == 21          # start token + 20, as transformers 5
+    assert generate(HFProtocol(hf), ids, mask, max_length=5).shape[1] == 5
+    with caplog.at_level("WARNING", logger="t5electra"):
+        out = generate(HFProtocol(hf), ids, mask, max_length=5, max_new_tokens=8)
+    assert out.shape[1] == 9 and "max_new_tokens wins" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+def test_sampling_is_reproducible_with_a_generator(models):
+    hf = models["v1.1", 0]
+    ids, mask = padded_batch(0)
+    kw = dict(do_sample=True, top_k=0, max_new_tokens=12, num_return_sequences=3)
+    a = generate(HFProtocol(hf), ids, mask, generator=torch.Generator().manual_seed(5), **kw)
+    b = generate(HFProtocol(hf), ids, mask, generator=torch.Generator().manual_seed(5), **kw)
+    c = generate(HFProtocol(hf), ids, mask, generator=torch.Generator().manual_seed(6), **kw)
+    assert a.shape == (ids.shape[0] * 3, 13)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0::3], a[1::3])  # the samples of one input differ
+
+
+class FixedLogits:
+    """A protocol model whose next-token logits are always ``logits`` (V,), whatever the input."""
+
+    def __init__(self, logits):
+        self.logits = logits
+        self.config = type("Config", (), dict(vocab_size=logits.numel(), eos_token_id=None, pad_token_id=0,
+                                              decoder_start_token_id=0))()
+
+    def encode(self, input_ids, attention_mask=None):
+        return torch.zeros(input_ids.shape[0], input_ids.shape[1], 1)
+
+    def new_decoder_cache(self, enc, mask, max_length):
+        cache = type("Cache", (), {"length": 0, "rows": enc.shape[0], "reorder": lambda self, i: None})()
+        return cache
+
+    def decode_step(self, ids, cache):
+        return self.logits.expand(ids.shape[0], ids.shape[1], -1)
+
+
+def _sample_counts(logits, n=4000, **kw):
+    model = FixedLogits(logits)
+    out = generate(model, torch.ones(1, 1, dtype=torch.long), do_sample=True, max_new_tokens=1,
+                   num_return_sequences=n, generator=torch.Generator().manual_seed(0), **kw)
+    return torch.bincount(out[:, 1], minlength=logits.numel())
+
+
+LOGITS = torch.tensor([2.0, 1.5, 1.2, 1.0, 0.7, 0.3, 0.0, -0.5, -1.0, -2.0])
+
+
+@pytest.mark.parametrize("kw", [{"top_k": 4}, {"top_p": 0.7}, {"top_k": 0, "top_p": 0.7}, {"top_k": 0, "temperature": 0.6},
+                                {"top_k": 6, "top_p": 0.8, "temperature": 1.7}], ids=str)
+def test_sampling_follows_the_renormalised_distribution(kw):
+    """Samples fall only in the top-k / nucleus set, with the renormalised probabilities (chi-square)."""
+    t = kw.get("temperature", 1.0)
+    probs = (LOGITS / t).softmax(-1)
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    if kw.get("top_k"):
+        keep &= torch.arange(probs.numel()) < kw["top_k"]           # LOGITS is sorted descending
+    if "top_p" in kw:
+        kept_probs = torch.where(keep, probs, 0) / torch.where(keep, probs, 0).sum()
+        mass_before = torch.cumsum(kept_probs, 0) - kept_probs
+        keep &= mass_before < kw["top_p"]                            # the smallest set reaching top_p
+    expected = torch.where(keep, probs, 0)
+    expected = expected / expected.sum()
+    counts = _sample_counts(LOGITS, **kw)
+    assert counts[~keep].sum() == 0
+    f_exp = expected[keep].double()
+    f_exp = f_exp / f_exp.sum() * int(counts.sum())
+    stat = chisquare(counts[keep].double().numpy(), f_exp.numpy())
+    assert stat.pvalue > 1e-3, (counts, f_exp)
+
+
+def test_sampled_tokens_are_in_the_top_k_of_the_model(models):
+    """On a real model over many steps: every sampled token is among the top_k of that step's logits."""
+    hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+
+    class Spy(HFProtocol):
+        last = None
+
+        def decode_step(self, tokens, cache):
+            if self.last is not None:
+                top = self.last.topk(5, dim=-1).indices
+                assert (top == tokens).any(dim=-1).all()
+            self.last = super().decode_step(tokens, cache)[:, -1]
+            return self.last[:, None]
+
+    out = generate(Spy(hf), ids, mask, do_sample=True, top_k=5, max_new_tokens=15, eos_token_id=[],
+                   num_return_sequences=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (ids.shape[0] * 4, 16)
+
+
+def test_topk_topp_temperature_match_transformers_warpers():
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    from t5electra.generate import GenerationSettings, _warp
+
+    scores = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    for t, k, p, keep in ((0.7, 10, 0.9, 1), (1.3, 3, 0.5, 2), (1.0, 0, 0.3, 1)):
+        s = GenerationSettings(max_length=5, min_new_tokens=0, num_beams=1, length_penalty=1.0,
+                               early_stopping=False, do_sample=True, temperature=t, top_k=k, top_p=p,
+                               num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                               eos_token_id=(1,), pad_token_id=0, decoder_start_token_id=0)
+        theirs = TemperatureLogitsWarper(t)(None, scores)
+        if k:
+            theirs = TopKLogitsWarper(k, min_tokens_to_keep=keep)(None, theirs)
+        theirs = TopPLogitsWarper(p, min_tokens_to_keep=keep)(None, theirs)
+        assert torch.equal(_warp(scores, s, keep), theirs)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input -> InvalidInputError that says what and where
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, match", [
+    ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences=3 is larger than num_beams=2"),
+    ({"num_return_sequences": 2}, "greedy search returns one sequence"),
+    ({"max_length": 1}, "max_length=1 leaves no room"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer"),
+    ({"do_sample": True, "top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"do_sample": True, "top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+    ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0"),
+    ({"top_k": -1}, "top_k must be an integer >= 0"),
+    ({"num_beams": 0}, "num_beams must be an integer >= 1"),
+    ({"min_new_tokens": -2}, "min_new_tokens must be an integer >= 0"),
+    ({"repetition_penalty": 0.0}, "repetition_penalty must be > 0"),
+    ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be an integer >= 0"),
+    ({"early_stopping": "sometimes"}, "early_stopping must be True, False or 'never'"),
+    ({"eos_token_id": VOCAB + 3}, f"eos_token_id={VOCAB + 3} is outside the vocabulary"),
+], ids=lambda x: str(x)[:40])
+def test_invalid_options_raise_clear_errors(models, kw, match):
+    ids, mask = padded_batch(0)
+    with pytest.raises(InvalidInputError, match=match):
+        generate(HFProtocol(models["v1.0", 0]), ids, mask, **kw)
+
+
+def test_invalid_inputs_raise_clear_errors(models):
+    model = HFProtocol(models["v1.0", 0])
+    ids, mask = padded_batch(0)
+    bad = ids.clone()
+    bad[2, 1] = VOCAB + 5
+    with pytest.raises(InvalidInputError, match=rf"input_ids\[2, 1\] = {VOCAB + 5} is outside the vocabulary"):
+        generate(model, bad, mask)
+    with pytest.raises(InvalidInputError, match=r"input_ids\[0, 0\] = -1"):
+        generate(model, torch.full((1, 3), -1), None)
+    with pytest.raises(InvalidInputError, match="integer tensor of shape"):
+        generate(model, ids[0], None)
+    with pytest.raises(InvalidInputError, match="integer tensor of shape"):
+        generate(model, ids.float(), None)
+    with pytest.raises(InvalidInputError, match="attention_mask has shape"):
+        generate(model, ids, mask[:, :2])
+    with pytest.raises(InvalidInputError, match="empty"):
+        generate(model, ids[:, :0], None)
+    # InvalidInputError is a ValueError, as transformers raises for the same mistakes
+    with pytest.raises(ValueError):
+        generate(model, ids, mask, max_length=1)
