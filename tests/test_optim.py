@@ -164,6 +164,22 @@ def test_layerwise_decay_exponents_are_the_intended_ones():
         assert official == pytest.approx(scales[n] * (d if depth <= L else 1.0), rel=1e-12)
 
 
+def test_layerwise_depths_cover_our_electra_names():
+    from t5electra.models.electra import ElectraConfig, ElectraForSequenceClassification
+
+    L = 3
+    model = ElectraForSequenceClassification(ElectraConfig(
+        vocab_size=30, embedding_size=8, hidden_size=16, num_hidden_layers=L, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16))
+    depth = {n: electra_layer_depth(n, L) for n, _ in model.named_parameters()}
+    assert {d for n, d in depth.items() if ".embeddings" in n} == {0}
+    assert {d for n, d in depth.items() if n.startswith("classifier.")} == {L + 1}
+    for i in range(L):
+        layer = [d for n, d in depth.items() if f".{i}." in n and "embeddings" not in n]
+        assert layer and set(layer) == {i + 1}
+    assert set(depth.values()) == set(range(L + 2))  # no depth skipped
+
+
 def test_layerwise_groups_and_scheduler_keep_the_ratios():
     L = 2
     model = _electra_names(L)
