@@ -236,12 +236,14 @@ def test_presets_have_the_released_shapes():
     small = E.ElectraConfig.from_preset("electra-small")
     shape = (small.embedding_size, small.hidden_size, small.num_attention_heads, small.intermediate_size)
     assert shape == (128, 256, 4, 1024)
-    # Generator rule: hidden x multiplier, heads max(1, hidden // 64), FFN 4 x hidden, same depth.
-    gens = {p: E.ElectraConfig.from_preset(f"electra-{p}-generator") for p in ("small", "base", "large")}
+    # Generator presets follow the rule (hidden x multiplier, heads max(1, hidden // 64), FFN 4 x hidden,
+    # same depth and embeddings) with the paper's multipliers.
+    for disc, mult in (("small", 1 / 4), ("base", 1 / 3), ("large", 1 / 4), ("tiny", 1 / 4)):
+        gen = E.ElectraConfig.from_preset(f"electra-{disc}-generator")
+        assert E.ElectraConfig.from_preset(f"electra-{disc}").generator_config(mult) == gen
+    gens = [E.ElectraConfig.from_preset(f"electra-{p}-generator") for p in ("small", "base", "large")]
     assert [(g.hidden_size, g.num_attention_heads, g.intermediate_size, g.num_hidden_layers, g.embedding_size)
-            for g in gens.values()] == [(64, 1, 256, 12, 128), (256, 4, 1024, 12, 768), (256, 4, 1024, 24, 1024)]
-    assert small.generator_config() == gens["small"]
-
+            for g in gens] == [(64, 1, 256, 12, 128), (256, 4, 1024, 12, 768), (256, 4, 1024, 24, 1024)]
 
 def test_config_roundtrip_with_transformers(tmp_path):
     hf_cfg = transformers.ElectraConfig(hidden_size=64, num_attention_heads=2, id2label={0: "neg", 1: "neu", 2: "pos"},

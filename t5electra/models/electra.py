@@ -159,43 +159,39 @@ class ElectraConfig(ModelConfig):
         (google-research/electra, configure_pretraining.py / pretrain_helpers.get_generator_config):
         hidden x multiplier, heads = max(1, hidden // 64), FFN 4 x hidden, same depth, and the
         same embedding_size (the embeddings are shared)."""
-        hidden = int(self.hidden_size * size_multiplier)
+        hidden = round(self.hidden_size * size_multiplier)
         return self.replace(hidden_size=hidden, num_attention_heads=max(1, hidden // 64),
                             intermediate_size=4 * hidden)
 
 
-def _preset(**kw: Any) -> dict[str, Any]:
-    return kw
-
-
-# Discriminators with the released shapes (google/electra-{small,base,large}-discriminator).
 ElectraConfig.presets = {
-    "electra-small": _preset(embedding_size=128, hidden_size=256, num_hidden_layers=12,
-                             num_attention_heads=4, intermediate_size=1024),
-    "electra-base": _preset(embedding_size=768, hidden_size=768, num_hidden_layers=12,
-                            num_attention_heads=12, intermediate_size=3072),
-    "electra-large": _preset(embedding_size=1024, hidden_size=1024, num_hidden_layers=24,
-                             num_attention_heads=16, intermediate_size=4096),
+    # Discriminators with the released shapes (google/electra-{small,base,large}-discriminator).
+    "electra-small": dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                          intermediate_size=1024),
+    "electra-base": dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                         intermediate_size=3072),
+    "electra-large": dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                          intermediate_size=4096),
+    # Their generators, by the official rule (ElectraConfig.generator_config) with the paper's size
+    # multipliers (appendix, Table 6): Small 1/4, Base 1/3, Large 1/4. Base and Large match the
+    # released google/electra-{base,large}-generator. Known discrepancy: the *released*
+    # google/electra-small-generator is full size (hidden 256, 4 heads, FFN 1024), not the 1/4
+    # (hidden 64, 1 head) that the rule and the paper give; this preset follows the rule. The
+    # released checkpoint still loads: its config.json carries its own shapes.
+    "electra-small-generator": dict(embedding_size=128, hidden_size=64, num_hidden_layers=12,
+                                    num_attention_heads=1, intermediate_size=256),
+    "electra-base-generator": dict(embedding_size=768, hidden_size=256, num_hidden_layers=12,
+                                   num_attention_heads=4, intermediate_size=1024),
+    "electra-large-generator": dict(embedding_size=1024, hidden_size=256, num_hidden_layers=24,
+                                    num_attention_heads=4, intermediate_size=1024),
     # Tiny models for tests and smoke runs: with the embedding projection (16 -> 32) and without.
-    "electra-tiny": _preset(vocab_size=512, embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
-    "electra-tiny-noproj": _preset(vocab_size=512, embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
+    "electra-tiny": dict(vocab_size=512, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
+    "electra-tiny-generator": dict(vocab_size=512, embedding_size=16, hidden_size=8, num_hidden_layers=2,
+                                   num_attention_heads=1, intermediate_size=32, max_position_embeddings=128),
+    "electra-tiny-noproj": dict(vocab_size=512, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64, max_position_embeddings=128),
 }
-# Generators by the official rule (ElectraConfig.generator_config), with the paper's size
-# multipliers (Table 6 / appendix): Small 1/4, Base 1/3, Large 1/4. Base and Large match the
-# released google/electra-{base,large}-generator (hidden 256, 4 heads, FFN 1024). Known
-# discrepancy: the *released* google/electra-small-generator is full size (hidden 256, 4 heads,
-# FFN 1024), not 1/4 (hidden 64, 1 head) as the rule and the paper give; we follow the rule here.
-# Loading the released checkpoint is unaffected: its config.json carries its own shapes.
-for _name, _mult in (("electra-small", 1 / 4), ("electra-base", 1 / 3), ("electra-large", 1 / 4),
-                     ("electra-tiny", 1 / 4)):
-    _d = ElectraConfig(**ElectraConfig.presets[_name])
-    _g = _d.generator_config(_mult)
-    ElectraConfig.presets[_name + "-generator"] = _preset(
-        **{k: getattr(_g, k) for k in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
-                                       "num_attention_heads", "intermediate_size", "max_position_embeddings")})
-del _name, _mult, _d, _g
 
 
 # --------------------------------------------------------------------------------------------
