@@ -205,6 +205,14 @@ def test_bad_inputs_are_clear_errors(tmp_path, glue_dir):
     _write(tmp_path / "broken" / "train.jsonl", '{"article": "x"\n')
     with pytest.raises(DataError, match=r"train.jsonl:1: not valid JSON"):
         next(T.get_task("summarize", data_dir=tmp_path / "broken").examples("train"))
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "train.tsv").write_bytes("sentence\tlabel\ncaf\u00e9 au lait\t1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train.tsv: not UTF-8 text .*re-encode"):
+        next(T.get_task("sst2", data_dir=tmp_path / "latin1").examples("train"))
+    (tmp_path / "pq").mkdir()
+    (tmp_path / "pq" / "train.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        next(T.get_task("summarize", data_dir=tmp_path / "pq").examples("train"))
 
 
 def test_glue_without_files_or_datasets_library_explains(monkeypatch):
@@ -272,3 +280,18 @@ def test_mixture_is_deterministic_proportional_and_cycles_epochs(tmp_path):
     assert len(set(first_a)) == 30
     capped = T.Mixture.examples_proportional("ab", [a, b], cap=30)
     assert capped.rates == pytest.approx((0.5, 0.5))
+
+
+def test_record_readers_agree_across_formats(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"article": 'He said "hi", then left.', "summary": "Greeting."}, {"article": "b c", "summary": "d"}]
+    _write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    _write(tmp_path / "a.tsv", "article\tsummary\n" + "".join(f"{r['article']}\t{r['summary']}\n" for r in rows))
+    _write(tmp_path / "a.csv", 'article,summary\n"He said ""hi"", then left.",Greeting.\nb c,d\n')
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for suffix in ("jsonl", "tsv", "csv", "parquet"):
+        assert list(T.read_records(tmp_path / f"a.{suffix}")) == rows, suffix
+    with pytest.raises(DataError, match="unknown data format '.xml'"):
+        T.read_records(tmp_path / "a.xml")

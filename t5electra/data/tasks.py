@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..config import suggest
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, InvalidInputError
 
 Example = dict[str, Any]
 
@@ -87,7 +87,13 @@ def read_parquet(path: str | Path) -> Iterator[Example]:
     """Rows of a Parquet file, read in record batches (bounded memory)."""
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    import pyarrow
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+    except pyarrow.ArrowException as e:
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    for batch in batches:
         yield from batch.to_pylist()
 
 
@@ -154,7 +160,16 @@ class FileSource:
         path = Path(self.files[split])
         if not path.is_file():
             raise DataError(f"split {split!r}: file {path} does not exist")
-        return self.reader(path)
+        return _utf8_guard(path, self.reader(path))
+
+
+def _utf8_guard(path: Path, rows: Iterator[Example]) -> Iterator[Example]:
+    # Labelled data is not silently "repaired": bytes that are not UTF-8 are an error naming the file.
+    try:
+        yield from rows
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start:e.start + 4]
+        raise DataError(f"{path}: not UTF-8 text ({e.reason}, bytes {bad!r}); re-encode the file as UTF-8") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +284,7 @@ class Task:
     def evaluate(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
         """Score generated texts against the raw (or preprocessed) examples they answer."""
         if len(predictions) != len(examples):
-            raise ConfigError(f"task {self.name!r}: {len(predictions)} predictions for {len(examples)} examples")
+            raise InvalidInputError(f"task {self.name!r}: {len(predictions)} predictions for {len(examples)} examples")
         preds = [self.postprocessor(p) for p in predictions]
         targets = [self.target_fn(ex) for ex in examples]
         out: dict[str, float] = {}
