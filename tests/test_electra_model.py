@@ -198,6 +198,24 @@ def test_encoder_and_heads_load_across_classes(tmp_path):
         torch.testing.assert_close(hf_enc(ids).last_hidden_state, enc(ids).last_hidden_state, **TOL)
 
 
+def test_bert_task_checkpoint_with_bert_prefix_loads(tmp_path):
+    """A BertForSequenceClassification file (encoder under "bert.", pooler, a one-layer classifier):
+    the encoder loads, BERT's head and pooler are reported unused, ours is created fresh."""
+    hf_cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, num_labels=3, attn_implementation="eager")
+    bert = transformers.BertForSequenceClassification(hf_cfg).eval()
+    bert.save_pretrained(tmp_path)
+    ours = E.ElectraForSequenceClassification.from_pretrained(tmp_path)
+    assert ours.config.embedding_size == 32 and ours.config.num_labels == 3
+    assert sorted(ours.load_report.unused) == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
+                                               "classifier.bias", "classifier.weight"]
+    assert len(ours.load_report.newly_initialized) == 4
+    inputs = batch(ours.config, "ElectraModel")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.electra(**inputs).last_hidden_state,
+                                   bert.bert(**inputs).last_hidden_state, **TOL)
+
+
 def test_generator_output_layer_is_the_embedding(tmp_path):
     cfg = tiny()
     gen = E.ElectraForMaskedLM(cfg).eval()
