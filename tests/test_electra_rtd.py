@@ -273,3 +273,22 @@ def test_config_errors():
                           mask_token_id=MASK)
     with pytest.raises(ConfigError, match="mlm_baseline_size"):
         ElectraPretrainingConfig(mlm_baseline_size="huge")
+
+
+def test_saved_pair_loads_in_transformers(tmp_path):
+    import transformers
+
+    model = make().eval()
+    model.save_pretrained(tmp_path)
+    ids, am = batch(lengths=(40, 25), seed=10)
+    ids, am = ids[:, :40], am[:, :40]
+    hf_gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "generator").eval()
+    hf_disc = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "discriminator").eval()
+    with torch.no_grad():
+        assert torch.allclose(hf_gen(input_ids=ids, attention_mask=am).logits,
+                              model.generator(ids, am).logits, atol=1e-4)
+        assert torch.allclose(hf_disc(input_ids=ids, attention_mask=am).logits,
+                              model.discriminator(ids, am).logits, atol=1e-4)
+    # the two files carry the same (shared) embeddings
+    assert torch.equal(hf_gen.electra.embeddings.word_embeddings.weight,
+                       hf_disc.electra.embeddings.word_embeddings.weight)
