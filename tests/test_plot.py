@@ -81,3 +81,17 @@ def test_progress_reports_tokens_per_second():
     bar.write("evaluated")
     bar.close()
     assert all(r > 0 for r in rates)
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with MetricsLogger(tmp_path, tensorboard=True) as log:
+        assert log.tensorboard_enabled
+        for step in (1, 2, 3):
+            log.log(step, {"loss": 1.0 / step, "lr": 0.1})
+        log.log(3, {"accuracy": 0.75}, split="eval")
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert [(e.step, e.value) for e in acc.Scalars("eval/accuracy")] == [(3, 0.75)]
