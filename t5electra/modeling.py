@@ -66,6 +66,11 @@ class PreTrainedModel(nn.Module):
     def hf_keymap(cls, config: ModelConfig) -> KeyMap:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def config_for_checkpoint(cls, config: ModelConfig, hf_sd: dict[str, torch.Tensor]) -> ModelConfig:
+        """Adjust the config to what the weights show (e.g. an lm_head stored untied); default: as is."""
+        return config
+
     def tie_weights(self) -> None:
         """Re-establish parameter sharing after loading; default: nothing to tie."""
 
@@ -91,6 +96,7 @@ class PreTrainedModel(nn.Module):
         d = checkpoint_dir(directory)
         config = cls.config_class.from_pretrained(d, **config_overrides)
         hf_sd, sources = load_state_dict(d)
+        config = cls.config_for_checkpoint(config, hf_sd)
         model = cls(config)
         model.load_hf_state_dict(hf_sd, sources)
         if torch_dtype is not None:

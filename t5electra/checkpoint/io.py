@@ -59,9 +59,13 @@ def _load_bin(path: Path) -> StateDict:
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message is long; keep the line that names the offending global
+        lines = str(e).splitlines()
+        detail = next((x.strip() for x in lines if "WeightsUnpickler error" in x), lines[0] if lines else "")
+        detail = detail.replace("WeightsUnpickler error: ", "").split(" Please use")[0]
         raise UnsafeCheckpointError(
             f"{path}: refusing to load a pickle that needs code execution (torch.load weights_only=True "
-            f"failed: {str(e).splitlines()[0]}). Convert it to safetensors with a tool you trust.") from None
+            f"failed: {detail}). Convert it to safetensors with a tool you trust.") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({e})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -1,0 +1,621 @@
+"""T5: the whole encoder-decoder in one file.
+
+Paper: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
+Transformer" (https://arxiv.org/abs/1910.10683). Reference code: mesh-tensorflow / t5x and
+transformers' ``models/t5/modeling_t5.py``, with which this file is parity-tested
+(tests/test_t5_reference.py). What T5 does differently from the textbook Transformer:
+
+- pre-norm residual blocks with RMSNorm (no mean, no bias, fp32 statistics), a final norm per stack;
+- attention scores are NOT scaled by 1/sqrt(d_kv) (the init of q absorbs it);
+- no absolute positions: a learned relative position bias, computed in the first layer of each
+  stack and added in every layer of that stack; cross-attention has none;
+- v1.0 (``t5-small``...): ReLU FFN, lm_head tied to the input embedding, decoder output multiplied
+  by d_model**-0.5 before it; v1.1: gated-GELU FFN, separate lm_head, no rescaling. The choice
+  follows ``feed_forward_proj`` and ``tie_word_embeddings`` in config.json, as in transformers.
+
+Speed: q/k/v are one fused projection (``qkv``), cross-attention k/v another (``kv``), the gated
+FFN's two input matrices one (``wi``); attention runs through PyTorch's SDPA with the position
+bias + mask as one additive float mask, built once per stack. checkpoint/t5.py maps these names
+to transformers' (concatenating on load, splitting on save).
+
+Generation protocol (used by t5electra/generate.py; all in ``T5ForConditionalGeneration``)::
+
+    enc = model.encode(input_ids, attention_mask=None)        # (N, S, D) final-normed encoder output
+    cache = model.new_decoder_cache(enc, attention_mask, max_length)
+        # cross-attention K/V computed once per layer; self-attention K/V preallocated for
+        # max_length positions; the relative bias + causal mask precomputed for them
+    logits = model.decode_step(decoder_input_ids, cache)     # (N, t) -> (N, t, V) float32
+        # runs the decoder on t new tokens at positions cache.length .. cache.length + t - 1
+        # (causal among them, attending to everything cached), appends their K/V, advances length
+    cache.reorder(index)                                       # (N',) LongTensor, in place
+        # keep / duplicate rows (beam search); N' may differ from N. Encoder K/V are not copied
+        # while the rows stay grouped by input (rows of input b are b*g .. b*g+g-1): the g beams
+        # of an input share its K/V.
+
+``model.generate(...)`` runs t5electra.generate.generate on this protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint.keymap import KeyMap
+from ..checkpoint.t5 import t5_keymap
+from ..config import ModelConfig
+from ..errors import ConfigError, InvalidInputError
+from ..modeling import ModelOutput, PreTrainedModel
+from ..nn.activations import ACTIVATIONS
+from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
+from ..nn.mlp import FeedForward
+from ..nn.norm import RMSNorm
+from ..nn.position import RelativePositionBias
+
+logger = logging.getLogger("t5electra")
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(kw_only=True)
+class T5Config(ModelConfig):
+    """T5 hyper-parameters, with the field names and defaults of transformers' ``T5Config``."""
+
+    model_type: ClassVar[str] = "t5"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below the class
+
+    vocab_size: int = 32128
+    """Rows of the embedding (SentencePiece pieces + 100 sentinels, padded: 32128 for t5-small)."""
+    d_model: int = 512
+    """Width of the residual stream."""
+    d_kv: int = 64
+    """Width of one attention head (num_heads * d_kv need not equal d_model)."""
+    d_ff: int = 2048
+    """Inner width of the feed-forward block."""
+    num_layers: int = 6
+    """Encoder blocks."""
+    num_decoder_layers: int | None = None
+    """Decoder blocks; None means as many as num_layers."""
+    num_heads: int = 8
+    """Attention heads."""
+    relative_attention_num_buckets: int = 32
+    """Buckets of the relative position bias (half per direction in the encoder)."""
+    relative_attention_max_distance: int = 128
+    """Distance beyond which all positions share the last bucket."""
+    dropout_rate: float = 0.1
+    """Dropout on embeddings, sublayer outputs, attention probabilities and FFN hidden."""
+    layer_norm_epsilon: float = 1e-6
+    """Epsilon of RMSNorm."""
+    initializer_factor: float = 1.0
+    """Multiplies every init std (mesh-tf init); 1.0 for real training."""
+    feed_forward_proj: str = "relu"
+    """FFN activation: '<act>' or 'gated-<act>' ('relu' for v1.0, 'gated-gelu' for v1.1)."""
+    is_encoder_decoder: bool = True
+    """Kept for transformers' config.json; always True for the seq2seq classes."""
+    use_cache: bool = True
+    """Kept for transformers' config.json; our decoding always uses the cache."""
+    pad_token_id: int | None = 0
+    """Padding id; also what -100 labels become in the shifted decoder input."""
+    eos_token_id: int | list[int] | None = 1
+    """End-of-sequence id."""
+    decoder_start_token_id: int | None = 0
+    """First decoder input (T5 starts with pad)."""
+    tie_word_embeddings: bool = True
+    """lm_head shares the input embedding matrix (v1.0) or has its own (v1.1: False)."""
+    scale_decoder_outputs: bool | None = None
+    """Multiply the decoder output by d_model**-0.5 before lm_head; None: iff tie_word_embeddings.
+    (transformers 5 writes it explicitly and always sets tie_word_embeddings=True.)"""
+    classifier_dropout: float = 0.0
+    """Dropout of classification heads (kept for transformers' config.json)."""
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+    @property
+    def is_gated_act(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def dense_act_fn(self) -> str:
+        """The FFN activation's name; 'gated-gelu' means the tanh GELU (as in transformers)."""
+        if self.feed_forward_proj == "gated-gelu":
+            return "gelu_new"
+        return self.feed_forward_proj.removeprefix("gated-")
+
+    @property
+    def rescale_decoder_output(self) -> bool:
+        return self.tie_word_embeddings if self.scale_decoder_outputs is None else bool(self.scale_decoder_outputs)
+
+    # -- checks ----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        act = self.feed_forward_proj
+        parts = act.split("-") if isinstance(act, str) else [None]
+        ok = (len(parts) == 1 and parts[0] in ACTIVATIONS) or (
+            len(parts) == 2 and parts[0] == "gated" and parts[1] in ACTIVATIONS)
+        if not ok:
+            names = ", ".join(ACTIVATIONS)
+            raise ConfigError(
+                f"feed_forward_proj={act!r} is not supported: use '<act>' or 'gated-<act>' with <act> one of "
+                f"{names} (T5 v1.0 uses 'relu', v1.1 'gated-gelu')")
+        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name}={v!r} must be a positive integer")
+        if self.num_decoder_layers is not None and self.num_decoder_layers <= 0:
+            raise ConfigError(f"num_decoder_layers={self.num_decoder_layers!r} must be positive (or None)")
+        nb, md = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        if nb < 4 or md <= nb // 2:
+            raise ConfigError(f"relative_attention_num_buckets={nb} must be >= 4 and "
+                              f"relative_attention_max_distance={md} larger than half of it")
+        for name in ("dropout_rate", "classifier_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be in [0, 1)")
+        if self.layer_norm_epsilon <= 0:
+            raise ConfigError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be positive")
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        for name, ids in (("pad_token_id", [self.pad_token_id]), ("decoder_start_token_id",
+                                                                  [self.decoder_start_token_id]), ("eos_token_id", eos)):
+            for i in ids:
+                if i is not None and not 0 <= i < self.vocab_size:
+                    raise ConfigError(f"{name}={i!r} is outside the vocabulary [0, {self.vocab_size})")
+
+    # -- config.json -----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "T5Config":
+        cfg = super().from_dict(d, source)
+        for derived in ("dense_act_fn", "is_gated_act"):  # transformers writes these; we recompute them
+            cfg.extra.pop(derived, None)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        # Explicit values, so that every transformers version reads the same model.
+        d["num_decoder_layers"] = self.decoder_layers
+        d["scale_decoder_outputs"] = self.rescale_decoder_output
+        return d
+
+
+_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, d_kv=64)
+_V1_1 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, d_kv=64)
+T5Config.presets.update({
+    # published shapes (google-t5/t5-*, google/t5-v1_1-*)
+    "t5-small": dict(_V1_0, d_model=512, d_ff=2048, num_layers=6, num_heads=8),
+    "t5-base": dict(_V1_0, d_model=768, d_ff=3072, num_layers=12, num_heads=12),
+    "t5-large": dict(_V1_0, d_model=1024, d_ff=4096, num_layers=24, num_heads=16),
+    "t5-v1_1-small": dict(_V1_1, d_model=512, d_ff=1024, num_layers=8, num_heads=6),
+    "t5-v1_1-base": dict(_V1_1, d_model=768, d_ff=2048, num_layers=12, num_heads=12),
+    "t5-v1_1-large": dict(_V1_1, d_model=1024, d_ff=2816, num_layers=24, num_heads=16),
+    # tiny random models for tests and demos
+    "t5-tiny": dict(_V1_0, vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    "t5-v1_1-tiny": dict(_V1_1, vocab_size=256, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
+})
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, S, D)
+
+
+@dataclasses.dataclass
+class Seq2SeqModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, T, D) decoder output
+    encoder_last_hidden_state: torch.Tensor  # (B, S, D)
+
+
+@dataclasses.dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    loss: torch.Tensor | None  # () mean cross-entropy over labels != -100
+    logits: torch.Tensor  # (B, T, V)
+    encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------
+class T5Block(nn.Module):
+    """Pre-norm residual block: self-attention, [cross-attention,] feed-forward."""
+
+    def __init__(self, config: T5Config, *, is_decoder: bool):
+        super().__init__()
+        d, eps, p = config.d_model, config.layer_norm_epsilon, config.dropout_rate
+        self.is_decoder = is_decoder
+        self.self_attn_norm = RMSNorm(d, eps)
+        self.self_attn = SelfAttention(d, config.num_heads, config.d_kv, scale=1.0, dropout=p)  # unscaled
+        if is_decoder:
+            self.cross_attn_norm = RMSNorm(d, eps)
+            self.cross_attn = CrossAttention(d, config.num_heads, config.d_kv, scale=1.0, dropout=p)
+        self.ff_norm = RMSNorm(d, eps)
+        self.ff = FeedForward(d, config.d_ff, config.dense_act_fn, gated=config.is_gated_act, dropout=p)
+        self.dropout = nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
+                memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
+                memory_kv=None) -> torch.Tensor:
+        # x (B, T, D); bias (B|1, H, T, K): relative positions + masks, shared by all layers
+        x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, kv_cache=kv_cache, start=start))
+        if self.is_decoder:
+            x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_bias, memory_kv=memory_kv))
+        return x + self.dropout(self.ff(self.ff_norm(x)))
+
+
+class T5Stack(nn.Module):
+    """Encoder or decoder: relative position bias (HF: layer 0's), blocks, final norm.
+
+    Takes embeddings, not ids: the embedding matrix belongs to the model (shared by both stacks).
+    """
+
+    def __init__(self, config: T5Config, *, is_decoder: bool):
+        super().__init__()
+        self.is_decoder = is_decoder
+        n_layers = config.decoder_layers if is_decoder else config.num_layers
+        self.relative_attention_bias = RelativePositionBias(
+            config.num_heads, bidirectional=not is_decoder, num_buckets=config.relative_attention_num_buckets,
+            max_distance=config.relative_attention_max_distance)
+        self.blocks = nn.ModuleList(T5Block(config, is_decoder=is_decoder) for _ in range(n_layers))
+        self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def self_attention_bias(self, q_len: int, k_len: int, attention_mask: torch.Tensor | None = None,
+                            q_offset: int = 0) -> torch.Tensor:
+        """Relative position bias + causal mask (decoder) + padding mask -> (B|1, H, q_len, k_len)."""
+        bias = self.relative_attention_bias(q_len, k_len, q_offset)  # (1, H, q, k)
+        allowed = None
+        if self.is_decoder:
+            q_pos = torch.arange(q_offset, q_offset + q_len, device=bias.device)
+            allowed = (torch.arange(k_len, device=bias.device)[None, :] <= q_pos[:, None])[None, None]  # (1,1,q,k)
+        if attention_mask is not None:
+            keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, k)
+            allowed = keep if allowed is None else allowed & keep
+        # contiguous once here rather than a copy inside every layer's attention kernel
+        return bias.contiguous() if allowed is None else bias + mask_to_bias(allowed, bias.dtype)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, T, D) embeddings; memory (B, S, D) encoder output (decoder only)
+        bias = self.self_attention_bias(x.shape[1], x.shape[1], attention_mask)
+        memory_bias = None if memory_mask is None else mask_to_bias(memory_mask.bool()[:, None, None, :], x.dtype)
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, bias, memory, memory_bias)
+        return self.dropout(self.final_norm(x))
+
+    def decode(self, x: torch.Tensor, cache: "T5DecoderCache") -> torch.Tensor:
+        """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D)."""
+        start, end = cache.length, cache.length + x.shape[1]
+        bias = cache.position_bias[:, :, start:end, :end]  # (1, H, t, end)
+        x = self.dropout(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, bias, memory_bias=cache.cross_bias, kv_cache=(cache.self_kv[i, 0], cache.self_kv[i, 1]),
+                      start=start, memory_kv=(cache.cross_kv[i, 0], cache.cross_kv[i, 1]))
+        cache.length = end
+        return self.dropout(self.final_norm(x))
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoder cache (for generation)
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class T5DecoderCache:
+    """State of incremental decoding; see the generation protocol in the module docstring."""
+
+    self_kv: torch.Tensor  # (L, 2, N, H, max_length, Dh) keys/values of positions 0..length-1
+    cross_kv: torch.Tensor  # (L, 2, N_src, H, S, Dh) encoder keys/values, N = N_src * g
+    cross_bias: torch.Tensor | None  # (N_src, 1, 1, S) additive encoder padding mask
+    position_bias: torch.Tensor  # (1, H, max_length, max_length) relative bias + causal mask
+    source_index: torch.Tensor  # (N,) row of cross_kv each decoder row reads
+    length: int = 0  # positions decoded so far
+
+    @property
+    def max_length(self) -> int:
+        return self.self_kv.shape[4]
+
+    @property
+    def batch_size(self) -> int:
+        return self.self_kv.shape[2]
+
+    @torch.no_grad()
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep / duplicate rows in place: row j becomes old row index[j] (beam search)."""
+        index = torch.as_tensor(index, device=self.self_kv.device)
+        if index.ndim != 1 or index.dtype not in (torch.int64, torch.int32) or index.numel() == 0:
+            raise InvalidInputError(f"cache.reorder expects a non-empty 1-D integer index, got "
+                                    f"{tuple(index.shape)} {index.dtype}")
+        lo, hi = torch.aminmax(index)
+        n_old, n_new = self.batch_size, index.numel()
+        if lo.item() < 0 or hi.item() >= n_old:
+            raise InvalidInputError(f"cache.reorder index values must be in [0, {n_old}), got "
+                                    f"[{lo.item()}, {hi.item()}]")
+        index = index.long()
+        past = self.self_kv[:, :, :, :, :self.length]  # only decoded positions need moving
+        if n_new == n_old:
+            past.copy_(past.index_select(2, index))
+        else:
+            kv = self.self_kv.new_empty(self.self_kv.shape[:2] + (n_new,) + self.self_kv.shape[3:])
+            kv[:, :, :, :, :self.length] = past.index_select(2, index)
+            self.self_kv = kv
+        # Encoder K/V: shared while decoder rows stay grouped by source, gathered otherwise.
+        src = self.source_index[index]
+        n_src = self.cross_kv.shape[2]
+        grouped = n_new % n_src == 0 and torch.equal(
+            src, torch.arange(n_src, device=src.device).repeat_interleave(n_new // n_src))
+        if not grouped:
+            self.cross_kv = self.cross_kv.index_select(2, src)
+            if self.cross_bias is not None:
+                self.cross_bias = self.cross_bias.index_select(0, src)
+            src = torch.arange(n_new, device=src.device)
+        self.source_index = src
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    """Decoder inputs from labels (teacher forcing): prepend the start token, drop the last label,
+    and replace the ignore index -100 by pad."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[..., 1:] = labels[..., :-1]
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
+
+
+def _encoder_hidden(encoder_outputs: Any) -> torch.Tensor:
+    """Accept an output object of ours, a tuple (transformers style) or a tensor."""
+    if isinstance(encoder_outputs, torch.Tensor):
+        return encoder_outputs
+    for name in ("encoder_last_hidden_state", "last_hidden_state"):
+        if getattr(encoder_outputs, name, None) is not None:
+            return getattr(encoder_outputs, name)
+    if isinstance(encoder_outputs, (tuple, list)) and encoder_outputs and isinstance(encoder_outputs[0], torch.Tensor):
+        return encoder_outputs[0]
+    raise InvalidInputError(f"encoder_outputs must be a tensor (N, S, D), a tuple starting with one, or a model "
+                            f"output with encoder_last_hidden_state; got {type(encoder_outputs).__name__}")
+
+
+class T5PreTrainedModel(PreTrainedModel):
+    """What all T5 classes share: config class, mesh-tf init, key map, input checks."""
+
+    config_class = T5Config
+    config: T5Config
+    _has_decoder: ClassVar[bool] = True
+    _has_lm_head: ClassVar[bool] = False
+
+    @classmethod
+    def hf_keymap(cls, config: T5Config) -> KeyMap:
+        return t5_keymap(config, decoder=cls._has_decoder, lm_head=cls._has_lm_head)
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """Mesh-TensorFlow init, as transformers' T5PreTrainedModel._init_weights (stds x initializer_factor).
+
+        The fused qkv / kv / wi matrices get each part's std. The untied lm_head gets d_model**-0.5
+        (not 1.0), so a fresh model's loss is about ln(vocab_size)."""
+        c = self.config
+        f, d, inner = c.initializer_factor, c.d_model, c.num_heads * c.d_kv
+        nn.init.normal_(self.shared.weight, std=f * 1.0)
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                m.weight.fill_(f * 1.0)
+            elif isinstance(m, RelativePositionBias):
+                nn.init.normal_(m.weight, std=f * d**-0.5)
+            elif isinstance(m, SelfAttention):
+                nn.init.normal_(m.qkv.weight[:inner], std=f * (d * c.d_kv) ** -0.5)  # q
+                nn.init.normal_(m.qkv.weight[inner:], std=f * d**-0.5)  # k, v
+                nn.init.normal_(m.o.weight, std=f * inner**-0.5)
+            elif isinstance(m, CrossAttention):
+                nn.init.normal_(m.q.weight, std=f * (d * c.d_kv) ** -0.5)
+                nn.init.normal_(m.kv.weight, std=f * d**-0.5)
+                nn.init.normal_(m.o.weight, std=f * inner**-0.5)
+            elif isinstance(m, FeedForward):
+                nn.init.normal_(m.wi.weight, std=f * d**-0.5)
+                nn.init.normal_(m.wo.weight, std=f * c.d_ff**-0.5)
+        if getattr(self, "lm_head", None) is not None:
+            nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
+
+    def set_attn_implementation(self, implementation: str) -> None:
+        """'sdpa' (default: torch's fused kernels) or 'eager' (the plain formula); same results."""
+        if implementation not in IMPLEMENTATIONS:
+            raise ConfigError(f"attn implementation {implementation!r} is not one of {IMPLEMENTATIONS}")
+        for m in self.modules():
+            if isinstance(m, (SelfAttention, CrossAttention)):
+                m.implementation = implementation
+
+    def _check_inputs(self, **named: torch.Tensor | None) -> None:
+        """Ids must be integers in [0, vocab_size) (labels may also be -100). One min/max per
+        tensor and a single host sync: an out-of-range id would otherwise fail deep inside
+        torch (or as an unreadable device-side assert on GPU)."""
+        v = self.config.vocab_size
+        stats, names = [], []
+        for name, t in named.items():
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
+                raise InvalidInputError(f"{name} must be an integer tensor, got "
+                                        f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+            if t.ndim != 2 or t.numel() == 0:
+                raise InvalidInputError(f"{name} must be (batch, length) with length > 0, got shape {tuple(t.shape)}")
+            if name == "labels":
+                t = t.masked_fill(t == -100, 0)
+            stats.append(torch.stack(torch.aminmax(t)))
+            names.append(name)
+        if not stats:
+            return
+        for name, (lo, hi) in zip(names, torch.stack(stats).tolist()):
+            if lo < 0 or hi >= v:
+                bad = lo if lo < 0 else hi
+                extra = " (or -100 to ignore)" if name == "labels" else ""
+                raise InvalidInputError(f"{name} contains id {bad}, outside the vocabulary [0, {v}){extra} "
+                                        f"of this {type(self).__name__} (config.vocab_size={v})")
+
+    @staticmethod
+    def _check_mask(name: str, mask: torch.Tensor | None, ids_shape: torch.Size) -> None:
+        if mask is not None and tuple(mask.shape) != tuple(ids_shape):
+            raise InvalidInputError(f"{name} has shape {tuple(mask.shape)}, expected {tuple(ids_shape)} like the ids")
+
+
+class T5EncoderModel(T5PreTrainedModel):
+    """The encoder alone (embeddings, blocks, final norm): for sentence embeddings or classifiers."""
+
+    _has_decoder = False
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = T5Stack(config, is_decoder=False)
+        self._init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> BaseModelOutput:
+        """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D)."""
+        self._check_inputs(input_ids=input_ids)
+        self._check_mask("attention_mask", attention_mask, input_ids.shape)
+        return BaseModelOutput(last_hidden_state=self.encoder(self.shared(input_ids), attention_mask))
+
+
+class T5Model(T5PreTrainedModel):
+    """Encoder-decoder without the language-model head: returns the decoder's hidden states."""
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)  # input embedding of both stacks
+        self.encoder = T5Stack(config, is_decoder=False)
+        self.decoder = T5Stack(config, is_decoder=True)
+        self._build_head()
+        self._init_weights()
+
+    def _build_head(self) -> None:
+        """No head here; T5ForConditionalGeneration adds lm_head."""
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (N, S) -> the final-normed encoder output (N, S, D)."""
+        self._check_inputs(input_ids=input_ids)
+        self._check_mask("attention_mask", attention_mask, input_ids.shape)
+        return self.encoder(self.shared(input_ids), attention_mask)
+
+    def _decode(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
+                labels=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder output (B, T, D), encoder output (B, S, D)) for a full forward pass."""
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise InvalidInputError("pass input_ids (or encoder_outputs from an earlier call)")
+            self._check_mask("attention_mask", attention_mask, input_ids.shape)
+            enc_ids = input_ids
+        else:
+            enc_ids = None
+        if decoder_input_ids is None and labels is None:
+            raise InvalidInputError("pass decoder_input_ids or labels (decoder inputs are then labels shifted right)")
+        self._check_inputs(input_ids=enc_ids, decoder_input_ids=decoder_input_ids, labels=labels)
+        if encoder_outputs is None:
+            enc = self.encoder(self.shared(input_ids), attention_mask)
+        else:
+            enc = _encoder_hidden(encoder_outputs)
+        if decoder_input_ids is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        self._check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids.shape)
+        dec = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, enc, attention_mask)
+        return dec, enc
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels (B, T) -> decoder inputs: [decoder_start, labels[:-1]] with -100 -> pad."""
+        return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                encoder_outputs: Any = None) -> Seq2SeqModelOutput:
+        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs)
+        return Seq2SeqModelOutput(last_hidden_state=dec, encoder_last_hidden_state=enc)
+
+
+class T5ForConditionalGeneration(T5Model):
+    """T5 with the language-model head: ``model(input_ids, labels=...)`` -> ``.loss``, ``.logits``."""
+
+    _has_lm_head = True
+
+    def _build_head(self) -> None:
+        # Tied (v1.0): logits use self.shared.weight directly, so there is no lm_head parameter.
+        self.lm_head = None if self.config.tie_word_embeddings else nn.Linear(
+            self.config.d_model, self.config.vocab_size, bias=False)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Decoder output (B, T, D) -> logits (B, T, V)."""
+        if self.config.rescale_decoder_output:
+            hidden = hidden * self.config.d_model**-0.5  # mesh-tf: rescale before the tied softmax
+        weight = self.shared.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                encoder_outputs: Any = None, *, labels: torch.Tensor | None = None) -> Seq2SeqLMOutput:
+        """input_ids (B, S), attention_mask (B, S); decoder_input_ids (B, T) or labels (B, T) with -100 =
+        ignore. ``encoder_outputs`` (an earlier output, a tuple or a tensor) skips the encoder."""
+        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                encoder_outputs, labels)
+        logits = self.lm_logits(dec)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise InvalidInputError(f"labels have shape {tuple(labels.shape)}, but the decoder ran on "
+                                        f"{tuple(logits.shape[:2])} positions")
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=enc)
+
+    # -- generation protocol (see the module docstring) -------------------------------------------
+    @torch.no_grad()
+    def new_decoder_cache(self, encoder_hidden_states: torch.Tensor,
+                          encoder_attention_mask: torch.Tensor | None = None,
+                          max_length: int = 512) -> T5DecoderCache:
+        enc = encoder_hidden_states  # (N, S, D)
+        n, s, _ = enc.shape
+        self._check_mask("encoder_attention_mask", encoder_attention_mask, (n, s))
+        if max_length < 1:
+            raise InvalidInputError(f"max_length={max_length} must be at least 1")
+        c, blocks = self.config, self.decoder.blocks
+        self_kv = enc.new_zeros(len(blocks), 2, n, c.num_heads, max_length, c.d_kv)
+        cross_kv = torch.stack([torch.stack(b.cross_attn.project_memory(enc)) for b in blocks])  # (L,2,N,H,S,Dh)
+        cross_bias = None
+        if encoder_attention_mask is not None:
+            cross_bias = mask_to_bias(encoder_attention_mask.bool()[:, None, None, :], enc.dtype)
+        position_bias = self.decoder.self_attention_bias(max_length, max_length)  # (1, H, M, M)
+        return T5DecoderCache(self_kv=self_kv, cross_kv=cross_kv, cross_bias=cross_bias,
+                              position_bias=position_bias, source_index=torch.arange(n, device=enc.device))
+
+    @torch.no_grad()
+    def decode_step(self, decoder_input_ids: torch.Tensor, cache: T5DecoderCache) -> torch.Tensor:
+        n, t = decoder_input_ids.shape
+        if n != cache.batch_size:
+            raise InvalidInputError(f"decoder_input_ids has {n} rows, the cache {cache.batch_size}")
+        if cache.length + t > cache.max_length:
+            raise InvalidInputError(f"decoding {t} more token(s) after {cache.length} exceeds the cache's "
+                                    f"max_length={cache.max_length}")
+        self._check_inputs(decoder_input_ids=decoder_input_ids)
+        hidden = self.decoder.decode(self.shared(decoder_input_ids), cache)
+        return self.lm_logits(hidden).float()
+
+    def generate(self, *args, **kwargs):
+        """Greedy / beam / sampling decoding; see t5electra.generate.generate for the arguments."""
+        from ..generate import generate
+
+        return generate(self, *args, **kwargs)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @classmethod
+    def config_for_checkpoint(cls, config: T5Config, hf_sd: dict[str, torch.Tensor]) -> T5Config:
+        """transformers 5 writes tie_word_embeddings=True even for untied models and then stores a
+        distinct lm_head.weight: like transformers, such a file loads untied."""
+        lm = hf_sd.get("lm_head.weight")
+        emb = hf_sd.get("shared.weight", hf_sd.get("decoder.embed_tokens.weight"))
+        if config.tie_word_embeddings and lm is not None and emb is not None and not torch.equal(lm, emb):
+            logger.info("lm_head.weight differs from shared.weight: loading with tie_word_embeddings=False")
+            return config.replace(tie_word_embeddings=False, scale_decoder_outputs=config.rescale_decoder_output)
+        return config
+
+
+__all__ = ["T5Config", "T5EncoderModel", "T5Model", "T5ForConditionalGeneration", "T5DecoderCache",
+           "Seq2SeqLMOutput", "Seq2SeqModelOutput", "BaseModelOutput", "shift_right"]

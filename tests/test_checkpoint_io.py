@@ -1,0 +1,220 @@
+"""Checkpoint directories in the Hugging Face layout (checkpoint/io.py, keymap.py, modeling.py), tried
+through T5: every format transformers writes, tied weights both ways, and each bad input -> a
+specific error naming the file / key / shapes."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from t5electra.checkpoint.io import load_state_dict
+from t5electra.errors import (CheckpointError, CheckpointNotFoundError, ConfigError, ModelTypeError,
+                              UnsafeCheckpointError, WeightsMismatchError)
+from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration
+
+CFG = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, dropout_rate=0.0)
+
+
+def hf_model(version="v1_1"):
+    tie = version == "v1_0"
+    cfg = transformers.T5Config(**CFG, feed_forward_proj="relu" if tie else "gated-gelu", tie_word_embeddings=tie,
+                                decoder_start_token_id=0)
+    return transformers.T5ForConditionalGeneration(cfg).eval()
+
+
+def logits(model, hf=False):
+    ids = torch.arange(2, 26).view(2, 12)
+    dec = torch.arange(30, 40).view(2, 5)
+    with torch.no_grad():
+        if hf:
+            return model(input_ids=ids, decoder_input_ids=dec).logits
+        return model(ids, decoder_input_ids=dec).logits
+
+
+@pytest.fixture(scope="module")
+def hf_v11():
+    torch.manual_seed(0)
+    hf = hf_model("v1_1")
+    # transformers 5 ties even v1.1 at construction; a real v1.1 checkpoint has its own lm_head
+    hf.lm_head.weight = torch.nn.Parameter(torch.randn(128, 32) * 32**-0.5)
+    return hf
+
+
+@pytest.fixture
+def saved(tmp_path, hf_v11):
+    hf_v11.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def write_config(d, **changes):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(changes)
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+# -- formats ------------------------------------------------------------------------------------
+def test_sharded_safetensors(tmp_path, hf_v11):
+    hf_v11.save_pretrained(tmp_path, max_shard_size="30KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
+    ours = T5ForConditionalGeneration.from_pretrained(tmp_path)
+    torch.testing.assert_close(logits(ours), logits(hf_v11, hf=True), atol=1e-5, rtol=1e-5)
+    _, sources = load_state_dict(tmp_path)
+    assert {s.rsplit("/", 1)[-1] for s in sources.values()} == set(shards)
+
+
+def test_pytorch_model_bin_and_sharded_bin(tmp_path, hf_v11):
+    sd = hf_v11.state_dict()  # all keys, tied copies included (what old transformers wrote)
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    hf_v11.config.save_pretrained(tmp_path)
+    torch.testing.assert_close(logits(T5ForConditionalGeneration.from_pretrained(tmp_path)), logits(hf_v11, hf=True))
+    (tmp_path / "pytorch_model.bin").unlink()
+    keys = sorted(sd)
+    parts = {"pytorch_model-00001-of-00002.bin": keys[:40], "pytorch_model-00002-of-00002.bin": keys[40:]}
+    for name, ks in parts.items():
+        torch.save({k: sd[k] for k in ks}, tmp_path / name)
+    index = {"weight_map": {k: name for name, ks in parts.items() for k in ks}}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    torch.testing.assert_close(logits(T5ForConditionalGeneration.from_pretrained(tmp_path)), logits(hf_v11, hf=True))
+
+
+def test_tied_checkpoint_in_every_spelling(tmp_path):
+    torch.manual_seed(0)
+    hf = hf_model("v1_0")
+    ref = logits(hf, hf=True)
+    hf.save_pretrained(tmp_path)
+    assert set(k for k in load_file(tmp_path / "model.safetensors") if "block" not in k) == {
+        "shared.weight", "encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"}
+    ours = T5ForConditionalGeneration.from_pretrained(tmp_path)
+    torch.testing.assert_close(logits(ours), ref)
+    # the same with the tied copies stored too (embed_tokens, lm_head), or only as aliases
+    sd = load_file(tmp_path / "model.safetensors")
+    shared = sd.pop("shared.weight")
+    for extra in ({"encoder.embed_tokens.weight": shared, "decoder.embed_tokens.weight": shared.clone(),
+                   "lm_head.weight": shared.clone(), "shared.weight": shared.clone()},
+                  {"encoder.embed_tokens.weight": shared}):
+        save_file({**sd, **extra}, tmp_path / "model.safetensors")
+        torch.testing.assert_close(logits(T5ForConditionalGeneration.from_pretrained(tmp_path)), ref)
+    # our export of a tied model: shared.weight only, and transformers reads it back
+    ours.save_pretrained(tmp_path / "out")
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert "lm_head.weight" not in out and "encoder.embed_tokens.weight" not in out
+    again = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(logits(again, hf=True), ref)
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_untied_checkpoint_both_ways(tmp_path, saved, hf_v11):
+    ref = logits(hf_v11, hf=True)
+    # transformers 5 writes tie_word_embeddings=True but a distinct lm_head: loads untied
+    assert json.loads((saved / "config.json").read_text())["tie_word_embeddings"] is True
+    ours = T5ForConditionalGeneration.from_pretrained(saved)
+    assert ours.lm_head is not None and not ours.config.tie_word_embeddings
+    torch.testing.assert_close(logits(ours), ref)
+    # a google/t5-v1_1-style file: tie_word_embeddings=False, no scale key, embed_tokens copies stored
+    sd = load_file(saved / "model.safetensors")
+    sd["encoder.embed_tokens.weight"] = sd["shared.weight"].clone()
+    save_file(sd, saved / "model.safetensors")
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg.pop("scale_decoder_outputs")
+    cfg["tie_word_embeddings"] = False
+    (saved / "config.json").write_text(json.dumps(cfg))
+    torch.testing.assert_close(logits(T5ForConditionalGeneration.from_pretrained(saved)), ref)
+    ours.save_pretrained(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is False
+    assert "lm_head.weight" in load_file(tmp_path / "out" / "model.safetensors")
+    again = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(logits(again, hf=True), ref)
+    # an untied config whose file lacks lm_head is an error, not a silent random head
+    del sd["lm_head.weight"]
+    save_file(sd, saved / "model.safetensors")
+    with pytest.raises(WeightsMismatchError, match=r"missing.*lm_head\.weight"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+def test_config_overrides_and_roundtrip(saved):
+    m = T5ForConditionalGeneration.from_pretrained(saved, dropout_rate=0.2)
+    assert m.config.dropout_rate == 0.2 and not m.training
+    assert m.config.extra["architectures"] == ["T5ForConditionalGeneration"]
+    with pytest.raises(ConfigError, match="did you mean 'dropout_rate'"):
+        T5ForConditionalGeneration.from_pretrained(saved, dropout_rat=0.2)
+    enc = T5EncoderModel.from_pretrained(saved)
+    assert enc.load_report.unused and all(k.startswith(("decoder.", "lm_head")) for k in enc.load_report.unused)
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_missing_directory_config_or_weights(tmp_path, saved):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path / "nope")
+    (saved / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointNotFoundError, match=r"no weights in .*model\.safetensors.*found: config\.json"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointNotFoundError, match="config"):
+        T5ForConditionalGeneration.from_pretrained(empty)
+
+
+def test_unknown_feed_forward_proj_and_wrong_model_type(saved):
+    write_config(saved, feed_forward_proj="gated-swiglu")
+    with pytest.raises(ConfigError, match=r"config\.json.*feed_forward_proj='gated-swiglu'.*gelu"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    write_config(saved, feed_forward_proj="gated-gelu", model_type="bert")
+    with pytest.raises(ModelTypeError, match="'bert'.*T5Config"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+def test_shape_mismatch_names_key_shapes_and_file(saved):
+    write_config(saved, d_ff=64)
+    with pytest.raises(WeightsMismatchError) as e:
+        T5ForConditionalGeneration.from_pretrained(saved)
+    msg = str(e.value)
+    assert "model.safetensors" in msg and "DenseReluDense.wi_0.weight" in msg
+    assert "(96, 32)" in msg and "(128, 32)" in msg  # fused wi_0 + wi_1: 2 x 48 in the file, 2 x 64 wanted
+
+
+def test_missing_unexpected_and_half_fused_tensors(saved):
+    path = saved / "model.safetensors"
+    sd = load_file(path)
+    save_file({**sd, "encoder.block.9.layer.0.SelfAttention.q.weight": torch.zeros(32, 32)}, path)
+    with pytest.raises(WeightsMismatchError, match=r"has 'encoder\.block\.9.*q\.weight' but not .*k\.weight"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    save_file({**sd, "encoder.mystery.weight": torch.zeros(2)}, path)
+    with pytest.raises(WeightsMismatchError, match=r"model\.safetensors: 1 unexpected.*encoder\.mystery\.weight"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    save_file({k: v for k, v in sd.items() if "final_layer_norm" not in k}, path)
+    with pytest.raises(WeightsMismatchError, match=r"model\.safetensors.*missing.*final_norm"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+def test_corrupt_files_and_missing_shard(saved):
+    (saved / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    (saved / "model.safetensors").unlink()
+    (saved / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"shared.weight": "gone.safetensors"}}))
+    with pytest.raises(CheckpointNotFoundError, match="'gone.safetensors'"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+_executed = []
+
+
+def _side_effect(x):
+    _executed.append(x)
+    return torch.zeros(1)
+
+
+class _Evil:
+    def __reduce__(self):  # unpickling would call _side_effect: code execution
+        return (_side_effect, ("ran",))
+
+
+def test_pickle_that_needs_code_execution_is_refused(saved, hf_v11):
+    (saved / "model.safetensors").unlink()
+    torch.save({**hf_v11.state_dict(), "evil": _Evil()}, saved / "pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin: refusing.*_side_effect"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    assert _executed == []
