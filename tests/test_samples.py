@@ -111,6 +111,10 @@ def test_corpus_at_least_ten_megabytes_of_prose(tmp_path):
     assert any(t.startswith("Emma Woodhouse, handsome, clever, and rich") or
                "\nEmma Woodhouse, handsome, clever, and rich" in t for t in texts)
     assert not any("Project Gutenberg License" in t for t in texts)  # header/footer stripped
+    # The pretraining reader (sources.py) streams it as one document per line
+    from t5electra.data.sources import read_documents
+
+    assert sum(1 for _ in read_documents(root / "validation.jsonl")) == meta["counts"]["validation"]
 
 
 def test_split_of_is_a_stable_hash():

@@ -16,7 +16,9 @@ Prefixes, label names and metrics follow T5 exactly (``t5/data/preprocessors.py:
 features in sorted order (so MNLI reads ``"mnli hypothesis: ... premise: ..."``), STS-B targets are
 the score rounded to 0.2 as text (26 classes), SQuAD is ``"question: ... context: ..."``,
 summarisation ``"summarize: ..."``, translation ``"translate English to German: ..."``.
-Generated text that is not a valid label becomes a sentinel (-1) that counts as wrong.
+Text fields are put on one line with single spaces (SentencePiece normalises whitespace the same
+way). Generated text that is not a valid label becomes a sentinel (-1) that counts as wrong.
+See docs/data_samples.md for the table of tasks and the few deliberate differences from T5.
 """
 
 from __future__ import annotations
