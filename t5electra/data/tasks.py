@@ -696,14 +696,10 @@ def list_tasks() -> dict[str, str]:
 def get_task(name: str, data_dir: str | Path | None = None, **kwargs) -> Task:
     """The registered task ``name``, reading from ``data_dir`` when given.
 
-    An unknown name raises :class:`ConfigError` suggesting the closest registered names.
+    An unknown name raises :class:`ConfigError` suggesting the closest registered name.
     """
     if name not in _TASKS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_TASKS), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise ConfigError(f"unknown task {name!r}{hint}; registered: {sorted(_TASKS)}")
+        raise ConfigError(f"unknown task {name!r}{suggest(name, _TASKS)}; registered: {sorted(_TASKS)}")
     if data_dir is None and not kwargs and name in _BUILT:
         return _BUILT[name]
     task = _TASKS[name][0](data_dir=data_dir, **kwargs)
