@@ -33,21 +33,12 @@ from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..modeling import LoadReport, ModelOutput, PreTrainedModel
+from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
 
-# transformers' ACT2FN names for the activations ELECTRA/BERT checkpoints use.
-ACTIVATIONS = {
-    "gelu": F.gelu,  # exact (erf) GELU: what "gelu" means in BERT/ELECTRA configs
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # BERT's defaults where they differ from ELECTRA's (transformers' BertConfig), applied to a
