@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.electra import electra_keymap, normalize_prefix
+from ..checkpoint.electra import HEAD_KEYS, electra_keymap, normalize_prefix
 from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
@@ -318,7 +318,8 @@ class ElectraPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def hf_keymap(cls, config: ElectraConfig) -> KeyMap:
-        return electra_keymap(cls.__name__, config.embedding_size != config.hidden_size)
+        family = next(c.__name__ for c in cls.__mro__ if c.__name__ in HEAD_KEYS)  # works for subclasses too
+        return electra_keymap(family, config.embedding_size != config.hidden_size)
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
                            ) -> LoadReport:
