@@ -201,10 +201,13 @@ class CheckpointManager:
     def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
              scheduler: Any = None, data_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, metric_name: str | None = None,
-             rng_states: list[dict[str, Any]] | None = None) -> Path:
+             rng_states: list[dict[str, Any]] | None = None,
+             save_extra: Callable[[Path], None] | None = None) -> Path:
         """Write checkpoint ``step`` atomically and prune old ones. ``metrics[metric_name]`` (if
         given) competes for the ``best`` pointer. ``rng_states``: one per rank (from
-        ``distributed.gather_rng_states``); default: this process's. Returns the checkpoint directory."""
+        ``distributed.gather_rng_states``); default: this process's. ``save_extra(directory)`` writes
+        more files into the checkpoint (e.g. ``tokenizer.save_pretrained``, so that a checkpoint is a
+        complete model directory). Returns the checkpoint directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         name = f"step-{step:08d}"
@@ -213,6 +216,8 @@ class CheckpointManager:
         try:
             tmp.mkdir()
             save_model(model, tmp)
+            if save_extra is not None:
+                save_extra(tmp)
             if self.on_partial_write is not None:
                 self.on_partial_write(tmp)
             state = {

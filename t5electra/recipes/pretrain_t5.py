@@ -1,0 +1,242 @@
+"""Pretrain T5 with span corruption — the whole loop, top to bottom.
+
+    python -m t5electra.recipes.pretrain_t5 --config run.yaml --train.max_steps=1000
+    torchrun --nproc_per_node 4 -m t5electra.recipes.pretrain_t5 --config run.yaml
+
+Pipeline (Raffel et al. 2020, §3.1.4; REFERENCE.md): text files -> token shards (tokenised once,
+cached) -> packed rows of ``raw_length`` tokens (568 for inputs of 512) -> span corruption (15%
+noise, mean span 3, one sentinel per span, EOS on both sides) -> fixed-shape batches -> the
+encoder-decoder's cross-entropy on the targets. Each torchrun rank reads its own rows.
+
+The optimiser/schedule come from the config: T5's own recipe is ``optim.name=adafactor``,
+``schedule.name=inverse_sqrt``, ``optim.lr=0.01``, ``schedule.warmup_steps=10000``; nanoT5's is
+``optim.name=adamw_scaled``, ``optim.lr=2e-2``, ``schedule.name=cosine``. Everything a resumed run
+needs is in each checkpoint (``--checkpoint.resume=auto``); the checkpoint directories and
+``RUN/model`` are complete model directories (weights, config.json, tokenizer).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+import torch
+
+from ..data.objectives import Seq2SeqCollator, SpanCorruption, t5_sentinel_start_id
+from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
+from ..errors import ConfigError, DataError, T5ElectraError
+from ..models.t5 import T5Config, T5ForConditionalGeneration
+from ..tokenizers import T5Tokenizer
+from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
+from ..train.config import RunConfig, load_config
+from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
+                                 wrap_ddp)
+from ..train.logging import MetricsLogger, Progress
+from ..train.loop import evaluate, seed_everything, train_step
+from ..train.optim import build_optimizer
+from ..train.schedules import build_scheduler
+
+DEFAULT_PRESET = "t5-v1_1-small"
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+def load_tokenizer(cfg: RunConfig) -> T5Tokenizer:
+    source = cfg.data.tokenizer or cfg.model.init_from
+    if source is None:
+        raise ConfigError("data.tokenizer is not set: give a T5 tokenizer directory (train one with "
+                          "`t5electra tokenizer train`), or model.init_from a checkpoint that has one")
+    return T5Tokenizer.from_pretrained(source)
+
+
+def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGeneration:
+    """From ``model.init_from`` (a checkpoint) or ``model.preset``, with ``model.overrides``.
+
+    A fresh model's vocabulary is sized to the tokenizer (rounded up to a multiple of 128, as
+    t5-small's 32100 tokens use 32128 rows) unless ``model.overrides`` sets ``vocab_size``. The
+    tokenizer must fit the model's vocabulary: checked here, before the first step.
+    """
+    m = cfg.model
+    if m.family != "t5":
+        raise ConfigError(f"model.family={m.family!r}: this recipe pretrains T5 (use 't5')")
+    overrides = dict(m.overrides)
+
+    def check_vocab(vocab_size: int) -> None:
+        if len(tokenizer) > vocab_size:
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}: "
+                              f"ids past it would crash the embedding (use a matching tokenizer, or set "
+                              f"--model.overrides='{{vocab_size: {len(tokenizer)}}}' for a fresh model)")
+
+    if m.init_from:
+        model = T5ForConditionalGeneration.from_pretrained(m.init_from, **overrides)
+        check_vocab(model.config.vocab_size)
+    else:
+        overrides.setdefault("vocab_size", -(-len(tokenizer) // 128) * 128)
+        check_vocab(overrides["vocab_size"])
+        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+        overrides.setdefault("eos_token_id", tokenizer.eos_token_id)
+        overrides.setdefault("decoder_start_token_id", tokenizer.pad_token_id)
+        model = T5ForConditionalGeneration(T5Config.from_preset(m.preset or DEFAULT_PRESET, **overrides))
+    return model.train()
+
+
+def build_loader(cfg: RunConfig, files: list[str], tokenizer: T5Tokenizer, objective: SpanCorruption,
+                 env: DistEnv, *, train: bool) -> StreamingDataLoader:
+    """Shards (built once, cached; rank 0 builds while the others wait) -> packed, corrupted rows."""
+    if not files:
+        raise DataError("data.train_files is empty: give text/jsonl/csv/parquet files or directories"
+                        if train else "data.validation_files is empty")
+    shards = build_shards(files, tokenizer)
+    if shards.num_tokens == 0:
+        raise DataError(f"{', '.join(files)}: no tokens (empty files?)")
+    dataset = PackedDataset(shards, row_length=objective.raw_length, packing="t5", transform=objective,
+                            seed=cfg.train.seed, num_epochs=None if train else 1, rank=env.rank,
+                            world_size=env.world_size, eos_token_id=tokenizer.eos_token_id, shuffle=train)
+    collate = Seq2SeqCollator(pad_token_id=tokenizer.pad_token_id, inputs_length=objective.max_inputs_length,
+                              targets_length=objective.targets_length)
+    batch_size = cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size)
+    # A DataLoader draws its base seed from the global torch RNG each time it is iterated; its own
+    # generator keeps that draw out of the dropout stream, which must continue exactly on resume.
+    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers if train else 0,
+                               collate_fn=collate, generator=torch.Generator().manual_seed(cfg.train.seed))
+
+
+def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    tokens = int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+    return out.loss, {"tokens": tokens}
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def train(cfg: RunConfig) -> Path:
+    """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
+    env = init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.output_dir)
+    seed_everything(cfg.train.seed)  # identical initial weights on every rank
+
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer).to(env.device)
+    objective = SpanCorruption(sentinel_start_id=t5_sentinel_start_id(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                               inputs_length=cfg.data.max_length, noise_density=cfg.data.noise_density,
+                               mean_noise_span_length=cfg.data.mean_noise_span_length)
+    if env.is_main:  # build the token shards once; the other ranks then find them in the cache
+        build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)
+    barrier(env)
+    loader = build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)
+
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
+    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+
+    # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
+    start, last_ckpt = 0, None
+    resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)
+    if resume_from is not None:
+        state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
+        loader.dataset.load_state_dict(state["data"])
+        start, last_ckpt = state["step"], Path(resume_from)
+    else:
+        seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout stream
+    if env.is_main:
+        cfg.save_yaml(run_dir / "config.yaml")
+    ddp_model = wrap_ddp(model, env)
+
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
+                   desc=f"pretrain {run_dir.name}")
+    if env.is_main and start:
+        bar.write(f"resumed from {resume_from} at step {start}")
+    batches = iter(loader)
+
+    def run_eval() -> dict[str, float]:
+        if not cfg.data.validation_files:
+            return {}
+        val = build_loader(cfg, cfg.data.validation_files, tokenizer, objective, env, train=False)
+        metrics = evaluate(ddp_model, (_to(b, env.device) for b in val), loss_fn, precision=cfg.train.precision,
+                           env=env, max_batches=cfg.eval.max_batches)
+        metrics.pop("tokens", None)
+        return metrics
+
+    def save(step: int, metrics: dict[str, float]) -> Path | None:
+        rngs = gather_rng_states(env)  # a collective: every rank takes part
+        path = None
+        if env.is_main:
+            path = ckpt.save(step, model, optimizer, scheduler, loader.dataset.state_dict(), metrics=metrics,
+                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained)
+        barrier(env)
+        return path
+
+    t_log, tokens_since = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, cfg.train.max_steps + 1):
+            micro = [_to(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
+            out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
+                             precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
+            tokens_since += int(out.metrics.get("tokens", 0))
+            bar.update(step, loss=out.loss, tokens=int(out.metrics.get("tokens", 0)))
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                now = time.perf_counter()
+                log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
+                               "tokens_per_s": tokens_since / max(now - t_log, 1e-9), **out.metrics})
+                t_log, tokens_since = now, 0
+            every_eval = cfg.eval.every_steps and step % cfg.eval.every_steps == 0
+            every_ckpt = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
+            final = step == cfg.train.max_steps
+            metrics = run_eval() if (every_eval or final) else {}
+            if metrics:
+                log.log(step, metrics, split="eval")
+                bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
+            if every_ckpt or final:
+                last_ckpt = save(step, metrics) or last_ckpt
+    finally:
+        bar.close()
+        log.close()
+
+    if env.is_main:
+        final_dir = run_dir / "model"
+        save_model(unwrap_model(model), final_dir)
+        tokenizer.save_pretrained(final_dir)
+        _plot(run_dir)
+    barrier(env)
+    cleanup(env)
+    return run_dir
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from ..plot import plot_run
+
+        plot_run(run_dir)
+    except ImportError:  # matplotlib is optional (the `data` extra)
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--config FILE`` plus ``--section.key=value`` overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.pretrain_t5", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        cfg = load_config(args.config, overrides)
+        if cfg.data.objective != "t5-span-corruption":
+            raise ConfigError(f"data.objective={cfg.data.objective!r}: this recipe trains 't5-span-corruption'")
+        train(cfg)
+    except T5ElectraError as e:
+        print(f"pretrain_t5: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
