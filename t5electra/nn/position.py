@@ -46,13 +46,17 @@ def relative_position_bucket(relative_position: torch.Tensor, *, bidirectional: 
     return buckets + torch.where(is_small, relative_position, large)
 
 
-@lru_cache(maxsize=16)
-def _cached_buckets(q_len: int, k_len: int, q_offset: int, bidirectional: bool, num_buckets: int,
-                    max_distance: int, device: torch.device) -> torch.Tensor:
+def _buckets(q_len: int, k_len: int, q_offset: int, bidirectional: bool, num_buckets: int,
+             max_distance: int, device: torch.device) -> torch.Tensor:
     q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     return relative_position_bucket(k_pos - q_pos, bidirectional=bidirectional, num_buckets=num_buckets,
                                     max_distance=max_distance)  # (q_len, k_len)
+
+
+# Eager mode reuses the indices of recent shapes; torch.compile traces _buckets itself (and
+# folds it into the graph), so the cache is bypassed there.
+_cached_buckets = lru_cache(maxsize=16)(_buckets)
 
 
 class RelativePositionBias(nn.Module):
@@ -67,8 +71,9 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> torch.Tensor:
         """Bias for queries at positions q_offset..q_offset+q_len-1 against keys 0..k_len-1."""
-        buckets = _cached_buckets(q_len, k_len, q_offset, self.bidirectional, self.num_buckets,
-                                  self.max_distance, self.weight.device)
+        lookup = _buckets if torch.compiler.is_compiling() else _cached_buckets
+        buckets = lookup(q_len, k_len, q_offset, self.bidirectional, self.num_buckets, self.max_distance,
+                         self.weight.device)
         values = nn.functional.embedding(buckets, self.weight)  # (q, k, H)
         return values.permute(2, 0, 1).unsqueeze(0)  # (1, H, q, k)
 
