@@ -12,9 +12,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("t5electra.commands.demo", "build tiny T5 and ELECTRA models, save, reload and run them"),
     "tokenizer": ("t5electra.commands.tokenizer", "train a tokenizer"),
-    "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "data": ("t5electra.commands.data", "fetch and list sample datasets"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
+    "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
 }
 
 
@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     only = chosen if chosen in COMMANDS else None
     parser = build_parser(only if only else "")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # --section.key=value overrides, for the subcommands that take a run config
+        if not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     if not args.command:
         parser.print_help()
         return 2

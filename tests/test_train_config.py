@@ -107,3 +107,21 @@ def test_every_field_is_documented():
 
 def test_parse_overrides_forms():
     assert parse_overrides(["--a.b=1", "c.d=x=y", "--e.f", "2"]) == [("a.b", "1"), ("c.d", "x=y"), ("e.f", "2")]
+
+
+def test_cli_config_command(tmp_path, capsys):
+    from t5electra.cli import main
+
+    p = tmp_path / "run.yaml"
+    p.write_text("optim: {lr: 1e-3}\n")
+    assert main(["config", "--config", str(p), "--optim.weight_decay=0.01", "--train.max_steps", "7"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    cfg = RunConfig.from_dict(printed)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.max_steps) == (1e-3, 0.01, 7)
+    assert main(["config", "--optm.lr=1"]) == 1
+    assert "unknown config section 'optm'" in capsys.readouterr().err
+    assert main(["config", "--list"]) == 0
+    assert "--schedule.warmup_ratio (float, default 0.0)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # subcommands without a run config still reject unknown flags
+        main(["plot", str(tmp_path), "--optim.lr=1"])
+    assert "unrecognized arguments: --optim.lr=1" in capsys.readouterr().err

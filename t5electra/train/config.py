@@ -437,3 +437,27 @@ def describe(cls: type = RunConfig) -> str:
             lines.append(f"  --{section}.{f.name} ({_type_name(hints[f.name])}, default {default!r}): "
                          f"{f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Command-line subcommands
+# --------------------------------------------------------------------------------------------
+def add_config_arguments(parser) -> None:
+    """Give an argparse subcommand ``--config FILE`` and ``--section.key=value`` overrides.
+
+    The ``t5electra`` entry point (cli.py) hands the arguments it does not know to such a
+    subcommand as ``args.overrides``; :func:`config_from_args` then builds the checked config.
+    Every option is listed in the subcommand's ``--help``.
+    """
+    import argparse
+
+    parser.add_argument("--config", metavar="FILE", help="YAML run config; --section.key=value arguments override it")
+    parser.set_defaults(accepts_overrides=True, overrides=[])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("run options (--section.key=value, after the defaults and --config):\n" +
+                     describe().replace("%", "%%"))
+
+
+def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
+    """The RunConfig of a subcommand that called :func:`add_config_arguments`."""
+    return load_config(getattr(args, "config", None), list(getattr(args, "overrides", []) or []), base=base)
