@@ -341,3 +341,13 @@ def test_ids_outside_vocab_and_bad_shapes_raise_clear_errors():
         m.encode(torch.tensor([[999]]))
     with pytest.raises(InvalidInputError, match="encoder_outputs must be"):
         m(labels=labels, encoder_outputs="x")
+
+
+def test_id_check_can_be_switched_off_for_hot_loops():
+    m = tiny()
+    ids, mask, labels = batch()
+    m.check_inputs = False  # no host sync: the range check is skipped, torch's own error remains
+    with pytest.raises(IndexError):
+        m(ids.clone().fill_(256), labels=labels)
+    with pytest.raises(InvalidInputError, match="integer tensor"):  # the free checks stay on
+        m(ids.float(), labels=labels)

@@ -387,6 +387,10 @@ class T5PreTrainedModel(PreTrainedModel):
     config: T5Config
     _has_decoder: ClassVar[bool] = True
     _has_lm_head: ClassVar[bool] = False
+    # Check that ids are inside the vocabulary (one host sync per call). A training loop whose data
+    # is known to fit (tokenizer size checked against vocab_size) may set this to False on GPU so
+    # the CPU can queue the next step without waiting.
+    check_inputs: bool = True
 
     @classmethod
     def hf_keymap(cls, config: T5Config) -> KeyMap:
@@ -442,6 +446,8 @@ class T5PreTrainedModel(PreTrainedModel):
                                         f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
             if t.ndim != 2 or t.numel() == 0:
                 raise InvalidInputError(f"{name} must be (batch, length) with length > 0, got shape {tuple(t.shape)}")
+            if not self.check_inputs:
+                continue
             if name == "labels":
                 t = t.masked_fill(t == -100, 0)
             stats.append(torch.stack(torch.aminmax(t)))
