@@ -1,0 +1,79 @@
+"""train_step: gradient accumulation, clipping, bf16 autocast, metrics; evaluate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from t5electra.errors import ConfigError
+from t5electra.train.loop import autocast, evaluate, seed_everything, train_step
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))
+
+
+def _loss(model, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y), {"tokens": x.shape[0], "acc": 0.5}
+
+
+def _data(n=8):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_accumulation_equals_one_big_batch():
+    x, y = _data()
+    big, small = _model(), _model()
+    opt_big = torch.optim.AdamW(big.parameters(), lr=0.1)
+    opt_small = torch.optim.AdamW(small.parameters(), lr=0.1)
+    for _ in range(3):
+        a = train_step(big, [(x, y)], _loss, opt_big, max_grad_norm=0.5)
+        b = train_step(small, [(x[:4], y[:4]), (x[4:], y[4:])], _loss, opt_small, max_grad_norm=0.5)
+        assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
+    for p, q in zip(big.parameters(), small.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert b.metrics == {"tokens": 8.0, "acc": 0.5}  # counts summed, other metrics averaged
+
+
+def test_clipping_reports_the_norm_before_clipping_and_lr_of_the_step():
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    before = [p.detach().clone() for p in model.parameters()]
+    out = train_step(model, [_data()], _loss, opt, sched, max_grad_norm=1e-3)
+    assert out.grad_norm > 1e-3 and out.lr == 1.0 and opt.param_groups[0]["lr"] == 0.5
+    step = torch.cat([(p - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert step.norm().item() == pytest.approx(1e-3, rel=1e-4)  # SGD lr 1: the update is the clipped gradient
+
+
+def test_bf16_autocast_trains_close_to_fp32():
+    seed_everything(0)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        model = _model()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+        results[precision] = [train_step(model, [_data()], _loss, opt, precision=precision).loss for _ in range(5)]
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+    assert results["bf16"][-1] < results["bf16"][0]
+    assert results["bf16"] == pytest.approx(results["fp32"], rel=0.05)
+    with pytest.raises(ConfigError, match="fp16 overflows"):
+        autocast("fp16", "cpu")
+
+
+def test_evaluate_averages_in_eval_mode_and_restores_train_mode():
+    model = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.9))
+    model.train()
+    x, y = _data(8)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:]), (x, y)]
+    with torch.no_grad():
+        model.eval()
+        expected = sum(nn.functional.cross_entropy(model(a), b).item() for a, b in batches[:2]) / 2
+        model.train()
+    out = evaluate(model, batches, _loss, max_batches=2)
+    assert out["loss"] == pytest.approx(expected, rel=1e-6) and out["tokens"] == 8
+    assert model.training
+    assert evaluate(model, [], _loss) == {}
