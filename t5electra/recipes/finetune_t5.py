@@ -1,0 +1,256 @@
+"""Fine-tune T5 text-to-text on a task or a mixture — the whole loop, top to bottom.
+
+    python -m t5electra.recipes.finetune_t5 --model.init_from=runs/t5/model --data.task=sentiment \\
+        --optim.name=adafactor --optim.lr=1e-3 --schedule.name=constant \\
+        --eval.metric=accuracy --eval.greater_is_better=true
+    t5electra finetune ... (the same options; T5 checkpoints come here)
+
+Pipeline (Raffel et al. 2020, §3.1.3): each example of the task (``data.task``; several joined
+by ``+`` make an examples-proportional mixture, §3.5.2) is text in, text out, with the task's
+prefix: ``"sst2 sentence: a gripping film" -> "positive"``. The encoder reads the inputs
+(truncated to ``data.max_length``); the decoder is trained with teacher forcing on the target
+tokens (truncated to ``data.target_length``, EOS kept), cross-entropy averaged over them.
+
+T5's own fine-tuning recipe is Adafactor at a constant 1e-3 (``optim.name=adafactor
+optim.lr=1e-3 schedule.name=constant``); AdamW with a linear schedule also works.
+
+Every ``eval.every_steps`` (and at the end) the model *generates* answers for the validation
+split and the task's metrics score them after its postprocessor: text that is not a valid answer
+counts as wrong. Each evaluation is checkpointed, so the best checkpoint by ``eval.metric`` (e.g.
+``accuracy`` with ``eval.greater_is_better=true``; default ``loss``, the teacher-forced validation
+loss) is on disk; at the end it is copied to ``RUN/best_model`` and scored once on the test split
+(``RUN/test_metrics.json``). ``RUN/model`` holds the final weights. ``--checkpoint.resume=auto``
+continues exactly: the checkpoint stores how many examples of the (deterministic) training stream
+were consumed, with the model, optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, DataError, T5ElectraError
+from ..tokenizers import T5Tokenizer
+from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
+from ..train.config import RunConfig, load_config
+from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
+                                 wrap_ddp)
+from ..train.logging import MetricsLogger, Progress
+from ..train.loop import evaluate, seed_everything, train_step
+from ..train.optim import build_optimizer
+from ..train.schedules import build_scheduler
+from .evaluate import Example, mixture, score_tasks, task_list
+from .pretrain_t5 import _plot, _to, build_model, load_tokenizer, loss_fn
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the text-to-text stream and its batches
+# --------------------------------------------------------------------------------------------
+class Seq2SeqBatcher:
+    """Text examples -> padded tensors (to the longest in the batch).
+
+    ``input_ids``/``attention_mask`` (B, S) from ``inputs``; ``labels`` (B, L) from ``targets`` with
+    padding as -100 (ignored by the loss). The model shifts the labels right itself to make the
+    decoder inputs (teacher forcing).
+    """
+
+    def __init__(self, tokenizer: T5Tokenizer, max_length: int, target_length: int):
+        self.tokenizer, self.max_length, self.target_length = tokenizer, max_length, target_length
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        enc = tok([ex["inputs"] for ex in examples], padding=True, truncation=True, max_length=self.max_length,
+                  return_tensors="pt")
+        tgt = tok([ex["targets"] for ex in examples], padding=True, truncation=True, max_length=self.target_length,
+                  return_tensors="pt")
+        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)  # (B, L)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def target_length(cfg: RunConfig, tokenizer: T5Tokenizer, examples: list[Example]) -> int:
+    """``data.target_length``, or the longest tokenised target of ``examples`` (with EOS)."""
+    if cfg.data.target_length is not None:
+        return cfg.data.target_length
+    lengths = [len(ids) for ids in tokenizer([ex["targets"] for ex in examples])["input_ids"]]
+    return max(lengths, default=1)
+
+
+def train_stream(cfg: RunConfig, tasks, env: DistEnv, skip: int) -> Iterator[Example]:
+    """The endless, deterministic example stream; this rank's share (every world_size-th example)
+    after the first ``skip`` (global) examples, which a resumed run has already trained on."""
+    stream = mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed)
+    return itertools.islice(stream, skip + env.rank, None, env.world_size)
+
+
+def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[Example]]:
+    """Each task's ``split`` (the first ``cap`` examples of each); {} if a task lacks the split."""
+    if not all(split in t.splits for t in tasks):
+        return {}
+    out = {t.name: list(itertools.islice(t.examples(split), cap)) for t in tasks}
+    for name, rows in out.items():
+        if not rows:
+            raise DataError(f"task {name!r}: the {split!r} split is empty")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def train(cfg: RunConfig) -> Path:
+    """Fine-tune as ``cfg`` says; returns the run directory (see the module docstring)."""
+    if not cfg.data.task:
+        raise ConfigError("data.task is not set: name a task (e.g. --data.task=sentiment) or a mixture "
+                          "('sst2+mrpc'); `t5electra data list --tasks` lists them")
+    if cfg.model.family != "t5":
+        raise ConfigError(f"model.family={cfg.model.family!r}: this recipe fine-tunes T5 (ELECTRA: finetune_electra)")
+    if cfg.data.test_files:
+        raise ConfigError("data.test_files: T5 fine-tuning scores the task's own test split (put your "
+                          "train/validation/test files in data.task_dir)")
+    env = init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.output_dir)
+    seed_everything(cfg.train.seed)
+
+    tasks = task_list(cfg.data.task, cfg.data.task_dir)
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer).to(env.device)
+    # Targets are short for classification: size them from the training set once, then fix them.
+    head = list(itertools.islice(mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed), 2000))
+    batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, head))
+    eval_bs = cfg.eval.batch_size or cfg.train.batch_size
+    valid = split_examples(tasks, "validation", cfg.eval.max_batches * eval_bs if cfg.eval.max_batches else None)
+
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
+    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+
+    start, last_ckpt, seen = 0, None, 0
+    resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)
+    if resume_from is not None:
+        state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
+        start, last_ckpt, seen = state["step"], Path(resume_from), int(state["data"]["examples_seen"])
+    else:
+        seed_everything(cfg.train.seed, env.rank)
+    if env.is_main:
+        cfg.save_yaml(run_dir / "config.yaml")
+    ddp_model = wrap_ddp(model, env)
+    examples = train_stream(cfg, tasks, env, seen)
+    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
+
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
+                   desc=f"finetune {run_dir.name}")
+    if env.is_main and start:
+        bar.write(f"resumed from {resume_from} at step {start}")
+
+    def run_eval() -> dict[str, float]:
+        """Teacher-forced loss, then generation + the task metrics (rank 0 generates)."""
+        if not valid:
+            return {}
+        rows = [ex for t in tasks for ex in valid[t.name]]
+        bs = eval_bs
+        mine = rows[env.rank::env.world_size]
+        metrics = evaluate(ddp_model, (_to(batcher(mine[i:i + bs]), env.device) for i in range(0, len(mine), bs)),
+                           loss_fn, precision=cfg.train.precision, env=env)
+        metrics.pop("tokens", None)
+        scores = None
+        if env.is_main:
+            scores = score_tasks(unwrap_model(model), tokenizer, tasks, valid, batch_size=bs,
+                                 max_length=cfg.data.max_length, max_new_tokens=batcher.target_length)
+        metrics.update(broadcast_object(scores, env) or {})
+        model.train()
+        return metrics
+
+    def save(step: int, metrics: dict[str, float]) -> Path | None:
+        rngs = gather_rng_states(env)
+        path = None
+        if env.is_main:
+            path = ckpt.save(step, model, optimizer, scheduler, {"examples_seen": step * per_step}, metrics=metrics,
+                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained)
+        barrier(env)
+        return path
+
+    t_log, tokens_since = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, cfg.train.max_steps + 1):
+            micro = [_to(batcher([next(examples) for _ in range(cfg.train.batch_size)]), env.device)
+                     for _ in range(cfg.train.grad_accum_steps)]
+            out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
+                             precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
+            tokens_since += int(out.metrics.get("tokens", 0))
+            bar.update(step, loss=out.loss, tokens=int(out.metrics.get("tokens", 0)))
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                now = time.perf_counter()
+                log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
+                               "tokens_per_s": tokens_since / max(now - t_log, 1e-9), **out.metrics})
+                t_log, tokens_since = now, 0
+            every_eval = bool(cfg.eval.every_steps) and step % cfg.eval.every_steps == 0
+            every_ckpt = bool(cfg.checkpoint.every_steps) and step % cfg.checkpoint.every_steps == 0
+            final = step == cfg.train.max_steps
+            metrics = run_eval() if (every_eval or final) else {}
+            if metrics:
+                log.log(step, metrics, split="eval")
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            if every_ckpt or final or metrics:  # an evaluated step is always saved: the best stays on disk
+                last_ckpt = save(step, metrics) or last_ckpt
+    finally:
+        bar.close()
+        log.close()
+
+    if env.is_main:
+        save_model(unwrap_model(model), run_dir / "model")
+        tokenizer.save_pretrained(run_dir / "model")
+        _finish(cfg, run_dir, ckpt, tasks, batcher)
+        _plot(run_dir)
+    barrier(env)
+    cleanup(env)
+    return run_dir
+
+
+def _finish(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, tasks, batcher: Seq2SeqBatcher) -> None:
+    """Copy the best checkpoint's model to RUN/best_model and score it once on the test split."""
+    best = ckpt.best()
+    src = ckpt.dir / best["name"] if best and (ckpt.dir / best["name"]).is_dir() else run_dir / "model"
+    dst = run_dir / "best_model"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("training_state.pt", "meta.json"))
+    (dst / "best.json").write_text(json.dumps(best or {"name": "model", "step": cfg.train.max_steps}) + "\n")
+    test = split_examples(tasks, "test")
+    if not test:
+        return
+    from ..models.t5 import T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration.from_pretrained(dst)
+    bs = cfg.eval.batch_size or cfg.train.batch_size
+    scores = score_tasks(model, batcher.tokenizer, tasks, test, batch_size=bs, max_length=cfg.data.max_length,
+                         max_new_tokens=batcher.target_length)
+    out: dict[str, Any] = {"model": str(dst), "step": (best or {}).get("step", cfg.train.max_steps),
+                           "num_examples": sum(len(v) for v in test.values()), "metrics": scores}
+    (run_dir / "test_metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--config FILE`` plus ``--section.key=value`` overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.finetune_t5", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        train(load_config(args.config, overrides))
+    except T5ElectraError as e:
+        print(f"finetune_t5: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

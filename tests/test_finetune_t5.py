@@ -1,0 +1,113 @@
+"""The T5 fine-tuning recipe end to end on a tiny model and a toy sentiment task: it learns to
+answer in label words, keeps the best checkpoint by accuracy, scores the test split, and resuming
+from a checkpoint reproduces the uninterrupted losses exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+
+from t5electra.errors import ConfigError
+from t5electra.models.t5 import T5ForConditionalGeneration
+from t5electra.recipes.evaluate import predict_texts, task_list
+from t5electra.recipes.finetune_t5 import Seq2SeqBatcher, main, train
+from t5electra.tokenizers import T5Tokenizer
+from t5electra.train.config import load_config
+from t5electra.train.logging import read_metrics
+
+POS = "good great fun lovely superb moving".split()
+NEG = "bad awful boring dull weak tedious".split()
+FILL = "the film was a story with some actors and music".split()
+
+
+def _rows(n: int, rng: random.Random) -> str:
+    """sst2 layout: a sentiment word among filler words; label 1 = positive."""
+    lines = ["sentence\tlabel"]
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(FILL) for _ in range(4)] + [rng.choice(POS if label else NEG)] + \
+                [rng.choice(FILL) for _ in range(2)]
+        lines.append(f"{' '.join(words)}\t{label}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory, spiece_model_path):
+    root = tmp_path_factory.mktemp("t5ft")
+    rng = random.Random(0)
+    for split, n in (("train", 200), ("validation", 32), ("test", 32)):
+        (root / f"{split}.tsv").write_text(_rows(n, rng))
+    T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes()).save_pretrained(root / "tokenizer")
+    return root
+
+
+def _args(root, run, steps=40, *extra):
+    return [f"--train.output_dir={run}", "--data.task=sentiment", f"--data.task_dir={root}",
+            f"--data.tokenizer={root / 'tokenizer'}", "--model.preset=t5-tiny", "--train.batch_size=16",
+            f"--train.max_steps={steps}", "--train.log_every=1", "--eval.every_steps=20", "--checkpoint.every_steps=20",
+            "--optim.name=adafactor", "--optim.lr=1e-2", "--schedule.name=constant", "--eval.metric=accuracy",
+            "--eval.greater_is_better=true", "--train.device=cpu", "--train.progress=false",
+            "--checkpoint.resume=auto", *extra]
+
+
+def test_batches_are_prefixed_text_with_masked_label_padding(task_dir):
+    tok = T5Tokenizer.from_pretrained(task_dir / "tokenizer")
+    (task,) = task_list("sentiment", str(task_dir))
+    examples = list(task.examples("train"))[:4]
+    assert examples[0]["inputs"].startswith("sentiment sentence: ")  # the task prefix (T5's sst2 format)
+    assert {ex["targets"] for ex in examples} == {"negative", "positive"}
+    batch = Seq2SeqBatcher(tok, max_length=6, target_length=3)(examples)
+    assert batch["input_ids"].shape == (4, 6) and batch["input_ids"][:, -1].tolist() == [tok.eos_token_id] * 4
+    labels = batch["labels"]
+    for row, ex in zip(labels.tolist(), examples):
+        ids = tok(ex["targets"])["input_ids"]
+        want = ids[:2] + [tok.eos_token_id] if len(ids) > 3 else ids  # truncation keeps EOS
+        assert [t for t in row if t != -100] == want
+    assert (labels == -100).any() or labels.shape[1] == 3  # padding is ignored by the loss, never the pad id
+
+
+def test_finetune_learns_keeps_best_and_resumes_exactly(task_dir, tmp_path):
+    run = tmp_path / "run"
+    train(load_config(None, _args(task_dir, run)))
+    records = read_metrics(run)
+    losses = {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+    evals = [r for r in records if r["split"] == "eval"]
+    assert sorted(losses) == list(range(1, 41))
+    assert losses[40] < losses[1] / 3
+    assert [r["step"] for r in evals] == [20, 40] and evals[1]["loss"] < evals[0]["loss"]
+    assert evals[1]["accuracy"] > 60.0  # chance is 50; generated text that is no label counts wrong
+    best = json.loads((run / "checkpoints" / "best").read_text())
+    assert best["metric"] == "accuracy" and best["value"] == max(r["accuracy"] for r in evals)
+    assert json.loads((run / "best_model" / "best.json").read_text())["step"] == best["step"]
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert test["num_examples"] == 32 and test["metrics"]["accuracy"] > 60.0
+    # best_model is a clean model directory that answers in label words
+    model = T5ForConditionalGeneration.from_pretrained(run / "best_model")
+    tok = T5Tokenizer.from_pretrained(run / "best_model")
+    assert not (run / "best_model" / "training_state.pt").exists()
+    answers = predict_texts(model, tok, ["sentiment sentence: the film was superb", "sentiment sentence: dull"],
+                            max_new_tokens=8)
+    assert set(answers) <= {"positive", "negative"}
+
+    # resume from step 20: the same losses for steps 21..40, to the last bit
+    shutil.rmtree(run / "checkpoints" / "step-00000040")
+    (run / "checkpoints" / "latest").write_text("step-00000020\n")
+    train(load_config(None, _args(task_dir, run)))
+    again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    assert [again[s] for s in range(21, 41)] == [losses[s] for s in range(21, 41)]
+
+
+def test_bad_setups_fail_before_training(task_dir, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="data.task is not set"):
+        train(load_config(None, _args(task_dir, tmp_path / "a", 2, "--data.task=none")))
+    assert main(_args(task_dir, tmp_path / "b", 2, "--data.task=sentimnt", "--data.task_dir=none")) == 1
+    assert "did you mean 'sentiment'" in capsys.readouterr().err
+    assert main(_args(task_dir, tmp_path / "c", 2, "--model.family=electra")) == 1
+    assert "this recipe fine-tunes T5" in capsys.readouterr().err
+    # a resumed run under a different config is refused, naming the field
+    train(load_config(None, _args(task_dir, tmp_path / "d", 2)))
+    assert main(_args(task_dir, tmp_path / "d", 4, "--optim.lr=1e-3")) == 1
+    assert "optim.lr" in capsys.readouterr().err
