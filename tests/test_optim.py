@@ -72,6 +72,16 @@ def test_adafactor_matches_transformers_step_by_step(kwargs):
     assert opt_ours.state[ours.scale3d]["exp_avg_sq_col"].shape == (2, 4)
 
 
+def test_adafactor_reports_its_relative_step_lr():
+    from t5electra.train.loop import train_step
+
+    model = Tiny()
+    opt = Adafactor(model.parameters(), lr=None, relative_step=True, warmup_init=True)
+    lrs = [train_step(model, [s], lambda m, s: _loss(m, s), opt).lr for s in range(3)]
+    assert lrs == pytest.approx([1e-6, 2e-6, 3e-6])
+    assert Adafactor(model.parameters(), lr=0.02, relative_step=False).current_lr() == 0.02
+
+
 def test_adafactor_rejects_inconsistent_options():
     p = [nn.Parameter(torch.zeros(2))]
     with pytest.raises(ConfigError, match="relative_step"):

@@ -104,7 +104,8 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     if max_grad_norm is not None and max_grad_norm > 0:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         check_finite(grad_norm, step, "gradient norm", last_checkpoint)
-    lr = max(float(g["lr"]) for g in optimizer.param_groups)
+    current_lr = getattr(optimizer, "current_lr", None)  # Adafactor's relative step has no group lr
+    lr = current_lr() if current_lr is not None else max(float(g["lr"]) for g in optimizer.param_groups)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()

@@ -233,6 +233,15 @@ class Adafactor(torch.optim.Optimizer):
             lr = lr * max(group["eps"][1], param_rms)
         return lr
 
+    def current_lr(self) -> float:
+        """The lr the next step uses before parameter scaling (for logging): the group lr, or with
+        ``relative_step`` ``min(1e-2, 1/sqrt(t))`` (``min(1e-6 t, 1/sqrt(t))`` with warmup_init)."""
+        group = self.param_groups[0]
+        if not group["relative_step"]:
+            return max(float(g["lr"]) for g in self.param_groups)
+        t = 1 + max((int(s["step"]) for s in self.state.values()), default=0)
+        return self.step_size({**group, "scale_parameter": False}, t, 1.0)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
