@@ -29,8 +29,7 @@ from ..models.t5 import T5Config, T5ForConditionalGeneration
 from ..tokenizers import T5Tokenizer
 from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
-from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
-                                 wrap_ddp)
+from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
 from ..train.loop import evaluate, seed_everything, train_step
 from ..train.optim import build_optimizer
@@ -139,7 +138,7 @@ def train(cfg: RunConfig) -> Path:
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
     start, last_ckpt = 0, None
-    resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)
+    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if resume_from is not None:
         state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
         loader.dataset.load_state_dict(state["data"])
