@@ -81,13 +81,14 @@ def test_finetune_learns_keeps_best_and_resumes_exactly(task_dir, tmp_path):
     assert evals[1]["accuracy"] > 60.0  # chance is 50; generated text that is no label counts wrong
     best = json.loads((run / "checkpoints" / "best").read_text())
     assert best["metric"] == "accuracy" and best["value"] == max(r["accuracy"] for r in evals)
-    assert json.loads((run / "best_model" / "best.json").read_text())["step"] == best["step"]
-    test = json.loads((run / "test_metrics.json").read_text())
-    assert test["num_examples"] == 32 and test["metrics"]["accuracy"] > 60.0
-    # best_model is a clean model directory that answers in label words
-    model = T5ForConditionalGeneration.from_pretrained(run / "best_model")
-    tok = T5Tokenizer.from_pretrained(run / "best_model")
-    assert not (run / "best_model" / "training_state.pt").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["best_checkpoint"]["step"] == best["step"] and results["validation"] == {"accuracy": best["value"]}
+    assert results["num_examples"] == {"validation": 32, "test": 32} and results["test"]["accuracy"] > 60.0
+    assert results["majority_baseline"]["test"] == {"accuracy": 50.0}
+    # RUN/model is the best checkpoint as a clean model directory that answers in label words
+    model = T5ForConditionalGeneration.from_pretrained(run / "model")
+    tok = T5Tokenizer.from_pretrained(run / "model")
+    assert not (run / "model" / "training_state.pt").exists()
     answers = predict_texts(model, tok, ["sentiment sentence: the film was superb", "sentiment sentence: dull"],
                             max_new_tokens=8)
     assert set(answers) <= {"positive", "negative"}

@@ -14,8 +14,8 @@ the argmax class (classification) or the single output (regression, ``num_labels
 the same metrics. The fine-tuning recipe for ELECTRA has its own evaluation, used when present.
 
 ``CHECKPOINT`` may be a model directory, a training checkpoint (``RUN/checkpoints/step-N``) or a
-run directory, which resolves to ``RUN/best_model`` (the best by the fine-tuning metric), then
-``RUN/model`` (the final weights), then the latest checkpoint.
+run directory, which resolves to ``RUN/model`` (the fine-tuning recipes save the best checkpoint
+there), then the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -44,15 +44,14 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise CheckpointNotFoundError(f"{str(p)!r} is not a directory (expected a model, checkpoint or run directory)")
     if (p / "config.json").is_file():
         return p
-    for name in ("best_model", "model"):
-        if (p / name / "config.json").is_file():
-            return p / name
+    if (p / "model" / "config.json").is_file():
+        return p / "model"
     from ..train.checkpointing import CheckpointManager
 
     latest = CheckpointManager(p).latest()
     if latest is not None and (latest / "config.json").is_file():
         return latest
-    raise CheckpointNotFoundError(f"{p}: no config.json, and no best_model/, model/ or checkpoints/ with one "
+    raise CheckpointNotFoundError(f"{p}: no config.json, and no model/ or checkpoints/ with one "
                                   f"(give a directory written by save_pretrained or a training run)")
 
 

@@ -18,17 +18,18 @@ Every ``eval.every_steps`` (and at the end) the model *generates* answers for th
 split and the task's metrics score them after its postprocessor: text that is not a valid answer
 counts as wrong. Each evaluation is checkpointed, so the best checkpoint by ``eval.metric`` (e.g.
 ``accuracy`` with ``eval.greater_is_better=true``; default ``loss``, the teacher-forced validation
-loss) is on disk; at the end it is copied to ``RUN/best_model`` and scored once on the test split
-(``RUN/test_metrics.json``). ``RUN/model`` holds the final weights. ``--checkpoint.resume=auto``
+loss) is on disk; at the end it is saved as ``RUN/model`` (weights, config, tokenizer) and scored
+on the validation and test splits (``RUN/results.json``, with the majority-class baseline for a
+classification task), as the ELECTRA recipe does. ``--checkpoint.resume=auto``
 continues exactly: the checkpoint stores how many examples of the (deterministic) training stream
 were consumed, with the model, optimizer, scheduler and RNG states.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ import torch
 
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
-from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
@@ -206,35 +207,43 @@ def train(cfg: RunConfig) -> Path:
         log.close()
 
     if env.is_main:
-        save_model(unwrap_model(model), run_dir / "model")
-        tokenizer.save_pretrained(run_dir / "model")
-        _finish(cfg, run_dir, ckpt, tasks, batcher)
+        finish(cfg, run_dir, ckpt, model, tokenizer, tasks, batcher)
         _plot(run_dir)
     barrier(env)
     cleanup(env)
     return run_dir
 
 
-def _finish(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, tasks, batcher: Seq2SeqBatcher) -> None:
-    """Copy the best checkpoint's model to RUN/best_model and score it once on the test split."""
+def finish(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, model: torch.nn.Module, tokenizer: T5Tokenizer,
+           tasks, batcher: Seq2SeqBatcher) -> dict[str, Any]:
+    """Load the best checkpoint, save it as ``RUN/model``, score it on the validation and test
+    splits and write ``RUN/results.json`` (with the majority-class baseline for classification)."""
     best = ckpt.best()
-    src = ckpt.dir / best["name"] if best and (ckpt.dir / best["name"]).is_dir() else run_dir / "model"
-    dst = run_dir / "best_model"
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("training_state.pt", "meta.json"))
-    (dst / "best.json").write_text(json.dumps(best or {"name": "model", "step": cfg.train.max_steps}) + "\n")
-    test = split_examples(tasks, "test")
-    if not test:
-        return
-    from ..models.t5 import T5ForConditionalGeneration
+    if best is not None and (ckpt.dir / best["name"]).is_dir():
+        load_model_weights(model, ckpt.dir / best["name"])
+    model = unwrap_model(model).eval()
+    save_model(model, run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "model")
+    kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,
+              max_new_tokens=batcher.target_length)
+    results: dict[str, Any] = {"best_checkpoint": best, "num_examples": {}, "majority_baseline": {}}
+    for split in ("validation", "test"):
+        examples = split_examples(tasks, split)
+        if not examples:
+            continue
+        results[split] = score_tasks(model, tokenizer, tasks, examples, **kw)
+        results["num_examples"][split] = sum(len(v) for v in examples.values())
+        if len(tasks) == 1 and tasks[0].head.kind == "classification":
+            results["majority_baseline"][split] = majority_baseline(tasks[0], examples[tasks[0].name])
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
 
-    model = T5ForConditionalGeneration.from_pretrained(dst)
-    bs = cfg.eval.batch_size or cfg.train.batch_size
-    scores = score_tasks(model, batcher.tokenizer, tasks, test, batch_size=bs, max_length=cfg.data.max_length,
-                         max_new_tokens=batcher.target_length)
-    out: dict[str, Any] = {"model": str(dst), "step": (best or {}).get("step", cfg.train.max_steps),
-                           "num_examples": sum(len(v) for v in test.values()), "metrics": scores}
-    (run_dir / "test_metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+
+def majority_baseline(task, examples: list[Example]) -> dict[str, float]:
+    """The task's metrics when every answer is the most frequent training target."""
+    counts = collections.Counter(ex["targets"] for ex in task.examples("train"))
+    answer = counts.most_common(1)[0][0]
+    return task.evaluate([answer] * len(examples), examples)
 
 
 def main(argv: list[str] | None = None) -> int:
