@@ -204,3 +204,24 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(tmp_path):
     # resuming with another learning rate is refused, naming the field
     with pytest.raises(CheckpointError, match=r"optim.lr: 0.02 \(checkpoint\) != 0.03 \(now\)"):
         toy_train.main([f"--train.output_dir={run_dir}", *ARGS, "--optim.lr=0.03"])
+
+
+def test_composite_models_reload_from_their_subdirectories(tmp_path):
+    # ElectraPretrainer saves generator/ and discriminator/ (two HF checkpoints) that share embeddings
+    from t5electra.models.electra import ElectraConfig
+    from t5electra.models.electra_rtd import ElectraPretrainer
+
+    disc = ElectraConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16)
+    model = ElectraPretrainer(disc, generator_size=0.5, mask_token_id=3, special_token_ids=[1, 2])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randint(4, 40, (2, 8))).loss.backward()
+    opt.step()
+    path = CheckpointManager(tmp_path).save(1, model, opt)
+    assert (path / "generator" / "model.safetensors").is_file() and (path / "discriminator" / "config.json").is_file()
+    fresh = ElectraPretrainer(disc, generator_size=0.5, mask_token_id=3, special_token_ids=[1, 2])
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    CheckpointManager(tmp_path).load(path, fresh, opt2)
+    for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert fresh.generator.electra.embeddings is fresh.discriminator.electra.embeddings  # still shared

@@ -137,6 +137,15 @@ def save_model(model: nn.Module, directory: Path) -> None:
 def load_model_weights(model: nn.Module, directory: Path) -> None:
     """Load the weights written by :func:`save_model` into ``model`` (same class and config)."""
     model = unwrap_model(model)
+    # A model made of sub-models that its save_pretrained wrote to sub-directories named after them
+    # (ElectraPretrainer: generator/ + discriminator/): load each, then re-tie what they share.
+    parts = [(n, m) for n, m in model.named_children() if hasattr(m, "load_hf_state_dict")]
+    if parts and all((Path(directory) / n).is_dir() for n, _ in parts):
+        for name, part in parts:
+            load_model_weights(part, Path(directory) / name)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
+        return
     sd, sources = load_state_dict(directory)
     if hasattr(model, "load_hf_state_dict"):
         model.load_hf_state_dict(sd, sources)

@@ -1,9 +1,9 @@
 """The run configuration: typed sections, read from YAML and ``--section.key=value`` overrides.
 
 A run is described by one :class:`RunConfig` made of sections (``model``, ``data``, ``optim``,
-``schedule``, ``train``, ``eval``, ``checkpoint``). Each field is declared with :func:`option`,
-which stores a one-line help text, so ``describe()`` can list every option with its type, default
-and meaning. Sources are applied in order: the dataclass defaults, then a YAML file, then
+``schedule``, ``train``, ``eval``, ``checkpoint``, and ``electra`` for ELECTRA's own options).
+Each field is declared with :func:`option`, which stores a one-line help text, so ``describe()``
+can list every option with its type, default and meaning. Sources are applied in order: the dataclass defaults, then a YAML file, then
 command-line overrides::
 
     cfg = load_config("experiments/t5_small.yaml", ["--optim.lr=3e-4", "--train.max_steps=1000"])
@@ -67,6 +67,13 @@ class DataSection:
     mean_noise_span_length: float = option(3.0, "span corruption: mean length of a corrupted span")
     mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
     num_workers: int = option(0, "data loader worker processes per rank")
+    # fine-tuning data (tasks from the registry, or your own files)
+    task_dir: Optional[str] = option(None, "fine-tuning: folder with the task's files (GLUE TSVs, SQuAD JSON, or "
+                                           "your train/dev/test files when data.task is None)")
+    test_files: list[str] = option([], "fine-tuning: test files, scored once at the end (empty: the task's test split)")
+    text_columns: list[str] = option([], "fine-tuning your files: the text column(s), one or a pair "
+                                         "(empty: 'sentence' or 'text', with 'sentence2'/'text_pair' if present)")
+    label_column: str = option("label", "fine-tuning your files: the label column")
 
 
 @dataclasses.dataclass
@@ -144,6 +151,20 @@ class CheckpointSection:
                                          "or a checkpoint directory; None: start fresh")
 
 
+@dataclasses.dataclass
+class ElectraSection:
+    """ELECTRA only: the pretraining generator and loss weight, the fine-tuning head."""
+
+    generator_size: Optional[float] = option(None, "pretraining: generator hidden size as a fraction of the "
+                                                   "discriminator's (paper: 1/4 Small, 1/3 Base); None: the "
+                                                   "preset's generator, else 1/4")
+    disc_weight: float = option(50.0, "pretraining: weight of the discriminator loss (generator loss weight 1)")
+    head: Optional[str] = option(None, "fine-tuning head: 'classification', 'regression', 'token_classification' "
+                                       "or 'qa' (None: from the task)")
+    doc_stride: int = option(128, "QA: tokens shared by consecutive windows of a long context")
+    max_answer_length: int = option(30, "QA: longest answer span in tokens")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "data": DataSection,
@@ -152,6 +173,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "eval": EvalSection,
     "checkpoint": CheckpointSection,
+    "electra": ElectraSection,
 }
 
 
@@ -166,6 +188,7 @@ class RunConfig:
     train: TrainSection = dataclasses.field(default_factory=TrainSection)
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    electra: ElectraSection = dataclasses.field(default_factory=ElectraSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
