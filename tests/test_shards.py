@@ -138,6 +138,25 @@ def test_adapter_for_our_tokenizers(tmp_path):
     assert a.fingerprint != adapt_tokenizer(ElectraTokenizer({**vocab, "extra": 7})).fingerprint
 
 
+def test_t5_tokenizer_end_to_end(spiece_model_path, tmp_path):
+    from t5electra.data.objectives import t5_sentinel_start_id
+    from t5electra.tokenizers import T5Tokenizer
+
+    tok = T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes())
+    a = adapt_tokenizer(tok)
+    text = "Hello world. This is a test."
+    assert a.encode([text]) == [tok(text)["input_ids"][:-1]]  # the same ids, without the EOS
+    (tmp_path / "c.jsonl").write_text("".join(f'{{"text": "{text} {i}"}}\n' for i in range(200)))
+    s = build_shards(Corpus(tmp_path / "c.jsonl"), tok, tmp_path / "cache", num_workers=2)
+    obj = SpanCorruption(sentinel_start_id=t5_sentinel_start_id(tok), eos_token_id=a.eos_token_id, inputs_length=32)
+    ds = PackedDataset(s, row_length=obj.raw_length, eos_token_id=a.eos_token_id, seed=0, num_epochs=1)
+    row = next(iter(ds))["input_ids"]
+    assert (row == a.eos_token_id).any()  # EOS closes every document in the stream
+    ex = obj(row, np.random.default_rng(0))
+    assert ex["labels"][0] == t5_sentinel_start_id(tok) == max(tok.get_sentinel_token_ids())  # <extra_id_0>
+    assert len(ex["input_ids"]) == 32 and ex["input_ids"][-1] == ex["labels"][-1] == a.eos_token_id
+
+
 def test_a_killed_worker_leaves_no_used_half_shard_and_the_rerun_resumes(corpus_dir, tmp_path):
     d, docs = corpus_dir
     crashing = FakeTokenizer(crash_on=docs[700])

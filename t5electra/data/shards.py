@@ -352,7 +352,10 @@ def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if len(ids) != len(texts):
         raise DataError(f"tokenizer returned {len(ids)} id lists for {len(texts)} texts")
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    if ids and all(isinstance(x, np.ndarray) for x in ids):  # an encoder may return arrays
+        flat = np.concatenate(ids).astype(np.int64)
+    else:
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
     if flat.size and (flat.min() < 0 or flat.max() >= _WORKER["vocab_size"]):
         bad = int(flat.max()) if flat.max() >= _WORKER["vocab_size"] else int(flat.min())
         raise DataError(f"tokenizer produced id {bad}, outside the vocabulary [0, {_WORKER['vocab_size']})")
@@ -578,6 +581,14 @@ def _dist_env(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+def _describe(obj: Any) -> str:
+    """A description that is stable across processes (no memory addresses)."""
+    text = repr(obj)
+    if " at 0x" in text:
+        text = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+    return text
+
+
 class PackedDataset(torch.utils.data.IterableDataset):
     """Fixed-length examples packed from token shards; see the module docstring for the recipe.
 
@@ -673,7 +684,7 @@ class PackedDataset(torch.utils.data.IterableDataset):
                 "sep_token_id": self.sep_token_id, "max_document_tokens": self.max_document_tokens,
                 "block_tokens": self.block_tokens, "shuffle": self.shuffle,
                 "shuffle_window_rows": self.shuffle_window_rows, "drop_remainder": self.drop_remainder,
-                "transform": repr(self.transform), "rank": self.rank, "world_size": self.world_size}
+                "transform": _describe(self.transform), "rank": self.rank, "world_size": self.world_size}
 
     # --- the epoch stream -------------------------------------------------------------------
     def _epoch_layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
