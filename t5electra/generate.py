@@ -14,8 +14,9 @@ The model is driven through four calls, so that the loop below never sees a laye
     logits = model.decode_step(decoder_input_ids, cache)                # (N, t, V); appends t positions
     cache.reorder(index)                                                # in place row select / duplicate
 
-The encoder runs once on the ``B`` inputs; its output is repeated for the beams or the returned
-samples. All beam bookkeeping lives in tensors of shape ``(B, num_beams, ...)``.
+The encoder and the cross-attention projections run once on the ``B`` inputs; ``cache.reorder``
+then makes the rows for the beams or the returned samples. All beam bookkeeping lives in tensors
+of shape ``(B, num_beams, ...)``.
 
 Where transformers has a quirk we keep it, and say so, so that outputs match:
 
@@ -144,16 +145,16 @@ def generate(
                   eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                   decoder_start_token_id=decoder_start_token_id)
     with torch.inference_mode():
-        # The encoder runs once per input; beams / samples of one input share its output.
+        # The encoder runs once per input, and the cross-attention K/V are computed once per input:
+        # the cache then duplicates its rows for the beams / samples (B -> B * expand rows, grouped
+        # by input), which a cache may do without copying (T5DecoderCache shares them).
         enc = model.encode(input_ids, attention_mask=attention_mask)  # (B, S, D)
         device = enc.device
-        expand = max(s.num_beams, s.num_return_sequences)
-        if expand > 1:
-            enc = enc.repeat_interleave(expand, dim=0)  # (B * expand, S, D)
-            if attention_mask is not None:
-                attention_mask = attention_mask.repeat_interleave(expand, dim=0)
         cache = model.new_decoder_cache(enc, attention_mask, s.max_length)
         del enc
+        expand = max(s.num_beams, s.num_return_sequences)
+        if expand > 1:
+            cache.reorder(torch.arange(input_ids.shape[0], device=device).repeat_interleave(expand))
         if s.num_beams > 1:
             return _beam_search(model, cache, input_ids.shape[0], device, s, generator)
         return _greedy_or_sample(model, cache, input_ids.shape[0] * expand, device, s, generator)
@@ -325,8 +326,9 @@ def _sample_top_k(scores: Tensor, s: GenerationSettings, generator: torch.Genera
     tied with the k-th score are dropped here and kept by ``_warp``; with float scores that is
     immaterial.) Beam sampling keeps the exact transformers path, whose draws it reproduces.
     """
-    k = min(s.top_k, scores.shape[-1])
-    top_scores, top_ids = torch.topk(scores / s.temperature if s.temperature != 1.0 else scores, k)  # (N, k)
+    top_scores, top_ids = torch.topk(scores, min(s.top_k, scores.shape[-1]))  # (N, k) best first
+    if s.temperature != 1.0:
+        top_scores = top_scores / s.temperature
     probs = top_scores.softmax(dim=-1)                                   # renormalised over the top k
     if s.top_p < 1.0:
         mass_before = probs.cumsum(dim=-1) - probs                       # (N, k) more likely tokens' mass
