@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("t5electra.commands.data", "fetch and list sample datasets"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
+    "serve": ("t5electra.commands.serve", "serve models over HTTP with a playground"),
 }
 
 

@@ -1,0 +1,323 @@
+"""The HTTP server: a FastAPI app over a :class:`~t5electra.serve.registry.ModelRegistry`.
+
+    app = create_app(ModelRegistry.from_dirs(["runs/t5-cola", "runs/electra"], config), config)
+    uvicorn.run(app, host="127.0.0.1", port=8000)      # what `t5electra serve` does
+
+Each POST handler validates the JSON (pydantic, 422), checks the configured limits (413 for sizes,
+400 for parameters), tokenizes, and submits the request to the model's dynamic batcher
+(batching.py); the model work happens in that model's worker thread (inference.py), never on
+the event loop. Errors always come back as JSON ``{"detail": "..."}``: unknown model 404, queue
+full 503 with Retry-After, a request not answered within ``request_timeout_s`` 504, anything
+unexpected 500 (logged with its traceback); the server keeps serving.
+
+Routes: GET / (the playground), /healthz, /v1/models; POST /v1/generate, /v1/fill-mask,
+/v1/detect, /v1/correct, /v1/classify, /v1/attention; OpenAPI at /docs and /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import T5ElectraError
+from . import schemas as S
+from .batching import DynamicBatcher, QueueFullError
+from .config import ServeConfig
+from .inference import run_batch
+from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ModelRegistry, ServedModel
+
+logger = logging.getLogger("t5electra.serve")
+STATIC = Path(__file__).parent / "static"
+
+
+class ApiError(HTTPException):
+    """An error with a status code and a readable message (and optional headers)."""
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int, size: int | None = None):
+        got = f"{size} bytes" if size is not None else "more"
+        super().__init__(413, f"request body too large: {got}, the limit is {limit} bytes (max_body_bytes)")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 before reading a body whose Content-Length is over the limit, and
+    while reading one sent without Content-Length (chunked) as soon as it passes the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                size = -1
+            if size < 0 or size > self.max_bytes:
+                detail = (f"request body too large: {size} bytes, the limit is {self.max_bytes} bytes "
+                          f"(max_body_bytes)") if size >= 0 else "invalid Content-Length header"
+                response = JSONResponse({"detail": detail}, status_code=413 if size >= 0 else 400)
+                return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    """pydantic's errors -> one line per problem: 'body.texts.0: Input should be a valid string'."""
+    lines = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            where = e["loc"][-1] if len(e.get("loc", ())) > 1 else "?"
+            lines.append(f"the body is not valid JSON: {(e.get('ctx') or {}).get('error', 'decode error')} "
+                         f"(at character {where})")
+            continue
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field (see /docs for the fields this endpoint takes)"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> FastAPI:
+    """The app serving the registry's models with ``config``'s limits and batching."""
+    config = config or registry.config
+    for sm in registry.models.values():
+        sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads),
+                                    max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_ms / 1000,
+                                    max_queue=config.max_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for sm in registry.models.values():
+            sm.batcher.start()
+        yield
+        for sm in registry.models.values():
+            await sm.batcher.stop()
+
+    app = FastAPI(title="t5electra", version=__version__, lifespan=lifespan,
+                  description="T5 and ELECTRA over HTTP: text-to-text generation, fill-mask, replaced-token "
+                              "detection and correction, classification, attention weights. Requests that "
+                              "arrive together are batched. The playground is at /.")
+    app.state.registry, app.state.config = registry, config
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+
+    # -- errors -------------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse({"detail": _validation_message(exc.errors()), "errors": json.loads(
+            json.dumps(errors, default=str))}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(QueueFullError)
+    async def _busy(request: Request, exc: QueueFullError):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(T5ElectraError)
+    async def _bad_input(request: Request, exc: T5ElectraError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); the server logged it"},
+                            status_code=500)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def pick(task: str, name: str | None) -> ServedModel:
+        """The model a request names (404 if unknown), or the only one that can do ``task``."""
+        if name is None:
+            able = registry.with_task(task)
+            if len(able) == 1:
+                return registry.models[able[0]]
+            if not able:
+                raise ApiError(400, f"no loaded model can do {task}; loaded: {', '.join(registry.names())}")
+            raise ApiError(400, f"several models can do {task} ({', '.join(able)}): name one in \"model\"")
+        sm = registry.models.get(name)
+        if sm is None:
+            raise ApiError(404, f"unknown model {name!r}; loaded: {', '.join(registry.names())} (GET /v1/models)")
+        if task not in sm.tasks:
+            able = registry.with_task(task)
+            raise ApiError(400, f"model {name!r} ({sm.kind}) cannot do {task}; it can do {', '.join(sm.tasks)}"
+                                + (f"; models that can: {', '.join(able)}" if able else ""))
+        return sm
+
+    def check_count(texts: list[str]) -> None:
+        if len(texts) > config.max_texts:
+            raise ApiError(413, f"{len(texts)} texts in one request; the limit is {config.max_texts} (max_texts)")
+
+    def token_limit(sm: ServedModel) -> tuple[int, str]:
+        limit, why = config.max_input_tokens, "max_input_tokens"
+        positions = sm.max_positions()
+        if positions is not None and positions < limit:
+            limit, why = positions, "the model's max_position_embeddings"
+        return limit, why
+
+    async def tokenize(sm: ServedModel, texts: list[str], pairs: list[str] | None = None,
+                       field: str = "texts") -> dict[str, list]:
+        """Ids of each text (special tokens included), checked against the token limit (413)."""
+        def encode():
+            return sm.tokenizer(texts, pairs, return_token_type_ids=True)
+        enc = await run_in_threadpool(encode)
+        limit, why = token_limit(sm)
+        for i, ids in enumerate(enc["input_ids"]):
+            if len(ids) > limit:
+                raise ApiError(413, f"{field}[{i}] is {len(ids)} tokens long; the limit is {limit} ({why})")
+        return {"ids": enc["input_ids"], "type_ids": enc["token_type_ids"]}
+
+    async def submit(sm: ServedModel, key: tuple, payload: dict, size: int) -> Any:
+        """Queue the request on the model's batcher and wait (504 after request_timeout_s)."""
+        try:
+            return await asyncio.wait_for(sm.batcher.submit(key, payload, size), config.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"model {sm.name!r} did not answer within {config.request_timeout_s} s "
+                                f"(request_timeout_s); try fewer texts or fewer new tokens") from None
+        except (HTTPException, QueueFullError, T5ElectraError):
+            raise
+        except Exception as e:  # a bug or a torch failure: 500 for this request, the server goes on
+            logger.exception("model %s failed on %s", sm.name, key[0])
+            raise ApiError(500, f"internal error in model {sm.name!r} ({type(e).__name__}: {e}); "
+                                f"the server logged it") from None
+
+    # -- pages and metadata -------------------------------------------------------------------------
+    if config.playground:
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def playground():
+            return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", summary="liveness, queue lengths and batching counters")
+    async def healthz() -> dict:
+        return {"status": "ok", "models": {name: {"queued": sm.batcher.queued, **sm.batcher.stats.as_dict()}
+                                           for name, sm in registry.models.items()}}
+
+    @app.get("/v1/models", summary="the loaded models, what each can do, and the request limits")
+    async def models() -> dict:
+        limits = {k: getattr(config, k) for k in ("max_texts", "max_input_tokens", "max_new_tokens", "max_beams",
+                                                  "max_body_bytes", "max_batch_size")}
+        return {"models": [sm.info() for sm in registry.models.values()], "limits": limits}
+
+    # -- tasks --------------------------------------------------------------------------------------
+    errors = {400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse},
+              422: {"model": S.ErrorResponse}, 503: {"model": S.ErrorResponse}, 504: {"model": S.ErrorResponse}}
+
+    @app.post("/v1/generate", response_model=S.GenerateResponse, responses=errors,
+              summary="T5 text-to-text generation (greedy, beam search, sampling) with sequence scores")
+    async def generate(req: S.GenerateRequest):
+        sm = pick(GENERATE, req.model)
+        check_count(req.texts)
+        if req.max_new_tokens is None:
+            req.max_new_tokens = min(20, config.max_new_tokens)  # transformers' default
+        if req.max_new_tokens > config.max_new_tokens:
+            raise ApiError(400, f"max_new_tokens={req.max_new_tokens} is over the limit of {config.max_new_tokens} "
+                                f"(max_new_tokens)")
+        for name in ("num_beams", "num_return_sequences"):
+            if getattr(req, name) > config.max_beams:
+                raise ApiError(400, f"{name}={getattr(req, name)} is over the limit of {config.max_beams} (max_beams)")
+        if req.num_beams > 1 and req.num_return_sequences > req.num_beams:
+            raise ApiError(400, f"num_return_sequences={req.num_return_sequences} is larger than "
+                                f"num_beams={req.num_beams}: beam search returns at most num_beams outputs")
+        if req.num_beams == 1 and not req.do_sample and req.num_return_sequences > 1:
+            raise ApiError(400, f"greedy search has one output per text: num_return_sequences="
+                                f"{req.num_return_sequences} needs num_beams >= {req.num_return_sequences} "
+                                f"or do_sample=true")
+        enc = await tokenize(sm, req.texts)
+        options = req.model_dump(exclude={"model", "texts"})
+        key = (GENERATE, tuple(sorted(options.items())))
+        rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)
+        results = await submit(sm, key, {"ids": enc["ids"], "texts": req.texts}, rows)
+        return {"model": sm.name, "results": results}
+
+    @app.post("/v1/fill-mask", response_model=S.FillMaskResponse, responses=errors,
+              summary="ELECTRA generator: alternatives for each [MASK] and the text filled greedily")
+    async def fill_mask(req: S.FillMaskRequest):
+        sm = pick(FILL_MASK, req.model)
+        check_count(req.texts)
+        enc = await tokenize(sm, req.texts)
+        mask_id = sm.tokenizer.mask_token_id
+        missing = [i for i, ids in enumerate(enc["ids"]) if mask_id not in ids]
+        if missing:
+            raise ApiError(400, f"texts[{missing[0]}] has no {sm.tokenizer.mask_token} token: fill-mask fills "
+                                f"{sm.tokenizer.mask_token} (write it where a word is missing)")
+        results = await submit(sm, (FILL_MASK, req.top_k), {"ids": enc["ids"], "texts": req.texts}, len(req.texts))
+        return {"model": sm.name, "results": results}
+
+    @app.post("/v1/detect", response_model=S.DetectResponse, responses=errors,
+              summary="ELECTRA discriminator: per-token probability of having been replaced")
+    async def detect(req: S.DetectRequest):
+        sm = pick(DETECT, req.model)
+        check_count(req.texts)
+        await tokenize(sm, req.texts)
+        results = await submit(sm, (DETECT,), {"texts": req.texts}, len(req.texts))
+        return {"model": sm.name, "results": results}
+
+    @app.post("/v1/correct", response_model=S.CorrectResponse, responses=errors,
+              summary="ELECTRA detect-and-correct: flagged tokens are refilled by the generator")
+    async def correct(req: S.CorrectRequest):
+        sm = pick(CORRECT, req.model)
+        check_count(req.texts)
+        await tokenize(sm, req.texts)
+        results = await submit(sm, (CORRECT, req.threshold, req.max_iters), {"texts": req.texts}, len(req.texts))
+        return {"model": sm.name, "results": results}
+
+    @app.post("/v1/classify", response_model=S.ClassifyResponse, responses=errors,
+              summary="a fine-tuned classification head; label names from the model's id2label")
+    async def classify(req: S.ClassifyRequest):
+        sm = pick(CLASSIFY, req.model)
+        check_count(req.texts)
+        if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
+            raise ApiError(400, f"text_pairs has {len(req.text_pairs)} items and texts {len(req.texts)}; "
+                                f"give one pair per text")
+        enc = await tokenize(sm, req.texts, req.text_pairs)
+        payload = {"ids": enc["ids"], "type_ids": enc["type_ids"], "texts": req.texts}
+        results = await submit(sm, (CLASSIFY,), payload, len(req.texts))
+        return {"model": sm.name, "results": results}
+
+    @app.post("/v1/attention", response_model=S.AttentionResponse, responses=errors,
+              summary="attention weights of one layer and head (or the mean of the heads) over the tokens")
+    async def attention(req: S.AttentionRequest):
+        sm = pick(ATTENTION, req.model)
+        if sm.family != "t5" and req.stack != "encoder":
+            raise ApiError(400, f"stack={req.stack!r}: {sm.name!r} is an ELECTRA encoder; only 'encoder' exists")
+        if req.component is not None and req.component not in sm.components():
+            raise ApiError(400, f"model {sm.name!r} has no {req.component} component; it has: "
+                                f"{', '.join(sm.components())}")
+        enc = await tokenize(sm, [req.text], field="text")
+        payload = {"request": req, "ids": enc["ids"][0], "target_ids": None,
+                   "max_new_tokens": min(32, config.max_new_tokens)}
+        if req.target is not None and sm.family == "t5":
+            payload["target_ids"] = (await tokenize(sm, [req.target], field="target"))["ids"][0]
+        return await submit(sm, (ATTENTION,), payload, 1)
+
+    return app

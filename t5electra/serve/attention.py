@@ -1,0 +1,117 @@
+"""Attention weights of every layer and head, for the playground's "principles" view.
+
+The models compute attention with PyTorch's fused SDPA kernel, which never materialises the
+weights. Rather than changing the models, :func:`capture_attention` attaches forward hooks to
+their attention modules for one forward pass; each hook recomputes the weights from the module's
+own projections and the inputs it was called with, the same formula the module computed:
+
+- T5 (``nn/attention.py``): ``softmax(q k^T + bias)``, no 1/sqrt(d) scaling (``module.scale`` is
+  1.0), the bias being the relative-position bias plus the causal/padding masks; cross-attention
+  has only the padding mask.
+- ELECTRA (``models/electra.py``): ``softmax(q k^T / sqrt(d))`` with padding keys masked out.
+
+tests/test_serve_api.py checks that ``weights @ v`` projected by the module's output layer gives
+back the module's output exactly, so the picture is the computation, not an approximation of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def _softmax(q: Tensor, k: Tensor, scale: float, bias: Tensor | None) -> Tensor:
+    """q (B, H, T, Dh), k (B, H, S, Dh), bias broadcastable to (B, H, T, S) -> weights (B, H, T, S) fp32."""
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        if bias.dtype == torch.bool:  # ELECTRA: True where the key may be attended to
+            scores = scores.masked_fill(~bias, float("-inf"))
+        else:
+            scores = scores + bias.float()
+    return scores.softmax(dim=-1)
+
+
+def _heads(x: Tensor, parts: int, num_heads: int) -> list[Tensor]:
+    """(B, T, parts * H * Dh) -> ``parts`` tensors (B, H, T, Dh): rows are stacked [q; k; v] blocks."""
+    b, t, _ = x.shape
+    return list(x.view(b, t, parts, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def t5_self_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """Weights of a T5 ``SelfAttention`` called as ``module(x, bias, kv_cache=None, start=0)``."""
+    x = args[0]
+    bias = args[1] if len(args) > 1 else kwargs.get("bias")
+    if kwargs.get("kv_cache") is not None:
+        raise RuntimeError("attention capture needs a full forward pass, not cached decoding")
+    q, k, _ = _heads(module.qkv(x), 3, module.num_heads)
+    scale = module.head_dim ** -0.5 if module.scale is None else module.scale
+    return _softmax(q, k, scale, bias)
+
+
+def t5_cross_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """Weights of a T5 ``CrossAttention`` called as ``module(x, memory, bias)``."""
+    x, memory = args[0], args[1] if len(args) > 1 else kwargs.get("memory")
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    if memory is None:
+        raise RuntimeError("attention capture needs a full forward pass (memory), not cached decoding")
+    (q,) = _heads(module.q(x), 1, module.num_heads)
+    k, _ = _heads(module.kv(memory), 2, module.num_heads)
+    scale = module.head_dim ** -0.5 if module.scale is None else module.scale
+    return _softmax(q, k, scale, bias)
+
+
+def electra_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """Weights of an ``ElectraSelfAttention`` called as ``module(x, mask)``."""
+    x = args[0]
+    mask = args[1] if len(args) > 1 else kwargs.get("mask")
+    q, k, _ = _heads(module.qkv(x), 3, module.num_heads)
+    return _softmax(q, k, q.shape[-1] ** -0.5, mask)
+
+
+@contextlib.contextmanager
+def capture_attention(modules: dict[str, list[tuple[nn.Module, Any]]]):
+    """Hooks on ``{stack: [(module, weights_fn), ...]}`` for the duration of the block.
+
+    Yields ``{stack: [weights of layer 0, layer 1, ...]}``, filled by the forward pass run inside
+    the block; each entry is (B, H, T, S) in float32.
+    """
+    captured: dict[str, list[Tensor]] = {stack: [] for stack in modules}
+    handles = []
+    for stack, entries in modules.items():
+        for module, fn in entries:
+            def hook(mod, args, kwargs, output, stack=stack, fn=fn):
+                captured[stack].append(fn(mod, args, kwargs))
+            handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.inference_mode()
+def t5_attention(model: nn.Module, input_ids: Tensor, decoder_input_ids: Tensor) -> dict[str, Tensor]:
+    """T5's attention on one teacher-forced pass -> {"encoder": (L, H, S, S), "decoder": (L, H, T, T),
+    "cross": (L, H, T, S)} for the first row of the batch."""
+    modules = {
+        "encoder": [(b.self_attn, t5_self_weights) for b in model.encoder.blocks],
+        "decoder": [(b.self_attn, t5_self_weights) for b in model.decoder.blocks],
+        "cross": [(b.cross_attn, t5_cross_weights) for b in model.decoder.blocks],
+    }
+    with capture_attention(modules) as captured:
+        model(input_ids=input_ids, decoder_input_ids=decoder_input_ids)
+    return {stack: torch.stack([w[0] for w in ws]) for stack, ws in captured.items()}
+
+
+@torch.inference_mode()
+def electra_attention(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """An ELECTRA encoder's self-attention (any ELECTRA class: its ``.electra`` encoder runs) ->
+    (L, H, T, T) for the first row of the batch."""
+    encoder = getattr(model, "electra", model)
+    modules = {"encoder": [(layer.attention, electra_weights) for layer in encoder.layers]}
+    with capture_attention(modules) as captured:
+        encoder(input_ids, attention_mask)
+    return torch.stack([w[0] for w in captured["encoder"]])

@@ -1,0 +1,100 @@
+"""The server's settings: limits, batching, where to listen. Read from a YAML file and/or flags.
+
+Every field has a one-line help text (``option``), which ``t5electra serve --help`` shows. A YAML
+file holds the same keys at the top level::
+
+    host: 127.0.0.1
+    port: 8000
+    max_batch_size: 16
+    max_wait_ms: 5
+    max_input_tokens: 512
+
+Command-line flags win over the file; the file wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..config import suggest
+from ..errors import ConfigError
+from ..train.config import coerce, option
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """How ``t5electra serve`` listens, batches, and what it refuses."""
+
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0 exposes the server to the network)")
+    port: int = option(8000, "TCP port")
+    device: str = option("cpu", "torch device the models run on ('cpu', 'cuda', 'cuda:1')")
+    dtype: Optional[str] = option(None, "cast the models to this dtype ('bfloat16', 'float16'); None keeps float32")
+    num_threads: Optional[int] = option(None, "torch intra-op threads (None: torch's default)")
+    # -- dynamic batching --
+    max_batch_size: int = option(16, "most texts run in one forward / generate call")
+    max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others to join")
+    max_queue: int = option(256, "requests waiting per model; beyond it the server answers 503 + Retry-After")
+    request_timeout_s: float = option(60.0, "a request still unanswered after this many seconds gets 504")
+    # -- limits on what one request may ask --
+    max_texts: int = option(32, "texts per request (413 beyond)")
+    max_input_tokens: int = option(512, "tokens per input text, special tokens included (413 beyond)")
+    max_new_tokens: int = option(128, "largest max_new_tokens a generate request may ask for (400 beyond)")
+    max_beams: int = option(8, "largest num_beams (and num_return_sequences) a request may ask for (400 beyond)")
+    max_body_bytes: int = option(1_000_000, "largest request body in bytes (413 beyond)")
+    # -- the page --
+    playground: bool = option(True, "serve the playground page at / (the JSON API is always on)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("port", "max_batch_size", "max_queue", "max_texts", "max_input_tokens", "max_new_tokens",
+                    "max_beams", "max_body_bytes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve config: {name}={getattr(self, name)!r} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"serve config: max_wait_ms={self.max_wait_ms!r} must be >= 0")
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"serve config: request_timeout_s={self.request_timeout_s!r} must be > 0")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ConfigError(f"serve config: dtype={self.dtype!r} is not one of float32, bfloat16, float16")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def help_of(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **overrides: Any) -> "ServeConfig":
+        """Defaults, then the YAML file at ``path``, then ``overrides`` (None values are ignored)."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            try:
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except FileNotFoundError:
+                raise ConfigError(f"serve config file {p} does not exist") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{p}: expected a mapping of settings at the top level, got {type(data).__name__}")
+            values.update({k: (v, str(p)) for k, v in data.items()})
+        values.update({k: (v, "command line") for k, v in overrides.items() if v is not None})
+        names = cls.field_names()
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, (value, source) in values.items():
+            if key not in names:
+                raise ConfigError(f"{source}: unknown serve setting {key!r}{suggest(key, names)}")
+            kwargs[key] = coerce(value, hints[key], f"{source}: {key}", parse_strings=source == "command line")
+        return cls(**kwargs)

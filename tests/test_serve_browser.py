@@ -1,0 +1,164 @@
+"""End to end: `t5electra serve` in a subprocess on 127.0.0.1, the playground in headless Chromium.
+
+Needs Debian's chromium and chromium-driver (`apt-get install -y chromium chromium-driver`, done
+by .ci/run) and selenium (the test extra). Without them the test FAILS with that instruction: a
+browser test that silently skips would prove nothing.
+
+Screenshots go to the test's tmp dir; with T5ELECTRA_UPDATE_SCREENSHOTS=1 they also replace
+docs/img/playground.png and docs/img/playground-electra.png (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from t5electra.serve.demo import build_demo_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`t5electra serve` with three tiny models; yields its base URL, stops it afterwards."""
+    dirs = build_demo_models(tmp_path_factory.mktemp("browser-models"))
+    port = _free_port()
+    log = tmp_path_factory.mktemp("browser-log") / "server.log"
+    cmd = [sys.executable, "-m", "t5electra.cli", "serve", *[f"{k}={v}" for k, v in dirs.items()],
+           "--host", "127.0.0.1", "--port", str(port), "--num-threads", "1", "--log-level", "warning"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url, proc, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"`t5electra serve` exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"`t5electra serve` did not answer on {url} within {WAIT_S} s:\n{log.read_text()}")
+
+
+def _browser(profile: Path):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: install the browser with "
+                    f"`apt-get update && apt-get install -y chromium chromium-driver` (as .ci/run does), "
+                    f"or point CHROMIUM_BIN / CHROMEDRIVER at them")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is not installed: `.venv/bin/pip install -e '.[test]'`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,980", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_playground_in_a_real_browser(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, proc, log = server
+    driver = _browser(tmp_path / "profile")  # starts while the server loads its models
+    try:
+        _wait_until_up(url, proc, log)
+        wait = WebDriverWait(driver, WAIT_S)
+        css = lambda sel: driver.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
+        driver.get(url + "/")
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 3)
+
+        # T5: a prompt with a task prefix -> beams with scores, and the encoder's attention.
+        assert Select(driver.find_element(By.ID, "model")).first_selected_option.get_attribute("value") == "t5-tiny"
+        Select(driver.find_element(By.ID, "prefix")).select_by_value("summarize: ")
+        prompt = driver.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys("the cat ate the meal.")
+        driver.find_element(By.ID, "generate-btn").click()
+        wait.until(lambda d: len(css("#beams tbody tr.beam")) == 3)
+        for row in css("#beams tbody tr.beam"):
+            cells = row.find_elements(By.TAG_NAME, "td")
+            assert cells[1].text.strip() and float(cells[2].text) <= 0.0  # an output and its log-prob score
+        wait.until(lambda d: css("#attention-map td.cell"))
+        n = len(css("#attention-map tbody tr"))
+        cells = css("#attention-map td.cell")
+        assert n > 5 and len(cells) == n * n
+        weights = [float(c.get_attribute("data-weight")) for c in cells[:n]]  # first row
+        assert abs(sum(weights) - 1.0) < 0.01 and "rgba" in cells[0].get_attribute("style")
+        Select(driver.find_element(By.ID, "layer")).select_by_value("1")
+        Select(driver.find_element(By.ID, "head")).select_by_value("2")
+        wait.until(lambda d: "layer 1 · head 2" in d.find_element(By.CSS_SELECTOR, "#attention-map caption").text)
+        driver.save_screenshot(str(tmp_path / "playground-t5.png"))
+
+        # ELECTRA: a sentence -> per-token replaced probability heat map, corrections, fill-mask.
+        Select(driver.find_element(By.ID, "model")).select_by_value("electra-tiny")
+        sentence = driver.find_element(By.ID, "sentence")
+        sentence.clear()
+        sentence.send_keys("the chef ate the meal.")
+        driver.find_element(By.ID, "detect-btn").click()
+        wait.until(lambda d: len(css("#heatmap .token")) == 6)
+        tokens = css("#heatmap .token")
+        assert [t.text.split("\n")[0] for t in tokens] == ["the", "chef", "ate", "the", "meal", "."]
+        assert all("rgba(207, 34, 46" in t.get_attribute("style") for t in tokens)
+        wait.until(lambda d: d.find_elements(By.ID, "corrected"))
+        wait.until(lambda d: css("#attention-map td.cell") and "discriminator" in
+                   d.find_element(By.CSS_SELECTOR, "#attention-map caption").text)
+        tokens[2].click()  # "ate" -> [MASK] -> the generator's alternatives
+        wait.until(lambda d: d.find_elements(By.ID, "filled"))
+        assert driver.find_element(By.ID, "masked").get_attribute("value") == "the chef [MASK] the meal ."
+        assert len(css("#fill-results .mask .pill")) == 5
+        driver.save_screenshot(str(tmp_path / "playground-electra.png"))
+
+        # A fine-tuned classifier: label names from id2label.
+        Select(driver.find_element(By.ID, "model")).select_by_value("electra-tiny-sst2")
+        driver.find_element(By.ID, "classify-btn").click()
+        wait.until(lambda d: d.find_elements(By.ID, "label"))
+        assert driver.find_element(By.ID, "label").text in ("negative", "positive")
+
+        assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
+    assert proc.poll() is None, f"the server died:\n{log.read_text()}"
+    if os.environ.get("T5ELECTRA_UPDATE_SCREENSHOTS") == "1":
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "playground-t5.png", ROOT / "docs" / "img" / "playground.png")
+        shutil.copy(tmp_path / "playground-electra.png", ROOT / "docs" / "img" / "playground-electra.png")
