@@ -1,0 +1,312 @@
+"""Pretrain ELECTRA with replaced-token detection (or the MLM baseline) — the whole loop, top to bottom.
+
+    python -m t5electra.recipes.pretrain_electra --config run.yaml --train.max_steps=1000
+    torchrun --nproc_per_node 4 -m t5electra.recipes.pretrain_electra --config run.yaml
+
+Pipeline (Clark et al. 2020, https://arxiv.org/abs/2003.10555; REFERENCE.md): text files -> token
+shards (tokenised once, cached) -> packed rows ``[CLS] tokens [SEP]`` of ``data.max_length`` ->
+:class:`~t5electra.models.electra_rtd.ElectraPretrainer`, which masks 15% of the real tokens,
+lets the small generator fill them in (MLM loss), samples replacements with Gumbel-max, and
+trains the discriminator to spot them (BCE over every real token, weight ``electra.disc_weight``
+= 50). ``data.objective=mlm`` trains the MLM-only baseline instead: one masked LM of the
+discriminator's size, same masking, no discriminator. Each torchrun rank reads its own rows.
+
+ELECTRA's optimiser, the defaults of ``t5electra pretrain --objective electra-rtd``: AdamW with
+``optim.lr=5e-4`` (Small), ``optim.weight_decay=0.01`` except LayerNorm weights and biases,
+``optim.eps=1e-6``, linear warmup (``schedule.warmup_steps``, 10k in the paper) then linear decay
+to 0. Train metrics per logged step: ``gen_loss``, ``disc_loss``, ``gen_acc`` (generator accuracy on
+the masked positions), ``disc_acc`` / ``disc_precision`` / ``disc_recall`` / ``disc_auc``
+(replaced-token detection over the real tokens); the eval lines have the same on the held-out
+files, with masks from a fixed seed so that evaluations are comparable. ``t5electra plot RUN``
+draws them.
+
+Outputs: ``RUN/model/`` and every ``RUN/checkpoints/step-N/`` hold ``generator/`` (an HF
+``ElectraForMaskedLM``), ``discriminator/`` (an HF ``ElectraForPreTraining``, the model to
+fine-tune), ``pretraining_config.json`` and the tokenizer files (also inside both sub-directories,
+so that each is a complete model directory). ``ElectraPipeline.from_pretrained(RUN/model)`` fills
+masks and detects replaced tokens; ``t5electra finetune --model.init_from=RUN/model/discriminator``
+fine-tunes. ``--checkpoint.resume=auto`` continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
+from ..errors import ConfigError, DataError, T5ElectraError
+from ..models.electra import ElectraConfig
+from ..models.electra_rtd import ElectraPretrainer
+from ..tokenizers import ElectraTokenizer
+from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
+from ..train.config import RunConfig, load_config
+from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
+from ..train.logging import MetricsLogger, Progress
+from ..train.loop import evaluate, seed_everything, train_step
+from ..train.optim import build_optimizer
+from ..train.schedules import build_scheduler
+
+DEFAULT_PRESET = "electra-small"
+OBJECTIVES = ("electra-rtd", "mlm")
+
+# ElectraPretrainer's metric names -> the names of the metrics.jsonl convention (train/logging.py),
+# which `t5electra plot` draws in electra.png.
+METRIC_NAMES = {"gen_accuracy": "gen_acc", "disc_accuracy": "disc_acc", "disc_precision": "disc_precision",
+                "disc_recall": "disc_recall", "disc_auc": "disc_auc",
+                "sampled_equals_original": "gen_sampled_acc", "replaced_fraction": "replaced_fraction"}
+
+
+def default_config(objective: str = "electra-rtd") -> RunConfig:
+    """The engine's defaults with ELECTRA's pretraining recipe on top (Small, REFERENCE.md): AdamW
+    lr 5e-4, weight decay 0.01 (not LayerNorm / biases), eps 1e-6, linear warmup (1%) + decay to 0,
+    sequences of 128."""
+    cfg = RunConfig()
+    cfg.model.family, cfg.model.preset = "electra", DEFAULT_PRESET
+    cfg.data.objective, cfg.data.max_length = objective, 128
+    cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps = "adamw", 5e-4, 0.01, 1e-6
+    cfg.schedule.name, cfg.schedule.warmup_ratio = "linear", 0.01  # the paper: 10k warmup steps of 1M
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
+    source = cfg.data.tokenizer or cfg.model.init_from
+    if source is None:
+        raise ConfigError("data.tokenizer is not set: give an ELECTRA (WordPiece) tokenizer directory (train one "
+                          "with `t5electra tokenizer train --kind electra`), or model.init_from a run that has one")
+    return ElectraTokenizer.from_pretrained(source)
+
+
+def generator_config(cfg: RunConfig, disc: ElectraConfig) -> ElectraConfig:
+    """The generator that goes with discriminator ``disc``: ``electra.generator_size`` x its hidden
+    size by the official rule; else the widths of the preset's ``-generator`` (same depth and
+    everything else as ``disc``, so ``model.overrides`` apply to both); else 1/4."""
+    size = cfg.electra.generator_size
+    if size is not None:
+        if not 0.0 < size <= 1.0:
+            raise ConfigError(f"electra.generator_size must be in (0, 1], got {size}")
+        return disc.generator_config(size)
+    preset = f"{cfg.model.preset or DEFAULT_PRESET}-generator"
+    if preset in ElectraConfig.presets:
+        shape = ElectraConfig.presets[preset]
+        return disc.replace(**{k: shape[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size")})
+    return disc.generator_config(0.25)
+
+
+def build_model(cfg: RunConfig, tokenizer: ElectraTokenizer) -> ElectraPretrainer:
+    """From ``model.init_from`` (a directory written by this recipe) or ``model.preset``, with
+    ``model.overrides`` (discriminator config fields). A fresh model's vocabulary is the
+    tokenizer's; the tokenizer must fit the model's vocabulary: checked here, before the first step."""
+    m = cfg.model
+    if m.family != "electra":
+        raise ConfigError(f"model.family={m.family!r}: this recipe pretrains ELECTRA (use 'electra')")
+    objective = cfg.data.objective
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"data.objective={objective!r}: this recipe trains {' or '.join(map(repr, OBJECTIVES))}")
+    options = dict(electra_objective=objective == "electra-rtd", disc_weight=cfg.electra.disc_weight,
+                   mask_prob=cfg.data.mask_prob, mask_token_id=tokenizer.mask_token_id,
+                   special_token_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id])
+    if m.init_from:
+        if m.overrides:
+            raise ConfigError("model.overrides cannot change the shapes of a pretrained model (model.init_from)")
+        model = ElectraPretrainer.from_pretrained(m.init_from, **options)
+    else:
+        overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, **m.overrides}
+        disc = ElectraConfig.from_preset(m.preset or DEFAULT_PRESET, **overrides)
+        model = ElectraPretrainer(disc, generator_config(cfg, disc), **options)
+    vocab_size = model.generator.config.vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}: "
+                          f"ids past it would crash the embedding (use a matching tokenizer, or set "
+                          f"--model.overrides='{{vocab_size: {len(tokenizer)}}}' for a fresh model)")
+    if cfg.data.max_length > model.generator.config.max_position_embeddings:
+        raise ConfigError(f"data.max_length={cfg.data.max_length} is longer than the model's "
+                          f"max_position_embeddings={model.generator.config.max_position_embeddings}")
+    return model.train()
+
+
+def build_loader(cfg: RunConfig, files: list[str], tokenizer: ElectraTokenizer, env: DistEnv, *,
+                 train: bool) -> StreamingDataLoader:
+    """Shards (built once, cached; rank 0 builds while the others wait) -> ``[CLS] ... [SEP]`` rows."""
+    if not files:
+        raise DataError("data.train_files is empty: give text/jsonl/csv/parquet files or directories"
+                        if train else "data.validation_files is empty")
+    shards = build_shards(files, tokenizer)
+    if shards.num_tokens == 0:
+        raise DataError(f"{', '.join(files)}: no tokens (empty files?)")
+    dataset = PackedDataset(shards, row_length=cfg.data.max_length, packing="electra", seed=cfg.train.seed,
+                            num_epochs=None if train else 1, rank=env.rank, world_size=env.world_size,
+                            cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                            pad_token_id=tokenizer.pad_token_id, shuffle=train)
+    batch_size = cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size)
+    # Its own generator keeps the DataLoader's seed draw out of the global RNG, which masks,
+    # samples and drops out and must continue exactly on resume.
+    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers if train else 0,
+                               generator=torch.Generator().manual_seed(cfg.train.seed))
+
+
+def make_loss_fn(generator: torch.Generator | None = None):
+    """``loss_fn(model, batch)``: the pretrainer's total loss and its metrics, under our names.
+
+    ``generator`` None draws masks and samples from the global torch RNG (training: restored on
+    resume); evaluation passes a freshly seeded one, so every evaluation masks the same positions."""
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        out = model(batch["input_ids"], batch["attention_mask"], generator=generator)
+        logs = {"gen_loss": out.generator_loss.detach()}
+        if out.discriminator_loss is not None:
+            logs["disc_loss"] = out.discriminator_loss.detach()
+        logs.update({METRIC_NAMES.get(k, k): v for k, v in (out.metrics or {}).items()})
+        logs["tokens"] = int(batch["attention_mask"].sum())
+        return out.loss, logs
+
+    return loss_fn
+
+
+def save_tokenizer_everywhere(tokenizer: ElectraTokenizer, model: ElectraPretrainer):
+    """``save_extra`` for checkpoints: the tokenizer in the root and in each model sub-directory."""
+
+    def save(directory: Path) -> None:
+        tokenizer.save_pretrained(directory)
+        for part in ("generator", "discriminator"):
+            if getattr(model, part) is not None:
+                tokenizer.save_pretrained(Path(directory) / part)
+
+    return save
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def train(cfg: RunConfig) -> Path:
+    """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
+    env = init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.output_dir)
+    seed_everything(cfg.train.seed)  # identical initial weights on every rank
+
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer).to(env.device)
+    if env.is_main:  # build the token shards once; the other ranks then find them in the cache
+        build_loader(cfg, cfg.data.train_files, tokenizer, env, train=True)
+    barrier(env)
+    loader = build_loader(cfg, cfg.data.train_files, tokenizer, env, train=True)
+
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
+    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+    save_extra = save_tokenizer_everywhere(tokenizer, model)
+
+    # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
+    start, last_ckpt = 0, None
+    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
+    if resume_from is not None:
+        state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
+        loader.dataset.load_state_dict(state["data"])
+        start, last_ckpt = state["step"], Path(resume_from)
+    else:
+        seed_everything(cfg.train.seed, env.rank)  # each rank its own masks, samples and dropout
+    if env.is_main:
+        cfg.save_yaml(run_dir / "config.yaml")
+    ddp_model = wrap_ddp(model, env)
+    train_loss = make_loss_fn()
+
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
+                   desc=f"pretrain {run_dir.name}")
+    if env.is_main and start:
+        bar.write(f"resumed from {resume_from} at step {start}")
+    batches = iter(loader)
+
+    def run_eval() -> dict[str, float]:
+        if not cfg.data.validation_files:
+            return {}
+        val = build_loader(cfg, cfg.data.validation_files, tokenizer, env, train=False)
+        masks = torch.Generator(env.device).manual_seed(cfg.train.seed + 1_000_003 * (env.rank + 1))
+        metrics = evaluate(ddp_model, (_to(b, env.device) for b in val), make_loss_fn(masks),
+                           precision=cfg.train.precision, env=env, max_batches=cfg.eval.max_batches)
+        metrics.pop("tokens", None)
+        return metrics
+
+    def save(step: int, metrics: dict[str, float]) -> Path | None:
+        rngs = gather_rng_states(env)  # a collective: every rank takes part
+        path = None
+        if env.is_main:
+            path = ckpt.save(step, model, optimizer, scheduler, loader.dataset.state_dict(), metrics=metrics,
+                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=save_extra)
+        barrier(env)
+        return path
+
+    t_log, tokens_since = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, cfg.train.max_steps + 1):
+            micro = [_to(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
+            out = train_step(ddp_model, micro, train_loss, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
+                             precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
+            tokens_since += int(out.metrics.get("tokens", 0))
+            bar.update(step, loss=out.loss, tokens=int(out.metrics.get("tokens", 0)),
+                       **{k: out.metrics[k] for k in ("gen_acc", "disc_auc") if k in out.metrics})
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                now = time.perf_counter()
+                log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
+                               "tokens_per_s": tokens_since / max(now - t_log, 1e-9), **out.metrics})
+                t_log, tokens_since = now, 0
+            every_eval = cfg.eval.every_steps and step % cfg.eval.every_steps == 0
+            every_ckpt = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
+            final = step == cfg.train.max_steps
+            metrics = run_eval() if (every_eval or final) else {}
+            if metrics:
+                log.log(step, metrics, split="eval")
+                bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
+            if every_ckpt or final:
+                last_ckpt = save(step, metrics) or last_ckpt
+    finally:
+        bar.close()
+        log.close()
+
+    if env.is_main:
+        final_dir = run_dir / "model"
+        save_model(unwrap_model(model), final_dir)
+        save_extra(final_dir)
+        _plot(run_dir)
+    barrier(env)
+    cleanup(env)
+    return run_dir
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from ..plot import plot_run
+
+        plot_run(run_dir)
+    except ImportError:  # matplotlib is optional (the `data` extra)
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--config FILE`` plus ``--section.key=value`` overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.pretrain_electra",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        train(load_config(args.config, overrides, base=default_config()))
+    except T5ElectraError as e:
+        print(f"pretrain_electra: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

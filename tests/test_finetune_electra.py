@@ -1,0 +1,190 @@
+"""The ELECTRA fine-tuning recipe on tiny data: each head learns (classification beats the majority
+class, regression correlates, token tags are found, QA windows and answers line up), the best
+checkpoint is kept, resume is exact, real MiniLM weights fine-tune, and bad setups fail early."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from t5electra.errors import ConfigError, DataError
+from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
+from t5electra.recipes.finetune_electra import (default_config, encode_qa, load_data, main, qa_answers, train)
+from t5electra.tokenizers import ElectraTokenizer
+from t5electra.train.config import load_config
+from t5electra.train.logging import read_metrics
+
+GOOD = "good great fine lovely superb".split()
+BAD = "bad awful poor dull terrible".split()
+FILL = "the movie plot was and a with some actors story scenes".split()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A tiny 'pretrained' discriminator directory (random weights + WordPiece tokenizer) and data files."""
+    root = tmp_path_factory.mktemp("ft")
+    rng = random.Random(0)
+
+    def sentence(label: int) -> str:
+        words = [rng.choice(FILL) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randint(0, len(words)), rng.choice(GOOD if label else BAD))
+        return " ".join(words)
+
+    for split, n in (("train", 160), ("dev", 40), ("test", 40)):
+        rows = [(sentence(lab), lab) for lab in (rng.randint(0, 1) for _ in range(n))]
+        (root / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{'pos' if y else 'neg'}\n"
+                                                                         for s, y in rows))
+        # regression: the score is the number of good words minus bad words
+        (root / f"{split}_reg.csv").write_text("text,score\n" + "".join(
+            f"{s},{sum(w in GOOD for w in s.split()) - sum(w in BAD for w in s.split()) + 0.1 * (i % 3)}\n"
+            for i, (s, _) in enumerate(rows)))
+        # token classification: tag the sentiment words
+        with open(root / f"{split}_tok.jsonl", "w") as f:
+            for s, _ in rows:
+                words = s.split()
+                tags = ["POS" if w in GOOD else "NEG" if w in BAD else "O" for w in words]
+                f.write(json.dumps({"tokens": words, "labels": tags}) + "\n")
+    text = [sentence(i % 2) for i in range(200)]
+    tok = ElectraTokenizer.train(iter(text + ["what which answer is where"] * 5), vocab_size=100, min_frequency=1)
+    model_dir = root / "disc"
+    cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    ElectraForPreTraining(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return root
+
+
+def _args(root, run, *extra, steps=40):
+    return [f"--train.output_dir={run}", f"--model.init_from={root / 'disc'}", "--data.max_length=32",
+            "--train.batch_size=16", f"--train.max_steps={steps}", "--train.log_every=1",
+            "--eval.every_steps=20", "--checkpoint.every_steps=20", "--optim.lr=1e-2", "--train.device=cpu",
+            "--train.progress=false", "--train.tensorboard=false", "--checkpoint.resume=auto", *extra]
+
+
+def _config(args):
+    return load_config(None, args, base=default_config())
+
+
+def _files(root, suffix=".tsv", name=""):
+    return [f"--data.train_files={root / f'train{name}{suffix}'}",
+            f"--data.validation_files={root / f'dev{name}{suffix}'}",
+            f"--data.test_files={root / f'test{name}{suffix}'}"]
+
+
+def test_classification_beats_majority_keeps_best_and_resumes_exactly(root, tmp_path):
+    run = tmp_path / "cls"
+    args = _args(root, run, "--electra.head=classification", *_files(root), steps=60)
+    train(_config(args))
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["accuracy"] > results["majority_baseline"]["test"]["accuracy"] + 30
+    best = results["best_checkpoint"]
+    evals = {r["step"]: r for r in read_metrics(run) if r["split"] == "eval"}
+    assert best["metric"] == "accuracy" and best["value"] == max(r["accuracy"] for r in evals.values())
+    assert results["validation"]["accuracy"] == pytest.approx(evals[best["step"]]["accuracy"])
+    model = ElectraForSequenceClassification.from_pretrained(run / "model")
+    assert model.config.id2label == {0: "neg", 1: "pos"}  # label names read from the file
+    ElectraTokenizer.from_pretrained(run / "model")
+    lrs = [r["lr"] for r in read_metrics(run) if r["split"] == "train"]
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-2) and lrs.index(max(lrs)) == 6  # 10% warmup
+
+    # layer-wise decay: the head at lr, the top layer at 0.8 lr, the embeddings at 0.8^3 lr (2 layers)
+    state = torch.load(run / "checkpoints" / "step-00000020" / "training_state.pt", weights_only=True)
+    scales = {n: g["lr_scale"] for g in state["optimizer"]["param_groups"] for n in g["names"]}
+    assert scales["classifier.out_proj.weight"] == 1.0
+    assert scales["electra.layers.1.ffn_in.weight"] == pytest.approx(0.8)
+    assert scales["electra.embeddings.word_embeddings.weight"] == pytest.approx(0.8 ** 3)
+
+    # resume at step 40: identical losses for 41..60
+    first = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    shutil.rmtree(run / "checkpoints" / "step-00000060")
+    (run / "checkpoints" / "latest").write_text("step-00000040\n")
+    train(_config(args))
+    again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    assert [again[s] for s in range(41, 61)] == [first[s] for s in range(41, 61)]
+
+
+def test_regression_and_token_classification(root, tmp_path):
+    run = tmp_path / "reg"
+    train(_config(_args(root, run, "--electra.head=regression", "--data.text_columns=text",
+                        "--data.label_column=score", *_files(root, ".csv", "_reg"), steps=60)))
+    results = json.loads((run / "results.json").read_text())
+    assert results["best_checkpoint"]["metric"] == "pearson" and results["test"]["pearson"] > 40
+    assert ElectraForSequenceClassification.from_pretrained(run / "model").config.num_labels == 1
+
+    run = tmp_path / "tok"
+    train(_config(_args(root, run, "--electra.head=token_classification", *_files(root, ".jsonl", "_tok"))))
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["accuracy"] > 85 and "macro_f1" in results["test"]
+
+
+def test_qa_windows_postprocessing_and_training(root, tmp_path):
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    context = " ".join(f"{FILL[i % len(FILL)]} {GOOD[i % 5]}" for i in range(30)) + " the answer is superb and fine ."
+    start = context.index("superb and fine")
+    examples = [{"id": "q1", "question": "what is the answer", "context": context, "answers": ["superb and fine"],
+                 "answer_start": start, "answer_text": "superb and fine"}]
+    feats = encode_qa(examples, tok, max_length=32, doc_stride=8)
+    assert len(feats) > 3  # a long context: several overlapping windows
+    holding = [f for f in feats if f["start_positions"] > 0]
+    assert holding and all(f["start_positions"] == f["end_positions"] == 0 for f in feats if f not in holding)
+    for f in holding:  # the labelled token span maps back to exactly the answer's characters
+        a, b = f["offsets"][f["start_positions"]][0], f["offsets"][f["end_positions"]][1]
+        assert context[a:b] == "superb and fine"
+    # post-processing: the best valid span over all windows, in characters of the context
+    preds = []
+    for f in feats:
+        s, e = np.zeros(len(f["input_ids"])), np.zeros(len(f["input_ids"]))
+        if f is holding[0]:
+            s[f["start_positions"]], e[f["end_positions"]] = 5.0, 5.0
+            e[0] = s[0] = 50.0  # [CLS] is not a context token: never an answer
+        preds.append((s, e))
+    assert qa_answers(examples, feats, preds, max_answer_length=30) == ["superb and fine"]
+    assert qa_answers(examples, feats, preds, max_answer_length=2) != ["superb and fine"]
+
+    # SQuAD JSON -> training -> EM/F1
+    data = {"data": [{"title": "t", "paragraphs": [{"context": f"the movie was {w} and the plot was dull",
+                                                    "qas": [{"id": f"{i}", "question": "what was the movie",
+                                                             "answers": [{"text": w, "answer_start": 14}]}]}
+                                                   for i, w in enumerate(GOOD * 4)]}]}
+    for split in ("train", "dev"):
+        (root / f"{split}-squad.json").write_text(json.dumps(data))
+    run = tmp_path / "qa"
+    train(_config(_args(root, run, "--electra.head=qa", f"--data.train_files={root / 'train-squad.json'}",
+                        f"--data.validation_files={root / 'dev-squad.json'}")))
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["validation"])[:3] == ["loss", "f1", "em"] and results["validation"]["f1"] > 50
+    assert results["best_checkpoint"]["metric"] == "f1"
+
+
+def test_minilm_bert_fine_tunes(root, tmp_path, minilm_dir):
+    run = tmp_path / "minilm"
+    train(_config([f"--train.output_dir={run}", f"--model.init_from={minilm_dir}", "--electra.head=classification",
+                   *_files(root), "--data.max_length=32", "--train.batch_size=8", "--train.max_steps=2",
+                   "--optim.lr=1e-4", "--train.device=cpu", "--train.progress=false", "--train.tensorboard=false",
+                   "--checkpoint.every_steps=0"]))
+    model = ElectraForSequenceClassification.from_pretrained(run / "model")
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert json.loads((run / "results.json").read_text())["test"]["accuracy"] >= 0
+
+
+def test_bad_setups_fail_before_training(root, tmp_path, capsys):
+    big = ElectraTokenizer.train(iter([" ".join(f"w{i}" for i in range(400))]), vocab_size=600, min_frequency=1)
+    big.save_pretrained(tmp_path / "bigtok")
+    with pytest.raises(ConfigError, match=r"tokenizer has \d+ tokens but the model's vocab_size is \d+"):
+        train(_config(_args(root, tmp_path / "a", "--electra.head=classification", *_files(root),
+                            f"--data.tokenizer={tmp_path / 'bigtok'}")))
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="electra.head is not set"):
+        load_data(_config(_files(root)))
+    with pytest.raises(DataError, match="no column 'labl'"):
+        load_data(_config([*_files(root), "--electra.head=classification", "--data.label_column=labl"]))
+    with pytest.raises(DataError, match="does not exist"):
+        load_data(_config(["--electra.head=classification", f"--data.train_files={tmp_path / 'nope.tsv'}"]))
+    assert main(_args(root, tmp_path / "b", "--electra.head=clasification", *_files(root))) == 1
+    assert "did you mean 'classification'" in capsys.readouterr().err
+    assert main(_args(root, tmp_path / "c", "--data.task=bbc_headline")) == 1
+    assert "generation task" in capsys.readouterr().err
