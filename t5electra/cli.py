@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("t5electra.commands.demo", "build tiny T5 and ELECTRA models, save, reload and run them"),
     "tokenizer": ("t5electra.commands.tokenizer", "train a tokenizer"),
     "data": ("t5electra.commands.data", "fetch and list sample datasets"),
+    "pretrain": ("t5electra.commands.pretrain", "pretrain T5 (span corruption) or ELECTRA (RTD / MLM)"),
+    "finetune": ("t5electra.commands.finetune", "fine-tune T5 (text-to-text) or ELECTRA (heads)"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
     "serve": ("t5electra.commands.serve", "serve models over HTTP with a playground"),

@@ -1,0 +1,65 @@
+"""``t5electra pretrain``: pretrain T5 (span corruption) or ELECTRA (replaced-token detection, or
+the MLM baseline) on text files.
+
+    t5electra pretrain --objective electra-rtd --data.train_files=corpus.txt --data.tokenizer=tok/ \\
+        --model.preset=electra-small --train.output_dir=runs/electra --train.max_steps=10000
+    t5electra pretrain --objective t5-span-corruption --config run.yaml
+    torchrun --nproc_per_node 4 -m t5electra.cli pretrain --objective electra-rtd --config run.yaml
+
+``--objective`` picks the recipe (t5electra/recipes/pretrain_t5.py or pretrain_electra.py) and its
+defaults; without it, ``data.objective`` of the config decides (``model.family=electra`` alone
+means electra-rtd). Every run option is a ``--section.key=value`` (listed below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+OBJECTIVES = ("t5-span-corruption", "electra-rtd", "mlm")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..train.config import add_config_arguments
+
+    parser.add_argument("--objective", choices=OBJECTIVES,
+                        help="t5-span-corruption (T5), electra-rtd (ELECTRA: generator + discriminator) or mlm "
+                             "(the MLM-only baseline of the ELECTRA paper); default: the config's data.objective")
+    add_config_arguments(parser)
+
+
+def resolve_objective(args: argparse.Namespace) -> str:
+    """``--objective``, else the config's ``data.objective`` (electra-rtd for ``model.family=electra``)."""
+    from ..train.config import config_from_args
+
+    if args.objective:
+        return args.objective
+    probe = config_from_args(args)  # also catches typos before any recipe is imported
+    if probe.model.family == "electra" and probe.data.objective == "t5-span-corruption":
+        return "electra-rtd"
+    return probe.data.objective
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError, T5ElectraError
+    from ..train.config import config_from_args
+
+    try:
+        objective = resolve_objective(args)
+        if objective == "t5-span-corruption":
+            from ..recipes.pretrain_t5 import train
+
+            cfg = config_from_args(args)
+        elif objective in ("electra-rtd", "mlm"):
+            from ..recipes.pretrain_electra import default_config, train
+
+            cfg = config_from_args(args, base=default_config(objective))
+        else:
+            raise ConfigError(f"data.objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
+        cfg.data.objective = objective
+        run_dir = train(cfg)
+    except T5ElectraError as e:
+        print(f"t5electra pretrain: error: {e}", file=sys.stderr)
+        return 1
+    print(f"pretrained ({objective}): {run_dir / 'model'}")
+    return 0
