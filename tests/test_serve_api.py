@@ -260,12 +260,12 @@ async def _post_all(app, requests):
 
 def test_concurrent_requests_are_batched_with_unchanged_results(dirs, client):
     reg = _registry({"t5-tiny": dirs["t5-tiny"], "electra-tiny": dirs["electra-tiny"]},
-                    max_batch_size=8, max_wait_ms=300)
+                    max_batch_size=8, max_wait_ms=3000)  # batches fill up (8 rows) long before that
     app = create_app(reg)
     prompts = [T5_PROMPT, "summarize: a dog.", "x", "sst2 sentence: the film was good and sad."]
     body = {"max_new_tokens": 6, "num_beams": 2}
     reqs = [("/v1/generate", {"model": "t5-tiny", "texts": [p], **body}) for p in prompts]
-    reqs += [("/v1/detect", {"model": "electra-tiny", "texts": [p]}) for p in prompts]
+    reqs += [("/v1/detect", {"model": "electra-tiny", "texts": [p]}) for p in prompts * 2]
     responses = asyncio.run(_post_all(app, reqs))
     stats = {n: sm.batcher.stats for n, sm in reg.models.items()}
     assert stats["t5-tiny"].max_rows > 2 and stats["t5-tiny"].batches < len(prompts)
@@ -327,6 +327,7 @@ def test_slow_request_times_out_with_504_and_server_recovers(dirs):
     with TestClient(app) as c:
         error(c.post("/v1/generate", json={"texts": ["x"], "max_new_tokens": 2}), 504, "did not answer")
         gate.set()
+        app.state.config.request_timeout_s = 120.0  # the next answer may take a while on a busy machine
         ok(c.post("/v1/generate", json={"texts": ["x"], "max_new_tokens": 2}))
 
 

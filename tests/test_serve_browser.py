@@ -26,7 +26,7 @@ from t5electra.serve.demo import build_demo_models
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-WAIT_S = 60
+WAIT_S = 120  # an upper bound only: a loaded CI machine imports torch slowly
 
 
 def _free_port() -> int:
@@ -93,6 +93,7 @@ def _browser(profile: Path):
 
 
 def test_playground_in_a_real_browser(server, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -100,7 +101,8 @@ def test_playground_in_a_real_browser(server, tmp_path):
     driver = _browser(tmp_path / "profile")  # starts while the server loads its models
     try:
         _wait_until_up(url, proc, log)
-        wait = WebDriverWait(driver, WAIT_S)
+        # The page re-renders a view on each answer: an element found a moment ago may be replaced.
+        wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
         css = lambda sel: driver.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
         driver.get(url + "/")
         wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 3)
