@@ -207,6 +207,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-rows", type=int, default=None, help="stop streaming after this many rows")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-model", action="store_true", help="skip timing the T5-small step")
+    ap.add_argument("--keep-shards", action="store_true",
+                    help="reuse shards already in --workdir (then the tokenise numbers measure a cache hit)")
     ap.add_argument("--tokenizer", choices=["wordpiece", "bytes"], default="wordpiece",
                     help="wordpiece: trained on the corpus; bytes: UTF-8 bytes (near-free, for the memory run)")
     ap.add_argument("--row-length", type=int, default=None,
@@ -235,7 +237,8 @@ def main(argv=None) -> dict:
             sentinel = tok.token_to_id("<extra_id_0>")
         result["tokenizer"] = args.tokenizer
         cache = workdir / "shards"
-        shutil.rmtree(cache, ignore_errors=True)
+        if not args.keep_shards:
+            shutil.rmtree(cache, ignore_errors=True)
 
         with TreeMemory() as mem:
             t = time.perf_counter()

@@ -265,7 +265,6 @@ class TokenShards:
         self.dtype = np.dtype(self.index["dtype"])
         self.shards: list[dict] = self.index["shards"]
         self._doc_starts = np.cumsum([0] + [s["documents"] for s in self.shards])
-        self._offsets_cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     # --- metadata -------------------------------------------------------------------------
     @property
@@ -292,16 +291,16 @@ class TokenShards:
                 f"documents={self.num_documents}, tokens={self.num_tokens}, dtype={self.dtype.name})")
 
     # --- reading --------------------------------------------------------------------------
-    def offsets(self, shard: int) -> np.ndarray:
-        """int64 (documents + 1,) start of each document of a shard (a small LRU keeps two)."""
-        if shard in self._offsets_cache:
-            self._offsets_cache.move_to_end(shard)
-            return self._offsets_cache[shard]
-        arr = np.load(self.directory / f"{self.shards[shard]['name']}.offsets.npy")
-        self._offsets_cache[shard] = arr
-        if len(self._offsets_cache) > 2:
-            self._offsets_cache.popitem(last=False)
-        return arr
+    def offsets(self, shard: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """int64 starts of the documents of a shard (``documents + 1`` entries), or a slice of them.
+
+        Read through a memory map and copied, so fetching a block's few offsets costs a few pages,
+        not the whole file.
+        """
+        mm = np.load(self.directory / f"{self.shards[shard]['name']}.offsets.npy", mmap_mode="r")
+        out = np.array(mm[start:stop])
+        del mm
+        return out
 
     def memmap(self, shard: int) -> np.memmap:
         """The token array of a shard, memory-mapped read-only."""
@@ -327,8 +326,8 @@ class TokenShards:
             raise IndexError(f"document {i} out of range: {self.num_documents} documents in {self.directory}")
         shard = int(np.searchsorted(self._doc_starts, i, side="right") - 1)
         j = i - int(self._doc_starts[shard])
-        off = self.offsets(shard)
-        return self.read(shard, [(int(off[j]), int(off[j + 1]))])[0]
+        a, b = self.offsets(shard, j, j + 2)
+        return self.read(shard, [(int(a), int(b))])[0]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(self.num_documents):
@@ -717,7 +716,7 @@ class PackedDataset(torch.utils.data.IterableDataset):
             self._cache.move_to_end(key)
             return self._cache[key]
         shard, d0, d1 = int(self._b_shard[b]), int(self._b_doc0[b]), int(self._b_doc1[b])
-        off = self.shards.offsets(shard)[d0:d1 + 1]
+        off = self.shards.offsets(shard, d0, d1 + 1)
         lengths = np.diff(off)
         rng = _rng(_BLOCK_DOCS, self.seed, epoch, b)
         order = rng.permutation(len(lengths)) if self.shuffle else np.arange(len(lengths))
