@@ -145,7 +145,8 @@ async def load(url: str, args) -> dict:
             "throughput_rps": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-            "errors": errors, "server_mean_batch": stats["mean_batch_texts"], "server_max_batch": stats["max_batch_texts"]}
+            "errors": errors, "server_mean_batch": stats["mean_batch_texts"],
+            "server_max_batch": stats["max_batch_texts"]}
 
 
 def machine() -> str:
@@ -214,7 +215,8 @@ def main() -> None:
     print(f"\n## Serving: dynamic batching under load ({record['model']})\n")
     print(f"`{record['command']}` on {record['machine']}; device {args.device}; {args.clients} concurrent clients "
           f"on 127.0.0.1 for {args.duration:.0f} s per setting; {what}.\n")
-    print("| server setting | requests | throughput (req/s) | p50 latency (ms) | p99 latency (ms) | errors | mean batch |")
+    print("| server setting | requests | throughput (req/s) | p50 latency (ms) | p99 latency (ms) | errors "
+          "| mean batch |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         setting = f"max_batch_size={r['max_batch_size']}, max_wait_ms={r['max_wait_ms']:g}"

@@ -206,7 +206,8 @@ def test_attention_views(client, registry):
     assert torch.equal(d.triu(1), torch.zeros_like(d))  # causal: no token looks ahead
     cross = ok(client.post("/v1/attention", json={"model": "t5-tiny", "text": T5_PROMPT, "stack": "cross"}))
     assert cross["key_tokens"] == tokens and cross["query_tokens"][0] == "<pad>"  # greedy output as the target
-    el = ok(client.post("/v1/attention", json={"model": "electra-tiny", "text": "the cat ate", "component": "generator"}))
+    el = ok(client.post("/v1/attention", json={"model": "electra-tiny", "text": "the cat ate",
+                                               "component": "generator"}))
     assert el["component"] == "generator" and el["query_tokens"][0] == "[CLS]" and el["num_heads"] == 1
 
 

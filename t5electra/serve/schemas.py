@@ -36,7 +36,8 @@ class GenerateRequest(_Request):
     num_return_sequences: int = Field(1, ge=1, description="beams (or samples) returned per text")
     do_sample: bool = Field(False, description="sample instead of argmax / beam search")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    top_k: Optional[int] = Field(None, ge=0, description="sampling: keep the k most likely tokens (default 50, 0 = off)")
+    top_k: Optional[int] = Field(None, ge=0,
+                                 description="sampling: keep the k most likely tokens (default 50, 0 = off)")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="sampling: nucleus probability mass")
     length_penalty: float = Field(1.0, description="score = sum of log-probs / length ** length_penalty")
     early_stopping: Union[bool, Literal["never"]] = Field(False, description="beam search stopping rule")
