@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
     "serve": ("t5electra.commands.serve", "serve models over HTTP with a playground"),
+    "experiment": ("t5electra.commands.experiment", "run a paper-reproduction experiment grid"),
 }
 
 

@@ -1,0 +1,316 @@
+"""Run an experiment's jobs one after the other, resumably, and write its report.
+
+Layout (``OUT`` is the report folder, ``docs/experiments/NAME`` by default; ``WORK`` holds the
+models and checkpoints, ``runs/experiments/NAME`` by default)::
+
+    OUT/results.jsonl        one record per finished job: id, kind, method, seed, budget, steps,
+                             FLOPs (own training, and the pretraining FLOPs behind it), wall time, metrics
+    OUT/logs/<job id>/       the raw logs of each run: config.yaml, metrics.jsonl, results.json, plots/
+    OUT/README.md, OUT/*.png the report (:mod:`t5electra.experiments.report`)
+    WORK/data/               the corpus slice and the tokenizers every job shares
+    WORK/runs/<job id>/      each run directory (model, checkpoints)
+
+A job with a record in ``results.jsonl`` is skipped; an interrupted job resumes from its last
+checkpoint (``checkpoint.resume=auto``), so running the same command again continues the grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.sources import read_documents
+from ..errors import ConfigError
+from . import flops as F
+from .adapters import get_adapter
+from .grid import Experiment, Job, Method, expand, load_experiment
+
+DEFAULT_DATA = {"corpus_chars": 1_000_000, "t5_vocab": 4000, "electra_vocab": 4000, "task_examples": None}
+T5_SENTINELS = 100
+# The sample dataset (`t5electra data fetch NAME`) each sample task reads.
+SAMPLE_OF_TASK = {"sentiment": "sentiment", "bbc_topic": "bbc", "bbc_headline": "bbc",
+                  "translation_en_de": "translation"}
+
+
+@dataclasses.dataclass
+class Context:
+    """Where an experiment's files go, and the shared data."""
+
+    exp: Experiment
+    out: Path
+    work: Path
+    device: str = "auto"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work / "data"
+
+    def tokenizer_dir(self, family: str) -> Path:
+        return self.data_dir / "tokenizers" / family
+
+    def vocab_size(self, family: str) -> int:
+        """Tokens of the family's tokenizer (the trained one if it exists, else the nominal size)."""
+        d = self.tokenizer_dir(family)
+        if (d / "tokenizer_config.json").is_file():
+            from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
+            return len((T5Tokenizer if family == "t5" else ElectraTokenizer).from_pretrained(d))
+        data = {**DEFAULT_DATA, **self.exp.data}
+        return int(data["t5_vocab"]) + T5_SENTINELS if family == "t5" else int(data["electra_vocab"])
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.work / "runs" / job_id
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs -> run configs
+# --------------------------------------------------------------------------------------------
+def job_overrides(ctx: Context, job: Job) -> dict[str, Any]:
+    """The job's overrides plus this run's paths and the harness's settings."""
+    adapter = get_adapter(job.kind)
+    o: dict[str, Any] = {"train.device": ctx.device, "train.progress": False, "train.tensorboard": False,
+                         "checkpoint.resume": "auto", "checkpoint.keep_last": 1, **job.overrides,
+                         "train.output_dir": str(ctx.run_dir(job.id))}
+    cap = {**DEFAULT_DATA, **ctx.exp.data}["task_examples"]
+    if not adapter.pretrain and cap:
+        o["data.task_dir"] = str(trimmed_task_dir(ctx, job.task, int(cap)))
+    if adapter.pretrain:
+        o.update({"data.train_files": [str(ctx.data_dir / "corpus_train.jsonl")],
+                  "data.validation_files": [str(ctx.data_dir / "corpus_validation.jsonl")],
+                  "data.tokenizer": str(ctx.tokenizer_dir(adapter.family))})
+    elif job.depends_on is not None:
+        o["model.init_from"] = str(adapter.init_from(ctx.run_dir(job.depends_on)))
+    else:  # fine-tuning from random weights: the tokenizer the pretrained models use
+        o["data.tokenizer"] = str(ctx.tokenizer_dir(adapter.family))
+    return o
+
+
+def steps_for_flops(ctx: Context) -> Callable[[Method, float], int]:
+    """A FLOPs budget -> the method's step count with the nearest pretraining FLOPs."""
+
+    def steps(method: Method, budget: float) -> int:
+        adapter = get_adapter(method.kind)
+        overrides = {**ctx.exp.pretrain.get(method.kind, {}), **method.overrides, "train.max_steps": 1}
+        per_step = adapter.flops(adapter.config(overrides), ctx.vocab_size(adapter.family))
+        return max(1, round(budget / per_step))
+
+    return steps
+
+
+# --------------------------------------------------------------------------------------------
+# Shared data: corpus slice and tokenizers
+# --------------------------------------------------------------------------------------------
+def corpus_slice(corpus_dir: Path, out: Path, max_chars: int, validation_docs: int = 200) -> None:
+    """Every k-th document of the sample corpus up to ``max_chars`` characters (so novels and
+    glosses both appear), as ``corpus_train.jsonl``, and the first validation documents as
+    ``corpus_validation.jsonl``; the validation file is written last (it marks the slice complete)."""
+    docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
+    stride = max(1, sum(len(d) for d in docs) // max_chars)
+    picked, n = [], 0
+    for d in docs[::stride]:
+        if n >= max_chars:
+            break
+        picked.append(d)
+        n += len(d)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "corpus_train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
+    val = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:validation_docs]
+    (out / "corpus_validation.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in val),
+                                                 encoding="utf-8")
+
+
+def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
+    """The sample corpus slice (train/validation JSONL) and a tokenizer per model family, once."""
+    from ..data.samples import fetch_sample
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
+    data = {**DEFAULT_DATA, **ctx.exp.data}
+    train = ctx.data_dir / "corpus_train.jsonl"
+    if not (ctx.data_dir / "corpus_validation.jsonl").is_file():
+        echo(f"data: a {data['corpus_chars']:,}-character slice of the sample corpus -> {ctx.data_dir}")
+        corpus_slice(fetch_sample("corpus"), ctx.data_dir, int(data["corpus_chars"]))
+
+    def lines():
+        for doc in read_documents(train):
+            yield from (line for line in doc.split("\n") if line.strip())
+
+    for family in sorted(ctx.exp.families):
+        d = ctx.tokenizer_dir(family)
+        if (d / "tokenizer_config.json").is_file():
+            continue
+        echo(f"data: {family} tokenizer -> {d}")
+        if family == "t5":
+            T5Tokenizer.train(lines(), vocab_size=int(data["t5_vocab"]), output_dir=d, input_sentence_size=200_000,
+                              shuffle_input_sentence=True)
+        else:
+            ElectraTokenizer.train(lines(), vocab_size=int(data["electra_vocab"]), output_dir=d)
+
+
+def trimmed_task_dir(ctx: Context, task: str | None, rows: int) -> Path:
+    """A copy of the task's sample dataset with the first ``rows`` examples of each split
+    (``data.task_examples``: for CI and first looks; T5 is scored by generating every test answer)."""
+    from ..data.samples import fetch_sample
+
+    if task not in SAMPLE_OF_TASK:
+        raise ConfigError(f"data.task_examples works for the sample tasks ({', '.join(SAMPLE_OF_TASK)}) one at a "
+                          f"time, not {task!r}: remove it to use the full data")
+    src = fetch_sample(SAMPLE_OF_TASK[task])
+    dest = ctx.data_dir / "tasks" / f"{SAMPLE_OF_TASK[task]}-{rows}"
+    if not (dest / "SOURCE.json").is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if f.suffix in (".tsv", ".csv", ".jsonl"):
+                lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+                keep = rows + (f.suffix != ".jsonl")  # TSV/CSV: the header line too
+                (dest / f.name).write_text("".join(lines[:keep]), encoding="utf-8")
+        shutil.copy2(src / "SOURCE.json", dest / "SOURCE.json")  # last: marks the copy complete
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+def read_results(out: Path) -> dict[str, dict[str, Any]]:
+    """The records of ``OUT/results.jsonl`` by job id (the last record of an id wins)."""
+    path = out / "results.jsonl"
+    records: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{path}:{n}: not a JSON record (edit or delete the line)") from None
+                records[rec["id"]] = rec
+    return records
+
+
+def _append(out: Path, record: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def copy_logs(run_dir: Path, dest: Path) -> None:
+    """The small, readable files of a run (not its weights) -> ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "metrics.jsonl", "results.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+    if (run_dir / "plots").is_dir():
+        shutil.copytree(run_dir / "plots", dest / "plots", dirs_exist_ok=True)
+
+
+def machine() -> dict[str, Any]:
+    """The CPU model, cores, accelerator and library versions the results came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def run_job(ctx: Context, job: Job, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Train one job and return its record."""
+    adapter = get_adapter(job.kind)
+    cfg = adapter.config(job_overrides(ctx, job))
+    t0 = time.perf_counter()
+    run_dir = adapter.train(cfg)
+    wall = time.perf_counter() - t0
+    vocab = ctx.vocab_size(adapter.family)
+    own = adapter.flops(cfg, vocab, model_dir=None if adapter.pretrain else run_dir / "model")
+    pretrain_flops = own if adapter.pretrain else (records[job.depends_on]["flops"] if job.depends_on else 0)
+    copy_logs(run_dir, ctx.out / "logs" / job.id)
+    return {"id": job.id, "kind": job.kind, "method": job.method, "label": ctx.exp.methods[job.method].label,
+            "seed": job.seed, "budget": job.budget, "task": job.task, "steps": job.steps, "depends_on": job.depends_on,
+            "flops": own, "flops_exact": adapter.pretrain, "pretrain_flops": pretrain_flops,
+            "wall_s": round(wall, 2), "metrics": adapter.metrics(run_dir), "logs": f"logs/{job.id}",
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                   work: str | os.PathLike | None = None, *, dry_run: bool = False, device: str = "auto",
+                   command: str | None = None, echo: Callable[[str], None] = print) -> list[Job]:
+    """Run (or, with ``dry_run``, list) every job of the experiment, then write the report.
+    Returns the jobs."""
+    exp = load_experiment(name_or_path)
+    ctx = Context(exp, Path(out or f"docs/experiments/{exp.name}"), Path(work or f"runs/experiments/{exp.name}"),
+                  device)
+    jobs = expand(exp, steps_for_flops(ctx) if exp.budget_unit == "flops" else None)
+    records = read_results(ctx.out)
+    if dry_run:
+        for line in plan_lines(ctx, jobs, records):
+            echo(line)
+        return jobs
+
+    prepare_data(ctx, echo)
+    for i, job in enumerate(jobs, 1):
+        if job.id in records:
+            echo(f"[{i}/{len(jobs)}] {job.id}: done ({records[job.id]['wall_s']:.0f} s), skipped")
+            continue
+        echo(f"[{i}/{len(jobs)}] {job.id}: {job.steps} steps ...")
+        record = run_job(ctx, job, records)
+        records[job.id] = record
+        _append(ctx.out, record)
+        echo(f"[{i}/{len(jobs)}] {job.id}: {record['wall_s']:.0f} s, {F.format_flops(record['flops'])}")
+
+    from .report import write_report
+
+    meta = {"command": command or " ".join(["t5electra experiment", str(name_or_path)]), "machine": machine(),
+            "seeds": exp.seeds, "experiment_file": exp.path}
+    (ctx.out / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    path = write_report(exp, [records[j.id] for j in jobs], ctx.out, meta)
+    echo(f"report: {path}")
+    return jobs
+
+
+def plan_lines(ctx: Context, jobs: list[Job], records: dict[str, dict[str, Any]]) -> list[str]:
+    """The dry-run listing: each job, its steps, its pretraining FLOPs and whether it is done."""
+    lines = [f"experiment {ctx.exp.name}: {len(jobs)} jobs ({ctx.exp.path}); report -> {ctx.out}, runs -> {ctx.work}"]
+    total = 0
+    for job in jobs:
+        adapter = get_adapter(job.kind)
+        status = "done" if job.id in records else "todo"
+        if adapter.pretrain:
+            fl = adapter.flops(adapter.config(job_overrides(ctx, job)), ctx.vocab_size(adapter.family))
+            total += fl
+            what = F.format_flops(fl)
+        else:
+            what = f"after {job.depends_on}" if job.depends_on else "no pretraining"
+        lines.append(f"  {status}  {job.id:<48} {job.steps:>7} steps  {what}")
+    lines.append(f"pretraining compute: {F.format_flops(total)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:  # python -m t5electra.experiments.runner NAME
+    from ..commands.experiment import add_arguments, run
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m t5electra.experiments.runner")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The experiment harness: FLOPs formula, grid expansion, report, and the tiny grid end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from t5electra.errors import ConfigError
+from t5electra.experiments import flops as F
+from t5electra.experiments.adapters import get_adapter
+from t5electra.experiments.grid import expand, load_experiment
+from t5electra.experiments.report import interpolate, main_metrics
+from t5electra.models.electra import ElectraConfig
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs
+# --------------------------------------------------------------------------------------------
+def tiny_t5(**kw) -> T5Config:
+    return T5Config(**{**dict(vocab_size=10, d_model=4, d_kv=2, num_heads=2, d_ff=6, num_layers=1,
+                              feed_forward_proj="gated-gelu", tie_word_embeddings=False), **kw})
+
+
+def test_t5_flops_by_hand():
+    # d=4, a=2*2=4, f=6, gated (3 FFN matrices), 1+1 layers, V=10; S=3 encoder, T=2 decoder tokens
+    parts = F.t5_forward_flops(tiny_t5(), inputs_length=3, targets_length=2)
+    assert parts["encoder"] == 3 * (8 * 4 * 4 + 4 * 3 * 4 + 2 * 3 * 4 * 6)                      # 960
+    assert parts["decoder"] == 2 * (8 * 16 + 4 * 2 * 4 + 4 * 16 + 4 * 3 * 4 + 2 * 3 * 24) + 3 * 4 * 16  # 1024
+    assert parts["lm_head"] == 2 * 2 * 4 * 10
+    assert parts["total"] == 960 + 1024 + 160
+    assert F.t5_train_flops(tiny_t5(), inputs_length=3, targets_length=2, batch_size=3, steps=2) == 3 * 3 * 2 * 2144
+    # v1.0's ungated FFN has two matrices, not three
+    assert F.t5_forward_flops(tiny_t5(feed_forward_proj="relu"), 3, 2)["encoder"] == 3 * (128 + 48 + 2 * 2 * 24)
+
+
+def test_t5_flops_match_the_models_weight_matrices():
+    """Without the attention-score terms, the forward count is 2 x (weights each token passes
+    through): checked against the Linear layers of the real model."""
+    cfg = tiny_t5(d_model=8, d_kv=4, num_heads=2, d_ff=12, num_layers=2, num_decoder_layers=3, vocab_size=32)
+    model = T5ForConditionalGeneration(cfg)
+
+    def linear(module: nn.Module, skip: str | None = None) -> int:
+        return sum(m.weight.numel() for n, m in module.named_modules()
+                   if isinstance(m, nn.Linear) and (skip is None or not n.endswith(skip)))
+
+    def kv(module: nn.Module) -> int:
+        return sum(m.weight.numel() for n, m in module.named_modules()
+                   if isinstance(m, nn.Linear) and n.endswith(".kv"))
+
+    S, T, a = 5, 3, cfg.num_heads * cfg.d_kv
+    scores = S * cfg.num_layers * 4 * S * a + cfg.num_decoder_layers * T * (4 * T * a + 4 * S * a)
+    expected = (2 * S * linear(model.encoder) + 2 * T * linear(model.decoder, skip=".kv") + 2 * S * kv(model.decoder)
+                + 2 * T * model.lm_head.weight.numel() + scores)
+    assert kv(model.decoder) > 0
+    assert F.t5_forward_flops(cfg, S, T)["total"] == expected
+
+
+def tiny_electra(**kw) -> ElectraConfig:
+    return ElectraConfig(**{**dict(vocab_size=10, embedding_size=2, hidden_size=4, intermediate_size=8,
+                                   num_hidden_layers=1, num_attention_heads=2), **kw})
+
+
+def test_electra_flops_by_hand():
+    disc = tiny_electra()
+    gen = disc.generator_config(0.5)  # hidden 2, FFN 8, the same embedding size 2 (no projection)
+    assert (gen.hidden_size, gen.intermediate_size, gen.embedding_size) == (2, 8, 2)
+    T, M = 10, 2  # mask_prob 0.2 of the 8 real tokens
+    assert F.masked_positions(T, 0.2) == M
+    body_d = T * 2 * 2 * 4 + T * (8 * 16 + 4 * T * 4 + 4 * 4 * 8)  # projection E->H + one layer = 4320
+    body_g = T * (8 * 4 + 4 * T * 2 + 4 * 2 * 8)                   # 1760
+    assert F.electra_body_flops(disc, T) == body_d == 4320
+    assert F.electra_body_flops(gen, T) == body_g == 1760
+    mlm = F.electra_step_flops(disc, None, seq_len=T, mask_prob=0.2)
+    assert mlm["total"] == 3 * (4320 + M * (2 * 4 * 2 + 2 * 2 * 10))  # 13296
+    rtd = F.electra_step_flops(disc, gen, seq_len=T, mask_prob=0.2)
+    assert rtd["generator"] == 3 * (1760 + M * (2 * 2 * 2 + 2 * 2 * 10))  # 5568
+    assert rtd["sampling"] == 4 * M * 10
+    assert rtd["discriminator"] == 3 * (4320 + T * (2 * 16 + 2 * 4))  # 14160
+    assert rtd["total"] == 5568 + 80 + 14160
+    assert F.electra_train_flops(disc, gen, seq_len=T, batch_size=4, steps=5, mask_prob=0.2) == 20 * 19808
+
+
+def test_pretrain_flops_from_a_run_config():
+    adapter = get_adapter("pretrain_electra")
+    overrides = {"model.overrides": {"embedding_size": 2, "hidden_size": 4, "intermediate_size": 8,
+                                     "num_hidden_layers": 1, "num_attention_heads": 2},
+                 "data.max_length": 10, "data.mask_prob": 0.2, "train.batch_size": 4, "train.max_steps": 5,
+                 "electra.generator_size": 0.5}
+    cfg = adapter.config({**overrides, "data.objective": "electra-rtd"})
+    assert adapter.flops(cfg, vocab_size=10) == 20 * 19808
+    cfg = adapter.config({**overrides, "data.objective": "mlm"})
+    assert adapter.flops(cfg, vocab_size=10) == 20 * 13296
+    # T5: span corruption's decoder length comes from the objective (shorter for longer spans)
+    t5 = get_adapter("pretrain_t5")
+    small = {"model.overrides": {"d_model": 8, "d_kv": 4, "num_heads": 2, "d_ff": 12, "num_layers": 1},
+             "data.max_length": 64, "train.max_steps": 1, "train.batch_size": 1}
+    span3 = t5.flops(t5.config({**small, "data.mean_noise_span_length": 3.0}), vocab_size=100)
+    span1 = t5.flops(t5.config({**small, "data.mean_noise_span_length": 1.0}), vocab_size=100)
+    assert span1 > span3
+    with pytest.raises(ConfigError, match="needs a T5Config"):
+        F.pretrain_flops(t5.config(small), tiny_electra())
+
+
+def test_format_flops():
+    assert F.format_flops(1.5e15) == "1.5 PFLOP"
+    assert F.format_flops(2e9) == "2 GFLOP"
+
+
+# --------------------------------------------------------------------------------------------
+# Grid
+# --------------------------------------------------------------------------------------------
+GRID = """
+name: g
+seeds: [0, 1]
+methods:
+  rtd: {kind: pretrain_electra, overrides: {data.objective: electra-rtd}}
+  mlm: {kind: pretrain_electra, label: MLM, overrides: {data.objective: mlm}}
+  scratch: {kind: none, family: electra}
+budgets: {BUDGETS}
+pretrain:
+  pretrain_electra: {model.overrides: {hidden_size: 64}, train.batch_size: 8}
+finetune:
+  tasks: [sentiment, bbc_topic]
+  finetune_electra: {train.max_steps: 7}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "g.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_grid_expansion(tmp_path):
+    exp = load_experiment(write(tmp_path, GRID.replace("{BUDGETS}", "{steps: [10, 20]}")))
+    jobs = expand(exp)
+    pre = [j for j in jobs if j.kind == "pretrain_electra"]
+    ft = [j for j in jobs if j.kind == "finetune_electra"]
+    assert len(pre) == 2 * 2 * 2 and len(ft) == (len(pre) + 2) * 2  # + scratch: 2 seeds x 2 tasks
+    ids = [j.id for j in jobs]
+    assert "pretrain/rtd/b1/seed0" in ids and "finetune/bbc_topic/mlm/b0/seed1" in ids
+    assert "finetune/sentiment/scratch/seed1" in ids
+    for j in ft:  # every dependency runs first
+        if j.depends_on:
+            assert ids.index(j.depends_on) < ids.index(j.id)
+    j = next(j for j in jobs if j.id == "pretrain/mlm/b1/seed1")
+    assert j.steps == 20 and j.overrides["train.max_steps"] == 20 and j.overrides["train.seed"] == 1
+    assert j.overrides["data.objective"] == "mlm" and j.overrides["train.batch_size"] == 8
+    j = next(j for j in jobs if j.id == "finetune/sentiment/rtd/b0/seed1")
+    assert j.depends_on == "pretrain/rtd/b0/seed1" and j.overrides["data.task"] == "sentiment" and j.steps == 7
+    # no pretraining: a fresh model shaped like the pretrained ones
+    j = next(j for j in jobs if j.id == "finetune/sentiment/scratch/seed0")
+    assert j.depends_on is None and j.overrides["model.overrides"] == {"hidden_size": 64}
+    assert exp.methods["mlm"].label == "MLM" and exp.methods["rtd"].label == "rtd"
+
+
+def test_grid_flops_budgets_give_each_method_its_steps(tmp_path):
+    exp = load_experiment(write(tmp_path, GRID.replace("{BUDGETS}", "{flops: [1.0e9, 4.0e9]}")))
+    per_step = {"rtd": 2e7, "mlm": 1e7}
+    jobs = expand(exp, lambda m, b: round(b / per_step[m.name]))
+    steps = {j.id: j.steps for j in jobs if j.kind == "pretrain_electra"}
+    assert steps["pretrain/rtd/b0/seed0"] == 50 and steps["pretrain/mlm/b0/seed0"] == 100
+    assert steps["pretrain/rtd/b1/seed1"] == 200 and steps["pretrain/mlm/b1/seed1"] == 400
+    with pytest.raises(ConfigError, match="steps_for_flops"):
+        expand(exp)
+
+
+@pytest.mark.parametrize("text, match", [
+    (GRID.replace("{BUDGETS}", "{steps: [1]}").replace("seeds:", "seedz:"), "unknown key 'seedz'"),
+    (GRID.replace("{BUDGETS}", "{epochs: [1]}"), "budgets must be"),
+    (GRID.replace("{BUDGETS}", "{steps: [1]}").replace("kind: none, family: electra", "kind: none"), "family"),
+    (GRID.replace("{BUDGETS}", "{steps: [1]}").replace("kind: pretrain_electra, label", "kind: bert, label"),
+     "methods.mlm.kind='bert'"),
+])
+def test_grid_errors_name_the_key(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_experiment(write(tmp_path, text))
+
+
+def test_unknown_experiment_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        load_experiment("tinyy")
+
+
+def test_shipped_experiments_expand():
+    """Every experiment file in experiments/ parses and expands (FLOPs budgets included)."""
+    from t5electra.experiments.runner import Context, steps_for_flops
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    names = sorted(p.stem for p in root.glob("*.yaml"))
+    assert {"tiny", "electra_vs_mlm", "generator_size", "t5_objectives", "t5_multitask"} <= set(names)
+    for name in names:
+        exp = load_experiment(root / f"{name}.yaml")
+        ctx = Context(exp, Path("unused"), Path("/nonexistent"))
+        jobs = expand(exp, steps_for_flops(ctx))
+        assert jobs and all(j.steps >= 1 for j in jobs), name
+
+
+# --------------------------------------------------------------------------------------------
+# Adapters and report helpers
+# --------------------------------------------------------------------------------------------
+def test_electra_finetuning_loads_the_encoder_the_method_trained(tmp_path):
+    adapter = get_adapter("finetune_electra")
+    for sub in ("generator",):  # the MLM baseline saves only model/generator (discriminator-sized)
+        (tmp_path / "mlm" / "model" / sub).mkdir(parents=True)
+        (tmp_path / "mlm" / "model" / sub / "config.json").write_text("{}")
+    assert adapter.init_from(tmp_path / "mlm") == tmp_path / "mlm" / "model" / "generator"
+    for sub in ("generator", "discriminator"):
+        (tmp_path / "rtd" / "model" / sub).mkdir(parents=True)
+        (tmp_path / "rtd" / "model" / sub / "config.json").write_text("{}")
+    assert adapter.init_from(tmp_path / "rtd") == tmp_path / "rtd" / "model" / "discriminator"
+    with pytest.raises(FileNotFoundError, match="no finished model"):
+        get_adapter("finetune_t5").init_from(tmp_path / "missing")
+
+
+def test_interpolate_in_log_flops():
+    curve = [(1e9, 50.0), (1e11, 70.0)]
+    assert interpolate(curve, 1e10) == pytest.approx(60.0)
+    assert interpolate(curve, 1e9) == 50.0 and interpolate(curve, 1e11) == 70.0
+    assert interpolate(curve, 1e8) is None and interpolate(curve, 1e12) is None
+
+
+def test_main_metrics():
+    assert main_metrics("sentiment", {"accuracy": 80.0, "loss": 1.0}) == ["accuracy"]
+    mix = {"sentiment/accuracy": 1, "bbc_topic/accuracy": 2, "bbc_topic/macro_f1": 3, "average": 1.5}
+    assert main_metrics("sentiment+bbc_topic", mix) == ["average", "sentiment/accuracy", "bbc_topic/accuracy"]
+
+
+# --------------------------------------------------------------------------------------------
+# The tiny grid end to end (what CI runs), then again: every job is skipped
+# --------------------------------------------------------------------------------------------
+def test_tiny_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
+    from t5electra.cli import main
+    from t5electra.experiments import adapters, runner
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert main(["experiment", "tiny", "--out", str(out), "--work", str(work), "--device", "cpu"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["pretrain/t5_span/b0/seed0", "finetune/sentiment/t5_span/b0/seed0",
+                                          "pretrain/electra_rtd/b0/seed0", "finetune/sentiment/electra_rtd/b0/seed0"]
+    pre = {r["method"]: r for r in records if r["task"] is None}
+    for r in pre.values():
+        assert r["steps"] == 3 and r["flops"] > 0 and "loss" in r["metrics"]["eval"]
+    # the recorded FLOPs are the formula's on the models the recipes built (read back from disk)
+    from t5electra.models.electra import ElectraConfig as EC
+    disc = EC.from_json_file(work / "runs/pretrain/electra_rtd/b0/seed0/model/discriminator/config.json")
+    gen = EC.from_json_file(work / "runs/pretrain/electra_rtd/b0/seed0/model/generator/config.json")
+    assert pre["electra_rtd"]["flops"] == F.electra_train_flops(disc, gen, seq_len=32, batch_size=2, steps=3)
+    t5 = T5Config.from_json_file(work / "runs/pretrain/t5_span/b0/seed0/model/config.json")
+    S, T = F.span_corruption_lengths(32, 0.15, 3.0)
+    assert pre["t5_span"]["flops"] == F.t5_train_flops(t5, inputs_length=S, targets_length=T, batch_size=2, steps=3)
+    for r in records:
+        if r["task"]:
+            assert r["pretrain_flops"] == pre[r["method"]]["flops"] and "accuracy" in r["metrics"]["test"]
+        assert r["wall_s"] > 0 and (out / r["logs"] / "metrics.jsonl").is_file()
+    readme = (out / "README.md").read_text()
+    assert "sentiment_accuracy.png" in readme and (out / "sentiment_accuracy.png").stat().st_size > 1000
+    assert "t5electra experiment tiny" in readme and "torch" in readme and "seeds 0" in readme
+    assert "At equal pretraining FLOPs" in readme
+
+    def no_training(self, cfg):
+        raise AssertionError(f"{cfg.train.output_dir} should have been skipped")
+
+    monkeypatch.setattr(adapters.Adapter, "train", no_training)
+    lines = []
+    runner.run_experiment("tiny", out, work, device="cpu", echo=lines.append)
+    assert sum("skipped" in line for line in lines) == 4
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_dry_run_lists_jobs_and_flops(tmp_path, capsys):
+    from t5electra.cli import main
+
+    assert main(["experiment", "tiny", "--dry-run", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 0
+    text = capsys.readouterr().out
+    assert "pretrain/electra_rtd/b0/seed0" in text and "MFLOP" in text
+    assert "after pretrain/t5_span/b0/seed0" in text
+    assert not (tmp_path / "w").exists()
+    assert main(["experiment", "nope"]) == 1
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+def test_report_mean_spread_equal_flops_and_multitask(tmp_path):
+    """A report from hand-made records: mean ± sd over seeds, interpolation at equal FLOPs, the
+    mixture-vs-single-task table and a plot per metric."""
+    from t5electra.experiments.report import write_report
+
+    text = """
+name: r
+seeds: [0, 1]
+methods:
+  a: {kind: pretrain_t5, label: A}
+  b: {kind: pretrain_t5, label: B}
+budgets: {steps: [10, 20]}
+finetune: {tasks: [x+y, x]}
+"""
+    exp = load_experiment(write(tmp_path, text))
+    flops = {("a", 0): 1e9, ("a", 1): 1e11, ("b", 0): 1e10, ("b", 1): 1e12}
+    recs = []
+    for (m, b), fl in flops.items():
+        for seed in (0, 1):
+            base = {"method": m, "budget": b, "seed": seed, "pretrain_flops": fl, "wall_s": 1.0, "steps": 10}
+            recs.append({**base, "task": None, "flops": fl, "metrics": {"eval": {"loss": 2.0 + seed}}})
+            score = 50.0 + 10 * b + (2 if m == "b" else 0) + 2 * seed  # seeds differ by 2: sd 1.41
+            recs.append({**base, "task": "x+y", "metrics": {"test": {"x/acc": score, "y/bleu": 1.0, "average": 3.0}}})
+            recs.append({**base, "task": "x", "metrics": {"test": {"acc": score + 5}}})
+    path = write_report(exp, recs, tmp_path / "out", {"command": "t5electra experiment r", "machine": {"cpu": "test"}})
+    md = path.read_text()
+    assert "51.00 ± 1.41 (n=2) at 1 GFLOP" in md           # method A, budget 0
+    assert "| A | 51.00 | 56.00 | 61.00 | — |" in md        # A at 1e9, 1e10 (interpolated), 1e11; none at 1e12
+    assert "| B | — | 53.00 | 58.00 | 63.00 |" in md
+    assert "## One model for x+y vs one model per task" in md
+    assert "| x | acc | A | 0 | 51.00 ± 1.41 (n=2) | 56.00 ± 1.41 (n=2) |" in md
+    assert "0.00 ± 0.00" not in md.split("## Pretraining runs")[0]
+    assert "2.50 ± 0.71 (n=2)" in md  # the pretraining loss over the seeds
+    for png in ("x+y_average.png", "x+y_x_acc.png", "x+y_y_bleu.png", "x_acc.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
