@@ -400,22 +400,31 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     Each step scores every continuation of every running beam, keeps the best ``K = 2 * num_beams``
     (more with several EOS ids) candidates, continues the best ``num_beams`` that did not finish, and
     merges the finished ones (score = sum of log-probs / new_length ** length_penalty) into the
-    finished set. A batch item is done when no running beam can beat its worst finished hypothesis
-    (``early_stopping``), or when max_length is reached.
+    finished set. An input is done when no running beam can beat its worst finished hypothesis
+    (``early_stopping``), or when max_length is reached. Done inputs are dropped from the search
+    (and the cache) once they are a quarter of those left: from then on nothing can change their
+    result, transformers only keeps computing them.
+
+    The loop state covers the ``b`` inputs still searching (``items``); ``out`` and ``out_len``
+    receive each input's best ``num_return_sequences`` hypotheses when it leaves.
     """
     B, nb, L, V = batch_size, s.num_beams, s.max_length, model.config.vocab_size
-    N = B * nb
     prompt = s.prompt_length
     eos = torch.tensor(s.eos_token_id, dtype=torch.long, device=device)
     n_eos = len(s.eos_token_id)
     K = max(2, 1 + n_eos) * nb                   # candidates kept per input and step
     top_nb = torch.arange(K, device=device) < nb  # (K,) the first num_beams candidates
     min_keep = n_eos + 1 if n_eos else 2         # tokens top-k / top-p keep in beam sampling
-    batch_offset = torch.arange(B, device=device)[:, None] * nb  # (B, 1) first cache row of each input
-
-    # `running`: tokens of the live beams; `finished`: the best finished hypotheses, with their
-    # lengths, scores, and whether the slot holds a real hypothesis yet.
+    nrs = s.num_return_sequences
     fill = (s.pad_token_id or s.eos_token_id[0]) if n_eos else -1  # transformers' output fill value
+    out = torch.full((B, nrs, L), fill, dtype=torch.long, device=device)
+    out_len = torch.full((B, nrs), prompt, dtype=torch.long, device=device)
+
+    # Per input still searching: `running`, the tokens of the live beams; `finished`, the best
+    # finished hypotheses, with their lengths, scores, and whether the slot holds one yet.
+    b = B
+    items = torch.arange(B, device=device)       # (b,) input of each row of the loop state
+    batch_offset = torch.arange(b, device=device)[:, None] * nb  # (b, 1) first cache row of each input
     running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
     running[:, :, 0] = s.decoder_start_token_id
     finished = running.clone()
@@ -427,17 +436,17 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     running_scores[:, 1:] = _NEG
     can_improve = torch.ones((B, 1), dtype=torch.bool, device=device)  # early-stop heuristic per input
 
-    tokens = running[:, :, 0].reshape(N, 1)
+    tokens = running[:, :, 0].reshape(B * nb, 1)
     cur_len = prompt
     while True:
-        logits = model.decode_step(tokens, cache)[:, -1].float()            # (N, V)
+        logits = model.decode_step(tokens, cache)[:, -1].float()            # (b * nb, V)
         log_probs = torch.log_softmax(logits, dim=-1)
-        history = running[:, :, :cur_len].reshape(N, cur_len) if _needs_history(s) else None
+        history = running[:, :, :cur_len].reshape(b * nb, cur_len) if _needs_history(s) else None
         log_probs = _process(log_probs, history, cur_len, s, eos)
         if s.do_sample:
             log_probs = _warp(log_probs, s, min_tokens_to_keep=min_keep)
         # Accumulated score of every (beam, token) continuation, flattened per input.
-        log_probs = (log_probs.view(B, nb, V) + running_scores[:, :, None]).view(B, nb * V)
+        log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
 
         # c. The K best continuations (or K drawn without replacement), best first.
         if s.do_sample:
@@ -446,9 +455,9 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
             cand_scores, order = cand_scores.sort(dim=-1, descending=True)
             cand = cand.gather(1, order)
         else:
-            cand_scores, cand = torch.topk(log_probs, k=K)                  # (B, K)
-        cand_beam = cand // V                                                # (B, K) beam it extends
-        cand_token = cand % V                                                # (B, K) token it appends
+            cand_scores, cand = torch.topk(log_probs, k=K)                  # (b, K)
+        cand_beam = cand // V                                                # (b, K) beam it extends
+        cand_token = cand % V                                                # (b, K) token it appends
         # d. Candidates that end here: EOS, or the output is full.
         hits = torch.isin(cand_token, eos) if n_eos else torch.zeros_like(cand_token, dtype=torch.bool)
         if cur_len + 1 >= L:
@@ -463,12 +472,12 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
                 new_scores += full.to(torch.float32) * _NEG
             new_scores += (~can_improve).to(torch.float32) * _NEG
             new_scores += (~just_finished) * _NEG
-            merged = torch.topk(torch.cat((finished_scores, new_scores), dim=1), k=nb)[1]  # (B, nb) in nb + K
+            merged = torch.topk(torch.cat((finished_scores, new_scores), dim=1), k=nb)[1]  # (b, nb) in nb + K
             from_old = merged < nb
             old = merged.clamp(max=nb - 1)
             new = (merged - nb).clamp(min=0)
             new_beam, new_token = cand_beam.gather(1, new), cand_token.gather(1, new)
-            seqs = _gather_beams(running, new_beam)                                  # (B, nb, L)
+            seqs = _gather_beams(running, new_beam)                                  # (b, nb, L)
             seqs[:, :, cur_len] = new_token
             finished = torch.where(from_old[..., None], _gather_beams(finished, old), seqs)
             finished_scores = torch.where(from_old, finished_scores.gather(1, old), new_scores.gather(1, new))
@@ -477,29 +486,39 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
 
         # e. The best num_beams candidates that did not finish keep running.
         live_scores = cand_scores + hits.to(torch.float32) * _NEG
-        keep = torch.topk(live_scores, k=nb)[1]                                       # (B, nb) in K
-        running_scores = live_scores.gather(1, keep)
-        src_beam = cand_beam.gather(1, keep)
-        next_tokens = cand_token.gather(1, keep)                                      # (B, nb)
+        best = torch.topk(live_scores, k=nb)[1]                                       # (b, nb) in K
+        running_scores = live_scores.gather(1, best)
+        src_beam = cand_beam.gather(1, best)
+        next_tokens = cand_token.gather(1, best)                                      # (b, nb)
         running = _gather_beams(running, src_beam)
         running[:, :, cur_len] = next_tokens
 
-        # g. Stop when no batch item can improve, when every item is full with early_stopping=True,
-        # or when every candidate ended.
+        # g. An input is done when it cannot improve, or is full with early_stopping=True. Stop
+        # when all are done or every candidate ended (max_length).
         cur_len += 1
         can_improve = _can_improve(can_improve, running_scores, finished_scores, is_finished, cur_len, s)
-        stop = (not bool(can_improve.any())
-                or (s.early_stopping is True and bool(is_finished.all()))
-                or bool(hits.all()))
-        if stop:
+        done = ~can_improve[:, 0]                                                     # (b,)
+        if s.early_stopping is True:
+            done |= is_finished.all(dim=-1)
+        if bool(done.all()) or bool(hits.all()):
             break
-        rows = (src_beam + batch_offset).view(N)                                     # (N,) cache rows to keep
-        cache.reorder(rows)
-        tokens = next_tokens.view(N, 1)
+        rows = src_beam + batch_offset                          # (b, nb) cache row each beam continues
+        n_done = int(done.sum())
+        if n_done and 4 * n_done >= b and not s.do_sample:  # (beam sampling: keep transformers' draws)
+            out[items[done]], out_len[items[done]] = finished[done, :nrs], finished_len[done, :nrs]
+            keep = (~done).nonzero().squeeze(1)                                       # (b',)
+            items, rows, next_tokens = items[keep], rows[keep], next_tokens[keep]
+            running, running_scores, can_improve = running[keep], running_scores[keep], can_improve[keep]
+            finished, finished_scores = finished[keep], finished_scores[keep]
+            finished_len, is_finished = finished_len[keep], is_finished[keep]
+            b = keep.numel()
+            batch_offset = batch_offset[:b]
+        cache.reorder(rows.view(-1))
+        tokens = next_tokens.view(-1, 1)
 
-    nrs = s.num_return_sequences
-    out_len = int(finished_len[:, :nrs].max())
-    return finished[:, :nrs, :out_len].reshape(B * nrs, out_len)
+    out[items], out_len[items] = finished[:, :nrs], finished_len[:, :nrs]
+    length = int(out_len.max())
+    return out[:, :, :length].reshape(B * nrs, length)
 
 
 def _gather_beams(t: Tensor, beam: Tensor) -> Tensor:
