@@ -1,0 +1,164 @@
+"""``t5electra convert SRC DST``: any checkpoint we can read -> a clean Hugging Face directory.
+
+    t5electra convert runs/t5/checkpoints/step-00001000 exported/t5    # drop the training state
+    t5electra convert hf-downloads/t5-small our/t5-small                # pytorch_model.bin (or shards) -> safetensors
+    t5electra convert runs/electra exported/electra                     # -> generator/ + discriminator/
+
+SRC may be a model directory (safetensors, sharded safetensors, ``pytorch_model.bin`` or its
+shards; pickles are read with ``weights_only=True`` and refused if they need code), a training
+checkpoint (``RUN/checkpoints/step-N``: the optimizer state etc. are left behind), or a run
+directory (its ``model/``). An ELECTRA pretraining model (``generator/`` + ``discriminator/``) is
+converted part by part. DST gets ``config.json`` + ``model.safetensors`` (+ the tokenizer files),
+which transformers and t5electra both load. The result is verified: DST is reloaded and its
+logits on a random input must equal the source model's (``--no-verify`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# config.json "architectures" -> our class (BERT checkpoints load into the ELECTRA classes)
+CLASSES = {
+    "T5ForConditionalGeneration": ("t5electra.models.t5", "T5ForConditionalGeneration"),
+    "T5Model": ("t5electra.models.t5", "T5Model"),
+    "T5EncoderModel": ("t5electra.models.t5", "T5EncoderModel"),
+    "ElectraModel": ("t5electra.models.electra", "ElectraModel"),
+    "ElectraForPreTraining": ("t5electra.models.electra", "ElectraForPreTraining"),
+    "ElectraForMaskedLM": ("t5electra.models.electra", "ElectraForMaskedLM"),
+    "ElectraForSequenceClassification": ("t5electra.models.electra", "ElectraForSequenceClassification"),
+    "ElectraForTokenClassification": ("t5electra.models.electra", "ElectraForTokenClassification"),
+    "ElectraForQuestionAnswering": ("t5electra.models.electra", "ElectraForQuestionAnswering"),
+    "BertModel": ("t5electra.models.electra", "ElectraModel"),
+    "BertForMaskedLM": ("t5electra.models.electra", "ElectraForMaskedLM"),
+    "BertForSequenceClassification": ("t5electra.models.electra", "ElectraForSequenceClassification"),
+    "BertForTokenClassification": ("t5electra.models.electra", "ElectraForTokenClassification"),
+    "BertForQuestionAnswering": ("t5electra.models.electra", "ElectraForQuestionAnswering"),
+}
+PARTS = ("generator", "discriminator")  # ElectraPretrainer.save_pretrained's layout
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="model, training checkpoint or run directory")
+    parser.add_argument("dst", metavar="DST", help="output directory (created; must be empty or absent)")
+    parser.add_argument("--no-verify", action="store_true", help="skip reloading DST and comparing logits")
+
+
+def model_class(model_dir: Path):
+    """Our class for the checkpoint's ``architectures`` (else its ``model_type``'s default)."""
+    import importlib
+
+    from ..checkpoint.io import read_json
+    from ..errors import ConfigError
+
+    cfg = read_json(model_dir / "config.json")
+    arch = (cfg.get("architectures") or [None])[0]
+    if arch is None:
+        arch = {"t5": "T5ForConditionalGeneration", "electra": "ElectraForPreTraining", "bert": "BertModel"}.get(
+            cfg.get("model_type"))
+    if arch not in CLASSES:
+        raise ConfigError(f"{model_dir / 'config.json'}: architecture {arch!r} (model_type "
+                          f"{cfg.get('model_type')!r}) is not one t5electra converts; known: {', '.join(CLASSES)}")
+    module, name = CLASSES[arch]
+    return getattr(importlib.import_module(module), name)
+
+
+def source_dir(src: Path) -> Path:
+    """SRC itself if it holds a model (or generator/ + discriminator/), else a run's model/ or latest checkpoint."""
+    from ..errors import CheckpointNotFoundError
+    from ..train.checkpointing import CheckpointManager
+
+    def holds_model(p: Path) -> bool:
+        return (p / "config.json").is_file() or all((p / part / "config.json").is_file() for part in PARTS)
+
+    if not src.is_dir():
+        raise CheckpointNotFoundError(f"{str(src)!r} is not a directory")
+    if holds_model(src):
+        return src
+    if holds_model(src / "model"):
+        return src / "model"
+    latest = CheckpointManager(src).latest()
+    if latest is not None and holds_model(latest):
+        return latest
+    raise CheckpointNotFoundError(f"{src}: no config.json (nor generator/ + discriminator/), and no model/ or "
+                                  f"checkpoints/ holding one")
+
+
+def copy_tokenizer(src: Path, dst: Path) -> str | None:
+    """Load the tokenizer of ``src`` (if any) and save it into ``dst``; returns its class name."""
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
+    markers = {"spiece.model": T5Tokenizer, "vocab.txt": ElectraTokenizer}
+    for marker, cls in markers.items():
+        if (src / marker).is_file():
+            cls.from_pretrained(src).save_pretrained(dst)
+            return cls.__name__
+    if (src / "tokenizer.json").is_file():
+        for cls in (T5Tokenizer, ElectraTokenizer):
+            try:
+                cls.from_pretrained(src).save_pretrained(dst)
+                return cls.__name__
+            except Exception:  # noqa: BLE001 - the other kind of tokenizer.json: try the next class
+                continue
+    return None
+
+
+def verify(model, dst: Path, cls) -> float:
+    """Reload ``dst`` and compare logits with ``model`` on a fixed random input; the max |difference|."""
+    import torch
+
+    from ..errors import WeightsMismatchError
+
+    reloaded = cls.from_pretrained(dst)
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    ids = torch.randint(3, min(vocab, 1000), (2, 12), generator=g)
+    kwargs = {"input_ids": ids}
+    if "T5" in cls.__name__ and cls.__name__ != "T5EncoderModel":
+        kwargs["decoder_input_ids"] = torch.randint(3, min(vocab, 1000), (2, 5), generator=g)
+    with torch.no_grad():
+        a, b = model(**kwargs), reloaded(**kwargs)
+    ta = getattr(a, "logits", None) if getattr(a, "logits", None) is not None else a[0]
+    tb = getattr(b, "logits", None) if getattr(b, "logits", None) is not None else b[0]
+    if isinstance(ta, tuple):  # QA: (start, end)
+        ta, tb = torch.stack(ta), torch.stack(tb)
+    diff = float((ta.float() - tb.float()).abs().max())
+    if diff > 1e-5:
+        raise WeightsMismatchError(f"{dst}: the converted model's outputs differ from the source's by {diff:.3g}")
+    return diff
+
+
+def convert_one(src: Path, dst: Path, check: bool) -> str:
+    cls = model_class(src)
+    model = cls.from_pretrained(src)
+    model.save_pretrained(dst)
+    tok = copy_tokenizer(src, dst)
+    line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {dst}" + \
+        (f" + {tok}" if tok else " (no tokenizer found)")
+    if check:
+        line += f"; verified: max |logits difference| = {verify(model, dst, cls):.1g}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import T5ElectraError
+
+    src, dst = Path(args.src).expanduser(), Path(args.dst).expanduser()
+    try:
+        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{dst} exists and is not empty: choose a new directory")
+        src = source_dir(src)
+        if (src / "config.json").is_file():
+            print(convert_one(src, dst, not args.no_verify))
+        else:  # an ELECTRA pretraining model: generator/ + discriminator/, the tokenizer beside them
+            for part in PARTS:
+                print(convert_one(src / part, dst / part, not args.no_verify))
+            copy_tokenizer(src, dst)
+    except T5ElectraError as e:
+        print(f"t5electra convert: error: {e}", file=sys.stderr)
+        return 1
+    return 0

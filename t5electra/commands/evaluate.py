@@ -1,0 +1,54 @@
+"""``t5electra evaluate CHECKPOINT --task NAME``: a checkpoint's task metrics as JSON.
+
+    t5electra evaluate runs/t5-sentiment --task sentiment --split test
+    t5electra evaluate runs/electra-sst2/model --task sst2 --data-dir glue_data/SST-2 --split validation
+    t5electra evaluate runs/t5-sentiment --task sentiment --predictions preds.jsonl   # also the texts
+
+A T5 checkpoint generates its answers, which the task's postprocessor reads (an answer that is
+not a valid label counts as wrong); an ELECTRA checkpoint with a classification/regression head
+predicts from its logits. CHECKPOINT may be a run directory (its ``model/``), a training
+checkpoint or a model directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="run, checkpoint or model directory")
+    parser.add_argument("--task", required=True, help="registered task (`t5electra data list --tasks`), or "
+                                                      "a mixture 'a+b' (T5)")
+    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder with the task's files (GLUE, SQuAD, your own)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N")
+    parser.add_argument("--max-examples", type=int, metavar="N", help="score only the first N examples")
+    parser.add_argument("--max-length", type=int, default=512, metavar="N", help="input tokens (longer: truncated)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="T5: longest answer")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="T5: beam search width (1: greedy)")
+    parser.add_argument("--predictions", metavar="FILE", help="T5: also write input/target/prediction JSONL here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import T5ElectraError
+    from ..recipes.evaluate import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(args.checkpoint, args.task, args.split, data_dir=args.data_dir,
+                                     batch_size=args.batch_size, max_examples=args.max_examples,
+                                     max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+                                     num_beams=args.num_beams, device=args.device,
+                                     predictions_file=args.predictions)
+    except T5ElectraError as e:
+        print(f"t5electra evaluate: error: {e}", file=sys.stderr)
+        return 1
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0

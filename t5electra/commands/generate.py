@@ -1,0 +1,103 @@
+"""``t5electra generate MODEL_DIR [TEXT ...]``: T5 text in, JSON lines out.
+
+    t5electra generate runs/t5-sentiment "sentiment sentence: a gripping film"
+    t5electra generate runs/t5/model --file inputs.txt --num-beams 4 --max-new-tokens 64 > out.jsonl
+    cat inputs.txt | t5electra generate runs/t5/model --do-sample --top-p 0.9 --seed 0
+
+Each input (the arguments, else one per line of ``--file``, else of stdin; blank lines skipped)
+gives one line ``{"input": ..., "output": ...}`` in input order (with ``--num-return-sequences``
+> 1, ``"output"`` is a list). Inputs are batched (``--batch-size``), sorted by length so that
+batches need little padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="T5 model directory (or a run directory: its model/)")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="inputs (default: --file, else stdin)")
+    parser.add_argument("--file", metavar="F", help="read inputs from F, one per line")
+    parser.add_argument("--out", metavar="F", help="write the JSON lines to F (default stdout)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N")
+    parser.add_argument("--max-length", type=int, default=512, metavar="N", help="input tokens (longer: truncated)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N")
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
+    parser.add_argument("--num-return-sequences", type=int, default=1, metavar="N")
+    parser.add_argument("--seed", type=int, default=None, help="seed for --do-sample")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+
+
+def read_inputs(args: argparse.Namespace) -> list[str]:
+    if args.texts:
+        return list(args.texts)
+    if args.file:
+        from ..errors import DataError
+
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            raise DataError(f"--file {args.file!r} does not exist") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"--file {args.file!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    else:
+        lines = sys.stdin.read().splitlines()
+    return [line for line in lines if line.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import InvalidInputError, T5ElectraError
+    from ..models.t5 import T5ForConditionalGeneration
+    from ..recipes.evaluate import model_kind, resolve_model_dir
+    from ..tokenizers import T5Tokenizer
+
+    try:
+        model_dir = resolve_model_dir(args.model_dir)
+        if model_kind(model_dir) != "t5":
+            raise InvalidInputError(f"{model_dir} is an ELECTRA model: ELECTRA does not generate text (use "
+                                    f"ElectraPipeline.fill_mask / detect, or `t5electra demo`)")
+        inputs = read_inputs(args)
+        if not inputs:
+            raise InvalidInputError("no inputs: give TEXT arguments, --file F, or lines on stdin")
+        device = torch.device(args.device)
+        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device)
+        tokenizer = T5Tokenizer.from_pretrained(model_dir)
+        generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
+        outputs: list = [None] * len(inputs)
+        n_ret = args.num_return_sequences
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        for start in range(0, len(order), args.batch_size):
+            idx = order[start:start + args.batch_size]
+            enc = tokenizer([inputs[i] for i in idx], padding=True, truncation=True, max_length=args.max_length,
+                            return_tensors="pt")
+            ids = model.generate(enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                 max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                                 do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                                 num_return_sequences=n_ret, generator=generator)  # (b * n_ret, T)
+            texts = [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+            for j, i in enumerate(idx):
+                group = texts[j * n_ret:(j + 1) * n_ret]
+                outputs[i] = group[0] if n_ret == 1 else group
+    except T5ElectraError as e:
+        print(f"t5electra generate: error: {e}", file=sys.stderr)
+        return 1
+    fh = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        for text, out in zip(inputs, outputs):
+            fh.write(json.dumps({"input": text, "output": out}, ensure_ascii=False) + "\n")
+    finally:
+        if args.out:
+            fh.close()
+    return 0

@@ -1,0 +1,200 @@
+"""`t5electra evaluate / generate / convert / demo` end to end on tiny models."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pytest
+import torch
+
+from t5electra.cli import main
+from t5electra.models.electra import ElectraConfig, ElectraForSequenceClassification
+from t5electra.models.electra_rtd import ElectraPretrainer
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
+from t5electra.train.checkpointing import CheckpointManager
+
+WORDS = "the film was a story with some good bad actors and great awful music".split()
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    """A sentiment task in the sst2 layout (sentence, label)."""
+    root = tmp_path_factory.mktemp("task")
+    rng = random.Random(0)
+    for split, n in (("train", 40), ("validation", 12), ("test", 12)):
+        rows = ["sentence\tlabel"] + [f"{' '.join(rng.choice(WORDS) for _ in range(6))}\t{i % 2}" for i in range(n)]
+        (root / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory, spiece_model_path):
+    d = tmp_path_factory.mktemp("t5")
+    tok = T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes())
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config.from_preset("t5-tiny", vocab_size=1152))
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def electra_tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("etok")
+    return ElectraTokenizer.train(iter([" ".join(WORDS)] * 4), vocab_size=120, min_frequency=1, output_dir=d)
+
+
+def _json_out(capsys):
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+# -- evaluate --------------------------------------------------------------------------------
+def test_evaluate_t5_counts_invalid_answers_wrong(t5_dir, task_dir, tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    assert main(["evaluate", str(t5_dir), "--task", "sentiment", "--data-dir", str(task_dir), "--split", "test",
+                 "--max-new-tokens", "4", "--predictions", str(preds)]) == 0
+    result = _json_out(capsys)
+    assert result["task"] == "sentiment" and result["split"] == "test" and result["num_examples"] == 12
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == 12 and rows[0]["input"].startswith("sentiment sentence: ")
+    # an untrained model writes no valid label: every answer that is not the target text is wrong
+    right = sum(r["prediction"] == r["target"] for r in rows)
+    assert result["metrics"] == {"accuracy": pytest.approx(100.0 * right / 12)}
+
+
+def test_evaluate_electra_head_matches_its_argmax(electra_tok, task_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=2)
+    model = ElectraForSequenceClassification(cfg).eval()
+    model.save_pretrained(tmp_path / "m")
+    electra_tok.save_pretrained(tmp_path / "m")
+    assert main(["evaluate", str(tmp_path / "m"), "--task", "sentiment", "--data-dir", str(task_dir)]) == 0
+    result = _json_out(capsys)
+    lines = (task_dir / "test.tsv").read_text().splitlines()[1:]
+    texts, labels = [ln.split("\t")[0] for ln in lines], [int(ln.split("\t")[1]) for ln in lines]
+    enc = electra_tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pred = model(enc["input_ids"], enc["attention_mask"]).logits.argmax(-1).tolist()
+    want = 100.0 * sum(p == y for p, y in zip(pred, labels)) / len(labels)
+    assert result["num_examples"] == 12 and result["metrics"]["accuracy"] == pytest.approx(want)
+
+
+def test_evaluate_errors_are_one_line(t5_dir, task_dir, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing"), "--task", "sentiment"]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["evaluate", str(t5_dir), "--task", "sentimnt", "--data-dir", str(task_dir)]) == 1
+    assert "did you mean 'sentiment'" in capsys.readouterr().err
+
+
+# -- generate --------------------------------------------------------------------------------
+def test_generate_from_args_file_and_stdin(t5_dir, tmp_path, capsys, monkeypatch):
+    texts = ["translate English to German: a house", "summarize: the cat sat on the mat", "a"]
+    model = T5ForConditionalGeneration.from_pretrained(t5_dir)
+    tok = T5Tokenizer.from_pretrained(t5_dir)
+    want = []
+    for t in texts:  # one at a time: batching and sorting must not change the outputs
+        ids = model.generate(tok(t, return_tensors="pt")["input_ids"], max_new_tokens=6, num_beams=2)
+        want.append(tok.decode(ids[0].tolist(), skip_special_tokens=True).strip())
+
+    assert main(["generate", str(t5_dir), *texts, "--max-new-tokens", "6", "--num-beams", "2",
+                 "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [{"input": t, "output": w} for t, w in zip(texts, want)]
+
+    f = tmp_path / "in.txt"
+    f.write_text(texts[0] + "\n\n" + texts[1] + "\n")
+    assert main(["generate", str(t5_dir), "--file", str(f), "--max-new-tokens", "6", "--num-beams", "2",
+                 "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert [json.loads(x)["output"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == want[:2]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(texts[2] + "\n"))
+    assert main(["generate", str(t5_dir), "--do-sample", "--seed", "1", "--num-return-sequences", "3",
+                 "--max-new-tokens", "4"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["input"] == "a" and isinstance(row["output"], list) and len(row["output"]) == 3
+
+
+def test_generate_refuses_electra_and_empty_input(electra_tok, t5_dir, tmp_path, capsys, monkeypatch):
+    ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).save_pretrained(tmp_path / "e")
+    assert main(["generate", str(tmp_path / "e"), "hello"]) == 1
+    assert "ELECTRA does not generate text" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["generate", str(t5_dir)]) == 1
+    assert "no inputs" in capsys.readouterr().err
+
+
+# -- convert ---------------------------------------------------------------------------------
+def test_convert_training_checkpoint_to_clean_hf_dir(t5_dir, tmp_path, capsys):
+    model = T5ForConditionalGeneration.from_pretrained(t5_dir)
+    tok = T5Tokenizer.from_pretrained(t5_dir)
+    opt = torch.optim.AdamW(model.parameters())
+    ckpt = CheckpointManager(tmp_path / "run").save(7, model, opt, save_extra=tok.save_pretrained)
+    assert (ckpt / "training_state.pt").is_file()
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out")]) == 0  # a run dir: its latest checkpoint
+    assert "verified" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", *[p.name for p in t5_dir.iterdir() if p.name not in
+                                               ("config.json", "model.safetensors")]])
+    again = T5ForConditionalGeneration.from_pretrained(out)
+    ids = torch.tensor([[5, 6, 7, 1]])
+    assert torch.equal(again(input_ids=ids, decoder_input_ids=ids).logits, model(input_ids=ids, decoder_input_ids=ids).logits)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out")]) == 1  # DST not empty
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_convert_pytorch_bin_to_safetensors(electra_tok, tmp_path, capsys, sharded):
+    torch.manual_seed(0)
+    model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok)))
+    src = tmp_path / "src"
+    model.save_pretrained(src)  # then rewrite its weights as transformers' pickles
+    electra_tok.save_pretrained(src)
+    from safetensors.torch import load_file
+
+    sd = load_file(str(src / "model.safetensors"))
+    (src / "model.safetensors").unlink()
+    if sharded:
+        keys = sorted(sd)
+        parts = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+                 "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2:]}
+        for name, ks in parts.items():
+            torch.save({k: sd[k] for k in ks}, src / name)
+        weight_map = {k: name for name, ks in parts.items() for k in ks}
+        (src / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    else:
+        torch.save(sd, src / "pytorch_model.bin")
+    assert main(["convert", str(src), str(tmp_path / "dst")]) == 0
+    assert "ElectraForSequenceClassification" in capsys.readouterr().out
+    names = {p.name for p in (tmp_path / "dst").iterdir()}
+    assert "model.safetensors" in names and "vocab.txt" in names and not any(n.endswith(".bin") for n in names)
+
+
+def test_convert_electra_pretrainer_to_generator_and_discriminator(electra_tok, tmp_path, capsys):
+    from t5electra.fill_mask import ElectraPipeline
+
+    disc = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok))
+    gen = ElectraConfig.from_preset("electra-tiny-generator", vocab_size=len(electra_tok))
+    pre = ElectraPretrainer(disc, gen, mask_token_id=electra_tok.mask_token_id)
+    pre.save_pretrained(tmp_path / "run" / "model")
+    electra_tok.save_pretrained(tmp_path / "run" / "model")
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    out = capsys.readouterr().out
+    assert "ElectraForMaskedLM" in out and "ElectraForPreTraining" in out
+    pipe = ElectraPipeline.from_pretrained(tmp_path / "hf")
+    assert "[MASK]" not in pipe.fill_mask("the film [MASK] good")
+
+
+# -- demo ------------------------------------------------------------------------------------
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "30"]) == 0
+    out = capsys.readouterr().out
+    for step in ("1. tokenizers", "2. T5", "3. ELECTRA", "generate(", "fills the mask", "P(replaced)"):
+        assert step in out
+    assert T5ForConditionalGeneration.from_pretrained(tmp_path / "t5").config.num_layers == 2
+    assert (tmp_path / "electra" / "generator" / "config.json").is_file()
+    assert (tmp_path / "electra" / "discriminator" / "config.json").is_file()
