@@ -15,9 +15,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("t5electra.commands.data", "fetch and list sample datasets"),
     "pretrain": ("t5electra.commands.pretrain", "pretrain T5 (span corruption) or ELECTRA (RTD / MLM)"),
     "finetune": ("t5electra.commands.finetune", "fine-tune T5 (text-to-text) or ELECTRA (heads)"),
+    "evaluate": ("t5electra.commands.evaluate", "score a checkpoint on a task split (metrics as JSON)"),
+    "generate": ("t5electra.commands.generate", "generate text with a T5 model (JSON lines out)"),
+    "convert": ("t5electra.commands.convert", "convert checkpoints to a clean Hugging Face directory"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
     "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
     "serve": ("t5electra.commands.serve", "serve models over HTTP with a playground"),
+    "quickstart": ("t5electra.commands.quickstart", "pretrain, fine-tune and evaluate T5 and ELECTRA on sample data"),
     "experiment": ("t5electra.commands.experiment", "run a paper-reproduction experiment grid"),
 }
 
