@@ -351,3 +351,16 @@ def test_id_check_can_be_switched_off_for_hot_loops():
         m(ids.clone().fill_(256), labels=labels)
     with pytest.raises(InvalidInputError, match="integer tensor"):  # the free checks stay on
         m(ids.float(), labels=labels)
+
+
+def test_training_after_generate_works():
+    """The cached bucket indices made under generate()'s inference_mode must not be inference
+    tensors, or the next training forward with the same lengths fails in backward."""
+    from t5electra import T5Config, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(T5Config.from_preset("t5-tiny"))
+    ids = torch.randint(2, 200, (2, 7))
+    model.eval().generate(ids, max_new_tokens=3)
+    model.train()
+    model(input_ids=ids, labels=torch.randint(2, 200, (2, 3))).loss.backward()
+    assert model.shared.weight.grad is not None

@@ -48,10 +48,13 @@ def relative_position_bucket(relative_position: torch.Tensor, *, bidirectional: 
 
 def _buckets(q_len: int, k_len: int, q_offset: int, bidirectional: bool, num_buckets: int,
              max_distance: int, device: torch.device) -> torch.Tensor:
-    q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
-    k_pos = torch.arange(k_len, device=device)[None, :]
-    return relative_position_bucket(k_pos - q_pos, bidirectional=bidirectional, num_buckets=num_buckets,
-                                    max_distance=max_distance)  # (q_len, k_len)
+    # Never an inference tensor: a cached index made under generate()'s inference_mode must still be
+    # usable by a later training forward (autograd refuses to save inference tensors for backward).
+    with torch.inference_mode(False):
+        q_pos = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
+        k_pos = torch.arange(k_len, device=device)[None, :]
+        return relative_position_bucket(k_pos - q_pos, bidirectional=bidirectional, num_buckets=num_buckets,
+                                        max_distance=max_distance)  # (q_len, k_len)
 
 
 # Eager mode reuses the indices of recent shapes; torch.compile traces _buckets itself (and
