@@ -222,6 +222,19 @@ def test_interpolate_in_log_flops():
     assert interpolate(curve, 1e10) == pytest.approx(60.0)
     assert interpolate(curve, 1e9) == 50.0 and interpolate(curve, 1e11) == 70.0
     assert interpolate(curve, 1e8) is None and interpolate(curve, 1e12) is None
+    # a FLOPs budget rounds to whole steps: a method's point within 5% stands for the budget
+    assert interpolate(curve, 0.97e9) == 50.0 and interpolate(curve, 1.04e11) == 70.0
+    assert interpolate(curve, 1.1e11) is None
+
+
+def test_equal_flops_points(tmp_path):
+    from t5electra.experiments.report import equal_flops_points
+
+    exp = load_experiment(write(tmp_path, GRID.replace("{BUDGETS}", "{flops: [4.0e9, 1.0e9]}")))
+    assert equal_flops_points(exp, {}) == [1e9, 4e9]  # the budgets, not each method's rounded FLOPs
+    exp = load_experiment(write(tmp_path, GRID.replace("{BUDGETS}", "{steps: [1, 2]}")))
+    series = {"rtd": {0: [(1.00e9, 1.0)], 1: [(2e9, 1.0)]}, "mlm": {0: [(1.03e9, 1.0)], 1: [(3e9, 1.0)]}}
+    assert equal_flops_points(exp, series) == [1e9, 2e9, 3e9]
 
 
 def test_main_metrics():

@@ -46,18 +46,23 @@ def _cell(values: list[float]) -> str:
     return f"{m:.2f} ± {sd:.2f} (n={len(values)})"
 
 
-def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    """The value at FLOPs ``x`` on the curve ``[(flops, value)]``, linear in log FLOPs; None outside."""
+def interpolate(points: list[tuple[float, float]], x: float, tol: float = 0.05) -> float | None:
+    """The value at FLOPs ``x`` on the curve ``[(flops, value)]``, linear in log FLOPs; an end
+    point within ``tol`` (relative) of ``x`` stands for it; None further outside (no extrapolation)."""
     pts = sorted(p for p in points if p[0] > 0)
-    if not pts or x < pts[0][0] * (1 - 1e-6) or x > pts[-1][0] * (1 + 1e-6):
+    if not pts:
         return None
+    if x <= pts[0][0]:
+        return pts[0][1] if x >= pts[0][0] * (1 - tol) else None
+    if x >= pts[-1][0]:
+        return pts[-1][1] if x <= pts[-1][0] * (1 + tol) else None
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x0 <= x <= x1:
             if x1 == x0:
                 return (y0 + y1) / 2
             t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + t * (y1 - y0)
-    return pts[0][1] if abs(x - pts[0][0]) <= pts[0][0] * 1e-6 else pts[-1][1]
+    return None  # pragma: no cover (x lies between two sorted points)
 
 
 def _series(records: list[dict[str, Any]], task: str, metric: str) -> dict[str, dict[Any, list[tuple[float, float]]]]:
@@ -100,6 +105,19 @@ def plot(exp: Experiment, series, task: str, metric: str, path: Path) -> Path:
     return path
 
 
+def equal_flops_points(exp: Experiment, series) -> list[float]:
+    """Where to compare the methods: the FLOPs budgets themselves, or (step budgets) every
+    method's FLOPs, points within 5% of each other merged."""
+    if exp.budget_unit == "flops":
+        return sorted(exp.budgets)
+    xs = sorted(statistics.fmean(f for f, _ in v) for b in series.values() for k, v in b.items() if k is not None)
+    merged: list[float] = []
+    for x in xs:
+        if not merged or x > merged[-1] * 1.05:
+            merged.append(x)
+    return merged
+
+
 def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> Path:
     """Write ``out/README.md`` and the plots; returns the README's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -139,11 +157,10 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
                 L.append(f"| {exp.methods[name].label} | " + " | ".join(cells) + " |")
             L.append("")
             # -- at equal FLOPs -----------------------------------------------------------
-            grid = sorted({round(statistics.fmean(f for f, _ in v)) for b in series.values()
-                           for k, v in b.items() if k is not None})
+            grid = equal_flops_points(exp, series)
             if grid and len(series) > 1:
                 L += ["At equal pretraining FLOPs (each method's mean, interpolated in log FLOPs between its "
-                      "own budgets; — outside its range):", ""]
+                      "own budgets, its nearest budget when within 5%; — outside its range):", ""]
                 L += ["| method | " + " | ".join(format_flops(x) for x in grid) + " |", "|---|" + "---|" * len(grid)]
                 for name, by_budget in series.items():
                     if None in by_budget:
