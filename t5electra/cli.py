@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("t5electra.commands.generate", "generate text with a T5 model (JSON lines out)"),
     "convert": ("t5electra.commands.convert", "convert checkpoints to a clean Hugging Face directory"),
     "plot": ("t5electra.commands.plot", "plot a run's curves to PNG"),
+    "bench": ("t5electra.commands.bench", "benchmark against transformers and CTranslate2"),
     "config": ("t5electra.commands.config", "print the resolved run config (YAML + overrides), or --list the options"),
     "serve": ("t5electra.commands.serve", "serve models over HTTP with a playground"),
     "quickstart": ("t5electra.commands.quickstart", "pretrain, fine-tune and evaluate T5 and ELECTRA on sample data"),

@@ -1,0 +1,464 @@
+"""The benchmark cases: each builds our model and the peer's from the same weights, times them
+side by side (:func:`benchmarks.harness.compare`) and returns :class:`Result` rows.
+
+1. ``train``: T5 training step (forward, backward, AdamW) vs transformers' T5ForConditionalGeneration;
+2. ``electra_pretrain``: ELECTRA replaced-token-detection step vs transformers' ElectraForMaskedLM +
+   ElectraForPreTraining composed the same way (:class:`HFElectraPretrainStep`);
+3. ``generate``: T5 greedy / beam decoding vs transformers' ``generate`` and CTranslate2;
+4. ``electra_infer``: ELECTRA discriminator forward vs transformers;
+5. ``data``: the data pipeline (benchmarks/data_pipeline.py) vs the training step's consumption.
+
+Weights: our model is built with its random init, written with ``save_pretrained`` and read by
+transformers' ``from_pretrained`` (CTranslate2 converts that same directory), so every
+implementation runs the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .harness import Timing, compare
+
+
+@dataclasses.dataclass
+class Result:
+    """One benchmarked configuration: timings of every implementation, and what one call does."""
+
+    case: str                       # train | electra_pretrain | generate | electra_infer | data
+    label: str                      # e.g. "t5-small 8x512->114 fp32"
+    unit: str                       # throughput unit: "tokens/s", "sequences/s", ...
+    work: float                     # units per call (tokens per step, sequences per batch)
+    timings: dict[str, Timing]      # implementation -> timing; "t5electra" is ours
+    targets: dict[str, float] = dataclasses.field(default_factory=dict)  # peer -> minimum ratio
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)      # MFU, same outputs, ...
+
+    def throughput(self, impl: str) -> float:
+        return self.work / self.timings[impl].median_s
+
+    def ratio(self, peer: str) -> float:
+        """ours / peer throughput (> 1: we are faster)."""
+        return self.throughput("t5electra") / self.throughput(peer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case, "label": self.label, "unit": self.unit, "work": self.work,
+                "timings": {k: v.to_dict() for k, v in self.timings.items()},
+                "throughput": {k: round(self.throughput(k), 3) for k in self.timings},
+                "ratios": {p: round(self.ratio(p), 3) for p in self.timings if p != "t5electra"},
+                "targets": self.targets, "extra": self.extra}
+
+
+@dataclasses.dataclass
+class Env:
+    """What every case needs: device, timing plan, scratch directory."""
+
+    device: str
+    warmup: int
+    reps: int
+    threads: int
+    workdir: Path
+    log: Any = print
+    profile: set[str] = dataclasses.field(default_factory=set)  # cases whose first configuration is profiled
+    profiles: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sync(self):
+        return torch.cuda.synchronize if self.device == "cuda" else None
+
+    def compare(self, impls):
+        return compare(impls, warmup=self.warmup, reps=self.reps, sync=self.sync)
+
+    def maybe_profile(self, case: str, label: str, impls) -> None:
+        """Top ops by self time of one call of each implementation (torch.profiler), once per case."""
+        if case not in self.profile:
+            return
+        self.profile.discard(case)
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device == "cuda" else [])
+        sort = "self_cuda_time_total" if self.device == "cuda" else "self_cpu_time_total"
+        for name, fn in impls.items():
+            if name == "ctranslate2":
+                continue  # C++ inside: nothing for torch.profiler to see
+            with profile(activities=acts) as prof:
+                fn()
+            self.profiles[f"{label}: {name}"] = prof.key_averages().table(sort_by=sort, row_limit=14,
+                                                                          max_name_column_width=48)
+
+
+def _autocast(device: str, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. T5 training step
+# ------------------------------------------------------------------------------------------------
+def t5_train_flops(c, batch: int, src_len: int, tgt_len: int) -> float:
+    """Model FLOPs of one training step (forward + backward = 3 x forward, 2 FLOPs per multiply-add)
+    counting every matmul, attention at full (non-causal) size, and the LM head; no recomputation."""
+    inner = c.num_heads * c.d_kv
+    ff_in = c.d_ff * (2 if c.is_gated_act else 1)
+    S, T, d = src_len, tgt_len, c.d_model
+    attn_proj = d * 3 * inner + inner * d
+    ffn = d * ff_in + c.d_ff * d
+    enc = S * (attn_proj + ffn) + 2 * S * S * inner
+    dec = (T * (attn_proj + ffn) + 2 * T * T * inner             # self-attention + FFN
+           + T * (d * inner + inner * d) + S * d * 2 * inner + 2 * T * S * inner)  # cross-attention
+    macs = batch * (c.num_layers * enc + c.decoder_layers * dec + T * d * c.vocab_size)
+    return 6.0 * macs
+
+
+def _t5_pair(preset: str, workdir: Path, device: str, **overrides):
+    """Our T5ForConditionalGeneration (random init) and transformers' loaded from its checkpoint."""
+    import transformers
+
+    from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+
+    _quiet_transformers()
+    torch.manual_seed(0)
+    ours = T5ForConditionalGeneration(T5Config.from_preset(preset, **overrides))
+    path = workdir / f"hf-{preset}"
+    ours.save_pretrained(path)
+    peer = transformers.T5ForConditionalGeneration.from_pretrained(path)
+    return ours.to(device), peer.to(device), path
+
+
+def _train_step_fn(model, opt, batch: dict[str, torch.Tensor], device: str, dtype: str):
+    def step() -> None:
+        with _autocast(device, dtype):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def bench_train(env: Env, presets, shapes, dtypes, peak_flops: dict[str, float]) -> list[Result]:
+    results = []
+    for preset in presets:
+        ours, peer, _ = _t5_pair(preset, env.workdir, env.device)
+        ours.train()
+        peer.train()
+        # check_inputs=False where offered: the training loop skips the per-step id range check too
+        if hasattr(ours, "check_inputs") and isinstance(getattr(ours, "check_inputs"), bool):
+            ours.check_inputs = False
+        opts = {"t5electra": torch.optim.AdamW(ours.parameters(), lr=1e-4),
+                "transformers": torch.optim.AdamW(peer.parameters(), lr=1e-4)}
+        V = ours.config.vocab_size
+        for (B, S, T) in shapes:
+            g = torch.Generator().manual_seed(1)
+            batch = {"input_ids": torch.randint(3, V - 100, (B, S), generator=g).to(env.device),
+                     "labels": torch.randint(3, V - 100, (B, T), generator=g).to(env.device)}
+            for dtype in dtypes:
+                label = f"{preset} {B}x{S}->{T} {dtype}"
+                env.log(f"[train] {label}")
+                impls = {"t5electra": _train_step_fn(ours, opts["t5electra"], batch, env.device, dtype),
+                         "transformers": _train_step_fn(peer, opts["transformers"], batch, env.device, dtype)}
+                timings = env.compare(impls)
+                env.maybe_profile("train", label, impls)
+                flops = t5_train_flops(ours.config, B, S, T)
+                peak = peak_flops["bf16" if dtype == "bf16" else "fp32"]
+                extra = {"flops_per_step": flops, "peak_flops": peak,
+                         "mfu": {k: flops / t.median_s / peak for k, t in timings.items()}}
+                target = 1.5 if dtype == "bf16" else 1.25
+                results.append(Result("train", label, "tokens/s", B * (S + T), timings,
+                                      {"transformers": target}, extra))
+        del ours, peer, opts
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. ELECTRA pretraining step
+# ------------------------------------------------------------------------------------------------
+MASK_ID, CLS_ID, SEP_ID = 103, 101, 102  # BERT uncased vocabulary's specials
+
+
+class HFElectraPretrainStep:
+    """transformers' ElectraForMaskedLM (generator) + ElectraForPreTraining (discriminator) composed
+    as our ElectraPretrainer composes them (t5electra/models/electra_rtd.py): shared embeddings,
+    generator output layer tied to the word embeddings, the same masking function, generator MLM
+    loss on the masked positions (labels -100 elsewhere), Gumbel-max samples from the generator's
+    logits at the masked positions, discriminator BCE over the real tokens, loss = gen + 50 * disc.
+
+    The one difference is transformers' API: its generator computes logits for every position (B,
+    T, V), where ours gathers the masked positions before the output layer.
+    """
+
+    def __init__(self, generator, discriminator, disc_weight: float = 50.0):
+        self.gen, self.disc, self.disc_weight = generator, discriminator, disc_weight
+        self.gen.electra.embeddings = self.disc.electra.embeddings  # share every embedding table
+        self.gen.generator_lm_head.weight = self.disc.electra.embeddings.word_embeddings.weight
+
+    def parameters(self):
+        seen = {}
+        for p in list(self.gen.parameters()) + list(self.disc.parameters()):
+            seen[id(p)] = p
+        return list(seen.values())
+
+    def train(self) -> None:
+        self.gen.train()
+        self.disc.train()
+
+    def __call__(self, input_ids, attention_mask, generator, mask_kwargs) -> torch.Tensor:
+        from t5electra.data.masking import mask_tokens
+        from t5electra.models.electra_rtd import gumbel_max_sample
+
+        m = mask_tokens(input_ids, attention_mask=attention_mask, generator=generator, **mask_kwargs)
+        labels = input_ids.masked_fill(~m.mask, -100)
+        gen_out = self.gen(input_ids=m.input_ids, attention_mask=attention_mask, labels=labels)
+        sampled = gumbel_max_sample(gen_out.logits[m.mask], generator=generator)
+        replaced = input_ids.clone()
+        replaced[m.mask] = sampled
+        is_replaced = (replaced != input_ids) & m.mask
+        disc_out = self.disc(input_ids=replaced, attention_mask=attention_mask, labels=is_replaced.long())
+        return gen_out.loss + self.disc_weight * disc_out.loss
+
+
+def bench_electra_pretrain(env: Env, preset: str, batch: int, length: int) -> list[Result]:
+    import transformers
+
+    from t5electra.models.electra_rtd import ElectraPretrainer
+
+    _quiet_transformers()
+    torch.manual_seed(0)
+    ours = ElectraPretrainer.from_preset(preset, mask_token_id=MASK_ID, special_token_ids=[CLS_ID, SEP_ID])
+    path = env.workdir / f"hf-{preset}-rtd"
+    ours.save_pretrained(path)
+    peer = HFElectraPretrainStep(transformers.ElectraForMaskedLM.from_pretrained(path / "generator"),
+                                 transformers.ElectraForPreTraining.from_pretrained(path / "discriminator"))
+    ours.to(env.device).train()
+    peer.gen.to(env.device)
+    peer.disc.to(env.device)
+    peer.train()
+    V = ours.discriminator.config.vocab_size
+    ids = torch.randint(min(1000, V // 2), V, (batch, length), generator=torch.Generator().manual_seed(2))
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    ids = ids.to(env.device)
+    mask = torch.ones_like(ids)
+    pc = ours.config
+    mask_kwargs = dict(mask_token_id=MASK_ID, special_token_ids=[CLS_ID, SEP_ID, 0], mask_prob=pc.mask_prob,
+                       max_predictions=pc.max_predictions, mask_token_prob=pc.mask_token_prob,
+                       random_token_prob=pc.random_token_prob, vocab_size=V)
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
+    gens = {"t5electra": torch.Generator(env.device).manual_seed(3),
+            "transformers": torch.Generator(env.device).manual_seed(3)}
+
+    def ours_step() -> None:
+        ours(ids, mask, generator=gens["t5electra"], compute_metrics=False).loss.backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+
+    def peer_step() -> None:
+        peer(ids, mask, gens["transformers"], mask_kwargs).backward()
+        opt_peer.step()
+        opt_peer.zero_grad(set_to_none=True)
+
+    label = f"{preset} (generator 1/4) {batch}x{length} fp32"
+    env.log(f"[electra_pretrain] {label}")
+    impls = {"t5electra": ours_step, "transformers": peer_step}
+    timings = env.compare(impls)
+    env.maybe_profile("electra_pretrain", label, impls)
+    return [Result("electra_pretrain", label, "tokens/s", batch * length, timings, {"transformers": 1.3})]
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Generation
+# ------------------------------------------------------------------------------------------------
+def _write_wordlevel_tokenizer(path: Path, vocab_size: int) -> list[str]:
+    """A tokenizer whose pieces are simply the ids ("<pad>", "</s>", "<unk>", "t3", ...), saved as
+    transformers files next to the checkpoint: CTranslate2's converter reads the vocabulary from it,
+    and we translate ids to pieces and back one to one."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<pad>", "</s>", "<unk>"] + [f"t{i}" for i in range(3, vocab_size)]
+    tok = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token="<unk>"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(path)
+    return pieces
+
+
+def _ct2_translator(hf_path: Path, out: Path, compute_type: str, device: str, threads: int):
+    import ctranslate2
+
+    if not (out / "model.bin").exists():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ctranslate2.converters.TransformersConverter(str(hf_path)).convert(str(out), force=True)
+    return ctranslate2.Translator(str(out), device=device, compute_type=compute_type, intra_threads=threads,
+                                  inter_threads=1)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every nn.Linear (weights int8 per tensor, activations quantised
+    on the fly), for CPU inference: ``torch.ao.quantization.quantize_dynamic`` on a copy."""
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {nn.Linear}, dtype=torch.qint8)
+
+
+def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_tokens: int,
+                   int8: bool) -> list[Result]:
+    ours, peer, path = _t5_pair(preset, env.workdir, env.device)
+    ours.eval()
+    peer.eval()
+    pieces = _write_wordlevel_tokenizer(path, ours.config.vocab_size)
+    have_ct2 = True
+    try:
+        ct2 = _ct2_translator(path, env.workdir / f"ct2-{preset}", "float32", env.device, env.threads)
+    except ImportError:
+        have_ct2 = False
+        env.log("ctranslate2 is not installed (pip install 't5electra[bench]'): CTranslate2 columns skipped")
+    V = ours.config.vocab_size
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    results = []
+    for B in batches:
+        x = torch.randint(3, V - 100, (B, src_len), generator=torch.Generator().manual_seed(4)).to(env.device)
+        src_tokens = [[pieces[i] for i in row] for row in x.tolist()]
+        for nb in beams:
+            out: dict[str, torch.Tensor] = {}
+
+            def run_ours(nb=nb, x=x):
+                out["t5electra"] = ours.generate(x, num_beams=nb, **kw)
+
+            def run_peer(nb=nb, x=x):
+                with torch.inference_mode():
+                    out["transformers"] = peer.generate(x, num_beams=nb, do_sample=False, **kw)
+
+            impls = {"t5electra": run_ours, "transformers": run_peer}
+            if have_ct2:
+                def run_ct2(nb=nb, src_tokens=src_tokens, tr=ct2):
+                    res = tr.translate_batch(src_tokens, beam_size=nb, min_decoding_length=new_tokens,
+                                             max_decoding_length=new_tokens, return_scores=False)
+                    out["ctranslate2"] = res
+                impls["ctranslate2"] = run_ct2
+            label = f"{preset} {'greedy' if nb == 1 else f'beam {nb}'} batch {B}, {src_len}->{new_tokens} fp32"
+            env.log(f"[generate] {label}")
+            timings = env.compare(impls)
+            env.maybe_profile("generate", label, impls)
+            targets = {"transformers": 2.0}
+            if have_ct2 and nb == 1 and B == 1:
+                targets["ctranslate2"] = 1.0
+            extra = {"same_tokens_as_transformers": torch.equal(out["t5electra"].cpu(), out["transformers"].cpu())}
+            if have_ct2:
+                ct2_ids = [[pieces.index(p) if p in pieces[:3] else int(p[1:]) for p in r.hypotheses[0]]
+                           for r in out["ctranslate2"]]
+                extra["same_tokens_as_ctranslate2"] = ct2_ids == out["t5electra"][:, 1:].tolist()
+            extra["ms_per_token"] = {k: t.median_s / new_tokens * 1000 for k, t in timings.items()}
+            results.append(Result("generate", label, "tokens/s", B * new_tokens, timings, targets, extra))
+
+    if int8 and env.device == "cpu":
+        ours_q = quantize_int8(ours).eval()
+        impls, out = {}, {}
+        ct2_q = _ct2_translator(path, env.workdir / f"ct2-{preset}", "int8", "cpu", env.threads) if have_ct2 else None
+        B = batches[0]
+        x = torch.randint(3, V - 100, (B, src_len), generator=torch.Generator().manual_seed(4))
+        src_tokens = [[pieces[i] for i in row] for row in x.tolist()]
+        impls["t5electra"] = lambda: out.__setitem__("t5electra", ours_q.generate(x, **kw))
+        if ct2_q is not None:
+            impls["ctranslate2"] = lambda: out.__setitem__("ctranslate2", ct2_q.translate_batch(
+                src_tokens, beam_size=1, min_decoding_length=new_tokens, max_decoding_length=new_tokens))
+        label = f"{preset} greedy batch {B}, {src_len}->{new_tokens} int8 (dynamic, Linear layers)"
+        env.log(f"[generate] {label}")
+        timings = env.compare(impls)
+        with torch.inference_mode():
+            ref = ours.generate(x, **kw)
+        extra = {"ms_per_token": {k: t.median_s / new_tokens * 1000 for k, t in timings.items()},
+                 "int8_token_agreement_with_fp32": {
+                     "t5electra": float((out["t5electra"] == ref).float().mean())}}
+        extra.update(_int8_logit_error(ours, ours_q, x))
+        if ct2_q is not None:
+            ct2_ids = torch.tensor([[int(p[1:]) if p not in pieces[:3] else pieces.index(p)
+                                     for p in r.hypotheses[0]] for r in out["ctranslate2"]])
+            extra["int8_token_agreement_with_fp32"]["ctranslate2"] = float((ct2_ids == ref[:, 1:]).float().mean())
+        results.append(Result("generate", label, "tokens/s", B * new_tokens, timings,
+                              {"ctranslate2": 1.0} if ct2_q is not None else {}, extra))
+    return results
+
+
+def _int8_logit_error(model, qmodel, x) -> dict[str, float]:
+    """Quality cost of int8 on teacher-forced logits: max |diff| relative to the logits' spread, and
+    how often the argmax token changes."""
+    y = torch.randint(3, model.config.vocab_size - 100, (x.shape[0], 16), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        a = model(input_ids=x, labels=y).logits.float()
+        b = qmodel(input_ids=x, labels=y).logits.float()
+    return {"int8_logits_max_abs_diff_over_std": float((a - b).abs().max() / a.std()),
+            "int8_argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean())}
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. ELECTRA discriminator inference
+# ------------------------------------------------------------------------------------------------
+def bench_electra_infer(env: Env, preset: str, batch: int, length: int) -> list[Result]:
+    import transformers
+
+    from t5electra.models.electra import ElectraConfig, ElectraForPreTraining
+
+    _quiet_transformers()
+    torch.manual_seed(0)
+    ours = ElectraForPreTraining(ElectraConfig.from_preset(preset))
+    path = env.workdir / f"hf-{preset}-disc"
+    ours.save_pretrained(path)
+    peer = transformers.ElectraForPreTraining.from_pretrained(path)
+    ours.to(env.device).eval()
+    peer.to(env.device).eval()
+    V = ours.config.vocab_size
+    ids = torch.randint(min(1000, V // 2), V, (batch, length), generator=torch.Generator().manual_seed(6)).to(env.device)
+    mask = torch.ones_like(ids)
+    out = {}
+
+    def run(name, model):
+        def call():
+            with torch.inference_mode():
+                out[name] = model(input_ids=ids, attention_mask=mask).logits
+        return call
+
+    label = f"{preset} discriminator {batch}x{length} fp32"
+    env.log(f"[electra_infer] {label}")
+    timings = env.compare({"t5electra": run("t5electra", ours), "transformers": run("transformers", peer)})
+    diff = float((out["t5electra"].float() - out["transformers"].float()).abs().max())
+    return [Result("electra_infer", label, "sequences/s", batch, timings, {"transformers": 1.3},
+                   {"max_abs_logit_diff": diff})]
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Data pipeline vs training consumption
+# ------------------------------------------------------------------------------------------------
+def bench_data(env: Env, size_mb: float, workers: int, train: Result | None) -> list[Result]:
+    """Runs benchmarks/data_pipeline.py (tokenise, stream, span-corrupt, batch) and compares the
+    tokens it produces per second (inputs 512 + targets 114 per example) with the tokens per second
+    our training step consumed in case 1."""
+    from . import data_pipeline
+
+    env.log(f"[data] {size_mb:g} MB synthetic corpus, {workers} workers")
+    with contextlib.redirect_stdout(io.StringIO()):
+        r = data_pipeline.main(["--size-mb", str(size_mb), "--workers", str(workers), "--no-model",
+                                "--workdir", str(env.workdir / "data")])
+    produced = r["stream_examples_per_s"] * (512 + 114)  # inputs + targets per example
+    seconds_per_batch = 1.0  # nominal: throughput below is produced tokens per second
+    timings = {"t5electra": Timing([seconds_per_batch])}
+    extra = {"pipeline": r, "pipeline_tokens_per_s": produced}
+    targets = {}
+    if train is not None:
+        consumed = train.throughput("t5electra")
+        extra.update(train_label=train.label, train_tokens_per_s=consumed)
+        timings["training step"] = Timing([seconds_per_batch * produced / consumed])
+        targets = {"training step": 20.0}
+    return [Result("data", f"span corruption 512->114 + batching, {workers} workers", "tokens/s",
+                   produced, timings, targets, extra)]

@@ -1,0 +1,184 @@
+"""Timing, memory and machine helpers shared by every benchmark case.
+
+Fairness rules the cases follow (see docs/performance.md):
+
+- every implementation of a case runs in this one process, on the same inputs, with the same
+  ``torch.set_num_threads`` (CTranslate2 gets the same ``intra_threads``);
+- runs are *alternated*: warm-up rounds first, then repetition r runs every implementation once,
+  in an order rotated by r, so a burst of load from another process hits all of them alike;
+- we report medians over the repetitions and ratios of medians.
+
+Memory: :class:`PeakRSS` resets the kernel's resident-set high-water mark (``VmHWM``, by writing
+``5`` to ``/proc/self/clear_refs``) before a call and reads it after, so ``delta_mb`` is the
+growth of the process's resident memory during that call (activations, gradients, optimizer
+state on the first step, allocator caches). Both implementations' models are resident the whole
+time, so the absolute RSS is not a per-implementation number; the delta is. Where the reset is not
+allowed the value is None and the report says "n/a".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory
+# ------------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakRSS:
+    """``with PeakRSS() as m: work()`` -> ``m.delta_mb``: peak resident memory during the block
+    minus resident memory before it (None where the kernel does not let us reset the peak)."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.delta_mb: float | None = None
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM to the current RSS
+            self._before = _status_kb("VmRSS")
+        except OSError:
+            self._before = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        peak = _status_kb("VmHWM")
+        if self._before is not None and peak is not None:
+            self.delta_mb = max(0.0, (peak - self._before) / 1024)
+
+
+# ------------------------------------------------------------------------------------------------
+# Alternating timer
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Timing:
+    """Seconds per call of one implementation; ``median_s`` is what every table reports."""
+
+    seconds: list[float]
+    rss_delta_mb: float | None = None  # largest PeakRSS delta over the timed calls
+    note: str = ""
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": [round(s, 5) for s in self.seconds], "median_s": round(self.median_s, 5),
+                "rss_delta_mb": None if self.rss_delta_mb is None else round(self.rss_delta_mb, 1),
+                "note": self.note}
+
+
+def compare(impls: dict[str, Callable[[], Any]], *, warmup: int, reps: int,
+            sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """Time each zero-argument callable ``reps`` times after ``warmup`` untimed calls, alternating.
+
+    Round r runs the implementations in the order rotated by r (A B C, B C A, C A B, ...).
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read.
+    """
+    names = list(impls)
+    for _ in range(warmup):
+        for name in names:
+            impls[name]()
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    rss: dict[str, float | None] = {n: None for n in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            if sync:
+                sync()
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                impls[name]()
+                if sync:
+                    sync()
+                seconds[name].append(time.perf_counter() - t)
+            if mem.delta_mb is not None:
+                rss[name] = max(rss[name] or 0.0, mem.delta_mb)
+    return {n: Timing(seconds[n], rss[n]) for n in names}
+
+
+# ------------------------------------------------------------------------------------------------
+# Matmul peak and machine description
+# ------------------------------------------------------------------------------------------------
+def matmul_peak_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", n: int = 2048,
+                      reps: int = 3) -> float:
+    """Best FLOP/s of an n x n x n matmul (2 n^3 FLOPs) in ``dtype``: the MFU denominator, measured
+    in the same run and with the same threads as the cases."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"]
+                    return " ".join(f for f in wanted if f in flags)
+    except OSError:
+        pass
+    return ""
+
+
+def _version(module: str) -> str:
+    try:
+        return __import__(module).__version__
+    except Exception:  # not installed / no version: the report says so
+        return "not installed"
+
+
+def machine_info(device: str, threads: int) -> dict[str, Any]:
+    info = {
+        "cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
+        "threads": threads, "device": device, "python": platform.python_version(),
+        "platform": platform.platform(), "torch": torch.__version__,
+        "transformers": _version("transformers"), "ctranslate2": _version("ctranslate2"),
+        "load_average_at_start": _loadavg(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"

@@ -1,0 +1,118 @@
+"""The benchmark harness (benchmarks/, `t5electra bench`) on tiny random models: it runs end to
+end, writes a well-formed report, and what it compares is computed correctly. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from benchmarks import cases as C  # noqa: E402
+from benchmarks.harness import PeakRSS, compare  # noqa: E402
+from benchmarks.run import CASES, main  # noqa: E402
+
+
+def test_tiny_run_writes_a_complete_report(tmp_path):
+    out, img, js = tmp_path / "BENCH.md", tmp_path / "img", tmp_path / "bench.json"
+    rc = main(["--tiny", "--threads", "1", "--reps", "1", "--warmup", "0", "--output", str(out),
+               "--img-dir", str(img), "--json", str(js), "--profile"])
+    assert rc == 0
+    data = json.loads(js.read_text())
+    results = data["results"]
+    assert {r["case"] for r in results} == set(CASES)
+    for r in results:
+        assert r["timings"]["t5electra"]["seconds"], r["label"]
+        for impl, value in r["throughput"].items():
+            assert value > 0, (r["label"], impl)
+        for peer, ratio in r["ratios"].items():
+            assert ratio == pytest.approx(r["throughput"]["t5electra"] / r["throughput"][peer], rel=1e-2)
+    # the harness compares like with like: same tokens as transformers and CTranslate2 (fp32)
+    gen = [r for r in results if r["case"] == "generate" and "fp32" in r["label"]]
+    assert len(gen) == 4 and all(r["extra"]["same_tokens_as_transformers"] for r in gen)
+    if any("ctranslate2" in r["timings"] for r in gen):
+        assert all(r["extra"]["same_tokens_as_ctranslate2"] for r in gen)
+    infer = next(r for r in results if r["case"] == "electra_infer")
+    assert infer["extra"]["max_abs_logit_diff"] < 1e-4
+    train = [r for r in results if r["case"] == "train"]
+    assert {r["label"].split()[-1] for r in train} == {"fp32", "bf16"}
+    assert all(0 < r["extra"]["mfu"]["t5electra"] for r in train)
+    data_row = next(r for r in results if r["case"] == "data")
+    assert data_row["extra"]["train_label"] == train[0]["label"]
+
+    text = out.read_text()
+    for heading in ("## Machine", "## Summary", "## 1. T5 training step", "## 2. ELECTRA pretraining",
+                    "## 3. Generation", "## 4. ELECTRA discriminator", "## 5. Data pipeline", "## Profiles"):
+        assert heading in text
+    assert "| transformers | 5.24.0 |" in text and "measured matmul peak (fp32)" in text
+    tables = [line for line in text.splitlines() if line.startswith("|")]
+    assert all(line.endswith("|") for line in tables)
+    pngs = sorted(img.glob("bench_*.png"))
+    assert {p.stem for p in pngs} == {f"bench_{c}" for c in CASES}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_cli_bench_is_the_same_command(tmp_path):
+    from t5electra.cli import main as cli_main
+
+    out = tmp_path / "B.md"
+    assert cli_main(["bench", "--tiny", "--cases", "electra_infer", "--reps", "1", "--warmup", "0",
+                     "--threads", "1", "--output", str(out), "--img-dir", str(tmp_path / "img")]) == 0
+    assert "## 4. ELECTRA discriminator inference" in out.read_text()
+    assert main(["--tiny", "--cases", "nonsense", "--output", str(tmp_path / "x.md")]) == 2
+
+
+def test_compare_alternates_and_counts():
+    calls = []
+    timings = compare({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, reps=3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotated rounds
+    assert all(len(t.seconds) == 3 for t in timings.values())
+    with PeakRSS() as mem:
+        block = torch.ones(8 << 20)  # 32 MB touched
+        block += 1
+    assert mem.delta_mb is None or mem.delta_mb >= 16
+
+
+def test_hf_electra_composition_matches_our_pretrainer(tmp_path):
+    """The transformers composition in the benchmark computes our pretrainer's loss (eval: no dropout)."""
+    import transformers
+
+    from t5electra.models.electra_rtd import ElectraPretrainer
+
+    ours = ElectraPretrainer.from_preset("electra-tiny", mask_token_id=C.MASK_ID,
+                                         special_token_ids=[C.CLS_ID, C.SEP_ID]).eval()
+    ours.save_pretrained(tmp_path)
+    peer = C.HFElectraPretrainStep(transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "generator"),
+                                   transformers.ElectraForPreTraining.from_pretrained(tmp_path / "discriminator"))
+    peer.gen.eval()
+    peer.disc.eval()
+    ids = torch.randint(200, 512, (3, 24))
+    ids[:, 0], ids[:, -1] = C.CLS_ID, C.SEP_ID
+    mask = torch.ones_like(ids)
+    mask[2, 18:] = 0
+    pc = ours.config
+    kwargs = dict(mask_token_id=C.MASK_ID, special_token_ids=[C.CLS_ID, C.SEP_ID, 0], mask_prob=pc.mask_prob,
+                  max_predictions=pc.max_predictions, mask_token_prob=pc.mask_token_prob,
+                  random_token_prob=pc.random_token_prob, vocab_size=512)
+    a = ours(ids, mask, generator=torch.Generator().manual_seed(7), compute_metrics=False).loss
+    b = peer(ids, mask, torch.Generator().manual_seed(7), kwargs)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # the same sharing as ours: as many trained numbers (ours fuses q/k/v, so fewer tensors)
+    assert sum(p.numel() for p in peer.parameters()) == sum(p.numel() for p in ours.parameters())
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "t5-v1_1-tiny"])
+def test_train_flops_formula_matches_flop_counter(preset):
+    """MFU's numerator: the analytic count equals torch's FlopCounterMode on a real step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(T5Config.from_preset(preset))
+    model.set_attn_implementation("eager")  # plain matmuls, which the counter sees
+    x, y = torch.randint(3, 200, (2, 12)), torch.randint(3, 200, (2, 5))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=x, labels=y).loss.backward()
+    assert C.t5_train_flops(model.config, 2, 12, 5) == pytest.approx(counter.get_total_flops(), rel=1e-3)
