@@ -9,9 +9,8 @@ label / number / answer before its metrics score it. Text that is not a valid an
 name the task does not have, a non-number for a regression) counts as wrong, as in T5's own
 evaluation (``t5/data/postprocessors.py``).
 
-An ELECTRA checkpoint with a task head (``ElectraForSequenceClassification``) answers with logits:
-the argmax class (classification) or the single output (regression, ``num_labels=1``) goes through
-the same metrics. The fine-tuning recipe for ELECTRA has its own evaluation, used when present.
+An ELECTRA (or BERT) checkpoint with a task head is scored by the ELECTRA fine-tuning recipe's own
+evaluation (classification, regression, token classification, extractive QA).
 
 ``CHECKPOINT`` may be a model directory, a training checkpoint (``RUN/checkpoints/step-N``) or a
 run directory, which resolves to ``RUN/model`` (the fine-tuning recipes save the best checkpoint
@@ -114,39 +113,6 @@ def score_tasks(model, tokenizer, tasks: Sequence[Task], examples: dict[str, lis
 
 
 # --------------------------------------------------------------------------------------------
-# ELECTRA: a classification / regression head
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def score_electra_head(model, tokenizer, task: Task, split: str, *, batch_size: int = 32, max_length: int = 128,
-                       max_examples: int | None = None) -> dict[str, float]:
-    """Metrics of an ``ElectraForSequenceClassification`` on a classification/regression task."""
-    if task.head.kind not in ("classification", "regression"):
-        raise ConfigError(f"task {task.name!r} needs a {task.head.kind!r} head; `evaluate` scores classification "
-                          f"and regression heads (use the ELECTRA fine-tuning recipe's evaluation for QA)")
-    rows = list(task.head_examples(split))[:max_examples]
-    if not rows:
-        raise DataError(f"task {task.name!r}: no {split!r} examples")
-    model.eval()
-    preds: list[Any] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        pairs = [r["text_pair"] for r in chunk]
-        enc = tokenizer([r["text"] for r in chunk], pairs if any(p is not None for p in pairs) else None,
-                        padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        logits = model(**{k: v.to(model.device) for k, v in enc.items()
-                          if k in ("input_ids", "attention_mask", "token_type_ids")}).logits  # (b, num_labels)
-        if task.head.kind == "regression":
-            preds += logits[:, 0].float().tolist()
-        else:
-            preds += logits.argmax(-1).tolist()
-    targets = [r["label"] for r in rows]
-    out: dict[str, float] = {}
-    for fn in task.metrics:
-        out.update(fn(targets, preds))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
 def task_list(name: str, data_dir: str | None = None) -> list[Task]:
@@ -192,8 +158,8 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", 
     else:
         if len(tasks) > 1:
             raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {task!r}")
-        metrics, n = _evaluate_electra(model_dir, tasks[0], split, dev, batch_size=batch_size,
-                                       max_length=min(max_length, 512), max_examples=max_examples)
+        metrics, n = _evaluate_electra(model_dir, tasks[0], data_dir, split, dev, batch_size=batch_size,
+                                       max_length=max_length, max_examples=max_examples)
     return {"checkpoint": str(model_dir), "task": task, "split": split, "num_examples": n, "metrics": metrics}
 
 
@@ -219,19 +185,42 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
     return out
 
 
-def _evaluate_electra(model_dir: Path, task: Task, split: str, device: torch.device, *, batch_size: int,
-                      max_length: int, max_examples: int | None) -> tuple[dict[str, float], int]:
-    from ..models.electra import ElectraForSequenceClassification
-    from ..tokenizers import ElectraTokenizer
+# ELECTRA checkpoints: their head -> the head the fine-tuning recipe scores
+ELECTRA_HEADS = {"ElectraForSequenceClassification": "classification", "BertForSequenceClassification": "classification",
+                 "ElectraForTokenClassification": "token_classification",
+                 "BertForTokenClassification": "token_classification",
+                 "ElectraForQuestionAnswering": "qa", "BertForQuestionAnswering": "qa"}
 
-    arch = (read_json(model_dir / "config.json").get("architectures") or [""])[0]
-    if arch not in ("ElectraForSequenceClassification", "BertForSequenceClassification"):
-        raise ConfigError(f"{model_dir}: architecture {arch!r} has no classification/regression head to evaluate "
-                          f"(fine-tune it first: `t5electra finetune`)")
-    model = ElectraForSequenceClassification.from_pretrained(model_dir).to(device)
+
+def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: str, device: torch.device, *,
+                      batch_size: int, max_length: int, max_examples: int | None) -> tuple[dict[str, float], int]:
+    """The ELECTRA fine-tuning recipe's own scoring (recipes/finetune_electra.py: encode, predict,
+    score), so every head it trains (classification, regression, token classification, QA) is
+    scored here exactly as during fine-tuning."""
+    import dataclasses
+
+    from ..tokenizers import ElectraTokenizer
+    from .finetune_electra import MODEL_CLASSES, default_config, encode, load_data, predict, score
+
+    config = read_json(model_dir / "config.json")
+    arch = (config.get("architectures") or [""])[0]
+    if arch not in ELECTRA_HEADS:
+        raise ConfigError(f"{model_dir}: architecture {arch!r} has no task head to evaluate (fine-tune it first: "
+                          f"`t5electra finetune`)")
+    head = ELECTRA_HEADS[arch]
+    if head == "classification" and config.get("num_labels", len(config.get("id2label") or {0: 0, 1: 1})) == 1:
+        head = "regression"
+    max_length = min(max_length, int(config.get("max_position_embeddings", 512)))
+    cfg = default_config()
+    cfg.data.task, cfg.data.task_dir, cfg.electra.head, cfg.data.max_length = task.name, data_dir, head, max_length
+    data = load_data(cfg)
+    if split not in data.splits:
+        raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
+    data = dataclasses.replace(data, splits={split: data.splits[split][:max_examples]})
+    if not data.splits[split]:
+        raise DataError(f"task {task.name!r}: the {split!r} split is empty")
+    model = MODEL_CLASSES[head].from_pretrained(model_dir).to(device)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
-    if split not in task.splits:
-        raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(task.splits)})")
-    n = min(task.num_examples(split), max_examples) if max_examples else task.num_examples(split)
-    return score_electra_head(model, tokenizer, task, split, batch_size=batch_size, max_length=max_length,
-                              max_examples=max_examples), n
+    features = encode(data, split, tokenizer, cfg)
+    preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)
+    return score(data, data.splits[split], features, preds, loss, cfg), len(data.splits[split])
