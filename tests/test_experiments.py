@@ -284,6 +284,15 @@ def test_tiny_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     assert sum("skipped" in line for line in lines) == 4
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
 
+    # --report-only rewrites the report from what finished, with the machine it ran on
+    (out / "README.md").unlink()
+    first = json.loads((out / "run.json").read_text())
+    (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n")
+    assert main(["experiment", "tiny", "--out", str(out), "--work", str(work), "--report-only"]) == 0
+    readme = (out / "README.md").read_text()
+    assert "Partial: 2 of 4 jobs" in readme and "ELECTRA" not in readme.split("## Pretraining runs")[1]
+    assert json.loads((out / "run.json").read_text())["command"] == first["command"]
+
 
 def test_dry_run_lists_jobs_and_flops(tmp_path, capsys):
     from t5electra.cli import main

@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
                                                       "runs/experiments/NAME)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default auto)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, their steps and FLOPs; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing; rewrite the report from the jobs already finished")
 
 
 def run(args) -> int:
@@ -24,7 +26,8 @@ def run(args) -> int:
     command = "t5electra " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["experiment"] \
         else f"t5electra experiment {args.experiment}"
     try:
-        run_experiment(args.experiment, args.out, args.work, dry_run=args.dry_run, device=args.device, command=command)
+        run_experiment(args.experiment, args.out, args.work, dry_run=args.dry_run, report_only=args.report_only,
+                       device=args.device, command=command)
     except T5ElectraError as e:
         print(f"t5electra experiment: error: {e}", file=sys.stderr)
         return 1

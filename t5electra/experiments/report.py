@@ -127,6 +127,9 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
     L = [f"# {exp.title}", ""]
     if exp.claim:
         L += [f"**The paper's claim:** {exp.claim}", ""]
+    total = meta.get("jobs_total", len(records))
+    if total > len(records):
+        L += [f"**Partial: {len(records)} of {total} jobs have finished** (run the command again to continue).", ""]
     L += [f"{len(records)} jobs ({len(pretrain)} pretraining, {len(finetune)} fine-tuning), seeds "
           f"{', '.join(map(str, exp.seeds))}, {hours:.2f} h of training in total. Scores are test-split "
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "

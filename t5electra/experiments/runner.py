@@ -250,10 +250,12 @@ def run_job(ctx: Context, job: Job, records: dict[str, dict[str, Any]]) -> dict[
 
 
 def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | None = None,
-                   work: str | os.PathLike | None = None, *, dry_run: bool = False, device: str = "auto",
-                   command: str | None = None, echo: Callable[[str], None] = print) -> list[Job]:
+                   work: str | os.PathLike | None = None, *, dry_run: bool = False, report_only: bool = False,
+                   device: str = "auto", command: str | None = None,
+                   echo: Callable[[str], None] = print) -> list[Job]:
     """Run (or, with ``dry_run``, list) every job of the experiment, then write the report.
-    Returns the jobs."""
+    ``report_only``: run nothing, rewrite the report from the finished jobs (keeping the command
+    and machine they ran on). Returns the jobs."""
     exp = load_experiment(name_or_path)
     ctx = Context(exp, Path(out or f"docs/experiments/{exp.name}"), Path(work or f"runs/experiments/{exp.name}"),
                   device)
@@ -264,8 +266,9 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
             echo(line)
         return jobs
 
-    prepare_data(ctx, echo)
-    for i, job in enumerate(jobs, 1):
+    for i, job in enumerate([] if report_only else jobs, 1):
+        if i == 1:
+            prepare_data(ctx, echo)
         if job.id in records:
             echo(f"[{i}/{len(jobs)}] {job.id}: done ({records[job.id]['wall_s']:.0f} s), skipped")
             continue
@@ -277,10 +280,16 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
 
     from .report import write_report
 
-    meta = {"command": command or " ".join(["t5electra experiment", str(name_or_path)]), "machine": machine(),
-            "seeds": exp.seeds, "experiment_file": exp.path}
-    (ctx.out / "run.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    path = write_report(exp, [records[j.id] for j in jobs], ctx.out, meta)
+    meta_path = ctx.out / "run.json"
+    if report_only and meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    else:
+        meta = {"command": command or f"t5electra experiment {name_or_path}", "machine": machine(),
+                "seeds": exp.seeds, "experiment_file": exp.path}
+    meta["jobs_total"] = len(jobs)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    path = write_report(exp, [records[j.id] for j in jobs if j.id in records], ctx.out, meta)
     echo(f"report: {path}")
     return jobs
 
