@@ -684,15 +684,24 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
     if isinstance(source, (str, os.PathLike)):
         source = [source]
     if isinstance(source, (list, tuple)):
-        files = [Path(f) for f in source]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise InvalidInputError(f"training file(s) not found: {', '.join(missing)} (to train on strings, "
-                                    f"pass an iterator, e.g. iter(texts))")
-        if not files:
+        if not source:
             raise InvalidInputError("no training files given")
-        return files, None
+        is_file = [_is_file(f) for f in source]
+        if all(is_file):
+            return [Path(f) for f in source], None
+        missing = [repr(str(f) if len(str(f)) <= 200 else str(f)[:80] + "...") for f, ok in zip(source, is_file)
+                   if not ok]
+        raise InvalidInputError(f"training file(s) not found: {', '.join(missing[:3])}"
+                                f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} "
+                                f"(a list is read as file paths; to train on strings, pass iter(texts))")
     return None, source
+
+
+def _is_file(f) -> bool:
+    try:
+        return Path(f).is_file()
+    except (OSError, ValueError):  # a long text is not a path (ENAMETOOLONG), nor one with NUL bytes
+        return False
 
 
 # ============================================================================================

@@ -262,6 +262,10 @@ def test_t5_train_from_iterator_and_bad_input(corpus, tmp_path):
         T5Tokenizer.train(iter(lines[:20]), 5000)
     with pytest.raises(InvalidInputError, match="nope.txt"):
         T5Tokenizer.train([tmp_path / "nope.txt"], 300)
+    # Texts passed as a list by mistake: a short error that says what to do, not the whole corpus.
+    with pytest.raises(InvalidInputError, match=r"iter\(texts\)") as err:
+        T5Tokenizer.train(lines + [" ".join(lines[:400])], 300)
+    assert len(str(err.value)) < 400
     # A BPE SentencePiece model is not T5's.
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines[:300]), model_prefix=str(tmp_path / "spiece"),
                                    vocab_size=100, model_type="bpe", minloglevel=2)
