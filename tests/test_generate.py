@@ -200,6 +200,43 @@ def test_beam_search_eos_and_padding_like_transformers(models):
     assert ended_early > 0  # the cases above do exercise padding of finished hypotheses
 
 
+class CountingShrinks:
+    """Our model, counting the cache reorders that drop rows (finished rows / inputs leaving)."""
+
+    def __init__(self, model):
+        self.model, self.config, self.shrinks = model, model.config, 0
+
+    def encode(self, input_ids, attention_mask=None):
+        return self.model.encode(input_ids, attention_mask)
+
+    def decode_step(self, ids, cache):
+        return self.model.decode_step(ids, cache)
+
+    def new_decoder_cache(self, enc, mask, max_length):
+        cache = self.model.new_decoder_cache(enc, mask, max_length)
+        reorder = cache.reorder
+
+        def counting_reorder(index):
+            self.shrinks += int(index.numel() < cache.batch_size)
+            reorder(index)
+        cache.reorder = counting_reorder
+        return cache
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_dropping_finished_rows_keeps_the_output(models, num_beams):
+    """Rows (greedy) or inputs (beam search) that are done leave the cache; the output is unchanged."""
+    shrinks = 0
+    for seed in range(3):
+        ours, hf = models["v1.0", seed]
+        ids, mask = padded_batch(seed)
+        counting = CountingShrinks(ours)
+        assert_same(counting, hf, ids, mask, num_beams=num_beams, eos_token_id=frequent_token(ours, ids, mask),
+                    max_new_tokens=16)
+        shrinks += counting.shrinks
+    assert shrinks > 0
+
+
 def test_model_generate_method(models):
     """``model.generate`` is this function, with transformers' calling convention."""
     ours, hf = models["v1.0", 0]
