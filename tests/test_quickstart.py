@@ -1,0 +1,56 @@
+"""`t5electra quickstart --tiny`: the whole pipeline (data, tokenizers, T5 and ELECTRA pretraining
+and fine-tuning, evaluation, report, plots) on toy sizes; a second run resumes from the finished
+stages."""
+
+from __future__ import annotations
+
+import json
+
+from t5electra.cli import main
+from t5electra.recipes.quickstart import PLANS, sentiment_subset
+
+
+def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--tiny", "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    for stage in ("1/8 data", "2/8 tokenizers", "3/8 pretrain T5", "4/8 pretrain ELECTRA", "5/8 fine-tune T5",
+                  "6/8 fine-tune ELECTRA", "8/8 report", "sentiment test accuracy", "majority class"):
+        assert stage in printed
+    assert "MiniLM" not in printed  # --tiny skips the real-weights stage
+
+    summary = json.loads((out / "quickstart.json").read_text())
+    table = {row["model"]: row["accuracy"] for row in summary["table"]}
+    assert list(table) == ["majority class", "T5 (pretrained here, fine-tuned)", "ELECTRA (pretrained here, fine-tuned)"]
+    assert all(0.0 <= acc <= 100.0 for acc in table.values())
+    n = PLANS["tiny"].sentiment_subset
+    assert summary["test_examples"] == n
+    t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
+    electra = json.loads((out / "electra-sentiment" / "results.json").read_text())
+    assert t5["test"]["accuracy"] == table["T5 (pretrained here, fine-tuned)"]
+    assert electra["test"]["accuracy"] == table["ELECTRA (pretrained here, fine-tuned)"]
+    # the baseline: the most frequent training answer, scored on the test split
+    assert t5["majority_baseline"]["test"]["accuracy"] == table["majority class"]
+    # samples: T5 answers, span filling, and a replaced-token probability for every ELECTRA token
+    assert len(summary["samples"]["t5_sentiment"]) == 4
+    for row in summary["samples"]["electra_rtd"]:
+        assert row["tokens"] and all(0.0 <= p <= 1.0 for _, p in row["tokens"])
+    for png in ("t5-pretrain/plots/loss.png", "electra-pretrain/plots/electra.png", "t5-sentiment/plots/loss.png"):
+        assert str(out / png) in summary["plots"] and (out / png).is_file()
+    for run in ("t5-pretrain", "electra-pretrain", "t5-sentiment", "electra-sentiment"):
+        assert (out / run / "config.yaml").is_file()
+
+    # a second run finds every stage done and only reports again
+    assert main(["quickstart", "--tiny", "--out", str(out), "--threads", "1"]) == 0
+    assert capsys.readouterr().out.count("already done") == 5  # tokenizers, 2 pretrainings, 2 fine-tunings
+
+
+def test_sentiment_subset_is_balanced_and_keeps_the_layout(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = [f"text {i}\t{1 if i < 50 else 0}\n" for i in range(100)]  # ordered by label, like the sample
+    (src / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    sub = sentiment_subset(src, tmp_path / "sub", 10)
+    header, *kept = (sub / "train.tsv").read_text().splitlines()
+    assert header == "sentence\tlabel" and len(kept) == 10
+    assert sorted(r.split("\t")[1] for r in kept) == ["0"] * 5 + ["1"] * 5
