@@ -112,3 +112,24 @@ def test_bad_setups_fail_before_training(task_dir, tmp_path, capsys):
     train(load_config(None, _args(task_dir, tmp_path / "d", 2)))
     assert main(_args(task_dir, tmp_path / "d", 4, "--optim.lr=1e-3")) == 1
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_mixture_of_tasks_reports_each_task_and_the_average(task_dir, tmp_path):
+    from t5electra.data.tasks import FileSource, classification_task, find_split_files, register_task
+
+    files = find_split_files(task_dir, (".tsv",))
+    for name in ("toy_a", "toy_b"):  # the same reviews under two task prefixes
+        register_task(name, classification_task(name, FileSource(files), text_keys=("sentence",),
+                                                labels=("negative", "positive")), overwrite=True)
+    run = tmp_path / "mix"
+    train(load_config(None, _args(task_dir, run, 4, "--data.task=toy_a+toy_b", "--data.task_dir=none",
+                                  "--eval.metric=average", "--eval.max_batches=1")))
+    seen = {r["step"] for r in read_metrics(run) if r["split"] == "train"}
+    assert seen == {1, 2, 3, 4}
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["test"]) == {"toy_a/accuracy", "toy_b/accuracy", "average"}
+    assert results["test"]["average"] == pytest.approx((results["test"]["toy_a/accuracy"] +
+                                                        results["test"]["toy_b/accuracy"]) / 2)
+    assert results["num_examples"]["test"] == 64 and results["majority_baseline"] == {}
+    with pytest.raises(ConfigError, match="mixture"):
+        train(load_config(None, _args(task_dir, tmp_path / "bad", 1, "--data.task=toy_a+toy_b")))
