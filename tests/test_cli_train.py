@@ -81,7 +81,7 @@ def test_pretrain_sigkill_resume_then_finetune(data, tmp_path, capsys):
     rc = main(["finetune", f"--model.init_from={run / 'model'}", "--electra.head=classification",
                f"--data.train_files={data / 'train.tsv'}", f"--data.validation_files={data / 'dev.tsv'}",
                f"--train.output_dir={ft}", "--data.max_length=16", "--train.batch_size=8", "--train.max_steps=4",
-               "--eval.every_steps=2", "--checkpoint.every_steps=2", "--train.device=cpu", "--train.progress=false",
+               "--eval.every_steps=2", "--checkpoint.every_steps=0", "--train.device=cpu", "--train.progress=false",
                "--train.tensorboard=false"])
     out = capsys.readouterr().out
     assert rc == 0 and "fine-tuned (electra)" in out
@@ -89,6 +89,9 @@ def test_pretrain_sigkill_resume_then_finetune(data, tmp_path, capsys):
     assert results["head"] == "classification" and 0 <= results["validation"]["accuracy"] <= 100
     assert results["majority_baseline"]["validation"]["accuracy"] == 50.0
     assert (ft / "model" / "vocab.txt").is_file() and (ft / "config.yaml").is_file()
+    # every evaluation is a checkpoint that competes for the best one
+    assert (ft / "checkpoints" / "step-00000002").is_dir() and (ft / "checkpoints" / "step-00000004").is_dir()
+    assert results["best_checkpoint"]["step"] in (2, 4)
 
 
 def test_objective_and_family_pick_the_recipe(data, tmp_path, capsys, spiece_model_path):

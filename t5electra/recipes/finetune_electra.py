@@ -26,8 +26,9 @@ Data: a registered task (``data.task=sentiment``, ``sst2``, ``stsb``, ``squad``,
 The recipe of the ELECTRA paper (appendix, Table 7): AdamW, lr 1e-4 (Small: 3e-4), weight decay
 0.01, linear warmup over the first 10% of the steps then linear decay, layer-wise lr decay 0.8
 (``optim.layerwise_lr_decay``, implemented as intended: see docs/training.md, the official code
-applies one factor too many). The validation split is scored every ``eval.every_steps`` steps;
-``checkpoints/best`` follows ``eval.metric`` (``auto``: the task's first metric, e.g. accuracy,
+applies one factor too many). The validation split is scored every ``eval.every_steps`` steps
+(on a fixed random subset of ``eval.max_batches`` batches, if set) and each evaluation is
+checkpointed; ``checkpoints/best`` follows ``eval.metric`` (``auto``: the task's first metric, e.g. accuracy,
 Pearson, SQuAD F1). At the end the best checkpoint is scored on the validation and test splits
 (``RUN/results.json``, with the majority-class baseline for classification) and saved as
 ``RUN/model`` (weights, config with label names, tokenizer).
@@ -115,7 +116,8 @@ def load_data(cfg: RunConfig) -> TaskData:
             if split not in task.splits:
                 continue
             if head == "qa":
-                splits[split] = [_qa_example(r, f"{task.name}/{split}:{i}") for i, r in enumerate(task.raw_examples(split))]
+                splits[split] = [_qa_example(r, f"{task.name}/{split}:{i}")
+                                 for i, r in enumerate(task.raw_examples(split))]
             else:
                 splits[split] = list(task.head_examples(split))
         return TaskData(head, list(task.head.labels), splits, task.metrics)
@@ -297,7 +299,8 @@ class ExampleStream:
         self.per_rank = len(range(env.rank, len(features), env.world_size))
         if self.per_rank == 0:
             raise DataError(f"{len(features)} training examples for {env.world_size} processes")
-        self.features, self.batch_size, self.seed, self.env, self.collate_fn = features, batch_size, seed, env, collate_fn
+        self.features, self.batch_size, self.seed, self.env = features, batch_size, seed, env
+        self.collate_fn = collate_fn
         self.consumed = 0
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -403,7 +406,8 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         if out.loss is not None:
             losses.append(float(out.loss) * len(chunk))
         if hasattr(out, "start_logits"):
-            preds += [(s.float().cpu().numpy(), e.float().cpu().numpy()) for s, e in zip(out.start_logits, out.end_logits)]
+            preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())
+                      for s, e in zip(out.start_logits, out.end_logits)]
         elif out.logits.dim() == 3:  # token classification: (B, T, L)
             preds += [row.argmax(-1).cpu().tolist() for row in out.logits]
         elif out.logits.shape[-1] == 1:  # regression
@@ -524,7 +528,10 @@ def train(cfg: RunConfig) -> Path:
             return {}
         feats, examples = features[split], data.splits[split]
         if cfg.eval.max_batches is not None and not full and data.head != "qa":  # QA: windows != examples
-            feats, examples = feats[:cfg.eval.max_batches * eval_batch], examples[:cfg.eval.max_batches * eval_batch]
+            # a fixed random subset: the first rows of a file are often sorted by label
+            n = cfg.eval.max_batches * eval_batch
+            keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
+            feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
         preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision)
         return score(data, examples, feats, preds, loss, cfg)
 
@@ -559,7 +566,7 @@ def train(cfg: RunConfig) -> Path:
             if metrics:
                 log.log(step, metrics, split="eval")
                 bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
-            if every_ckpt or final:
+            if every_ckpt or every_eval or final:  # each evaluation competes for checkpoints/best
                 last_ckpt = save(step, metrics) or last_ckpt
     finally:
         bar.close()
