@@ -324,6 +324,9 @@ def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_toke
     except ImportError:
         have_ct2 = False
         env.log("ctranslate2 is not installed (pip install 't5electra[bench]'): CTranslate2 columns skipped")
+    except (RuntimeError, ValueError) as e:  # e.g. a CPU-only ctranslate2 wheel with --device cuda
+        have_ct2 = False
+        env.log(f"ctranslate2 cannot run on {env.device} ({e}): CTranslate2 columns skipped")
     V = ours.config.vocab_size
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     results = []

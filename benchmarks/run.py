@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     write_markdown(args.output, results, machine, command.strip(), args.mode, wall, peaks, env.profiles,
                    notes, charts)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "peaks": peaks, "mode": args.mode,
+        args.json.write_text(json.dumps({"machine": machine, "peaks": peaks, "mode": args.mode, "command": command,
+                                         "wall_s": wall, "notes": notes, "profiles": env.profiles,
                                          "results": [r.to_dict() for r in results]}, indent=1, default=str))
     for r in results:
         ratios = ", ".join(f"{p} {r.ratio(p):.2f}x" for p in r.timings if p != "t5electra")
