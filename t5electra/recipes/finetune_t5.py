@@ -123,8 +123,8 @@ def train(cfg: RunConfig) -> Path:
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer).to(env.device)
     # Targets are short for classification: size them from the training set once, then fix them.
-    head = list(itertools.islice(mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed), 2000))
-    batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, head))
+    first = list(itertools.islice(mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed), 2000))
+    batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, first))
     eval_bs = cfg.eval.batch_size or cfg.train.batch_size
     valid = split_examples(tasks, "validation", cfg.eval.max_batches * eval_bs if cfg.eval.max_batches else None)
 
@@ -157,14 +157,13 @@ def train(cfg: RunConfig) -> Path:
         if not valid:
             return {}
         rows = [ex for t in tasks for ex in valid[t.name]]
-        bs = eval_bs
         mine = rows[env.rank::env.world_size]
-        metrics = evaluate(ddp_model, (_to(batcher(mine[i:i + bs]), env.device) for i in range(0, len(mine), bs)),
-                           loss_fn, precision=cfg.train.precision, env=env)
+        batches = (_to(batcher(mine[i:i + eval_bs]), env.device) for i in range(0, len(mine), eval_bs))
+        metrics = evaluate(ddp_model, batches, loss_fn, precision=cfg.train.precision, env=env)
         metrics.pop("tokens", None)
         scores = None
         if env.is_main:
-            scores = score_tasks(unwrap_model(model), tokenizer, tasks, valid, batch_size=bs,
+            scores = score_tasks(unwrap_model(model), tokenizer, tasks, valid, batch_size=eval_bs,
                                  max_length=cfg.data.max_length, max_new_tokens=batcher.target_length)
         metrics.update(broadcast_object(scores, env) or {})
         model.train()
