@@ -19,7 +19,7 @@ import contextlib
 import copy
 import dataclasses
 import io
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,9 @@ def _ct2_translator(hf_path: Path, out: Path, compute_type: str, device: str, th
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Dynamic int8 quantisation of every nn.Linear (weights int8 per tensor, activations quantised
     on the fly), for CPU inference: ``torch.ao.quantization.quantize_dynamic`` on a copy."""
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch 2.13 marks quantized tensor types deprecated (torchao replaces them)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {nn.Linear}, dtype=torch.qint8)
 
 
 def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_tokens: int,

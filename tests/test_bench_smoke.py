@@ -28,7 +28,7 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
         for impl, value in r["throughput"].items():
             assert value > 0, (r["label"], impl)
         for peer, ratio in r["ratios"].items():
-            assert ratio == pytest.approx(r["throughput"]["t5electra"] / r["throughput"][peer], rel=1e-2)
+            assert ratio == pytest.approx(r["throughput"]["t5electra"] / r["throughput"][peer], rel=1e-2, abs=1e-3)
     # the harness compares like with like: same tokens as transformers and CTranslate2 (fp32)
     gen = [r for r in results if r["case"] == "generate" and "fp32" in r["label"]]
     assert len(gen) == 4 and all(r["extra"]["same_tokens_as_transformers"] for r in gen)
