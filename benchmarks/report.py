@@ -191,7 +191,7 @@ def write_charts(results: list[Result], img_dir: Path, root: Path) -> list[Path]
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.4))
         names = [f"{label} vs {p}" for label, p, _, _ in bars]
         values = [v for _, _, v, _ in bars]
-        colors = ["#2a9d8f" if t is None or v >= t else "#e76f51" for _, _, v, t in bars]
+        colors = ["#8d99ae" if t is None else "#2a9d8f" if v >= t else "#e76f51" for _, _, v, t in bars]
         y = range(len(bars))
         ax.barh(list(y), values, color=colors)
         for i, (_, _, v, t) in enumerate(bars):
@@ -199,9 +199,10 @@ def write_charts(results: list[Result], img_dir: Path, root: Path) -> list[Path]
                 ax.plot([t, t], [i - 0.4, i + 0.4], color="black", linewidth=2)
             ax.text(v, i, f" {v:.2f}×", va="center", fontsize=8)
         ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(0, 1.2 * max(values + [t for *_, t in bars if t is not None]))
         ax.set_yticks(list(y), names, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("t5electra / peer throughput (black tick: target; green met, red missed)")
+        ax.set_xlabel("t5electra / peer throughput\n(black tick: target; green met, red missed, grey no target)")
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         out = img_dir / f"bench_{case}.png"
