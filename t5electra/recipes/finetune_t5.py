@@ -92,10 +92,13 @@ def train_stream(cfg: RunConfig, tasks, env: DistEnv, skip: int) -> Iterator[Exa
 
 
 def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[Example]]:
-    """Each task's ``split`` (the first ``cap`` examples of each); {} if a task lacks the split."""
+    """Each task's ``split``; {} if a task lacks the split. With ``cap``, ``cap`` evenly spaced examples
+    of each (data files are often ordered by label or source: the first rows would be one-sided)."""
     if not all(split in t.splits for t in tasks):
         return {}
-    out = {t.name: list(itertools.islice(t.examples(split), cap)) for t in tasks}
+    out = {t.name: list(t.examples(split)) for t in tasks}
+    if cap:
+        out = {name: rows[:: max(1, len(rows) // cap)][:cap] for name, rows in out.items()}
     for name, rows in out.items():
         if not rows:
             raise DataError(f"task {name!r}: the {split!r} split is empty")

@@ -61,6 +61,8 @@ class Plan:
     finetune_max_length: int     # fine-tuning input length (tokens)
     t5_finetune_steps: int
     electra_finetune_steps: int
+    t5_finetune_lr: float        # Adafactor, constant (T5's recipe; 1e-3 for well-pretrained checkpoints)
+    electra_finetune_lr: float   # AdamW peak, linear warmup + decay, layer-wise decay 0.8
     minilm_steps: int            # 0: skip the MiniLM stage
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
     eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
@@ -73,9 +75,9 @@ PLANS = {
                  t5_model=dict(d_model=128, d_kv=32, d_ff=384, num_layers=3, num_heads=4),
                  electra_model=dict(embedding_size=128, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                                     num_attention_heads=4),
-                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=250,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
-                 minilm_steps=120, eval_every=150, eval_examples=256),
+                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=150,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=500, electra_finetune_steps=500,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, minilm_steps=60, eval_every=250, eval_examples=256),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -83,7 +85,7 @@ PLANS = {
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
                  finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
-                 minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
 }
 
 
@@ -172,12 +174,12 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
     from ..train.config import load_config
     from .finetune_t5 import train as run
 
-    # T5's fine-tuning recipe: Adafactor, constant learning rate 1e-3 (Raffel et al. §3.1.3).
+    # T5's fine-tuning recipe: Adafactor at a constant learning rate (Raffel et al. §3.1.3: 1e-3).
     return run(load_config(None, _overrides({
         **_common(out / "t5-sentiment", plan), "model.init_from": pretrained, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
-        "optim.name": "adafactor", "optim.lr": 1e-3, "schedule.name": "constant", "eval.metric": "accuracy",
+        "optim.name": "adafactor", "optim.lr": plan.t5_finetune_lr, "schedule.name": "constant", "eval.metric": "accuracy",
         "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
         "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
 
@@ -360,7 +362,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
           "a classification head on the discriminator's [CLS] vector",
           lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
-                                   paths["sentiment"], plan.electra_finetune_steps, 1e-3),
+                                   paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr),
           out / "electra-sentiment" / "results.json")
     if minilm:
         stage("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",
