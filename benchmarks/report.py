@@ -170,6 +170,9 @@ def write_markdown(path: Path, results: list[Result], machine: dict[str, Any], c
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     if charts:
         lines += ["## Charts", ""] + [f"![{c.stem}]({c.as_posix()})" for c in charts] + [""]
+    other = Path(__file__).with_name("other_results.md")  # serve_load.py / data_pipeline.py numbers
+    if other.is_file():
+        lines += [other.read_text(encoding="utf-8").rstrip(), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 

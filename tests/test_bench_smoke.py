@@ -47,6 +47,7 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
                     "## 3. Generation", "## 4. ELECTRA discriminator", "## 5. Data pipeline", "## Profiles"):
         assert heading in text
     assert "| transformers | 5.24.0 |" in text and "measured matmul peak (fp32)" in text
+    assert "### Serving: `t5electra serve` under load" in text  # benchmarks/other_results.md is kept
     tables = [line for line in text.splitlines() if line.startswith("|")]
     assert all(line.endswith("|") for line in tables)
     pngs = sorted(img.glob("bench_*.png"))
