@@ -110,28 +110,10 @@ def steps_for_flops(ctx: Context) -> Callable[[Method, float], int]:
 # --------------------------------------------------------------------------------------------
 # Shared data: corpus slice and tokenizers
 # --------------------------------------------------------------------------------------------
-def corpus_slice(corpus_dir: Path, out: Path, max_chars: int, validation_docs: int = 200) -> None:
-    """Every k-th document of the sample corpus up to ``max_chars`` characters (so novels and
-    glosses both appear), as ``corpus_train.jsonl``, and the first validation documents as
-    ``corpus_validation.jsonl``; the validation file is written last (it marks the slice complete)."""
-    docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
-    stride = max(1, sum(len(d) for d in docs) // max_chars)
-    picked, n = [], 0
-    for d in docs[::stride]:
-        if n >= max_chars:
-            break
-        picked.append(d)
-        n += len(d)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "corpus_train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
-    val = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:validation_docs]
-    (out / "corpus_validation.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in val),
-                                                 encoding="utf-8")
-
-
 def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
     """The sample corpus slice (train/validation JSONL) and a tokenizer per model family, once."""
     from ..data.samples import fetch_sample
+    from ..recipes.quickstart import corpus_slice  # the quickstart's evenly spread slice, reused
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
     data = {**DEFAULT_DATA, **ctx.exp.data}
