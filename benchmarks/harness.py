@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from t5electra.machine import cpu_model
+
 
 # ------------------------------------------------------------------------------------------------
 # Memory
@@ -133,17 +135,6 @@ def matmul_peak_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", n
     return 2 * n**3 / best
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -166,7 +157,7 @@ def _version(module: str) -> str:
 
 def machine_info(device: str, threads: int) -> dict[str, Any]:
     info = {
-        "cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
+        "cpu": cpu_model(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
         "threads": threads, "device": device, "python": platform.python_version(),
         "platform": platform.platform(), "torch": torch.__version__,
         "transformers": _version("transformers"), "ctranslate2": _version("ctranslate2"),

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from t5electra.checkpoint.io import load_state_dict
 from t5electra.errors import (CheckpointError, CheckpointNotFoundError, ConfigError, ModelTypeError,
                               UnsafeCheckpointError, WeightsMismatchError)
-from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration
+from t5electra.models.t5 import T5EncoderModel, T5ForConditionalGeneration
 
 CFG = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, dropout_rate=0.0)
 

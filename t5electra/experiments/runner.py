@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..data.sources import read_documents
+from ..machine import cpu_model
 from ..errors import ConfigError
 from . import flops as F
 from .adapters import get_adapter
@@ -195,15 +196,7 @@ def copy_logs(run_dir: Path, dest: Path) -> None:
 
 def machine() -> dict[str, Any]:
     """The CPU model, cores, accelerator and library versions the results came from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
