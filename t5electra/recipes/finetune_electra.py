@@ -57,7 +57,7 @@ from ..train.checkpointing import CheckpointManager, load_model_weights, save_mo
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
-from ..train.loop import seed_everything, train_step
+from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
 
@@ -548,7 +548,7 @@ def train(cfg: RunConfig) -> Path:
     t_log, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start + 1, cfg.train.max_steps + 1):
-            micro = [{k: v.to(env.device) for k, v in next(batches).items()} for _ in range(cfg.train.grad_accum_steps)]
+            micro = [to_device(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
             tokens_since += int(out.metrics.get("tokens", 0))

@@ -45,11 +45,11 @@ from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
 from ..train.logging import MetricsLogger, Progress
-from ..train.loop import evaluate, seed_everything, train_step
+from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
 from .evaluate import Example, mixture, score_tasks, task_list
-from .pretrain_t5 import _plot, _to, build_model, load_tokenizer, loss_fn
+from .pretrain_t5 import _plot, build_model, load_tokenizer, loss_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def train(cfg: RunConfig) -> Path:
             return {}
         rows = [ex for t in tasks for ex in valid[t.name]]
         mine = rows[env.rank::env.world_size]
-        batches = (_to(batcher(mine[i:i + eval_bs]), env.device) for i in range(0, len(mine), eval_bs))
+        batches = (to_device(batcher(mine[i:i + eval_bs]), env.device) for i in range(0, len(mine), eval_bs))
         metrics = evaluate(ddp_model, batches, loss_fn, precision=cfg.train.precision, env=env)
         metrics.pop("tokens", None)
         scores = None
@@ -184,7 +184,7 @@ def train(cfg: RunConfig) -> Path:
     t_log, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start + 1, cfg.train.max_steps + 1):
-            micro = [_to(batcher([next(examples) for _ in range(cfg.train.batch_size)]), env.device)
+            micro = [to_device(batcher([next(examples) for _ in range(cfg.train.batch_size)]), env.device)
                      for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)

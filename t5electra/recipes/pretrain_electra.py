@@ -45,7 +45,7 @@ from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
-from ..train.loop import evaluate, seed_everything, train_step
+from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
 
@@ -180,10 +180,6 @@ def save_tokenizer_everywhere(tokenizer: ElectraTokenizer, model: ElectraPretrai
     return save
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -232,7 +228,7 @@ def train(cfg: RunConfig) -> Path:
             return {}
         val = build_loader(cfg, cfg.data.validation_files, tokenizer, env, train=False)
         masks = torch.Generator(env.device).manual_seed(cfg.train.seed + 1_000_003 * (env.rank + 1))
-        metrics = evaluate(ddp_model, (_to(b, env.device) for b in val), make_loss_fn(masks),
+        metrics = evaluate(ddp_model, (to_device(b, env.device) for b in val), make_loss_fn(masks),
                            precision=cfg.train.precision, env=env, max_batches=cfg.eval.max_batches)
         metrics.pop("tokens", None)
         return metrics
@@ -249,7 +245,7 @@ def train(cfg: RunConfig) -> Path:
     t_log, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start + 1, cfg.train.max_steps + 1):
-            micro = [_to(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
+            micro = [to_device(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, train_loss, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
             tokens_since += int(out.metrics.get("tokens", 0))

@@ -31,7 +31,7 @@ from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
-from ..train.loop import evaluate, seed_everything, train_step
+from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
 
@@ -108,10 +108,6 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     return out.loss, {"tokens": tokens}
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ def train(cfg: RunConfig) -> Path:
         if not cfg.data.validation_files:
             return {}
         val = build_loader(cfg, cfg.data.validation_files, tokenizer, objective, env, train=False)
-        metrics = evaluate(ddp_model, (_to(b, env.device) for b in val), loss_fn, precision=cfg.train.precision,
+        metrics = evaluate(ddp_model, (to_device(b, env.device) for b in val), loss_fn, precision=cfg.train.precision,
                            env=env, max_batches=cfg.eval.max_batches)
         metrics.pop("tokens", None)
         return metrics
@@ -177,7 +173,7 @@ def train(cfg: RunConfig) -> Path:
     t_log, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start + 1, cfg.train.max_steps + 1):
-            micro = [_to(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
+            micro = [to_device(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
             tokens_since += int(out.metrics.get("tokens", 0))

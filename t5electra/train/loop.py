@@ -35,6 +35,11 @@ LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str
 COUNTS = frozenset({"tokens", "examples"})
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Every tensor of a batch on ``device`` (non-blocking: overlaps host-to-GPU copies)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed python, numpy and torch (all devices) with ``seed + rank``."""
     s = int(seed) + int(rank)
