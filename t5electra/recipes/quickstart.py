@@ -63,6 +63,7 @@ class Plan:
     electra_finetune_steps: int
     t5_finetune_lr: float        # Adafactor, constant (T5's recipe; 1e-3 for well-pretrained checkpoints)
     electra_finetune_lr: float   # AdamW peak, linear warmup + decay, layer-wise decay 0.8
+    electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4; 1e-3 and 2e-3 left the discriminator flat here)
     minilm_steps: int            # 0: skip the MiniLM stage
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
     eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
@@ -75,9 +76,9 @@ PLANS = {
                  t5_model=dict(d_model=128, d_kv=32, d_ff=384, num_layers=3, num_heads=4),
                  electra_model=dict(embedding_size=128, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                                     num_attention_heads=4),
-                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=150,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=500, electra_finetune_steps=500,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, minilm_steps=60, eval_every=250, eval_examples=256),
+                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=350,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=450, electra_finetune_steps=500,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=5e-4, minilm_steps=60, eval_every=250, eval_examples=256),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -85,7 +86,7 @@ PLANS = {
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
                  finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
 }
 
 
@@ -166,7 +167,7 @@ def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid:
         "model.overrides": plan.electra_model, "electra.generator_size": 0.25,
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
-        "train.max_steps": plan.electra_pretrain_steps, "optim.lr": 2e-3, "schedule.warmup_ratio": 0.05,
+        "train.max_steps": plan.electra_pretrain_steps, "optim.lr": plan.electra_pretrain_lr, "schedule.warmup_ratio": 0.05,
         "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
 
 
