@@ -118,6 +118,14 @@ def equal_flops_points(exp: Experiment, series) -> list[float]:
     return merged
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (reports are committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> Path:
     """Write ``out/README.md`` and the plots; returns the README's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +143,7 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "
           "`t5electra.experiments.flops` (formula in [docs/experiments/README.md](../README.md)).", "",
           "## Reproduce", "", "```", meta["command"], "```", "",
-          f"Experiment file: `{meta.get('experiment_file', '')}`. Machine: " +
+          f"Experiment file: `{_relative(meta.get('experiment_file', ''))}`. Machine: " +
           ", ".join(f"{k} {v}" for k, v in meta["machine"].items()) + ".",
           f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
 
