@@ -95,6 +95,15 @@ def test_diff_names_fields_and_ignores_resume_safe_ones():
     assert ("train.log_every", 5, 50) in diff_configs(a, b, ignore=())
 
 
+def test_an_option_missing_from_an_older_saved_config_counts_as_its_default():
+    now = load_config(None, ["--optim.lr=1e-3"]).to_dict()
+    older = {section: dict(values) for section, values in now.items()}
+    del older["optim"]["max_grad_norm"]                     # a run saved before the option existed
+    assert diff_configs(older, now) == []
+    changed = load_config(None, ["--optim.lr=1e-3", "--optim.max_grad_norm=0.5"]).to_dict()
+    assert diff_configs(older, changed) == [("optim.max_grad_norm", None, 0.5)]
+
+
 def test_every_field_is_documented():
     for name, cls in SECTIONS.items():
         assert {f.name for f in dataclasses.fields(RunConfig)} >= {name}
