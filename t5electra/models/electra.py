@@ -269,7 +269,13 @@ class ElectraSelfAttention(nn.Module):
         B, T, H = x.shape
         # (B, T, 3H) -> (3, B, N, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
-        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
+        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding). SDPA gets it
+        # as an additive 0 / dtype-min bias: with a bool mask its CPU math path (the one that does
+        # dropout, i.e. training) adds a "safe softmax" pass (isneginf, all, where over (B, N, T, T))
+        # for rows with no key at all, which only an all-padding sequence has; its output there is
+        # ignored by every head and loss.
+        if mask is not None:
+            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, torch.finfo(q.dtype).min)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
@@ -338,6 +344,14 @@ class ElectraPreTrainedModel(PreTrainedModel):
 class ElectraModel(ElectraPreTrainedModel):
     """The bare encoder: token ids -> contextual vectors ``last_hidden_state`` (B, T, H)."""
 
+    # Without autograd (torch.no_grad / inference_mode) on CPU, a batch of more than this many
+    # tokens runs through the encoder a few whole sequences at a time: each slice's activations
+    # (~8 MB per layer at 2048 tokens for ELECTRA-Small) stay in the CPU caches and the allocator
+    # reuses its blocks, where the whole batch at once maps fresh pages for every layer's outputs
+    # (~90k page faults per 32 x 128 forward). Sequences never interact, so the result is the same
+    # (tests/test_electra_fast.py). Set it on the instance or the class; 0 turns it off.
+    inference_chunk_tokens: int = 2048
+
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
         for key in ("is_decoder", "add_cross_attention"):
@@ -381,6 +395,19 @@ class ElectraModel(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None) -> BaseModelOutput:
         """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T)."""
         self.check_inputs(input_ids, attention_mask, token_type_ids)
+        B, T = input_ids.shape
+        rows = max(1, self.inference_chunk_tokens // max(1, T))  # whole sequences per slice
+        if (self.inference_chunk_tokens > 0 and B > rows and input_ids.device.type == "cpu"
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+            # Inference on a large CPU batch: a few sequences at a time (see inference_chunk_tokens).
+            pieces = [self._encode(*(None if t is None else t[i:i + rows]
+                                     for t in (input_ids, attention_mask, token_type_ids)))
+                      for i in range(0, B, rows)]
+            return BaseModelOutput(last_hidden_state=torch.cat(pieces))
+        return BaseModelOutput(last_hidden_state=self._encode(input_ids, attention_mask, token_type_ids))
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None) -> torch.Tensor:
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (B, T, H)
@@ -389,7 +416,7 @@ class ElectraModel(ElectraPreTrainedModel):
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         for layer in self.layers:
             x = layer(x, mask)
-        return BaseModelOutput(last_hidden_state=x)
+        return x  # (B, T, H)
 
 
 # --------------------------------------------------------------------------------------------

@@ -125,9 +125,11 @@ def gumbel_max_sample(logits: torch.Tensor, generator: torch.Generator | None = 
     ``sample_from_softmax``). Equivalent to sampling from ``softmax(logits)``."""
     with torch.no_grad():
         logits = logits.detach().float()
-        u = uniform(tuple(logits.shape), generator, logits.device)
-        g = -torch.log(-torch.log(u + 1e-9) + 1e-9)
-        return (logits + g).argmax(-1)
+        g = uniform(tuple(logits.shape), generator, logits.device)  # u, a fresh (M, V) tensor
+        # the same operations in place: (M, V) tensors are the step's largest, and each
+        # out-of-place one costs a fresh allocation (page faults on CPU) and a pass over memory
+        g.add_(1e-9).log_().neg_().add_(1e-9).log_().neg_()
+        return g.add_(logits).argmax(-1)
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -292,7 +294,8 @@ class ElectraPretrainer(nn.Module):
                                            masked_input_ids=m.input_ids, masked_positions=positions)
 
         # 3. replacements: Gumbel-max samples (fp32, no gradient) written into the original text
-        sampled = gumbel_max_sample(gen_logits / pc.temperature, generator=generator)   # (M,)
+        scaled = gen_logits if pc.temperature == 1.0 else gen_logits / pc.temperature   # x / 1 == x: skip the copy
+        sampled = gumbel_max_sample(scaled, generator=generator)                      # (M,)
         replaced = input_ids.clone()
         replaced[positions] = sampled
         is_replaced = (replaced != input_ids) & positions                            # (B, T) a right guess is "original"
