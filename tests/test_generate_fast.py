@@ -1,6 +1,7 @@
 """The decoding fast path (t5electra/models/t5.py: ``decode_linear``, ``_decode_block``, the
 ``T5DecoderCache.reorder`` that gathers into a spare buffer and keeps the encoder K/V shared, and
-``prepare_for_greedy_decoding``) computes what the plain path computes.
+``optimize_for_decoding``: column-major weights, oneDNN-packed copies) computes what the plain
+path computes.
 
 The plain path is the modules' own forward (T5Block -> SelfAttention / CrossAttention /
 FeedForward with ``F.linear``), which ``decode`` uses when dropout is active; here it is switched
@@ -45,7 +46,7 @@ def padded_batch(seed: int, lengths=(10, 6, 3, 8, 5)):
     return ids * mask, mask
 
 
-def plain_block(block, x, bias, kv_cache, start, memory_kv, memory_bias):
+def plain_block(block, x, bias, kv_cache, start, memory_kv, memory_bias, linear):
     return block(x, bias, memory_bias=memory_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv)
 
 
@@ -87,8 +88,9 @@ def test_fast_path_gives_the_plain_path_tokens_and_logits(version, kw):
         fast = generate(model, ids, mask, eos_token_id=eos, **kw)
         group = kw.get("num_return_sequences", 1)
         fast_logits = teacher_forced_logits(model, ids, mask, fast, group)
-        prepared = tiny_model(version, seed).prepare_for_greedy_decoding()
-        assert torch.equal(generate(prepared, ids, mask, eos_token_id=eos, **kw), fast)
+        for pack in (False, True):
+            optimized = tiny_model(version, seed).optimize_for_decoding(pack_weights=pack)
+            assert torch.equal(generate(optimized, ids, mask, eos_token_id=eos, **kw), fast), pack
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(t5mod, "_decode_block", plain_block)
             mp.setattr(t5mod, "decode_linear", lambda x, w: F.linear(x, w))
@@ -115,13 +117,13 @@ def reference_logits(model, ids, mask, out, group: int):
 
 @pytest.mark.parametrize("preset", ["t5-tiny", "t5-v1_1-tiny"])
 @pytest.mark.parametrize("rows", [1, 4, 12])  # decode_linear: F.linear, the 2..8-row orientation, F.linear
-@pytest.mark.parametrize("prepared", [False, True])
-def test_decode_steps_match_the_full_forward(preset, rows, prepared):
+@pytest.mark.parametrize("optimized", [None, "layout", "packed"])
+def test_decode_steps_match_the_full_forward(preset, rows, optimized):
     """Normally initialised models: every fast decoding step is within 1e-5 of the full forward."""
     torch.manual_seed(rows)
     model = T5ForConditionalGeneration(T5Config.from_preset(preset, dropout_rate=0.0)).eval()
-    if prepared:
-        model.prepare_for_greedy_decoding()
+    if optimized:
+        model.optimize_for_decoding(pack_weights=optimized == "packed")
     ids = torch.randint(3, 256, (rows, 9))
     mask = torch.ones_like(ids)
     mask[0, 6:] = 0
@@ -212,13 +214,14 @@ def test_beam_search_shares_encoder_kv_after_inputs_leave():
     assert all(src * 3 == rows for rows, src in seen), seen
 
 
-def test_prepared_weights_keep_values_names_and_training():
+def test_optimized_weights_keep_values_names_and_training():
     model = tiny_model("v1.1", 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids, mask = padded_batch(2)
     labels = torch.randint(2, VOCAB, (ids.shape[0], 7))
     loss_before = model(ids, mask, labels=labels).loss
-    assert model.prepare_for_greedy_decoding() is model
+    assert model.optimize_for_decoding() is model
+    assert model._packed_linears is not None and len(model._packed_linears.packs) == 2 * 6 + 1
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
     assert not model.lm_head.weight.is_contiguous() and model.lm_head.weight.t().is_contiguous()
@@ -229,3 +232,39 @@ def test_prepared_weights_keep_values_names_and_training():
     loss.backward()
     w = model.decoder.blocks[0].ff.wo.weight
     assert w.grad is not None and w.grad.shape == w.shape
+
+
+def test_packed_copies_are_not_used_once_the_weights_change():
+    """After an optimiser step the packed copies are stale: decoding uses the new weights."""
+    model = tiny_model("v1.0", 1).optimize_for_decoding()
+    ids, mask = padded_batch(1)
+    model.train()
+    loss = model(ids, mask, labels=torch.randint(2, VOCAB, (ids.shape[0], 6))).loss
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    model.eval()
+    fresh = copy.deepcopy(model)  # the copy has no packed weights
+    assert fresh._packed_linears is None
+    kw = dict(num_beams=3, max_new_tokens=8)
+    assert torch.equal(generate(model, ids, mask, **kw), generate(fresh, ids, mask, **kw))
+    assert torch.equal(generate(model.optimize_for_decoding(), ids, mask, **kw), generate(fresh, ids, mask, **kw))
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_int8_quantized_model_decodes_through_its_modules(version):
+    """torch.ao dynamic int8 Linear layers (whose ``weight`` is a method) take the modules' path."""
+    import warnings
+
+    model = tiny_model(version, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks its quantized tensor types deprecated
+        qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    ids, mask = padded_batch(0)
+    for kw in (dict(max_new_tokens=6), dict(num_beams=3, max_new_tokens=6)):
+        out = generate(qmodel, ids, mask, **kw)
+        assert out.shape == (ids.shape[0], 7)
+        # the first generated token: the int8 model's teacher-forced argmax (computed without the cache)
+        with torch.no_grad():
+            first = qmodel(ids, mask, decoder_input_ids=out[:, :1]).logits[:, 0].argmax(-1)
+        if "num_beams" not in kw:
+            assert torch.equal(out[:, 1], first)

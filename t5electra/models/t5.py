@@ -32,7 +32,10 @@ Generation protocol (used by t5electra/generate.py; all in ``T5ForConditionalGen
         # while the rows stay grouped by input (rows of input b are b*g .. b*g+g-1): the g beams
         # of an input share its K/V.
 
-``model.generate(...)`` runs t5electra.generate.generate on this protocol.
+``model.generate(...)`` runs t5electra.generate.generate on this protocol. ``decode_step`` runs
+each block through ``_decode_block`` (the blocks' computation with ``decode_linear``, the fastest
+matmul formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
+weights and oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
 """
 
 from __future__ import annotations
@@ -289,18 +292,25 @@ class T5Stack(nn.Module):
             x = block(x, bias, memory, memory_bias)
         return self.dropout(self.final_norm(x))
 
-    def decode(self, x: torch.Tensor, cache: "T5DecoderCache") -> torch.Tensor:
-        """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D)."""
+    def decode(self, x: torch.Tensor, cache: "T5DecoderCache", linear=None) -> torch.Tensor:
+        """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D).
+
+        ``linear(x, weight)`` computes the projections (default :func:`decode_linear`)."""
+        linear = linear or decode_linear
         start, end = cache.length, cache.length + x.shape[1]
         bias = cache.position_bias[:, :, start:end, :end]  # (1, H, t, end)
-        dropout = self.training and self.dropout.p > 0
+        # The modules' own forward where the fast path does not apply: dropout active, or layers
+        # replaced by other modules (e.g. torch.ao dynamic int8 Linear, whose weight is a method).
+        plain = (self.training and self.dropout.p > 0) or not all(
+            isinstance(m, nn.Linear) for b in self.blocks for m in (b.self_attn.qkv, b.self_attn.o, b.cross_attn.q,
+                                                                    b.cross_attn.o, b.ff.wi, b.ff.wo))
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             kv_cache, memory_kv = (cache.self_kv[i, 0], cache.self_kv[i, 1]), (cache.cross_kv[i, 0], cache.cross_kv[i, 1])
-            if dropout:  # the modules' own forward, which applies dropout
+            if plain:
                 x = block(x, bias, memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv)
             else:
-                x = _decode_block(block, x, bias, kv_cache, start, memory_kv, cache.cross_bias)
+                x = _decode_block(block, x, bias, kv_cache, start, memory_kv, cache.cross_bias, linear)
         cache.length = end
         return self.dropout(self.final_norm(x))
 
@@ -314,48 +324,84 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     With 2 to 8 rows, ``(weight @ x^T)^T`` is up to twice as fast as ``x @ weight^T`` on CPU with
     PyTorch's MKL (measured on the 2-core AMD EPYC of docs/performance.md: the ``x @ W^T`` call for
     a few rows packs the whole weight matrix first, the other orientation streams it once). The
-    sums run in another order, so results differ in the last bits (~1e-6 relative).
+    sums run in another order, so results differ in the last bits (~1e-6 relative). The small
+    result is made contiguous: SDPA's fused CPU kernel needs unit-stride heads.
     """
     n, t, _ = x.shape
     if 2 <= n * t <= 8 and weight.is_contiguous() and x.device.type == "cpu":
-        return (weight @ x.reshape(n * t, -1).t()).t().reshape(n, t, weight.shape[0])
+        return (weight @ x.reshape(n * t, -1).t()).t().contiguous().view(n, t, weight.shape[0])
     return F.linear(x, weight)
+
+
+class PackedLinears:
+    """oneDNN-packed copies of weight matrices for the decoding steps with 2 or more rows.
+
+    ``torch.ops.mkldnn._reorder_linear_weight`` lays a weight out in oneDNN's blocked format once
+    (what torch.compile's CPU backend does with frozen weights), and ``_linear_pointwise`` then
+    multiplies without repacking: for 4 to 64 rows, 1.2-1.8x faster than ``F.linear`` on the AMD
+    EPYC of docs/performance.md. A copy is only used while its weight is unchanged (same storage,
+    same version counter): after training, the plain path runs until ``optimize_for_decoding``
+    is called again.
+    """
+
+    def __init__(self, weights: list[torch.Tensor]):
+        self.packs = {}
+        with torch.no_grad():
+            for w in weights:  # a tied matrix appears once
+                if id(w) not in self.packs:
+                    packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
+                    self.packs[id(w)] = (w, w._version, w.data_ptr(), packed)
+
+    def __deepcopy__(self, memo) -> None:
+        return None  # a copied model has its own weights: it decodes on the plain path until optimised
+
+    @staticmethod
+    def available() -> bool:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        entry = self.packs.get(id(weight))
+        if (entry is not None and x.shape[0] * x.shape[1] > 1 and entry[1] == weight._version
+                and entry[2] == weight.data_ptr() and x.device.type == "cpu"):
+            return torch.ops.mkldnn._linear_pointwise(x, entry[3], None, "none", [], "")
+        return decode_linear(x, weight)
 
 
 def _decode_block(block: T5Block, x: torch.Tensor, bias: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor],
                   start: int, memory_kv: tuple[torch.Tensor, torch.Tensor],
-                  memory_bias: torch.Tensor | None) -> torch.Tensor:
-    """``block(x, bias, kv_cache=..., memory_kv=...)`` without dropout, with :func:`decode_linear`
-    for every projection: the same computation as T5Block / SelfAttention / CrossAttention /
-    FeedForward (tests/test_generate_fast.py checks it against them)."""
+                  memory_bias: torch.Tensor | None, linear) -> torch.Tensor:
+    """``block(x, bias, kv_cache=..., memory_kv=...)`` without dropout, with ``linear(x, weight)``
+    (:func:`decode_linear` or :class:`PackedLinears`) for every projection: the same computation
+    as T5Block / SelfAttention / CrossAttention / FeedForward (tests/test_generate_fast.py checks
+    it against them)."""
     n, t, _ = x.shape
     sa, ca, ff = block.self_attn, block.cross_attn, block.ff
     h = sa.num_heads
     # self-attention: q, k, v of the new positions; k, v appended to the cache
-    qkv = decode_linear(block.self_attn_norm(x), sa.qkv.weight)               # (N, t, 3 * H * Dh)
+    qkv = linear(block.self_attn_norm(x), sa.qkv.weight)               # (N, t, 3 * H * Dh)
     q, k, v = qkv.reshape(n, t, 3 * h, -1).transpose(1, 2).chunk(3, dim=1)   # 3 x (N, H, t, Dh)
     k_buf, v_buf = kv_cache                                                   # (N, H, max_length, Dh)
     end = start + t
     k_buf[:, :, start:end] = k
     v_buf[:, :, start:end] = v
     out = sa._attend(q, k_buf[:, :, :end], v_buf[:, :, :end], bias)            # (N, H, t, Dh)
-    x = x + decode_linear(out.transpose(1, 2).reshape(n, t, -1), sa.o.weight)
+    x = x + linear(out.transpose(1, 2).reshape(n, t, -1), sa.o.weight)
     # cross-attention on the cached encoder K/V, shared by the g rows (beams) of each source
     mk, mv = memory_kv                                                        # (N_src, H, S, Dh)
-    q = decode_linear(block.cross_attn_norm(x), ca.q.weight).reshape(n, t, h, -1).transpose(1, 2)
+    q = linear(block.cross_attn_norm(x), ca.q.weight).reshape(n, t, h, -1).transpose(1, 2)
     g = n // mk.shape[0]
     q = q.reshape(mk.shape[0], g, h, t, -1).transpose(1, 2).reshape(mk.shape[0], h, g * t, -1)
     out = ca._attend(q, mk, mv, memory_bias)                                  # (N_src, H, g * t, Dh)
     out = out.reshape(mk.shape[0], h, g, t, -1).permute(0, 2, 3, 1, 4).reshape(n, t, -1)  # (N, t, H * Dh)
-    x = x + decode_linear(out, ca.o.weight)
+    x = x + linear(out, ca.o.weight)
     # feed-forward
-    hidden = decode_linear(block.ff_norm(x), ff.wi.weight)                   # (N, t, d_ff or 2 * d_ff)
+    hidden = linear(block.ff_norm(x), ff.wi.weight)                   # (N, t, d_ff or 2 * d_ff)
     if ff.gated:
-        gate, linear = hidden.chunk(2, dim=-1)
-        hidden = ff.act(gate) * linear
+        gate, value = hidden.chunk(2, dim=-1)
+        hidden = ff.act(gate) * value
     else:
         hidden = ff.act(hidden)
-    return x + decode_linear(hidden, ff.wo.weight)
+    return x + linear(hidden, ff.wo.weight)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -621,9 +667,11 @@ class T5ForConditionalGeneration(T5Model):
             self.config.d_model, self.config.vocab_size, bias=False)
 
     def lm_logits(self, hidden: torch.Tensor, *, linear=F.linear) -> torch.Tensor:
-        """Decoder output (B, T, D) -> logits (B, T, V); ``decode_step`` passes ``linear=decode_linear``."""
+        """Decoder output (B, T, D) -> logits (B, T, V); ``decode_step`` passes its faster ``linear``."""
         if self.config.rescale_decoder_output:
             hidden = hidden * self.config.d_model**-0.5  # mesh-tf: rescale before the tied softmax
+        if self.lm_head is not None and not isinstance(self.lm_head, nn.Linear):
+            return self.lm_head(hidden)  # a replaced module (e.g. torch.ao dynamic int8 Linear)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight
         return linear(hidden, weight)
 
@@ -672,25 +720,35 @@ class T5ForConditionalGeneration(T5Model):
             raise InvalidInputError(f"decoding {t} more token(s) after {cache.length} exceeds the cache's "
                                     f"max_length={cache.max_length}")
         self._check_inputs(decoder_input_ids=decoder_input_ids)
-        hidden = self.decoder.decode(self.shared(decoder_input_ids), cache)
-        return self.lm_logits(hidden, linear=decode_linear).float()
+        linear = getattr(self, "_packed_linears", None) or decode_linear
+        hidden = self.decoder.decode(self.shared(decoder_input_ids), cache, linear)
+        return self.lm_logits(hidden, linear=linear).float()
 
     @torch.no_grad()
-    def prepare_for_greedy_decoding(self) -> "T5ForConditionalGeneration":
-        """Store the decoder's and the output layer's weight matrices column-major, in place.
+    def optimize_for_decoding(self, pack_weights: bool = True) -> "T5ForConditionalGeneration":
+        """Make CPU decoding faster: same outputs (to ~1e-6), chosen layouts for the decoder's matmuls.
 
-        Values, names, shapes and memory stay the same (``weight`` becomes the transpose of a
-        contiguous (in, out) matrix); only the order of the numbers in memory changes. With PyTorch's
-        MKL on CPU, a matrix-vector product over that layout streams the matrix about 1.5x faster,
-        which is what decoding one row at a time (greedy search or sampling at batch size 1) spends
-        most of its time on; with 2 to 8 rows (beam search at batch 1) the default layout is faster.
-        Training and saving work unchanged. Returns the model.
+        1. The decoder's and the output layer's weight matrices are stored column-major, in place:
+           values, names, shapes and memory stay the same (``weight`` becomes the transpose of a
+           contiguous (in, out) matrix). A one-row step (greedy search or sampling at batch size 1)
+           then streams each matrix ~1.3x faster through MKL.
+        2. ``pack_weights``: oneDNN-packed copies of the same matrices (:class:`PackedLinears`;
+           memory: one more copy of the decoder and output weights, 150 MB for t5-small) serve the
+           steps with 2 or more rows (beam search, batches), 1.2-1.8x faster than ``F.linear``.
+
+        Training and saving work unchanged; after the weights change, decoding falls back to the
+        plain matmuls until this is called again. Returns the model.
         """
-        linears = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)]
+        # every matrix a decoding step multiplies by (the cross-attention k/v run once per input)
+        linears = [m for b in self.decoder.blocks for m in (b.self_attn.qkv, b.self_attn.o, b.cross_attn.q,
+                                                             b.cross_attn.o, b.ff.wi, b.ff.wo)]
         linears.append(self.shared if self.lm_head is None else self.lm_head)
         for m in linears:
             if m.weight.is_contiguous():
                 m.weight.data = m.weight.data.t().contiguous().t()
+        self._packed_linears = None
+        if pack_weights and PackedLinears.available() and self.shared.weight.device.type == "cpu":
+            self._packed_linears = PackedLinears([m.weight for m in linears])
         return self
 
     def generate(self, *args, **kwargs):
