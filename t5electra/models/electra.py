@@ -269,13 +269,7 @@ class ElectraSelfAttention(nn.Module):
         B, T, H = x.shape
         # (B, T, 3H) -> (3, B, N, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
-        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding). SDPA gets it
-        # as an additive 0 / dtype-min bias: with a bool mask its CPU math path (the one that does
-        # dropout, i.e. training) adds a "safe softmax" pass (isneginf, all, where over (B, N, T, T))
-        # for rows with no key at all, which only an all-padding sequence has; its output there is
-        # ignored by every head and loss.
-        if mask is not None:
-            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, torch.finfo(q.dtype).min)
+        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
