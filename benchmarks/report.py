@@ -83,16 +83,23 @@ WHY_MISSED = {
         "Generation: at batch 1 a decode step is matrix-vector work bound by memory bandwidth; every "
         "implementation reads all decoder weights and the 32128 x 512 output matrix per token. CTranslate2 does "
         "that from C++ with no per-op dispatch, while each of our ~200 small ops per step pays PyTorch's "
-        "dispatch overhead (the non-`aten::mm` rows of the profile). What would close it: capturing the decode "
-        "step as one graph (torch.compile / AOTInductor on CPU, CUDA graphs on GPU). For int8, PyTorch's "
+        "dispatch overhead (the non-`aten::mm` rows of the profile). Capturing the decode step as one graph "
+        "was measured and does not pay on CPU: torch.compile (Inductor, static shapes) took 60-66 s per shape "
+        "and gained at most ~8 %, since it calls the same matmul kernels, over 80 % of a step "
+        "(docs/performance.md). What we did instead: the few-row matmul orientation that avoids MKL repacking "
+        "the weights, an in-place cache reorder, and `optimize_for_decoding()` (column-major and "
+        "oneDNN-packed weights). At batch 1 a step streams ~150 MB of weights: the bandwidth floor here is "
+        "~10.5 ms per step, so 2x transformers is out of reach in fp32. For int8, PyTorch's "
         "dynamic quantisation quantises activations on every call, which costs more than it saves at batch 1."),
     "electra_pretrain": (
         "ELECTRA pretraining: the encoders run the same GEMMs as transformers; our step saves the generator's "
         "output layer on unmasked positions. What remains is as for T5 training above."),
     "electra_infer": (
         "ELECTRA inference: the same GEMMs as transformers (fused q/k/v is one matmul for three, same FLOPs; "
-        "transformers 5 also uses SDPA and drops all-ones masks). What would close it: compiling the encoder "
-        "to fuse GELU / LayerNorm / residual chains, or int8 weights where their accuracy cost is acceptable."),
+        "transformers 5 also uses SDPA and drops all-ones masks). GEMMs are ~70 % of the time on both sides; "
+        "the rest is GELU (~11 %), addmm's bias copies (~8 %), attention (~8 %). Compiling the encoder was "
+        "measured (Inductor, with and without freezing): 42-63 s to compile and 0.99-1.01x eager, so it was "
+        "dropped (docs/electra.md). What could close it: int8 weights where their accuracy cost is acceptable."),
     "data": (
         "Data: the pipeline runs in the DataLoader workers; raise --workers (data_pipeline.py) or pre-tokenise "
         "to shards once (build_shards) so the stream only packs and corrupts."),
