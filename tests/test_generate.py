@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from t5electra.errors import InvalidInputError
 from t5electra.generate import generate
-from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from tiny_t5 import spread_tiny_t5
 
 VOCAB = 128
 
@@ -63,20 +63,8 @@ class HFProtocol:
 
 
 def tiny_pair(version: str, seed: int, tmp_dir):
-    """A random tiny T5 (v1.0: ReLU, tied; v1.1: gated-GELU, untied) and the same weights in transformers.
-
-    Initialised 3x wider than mesh-tf (else a random model repeats one token), with the decoder's
-    final norm scaled down so that next-token distributions are not one-hot (beam search matters).
-    """
-    torch.manual_seed(seed)
-    v11 = version == "v1.1"
-    cfg = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                   relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
-                   feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
-                   initializer_factor=3.0)
-    ours = T5ForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        ours.decoder.final_norm.weight.mul_(0.04 if v11 else 0.15)
+    """A random tiny T5 (tiny_t5.spread_tiny_t5) and the same weights in transformers."""
+    ours = spread_tiny_t5(version, seed, VOCAB)
     ours.save_pretrained(tmp_dir)
     hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_dir).eval()
     return ours, hf

@@ -21,22 +21,14 @@ import torch.nn.functional as F
 import t5electra.models.t5 as t5mod
 from t5electra.generate import generate
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from tiny_t5 import spread_tiny_t5
 
 VOCAB = 96
 
 
 def tiny_model(version: str, seed: int) -> T5ForConditionalGeneration:
     """Random tiny T5 whose next-token distributions are spread out (so that beams differ)."""
-    torch.manual_seed(seed)
-    v11 = version == "v1.1"
-    cfg = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                   relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
-                   feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
-                   initializer_factor=3.0)
-    model = T5ForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        model.decoder.final_norm.weight.mul_(0.04 if v11 else 0.15)
-    return model
+    return spread_tiny_t5(version, seed, VOCAB)
 
 
 def padded_batch(seed: int, lengths=(10, 6, 3, 8, 5)):

@@ -1,0 +1,23 @@
+"""A random tiny T5 for generation tests (shared by test_generate.py and test_generate_fast.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+
+
+def spread_tiny_t5(version: str, seed: int, vocab_size: int) -> T5ForConditionalGeneration:
+    """v1.0: ReLU, tied; v1.1: gated-GELU, untied. Initialised 3x wider than mesh-tf (else a random
+    model repeats one token), with the decoder's final norm scaled down so that next-token
+    distributions are not one-hot (beam search matters)."""
+    torch.manual_seed(seed)
+    v11 = version == "v1.1"
+    cfg = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
+                   initializer_factor=3.0)
+    model = T5ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        model.decoder.final_norm.weight.mul_(0.04 if v11 else 0.15)
+    return model
