@@ -33,8 +33,8 @@ Generation protocol (used by t5electra/generate.py; all in ``T5ForConditionalGen
         # of an input share its K/V.
 
 ``model.generate(...)`` runs t5electra.generate.generate on this protocol. ``decode_step`` runs
-each block through ``_decode_block`` (the blocks' computation with ``decode_linear``, the fastest
-matmul formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
+the blocks with ``linear=decode_linear`` (nn/linear.py: the same modules, with the fastest matmul
+formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
 weights and oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
 """
 
@@ -243,12 +243,15 @@ class T5Block(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
-                memory_kv=None) -> torch.Tensor:
-        # x (B, T, D); bias (B|1, H, T, K): relative positions + masks, shared by all layers
-        x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, kv_cache=kv_cache, start=start))
+                memory_kv=None, linear=None) -> torch.Tensor:
+        # x (B, T, D); bias (B|1, H, T, K): relative positions + masks, shared by all layers.
+        # linear(x, weight): how the projections are computed when decoding (nn/linear.py)
+        x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, kv_cache=kv_cache, start=start,
+                                            linear=linear))
         if self.is_decoder:
-            x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_bias, memory_kv=memory_kv))
-        return x + self.dropout(self.ff(self.ff_norm(x)))
+            x = x + self.dropout(self.cross_attn(self.cross_attn_norm(x), memory, memory_bias, memory_kv=memory_kv,
+                                                 linear=linear))
+        return x + self.dropout(self.ff(self.ff_norm(x), linear=linear))
 
 
 class T5Stack(nn.Module):
@@ -306,11 +309,10 @@ class T5Stack(nn.Module):
                                                                     b.cross_attn.o, b.ff.wi, b.ff.wo))
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
-            kv_cache, memory_kv = (cache.self_kv[i, 0], cache.self_kv[i, 1]), (cache.cross_kv[i, 0], cache.cross_kv[i, 1])
-            if plain:
-                x = block(x, bias, memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv)
-            else:
-                x = _decode_block(block, x, bias, kv_cache, start, memory_kv, cache.cross_bias, linear)
+            kv_cache = (cache.self_kv[i, 0], cache.self_kv[i, 1])
+            memory_kv = (cache.cross_kv[i, 0], cache.cross_kv[i, 1])
+            x = block(x, bias, memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv,
+                      linear=None if plain else linear)
         cache.length = end
         return self.dropout(self.final_norm(x))
 
@@ -365,43 +367,6 @@ class PackedLinears:
                 and entry[2] == weight.data_ptr() and x.device.type == "cpu"):
             return torch.ops.mkldnn._linear_pointwise(x, entry[3], None, "none", [], "")
         return decode_linear(x, weight)
-
-
-def _decode_block(block: T5Block, x: torch.Tensor, bias: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor],
-                  start: int, memory_kv: tuple[torch.Tensor, torch.Tensor],
-                  memory_bias: torch.Tensor | None, linear) -> torch.Tensor:
-    """``block(x, bias, kv_cache=..., memory_kv=...)`` without dropout, with ``linear(x, weight)``
-    (:func:`decode_linear` or :class:`PackedLinears`) for every projection: the same computation
-    as T5Block / SelfAttention / CrossAttention / FeedForward (tests/test_generate_fast.py checks
-    it against them)."""
-    n, t, _ = x.shape
-    sa, ca, ff = block.self_attn, block.cross_attn, block.ff
-    h = sa.num_heads
-    # self-attention: q, k, v of the new positions; k, v appended to the cache
-    qkv = linear(block.self_attn_norm(x), sa.qkv.weight)               # (N, t, 3 * H * Dh)
-    q, k, v = qkv.reshape(n, t, 3 * h, -1).transpose(1, 2).chunk(3, dim=1)   # 3 x (N, H, t, Dh)
-    k_buf, v_buf = kv_cache                                                   # (N, H, max_length, Dh)
-    end = start + t
-    k_buf[:, :, start:end] = k
-    v_buf[:, :, start:end] = v
-    out = sa._attend(q, k_buf[:, :, :end], v_buf[:, :, :end], bias)            # (N, H, t, Dh)
-    x = x + linear(out.transpose(1, 2).reshape(n, t, -1), sa.o.weight)
-    # cross-attention on the cached encoder K/V, shared by the g rows (beams) of each source
-    mk, mv = memory_kv                                                        # (N_src, H, S, Dh)
-    q = linear(block.cross_attn_norm(x), ca.q.weight).reshape(n, t, h, -1).transpose(1, 2)
-    g = n // mk.shape[0]
-    q = q.reshape(mk.shape[0], g, h, t, -1).transpose(1, 2).reshape(mk.shape[0], h, g * t, -1)
-    out = ca._attend(q, mk, mv, memory_bias)                                  # (N_src, H, g * t, Dh)
-    out = out.reshape(mk.shape[0], h, g, t, -1).permute(0, 2, 3, 1, 4).reshape(n, t, -1)  # (N, t, H * Dh)
-    x = x + linear(out, ca.o.weight)
-    # feed-forward
-    hidden = linear(block.ff_norm(x), ff.wi.weight)                   # (N, t, d_ff or 2 * d_ff)
-    if ff.gated:
-        gate, value = hidden.chunk(2, dim=-1)
-        hidden = ff.act(gate) * value
-    else:
-        hidden = ff.act(hidden)
-    return x + linear(hidden, ff.wo.weight)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import LinearFn, project
+
 IMPLEMENTATIONS = ("sdpa", "eager")
 
 
@@ -86,21 +88,24 @@ class SelfAttention(_AttentionBase):
         self.o = nn.Linear(inner, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
-                kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
+                kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
+                linear: LinearFn | None = None) -> torch.Tensor:
         """x (B, T, d_model) -> (B, T, d_model).
 
         With ``kv_cache = (k_buf, v_buf)``, each (B, H, max_len, Dh), the new keys/values are
         written at positions start..start+T-1 and the queries attend to positions 0..start+T-1
-        (``bias`` must then cover those keys: (.., T, start + T)).
+        (``bias`` must then cover those keys: (.., T, start + T)). ``linear``: see
+        :func:`.linear.project`.
         """
-        q, k, v = _split_heads(self.qkv(x), 3 * self.num_heads).chunk(3, dim=1)  # 3 x (B, H, T, Dh)
+        qkv = project(self.qkv, x, linear)  # (B, T, 3 * H * Dh)
+        q, k, v = _split_heads(qkv, 3 * self.num_heads).chunk(3, dim=1)  # 3 x (B, H, T, Dh)
         if kv_cache is not None:
             k_buf, v_buf = kv_cache
             end = start + x.shape[1]
             k_buf[:, :, start:end] = k
             v_buf[:, :, start:end] = v
             k, v = k_buf[:, :, :end], v_buf[:, :, :end]
-        return self.o(_merge_heads(self._attend(q, k, v, bias)))
+        return project(self.o, _merge_heads(self._attend(q, k, v, bias)), linear)
 
 
 class CrossAttention(_AttentionBase):
@@ -120,7 +125,8 @@ class CrossAttention(_AttentionBase):
         return k, v
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                linear: LinearFn | None = None) -> torch.Tensor:
         """x (B, T, d_model); either ``memory`` (B, S, d) or precomputed ``memory_kv``.
 
         ``memory_kv`` may have fewer rows than x: B = B_mem * g with rows grouped by source
@@ -128,7 +134,7 @@ class CrossAttention(_AttentionBase):
         its query axis, so the beams share that source's K/V without copying them.
         """
         k, v = memory_kv if memory_kv is not None else self.project_memory(memory)
-        q = _split_heads(self.q(x), self.num_heads)  # (B, H, T, Dh)
+        q = _split_heads(project(self.q, x, linear), self.num_heads)  # (B, H, T, Dh)
         b, h, t, d = q.shape
         g = b // k.shape[0]
         if g > 1:
@@ -136,4 +142,4 @@ class CrossAttention(_AttentionBase):
         out = self._attend(q, k, v, bias)  # (B_mem, H, g * T, Dh)
         if g > 1:
             out = out.view(k.shape[0], h, g, t, d).transpose(1, 2).reshape(b, h, t, d)
-        return self.o(_merge_heads(out))
+        return project(self.o, _merge_heads(out), linear)

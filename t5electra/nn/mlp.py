@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .linear import LinearFn, project
 
 
 class FeedForward(nn.Module):
@@ -25,11 +26,11 @@ class FeedForward(nn.Module):
         self.wo = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.wi(x)  # (B, T, d_ff) or (B, T, 2 * d_ff)
+    def forward(self, x: torch.Tensor, linear: LinearFn | None = None) -> torch.Tensor:
+        h = project(self.wi, x, linear)  # (B, T, d_ff) or (B, T, 2 * d_ff)
         if self.gated:
-            gate, linear = h.chunk(2, dim=-1)
-            h = self.act(gate) * linear
+            gate, value = h.chunk(2, dim=-1)
+            h = self.act(gate) * value
         else:
             h = self.act(h)
-        return self.wo(self.dropout(h))
+        return project(self.wo, self.dropout(h), linear)
