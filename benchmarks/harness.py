@@ -10,14 +10,18 @@ Fairness rules the cases follow (see docs/performance.md):
 
 Memory: :class:`PeakRSS` resets the kernel's resident-set high-water mark (``VmHWM``, by writing
 ``5`` to ``/proc/self/clear_refs``) before a call and reads it after, so ``delta_mb`` is the
-growth of the process's resident memory during that call (activations, gradients, optimizer
-state on the first step, allocator caches). Both implementations' models are resident the whole
-time, so the absolute RSS is not a per-implementation number; the delta is. Where the reset is not
-allowed the value is None and the report says "n/a".
+growth of the process's resident memory during that call (activations, gradients, allocator
+caches). It is measured on one extra, untimed call per implementation after the timed ones, right
+after :func:`trim_heap` has handed the heap's free pages back to the kernel: otherwise memory that an
+earlier, bigger call left cached in the allocator hides what this call needs (an earlier version
+read 0 MB for a small shape measured after a big one). Both implementations' models are resident
+the whole time, so the absolute RSS is not a per-implementation number; the delta is. Where the
+reset is not allowed the value is None and the report says "n/a".
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import platform
@@ -42,6 +46,14 @@ def _status_kb(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def trim_heap() -> None:
+    """Return the C heap's free pages to the kernel (glibc ``malloc_trim(0)``); a no-op elsewhere."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class PeakRSS:
@@ -72,7 +84,7 @@ class Timing:
     """Seconds per call of one implementation; ``median_s`` is what every table reports."""
 
     seconds: list[float]
-    rss_delta_mb: float | None = None  # largest PeakRSS delta over the timed calls
+    rss_delta_mb: float | None = None  # PeakRSS delta of one untimed call after trim_heap()
     note: str = ""
 
     @property
@@ -103,14 +115,18 @@ def compare(impls: dict[str, Callable[[], Any]], *, warmup: int, reps: int,
         for name in order:
             if sync:
                 sync()
-            with PeakRSS() as mem:
-                t = time.perf_counter()
-                impls[name]()
-                if sync:
-                    sync()
-                seconds[name].append(time.perf_counter() - t)
-            if mem.delta_mb is not None:
-                rss[name] = max(rss[name] or 0.0, mem.delta_mb)
+            t = time.perf_counter()
+            impls[name]()
+            if sync:
+                sync()
+            seconds[name].append(time.perf_counter() - t)
+    # Memory: one more, untimed call each, after handing the heap's free pages back to the kernel,
+    # so that memory an earlier (bigger) call left in the allocator does not hide this call's needs.
+    for name in names:
+        trim_heap()
+        with PeakRSS() as mem:
+            impls[name]()
+        rss[name] = mem.delta_mb
     return {n: Timing(seconds[n], rss[n]) for n in names}
 
 

@@ -34,6 +34,8 @@ from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..modeling import LoadReport, ModelOutput, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
+from ..nn.attention import attend, mask_to_bias
+from ..nn.dropout import Dropout
 
 # --------------------------------------------------------------------------------------------
 # Configuration
@@ -240,7 +242,7 @@ class ElectraEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
         self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         T = input_ids.shape[1]
@@ -255,7 +257,8 @@ class ElectraEmbeddings(nn.Module):
 
 class ElectraSelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection and PyTorch's SDPA kernel
-    (flash / memory-efficient / math, whichever applies): softmax(q k^T / sqrt(D) + mask) v."""
+    (flash / memory-efficient / math, whichever applies): softmax(q k^T / sqrt(D) + mask) v.
+    Training with dropout on CPU: the same formula with nn/dropout.py's mask (nn/attention.attend)."""
 
     def __init__(self, config: ElectraConfig):
         super().__init__()
@@ -270,8 +273,14 @@ class ElectraSelfAttention(nn.Module):
         # (B, T, 3H) -> (3, B, N, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
         # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout_p if self.training else 0.0)
+        if self.training and self.dropout_p > 0 and x.device.type == "cpu":
+            # training on CPU: the plain formula with nn/dropout.py's cheaper mask (SDPA's CPU
+            # kernels run the same math with dropout, drawing the mask with bernoulli_)
+            bias = None if mask is None else mask_to_bias(mask, q.dtype)
+            y = attend(q, k, v, bias, dropout_p=self.dropout_p, implementation="eager")
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
 
 
@@ -287,7 +296,7 @@ class ElectraLayer(nn.Module):
         self.ffn_out = nn.Linear(config.intermediate_size, H)
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.act = ACTIVATIONS[config.hidden_act]
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention_norm(x + self.dropout(self.attention(x, mask)))  # (B, T, H)
@@ -534,7 +543,7 @@ class ElectraClassificationHead(nn.Module):
     def __init__(self, config: ElectraConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = Dropout(_classifier_dropout(config))
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -592,7 +601,7 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
         self.electra = ElectraModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.classifier.apply(self._init_weights)
 

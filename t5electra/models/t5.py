@@ -55,6 +55,7 @@ from ..errors import ConfigError, InvalidInputError
 from ..modeling import ModelOutput, PreTrainedModel
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
+from ..nn.dropout import Dropout
 from ..nn.mlp import FeedForward
 from ..nn.norm import RMSNorm
 from ..nn.position import RelativePositionBias
@@ -239,7 +240,7 @@ class T5Block(nn.Module):
             self.cross_attn = CrossAttention(d, config.num_heads, config.d_kv, scale=1.0, dropout=p)
         self.ff_norm = RMSNorm(d, eps)
         self.ff = FeedForward(d, config.d_ff, config.dense_act_fn, gated=config.is_gated_act, dropout=p)
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
@@ -269,7 +270,7 @@ class T5Stack(nn.Module):
             max_distance=config.relative_attention_max_distance)
         self.blocks = nn.ModuleList(T5Block(config, is_decoder=is_decoder) for _ in range(n_layers))
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
-        self.dropout = nn.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def self_attention_bias(self, q_len: int, k_len: int, attention_mask: torch.Tensor | None = None,
                             q_offset: int = 0) -> torch.Tensor:

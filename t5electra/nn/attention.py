@@ -7,6 +7,9 @@ The core, :func:`attend`, has two paths that compute the same thing (a test prov
   bias and an explicit ``scale`` (T5 passes ``scale=1.0``: its scores are NOT divided by sqrt(d));
 - ``"eager"``: the plain formula ``softmax(scale * q @ k^T + bias) @ v`` with the softmax in fp32.
 
+Training with attention dropout on CPU always takes the plain formula (SDPA's CPU kernels would run
+the same math, with a costlier dropout mask: nn/dropout.py).
+
 Masks are additive: 0 where attention is allowed, a very negative number where it is not
 (:func:`mask_to_bias`), so they are simply summed into the position bias once per stack.
 """
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import dropout
 from .linear import LinearFn, project
 
 IMPLEMENTATIONS = ("sdpa", "eager")
@@ -30,15 +34,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     """
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if implementation == "sdpa":
+    if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, T, S)
+    # The plain formula: "eager", and training with dropout on CPU, where SDPA runs this same math
+    # but draws its mask with bernoulli_; nn/dropout.py's mask costs a third of that.
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, T, S)
+    if scale != 1.0:
+        scores = scores * scale
     if bias is not None:
         scores = scores + bias
     probs = scores.float().softmax(dim=-1).to(v.dtype)
-    if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p)
-    return torch.matmul(probs, v)
+    return torch.matmul(dropout(probs, dropout_p), v)
 
 
 def mask_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

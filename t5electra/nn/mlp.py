@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .dropout import Dropout
 from .linear import LinearFn, project
 
 
@@ -24,7 +25,7 @@ class FeedForward(nn.Module):
         self.act = get_activation(activation)
         self.wi = nn.Linear(d_model, (2 if gated else 1) * d_ff, bias=bias)
         self.wo = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, linear: LinearFn | None = None) -> torch.Tensor:
         h = project(self.wi, x, linear)  # (B, T, d_ff) or (B, T, 2 * d_ff)
