@@ -77,7 +77,7 @@ WHY_MISSED = {
         "(q/k/v and cross-attention k/v fused) against transformers' 291, and `aten::mm` is 65-68 % of both "
         "steps. What differs is dropout: PyTorch draws one random number per element (`bernoulli_`: 16-19 % "
         "of an 8x512->114 step on both sides before we replaced it, mostly the attention probabilities); "
-        "ours takes 15-bit integers from 64-bit draws (t5electra/nn/dropout.py), 1.7-1.9x faster forward + "
+        "ours takes 15-bit integers from 64-bit draws (t5electra/nn/dropout.py), 2.0-2.2x faster forward + "
         "backward, which is most of "
         "the gain at 512 tokens and little at 128. The rest is shared: AdamW (7-10 %), the LM head's "
         "log-softmax. Our fusions (one q/k/v matmul instead of three, one gated-FFN input matmul, the "

@@ -13,9 +13,10 @@ each, and an element is dropped when that integer is below ``round(p * 2**15)``:
 - kept elements are scaled by 1 / (1 - p), as in ``F.dropout``; the backward pass multiplies the
   gradient by the same mask and scale (the mask is saved as 1 byte per element, like ``F.dropout``).
 
-Measured on the 2-core AMD EPYC (docs/performance.md): a (8, 8, 512, 512) mask in 67 ms instead of
-177 ms for ``bernoulli_``; the whole dropout 157 ms instead of 235 ms. Other devices (GPU: a fused
-Philox kernel) use ``F.dropout`` unchanged.
+Measured on the 2-core AMD EPYC (docs/performance.md, 2 threads): a (8, 8, 512, 512) mask in 67 ms
+instead of 177 ms for ``bernoulli_``; dropout forward + backward 2.0-2.2x faster than ``F.dropout``
+at T5's shapes (e.g. (16, 128, 2048): 22 instead of 44 ms). Other devices (GPU: a fused Philox
+kernel) use ``F.dropout`` unchanged.
 """
 
 from __future__ import annotations
@@ -41,18 +42,20 @@ def drop_mask(shape: torch.Size | tuple[int, ...], p: float, *, device: torch.de
 
 
 class _MaskedScale(torch.autograd.Function):
-    """y = where(drop, 0, x * scale); dy/dx = the same mask and scale."""
+    """y = where(drop, 0, x) * scale; dy/dx = the same mask and scale. (``where`` with a 0-d zero,
+    then an in-place scale: two passes over the data, ~1.8x faster than ``masked_fill(...).mul_``,
+    which copies first.)"""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(drop)
         ctx.scale = scale
-        return x.masked_fill(drop, 0).mul_(scale)
+        return torch.where(drop, x.new_zeros(()), x).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (drop,) = ctx.saved_tensors
-        return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
+        return torch.where(drop, grad.new_zeros(()), grad).mul_(ctx.scale), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, *, generator: torch.Generator | None = None
