@@ -44,7 +44,7 @@ class Plan:
 PLANS = {
     # the configurations
     "full": Plan(["t5-small", "t5-v1_1-small"], [(8, 512, 114), (16, 128, 32)], ["fp32", "bf16"],
-                 "electra-small", (32, 128), "t5-small", [1, 16], [1, 4], (64, 64), 50, 2, warmup=1, reps=3),
+                 "electra-small", (32, 128), "t5-small", [1, 16], [1, 4], (64, 64), 50, 2, warmup=1, reps=5),
     # one shape per case, for routine checks (< 5 min on 2 cores)
     "quick": Plan(["t5-small"], [(8, 128, 32)], ["fp32", "bf16"], "electra-small", (32, 128), "t5-small",
                   [1], [1, 4], (64, 64), 5, 2, warmup=1, reps=2),
