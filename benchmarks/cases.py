@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .harness import Timing, compare, matmul_peak_flops
+from .harness import Timing, compare, matmul_peak
 
 
 @dataclasses.dataclass
@@ -176,9 +176,7 @@ def bench_train(env: Env, presets, shapes, dtypes, peak_flops: dict[str, float])
                 # The matmul peak again, right after this configuration: on a shared or virtual
                 # machine one early probe can land in a slow phase (MFU above 100 % then).
                 key = "bf16" if dtype == "bf16" else "fp32"
-                peak_flops[key] = max(peak_flops[key], matmul_peak_flops(
-                    torch.bfloat16 if key == "bf16" else torch.float32, env.device,
-                    n=8192 if env.device == "cuda" else (1024 if key == "fp32" else 256), reps=5))
+                peak_flops[key] = max(peak_flops[key], matmul_peak(key, env.device, reps=5))
                 extra = {"flops_per_step": t5_train_flops(ours.config, B, S, T), "peak_key": key}
                 target = 1.5 if dtype == "bf16" else 1.25
                 results.append(Result("train", label, "tokens/s", B * (S + T), timings,

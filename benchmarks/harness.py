@@ -151,6 +151,14 @@ def matmul_peak_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", n
     return 2 * n**3 / best
 
 
+def matmul_peak(precision: str, device: str, reps: int = 3) -> float:
+    """:func:`matmul_peak_flops` at the size the benchmark uses for ``precision`` ("fp32" or "bf16"):
+    8192³ on GPU; on CPU 1024³ for fp32 and a small 256³ probe for bf16 (without native bf16,
+    avx512_bf16 / AMX, a bf16 matmul is ~30x slower than fp32)."""
+    n = 8192 if device == "cuda" else (1024 if precision == "fp32" else 256)
+    return matmul_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32, device, n=n, reps=reps)
+
+
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo") as fh:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import cases as C
-from .harness import machine_info, matmul_peak_flops
+from .harness import machine_info, matmul_peak
 from .report import misses, write_charts, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     machine = machine_info(args.device, threads)
     print(f"benchmarks: {args.mode} run of {selected} on {machine['cpu']} with {threads} threads", flush=True)
-    n = 8192 if args.device == "cuda" else 1024
-    peaks = {"fp32": matmul_peak_flops(torch.float32, args.device, n=n),
-             # a small probe on CPU: without native bf16 (avx512_bf16 / AMX) it is ~30x slower than fp32
-             "bf16": matmul_peak_flops(torch.bfloat16, args.device, n=n if args.device == "cuda" else 256)}
+    peaks = {key: matmul_peak(key, args.device) for key in ("fp32", "bf16")}
     notes = []
     if args.device == "cpu" and "bf16" in dtypes and args.mode != "tiny" and not args.force_bf16 \
             and peaks["bf16"] < 0.25 * peaks["fp32"]:

@@ -34,7 +34,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..modeling import LoadReport, ModelOutput, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
-from ..nn.attention import attend, mask_to_bias
+from ..nn.attention import attend
 from ..nn.dropout import Dropout
 
 # --------------------------------------------------------------------------------------------
@@ -273,14 +273,8 @@ class ElectraSelfAttention(nn.Module):
         # (B, T, 3H) -> (3, B, N, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
         # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
-        if self.training and self.dropout_p > 0 and x.device.type == "cpu":
-            # training on CPU: the plain formula with nn/dropout.py's cheaper mask (SDPA's CPU
-            # kernels run the same math with dropout, drawing the mask with bernoulli_)
-            bias = None if mask is None else mask_to_bias(mask, q.dtype)
-            y = attend(q, k, v, bias, dropout_p=self.dropout_p, implementation="eager")
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=self.dropout_p if self.training else 0.0)
+        # SDPA; in training on CPU, the plain formula with nn/dropout.py's cheaper mask (nn/attention.attend)
+        y = attend(q, k, v, mask, dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
 
 

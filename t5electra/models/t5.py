@@ -296,6 +296,11 @@ class T5Stack(nn.Module):
             x = block(x, bias, memory, memory_bias)
         return self.dropout(self.final_norm(x))
 
+    def step_linears(self) -> list[nn.Module]:
+        """The projections a decoding step runs (cross-attention k/v run once per input, not per step)."""
+        return [m for b in self.blocks for m in (b.self_attn.qkv, b.self_attn.o, b.cross_attn.q, b.cross_attn.o,
+                                                 b.ff.wi, b.ff.wo)]
+
     def decode(self, x: torch.Tensor, cache: "T5DecoderCache", linear=None) -> torch.Tensor:
         """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D).
 
@@ -306,8 +311,7 @@ class T5Stack(nn.Module):
         # The modules' own forward where the fast path does not apply: dropout active, or layers
         # replaced by other modules (e.g. torch.ao dynamic int8 Linear, whose weight is a method).
         plain = (self.training and self.dropout.p > 0) or not all(
-            isinstance(m, nn.Linear) for b in self.blocks for m in (b.self_attn.qkv, b.self_attn.o, b.cross_attn.q,
-                                                                    b.cross_attn.o, b.ff.wi, b.ff.wo))
+            isinstance(m, nn.Linear) for m in self.step_linears())
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             kv_cache = (cache.self_kv[i, 0], cache.self_kv[i, 1])
@@ -705,9 +709,7 @@ class T5ForConditionalGeneration(T5Model):
         Training and saving work unchanged; after the weights change, decoding falls back to the
         plain matmuls until this is called again. Returns the model.
         """
-        # every matrix a decoding step multiplies by (the cross-attention k/v run once per input)
-        linears = [m for b in self.decoder.blocks for m in (b.self_attn.qkv, b.self_attn.o, b.cross_attn.q,
-                                                             b.cross_attn.o, b.ff.wi, b.ff.wo)]
+        linears = self.decoder.step_linears()  # every matrix a decoding step multiplies by
         linears.append(self.shared if self.lm_head is None else self.lm_head)
         for m in linears:
             if m.weight.is_contiguous():

@@ -30,12 +30,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
            scale: float | None = None, dropout_p: float = 0.0, implementation: str = "sdpa") -> torch.Tensor:
     """q (B, H, T, Dh), k and v (B, H, S, Dh), bias broadcastable to (B, H, T, S) -> (B, H, T, Dh).
 
-    ``scale=None`` means the usual 1/sqrt(Dh).
+    ``bias`` is additive (float) or a bool "may attend" mask, as SDPA takes them. ``scale=None``
+    means the usual 1/sqrt(Dh).
     """
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
     if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if bias is not None and bias.dtype == torch.bool:
+        bias = mask_to_bias(bias, q.dtype)
     # The plain formula: "eager", and training with dropout on CPU, where SDPA runs this same math
     # but draws its mask with bernoulli_; nn/dropout.py's mask costs a third of that.
     scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, T, S)

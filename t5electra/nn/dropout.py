@@ -29,6 +29,11 @@ _BITS = 15
 _LEVELS = 1 << _BITS  # 32768 equally likely values per element
 
 
+def _check_p(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float, *, device: torch.device | str = "cpu",
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool tensor of ``shape``: True where an element is dropped, with probability ``p``
@@ -63,8 +68,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, *, generator: torc
     """``F.dropout(x, p, training)`` with the cheaper CPU mask (see the module docstring)."""
     if not training or p == 0.0:
         return x
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    _check_p(p)
     if x.device.type != "cpu" or p == 1.0:
         return F.dropout(x, p, training=True)
     return _MaskedScale.apply(x, drop_mask(x.shape, p, device=x.device, generator=generator), 1.0 / (1.0 - p))
@@ -75,8 +79,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_p(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
