@@ -220,13 +220,21 @@ def test_generator_output_layer_is_the_embedding(tmp_path):
     cfg = tiny()
     gen = E.ElectraForMaskedLM(cfg).eval()
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])  # does not use row 9 of the embedding
+    # A non-uniform change: adding a constant to row 9 would move its logit by h . 1 = sum(h), and
+    # h leaves a LayerNorm with zero bias, so that sum is 0 up to rounding (the old test's bug:
+    # it held by rounding luck on AVX2 and failed on AVX-512).
+    delta = torch.randn(cfg.embedding_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
+        h = gen.generator_predictions(gen.electra(ids).last_hidden_state)  # (1, T, E)
         before = gen(ids).logits
-        gen.electra.embeddings.word_embeddings.weight[9].add_(1.0)
+        gen.electra.embeddings.word_embeddings.weight[9].add_(delta)
         after = gen(ids).logits
-    # Only the output logit of token 9 moved: the output layer is the embedding matrix.
-    assert not torch.allclose(before[..., 9], after[..., 9])
-    torch.testing.assert_close(before[..., :9], after[..., :9])
+    # The output logit of token 9 moved by exactly h . delta (the output layer IS the embedding
+    # matrix); every other logit is unchanged.
+    moved = after[..., 9] - before[..., 9]
+    torch.testing.assert_close(moved, h @ delta, rtol=1e-4, atol=1e-4)
+    assert (h @ delta).abs().max() > 1.0  # a real change, far above rounding
+    torch.testing.assert_close(before[..., :9], after[..., :9], rtol=0, atol=0)
     # A transformers 4.x file that also stores generator_lm_head.weight loads (read as an alias).
     from safetensors.torch import load_file, save_file
     gen.save_pretrained(tmp_path / "g")
