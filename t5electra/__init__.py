@@ -26,7 +26,7 @@ _EXPORTS = {
     "ElectraForTokenClassification": "t5electra.models.electra",
     "ElectraForQuestionAnswering": "t5electra.models.electra",
     "ElectraPretrainer": "t5electra.models.electra_rtd",
-    "ElectraPipeline": "t5electra.fill_mask",
+    "ElectraPipeline": "t5electra.pipelines",
     "ElectraTokenizer": "t5electra.tokenizers",
 }
 

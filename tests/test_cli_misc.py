@@ -175,7 +175,7 @@ def test_convert_pytorch_bin_to_safetensors(electra_tok, tmp_path, capsys, shard
 
 
 def test_convert_electra_pretrainer_to_generator_and_discriminator(electra_tok, tmp_path, capsys):
-    from t5electra.fill_mask import ElectraPipeline
+    from t5electra.pipelines import ElectraPipeline
 
     disc = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok))
     gen = ElectraConfig.from_preset("electra-tiny-generator", vocab_size=len(electra_tok))

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from t5electra.errors import InvalidInputError
-from t5electra.fill_mask import _filter_logits, fill_mask_generate, resolve_mask_token_id
+from t5electra.generation.fill_mask import fill_mask_generate, resolve_mask_token_id
+from t5electra.generation.sampling import filter_top_k_top_p
 from t5electra.models.electra import ElectraConfig, ElectraForMaskedLM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,12 +107,12 @@ def test_sampling_alternatives_and_reproducible(gen):
     assert torch.equal(k1, greedy)
 
 
-def test_filter_logits():
+def testfilter_top_k_top_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.isinf(_filter_logits(logits, 2, None)[0, 2:]).all()
-    kept = ~torch.isinf(_filter_logits(logits, None, 0.75))
+    assert torch.isinf(filter_top_k_top_p(logits, 2, None)[0, 2:]).all()
+    kept = ~torch.isinf(filter_top_k_top_p(logits, None, 0.75))
     assert kept[0].tolist() == [True, True, False, False]                  # 0.5 + 0.3 >= 0.75
-    kept = ~torch.isinf(_filter_logits(logits, None, 0.1))
+    kept = ~torch.isinf(filter_top_k_top_p(logits, None, 0.1))
     assert kept[0].tolist() == [True, False, False, False]                 # the top token always stays
 
 
@@ -216,7 +217,7 @@ class FlagToken(torch.nn.Module):
 
 
 def test_detect_replaced_tokens(tokenizer):
-    from t5electra.fill_mask import detect_replaced_tokens
+    from t5electra.generation.fill_mask import detect_replaced_tokens
 
     bone = tokenizer.convert_tokens_to_ids("bone")
     res = detect_replaced_tokens(FlagToken(bone), tokenizer, "the dog ate the bone.")
@@ -227,7 +228,7 @@ def test_detect_replaced_tokens(tokenizer):
 
 
 def test_correct_flags_refills_until_stable(tokenizer, generator_dir):
-    from t5electra.fill_mask import Edit, correct
+    from t5electra.generation.fill_mask import Edit, correct
 
     gen = ElectraForMaskedLM.from_pretrained(generator_dir)                      # proposes "paris"
     bone = tokenizer.convert_tokens_to_ids("bone")
@@ -246,7 +247,7 @@ def test_correct_flags_refills_until_stable(tokenizer, generator_dir):
 
 
 def test_pipeline_and_example_on_a_pretrained_pair(tokenizer, tmp_path, capsys, monkeypatch):
-    from t5electra.fill_mask import ElectraPipeline
+    from t5electra.pipelines import ElectraPipeline
     from t5electra.models.electra_rtd import ElectraPretrainer
 
     pre = ElectraPretrainer(ElectraConfig.from_preset("electra-tiny", vocab_size=len(tokenizer)),

@@ -3,7 +3,7 @@ sampling reproducible and faithful to top-k / top-p / temperature, clear errors.
 
 Parity: our T5ForConditionalGeneration is saved with ``save_pretrained`` and loaded by transformers,
 and both generate with the same settings. ``HFProtocol`` below also drives transformers' own model
-through the protocol of t5electra/generate.py: the logits are then bit-identical on both sides, so
+through the protocol of t5electra/generation/seq2seq.py: the logits are then bit-identical on both sides, so
 those tests pin down the search itself (and beam sampling draw for draw).
 """
 
@@ -19,7 +19,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t5electra.errors import InvalidInputError
-from t5electra.generate import generate
+from t5electra.generation.seq2seq import generate
 from tiny_t5 import spread_tiny_t5
 
 VOCAB = 128
@@ -415,19 +415,15 @@ def test_topk_topp_temperature_match_transformers_warpers():
     from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                         TopPLogitsWarper)
 
-    from t5electra.generate import GenerationSettings, _warp
+    from t5electra.generation.sampling import warp_scores
 
     scores = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
     for t, k, p, keep in ((0.7, 10, 0.9, 1), (1.3, 3, 0.5, 2), (1.0, 0, 0.3, 1)):
-        s = GenerationSettings(max_length=5, min_new_tokens=0, num_beams=1, length_penalty=1.0,
-                               early_stopping=False, do_sample=True, temperature=t, top_k=k, top_p=p,
-                               num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                               eos_token_id=(1,), pad_token_id=0, decoder_start_token_id=0)
         theirs = TemperatureLogitsWarper(t)(None, scores)
         if k:
             theirs = TopKLogitsWarper(k, min_tokens_to_keep=keep)(None, theirs)
         theirs = TopPLogitsWarper(p, min_tokens_to_keep=keep)(None, theirs)
-        assert torch.equal(_warp(scores, s, keep), theirs)
+        assert torch.equal(warp_scores(scores, t, k, p, keep), theirs)
 
 
 # --------------------------------------------------------------------------------------------

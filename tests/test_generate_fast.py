@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import t5electra.models.t5 as t5mod
-from t5electra.generate import generate
+from t5electra.generation.seq2seq import generate
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from tiny_t5 import spread_tiny_t5
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from t5electra.errors import ConfigError
-from t5electra.fill_mask import ElectraPipeline
+from t5electra.pipelines import ElectraPipeline
 from t5electra.models.electra import ElectraForMaskedLM, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.recipes.pretrain_electra import default_config, main, train
 from t5electra.tokenizers import ElectraTokenizer

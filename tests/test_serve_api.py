@@ -20,7 +20,8 @@ import yaml
 from fastapi.testclient import TestClient
 
 from t5electra.errors import CheckpointNotFoundError, ConfigError
-from t5electra.fill_mask import ElectraPipeline, correct, detect_replaced_tokens
+from t5electra.generation.fill_mask import correct, detect_replaced_tokens
+from t5electra.pipelines import ElectraPipeline
 from t5electra.serve import attention as att
 from t5electra.serve.app import create_app
 from t5electra.serve.batching import DynamicBatcher

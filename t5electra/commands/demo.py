@@ -61,7 +61,7 @@ def demo(out: Path, steps: int = 60, seed: int = 0) -> dict:
     """Run the demo in ``out``; returns what it produced (for tests)."""
     import torch
 
-    from ..fill_mask import ElectraPipeline
+    from ..pipelines import ElectraPipeline
     from ..models.electra import ElectraConfig
     from ..models.electra_rtd import ElectraPretrainer
     from ..models.t5 import T5Config, T5ForConditionalGeneration

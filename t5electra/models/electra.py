@@ -32,6 +32,7 @@ from ..checkpoint.electra import HEAD_KEYS, electra_keymap, normalize_prefix
 from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
+from ..generation.fill_mask import fill_mask_generate
 from ..modeling import LoadReport, ModelOutput, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import attend
@@ -515,10 +516,8 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
 
         This is what "generate" can honestly mean for ELECTRA: the generator is a masked language
         model, not a left-to-right text generator, so it can fill blanks but not continue a text.
-        See t5electra/fill_mask.py for the arguments.
+        See t5electra/generation/fill_mask.py for the arguments.
         """
-        from ..fill_mask import fill_mask_generate
-
         return fill_mask_generate(self, *args, **kwargs)
 
 

@@ -18,7 +18,7 @@ FFN's two input matrices one (``wi``); attention runs through PyTorch's SDPA wit
 bias + mask as one additive float mask, built once per stack. checkpoint/t5.py maps these names
 to transformers' (concatenating on load, splitting on save).
 
-Generation protocol (used by t5electra/generate.py; all in ``T5ForConditionalGeneration``)::
+Generation protocol (used by t5electra/generation/seq2seq.py; all in ``T5ForConditionalGeneration``)::
 
     enc = model.encode(input_ids, attention_mask=None)        # (N, S, D) final-normed encoder output
     cache = model.new_decoder_cache(enc, attention_mask, max_length)
@@ -32,7 +32,7 @@ Generation protocol (used by t5electra/generate.py; all in ``T5ForConditionalGen
         # while the rows stay grouped by input (rows of input b are b*g .. b*g+g-1): the g beams
         # of an input share its K/V.
 
-``model.generate(...)`` runs t5electra.generate.generate on this protocol. ``decode_step`` runs
+``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol. ``decode_step`` runs
 the blocks with ``linear=decode_linear`` (nn/linear.py: the same modules, with the fastest matmul
 formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
 weights and oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
@@ -52,6 +52,7 @@ from ..checkpoint.keymap import KeyMap
 from ..checkpoint.t5 import t5_keymap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
+from ..generation import seq2seq
 from ..modeling import ModelOutput, PreTrainedModel
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
@@ -720,10 +721,8 @@ class T5ForConditionalGeneration(T5Model):
         return self
 
     def generate(self, *args, **kwargs):
-        """Greedy / beam / sampling decoding; see t5electra.generate.generate for the arguments."""
-        from ..generate import generate
-
-        return generate(self, *args, **kwargs)
+        """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""
+        return seq2seq.generate(self, *args, **kwargs)
 
     # -- checkpoints -------------------------------------------------------------------------------
     @classmethod

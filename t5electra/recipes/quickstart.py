@@ -221,7 +221,7 @@ RTD_SENTENCES = ("she was the youngest of the two daughters of a most affectiona
 
 def samples(out: Path) -> dict[str, Any]:
     """T5 answers, T5's span filling after pretraining, and ELECTRA's replaced-token predictions."""
-    from ..fill_mask import ElectraPipeline
+    from ..pipelines import ElectraPipeline
     from ..models.t5 import T5ForConditionalGeneration
     from ..tokenizers import T5Tokenizer
     from .evaluate import predict_texts

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..fill_mask import correct, detect_replaced_tokens, fill_mask_generate
+from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate
 from .attention import electra_attention, t5_attention
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ServedModel
 

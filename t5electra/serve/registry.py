@@ -122,7 +122,7 @@ def _prepare(model: torch.nn.Module, config: ServeConfig) -> torch.nn.Module:
 
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:
     """Load one model directory (see the module docstring for what is recognised)."""
-    from ..fill_mask import ElectraPipeline
+    from ..pipelines import ElectraPipeline
     from ..models.electra import ElectraForMaskedLM, ElectraForPreTraining, ElectraForSequenceClassification
     from ..models.t5 import T5ForConditionalGeneration
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
