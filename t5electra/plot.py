@@ -136,3 +136,12 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     if not written:
         raise DataError(f"{run_dir / 'metrics.jsonl'}: nothing to plot yet (no finite numeric metrics)")
     return written
+
+
+def plot_run_if_available(run_dir: str | os.PathLike) -> list[Path]:
+    """:func:`plot_run` when matplotlib is installed (the ``data`` extra), else nothing: the
+    training recipes call this at the end of a run."""
+    try:
+        return plot_run(run_dir)
+    except ImportError:
+        return []

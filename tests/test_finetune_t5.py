@@ -12,7 +12,7 @@ import pytest
 
 from t5electra.errors import ConfigError
 from t5electra.models.t5 import T5ForConditionalGeneration
-from t5electra.recipes.evaluate import predict_texts, task_list
+from t5electra.eval.text_to_text import predict_texts, task_list
 from t5electra.recipes.finetune_t5 import Seq2SeqBatcher, main, train
 from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config

@@ -216,7 +216,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, glue_dir):
 
 
 def test_glue_without_files_or_datasets_library_explains(monkeypatch):
-    monkeypatch.setattr(T, "_datasets_available", lambda: False)
+    monkeypatch.setattr(T, "datasets_available", lambda: False)
     with pytest.raises(ConfigError, match="needs data_dir="):
         T.get_task("rte")
 
@@ -230,7 +230,7 @@ def test_datasets_library_source_when_installed(monkeypatch):
         return [{"sentence": "a gem", "label": 1, "idx": 0}]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    monkeypatch.setattr(T, "_datasets_available", lambda: True)
+    monkeypatch.setattr(T, "datasets_available", lambda: True)
     task = T.glue_task("sst2")
     ex = next(task.examples("validation"))
     assert (ex["inputs"], ex["targets"]) == ("sst2 sentence: a gem", "positive")

@@ -42,25 +42,13 @@ IGNORED = (
     r"qa_outputs\..*",
 )
 
-# Head weights, by our class name: identical names on both sides.
-HEAD_KEYS = {
-    "ElectraModel": (),
-    "ElectraForPreTraining": ("discriminator_predictions.dense.weight", "discriminator_predictions.dense.bias",
-                              "discriminator_predictions.dense_prediction.weight",
-                              "discriminator_predictions.dense_prediction.bias"),
-    "ElectraForMaskedLM": ("generator_predictions.dense.weight", "generator_predictions.dense.bias",
-                           "generator_predictions.LayerNorm.weight", "generator_predictions.LayerNorm.bias",
-                           "generator_lm_head.bias"),
-    "ElectraForSequenceClassification": ("classifier.dense.weight", "classifier.dense.bias",
-                                         "classifier.out_proj.weight", "classifier.out_proj.bias"),
-    "ElectraForTokenClassification": ("classifier.weight", "classifier.bias"),
-    "ElectraForQuestionAnswering": ("qa_outputs.weight", "qa_outputs.bias"),
-}
-
-
-def electra_keymap(class_name: str, has_projection: bool) -> KeyMap:
-    """The key map of one ELECTRA class (a name in HEAD_KEYS)."""
-    p = "" if class_name == "ElectraModel" else "electra."
+def electra_keymap(prefix: str, head_keys: tuple[str, ...], has_projection: bool,
+                   tied_generator: bool = False) -> KeyMap:
+    """The key map of one ELECTRA class: its encoder under ``prefix`` ("electra." or "" for the bare
+    encoder), its head's weights ``head_keys`` (declared on the class, identical names on both
+    sides), ``embeddings_project`` when ``has_projection``; ``tied_generator``: the generator's
+    output layer is the word-embedding matrix."""
+    p = prefix
     enc = p + "encoder.layer.{i}."
     rules = [Rule(p + f"embeddings.{n}.weight", p + f"embeddings.{n}.weight")
              for n in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")]
@@ -77,9 +65,9 @@ def electra_keymap(class_name: str, has_projection: bool) -> KeyMap:
             Rule(p + f"layers.{{i}}.ffn_out.{w}", enc + f"output.dense.{w}"),
             Rule(p + f"layers.{{i}}.ffn_norm.{w}", enc + f"output.LayerNorm.{w}"),
         ]
-    rules += [Rule(k, k) for k in HEAD_KEYS[class_name]]
+    rules += [Rule(k, k) for k in head_keys]
     aliases = {}
-    if class_name == "ElectraForMaskedLM":
+    if tied_generator:
         # The generator's output layer IS the word-embedding matrix (tied); transformers 5 does not
         # save it, older versions did: read it only when the embedding itself is absent.
         aliases["generator_lm_head.weight"] = "electra.embeddings.word_embeddings.weight"

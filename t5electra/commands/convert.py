@@ -19,23 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-# config.json "architectures" -> our class (BERT checkpoints load into the ELECTRA classes)
-CLASSES = {
-    "T5ForConditionalGeneration": ("t5electra.models.t5", "T5ForConditionalGeneration"),
-    "T5Model": ("t5electra.models.t5", "T5Model"),
-    "T5EncoderModel": ("t5electra.models.t5", "T5EncoderModel"),
-    "ElectraModel": ("t5electra.models.electra", "ElectraModel"),
-    "ElectraForPreTraining": ("t5electra.models.electra", "ElectraForPreTraining"),
-    "ElectraForMaskedLM": ("t5electra.models.electra", "ElectraForMaskedLM"),
-    "ElectraForSequenceClassification": ("t5electra.models.electra", "ElectraForSequenceClassification"),
-    "ElectraForTokenClassification": ("t5electra.models.electra", "ElectraForTokenClassification"),
-    "ElectraForQuestionAnswering": ("t5electra.models.electra", "ElectraForQuestionAnswering"),
-    "BertModel": ("t5electra.models.electra", "ElectraModel"),
-    "BertForMaskedLM": ("t5electra.models.electra", "ElectraForMaskedLM"),
-    "BertForSequenceClassification": ("t5electra.models.electra", "ElectraForSequenceClassification"),
-    "BertForTokenClassification": ("t5electra.models.electra", "ElectraForTokenClassification"),
-    "BertForQuestionAnswering": ("t5electra.models.electra", "ElectraForQuestionAnswering"),
-}
 PARTS = ("generator", "discriminator")  # ElectraPretrainer.save_pretrained's layout
 
 
@@ -47,21 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_class(model_dir: Path):
     """Our class for the checkpoint's ``architectures`` (else its ``model_type``'s default)."""
-    import importlib
+    from ..models.registry import model_class as registered_class
 
-    from ..checkpoint.io import read_json
-    from ..errors import ConfigError
-
-    cfg = read_json(model_dir / "config.json")
-    arch = (cfg.get("architectures") or [None])[0]
-    if arch is None:
-        arch = {"t5": "T5ForConditionalGeneration", "electra": "ElectraForPreTraining", "bert": "BertModel"}.get(
-            cfg.get("model_type"))
-    if arch not in CLASSES:
-        raise ConfigError(f"{model_dir / 'config.json'}: architecture {arch!r} (model_type "
-                          f"{cfg.get('model_type')!r}) is not one t5electra converts; known: {', '.join(CLASSES)}")
-    module, name = CLASSES[arch]
-    return getattr(importlib.import_module(module), name)
+    return registered_class(model_dir)
 
 
 def source_dir(src: Path) -> Path:

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_family(init_from: str | None, family: str) -> str:
     """``t5`` or ``electra``: from the checkpoint's config.json when there is one."""
     from ..errors import CheckpointNotFoundError
-    from ..recipes.evaluate import model_kind
+    from ..models.registry import model_kind
     from ..recipes.finetune_electra import model_dir
 
     if not init_from:

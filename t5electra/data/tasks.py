@@ -26,10 +26,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import json
 import math
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,193 +38,8 @@ import numpy as np
 from .. import metrics as M
 from ..config import suggest
 from ..errors import ConfigError, DataError, InvalidInputError
-
-Example = dict[str, Any]
-
-# GLUE/SQuAD TSVs contain quote characters that are text, not quoting (GLUE's own loaders read
-# them with QUOTE_NONE); fields are long.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-# =================================================================================================
-# Readers: one file -> raw example dicts
-# =================================================================================================
-
-def _open_text(path: Path):
-    # utf-8-sig: MRPC's files start with a byte-order mark that would otherwise rename a column.
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def read_tsv(path: str | Path, quoting: int = csv.QUOTE_NONE) -> Iterator[Example]:
-    """Rows of a TSV with a header line, as dicts (quotes are plain text, as in GLUE)."""
-    with _open_text(Path(path)) as fh:
-        yield from csv.DictReader(fh, delimiter="\t", quoting=quoting)
-
-
-def read_csv(path: str | Path) -> Iterator[Example]:
-    """Rows of a CSV with a header line (standard quoting), as dicts."""
-    with _open_text(Path(path)) as fh:
-        yield from csv.DictReader(fh)
-
-
-def read_jsonl(path: str | Path) -> Iterator[Example]:
-    """One JSON object per line; blank lines are skipped."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
-
-
-def read_parquet(path: str | Path) -> Iterator[Example]:
-    """Rows of a Parquet file, read in record batches (bounded memory)."""
-    import pyarrow.parquet as pq
-
-    import pyarrow
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
-    except pyarrow.ArrowException as e:
-        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-    for batch in batches:
-        yield from batch.to_pylist()
-
-
-def read_squad(path: str | Path) -> Iterator[Example]:
-    """SQuAD v1.1 JSON (``{"data": [{"title", "paragraphs": [{"context", "qas"}]}]}``) flattened
-    to one dict per question, in the layout of the ``datasets`` "squad" dataset:
-    ``{"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}}``."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        try:
-            doc = json.load(fh)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(doc, dict) or "data" not in doc:
-        raise DataError(f"{path}: not SQuAD JSON (no top-level 'data' list)")
-    for article in doc["data"]:
-        for para in article.get("paragraphs", []):
-            for qa in para.get("qas", []):
-                answers = qa.get("answers", [])
-                yield {
-                    "id": qa.get("id", ""),
-                    "title": article.get("title", ""),
-                    "context": para["context"],
-                    "question": qa["question"],
-                    "answers": {"text": [a["text"] for a in answers],
-                                "answer_start": [int(a["answer_start"]) for a in answers]},
-                }
-
-
-_READERS: dict[str, Callable[[Path], Iterator[Example]]] = {
-    ".tsv": read_tsv, ".csv": read_csv, ".jsonl": read_jsonl, ".parquet": read_parquet, ".json": read_squad,
-}
-
-
-def read_records(path: str | Path) -> Iterator[Example]:
-    """Dispatch on the suffix: .tsv, .csv, .jsonl, .parquet, .json (SQuAD)."""
-    path = Path(path)
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"{path}: unknown data format {path.suffix!r}; expected one of {sorted(_READERS)}")
-    return reader(path)
-
-
-# =================================================================================================
-# Sources: split name -> raw examples
-# =================================================================================================
-
-@dataclasses.dataclass(frozen=True)
-class FileSource:
-    """Examples from local files, one file per split."""
-
-    # split name -> file
-    files: Mapping[str, Path]
-    # file -> raw example dicts
-    reader: Callable[[Path], Iterator[Example]] = read_records
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(self.files)
-
-    def read(self, split: str) -> Iterator[Example]:
-        if split not in self.files:
-            raise ConfigError(f"no split {split!r}{suggest(split, self.files)}; available: {list(self.files)}")
-        path = Path(self.files[split])
-        if not path.is_file():
-            raise DataError(f"split {split!r}: file {path} does not exist")
-        return _utf8_guard(path, self.reader(path))
-
-
-def _utf8_guard(path: Path, rows: Iterator[Example]) -> Iterator[Example]:
-    # Labelled data is not silently "repaired": bytes that are not UTF-8 are an error naming the file.
-    try:
-        yield from rows
-    except UnicodeDecodeError as e:
-        bad = e.object[e.start:e.start + 4]
-        raise DataError(f"{path}: not UTF-8 text ({e.reason}, bytes {bad!r}); re-encode the file as UTF-8") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class HFDatasetSource:
-    """A dataset of the optional ``datasets`` library (downloaded by it, so online the first time)."""
-
-    # e.g. "nyu-mll/glue"
-    path: str
-    # configuration, e.g. "sst2"
-    name: str | None = None
-    # our split name -> the dataset's split name
-    split_map: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"})
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(self.split_map)
-
-    def read(self, split: str) -> Iterator[Example]:
-        if split not in self.split_map:
-            raise ConfigError(f"no split {split!r}{suggest(split, self.split_map)}; available: {list(self.split_map)}")
-        try:
-            import datasets
-        except ImportError:
-            raise ConfigError(
-                f"reading {self.path}{'/' + self.name if self.name else ''} needs the `datasets` library "
-                "(pip install datasets), or pass data_dir= with local files") from None
-        yield from datasets.load_dataset(self.path, self.name, split=self.split_map[split])
-
-
-def _datasets_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("datasets") is not None
-
-
-def find_split_files(data_dir: str | Path, exts: Sequence[str],
-                     names: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
-    """``{split: file}`` for the files in ``data_dir`` named like a split (train, validation/dev/valid,
-    test) with one of the suffixes ``exts``; ``names`` overrides the accepted stems per split."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"data directory {data_dir} does not exist")
-    names = names or {"train": ("train",), "validation": ("validation", "dev", "valid", "val"), "test": ("test",)}
-    found: dict[str, Path] = {}
-    for split, stems in names.items():
-        for stem in stems:
-            hit = next((data_dir / f"{stem}{e}" for e in exts if (data_dir / f"{stem}{e}").is_file()), None)
-            if hit is not None:
-                found[split] = hit
-                break
-    if not found:
-        raise DataError(f"{data_dir}: no split files (train/validation/test with suffix {list(exts)})")
-    return found
-
+from .readers import Example, FileSource, HFDatasetSource, _open_text, datasets_available, find_split_files
+from .readers import read_csv, read_jsonl, read_parquet, read_records, read_squad, read_tsv  # noqa: F401 (tasks.read_* too)
 
 # =================================================================================================
 # Tasks
@@ -646,7 +459,7 @@ def glue_task(name: str, data_dir: str | Path | None = None) -> Task:
         if not files:
             raise DataError(f"GLUE {name}: none of {list(spec.files.values())} in {d}")
         source = FileSource(files, lambda p: read_glue_tsv(p, spec))
-    elif _datasets_available():
+    elif datasets_available():
         splits = {s: s for s in spec.files}
         source = HFDatasetSource("nyu-mll/glue", name, splits)
     else:
@@ -718,7 +531,7 @@ def _squad_factory(data_dir=None, pad_punct: bool = False) -> Task:
         files = find_split_files(data_dir, (".json",), {"train": ("train-v1.1", "train"),
                                                         "validation": ("dev-v1.1", "dev", "validation")})
         source = FileSource(files, read_squad)
-    elif _datasets_available():
+    elif datasets_available():
         source = HFDatasetSource("rajpurkar/squad", None, {"train": "train", "validation": "validation"})
     else:
         raise ConfigError("task 'squad' needs data_dir= (with train-v1.1.json / dev-v1.1.json) or `datasets`")
@@ -728,7 +541,7 @@ def _squad_factory(data_dir=None, pad_punct: bool = False) -> Task:
 def _cnn_dm_factory(data_dir=None) -> Task:
     if data_dir is not None:
         source = FileSource(find_split_files(data_dir, (".jsonl", ".parquet", ".csv", ".tsv")))
-    elif _datasets_available():
+    elif datasets_available():
         source = HFDatasetSource("abisee/cnn_dailymail", "3.0.0")
     else:
         raise ConfigError("task 'cnn_dailymail' needs data_dir= (train/validation/test .jsonl) or `datasets`")

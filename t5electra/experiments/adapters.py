@@ -18,7 +18,9 @@ from typing import Any
 from ..errors import CheckpointNotFoundError, ConfigError
 from ..models.electra import ElectraConfig
 from ..models.t5 import T5Config
+from ..recipes import pretrain_electra
 from ..train.config import RunConfig, load_config, set_value, validate
+from ..train.seq2seq import DEFAULT_PRESET as T5_DEFAULT_PRESET
 from . import flops
 
 
@@ -52,15 +54,12 @@ class Adapter:
         tokenizer of ``vocab_size`` tokens (a fresh model: preset + overrides)."""
         m = cfg.model
         if self.family == "t5":
-            from ..recipes.pretrain_t5 import DEFAULT_PRESET
-
-            overrides = {"vocab_size": -(-vocab_size // 128) * 128, **m.overrides}  # as pretrain_t5.build_model
-            return T5Config.from_preset(m.preset or DEFAULT_PRESET, **overrides), None
+            overrides = {"vocab_size": -(-vocab_size // 128) * 128, **m.overrides}  # as train.seq2seq.build_model
+            return T5Config.from_preset(m.preset or T5_DEFAULT_PRESET, **overrides), None
         if self.pretrain:
-            from ..recipes.pretrain_electra import DEFAULT_PRESET, generator_config
-
-            disc = ElectraConfig.from_preset(m.preset or DEFAULT_PRESET, **{"vocab_size": vocab_size, **m.overrides})
-            return disc, generator_config(cfg, disc) if cfg.data.objective == "electra-rtd" else None
+            disc = ElectraConfig.from_preset(m.preset or pretrain_electra.DEFAULT_PRESET,
+                                             **{"vocab_size": vocab_size, **m.overrides})
+            return disc, pretrain_electra.generator_config(cfg, disc) if cfg.data.objective == "electra-rtd" else None
         return ElectraConfig.from_preset(m.preset or "electra-small", **{"vocab_size": vocab_size, **m.overrides}), None
 
     def flops(self, cfg: RunConfig, vocab_size: int, model_dir: Path | None = None) -> int:

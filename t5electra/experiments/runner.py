@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +28,15 @@ from typing import Any
 
 import torch
 
+from ..data.samples import corpus_slice, fetch_sample
 from ..data.sources import read_documents
-from ..machine import cpu_model
 from ..errors import ConfigError
+from ..machine import cpu_model
+from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from . import flops as F
 from .adapters import get_adapter
 from .grid import Experiment, Job, Method, expand, load_experiment
+from .report import write_report
 
 DEFAULT_DATA = {"corpus_chars": 1_000_000, "t5_vocab": 4000, "electra_vocab": 4000, "task_examples": None}
 T5_SENTINELS = 100
@@ -63,8 +65,6 @@ class Context:
         """Tokens of the family's tokenizer (the trained one if it exists, else the nominal size)."""
         d = self.tokenizer_dir(family)
         if (d / "tokenizer_config.json").is_file():
-            from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
             return len((T5Tokenizer if family == "t5" else ElectraTokenizer).from_pretrained(d))
         data = {**DEFAULT_DATA, **self.exp.data}
         return int(data["t5_vocab"]) + T5_SENTINELS if family == "t5" else int(data["electra_vocab"])
@@ -113,10 +113,6 @@ def steps_for_flops(ctx: Context) -> Callable[[Method, float], int]:
 # --------------------------------------------------------------------------------------------
 def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
     """The sample corpus slice (train/validation JSONL) and a tokenizer per model family, once."""
-    from ..data.samples import fetch_sample
-    from ..recipes.quickstart import corpus_slice  # the quickstart's evenly spread slice, reused
-    from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
     data = {**DEFAULT_DATA, **ctx.exp.data}
     train = ctx.data_dir / "corpus_train.jsonl"
     if not (ctx.data_dir / "corpus_validation.jsonl").is_file():
@@ -142,8 +138,6 @@ def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
 def trimmed_task_dir(ctx: Context, task: str | None, rows: int) -> Path:
     """A copy of the task's sample dataset with the first ``rows`` examples of each split
     (``data.task_examples``: for CI and first looks; T5 is scored by generating every test answer)."""
-    from ..data.samples import fetch_sample
-
     if task not in SAMPLE_OF_TASK:
         raise ConfigError(f"data.task_examples works for the sample tasks ({', '.join(SAMPLE_OF_TASK)}) one at a "
                           f"time, not {task!r}: remove it to use the full data")
@@ -253,8 +247,6 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
         _append(ctx.out, record)
         echo(f"[{i}/{len(jobs)}] {job.id}: {record['wall_s']:.0f} s, {F.format_flops(record['flops'])}")
 
-    from .report import write_report
-
     meta_path = ctx.out / "run.json"
     if report_only and meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -285,16 +277,3 @@ def plan_lines(ctx: Context, jobs: list[Job], records: dict[str, dict[str, Any]]
         lines.append(f"  {status}  {job.id:<48} {job.steps:>7} steps  {what}")
     lines.append(f"pretraining compute: {F.format_flops(total)}")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:  # python -m t5electra.experiments.runner NAME
-    from ..commands.experiment import add_arguments, run
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m t5electra.experiments.runner")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.electra import HEAD_KEYS, electra_keymap, normalize_prefix
+from ..checkpoint.electra import electra_keymap, normalize_prefix
 from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
@@ -302,6 +302,10 @@ class ElectraPreTrainedModel(PreTrainedModel):
     """What every ELECTRA class shares: config class, init, key map, input checks."""
 
     config_class = ElectraConfig
+    # where the encoder sits in the state dict ("electra." under a head, "" in ElectraModel) and
+    # the head's own weights (the same names in transformers' checkpoints)
+    encoder_prefix: ClassVar[str] = "electra."
+    hf_head_keys: ClassVar[tuple[str, ...]] = ()
 
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
@@ -322,14 +326,13 @@ class ElectraPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def hf_keymap(cls, config: ElectraConfig) -> KeyMap:
-        family = next(c.__name__ for c in cls.__mro__ if c.__name__ in HEAD_KEYS)  # works for subclasses too
-        return electra_keymap(family, config.embedding_size != config.hidden_size)
+        return electra_keymap(cls.encoder_prefix, cls.hf_head_keys, config.embedding_size != config.hidden_size,
+                              tied_generator=issubclass(cls, ElectraForMaskedLM))
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
                            ) -> LoadReport:
         # Encoder weights may sit under "electra.", "bert." or at the root of the file.
-        prefix = "" if isinstance(self, ElectraModel) else "electra."
-        hf_sd, sources = normalize_prefix(hf_sd, sources or {}, prefix)
+        hf_sd, sources = normalize_prefix(hf_sd, sources or {}, self.encoder_prefix)
         return super().load_hf_state_dict(hf_sd, sources)
 
     def _shape_hint(self) -> str:
@@ -341,6 +344,8 @@ class ElectraPreTrainedModel(PreTrainedModel):
 
 class ElectraModel(ElectraPreTrainedModel):
     """The bare encoder: token ids -> contextual vectors ``last_hidden_state`` (B, T, H)."""
+
+    encoder_prefix: ClassVar[str] = ""
 
     # Without autograd (torch.no_grad / inference_mode) on CPU, a batch of more than this many
     # tokens runs through the encoder a few whole sequences at a time: each slice's activations
@@ -441,6 +446,9 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
     positions where attention_mask is 1 (all positions without a mask), as in transformers.
     """
 
+    hf_head_keys = ("discriminator_predictions.dense.weight", "discriminator_predictions.dense.bias",
+                    "discriminator_predictions.dense_prediction.weight", "discriminator_predictions.dense_prediction.bias")
+
     newly_initialized_ok = (r"discriminator_predictions\..*",)
 
     def __init__(self, config: ElectraConfig):
@@ -483,6 +491,9 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
     never drift apart; checkpoints store only the embedding (transformers 5 does the same).
     ``labels`` (B, T): the original ids at the positions to predict, -100 elsewhere.
     """
+
+    hf_head_keys = ("generator_predictions.dense.weight", "generator_predictions.dense.bias",
+                    "generator_predictions.LayerNorm.weight", "generator_predictions.LayerNorm.bias", "generator_lm_head.bias")
 
     newly_initialized_ok = (r"generator_predictions\..*", r"generator_lm_head\.bias")
 
@@ -550,6 +561,9 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
     is None it is inferred like transformers: num_labels == 1 -> regression (MSE), integer labels ->
     single-label cross-entropy, float labels (B, L) -> multi-label BCE."""
 
+    hf_head_keys = ("classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                    "classifier.out_proj.bias")
+
     newly_initialized_ok = (r"classifier\..*",)
 
     def __init__(self, config: ElectraConfig):
@@ -589,6 +603,8 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
 class ElectraForTokenClassification(ElectraPreTrainedModel):
     """One prediction per token (NER, POS): dropout -> dense(H -> L). Labels -100 are ignored."""
 
+    hf_head_keys = ("classifier.weight", "classifier.bias")
+
     newly_initialized_ok = (r"classifier\..*",)
 
     def __init__(self, config: ElectraConfig):
@@ -615,6 +631,8 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
     ``start_positions`` / ``end_positions`` (B,): token indices of the answer span; positions
     outside the sequence are clamped to T and ignored, as in transformers.
     """
+
+    hf_head_keys = ("qa_outputs.weight", "qa_outputs.bias")
 
     newly_initialized_ok = (r"qa_outputs\..*",)
 

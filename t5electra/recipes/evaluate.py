@@ -9,8 +9,9 @@ label / number / answer before its metrics score it. Text that is not a valid an
 name the task does not have, a non-number for a regression) counts as wrong, as in T5's own
 evaluation (``t5/data/postprocessors.py``).
 
-An ELECTRA (or BERT) checkpoint with a task head is scored by the ELECTRA fine-tuning recipe's own
-evaluation (classification, regression, token classification, extractive QA).
+An ELECTRA (or BERT) checkpoint with a task head is scored as the ELECTRA fine-tuning recipe
+scores it (``eval/heads.py``: classification, regression, token classification, extractive QA);
+``models/registry.py`` says which head a checkpoint has.
 
 ``CHECKPOINT`` may be a model directory, a training checkpoint (``RUN/checkpoints/step-N``) or a
 run directory, which resolves to ``RUN/model`` (the fine-tuning recipes save the best checkpoint
@@ -19,18 +20,22 @@ there), then the latest checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint.io import read_json
-from ..data.tasks import Mixture, Task, get_task
+from ..data.heads import encode, load_task_data
+from ..data.tasks import Task
 from ..errors import CheckpointNotFoundError, ConfigError, DataError
-
-Example = dict[str, Any]
+from ..eval.heads import predict, score
+from ..eval.text_to_text import Example, score_t5, score_tasks, task_list
+from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model_config, task_head
+from ..models.t5 import T5ForConditionalGeneration
+from ..tokenizers import ElectraTokenizer, T5Tokenizer
+from ..train.checkpointing import CheckpointManager
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,8 +50,6 @@ def resolve_model_dir(path: str | Path) -> Path:
         return p
     if (p / "model" / "config.json").is_file():
         return p / "model"
-    from ..train.checkpointing import CheckpointManager
-
     latest = CheckpointManager(p).latest()
     if latest is not None and (latest / "config.json").is_file():
         return latest
@@ -54,81 +57,9 @@ def resolve_model_dir(path: str | Path) -> Path:
                                   f"(give a directory written by save_pretrained or a training run)")
 
 
-def model_kind(model_dir: Path) -> str:
-    """``"t5"`` or ``"electra"`` (from config.json's model_type)."""
-    cfg = read_json(model_dir / "config.json")
-    kind = str(cfg.get("model_type", ""))
-    if kind in ("t5", "mt5", "umt5"):
-        return "t5"
-    if kind in ("electra", "bert"):
-        return "electra"
-    raise ConfigError(f"{model_dir / 'config.json'}: model_type={kind!r} is neither T5 nor ELECTRA")
-
-
-# --------------------------------------------------------------------------------------------
-# T5: generate, then score
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_texts(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 32, max_length: int = 512,
-                  max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
-    """Generated text for each input, in order (batches sorted by length, so little padding)."""
-    model.eval()
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-    out: list[str] = [""] * len(inputs)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([inputs[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        ids = model.generate(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
-                             max_new_tokens=max_new_tokens, num_beams=num_beams)  # (b, 1 + new)
-        for i, text in zip(idx, tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)):
-            out[i] = text.strip()
-    return out
-
-
-def score_t5(model, tokenizer, task: Task, examples: Sequence[Example], *, batch_size: int = 32,
-             max_length: int = 512, max_new_tokens: int = 32, num_beams: int = 1) -> tuple[dict[str, float], list[str]]:
-    """The task's metrics on ``examples`` (preprocessed, with ``inputs``) and the generated texts."""
-    if not examples:
-        raise DataError(f"task {task.name!r}: no examples to evaluate")
-    preds = predict_texts(model, tokenizer, [ex["inputs"] for ex in examples], batch_size=batch_size,
-                          max_length=max_length, max_new_tokens=max_new_tokens, num_beams=num_beams)
-    return task.evaluate(preds, examples), preds
-
-
-def score_tasks(model, tokenizer, tasks: Sequence[Task], examples: dict[str, list[Example]],
-                **kwargs: Any) -> dict[str, float]:
-    """One task: its metrics as named. Several (a mixture): ``"task/metric"`` plus ``"average"``
-    (the mean of every task's first metric, as T5 reports its GLUE average)."""
-    if len(tasks) == 1:
-        return score_t5(model, tokenizer, tasks[0], examples[tasks[0].name], **kwargs)[0]
-    out: dict[str, float] = {}
-    firsts = []
-    for task in tasks:
-        metrics = score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0]
-        out.update({f"{task.name}/{k}": v for k, v in metrics.items()})
-        firsts.append(next(iter(metrics.values())))
-    out["average"] = sum(firsts) / len(firsts)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
-def task_list(name: str, data_dir: str | None = None) -> list[Task]:
-    """``"sentiment"`` -> [task]; ``"sst2+mrpc"`` (or commas) -> the tasks of a mixture."""
-    names = [n.strip() for n in name.replace(",", "+").split("+") if n.strip()]
-    if not names:
-        raise ConfigError("no task name given (e.g. --task sentiment, or a mixture 'sst2+mrpc')")
-    if len(names) > 1 and data_dir:
-        raise ConfigError(f"task {name!r} is a mixture: data_dir applies to one task only")
-    return [get_task(n, data_dir=data_dir) for n in names]
-
-
-def mixture(tasks: Sequence[Task], name: str) -> Mixture:
-    return Mixture.examples_proportional(name, tasks) if len(tasks) > 1 else Mixture(name, tuple(tasks), (1.0,))
-
-
 def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", *, data_dir: str | None = None,
                         batch_size: int = 32, max_examples: int | None = None, max_length: int = 512,
                         max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
@@ -143,9 +74,6 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", 
     kind = model_kind(model_dir)
     dev = torch.device(device)
     if kind == "t5":
-        from ..models.t5 import T5ForConditionalGeneration
-        from ..tokenizers import T5Tokenizer
-
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         examples = {t.name: _examples(t, split, max_examples) for t in tasks}
@@ -185,42 +113,26 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
     return out
 
 
-# ELECTRA checkpoints: their head -> the head the fine-tuning recipe scores
-ELECTRA_HEADS = {"ElectraForSequenceClassification": "classification", "BertForSequenceClassification": "classification",
-                 "ElectraForTokenClassification": "token_classification",
-                 "BertForTokenClassification": "token_classification",
-                 "ElectraForQuestionAnswering": "qa", "BertForQuestionAnswering": "qa"}
-
-
 def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: str, device: torch.device, *,
                       batch_size: int, max_length: int, max_examples: int | None) -> tuple[dict[str, float], int]:
-    """The ELECTRA fine-tuning recipe's own scoring (recipes/finetune_electra.py: encode, predict,
-    score), so every head it trains (classification, regression, token classification, QA) is
-    scored here exactly as during fine-tuning."""
-    import dataclasses
-
-    from ..tokenizers import ElectraTokenizer
-    from .finetune_electra import MODEL_CLASSES, default_config, encode, load_data, predict, score
-
-    config = read_json(model_dir / "config.json")
-    arch = (config.get("architectures") or [""])[0]
-    if arch not in ELECTRA_HEADS:
-        raise ConfigError(f"{model_dir}: architecture {arch!r} has no task head to evaluate (fine-tune it first: "
+    """The scoring the ELECTRA fine-tuning recipe uses (data/heads.py: load, encode; eval/heads.py:
+    predict, score), so every head it trains (classification, regression, token classification,
+    QA) is scored here exactly as during fine-tuning."""
+    config = read_model_config(model_dir)
+    arch = architecture(config, str(model_dir / "config.json"))
+    if arch.head not in HEAD_CLASSES:
+        raise ConfigError(f"{model_dir}: architecture {arch.name!r} has no task head to evaluate (fine-tune it first: "
                           f"`t5electra finetune`)")
-    head = ELECTRA_HEADS[arch]
-    if head == "classification" and config.get("num_labels", len(config.get("id2label") or {0: 0, 1: 1})) == 1:
-        head = "regression"
+    head = task_head(arch, config)
     max_length = min(max_length, int(config.get("max_position_embeddings", 512)))
-    cfg = default_config()
-    cfg.data.task, cfg.data.task_dir, cfg.electra.head, cfg.data.max_length = task.name, data_dir, head, max_length
-    data = load_data(cfg)
+    data = load_task_data(head, task=task.name, task_dir=data_dir)
     if split not in data.splits:
         raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
     data = dataclasses.replace(data, splits={split: data.splits[split][:max_examples]})
     if not data.splits[split]:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
-    model = MODEL_CLASSES[head].from_pretrained(model_dir).to(device)
+    model = arch.cls.from_pretrained(model_dir).to(device)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
-    features = encode(data, split, tokenizer, cfg)
+    features = encode(data, split, tokenizer, max_length)
     preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)
-    return score(data, data.splits[split], features, preds, loss, cfg), len(data.splits[split])
+    return score(data, data.splits[split], features, preds, loss), len(data.splits[split])

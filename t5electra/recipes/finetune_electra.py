@@ -36,8 +36,7 @@ Pearson, SQuAD F1). At the end the best checkpoint is scored on the validation a
 
 from __future__ import annotations
 
-import collections
-import dataclasses
+import argparse
 import json
 import sys
 import time
@@ -47,11 +46,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import metrics as M
-from ..data.tasks import get_task, read_records, read_squad
+from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
 from ..errors import ConfigError, DataError, T5ElectraError
-from ..models.electra import (ElectraConfig, ElectraForQuestionAnswering, ElectraForSequenceClassification,
-                              ElectraForTokenClassification)
+from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
+from ..models.electra import ElectraConfig
+from ..models.registry import HEAD_CLASSES
+from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
@@ -60,11 +60,6 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
-
-HEADS = ("classification", "regression", "token_classification", "qa")
-MODEL_CLASSES = {"classification": ElectraForSequenceClassification, "regression": ElectraForSequenceClassification,
-                 "token_classification": ElectraForTokenClassification, "qa": ElectraForQuestionAnswering}
-TASK_HEADS = {"classification": "classification", "regression": "regression", "span": "qa"}  # tasks.Head.kind
 
 
 def default_config() -> RunConfig:
@@ -80,214 +75,14 @@ def default_config() -> RunConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Data: examples of each split, in the head's format
+# Data: examples of each split, in the head's format (data/heads.py)
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TaskData:
-    """What the recipe needs to know about the data, whatever its source."""
-
-    head: str                                    # one of HEADS
-    labels: list[str]                            # class names (classification, token classification)
-    splits: dict[str, list[dict[str, Any]]]      # split -> examples (see read_* below for the fields)
-    metric_fns: tuple[Callable, ...]             # (targets, predictions) -> {name: value}
-
-
-def _resolve_head(cfg: RunConfig, task_head: str | None) -> str:
-    head = cfg.electra.head or (TASK_HEADS.get(task_head) if task_head else None)
-    if task_head == "generation":
-        raise ConfigError(f"task {cfg.data.task!r} is a generation task: ELECTRA has no head for it (fine-tune T5)")
-    if head is None:
-        raise ConfigError(f"electra.head is not set: one of {', '.join(HEADS)} (or give data.task)")
-    if head not in HEADS:
-        from ..config import suggest
-
-        raise ConfigError(f"electra.head={head!r} is not one of {', '.join(HEADS)}{suggest(head, HEADS)}")
-    return head
-
-
 def load_data(cfg: RunConfig) -> TaskData:
     """Examples of the train / validation / test splits from ``data.task`` or your files."""
     d = cfg.data
-    if d.task:
-        task = get_task(d.task, data_dir=d.task_dir)
-        head = _resolve_head(cfg, task.head.kind)
-        splits = {}
-        for split in ("train", "validation", "test"):
-            if split not in task.splits:
-                continue
-            if head == "qa":
-                splits[split] = [_qa_example(r, f"{task.name}/{split}:{i}")
-                                 for i, r in enumerate(task.raw_examples(split))]
-            else:
-                splits[split] = list(task.head_examples(split))
-        return TaskData(head, list(task.head.labels), splits, task.metrics)
-    head = _resolve_head(cfg, None)
-    files = {"train": d.train_files, "validation": d.validation_files, "test": d.test_files}
-    if d.task_dir and not d.train_files:
-        from ..data.tasks import find_split_files
-
-        found = find_split_files(d.task_dir, (".tsv", ".csv", ".jsonl", ".parquet", ".json"))
-        files = {s: [str(p)] for s, p in found.items()}
-    for split, paths in files.items():
-        if len(paths) > 1:
-            raise ConfigError(f"data.{split}_files: fine-tuning reads one file per split, got {len(paths)}")
-    paths = {s: Path(p[0]) for s, p in files.items() if p}
-    for split, p in paths.items():
-        if not p.is_file():
-            raise DataError(f"data.{split}_files: {p} does not exist")
-    if head == "qa":
-        read = {s: [_qa_example(r, f"{p}:{i}") for i, r in enumerate(
-            read_squad(p) if p.suffix == ".json" else read_records(p))] for s, p in paths.items()}
-        return TaskData(head, [], read, (M.squad,))
-    if head == "token_classification":
-        raw = {s: list(_token_rows(p, cfg.data.label_column)) for s, p in paths.items()}
-        labels = _label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
-        ids = {name: i for i, name in enumerate(labels)}
-        splits = {s: [{"tokens": r["tokens"], "labels": [ids[str(t)] for t in r["labels"]]} for r in rows]
-                  for s, rows in raw.items()}
-        return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
-    raw = {s: list(read_records(p)) for s, p in paths.items()}
-    splits = {s: [_text_example(r, cfg, f"{paths[s]}:{i + 2}") for i, r in enumerate(rows)] for s, rows in raw.items()}
-    if head == "regression":
-        for rows in splits.values():
-            for ex in rows:
-                ex["label"] = float(ex["label"])
-        return TaskData(head, [], splits, (M.pearson, M.spearman))
-    labels = _label_names([ex["label"] for rows in splits.values() for ex in rows])
-    ids = {name: i for i, name in enumerate(labels)}
-    for rows in splits.values():
-        for ex in rows:
-            ex["label"] = ids[str(ex["label"])]
-    return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
-
-
-def _label_names(values: list[Any]) -> list[str]:
-    """Class names in id order: ``0..max`` when every label is an integer, else sorted names."""
-    names = sorted({str(v) for v in values if str(v) != ""})
-    if not names:
-        raise DataError("no labels found in the training data")
-    if all(n.lstrip("-").isdigit() for n in names):
-        top = max(int(n) for n in names)
-        if min(int(n) for n in names) < 0:
-            raise DataError(f"label ids must be >= 0, found {min(int(n) for n in names)}")
-        return [str(i) for i in range(top + 1)]
-    return names
-
-
-def _text_example(row: dict[str, Any], cfg: RunConfig, where: str) -> dict[str, Any]:
-    cols = cfg.data.text_columns or next(
-        ([a, b] if b in row else [a] for a, b in (("sentence", "sentence2"), ("text", "text_pair"),
-                                                  ("sentence1", "sentence2")) if a in row), None)
-    if not cols:
-        raise DataError(f"{where}: no text column: set data.text_columns (columns: {sorted(row)})")
-    if len(cols) > 2:
-        raise ConfigError(f"data.text_columns: one text or a pair, got {cols}")
-    for c in [*cols, cfg.data.label_column]:
-        if c not in row:
-            from ..config import suggest
-
-            raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(row)}")
-    return {"text": str(row[cols[0]]), "text_pair": str(row[cols[1]]) if len(cols) > 1 else None,
-            "label": row[cfg.data.label_column]}
-
-
-def _token_rows(path: Path, label_column: str):
-    for i, row in enumerate(read_records(path), 1):
-        key = next((k for k in (label_column, "labels", "tags", "ner_tags") if k in row), None)
-        if "tokens" not in row or key is None:
-            raise DataError(f"{path}: record {i}: token classification needs 'tokens' and a label list "
-                            f"('{label_column}', 'labels', 'tags' or 'ner_tags'); fields: {sorted(row)}")
-        if len(row["tokens"]) != len(row[key]):
-            raise DataError(f"{path}: record {i}: {len(row['tokens'])} tokens but {len(row[key])} labels")
-        yield {"tokens": [str(t) for t in row["tokens"]], "labels": list(row[key])}
-
-
-def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
-    answers = row.get("answers") or {}
-    texts, starts = list(answers.get("text", [])), [int(s) for s in answers.get("answer_start", [])]
-    if "question" not in row or "context" not in row:
-        raise DataError(f"{where}: a QA example needs 'question' and 'context'; fields: {sorted(row)}")
-    return {"id": str(row.get("id", where)), "question": row["question"], "context": row["context"],
-            "answers": texts, "answer_start": starts[0] if starts else -1, "answer_text": texts[0] if texts else ""}
-
-
-# --------------------------------------------------------------------------------------------
-# Features: examples -> token ids (+ labels / answer positions)
-# --------------------------------------------------------------------------------------------
-def encode(data: TaskData, split: str, tokenizer: ElectraTokenizer, cfg: RunConfig) -> list[dict[str, Any]]:
-    """The features of a split, one dict of lists per model input (a QA example may give several)."""
-    examples, L = data.splits[split], cfg.data.max_length
-    if data.head in ("classification", "regression"):
-        pairs = [ex["text_pair"] for ex in examples]
-        enc = tokenizer([ex["text"] for ex in examples], pairs if any(p is not None for p in pairs) and
-                        all(p is not None for p in pairs) else None, truncation=True, max_length=L)
-        return [{"input_ids": ids, "token_type_ids": tt, "labels": ex["label"]}
-                for ids, tt, ex in zip(enc["input_ids"], enc["token_type_ids"], examples)]
-    if data.head == "token_classification":
-        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True, max_length=L)
-        feats = []
-        for i, ex in enumerate(examples):
-            labels, previous = [], None
-            for w in enc.word_ids(i):  # a label on the first sub-token of each word
-                labels.append(-100 if w is None or w == previous else int(ex["labels"][w]))
-                previous = w
-            feats.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                          "labels": labels})
-        return feats
-    return encode_qa(examples, tokenizer, L, cfg.electra.doc_stride)
-
-
-def encode_qa(examples: list[dict[str, Any]], tokenizer: ElectraTokenizer, max_length: int,
-              doc_stride: int) -> list[dict[str, Any]]:
-    """Windows ``[CLS] question [SEP] context-window [SEP]`` with the answer's token positions
-    (0 = [CLS] when the window does not hold the whole answer) and what post-processing needs:
-    the example index and, for context tokens, their character offsets."""
-    question_tokens = max(len(tokenizer.tokenize(ex["question"])) for ex in examples) if examples else 0
-    if question_tokens + 3 + doc_stride >= max_length:
-        # transformers' rule too: the stride must leave room for new context in every window
-        doc_stride = max(0, max_length - question_tokens - 4)
-    enc = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples],
-                    truncation="only_second", max_length=max_length, stride=doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True)
-    feats = []
-    for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
-        ex, seq = examples[sample], enc.sequence_ids(row)
-        offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][row], seq)]
-        start = end = 0
-        if ex["answer_start"] >= 0:
-            a, b = ex["answer_start"], ex["answer_start"] + len(ex["answer_text"])
-            ctx = [i for i, o in enumerate(offsets) if o is not None]
-            if ctx and offsets[ctx[0]][0] <= a and offsets[ctx[-1]][1] >= b:
-                start = next(i for i in ctx if offsets[i][1] > a)
-                end = next(i for i in reversed(ctx) if offsets[i][0] < b)
-        feats.append({"input_ids": enc["input_ids"][row], "token_type_ids": enc["token_type_ids"][row],
-                      "start_positions": start, "end_positions": end, "example": sample, "offsets": offsets})
-    return feats
-
-
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "start_positions", "end_positions")
-
-
-def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence of the batch (ids with [PAD], token labels with -100)."""
-    T = max(len(f["input_ids"]) for f in features)
-
-    def pad(key: str, value: int) -> torch.Tensor:
-        return torch.tensor([f[key] + [value] * (T - len(f[key])) for f in features], dtype=torch.long)
-
-    batch = {"input_ids": pad("input_ids", pad_token_id), "token_type_ids": pad("token_type_ids", 0),
-             "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (T - len(f["input_ids"]))
-                                             for f in features], dtype=torch.long)}
-    if "labels" in features[0]:
-        labels = [f["labels"] for f in features]
-        if isinstance(labels[0], list):
-            batch["labels"] = pad("labels", -100)
-        else:
-            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
-    for key in ("start_positions", "end_positions"):
-        if key in features[0]:
-            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
-    return batch
+    return load_task_data(cfg.electra.head, task=d.task, task_dir=d.task_dir,
+                          files={"train": d.train_files, "validation": d.validation_files, "test": d.test_files},
+                          text_columns=d.text_columns, label_column=d.label_column)
 
 
 class ExampleStream:
@@ -344,7 +139,7 @@ def build_model(cfg: RunConfig, data: TaskData, tokenizer: ElectraTokenizer) -> 
     m = cfg.model
     if m.family != "electra":
         raise ConfigError(f"model.family={m.family!r}: this recipe fine-tunes ELECTRA/BERT encoders (use 'electra')")
-    cls = MODEL_CLASSES[data.head]
+    cls = HEAD_CLASSES[data.head]
     head: dict[str, Any] = dict(m.overrides)
     if data.head == "regression":
         head.update(num_labels=1, id2label={0: "score"}, label2id=None, problem_type="regression")
@@ -383,103 +178,6 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation: predictions -> task metrics
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
-            device: torch.device, precision: str = "fp32") -> tuple[list[Any], float | None]:
-    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss."""
-    from ..train.loop import autocast
-
-    was_training = model.training
-    model.eval()
-    preds: list[Any] = []
-    losses = []
-    for i in range(0, len(features), batch_size):
-        chunk = features[i:i + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
-        has_labels = "labels" not in batch or bool((batch["labels"] != -1).any())
-        if not has_labels:  # unlabelled test split (GLUE): no loss
-            batch.pop("labels")
-        with autocast(precision, device):
-            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
-        if out.loss is not None:
-            losses.append(float(out.loss) * len(chunk))
-        if hasattr(out, "start_logits"):
-            preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())
-                      for s, e in zip(out.start_logits, out.end_logits)]
-        elif out.logits.dim() == 3:  # token classification: (B, T, L)
-            preds += [row.argmax(-1).cpu().tolist() for row in out.logits]
-        elif out.logits.shape[-1] == 1:  # regression
-            preds += out.logits[:, 0].float().cpu().tolist()
-        else:
-            preds += out.logits.argmax(-1).cpu().tolist()
-    model.train(was_training)
-    return preds, (sum(losses) / len(features) if losses else None)
-
-
-def qa_answers(examples: list[dict[str, Any]], features: list[dict[str, Any]], preds: list[tuple],
-               max_answer_length: int, n_best: int = 20) -> list[str]:
-    """The best-scoring span of each example over all its windows, as text of the context."""
-    best: dict[int, tuple[float, str]] = {}
-    for f, (start_logits, end_logits) in zip(features, preds):
-        offsets = f["offsets"]
-        starts = np.argsort(start_logits)[::-1][:n_best]
-        ends = np.argsort(end_logits)[::-1][:n_best]
-        ex = examples[f["example"]]
-        for s in starts:
-            for e in ends:
-                if s >= len(offsets) or e >= len(offsets) or offsets[s] is None or offsets[e] is None:
-                    continue  # not a context token
-                if e < s or e - s + 1 > max_answer_length:
-                    continue
-                score = float(start_logits[s] + end_logits[e])
-                if f["example"] not in best or score > best[f["example"]][0]:
-                    best[f["example"]] = (score, ex["context"][offsets[s][0]:offsets[e][1]])
-    return [best.get(i, (0.0, ""))[1] for i in range(len(examples))]
-
-
-def score(data: TaskData, examples: list[dict[str, Any]], features: list[dict[str, Any]], preds: list[Any],
-          loss: float | None, cfg: RunConfig) -> dict[str, float]:
-    """Task metrics of ``examples`` from the predictions of their features (none without labels,
-    like GLUE's test files)."""
-    out: dict[str, float] = {} if loss is None else {"loss": loss}
-    if data.head == "qa":
-        answers = qa_answers(examples, features, preds, cfg.electra.max_answer_length)
-        labelled = [(ex["answers"], a) for ex, a in zip(examples, answers) if ex["answers"]]
-        targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
-    elif data.head == "token_classification":
-        targets, predictions = [], []
-        for f, p in zip(features, preds):
-            for label, guess in zip(f["labels"], p):
-                if label != -100:
-                    targets.append(label)
-                    predictions.append(guess)
-    else:
-        labelled = [(ex["label"], p) for ex, p in zip(examples, preds) if ex["label"] not in (-1, -1.0, None)]
-        targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
-    if not targets:
-        return out
-    for fn in data.metric_fns:
-        out.update(fn(targets, predictions))
-    if data.head == "qa":  # F1 first: the metric that picks the best checkpoint with eval.metric=auto
-        out = {**{k: out[k] for k in ("loss", "f1") if k in out}, **out}
-    return out
-
-
-def majority_baseline(data: TaskData, split: str) -> dict[str, float]:
-    """Accuracy of always predicting the most frequent training class (classification only)."""
-    if data.head != "classification" or split not in data.splits:
-        return {}
-    counts = collections.Counter(ex["label"] for ex in data.splits["train"] if ex["label"] != -1)
-    majority = counts.most_common(1)[0][0]
-    labelled = [ex["label"] for ex in data.splits[split] if ex["label"] != -1]
-    if not labelled:
-        return {}
-    return {"label": data.labels[majority], **M.accuracy(labelled, [majority] * len(labelled))}
-
-
-# --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
@@ -494,7 +192,7 @@ def train(cfg: RunConfig) -> Path:
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, data, tokenizer).to(env.device)
     pad = tokenizer.pad_token_id
-    features = {s: encode(data, s, tokenizer, cfg) for s in data.splits}
+    features = {s: encode(data, s, tokenizer, cfg.data.max_length, cfg.electra.doc_stride) for s in data.splits}
     stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad))
 
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
@@ -533,7 +231,7 @@ def train(cfg: RunConfig) -> Path:
             keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
             feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
         preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision)
-        return score(data, examples, feats, preds, loss, cfg)
+        return score(data, examples, feats, preds, loss, cfg.electra.max_answer_length)
 
     def save(step: int, metrics: dict[str, float]) -> Path | None:
         rngs = gather_rng_states(env)  # a collective: every rank takes part
@@ -600,18 +298,11 @@ def finish(run_dir: Path, ckpt: CheckpointManager, model: torch.nn.Module, token
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     save_model(unwrap_model(model), run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
-    try:
-        from ..plot import plot_run
-
-        plot_run(run_dir)
-    except ImportError:  # matplotlib is optional (the `data` extra)
-        pass
+    plot_run_if_available(run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``--config FILE`` plus ``--section.key=value`` overrides."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.finetune_electra",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")

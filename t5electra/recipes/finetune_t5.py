@@ -27,6 +27,7 @@ were consumed, with the model, optimizer, scheduler and RNG states.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import itertools
 import json
@@ -39,7 +40,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError, T5ElectraError
+from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
+from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
@@ -48,8 +51,7 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
-from .evaluate import Example, mixture, score_tasks, task_list
-from .pretrain_t5 import _plot, build_model, load_tokenizer, loss_fn
+from ..train.seq2seq import build_model, load_tokenizer, loss_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def train(cfg: RunConfig) -> Path:
 
     if env.is_main:
         finish(cfg, run_dir, ckpt, model, tokenizer, tasks, batcher)
-        _plot(run_dir)
+        plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
     return run_dir
@@ -250,8 +252,6 @@ def majority_baseline(task, examples: list[Example]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """``--config FILE`` plus ``--section.key=value`` overrides."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.finetune_t5", description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")
     args, overrides = parser.parse_known_args(argv)

@@ -30,6 +30,7 @@ fine-tunes. ``--checkpoint.resume=auto`` continues a run exactly.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from ..errors import ConfigError, DataError, T5ElectraError
 from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
+from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
@@ -273,25 +275,14 @@ def train(cfg: RunConfig) -> Path:
         final_dir = run_dir / "model"
         save_model(unwrap_model(model), final_dir)
         save_extra(final_dir)
-        _plot(run_dir)
+        plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
     return run_dir
 
 
-def _plot(run_dir: Path) -> None:
-    try:
-        from ..plot import plot_run
-
-        plot_run(run_dir)
-    except ImportError:  # matplotlib is optional (the `data` extra)
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """``--config FILE`` plus ``--section.key=value`` overrides."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.pretrain_electra",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")

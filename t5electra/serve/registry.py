@@ -27,6 +27,9 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointNotFoundError, ConfigError
+from ..models.registry import architecture
+from ..pipelines import ElectraPipeline
+from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from .batching import DynamicBatcher
 from .config import ServeConfig
 
@@ -36,6 +39,9 @@ logger = logging.getLogger("t5electra.serve")
 GENERATE, FILL_MASK, DETECT, CORRECT, CLASSIFY, ATTENTION = (
     "generate", "fill-mask", "detect", "correct", "classify", "attention")
 ELECTRA_CLASSES = ("ElectraForMaskedLM", "ElectraForPreTraining", "ElectraForSequenceClassification")
+# an ELECTRA model's head (models/registry.py) -> (kind, ServedModel slot)
+SERVED_HEADS = {"generator": ("electra-generator", "generator"), "discriminator": ("electra-discriminator", "discriminator"),
+                "classification": ("electra-classifier", "classifier")}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -122,11 +128,6 @@ def _prepare(model: torch.nn.Module, config: ServeConfig) -> torch.nn.Module:
 
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:
     """Load one model directory (see the module docstring for what is recognised)."""
-    from ..pipelines import ElectraPipeline
-    from ..models.electra import ElectraForMaskedLM, ElectraForPreTraining, ElectraForSequenceClassification
-    from ..models.t5 import T5ForConditionalGeneration
-    from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointNotFoundError(f"model directory {d} does not exist")
@@ -144,28 +145,20 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
             f"{d} is not a model directory: it has no config.json (a T5 or ELECTRA checkpoint) and no "
             f"generator/ or discriminator/ sub-directory (an ELECTRA pretraining run)")
     data = _read_config(cfg_path)
-    model_type = data.get("model_type")
-    if model_type == "t5":
-        archs = data.get("architectures") or ["T5ForConditionalGeneration"]
-        if archs[0] != "T5ForConditionalGeneration":
-            raise ConfigError(f"{cfg_path}: architectures={archs}: only T5ForConditionalGeneration can be served "
+    arch = architecture(data, str(cfg_path))  # models/registry.py: which class, which head
+    if arch.family == "t5":
+        if arch.head != "seq2seq":
+            raise ConfigError(f"{cfg_path}: architectures={[arch.name]}: only T5ForConditionalGeneration can be served "
                               f"(generation needs the decoder and the language-model head)")
         sm = ServedModel(name, "t5", "t5", T5Tokenizer.from_pretrained(d),
-                         t5=_prepare(T5ForConditionalGeneration.from_pretrained(d), config))
-    elif model_type in ("electra", "bert"):
-        archs = data.get("architectures") or []
-        classes = {"ElectraForMaskedLM": ("electra-generator", "generator", ElectraForMaskedLM),
-                   "ElectraForPreTraining": ("electra-discriminator", "discriminator", ElectraForPreTraining),
-                   "ElectraForSequenceClassification": ("electra-classifier", "classifier",
-                                                        ElectraForSequenceClassification)}
-        if not archs or archs[0] not in classes:
-            raise ConfigError(f"{cfg_path}: architectures={archs or None}; the server needs one of "
-                              f"{', '.join(ELECTRA_CLASSES)} to know which head to use")
-        kind, slot, cls = classes[archs[0]]
-        sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(d))
-        setattr(sm, slot, _prepare(cls.from_pretrained(d), config))
+                         t5=_prepare(arch.cls.from_pretrained(d), config))
     else:
-        raise ConfigError(f"{cfg_path}: model_type={model_type!r}; the server serves 't5' and 'electra' models")
+        if arch.head not in SERVED_HEADS:
+            raise ConfigError(f"{cfg_path}: architectures={[arch.name]}; the server needs one of "
+                              f"{', '.join(ELECTRA_CLASSES)} to know which head to use")
+        kind, slot = SERVED_HEADS[arch.head]
+        sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(d))
+        setattr(sm, slot, _prepare(arch.cls.from_pretrained(d), config))
     _check_vocab(sm, d)
     return sm
 

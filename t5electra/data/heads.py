@@ -1,0 +1,236 @@
+"""Examples and features for encoder task heads (ELECTRA / BERT fine-tuning and evaluation).
+
+Heads: ``classification`` (a label per text or text pair), ``regression`` (a number, STS-B),
+``token_classification`` (a label per word, predicted on its first sub-token; the other
+sub-tokens and [CLS]/[SEP] get -100) and ``qa`` (extractive QA: ``[CLS] question [SEP] context
+[SEP]`` windows of ``max_length`` tokens that overlap by ``doc_stride``; a window that does not
+hold the whole answer points at [CLS]).
+
+:func:`load_task_data` reads a registered task or your files into :class:`TaskData`;
+:func:`encode` turns a split into features (token ids, labels, QA offsets); :func:`collate` pads
+a batch. Scoring predictions is ``t5electra/eval/heads.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import metrics as M
+from ..config import suggest
+from ..errors import ConfigError, DataError
+from .readers import find_split_files, read_records, read_squad
+from .tasks import get_task
+
+HEADS = ("classification", "regression", "token_classification", "qa")
+TASK_HEADS = {"classification": "classification", "regression": "regression", "span": "qa"}  # tasks.Head.kind
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "start_positions", "end_positions")
+
+
+@dataclasses.dataclass
+class TaskData:
+    """What the recipe needs to know about the data, whatever its source."""
+
+    head: str                                    # one of HEADS
+    labels: list[str]                            # class names (classification, token classification)
+    splits: dict[str, list[dict[str, Any]]]      # split -> examples (see read_* below for the fields)
+    metric_fns: tuple[Callable, ...]             # (targets, predictions) -> {name: value}
+
+
+def resolve_head(head: str | None, task_head: str | None, task: str | None = None) -> str:
+    """The head to train or score: ``head`` (``electra.head``) or else the task's own."""
+    head = head or (TASK_HEADS.get(task_head) if task_head else None)
+    if task_head == "generation":
+        raise ConfigError(f"task {task!r} is a generation task: ELECTRA has no head for it (fine-tune T5)")
+    if head is None:
+        raise ConfigError(f"electra.head is not set: one of {', '.join(HEADS)} (or give data.task)")
+    if head not in HEADS:
+        raise ConfigError(f"electra.head={head!r} is not one of {', '.join(HEADS)}{suggest(head, HEADS)}")
+    return head
+
+
+def load_task_data(head: str | None = None, *, task: str | None = None, task_dir: str | Path | None = None,
+                   files: Mapping[str, Sequence[str]] | None = None, text_columns: list[str] | None = None,
+                   label_column: str = "label") -> TaskData:
+    """Examples of the train / validation / test splits from a registered ``task`` (files under
+    ``task_dir`` where it needs them) or your ``files`` (split -> one path; or found in
+    ``task_dir``), for ``head`` (default: the task's)."""
+    if task:
+        found = get_task(task, data_dir=task_dir)
+        head = resolve_head(head, found.head.kind, task)
+        splits = {}
+        for split in ("train", "validation", "test"):
+            if split not in found.splits:
+                continue
+            if head == "qa":
+                splits[split] = [_qa_example(r, f"{found.name}/{split}:{i}")
+                                 for i, r in enumerate(found.raw_examples(split))]
+            else:
+                splits[split] = list(found.head_examples(split))
+        return TaskData(head, list(found.head.labels), splits, found.metrics)
+    head = resolve_head(head, None)
+    files = {s: list((files or {}).get(s) or []) for s in ("train", "validation", "test")}
+    if task_dir and not files["train"]:
+        found_files = find_split_files(task_dir, (".tsv", ".csv", ".jsonl", ".parquet", ".json"))
+        files = {s: [str(p)] for s, p in found_files.items()}
+    for split, paths in files.items():
+        if len(paths) > 1:
+            raise ConfigError(f"data.{split}_files: fine-tuning reads one file per split, got {len(paths)}")
+    paths = {s: Path(p[0]) for s, p in files.items() if p}
+    for split, p in paths.items():
+        if not p.is_file():
+            raise DataError(f"data.{split}_files: {p} does not exist")
+    if head == "qa":
+        read = {s: [_qa_example(r, f"{p}:{i}") for i, r in enumerate(
+            read_squad(p) if p.suffix == ".json" else read_records(p))] for s, p in paths.items()}
+        return TaskData(head, [], read, (M.squad,))
+    if head == "token_classification":
+        raw = {s: list(_token_rows(p, label_column)) for s, p in paths.items()}
+        labels = _label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
+        ids = {name: i for i, name in enumerate(labels)}
+        splits = {s: [{"tokens": r["tokens"], "labels": [ids[str(t)] for t in r["labels"]]} for r in rows]
+                  for s, rows in raw.items()}
+        return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
+    raw = {s: list(read_records(p)) for s, p in paths.items()}
+    splits = {s: [_text_example(r, text_columns, label_column, f"{paths[s]}:{i + 2}") for i, r in enumerate(rows)]
+              for s, rows in raw.items()}
+    if head == "regression":
+        for rows in splits.values():
+            for ex in rows:
+                ex["label"] = float(ex["label"])
+        return TaskData(head, [], splits, (M.pearson, M.spearman))
+    labels = _label_names([ex["label"] for rows in splits.values() for ex in rows])
+    ids = {name: i for i, name in enumerate(labels)}
+    for rows in splits.values():
+        for ex in rows:
+            ex["label"] = ids[str(ex["label"])]
+    return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
+
+
+def _label_names(values: list[Any]) -> list[str]:
+    """Class names in id order: ``0..max`` when every label is an integer, else sorted names."""
+    names = sorted({str(v) for v in values if str(v) != ""})
+    if not names:
+        raise DataError("no labels found in the training data")
+    if all(n.lstrip("-").isdigit() for n in names):
+        top = max(int(n) for n in names)
+        if min(int(n) for n in names) < 0:
+            raise DataError(f"label ids must be >= 0, found {min(int(n) for n in names)}")
+        return [str(i) for i in range(top + 1)]
+    return names
+
+
+def _text_example(row: dict[str, Any], text_columns: list[str] | None, label_column: str, where: str) -> dict[str, Any]:
+    cols = text_columns or next(
+        ([a, b] if b in row else [a] for a, b in (("sentence", "sentence2"), ("text", "text_pair"),
+                                                  ("sentence1", "sentence2")) if a in row), None)
+    if not cols:
+        raise DataError(f"{where}: no text column: set data.text_columns (columns: {sorted(row)})")
+    if len(cols) > 2:
+        raise ConfigError(f"data.text_columns: one text or a pair, got {cols}")
+    for c in [*cols, label_column]:
+        if c not in row:
+            raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(row)}")
+    return {"text": str(row[cols[0]]), "text_pair": str(row[cols[1]]) if len(cols) > 1 else None,
+            "label": row[label_column]}
+
+
+def _token_rows(path: Path, label_column: str):
+    for i, row in enumerate(read_records(path), 1):
+        key = next((k for k in (label_column, "labels", "tags", "ner_tags") if k in row), None)
+        if "tokens" not in row or key is None:
+            raise DataError(f"{path}: record {i}: token classification needs 'tokens' and a label list "
+                            f"('{label_column}', 'labels', 'tags' or 'ner_tags'); fields: {sorted(row)}")
+        if len(row["tokens"]) != len(row[key]):
+            raise DataError(f"{path}: record {i}: {len(row['tokens'])} tokens but {len(row[key])} labels")
+        yield {"tokens": [str(t) for t in row["tokens"]], "labels": list(row[key])}
+
+
+def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
+    answers = row.get("answers") or {}
+    texts, starts = list(answers.get("text", [])), [int(s) for s in answers.get("answer_start", [])]
+    if "question" not in row or "context" not in row:
+        raise DataError(f"{where}: a QA example needs 'question' and 'context'; fields: {sorted(row)}")
+    return {"id": str(row.get("id", where)), "question": row["question"], "context": row["context"],
+            "answers": texts, "answer_start": starts[0] if starts else -1, "answer_text": texts[0] if texts else ""}
+
+
+# --------------------------------------------------------------------------------------------
+# Features: examples -> token ids (+ labels / answer positions)
+# --------------------------------------------------------------------------------------------
+def encode(data: TaskData, split: str, tokenizer, max_length: int, doc_stride: int = 128) -> list[dict[str, Any]]:
+    """The features of a split, one dict of lists per model input (a QA example may give several;
+    ``doc_stride``: tokens shared by consecutive windows of a long QA context)."""
+    examples, L = data.splits[split], max_length
+    if data.head in ("classification", "regression"):
+        pairs = [ex["text_pair"] for ex in examples]
+        enc = tokenizer([ex["text"] for ex in examples], pairs if any(p is not None for p in pairs) and
+                        all(p is not None for p in pairs) else None, truncation=True, max_length=L)
+        return [{"input_ids": ids, "token_type_ids": tt, "labels": ex["label"]}
+                for ids, tt, ex in zip(enc["input_ids"], enc["token_type_ids"], examples)]
+    if data.head == "token_classification":
+        enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True, max_length=L)
+        feats = []
+        for i, ex in enumerate(examples):
+            labels, previous = [], None
+            for w in enc.word_ids(i):  # a label on the first sub-token of each word
+                labels.append(-100 if w is None or w == previous else int(ex["labels"][w]))
+                previous = w
+            feats.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                          "labels": labels})
+        return feats
+    return encode_qa(examples, tokenizer, L, doc_stride)
+
+
+def encode_qa(examples: list[dict[str, Any]], tokenizer, max_length: int,
+              doc_stride: int) -> list[dict[str, Any]]:
+    """Windows ``[CLS] question [SEP] context-window [SEP]`` with the answer's token positions
+    (0 = [CLS] when the window does not hold the whole answer) and what post-processing needs:
+    the example index and, for context tokens, their character offsets."""
+    question_tokens = max(len(tokenizer.tokenize(ex["question"])) for ex in examples) if examples else 0
+    if question_tokens + 3 + doc_stride >= max_length:
+        # transformers' rule too: the stride must leave room for new context in every window
+        doc_stride = max(0, max_length - question_tokens - 4)
+    enc = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples],
+                    truncation="only_second", max_length=max_length, stride=doc_stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True)
+    feats = []
+    for row, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        ex, seq = examples[sample], enc.sequence_ids(row)
+        offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][row], seq)]
+        start = end = 0
+        if ex["answer_start"] >= 0:
+            a, b = ex["answer_start"], ex["answer_start"] + len(ex["answer_text"])
+            ctx = [i for i, o in enumerate(offsets) if o is not None]
+            if ctx and offsets[ctx[0]][0] <= a and offsets[ctx[-1]][1] >= b:
+                start = next(i for i in ctx if offsets[i][1] > a)
+                end = next(i for i in reversed(ctx) if offsets[i][0] < b)
+        feats.append({"input_ids": enc["input_ids"][row], "token_type_ids": enc["token_type_ids"][row],
+                      "start_positions": start, "end_positions": end, "example": sample, "offsets": offsets})
+    return feats
+
+
+def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of the batch (ids with [PAD], token labels with -100)."""
+    T = max(len(f["input_ids"]) for f in features)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        return torch.tensor([f[key] + [value] * (T - len(f[key])) for f in features], dtype=torch.long)
+
+    batch = {"input_ids": pad("input_ids", pad_token_id), "token_type_ids": pad("token_type_ids", 0),
+             "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (T - len(f["input_ids"]))
+                                             for f in features], dtype=torch.long)}
+    if "labels" in features[0]:
+        labels = [f["labels"] for f in features]
+        if isinstance(labels[0], list):
+            batch["labels"] = pad("labels", -100)
+        else:
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+    for key in ("start_positions", "end_positions"):
+        if key in features[0]:
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
+    return batch

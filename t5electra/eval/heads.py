@@ -1,0 +1,112 @@
+"""Scoring encoder task heads: predictions -> task metrics (classification, regression, token
+classification, extractive QA). The ELECTRA fine-tuning recipe and ``evaluate`` share it, so a
+checkpoint is scored the same way during and after training.
+
+QA: the best span (start <= end, at most ``max_answer_length`` tokens, inside the context) over
+all windows of a question, mapped back to characters through the tokenizer's offsets, scored with
+the official SQuAD v1.1 exact match and F1.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metrics as M
+from ..data.heads import MODEL_INPUTS, TaskData, collate
+from ..train.loop import autocast
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
+            device: torch.device, precision: str = "fp32") -> tuple[list[Any], float | None]:
+    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss."""
+    was_training = model.training
+    model.eval()
+    preds: list[Any] = []
+    losses = []
+    for i in range(0, len(features), batch_size):
+        chunk = features[i:i + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
+        has_labels = "labels" not in batch or bool((batch["labels"] != -1).any())
+        if not has_labels:  # unlabelled test split (GLUE): no loss
+            batch.pop("labels")
+        with autocast(precision, device):
+            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+        if out.loss is not None:
+            losses.append(float(out.loss) * len(chunk))
+        if hasattr(out, "start_logits"):
+            preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())
+                      for s, e in zip(out.start_logits, out.end_logits)]
+        elif out.logits.dim() == 3:  # token classification: (B, T, L)
+            preds += [row.argmax(-1).cpu().tolist() for row in out.logits]
+        elif out.logits.shape[-1] == 1:  # regression
+            preds += out.logits[:, 0].float().cpu().tolist()
+        else:
+            preds += out.logits.argmax(-1).cpu().tolist()
+    model.train(was_training)
+    return preds, (sum(losses) / len(features) if losses else None)
+
+
+def qa_answers(examples: list[dict[str, Any]], features: list[dict[str, Any]], preds: list[tuple],
+               max_answer_length: int, n_best: int = 20) -> list[str]:
+    """The best-scoring span of each example over all its windows, as text of the context."""
+    best: dict[int, tuple[float, str]] = {}
+    for f, (start_logits, end_logits) in zip(features, preds):
+        offsets = f["offsets"]
+        starts = np.argsort(start_logits)[::-1][:n_best]
+        ends = np.argsort(end_logits)[::-1][:n_best]
+        ex = examples[f["example"]]
+        for s in starts:
+            for e in ends:
+                if s >= len(offsets) or e >= len(offsets) or offsets[s] is None or offsets[e] is None:
+                    continue  # not a context token
+                if e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = float(start_logits[s] + end_logits[e])
+                if f["example"] not in best or score > best[f["example"]][0]:
+                    best[f["example"]] = (score, ex["context"][offsets[s][0]:offsets[e][1]])
+    return [best.get(i, (0.0, ""))[1] for i in range(len(examples))]
+
+
+def score(data: TaskData, examples: list[dict[str, Any]], features: list[dict[str, Any]], preds: list[Any],
+          loss: float | None, max_answer_length: int = 30) -> dict[str, float]:
+    """Task metrics of ``examples`` from the predictions of their features (none without labels,
+    like GLUE's test files); QA answers are at most ``max_answer_length`` tokens."""
+    out: dict[str, float] = {} if loss is None else {"loss": loss}
+    if data.head == "qa":
+        answers = qa_answers(examples, features, preds, max_answer_length)
+        labelled = [(ex["answers"], a) for ex, a in zip(examples, answers) if ex["answers"]]
+        targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
+    elif data.head == "token_classification":
+        targets, predictions = [], []
+        for f, p in zip(features, preds):
+            for label, guess in zip(f["labels"], p):
+                if label != -100:
+                    targets.append(label)
+                    predictions.append(guess)
+    else:
+        labelled = [(ex["label"], p) for ex, p in zip(examples, preds) if ex["label"] not in (-1, -1.0, None)]
+        targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
+    if not targets:
+        return out
+    for fn in data.metric_fns:
+        out.update(fn(targets, predictions))
+    if data.head == "qa":  # F1 first: the metric that picks the best checkpoint with eval.metric=auto
+        out = {**{k: out[k] for k in ("loss", "f1") if k in out}, **out}
+    return out
+
+
+def majority_baseline(data: TaskData, split: str) -> dict[str, float]:
+    """Accuracy of always predicting the most frequent training class (classification only)."""
+    if data.head != "classification" or split not in data.splits:
+        return {}
+    counts = collections.Counter(ex["label"] for ex in data.splits["train"] if ex["label"] != -1)
+    majority = counts.most_common(1)[0][0]
+    labelled = [ex["label"] for ex in data.splits[split] if ex["label"] != -1]
+    if not labelled:
+        return {}
+    return {"label": data.labels[majority], **M.accuracy(labelled, [majority] * len(labelled))}

@@ -1,0 +1,75 @@
+"""Scoring text-to-text models: generate an answer for each example, map it through the task's
+postprocessor, score with the task's metrics. Text that is not a valid answer (a label name the
+task does not have, a non-number for a regression) counts as wrong, as in T5's own evaluation
+(``t5/data/postprocessors.py``). The T5 fine-tuning recipe and ``evaluate`` share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..data.tasks import Mixture, Task, get_task
+from ..errors import ConfigError, DataError
+
+Example = dict[str, Any]
+
+
+def task_list(name: str, data_dir: str | None = None) -> list[Task]:
+    """``"sentiment"`` -> [task]; ``"sst2+mrpc"`` (or commas) -> the tasks of a mixture."""
+    names = [n.strip() for n in name.replace(",", "+").split("+") if n.strip()]
+    if not names:
+        raise ConfigError("no task name given (e.g. --task sentiment, or a mixture 'sst2+mrpc')")
+    if len(names) > 1 and data_dir:
+        raise ConfigError(f"task {name!r} is a mixture: data_dir applies to one task only")
+    return [get_task(n, data_dir=data_dir) for n in names]
+
+
+def mixture(tasks: Sequence[Task], name: str) -> Mixture:
+    return Mixture.examples_proportional(name, tasks) if len(tasks) > 1 else Mixture(name, tuple(tasks), (1.0,))
+
+
+@torch.no_grad()
+def predict_texts(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 32, max_length: int = 512,
+                  max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
+    """Generated text for each input, in order (batches sorted by length, so little padding)."""
+    model.eval()
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    out: list[str] = [""] * len(inputs)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([inputs[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        ids = model.generate(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
+                             max_new_tokens=max_new_tokens, num_beams=num_beams)  # (b, 1 + new)
+        for i, text in zip(idx, tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)):
+            out[i] = text.strip()
+    return out
+
+
+def score_t5(model, tokenizer, task: Task, examples: Sequence[Example], *, batch_size: int = 32,
+             max_length: int = 512, max_new_tokens: int = 32, num_beams: int = 1) -> tuple[dict[str, float], list[str]]:
+    """The task's metrics on ``examples`` (preprocessed, with ``inputs``) and the generated texts."""
+    if not examples:
+        raise DataError(f"task {task.name!r}: no examples to evaluate")
+    preds = predict_texts(model, tokenizer, [ex["inputs"] for ex in examples], batch_size=batch_size,
+                          max_length=max_length, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    return task.evaluate(preds, examples), preds
+
+
+def score_tasks(model, tokenizer, tasks: Sequence[Task], examples: dict[str, list[Example]],
+                **kwargs: Any) -> dict[str, float]:
+    """One task: its metrics as named. Several (a mixture): ``"task/metric"`` plus ``"average"``
+    (the mean of every task's first metric, as T5 reports its GLUE average)."""
+    if len(tasks) == 1:
+        return score_t5(model, tokenizer, tasks[0], examples[tasks[0].name], **kwargs)[0]
+    out: dict[str, float] = {}
+    firsts = []
+    for task in tasks:
+        metrics = score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0]
+        out.update({f"{task.name}/{k}": v for k, v in metrics.items()})
+        firsts.append(next(iter(metrics.values())))
+    out["average"] = sum(firsts) / len(firsts)
+    return out
