@@ -1,0 +1,476 @@
+"""What the T5 and ELECTRA tokenizers share (``tokenizers.py`` holds the two): special tokens,
+``__call__`` with padding / truncation / ``return_tensors`` as transformers v5 does it,
+``encode``, ``decode``, ``save_pretrained``, and :class:`BatchEncoding`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import AddedToken, Tokenizer
+
+from .errors import CheckpointNotFoundError, ConfigError, InvalidInputError, MissingTokenError
+
+# transformers' "no limit" for model_max_length (tokenization_utils_base.VERY_LARGE_INTEGER).
+VERY_LARGE_INTEGER = int(1e30)
+LARGE_INTEGER = int(1e20)
+
+PADDING = ("longest", "max_length", "do_not_pad")
+TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
+# Named special tokens, in the order transformers registers them (SPECIAL_TOKENS_ATTRIBUTES).
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+class BatchEncoding(dict):
+    """What ``tokenizer(...)`` returns: a dict (``input_ids``, ``attention_mask``, ...) whose keys are
+    also attributes (``enc.input_ids``), like transformers' BatchEncoding."""
+
+    def __init__(self, data: dict[str, Any], encodings: list | None = None):
+        super().__init__(data)
+        self.encodings = encodings  # the backend's tokenizers.Encoding objects, one per row
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no key {name!r} (keys: {list(self)})") from None
+
+    def to(self, device) -> BatchEncoding:
+        """Move every tensor to ``device`` (after ``return_tensors="pt"``)."""
+        for key, value in self.items():
+            if hasattr(value, "to"):
+                self[key] = value.to(device)
+        return self
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        return self.encodings[batch_index].tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        return self.encodings[batch_index].word_ids
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """0 for tokens of the first text, 1 for the second (text pairs), None for special tokens."""
+        return self.encodings[batch_index].sequence_ids
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from e
+
+
+def _token_content(token) -> str:
+    """transformers writes special tokens either as strings or as AddedToken dicts."""
+    return token["content"] if isinstance(token, dict) else str(token)
+
+
+def _find_tokenizer_dir(path: str | os.PathLike, cls_name: str, wanted: tuple[str, ...]) -> Path:
+    root = Path(path)
+    if not root.is_dir():
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise CheckpointNotFoundError(f"{cls_name}.from_pretrained: directory {root} {what} "
+                                      f"(expected one holding {' and/or '.join(wanted)})")
+    if not any((root / name).is_file() for name in wanted):
+        raise CheckpointNotFoundError(
+            f"{cls_name}.from_pretrained: no tokenizer files in {root}: looked for {', '.join(wanted)}")
+    return root
+
+
+def _to_python_ids(token_ids) -> Any:
+    """Tensors / arrays / ints -> (nested) Python lists of ints."""
+    if hasattr(token_ids, "tolist"):
+        token_ids = token_ids.tolist()
+    return token_ids
+
+
+class _TokenizerBase:
+    """Padding, truncation, tensors, decoding and saving, shared by the T5 and ELECTRA tokenizers.
+
+    A subclass builds ``backend`` (normalizer, pre-tokenizer, model, decoder, post-processor) and
+    passes the special tokens; everything else goes through this class.
+    """
+
+    model_input_names: list[str] = ["input_ids", "attention_mask"]
+
+    def __init__(self, backend: Tokenizer, *, special_tokens: dict[str, str | None],
+                 extra_special_tokens: Iterable[str] = (), model_max_length: int | None = None,
+                 padding_side: str = "right", truncation_side: str = "right",
+                 clean_up_tokenization_spaces: bool = False, name_or_path: str = ""):
+        self._backend = backend
+        self._special = {name: special_tokens.get(name) for name in SPECIAL_TOKEN_NAMES}
+        self.extra_special_tokens = list(dict.fromkeys(extra_special_tokens))
+        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        self.padding_side, self.truncation_side = padding_side, truncation_side
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.name_or_path = name_or_path
+        # __call__ sets the backend's padding/truncation for one call; the lock keeps concurrent
+        # callers (server threads) from seeing each other's settings.
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # picklable (DataLoader workers) without the lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- special tokens ------------------------------------------------------------------------
+    def _register_special_tokens(self, *, add_missing: bool) -> None:
+        """Mark the special tokens in the backend so text like "<extra_id_0>" or "[MASK]" maps to
+        one id and ``skip_special_tokens`` drops them. ``add_missing`` appends tokens the vocab
+        lacks (transformers does that for T5's ``<pad>``); otherwise they stay out."""
+        tokens = [t for t in self._special.values() if t is not None] + self.extra_special_tokens
+        tokens = list(dict.fromkeys(tokens))
+        if not add_missing:
+            tokens = [t for t in tokens if self._backend.token_to_id(t) is not None]
+        self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+
+    def _restore_added_tokens(self, added_tokens: list[dict], source: Path) -> None:
+        """Re-add the tokens a tokenizer.json lists under "added_tokens" (e.g. from add_tokens())
+        and check each lands on the id the file says."""
+        registered = {t.content for t in self._backend.get_added_tokens_decoder().values()}
+        for entry in sorted(added_tokens, key=lambda e: e["id"]):
+            if entry["content"] not in registered:
+                special = entry.get("special", False)
+                token = AddedToken(entry["content"], single_word=entry.get("single_word", False),
+                                   lstrip=entry.get("lstrip", False), rstrip=entry.get("rstrip", False),
+                                   normalized=entry.get("normalized", not special), special=special)
+                if special:
+                    self._backend.add_special_tokens([token])
+                    self.extra_special_tokens.append(entry["content"])
+                else:
+                    self._backend.add_tokens([token])
+            got = self._backend.token_to_id(entry["content"])
+            if got != entry["id"]:
+                raise ConfigError(f"{source}: added token {entry['content']!r} has id {entry['id']} in the "
+                                  f"file but {got} after rebuilding the vocabulary")
+
+    def _token(self, name: str) -> str | None:
+        return self._special[name]
+
+    def _token_id(self, name: str) -> int | None:
+        token = self._special[name]
+        if token is None:
+            return None
+        index = self._backend.token_to_id(token)
+        if index is None:
+            raise MissingTokenError(f"{type(self).__name__} ({self.name_or_path or 'in memory'}): the "
+                                    f"{name} {token!r} is not in the vocabulary ({len(self)} tokens)")
+        return index
+
+    bos_token = property(lambda self: self._token("bos_token"))
+    eos_token = property(lambda self: self._token("eos_token"))
+    unk_token = property(lambda self: self._token("unk_token"))
+    sep_token = property(lambda self: self._token("sep_token"))
+    pad_token = property(lambda self: self._token("pad_token"))
+    cls_token = property(lambda self: self._token("cls_token"))
+    mask_token = property(lambda self: self._token("mask_token"))
+    bos_token_id = property(lambda self: self._token_id("bos_token"))
+    eos_token_id = property(lambda self: self._token_id("eos_token"))
+    unk_token_id = property(lambda self: self._token_id("unk_token"))
+    sep_token_id = property(lambda self: self._token_id("sep_token"))
+    pad_token_id = property(lambda self: self._token_id("pad_token"))
+    cls_token_id = property(lambda self: self._token_id("cls_token"))
+    mask_token_id = property(lambda self: self._token_id("mask_token"))
+    pad_token_type_id = 0
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        named = [t for t in self._special.values() if t is not None]
+        return list(dict.fromkeys(named + self.extra_special_tokens))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        ids = (self._backend.token_to_id(t) for t in self.all_special_tokens)
+        return [i for i in ids if i is not None]
+
+    # -- vocabulary ----------------------------------------------------------------------------
+    @property
+    def backend_tokenizer(self) -> Tokenizer:
+        """The ``tokenizers.Tokenizer`` doing the work."""
+        return self._backend
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base vocabulary, without tokens added on top (transformers' meaning)."""
+        return self._backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Unknown tokens map to ``unk_token_id``."""
+        if isinstance(tokens, str):
+            index = self._backend.token_to_id(tokens)
+            return self.unk_token_id if index is None else index
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        ids = _to_python_ids(ids)
+        if isinstance(ids, int):
+            return self._backend.id_to_token(ids)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._backend.id_to_token(int(i)) for i in ids if int(i) not in skip]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return self._backend.decoder.decode(tokens)
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        return self._backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return self._backend.num_special_tokens_to_add(pair)
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
+        """transformers' _get_padding_truncation_strategies: resolve True/False/strings, fill
+        max_length from model_max_length, and check a pad token exists when padding."""
+        if max_length is not None and padding is False and truncation is None:
+            truncation = "longest_first"  # max_length alone means "truncate to it"
+        padding = {True: "longest", False: "do_not_pad", None: "do_not_pad"}.get(padding, padding)
+        truncation = {True: "longest_first", False: "do_not_truncate", None: "do_not_truncate"}.get(
+            truncation, truncation)
+        if padding not in PADDING:
+            raise InvalidInputError(f"padding={padding!r}: expected True, False or one of {PADDING}")
+        if truncation not in TRUNCATION:
+            raise InvalidInputError(f"truncation={truncation!r}: expected True, False or one of {TRUNCATION}")
+        if max_length is None:  # fall back to model_max_length; without one, neither pad nor cut
+            unlimited = self.model_max_length > LARGE_INTEGER
+            if padding == "max_length" and unlimited:
+                padding = "do_not_pad"
+            if truncation != "do_not_truncate" and unlimited:
+                truncation = "do_not_truncate"
+            if not unlimited and (padding == "max_length" or truncation != "do_not_truncate"):
+                max_length = self.model_max_length
+        if padding != "do_not_pad":
+            if self.pad_token is None:
+                raise MissingTokenError(f"{type(self).__name__}: cannot pad, there is no pad token")
+            self._token_id("pad_token")  # raises MissingTokenError when the vocab lacks it
+        if (truncation != "do_not_truncate" and padding != "do_not_pad" and pad_to_multiple_of
+                and max_length is not None and max_length % pad_to_multiple_of):
+            raise InvalidInputError(f"truncation length {max_length} is not a multiple of "
+                                    f"pad_to_multiple_of={pad_to_multiple_of}")
+        return padding, truncation, max_length
+
+    @contextlib.contextmanager
+    def _backend_settings(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side):
+        """Set the backend's truncation and padding for one call, then clear them again."""
+        if truncation != "do_not_truncate":
+            self._backend.enable_truncation(max_length, stride=stride, strategy=truncation,
+                                            direction=self.truncation_side)
+        if padding != "do_not_pad":
+            self._backend.enable_padding(
+                direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
+                pad_type_id=self.pad_token_type_id, pad_token=self.pad_token,
+                length=max_length if padding == "max_length" else None, pad_to_multiple_of=pad_to_multiple_of)
+        try:
+            yield
+        finally:
+            self._backend.no_truncation()
+            self._backend.no_padding()
+
+    def _encode(self, text, text_pair, *, add_special_tokens, padding, truncation, max_length, stride,
+                is_split_into_words, pad_to_multiple_of, padding_side, return_tensors,
+                return_token_type_ids, return_attention_mask, return_overflowing_tokens,
+                return_special_tokens_mask, return_offsets_mapping, return_length) -> BatchEncoding:
+        if is_split_into_words:
+            batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+        else:
+            batched = isinstance(text, (list, tuple))
+        if batched:
+            if text_pair is not None and (isinstance(text_pair, str) or len(text_pair) != len(text)):
+                raise InvalidInputError(f"text_pair must be a list as long as text ({len(text)} items), "
+                                        f"got {type(text_pair).__name__}")
+            inputs = list(zip(text, text_pair)) if text_pair is not None else list(text)
+        else:
+            inputs = [(text, text_pair)] if text_pair else [text]
+        if not all(isinstance(t, (str, list, tuple)) for t in inputs):
+            raise InvalidInputError(f"text must be a str or a list of str, got {type(text).__name__}")
+
+        with self._lock, self._backend_settings(padding, truncation, max_length, stride, pad_to_multiple_of,
+                                                padding_side):
+            try:
+                encodings = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                       is_pretokenized=is_split_into_words)
+            except Exception as e:  # the Rust backend raises plain Exceptions
+                raise InvalidInputError(f"{type(self).__name__}: cannot encode (truncation={truncation!r}, "
+                                        f"max_length={max_length}, stride={stride}): {e}") from e
+
+        # One row per encoding; overflowing windows (return_overflowing_tokens) become extra rows.
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        data: dict[str, list] = {"input_ids": []}
+        wanted = {"token_type_ids": return_token_type_ids, "attention_mask": return_attention_mask,
+                  "special_tokens_mask": return_special_tokens_mask, "offset_mapping": return_offsets_mapping,
+                  "length": return_length}
+        data.update({key: [] for key, on in wanted.items() if on})
+        rows, sample_of_row = [], []
+        for sample, encoding in enumerate(encodings):
+            for e in [encoding] + (encoding.overflowing if return_overflowing_tokens else []):
+                rows.append(e)
+                sample_of_row.append(sample)
+                data["input_ids"].append(e.ids)
+                for key, values in (("token_type_ids", e.type_ids), ("attention_mask", e.attention_mask),
+                                    ("special_tokens_mask", e.special_tokens_mask),
+                                    ("offset_mapping", e.offsets), ("length", len(e.ids))):
+                    if key in data:
+                        data[key].append(values)
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = sample_of_row
+        if not batched and return_tensors is None and not return_overflowing_tokens:
+            # A single text: no batch dimension (per-row scalars such as "length" stay lists, as in transformers).
+            data = {key: value[0] if isinstance(value[0], list) else value for key, value in data.items()}
+        return BatchEncoding(_as_tensors(data, return_tensors), rows)
+
+    def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None, *,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, max_target_length: int | None = None, stride: int = 0,
+                 is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
+                 padding_side: str | None = None, return_tensors: str | None = None,
+                 return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
+                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
+                 return_offsets_mapping: bool = False, return_length: bool = False) -> BatchEncoding:
+        """Tokenize a text, a list of texts, or text pairs (``text_pair``).
+
+        padding: True/"longest" (to the longest in the batch), "max_length", False.
+        truncation: True/"longest_first", "only_first", "only_second", False; a ``max_length``
+        given alone turns on "longest_first" (as in transformers).
+        return_tensors: "pt" (torch), "np" (numpy) or None (lists; one text -> no batch dimension).
+        text_target: targets of a seq2seq task, returned as ``labels`` (padded with the pad id,
+        not -100: the collator or the model masks them).
+        """
+        if text is None and text_target is None:
+            raise InvalidInputError("pass text or text_target (both are None)")
+        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        options = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, stride=stride,
+                       is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
+                       padding_side=padding_side, return_tensors=return_tensors,
+                       return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                       return_overflowing_tokens=return_overflowing_tokens,
+                       return_special_tokens_mask=return_special_tokens_mask,
+                       return_offsets_mapping=return_offsets_mapping, return_length=return_length)
+        encoded = target = None
+        if text is not None:
+            encoded = self._encode(text, text_pair, max_length=max_length, **options)
+        if text_target is not None:
+            target = self._encode(text_target, text_pair_target, **options,
+                                  max_length=max_target_length if max_target_length is not None else max_length)
+        if encoded is None:
+            return target
+        if target is not None:
+            encoded["labels"] = target["input_ids"]
+        return encoded
+
+    def encode(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
+               truncation: bool | str | None = None, max_length: int | None = None, stride: int = 0,
+               padding_side: str | None = None, return_tensors: str | None = None):
+        """The ids of one text (a list, or a (1, T) tensor with ``return_tensors="pt"``)."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding,
+                    truncation=truncation, max_length=max_length, stride=stride, padding_side=padding_side,
+                    return_tensors=return_tensors)["input_ids"]
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decode(self, token_ids, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str | list[str]:
+        """Ids -> text. A batch (list of lists, 2-D tensor) gives a list of texts."""
+        token_ids = _to_python_ids(token_ids)
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        if token_ids and isinstance(token_ids[0], (list, tuple)):
+            return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in token_ids]
+        bad = [i for i in token_ids if i < 0]
+        if bad:
+            raise InvalidInputError(f"decode: negative id {bad[0]} (labels use -100 for ignored positions: "
+                                    f"replace them with pad_token_id before decoding)")
+        text = self._backend.decode(token_ids, skip_special_tokens=skip_special_tokens)
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            text = self.clean_up_tokenization(text)
+        return text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        sequences = _to_python_ids(sequences)
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+
+    @staticmethod
+    def clean_up_tokenization(text: str) -> str:
+        """transformers' clean-up of spaces before punctuation and English contractions."""
+        for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+            text = text.replace(before, after)
+        return text
+
+    # -- saving --------------------------------------------------------------------------------
+    def _config_fields(self) -> dict[str, Any]:
+        """Model-specific keys of tokenizer_config.json (overridden by subclasses)."""
+        return {}
+
+    def _save_vocabulary(self, directory: Path) -> list[Path]:
+        """Write the model's own vocabulary file(s) (spiece.model / vocab.txt)."""
+        return []
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write the Hugging Face layout: the vocabulary file, tokenizer.json, tokenizer_config.json
+        and special_tokens_map.json (transformers loads the directory)."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = self._save_vocabulary(directory)
+        with self._lock:  # not while another thread has padding/truncation switched on
+            self._backend.save(str(directory / "tokenizer.json"))
+        named = {k: v for k, v in self._special.items() if v is not None}
+        config = {"tokenizer_class": type(self).__name__, **named, **self._config_fields(),
+                  "extra_special_tokens": [t for t in self.extra_special_tokens if t not in named.values()],
+                  "padding_side": self.padding_side, "truncation_side": self.truncation_side,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.model_max_length < LARGE_INTEGER:
+            config["model_max_length"] = self.model_max_length
+        special_map = {**named, "additional_special_tokens": config["extra_special_tokens"]}
+        for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special_map)):
+            (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        files += [directory / "tokenizer.json", directory / "tokenizer_config.json",
+                  directory / "special_tokens_map.json"]
+        return tuple(str(f) for f in files)
+
+    @staticmethod
+    def _base_kwargs(config: dict, name_or_path: str) -> dict[str, Any]:
+        """tokenizer_config.json keys that _TokenizerBase.__init__ understands."""
+        kwargs = {k: config[k] for k in ("model_max_length", "padding_side", "truncation_side",
+                                         "clean_up_tokenization_spaces") if config.get(k) is not None}
+        return {**kwargs, "name_or_path": name_or_path}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
+                f"len={len(self)}, special_tokens={ {k: v for k, v in self._special.items() if v} })")
+
+
+def _as_tensors(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
+    """Lists -> torch / numpy int64 tensors; a ragged batch is an error that says what to do."""
+    if return_tensors is None:
+        return data
+    if return_tensors not in ("pt", "np"):
+        raise InvalidInputError(f"return_tensors={return_tensors!r}: expected 'pt', 'np' or None")
+    out = {}
+    for key, value in data.items():
+        lengths = {len(row) for row in value} if value and isinstance(value[0], (list, tuple)) else set()
+        if len(lengths) > 1:
+            raise InvalidInputError(f"cannot make one tensor of {key!r}: the sequences have lengths "
+                                    f"{sorted(lengths)}; pass padding=True (and truncation=True if needed)")
+        if return_tensors == "pt":
+            out[key] = torch.tensor(value, dtype=torch.long)
+        else:
+            out[key] = np.asarray(value, dtype=np.int64)
+    return out
