@@ -157,7 +157,7 @@ def bench_train(env: Env, presets, shapes, dtypes, peak_flops: dict[str, float])
         ours.train()
         peer.train()
         # check_inputs=False where offered: the training loop skips the per-step id range check too
-        if hasattr(ours, "check_inputs") and isinstance(getattr(ours, "check_inputs"), bool):
+        if hasattr(ours, "check_inputs") and isinstance(ours.check_inputs, bool):
             ours.check_inputs = False
         opts = {"t5electra": torch.optim.AdamW(ours.parameters(), lr=1e-4),
                 "transformers": torch.optim.AdamW(peer.parameters(), lr=1e-4)}
@@ -347,13 +347,13 @@ def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_toke
         for nb in beams:
             out: dict[str, torch.Tensor] = {}
 
-            def run_ours(nb=nb, x=x):
+            def run_ours(nb=nb, x=x, out=out):
                 out["t5electra"] = fast.generate(x, num_beams=nb, **kw)
 
-            def run_default(nb=nb, x=x):
+            def run_default(nb=nb, x=x, out=out):
                 out["t5electra default"] = ours.generate(x, num_beams=nb, **kw)
 
-            def run_peer(nb=nb, x=x):
+            def run_peer(nb=nb, x=x, out=out):
                 with torch.inference_mode():
                     out["transformers"] = peer.generate(x, num_beams=nb, do_sample=False, **kw)
 
@@ -361,7 +361,7 @@ def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_toke
             if fast is not ours:
                 impls["t5electra default"] = run_default
             if have_ct2:
-                def run_ct2(nb=nb, src_tokens=src_tokens, tr=ct2):
+                def run_ct2(nb=nb, src_tokens=src_tokens, tr=ct2, out=out):
                     res = tr.translate_batch(src_tokens, beam_size=nb, min_decoding_length=new_tokens,
                                              max_decoding_length=new_tokens, return_scores=False)
                     out["ctranslate2"] = res

@@ -212,7 +212,7 @@ def main() -> None:
     print("| server setting | requests | throughput (req/s) | p50 latency (ms) | p99 latency (ms) | errors "
           "| mean batch |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, r in results.items():
+    for r in results.values():
         setting = f"max_batch_size={r['max_batch_size']}, max_wait_ms={r['max_wait_ms']:g}"
         errs = sum(r["errors"].values())
         print(f"| {setting} | {r['requests']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {errs} | "

@@ -379,7 +379,7 @@ def test_electra_missing_special_tokens(tmp_path):
     tok = ElectraTokenizer.from_pretrained(tmp_path)
     assert tok("hello world").input_ids == [1, 3, 4, 2]
     with pytest.raises(MissingTokenError, match=r"mask_token '\[MASK\]' is not in the vocabulary"):
-        tok.mask_token_id
+        _ = tok.mask_token_id
     with pytest.raises(MissingTokenError, match=r"\[PAD\]"):
         tok(["hello", "hello world"], padding=True)
     (tmp_path / "vocab.txt").write_text("[CLS]\n[SEP]\nhello\n")

@@ -224,7 +224,7 @@ def multitask_table(exp: Experiment, finetune: list[dict[str, Any]]) -> list[str
             for metric in main_metrics(task, own[0]["metrics"].get("test", {})):
                 keys = {(r["method"], r["budget"]) for r in own}
                 for method, budget in sorted(keys, key=str):
-                    def scores(t: str, k: str) -> list[float]:
+                    def scores(t: str, k: str, method: str = method, budget: Any = budget) -> list[float]:
                         return [r["metrics"]["test"][k] for r in finetune if r["task"] == t and r["method"] == method
                                 and r["budget"] == budget and k in r["metrics"].get("test", {})]
                     lines.append(f"| {task} | {metric} | {exp.methods[method].label} | {budget} | "
