@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .errors import ConfigError, ModelTypeError
+from .errors import CheckpointNotFoundError, ConfigError, ModelTypeError
 
 C = TypeVar("C", bound="ModelConfig")
 
@@ -82,8 +82,6 @@ class ModelConfig:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            from .errors import CheckpointNotFoundError
-
             raise CheckpointNotFoundError(f"no config file at {path}") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None

@@ -9,6 +9,9 @@ so GLUE/SQuAD/CNN-DM numbers read the way papers report them.
 Invalid generations never crash a metric: task post-processors turn them into a sentinel
 (``INVALID_LABEL`` = -1 for classes, ``INVALID_VALUE`` = -1.0 for regression), which counts as
 wrong.
+
+The libraries are the ``data`` extra, so each metric imports its own inside the function: the
+module (and the task registry on top of it) loads without them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ checkpoint) are listed by ``newly_initialized_ok`` and reported, as transformers
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -160,8 +161,6 @@ class PreTrainedModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors that transformers loads with identical outputs."""
-        import json
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())

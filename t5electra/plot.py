@@ -62,7 +62,7 @@ def _keys(records: list[dict[str, Any]], split: str) -> list[str]:
 
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, smooth: int = 1) -> list[Path]:
     """Write the PNGs for the run at ``run_dir``; returns their paths."""
-    import matplotlib
+    import matplotlib  # the `data` extra: imported only to draw (plot_run_if_available tolerates its absence)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -62,7 +62,7 @@ def read_jsonl(path: str | Path) -> Iterator[Example]:
 
 def read_parquet(path: str | Path) -> Iterator[Example]:
     """Rows of a Parquet file, read in record batches (bounded memory)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # the `data` extra: imported only for Parquet files
 
     import pyarrow
 

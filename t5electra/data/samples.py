@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -280,9 +281,7 @@ def _read_lazyload(data_dir: Path) -> dict[str, object]:
     ``Rdata.rdb``; each record is a 4-byte big-endian length followed by a zlib stream holding a
     serialized R object, which the ``rdata`` package parses.
     """
-    import zlib
-
-    import rdata
+    import rdata  # the `data` extra: only the corpus sample needs it
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns that the stream has no file header (RDS)
@@ -342,7 +341,7 @@ def build_corpus(out: Path) -> dict:
     for name, text in _read_lazyload(root / "usr/lib/R/site-library/tokenizers/data").items():
         add_book(f"tokenizers:{name}", _paragraphs(_gutenberg_body(str(text[0])).splitlines()))
 
-    import rdata
+    import rdata  # the `data` extra, as above
 
     root, src = _debian("r-cran-tidytext")
     rda = root / "usr/lib/R/site-library/tidytext/extdata/books.rda"

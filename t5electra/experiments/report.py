@@ -75,7 +75,7 @@ def _series(records: list[dict[str, Any]], task: str, metric: str) -> dict[str, 
 
 
 def plot(exp: Experiment, series, task: str, metric: str, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # the `data` extra: imported only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..models.electra import ElectraConfig, ElectraForSequenceClassification
+from ..models.electra_rtd import ElectraPretrainer
+from ..models.t5 import T5Config, T5ForConditionalGeneration
+from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
 _SUBJECTS = ["the cat", "a dog", "the chef", "my friend", "the teacher", "a child", "the old man", "our team",
              "the bird", "a student", "the pilot", "her brother"]
 _VERBS = ["ate", "saw", "cooked", "found", "liked", "painted", "sold", "read", "built", "carried", "wrote"]
@@ -44,11 +49,6 @@ def build_demo_models(directory: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write three servable model directories under ``directory`` and return them by name:
     a T5 (``t5-tiny``), an ELECTRA pretraining run with generator and discriminator
     (``electra-tiny``) and an ELECTRA sentiment classifier (``electra-tiny-sst2``)."""
-    from ..models.electra import ElectraConfig, ElectraForSequenceClassification
-    from ..models.electra_rtd import ElectraPretrainer
-    from ..models.t5 import T5Config, T5ForConditionalGeneration
-    from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
     root = Path(directory)
     corpus = demo_corpus(seed=seed)
     torch.manual_seed(seed)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..checkpoint.io import load_state_dict, save_state_dict
-from ..errors import CheckpointError, CheckpointNotFoundError, TrainingError
+from ..errors import CheckpointError, CheckpointNotFoundError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -152,8 +152,6 @@ def load_model_weights(model: nn.Module, directory: Path) -> None:
         return
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        from ..errors import WeightsMismatchError
-
         raise WeightsMismatchError(f"{directory}: checkpoint does not match {type(model).__name__}: "
                                    f"missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -17,6 +17,7 @@ configs differ (used to refuse resuming a run under a different config).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import types
@@ -482,8 +483,6 @@ def add_config_arguments(parser) -> None:
     subcommand as ``args.overrides``; :func:`config_from_args` then builds the checked config.
     Every option is listed in the subcommand's ``--help``.
     """
-    import argparse
-
     parser.add_argument("--config", metavar="FILE", help="YAML run config; --section.key=value arguments override it")
     parser.set_defaults(accepts_overrides=True, overrides=[])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

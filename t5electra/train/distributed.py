@@ -23,8 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
+from .checkpointing import rng_state
 
 
 @dataclasses.dataclass
@@ -104,8 +106,6 @@ def wrap_ddp(model: nn.Module, env: DistEnv, **ddp_kwargs: Any) -> nn.Module:
     Move the model to ``env.device`` first."""
     if not env.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     if env.device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [env.device.index])
     return DistributedDataParallel(model, **ddp_kwargs)
@@ -152,8 +152,6 @@ def broadcast_object(obj: Any, env: DistEnv, src: int = 0) -> Any:
 
 def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
     """The RNG states of every rank, in rank order (for the checkpoint rank 0 writes)."""
-    from .checkpointing import rng_state
-
     state = rng_state()
     if not env.distributed:
         return [state]

@@ -19,6 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointNotFoundError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -91,8 +95,6 @@ def read_metrics(run_dir_or_file: str | os.PathLike) -> list[dict[str, Any]]:
     if p.is_dir():
         p = p / METRICS_FILE
     if not p.is_file():
-        from ..errors import CheckpointNotFoundError
-
         raise CheckpointNotFoundError(f"no {METRICS_FILE} at {p} (is this a run directory?)")
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     for line in p.read_text(encoding="utf-8").splitlines():
@@ -121,8 +123,6 @@ class Progress:
         self._tokens = 0
         self._t0 = time.perf_counter()
         if enabled:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
                              file=sys.stderr, disable=None)  # disable=None: off when not a terminal
 

@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..config import suggest
 from ..errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +330,5 @@ def build_optimizer(model: nn.Module, cfg, num_layers: int | None = None) -> tor
                          decay_rate=cfg.adafactor_decay_rate, beta1=cfg.adafactor_beta1,
                          weight_decay=cfg.weight_decay, scale_parameter=cfg.adafactor_scale_parameter,
                          relative_step=relative, warmup_init=cfg.adafactor_warmup_init)
-    from ..config import suggest
-
     names = ("adamw", "adamw_scaled", "adafactor")
     raise ConfigError(f"optim.name={cfg.name!r} is not one of {', '.join(names)}{suggest(cfg.name, names)}")

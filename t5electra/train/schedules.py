@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from ..config import suggest
 from ..errors import ConfigError
 
 NAMES = ("constant", "linear", "cosine", "inverse_sqrt")
@@ -77,8 +78,6 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.name not in NAMES:
-            from ..config import suggest
-
             raise ConfigError(f"unknown schedule {self.name!r}{suggest(self.name, NAMES)}; known: {', '.join(NAMES)}")
         if self.warmup_steps < 0 or self.total_steps < 1:
             raise ConfigError(f"schedule {self.name!r}: warmup_steps={self.warmup_steps} must be >= 0 and "
