@@ -243,15 +243,45 @@ def samples(out: Path) -> dict[str, Any]:
     return res
 
 
+def tfidf_baseline(sentiment: Path, C: float = 4.0) -> dict[str, Any]:
+    """A TF-IDF + logistic-regression classifier (scikit-learn: unigrams, sublinear tf, ``C``)
+    fitted on the train split of the sentiment files in ``sentiment`` and scored (accuracy, %) on
+    the validation and test splits: the one-second baseline every model here should beat."""
+    # scikit-learn is the optional `data` extra and slow to import: only this baseline needs it.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from ..data.tasks import read_tsv
+
+    t = time.perf_counter()
+    splits = {s: list(read_tsv(sentiment / f"{s}.tsv")) for s in ("train", "validation", "test")}
+    if not splits["train"] or len({ex["label"] for ex in splits["train"]}) < 2:
+        raise ValueError(f"{sentiment / 'train.tsv'}: the TF-IDF baseline needs examples of both labels")
+    vectorizer = TfidfVectorizer(sublinear_tf=True)
+    features = vectorizer.fit_transform([ex["sentence"] for ex in splits["train"]])
+    clf = LogisticRegression(C=C, max_iter=1000).fit(features, [int(ex["label"]) for ex in splits["train"]])
+    res: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        rows = splits[split]
+        predicted = clf.predict(vectorizer.transform([ex["sentence"] for ex in rows])) if rows else []
+        res[split] = {"accuracy": 100.0 * sum(int(p) == int(ex["label"]) for p, ex in zip(predicted, rows))
+                      / max(1, len(rows)), "examples": len(rows)}
+    res["seconds"] = round(time.perf_counter() - t, 2)
+    return res
+
+
 def _accuracy(results: dict[str, Any]) -> float:
     return float(results["test"]["accuracy"])
 
 
-def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None],
+           sentiment: Path) -> dict[str, Any]:
     t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
     el = json.loads((out / "electra-sentiment" / "results.json").read_text())
     baseline = float(t5["majority_baseline"]["test"]["accuracy"])
-    rows = [("majority class", baseline, "-"), ("T5 (pretrained here, fine-tuned)", _accuracy(t5),
+    tfidf = tfidf_baseline(sentiment)
+    rows = [("majority class", baseline, "-"),
+            ("TF-IDF + logistic regression (scikit-learn)", tfidf["test"]["accuracy"], "-"), ("T5 (pretrained here, fine-tuned)", _accuracy(t5),
             f"{_params(out / 't5-sentiment' / 'model')}"),
             ("ELECTRA (pretrained here, fine-tuned)", _accuracy(el), f"{_params(out / 'electra-sentiment' / 'model')}")]
     if minilm:
@@ -276,7 +306,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
     echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
     summary = {"test_examples": n, "table": [{"model": r[0], "accuracy": r[1], "params": r[2]} for r in rows],
-               "seconds": timings, "samples": extra, "plots": plots}
+               "seconds": timings, "tfidf": tfidf, "samples": extra, "plots": plots}
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -373,7 +403,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
                                        plan.minilm_steps, 1e-4),
               out / "minilm-sentiment" / "results.json")
     echo("\n== 8/8 report")
-    summary = report(out, timings, minilm, echo)
+    summary = report(out, timings, minilm, echo, paths["sentiment"])
     timings["total"] = round(time.perf_counter() - t_all, 1)
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     echo(f"\nquickstart finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")
