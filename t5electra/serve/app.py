@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import T5ElectraError
 from . import schemas as S
-from .batching import DynamicBatcher, QueueFullError
+from .batching import Abandoned, DynamicBatcher, QueueFullError
 from .config import ServeConfig
 from .inference import run_batch
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ModelRegistry, ServedModel
@@ -109,7 +109,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     """The app serving the registry's models with ``config``'s limits and batching."""
     config = config or registry.config
     for sm in registry.models.values():
-        sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads),
+        sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads,
+                                                                                  sm.batcher.check),
                                     max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_ms / 1000,
                                     max_queue=config.max_queue)
 
@@ -176,6 +177,12 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
         if len(texts) > config.max_texts:
             raise ApiError(413, f"{len(texts)} texts in one request; the limit is {config.max_texts} (max_texts)")
 
+    def check_work(work: int, how: str, fewer: str) -> None:
+        """413 when a request would cost more than max_work_tokens token passes."""
+        if work > config.max_work_tokens:
+            raise ApiError(413, f"this request would cost {work} token passes ({how}); the limit is "
+                                f"{config.max_work_tokens} (max_work_tokens): send {fewer}")
+
     def token_limit(sm: ServedModel) -> tuple[int, str]:
         limit, why = config.max_input_tokens, "max_input_tokens"
         positions = sm.max_positions()
@@ -204,6 +211,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
                                 f"(request_timeout_s); try fewer texts or fewer new tokens") from None
         except (HTTPException, QueueFullError, T5ElectraError):
             raise
+        except Abandoned as e:  # the server is stopping
+            raise ApiError(503, f"{e}; retry on another server or later") from None
         except Exception as e:  # a bug or a torch failure: 500 for this request, the server goes on
             logger.exception("model %s failed on %s", sm.name, key[0])
             raise ApiError(500, f"internal error in model {sm.name!r} ({type(e).__name__}: {e}); "
@@ -225,7 +234,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     @app.get("/v1/models", summary="the loaded models, what each can do, and the request limits")
     async def models() -> dict:
         limits = {k: getattr(config, k) for k in ("max_texts", "max_input_tokens", "max_new_tokens", "max_beams",
-                                                  "max_body_bytes", "max_batch_size")}
+                                                  "max_body_bytes", "max_batch_size", "max_work_tokens",
+                                                  "request_timeout_s")}
         return {"models": [sm.info() for sm in registry.models.values()], "limits": limits}
 
     # -- tasks --------------------------------------------------------------------------------------
@@ -252,7 +262,14 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
             raise ApiError(400, f"greedy search has one output per text: num_return_sequences="
                                 f"{req.num_return_sequences} needs num_beams >= {req.num_return_sequences} "
                                 f"or do_sample=true")
+        if req.min_new_tokens > req.max_new_tokens:
+            raise ApiError(422, f"min_new_tokens={req.min_new_tokens} is larger than max_new_tokens="
+                                f"{req.max_new_tokens}: it must be at most max_new_tokens")
         enc = await tokenize(sm, req.texts)
+        longest, expand = max(map(len, enc["ids"])), max(req.num_beams, req.num_return_sequences)
+        check_work(len(req.texts) * (longest + expand * req.max_new_tokens),
+                   f"{len(req.texts)} texts x ({longest} input tokens + {expand} beams or samples x "
+                   f"{req.max_new_tokens} new tokens)", "fewer texts, fewer beams or a smaller max_new_tokens")
         options = req.model_dump(exclude={"model", "texts"})
         key = (GENERATE, tuple(sorted(options.items())))
         rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)
@@ -270,6 +287,10 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
         if missing:
             raise ApiError(400, f"texts[{missing[0]}] has no {sm.tokenizer.mask_token} token: fill-mask fills "
                                 f"{sm.tokenizer.mask_token} (write it where a word is missing)")
+        longest, masks = max(map(len, enc["ids"])), max(ids.count(mask_id) for ids in enc["ids"])
+        check_work(len(req.texts) * longest * masks,
+                   f"{len(req.texts)} texts x {longest} tokens x {masks} [MASK]s: one pass over every text per "
+                   f"[MASK] filled", "fewer texts, fewer [MASK]s per text or shorter texts")
         results = await submit(sm, (FILL_MASK, req.top_k), {"ids": enc["ids"], "texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -278,7 +299,9 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     async def detect(req: S.DetectRequest):
         sm = pick(DETECT, req.model)
         check_count(req.texts)
-        await tokenize(sm, req.texts)
+        enc = await tokenize(sm, req.texts)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
         results = await submit(sm, (DETECT,), {"texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -287,7 +310,11 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     async def correct(req: S.CorrectRequest):
         sm = pick(CORRECT, req.model)
         check_count(req.texts)
-        await tokenize(sm, req.texts)
+        enc = await tokenize(sm, req.texts)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest * 2 * req.max_iters,
+                   f"{len(req.texts)} texts x {longest} tokens x 2 passes x {req.max_iters} rounds",
+                   "fewer or shorter texts, or a smaller max_iters")
         results = await submit(sm, (CORRECT, req.threshold, req.max_iters), {"texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -300,6 +327,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
             raise ApiError(400, f"text_pairs has {len(req.text_pairs)} items and texts {len(req.texts)}; "
                                 f"give one pair per text")
         enc = await tokenize(sm, req.texts, req.text_pairs)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
         payload = {"ids": enc["ids"], "type_ids": enc["type_ids"], "texts": req.texts}
         results = await submit(sm, (CLASSIFY,), payload, len(req.texts))
         return {"model": sm.name, "results": results}

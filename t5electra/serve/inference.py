@@ -5,17 +5,24 @@ Every function pads the rows of all the requests of a batch into one tensor and 
 call for them (``correct`` and ``attention`` go text by text: correct is an iterative loop per text,
 and attention is for looking at one text). Results are plain dicts shaped like the response
 models in schemas.py.
+
+The tasks that loop (generate: one decoding step per token; fill-mask and correct: one forward
+pass per [MASK] filled) see their models through :class:`Checked`, which calls the batcher's
+``check`` before every forward pass and decoding step: once every request of the batch was given
+up (deadline passed) or the server is stopping, ``check`` raises ``Abandoned`` and the batch stops.
 """
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+import dataclasses
+from typing import Any, Callable, Hashable
 
 import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..fill_mask import correct, detect_replaced_tokens, fill_mask_generate
+from ..generate import generate
 from .attention import electra_attention, t5_attention
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ServedModel
 
@@ -29,6 +36,36 @@ def pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tenso
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids.to(device), mask.to(device)
+
+
+class Checked:
+    """A model seen through a cancellation check: ``check()`` runs before each forward pass
+    (``model(...)``), encoder pass and decoding step; every other attribute is the model's."""
+
+    def __init__(self, model: torch.nn.Module, check: Callable[[], None]):
+        self._model, self._check = model, check
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        self._check()
+        return self._model(*args, **kwargs)
+
+    def encode(self, *args, **kwargs):
+        self._check()
+        return self._model.encode(*args, **kwargs)
+
+    def decode_step(self, *args, **kwargs):
+        self._check()
+        return self._model.decode_step(*args, **kwargs)
+
+
+def checked(sm: ServedModel, check: Callable[[], None]) -> ServedModel:
+    """``sm`` with each of its models wrapped in :class:`Checked`."""
+    return dataclasses.replace(sm, **{name: Checked(m, check) for name, m in
+                                      (("t5", sm.t5), ("generator", sm.generator),
+                                       ("discriminator", sm.discriminator)) if m is not None})
 
 
 def _split(flat: list[Any], sizes: list[int]) -> list[list[Any]]:
@@ -76,7 +113,7 @@ def run_generate(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[l
     rows = [r for p in payloads for r in p["ids"]]
     ids, mask = pad(rows, model.config.pad_token_id or 0, model.device)
     generator = torch.Generator(model.device).manual_seed(seed) if seed is not None else None
-    out = model.generate(ids, mask, generator=generator, **options)         # (B * n, L)
+    out = generate(model, ids, mask, generator=generator, **options)        # (B * n, L)
     score, logprob, length = sequence_scores(model, ids, mask, out, options["length_penalty"])
     hidden = set(_eos_ids(model.config)) | {model.config.pad_token_id}     # not shown in the text
     seqs = []
@@ -222,6 +259,13 @@ RUNNERS = {GENERATE: run_generate, FILL_MASK: run_fill_mask, DETECT: run_detect,
            CLASSIFY: run_classify, ATTENTION: run_attention}
 
 
-def run_batch(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[Any]:
-    """The batcher's entry point: ``key[0]`` names the task."""
+LOOPING = (GENERATE, FILL_MASK, CORRECT)  # tasks whose work grows with steps: checked between them
+
+
+def run_batch(sm: ServedModel, key: Hashable, payloads: list[dict],
+              check: Callable[[], None] | None = None) -> list[Any]:
+    """The batcher's entry point: ``key[0]`` names the task; ``check`` (the batcher's) is called
+    between the steps of the looping tasks and raises to stop an abandoned batch."""
+    if check is not None and key[0] in LOOPING:
+        sm = checked(sm, check)
     return RUNNERS[key[0]](sm, key, payloads)

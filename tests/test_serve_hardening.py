@@ -1,0 +1,181 @@
+"""The server under abuse: requests that would keep a model busy for minutes, requests abandoned
+at their deadline, shutdown during a long batch, API keys and CORS, malformed values and
+connections that never finish sending. Each test pins one row of docs/reliability.md ("Server").
+
+Tests assert outcomes (status codes, counters, closed sockets), never durations: where a request
+must outlast its deadline, the model is slowed down on purpose (a sleep in each forward pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from t5electra.serve.app import create_app
+from t5electra.serve.batching import Abandoned, DynamicBatcher
+from t5electra.serve.config import ServeConfig
+from t5electra.serve.demo import build_demo_models
+from t5electra.serve.registry import ModelRegistry
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return build_demo_models(tmp_path_factory.mktemp("serve-hardening"))
+
+
+def _app(dirs, names=("t5-tiny", "electra-tiny"), api_key=None, **config):
+    reg = ModelRegistry.from_dirs([f"{n}={dirs[n]}" for n in names], ServeConfig(**config))
+    return create_app(reg, api_key=api_key) if api_key is not None else create_app(reg), reg
+
+
+@pytest.fixture(scope="module")
+def client(dirs):
+    app, _ = _app(dirs)
+    with TestClient(app) as c:
+        yield c
+
+
+def error(resp, status: int, *words: str) -> str:
+    assert resp.status_code == status, resp.text[:500]
+    detail = resp.json()["detail"]
+    for w in words:
+        assert w in detail, detail
+    return detail
+
+
+# -- 1. bounded work, abandoned work ------------------------------------------------------------------
+def test_work_per_request_is_capped_with_413_naming_the_limit(client):
+    # The issue's request, scaled to the tiny model's 128 positions: 32 texts full of [MASK]s, each
+    # within max_texts and max_input_tokens, would take one pass over all 32 texts per [MASK].
+    many = " ".join(["[MASK]"] * 120)
+    detail = error(client.post("/v1/fill-mask", json={"model": "electra-tiny", "texts": [many] * 32}), 413,
+                   "max_work_tokens", "65536", "[MASK]")
+    assert "32 texts" in detail
+    # within the cap: served
+    r = client.post("/v1/fill-mask", json={"model": "electra-tiny", "texts": ["the [MASK] sat on the [MASK]."]})
+    assert r.status_code == 200, r.text[:300]
+    assert client.get("/v1/models").json()["limits"]["max_work_tokens"] == 65536
+
+
+def test_generate_and_correct_work_is_capped(dirs):
+    app, _ = _app(dirs, max_work_tokens=2000)
+    text = "the cat sat on the mat " * 5
+    with TestClient(app) as c:
+        # 4 texts x (input + 4 beams x 128 new tokens) > 2000
+        error(c.post("/v1/generate", json={"texts": [text] * 4, "num_beams": 4, "max_new_tokens": 128}), 413,
+              "max_work_tokens", "2000", "4 beams or samples x 128 new tokens")
+        error(c.post("/v1/correct", json={"texts": [text] * 4, "max_iters": 10}), 413, "max_work_tokens",
+              "10 rounds")
+        r = c.post("/v1/generate", json={"texts": [text], "max_new_tokens": 4})
+        assert r.status_code == 200, r.text[:300]
+
+
+def _slow_down(reg, task: str, calls: list):
+    """Make every step of ``task`` sleep a little (so a request outlasts a short deadline)."""
+    def pause(*_):
+        calls.append(1)
+        time.sleep(0.05)
+
+    if task == "fill-mask":
+        return reg.models["electra-tiny"].generator.register_forward_pre_hook(pause).remove
+    t5 = reg.models["t5-tiny"].t5
+    step = t5.decode_step
+
+    def slow_step(*args, **kwargs):
+        pause()
+        return step(*args, **kwargs)
+
+    t5.decode_step = slow_step
+    return lambda: delattr(t5, "decode_step")
+
+
+@pytest.mark.parametrize("task", ["fill-mask", "generate"])
+def test_request_past_its_deadline_is_abandoned_and_the_model_serves_the_next(dirs, task):
+    app, reg = _app(dirs, request_timeout_s=1.0, max_work_tokens=10**7)
+    calls: list = []
+    undo = _slow_down(reg, task, calls)
+    if task == "fill-mask":
+        url, steps = "/v1/fill-mask", 100   # one forward pass per [MASK] (plus one for the candidates)
+        body = {"model": "electra-tiny", "texts": [" ".join(["[MASK]"] * steps)] * 8}
+        small = {"model": "electra-tiny", "texts": ["the [MASK] sat."]}
+    else:
+        url, steps = "/v1/generate", 128    # one decoding step per new token
+        body = {"model": "t5-tiny", "texts": ["x"] * 8, "max_new_tokens": steps, "min_new_tokens": steps}
+        small = {"model": "t5-tiny", "texts": ["x"], "max_new_tokens": 2}
+    with TestClient(app) as c:
+        error(c.post(url, json=body), 504, "did not answer")
+        counters = {}
+        for _ in range(600):  # wait (up to a minute) for the worker to drop the batch
+            counters = c.get("/healthz").json()["models"][reg.models[body["model"]].name]
+            if counters["abandoned_batches"]:
+                break
+            time.sleep(0.1)
+        assert counters["abandoned_batches"] == 1, counters
+        assert len(calls) < steps  # it stopped part-way, not after the last step
+        undo()
+        app.state.config.request_timeout_s = 120.0  # the next answer may take a while on a busy machine
+        r = c.post(url, json=small)
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_stop_does_not_wait_for_the_running_batch():
+    """SIGTERM: uvicorn's shutdown stops the batchers; a batch running then ends at its next step,
+    so the process is not held by the worker thread (which Python joins at exit)."""
+    started, steps = threading.Event(), []
+
+    def endless(key, payloads):
+        started.set()
+        while True:  # a batch that would never end without cancellation
+            b.check()
+            steps.append(1)
+            time.sleep(0.01)
+
+    b = DynamicBatcher("stop-test", endless, max_batch_size=1, max_wait_s=0.0)
+
+    async def scenario():
+        job = asyncio.ensure_future(b.submit("k", 1))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        await b.stop()
+        with pytest.raises(Abandoned, match="shutting down"):
+            await job
+
+    asyncio.run(scenario())
+    workers = [t for t in threading.enumerate() if t.name.startswith("model-stop-test")]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert not worker.is_alive()  # Python would join it at exit: SIGTERM would wait for it
+    with pytest.raises(Abandoned, match="shutting down"):
+        b.check()
+
+
+def test_a_batch_continues_while_one_of_its_requests_still_waits():
+    """Only a batch nobody waits for is abandoned: a caller that gave up does not cancel the others."""
+    gate = threading.Event()
+    seen = []
+
+    def run(key, payloads):
+        gate.wait(timeout=30)
+        b.check()  # one of the two callers is gone: the batch goes on
+        seen.append(list(payloads))
+        return [p * 10 for p in payloads]
+
+    b = DynamicBatcher("n", run, max_batch_size=2, max_wait_s=0.5)
+
+    async def scenario():
+        quitter = asyncio.ensure_future(asyncio.wait_for(b.submit("k", 1), 0.2))
+        stayer = asyncio.ensure_future(b.submit("k", 2))
+        with pytest.raises(asyncio.TimeoutError):
+            await quitter
+        gate.set()
+        out = await stayer
+        await b.stop()
+        return out
+
+    assert asyncio.run(scenario()) == 20
+    assert [sorted(p) for p in seen] == [[1, 2]] and b.stats.abandoned == 0
