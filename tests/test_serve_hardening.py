@@ -9,18 +9,23 @@ must outlast its deadline, the model is slowed down on purpose (a sleep in each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
+from t5electra.errors import ConfigError
 from t5electra.serve.app import create_app
 from t5electra.serve.batching import Abandoned, DynamicBatcher
 from t5electra.serve.config import ServeConfig
 from t5electra.serve.demo import build_demo_models
 from t5electra.serve.registry import ModelRegistry
+from t5electra.serve.server import uvicorn_config
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +184,141 @@ def test_a_batch_continues_while_one_of_its_requests_still_waits():
 
     assert asyncio.run(scenario()) == 20
     assert [sorted(p) for p in seen] == [[1, 2]] and b.stats.abandoned == 0
+
+
+# -- 2. API key and CORS ------------------------------------------------------------------------------
+KEY = "k3y-for-the-tests_0123"
+
+
+def test_api_key_is_required_on_every_route_but_healthz_and_the_page(dirs):
+    app, _ = _app(dirs, api_key=KEY)
+    good = {"Authorization": f"Bearer {KEY}"}
+    with TestClient(app) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+        for method, url in [("get", "/v1/models"), ("get", "/docs"), ("get", "/openapi.json"),
+                            ("post", "/v1/generate"), ("post", "/v1/fill-mask"), ("post", "/v1/attention")]:
+            r = getattr(c, method)(url)
+            error(r, 401, "API key", "Authorization: Bearer")
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+        body = {"model": "t5-tiny", "texts": ["x"], "max_new_tokens": 2}
+        for bad in [f"Bearer {KEY}x", f"Bearer {KEY[:-1]}", f"Basic {KEY}", KEY, "Bearer", ""]:
+            error(c.post("/v1/generate", json=body, headers={"Authorization": bad}), 401, "API key")
+        assert c.post("/v1/generate", json=body, headers=good).status_code == 200
+        assert c.get("/v1/models", headers={"authorization": f"bearer {KEY}"}).status_code == 200
+        # 401 comes before the body is read: no size or JSON error leaks out first
+        error(c.post("/v1/generate", content=b"{not json"), 401)
+
+
+def test_api_key_from_file_or_environment(tmp_path, dirs, capsys):
+    from t5electra.cli import main
+    from t5electra.serve.security import load_api_key
+
+    f = tmp_path / "key"
+    f.write_text(f"  {KEY}\n")
+    assert load_api_key(f, {}) == KEY
+    assert load_api_key(f, {"T5ELECTRA_API_KEY": "other-key-123"}) == KEY  # the file wins
+    assert load_api_key(None, {"T5ELECTRA_API_KEY": "other-key-123"}) == "other-key-123"
+    assert load_api_key(None, {}) is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_api_key(tmp_path / "nope", {})
+    for bad in ["", "short", "has a space inside", "ключ-ключ-ключ"]:
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match="8 to 512 printable ASCII"):
+            load_api_key(f, {})
+    with pytest.raises(ConfigError, match="T5ELECTRA_API_KEY"):
+        load_api_key(None, {"T5ELECTRA_API_KEY": ""})
+    assert main(["serve", str(dirs["t5-tiny"]), "--api-key-file", str(tmp_path / "missing")]) == 1
+    assert "API key file" in capsys.readouterr().err
+
+
+def test_cors_is_off_by_default_and_follows_the_allow_list(dirs):
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    app, _ = _app(dirs)
+    with TestClient(app) as c:
+        r = c.options("/v1/generate", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+        r = c.get("/healthz", headers={"Origin": "https://app.example.com"})
+        assert "access-control-allow-origin" not in r.headers
+    app, _ = _app(dirs, api_key=KEY, cors_origins=["https://app.example.com"])
+    with TestClient(app) as c:
+        r = c.options("/v1/generate", headers=preflight)  # a preflight carries no key
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = c.get("/v1/models", headers={"Origin": "https://app.example.com"})
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://app.example.com"
+        r = c.get("/v1/models", headers={"Origin": "https://evil.example.com", "Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        r = c.options("/v1/generate", headers={**preflight, "Origin": "https://evil.example.com"})
+        assert r.status_code == 400
+    with pytest.raises(ConfigError, match="not an origin"):
+        ServeConfig(cors_origins=["https://app.example.com/path"])
+
+
+# -- 3. connections --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _uvicorn(app, **config):
+    """The app behind uvicorn as `t5electra serve` runs it (serve/server.py), on a free port, in a thread."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, ServeConfig(port=port, **config), "warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert server.started, "uvicorn did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True when the server closes the connection without answering (waits up to a minute)."""
+    sock.settimeout(60)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_connections_that_never_finish_a_request_are_closed(dirs):
+    app, _ = _app(dirs, names=("t5-tiny",))
+    with _uvicorn(app, read_timeout_s=1.0) as port:
+        half_headers = socket.create_connection(("127.0.0.1", port))
+        half_headers.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        half_body = socket.create_connection(("127.0.0.1", port))
+        half_body.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"texts\": [")
+        silent = socket.create_connection(("127.0.0.1", port))
+        # keep-alive: one whole request answered, then half of the next one
+        second = socket.create_connection(("127.0.0.1", port))
+        second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        second.settimeout(60)
+        assert second.recv(65536).startswith(b"HTTP/1.1 200")
+        second.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        for sock in (half_headers, half_body, silent, second):
+            with sock:
+                assert _closed_by_server(sock)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
+
+
+def test_connections_beyond_max_connections_get_503(dirs):
+    app, _ = _app(dirs, names=("t5-tiny",))
+    with _uvicorn(app, max_connections=2) as port:
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            assert r.status_code == 503
+        for _ in range(600):  # the two connections are gone once the server saw them close
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200

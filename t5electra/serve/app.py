@@ -10,6 +10,9 @@ the event loop. Errors always come back as JSON ``{"detail": "..."}``: unknown m
 full 503 with Retry-After, a request not answered within ``request_timeout_s`` 504, anything
 unexpected 500 (logged with its traceback); the server keeps serving.
 
+With an API key (security.py) every route but /healthz and the page answers 401 without
+``Authorization: Bearer KEY``; ``cors_origins`` lets pages on other origins call the API.
+
 Routes: GET / (the playground), /healthz, /v1/models; POST /v1/generate, /v1/fill-mask,
 /v1/detect, /v1/correct, /v1/classify, /v1/attention; OpenAPI at /docs and /openapi.json.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +41,7 @@ from .batching import Abandoned, DynamicBatcher, QueueFullError
 from .config import ServeConfig
 from .inference import run_batch
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ModelRegistry, ServedModel
+from .security import ApiKeyAuth
 
 logger = logging.getLogger("t5electra.serve")
 STATIC = Path(__file__).parent / "static"
@@ -105,8 +110,9 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(lines)
 
 
-def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> FastAPI:
-    """The app serving the registry's models with ``config``'s limits and batching."""
+def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_key: str | None = None) -> FastAPI:
+    """The app serving the registry's models with ``config``'s limits and batching; with ``api_key``
+    (see security.load_api_key) every route but /healthz and the page needs it (401 without)."""
     config = config or registry.config
     for sm in registry.models.values():
         sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads,
@@ -128,6 +134,11 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
                               "arrive together are batched. The playground is at /.")
     app.state.registry, app.state.config = registry, config
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    if api_key is not None:  # added after: runs before the body is read
+        app.add_middleware(ApiKeyAuth, api_key=api_key, page=config.playground)
+    if config.cors_origins:  # outermost: preflights need no key, and 401s carry the CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     # -- errors -------------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
