@@ -17,8 +17,8 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from fastapi.responses import JSONResponse
 
