@@ -335,3 +335,70 @@ def test_connections_beyond_max_connections_get_503(dirs):
                 break
             time.sleep(0.1)
         assert r.status_code == 200
+
+
+# -- 4. malformed values -------------------------------------------------------------------------------
+def _raw(c, url: str, body: bytes):
+    return c.post(url, content=body, headers={"content-type": "application/json"})
+
+
+def test_out_of_range_integers_are_422_naming_the_field_and_bound(client):
+    body = {"texts": ["x"], "do_sample": True, "seed": 1180591620717411303424}  # was a 500 (torch overflow)
+    error(client.post("/v1/generate", json=body), 422, "body.seed", "9223372036854775807")
+    for field in ("no_repeat_ngram_size", "top_k", "min_new_tokens", "max_new_tokens", "num_beams"):
+        error(client.post("/v1/generate", json={"texts": ["x"], field: 10**30}), 422, f"body.{field}", "2147483647")
+    error(client.post("/v1/attention", json={"model": "t5-tiny", "text": "x", "head": 10**30}), 422, "body.head")
+    error(client.post("/v1/generate", json={"texts": ["x"], "seed": -1}), 422, "body.seed", "0")
+    # an integer too long for Python's int() (over 4300 digits) is a malformed body
+    error(_raw(client, "/v1/generate", b'{"texts": ["x"], "seed": ' + b"9" * 5000 + b"}"), 422, "not valid JSON")
+    assert client.post("/v1/generate", json={"texts": ["x"], "do_sample": True, "seed": 2**63 - 1,
+                                              "max_new_tokens": 2}).status_code == 200
+
+
+def test_lone_surrogates_are_422_with_a_plain_message(client):
+    for url, body in [("/v1/generate", b'{"texts": ["ok", "a \\ud800 b"]}'),
+                      ("/v1/fill-mask", b'{"model": "electra-tiny", "texts": ["\\udfff [MASK]"]}'),
+                      ("/v1/detect", b'{"texts": ["\\ud800"]}'),
+                      ("/v1/attention", b'{"model": "t5-tiny", "text": "x", "target": "\\ud800"}')]:
+        detail = error(_raw(client, url, body), 422, "not valid Unicode", "lone surrogate")
+        assert "TextEncodeInput" not in detail and "Value error" not in detail
+    detail = error(_raw(client, "/v1/generate", b'{"texts": ["ok", "a \\ud800 b"]}'), 422, "body.texts.1")
+    assert "character 2" in detail
+    # a surrogate pair is one character (an emoji): fine
+    assert _raw(client, "/v1/generate", b'{"texts": ["\\ud83d\\ude00"], "max_new_tokens": 2}').status_code == 200
+
+
+def test_body_that_is_not_utf8_is_422(client):
+    detail = error(_raw(client, "/v1/generate", b'{"texts": ["\xff\xfe x"]}'), 422, "not valid UTF-8", "position 12")
+    assert "error parsing the body" not in detail
+
+
+@pytest.mark.parametrize("field,value", [("temperature", b"Infinity"), ("temperature", b"NaN"),
+                                         ("length_penalty", b"NaN"), ("length_penalty", b"-Infinity"),
+                                         ("repetition_penalty", b"Infinity"), ("top_p", b"NaN")])
+def test_nan_and_infinity_are_422(client, field, value):
+    body = b'{"texts": ["x"], "do_sample": true, "' + field.encode() + b'": ' + value + b"}"
+    error(_raw(client, "/v1/generate", body), 422, f"body.{field}", "finite number")
+
+
+def test_inconsistent_or_mistyped_generate_options_are_422(client):
+    error(client.post("/v1/generate", json={"texts": ["x"], "min_new_tokens": 10, "max_new_tokens": 5}), 422,
+          "min_new_tokens=10", "max_new_tokens=5")
+    # max_new_tokens left out: the default (20) applies, and min_new_tokens must fit it too
+    error(client.post("/v1/generate", json={"texts": ["x"], "min_new_tokens": 30}), 422, "min_new_tokens=30",
+          "max_new_tokens=20")
+    error(client.post("/v1/generate", json={"texts": ["x"], "do_sample": "yes"}), 422, "body.do_sample", "boolean")
+    error(client.post("/v1/generate", json={"texts": ["x"], "do_sample": 1}), 422, "body.do_sample")
+
+
+def test_ids_without_a_token_are_shown_as_unknown_not_a_500(dirs):
+    """T5 pads its vocabulary (t5-small: 32128 ids, 32100 tokens): a generated padding id has no
+    token, which made the response invalid (500; the emoji request of the surrogate test hit it).
+    It reads as the unknown token instead (and fill-mask never proposes such ids)."""
+    from t5electra.serve.inference import token_strings
+    from t5electra.tokenizers import T5Tokenizer
+
+    tok = T5Tokenizer.from_pretrained(dirs["t5-tiny"])
+    assert tok.convert_ids_to_tokens([len(tok)]) == [None]
+    assert token_strings(tok, [0, len(tok), 1]) == [tok.convert_ids_to_tokens(0), tok.unk_token,
+                                                    tok.convert_ids_to_tokens(1)]

@@ -106,6 +106,8 @@ def _validation_message(errors: list[dict]) -> str:
             continue
         if e.get("type") == "extra_forbidden":
             msg = "unknown field (see /docs for the fields this endpoint takes)"
+        elif e.get("type") == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(lines)
 
@@ -149,6 +151,16 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and not isinstance(exc, ApiError) and cause is not None:
+            # FastAPI's "There was an error parsing the body": bytes that are not UTF-8, or JSON
+            # that Python will not read (an integer of over 4300 digits). A malformed body is 422.
+            if isinstance(cause, UnicodeDecodeError):
+                detail = (f"the body is not valid UTF-8 (byte {cause.object[cause.start:cause.start + 1]!r} at "
+                          f"position {cause.start}); send JSON encoded as UTF-8")
+            else:
+                detail = f"the body is not valid JSON ({type(cause).__name__}: {cause})"
+            return JSONResponse({"detail": detail}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(QueueFullError)

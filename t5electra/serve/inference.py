@@ -76,6 +76,13 @@ def _split(flat: list[Any], sizes: list[int]) -> list[list[Any]]:
     return out
 
 
+def token_strings(tok, ids: list[int]) -> list[str]:
+    """The tokens of ``ids``; an id the model has but the tokenizer lacks (embeddings padded to a
+    multiple of 8 or 128, as T5's are) reads as the unknown token, as the tokenizer would."""
+    tokens = tok.convert_ids_to_tokens(ids)
+    return [t if t is not None else (tok.unk_token or f"<id {i}>") for t, i in zip(tokens, ids)]
+
+
 def _eos_ids(config) -> list[int]:
     eos = config.eos_token_id
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -120,7 +127,7 @@ def run_generate(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[l
     for row, s, lp, n in zip(out.tolist(), score.tolist(), logprob.tolist(), length.tolist()):
         new = row[1:1 + n]                                                 # without the start token
         text = tok.decode([t for t in new if t not in hidden], skip_special_tokens=False)  # keeps sentinels
-        seqs.append({"text": text, "tokens": tok.convert_ids_to_tokens(new), "score": s, "logprob": lp})
+        seqs.append({"text": text, "tokens": token_strings(tok, new), "score": s, "logprob": lp})
     n = options["num_return_sequences"]
     per_text = _split(seqs, [n] * len(rows))
     return _split([{"input": text, "outputs": outs} for text, outs in
@@ -137,6 +144,7 @@ def run_fill_mask(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[
     ids, attn = pad(rows, tok.pad_token_id, model.device)
     probs = model(input_ids=ids, attention_mask=attn).logits.float()        # (B, T, V)
     probs[..., special] = float("-inf")                                    # never propose [MASK], [CLS]...
+    probs[..., len(tok):] = float("-inf")                                  # nor ids without a token (padding)
     probs = probs.softmax(-1)
     top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)          # (B, T, k)
     filled = fill_mask_generate(model, ids, attention_mask=attn, mask_token_id=mask_id)
@@ -218,7 +226,7 @@ def _attention_one(sm: ServedModel, p: dict) -> dict:
         dec = _decoder_input(sm, ids, p)                                    # (1, T)
         stacks = t5_attention(model, ids, dec)
         weights = stacks[req.stack]                                         # (L, H, T|S, S|T)
-        out_tokens = tok.convert_ids_to_tokens(dec[0].tolist())
+        out_tokens = token_strings(tok, dec[0].tolist())
         queries = in_tokens if req.stack == "encoder" else out_tokens
         keys = out_tokens if req.stack == "decoder" else in_tokens
     else:
