@@ -36,6 +36,14 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
     assert electra["test"]["accuracy"] == table["ELECTRA (pretrained here, fine-tuned)"]
     # the baseline: the most frequent training answer, scored on the test split
     assert t5["majority_baseline"]["test"]["accuracy"] == table["majority class"]
+    # compute efficiency of every training stage, and the demos on held-out sentences
+    assert set(summary["efficiency"]) == {"pretrain_t5", "pretrain_electra", "finetune_t5", "finetune_electra"}
+    for e in summary["efficiency"].values():
+        assert e["flops"] > 0 and e["seconds"] > 0 and e["mfu"] == pytest.approx(
+            e["flops"] / e["seconds"] / summary["matmul_peak_flop_per_s"])
+    assert 0.0 <= summary["demos"]["t5_span_filling_alphabetic"] <= 1.0
+    assert 0.0 <= summary["demos"]["electra_rtd_auc"] <= 1.0
+    assert summary["samples"]["electra_rtd_held_out"]["sentences"] > n // 2
     # samples: T5 answers, span filling, and a replaced-token probability for every ELECTRA token
     assert len(summary["samples"]["t5_sentiment"]) == 4
     for row in summary["samples"]["electra_rtd"]:
