@@ -40,7 +40,7 @@ import torch
 
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
-from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
@@ -120,6 +120,7 @@ def train(cfg: RunConfig) -> Path:
                           "train/validation/test files in data.task_dir)")
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
     seed_everything(cfg.train.seed)
 
     tasks = task_list(cfg.data.task, cfg.data.task_dir)
@@ -149,7 +150,7 @@ def train(cfg: RunConfig) -> Path:
     examples = train_stream(cfg, tasks, env, seen)
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
 
-    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"finetune {run_dir.name}")
     if env.is_main and start:

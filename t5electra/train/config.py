@@ -152,6 +152,9 @@ class CheckpointSection:
     keep_best: bool = option(True, "keep the best checkpoint by eval.metric")
     resume: Optional[str] = option(None, "'auto' (latest in train.output_dir, if any), a run directory "
                                          "or a checkpoint directory; None: start fresh")
+    overwrite: bool = option(False, "start fresh even if train.output_dir holds a run: its config.yaml, "
+                                    "metrics.jsonl, checkpoints/, model/, results.json, plots/ and tensorboard/ are "
+                                    "deleted first (without it such a run is refused)")
 
 
 @dataclasses.dataclass
@@ -472,7 +475,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Fields that may change when a run is resumed without changing its training trajectory.
 RESUME_SAFE = frozenset({
-    "checkpoint.resume", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
+    "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
 })
