@@ -27,8 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = ("T5 and ELECTRA in PyTorch: pretrain, fine-tune, evaluate, generate, serve, and convert "
+               "checkpoints to and from the Hugging Face format. 't5electra COMMAND --help' lists a command's options.")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="t5electra", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="t5electra", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -189,6 +189,31 @@ def test_missing_unexpected_and_half_fused_tensors(saved):
         T5ForConditionalGeneration.from_pretrained(saved)
 
 
+def test_wrong_shape_attention_tensor_names_the_tensors(saved):
+    path = saved / "model.safetensors"
+    sd = load_file(path)
+    key = "encoder.block.0.layer.0.SelfAttention.k.weight"
+    save_file({**sd, key: torch.zeros(32, 16)}, path)  # q, v are (32, 32): torch.cat used to fail
+    with pytest.raises(WeightsMismatchError, match=r"model\.safetensors: the tensors fused into "
+                                                   r"'encoder\.blocks\.0\.self_attn\.qkv\.weight' must have one shape, got "
+                                                   r".*q\.weight \(32, 32\), .*k\.weight \(32, 16\)"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("name", ["../outside.safetensors", "sub/../../outside.safetensors", "ABSOLUTE"])
+def test_index_may_only_name_files_in_its_directory(tmp_path, hf_v11, name):
+    ckpt = tmp_path / "a" / "ckpt"
+    hf_v11.save_pretrained(ckpt)
+    outside = tmp_path / "a" / "outside.safetensors"
+    (ckpt / "model.safetensors").rename(outside)  # a real weights file, one level up
+    name = str(outside) if name == "ABSOLUTE" else name
+    weight_map = {k: name for k in load_file(outside)}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(UnsafeCheckpointError, match=r"names shard .*outside.safetensors.*which is outside .*ckpt: an "
+                                                    r"index may only name files in its own directory"):
+        T5ForConditionalGeneration.from_pretrained(ckpt)
+
+
 def test_corrupt_files_and_missing_shard(saved):
     (saved / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read"):
@@ -215,6 +240,7 @@ class _Evil:
 def test_pickle_that_needs_code_execution_is_refused(saved, hf_v11):
     (saved / "model.safetensors").unlink()
     torch.save({**hf_v11.state_dict(), "evil": _Evil()}, saved / "pytorch_model.bin")
-    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin: refusing.*_side_effect"):
+    with pytest.raises(UnsafeCheckpointError, match=r"^refused to load \S*pytorch_model\.bin: it is a pickle that would "
+                                                   r"run code \(it calls [\w.]*_side_effect\), and only plain tensors"):
         T5ForConditionalGeneration.from_pretrained(saved)
     assert _executed == []

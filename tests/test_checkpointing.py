@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import multiprocessing
+import os
 import random
 import signal
 
@@ -21,7 +22,7 @@ from t5electra.checkpoint.keymap import KeyMap, Rule
 from t5electra.config import ModelConfig
 from t5electra.errors import CheckpointError, CheckpointNotFoundError, TrainingError
 from t5electra.modeling import PreTrainedModel
-from t5electra.train.checkpointing import CheckpointManager, check_finite
+from t5electra.train.checkpointing import CheckpointManager, check_finite, damage
 from t5electra.train.config import RunConfig
 from t5electra.train.logging import read_metrics
 from t5electra.train.loop import train_step
@@ -123,12 +124,51 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path):
     def disk_full(tmp):
         raise OSError(errno.ENOSPC, "No space left on device")
     mgr.on_partial_write = disk_full
-    with pytest.raises(CheckpointError, match=r"No space left on device.*previous checkpoint intact: .*step-00000001"):
+    with pytest.raises(CheckpointError, match=r"disk full: no space left on device.*previous checkpoint intact: .*step-00000001"):
         mgr.save(3, model, opt, sched)
     assert mgr.latest() == good and [p.name for p in mgr.checkpoints()] == ["step-00000001"]
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     fresh, opt2, sched2 = _setup()
     assert mgr.load(mgr.latest(), fresh, opt2, sched2)["data"] == {"cursor": 1}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_disk_full_during_save_says_so_and_keeps_the_previous_checkpoint(tmp_path):
+    model, opt, sched = _setup()
+    mgr = CheckpointManager(tmp_path)
+    good = mgr.save(1, model, opt, sched, data_state={"cursor": 1})
+
+    def full_disk(tmp):  # the training state goes to /dev/full: every write fails with ENOSPC
+        os.symlink("/dev/full", tmp / "training_state.pt")
+    mgr.on_partial_write = full_disk
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint .*step-00000002 \(disk full: no space left "
+                                              r"on device \([\d,]+ MB free at .*\); free some space, then resume\); "
+                                              r"nothing was half-written: previous checkpoint intact: .*step-00000001"):
+        mgr.save(2, model, opt, sched)
+    assert mgr.latest() == good and [p.name for p in mgr.checkpoints()] == ["step-00000001"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    model, opt, sched = _setup()
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step in (1, 2, 3):
+        mgr.save(step, model, opt, sched, data_state={"cursor": step})
+    ckpts = tmp_path / "checkpoints"
+    assert damage(ckpts / "step-00000003") is None
+    state = ckpts / "step-00000003" / "training_state.pt"
+    state.write_bytes(state.read_bytes()[:100])               # truncated
+    (ckpts / "step-00000002" / "model.safetensors").write_bytes(b"")   # empty
+    assert "training_state.pt" in damage(ckpts / "step-00000003")
+    with pytest.warns(UserWarning, match=r"resuming from .*step-00000001, the newest intact checkpoint: skipped "
+                                         r"step-00000003 \(training_state.pt: .*\); step-00000002 \(model.safetensors: "):
+        found = mgr.resolve("auto")
+    assert found == ckpts / "step-00000001"
+    assert mgr.load(found, *_setup())["data"] == {"cursor": 1}
+    (ckpts / "step-00000001" / "meta.json").write_text('{"step": 1, "tim')
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint to resume from in .*checkpoints: step-00000003 "
+                                              r"\(training_state.pt.*step-00000001 \(meta.json: "):
+        mgr.resolve(tmp_path)
 
 
 def test_resume_under_a_different_config_is_refused(tmp_path):

@@ -68,6 +68,25 @@ def test_raw_lengths_for_512_and_128():
     assert SpanCorruption(sentinel_start_id=S0, inputs_length=128).targets_length == 29
 
 
+@pytest.mark.parametrize("density,span,bad", [(2.0, 3.0, "noise_density"), (1.0, 3.0, "noise_density"),
+                                               (-0.5, 3.0, "noise_density"), (0.0, 3.0, "noise_density"),
+                                               (float("nan"), 3.0, "noise_density"),
+                                               (0.15, 0.0, "mean_noise_span_length"),
+                                               (0.15, -2.0, "mean_noise_span_length"),
+                                               (0.15, float("inf"), "mean_noise_span_length")])
+def test_lengths_refuse_span_parameters_that_cannot_work(density, span, bad):
+    # density 2 used to loop forever in the length search; -0.5 gave a negative "fixed length"
+    with pytest.raises(InvalidInputError, match=bad):
+        compute_input_and_target_lengths(128, density, span)
+    with pytest.raises(InvalidInputError, match=bad):
+        SpanCorruption(sentinel_start_id=S0, inputs_length=128, noise_density=density, mean_noise_span_length=span)
+
+
+def test_lengths_end_for_densities_close_to_one():
+    raw, tgt = compute_input_and_target_lengths(16, 0.99, 1.0)
+    assert raw >= 15 and tgt >= 1  # the search starts at inputs_length - 1 and ends
+
+
 @pytest.mark.parametrize("raw,n_in,n_tgt", [(568, 512, 114), (141, 128, 29)])
 def test_span_corruption_gives_exact_lengths(raw, n_in, n_tgt):
     rng = np.random.default_rng(0)

@@ -3,8 +3,8 @@ model directories, and resuming from a checkpoint reproduces the uninterrupted l
 
 from __future__ import annotations
 
+import json
 import math
-import shutil
 
 import pytest
 
@@ -55,13 +55,41 @@ def test_pretrain_learns_and_resumes_exactly(corpus_and_tokenizer, tmp_path):
     T5Tokenizer.from_pretrained(run / "checkpoints" / "step-00000004")
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["loss.png", "lr.png"]
 
-    # resume from step 4: the same losses for steps 5..8, to the last bit
-    shutil.rmtree(run / "checkpoints" / "step-00000008")
-    (run / "checkpoints" / "latest").write_text("step-00000004\n")
+    # the latest checkpoint (step 8) truncated, as by a full disk or a bad copy: resuming falls back
+    # to step 4 with a warning, and gives the same losses for steps 5..8, to the last bit
+    weights = run / "checkpoints" / "step-00000008" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     first = dict(losses)
-    train(load_config(None, _args(root, run)))
+    with pytest.warns(UserWarning, match=r"resuming from .*step-00000004.*skipped step-00000008 "
+                                         r"\(model.safetensors: .*incomplete"):
+        train(load_config(None, _args(root, run)))
     again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
     assert [again[s] for s in range(5, 9)] == [first[s] for s in range(5, 9)]
+    # metrics.jsonl holds each (split, step) once: the lines after step 4 were dropped on resume
+    raw = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["split"], r["step"]) for r in raw]
+    assert len(keys) == len(set(keys)) == 8 + 2
+
+
+def test_a_fresh_run_never_overwrites_a_run(corpus_and_tokenizer, tmp_path, capsys):
+    root = corpus_and_tokenizer
+    run = tmp_path / "run"
+    train(load_config(None, _args(root, run, 4)))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # no --checkpoint.resume: refused before any work, naming both ways out; nothing touched
+    assert main(_args(root, run, 4, "--checkpoint.resume=none", "--optim.lr=5e-3")) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--checkpoint.resume=auto" in err and "--checkpoint.overwrite=true" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # --checkpoint.overwrite=true replaces it: one run in metrics.jsonl, the new config saved
+    (run / "notes.txt").write_text("mine")
+    train(load_config(None, _args(root, run, 4, "--checkpoint.resume=none", "--optim.lr=5e-3",
+                                  "--checkpoint.overwrite=true")))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == [1, 2, 3, 4]
+    assert "lr: 0.005" in (run / "config.yaml").read_text()
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
 def test_bad_setups_fail_before_training(corpus_and_tokenizer, tmp_path, capsys):

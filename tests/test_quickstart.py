@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 from t5electra.cli import main
-from t5electra.recipes.quickstart import PLANS, sentiment_subset
+import pytest
+
+from t5electra.recipes.quickstart import PLANS, sentiment_subset, tfidf_baseline
 
 
 def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -21,16 +23,27 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
 
     summary = json.loads((out / "quickstart.json").read_text())
     table = {row["model"]: row["accuracy"] for row in summary["table"]}
-    assert list(table) == ["majority class", "T5 (pretrained here, fine-tuned)", "ELECTRA (pretrained here, fine-tuned)"]
+    assert list(table) == ["majority class", "TF-IDF + logistic regression (scikit-learn)",
+                           "T5 (pretrained here, fine-tuned)", "ELECTRA (pretrained here, fine-tuned)"]
     assert all(0.0 <= acc <= 100.0 for acc in table.values())
     n = PLANS["tiny"].sentiment_subset
     assert summary["test_examples"] == n
+    assert summary["tfidf"]["test"] == {"accuracy": table["TF-IDF + logistic regression (scikit-learn)"],
+                                        "examples": n}
     t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
     electra = json.loads((out / "electra-sentiment" / "results.json").read_text())
     assert t5["test"]["accuracy"] == table["T5 (pretrained here, fine-tuned)"]
     assert electra["test"]["accuracy"] == table["ELECTRA (pretrained here, fine-tuned)"]
     # the baseline: the most frequent training answer, scored on the test split
     assert t5["majority_baseline"]["test"]["accuracy"] == table["majority class"]
+    # compute efficiency of every training stage, and the demos on held-out sentences
+    assert set(summary["efficiency"]) == {"pretrain_t5", "pretrain_electra", "finetune_t5", "finetune_electra"}
+    for e in summary["efficiency"].values():
+        assert e["flops"] > 0 and e["seconds"] > 0 and e["mfu"] == pytest.approx(
+            e["flops"] / e["seconds"] / summary["matmul_peak_flop_per_s"])
+    assert 0.0 <= summary["demos"]["t5_span_filling_alphabetic"] <= 1.0
+    assert 0.0 <= summary["demos"]["electra_rtd_auc"] <= 1.0
+    assert summary["samples"]["electra_rtd_held_out"]["sentences"] > n // 2
     # samples: T5 answers, span filling, and a replaced-token probability for every ELECTRA token
     assert len(summary["samples"]["t5_sentiment"]) == 4
     for row in summary["samples"]["electra_rtd"]:
@@ -54,3 +67,26 @@ def test_sentiment_subset_is_balanced_and_keeps_the_layout(tmp_path):
     header, *kept = (sub / "train.tsv").read_text().splitlines()
     assert header == "sentence\tlabel" and len(kept) == 10
     assert sorted(r.split("\t")[1] for r in kept) == ["0"] * 5 + ["1"] * 5
+
+
+def _write_split(path, rows):
+    path.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+
+
+def test_tfidf_baseline_learns_the_words_of_each_label(tmp_path):
+    good = ["a wonderful film", "wonderful and moving", "moving , a great cast", "great fun"]
+    bad = ["a dull film", "dull and tedious", "tedious , an awful plot", "awful mess"]
+    _write_split(tmp_path / "train.tsv", [(t, 1) for t in good] + [(t, 0) for t in bad])
+    _write_split(tmp_path / "validation.tsv", [("wonderful", 1), ("tedious", 0)])
+    # the test split: 3 of 4 carry a word seen with its label; "great" is written with the wrong label
+    _write_split(tmp_path / "test.tsv", [("a great film", 1), ("an awful film", 0), ("dull", 0), ("great", 0)])
+    res = tfidf_baseline(tmp_path)
+    assert res["validation"] == {"accuracy": 100.0, "examples": 2}
+    assert res["test"] == {"accuracy": 75.0, "examples": 4}
+
+
+def test_tfidf_baseline_needs_both_labels(tmp_path):
+    for split in ("train", "validation", "test"):
+        _write_split(tmp_path / f"{split}.tsv", [("a film", 1), ("another film", 1)])
+    with pytest.raises(ValueError, match="both labels"):
+        tfidf_baseline(tmp_path)

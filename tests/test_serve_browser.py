@@ -10,6 +10,7 @@ docs/img/playground.png and docs/img/playground-electra.png (the README's pictur
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -35,16 +36,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`t5electra serve` with three tiny models; yields its base URL, stops it afterwards."""
-    dirs = build_demo_models(tmp_path_factory.mktemp("browser-models"))
+@contextlib.contextmanager
+def _serve(tmp_path_factory, dirs: dict, env: dict | None = None):
+    """`t5electra serve` on a free port in a subprocess: (url, process, log), stopped afterwards."""
     port = _free_port()
     log = tmp_path_factory.mktemp("browser-log") / "server.log"
     cmd = [sys.executable, "-m", "t5electra.cli", "serve", *[f"{k}={v}" for k, v in dirs.items()],
            "--host", "127.0.0.1", "--port", str(port), "--num-threads", "1", "--log-level", "warning"]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         yield url, proc, log
@@ -55,6 +55,18 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return build_demo_models(tmp_path_factory.mktemp("browser-models"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, dirs):
+    """`t5electra serve` with three tiny models; yields its base URL, stops it afterwards."""
+    with _serve(tmp_path_factory, dirs) as running:
+        yield running
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -164,3 +176,39 @@ def test_playground_in_a_real_browser(server, tmp_path):
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "playground-t5.png", ROOT / "docs" / "img" / "playground.png")
         shutil.copy(tmp_path / "playground-electra.png", ROOT / "docs" / "img" / "playground-electra.png")
+
+
+def test_playground_asks_for_the_api_key(tmp_path_factory, dirs, tmp_path):
+    """A server started with $T5ELECTRA_API_KEY: the page loads, gets 401, shows the key form; a
+    wrong key is refused, the right one loads the models and stays in this tab's sessionStorage."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    key = "browser-test-key-0123"
+    driver = _browser(tmp_path / "profile")
+    try:
+        with _serve(tmp_path_factory, {"t5-tiny": dirs["t5-tiny"]}, env={"T5ELECTRA_API_KEY": key}) as (url, proc, log):
+            _wait_until_up(url, proc, log)
+            assert httpx.get(url + "/v1/models", timeout=10).status_code == 401
+            wait = WebDriverWait(driver, WAIT_S)
+            driver.get(url + "/")
+            wait.until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+            assert "needs an API key" in driver.find_element(By.ID, "error").text
+            field = driver.find_element(By.ID, "api-key")
+            assert field.get_attribute("type") == "password"
+            field.send_keys("not-the-key-0000")
+            driver.find_element(By.ID, "key-btn").click()
+            wait.until(lambda d: "not accepted" in d.find_element(By.ID, "error").text)
+            assert driver.find_element(By.ID, "key-form").is_displayed()
+            driver.find_element(By.ID, "api-key").send_keys(key)
+            driver.find_element(By.ID, "key-btn").click()
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 1)
+            assert not driver.find_element(By.ID, "key-form").is_displayed()
+            assert not driver.find_element(By.ID, "error").is_displayed()
+            assert driver.execute_script("return sessionStorage.getItem('t5electra-api-key')") == key
+            assert driver.execute_script("return localStorage.length") == 0
+            driver.find_element(By.ID, "generate-btn").click()  # a POST with the key
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#beams tbody tr.beam"))
+            assert proc.poll() is None, f"the server died:\n{log.read_text()}"
+    finally:
+        driver.quit()

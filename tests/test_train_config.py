@@ -64,6 +64,19 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     ("--optim.name=adamww", r"did you mean 'adamw'"),
     ("--train.max_steps=0", r"train.max_steps must be >= 1"),
     ("optim.lr", r"expected --section.key=value"),
+    ("--optim.lr=-1", r"optim.lr=-1.0: must be a learning rate > 0"),
+    ("--optim.lr=0", r"optim.lr=0.0: must be a learning rate > 0"),
+    ("--optim.lr=nan", r"optim.lr=nan: expected a finite number"),
+    ("--optim.lr=inf", r"optim.lr=inf: expected a finite number"),
+    ("--optim.betas=[2,3]", r"optim.betas=\[2.0, 3.0\]: expected two coefficients in \[0, 1\)"),
+    ("--optim.betas=[0.9]", r"optim.betas=\[0.9\]: expected two coefficients"),
+    ("--optim.weight_decay=-0.1", r"optim.weight_decay=-0.1: must be >= 0"),
+    ("--data.noise_density=2", r"data.noise_density=2.0: must be a fraction in \(0, 1\)"),
+    ("--data.noise_density=-0.5", r"data.noise_density=-0.5: must be a fraction in \(0, 1\)"),
+    ("--data.mean_noise_span_length=0", r"data.mean_noise_span_length=0.0: must be a span length >= 1"),
+    ("--data.mask_prob=1", r"data.mask_prob=1.0: must be a fraction in \(0, 1\)"),
+    ("--data.max_length=1", r"data.max_length=1: must be at least 2 tokens"),
+    ("--schedule.warmup_steps=-3", r"schedule.warmup_steps=-3: must be >= 0"),
 ])
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):

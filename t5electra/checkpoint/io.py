@@ -8,9 +8,12 @@ Writes ``model.safetensors`` atomically (temporary file + rename); tied tensors 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +28,18 @@ BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 
 StateDict = dict[str, torch.Tensor]
+
+
+def write_error(e: BaseException, where: str | os.PathLike) -> str:
+    """A write failure in words; a full disk says so, with the free space left at ``where``."""
+    text = getattr(e, "strerror", None) or str(e)
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e):
+        try:
+            free = f"{shutil.disk_usage(where).free / 1e6:,.0f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return f"disk full: no space left on device ({free} at {where}); free some space, then resume"
+    return text
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -55,22 +70,43 @@ def _load_safetensors(path: Path) -> StateDict:
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _unsafe_global(message: str) -> str:
+    """What torch's weights-only unpickler refused, in a few words (its message is a paragraph)."""
+    m = _GLOBAL.search(message)
+    if m:
+        return f"it calls {m.group(1)}"
+    lines = [x.strip() for x in message.splitlines() if x.strip()]
+    hint = next((x for x in lines if "WeightsUnpickler error" in x), None)
+    return hint.replace("WeightsUnpickler error: ", "").split(" Please use")[0].rstrip(".") if hint else \
+        "an object that is not a tensor"
+
+
 def _load_bin(path: Path) -> StateDict:
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is long; keep the line that names the offending global
-        lines = str(e).splitlines()
-        detail = next((x.strip() for x in lines if "WeightsUnpickler error" in x), lines[0] if lines else "")
-        detail = detail.replace("WeightsUnpickler error: ", "").split(" Please use")[0]
         raise UnsafeCheckpointError(
-            f"{path}: refusing to load a pickle that needs code execution (torch.load weights_only=True "
-            f"failed: {detail}). Convert it to safetensors with a tool you trust.") from None
+            f"refused to load {path}: it is a pickle that would run code ({_unsafe_global(str(e))}), and only "
+            f"plain tensors are loaded (torch.load weights_only=True); convert it to safetensors with a tool "
+            f"you trust.") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({e})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
     return sd
+
+
+def _shard_name(name: str, index: Path) -> str:
+    """``name`` if it is a file name inside the index's directory; UnsafeCheckpointError for an absolute
+    path or one that climbs out (``../x.safetensors``), so an index cannot make us read any file."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "\\", "~")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeCheckpointError(f"{index} names shard {name!r}, which is outside {index.parent}: an index "
+                                    f"may only name files in its own directory (e.g. 'model-00001-of-00002.safetensors')")
+    return name
 
 
 def load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
@@ -85,8 +121,8 @@ def load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, 
             if not isinstance(weight_map, dict):
                 raise CheckpointError(f"{d / index}: no 'weight_map' object")
             sd, src = {}, {}
-            for fname in sorted(set(weight_map.values())):
-                shard = d / fname
+            for fname in sorted(set(map(str, weight_map.values()))):
+                shard = d / _shard_name(fname, d / index)
                 if not shard.is_file():
                     raise CheckpointNotFoundError(f"{d / index} names shard {fname!r}, which is missing")
                 part = loader(shard)
@@ -115,6 +151,10 @@ def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str =
         seen.add(storage.data_ptr())
     path = d / filename
     tmp = d / (filename + ".tmp")
-    save_file(out, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    try:
+        save_file(out, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path} ({write_error(e, d)})") from None
     return path

@@ -90,6 +90,12 @@ class KeyMap:
                     raise WeightsMismatchError(
                         f"{where}: has {key!r} but not {absent[0]!r}, which {rule.ours!r} also needs")
                 parts = [hf_sd[n] for n in names]
+                shapes = [tuple(t.shape) for t in parts]
+                if len(set(shapes)) > 1:  # fused parts (q, k, v) must agree, or torch.cat fails obscurely
+                    where = sources.get(key, "the checkpoint")
+                    listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+                    raise WeightsMismatchError(f"{where}: the tensors fused into {rule.ours.format(**m.groupdict())!r} "
+                                               f"must have one shape, got {listed}")
                 our_key = rule.ours.format(**m.groupdict())
                 ours[our_key] = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
                 origin[our_key] = key

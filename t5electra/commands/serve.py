@@ -19,7 +19,8 @@ import typing
 
 # flag -> ServeConfig field, for the settings one sets on the command line
 _FLAGS = ("host", "port", "device", "dtype", "num_threads", "max_batch_size", "max_wait_ms", "max_queue",
-          "request_timeout_s", "max_texts", "max_input_tokens", "max_new_tokens", "max_beams", "max_body_bytes")
+          "request_timeout_s", "max_texts", "max_input_tokens", "max_new_tokens", "max_beams", "max_body_bytes",
+          "max_work_tokens", "api_key_file", "read_timeout_s", "keep_alive_s", "max_connections")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also serve tiny random T5 and ELECTRA models built in a temporary directory")
     parser.add_argument("--no-playground", action="store_true", help="serve the JSON API only, no page at /")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--cors-origin", dest="cors_origins", action="append", metavar="ORIGIN",
+                        help=f"{ServeConfig.help_of('cors_origins')}; repeat for several")
     hints = typing.get_type_hints(ServeConfig)
     for f in dataclasses.fields(ServeConfig):
         if f.name not in _FLAGS:
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _FLAGS}
     if args.no_playground:
         overrides["playground"] = False
+    overrides["cors_origins"] = args.cors_origins
     try:
         config = ServeConfig.load(args.config, **overrides)
         if not args.models and not args.demo:
@@ -64,11 +68,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_app(model_args: list[str], config, demo_dir: str | None = None):
-    """Load the models and build the FastAPI app (no socket yet)."""
+    """Read the API key (--api-key-file or $T5ELECTRA_API_KEY), load the models and build the
+    FastAPI app (no socket yet)."""
     import torch
 
     from ..serve.app import create_app
     from ..serve.registry import ModelRegistry
+    from ..serve.security import ENV_VAR, load_api_key
+
+    api_key = load_api_key(config.api_key_file)
+    if api_key is not None:
+        logging.getLogger("t5electra.serve").info(
+            "API key required (from %s)", config.api_key_file or f"${ENV_VAR}")
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -77,12 +88,12 @@ def build_app(model_args: list[str], config, demo_dir: str | None = None):
         from ..serve.demo import build_demo_models
 
         model_args += [f"{name}={path}" for name, path in build_demo_models(demo_dir).items()]
-    return create_app(ModelRegistry.from_dirs(model_args, config), config)
+    return create_app(ModelRegistry.from_dirs(model_args, config), config, api_key=api_key)
 
 
 def serve(app, config, log_level: str = "info") -> int:
-    import uvicorn
+    from ..serve.server import serve_app
 
     print(f"t5electra serve: playground at http://{config.host}:{config.port}/ , API docs at /docs", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)
+    serve_app(app, config, log_level)
     return 0

@@ -33,7 +33,7 @@ from ..errors import InvalidInputError
 from .masking import IGNORE_INDEX, MaskedBatch, mask_tokens, max_predictions_per_seq
 
 __all__ = [
-    "compute_input_and_target_lengths", "random_spans_noise_mask", "iid_noise_mask",
+    "check_span_parameters", "compute_input_and_target_lengths", "random_spans_noise_mask", "iid_noise_mask",
     "random_prefix_noise_mask", "noise_span_to_unique_sentinel", "nonnoise_span_to_unique_sentinel",
     "span_corruption", "iid_denoising", "prefix_lm", "SpanCorruption", "IIDDenoising", "PrefixLM",
     "Seq2SeqCollator", "MLMCollator", "mask_tokens", "MaskedBatch", "max_predictions_per_seq",
@@ -44,6 +44,19 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Lengths
 # ---------------------------------------------------------------------------------------------
+def check_span_parameters(noise_density: float, mean_noise_span_length: float) -> None:
+    """InvalidInputError unless 0 < noise_density < 1 and mean_noise_span_length >= 1 (both finite).
+
+    A density of 1 or more has no non-noise token left (the length search never ends); a mean span
+    shorter than one token asks for more spans than noise tokens.
+    """
+    if not (isinstance(noise_density, (int, float)) and 0.0 < noise_density < 1.0):
+        raise InvalidInputError(f"noise_density must be a fraction in (0, 1), e.g. 0.15; got {noise_density!r}")
+    if not (isinstance(mean_noise_span_length, (int, float)) and 1.0 <= mean_noise_span_length < float("inf")):
+        raise InvalidInputError(f"mean_noise_span_length must be a number >= 1 (tokens), e.g. 3; "
+                                f"got {mean_noise_span_length!r}")
+
+
 def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 0.15,
                                      mean_noise_span_length: float = 3.0) -> tuple[int, int]:
     """Raw tokens needed so that span corruption gives exactly ``inputs_length`` input tokens.
@@ -55,6 +68,7 @@ def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 
     """
     if inputs_length < 2:
         raise InvalidInputError(f"inputs_length must be >= 2, got {inputs_length}")
+    check_span_parameters(noise_density, mean_noise_span_length)
 
     def lengths(tokens_length: int) -> tuple[int, int]:
         num_noise_tokens = int(round(tokens_length * noise_density))
@@ -63,9 +77,14 @@ def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 
         # inputs: non-noise tokens + a sentinel per noise span + EOS; targets: the reverse.
         return num_nonnoise_tokens + num_noise_spans + 1, num_noise_tokens + num_noise_spans + 1
 
+    # Each raw token adds at least (1 - noise_density) input tokens, so the loop ends before this bound.
+    limit = int(inputs_length / (1.0 - noise_density)) + int(mean_noise_span_length) + 2
     tokens_length = inputs_length - 1
     while lengths(tokens_length + 1)[0] <= inputs_length:
         tokens_length += 1
+        if tokens_length > limit:  # pragma: no cover - unreachable with checked parameters
+            raise InvalidInputError(f"no raw length fits inputs_length={inputs_length} with noise_density="
+                                    f"{noise_density}, mean_noise_span_length={mean_noise_span_length}")
     _, targets_length = lengths(tokens_length)
     # t5's "minor hack": with density 0.5 keep the targets no longer than the inputs.
     if noise_density == 0.5 and targets_length > inputs_length:
@@ -232,6 +251,9 @@ class SpanCorruption:
     mean_noise_span_length: float = 3.0 # mean length of a noise span
     random_roll: bool = False           # roll the span pattern by a random offset (see random_spans_noise_mask)
     num_sentinels: int = 100            # how many sentinel ids exist below sentinel_start_id (inclusive)
+
+    def __post_init__(self) -> None:
+        check_span_parameters(self.noise_density, self.mean_noise_span_length)
 
     @property
     def raw_length(self) -> int:

@@ -53,7 +53,7 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
@@ -184,6 +184,7 @@ def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
     seed_everything(cfg.train.seed)  # identical initial head weights on every rank
 
     data = load_data(cfg)
@@ -212,7 +213,7 @@ def train(cfg: RunConfig) -> Path:
         cfg.save_yaml(run_dir / "config.yaml")
     ddp_model = wrap_ddp(model, env)
 
-    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"finetune {run_dir.name}")
     if env.is_main and start:

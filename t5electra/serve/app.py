@@ -10,6 +10,9 @@ the event loop. Errors always come back as JSON ``{"detail": "..."}``: unknown m
 full 503 with Retry-After, a request not answered within ``request_timeout_s`` 504, anything
 unexpected 500 (logged with its traceback); the server keeps serving.
 
+With an API key (security.py) every route but /healthz and the page answers 401 without
+``Authorization: Bearer KEY``; ``cors_origins`` lets pages on other origins call the API.
+
 Routes: GET / (the playground), /healthz, /v1/models; POST /v1/generate, /v1/fill-mask,
 /v1/detect, /v1/correct, /v1/classify, /v1/attention; OpenAPI at /docs and /openapi.json.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -33,10 +37,11 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import T5ElectraError
 from . import schemas as S
-from .batching import DynamicBatcher, QueueFullError
+from .batching import Abandoned, DynamicBatcher, QueueFullError
 from .config import ServeConfig
 from .inference import run_batch
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ModelRegistry, ServedModel
+from .security import ApiKeyAuth
 
 logger = logging.getLogger("t5electra.serve")
 STATIC = Path(__file__).parent / "static"
@@ -101,15 +106,19 @@ def _validation_message(errors: list[dict]) -> str:
             continue
         if e.get("type") == "extra_forbidden":
             msg = "unknown field (see /docs for the fields this endpoint takes)"
+        elif e.get("type") == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(lines)
 
 
-def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> FastAPI:
-    """The app serving the registry's models with ``config``'s limits and batching."""
+def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_key: str | None = None) -> FastAPI:
+    """The app serving the registry's models with ``config``'s limits and batching; with ``api_key``
+    (see security.load_api_key) every route but /healthz and the page needs it (401 without)."""
     config = config or registry.config
     for sm in registry.models.values():
-        sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads),
+        sm.batcher = DynamicBatcher(sm.name, lambda key, payloads, sm=sm: run_batch(sm, key, payloads,
+                                                                                  sm.batcher.check),
                                     max_batch_size=config.max_batch_size, max_wait_s=config.max_wait_ms / 1000,
                                     max_queue=config.max_queue)
 
@@ -127,6 +136,11 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
                               "arrive together are batched. The playground is at /.")
     app.state.registry, app.state.config = registry, config
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    if api_key is not None:  # added after: runs before the body is read
+        app.add_middleware(ApiKeyAuth, api_key=api_key, page=config.playground)
+    if config.cors_origins:  # outermost: preflights need no key, and 401s carry the CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     # -- errors -------------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
@@ -137,6 +151,16 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and not isinstance(exc, ApiError) and cause is not None:
+            # FastAPI's "There was an error parsing the body": bytes that are not UTF-8, or JSON
+            # that Python will not read (an integer of over 4300 digits). A malformed body is 422.
+            if isinstance(cause, UnicodeDecodeError):
+                detail = (f"the body is not valid UTF-8 (byte {cause.object[cause.start:cause.start + 1]!r} at "
+                          f"position {cause.start}); send JSON encoded as UTF-8")
+            else:
+                detail = f"the body is not valid JSON ({type(cause).__name__}: {cause})"
+            return JSONResponse({"detail": detail}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(QueueFullError)
@@ -176,6 +200,12 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
         if len(texts) > config.max_texts:
             raise ApiError(413, f"{len(texts)} texts in one request; the limit is {config.max_texts} (max_texts)")
 
+    def check_work(work: int, how: str, fewer: str) -> None:
+        """413 when a request would cost more than max_work_tokens token passes."""
+        if work > config.max_work_tokens:
+            raise ApiError(413, f"this request would cost {work} token passes ({how}); the limit is "
+                                f"{config.max_work_tokens} (max_work_tokens): send {fewer}")
+
     def token_limit(sm: ServedModel) -> tuple[int, str]:
         limit, why = config.max_input_tokens, "max_input_tokens"
         positions = sm.max_positions()
@@ -204,6 +234,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
                                 f"(request_timeout_s); try fewer texts or fewer new tokens") from None
         except (HTTPException, QueueFullError, T5ElectraError):
             raise
+        except Abandoned as e:  # the server is stopping
+            raise ApiError(503, f"{e}; retry on another server or later") from None
         except Exception as e:  # a bug or a torch failure: 500 for this request, the server goes on
             logger.exception("model %s failed on %s", sm.name, key[0])
             raise ApiError(500, f"internal error in model {sm.name!r} ({type(e).__name__}: {e}); "
@@ -225,7 +257,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     @app.get("/v1/models", summary="the loaded models, what each can do, and the request limits")
     async def models() -> dict:
         limits = {k: getattr(config, k) for k in ("max_texts", "max_input_tokens", "max_new_tokens", "max_beams",
-                                                  "max_body_bytes", "max_batch_size")}
+                                                  "max_body_bytes", "max_batch_size", "max_work_tokens",
+                                                  "request_timeout_s")}
         return {"models": [sm.info() for sm in registry.models.values()], "limits": limits}
 
     # -- tasks --------------------------------------------------------------------------------------
@@ -252,7 +285,14 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
             raise ApiError(400, f"greedy search has one output per text: num_return_sequences="
                                 f"{req.num_return_sequences} needs num_beams >= {req.num_return_sequences} "
                                 f"or do_sample=true")
+        if req.min_new_tokens > req.max_new_tokens:
+            raise ApiError(422, f"min_new_tokens={req.min_new_tokens} is larger than max_new_tokens="
+                                f"{req.max_new_tokens}: it must be at most max_new_tokens")
         enc = await tokenize(sm, req.texts)
+        longest, expand = max(map(len, enc["ids"])), max(req.num_beams, req.num_return_sequences)
+        check_work(len(req.texts) * (longest + expand * req.max_new_tokens),
+                   f"{len(req.texts)} texts x ({longest} input tokens + {expand} beams or samples x "
+                   f"{req.max_new_tokens} new tokens)", "fewer texts, fewer beams or a smaller max_new_tokens")
         options = req.model_dump(exclude={"model", "texts"})
         key = (GENERATE, tuple(sorted(options.items())))
         rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)
@@ -270,6 +310,10 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
         if missing:
             raise ApiError(400, f"texts[{missing[0]}] has no {sm.tokenizer.mask_token} token: fill-mask fills "
                                 f"{sm.tokenizer.mask_token} (write it where a word is missing)")
+        longest, masks = max(map(len, enc["ids"])), max(ids.count(mask_id) for ids in enc["ids"])
+        check_work(len(req.texts) * longest * masks,
+                   f"{len(req.texts)} texts x {longest} tokens x {masks} [MASK]s: one pass over every text per "
+                   f"[MASK] filled", "fewer texts, fewer [MASK]s per text or shorter texts")
         results = await submit(sm, (FILL_MASK, req.top_k), {"ids": enc["ids"], "texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -278,7 +322,9 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     async def detect(req: S.DetectRequest):
         sm = pick(DETECT, req.model)
         check_count(req.texts)
-        await tokenize(sm, req.texts)
+        enc = await tokenize(sm, req.texts)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
         results = await submit(sm, (DETECT,), {"texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -287,7 +333,11 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
     async def correct(req: S.CorrectRequest):
         sm = pick(CORRECT, req.model)
         check_count(req.texts)
-        await tokenize(sm, req.texts)
+        enc = await tokenize(sm, req.texts)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest * 2 * req.max_iters,
+                   f"{len(req.texts)} texts x {longest} tokens x 2 passes x {req.max_iters} rounds",
+                   "fewer or shorter texts, or a smaller max_iters")
         results = await submit(sm, (CORRECT, req.threshold, req.max_iters), {"texts": req.texts}, len(req.texts))
         return {"model": sm.name, "results": results}
 
@@ -300,6 +350,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None) -> Fa
             raise ApiError(400, f"text_pairs has {len(req.text_pairs)} items and texts {len(req.texts)}; "
                                 f"give one pair per text")
         enc = await tokenize(sm, req.texts, req.text_pairs)
+        longest = max(map(len, enc["ids"]))
+        check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
         payload = {"ids": enc["ids"], "type_ids": enc["type_ids"], "texts": req.texts}
         results = await submit(sm, (CLASSIFY,), payload, len(req.texts))
         return {"model": sm.name, "results": results}

@@ -17,6 +17,12 @@ collector has set aside for the next batches); ``submit`` on a full queue raises
 latency grow without bound. A job whose caller gave up (timeout, disconnect) is dropped before
 it runs. If a batch fails, each of its jobs is retried alone, so one bad request cannot fail the
 requests it was batched with.
+
+Cancellation is cooperative: the model code calls :meth:`DynamicBatcher.check` between steps (each
+forward pass of fill-mask, each decoding step of generate); once every request of the running
+batch was given up, or the server is stopping, it raises :class:`Abandoned` and the worker moves on
+to the next batch. So a request past its deadline stops costing model time after at most one step,
+and shutdown does not wait for work nobody will read.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import math
+import threading
 import time
 from typing import Any, Callable, Hashable
 
@@ -47,6 +54,10 @@ class QueueFullError(Exception):
         self.retry_after = retry_after
 
 
+class Abandoned(RuntimeError):
+    """Raised by :meth:`DynamicBatcher.check` in the worker: nobody waits for the running batch."""
+
+
 @dataclasses.dataclass
 class _Job:
     key: Hashable        # jobs with equal keys may share a call
@@ -54,6 +65,7 @@ class _Job:
     size: int            # rows it adds to a batch (texts)
     future: asyncio.Future
     enqueued: float      # time.perf_counter() at submit
+    gave_up: threading.Event = dataclasses.field(default_factory=threading.Event)  # caller stopped waiting
 
 
 @dataclasses.dataclass
@@ -66,13 +78,14 @@ class BatchStats:
     max_rows: int = 0        # largest batch seen, in texts
     seconds: float = 0.0     # time spent inside run_batch
     waited: float = 0.0      # seconds requests spent queued before their batch started, summed
+    abandoned: int = 0       # batches stopped part-way because every caller gave up (or shutdown)
 
     def as_dict(self) -> dict[str, Any]:
         mean = self.rows / self.batches if self.batches else 0.0
         wait_ms = 1000 * self.waited / self.jobs if self.jobs else 0.0
         return {"batches": self.batches, "requests": self.jobs, "texts": self.rows, "max_batch_texts": self.max_rows,
                 "mean_batch_texts": round(mean, 3), "busy_seconds": round(self.seconds, 3),
-                "mean_queue_ms": round(wait_ms, 2)}
+                "mean_queue_ms": round(wait_ms, 2), "abandoned_batches": self.abandoned}
 
 
 class DynamicBatcher:
@@ -93,16 +106,22 @@ class DynamicBatcher:
         self._pending: collections.deque[_Job] = collections.deque()  # taken from the queue, other key
         self._collector: asyncio.Task | None = None
         self._batch_ema_s = 0.05  # running mean of a batch's duration, for Retry-After
+        self._running: list[_Job] = []    # the batch in the worker thread (read by check())
+        self._stopping = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the queue and the collector on the running loop (idempotent)."""
         if self._collector is None or self._collector.done():
+            self._stopping.clear()
             self._queue = asyncio.Queue(maxsize=self.max_queue)
             self._pending.clear()
             self._collector = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
+        """Fail the waiting jobs, make the running batch stop at its next check(), and return
+        without waiting for the worker thread."""
+        self._stopping.set()
         if self._collector is not None:
             self._collector.cancel()
             try:
@@ -112,7 +131,7 @@ class DynamicBatcher:
             self._collector = None
         for job in list(self._pending) + self._drain():
             if not job.future.done():
-                job.future.set_exception(RuntimeError(f"model {self.name!r} is shutting down"))
+                job.future.set_exception(Abandoned(f"model {self.name!r} is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _drain(self) -> list[_Job]:
@@ -138,7 +157,20 @@ class DynamicBatcher:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFullError(self.name, self.queued, self._retry_after()) from None
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # timeout or disconnect: the worker may stop this job's work
+            job.gave_up.set()
+            raise
+
+    def check(self) -> None:
+        """In the worker thread, between steps of a batch: raise :class:`Abandoned` when every job
+        of the running batch was given up by its caller, or the batcher is stopping."""
+        if self._stopping.is_set():
+            raise Abandoned(f"model {self.name!r} is shutting down")
+        running = self._running
+        if running and all(job.gave_up.is_set() for job in running):
+            raise Abandoned(f"every request of this batch on model {self.name!r} was given up")
 
     def _retry_after(self) -> int:
         """Seconds until the queue has probably drained: batches ahead x mean batch time."""
@@ -198,6 +230,11 @@ class DynamicBatcher:
         start = time.perf_counter()
         try:
             outcomes = await loop.run_in_executor(self._executor, self._call, batch)
+        except asyncio.CancelledError:  # stop(): the worker drops the batch at its next check()
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(Abandoned(f"model {self.name!r} is shutting down"))
+            raise
         except Exception as e:  # noqa: BLE001 - the worker itself failed: answer, and keep collecting
             logger.exception("model %s: worker failed", self.name)
             outcomes = [(False, e)] * len(batch)
@@ -210,6 +247,10 @@ class DynamicBatcher:
         s.max_rows = max(s.max_rows, rows)
         s.seconds += elapsed
         s.waited += sum(start - job.enqueued for job in batch)
+        if outcomes and all(isinstance(value, Abandoned) for _, value in outcomes):
+            s.abandoned += 1
+            logger.info("model %s: abandoned a batch of %d requests after %.2f s (%s)", self.name, len(batch),
+                        elapsed, outcomes[0][1])
         for job, (ok, value) in zip(batch, outcomes):
             if job.future.done():
                 continue
@@ -222,19 +263,27 @@ class DynamicBatcher:
         """In the worker thread: run the batch; on failure, each job alone. (ok, result or exception)."""
         key = batch[0].key
         with torch.inference_mode():
+            self._running = batch
             try:
                 results = self.run_batch(key, [job.payload for job in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
                 return [(True, r) for r in results]
+            except Abandoned as e:
+                return [(False, e)] * len(batch)
             except Exception as e:  # noqa: BLE001 - every error goes back to its request
                 if len(batch) == 1:
                     return [(False, e)]
                 logger.info("batch of %d failed (%s); retrying its requests one by one", len(batch), e)
+            finally:
+                self._running = []
             outcomes = []
             for job in batch:
+                self._running = [job]
                 try:
                     outcomes.append((True, self.run_batch(key, [job.payload])[0]))
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - Abandoned included: only this job is dropped
                     outcomes.append((False, e))
+                finally:
+                    self._running = []
             return outcomes

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -47,6 +48,22 @@ class ServeConfig:
     max_new_tokens: int = option(128, "largest max_new_tokens a generate request may ask for (400 beyond)")
     max_beams: int = option(8, "largest num_beams (and num_return_sequences) a request may ask for (400 beyond)")
     max_body_bytes: int = option(1_000_000, "largest request body in bytes (413 beyond)")
+    max_work_tokens: int = option(65_536, "most token passes one request may cost (413 beyond): fill-mask texts x "
+                                          "longest text x most [MASK]s in a text; generate texts x (longest "
+                                          "input + max(num_beams, num_return_sequences) x max_new_tokens); "
+                                          "correct texts x longest x 2 x max_iters; detect, classify texts x "
+                                          "longest")
+    # -- access --
+    api_key_file: Optional[str] = option(None, "file holding the API key: every endpoint but /healthz and the "
+                                               "page then needs 'Authorization: Bearer KEY' (401 without); "
+                                               "the T5ELECTRA_API_KEY environment variable works too")
+    cors_origins: list[str] = option([], "origins (https://app.example.com) whose pages may call the API from a "
+                                         "browser (CORS); none by default")
+    # -- connections --
+    read_timeout_s: float = option(10.0, "a connection that has not sent a whole request within this many "
+                                         "seconds (of connecting, or of its previous answer) is closed")
+    keep_alive_s: float = option(5.0, "an idle keep-alive connection is closed after this many seconds")
+    max_connections: int = option(512, "open connections at most; beyond it new requests get 503")
     # -- the page --
     playground: bool = option(True, "serve the playground page at / (the JSON API is always on)")
 
@@ -55,14 +72,20 @@ class ServeConfig:
 
     def validate(self) -> None:
         positive = ("port", "max_batch_size", "max_queue", "max_texts", "max_input_tokens", "max_new_tokens",
-                    "max_beams", "max_body_bytes")
+                    "max_beams", "max_body_bytes", "max_work_tokens", "max_connections")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve config: {name}={getattr(self, name)!r} must be at least 1")
         if self.max_wait_ms < 0:
             raise ConfigError(f"serve config: max_wait_ms={self.max_wait_ms!r} must be >= 0")
-        if self.request_timeout_s <= 0:
-            raise ConfigError(f"serve config: request_timeout_s={self.request_timeout_s!r} must be > 0")
+        for name in ("request_timeout_s", "read_timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise ConfigError(f"serve config: {name}={value!r} must be a number of seconds > 0")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(f"serve config: cors_origins: {origin!r} is not an origin like "
+                                  f"https://app.example.com (scheme and host[:port], no path) or '*'")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"serve config: dtype={self.dtype!r} is not one of float32, bfloat16, float16")
 

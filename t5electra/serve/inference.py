@@ -5,17 +5,24 @@ Every function pads the rows of all the requests of a batch into one tensor and 
 call for them (``correct`` and ``attention`` go text by text: correct is an iterative loop per text,
 and attention is for looking at one text). Results are plain dicts shaped like the response
 models in schemas.py.
+
+The tasks that loop (generate: one decoding step per token; fill-mask and correct: one forward
+pass per [MASK] filled) see their models through :class:`Checked`, which calls the batcher's
+``check`` before every forward pass and decoding step: once every request of the batch was given
+up (deadline passed) or the server is stopping, ``check`` raises ``Abandoned`` and the batch stops.
 """
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+import dataclasses
+from typing import Any, Callable, Hashable
 
 import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate
+from ..generation.seq2seq import generate
 from .attention import electra_attention, t5_attention
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ServedModel
 
@@ -31,12 +38,49 @@ def pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tenso
     return ids.to(device), mask.to(device)
 
 
+class Checked:
+    """A model seen through a cancellation check: ``check()`` runs before each forward pass
+    (``model(...)``), encoder pass and decoding step; every other attribute is the model's."""
+
+    def __init__(self, model: torch.nn.Module, check: Callable[[], None]):
+        self._model, self._check = model, check
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        self._check()
+        return self._model(*args, **kwargs)
+
+    def encode(self, *args, **kwargs):
+        self._check()
+        return self._model.encode(*args, **kwargs)
+
+    def decode_step(self, *args, **kwargs):
+        self._check()
+        return self._model.decode_step(*args, **kwargs)
+
+
+def checked(sm: ServedModel, check: Callable[[], None]) -> ServedModel:
+    """``sm`` with each of its models wrapped in :class:`Checked`."""
+    return dataclasses.replace(sm, **{name: Checked(m, check) for name, m in
+                                      (("t5", sm.t5), ("generator", sm.generator),
+                                       ("discriminator", sm.discriminator)) if m is not None})
+
+
 def _split(flat: list[Any], sizes: list[int]) -> list[list[Any]]:
     out, i = [], 0
     for n in sizes:
         out.append(flat[i:i + n])
         i += n
     return out
+
+
+def token_strings(tok, ids: list[int]) -> list[str]:
+    """The tokens of ``ids``; an id the model has but the tokenizer lacks (embeddings padded to a
+    multiple of 8 or 128, as T5's are) reads as the unknown token, as the tokenizer would."""
+    tokens = tok.convert_ids_to_tokens(ids)
+    return [t if t is not None else (tok.unk_token or f"<id {i}>") for t, i in zip(tokens, ids)]
 
 
 def _eos_ids(config) -> list[int]:
@@ -76,14 +120,14 @@ def run_generate(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[l
     rows = [r for p in payloads for r in p["ids"]]
     ids, mask = pad(rows, model.config.pad_token_id or 0, model.device)
     generator = torch.Generator(model.device).manual_seed(seed) if seed is not None else None
-    out = model.generate(ids, mask, generator=generator, **options)         # (B * n, L)
+    out = generate(model, ids, mask, generator=generator, **options)        # (B * n, L)
     score, logprob, length = sequence_scores(model, ids, mask, out, options["length_penalty"])
     hidden = set(_eos_ids(model.config)) | {model.config.pad_token_id}     # not shown in the text
     seqs = []
     for row, s, lp, n in zip(out.tolist(), score.tolist(), logprob.tolist(), length.tolist()):
         new = row[1:1 + n]                                                 # without the start token
         text = tok.decode([t for t in new if t not in hidden], skip_special_tokens=False)  # keeps sentinels
-        seqs.append({"text": text, "tokens": tok.convert_ids_to_tokens(new), "score": s, "logprob": lp})
+        seqs.append({"text": text, "tokens": token_strings(tok, new), "score": s, "logprob": lp})
     n = options["num_return_sequences"]
     per_text = _split(seqs, [n] * len(rows))
     return _split([{"input": text, "outputs": outs} for text, outs in
@@ -100,6 +144,7 @@ def run_fill_mask(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[
     ids, attn = pad(rows, tok.pad_token_id, model.device)
     probs = model(input_ids=ids, attention_mask=attn).logits.float()        # (B, T, V)
     probs[..., special] = float("-inf")                                    # never propose [MASK], [CLS]...
+    probs[..., len(tok):] = float("-inf")                                  # nor ids without a token (padding)
     probs = probs.softmax(-1)
     top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)          # (B, T, k)
     filled = fill_mask_generate(model, ids, attention_mask=attn, mask_token_id=mask_id)
@@ -181,7 +226,7 @@ def _attention_one(sm: ServedModel, p: dict) -> dict:
         dec = _decoder_input(sm, ids, p)                                    # (1, T)
         stacks = t5_attention(model, ids, dec)
         weights = stacks[req.stack]                                         # (L, H, T|S, S|T)
-        out_tokens = tok.convert_ids_to_tokens(dec[0].tolist())
+        out_tokens = token_strings(tok, dec[0].tolist())
         queries = in_tokens if req.stack == "encoder" else out_tokens
         keys = out_tokens if req.stack == "decoder" else in_tokens
     else:
@@ -222,6 +267,13 @@ RUNNERS = {GENERATE: run_generate, FILL_MASK: run_fill_mask, DETECT: run_detect,
            CLASSIFY: run_classify, ATTENTION: run_attention}
 
 
-def run_batch(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[Any]:
-    """The batcher's entry point: ``key[0]`` names the task."""
+LOOPING = (GENERATE, FILL_MASK, CORRECT)  # tasks whose work grows with steps: checked between them
+
+
+def run_batch(sm: ServedModel, key: Hashable, payloads: list[dict],
+              check: Callable[[], None] | None = None) -> list[Any]:
+    """The batcher's entry point: ``key[0]`` names the task; ``check`` (the batcher's) is called
+    between the steps of the looping tasks and raises to stop an abandoned batch."""
+    if check is not None and key[0] in LOOPING:
+        sm = checked(sm, check)
     return RUNNERS[key[0]](sm, key, payloads)

@@ -1,16 +1,34 @@
 """Request and response bodies of the JSON API (pydantic models; FastAPI turns them into the
 OpenAPI schema shown at /docs).
 
-Requests are strict: an unknown field, a string where a number belongs, or a value out of range
-is a 422 naming the field. Limits that depend on the server's settings (texts per request, input
-tokens, max_new_tokens, beams) are checked by the handlers (413 / 400).
+Requests are strict: an unknown field, a string where a number belongs, a value out of range
+(every integer has bounds, so no huge number reaches torch), NaN or Infinity, or text that is not
+valid Unicode (a lone surrogate such as "\ud800") is a 422 naming the field. Limits that depend on
+the server's settings (texts per request, input tokens, max_new_tokens, beams, work) are checked
+by the handlers (413 / 400).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+INT_MAX = 2**31 - 1   # counts, lengths, indices: far above any limit, small enough for any tensor op
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def _unicode(text: str) -> str:
+    """Refuse text that cannot be encoded as UTF-8 (a lone surrogate from a JSON \\ud800 escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode: a lone surrogate {text[e.start]!r} at character {e.start} "
+                         f"(a \\ud800-\\udfff escape must be half of a surrogate pair)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 ModelName = Optional[str]
 _MODEL = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -19,7 +37,7 @@ _TEXTS = Field(..., min_length=1, description="input texts (one result per text,
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # -- T5 -------------------------------------------------------------------------------------------
@@ -27,23 +45,31 @@ class GenerateRequest(_Request):
     """T5 text-to-text: the decoding options mean what they mean in ``generate`` (transformers')."""
 
     model: ModelName = _MODEL
-    texts: list[str] = Field(..., min_length=1, examples=[["translate English to German: That is good."]],
-                             description="prompts, with the task prefix the model was trained on")
-    max_new_tokens: Optional[int] = Field(None, ge=1, description="tokens to generate after the decoder start "
-                                                                  "token (default 20, or the server's limit if lower)")
-    min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed until this many tokens")
-    num_beams: int = Field(1, ge=1, description="1: greedy or sampling; > 1: beam search")
-    num_return_sequences: int = Field(1, ge=1, description="beams (or samples) returned per text")
+    texts: list[Text] = Field(..., min_length=1, examples=[["translate English to German: That is good."]],
+                              description="prompts, with the task prefix the model was trained on")
+    max_new_tokens: Optional[int] = Field(None, ge=1, le=INT_MAX,
+                                          description="tokens to generate after the decoder start token "
+                                                      "(default 20, or the server's limit if lower)")
+    min_new_tokens: int = Field(0, ge=0, le=INT_MAX, description="EOS is suppressed until this many tokens")
+    num_beams: int = Field(1, ge=1, le=INT_MAX, description="1: greedy or sampling; > 1: beam search")
+    num_return_sequences: int = Field(1, ge=1, le=INT_MAX, description="beams (or samples) returned per text")
     do_sample: bool = Field(False, description="sample instead of argmax / beam search")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
-    top_k: Optional[int] = Field(None, ge=0,
+    top_k: Optional[int] = Field(None, ge=0, le=INT_MAX,
                                  description="sampling: keep the k most likely tokens (default 50, 0 = off)")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="sampling: nucleus probability mass")
     length_penalty: float = Field(1.0, description="score = sum of log-probs / length ** length_penalty")
     early_stopping: Union[bool, Literal["never"]] = Field(False, description="beam search stopping rule")
     repetition_penalty: float = Field(1.0, gt=0, description="CTRL repetition penalty (1.0 = off)")
-    no_repeat_ngram_size: int = Field(0, ge=0, description="ban repeated n-grams of this size (0 = off)")
-    seed: Optional[int] = Field(None, ge=0, description="makes sampling reproducible")
+    no_repeat_ngram_size: int = Field(0, ge=0, le=INT_MAX, description="ban repeated n-grams of this size (0 = off)")
+    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="makes sampling reproducible")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "GenerateRequest":
+        if self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens} is larger than max_new_tokens="
+                             f"{self.max_new_tokens}: it must be at most max_new_tokens")
+        return self
 
 
 class Sequence(BaseModel):
@@ -70,8 +96,8 @@ class FillMaskRequest(_Request):
     (one mask at a time, most confident first)."""
 
     model: ModelName = _MODEL
-    texts: list[str] = Field(..., min_length=1, examples=[["the cat sat on the [MASK]."]],
-                             description="texts with one or more [MASK] tokens")
+    texts: list[Text] = Field(..., min_length=1, examples=[["the cat sat on the [MASK]."]],
+                              description="texts with one or more [MASK] tokens")
     top_k: int = Field(5, ge=1, le=100, description="alternatives listed per [MASK]")
 
 
@@ -102,7 +128,7 @@ class DetectRequest(_Request):
     """The ELECTRA discriminator: the probability that each token was replaced."""
 
     model: ModelName = _MODEL
-    texts: list[str] = Field(..., min_length=1, examples=[["the chef ate the meal."]])
+    texts: list[Text] = Field(..., min_length=1, examples=[["the chef ate the meal."]])
 
 
 class TokenProb(BaseModel):
@@ -124,7 +150,7 @@ class CorrectRequest(_Request):
     """Detect and correct: flagged tokens are masked and refilled by the generator, until stable."""
 
     model: ModelName = _MODEL
-    texts: list[str] = Field(..., min_length=1, examples=[["the chef ate the meal."]])
+    texts: list[Text] = Field(..., min_length=1, examples=[["the chef ate the meal."]])
     threshold: float = Field(0.5, gt=0, lt=1, description="tokens with P(replaced) above it are refilled")
     max_iters: int = Field(3, ge=1, le=10, description="rounds of flag-and-refill")
 
@@ -151,8 +177,8 @@ class ClassifyRequest(_Request):
     """A fine-tuned sequence-classification head; label names come from the model's id2label."""
 
     model: ModelName = _MODEL
-    texts: list[str] = Field(..., min_length=1, examples=[["a gripping, funny film."]])
-    text_pairs: Optional[list[str]] = Field(None, description="second segments (sentence-pair tasks), one per text")
+    texts: list[Text] = Field(..., min_length=1, examples=[["a gripping, funny film."]])
+    text_pairs: Optional[list[Text]] = Field(None, description="second segments (sentence-pair tasks), one per text")
 
 
 class ClassifyResult(BaseModel):
@@ -172,15 +198,15 @@ class AttentionRequest(_Request):
     """One head's (or the mean of all heads') attention weights over the tokens of a text."""
 
     model: ModelName = _MODEL
-    text: str = Field(..., examples=["translate English to German: That is good."])
+    text: Text = Field(..., examples=["translate English to German: That is good."])
     stack: Literal["encoder", "decoder", "cross"] = Field(
         "encoder", description="T5 only: encoder self-attention, decoder self-attention, or cross-attention")
-    target: Optional[str] = Field(None, description="T5 decoder/cross: the output text to read; default: "
+    target: Optional[Text] = Field(None, description="T5 decoder/cross: the output text to read; default: "
                                                     "the model's greedy output")
     component: Optional[Literal["discriminator", "generator", "classifier", "t5"]] = Field(
         None, description="which model of an ELECTRA pretraining run (default: the discriminator)")
-    layer: int = Field(0, ge=0)
-    head: Optional[int] = Field(None, ge=0, description="None: the mean over heads")
+    layer: int = Field(0, ge=0, le=INT_MAX)
+    head: Optional[int] = Field(None, ge=0, le=INT_MAX, description="None: the mean over heads")
 
 
 class AttentionResponse(BaseModel):

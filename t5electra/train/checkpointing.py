@@ -33,15 +33,18 @@ import random
 import re
 import shutil
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..checkpoint.io import load_state_dict, save_state_dict
-from ..errors import CheckpointError, CheckpointNotFoundError, TrainingError, WeightsMismatchError
+from ..checkpoint.io import load_state_dict, save_state_dict, write_error
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -235,7 +238,8 @@ class CheckpointManager:
                 "rng": rng_states if rng_states is not None else [rng_state()],
                 "extra": extra or {},
             }
-            torch.save(state, tmp / STATE_FILE)
+            with open(tmp / STATE_FILE, "wb") as f:  # through a Python file: a full disk is OSError(ENOSPC)
+                torch.save(state, f)
             meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
                                          encoding="utf-8")
@@ -245,11 +249,12 @@ class CheckpointManager:
             os.rename(tmp, final)
             _fsync_dir(self.dir)
             write_text_atomic(self.dir / "latest", name + "\n")
-        except OSError as e:
+        except (OSError, SafetensorError) as e:  # safetensors wraps its I/O errors
             shutil.rmtree(tmp, ignore_errors=True)
             prev = self.latest()
-            raise CheckpointError(f"could not write checkpoint {final} ({e.strerror or e}); "
-                                  f"previous checkpoint {'intact: ' + str(prev) if prev else 'none'}") from None
+            raise CheckpointError(f"could not write checkpoint {final} ({write_error(e, self.dir)}); nothing was "
+                                  f"half-written: previous checkpoint "
+                                  f"{'intact: ' + str(prev) if prev else 'none'}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -287,20 +292,39 @@ class CheckpointManager:
     # -- load -----------------------------------------------------------------------------------
     def resolve(self, resume: str | os.PathLike | None) -> Path | None:
         """The checkpoint to resume from: ``'auto'`` (this run's latest, or None), a run directory
-        (its latest) or a checkpoint directory."""
+        (its latest) or a checkpoint directory.
+
+        For ``'auto'`` and a run directory, a latest checkpoint whose files are damaged (truncated,
+        empty, unreadable) is skipped with a warning for the newest older one that is intact."""
         if resume is None:
             return None
         if str(resume) == "auto":
-            return self.latest()
+            return self._newest_intact()
         p = Path(resume)
         if (p / STATE_FILE).is_file():
             return p
         if (p / "checkpoints").is_dir():
-            found = CheckpointManager(p).latest()
+            found = CheckpointManager(p)._newest_intact()
             if found is not None:
                 return found
         raise CheckpointNotFoundError(f"nothing to resume from at {str(p)!r}: expected a run directory with "
                                       f"checkpoints/ or a checkpoint directory with {STATE_FILE}")
+
+    def _newest_intact(self) -> Path | None:
+        latest = self.latest()
+        if latest is None:
+            return None
+        older = [p for p in reversed(self.checkpoints()) if p != latest and _step_of(p) < _step_of(latest)]
+        damaged = []
+        for ckpt in [latest, *older]:
+            problem = damage(ckpt)
+            if problem is None:
+                if damaged:
+                    warnings.warn(f"resuming from {ckpt}, the newest intact checkpoint: skipped " +
+                                  "; ".join(damaged), stacklevel=3)
+                return ckpt
+            damaged.append(f"{ckpt.name} ({problem})")
+        raise CheckpointError(f"no intact checkpoint to resume from in {self.dir}: " + "; ".join(damaged))
 
     def check_config(self, ckpt: Path) -> None:
         """Refuse a checkpoint written under a different config, naming the differing fields."""
@@ -344,6 +368,68 @@ class CheckpointManager:
             set_rng_state(rngs[rank])
         return {"step": state["step"], "data": state["data"], "extra": state["extra"],
                 "metrics": _read_meta(ckpt).get("metrics", {})}
+
+
+def _step_of(ckpt: Path) -> int:
+    m = STEP_DIR.match(ckpt.name)
+    return int(m.group(1)) if m else -1
+
+
+def damage(ckpt: str | os.PathLike) -> str | None:
+    """What makes checkpoint ``ckpt`` unloadable (a missing, empty, truncated or unparsable file), or
+    None when every file opens. Cheap: reads meta.json, the safetensors headers (safetensors checks
+    that the data covers what the header declares) and the training state's zip directory."""
+    ckpt = Path(ckpt)
+    try:
+        meta = json.loads((ckpt / META_FILE).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            return f"{META_FILE} is not a JSON object"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{META_FILE}: {getattr(e, 'strerror', None) or e}"
+    try:
+        with zipfile.ZipFile(ckpt / STATE_FILE):
+            pass
+    except (OSError, zipfile.BadZipFile) as e:
+        return f"{STATE_FILE}: {getattr(e, 'strerror', None) or e}"
+    weights = sorted(ckpt.rglob("*.safetensors"))
+    if not weights and not any(ckpt.rglob("*.bin")):
+        return "no weight files"
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            return f"{path.relative_to(ckpt)}: {e}"
+    return None
+
+
+RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "results.json", "tensorboard", "plots")
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: bool = False,
+                    is_main: bool = True) -> None:
+    """Refuse to start a fresh run (``resume`` None) in a directory that already holds one, before any
+    work; with ``overwrite`` the old run's files (:data:`RUN_ARTIFACTS`, nothing else) are deleted
+    instead (by the main process). Resuming (``resume`` set) is left alone."""
+    if resume is not None:
+        return
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"train.output_dir={str(run_dir)!r} is a file, expected a run directory")
+    found = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"train.output_dir={str(run_dir)!r} already holds a run ({', '.join(found)}); a fresh run "
+                          f"would overwrite it. Continue it with --checkpoint.resume=auto, replace it with "
+                          f"--checkpoint.overwrite=true, or choose another --train.output_dir.")
+    if is_main:
+        for name in found:
+            p = run_dir / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def _read_meta(ckpt: Path) -> dict[str, Any]:

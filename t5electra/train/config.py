@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -152,6 +153,9 @@ class CheckpointSection:
     keep_best: bool = option(True, "keep the best checkpoint by eval.metric")
     resume: Optional[str] = option(None, "'auto' (latest in train.output_dir, if any), a run directory "
                                          "or a checkpoint directory; None: start fresh")
+    overwrite: bool = option(False, "start fresh even if train.output_dir holds a run: its config.yaml, "
+                                    "metrics.jsonl, checkpoints/, model/, results.json, plots/ and tensorboard/ are "
+                                    "deleted first (without it such a run is refused)")
 
 
 @dataclasses.dataclass
@@ -404,6 +408,55 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("optim.lr is None: only Adafactor with optim.adafactor_relative_step=true has no lr")
     if cfg.checkpoint.keep_last < 1:
         raise ConfigError(f"checkpoint.keep_last must be >= 1, got {cfg.checkpoint.keep_last}")
+    for key, value in flat.items():  # NaN or inf in any number (e.g. --optim.lr=nan) is never meant
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+    for key, low, high, what in _RANGES:
+        value = flat[key]
+        if value is None:
+            continue
+        if not ((low is None or _above(value, low)) and (high is None or _below(value, high))):
+            raise ConfigError(f"{key}={value!r}: must be {what}")
+    betas = cfg.optim.betas
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
+
+
+# (key, lower bound, upper bound, what the message says). A bound as ("open", x) excludes x.
+_RANGES: tuple[tuple[str, Any, Any, str], ...] = (
+    ("optim.lr", ("open", 0.0), None, "a learning rate > 0, e.g. 1e-3"),
+    ("optim.eps", 0.0, None, ">= 0 (e.g. 1e-6)"),
+    ("optim.weight_decay", 0.0, None, ">= 0 (e.g. 0.01)"),
+    ("optim.max_grad_norm", 0.0, None, ">= 0 (0 or null: no clipping)"),
+    ("optim.layerwise_lr_decay", ("open", 0.0), 1.0, "in (0, 1] (e.g. 0.8), or null for off"),
+    ("optim.adafactor_clip_threshold", ("open", 0.0), None, "> 0"),
+    ("data.max_length", 2, None, "at least 2 tokens"),
+    ("data.target_length", 1, None, "at least 1 token, or null (derived from the objective)"),
+    ("data.noise_density", ("open", 0.0), ("open", 1.0), "a fraction in (0, 1), e.g. 0.15"),
+    ("data.mean_noise_span_length", 1.0, None, "a span length >= 1 token, e.g. 3"),
+    ("data.mask_prob", ("open", 0.0), ("open", 1.0), "a fraction in (0, 1), e.g. 0.15"),
+    ("data.num_workers", 0, None, ">= 0"),
+    ("schedule.warmup_steps", 0, None, ">= 0"),
+    ("schedule.warmup_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
+    ("schedule.min_lr_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
+    ("eval.every_steps", 0, None, ">= 0 (0: only at the end)"),
+    ("eval.max_batches", 1, None, ">= 1, or null for all"),
+    ("eval.batch_size", 1, None, ">= 1, or null for train.batch_size"),
+    ("checkpoint.every_steps", 0, None, ">= 0 (0: only at the end)"),
+    ("electra.generator_size", ("open", 0.0), None, "a fraction > 0 of the discriminator's hidden size (e.g. 0.25)"),
+    ("electra.disc_weight", 0.0, None, ">= 0"),
+    ("electra.doc_stride", 1, None, ">= 1"),
+    ("electra.max_answer_length", 1, None, ">= 1"),
+)
+
+
+def _above(value: Any, bound: Any) -> bool:
+    return value > bound[1] if isinstance(bound, tuple) else value >= bound
+
+
+def _below(value: Any, bound: Any) -> bool:
+    return value < bound[1] if isinstance(bound, tuple) else value <= bound
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +476,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Fields that may change when a run is resumed without changing its training trajectory.
 RESUME_SAFE = frozenset({
-    "checkpoint.resume", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
+    "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
 })

@@ -5,7 +5,8 @@
 understands: ``loss`` and ``*_loss`` (losses), ``lr``, ``grad_norm``, ``tokens_per_s``; evaluation
 lines have ``"split": "eval"`` and their metrics (``loss``, ``accuracy``, ...); ELECTRA adds
 ``gen_loss``, ``disc_loss``, ``gen_acc``, ``disc_acc``, ``disc_precision``, ``disc_recall``,
-``disc_auc``. Lines from a resumed run are appended; readers keep the last line per (split, step).
+``disc_auc``. A run resumed from step N first drops the lines after step N (written after that
+checkpoint by the run that stopped), then appends; readers also keep the last line per (split, step).
 Only the main process writes (pass ``enabled=env.is_main``).
 """
 
@@ -38,7 +39,10 @@ def _clean(v: Any) -> Any:
 class MetricsLogger:
     """Append metrics to ``RUN/metrics.jsonl`` and, if tensorboard is installed, to TensorBoard."""
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None):
+        """``resume_step``: the step the run (re)starts from; lines after it are removed first, so a
+        resumed run leaves one line per (split, step). None: append to whatever is there."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.path = self.run_dir / METRICS_FILE
@@ -47,6 +51,8 @@ class MetricsLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.is_file():
+            truncate_metrics(self.path, resume_step)
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             try:  # torch.utils.tensorboard needs the `tensorboard` package
@@ -54,7 +60,8 @@ class MetricsLogger:
             except ImportError:
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+                purge = {"purge_step": resume_step + 1} if resume_step is not None else {}
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), **purge)
 
     @property
     def tensorboard_enabled(self) -> bool:
@@ -86,6 +93,28 @@ class MetricsLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
+    """Keep the lines of a metrics.jsonl up to ``last_step`` (and drop torn ones); atomic rewrite.
+    Returns how many lines were dropped."""
+    path = Path(path)
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            keep = isinstance(rec, dict) and int(rec.get("step", 0)) <= last_step
+        except (json.JSONDecodeError, TypeError, ValueError):
+            keep = False
+        if keep:
+            kept.append(line)
+        elif line.strip():
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
 
 
 def read_metrics(run_dir_or_file: str | os.PathLike) -> list[dict[str, Any]]:

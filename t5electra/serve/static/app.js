@@ -6,15 +6,37 @@ let models = [];        // GET /v1/models -> models
 let current = null;     // the selected model's entry
 let lastText = "";      // the last prompt / sentence, shown in the attention view by default
 
+// The API key, when the server asks for one (401): typed into the key form, kept for this tab
+// only (sessionStorage, never localStorage or a cookie) and sent as a Bearer token.
+const KEY_ITEM = "t5electra-api-key";
+let apiKey = sessionStorage.getItem(KEY_ITEM) || "";
+
 // -- helpers -----------------------------------------------------------------------------------
 async function api(path, body) {
-  const init = body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
+  const headers = apiKey ? {"Authorization": `Bearer ${apiKey}`} : {};
+  const init = body === undefined ? {headers} : {
+    method: "POST", headers: {...headers, "Content-Type": "application/json"}, body: JSON.stringify(body)};
   const resp = await fetch(path, init);
   let data;
   try { data = await resp.json(); } catch (e) { data = {detail: resp.statusText}; }
+  if (resp.status === 401) {
+    $("key-form").hidden = false;
+    $("api-key").focus();
+    throw new Error(apiKey ? "401: the API key was not accepted; enter it again above"
+                           : "401: this server needs an API key; enter it above");
+  }
   if (!resp.ok) throw new Error(`${resp.status}: ${data.detail || resp.statusText}`);
   return data;
+}
+
+function useKey(event) {
+  event.preventDefault();
+  apiKey = $("api-key").value.trim();
+  if (apiKey) sessionStorage.setItem(KEY_ITEM, apiKey); else sessionStorage.removeItem(KEY_ITEM);
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  showError(null);
+  loadModels().catch(showError);
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -178,6 +200,7 @@ async function showAttention() {
 
 // -- wiring ------------------------------------------------------------------------------------
 function wire() {
+  $("key-form").addEventListener("submit", useKey);
   $("model").addEventListener("change", onModelChange);
   $("generate-btn").addEventListener("click", () => busy($("generate-btn"), generate));
   $("detect-btn").addEventListener("click", () => busy($("detect-btn"), detect));

@@ -1,0 +1,77 @@
+"""The socket side: uvicorn with limits on connections that never finish a request.
+
+uvicorn closes an idle keep-alive connection after ``timeout_keep_alive`` seconds, but a
+connection that sends half a request (or nothing) is never timed out: 500 such connections hold
+500 sockets forever. :func:`timed_h11_protocol` gives uvicorn's h11 protocol a deadline: a
+connection that has not sent a whole request (headers and body) within ``read_timeout_s`` of
+connecting, or of its previous answer, is closed. ``max_connections`` becomes uvicorn's
+``limit_concurrency`` (beyond it, new requests get 503).
+
+    serve_app(app, config)    # what `t5electra serve` does after loading the models
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .config import ServeConfig
+
+logger = logging.getLogger("t5electra.serve")
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing connections that take over ``read_timeout_s`` to send a request."""
+
+    read_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._arm_read_timer()
+
+    def _arm_read_timer(self) -> None:
+        if getattr(self, "_read_timer", None) is not None:
+            self._read_timer.cancel()
+        self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        # IDLE: the request line / headers are incomplete; SEND_BODY: the body is. DONE: the
+        # request is in and the app is answering (request_timeout_s bounds that).
+        if not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            logger.info("closing a connection from %s: no whole request within %s s (read_timeout_s)",
+                        self.client, self.read_timeout_s)
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_read_timer()  # the next request on this connection gets the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_read_timer", None) is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().connection_lost(exc)
+
+
+def timed_h11_protocol(read_timeout_s: float) -> type[TimedH11Protocol]:
+    """A :class:`TimedH11Protocol` subclass with this deadline (uvicorn takes a class)."""
+    return type("TimedH11Protocol", (TimedH11Protocol,), {"read_timeout_s": float(read_timeout_s)})
+
+
+def uvicorn_config(app, config: ServeConfig, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn's settings for ``config``: address, keep-alive, the read deadline, connection limit."""
+    return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+                          http=timed_h11_protocol(config.read_timeout_s), timeout_keep_alive=config.keep_alive_s,
+                          limit_concurrency=config.max_connections, timeout_graceful_shutdown=5)
+
+
+def serve_app(app, config: ServeConfig, log_level: str = "info") -> None:
+    """Run ``app`` until SIGINT / SIGTERM."""
+    uvicorn.Server(uvicorn_config(app, config, log_level)).run()
