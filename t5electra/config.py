@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from .core.atomic import write_text_atomic
 from .errors import CheckpointNotFoundError, ConfigError, ModelTypeError
 
 C = TypeVar("C", bound="ModelConfig")
@@ -128,7 +129,4 @@ class ModelConfig:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "config.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json_string(), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, self.to_json_string())

@@ -24,6 +24,7 @@ from torch import nn
 from .checkpoint.io import checkpoint_dir, load_state_dict, save_state_dict
 from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
+from .core.atomic import write_text_atomic
 from .errors import WeightsMismatchError
 
 logger = logging.getLogger("t5electra")
@@ -165,7 +166,5 @@ class PreTrainedModel(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())
         save_state_dict(hf_sd, d)
-        tmp = d / "config.json.tmp"
-        tmp.write_text(json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, d / "config.json")
+        write_text_atomic(d / "config.json", json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n")
         return d

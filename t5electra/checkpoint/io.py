@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..core.atomic import replace_atomic, temp_path
 from ..errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 
 SAFE = "model.safetensors"
@@ -150,10 +151,10 @@ def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str =
         out[k] = v if whole and storage.data_ptr() not in seen else v.clone(memory_format=torch.contiguous_format)
         seen.add(storage.data_ptr())
     path = d / filename
-    tmp = d / (filename + ".tmp")
+    tmp = temp_path(path)
     try:
         save_file(out, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
+        replace_atomic(tmp, path)
     except (OSError, SafetensorError) as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path} ({write_error(e, d)})") from None

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.atomic import fsync_dir, write_text_atomic
 from ..errors import ConfigError, DataError
 from .packages import _locked, cache_root
 from .sources import Corpus
@@ -202,14 +203,6 @@ def _chunks(docs: Iterator[str], docs_per_chunk: int, chars_per_chunk: int) -> I
         yield chunk
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _ShardWriter:
     """Appends encoded chunks to the current shard; finishes a shard atomically."""
 
@@ -250,14 +243,12 @@ class _ShardWriter:
             np.save(fh, offsets)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_tokens, self.directory / f"{self.name}.tokens")
+        os.replace(tmp_tokens, self.directory / f"{self.name}.tokens")  # both fsynced above; the
         os.replace(self.directory / f"{self.name}.offsets.npy.tmp", self.directory / f"{self.name}.offsets.npy")
+        fsync_dir(self.directory)                                       # json below makes it count
         meta = {"name": self.name, "documents": int(lengths.size), "tokens": self.tokens,
                 "source_documents": self.source_documents}
-        tmp = self.directory / f"{self.name}.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.directory / f"{self.name}.json")  # the shard counts from here on
-        _fsync_dir(self.directory)
+        write_text_atomic(self.directory / f"{self.name}.json", json.dumps(meta))  # the shard counts from here on
         self.index += 1
         return meta
 
@@ -360,10 +351,7 @@ def _build_locked(corpus: Corpus, adapter: TokenizerAdapter, directory: Path, ke
         "tokens": sum(m["tokens"] for m in shards), "replaced_utf8_sequences": corpus.stats.replaced_bytes,
         "shards": shards,
     }
-    tmp = directory / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, directory / "index.json")
-    _fsync_dir(directory)
+    write_text_atomic(directory / "index.json", json.dumps(index, indent=1))
 
 
 def _encode_parallel(chunks: Iterator[list[str]], adapter: TokenizerAdapter, dtype: np.dtype,

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import suggest
+from ..core.atomic import write_text_atomic
 from ..data.masking import mask_tokens, uniform
 from ..errors import CheckpointNotFoundError, ConfigError, InvalidInputError
 from ..modeling import ModelOutput
@@ -342,9 +343,7 @@ class ElectraPretrainer(nn.Module):
         self.generator.save_pretrained(d / "generator")
         if self.discriminator is not None:
             self.discriminator.save_pretrained(d / "discriminator")
-        tmp = d / (PRETRAINING_CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, d / PRETRAINING_CONFIG_NAME)
+        write_text_atomic(d / PRETRAINING_CONFIG_NAME, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
         return d
 
     @classmethod

@@ -43,6 +43,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..core.atomic import fsync_dir, write_text_atomic
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
@@ -93,28 +94,7 @@ def _fsync_tree(root: Path) -> None:
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        fsync_dir(Path(dirpath))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -247,7 +227,7 @@ class CheckpointManager:
             if final.exists():  # re-saving a step (e.g. the final save right after a periodic one)
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             write_text_atomic(self.dir / "latest", name + "\n")
         except (OSError, SafetensorError) as e:  # safetensors wraps its I/O errors
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from ..config import suggest
+from ..core.atomic import write_text_atomic
 from ..errors import ConfigError
 
 
@@ -214,13 +215,10 @@ class RunConfig:
         return self
 
     def save_yaml(self, path: str | os.PathLike) -> Path:
-        """Write the resolved config (atomic: temporary file + rename)."""
+        """Write the resolved config (atomic: core/atomic.py)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "RunConfig":

@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..core.atomic import write_text_atomic
 from ..errors import CheckpointNotFoundError
 
 METRICS_FILE = "metrics.jsonl"
@@ -111,9 +112,7 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
         elif line.strip():
             dropped += 1
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(x + "\n" for x in kept))
     return dropped
 
 
