@@ -24,26 +24,11 @@ from torch import nn
 from .checkpoint.io import checkpoint_dir, load_state_dict, save_state_dict
 from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
+from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
 from .errors import WeightsMismatchError
 
 logger = logging.getLogger("t5electra")
-
-
-class ModelOutput:
-    """Dataclass-style output: attribute access (``out.logits``) and tuple-style indexing over the
-    fields that are not None (``out[0]``), like transformers' ModelOutput."""
-
-    def to_tuple(self) -> tuple:
-        return tuple(v for v in (getattr(self, f.name) for f in dataclasses.fields(self)) if v is not None)
-
-    def __getitem__(self, i):
-        if isinstance(i, str):
-            return getattr(self, i)
-        return self.to_tuple()[i]
-
-    def __iter__(self):
-        return iter(self.to_tuple())
 
 
 @dataclasses.dataclass

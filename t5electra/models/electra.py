@@ -33,7 +33,9 @@ from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..generation.fill_mask import fill_mask_generate
-from ..modeling import LoadReport, ModelOutput, PreTrainedModel
+from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, MaskedLMOutput,
+                            QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
+from ..modeling import LoadReport, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import attend
 from ..nn.dropout import Dropout
@@ -189,47 +191,7 @@ ElectraConfig.presets = {
 
 
 # --------------------------------------------------------------------------------------------
-# Outputs (transformers' names and fields)
-# --------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class BaseModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor  # (B, T, H)
-
-
-@dataclasses.dataclass
-class ElectraForPreTrainingOutput(ModelOutput):
-    loss: torch.Tensor | None = None  # BCE over the attended positions
-    logits: torch.Tensor | None = None  # (B, T): > 0 means "replaced"
-
-
-@dataclasses.dataclass
-class MaskedLMOutput(ModelOutput):
-    loss: torch.Tensor | None = None  # cross-entropy over labels != -100
-    logits: torch.Tensor | None = None  # (B, T, V)
-
-
-@dataclasses.dataclass
-class SequenceClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L)
-
-
-@dataclasses.dataclass
-class TokenClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, T, L)
-
-
-@dataclasses.dataclass
-class QuestionAnsweringModelOutput(ModelOutput):
-    loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
-    start_logits: torch.Tensor | None = None  # (B, T)
-    end_logits: torch.Tensor | None = None  # (B, T)
-
-
-# --------------------------------------------------------------------------------------------
-# The encoder
+# The encoder (outputs: core/outputs.py, transformers' names and fields)
 # --------------------------------------------------------------------------------------------
 
 class ElectraEmbeddings(nn.Module):

@@ -46,7 +46,7 @@ from ..config import suggest
 from ..core.atomic import write_text_atomic
 from ..data.masking import mask_tokens, uniform
 from ..errors import CheckpointNotFoundError, ConfigError, InvalidInputError
-from ..modeling import ModelOutput
+from ..core.outputs import ModelOutput
 from .electra import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 logger = logging.getLogger("t5electra")

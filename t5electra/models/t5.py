@@ -53,7 +53,8 @@ from ..checkpoint.t5 import t5_keymap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
-from ..modeling import ModelOutput, PreTrainedModel
+from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
 from ..nn.dropout import Dropout
@@ -201,27 +202,6 @@ T5Config.presets.update({
     "t5-tiny": dict(_V1_0, vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
     "t5-v1_1-tiny": dict(_V1_1, vocab_size=256, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
 })
-
-
-# ------------------------------------------------------------------------------------------------
-# Outputs
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class BaseModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor  # (B, S, D)
-
-
-@dataclasses.dataclass
-class Seq2SeqModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor  # (B, T, D) decoder output
-    encoder_last_hidden_state: torch.Tensor  # (B, S, D)
-
-
-@dataclasses.dataclass
-class Seq2SeqLMOutput(ModelOutput):
-    loss: torch.Tensor | None  # () mean cross-entropy over labels != -100
-    logits: torch.Tensor  # (B, T, V)
-    encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""The model output types, one set for both families, named and shaped as transformers'
+(``transformers/modeling_outputs.py``) so code written against transformers reads ours.
+
+Shapes: B batch, S source (encoder) length, T target / token length, D or H hidden size,
+V vocabulary, L labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+class ModelOutput:
+    """Dataclass-style output: attribute access (``out.logits``) and tuple-style indexing over the
+    fields that are not None (``out[0]``), like transformers' ModelOutput."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(v for v in (getattr(self, f.name) for f in dataclasses.fields(self)) if v is not None)
+
+    def __getitem__(self, i):
+        if isinstance(i, str):
+            return getattr(self, i)
+        return self.to_tuple()[i]
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+
+# -- encoders and encoder-decoders (T5, ELECTRA) ------------------------------------------------
+@dataclasses.dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, S, D) encoder output (ELECTRA: (B, T, H))
+
+
+@dataclasses.dataclass
+class Seq2SeqModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, T, D) decoder output
+    encoder_last_hidden_state: torch.Tensor  # (B, S, D)
+
+
+@dataclasses.dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    loss: torch.Tensor | None  # () mean cross-entropy over labels != -100
+    logits: torch.Tensor  # (B, T, V)
+    encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
+
+
+# -- ELECTRA heads ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ElectraForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # BCE over the attended positions
+    logits: torch.Tensor | None = None  # (B, T): > 0 means "replaced"
+
+
+@dataclasses.dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # cross-entropy over labels != -100
+    logits: torch.Tensor | None = None  # (B, T, V)
+
+
+@dataclasses.dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L)
+
+
+@dataclasses.dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, L)
+
+
+@dataclasses.dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
+    start_logits: torch.Tensor | None = None  # (B, T)
+    end_logits: torch.Tensor | None = None  # (B, T)
