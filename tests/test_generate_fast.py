@@ -1,4 +1,4 @@
-"""The decoding fast path (t5electra/models/t5.py: ``decode_linear`` passed to the blocks as ``linear``, the
+"""The decoding fast path (t5electra/inference/decoding.py: ``decode_linear`` passed to the blocks as ``linear``, the
 ``T5DecoderCache.reorder`` that gathers into a spare buffer and keeps the encoder K/V shared, and
 ``optimize_for_decoding``: column-major weights, oneDNN-packed copies) computes what the plain
 path computes.

@@ -33,6 +33,7 @@ from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..generation.fill_mask import fill_mask_generate
+from ..inference.chunking import chunk_rows, encode_in_chunks
 from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, MaskedLMOutput,
                             QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
 from ..modeling import LoadReport, PreTrainedModel
@@ -309,12 +310,8 @@ class ElectraModel(ElectraPreTrainedModel):
 
     encoder_prefix: ClassVar[str] = ""
 
-    # Without autograd (torch.no_grad / inference_mode) on CPU, a batch of more than this many
-    # tokens runs through the encoder a few whole sequences at a time: each slice's activations
-    # (~8 MB per layer at 2048 tokens for ELECTRA-Small) stay in the CPU caches and the allocator
-    # reuses its blocks, where the whole batch at once maps fresh pages for every layer's outputs
-    # (~90k page faults per 32 x 128 forward). Sequences never interact, so the result is the same
-    # (tests/test_electra_fast.py). Set it on the instance or the class; 0 turns it off.
+    # CPU inference on a batch of more than this many tokens runs a few whole sequences at a time
+    # (inference/chunking.py: same result, fewer page faults). Set it on the instance or the class; 0 turns it off.
     inference_chunk_tokens: int = 2048
 
     def __init__(self, config: ElectraConfig):
@@ -360,15 +357,10 @@ class ElectraModel(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None) -> BaseModelOutput:
         """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T)."""
         self.check_inputs(input_ids, attention_mask, token_type_ids)
-        B, T = input_ids.shape
-        rows = max(1, self.inference_chunk_tokens // max(1, T))  # whole sequences per slice
-        if (self.inference_chunk_tokens > 0 and B > rows and input_ids.device.type == "cpu"
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-            # Inference on a large CPU batch: a few sequences at a time (see inference_chunk_tokens).
-            pieces = [self._encode(*(None if t is None else t[i:i + rows]
-                                     for t in (input_ids, attention_mask, token_type_ids)))
-                      for i in range(0, B, rows)]
-            return BaseModelOutput(last_hidden_state=torch.cat(pieces))
+        rows = chunk_rows(input_ids, self.inference_chunk_tokens)
+        if rows is not None:  # inference on a large CPU batch: a few sequences at a time
+            return BaseModelOutput(last_hidden_state=encode_in_chunks(self._encode, rows, input_ids, attention_mask,
+                                                                      token_type_ids))
         return BaseModelOutput(last_hidden_state=self._encode(input_ids, attention_mask, token_type_ids))
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -33,8 +33,8 @@ Generation protocol (used by t5electra/generation/seq2seq.py; all in ``T5ForCond
         # of an input share its K/V.
 
 ``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol. ``decode_step`` runs
-the blocks with ``linear=decode_linear`` (nn/linear.py: the same modules, with the fastest matmul
-formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
+the blocks with ``linear=decode_linear`` (the hook of nn/linear.py; the speed code lives in
+t5electra/inference/: the same modules, with the fastest matmul formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
 weights and oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
 """
 
@@ -53,6 +53,8 @@ from ..checkpoint.t5 import t5_keymap
 from ..config import ModelConfig
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
+from ..inference.cache import T5DecoderCache
+from ..inference.decoding import PackedLinears, decode_linear, optimize_for_decoding  # noqa: F401 (t5.PackedLinears)
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
@@ -301,127 +303,6 @@ class T5Stack(nn.Module):
                       linear=None if plain else linear)
         cache.length = end
         return self.dropout(self.final_norm(x))
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding fast path
-# ------------------------------------------------------------------------------------------------
-def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, weight)`` (no bias) for the few rows of a decoding step: x (N, t, in) -> (N, t, out).
-
-    With 2 to 8 rows, ``(weight @ x^T)^T`` is up to twice as fast as ``x @ weight^T`` on CPU with
-    PyTorch's MKL (measured on the 2-core AMD EPYC of docs/performance.md: the ``x @ W^T`` call for
-    a few rows packs the whole weight matrix first, the other orientation streams it once). The
-    sums run in another order, so results differ in the last bits (~1e-6 relative). The small
-    result is made contiguous: SDPA's fused CPU kernel needs unit-stride heads.
-    """
-    n, t, _ = x.shape
-    if 2 <= n * t <= 8 and weight.is_contiguous() and x.device.type == "cpu":
-        return (weight @ x.reshape(n * t, -1).t()).t().contiguous().view(n, t, weight.shape[0])
-    return F.linear(x, weight)
-
-
-class PackedLinears:
-    """oneDNN-packed copies of weight matrices for the decoding steps with 2 or more rows.
-
-    ``torch.ops.mkldnn._reorder_linear_weight`` lays a weight out in oneDNN's blocked format once
-    (what torch.compile's CPU backend does with frozen weights), and ``_linear_pointwise`` then
-    multiplies without repacking: for 4 to 64 rows, 1.2-1.8x faster than ``F.linear`` on the AMD
-    EPYC of docs/performance.md. A copy is only used while its weight is unchanged (same storage,
-    same version counter): after training, the plain path runs until ``optimize_for_decoding``
-    is called again.
-    """
-
-    def __init__(self, weights: list[torch.Tensor]):
-        self.packs = {}
-        with torch.no_grad():
-            for w in weights:  # a tied matrix appears once
-                if id(w) not in self.packs:
-                    packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
-                    self.packs[id(w)] = (w, w._version, w.data_ptr(), packed)
-
-    def __deepcopy__(self, memo) -> None:
-        return None  # a copied model has its own weights: it decodes on the plain path until optimised
-
-    @staticmethod
-    def available() -> bool:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        entry = self.packs.get(id(weight))
-        if (entry is not None and x.shape[0] * x.shape[1] > 1 and entry[1] == weight._version
-                and entry[2] == weight.data_ptr() and x.device.type == "cpu"):
-            return torch.ops.mkldnn._linear_pointwise(x, entry[3], None, "none", [], "")
-        return decode_linear(x, weight)
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoder cache (for generation)
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class T5DecoderCache:
-    """State of incremental decoding; see the generation protocol in the module docstring."""
-
-    self_kv: torch.Tensor  # (L, 2, N, H, max_length, Dh) keys/values of positions 0..length-1
-    cross_kv: torch.Tensor  # (L, 2, N_src, H, S, Dh) encoder keys/values, N = N_src * g
-    cross_bias: torch.Tensor | None  # (N_src, 1, 1, S) additive encoder padding mask
-    position_bias: torch.Tensor  # (1, H, max_length, max_length) relative bias + causal mask
-    source_index: torch.Tensor  # (N,) row of cross_kv each decoder row reads
-    length: int = 0  # positions decoded so far
-    # A second self-attention buffer of the same shape: ``reorder`` gathers the rows into it and
-    # swaps, instead of gathering into a temporary and copying back (one copy instead of two, and
-    # no allocation per beam-search step). Allocated on the first same-size reorder.
-    spare_kv: torch.Tensor | None = None
-
-    @property
-    def max_length(self) -> int:
-        return self.self_kv.shape[4]
-
-    @property
-    def batch_size(self) -> int:
-        return self.self_kv.shape[2]
-
-    @torch.no_grad()
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep / duplicate rows in place: row j becomes old row index[j] (beam search)."""
-        index = torch.as_tensor(index, device=self.self_kv.device)
-        if index.ndim != 1 or index.dtype not in (torch.int64, torch.int32) or index.numel() == 0:
-            raise InvalidInputError(f"cache.reorder expects a non-empty 1-D integer index, got "
-                                    f"{tuple(index.shape)} {index.dtype}")
-        lo, hi = torch.aminmax(index)
-        n_old, n_new = self.batch_size, index.numel()
-        if lo.item() < 0 or hi.item() >= n_old:
-            raise InvalidInputError(f"cache.reorder index values must be in [0, {n_old}), got "
-                                    f"[{lo.item()}, {hi.item()}]")
-        index = index.long()
-        if n_new == n_old and torch.equal(index, torch.arange(n_old, device=index.device)):
-            return  # every beam continues its own row (frequent in beam search): nothing moves
-        # Self-attention K/V: only the decoded positions need moving, gathered straight into the
-        # other buffer (a strided ``out=`` view), which then becomes the cache.
-        if n_new == n_old and self.spare_kv is not None:
-            target = self.spare_kv
-        else:
-            target = self.self_kv.new_empty(self.self_kv.shape[:2] + (n_new,) + self.self_kv.shape[3:])
-        pos = slice(0, self.length)
-        torch.index_select(self.self_kv[:, :, :, :, pos], 2, index, out=target[:, :, :, :, pos])
-        self.spare_kv = self.self_kv if n_new == n_old else None
-        self.self_kv = target
-        # Encoder K/V: shared while the decoder rows come in groups of g consecutive rows that read
-        # the same source (the g beams of an input). When beam search drops finished inputs, the
-        # sources still in use are selected once (a small copy) and the sharing goes on.
-        src = self.source_index[index]                        # (n_new,) source row of each decoder row
-        g = int((src == src[0]).cumprod(0).sum())            # length of the first run of one source
-        first = src[::g]                                      # (n_new / g,) the source of each group
-        if n_new % g == 0 and torch.equal(src, first.repeat_interleave(g)):
-            self.source_index = torch.arange(first.numel(), device=src.device).repeat_interleave(g)
-            if torch.equal(first, torch.arange(self.cross_kv.shape[2], device=src.device)):
-                return  # the same sources in the same order: nothing to copy
-            sources = first
-        else:  # rows of different sources interleaved: one K/V row per decoder row
-            sources, self.source_index = src, torch.arange(n_new, device=src.device)
-        self.cross_kv = self.cross_kv.index_select(2, sources)
-        if self.cross_bias is not None:
-            self.cross_bias = self.cross_bias.index_select(0, sources)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -679,6 +560,8 @@ class T5ForConditionalGeneration(T5Model):
     def optimize_for_decoding(self, pack_weights: bool = True) -> "T5ForConditionalGeneration":
         """Make CPU decoding faster: same outputs (to ~1e-6), chosen layouts for the decoder's matmuls.
 
+        (t5electra/inference/decoding.py.)
+
         1. The decoder's and the output layer's weight matrices are stored column-major, in place:
            values, names, shapes and memory stay the same (``weight`` becomes the transpose of a
            contiguous (in, out) matrix). A one-row step (greedy search or sampling at batch size 1)
@@ -690,15 +573,7 @@ class T5ForConditionalGeneration(T5Model):
         Training and saving work unchanged; after the weights change, decoding falls back to the
         plain matmuls until this is called again. Returns the model.
         """
-        linears = self.decoder.step_linears()  # every matrix a decoding step multiplies by
-        linears.append(self.shared if self.lm_head is None else self.lm_head)
-        for m in linears:
-            if m.weight.is_contiguous():
-                m.weight.data = m.weight.data.t().contiguous().t()
-        self._packed_linears = None
-        if pack_weights and PackedLinears.available() and self.shared.weight.device.type == "cpu":
-            self._packed_linears = PackedLinears([m.weight for m in linears])
-        return self
+        return optimize_for_decoding(self, pack_weights)
 
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""

@@ -2,8 +2,8 @@
 
 Every projection in :mod:`.attention` and :mod:`.mlp` goes through :func:`project`: normally
 ``layer(x)``; with ``linear`` given, ``linear(x, layer.weight)`` (+ bias), so a caller can swap in
-another matmul formulation of the same product (t5electra/models/t5.py: ``decode_linear``, the
-few-row orientation, and ``PackedLinears``, oneDNN-packed weights) without a second copy of the
+another matmul formulation of the same product (t5electra/inference/decoding.py: ``decode_linear``,
+the few-row orientation, and ``PackedLinears``, oneDNN-packed weights) without a second copy of the
 blocks' code.
 """
 

@@ -1,0 +1,80 @@
+"""The T5 decoder's KV cache (the generation protocol's ``cache``; see models/t5.py).
+
+``reorder`` (beam search) moves only the decoded positions, gathers them straight into a spare
+buffer that then becomes the cache (one copy instead of two, no allocation per step), skips the
+identity reorder, and keeps the encoder K/V shared by the beams of an input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..errors import InvalidInputError
+
+
+@dataclasses.dataclass
+class T5DecoderCache:
+    """State of incremental decoding; see the generation protocol in the module docstring."""
+
+    self_kv: torch.Tensor  # (L, 2, N, H, max_length, Dh) keys/values of positions 0..length-1
+    cross_kv: torch.Tensor  # (L, 2, N_src, H, S, Dh) encoder keys/values, N = N_src * g
+    cross_bias: torch.Tensor | None  # (N_src, 1, 1, S) additive encoder padding mask
+    position_bias: torch.Tensor  # (1, H, max_length, max_length) relative bias + causal mask
+    source_index: torch.Tensor  # (N,) row of cross_kv each decoder row reads
+    length: int = 0  # positions decoded so far
+    # A second self-attention buffer of the same shape: ``reorder`` gathers the rows into it and
+    # swaps, instead of gathering into a temporary and copying back (one copy instead of two, and
+    # no allocation per beam-search step). Allocated on the first same-size reorder.
+    spare_kv: torch.Tensor | None = None
+
+    @property
+    def max_length(self) -> int:
+        return self.self_kv.shape[4]
+
+    @property
+    def batch_size(self) -> int:
+        return self.self_kv.shape[2]
+
+    @torch.no_grad()
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep / duplicate rows in place: row j becomes old row index[j] (beam search)."""
+        index = torch.as_tensor(index, device=self.self_kv.device)
+        if index.ndim != 1 or index.dtype not in (torch.int64, torch.int32) or index.numel() == 0:
+            raise InvalidInputError(f"cache.reorder expects a non-empty 1-D integer index, got "
+                                    f"{tuple(index.shape)} {index.dtype}")
+        lo, hi = torch.aminmax(index)
+        n_old, n_new = self.batch_size, index.numel()
+        if lo.item() < 0 or hi.item() >= n_old:
+            raise InvalidInputError(f"cache.reorder index values must be in [0, {n_old}), got "
+                                    f"[{lo.item()}, {hi.item()}]")
+        index = index.long()
+        if n_new == n_old and torch.equal(index, torch.arange(n_old, device=index.device)):
+            return  # every beam continues its own row (frequent in beam search): nothing moves
+        # Self-attention K/V: only the decoded positions need moving, gathered straight into the
+        # other buffer (a strided ``out=`` view), which then becomes the cache.
+        if n_new == n_old and self.spare_kv is not None:
+            target = self.spare_kv
+        else:
+            target = self.self_kv.new_empty(self.self_kv.shape[:2] + (n_new,) + self.self_kv.shape[3:])
+        pos = slice(0, self.length)
+        torch.index_select(self.self_kv[:, :, :, :, pos], 2, index, out=target[:, :, :, :, pos])
+        self.spare_kv = self.self_kv if n_new == n_old else None
+        self.self_kv = target
+        # Encoder K/V: shared while the decoder rows come in groups of g consecutive rows that read
+        # the same source (the g beams of an input). When beam search drops finished inputs, the
+        # sources still in use are selected once (a small copy) and the sharing goes on.
+        src = self.source_index[index]                        # (n_new,) source row of each decoder row
+        g = int((src == src[0]).cumprod(0).sum())            # length of the first run of one source
+        first = src[::g]                                      # (n_new / g,) the source of each group
+        if n_new % g == 0 and torch.equal(src, first.repeat_interleave(g)):
+            self.source_index = torch.arange(first.numel(), device=src.device).repeat_interleave(g)
+            if torch.equal(first, torch.arange(self.cross_kv.shape[2], device=src.device)):
+                return  # the same sources in the same order: nothing to copy
+            sources = first
+        else:  # rows of different sources interleaved: one K/V row per decoder row
+            sources, self.source_index = src, torch.arange(n_new, device=src.device)
+        self.cross_kv = self.cross_kv.index_select(2, sources)
+        if self.cross_bias is not None:
+            self.cross_bias = self.cross_bias.index_select(0, sources)
