@@ -333,3 +333,17 @@ def test_weight_shape_mismatch_names_key_and_shapes(tmp_path):
     E.ElectraModel(tiny()).save_pretrained(tmp_path)
     with pytest.raises(WeightsMismatchError, match=r"embeddings.word_embeddings.weight.*\(512, 16\).*\(600, 16\)"):
         E.ElectraModel.from_pretrained(tmp_path, vocab_size=600)
+
+
+def test_check_inputs_is_a_flag_as_in_t5_and_a_head_forwards_it():
+    """``model.check_inputs = False`` skips the id range check (its host sync), on the encoder or a head."""
+    cfg = tiny()
+    ids = torch.full((1, 4), cfg.vocab_size)
+    for cls in (E.ElectraModel, E.ElectraForSequenceClassification):
+        model = cls(cfg).eval()
+        with pytest.raises(InvalidInputError, match="outside"):
+            model(ids)
+        model.check_inputs = False
+        assert model.check_inputs is False and getattr(model, "electra", model).check_inputs is False
+        with pytest.raises(IndexError):  # torch's own error remains
+            model(ids)

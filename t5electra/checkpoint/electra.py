@@ -5,7 +5,7 @@ fused projection (one matmul instead of three)::
 
     ours                                    transformers (modeling_electra.py / modeling_bert.py)
     layers.{i}.attention.qkv.weight    <-   encoder.layer.{i}.attention.self.{query,key,value}.weight
-    layers.{i}.attention.out           <-   encoder.layer.{i}.attention.output.dense
+    layers.{i}.attention.o             <-   encoder.layer.{i}.attention.output.dense
     layers.{i}.attention_norm          <-   encoder.layer.{i}.attention.output.LayerNorm
     layers.{i}.ffn_in                  <-   encoder.layer.{i}.intermediate.dense
     layers.{i}.ffn_out                 <-   encoder.layer.{i}.output.dense
@@ -59,7 +59,7 @@ def electra_keymap(prefix: str, head_keys: tuple[str, ...], has_projection: bool
         rules += [
             Rule(p + f"layers.{{i}}.attention.qkv.{w}",
                  tuple(enc + f"attention.self.{n}.{w}" for n in ("query", "key", "value"))),
-            Rule(p + f"layers.{{i}}.attention.out.{w}", enc + f"attention.output.dense.{w}"),
+            Rule(p + f"layers.{{i}}.attention.o.{w}", enc + f"attention.output.dense.{w}"),
             Rule(p + f"layers.{{i}}.attention_norm.{w}", enc + f"attention.output.LayerNorm.{w}"),
             Rule(p + f"layers.{{i}}.ffn_in.{w}", enc + f"intermediate.dense.{w}"),
             Rule(p + f"layers.{{i}}.ffn_out.{w}", enc + f"output.dense.{w}"),

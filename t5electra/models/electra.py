@@ -38,7 +38,7 @@ from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, Masked
                             QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
 from ..modeling import LoadReport, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
-from ..nn.attention import attend
+from ..nn.attention import SelfAttention
 from ..nn.dropout import Dropout
 
 # --------------------------------------------------------------------------------------------
@@ -219,27 +219,20 @@ class ElectraEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class ElectraSelfAttention(nn.Module):
-    """Multi-head self-attention with one fused QKV projection and PyTorch's SDPA kernel
-    (flash / memory-efficient / math, whichever applies): softmax(q k^T / sqrt(D) + mask) v.
-    Training with dropout on CPU: the same formula with nn/dropout.py's mask (nn/attention.attend)."""
+class ElectraSelfAttention(SelfAttention):
+    """BERT's multi-head self-attention on the shared block (nn/attention.py, the one T5 uses):
+    one fused QKV projection with biases and PyTorch's SDPA kernel, softmax(q k^T / sqrt(D) + mask) v.
+    Training with dropout on CPU: the same formula with nn/dropout.py's mask. Called as
+    ``attention(x, mask)``, mask (B, 1, 1, T) bool, True where the key may be attended to."""
 
     def __init__(self, config: ElectraConfig):
-        super().__init__()
-        H = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.qkv = nn.Linear(H, 3 * H)  # rows: [query; key; value] (HF: three Linear layers)
-        self.out = nn.Linear(H, H)
-        self.dropout_p = config.attention_probs_dropout_prob
+        H, N = config.hidden_size, config.num_attention_heads
+        super().__init__(H, N, H // N, dropout=config.attention_probs_dropout_prob, bias=True)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
-        # (B, T, 3H) -> (3, B, N, T, D)
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
-        # mask: (B, 1, 1, T) bool, True where the key may be attended to (not padding).
-        # SDPA; in training on CPU, the plain formula with nn/dropout.py's cheaper mask (nn/attention.attend)
-        y = attend(q, k, v, mask, dropout_p=self.dropout_p if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, H))  # (B, N, T, D) -> (B, T, H)
+    @property
+    def out(self) -> nn.Linear:
+        """The output projection (``o`` in the shared block; transformers: attention.output.dense)."""
+        return self.o
 
 
 class ElectraLayer(nn.Module):
@@ -298,6 +291,15 @@ class ElectraPreTrainedModel(PreTrainedModel):
         hf_sd, sources = normalize_prefix(hf_sd, sources or {}, self.encoder_prefix)
         return super().load_hf_state_dict(hf_sd, sources)
 
+    @property
+    def check_inputs(self) -> bool:
+        """The encoder's input check flag (see ``ElectraModel.check_inputs``)."""
+        return self.electra.check_inputs
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:
+        self.electra.check_inputs = bool(value)
+
     def _shape_hint(self) -> str:
         c = self.config
         return (f"vocab_size={c.vocab_size}, embedding_size={c.embedding_size}, hidden_size={c.hidden_size}, "
@@ -309,6 +311,9 @@ class ElectraModel(ElectraPreTrainedModel):
     """The bare encoder: token ids -> contextual vectors ``last_hidden_state`` (B, T, H)."""
 
     encoder_prefix: ClassVar[str] = ""
+    # Check that ids are inside the vocabularies (one host sync per call), as T5's flag. A training
+    # loop whose data is known to fit may set it to False on GPU (on a head model too: it forwards).
+    check_inputs: bool = True
 
     # CPU inference on a batch of more than this many tokens runs a few whole sequences at a time
     # (inference/chunking.py: same result, fewer page faults). Set it on the instance or the class; 0 turns it off.
@@ -326,9 +331,10 @@ class ElectraModel(ElectraPreTrainedModel):
         self.layers = nn.ModuleList(ElectraLayer(config) for _ in range(config.num_hidden_layers))
         self.apply(self._init_weights)
 
-    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     token_type_ids: torch.Tensor | None) -> None:
-        """Readable errors for inputs that would otherwise fail deep inside torch (or silently)."""
+    def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      token_type_ids: torch.Tensor | None) -> None:
+        """Readable errors for inputs that would otherwise fail deep inside torch (or silently);
+        the id range check (a host sync) only while ``check_inputs`` is True."""
         c = self.config
         if input_ids.dim() != 2:
             raise InvalidInputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
@@ -340,7 +346,7 @@ class ElectraModel(ElectraPreTrainedModel):
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise InvalidInputError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}")
-        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+        if not self.check_inputs or torch.compiler.is_compiling() or input_ids.numel() == 0:
             return
         for name, t, size, what in (("input_ids", input_ids, c.vocab_size, "vocab_size"),
                                     ("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")):
@@ -356,7 +362,7 @@ class ElectraModel(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> BaseModelOutput:
         """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T)."""
-        self.check_inputs(input_ids, attention_mask, token_type_ids)
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
         rows = chunk_rows(input_ids, self.inference_chunk_tokens)
         if rows is not None:  # inference on a large CPU batch: a few sequences at a time
             return BaseModelOutput(last_hidden_state=encode_in_chunks(self._encode, rows, input_ids, attention_mask,

@@ -32,10 +32,11 @@ Generation protocol (used by t5electra/generation/seq2seq.py; all in ``T5ForCond
         # while the rows stay grouped by input (rows of input b are b*g .. b*g+g-1): the g beams
         # of an input share its K/V.
 
-``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol. ``decode_step`` runs
-the blocks with ``linear=decode_linear`` (the hook of nn/linear.py; the speed code lives in
-t5electra/inference/: the same modules, with the fastest matmul formulation for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major
-weights and oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
+``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol.
+``decode_step`` runs the blocks with ``linear=decode_linear`` (the hook of nn/linear.py; the
+speed code lives in t5electra/inference/: the same modules, with the fastest matmul formulation
+for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major weights and
+oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
 """
 
 from __future__ import annotations

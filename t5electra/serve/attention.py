@@ -5,10 +5,10 @@ weights. Rather than changing the models, :func:`capture_attention` attaches for
 their attention modules for one forward pass; each hook recomputes the weights from the module's
 own projections and the inputs it was called with, the same formula the module computed:
 
-- T5 (``nn/attention.py``): ``softmax(q k^T + bias)``, no 1/sqrt(d) scaling (``module.scale`` is
-  1.0), the bias being the relative-position bias plus the causal/padding masks; cross-attention
-  has only the padding mask.
-- ELECTRA (``models/electra.py``): ``softmax(q k^T / sqrt(d))`` with padding keys masked out.
+``softmax(scale * q k^T + bias)`` of the shared blocks (``nn/attention.py``), which both models
+use: T5 with ``scale`` 1.0 (no 1/sqrt(d)) and the relative-position bias plus the causal/padding
+masks as ``bias`` (cross-attention: the padding mask only); ELECTRA with 1/sqrt(d) and a bool
+padding mask.
 
 tests/test_serve_api.py checks that ``weights @ v`` projected by the module's output layer gives
 back the module's output exactly, so the picture is the computation, not an approximation of it.
@@ -40,8 +40,8 @@ def _heads(x: Tensor, parts: int, num_heads: int) -> list[Tensor]:
     return list(x.view(b, t, parts, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0))
 
 
-def t5_self_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
-    """Weights of a T5 ``SelfAttention`` called as ``module(x, bias, kv_cache=None, start=0)``."""
+def self_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """Weights of a ``SelfAttention`` (T5's, ELECTRA's) called as ``module(x, bias, kv_cache=None, start=0)``."""
     x = args[0]
     bias = args[1] if len(args) > 1 else kwargs.get("bias")
     if kwargs.get("kv_cache") is not None:
@@ -63,12 +63,8 @@ def t5_cross_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     return _softmax(q, k, scale, bias)
 
 
-def electra_weights(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
-    """Weights of an ``ElectraSelfAttention`` called as ``module(x, mask)``."""
-    x = args[0]
-    mask = args[1] if len(args) > 1 else kwargs.get("mask")
-    q, k, _ = _heads(module.qkv(x), 3, module.num_heads)
-    return _softmax(q, k, q.shape[-1] ** -0.5, mask)
+# the one self-attention hook, under the names each model family's callers know it by
+t5_self_weights = electra_weights = self_weights
 
 
 @contextlib.contextmanager
@@ -97,8 +93,8 @@ def t5_attention(model: nn.Module, input_ids: Tensor, decoder_input_ids: Tensor)
     """T5's attention on one teacher-forced pass -> {"encoder": (L, H, S, S), "decoder": (L, H, T, T),
     "cross": (L, H, T, S)} for the first row of the batch."""
     modules = {
-        "encoder": [(b.self_attn, t5_self_weights) for b in model.encoder.blocks],
-        "decoder": [(b.self_attn, t5_self_weights) for b in model.decoder.blocks],
+        "encoder": [(b.self_attn, self_weights) for b in model.encoder.blocks],
+        "decoder": [(b.self_attn, self_weights) for b in model.decoder.blocks],
         "cross": [(b.cross_attn, t5_cross_weights) for b in model.decoder.blocks],
     }
     with capture_attention(modules) as captured:
@@ -111,7 +107,7 @@ def electra_attention(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     """An ELECTRA encoder's self-attention (any ELECTRA class: its ``.electra`` encoder runs) ->
     (L, H, T, T) for the first row of the batch."""
     encoder = getattr(model, "electra", model)
-    modules = {"encoder": [(layer.attention, electra_weights) for layer in encoder.layers]}
+    modules = {"encoder": [(layer.attention, self_weights) for layer in encoder.layers]}
     with capture_attention(modules) as captured:
         encoder(input_ids, attention_mask)
     return torch.stack([w[0] for w in captured["encoder"]])
