@@ -6,7 +6,7 @@ so ids, offsets and decoded text are the same as transformers' on the same files
 ``tests/test_tokenizers.py``). ``_TokenizerBase`` (tokenizer_base.py) holds everything the two share: special tokens,
 ``__call__`` with padding / truncation / ``return_tensors``, ``encode``, ``decode``, ``save_pretrained``.
 
-T5 conventions (REFERENCE.md): SentencePiece ids pad=0, eos=1, unk=2, no BOS, EOS appended to every
+T5 conventions (docs/reference.md): SentencePiece ids pad=0, eos=1, unk=2, no BOS, EOS appended to every
 sequence, and 100 sentinels after the pieces counting down: ``<extra_id_i>`` = sp_size + 99 - i.
 transformers v5 splits on whitespace first and gives every word the "▁" prefix (the ``legacy`` and
 ``add_prefix_space`` flags of v4 are ignored), so runs of whitespace collapse and text right after a

@@ -1,4 +1,4 @@
-"""Replaced-token detection (ElectraPretrainer): every ELECTRA invariant of REFERENCE.md."""
+"""Replaced-token detection (ElectraPretrainer): every ELECTRA invariant of docs/reference.md."""
 
 from __future__ import annotations
 

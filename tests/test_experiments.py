@@ -341,3 +341,30 @@ finetune: {tasks: [x+y, x]}
     assert "2.50 ± 0.71 (n=2)" in md  # the pretraining loss over the seeds
     for png in ("x+y_average.png", "x+y_x_acc.png", "x+y_y_bleu.png", "x_acc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_report_links_the_archived_logs_when_logs_are_compressed(tmp_path):
+    """docs/experiments/*/ keep logs.tar.xz instead of logs/: the report says where and how to open it."""
+    from t5electra.experiments.report import raw_logs_line
+
+    assert "[logs/](logs/)" in raw_logs_line(tmp_path)
+    (tmp_path / "logs.tar.xz").write_bytes(b"")
+    assert "[logs.tar.xz](logs.tar.xz)" in raw_logs_line(tmp_path) and "tar xJf" in raw_logs_line(tmp_path)
+    (tmp_path / "logs").mkdir()  # a fresh run's logs win over an old archive
+    assert "[logs/](logs/)" in raw_logs_line(tmp_path)
+
+
+def test_archived_experiment_logs_hold_every_job_of_results_jsonl():
+    """The archives in docs/experiments/ are complete: each finished job's metrics.jsonl is in it."""
+    import tarfile
+
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    root = repo / "docs" / "experiments"
+    archives = sorted(root.glob("*/logs.tar.xz"))
+    assert archives
+    for archive in archives:
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+        for line in (archive.parent / "results.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            assert f"{record['logs']}/metrics.jsonl" in names, (archive, record["id"])

@@ -1,4 +1,4 @@
-"""ELECTRA/BERT masking invariants (REFERENCE.md, ELECTRA section; official pretrain_helpers.mask)."""
+"""ELECTRA/BERT masking invariants (docs/reference.md, ELECTRA section; official pretrain_helpers.mask)."""
 
 from __future__ import annotations
 

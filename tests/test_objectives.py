@@ -1,4 +1,4 @@
-"""Objective invariants: T5 span corruption per REFERENCE.md and t5's preprocessors.py,
+"""Objective invariants: T5 span corruption per docs/reference.md and t5's preprocessors.py,
 i.i.d. denoising, prefix LM, the seq2seq collator, and the re-exported ELECTRA masking."""
 
 from __future__ import annotations

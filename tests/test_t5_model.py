@@ -1,4 +1,4 @@
-"""T5 model (t5electra/models/t5.py, t5electra/nn/): config, invariants of REFERENCE.md, fast paths
+"""T5 model (t5electra/models/t5.py, t5electra/nn/): config, invariants of docs/reference.md, fast paths
 proven equal to plain ones (SDPA vs formula, cached vs uncached decoding), clear input errors."""
 
 import math
@@ -64,9 +64,9 @@ def test_config_semantics_and_validation():
     assert "dense_act_fn" not in d.to_dict() and d.to_dict()["architectures"] == ["T5ForConditionalGeneration"]
 
 
-# -- REFERENCE.md invariants --------------------------------------------------------------------
+# -- docs/reference.md invariants --------------------------------------------------------------------
 def _bucket_formula(rel: int, bidirectional: bool, nb: int, md: int) -> int:
-    """REFERENCE.md's description, element by element in plain Python."""
+    """docs/reference.md's description, element by element in plain Python."""
     bucket = 0
     if bidirectional:
         nb //= 2

@@ -13,7 +13,7 @@ Two halves:
    last complete shard.
 
 2. :class:`PackedDataset` (a torch ``IterableDataset``) streams fixed-length rows from the
-   shards, the T5 way (per REFERENCE.md: random chunk -> concatenate documents -> split to raw
+   shards, the T5 way (per docs/reference.md: random chunk -> concatenate documents -> split to raw
    length -> denoise) or the ELECTRA way (``[CLS] ... [SEP]`` rows). It is deterministic for a
    seed, gives every torchrun rank and DataLoader worker a disjoint share of the rows (their
    union is exactly the single-process output), and has a cursor (``state_dict()`` /

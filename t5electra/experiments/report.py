@@ -21,6 +21,8 @@ from typing import Any
 from .flops import format_flops
 from .grid import Experiment, task_slug
 
+LOGS_ARCHIVE = "logs.tar.xz"  # the compressed logs/ kept in the repository
+
 
 def main_metrics(task: str, test: dict[str, float]) -> list[str]:
     """The metrics the report shows for ``task``: its first one; a mixture's average and each task's first."""
@@ -199,11 +201,21 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
             L.append(f"| {exp.methods[name].label} | {budget} | {rs[0]['steps']} | {format_flops(rs[0]['flops'])} | "
                      f"{_cell(losses)} | {statistics.fmean(r['wall_s'] for r in rs):.0f} |")
         L.append("")
-    L += ["## Raw logs", "", "Every job's record (FLOPs, wall time, metrics): [results.jsonl](results.jsonl); "
-          "each run's config, metrics.jsonl, results.json and plots: [logs/](logs/).", ""]
+    L += ["## Raw logs", "", "Every job's record (FLOPs, wall time, metrics): [results.jsonl](results.jsonl); " +
+          raw_logs_line(out), ""]
     path = out / "README.md"
     path.write_text("\n".join(L), encoding="utf-8")
     return path
+
+
+def raw_logs_line(out: Path) -> str:
+    """Where each run's own files are: ``logs/`` after a run, or ``logs.tar.xz`` once archived
+    (docs/experiments/README.md: the repository keeps the archive, without the per-run plots that
+    ``t5electra plot`` redraws from metrics.jsonl)."""
+    if (out / LOGS_ARCHIVE).is_file() and not (out / "logs").is_dir():
+        return (f"each run's config, metrics.jsonl and results.json: [{LOGS_ARCHIVE}]({LOGS_ARCHIVE}) "
+                f"(`tar xJf {LOGS_ARCHIVE}`; curves: `t5electra plot logs/<job id>`).")
+    return "each run's config, metrics.jsonl, results.json and plots: [logs/](logs/)."
 
 
 def multitask_table(exp: Experiment, finetune: list[dict[str, Any]]) -> list[str]:

@@ -3,7 +3,7 @@
     python -m t5electra.recipes.pretrain_electra --config run.yaml --train.max_steps=1000
     torchrun --nproc_per_node 4 -m t5electra.recipes.pretrain_electra --config run.yaml
 
-Pipeline (Clark et al. 2020, https://arxiv.org/abs/2003.10555; REFERENCE.md): text files -> token
+Pipeline (Clark et al. 2020, https://arxiv.org/abs/2003.10555; docs/reference.md): text files -> token
 shards (tokenised once, cached) -> packed rows ``[CLS] tokens [SEP]`` of ``data.max_length`` ->
 :class:`~t5electra.models.electra_rtd.ElectraPretrainer`, which masks 15% of the real tokens,
 lets the small generator fill them in (MLM loss), samples replacements with Gumbel-max, and
@@ -62,7 +62,7 @@ METRIC_NAMES = {"gen_accuracy": "gen_acc", "disc_accuracy": "disc_acc", "disc_pr
 
 
 def default_config(objective: str = "electra-rtd") -> RunConfig:
-    """The engine's defaults with ELECTRA's pretraining recipe on top (Small, REFERENCE.md): AdamW
+    """The engine's defaults with ELECTRA's pretraining recipe on top (Small, docs/reference.md): AdamW
     lr 5e-4, weight decay 0.01 (not LayerNorm / biases), eps 1e-6, linear warmup (1%) + decay to 0,
     sequences of 128."""
     cfg = RunConfig()

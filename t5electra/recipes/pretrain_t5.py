@@ -3,7 +3,7 @@
     python -m t5electra.recipes.pretrain_t5 --config run.yaml --train.max_steps=1000
     torchrun --nproc_per_node 4 -m t5electra.recipes.pretrain_t5 --config run.yaml
 
-Pipeline (Raffel et al. 2020, §3.1.4; REFERENCE.md): text files -> token shards (tokenised once,
+Pipeline (Raffel et al. 2020, §3.1.4; docs/reference.md): text files -> token shards (tokenised once,
 cached) -> packed rows of ``raw_length`` tokens (568 for inputs of 512) -> span corruption (15%
 noise, mean span 3, one sentinel per span, EOS on both sides) -> fixed-shape batches -> the
 encoder-decoder's cross-entropy on the targets. Each torchrun rank reads its own rows.
