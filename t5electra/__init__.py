@@ -28,6 +28,9 @@ _EXPORTS = {
     "ElectraPretrainer": "t5electra.models.electra_rtd",
     "ElectraPipeline": "t5electra.pipelines",
     "ElectraTokenizer": "t5electra.tokenizers",
+    "LoraConfig": "t5electra.lora",
+    "PeftModel": "t5electra.lora",
+    "get_peft_model": "t5electra.lora",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -12,7 +12,7 @@ LAYERS = {
     "core": 0, "errors": 0, "config": 0, "machine": 0,
     "nn": 1, "checkpoint": 1, "modeling": 1, "tokenizer_base": 1, "tokenizers": 1, "metrics": 1,
     "generation": 2, "inference": 2,
-    "models": 3,
+    "models": 3, "lora": 3,
     "pipelines": 4, "data": 4, "eval": 4, "train": 4, "plot": 4,
     "recipes": 5, "serve": 5, "experiments": 5,
     "commands": 6, "cli": 6, "__init__": 6, "generate": 6, "fill_mask": 6,  # the last two: old import paths

@@ -71,6 +71,11 @@ def _load_safetensors(path: Path) -> StateDict:
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
 
 
+def load_safetensors(path: str | os.PathLike) -> StateDict:
+    """One safetensors file on the CPU; CheckpointError naming it when it cannot be read."""
+    return _load_safetensors(Path(path))
+
+
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 

@@ -105,6 +105,15 @@ class KeyMap:
         return ours, unused, origin
 
     # -- ours -> HF -----------------------------------------------------------------------------
+    def hf_names(self, our_key: str) -> tuple[str, ...] | None:
+        """The HF key(s) our parameter ``our_key`` is exported as (several for a fused projection,
+        in the order of its row blocks), or None when no rule names it."""
+        for rule, rx in self._ours_regex:
+            m = rx.match(our_key)
+            if m:
+                return tuple(h.format(**m.groupdict()) for h in rule.hf_keys)
+        return None
+
     def to_hf(self, our_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for key, t in our_sd.items():

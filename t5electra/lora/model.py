@@ -1,0 +1,268 @@
+"""``get_peft_model`` / ``PeftModel``: LoRA adapters on our models, in PEFT's names and files.
+
+Which of our layers a transformers module name means comes from the model's checkpoint key map
+(t5electra/checkpoint/): our ``encoder.blocks.0.self_attn.qkv.weight`` is exported as
+``encoder.block.0.layer.0.SelfAttention.{q,k,v}.weight``, so the module ``...SelfAttention.v`` is
+the third row block of our ``qkv``. Targets are matched against those transformers module paths
+with PEFT's rule (a list entry matches a path equal to it or ending in ``.entry``; a string is a
+regex over the whole path), so the same ``LoraConfig`` picks the same modules here and in PEFT.
+
+Files (``save_pretrained``): ``adapter_config.json`` and ``adapter_model.safetensors`` with PEFT's
+keys, ``base_model.model.<transformers module path>.lora_A.weight`` / ``.lora_B.weight``, and the
+modules_to_save tensors as ``base_model.model.<transformers parameter name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint.io import checkpoint_dir, load_safetensors, save_state_dict
+from ..errors import CheckpointNotFoundError, ConfigError, WeightsMismatchError
+from .config import DEFAULT_TARGETS, TASK_HEADS, WEIGHTS_NAME, LoraConfig
+from .layers import LoraLinear
+
+
+PREFIX = "base_model.model."  # PEFT's prefix of every saved key (PeftModel.base_model = LoraModel.model)
+
+
+def _matches(path: str, targets: list[str] | str) -> bool:
+    """PEFT's rule (peft.tuners.tuners_utils.check_target_module_exists)."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def linear_modules(model: nn.Module) -> dict[str, list[tuple[str, int, int]]]:
+    """Our nn.Linear layers that have transformers names: our module path -> [(transformers module
+    path, first output row, end row)], one entry per row block (3 for a fused q/k/v)."""
+    keymap = model.hf_keymap(model.config)
+    out = {}
+    for name, module in model.named_modules():
+        if type(module) is not nn.Linear:
+            continue
+        hf = keymap.hf_names(f"{name}.weight")
+        if not hf:
+            continue
+        rows = module.out_features // len(hf)
+        out[name] = [(h.removesuffix(".weight"), i * rows, (i + 1) * rows) for i, h in enumerate(hf)]
+    return out
+
+
+def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, ...]) -> dict[str, str]:
+    """modules_to_save -> {our parameter name: transformers parameter name} of the modules they name."""
+    keymap = model.hf_keymap(model.config)
+    found: dict[str, str] = {}
+    matched = set()
+    for key, _ in model.named_parameters():
+        hf = keymap.hf_names(key)
+        if not hf:
+            continue
+        for t in names:
+            module_paths = {h.rsplit(".", 1)[0] for h in hf}
+            hits = [p for p in module_paths if any(q == t or q.endswith("." + t) for q in _ancestors(p))]
+            if not hits:
+                continue
+            if len(hf) > 1:
+                raise ConfigError(f"modules_to_save {t!r} names part of our fused {key!r} ({', '.join(hf)}); "
+                                  f"adapt it with target_modules instead")
+            found[key] = hf[0]
+            matched.add(t)
+    missing = [t for t in names if t not in matched and t not in optional]
+    if missing:
+        heads = sorted({k.split(".")[0] for k in found} | _top_level_modules(model, keymap))
+        raise ConfigError(f"modules_to_save {missing} match no module of {type(model).__name__} "
+                          f"(its top-level modules in transformers' names: {heads})")
+    return found
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _top_level_modules(model: nn.Module, keymap) -> set[str]:
+    return {h.split(".")[0] for k, _ in model.named_parameters() for h in (keymap.hf_names(k) or ())}
+
+
+def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
+             ) -> dict[str, dict[str, tuple[str, int, int]]]:
+    """Our module path -> {part name: (transformers module path, start, stop)} for the targets."""
+    targets = config.target_modules
+    if targets is None:
+        model_type = getattr(model.config, "model_type", "")
+        if model_type not in DEFAULT_TARGETS:
+            raise ConfigError(f"LoRA target_modules not given and no default for model type {model_type!r}")
+        targets = DEFAULT_TARGETS[model_type]
+    saved_modules = {h.rsplit(".", 1)[0] for h in saved.values()}
+    linears = linear_modules(model)
+    chosen: dict[str, dict[str, tuple[str, int, int]]] = {}
+    used = set()
+    for ours, blocks in linears.items():
+        for hf_path, start, stop in blocks:
+            if not _matches(hf_path, targets):
+                continue
+            if config.exclude_modules is not None and _matches(hf_path, config.exclude_modules):
+                continue
+            if any(hf_path == m or hf_path.startswith(m + ".") for m in saved_modules):
+                continue  # PEFT trains a module_to_save in full, never adapts inside it
+            part = hf_path.rsplit(".", 1)[-1]
+            chosen.setdefault(ours, {})[part] = (hf_path, start, stop)
+            used.add(part)
+    valid = sorted({p.rsplit(".", 1)[-1] for blocks in linears.values() for p, _, _ in blocks})
+    if isinstance(targets, str):
+        if not chosen:
+            raise ConfigError(f"LoRA target_modules regex {targets!r} matches no linear module of "
+                              f"{type(model).__name__}; its module names are: {', '.join(valid)}")
+    else:
+        missing = [t for t in targets if not any(_matches(p, [t]) for blocks in linears.values()
+                                                  for p, _, _ in blocks)]
+        if missing or not chosen:
+            raise ConfigError(f"LoRA target_modules {missing or targets} match no linear module of "
+                              f"{type(model).__name__}; valid names (transformers'): {', '.join(valid)}")
+    return chosen
+
+
+def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+class PeftModel(nn.Module):
+    """A model with LoRA adapters; calls and attributes pass through to ``base_model``."""
+
+    def __init__(self, model: nn.Module, config: LoraConfig):
+        super().__init__()
+        if isinstance(model, PeftModel):
+            raise ConfigError("this model already has LoRA adapters (merge_and_unload() it first)")
+        if not hasattr(model, "hf_keymap"):
+            raise ConfigError(f"LoRA needs a t5electra model (with a transformers key map), got {type(model).__name__}")
+        self.peft_config = config
+        saved = _saved_parameters(model, config.all_modules_to_save(), TASK_HEADS.get(config.task_type, ()))
+        targets = _resolve(model, config, saved)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        # PEFT key -> our parameter name inside base_model
+        self._peft_keys: dict[str, str] = {}
+        for ours, parts in targets.items():
+            base = model.get_submodule(ours)
+            _set_module(model, ours, LoraLinear(base, {n: (s, e) for n, (_, s, e) in parts.items()}, r=config.r,
+                                                scaling=config.scaling, dropout=config.lora_dropout,
+                                                init_lora_weights=config.init_lora_weights))
+            for n, (hf_path, _, _) in parts.items():
+                for ab in ("lora_A", "lora_B"):
+                    self._peft_keys[f"{PREFIX}{hf_path}.{ab}.weight"] = f"{ours}.{ab}.{n}.weight"
+        for ours, hf in saved.items():
+            self._peft_keys[PREFIX + hf] = ours
+        params = dict(model.named_parameters())
+        for ours in self._peft_keys.values():
+            params[ours].requires_grad_(not config.inference_mode)
+        self.base_model = model
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules of this wrapper
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    def forward(self, *args, **kwargs):
+        return self.base_model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.base_model.generate(*args, **kwargs)
+
+    # -- parameters -----------------------------------------------------------------------------
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, all) parameter counts (the frozen base included in all)."""
+        params = {id(p): p for p in self.parameters()}.values()
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def print_trainable_parameters(self) -> None:
+        t, n = self.get_nb_trainable_parameters()
+        print(f"trainable params: {t:,d} || all params: {n:,d} || trainable%: {100 * t / n:.4f}")
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The adapter and modules_to_save tensors under PEFT's key names."""
+        params = dict(self.base_model.named_parameters())
+        return {k: params[ours] for k, ours in self._peft_keys.items()}
+
+    def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "the adapter") -> None:
+        """Copy PEFT-named tensors in, checking that every key is ours and every shape fits."""
+        sd = {_peft_key(k): v for k, v in sd.items()}
+        unexpected = sorted(set(sd) - set(self._peft_keys))
+        if unexpected:
+            raise WeightsMismatchError(
+                f"{source}: {len(unexpected)} tensor(s) this model has no place for, e.g. {unexpected[:3]} "
+                f"(an adapter for another model, or a config whose target_modules differ?)")
+        missing = sorted(set(self._peft_keys) - set(sd))
+        if missing:
+            raise WeightsMismatchError(f"{source}: {len(missing)} adapter tensor(s) missing, e.g. {missing[:3]}")
+        params = dict(self.base_model.named_parameters())
+        for k, t in sd.items():
+            want = params[self._peft_keys[k]].shape
+            if t.shape != want:
+                raise WeightsMismatchError(f"{source}: {k!r} has shape {tuple(t.shape)}, this model expects "
+                                           f"{tuple(want)} (an adapter trained on another base model?)")
+        with torch.no_grad():
+            for k, t in sd.items():
+                params[self._peft_keys[k]].copy_(t)
+
+    # -- files ----------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """adapter_config.json + adapter_model.safetensors, as peft.PeftModel.save_pretrained writes them."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        config = self.peft_config
+        if config.base_model_name_or_path is None and getattr(self.base_model, "name_or_path", None):
+            config.base_model_name_or_path = self.base_model.name_or_path
+        save_state_dict(self.adapter_state_dict(), d, WEIGHTS_NAME)
+        config.save_pretrained(d)
+        return d
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, *, is_trainable: bool = False
+                        ) -> PeftModel:
+        """``model`` with the adapter of ``directory`` (written here or by PEFT); frozen unless
+        ``is_trainable``."""
+        d = checkpoint_dir(directory)
+        config = LoraConfig.from_pretrained(d)
+        config.inference_mode = not is_trainable
+        path = d / WEIGHTS_NAME
+        if not path.is_file():
+            found = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"
+            raise CheckpointNotFoundError(f"no {WEIGHTS_NAME} in {d} (found: {found}); adapters are read from "
+                                          f"safetensors only")
+        peft_model = cls(model, config)
+        peft_model.load_adapter_state_dict(load_safetensors(path), str(path))
+        return peft_model
+
+    # -- merging --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge_and_unload(self) -> nn.Module:
+        """Fold every adapter into its base weight and return the plain model (its class, its
+        save_pretrained); modules_to_save are already trained in place."""
+        model = self.base_model
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoraLinear):
+                module.merge()
+                _set_module(model, name, module.base_layer)
+        return model
+
+
+def _peft_key(key: str) -> str:
+    """PEFT names saved by older versions or for a named adapter (``lora_A.default.weight``)."""
+    return re.sub(r"\.(lora_[AB])\.default\.weight\Z", r".\1.weight", key)
+
+
+def get_peft_model(model: nn.Module, config: LoraConfig) -> PeftModel:
+    """Freeze ``model`` and add the LoRA adapters ``config`` describes (PEFT's function)."""
+    if not isinstance(config, LoraConfig):
+        raise ConfigError(f"get_peft_model needs a t5electra LoraConfig, got {type(config).__name__}")
+    return PeftModel(model, config)

@@ -1,0 +1,236 @@
+"""LoRA (t5electra/lora/): interop with the peft package both ways on tiny random models, merged
+equals unmerged, fused projections adapted per transformers name, clear errors on bad input.
+
+Adapters are made with init_lora_weights=False (B random, not PEFT's zeros) and heads are
+perturbed, so an adapter or head tensor that went to the wrong place changes the logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from t5electra import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from t5electra.errors import ConfigError, WeightsMismatchError  # noqa: E402
+from t5electra.lora import LoraLinear  # noqa: E402
+from t5electra.models import electra as E  # noqa: E402
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration  # noqa: E402
+
+# float32 on tiny models: sums in another order (fused vs separate matmuls, AVX2 vs AVX-512)
+# differ by a few ulps of values of order 1.
+TOL = dict(atol=2e-5, rtol=1e-4)
+
+CASES = {
+    # name: (targets, modules_to_save, task_type)
+    "t5-v1.0": (["q", "k", "v", "o", "wi", "wo"], None, "SEQ_2_SEQ_LM"),
+    "t5-v1.1": (["q", "v", "wi_1", "wo"], None, "SEQ_2_SEQ_LM"),  # parts of fused qkv / kv / wi
+    "electra-cls": (["query", "value", "dense"], ["classifier"], "SEQ_CLS"),
+}
+
+
+def ours(case: str):
+    torch.manual_seed(0)
+    if case.startswith("t5"):
+        v11 = case == "t5-v1.1"
+        cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                       relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                       feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11)
+        return T5ForConditionalGeneration(cfg).eval()
+    cfg = E.ElectraConfig.from_preset("electra-tiny", num_labels=3, hidden_dropout_prob=0.0,
+                                      attention_probs_dropout_prob=0.0)
+    return E.ElectraForSequenceClassification(cfg).eval()
+
+
+def hf_class(case: str):
+    return transformers.T5ForConditionalGeneration if case.startswith("t5") else \
+        transformers.ElectraForSequenceClassification
+
+
+def inputs(case: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 60, (2, 9), generator=g)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    out = dict(input_ids=ids, attention_mask=mask)
+    if case.startswith("t5"):
+        out["decoder_input_ids"] = torch.randint(2, 60, (2, 5), generator=g)
+    return out
+
+
+def logits(model, case: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs(case)).logits
+
+
+def base_dirs(case: str, tmp_path):
+    """Our random base model saved in the HF layout, and transformers' copy of it."""
+    model = ours(case)
+    model.save_pretrained(tmp_path / "base")
+    hf = hf_class(case).from_pretrained(tmp_path / "base", attn_implementation="eager").eval()
+    return model, hf
+
+
+def perturb(params) -> None:
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_our_adapter_loads_in_peft_with_the_same_logits(case, tmp_path):
+    targets, save, task = CASES[case]
+    model, hf = base_dirs(case, tmp_path)
+    base_logits = logits(model, case)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=save,
+                                            task_type=task, init_lora_weights=False))
+    if save:  # the head trains in full: make it differ from the base's
+        perturb(lora.base_model.classifier.parameters())
+    ours_logits = logits(lora, case)
+    assert not torch.allclose(ours_logits, base_logits, **TOL)  # the adapter does something
+    lora.save_pretrained(tmp_path / "adapter")
+
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    torch.testing.assert_close(logits(theirs, case), ours_logits, **TOL)
+    # Same modules adapted as PEFT would choose from the same config.
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["r"] == 4 and saved["lora_alpha"] == 8 and saved["peft_type"] == "LORA"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_peft_adapter_loads_in_ours_with_the_same_logits(case, tmp_path):
+    targets, save, task = CASES[case]
+    model, hf = base_dirs(case, tmp_path)
+    theirs = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=16, target_modules=targets,
+                                                     modules_to_save=save, task_type=task,
+                                                     init_lora_weights=False)).eval()
+    if save:
+        perturb(p for n, p in theirs.named_parameters() if "modules_to_save" in n)
+    theirs.save_pretrained(tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(model, tmp_path / "adapter")
+    torch.testing.assert_close(logits(loaded, case), logits(theirs, case), **TOL)
+    assert loaded.get_nb_trainable_parameters()[0] == 0  # loaded for inference: frozen
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_merged_equals_unmerged_and_loads_in_transformers(case, tmp_path):
+    targets, save, task = CASES[case]
+    model = ours(case)
+    lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=5, target_modules=targets, modules_to_save=save,
+                                            task_type=task, init_lora_weights=False))
+    unmerged = logits(lora, case)
+    merged = lora.merge_and_unload()
+    assert type(merged) is type(model) and not any(isinstance(m, LoraLinear) for m in merged.modules())
+    torch.testing.assert_close(logits(merged, case), unmerged, **TOL)
+    merged.save_pretrained(tmp_path / "merged")
+    hf = hf_class(case).from_pretrained(tmp_path / "merged", attn_implementation="eager").eval()
+    torch.testing.assert_close(logits(hf, case), unmerged, **TOL)
+
+
+def test_fused_qkv_gets_one_adapter_per_transformers_name():
+    model = ours("t5-v1.1")
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q", "v", "wi_1"]))
+    qkv = lora.base_model.encoder.blocks[0].self_attn.qkv
+    inner = 4 * 8
+    assert isinstance(qkv, LoraLinear) and qkv.parts == {"q": (0, inner), "v": (2 * inner, 3 * inner)}
+    assert lora.base_model.encoder.blocks[0].ff.wi.parts == {"wi_1": (48, 96)}
+    assert lora.base_model.decoder.blocks[0].cross_attn.kv.parts == {"v": (inner, 2 * inner)}
+    # Only the adapters train; the adapted rows of k stay exactly the base's.
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    keys = set(lora.adapter_state_dict())
+    assert "base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight" in keys
+    assert "base_model.model.decoder.block.1.layer.1.EncDecAttention.v.lora_B.weight" in keys
+    assert not any(".k.lora" in k for k in keys)
+
+
+def test_scaling_and_rslora():
+    assert LoraConfig(r=8, lora_alpha=16).scaling == 2.0
+    assert LoraConfig(r=16, lora_alpha=8, use_rslora=True).scaling == 2.0
+
+
+def test_default_init_starts_at_the_base_and_trains_only_adapters_and_head():
+    model = ours("electra-cls")
+    base = logits(model, "electra-cls")
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
+                                            modules_to_save=["classifier"]))
+    torch.testing.assert_close(logits(lora, "electra-cls"), base)  # B = 0
+    lora.train()
+    out = lora(**inputs("electra-cls"), labels=torch.tensor([0, 2]))
+    out.loss.backward()
+    grads = {n for n, p in lora.named_parameters() if p.grad is not None}
+    assert {n for n in grads if "classifier" in n} and all("lora_" in n or "classifier" in n for n in grads)
+    assert any("lora_B" in n for n in grads)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(r=0), "r .*positive integer, got 0"),
+    (dict(r=-4), "positive integer"),
+    (dict(lora_alpha=0), "lora_alpha must be a positive number"),
+    (dict(lora_dropout=1.0), r"lora_dropout must be in \[0, 1\)"),
+    (dict(bias="all"), "bias='all' is not supported"),
+    (dict(target_modules=[]), "non-empty list"),
+])
+def test_bad_config_values_are_clear_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        LoraConfig(**kwargs)
+
+
+def test_unknown_target_module_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"\['query_proj'\].*valid names.*key.*query.*value"):
+        get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query", "query_proj"]))
+    with pytest.raises(ConfigError, match=r"\[.wi_0.\].*: k, o, q, v, wi, wo$"):
+        get_peft_model(ours("t5-v1.0"), LoraConfig(target_modules=["wi_0"]))
+    with pytest.raises(ConfigError, match="modules_to_save .*'head'.* match no module"):
+        get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query"], modules_to_save=["head"]))
+
+
+def test_adapter_for_another_base_names_the_key(tmp_path):
+    small = ours("electra-cls")
+    get_peft_model(small, LoraConfig(r=4, target_modules=["query"])).save_pretrained(tmp_path / "a")
+    wider = E.ElectraForSequenceClassification(E.ElectraConfig.from_preset("electra-tiny", num_labels=3,
+                                                                           hidden_size=48))
+    with pytest.raises(WeightsMismatchError, match=r"electra\.encoder\.layer\.0\.attention\.self\.query\.lora_A"
+                                                   r"\.weight' has shape \(4, 32\), this model expects \(4, 48\)"):
+        PeftModel.from_pretrained(wider, tmp_path / "a")
+    t5 = ours("t5-v1.0")
+    with pytest.raises(ConfigError, match="query.* match no linear module of T5ForConditionalGeneration"):
+        PeftModel.from_pretrained(t5, tmp_path / "a")
+
+
+def test_unsupported_peft_features_in_a_file_are_refused(tmp_path):
+    model = ours("electra-cls")
+    get_peft_model(model, LoraConfig(r=4, target_modules=["query"])).save_pretrained(tmp_path / "a")
+    path = tmp_path / "a" / "adapter_config.json"
+    d = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(d, use_dora=True)))
+    with pytest.raises(ConfigError, match="use_dora=True is a PEFT feature this package does not implement"):
+        PeftModel.from_pretrained(ours("electra-cls"), tmp_path / "a")
+    path.write_text(json.dumps(dict(d, peft_type="IA3")))
+    with pytest.raises(ConfigError, match="peft_type 'IA3' is not supported"):
+        PeftModel.from_pretrained(ours("electra-cls"), tmp_path / "a")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generation_with_adapters_equals_the_merged_model(num_beams):
+    """Decoding runs the fast path (decode_linear, packed weights): adapted layers must still add
+    their updates there, so greedy and beam search give the merged model's tokens."""
+    model = ours("t5-v1.1")
+    with torch.no_grad():
+        model.decoder.final_norm.weight.mul_(0.05)  # spread next-token distributions: beams matter
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q", "k", "v", "wi_0", "wo"],
+                                            init_lora_weights=False))
+    lora.optimize_for_decoding()
+    x = inputs("t5-v1.1")
+    kw = dict(max_new_tokens=6, num_beams=num_beams)
+    with torch.no_grad():
+        adapted = lora.generate(x["input_ids"], x["attention_mask"], **kw)
+        merged = lora.merge_and_unload().generate(x["input_ids"], x["attention_mask"], **kw)
+        plain = ours("t5-v1.1")
+        plain.decoder.final_norm.weight.mul_(0.05)
+        base = plain.generate(x["input_ids"], x["attention_mask"], **kw)
+    assert torch.equal(adapted, merged)
+    assert not torch.equal(adapted, base)  # the adapters change the output
