@@ -11,7 +11,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from t5electra import PeftModel
 from t5electra.errors import ConfigError, DataError
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.recipes.finetune_electra import (default_config, encode_qa, load_data, main, qa_answers, train)
@@ -105,6 +107,48 @@ def test_classification_beats_majority_keeps_best_and_resumes_exactly(root, tmp_
     train(_config(args))
     again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
     assert [again[s] for s in range(41, 61)] == [first[s] for s in range(41, 61)]
+
+
+def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path):
+    """--lora.*: the encoder is frozen, the query/value/dense adapters and the classification head train
+    and are all a checkpoint holds; resume is exact; RUN/adapter on the base equals RUN/model."""
+    # A base of its own, seeded here: the module's fixture draws its weights after whichever test ran first.
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+                          ).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    run = tmp_path / "lora"
+    args = _args(root, run, "--electra.head=classification", *_files(root), "--lora.r=8", "--lora.alpha=32",
+                 "--lora.target_modules=[query,value,dense]", f"--model.init_from={tmp_path / 'base'}", steps=40)
+    train(_config(args))
+    evals = {r["step"]: r for r in read_metrics(run) if r["split"] == "eval"}
+    assert evals[40]["loss"] < evals[20]["loss"] - 0.05  # 0.720 -> 0.569 here
+    ckpt = run / "checkpoints" / "step-00000020"
+    assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["adapter_model.safetensors"]
+    keys = set(load_file(ckpt / "adapter_model.safetensors"))
+    head = {f"base_model.model.classifier.{n}.{w}" for n in ("dense", "out_proj") for w in ("weight", "bias")}
+    assert head <= keys and all(k.endswith(("query.lora_A.weight", "query.lora_B.weight", "value.lora_A.weight",
+                                            "value.lora_B.weight", "dense.lora_A.weight", "dense.lora_B.weight"))
+                                for k in keys - head)
+    state = torch.load(ckpt / "training_state.pt", weights_only=True)
+    names = [n for g in state["optimizer"]["param_groups"] for n in g["names"]]
+    assert len(names) == len(keys) and all("lora_" in n or ".classifier." in n for n in names)
+
+    first = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    shutil.rmtree(run / "checkpoints" / "step-00000040")
+    (run / "checkpoints" / "latest").write_text("step-00000020\n")
+    train(_config(args))
+    again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    assert [again[s] for s in range(21, 41)] == [first[s] for s in range(21, 41)]
+
+    merged = ElectraForSequenceClassification.from_pretrained(run / "model")
+    base = ElectraForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
+    assert torch.equal(merged.electra.embeddings.word_embeddings.weight,  # frozen: the base's own
+                       base.electra.embeddings.word_embeddings.weight)
+    adapted = PeftModel.from_pretrained(base, run / "adapter")
+    ids = torch.tensor([[2, 5, 9, 7, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_regression_and_token_classification(root, tmp_path):

@@ -9,7 +9,10 @@ import random
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from t5electra import PeftModel
 from t5electra.errors import ConfigError
 from t5electra.models.t5 import T5ForConditionalGeneration
 from t5electra.eval.text_to_text import predict_texts, task_list
@@ -17,6 +20,7 @@ from t5electra.recipes.finetune_t5 import Seq2SeqBatcher, main, train
 from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
+from t5electra.train.seq2seq import build_model
 
 POS = "good great fun lovely superb moving".split()
 NEG = "bad awful boring dull weak tedious".split()
@@ -133,3 +137,41 @@ def test_mixture_of_tasks_reports_each_task_and_the_average(task_dir, tmp_path):
     assert results["num_examples"]["test"] == 64 and results["majority_baseline"] == {}
     with pytest.raises(ConfigError, match="mixture"):
         train(load_config(None, _args(task_dir, tmp_path / "bad", 1, "--data.task=toy_a+toy_b")))
+
+
+def test_lora_checkpoints_hold_only_adapters_resume_exactly_and_merge(task_dir, tmp_path):
+    """--lora.*: only the q/v adapters train and are checkpointed (with their optimizer state);
+    resuming reproduces the losses; RUN/adapter (PEFT's files) on the base equals RUN/model (merged)."""
+    run = tmp_path / "lora"
+    args = _args(task_dir, run, 20, "--eval.every_steps=10", "--checkpoint.every_steps=10", "--lora.r=4",
+                 "--lora.alpha=16", "--lora.target_modules=[q,v]", "--train.log_every=1")
+    train(load_config(None, args))
+    losses = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    assert losses[20] < losses[1]
+    ckpt = run / "checkpoints" / "step-00000010"
+    assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["adapter_model.safetensors"]
+    keys = set(load_file(ckpt / "adapter_model.safetensors"))
+    assert keys and all(k.endswith((".q.lora_A.weight", ".q.lora_B.weight", ".v.lora_A.weight",
+                                    ".v.lora_B.weight")) for k in keys)
+    state = torch.load(ckpt / "training_state.pt", weights_only=True)
+    names = [n for g in state["optimizer"]["param_groups"] for n in g["names"]]
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    assert len(state["optimizer"]["state"]) == len(names) == len(keys)
+
+    # resume from step 10: the same losses for steps 11..20
+    shutil.rmtree(run / "checkpoints" / "step-00000020")
+    (run / "checkpoints" / "latest").write_text("step-00000010\n")
+    train(load_config(None, args))
+    again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+    assert [again[s] for s in range(11, 21)] == [losses[s] for s in range(11, 21)]
+
+    # RUN/model is the merged model; the random base is rebuilt from the same seed and preset
+    merged = T5ForConditionalGeneration.from_pretrained(run / "model")
+    torch.manual_seed(0)
+    cfg = load_config(None, args)
+    base = build_model(cfg, T5Tokenizer.from_pretrained(task_dir / "tokenizer")).eval()
+    adapted = PeftModel.from_pretrained(base, run / "adapter")
+    ids = torch.tensor([[5, 6, 7, 1]])
+    kw = dict(input_ids=ids, decoder_input_ids=torch.tensor([[0, 5]]))
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(**kw).logits, merged(**kw).logits, atol=1e-4, rtol=1e-4)

@@ -234,14 +234,18 @@ class PeftModel(nn.Module):
         d = checkpoint_dir(directory)
         config = LoraConfig.from_pretrained(d)
         config.inference_mode = not is_trainable
-        path = d / WEIGHTS_NAME
-        if not path.is_file():
-            found = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"
-            raise CheckpointNotFoundError(f"no {WEIGHTS_NAME} in {d} (found: {found}); adapters are read from "
-                                          f"safetensors only")
         peft_model = cls(model, config)
-        peft_model.load_adapter_state_dict(load_safetensors(path), str(path))
+        peft_model.load_adapter(d)
         return peft_model
+
+    def load_adapter(self, directory: str | os.PathLike) -> None:
+        """Load the adapter weights of ``directory`` (a save_pretrained of the same config) into this model."""
+        path = checkpoint_dir(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            found = ", ".join(sorted(p.name for p in path.parent.iterdir())) or "nothing"
+            raise CheckpointNotFoundError(f"no {WEIGHTS_NAME} in {path.parent} (found: {found}); adapters are "
+                                          f"read from safetensors only")
+        self.load_adapter_state_dict(load_safetensors(path), str(path))
 
     # -- merging --------------------------------------------------------------------------------
     @torch.no_grad()

@@ -32,6 +32,10 @@ checkpointed; ``checkpoints/best`` follows ``eval.metric`` (``auto``: the task's
 Pearson, SQuAD F1). At the end the best checkpoint is scored on the validation and test splits
 (``RUN/results.json``, with the majority-class baseline for classification) and saved as
 ``RUN/model`` (weights, config with label names, tokenizer).
+
+LoRA (``--lora.r=8 --lora.target_modules=[query,value]``, t5electra/train/lora.py): the encoder is
+frozen, adapters and the task head train; checkpoints hold only those (and their optimizer
+state); ``RUN/adapter`` is the best adapter in PEFT's layout, ``RUN/model`` the merged model.
 """
 
 from __future__ import annotations
@@ -53,10 +57,11 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model
 from ..train.config import RunConfig, load_config
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
+from ..train.lora import add_lora, export_model
 from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
@@ -191,7 +196,7 @@ def train(cfg: RunConfig) -> Path:
     if not data.splits.get("train"):
         raise DataError("no training examples: data.task has no train split, or data.train_files is empty")
     tokenizer = load_tokenizer(cfg)
-    model = build_model(cfg, data, tokenizer).to(env.device)
+    model = add_lora(build_model(cfg, data, tokenizer), cfg.lora, data.head).to(env.device)  # lora.r: adapters
     pad = tokenizer.pad_token_id
     features = {s: encode(data, s, tokenizer, cfg.data.max_length, cfg.electra.doc_stride) for s in data.splits}
     stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad))
@@ -297,7 +302,7 @@ def finish(run_dir: Path, ckpt: CheckpointManager, model: torch.nn.Module, token
                                      if majority_baseline(data, s)},
                "num_examples": {s: len(v) for s, v in data.splits.items()}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    save_model(unwrap_model(model), run_dir / "model")
+    save_model(export_model(model, run_dir), run_dir / "model")  # LoRA: RUN/adapter, then merged
     tokenizer.save_pretrained(run_dir / "model")
     plot_run_if_available(run_dir)
 

@@ -23,6 +23,10 @@ on the validation and test splits (``RUN/results.json``, with the majority-class
 classification task), as the ELECTRA recipe does. ``--checkpoint.resume=auto``
 continues exactly: the checkpoint stores how many examples of the (deterministic) training stream
 were consumed, with the model, optimizer, scheduler and RNG states.
+
+LoRA (``--lora.r=8 --lora.alpha=16 --lora.target_modules=[q,v]``, t5electra/train/lora.py): the
+base is frozen and only the adapters train; checkpoints hold only them (and their optimizer
+state); ``RUN/adapter`` is the best adapter in PEFT's layout, ``RUN/model`` the merged model.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from ..train.config import RunConfig, load_config
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
 from ..train.logging import MetricsLogger, Progress
+from ..train.lora import add_lora, export_model
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
@@ -127,7 +132,7 @@ def train(cfg: RunConfig) -> Path:
 
     tasks = task_list(cfg.data.task, cfg.data.task_dir)
     tokenizer = load_tokenizer(cfg)
-    model = build_model(cfg, tokenizer).to(env.device)
+    model = add_lora(build_model(cfg, tokenizer), cfg.lora, "t5").to(env.device)  # lora.r: adapters only train
     # Targets are short for classification: size them from the training set once, then fix them.
     first = list(itertools.islice(mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed), 2000))
     batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, first))
@@ -226,7 +231,7 @@ def finish(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, model: torch.
     best = ckpt.best()
     if best is not None and (ckpt.dir / best["name"]).is_dir():
         load_model_weights(model, ckpt.dir / best["name"])
-    model = unwrap_model(model).eval()
+    model = export_model(model, run_dir).eval()  # LoRA: RUN/adapter written, adapters merged
     save_model(model, run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,

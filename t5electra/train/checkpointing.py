@@ -6,7 +6,8 @@ A run directory holds::
     RUN/metrics.jsonl              metrics, one JSON object per line (train/logging.py)
     RUN/checkpoints/step-00000500/ one checkpoint:
         config.json, model.safetensors   the model in the Hugging Face layout (save_pretrained);
-                                         a plain nn.Module: model.safetensors of its state_dict
+                                         a plain nn.Module: model.safetensors of its state_dict;
+                                         a LoRA model: adapter_config.json + adapter_model.safetensors
         training_state.pt          optimizer, scheduler, step, data cursor, RNG states, extra
                                    (plain tensors and containers: loads with weights_only=True)
         meta.json                  step, time, metrics, and the run config for the resume check
@@ -120,6 +121,9 @@ def save_model(model: nn.Module, directory: Path) -> None:
 def load_model_weights(model: nn.Module, directory: Path) -> None:
     """Load the weights written by :func:`save_model` into ``model`` (same class and config)."""
     model = unwrap_model(model)
+    if hasattr(model, "load_adapter"):  # LoRA (t5electra/lora/): its checkpoints hold the adapters only
+        model.load_adapter(directory)
+        return
     # A model made of sub-models that its save_pretrained wrote to sub-directories named after them
     # (ElectraPretrainer: generator/ + discriminator/): load each, then re-tie what they share.
     parts = [(n, m) for n, m in model.named_children() if hasattr(m, "load_hf_state_dict")]
@@ -383,7 +387,8 @@ def damage(ckpt: str | os.PathLike) -> str | None:
     return None
 
 
-RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "results.json", "tensorboard", "plots")
+RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "adapter", "results.json", "tensorboard",
+                 "plots")
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: bool = False,

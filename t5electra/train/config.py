@@ -1,7 +1,7 @@
 """The run configuration: typed sections, read from YAML and ``--section.key=value`` overrides.
 
 A run is described by one :class:`RunConfig` made of sections (``model``, ``data``, ``optim``,
-``schedule``, ``train``, ``eval``, ``checkpoint``, and ``electra`` for ELECTRA's own options).
+``schedule``, ``train``, ``eval``, ``checkpoint``, ``electra`` for ELECTRA's own options, ``lora`` for LoRA fine-tuning).
 Each field is declared with :func:`option`, which stores a one-line help text, so ``describe()``
 can list every option with its type, default and meaning. Sources are applied in order: the dataclass defaults, then a YAML file, then
 command-line overrides::
@@ -155,7 +155,7 @@ class CheckpointSection:
     resume: Optional[str] = option(None, "'auto' (latest in train.output_dir, if any), a run directory "
                                          "or a checkpoint directory; None: start fresh")
     overwrite: bool = option(False, "start fresh even if train.output_dir holds a run: its config.yaml, "
-                                    "metrics.jsonl, checkpoints/, model/, results.json, plots/ and tensorboard/ are "
+                                    "metrics.jsonl, checkpoints/, model/, adapter/, results.json, plots/ and tensorboard/ are "
                                     "deleted first (without it such a run is refused)")
 
 
@@ -173,6 +173,20 @@ class ElectraSection:
     max_answer_length: int = option(30, "QA: longest answer span in tokens")
 
 
+@dataclasses.dataclass
+class LoraSection:
+    """Fine-tuning only: LoRA adapters (t5electra/lora/) train instead of every weight."""
+
+    r: Optional[int] = option(None, "adapter rank (e.g. 8); None: full fine-tuning, every weight trains")
+    alpha: float = option(8.0, "the updates are scaled by alpha / r (PEFT's lora_alpha)")
+    dropout: float = option(0.0, "dropout on the adapters' input while training")
+    target_modules: list[str] = option([], "transformers module names to adapt (T5: q, k, v, o, wi or wi_0/wi_1, "
+                                           "wo; ELECTRA: query, key, value, dense); empty: q, v / query, value")
+    modules_to_save: list[str] = option([], "modules trained in full besides the adapters (an ELECTRA task head "
+                                            "always is)")
+    rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "data": DataSection,
@@ -182,6 +196,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalSection,
     "checkpoint": CheckpointSection,
     "electra": ElectraSection,
+    "lora": LoraSection,
 }
 
 
@@ -197,6 +212,7 @@ class RunConfig:
     eval: EvalSection = dataclasses.field(default_factory=EvalSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
     electra: ElectraSection = dataclasses.field(default_factory=ElectraSection)
+    lora: LoraSection = dataclasses.field(default_factory=LoraSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
@@ -446,6 +462,9 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("electra.disc_weight", 0.0, None, ">= 0"),
     ("electra.doc_stride", 1, None, ">= 1"),
     ("electra.max_answer_length", 1, None, ">= 1"),
+    ("lora.r", 1, None, "a rank >= 1 (e.g. 8), or null for full fine-tuning"),
+    ("lora.alpha", ("open", 0.0), None, "> 0 (e.g. 16)"),
+    ("lora.dropout", 0.0, ("open", 1.0), "in [0, 1)"),
 )
 
 
