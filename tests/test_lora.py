@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from t5electra import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from t5electra.cli import main  # noqa: E402
 from t5electra.errors import ConfigError, WeightsMismatchError  # noqa: E402
 from t5electra.lora import LoraLinear  # noqa: E402
 from t5electra.models import electra as E  # noqa: E402
@@ -124,6 +125,8 @@ def test_merged_equals_unmerged_and_loads_in_transformers(case, tmp_path):
     unmerged = logits(lora, case)
     merged = lora.merge_and_unload()
     assert type(merged) is type(model) and not any(isinstance(m, LoraLinear) for m in merged.modules())
+    with pytest.raises(ConfigError, match="merged into the base weights"):
+        lora.save_pretrained(tmp_path / "gone")
     torch.testing.assert_close(logits(merged, case), unmerged, **TOL)
     merged.save_pretrained(tmp_path / "merged")
     hf = hf_class(case).from_pretrained(tmp_path / "merged", attn_implementation="eager").eval()
@@ -234,3 +237,31 @@ def test_generation_with_adapters_equals_the_merged_model(num_beams):
         base = plain.generate(x["input_ids"], x["attention_mask"], **kw)
     assert torch.equal(adapted, merged)
     assert not torch.equal(adapted, base)  # the adapters change the output
+
+
+def test_convert_merge_writes_the_merged_head_model_from_a_peft_adapter(tmp_path, capsys):
+    """A PEFT SEQ_CLS adapter trained on a discriminator: convert --merge picks the classification
+    class, reads num_labels from the head in the adapter, and writes what transformers loads."""
+    torch.manual_seed(0)
+    cfg = E.ElectraConfig.from_preset("electra-tiny")
+    E.ElectraForPreTraining(cfg).save_pretrained(tmp_path / "disc")
+    hf = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "disc", num_labels=3).eval()
+    theirs = peft.get_peft_model(hf, peft.LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS",
+                                                     init_lora_weights=False)).eval()
+    theirs.save_pretrained(tmp_path / "adapter")
+    want = logits(theirs, "electra-cls")
+
+    # PEFT recorded the base's directory (base_model_name_or_path)
+    assert main(["convert", "--merge", str(tmp_path / "adapter"), str(tmp_path / "out")]) == 0
+    assert "merged into ElectraForSequenceClassification" in capsys.readouterr().out
+    merged = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(logits(merged, "electra-cls"), want, **TOL)
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+
+    # a hub name is no directory here: --base says where the base is
+    path = tmp_path / "adapter" / "adapter_config.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), base_model_name_or_path="google/electra-small")))
+    assert main(["convert", "--merge", str(tmp_path / "adapter"), str(tmp_path / "out2")]) == 1
+    assert "its base model 'google/electra-small' is not a directory here" in capsys.readouterr().err
+    assert main(["convert", "--merge", str(tmp_path / "adapter"), str(tmp_path / "out2"),
+                 "--base", str(tmp_path / "disc")]) == 0

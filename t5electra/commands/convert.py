@@ -11,6 +11,13 @@ directory (its ``model/``). An ELECTRA pretraining model (``generator/`` + ``dis
 converted part by part. DST gets ``config.json`` + ``model.safetensors`` (+ the tokenizer files),
 which transformers and t5electra both load. The result is verified: DST is reloaded and its
 logits on a random input must equal the source model's (``--no-verify`` skips it).
+
+    t5electra convert --merge runs/lora-sst2/adapter exported/sst2 [--base BASE_DIR]
+
+``--merge``: SRC is a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors, ours or
+PEFT's; or a run directory with ``adapter/``, or one of its checkpoints). It is folded into its base
+model (``--base``, default the adapter's ``base_model_name_or_path``) and DST gets the merged model;
+verified against the unmerged base + adapter.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="model, training checkpoint or run directory")
     parser.add_argument("dst", metavar="DST", help="output directory (created; must be empty or absent)")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading DST and comparing logits")
+    parser.add_argument("--merge", action="store_true",
+                        help="SRC is a LoRA adapter (PEFT layout): write its base model with the adapter merged in")
+    parser.add_argument("--base", metavar="DIR", help="with --merge: the base model directory (default: the "
+                                                      "adapter's base_model_name_or_path)")
 
 
 def model_class(model_dir: Path):
@@ -75,8 +86,10 @@ def copy_tokenizer(src: Path, dst: Path) -> str | None:
     return None
 
 
-def verify(model, dst: Path, cls) -> float:
-    """Reload ``dst`` and compare logits with ``model`` on a fixed random input; the max |difference|."""
+def verify(model, dst: Path, cls, merged: bool = False) -> float:
+    """Reload ``dst`` and compare logits with ``model`` on a fixed random input; the max |difference|.
+    ``merged``: ``model`` is the unmerged base + adapter, so float rounding differs (W x + B A x vs
+    (W + B A) x): allowed up to 1e-4 of the largest logit."""
     import torch
 
     from ..errors import WeightsMismatchError
@@ -96,7 +109,7 @@ def verify(model, dst: Path, cls) -> float:
     if isinstance(ta, tuple):  # QA: (start, end)
         ta, tb = torch.stack(ta), torch.stack(tb)
     diff = float((ta.float() - tb.float()).abs().max())
-    if diff > 1e-5:
+    if diff > (1e-4 * max(1.0, float(ta.float().abs().max())) if merged else 1e-5):
         raise WeightsMismatchError(f"{dst}: the converted model's outputs differ from the source's by {diff:.3g}")
     return diff
 
@@ -113,6 +126,26 @@ def convert_one(src: Path, dst: Path, check: bool) -> str:
     return line
 
 
+def merge_adapter(src: Path, dst: Path, base: str | None, check: bool) -> str:
+    """SRC's LoRA adapter merged into its base, saved to DST; verified against the unmerged model."""
+    import copy
+
+    from ..lora.merge import adapter_dir, base_dir, load_adapted
+
+    adapted = load_adapted(src, base)
+    reference = copy.deepcopy(adapted) if check else None  # merging folds the adapters in place
+    trainable = sum(t.numel() for t in adapted.adapter_state_dict().values())
+    model = adapted.merge_and_unload()
+    model.save_pretrained(dst)
+    a = adapter_dir(src)
+    tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config, base), dst)
+    line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {dst}" + \
+        (f" + {tok}" if tok else " (no tokenizer found)")
+    if check:
+        line += f"; verified: max |logits difference| = {verify(reference, dst, type(model), merged=True):.1g}"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import T5ElectraError
 
@@ -122,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
             from ..errors import CheckpointError
 
             raise CheckpointError(f"{dst} exists and is not empty: choose a new directory")
+        if args.base and not args.merge:
+            from ..errors import ConfigError
+
+            raise ConfigError("--base is for --merge (the base model of a LoRA adapter)")
+        if args.merge:
+            print(merge_adapter(src, dst, args.base, not args.no_verify))
+            return 0
         src = source_dir(src)
         if (src / "config.json").is_file():
             print(convert_one(src, dst, not args.no_verify))

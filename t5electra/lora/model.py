@@ -190,11 +190,17 @@ class PeftModel(nn.Module):
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The adapter and modules_to_save tensors under PEFT's key names."""
+        if self.__dict__.get("_unloaded"):
+            raise ConfigError("the adapters were merged into the base weights (merge_and_unload): there is no "
+                              "adapter left to save or load")
         params = dict(self.base_model.named_parameters())
         return {k: params[ours] for k, ours in self._peft_keys.items()}
 
     def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "the adapter") -> None:
         """Copy PEFT-named tensors in, checking that every key is ours and every shape fits."""
+        if self.__dict__.get("_unloaded"):
+            raise ConfigError("the adapters were merged into the base weights (merge_and_unload): load the "
+                              "adapter into a fresh base model")
         sd = {_peft_key(k): v for k, v in sd.items()}
         unexpected = sorted(set(sd) - set(self._peft_keys))
         if unexpected:
@@ -257,6 +263,7 @@ class PeftModel(nn.Module):
             if isinstance(module, LoraLinear):
                 module.merge()
                 _set_module(model, name, module.base_layer)
+        self._unloaded = True
         return model
 
 
