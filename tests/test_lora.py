@@ -20,6 +20,9 @@ from t5electra.errors import ConfigError, WeightsMismatchError  # noqa: E402
 from t5electra.lora import LoraLinear  # noqa: E402
 from t5electra.models import electra as E  # noqa: E402
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration  # noqa: E402
+from t5electra.serve.config import ServeConfig  # noqa: E402
+from t5electra.serve.registry import ModelRegistry  # noqa: E402
+from t5electra.tokenizers import ElectraTokenizer  # noqa: E402
 
 # float32 on tiny models: sums in another order (fused vs separate matmuls, AVX2 vs AVX-512)
 # differ by a few ulps of values of order 1.
@@ -265,3 +268,24 @@ def test_convert_merge_writes_the_merged_head_model_from_a_peft_adapter(tmp_path
     assert "its base model 'google/electra-small' is not a directory here" in capsys.readouterr().err
     assert main(["convert", "--merge", str(tmp_path / "adapter"), str(tmp_path / "out2"),
                  "--base", str(tmp_path / "disc")]) == 0
+
+
+def test_server_loads_an_adapter_directory_on_its_base(tmp_path):
+    """`t5electra serve --model cls=ADAPTER_DIR`: the base named by the adapter, the adapter merged in
+    once, the tokenizer from the base; served as a classifier."""
+    tok = ElectraTokenizer.train(iter(["a good film", "a bad film", "the plot"] * 5), vocab_size=60, min_frequency=1)
+    cfg = E.ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    E.ElectraForPreTraining(cfg).save_pretrained(tmp_path / "disc")
+    tok.save_pretrained(tmp_path / "disc")
+    base = E.ElectraForSequenceClassification.from_pretrained(tmp_path / "disc", num_labels=2)
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS",
+                                           init_lora_weights=False))
+    perturb(lora.base_model.classifier.parameters())
+    lora.save_pretrained(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == str(tmp_path / "disc")
+    served = ModelRegistry.from_dirs([f"cls={tmp_path / 'adapter'}"], ServeConfig()).models["cls"]
+    assert served.kind == "electra-classifier" and len(served.tokenizer) == len(tok)
+    ids = torch.tensor([[2, 5, 9, 7, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(served.classifier(input_ids=ids).logits, lora(input_ids=ids).logits, **TOL)

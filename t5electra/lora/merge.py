@@ -81,3 +81,17 @@ def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = No
 def merged_model(adapter: str | os.PathLike, base: str | os.PathLike | None = None) -> PreTrainedModel:
     """The base model with the adapter folded into its weights."""
     return load_adapted(adapter, base).merge_and_unload()
+
+
+TOKENIZER_FILES = ("spiece.model", "vocab.txt", "tokenizer.json")
+
+
+def tokenizer_dir(adapter: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """Where an adapter's tokenizer is: its own directory if it has one (our checkpoints do), else its base's."""
+    a = adapter_dir(adapter)
+    if any((a / f).is_file() for f in TOKENIZER_FILES):
+        return a
+    b = base_dir(a, LoraConfig.from_pretrained(a), base)
+    if not any((b / f).is_file() for f in TOKENIZER_FILES) and any((b.parent / f).is_file() for f in TOKENIZER_FILES):
+        return b.parent  # a pretraining run's model/ keeps the tokenizer beside discriminator/
+    return b

@@ -8,10 +8,13 @@ A directory is recognised by what it contains:
   discriminator: detect), ``ElectraForSequenceClassification`` (a fine-tuned head: classify);
 - no config.json but ``generator/`` and/or ``discriminator/`` sub-directories -> an ELECTRA
   pretraining run (``ElectraPretrainer.save_pretrained``): fill-mask, detect and, with both,
-  correct.
+  correct;
+- no config.json but ``adapter_config.json`` -> a LoRA adapter (PEFT's layout): loaded on its base
+  model (the adapter's ``base_model_name_or_path``) and merged in once, at start-up, so it is
+  served as fast as the base (t5electra/lora/merge.py).
 
 The tokenizer is loaded from the same directory (for a pretraining run: from it or one of its two
-sub-directories). Every model can show its attention. Requests name models by these names only:
+sub-directories; for an adapter without one: from its base). Every model can show its attention. Requests name models by these names only:
 nothing a request says can reach the file system.
 """
 
@@ -27,7 +30,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointNotFoundError, ConfigError
-from ..models.registry import architecture
+from ..lora.merge import is_adapter_dir, merged_model, tokenizer_dir
+from ..models.registry import ARCHITECTURES, architecture
 from ..pipelines import ElectraPipeline
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from .batching import DynamicBatcher
@@ -141,24 +145,32 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
                                                                                              config))
             _check_vocab(sm, d)
             return sm
-        raise CheckpointNotFoundError(
-            f"{d} is not a model directory: it has no config.json (a T5 or ELECTRA checkpoint) and no "
-            f"generator/ or discriminator/ sub-directory (an ELECTRA pretraining run)")
-    data = _read_config(cfg_path)
-    arch = architecture(data, str(cfg_path))  # models/registry.py: which class, which head
+        if not is_adapter_dir(d):
+            raise CheckpointNotFoundError(
+                f"{d} is not a model directory: it has no config.json (a T5 or ELECTRA checkpoint), no "
+                f"generator/ or discriminator/ sub-directory (an ELECTRA pretraining run) and no "
+                f"adapter_config.json (a LoRA adapter)")
+        loaded = merged_model(d)
+        arch, tok_dir, cfg_path = ARCHITECTURES[type(loaded).__name__], tokenizer_dir(d), d / "adapter_config.json"
+    else:
+        arch = architecture(_read_config(cfg_path), str(cfg_path))  # models/registry.py: which class, which head
+        loaded, tok_dir = None, d
+
+    def load() -> torch.nn.Module:
+        return _prepare(loaded if loaded is not None else arch.cls.from_pretrained(d), config)
+
     if arch.family == "t5":
         if arch.head != "seq2seq":
             raise ConfigError(f"{cfg_path}: architectures={[arch.name]}: only T5ForConditionalGeneration can be served "
                               f"(generation needs the decoder and the language-model head)")
-        sm = ServedModel(name, "t5", "t5", T5Tokenizer.from_pretrained(d),
-                         t5=_prepare(arch.cls.from_pretrained(d), config))
+        sm = ServedModel(name, "t5", "t5", T5Tokenizer.from_pretrained(tok_dir), t5=load())
     else:
         if arch.head not in SERVED_HEADS:
             raise ConfigError(f"{cfg_path}: architectures={[arch.name]}; the server needs one of "
                               f"{', '.join(ELECTRA_CLASSES)} to know which head to use")
         kind, slot = SERVED_HEADS[arch.head]
-        sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(d))
-        setattr(sm, slot, _prepare(arch.cls.from_pretrained(d), config))
+        sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(tok_dir))
+        setattr(sm, slot, load())
     _check_vocab(sm, d)
     return sm
 
