@@ -23,6 +23,8 @@ from t5electra.models.t5 import T5Config, T5ForConditionalGeneration  # noqa: E4
 from t5electra.serve.config import ServeConfig  # noqa: E402
 from t5electra.serve.registry import ModelRegistry  # noqa: E402
 from t5electra.tokenizers import ElectraTokenizer  # noqa: E402
+from t5electra.train.config import load_config  # noqa: E402
+from t5electra.train.lora import lora_config  # noqa: E402
 
 # float32 on tiny models: sums in another order (fused vs separate matmuls, AVX2 vs AVX-512)
 # differ by a few ulps of values of order 1.
@@ -289,3 +291,16 @@ def test_server_loads_an_adapter_directory_on_its_base(tmp_path):
     ids = torch.tensor([[2, 5, 9, 7, 3]])
     with torch.no_grad():
         torch.testing.assert_close(served.classifier(input_ids=ids).logits, lora(input_ids=ids).logits, **TOL)
+
+
+def test_run_config_lora_section_parses_and_checks():
+    cfg = load_config(None, ["--lora.r=8", "--lora.alpha=16", "--lora.target_modules=[q,v]"])
+    config = lora_config(cfg.lora, "t5")
+    assert (config.r, config.scaling, config.target_modules, config.task_type) == (8, 2.0, ["q", "v"], "SEQ_2_SEQ_LM")
+    assert lora_config(load_config(None, []).lora, "t5") is None  # no lora.r: full fine-tuning
+    assert lora_config(load_config(None, ["--lora.r=4"]).lora, "classification").all_modules_to_save() == \
+        ["classifier", "score"]  # PEFT's SEQ_CLS heads: the ELECTRA head trains in full
+    for bad, match in (("--lora.r=0", "lora.r=0: must be a rank >= 1"), ("--lora.alpha=0", "lora.alpha=0"),
+                       ("--lora.dropout=1", r"lora.dropout=1.0: must be in \[0, 1\)")):
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, [bad])
