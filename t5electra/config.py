@@ -11,22 +11,16 @@ must name real fields: a typo is an error that suggests the closest name.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .core.atomic import write_text_atomic
+from .core.typed_config import option, suggest
 from .errors import CheckpointNotFoundError, ConfigError, ModelTypeError
 
 C = TypeVar("C", bound="ModelConfig")
-
-
-def suggest(name: str, choices) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -37,8 +31,8 @@ class ModelConfig:
     # Presets by name: {"t5-small": {field: value, ...}}; filled by each subclass.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    # config.json keys we do not model, written back unchanged.
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    extra: dict[str, Any] = option({}, "config.json keys we do not model, written back unchanged", repr=False,
+                                   compare=False)
 
     # -- construction -------------------------------------------------------------------------
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 from ..checkpoint.electra import electra_keymap, normalize_prefix
 from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
+from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation.fill_mask import fill_mask_generate
 from ..inference.chunking import chunk_rows, encode_in_chunks
@@ -63,35 +64,35 @@ class ElectraConfig(ModelConfig):
     model_type: ClassVar[str] = "electra"
 
     # -- the encoder --
-    vocab_size: int = 30522  # token ids: rows of the word-embedding matrix
-    embedding_size: int = 128  # width of the embeddings; projected to hidden_size when different
-    hidden_size: int = 256  # width of the encoder's residual stream
-    num_hidden_layers: int = 12  # transformer blocks
-    num_attention_heads: int = 4  # heads per block; must divide hidden_size
-    intermediate_size: int = 1024  # inner width of the feed-forward network (4 x hidden_size)
-    hidden_act: str = "gelu"  # FFN and discriminator-head activation, a key of ACTIVATIONS
-    hidden_dropout_prob: float = 0.1  # dropout on the embeddings and on each residual branch
-    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
-    max_position_embeddings: int = 512  # longest sequence the learned position table covers
-    type_vocab_size: int = 2  # token types (segments A / B)
-    initializer_range: float = 0.02  # std of the normal init of every weight matrix and embedding
-    layer_norm_eps: float = 1e-12  # epsilon of every LayerNorm
-    pad_token_id: int | None = 0  # [PAD]: its embedding row starts at zero and gets no gradient
-    position_embedding_type: str = "absolute"  # only learned "absolute" positions (BERT's relative ones: no)
+    vocab_size: int = option(30522, "token ids: rows of the word-embedding matrix")
+    embedding_size: int = option(128, "width of the embeddings; projected to hidden_size when different")
+    hidden_size: int = option(256, "width of the encoder's residual stream")
+    num_hidden_layers: int = option(12, "transformer blocks")
+    num_attention_heads: int = option(4, "heads per block; must divide hidden_size")
+    intermediate_size: int = option(1024, "inner width of the feed-forward network (4 x hidden_size)")
+    hidden_act: str = option("gelu", "FFN and discriminator-head activation, a key of ACTIVATIONS")
+    hidden_dropout_prob: float = option(0.1, "dropout on the embeddings and on each residual branch")
+    attention_probs_dropout_prob: float = option(0.1, "dropout on the attention probabilities")
+    max_position_embeddings: int = option(512, "longest sequence the learned position table covers")
+    type_vocab_size: int = option(2, "token types (segments A / B)")
+    initializer_range: float = option(0.02, "std of the normal init of every weight matrix and embedding")
+    layer_norm_eps: float = option(1e-12, "epsilon of every LayerNorm")
+    pad_token_id: int | None = option(0, "[PAD]: its embedding row starts at zero and gets no gradient")
+    position_embedding_type: str = option("absolute", 'only learned "absolute" positions (BERT\'s relative ones: no)')
     # -- transformers' sequence summary: used only by its multiple-choice head; kept so that
     #    config.json round-trips. Our sequence classifier always reads the first ([CLS]) token.
-    summary_type: str = "first"  # round-trip only
-    summary_use_proj: bool = True  # round-trip only
-    summary_activation: str | None = "gelu"  # round-trip only
-    summary_last_dropout: float = 0.1  # round-trip only
+    summary_type: str = option("first", "round-trip only")
+    summary_use_proj: bool = option(True, "round-trip only")
+    summary_activation: str | None = option("gelu", "round-trip only")
+    summary_last_dropout: float = option(0.1, "round-trip only")
     # -- task heads --
-    classifier_dropout: float | None = None  # dropout in the classification heads; None: hidden_dropout_prob
-    num_labels: int | None = None  # outputs of the task heads (1 = regression); default len(id2label), else 2
-    id2label: dict[int, str] | None = None  # label names by index; default LABEL_0, LABEL_1, ...
-    label2id: dict[str, int] | None = None  # inverse of id2label; default derived from it
-    # Sequence-classification loss: "regression", "single_label_classification" or
-    # "multi_label_classification"; None infers it like transformers (num_labels, label dtype).
-    problem_type: str | None = None
+    classifier_dropout: float | None = option(None, "dropout in the classification heads; None: hidden_dropout_prob")
+    num_labels: int | None = option(None, "outputs of the task heads (1 = regression); default len(id2label), else 2")
+    id2label: dict[int, str] | None = option(None, "label names by index; default LABEL_0, LABEL_1, ...")
+    label2id: dict[str, int] | None = option(None, "inverse of id2label; default derived from it")
+    problem_type: str | None = option(None, "sequence-classification loss: 'regression', 'single_label_classification' "
+                                            "or 'multi_label_classification'; None infers it like transformers "
+                                            "(num_labels, label dtype)")
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 

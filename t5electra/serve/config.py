@@ -23,9 +23,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import suggest
+from ..core.typed_config import coerce, option, suggest
 from ..errors import ConfigError
-from ..train.config import coerce, option
 
 
 @dataclasses.dataclass

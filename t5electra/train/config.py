@@ -21,24 +21,15 @@ import argparse
 import dataclasses
 import math
 import os
-import types
 import typing
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 
-from ..config import suggest
 from ..core.atomic import write_text_atomic
+from ..core.typed_config import _type_name, _yaml_value, coerce, option, suggest  # noqa: F401 (train.config.coerce)
 from ..errors import ConfigError
-
-
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (``metadata['help']``); mutable defaults are copied."""
-    if isinstance(default, (list, dict)):
-        value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,96 +219,6 @@ class RunConfig:
 # --------------------------------------------------------------------------------------------
 # Typed parsing
 # --------------------------------------------------------------------------------------------
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~", ""}
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", str(tp))
-
-
-def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
-    """``value`` converted to annotation ``tp``; ConfigError naming ``where`` otherwise.
-
-    With ``parse_strings`` (command-line values) a string is read as the type asks: ``"3e-4"`` ->
-    float, ``"true"`` -> bool, ``"a,b"`` or ``"[a, b]"`` -> list, ``"none"`` -> None for Optional.
-    """
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (parse_strings and isinstance(value, str) and value.strip().lower() in _NONE):
-            return None
-        return coerce(value, args[0], where, parse_strings)
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str) and parse_strings:
-            s = value.strip()
-            if s.startswith("["):
-                value = _yaml_value(s, where)
-            else:
-                value = [v.strip() for v in s.split(",")] if s else []
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [coerce(v, item, f"{where}[{i}]", parse_strings) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if isinstance(value, str) and parse_strings:
-            value = _yaml_value(value, where)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping like {{key: value}}, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and parse_strings and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and parse_strings:
-            try:
-                f = float(value.replace("_", ""))
-            except ValueError:
-                f = None
-            if f is not None and f.is_integer():
-                return int(f)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string: accept it everywhere
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")  # pragma: no cover
-
-
-def _yaml_value(s: str, where: str) -> Any:
-    try:
-        return yaml.safe_load(s)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: cannot parse {s!r} ({str(e).splitlines()[0]})") from None
-
-
 def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.Field, Any]:
     """(section object, field, annotation) for ``"optim.lr"``; ConfigError with a suggestion."""
     section, _, key = dotted.partition(".")
