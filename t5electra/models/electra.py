@@ -473,13 +473,18 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
                 ) -> MaskedLMOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
-        h = self.generator_predictions(h)  # (B, T, E)
-        logits = F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (B, T, V)
+        logits = self.lm_logits(self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Encoder output (..., H) -> logits (..., V): the generator head (dense, GELU, LayerNorm to
+        E), then the output layer tied to the word embeddings, plus its bias. The one copy of it
+        (the RTD pretrainer calls it on the masked positions only)."""
+        h = self.generator_predictions(hidden)  # (..., E)
+        return F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (..., V)
 
     def generate(self, *args: Any, **kwargs: Any):
         """Fill every [MASK] in ``input_ids`` with the generator, one mask at a time, most

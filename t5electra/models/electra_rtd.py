@@ -248,9 +248,7 @@ class ElectraPretrainer(nn.Module):
         gen = self.generator
         hidden = gen.electra(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state      # (B, T, Hg)
-        h = gen.generator_predictions(hidden[positions])                              # (M, E)
-        # the tied output layer, as in ElectraForMaskedLM.forward: E -> V with the embedding matrix
-        return F.linear(h, gen.electra.embeddings.word_embeddings.weight, gen.generator_lm_head.bias)  # (M, V)
+        return gen.lm_logits(hidden[positions])                                       # (M, V)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
