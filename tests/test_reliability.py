@@ -1,0 +1,82 @@
+"""A careless user's inputs and the faults of a real machine: each gives one clear line naming the
+flag, file or value and what is valid, never a traceback, and writes nothing half
+(the catalogue is docs/reliability.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t5electra.cli import main
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from t5electra.tokenizers import T5Tokenizer
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory, spiece_model_path):
+    d = tmp_path_factory.mktemp("t5")
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config.from_preset("t5-tiny", vocab_size=1152)).save_pretrained(d)
+    T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes()).save_pretrained(d)
+    return d
+
+
+def _error_line(capsys, command: str) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"t5electra {command}: error: "), captured.err
+    return lines[0]
+
+
+# -- generate ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size=0: must be at least 1"),
+    (["--max-length", "-5"], "--max-length=-5: must be at least 1"),
+    (["--max-length", "0"], "--max-length=0: must be at least 1"),  # used to truncate nothing, silently
+    (["--max-new-tokens", "0"], "--max-new-tokens=0: must be at least 1"),
+    (["--num-beams", "0"], "--num-beams=0: must be at least 1"),
+    (["--seed", "1180591620717411303424"], "--seed=1180591620717411303424: must be in [0, 2**64)"),
+    (["--device", "tpu"], "--device='tpu' is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (["--out", "/proc/x"], "--out '/proc/x': cannot write in '/proc'"),
+])
+def test_generate_bad_arguments_are_one_line(t5_dir, capsys, args, message):
+    assert main(["generate", str(t5_dir), "hello", *args]) == 1
+    assert message in _error_line(capsys, "generate")
+
+
+def test_generate_out_is_written_whole_or_not_at_all(t5_dir, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous results\n")
+    assert main(["generate", str(t5_dir), "hello", "--out", str(out), "--temperature", "inf", "--do-sample"]) == 1
+    _error_line(capsys, "generate")
+    assert out.read_text() == "previous results\n"  # a failed run leaves the old file as it was
+    assert main(["generate", str(t5_dir), "hello", "--out", str(out), "--max-new-tokens", "3"]) == 0
+    assert out.read_text().startswith('{"input": "hello", "output": ')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary left
+    assert main(["generate", str(t5_dir), "hello", "--out", str(tmp_path)]) == 1
+    assert "is a directory" in _error_line(capsys, "generate")
+    assert main(["generate", str(t5_dir), "hello", "--out", str(tmp_path / "no" / "x.jsonl")]) == 1
+    assert "does not exist" in _error_line(capsys, "generate")
+
+
+# -- serve (argument checks only; the server itself: tests/test_serve_*.py) ---------------------
+@pytest.mark.parametrize("args, message", [
+    (["--port", "70000"], "--port=70000: a TCP port is a number from 1 to 65535"),
+    (["--device", "tpu"], "--device='tpu' is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device='cuda:"),
+])
+def test_serve_bad_port_and_device_are_one_line(t5_dir, capsys, args, message):
+    assert main(["serve", str(t5_dir), *args]) == 1
+    assert message in _error_line(capsys, "serve")
+
+
+# -- the top-level help --------------------------------------------------------------------------
+def test_top_level_help_is_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    description = " ".join(out.split("positional arguments")[0].split("\n", 2)[2].split())
+    assert description.endswith(".") and "Each subcommand lives in its own module" not in description
+    assert "pretrain, fine-tune, evaluate, generate, serve" in description
+
