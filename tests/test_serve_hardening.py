@@ -16,7 +16,6 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from t5electra.errors import ConfigError
@@ -25,7 +24,7 @@ from t5electra.serve.batching import Abandoned, DynamicBatcher
 from t5electra.serve.config import ServeConfig
 from t5electra.serve.demo import build_demo_models
 from t5electra.serve.registry import ModelRegistry
-from t5electra.serve.server import uvicorn_config
+from t5electra.serve.server import make_server
 
 
 @pytest.fixture(scope="module")
@@ -258,12 +257,13 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(dirs):
 
 # -- 3. connections --------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _uvicorn(app, **config):
-    """The app behind uvicorn as `t5electra serve` runs it (serve/server.py), on a free port, in a thread."""
+def _uvicorn(app, grace_s: float = 5.0, **config):
+    """The app behind uvicorn as `t5electra serve` runs it (serve/server.py), on a free port, in a
+    thread: yields (port, server); ``server.should_exit = True`` is what SIGTERM does."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, ServeConfig(port=port, **config), "warning"))
+    server = make_server(app, ServeConfig(port=port, **config), "warning", grace_s=grace_s)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -272,10 +272,11 @@ def _uvicorn(app, **config):
                 break
             time.sleep(0.1)
         assert server.started, "uvicorn did not start"
-        yield port
+        yield port, server
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+        assert not thread.is_alive()
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -305,7 +306,7 @@ def _read_response(sock: socket.socket) -> bytes:
 
 def test_connections_that_never_finish_a_request_are_closed(dirs):
     app, _ = _app(dirs, names=("t5-tiny",))
-    with _uvicorn(app, read_timeout_s=1.0) as port:
+    with _uvicorn(app, read_timeout_s=1.0) as (port, _):
         half_headers = socket.create_connection(("127.0.0.1", port))
         half_headers.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Ty")
         half_body = socket.create_connection(("127.0.0.1", port))
@@ -325,7 +326,7 @@ def test_connections_that_never_finish_a_request_are_closed(dirs):
 
 def test_connections_beyond_max_connections_get_503(dirs):
     app, _ = _app(dirs, names=("t5-tiny",))
-    with _uvicorn(app, max_connections=2) as port:
+    with _uvicorn(app, max_connections=2) as (port, _):
         with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
             r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
             assert r.status_code == 503
@@ -402,3 +403,29 @@ def test_ids_without_a_token_are_shown_as_unknown_not_a_500(dirs):
     assert tok.convert_ids_to_tokens([len(tok)]) == [None]
     assert token_strings(tok, [0, len(tok), 1]) == [tok.convert_ids_to_tokens(0), tok.unk_token,
                                                     tok.convert_ids_to_tokens(1)]
+
+
+def test_shutdown_answers_503_to_a_request_in_flight_instead_of_waiting_for_it(dirs):
+    """SIGTERM while a long fill-mask runs: after the grace period the batch is dropped at its next
+    step, its client gets 503 (not a bare 500 after a wait as long as the request), and the server exits."""
+    app, reg = _app(dirs, names=("electra-tiny",), max_work_tokens=10**7)
+    calls: list = []
+    _slow_down(reg, "fill-mask", calls)
+    body = {"texts": [" ".join(["[MASK]"] * 100)] * 8}
+    answer = {}
+    with _uvicorn(app, grace_s=0.5) as (port, server):
+        def post():
+            answer["r"] = httpx.post(f"http://127.0.0.1:{port}/v1/fill-mask", json=body, timeout=120)
+
+        client = threading.Thread(target=post)
+        client.start()
+        for _ in range(600):
+            if calls:
+                break
+            time.sleep(0.1)
+        assert calls, "the request never reached the model"
+        server.should_exit = True  # what uvicorn's SIGTERM handler does
+        client.join(timeout=120)
+    assert not client.is_alive()
+    error(answer["r"], 503, "shutting down")
+    assert len(calls) < 100
