@@ -80,3 +80,16 @@ def test_top_level_help_is_whole_sentences(capsys):
     assert description.endswith(".") and "Each subcommand lives in its own module" not in description
     assert "pretrain, fine-tune, evaluate, generate, serve" in description
 
+
+
+# -- data fetch --cache ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "proc", "read-only"])
+def test_data_fetch_cache_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, kind):
+    monkeypatch.setenv("T5ELECTRA_CACHE", str(tmp_path / "cache"))  # restored after: the command sets it from --cache
+    cache = {"file": tmp_path / "a-file", "proc": "/proc/t5electra-cache", "read-only": "/sys"}[kind]
+    if kind == "file":
+        cache.write_text("not a directory")
+    assert main(["data", "fetch", "sentiment", "--cache", str(cache)]) == 1
+    line = _error_line(capsys, "data fetch")
+    assert f"--cache '{cache}'" in line
+    assert ("is a file, expected a directory" if kind == "file" else "cannot write there") in line

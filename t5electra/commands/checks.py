@@ -44,6 +44,22 @@ def device(value: str, flag: str = "--device") -> torch.device:
     return dev
 
 
+def writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as a directory this process can write in, created if missing; ConfigError if it is a
+    file, cannot be created, or refuses a new file (read-only, /proc, no permission)."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a file, expected a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag} {str(path)!r}: cannot write there ({e.strerror or e}); choose a directory "
+                          f"you can write to") from None
+    return p
+
+
 def output_file(path: str, flag: str = "--out") -> Path:
     """Check, before any work, that ``path`` can be written (its directory exists and takes a new
     file); nothing is created. Write it later with :func:`write_atomic`."""
