@@ -66,13 +66,14 @@ def test_work_per_request_is_capped_with_413_naming_the_limit(client):
     assert client.get("/v1/models").json()["limits"]["max_work_tokens"] == 65536
 
 
-def test_generate_and_correct_work_is_capped(dirs):
+def test_generate_and_correct_work_is_capped(client, dirs):
+    # at the defaults: 32 texts x 8 beams x 128 new tokens is within max_texts, max_beams and
+    # max_new_tokens, and would keep a CPU busy for minutes (t5-small: about 8 min on a 2-core VM)
+    error(client.post("/v1/generate", json={"texts": ["x"] * 32, "num_beams": 8, "max_new_tokens": 128}), 413,
+          "32768 decoder steps", "4096 (max_decode_steps)", "32 texts x 8 beams or samples x 128 new tokens")
     app, _ = _app(dirs, max_work_tokens=2000)
     text = "the cat sat on the mat " * 5
     with TestClient(app) as c:
-        # 4 texts x (input + 4 beams x 128 new tokens) > 2000
-        error(c.post("/v1/generate", json={"texts": [text] * 4, "num_beams": 4, "max_new_tokens": 128}), 413,
-              "max_work_tokens", "2000", "4 beams or samples x 128 new tokens")
         error(c.post("/v1/correct", json={"texts": [text] * 4, "max_iters": 10}), 413, "max_work_tokens",
               "10 rounds")
         r = c.post("/v1/generate", json={"texts": [text], "max_new_tokens": 4})
