@@ -4,12 +4,15 @@ flag, file or value and what is valid, never a traceback, and writes nothing hal
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from t5electra.cli import main
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
-from t5electra.tokenizers import T5Tokenizer
+from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,63 @@ def test_data_fetch_cache_that_cannot_be_written_is_one_line(tmp_path, capsys, m
     line = _error_line(capsys, "data fetch")
     assert f"--cache '{cache}'" in line
     assert ("is a file, expected a directory" if kind == "file" else "cannot write there") in line
+
+
+# -- pretrain / finetune: the run config and the data, before any work ----------------------------
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    words = "the cat sat on a mat while the dog ran after a red ball in the park".split()
+    (root / "corpus.txt").write_text("\n".join(" ".join(words[i % 7:i % 7 + 8]) for i in range(60)) + "\n")
+    ElectraTokenizer.train([str(root / "corpus.txt")], vocab_size=60, output_dir=root / "tok", min_frequency=1)
+    (root / "plain.txt.gz").write_text("this is not gzip\n")
+    return root
+
+
+def _pretrain(corpus, run, *extra):
+    return ["pretrain", "--objective", "electra-rtd", f"--train.output_dir={run}",
+            f"--data.train_files={corpus / 'corpus.txt'}", f"--data.tokenizer={corpus / 'tok'}",
+            "--model.preset=electra-tiny", "--data.max_length=16", "--train.batch_size=4", "--train.max_steps=2",
+            "--train.device=cpu", "--train.progress=false", "--train.tensorboard=false", *extra]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--optim.lr=-1", "optim.lr=-1.0: must be a learning rate > 0"),
+    ("--optim.lr=nan", "optim.lr=nan: expected a finite number"),
+    ("--optim.betas=[2,3]", "optim.betas=[2.0, 3.0]: expected two coefficients in [0, 1)"),
+    ("--data.noise_density=2", "data.noise_density=2.0: must be a fraction in (0, 1)"),  # looped forever
+    ("--data.mean_noise_span_length=0", "data.mean_noise_span_length=0.0: must be a span length >= 1"),
+    ("--train.device=tpu", "train.device='tpu' is not a device"),
+])
+def test_pretrain_bad_config_is_one_line_before_any_work(corpus, tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    assert main(_pretrain(corpus, run, override)) == 1
+    assert message in _error_line(capsys, "pretrain")
+    assert not run.exists()
+
+
+def test_pretrain_on_a_gz_that_is_not_gzip_is_one_line(corpus, tmp_path, capsys):
+    assert main(_pretrain(corpus, tmp_path / "run", f"--data.train_files={corpus / 'plain.txt.gz'}")) == 1
+    assert "plain.txt.gz: not a valid gzip file" in _error_line(capsys, "pretrain")
+
+
+def test_output_dir_that_is_a_file_is_one_line(corpus, tmp_path, capsys):
+    (tmp_path / "run").write_text("a file")
+    assert main(_pretrain(corpus, tmp_path / "run")) == 1
+    assert "is a file, expected a run directory" in _error_line(capsys, "pretrain")
+
+
+# -- broken checkpoints through the CLI -----------------------------------------------------------
+@pytest.mark.parametrize("damage, message", [
+    ("qkv", "the tensors fused into 'encoder.blocks.0.self_attn.qkv.weight' must have one shape"),
+    ("nan", "refusing weights that are not finite: 'encoder.block.0.layer.0.SelfAttention.k.weight'"),
+])
+def test_generate_on_a_broken_checkpoint_is_one_line(t5_dir, tmp_path, capsys, damage, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(t5_dir, broken)
+    sd = load_file(broken / "model.safetensors")
+    key = "encoder.block.0.layer.0.SelfAttention.k.weight"
+    sd[key] = sd[key][:, :-1].contiguous() if damage == "qkv" else sd[key].clone().fill_(float("nan"))
+    save_file(sd, broken / "model.safetensors")
+    assert main(["generate", str(broken), "hello"]) == 1
+    assert message in _error_line(capsys, "generate")

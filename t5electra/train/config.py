@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -417,6 +418,8 @@ def validate(cfg: RunConfig) -> None:
             continue
         if not ((low is None or _above(value, low)) and (high is None or _below(value, high))):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
+        raise ConfigError(f"train.device={cfg.train.device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
