@@ -292,20 +292,36 @@ def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torc
 
 class ExampleStream:
     """Endless training batches: every epoch a fresh seeded permutation of the features, of which
-    rank r takes positions r, r + W, ...; a cursor (features consumed) makes resuming exact."""
+    rank r takes positions r, r + W, ...; a cursor (features consumed) makes resuming exact.
+
+    ``group_by_length`` k > 0: the rank's order is cut into windows of k batches; inside a window
+    the features are sorted by length, cut into batches, and the batches shuffled, so a batch holds
+    examples of similar lengths and pads little (each epoch still visits every feature once)."""
 
     def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, env: DistEnv,
-                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]):
+                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], group_by_length: int = 0):
         self.per_rank = len(range(env.rank, len(features), env.world_size))
         if self.per_rank == 0:
             raise DataError(f"{len(features)} training examples for {env.world_size} processes")
         self.features, self.batch_size, self.seed, self.env = features, batch_size, seed, env
-        self.collate_fn = collate_fn
+        self.collate_fn, self.group_by_length = collate_fn, group_by_length
         self.consumed = 0
 
     def _order(self, epoch: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
-        return perm[self.env.rank::self.env.world_size][:self.per_rank]
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.features))
+        order = perm[self.env.rank::self.env.world_size][:self.per_rank]
+        if self.group_by_length <= 0:
+            return order
+        window, B = self.group_by_length * self.batch_size, self.batch_size
+        grouped = []
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            lengths = np.array([len(self.features[int(i)]["input_ids"]) for i in chunk])
+            chunk = chunk[np.argsort(-lengths, kind="stable")]
+            batches = [chunk[j:j + B] for j in range(0, len(chunk), B)]
+            grouped += [batches[int(j)] for j in rng.permutation(len(batches))]
+        return np.concatenate(grouped)
 
     def __iter__(self):
         order, epoch = None, -1
@@ -387,16 +403,20 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
-            device: torch.device, precision: str = "fp32") -> tuple[list[Any], float | None]:
-    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss."""
+            device: torch.device, precision: str = "fp32", by_length: bool = False) -> tuple[list[Any], float | None]:
+    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss.
+
+    ``by_length``: batch the features in order of length (little padding), return them in the
+    given order (for one prediction per sequence: per-token outputs would keep their batch's width)."""
     from ..train.loop import autocast
 
     was_training = model.training
     model.eval()
     preds: list[Any] = []
     losses = []
+    order = sorted(range(len(features)), key=lambda j: len(features[j]["input_ids"])) if by_length else None
     for i in range(0, len(features), batch_size):
-        chunk = features[i:i + batch_size]
+        chunk = features[i:i + batch_size] if order is None else [features[j] for j in order[i:i + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
         has_labels = "labels" not in batch or bool((batch["labels"] != -1).any())
         if not has_labels:  # unlabelled test split (GLUE): no loss
@@ -415,6 +435,11 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         else:
             preds += out.logits.argmax(-1).cpu().tolist()
     model.train(was_training)
+    if order is not None:
+        ordered: list[Any] = [None] * len(features)
+        for j, pred in zip(order, preds):
+            ordered[j] = pred
+        preds = ordered
     return preds, (sum(losses) / len(features) if losses else None)
 
 
@@ -496,7 +521,8 @@ def train(cfg: RunConfig) -> Path:
     model = build_model(cfg, data, tokenizer).to(env.device)
     pad = tokenizer.pad_token_id
     features = {s: encode(data, s, tokenizer, cfg) for s in data.splits}
-    stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad))
+    stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad),
+                           group_by_length=cfg.data.group_by_length)
 
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
@@ -533,7 +559,8 @@ def train(cfg: RunConfig) -> Path:
             n = cfg.eval.max_batches * eval_batch
             keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
             feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
-        preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision)
+        preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision,
+                              by_length=data.head in ("classification", "regression"))
         return score(data, examples, feats, preds, loss, cfg)
 
     def save(step: int, metrics: dict[str, float]) -> Path | None:
