@@ -158,6 +158,12 @@ def test_stop_does_not_wait_for_the_running_batch():
     with pytest.raises(Abandoned, match="shutting down"):
         b.check()
 
+    async def late():  # a request that arrives after the stop (a keep-alive connection): 503, not 500
+        await b.submit("k", 2)
+
+    with pytest.raises(Abandoned, match="shutting down"):
+        asyncio.run(late())
+
 
 def test_a_batch_continues_while_one_of_its_requests_still_waits():
     """Only a batch nobody waits for is abandoned: a caller that gave up does not cancel the others."""
