@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
+from t5electra.errors import ConfigError
 from t5electra.models.electra import ElectraConfig, ElectraForSequenceClassification
 from t5electra.recipes.finetune_electra import ExampleStream, collate, predict
 from t5electra.train.distributed import DistEnv
@@ -70,3 +72,25 @@ def test_logits_do_not_depend_on_padding_and_sorted_prediction_keeps_the_order()
     by_length, loss_sorted = predict(model, feats, 8, 0, torch.device("cpu"), by_length=True)
     assert by_length == plain
     assert abs(loss_sorted - loss) < 1e-5
+
+
+def test_mean_pooling_reads_only_the_real_tokens():
+    torch.manual_seed(0)
+    config = ElectraConfig.from_preset("electra-tiny", vocab_size=100, num_labels=2, classifier_pooling="mean")
+    model = ElectraForSequenceClassification(config).eval()
+    ids = torch.randint(5, 100, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        both = model(ids, mask).logits
+        short = model(ids[1:, :6], mask[1:, :6]).logits
+        h = model.electra(ids[1:, :6], mask[1:, :6]).last_hidden_state
+        by_hand = model.classifier.out_proj(torch.nn.functional.gelu(model.classifier.dense(h.mean(1))))
+        first = ElectraForSequenceClassification(config.replace(classifier_pooling="first")).eval()
+        first.load_state_dict(model.state_dict())
+        cls_logits = first(ids[1:, :6], mask[1:, :6]).logits
+    torch.testing.assert_close(both[1:], short, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(short, by_hand, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(short, cls_logits, atol=1e-4)  # [CLS] alone reads something else
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        ElectraConfig.from_preset("electra-tiny", classifier_pooling="max")
