@@ -47,6 +47,7 @@ from ..nn.dropout import Dropout
 # --------------------------------------------------------------------------------------------
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+CLASSIFIER_POOLING = ("first", "mean")
 
 # BERT's defaults where they differ from ELECTRA's (transformers' BertConfig), applied to a
 # model_type "bert" config.json that leaves a field out.
@@ -87,6 +88,11 @@ class ElectraConfig(ModelConfig):
     summary_last_dropout: float = option(0.1, "round-trip only")
     # -- task heads --
     classifier_dropout: float | None = option(None, "dropout in the classification heads; None: hidden_dropout_prob")
+    classifier_pooling: str = option("first", "what the sequence-classification head reads: 'first' (the [CLS] vector, "
+                                              "as transformers does) or 'mean' (the average over the real tokens: the "
+                                              "pooling sentence-transformers trains, e.g. all-MiniLM-L6-v2, and one a "
+                                              "briefly pretrained encoder can use at once); transformers' "
+                                              "ElectraForSequenceClassification knows only 'first'")
     num_labels: int | None = option(None, "outputs of the task heads (1 = regression); default len(id2label), else 2")
     id2label: dict[int, str] | None = option(None, "label names by index; default LABEL_0, LABEL_1, ...")
     label2id: dict[str, int] | None = option(None, "inverse of id2label; default derived from it")
@@ -119,6 +125,8 @@ class ElectraConfig(ModelConfig):
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type={self.position_embedding_type!r} is not supported: "
                               f"only learned 'absolute' positions (as in ELECTRA and most BERTs)")
+        if self.classifier_pooling not in CLASSIFIER_POOLING:
+            raise ConfigError(f"classifier_pooling={self.classifier_pooling!r} is not one of {CLASSIFIER_POOLING}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
         if self.num_labels < 1 or len(self.id2label) != self.num_labels:
@@ -507,7 +515,8 @@ def _classifier_dropout(config: ElectraConfig) -> float:
 
 
 class ElectraClassificationHead(nn.Module):
-    """On the first ([CLS]) vector: dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
+    """On the first ([CLS]) vector, or the mean of the real tokens' vectors (``classifier_pooling``):
+    dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
     (BERT's pooler uses tanh; the ELECTRA authors used GELU here, and so does transformers.)"""
 
     def __init__(self, config: ElectraConfig):
@@ -515,9 +524,18 @@ class ElectraClassificationHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = Dropout(_classifier_dropout(config))
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        self.pooling = config.classifier_pooling
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(h[:, 0])  # (B, H)
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "mean":
+            if attention_mask is None:
+                pooled = h.mean(1)
+            else:
+                m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+                pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        else:
+            pooled = h[:, 0]
+        x = self.dropout(pooled)  # (B, H)
         x = self.dropout(F.gelu(self.dense(x)))
         return self.out_proj(x)  # (B, L)
 
@@ -542,7 +560,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
                 ) -> SequenceClassifierOutput:
         h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.classifier(h)  # (B, L)
+        logits = self.classifier(h, attention_mask)  # (B, L)
         loss = None
         if labels is not None:
             L = self.config.num_labels

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -61,6 +62,8 @@ class DataSection:
     mean_noise_span_length: float = option(3.0, "span corruption: mean length of a corrupted span")
     mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
     num_workers: int = option(0, "data loader worker processes per rank")
+    group_by_length: int = option(0, "ELECTRA fine-tuning: batches of similar lengths, grouped within windows of "
+                                     "this many batches of the shuffled epoch (less padding; 0: off)")
     # fine-tuning data (tasks from the registry, or your own files)
     task_dir: Optional[str] = option(None, "fine-tuning: folder with the task's files (GLUE TSVs, SQuAD JSON, or "
                                            "your train/dev/test files when data.task is None)")
@@ -317,6 +320,8 @@ def validate(cfg: RunConfig) -> None:
             continue
         if not ((low is None or _above(value, low)) and (high is None or _below(value, high))):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
+        raise ConfigError(f"train.device={cfg.train.device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
@@ -336,6 +341,7 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("data.mean_noise_span_length", 1.0, None, "a span length >= 1 token, e.g. 3"),
     ("data.mask_prob", ("open", 0.0), ("open", 1.0), "a fraction in (0, 1), e.g. 0.15"),
     ("data.num_workers", 0, None, ">= 0"),
+    ("data.group_by_length", 0, None, ">= 0 (0: off)"),
     ("schedule.warmup_steps", 0, None, ">= 0"),
     ("schedule.warmup_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
     ("schedule.min_lr_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
