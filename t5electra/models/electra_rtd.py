@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import suggest
 from ..core.atomic import write_text_atomic
 from ..core.typed_config import check_keys, option
 from ..data.masking import mask_tokens, uniform
@@ -146,10 +145,7 @@ def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _with_overrides(config: ElectraPretrainingConfig | None, overrides: dict[str, Any]) -> ElectraPretrainingConfig:
     pc = config or ElectraPretrainingConfig()
-    names = [f.name for f in dataclasses.fields(pc)]
-    for k in overrides:
-        if k not in names:
-            raise ConfigError(f"ElectraPretrainer: unknown pretraining option {k!r}{suggest(k, names)}")
+    check_keys(overrides, [f.name for f in dataclasses.fields(pc)], "ElectraPretrainer", "pretraining option")
     pc = dataclasses.replace(pc, **overrides) if overrides else pc
     if pc.mask_token_id is None:
         raise ConfigError("ElectraPretrainer needs mask_token_id (tokenizer.mask_token_id) to mask inputs")
