@@ -18,16 +18,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
-import types
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
 
 from .core.atomic import write_text_atomic
-from .core.typed_config import _type_name, option, suggest
+from .core.typed_config import conform, option, suggest
 from .errors import CheckpointNotFoundError, ConfigError, ModelTypeError
 
 C = TypeVar("C", bound="ModelConfig")
@@ -51,58 +49,6 @@ HF_KEYS = frozenset("""
     use_cache use_return_dict summary_activation summary_last_dropout summary_proj_to_labels summary_type
     summary_use_proj initializer_range initializer_factor
 """.split())
-
-
-def conform(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as annotation ``tp`` asks (numeric strings read as numbers, integral floats as ints);
-    ConfigError naming ``where`` when it cannot be."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return conform(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}={value!r}: expected {_type_name(tp)}")
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}={value!r}: expected a list")
-        return [conform(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}={value!r}: expected a mapping")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}={value!r}: expected true or false")
-    if tp in (int, float):
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                pass
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise ConfigError(f"{where}={value!r}: expected {'an integer' if tp is int else 'a number'}")
-        if tp is float:
-            if not math.isfinite(number):
-                raise ConfigError(f"{where}={value!r}: expected a finite number")
-            return float(number)
-        if isinstance(number, float) and not number.is_integer():
-            raise ConfigError(f"{where}={value!r}: expected an integer")
-        return int(number)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}={value!r}: expected a string")
-    return value
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -5,6 +5,8 @@ server config, the RTD pretraining config):
   of field documentation, shown by ``--help`` and ``t5electra config --list``;
 - :func:`coerce`: a value converted to a field's annotation, or a ConfigError naming where it came
   from (command-line strings are parsed: ``"3e-4"``, ``"true"``, ``"a,b"``, ``"none"``);
+- :func:`conform`: the same for a config.json value (JSON types; numeric strings read as numbers,
+  no other string parsing; each member of a union tried in turn);
 - :func:`check_keys` and :func:`suggest`: unknown keys refused with a "did you mean".
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -125,6 +128,58 @@ def _yaml_value(s: str, where: str) -> Any:
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: cannot parse {s!r} ({str(e).splitlines()[0]})") from None
 
+
+
+def conform(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as annotation ``tp`` asks (numeric strings read as numbers, integral floats as ints);
+    ConfigError naming ``where`` when it cannot be."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return conform(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}={value!r}: expected {_type_name(tp)}")
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r}: expected a list")
+        return [conform(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r}: expected a mapping")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}={value!r}: expected true or false")
+    if tp in (int, float):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ConfigError(f"{where}={value!r}: expected {'an integer' if tp is int else 'a number'}")
+        if tp is float:
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}={value!r}: expected a finite number")
+            return float(number)
+        if isinstance(number, float) and not number.is_integer():
+            raise ConfigError(f"{where}={value!r}: expected an integer")
+        return int(number)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}={value!r}: expected a string")
+    return value
 
 def check_keys(keys: Iterable[str], names: Iterable[str], source: str, what: str) -> None:
     """ConfigError for the first of ``keys`` that is not one of ``names`` (with a suggestion)."""
