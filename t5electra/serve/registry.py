@@ -153,8 +153,9 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
         sm = ServedModel(name, "t5", "t5", T5Tokenizer.from_pretrained(d),
                          t5=_prepare(arch.cls.from_pretrained(d), config))
     else:
-        if arch.head not in SERVED_HEADS:
-            raise ConfigError(f"{cfg_path}: architectures={[arch.name]}; the server needs one of "
+        archs = data.get("architectures") or None
+        if arch.head not in SERVED_HEADS or not archs or arch.name not in ELECTRA_CLASSES:
+            raise ConfigError(f"{cfg_path}: architectures={archs}; the server needs one of "
                               f"{', '.join(ELECTRA_CLASSES)} to know which head to use")
         kind, slot = SERVED_HEADS[arch.head]
         sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(d))
