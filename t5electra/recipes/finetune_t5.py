@@ -41,7 +41,7 @@ import torch
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model, unwrap_model
-from ..train.config import RunConfig, load_config
+from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
 from ..train.logging import MetricsLogger, Progress
@@ -120,7 +120,8 @@ def train(cfg: RunConfig) -> Path:
                           "train/validation/test files in data.task_dir)")
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
-    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
+                    inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)
 
     tasks = task_list(cfg.data.task, cfg.data.task_dir)
