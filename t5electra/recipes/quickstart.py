@@ -66,7 +66,7 @@ class Plan:
     electra_finetune_steps: int
     t5_finetune_lr: float        # Adafactor, constant (T5's recipe; 1e-3 for well-pretrained checkpoints)
     electra_finetune_lr: float   # AdamW peak, linear warmup + decay, layer-wise decay 0.8
-    electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4; 1e-3 and 2e-3 left the discriminator flat here)
+    electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4 at batch 128; here 5e-4 and 1e-3 collapsed the discriminator)
     minilm_steps: int            # 0: skip the MiniLM stage
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
     eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
@@ -79,17 +79,28 @@ class Plan:
     electra_generator_size: float = 0.25
     electra_pretrain_warmup: float = 0.05
     minilm_lr: float = 1e-4
+    finetune_llrd: float | None = 0.8  # ELECTRA/MiniLM fine-tuning: layer-wise lr decay (None: off)
+    finetune_warmup: float = 0.1       # ELECTRA/MiniLM fine-tuning: warmup fraction of the linear schedule
+    pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
+    group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
 
 
 PLANS = {
-    # Measured on 2 shared CPU cores (docs/quickstart.md has the times of each stage).
-    "full": Plan(corpus_chars=2_000_000, t5_vocab=8000, electra_vocab=8000,
-                 t5_model=dict(d_model=128, d_kv=32, d_ff=384, num_layers=3, num_heads=4),
-                 electra_model=dict(embedding_size=128, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    # Side runs on the shared 2-core machine (docs/quickstart.md: what was tried, and the times):
+    # hidden 256 at 64-token packed rows (matmul shapes the CPU runs well; the snippets are ~30
+    # tokens), in-domain unlabelled text, dropout off in pretraining. ELECTRA at lr 2e-4 with 20%
+    # warmup: at 5e-4 and 1e-3 the discriminator's token vectors collapsed to one direction (cosine
+    # 0.93-1.0 between tokens) and fine-tuning then sat at loss ln 2. Classifiers read the mean of
+    # the tokens (MiniLM was trained for that pooling) and see batches grouped by length.
+    "full": Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
+                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
+                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                     num_attention_heads=4),
-                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=350,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=450, electra_finetune_steps=500,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=5e-4, minilm_steps=60, eval_every=250, eval_examples=256),
+                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
+                 eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
+                 finetune_llrd=None, pooling="mean", group_by_length=16),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -97,8 +108,9 @@ PLANS = {
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
                  finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64,
-                 other_snippets=200),
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8,
+                 eval_examples=32, sentiment_subset=64, other_snippets=200, pretrain_dropout=0.0, pooling="mean",
+                 group_by_length=4),
 }
 
 
@@ -248,10 +260,13 @@ def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentimen
 
     return run(load_config(None, _overrides({
         **_common(out / name, plan), "model.init_from": init_from,
-        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout,
+        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
                             "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": "sentiment",
+        "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
+        "optim.layerwise_lr_decay": "null" if plan.finetune_llrd is None else plan.finetune_llrd,
+        "schedule.warmup_ratio": plan.finetune_warmup,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
         "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
 
@@ -551,7 +566,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
           lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"]),
           out / "t5-sentiment" / "results.json")
     stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
-          "a classification head on the discriminator's [CLS] vector",
+          f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
           lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
                                    paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr),
           out / "electra-sentiment" / "results.json")
