@@ -48,6 +48,18 @@ def test_generate_bad_arguments_are_one_line(t5_dir, capsys, args, message):
     assert message in _error_line(capsys, "generate")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size=0: must be at least 1"),
+    (["--max-examples", "0"], "--max-examples=0: must be at least 1"),
+    (["--device", "tpu"], "--device='tpu' is not a device"),
+    (["--out", "/proc/x"], "--out '/proc/x': cannot write in '/proc'"),
+    (["--predictions", "/proc/x"], "--predictions '/proc/x': cannot write in '/proc'"),
+])
+def test_evaluate_bad_arguments_are_one_line(t5_dir, capsys, args, message):
+    assert main(["evaluate", str(t5_dir), "--task", "sentiment", *args]) == 1
+    assert message in _error_line(capsys, "evaluate")
+
+
 def test_generate_out_is_written_whole_or_not_at_all(t5_dir, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     out.write_text("previous results\n")

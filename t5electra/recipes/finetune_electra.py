@@ -54,7 +54,7 @@ from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model, unwrap_model
-from ..train.config import RunConfig, load_config
+from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
 from ..train.loop import seed_everything, to_device, train_step
@@ -200,7 +200,8 @@ def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
-    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
+                    inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)  # identical initial head weights on every rank
 
     data = load_data(cfg)

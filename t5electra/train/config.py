@@ -364,6 +364,13 @@ def _below(value: Any, bound: Any) -> bool:
     return value < bound[1] if isinstance(bound, tuple) else value <= bound
 
 
+def run_inputs(cfg: RunConfig) -> dict[str, Any]:
+    """The paths a run reads (``--checkpoint.overwrite`` must not delete them)."""
+    return {"model.init_from": cfg.model.init_from, "data.tokenizer": cfg.data.tokenizer,
+            "data.train_files": cfg.data.train_files, "data.validation_files": cfg.data.validation_files,
+            "data.test_files": cfg.data.test_files, "data.task_dir": cfg.data.task_dir}
+
+
 # --------------------------------------------------------------------------------------------
 # Diff (resume check) and help
 # --------------------------------------------------------------------------------------------
