@@ -11,7 +11,7 @@ the tokenizer files (in RUN_DIR or in either sub-directory).
 
 import sys
 
-from t5electra.fill_mask import ElectraPipeline
+from t5electra.pipelines import ElectraPipeline
 
 run_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/electra-small"
 text = sys.argv[2] if len(sys.argv) > 2 else "the chef cooked the meal and ate it on the roof."

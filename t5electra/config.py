@@ -6,6 +6,11 @@ transformers reads straight in, and ours loads in transformers. Keys of a config
 not model (``architectures``, ``transformers_version``, ``task_specific_params``...) are kept in
 ``extra`` and written back unchanged. Keyword overrides (``from_pretrained(dir, dropout_rate=0.0)``)
 must name real fields: a typo is an error that suggests the closest name.
+
+A config.json key that is neither a field nor one transformers writes (:data:`HF_KEYS`) is a
+misspelling until shown otherwise: close to a field that the file lacks (``dropout_rat``), it is an
+error naming both; otherwise a warning names it. Values are checked against the field's type;
+numbers written as strings (``"1e-6"``) are read as numbers.
 """
 
 from __future__ import annotations
@@ -14,19 +19,36 @@ import dataclasses
 import difflib
 import json
 import os
+import typing
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .core.atomic import write_text_atomic
+from .core.typed_config import conform, option, suggest
 from .errors import CheckpointNotFoundError, ConfigError, ModelTypeError
 
 C = TypeVar("C", bound="ModelConfig")
 
 
-def suggest(name: str, choices) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+# Keys transformers writes into a config.json (PretrainedConfig's attributes and generation defaults,
+# in 4.x and 5.x) and keys of the T5 / ELECTRA / BERT configs that we do not model: kept in
+# ``extra`` and written back, without a warning.
+HF_KEYS = frozenset("""
+    _name_or_path _attn_implementation_autoset add_cross_attention architectures bad_words_ids
+    begin_suppress_tokens bos_token_id chunk_size_feed_forward classifier_dropout cross_attention_hidden_size
+    decoder_start_token_id dense_act_fn diversity_penalty do_sample dtype early_stopping
+    encoder_no_repeat_ngram_size eos_token_id exponential_decay_length_penalty finetuning_task
+    forced_bos_token_id forced_eos_token_id gradient_checkpointing id2label is_decoder is_encoder_decoder
+    is_gated_act label2id length_penalty max_length min_length model_type n_positions no_repeat_ngram_size
+    num_beam_groups num_beams num_labels num_return_sequences output_attentions output_hidden_states
+    output_past output_scores pad_token_id position_embedding_type prefix problem_type pruned_heads
+    remove_invalid_values repetition_penalty return_dict return_dict_in_generate sep_token_id
+    suppress_tokens task_specific_params temperature tf_legacy_loss tie_encoder_decoder tie_word_embeddings
+    tokenizer_class top_k top_p torch_dtype torchscript transformers_version typical_p use_bfloat16
+    use_cache use_return_dict summary_activation summary_last_dropout summary_proj_to_labels summary_type
+    summary_use_proj initializer_range initializer_factor
+""".split())
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -37,11 +59,14 @@ class ModelConfig:
     # Presets by name: {"t5-small": {field: value, ...}}; filled by each subclass.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    # config.json keys we do not model, written back unchanged.
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    extra: dict[str, Any] = option({}, "config.json keys we do not model, written back unchanged", repr=False,
+                                   compare=False)
 
     # -- construction -------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for name in self.field_names():
+            setattr(self, name, conform(getattr(self, name), hints[name], f"{type(self).__name__}.{name}"))
         self.validate()
 
     def validate(self) -> None:
@@ -61,8 +86,18 @@ class ModelConfig:
                 f"(expects {cls.model_type!r})"
             )
         names = set(cls.field_names())
-        known = {k: v for k, v in d.items() if k in names}
+        hints = typing.get_type_hints(cls)
+        known = {k: conform(v, hints[k], f"{source}: {k}") for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names and k != "model_type"}
+        for key in extra:
+            if key in HF_KEYS or key.startswith("_"):
+                continue
+            close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.8)
+            if close and close[0] not in d:
+                raise ConfigError(f"{source}: unknown key {key!r} (did you mean {close[0]!r}?): as written it would "
+                                  f"be ignored and {close[0]} left at its default; rename the key")
+            warnings.warn(f"{source}: key {key!r} is not a {cls.__name__} field and is ignored (kept in "
+                          f"config.extra){suggest(key, names)}", stacklevel=3)
         try:
             cfg = cls(**known)
         except TypeError as e:  # pragma: no cover - defensive

@@ -3,6 +3,7 @@ through T5: every format transformers writes, tied weights both ways, and each b
 specific error naming the file / key / shapes."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -166,6 +167,47 @@ def test_unknown_feed_forward_proj_and_wrong_model_type(saved):
         T5ForConditionalGeneration.from_pretrained(saved)
 
 
+def rename_config_key(d, old, new):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg[new] = cfg.pop(old)
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("typo, field", [("dropout_rat", "dropout_rate"), ("d_mdel", "d_model")])
+def test_misspelled_config_key_is_an_error_with_the_closest_field(saved, typo, field):
+    # it used to be ignored: dropout 0.1 used silently, or a shape error blaming d_model=512
+    rename_config_key(saved, field, typo)
+    with pytest.raises(ConfigError, match=rf"config\.json: unknown key '{typo}' \(did you mean '{field}'\?\): as "
+                                          rf"written it would be ignored and {field} left at its default"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
+def test_unknown_config_keys_warn_and_transformers_keys_load_quietly(saved):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file transformers wrote: no warning
+        T5ForConditionalGeneration.from_pretrained(saved)
+    write_config(saved, my_notes="trained on Tuesday")
+    with pytest.warns(UserWarning, match=r"config\.json: key 'my_notes' is not a T5Config field and is ignored"):
+        model = T5ForConditionalGeneration.from_pretrained(saved)
+    assert model.config.extra["my_notes"] == "trained on Tuesday"
+
+
+def test_config_value_types_are_checked_and_numeric_strings_read(saved):
+    write_config(saved, layer_norm_epsilon="1e-6")  # a str <= float TypeError before
+    assert T5ForConditionalGeneration.from_pretrained(saved).config.layer_norm_epsilon == 1e-6
+    write_config(saved, layer_norm_epsilon="tiny")
+    with pytest.raises(ConfigError, match=r"config\.json: layer_norm_epsilon='tiny': expected a number"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    write_config(saved, layer_norm_epsilon=1e-6, num_heads=4.5)
+    with pytest.raises(ConfigError, match=r"config\.json: num_heads=4\.5: expected an integer"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    write_config(saved, num_heads=4, tie_word_embeddings="yes")
+    with pytest.raises(ConfigError, match=r"config\.json: tie_word_embeddings='yes': expected true or false"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
 def test_shape_mismatch_names_key_shapes_and_file(saved):
     write_config(saved, d_ff=64)
     with pytest.raises(WeightsMismatchError) as e:
@@ -212,6 +254,18 @@ def test_index_may_only_name_files_in_its_directory(tmp_path, hf_v11, name):
     with pytest.raises(UnsafeCheckpointError, match=r"names shard .*outside.safetensors.*which is outside .*ckpt: an "
                                                     r"index may only name files in its own directory"):
         T5ForConditionalGeneration.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(saved, bad):
+    path = saved / "model.safetensors"
+    sd = load_file(path)
+    key = "decoder.block.1.layer.2.DenseReluDense.wo.weight"
+    sd[key][3, :5] = bad  # used to load silently and generate ""
+    save_file(sd, path)
+    with pytest.raises(CheckpointError, match=rf"refusing weights that are not finite: '{re.escape(key)}' in "
+                                              rf"model\.safetensors \(5 of \d+ values NaN or infinite\)"):
+        T5ForConditionalGeneration.from_pretrained(saved)
 
 
 def test_corrupt_files_and_missing_shard(saved):

@@ -265,3 +265,19 @@ def test_composite_models_reload_from_their_subdirectories(tmp_path):
     for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), k
     assert fresh.generator.electra.embeddings is fresh.discriminator.electra.embeddings  # still shared
+
+
+def test_disk_full_while_writing_model_weights_says_so_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from t5electra.checkpoint import io
+
+    (tmp_path / "model.safetensors").write_bytes(b"the previous weights")
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(io, "save_file", full)
+    with pytest.raises(CheckpointError, match=r"cannot write .*model\.safetensors \(disk full: no space left on device"):
+        io.save_state_dict({"w": torch.zeros(2)}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the previous weights"

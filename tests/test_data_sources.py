@@ -34,6 +34,18 @@ def test_gzip_text_is_read_transparently(tmp_path):
     assert list(read_documents(p)) == ["alpha", "beta"]
 
 
+def test_gz_that_is_not_gzip_or_cut_short_is_a_named_error(tmp_path):
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_text(json.dumps({"text": "one"}) + "\n")  # gzip.BadGzipFile used to come out as a traceback
+    with pytest.raises(DataError, match=r"plain\.jsonl\.gz: not a valid gzip file \(Not a gzipped file.*drop the "
+                                        r"\.gz suffix if it is plain text"):
+        list(read_documents(plain))
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(gzip.compress(b"alpha\nbeta\n" * 100)[:30])
+    with pytest.raises(DataError, match=r"cut\.txt\.gz: not a valid gzip file \(Compressed file ended"):
+        list(Corpus([cut]))
+
+
 def test_jsonl_field_and_named_errors(tmp_path):
     p = tmp_path / "a.jsonl"
     p.write_text(json.dumps({"text": "one", "id": 1}) + "\n\n" + json.dumps({"body": "two"}) + "\n")

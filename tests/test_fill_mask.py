@@ -143,6 +143,10 @@ def test_bad_arguments(gen):
         gen.generate(ids, num_return_sequences=2, mask_token_id=MASK)
     with pytest.raises(InvalidInputError, match="temperature"):
         gen.generate(ids, do_sample=True, temperature=0, mask_token_id=MASK)
+    with pytest.raises(InvalidInputError, match="temperature must be a finite number > 0, got inf"):
+        gen.generate(ids, do_sample=True, temperature=float("inf"), mask_token_id=MASK)
+    with pytest.raises(InvalidInputError, match="do_sample must be True or False, got 'yes'"):
+        gen.generate(ids, do_sample="yes", mask_token_id=MASK)
     with pytest.raises(InvalidInputError, match="integer ids"):
         gen.generate(ids.float(), mask_token_id=MASK)
 

@@ -81,6 +81,11 @@ def test_a_fresh_run_never_overwrites_a_run(corpus_and_tokenizer, tmp_path, caps
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--checkpoint.resume=auto" in err and "--checkpoint.overwrite=true" in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # --checkpoint.overwrite=true never deletes what the new run reads (here its tokenizer)
+    with pytest.raises(ConfigError, match=r"would delete data.tokenizer=.*model.*which this run reads"):
+        train(load_config(None, _args(root, run, 4, "--checkpoint.resume=none", "--checkpoint.overwrite=true",
+                                      f"--data.tokenizer={run / 'model'}")))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # --checkpoint.overwrite=true replaces it: one run in metrics.jsonl, the new config saved
     (run / "notes.txt").write_text("mine")
     train(load_config(None, _args(root, run, 4, "--checkpoint.resume=none", "--optim.lr=5e-3",

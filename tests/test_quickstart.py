@@ -90,3 +90,12 @@ def test_tfidf_baseline_needs_both_labels(tmp_path):
         _write_split(tmp_path / f"{split}.tsv", [("a film", 1), ("another film", 1)])
     with pytest.raises(ValueError, match="both labels"):
         tfidf_baseline(tmp_path)
+
+
+def test_unknown_plan_is_refused_before_any_work(tmp_path):
+    from t5electra.errors import ConfigError
+    from t5electra.recipes.quickstart import quickstart
+
+    with pytest.raises(ConfigError, match="choose one of full, long, tiny"):
+        quickstart(tmp_path / "qs", plan="huge")
+    assert not (tmp_path / "qs").exists()

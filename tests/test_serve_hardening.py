@@ -16,7 +16,6 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from t5electra.errors import ConfigError
@@ -25,7 +24,7 @@ from t5electra.serve.batching import Abandoned, DynamicBatcher
 from t5electra.serve.config import ServeConfig
 from t5electra.serve.demo import build_demo_models
 from t5electra.serve.registry import ModelRegistry
-from t5electra.serve.server import uvicorn_config
+from t5electra.serve.server import make_server
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +66,14 @@ def test_work_per_request_is_capped_with_413_naming_the_limit(client):
     assert client.get("/v1/models").json()["limits"]["max_work_tokens"] == 65536
 
 
-def test_generate_and_correct_work_is_capped(dirs):
+def test_generate_and_correct_work_is_capped(client, dirs):
+    # at the defaults: 32 texts x 8 beams x 128 new tokens is within max_texts, max_beams and
+    # max_new_tokens, and would keep a CPU busy for minutes (t5-small: about 8 min on a 2-core VM)
+    error(client.post("/v1/generate", json={"texts": ["x"] * 32, "num_beams": 8, "max_new_tokens": 128}), 413,
+          "32768 decoder steps", "4096 (max_decode_steps)", "32 texts x 8 beams or samples x 128 new tokens")
     app, _ = _app(dirs, max_work_tokens=2000)
     text = "the cat sat on the mat " * 5
     with TestClient(app) as c:
-        # 4 texts x (input + 4 beams x 128 new tokens) > 2000
-        error(c.post("/v1/generate", json={"texts": [text] * 4, "num_beams": 4, "max_new_tokens": 128}), 413,
-              "max_work_tokens", "2000", "4 beams or samples x 128 new tokens")
         error(c.post("/v1/correct", json={"texts": [text] * 4, "max_iters": 10}), 413, "max_work_tokens",
               "10 rounds")
         r = c.post("/v1/generate", json={"texts": [text], "max_new_tokens": 4})
@@ -157,6 +157,12 @@ def test_stop_does_not_wait_for_the_running_batch():
         assert not worker.is_alive()  # Python would join it at exit: SIGTERM would wait for it
     with pytest.raises(Abandoned, match="shutting down"):
         b.check()
+
+    async def late():  # a request that arrives after the stop (a keep-alive connection): 503, not 500
+        await b.submit("k", 2)
+
+    with pytest.raises(Abandoned, match="shutting down"):
+        asyncio.run(late())
 
 
 def test_a_batch_continues_while_one_of_its_requests_still_waits():
@@ -258,12 +264,13 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(dirs):
 
 # -- 3. connections --------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _uvicorn(app, **config):
-    """The app behind uvicorn as `t5electra serve` runs it (serve/server.py), on a free port, in a thread."""
+def _uvicorn(app, grace_s: float = 5.0, **config):
+    """The app behind uvicorn as `t5electra serve` runs it (serve/server.py), on a free port, in a
+    thread: yields (port, server); ``server.should_exit = True`` is what SIGTERM does."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, ServeConfig(port=port, **config), "warning"))
+    server = make_server(app, ServeConfig(port=port, **config), "warning", grace_s=grace_s)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -272,10 +279,11 @@ def _uvicorn(app, **config):
                 break
             time.sleep(0.1)
         assert server.started, "uvicorn did not start"
-        yield port
+        yield port, server
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+        assert not thread.is_alive()
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -305,7 +313,7 @@ def _read_response(sock: socket.socket) -> bytes:
 
 def test_connections_that_never_finish_a_request_are_closed(dirs):
     app, _ = _app(dirs, names=("t5-tiny",))
-    with _uvicorn(app, read_timeout_s=1.0) as port:
+    with _uvicorn(app, read_timeout_s=1.0) as (port, _):
         half_headers = socket.create_connection(("127.0.0.1", port))
         half_headers.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Ty")
         half_body = socket.create_connection(("127.0.0.1", port))
@@ -325,7 +333,7 @@ def test_connections_that_never_finish_a_request_are_closed(dirs):
 
 def test_connections_beyond_max_connections_get_503(dirs):
     app, _ = _app(dirs, names=("t5-tiny",))
-    with _uvicorn(app, max_connections=2) as port:
+    with _uvicorn(app, max_connections=2) as (port, _):
         with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
             r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
             assert r.status_code == 503
@@ -402,3 +410,29 @@ def test_ids_without_a_token_are_shown_as_unknown_not_a_500(dirs):
     assert tok.convert_ids_to_tokens([len(tok)]) == [None]
     assert token_strings(tok, [0, len(tok), 1]) == [tok.convert_ids_to_tokens(0), tok.unk_token,
                                                     tok.convert_ids_to_tokens(1)]
+
+
+def test_shutdown_answers_503_to_a_request_in_flight_instead_of_waiting_for_it(dirs):
+    """SIGTERM while a long fill-mask runs: after the grace period the batch is dropped at its next
+    step, its client gets 503 (not a bare 500 after a wait as long as the request), and the server exits."""
+    app, reg = _app(dirs, names=("electra-tiny",), max_work_tokens=10**7)
+    calls: list = []
+    _slow_down(reg, "fill-mask", calls)
+    body = {"texts": [" ".join(["[MASK]"] * 100)] * 8}
+    answer = {}
+    with _uvicorn(app, grace_s=0.5) as (port, server):
+        def post():
+            answer["r"] = httpx.post(f"http://127.0.0.1:{port}/v1/fill-mask", json=body, timeout=120)
+
+        client = threading.Thread(target=post)
+        client.start()
+        for _ in range(600):
+            if calls:
+                break
+            time.sleep(0.1)
+        assert calls, "the request never reached the model"
+        server.should_exit = True  # what uvicorn's SIGTERM handler does
+        client.join(timeout=120)
+    assert not client.is_alive()
+    error(answer["r"], 503, "shutting down")
+    assert len(calls) < 100

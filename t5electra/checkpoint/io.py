@@ -115,8 +115,30 @@ def _shard_name(name: str, index: Path) -> str:
     return name
 
 
+def check_finite(sd: StateDict, sources: dict[str, str]) -> None:
+    """CheckpointError naming the tensors (and files) that hold NaN or infinity: such weights give
+    NaN outputs (T5 then generates ""), so they are refused at load, not discovered later."""
+    bad = []
+    for key, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(f"{key!r} in {Path(sources.get(key, '?')).name} ({int((~torch.isfinite(t)).sum())} of "
+                       f"{t.numel()} values NaN or infinite)")
+    if bad:
+        where = Path(next(iter(sources.values()))).parent if sources else "the checkpoint"
+        raise CheckpointError(f"{where}: refusing weights that are not finite: {'; '.join(bad[:3])}"
+                              f"{f' and {len(bad) - 3} more tensors' if len(bad) > 3 else ''}; the run that "
+                              f"wrote them diverged or the file is damaged: load an earlier checkpoint")
+
+
 def load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
-    """All tensors of a checkpoint directory, and for each key the file it came from."""
+    """All tensors of a checkpoint directory, and for each key the file it came from; weights that
+    are NaN or infinite are refused (:func:`check_finite`)."""
+    sd, sources = _load_state_dict(directory)
+    check_finite(sd, sources)
+    return sd, sources
+
+
+def _load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
     d = checkpoint_dir(directory)
     for single, index, loader in ((SAFE, SAFE_INDEX, _load_safetensors), (BIN, BIN_INDEX, _load_bin)):
         if (d / single).is_file():

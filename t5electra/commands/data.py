@@ -57,12 +57,20 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<18} {desc}")
         return 0
 
+    from ..data.packages import cache_root
+    from . import checks
+
     names = list(samples.SAMPLES) if args.name == "all" else [args.name]
     for name in names:
         try:
+            checks.writable_dir(cache_root(), "--cache" if args.cache else "cache directory ($T5ELECTRA_CACHE)")
             path = samples.fetch_sample(name, force=args.force)
         except T5ElectraError as e:  # unknown name, failed download, malformed package: one line
             print(f"t5electra data fetch: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # the disk filled up, a directory vanished or became read-only meanwhile
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"t5electra data fetch: error: cannot write {name}{where}: {e.strerror or e}", file=sys.stderr)
             return 1
         row = next(r for r in samples.list_samples() if r["name"] == name)
         counts = ", ".join(f"{s} {n:,}" for s, n in row["counts"].items())

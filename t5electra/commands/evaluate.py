@@ -36,19 +36,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import T5ElectraError
     from ..recipes.evaluate import evaluate_checkpoint
+    from . import checks
 
     try:
+        for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length),
+                            ("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams),
+                            ("--max-examples", 1 if args.max_examples is None else args.max_examples)):
+            checks.at_least(value, 1, flag)
+        checks.device(args.device)
+        out = checks.output_file(args.out) if args.out else None
+        predictions = checks.output_file(args.predictions, "--predictions") if args.predictions else None
         result = evaluate_checkpoint(args.checkpoint, args.task, args.split, data_dir=args.data_dir,
                                      batch_size=args.batch_size, max_examples=args.max_examples,
                                      max_length=args.max_length, max_new_tokens=args.max_new_tokens,
                                      num_beams=args.num_beams, device=args.device,
-                                     predictions_file=args.predictions)
+                                     predictions_file=predictions)
+        text = json.dumps(result, indent=2)
+        if out is not None:
+            checks.write_atomic(out, text + "\n")
     except T5ElectraError as e:
         print(f"t5electra evaluate: error: {e}", file=sys.stderr)
         return 1
-    text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
     print(text)
     return 0

@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     except T5ElectraError as e:
         print(f"t5electra finetune: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk or a vanished directory while writing the run: one line, not a traceback
+        from ..checkpoint.io import write_error
+
+        where = e.filename or "the run directory"
+        print(f"t5electra finetune: error: cannot write {where} ({write_error(e, where)})", file=sys.stderr)
+        return 1
     results = run_dir / "results.json"
     if results.is_file():
         print(json.dumps(json.loads(results.read_text(encoding="utf-8")), indent=2))

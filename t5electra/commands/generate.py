@@ -62,8 +62,17 @@ def run(args: argparse.Namespace) -> int:
     from ..models.registry import model_kind
     from ..recipes.evaluate import resolve_model_dir
     from ..tokenizers import T5Tokenizer
+    from . import checks
 
     try:
+        for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length),
+                            ("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams),
+                            ("--num-return-sequences", args.num_return_sequences)):
+            checks.at_least(value, 1, flag)
+        if args.seed is not None and not 0 <= args.seed < 2**64:
+            raise InvalidInputError(f"--seed={args.seed}: must be in [0, 2**64)")
+        device = checks.device(args.device)
+        out_path = checks.output_file(args.out) if args.out else None
         model_dir = resolve_model_dir(args.model_dir)
         if model_kind(model_dir) != "t5":
             raise InvalidInputError(f"{model_dir} is an ELECTRA model: ELECTRA does not generate text (use "
@@ -71,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
         inputs = read_inputs(args)
         if not inputs:
             raise InvalidInputError("no inputs: give TEXT arguments, --file F, or lines on stdin")
-        device = torch.device(args.device)
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
@@ -91,14 +99,13 @@ def run(args: argparse.Namespace) -> int:
             for j, i in enumerate(idx):
                 group = texts[j * n_ret:(j + 1) * n_ret]
                 outputs[i] = group[0] if n_ret == 1 else group
+        lines = "".join(json.dumps({"input": text, "output": out}, ensure_ascii=False) + "\n"
+                        for text, out in zip(inputs, outputs))
+        if out_path is not None:
+            checks.write_atomic(out_path, lines)  # all or nothing
+        else:
+            sys.stdout.write(lines)
     except T5ElectraError as e:
         print(f"t5electra generate: error: {e}", file=sys.stderr)
         return 1
-    fh = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    try:
-        for text, out in zip(inputs, outputs):
-            fh.write(json.dumps({"input": text, "output": out}, ensure_ascii=False) + "\n")
-    finally:
-        if args.out:
-            fh.close()
     return 0

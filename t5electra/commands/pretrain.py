@@ -61,5 +61,11 @@ def run(args: argparse.Namespace) -> int:
     except T5ElectraError as e:
         print(f"t5electra pretrain: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk or a vanished directory while writing the run: one line, not a traceback
+        from ..checkpoint.io import write_error
+
+        where = e.filename or "the run directory"
+        print(f"t5electra pretrain: error: cannot write {where} ({write_error(e, where)})", file=sys.stderr)
+        return 1
     print(f"pretrained ({objective}): {run_dir / 'model'}")
     return 0

@@ -20,7 +20,7 @@ import typing
 # flag -> ServeConfig field, for the settings one sets on the command line
 _FLAGS = ("host", "port", "device", "dtype", "num_threads", "max_batch_size", "max_wait_ms", "max_queue",
           "request_timeout_s", "max_texts", "max_input_tokens", "max_new_tokens", "max_beams", "max_body_bytes",
-          "max_work_tokens", "api_key_file", "read_timeout_s", "keep_alive_s", "max_connections")
+          "max_work_tokens", "max_decode_steps", "api_key_file", "read_timeout_s", "keep_alive_s", "max_connections")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import T5ElectraError
     from ..serve.config import ServeConfig
+    from . import checks  # imports torch: not at the top, so that --help stays fast
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {name: getattr(args, name) for name in _FLAGS}
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     overrides["cors_origins"] = args.cors_origins
     try:
         config = ServeConfig.load(args.config, **overrides)
+        checks.port(config.port)
+        checks.device(config.device)
         if not args.models and not args.demo:
             raise T5ElectraError("give at least one MODEL_DIR (or --demo to try tiny random models)")
         with tempfile.TemporaryDirectory(prefix="t5electra-demo-") as tmp:

@@ -33,11 +33,11 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "star
 
 @dataclasses.dataclass
 class TaskData:
-    """What the recipe needs to know about the data, whatever its source."""
+    """What fine-tuning and scoring need to know about the data, whatever its source."""
 
     head: str                                    # one of HEADS
     labels: list[str]                            # class names (classification, token classification)
-    splits: dict[str, list[dict[str, Any]]]      # split -> examples (see read_* below for the fields)
+    splits: dict[str, list[dict[str, Any]]]      # split -> examples (fields: see _text_example, _qa_example)
     metric_fns: tuple[Callable, ...]             # (targets, predictions) -> {name: value}
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -91,10 +92,14 @@ def _open_binary(path: Path):
 def _lines(path: Path, strict: bool, stats: ReadStats) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line with its newline) of a text file, streaming."""
     offset = 0
-    with _open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            yield number, _decode(raw, path, offset, strict, stats)
-            offset += len(raw)
+    try:
+        with _open_binary(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                yield number, _decode(raw, path, offset, strict, stats)
+                offset += len(raw)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # a .gz that is not gzip, or cut short
+        raise DataError(f"{path}: not a valid gzip file ({e or type(e).__name__}); a .gz name means gzip-"
+                        f"compressed: compress it with gzip, or drop the .gz suffix if it is plain text") from None
 
 
 def _read_text(path: Path, document_per: str, strict: bool, stats: ReadStats) -> Iterator[str]:

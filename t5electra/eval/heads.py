@@ -22,14 +22,18 @@ from ..train.loop import autocast
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
-            device: torch.device, precision: str = "fp32") -> tuple[list[Any], float | None]:
-    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss."""
+            device: torch.device, precision: str = "fp32", by_length: bool = False) -> tuple[list[Any], float | None]:
+    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss.
+
+    ``by_length``: batch the features in order of length (little padding), return them in the
+    given order (for one prediction per sequence: per-token outputs would keep their batch's width)."""
     was_training = model.training
     model.eval()
     preds: list[Any] = []
     losses = []
+    order = sorted(range(len(features)), key=lambda j: len(features[j]["input_ids"])) if by_length else None
     for i in range(0, len(features), batch_size):
-        chunk = features[i:i + batch_size]
+        chunk = features[i:i + batch_size] if order is None else [features[j] for j in order[i:i + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
         has_labels = "labels" not in batch or bool((batch["labels"] != -1).any())
         if not has_labels:  # unlabelled test split (GLUE): no loss
@@ -48,6 +52,11 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         else:
             preds += out.logits.argmax(-1).cpu().tolist()
     model.train(was_training)
+    if order is not None:
+        ordered: list[Any] = [None] * len(features)
+        for j, pred in zip(order, preds):
+            ordered[j] = pred
+        preds = ordered
     return preds, (sum(losses) / len(features) if losses else None)
 
 

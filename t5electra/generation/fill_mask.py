@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,10 @@ def fill_mask_generate(model: torch.nn.Module, input_ids: torch.Tensor | None = 
         raise InvalidInputError(
             f"generate(): num_return_sequences={num_return_sequences} needs do_sample=True: greedy filling "
             f"gives one answer per input")
-    if temperature <= 0:
-        raise InvalidInputError(f"generate(): temperature must be > 0, got {temperature}")
+    if not isinstance(do_sample, bool):
+        raise InvalidInputError(f"generate(): do_sample must be True or False, got {do_sample!r}")
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+        raise InvalidInputError(f"generate(): temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise InvalidInputError(f"generate(): top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:

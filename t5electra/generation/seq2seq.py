@@ -100,6 +100,11 @@ class GenerationSettings:
         return 1
 
 
+def _number(x) -> bool:
+    """A finite int or float (not a bool, NaN or infinity)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def generate(
     model: EncoderDecoderLM,
     input_ids: Tensor,
@@ -221,8 +226,13 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
             f"generate: max_length={max_length!r} leaves no room to generate: it counts the decoder prompt "
             f"({prompt} token, the decoder start token), so it must be at least {prompt + 1}; "
             f"or set max_new_tokens")
-    if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+    if not isinstance(min_new_tokens, int) or isinstance(min_new_tokens, bool) or min_new_tokens < 0:
         raise InvalidInputError(f"generate: min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
+    if min_new_tokens > max_length - prompt:
+        raise InvalidInputError(f"generate: min_new_tokens={min_new_tokens} is more than the {max_length - prompt} "
+                                f"new tokens allowed (max_new_tokens, or max_length minus the decoder prompt)")
+    if not isinstance(do_sample, bool):
+        raise InvalidInputError(f"generate: do_sample must be True or False, got {do_sample!r}")
 
     # Search.
     if not isinstance(num_beams, int) or num_beams < 1:
@@ -239,8 +249,8 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
                                 f"{num_return_sequences} or do_sample=True")
     if early_stopping not in (True, False, "never"):
         raise InvalidInputError(f"generate: early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise InvalidInputError(f"generate: temperature must be > 0, got {temperature!r} "
+    if not _number(temperature) or not temperature > 0:
+        raise InvalidInputError(f"generate: temperature must be a finite number > 0, got {temperature!r} "
                                 f"(for deterministic output use do_sample=False)")
     if top_k is None:
         top_k = DEFAULT_TOP_K
@@ -248,15 +258,16 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
         raise InvalidInputError(f"generate: top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
     if top_p is None:
         top_p = 1.0
-    if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+    if not _number(top_p) or not 0.0 < top_p <= 1.0:
         raise InvalidInputError(f"generate: top_p must be in (0, 1], got {top_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
-        raise InvalidInputError(f"generate: repetition_penalty must be > 0 (1.0 = off), got {repetition_penalty!r}")
+    if not _number(repetition_penalty) or not repetition_penalty > 0:
+        raise InvalidInputError(f"generate: repetition_penalty must be a finite number > 0 (1.0 = off), "
+                                f"got {repetition_penalty!r}")
     if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
         raise InvalidInputError(
             f"generate: no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
-    if not isinstance(length_penalty, (int, float)):
-        raise InvalidInputError(f"generate: length_penalty must be a number, got {length_penalty!r}")
+    if not _number(length_penalty):
+        raise InvalidInputError(f"generate: length_penalty must be a finite number (1.0 = none), got {length_penalty!r}")
 
     return GenerationSettings(
         max_length=max_length, min_new_tokens=min_new_tokens, num_beams=num_beams,

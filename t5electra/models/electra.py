@@ -31,6 +31,7 @@ from torch import nn
 from ..checkpoint.electra import electra_keymap, normalize_prefix
 from ..checkpoint.keymap import KeyMap
 from ..config import ModelConfig
+from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation.fill_mask import fill_mask_generate
 from ..inference.chunking import chunk_rows, encode_in_chunks
@@ -46,6 +47,7 @@ from ..nn.dropout import Dropout
 # --------------------------------------------------------------------------------------------
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+CLASSIFIER_POOLING = ("first", "mean")
 
 # BERT's defaults where they differ from ELECTRA's (transformers' BertConfig), applied to a
 # model_type "bert" config.json that leaves a field out.
@@ -63,35 +65,40 @@ class ElectraConfig(ModelConfig):
     model_type: ClassVar[str] = "electra"
 
     # -- the encoder --
-    vocab_size: int = 30522  # token ids: rows of the word-embedding matrix
-    embedding_size: int = 128  # width of the embeddings; projected to hidden_size when different
-    hidden_size: int = 256  # width of the encoder's residual stream
-    num_hidden_layers: int = 12  # transformer blocks
-    num_attention_heads: int = 4  # heads per block; must divide hidden_size
-    intermediate_size: int = 1024  # inner width of the feed-forward network (4 x hidden_size)
-    hidden_act: str = "gelu"  # FFN and discriminator-head activation, a key of ACTIVATIONS
-    hidden_dropout_prob: float = 0.1  # dropout on the embeddings and on each residual branch
-    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
-    max_position_embeddings: int = 512  # longest sequence the learned position table covers
-    type_vocab_size: int = 2  # token types (segments A / B)
-    initializer_range: float = 0.02  # std of the normal init of every weight matrix and embedding
-    layer_norm_eps: float = 1e-12  # epsilon of every LayerNorm
-    pad_token_id: int | None = 0  # [PAD]: its embedding row starts at zero and gets no gradient
-    position_embedding_type: str = "absolute"  # only learned "absolute" positions (BERT's relative ones: no)
+    vocab_size: int = option(30522, "token ids: rows of the word-embedding matrix")
+    embedding_size: int = option(128, "width of the embeddings; projected to hidden_size when different")
+    hidden_size: int = option(256, "width of the encoder's residual stream")
+    num_hidden_layers: int = option(12, "transformer blocks")
+    num_attention_heads: int = option(4, "heads per block; must divide hidden_size")
+    intermediate_size: int = option(1024, "inner width of the feed-forward network (4 x hidden_size)")
+    hidden_act: str = option("gelu", "FFN and discriminator-head activation, a key of ACTIVATIONS")
+    hidden_dropout_prob: float = option(0.1, "dropout on the embeddings and on each residual branch")
+    attention_probs_dropout_prob: float = option(0.1, "dropout on the attention probabilities")
+    max_position_embeddings: int = option(512, "longest sequence the learned position table covers")
+    type_vocab_size: int = option(2, "token types (segments A / B)")
+    initializer_range: float = option(0.02, "std of the normal init of every weight matrix and embedding")
+    layer_norm_eps: float = option(1e-12, "epsilon of every LayerNorm")
+    pad_token_id: int | None = option(0, "[PAD]: its embedding row starts at zero and gets no gradient")
+    position_embedding_type: str = option("absolute", 'only learned "absolute" positions (BERT\'s relative ones: no)')
     # -- transformers' sequence summary: used only by its multiple-choice head; kept so that
     #    config.json round-trips. Our sequence classifier always reads the first ([CLS]) token.
-    summary_type: str = "first"  # round-trip only
-    summary_use_proj: bool = True  # round-trip only
-    summary_activation: str | None = "gelu"  # round-trip only
-    summary_last_dropout: float = 0.1  # round-trip only
+    summary_type: str = option("first", "round-trip only")
+    summary_use_proj: bool = option(True, "round-trip only")
+    summary_activation: str | None = option("gelu", "round-trip only")
+    summary_last_dropout: float = option(0.1, "round-trip only")
     # -- task heads --
-    classifier_dropout: float | None = None  # dropout in the classification heads; None: hidden_dropout_prob
-    num_labels: int | None = None  # outputs of the task heads (1 = regression); default len(id2label), else 2
-    id2label: dict[int, str] | None = None  # label names by index; default LABEL_0, LABEL_1, ...
-    label2id: dict[str, int] | None = None  # inverse of id2label; default derived from it
-    # Sequence-classification loss: "regression", "single_label_classification" or
-    # "multi_label_classification"; None infers it like transformers (num_labels, label dtype).
-    problem_type: str | None = None
+    classifier_dropout: float | None = option(None, "dropout in the classification heads; None: hidden_dropout_prob")
+    classifier_pooling: str = option("first", "what the sequence-classification head reads: 'first' (the [CLS] vector, "
+                                              "as transformers does) or 'mean' (the average over the real tokens: the "
+                                              "pooling sentence-transformers trains, e.g. all-MiniLM-L6-v2, and one a "
+                                              "briefly pretrained encoder can use at once); transformers' "
+                                              "ElectraForSequenceClassification knows only 'first'")
+    num_labels: int | None = option(None, "outputs of the task heads (1 = regression); default len(id2label), else 2")
+    id2label: dict[int, str] | None = option(None, "label names by index; default LABEL_0, LABEL_1, ...")
+    label2id: dict[str, int] | None = option(None, "inverse of id2label; default derived from it")
+    problem_type: str | None = option(None, "sequence-classification loss: 'regression', 'single_label_classification' "
+                                            "or 'multi_label_classification'; None infers it like transformers "
+                                            "(num_labels, label dtype)")
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -118,6 +125,8 @@ class ElectraConfig(ModelConfig):
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type={self.position_embedding_type!r} is not supported: "
                               f"only learned 'absolute' positions (as in ELECTRA and most BERTs)")
+        if self.classifier_pooling not in CLASSIFIER_POOLING:
+            raise ConfigError(f"classifier_pooling={self.classifier_pooling!r} is not one of {CLASSIFIER_POOLING}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
         if self.num_labels < 1 or len(self.id2label) != self.num_labels:
@@ -472,13 +481,18 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
                 ) -> MaskedLMOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
-        h = self.generator_predictions(h)  # (B, T, E)
-        logits = F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (B, T, V)
+        logits = self.lm_logits(self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Encoder output (..., H) -> logits (..., V): the generator head (dense, GELU, LayerNorm to
+        E), then the output layer tied to the word embeddings, plus its bias. The one copy of it
+        (the RTD pretrainer calls it on the masked positions only)."""
+        h = self.generator_predictions(hidden)  # (..., E)
+        return F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (..., V)
 
     def generate(self, *args: Any, **kwargs: Any):
         """Fill every [MASK] in ``input_ids`` with the generator, one mask at a time, most
@@ -501,7 +515,8 @@ def _classifier_dropout(config: ElectraConfig) -> float:
 
 
 class ElectraClassificationHead(nn.Module):
-    """On the first ([CLS]) vector: dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
+    """On the first ([CLS]) vector, or the mean of the real tokens' vectors (``classifier_pooling``):
+    dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
     (BERT's pooler uses tanh; the ELECTRA authors used GELU here, and so does transformers.)"""
 
     def __init__(self, config: ElectraConfig):
@@ -509,9 +524,18 @@ class ElectraClassificationHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = Dropout(_classifier_dropout(config))
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        self.pooling = config.classifier_pooling
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(h[:, 0])  # (B, H)
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "mean":
+            if attention_mask is None:
+                pooled = h.mean(1)
+            else:
+                m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+                pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        else:
+            pooled = h[:, 0]
+        x = self.dropout(pooled)  # (B, H)
         x = self.dropout(F.gelu(self.dense(x)))
         return self.out_proj(x)  # (B, L)
 
@@ -536,7 +560,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
                 ) -> SequenceClassifierOutput:
         h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.classifier(h)  # (B, L)
+        logits = self.classifier(h, attention_mask)  # (B, L)
         loss = None
         if labels is not None:
             L = self.config.num_labels

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import suggest
 from ..core.atomic import write_text_atomic
+from ..core.typed_config import check_keys, option
 from ..data.masking import mask_tokens, uniform
 from ..errors import CheckpointNotFoundError, ConfigError, InvalidInputError
 from ..core.outputs import ModelOutput
@@ -58,29 +58,25 @@ PRETRAINING_CONFIG_NAME = "pretraining_config.json"
 class ElectraPretrainingConfig:
     """How the two models are trained together (saved as ``pretraining_config.json``)."""
 
-    # Weight of the discriminator's BCE in the total loss (50 in the paper and official code).
-    disc_weight: float = 50.0
-    # Weight of the generator's MLM loss.
-    gen_weight: float = 1.0
-    # False: MLM-only baseline (no discriminator), for comparisons at equal compute.
-    electra_objective: bool = True
-    # Size of the MLM-only baseline: "discriminator" (official; a BERT of the discriminator's shape)
-    # or "generator" (only the small generator).
-    mlm_baseline_size: str = "discriminator"
-    # Fraction of real tokens to predict.
-    mask_prob: float = 0.15
-    # Of the chosen positions, the fraction replaced by [MASK] (the rest keep their token).
-    mask_token_prob: float = 0.85
-    # Of the chosen positions, the fraction replaced by a random token (0 in ELECTRA).
-    random_token_prob: float = 0.0
-    # Cap of chosen positions per sequence; None: int((mask_prob + 0.005) * sequence length).
-    max_predictions: int | None = None
-    # Temperature of the generator's softmax when sampling replacements (official: 1.0).
-    temperature: float = 1.0
-    # Id of [MASK] in the vocabulary.
-    mask_token_id: int | None = None
-    # Ids never masked besides [MASK] and [PAD] (usually [CLS] and [SEP]).
-    special_token_ids: list[int] = dataclasses.field(default_factory=list)
+    disc_weight: float = option(50.0, "weight of the discriminator's BCE in the total loss (50 in the paper and "
+                                      "official code)")
+    gen_weight: float = option(1.0, "weight of the generator's MLM loss")
+    electra_objective: bool = option(True, "False: MLM-only baseline (no discriminator), for comparisons at equal "
+                                           "compute")
+    mlm_baseline_size: str = option("discriminator", "size of the MLM-only baseline: 'discriminator' (official; a "
+                                                     "BERT of the discriminator's shape) or 'generator' (only the "
+                                                     "small generator)")
+    mask_prob: float = option(0.15, "fraction of real tokens to predict")
+    mask_token_prob: float = option(0.85, "of the chosen positions, the fraction replaced by [MASK] (the rest keep "
+                                          "their token)")
+    random_token_prob: float = option(0.0, "of the chosen positions, the fraction replaced by a random token (0 in "
+                                           "ELECTRA)")
+    max_predictions: int | None = option(None, "cap of chosen positions per sequence; None: int((mask_prob + 0.005) *"
+                                               " sequence length)")
+    temperature: float = option(1.0, "temperature of the generator's softmax when sampling replacements (official: "
+                                     "1.0)")
+    mask_token_id: int | None = option(None, "id of [MASK] in the vocabulary")
+    special_token_ids: list[int] = option([], "ids never masked besides [MASK] and [PAD] (usually [CLS] and [SEP])")
 
     def __post_init__(self) -> None:
         if self.mlm_baseline_size not in ("discriminator", "generator"):
@@ -95,10 +91,7 @@ class ElectraPretrainingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "ElectraPretrainingConfig":
-        names = [f.name for f in dataclasses.fields(cls)]
-        for k in d:
-            if k not in names:
-                raise ConfigError(f"{source}: unknown pretraining config key {k!r}{suggest(k, names)}")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], source, "pretraining config key")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,10 +145,7 @@ def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _with_overrides(config: ElectraPretrainingConfig | None, overrides: dict[str, Any]) -> ElectraPretrainingConfig:
     pc = config or ElectraPretrainingConfig()
-    names = [f.name for f in dataclasses.fields(pc)]
-    for k in overrides:
-        if k not in names:
-            raise ConfigError(f"ElectraPretrainer: unknown pretraining option {k!r}{suggest(k, names)}")
+    check_keys(overrides, [f.name for f in dataclasses.fields(pc)], "ElectraPretrainer", "pretraining option")
     pc = dataclasses.replace(pc, **overrides) if overrides else pc
     if pc.mask_token_id is None:
         raise ConfigError("ElectraPretrainer needs mask_token_id (tokenizer.mask_token_id) to mask inputs")
@@ -254,9 +244,7 @@ class ElectraPretrainer(nn.Module):
         gen = self.generator
         hidden = gen.electra(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state      # (B, T, Hg)
-        h = gen.generator_predictions(hidden[positions])                              # (M, E)
-        # the tied output layer, as in ElectraForMaskedLM.forward: E -> V with the embedding matrix
-        return F.linear(h, gen.electra.embeddings.word_embeddings.weight, gen.generator_lm_head.bias)  # (M, V)
+        return gen.lm_logits(hidden[positions])                                       # (M, V)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,

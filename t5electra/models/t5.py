@@ -52,6 +52,7 @@ from torch import nn
 from ..checkpoint.keymap import KeyMap
 from ..checkpoint.t5 import t5_keymap
 from ..config import ModelConfig
+from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
 from ..inference.cache import T5DecoderCache
@@ -78,49 +79,34 @@ class T5Config(ModelConfig):
     model_type: ClassVar[str] = "t5"
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below the class
 
-    vocab_size: int = 32128
-    """Rows of the embedding (SentencePiece pieces + 100 sentinels, padded: 32128 for t5-small)."""
-    d_model: int = 512
-    """Width of the residual stream."""
-    d_kv: int = 64
-    """Width of one attention head (num_heads * d_kv need not equal d_model)."""
-    d_ff: int = 2048
-    """Inner width of the feed-forward block."""
-    num_layers: int = 6
-    """Encoder blocks."""
-    num_decoder_layers: int | None = None
-    """Decoder blocks; None means as many as num_layers."""
-    num_heads: int = 8
-    """Attention heads."""
-    relative_attention_num_buckets: int = 32
-    """Buckets of the relative position bias (half per direction in the encoder)."""
-    relative_attention_max_distance: int = 128
-    """Distance beyond which all positions share the last bucket."""
-    dropout_rate: float = 0.1
-    """Dropout on embeddings, sublayer outputs, attention probabilities and FFN hidden."""
-    layer_norm_epsilon: float = 1e-6
-    """Epsilon of RMSNorm."""
-    initializer_factor: float = 1.0
-    """Multiplies every init std (mesh-tf init); 1.0 for real training."""
-    feed_forward_proj: str = "relu"
-    """FFN activation: '<act>' or 'gated-<act>' ('relu' for v1.0, 'gated-gelu' for v1.1)."""
-    is_encoder_decoder: bool = True
-    """Kept for transformers' config.json; always True for the seq2seq classes."""
-    use_cache: bool = True
-    """Kept for transformers' config.json; our decoding always uses the cache."""
-    pad_token_id: int | None = 0
-    """Padding id; also what -100 labels become in the shifted decoder input."""
-    eos_token_id: int | list[int] | None = 1
-    """End-of-sequence id."""
-    decoder_start_token_id: int | None = 0
-    """First decoder input (T5 starts with pad)."""
-    tie_word_embeddings: bool = True
-    """lm_head shares the input embedding matrix (v1.0) or has its own (v1.1: False)."""
-    scale_decoder_outputs: bool | None = None
-    """Multiply the decoder output by d_model**-0.5 before lm_head; None: iff tie_word_embeddings.
-    (transformers 5 writes it explicitly and always sets tie_word_embeddings=True.)"""
-    classifier_dropout: float = 0.0
-    """Dropout of classification heads (kept for transformers' config.json)."""
+    vocab_size: int = option(32128, "rows of the embedding (SentencePiece pieces + 100 sentinels, padded: 32128 for "
+                                    "t5-small)")
+    d_model: int = option(512, "width of the residual stream")
+    d_kv: int = option(64, "width of one attention head (num_heads * d_kv need not equal d_model)")
+    d_ff: int = option(2048, "inner width of the feed-forward block")
+    num_layers: int = option(6, "encoder blocks")
+    num_decoder_layers: int | None = option(None, "decoder blocks; None means as many as num_layers")
+    num_heads: int = option(8, "attention heads")
+    relative_attention_num_buckets: int = option(32, "buckets of the relative position bias (half per direction in "
+                                                     "the encoder)")
+    relative_attention_max_distance: int = option(128, "distance beyond which all positions share the last bucket")
+    dropout_rate: float = option(0.1, "dropout on embeddings, sublayer outputs, attention probabilities and FFN "
+                                      "hidden")
+    layer_norm_epsilon: float = option(1e-6, "epsilon of RMSNorm")
+    initializer_factor: float = option(1.0, "multiplies every init std (mesh-tf init); 1.0 for real training")
+    feed_forward_proj: str = option("relu", "FFN activation: '<act>' or 'gated-<act>' ('relu' for v1.0, 'gated-gelu' "
+                                            "for v1.1)")
+    is_encoder_decoder: bool = option(True, "kept for transformers' config.json; always True for the seq2seq classes")
+    use_cache: bool = option(True, "kept for transformers' config.json; our decoding always uses the cache")
+    pad_token_id: int | None = option(0, "padding id; also what -100 labels become in the shifted decoder input")
+    eos_token_id: int | list[int] | None = option(1, "end-of-sequence id")
+    decoder_start_token_id: int | None = option(0, "first decoder input (T5 starts with pad)")
+    tie_word_embeddings: bool = option(True, "lm_head shares the input embedding matrix (v1.0) or has its own (v1.1: "
+                                             "False)")
+    scale_decoder_outputs: bool | None = option(None, "multiply the decoder output by d_model**-0.5 before lm_head; "
+                                                      "None: iff tie_word_embeddings. (transformers 5 writes it "
+                                                      "explicitly and always sets tie_word_embeddings=True.)")
+    classifier_dropout: float = option(0.0, "dropout of classification heads (kept for transformers' config.json)")
 
     # -- derived ---------------------------------------------------------------------------------
     @property

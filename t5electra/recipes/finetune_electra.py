@@ -58,7 +58,7 @@ from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model
-from ..train.config import RunConfig, load_config
+from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
@@ -92,20 +92,36 @@ def load_data(cfg: RunConfig) -> TaskData:
 
 class ExampleStream:
     """Endless training batches: every epoch a fresh seeded permutation of the features, of which
-    rank r takes positions r, r + W, ...; a cursor (features consumed) makes resuming exact."""
+    rank r takes positions r, r + W, ...; a cursor (features consumed) makes resuming exact.
+
+    ``group_by_length`` k > 0: the rank's order is cut into windows of k batches; inside a window
+    the features are sorted by length, cut into batches, and the batches shuffled, so a batch holds
+    examples of similar lengths and pads little (each epoch still visits every feature once)."""
 
     def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, env: DistEnv,
-                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]):
+                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], group_by_length: int = 0):
         self.per_rank = len(range(env.rank, len(features), env.world_size))
         if self.per_rank == 0:
             raise DataError(f"{len(features)} training examples for {env.world_size} processes")
         self.features, self.batch_size, self.seed, self.env = features, batch_size, seed, env
-        self.collate_fn = collate_fn
+        self.collate_fn, self.group_by_length = collate_fn, group_by_length
         self.consumed = 0
 
     def _order(self, epoch: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
-        return perm[self.env.rank::self.env.world_size][:self.per_rank]
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.features))
+        order = perm[self.env.rank::self.env.world_size][:self.per_rank]
+        if self.group_by_length <= 0:
+            return order
+        window, B = self.group_by_length * self.batch_size, self.batch_size
+        grouped = []
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            lengths = np.array([len(self.features[int(i)]["input_ids"]) for i in chunk])
+            chunk = chunk[np.argsort(-lengths, kind="stable")]
+            batches = [chunk[j:j + B] for j in range(0, len(chunk), B)]
+            grouped += [batches[int(j)] for j in rng.permutation(len(batches))]
+        return np.concatenate(grouped)
 
     def __iter__(self):
         order, epoch = None, -1
@@ -189,7 +205,8 @@ def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
-    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
+                    inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)  # identical initial head weights on every rank
 
     data = load_data(cfg)
@@ -199,7 +216,8 @@ def train(cfg: RunConfig) -> Path:
     model = add_lora(build_model(cfg, data, tokenizer), cfg.lora, data.head).to(env.device)  # lora.r: adapters
     pad = tokenizer.pad_token_id
     features = {s: encode(data, s, tokenizer, cfg.data.max_length, cfg.electra.doc_stride) for s in data.splits}
-    stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad))
+    stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad),
+                           group_by_length=cfg.data.group_by_length)
 
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
@@ -236,7 +254,8 @@ def train(cfg: RunConfig) -> Path:
             n = cfg.eval.max_batches * eval_batch
             keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
             feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
-        preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision)
+        preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision,
+                              by_length=data.head in ("classification", "regression"))
         return score(data, examples, feats, preds, loss, cfg.electra.max_answer_length)
 
     def save(step: int, metrics: dict[str, float]) -> Path | None:

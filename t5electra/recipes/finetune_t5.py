@@ -48,7 +48,7 @@ from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, load_model_weights, prepare_run_dir, save_model, unwrap_model
-from ..train.config import RunConfig, load_config
+from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  wrap_ddp)
 from ..train.logging import MetricsLogger, Progress
@@ -127,7 +127,8 @@ def train(cfg: RunConfig) -> Path:
                           "train/validation/test files in data.task_dir)")
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
-    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
+                    inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)
 
     tasks = task_list(cfg.data.task, cfg.data.task_dir)

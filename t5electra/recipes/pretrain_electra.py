@@ -44,7 +44,7 @@ from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
-from ..train.config import RunConfig, load_config
+from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
 from ..train.loop import evaluate, seed_everything, to_device, train_step
@@ -189,7 +189,8 @@ def train(cfg: RunConfig) -> Path:
     """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
-    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main)  # before any work
+    prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
+                    inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
 
     tokenizer = load_tokenizer(cfg)

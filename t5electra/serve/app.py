@@ -200,11 +200,12 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         if len(texts) > config.max_texts:
             raise ApiError(413, f"{len(texts)} texts in one request; the limit is {config.max_texts} (max_texts)")
 
-    def check_work(work: int, how: str, fewer: str) -> None:
-        """413 when a request would cost more than max_work_tokens token passes."""
-        if work > config.max_work_tokens:
-            raise ApiError(413, f"this request would cost {work} token passes ({how}); the limit is "
-                                f"{config.max_work_tokens} (max_work_tokens): send {fewer}")
+    def check_work(work: int, how: str, fewer: str, limit: str = "max_work_tokens",
+                   unit: str = "token passes") -> None:
+        """413 when a request would cost more than the ``limit`` setting allows."""
+        if work > getattr(config, limit):
+            raise ApiError(413, f"this request would cost {work} {unit} ({how}); the limit is "
+                                f"{getattr(config, limit)} ({limit}): send {fewer}")
 
     def token_limit(sm: ServedModel) -> tuple[int, str]:
         limit, why = config.max_input_tokens, "max_input_tokens"
@@ -258,7 +259,7 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
     async def models() -> dict:
         limits = {k: getattr(config, k) for k in ("max_texts", "max_input_tokens", "max_new_tokens", "max_beams",
                                                   "max_body_bytes", "max_batch_size", "max_work_tokens",
-                                                  "request_timeout_s")}
+                                                  "max_decode_steps", "request_timeout_s")}
         return {"models": [sm.info() for sm in registry.models.values()], "limits": limits}
 
     # -- tasks --------------------------------------------------------------------------------------
@@ -289,10 +290,10 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
             raise ApiError(422, f"min_new_tokens={req.min_new_tokens} is larger than max_new_tokens="
                                 f"{req.max_new_tokens}: it must be at most max_new_tokens")
         enc = await tokenize(sm, req.texts)
-        longest, expand = max(map(len, enc["ids"])), max(req.num_beams, req.num_return_sequences)
-        check_work(len(req.texts) * (longest + expand * req.max_new_tokens),
-                   f"{len(req.texts)} texts x ({longest} input tokens + {expand} beams or samples x "
-                   f"{req.max_new_tokens} new tokens)", "fewer texts, fewer beams or a smaller max_new_tokens")
+        expand = max(req.num_beams, req.num_return_sequences)
+        check_work(len(req.texts) * expand * req.max_new_tokens,
+                   f"{len(req.texts)} texts x {expand} beams or samples x {req.max_new_tokens} new tokens",
+                   "fewer texts, fewer beams or a smaller max_new_tokens", "max_decode_steps", "decoder steps")
         options = req.model_dump(exclude={"model", "texts"})
         key = (GENERATE, tuple(sorted(options.items())))
         rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)

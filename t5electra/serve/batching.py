@@ -108,6 +108,7 @@ class DynamicBatcher:
         self._batch_ema_s = 0.05  # running mean of a batch's duration, for Retry-After
         self._running: list[_Job] = []    # the batch in the worker thread (read by check())
         self._stopping = threading.Event()
+        self._closed = False              # stop() shut the worker down: no more jobs
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,6 +133,7 @@ class DynamicBatcher:
         for job in list(self._pending) + self._drain():
             if not job.future.done():
                 job.future.set_exception(Abandoned(f"model {self.name!r} is shutting down"))
+        self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _drain(self) -> list[_Job]:
@@ -148,8 +150,11 @@ class DynamicBatcher:
     async def submit(self, key: Hashable, payload: Any, size: int = 1) -> Any:
         """Queue one request and wait for its result; QueueFullError if the queue is full.
 
-        Cancel the awaiting task (``asyncio.wait_for``) to give up: the job is then skipped.
+        Cancel the awaiting task (``asyncio.wait_for``) to give up: the job is then skipped (or,
+        running, stopped at its next check()). :class:`Abandoned` once the batcher was stopped.
         """
+        if self._closed:
+            raise Abandoned(f"model {self.name!r} is shutting down")
         self.start()
         loop = asyncio.get_running_loop()
         job = _Job(key, payload, size, loop.create_future(), time.perf_counter())

@@ -23,9 +23,8 @@ from typing import Any, Optional
 
 import yaml
 
-from ..config import suggest
+from ..core.typed_config import coerce, option, suggest
 from ..errors import ConfigError
-from ..train.config import coerce, option
 
 
 @dataclasses.dataclass
@@ -48,11 +47,12 @@ class ServeConfig:
     max_new_tokens: int = option(128, "largest max_new_tokens a generate request may ask for (400 beyond)")
     max_beams: int = option(8, "largest num_beams (and num_return_sequences) a request may ask for (400 beyond)")
     max_body_bytes: int = option(1_000_000, "largest request body in bytes (413 beyond)")
-    max_work_tokens: int = option(65_536, "most token passes one request may cost (413 beyond): fill-mask texts x "
-                                          "longest text x most [MASK]s in a text; generate texts x (longest "
-                                          "input + max(num_beams, num_return_sequences) x max_new_tokens); "
+    max_work_tokens: int = option(65_536, "most encoder token passes one request may cost (413 beyond): fill-mask "
+                                          "texts x longest text x most [MASK]s in a text (one pass per [MASK]); "
                                           "correct texts x longest x 2 x max_iters; detect, classify texts x "
                                           "longest")
+    max_decode_steps: int = option(4_096, "most decoder steps one generate request may cost (413 beyond): texts x "
+                                          "max(num_beams, num_return_sequences) x max_new_tokens")
     # -- access --
     api_key_file: Optional[str] = option(None, "file holding the API key: every endpoint but /healthz and the "
                                                "page then needs 'Authorization: Bearer KEY' (401 without); "
@@ -72,7 +72,8 @@ class ServeConfig:
 
     def validate(self) -> None:
         positive = ("port", "max_batch_size", "max_queue", "max_texts", "max_input_tokens", "max_new_tokens",
-                    "max_beams", "max_body_bytes", "max_work_tokens", "max_connections")
+                    "max_beams", "max_body_bytes", "max_work_tokens", "max_decode_steps",
+                    "max_connections")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve config: {name}={getattr(self, name)!r} must be at least 1")

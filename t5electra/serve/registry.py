@@ -152,9 +152,11 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
                 f"adapter_config.json (a LoRA adapter)")
         loaded = merged_model(d)
         arch, tok_dir, cfg_path = ARCHITECTURES[type(loaded).__name__], tokenizer_dir(d), d / "adapter_config.json"
+        archs = [arch.name]
     else:
-        arch = architecture(_read_config(cfg_path), str(cfg_path))  # models/registry.py: which class, which head
-        loaded, tok_dir = None, d
+        data = _read_config(cfg_path)
+        arch = architecture(data, str(cfg_path))  # models/registry.py: which class, which head
+        loaded, tok_dir, archs = None, d, data.get("architectures") or None
 
     def load() -> torch.nn.Module:
         return _prepare(loaded if loaded is not None else arch.cls.from_pretrained(d), config)
@@ -165,8 +167,8 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
                               f"(generation needs the decoder and the language-model head)")
         sm = ServedModel(name, "t5", "t5", T5Tokenizer.from_pretrained(tok_dir), t5=load())
     else:
-        if arch.head not in SERVED_HEADS:
-            raise ConfigError(f"{cfg_path}: architectures={[arch.name]}; the server needs one of "
+        if arch.head not in SERVED_HEADS or not archs or arch.name not in ELECTRA_CLASSES:
+            raise ConfigError(f"{cfg_path}: architectures={archs}; the server needs one of "
                               f"{', '.join(ELECTRA_CLASSES)} to know which head to use")
         kind, slot = SERVED_HEADS[arch.head]
         sm = ServedModel(name, "electra", kind, ElectraTokenizer.from_pretrained(tok_dir))

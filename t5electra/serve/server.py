@@ -7,6 +7,11 @@ connection that has not sent a whole request (headers and body) within ``read_ti
 connecting, or of its previous answer, is closed. ``max_connections`` becomes uvicorn's
 ``limit_concurrency`` (beyond it, new requests get 503).
 
+On SIGTERM / SIGINT (:class:`Server`), requests in flight get ``grace_s`` seconds to finish; then
+the models' batchers stop: a running batch ends at its next step and its requests, like those
+still queued, get 503. So shutdown takes about ``grace_s`` plus one model step, not as long as the
+longest request, and no client gets a bare 500.
+
     serve_app(app, config)    # what `t5electra serve` does after loading the models
 """
 
@@ -65,13 +70,40 @@ def timed_h11_protocol(read_timeout_s: float) -> type[TimedH11Protocol]:
     return type("TimedH11Protocol", (TimedH11Protocol,), {"read_timeout_s": float(read_timeout_s)})
 
 
-def uvicorn_config(app, config: ServeConfig, log_level: str = "info") -> uvicorn.Config:
-    """uvicorn's settings for ``config``: address, keep-alive, the read deadline, connection limit."""
-    return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
-                          http=timed_h11_protocol(config.read_timeout_s), timeout_keep_alive=config.keep_alive_s,
-                          limit_concurrency=config.max_connections, timeout_graceful_shutdown=5)
+GRACE_S = 5.0  # seconds requests in flight may still finish after SIGTERM
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; at shutdown, the app's model batchers stop after ``grace_s`` seconds."""
+
+    def __init__(self, config: uvicorn.Config, grace_s: float = GRACE_S):
+        super().__init__(config)
+        self.grace_s = grace_s
+
+    async def _stop_models_later(self) -> None:
+        await asyncio.sleep(self.grace_s)
+        registry = getattr(self.config.app.state, "registry", None)
+        for sm in (registry.models.values() if registry is not None else ()):
+            if sm.batcher is not None:
+                await sm.batcher.stop()
+
+    async def shutdown(self, sockets=None) -> None:
+        stopper = asyncio.ensure_future(self._stop_models_later())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            stopper.cancel()
+
+
+def make_server(app, config: ServeConfig, log_level: str = "info", grace_s: float = GRACE_S) -> Server:
+    """The server for ``app`` with ``config``'s address, keep-alive, read deadline and connection
+    limit; uvicorn's own graceful-shutdown timeout is ``grace_s`` + 5 s, a backstop."""
+    cfg = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+                         http=timed_h11_protocol(config.read_timeout_s), timeout_keep_alive=config.keep_alive_s,
+                         limit_concurrency=config.max_connections, timeout_graceful_shutdown=int(grace_s) + 5)
+    return Server(cfg, grace_s)
 
 
 def serve_app(app, config: ServeConfig, log_level: str = "info") -> None:
     """Run ``app`` until SIGINT / SIGTERM."""
-    uvicorn.Server(uvicorn_config(app, config, log_level)).run()
+    make_server(app, config, log_level).run()

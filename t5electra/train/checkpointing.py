@@ -392,10 +392,11 @@ RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "adapte
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: bool = False,
-                    is_main: bool = True) -> None:
+                    is_main: bool = True, inputs: dict[str, Any] | None = None) -> None:
     """Refuse to start a fresh run (``resume`` None) in a directory that already holds one, before any
     work; with ``overwrite`` the old run's files (:data:`RUN_ARTIFACTS`, nothing else) are deleted
-    instead (by the main process). Resuming (``resume`` set) is left alone."""
+    instead (by the main process), unless one of ``inputs`` (``{"model.init_from": path, ...}``, what
+    the run reads) lies among them. Resuming (``resume`` set) is left alone."""
     if resume is not None:
         return
     run_dir = Path(run_dir)
@@ -408,6 +409,12 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
         raise ConfigError(f"train.output_dir={str(run_dir)!r} already holds a run ({', '.join(found)}); a fresh run "
                           f"would overwrite it. Continue it with --checkpoint.resume=auto, replace it with "
                           f"--checkpoint.overwrite=true, or choose another --train.output_dir.")
+    doomed = [(run_dir / name).resolve() for name in found]
+    for key, value in (inputs or {}).items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path and any(Path(path).resolve() == d or d in Path(path).resolve().parents for d in doomed):
+                raise ConfigError(f"--checkpoint.overwrite=true would delete {key}={str(path)!r}, which this run "
+                                  f"reads: choose another --train.output_dir")
     if is_main:
         for name in found:
             p = run_dir / name

@@ -21,24 +21,16 @@ import argparse
 import dataclasses
 import math
 import os
-import types
+import re
 import typing
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 
-from ..config import suggest
 from ..core.atomic import write_text_atomic
+from ..core.typed_config import _type_name, _yaml_value, coerce, option, suggest  # noqa: F401 (train.config.coerce)
 from ..errors import ConfigError
-
-
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (``metadata['help']``); mutable defaults are copied."""
-    if isinstance(default, (list, dict)):
-        value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,6 +62,8 @@ class DataSection:
     mean_noise_span_length: float = option(3.0, "span corruption: mean length of a corrupted span")
     mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
     num_workers: int = option(0, "data loader worker processes per rank")
+    group_by_length: int = option(0, "ELECTRA fine-tuning: batches of similar lengths, grouped within windows of "
+                                     "this many batches of the shuffled epoch (less padding; 0: off)")
     # fine-tuning data (tasks from the registry, or your own files)
     task_dir: Optional[str] = option(None, "fine-tuning: folder with the task's files (GLUE TSVs, SQuAD JSON, or "
                                            "your train/dev/test files when data.task is None)")
@@ -244,96 +238,6 @@ class RunConfig:
 # --------------------------------------------------------------------------------------------
 # Typed parsing
 # --------------------------------------------------------------------------------------------
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~", ""}
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", str(tp))
-
-
-def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
-    """``value`` converted to annotation ``tp``; ConfigError naming ``where`` otherwise.
-
-    With ``parse_strings`` (command-line values) a string is read as the type asks: ``"3e-4"`` ->
-    float, ``"true"`` -> bool, ``"a,b"`` or ``"[a, b]"`` -> list, ``"none"`` -> None for Optional.
-    """
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (parse_strings and isinstance(value, str) and value.strip().lower() in _NONE):
-            return None
-        return coerce(value, args[0], where, parse_strings)
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str) and parse_strings:
-            s = value.strip()
-            if s.startswith("["):
-                value = _yaml_value(s, where)
-            else:
-                value = [v.strip() for v in s.split(",")] if s else []
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [coerce(v, item, f"{where}[{i}]", parse_strings) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if isinstance(value, str) and parse_strings:
-            value = _yaml_value(value, where)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping like {{key: value}}, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and parse_strings and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and parse_strings:
-            try:
-                f = float(value.replace("_", ""))
-            except ValueError:
-                f = None
-            if f is not None and f.is_integer():
-                return int(f)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string: accept it everywhere
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")  # pragma: no cover
-
-
-def _yaml_value(s: str, where: str) -> Any:
-    try:
-        return yaml.safe_load(s)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: cannot parse {s!r} ({str(e).splitlines()[0]})") from None
-
-
 def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.Field, Any]:
     """(section object, field, annotation) for ``"optim.lr"``; ConfigError with a suggestion."""
     section, _, key = dotted.partition(".")
@@ -432,6 +336,8 @@ def validate(cfg: RunConfig) -> None:
             continue
         if not ((low is None or _above(value, low)) and (high is None or _below(value, high))):
             raise ConfigError(f"{key}={value!r}: must be {what}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
+        raise ConfigError(f"train.device={cfg.train.device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
@@ -451,6 +357,7 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("data.mean_noise_span_length", 1.0, None, "a span length >= 1 token, e.g. 3"),
     ("data.mask_prob", ("open", 0.0), ("open", 1.0), "a fraction in (0, 1), e.g. 0.15"),
     ("data.num_workers", 0, None, ">= 0"),
+    ("data.group_by_length", 0, None, ">= 0 (0: off)"),
     ("schedule.warmup_steps", 0, None, ">= 0"),
     ("schedule.warmup_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
     ("schedule.min_lr_ratio", 0.0, 1.0, "a fraction in [0, 1]"),
@@ -474,6 +381,13 @@ def _above(value: Any, bound: Any) -> bool:
 
 def _below(value: Any, bound: Any) -> bool:
     return value < bound[1] if isinstance(bound, tuple) else value <= bound
+
+
+def run_inputs(cfg: RunConfig) -> dict[str, Any]:
+    """The paths a run reads (``--checkpoint.overwrite`` must not delete them)."""
+    return {"model.init_from": cfg.model.init_from, "data.tokenizer": cfg.data.tokenizer,
+            "data.train_files": cfg.data.train_files, "data.validation_files": cfg.data.validation_files,
+            "data.test_files": cfg.data.test_files, "data.task_dir": cfg.data.task_dir}
 
 
 # --------------------------------------------------------------------------------------------
