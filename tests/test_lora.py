@@ -304,3 +304,21 @@ def test_run_config_lora_section_parses_and_checks():
                        ("--lora.dropout=1", r"lora.dropout=1.0: must be in \[0, 1\)")):
         with pytest.raises(ConfigError, match=match):
             load_config(None, [bad])
+
+
+def test_peft_adapter_of_a_bert_model_loads_into_the_electra_class(tmp_path):
+    """MiniLM-style BERT checkpoints load into our ELECTRA classes; so do their PEFT adapters, whose
+    keys say "bert." where ours say "electra."."""
+    hf_cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, num_labels=3, attn_implementation="eager")
+    bert = transformers.BertForTokenClassification(hf_cfg).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    theirs = peft.get_peft_model(bert, peft.LoraConfig(r=4, target_modules=["query", "value", "dense"],
+                                                       task_type="TOKEN_CLS", init_lora_weights=False)).eval()
+    perturb(p for n, p in theirs.named_parameters() if "modules_to_save" in n)
+    theirs.save_pretrained(tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(E.ElectraForTokenClassification.from_pretrained(tmp_path / "bert"),
+                                       tmp_path / "adapter")
+    x = inputs("electra-cls")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).logits, theirs(**x).logits, **TOL)

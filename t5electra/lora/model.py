@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint.electra import normalize_prefix
 from ..checkpoint.io import checkpoint_dir, load_safetensors, save_state_dict
 from ..errors import CheckpointNotFoundError, ConfigError, WeightsMismatchError
 from .config import DEFAULT_TARGETS, TASK_HEADS, WEIGHTS_NAME, LoraConfig
@@ -202,6 +203,10 @@ class PeftModel(nn.Module):
             raise ConfigError("the adapters were merged into the base weights (merge_and_unload): load the "
                               "adapter into a fresh base model")
         sd = {_peft_key(k): v for k, v in sd.items()}
+        prefix = getattr(self.base_model, "encoder_prefix", None)
+        if prefix is not None:  # ELECTRA classes: a BERT adapter's "bert." (or a bare encoder's) body keys
+            body, _ = normalize_prefix({k.removeprefix(PREFIX): v for k, v in sd.items()}, {}, prefix)
+            sd = {PREFIX + k: v for k, v in body.items()}
         unexpected = sorted(set(sd) - set(self._peft_keys))
         if unexpected:
             raise WeightsMismatchError(
