@@ -25,6 +25,7 @@ from t5electra.serve.registry import ModelRegistry  # noqa: E402
 from t5electra.tokenizers import ElectraTokenizer  # noqa: E402
 from t5electra.train.config import load_config  # noqa: E402
 from t5electra.train.lora import lora_config  # noqa: E402
+from t5electra.recipes import pretrain_electra, pretrain_t5  # noqa: E402
 
 # float32 on tiny models: sums in another order (fused vs separate matmuls, AVX2 vs AVX-512)
 # differ by a few ulps of values of order 1.
@@ -304,6 +305,9 @@ def test_run_config_lora_section_parses_and_checks():
                        ("--lora.dropout=1", r"lora.dropout=1.0: must be in \[0, 1\)")):
         with pytest.raises(ConfigError, match=match):
             load_config(None, [bad])
+    for recipe in (pretrain_t5, pretrain_electra):  # pretraining trains every weight: lora.r is refused
+        with pytest.raises(ConfigError, match="lora.r=4: LoRA adapters are for fine-tuning"):
+            recipe.train(load_config(None, ["--lora.r=4"]))
 
 
 def test_peft_adapter_of_a_bert_model_loads_into_the_electra_class(tmp_path):

@@ -47,6 +47,7 @@ from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
 from ..train.logging import MetricsLogger, Progress
+from ..train.lora import refuse_lora
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
@@ -187,6 +188,7 @@ def save_tokenizer_everywhere(tokenizer: ElectraTokenizer, model: ElectraPretrai
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
     """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
+    refuse_lora(cfg.lora, "ELECTRA pretraining")
     env = init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,

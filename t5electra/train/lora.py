@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..lora import LoraConfig, PeftModel, get_peft_model
 from .checkpointing import unwrap_model
 
@@ -34,6 +35,13 @@ def lora_config(section, task: str) -> LoraConfig | None:
                       target_modules=list(section.target_modules) or None,
                       modules_to_save=list(section.modules_to_save) or None, use_rslora=section.rslora,
                       task_type=TASK_TYPES[task])
+
+
+def refuse_lora(section, recipe: str) -> None:
+    """Pretraining recipes: a ``lora.r`` there is a mistake, not something to ignore silently."""
+    if section.r is not None:
+        raise ConfigError(f"lora.r={section.r}: LoRA adapters are for fine-tuning (t5electra finetune); "
+                          f"{recipe} trains every weight")
 
 
 def add_lora(model: nn.Module, section, task: str) -> nn.Module:
