@@ -154,6 +154,12 @@ def test_fused_qkv_gets_one_adapter_per_transformers_name():
     assert "base_model.model.encoder.block.0.layer.0.SelfAttention.q.lora_A.weight" in keys
     assert "base_model.model.decoder.block.1.layer.1.EncDecAttention.v.lora_B.weight" in keys
     assert not any(".k.lora" in k for k in keys)
+    # modules_to_save by transformers name: the untied lm_head trains in full and is saved as PEFT does
+    lora = get_peft_model(ours("t5-v1.1"), LoraConfig(r=2, target_modules="decoder.*SelfAttention\\.[qv]",
+                                                      modules_to_save=["lm_head"]))
+    keys = set(lora.adapter_state_dict())
+    assert "base_model.model.lm_head.weight" in keys and not any(k.startswith("base_model.model.encoder") for k in keys)
+    assert lora.base_model.lm_head.weight.requires_grad and not lora.base_model.shared.weight.requires_grad
 
 
 def test_scaling_and_rslora():
@@ -193,6 +199,8 @@ def test_unknown_target_module_names_the_valid_ones():
         get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query", "query_proj"]))
     with pytest.raises(ConfigError, match=r"\[.wi_0.\].*: k, o, q, v, wi, wo$"):
         get_peft_model(ours("t5-v1.0"), LoraConfig(target_modules=["wi_0"]))
+    with pytest.raises(ConfigError, match="every match is excluded"):
+        get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query"], exclude_modules=["query"]))
     with pytest.raises(ConfigError, match="modules_to_save .*'head'.* match no module"):
         get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query"], modules_to_save=["head"]))
 

@@ -103,7 +103,6 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
     saved_modules = {h.rsplit(".", 1)[0] for h in saved.values()}
     linears = linear_modules(model)
     chosen: dict[str, dict[str, tuple[str, int, int]]] = {}
-    used = set()
     for ours, blocks in linears.items():
         for hf_path, start, stop in blocks:
             if not _matches(hf_path, targets):
@@ -114,7 +113,6 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
                 continue  # PEFT trains a module_to_save in full, never adapts inside it
             part = hf_path.rsplit(".", 1)[-1]
             chosen.setdefault(ours, {})[part] = (hf_path, start, stop)
-            used.add(part)
     valid = sorted({p.rsplit(".", 1)[-1] for blocks in linears.values() for p, _, _ in blocks})
     if isinstance(targets, str):
         if not chosen:
@@ -123,9 +121,12 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
     else:
         missing = [t for t in targets if not any(_matches(p, [t]) for blocks in linears.values()
                                                   for p, _, _ in blocks)]
-        if missing or not chosen:
-            raise ConfigError(f"LoRA target_modules {missing or targets} match no linear module of "
+        if missing:
+            raise ConfigError(f"LoRA target_modules {missing} match no linear module of "
                               f"{type(model).__name__}; valid names (transformers'): {', '.join(valid)}")
+        if not chosen:
+            raise ConfigError(f"LoRA target_modules {targets}: every match is excluded (exclude_modules) or "
+                              f"inside a module trained in full (modules_to_save)")
     return chosen
 
 
