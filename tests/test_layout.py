@@ -73,3 +73,19 @@ def test_imports_point_down_and_recipes_do_not_import_recipes():
 def test_no_module_over_the_line_budget():
     sizes = {str(f.relative_to(PKG.parent)): f.read_text(encoding="utf-8").count("\n") for f in PKG.rglob("*.py")}
     assert {f: n for f, n in sizes.items() if n > BUDGET} == {}, "split these along a seam (docs/layout.md)"
+
+
+def test_old_import_paths_still_work():
+    """Users' imports from before the reorganisation keep working (thin re-exports)."""
+    import t5electra
+    from t5electra import fill_mask, generate
+    from t5electra.generation import fill_mask as new_fill_mask
+    from t5electra.generation import seq2seq
+    from t5electra.pipelines import ElectraPipeline
+
+    assert generate.generate is seq2seq.generate and generate.GenerationSettings is seq2seq.GenerationSettings
+    assert fill_mask.fill_mask_generate is new_fill_mask.fill_mask_generate
+    assert fill_mask.ElectraPipeline is ElectraPipeline is t5electra.ElectraPipeline
+    from t5electra.models.t5 import BaseModelOutput, T5DecoderCache, decode_linear  # noqa: F401
+    from t5electra.modeling import ModelOutput  # noqa: F401
+    from t5electra.tokenizers import BatchEncoding  # noqa: F401
