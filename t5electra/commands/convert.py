@@ -23,6 +23,7 @@ verified against the unmerged base + adapter.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -128,8 +129,6 @@ def convert_one(src: Path, dst: Path, check: bool) -> str:
 
 def merge_adapter(src: Path, dst: Path, base: str | None, check: bool) -> str:
     """SRC's LoRA adapter merged into its base, saved to DST; verified against the unmerged model."""
-    import copy
-
     from ..lora.merge import adapter_dir, base_dir, load_adapted
 
     adapted = load_adapted(src, base)
