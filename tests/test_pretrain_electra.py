@@ -124,3 +124,12 @@ def test_bad_setups_fail_before_training(corpus, tmp_path, capsys):
     assert main(_args(corpus, tmp_path / "e", 2, "--electra.disc_wieght=1")) == 1
     assert "did you mean 'disc_weight'" in capsys.readouterr().err
     assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+def test_default_recipe_is_electra_small_pretraining():
+    """docs/reference.md, ELECTRA pretraining: AdamW lr 5e-4, weight decay 0.01, eps 1e-6, 128 tokens,
+    linear warmup (10k of 1M steps) then decay, generator loss + 50 x discriminator loss."""
+    cfg = default_config("electra-rtd")
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps) == ("adamw", 5e-4, 0.01, 1e-6)
+    assert (cfg.data.max_length, cfg.schedule.name, cfg.schedule.warmup_ratio) == (128, "linear", 0.01)
+    assert cfg.electra.disc_weight == 50.0

@@ -35,19 +35,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     """
     if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    # The plain formula: "eager", and training with dropout on CPU, where SDPA runs this same math
+    # but draws its mask with bernoulli_; nn/dropout.py's mask costs a third of that.
+    probs = attention_probs(q, k, bias, scale=scale).to(v.dtype)
+    return torch.matmul(dropout(probs, dropout_p), v)
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None, *,
+                    scale: float | None = None) -> torch.Tensor:
+    """The attention weights ``softmax(scale * q k^T + bias)`` in fp32, (B, H, T, S): the one copy
+    of the formula (``attend``'s plain path, and the server's attention view, serve/attention.py)."""
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if bias is not None and bias.dtype == torch.bool:
         bias = mask_to_bias(bias, q.dtype)
-    # The plain formula: "eager", and training with dropout on CPU, where SDPA runs this same math
-    # but draws its mask with bernoulli_; nn/dropout.py's mask costs a third of that.
     scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, T, S)
     if scale != 1.0:
         scores = scores * scale
     if bias is not None:
         scores = scores + bias
-    probs = scores.float().softmax(dim=-1).to(v.dtype)
-    return torch.matmul(dropout(probs, dropout_p), v)
+    return scores.float().softmax(dim=-1)
 
 
 def mask_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -81,7 +81,7 @@ class Plan:
     electra_generator_size: float = 0.25
     electra_pretrain_warmup: float = 0.05
     minilm_lr: float = 1e-4
-    finetune_llrd: float | None = 0.8  # ELECTRA/MiniLM fine-tuning: layer-wise lr decay (None: off)
+    finetune_llrd: float | None = 0.8  # ELECTRA fine-tuning: layer-wise lr decay (None: off; MiniLM: off)
     finetune_warmup: float = 0.1       # ELECTRA/MiniLM fine-tuning: warmup fraction of the linear schedule
     pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
     group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
@@ -99,10 +99,10 @@ PLANS = {
                  electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=300,
-                 t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=450,
+                 t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
                  eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
-                 finetune_llrd=None, pooling="mean", group_by_length=16),
+                 finetune_llrd=0.8, pooling="mean", group_by_length=16),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
     # defined, not yet measured: docs/quickstart.md).
     "long": Plan(corpus_chars=4_000_000, t5_vocab=8000, electra_vocab=8000,
@@ -113,7 +113,7 @@ PLANS = {
                  finetune_batch=32, finetune_max_length=64, t5_finetune_steps=900, electra_finetune_steps=900,
                  t5_finetune_lr=1e-3, electra_finetune_lr=5e-4, electra_pretrain_lr=2e-4, minilm_steps=530,
                  eval_every=150, eval_examples=512, pretrain_dropout=0.0, electra_pretrain_warmup=0.1,
-                 finetune_llrd=None, pooling="mean", group_by_length=16),
+                 finetune_llrd=0.8, pooling="mean", group_by_length=16),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -247,7 +247,7 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
 
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
-                     lr: float) -> Path:
+                     lr: float, llrd: float | None = None) -> Path:
     from ..train.config import load_config
     from .finetune_electra import default_config, train as run
 
@@ -258,7 +258,7 @@ def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentimen
         "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
-        "optim.layerwise_lr_decay": "null" if plan.finetune_llrd is None else plan.finetune_llrd,
+        "optim.layerwise_lr_decay": "null" if llrd is None else llrd,
         "schedule.warmup_ratio": plan.finetune_warmup,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
         "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
@@ -564,7 +564,8 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
           f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
           lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
-                                   paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr),
+                                   paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr,
+                                   plan.finetune_llrd),
           out / "electra-sentiment" / "results.json")
     if minilm:
         stage("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",

@@ -3,7 +3,8 @@
 The models compute attention with PyTorch's fused SDPA kernel, which never materialises the
 weights. Rather than changing the models, :func:`capture_attention` attaches forward hooks to
 their attention modules for one forward pass; each hook recomputes the weights from the module's
-own projections and the inputs it was called with, the same formula the module computed:
+own projections and the inputs it was called with, with the blocks' own formula
+(``nn.attention.attention_probs``):
 
 ``softmax(scale * q k^T + bias)`` of the shared blocks (``nn/attention.py``), which both models
 use: T5 with ``scale`` 1.0 (no 1/sqrt(d)) and the relative-position bias plus the causal/padding
@@ -22,16 +23,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..nn.attention import attention_probs
+
 
 def _softmax(q: Tensor, k: Tensor, scale: float, bias: Tensor | None) -> Tensor:
-    """q (B, H, T, Dh), k (B, H, S, Dh), bias broadcastable to (B, H, T, S) -> weights (B, H, T, S) fp32."""
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
-    if bias is not None:
-        if bias.dtype == torch.bool:  # ELECTRA: True where the key may be attended to
-            scores = scores.masked_fill(~bias, float("-inf"))
-        else:
-            scores = scores + bias.float()
-    return scores.softmax(dim=-1)
+    """q (B, H, T, Dh), k (B, H, S, Dh), bias broadcastable to (B, H, T, S) -> weights (B, H, T, S) fp32:
+    the blocks' own formula (nn/attention.py), computed in fp32."""
+    if bias is not None and bias.dtype != torch.bool:
+        bias = bias.float()
+    return attention_probs(q.float(), k.float(), bias, scale=scale)
 
 
 def _heads(x: Tensor, parts: int, num_heads: int) -> list[Tensor]:
