@@ -41,6 +41,8 @@ _UNSUPPORTED = {
     "layers_pattern": None, "layer_replication": None, "lora_bias": False, "target_parameters": None,
     "trainable_token_indices": None, "use_qalora": False, "use_bdlora": None, "megatron_config": None,
     "alora_invocation_tokens": None, "loftq_config": {},
+    # variants configured by their own section (peft 0.21 writes them as null when unused)
+    "arrow_config": None, "kasa_config": None, "monteclora_config": None, "lora_ga_config": None, "velora_config": None,
 }
 _EMPTY = (None, False, {}, [], "")
 
