@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from t5electra import PeftModel
+from t5electra.cli import main as cli_main
 from t5electra.errors import ConfigError, DataError
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.recipes.finetune_electra import (default_config, encode_qa, load_data, main, qa_answers, train)
@@ -149,6 +150,13 @@ def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path
     ids = torch.tensor([[2, 5, 9, 7, 3]])
     with torch.no_grad():
         torch.testing.assert_close(adapted(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
+    # the adapter names its base by absolute path: `convert --merge RUN` finds both from anywhere
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((tmp_path / "base").resolve())
+    assert cli_main(["convert", "--merge", str(run), str(tmp_path / "merged")]) == 0
+    again = ElectraForSequenceClassification.from_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_regression_and_token_classification(root, tmp_path):

@@ -49,7 +49,9 @@ def add_lora(model: nn.Module, section, task: str) -> nn.Module:
     config = lora_config(section, task)
     if config is None:
         return model
-    config.base_model_name_or_path = getattr(model, "name_or_path", None)
+    base = getattr(model, "name_or_path", None)  # model.init_from; None for a fresh model from a preset
+    # absolute, so that convert --merge and serve find the base from any working directory
+    config.base_model_name_or_path = str(Path(base).resolve()) if base else None
     return get_peft_model(model, config)
 
 
