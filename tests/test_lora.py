@@ -334,3 +334,14 @@ def test_peft_adapter_of_a_bert_model_loads_into_the_electra_class(tmp_path):
     x = inputs("electra-cls")
     with torch.no_grad():
         torch.testing.assert_close(loaded(**x).logits, theirs(**x).logits, **TOL)
+
+
+def test_rslora_scaling_is_peft_s(tmp_path):
+    """use_rslora (alpha / sqrt(r)) and dropout in the file: PEFT computes the same logits from our adapter."""
+    model, hf = base_dirs("t5-v1.1", tmp_path)
+    lora = get_peft_model(model, LoraConfig(r=9, lora_alpha=6, lora_dropout=0.1, use_rslora=True,
+                                            target_modules=["k", "o"], init_lora_weights=False)).eval()
+    lora.save_pretrained(tmp_path / "adapter")
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    assert theirs.peft_config["default"].use_rslora
+    torch.testing.assert_close(logits(theirs, "t5-v1.1"), logits(lora, "t5-v1.1"), **TOL)
