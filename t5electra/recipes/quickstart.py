@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about ten minutes.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in 15-20 minutes.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -20,8 +20,10 @@ Stages (each is one of the library's recipes, called as a user would call it):
                replaced-token predictions, and the plots of every run (RUN/plots/*.png).
 
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
-``quickstart.json`` with the table and the time of each stage. The step budgets were measured to
-fit 15 minutes on 2 CPU cores (README: the command and the numbers).
+``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
+on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
+aim at 15 minutes on 2 idle CPU cores; measured: 18.6 min on 2 busy ones with one thread
+(docs/quickstart.md: the numbers and what was tried).
 """
 
 from __future__ import annotations
