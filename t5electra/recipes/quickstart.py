@@ -100,7 +100,7 @@ PLANS = {
                  electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=450,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=450, electra_finetune_steps=450,
                  t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
                  eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
                  finetune_llrd=0.8, pooling="mean", group_by_length=16),
