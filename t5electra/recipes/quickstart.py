@@ -22,7 +22,7 @@ Stages (each is one of the library's recipes, called as a user would call it):
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
 ``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
 on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
-aim at 15 minutes on 2 idle CPU cores; measured: 18.6 min on 2 busy ones with one thread
+aim at 15 minutes on 2 idle CPU cores; measured: about 20 min on 2 busy ones with one thread
 (docs/quickstart.md: the numbers and what was tried).
 """
 
