@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about ten minutes.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in 15-20 minutes.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -20,8 +20,10 @@ Stages (each is one of the library's recipes, called as a user would call it):
                replaced-token predictions, and the plots of every run (RUN/plots/*.png).
 
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
-``quickstart.json`` with the table and the time of each stage. The step budgets were measured to
-fit 15 minutes on 2 CPU cores (README: the command and the numbers).
+``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
+on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
+aim at 15 minutes on 2 idle CPU cores; measured: about 20 min on 2 busy ones with one thread
+(docs/quickstart.md: the numbers and what was tried).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ PLANS = {
                  electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                     num_attention_heads=4),
                  seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=300, electra_finetune_steps=450,
+                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=450, electra_finetune_steps=450,
                  t5_finetune_lr=1e-3, electra_finetune_lr=3e-4, electra_pretrain_lr=2e-4, minilm_steps=150,
                  eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
                  finetune_llrd=0.8, pooling="mean", group_by_length=16),
