@@ -6,7 +6,7 @@ One module, two nucleus rules, each named for what it reproduces:
   ``TopKLogitsWarper`` -> ``TopPLogitsWarper`` in ``transformers/generation/logits_process.py``):
   scores sorted ascending, the tail whose cumulative probability is ``<= 1 - top_p`` dropped,
   ``min_tokens_to_keep`` always kept. Seq2seq sampling and beam sampling use it, so their draws
-  match transformers' bit for bit (tests/test_generate.py).
+  match transformers' bit for bit (tests/generation/test_generate.py).
 * :func:`filter_top_k_top_p` and :func:`sample_top_k` use the "mass before" rule: a token is
   dropped when the more likely tokens before it already reach ``top_p`` (the most likely token
   always stays). The two agree on which tokens survive except for float ties at the boundary.

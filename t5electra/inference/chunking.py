@@ -4,7 +4,7 @@ Without autograd on CPU, a batch of more than ``chunk_tokens`` tokens runs throu
 few whole sequences at a time: each slice's activations (~8 MB per layer at 2048 tokens for
 ELECTRA-Small) stay in the CPU caches and the allocator reuses its blocks, where the whole batch
 at once maps fresh pages for every layer's outputs (~90k page faults per 32 x 128 forward).
-Sequences never interact, so the result is the same (tests/test_electra_fast.py).
+Sequences never interact, so the result is the same (tests/inference/test_electra_fast.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Paper: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
 Transformer" (https://arxiv.org/abs/1910.10683). Reference code: mesh-tensorflow / t5x and
 transformers' ``models/t5/modeling_t5.py``, with which this file is parity-tested
-(tests/test_t5_reference.py). What T5 does differently from the textbook Transformer:
+(tests/models/test_t5_reference.py). What T5 does differently from the textbook Transformer:
 
 - pre-norm residual blocks with RMSNorm (no mean, no bias, fp32 statistics), a final norm per stack;
 - attention scores are NOT scaled by 1/sqrt(d_kv) (the init of q absorbs it);

@@ -11,7 +11,7 @@ use: T5 with ``scale`` 1.0 (no 1/sqrt(d)) and the relative-position bias plus th
 masks as ``bias`` (cross-attention: the padding mask only); ELECTRA with 1/sqrt(d) and a bool
 padding mask.
 
-tests/test_serve_api.py checks that ``weights @ v`` projected by the module's output layer gives
+tests/serve/test_serve_api.py checks that ``weights @ v`` projected by the module's output layer gives
 back the module's output exactly, so the picture is the computation, not an approximation of it.
 """
 

@@ -190,7 +190,7 @@ def test_shipped_experiments_expand():
     """Every experiment file in experiments/ parses and expands (FLOPs budgets included)."""
     from t5electra.experiments.runner import Context, steps_for_flops
 
-    root = Path(__file__).resolve().parents[1] / "experiments"
+    root = Path(__file__).resolve().parents[2] / "experiments"
     names = sorted(p.stem for p in root.glob("*.yaml"))
     assert {"tiny", "electra_vs_mlm", "generator_size", "t5_objectives", "t5_multitask"} <= set(names)
     for name in names:

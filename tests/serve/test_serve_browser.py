@@ -24,7 +24,7 @@ import pytest
 
 from t5electra.serve.demo import build_demo_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT_S = 120  # an upper bound only: a loaded CI machine imports torch slowly

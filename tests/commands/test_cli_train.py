@@ -19,7 +19,7 @@ from t5electra.commands.finetune import model_family
 from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
 from t5electra.train.logging import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
          "and children played games under tall trees until the sun went down over quiet hills").split()
 

@@ -15,7 +15,7 @@ from t5electra.generation.fill_mask import fill_mask_generate, resolve_mask_toke
 from t5electra.generation.sampling import filter_top_k_top_p
 from t5electra.models.electra import ElectraConfig, ElectraForMaskedLM
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 
 
