@@ -9,7 +9,9 @@ import warnings
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file
 
+from t5electra.cli import main
 from t5electra.errors import ConfigError, ModelTypeError
 from t5electra.models import registry
 from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Model
@@ -225,3 +227,24 @@ def test_model_type_is_a_checked_field_and_decides_rescaling_and_bias(tmp_path):
     assert T5Config.model_type == "t5" and T5Config().model_type == "t5"
     with pytest.raises(ModelTypeError, match="model_type 'bert' cannot be loaded as T5Config"):
         T5Config.from_dict({"model_type": "bert"})
+
+
+@pytest.mark.parametrize("model_type", ["mt5", "umt5"])
+def test_convert_a_transformers_pickle_checkpoint_both_ways(model_type, tmp_path, capsys):
+    """`t5electra convert`: transformers' pytorch_model.bin -> safetensors that both sides load alike."""
+    hf = hf_model(model_type, seed=4)
+    hf.save_pretrained(tmp_path / "src")
+    sd = load_file(str(tmp_path / "src" / "model.safetensors"))
+    (tmp_path / "src" / "model.safetensors").unlink()
+    torch.save(sd, tmp_path / "src" / "pytorch_model.bin")  # as older hub checkpoints are stored
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "dst")]) == 0
+    assert "verified" in capsys.readouterr().out
+    config = json.loads((tmp_path / "dst" / "config.json").read_text())
+    assert config["model_type"] == model_type and config["architectures"][0].startswith(model_type.upper())
+    ids, mask, labels, _ = inputs()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, labels=labels).logits
+        torch.testing.assert_close(load_hf(HF[model_type][1], tmp_path / "dst")(
+            input_ids=ids, attention_mask=mask, labels=labels).logits, want, **TOL)
+        torch.testing.assert_close(T5ForConditionalGeneration.from_pretrained(tmp_path / "dst")(
+            ids, mask, labels=labels).logits, want, **TOL)
