@@ -359,10 +359,11 @@ def test_default_targets_of_mt5_and_umt5_load_in_peft(model_type, tmp_path):
     model.save_pretrained(tmp_path / "base")
     hf_cls = {"mt5": transformers.MT5ForConditionalGeneration, "umt5": transformers.UMT5ForConditionalGeneration}
     hf = hf_cls[model_type].from_pretrained(tmp_path / "base", attn_implementation="eager").eval()
+    base = logits(model, "t5")
     lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False))
     adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in lora.adapter_state_dict()}
     assert adapted == {"q", "v"}  # per transformers name, inside the fused qkv and cross-attention q / kv
     lora.save_pretrained(tmp_path / "adapter")
     theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
     torch.testing.assert_close(logits(theirs, "t5"), logits(lora, "t5"), **TOL)
-    assert not torch.allclose(logits(lora, "t5"), logits(hf, "t5"), **TOL)  # the adapter does something
+    assert not torch.allclose(logits(lora, "t5"), base, **TOL)  # the adapter does something
