@@ -479,7 +479,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
         echo(f"\ncompute efficiency (model FLOPs / stage seconds / matmul peak {peak / 1e9:.0f} GFLOP/s, "
              f"{torch.get_num_threads()} threads):")
         for name, e in mfu.items():
-            echo(f"  {name:<18} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
+            echo(f"  {name:<24} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
                  f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s, MFU {100 * e['mfu']:5.1f}%")
     plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
     echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
@@ -649,7 +649,7 @@ def control_rows(out: Path) -> list[tuple[str, float, str]]:
     rows = []
     for model, run in (("T5", CONTROL_RUNS["finetune_t5_scratch"]), ("ELECTRA", CONTROL_RUNS["finetune_electra_scratch"])):
         if (out / run / "results.json").is_file():
-            rows.append((f"{model} (no pretraining: random weights, fine-tuned)",
+            rows.append((f"{model} (no pretraining, fine-tuned)",
                          _accuracy(json.loads((out / run / "results.json").read_text())), _params(out / run / "model")))
     return rows
 

@@ -23,7 +23,9 @@ RUNS = ("t5-pretrain", "electra-pretrain", "t5-sentiment", "electra-sentiment", 
 
 
 def _losses(run):
-    return [(r["step"], r["loss"]) for r in read_metrics(run) if r.get("split", "train") == "train" and "loss" in r]
+    """(split, step, loss) of every record of the run's metrics.jsonl that has a loss (the quickstart
+    logs every 10 steps and at the last; the tiny fine-tuning's train loss is the mean of its 8 steps)."""
+    return [(r.get("split", "train"), r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r]
 
 
 def test_tiny_comparison_over_two_seeds(tmp_path, capsys):
@@ -55,7 +57,7 @@ def test_tiny_comparison_over_two_seeds(tmp_path, capsys):
                                                                                  m["scratch"]["per_seed"])])
     seed0 = json.loads((out / "seed-0" / "quickstart.json").read_text())
     assert res["tfidf"] == seed0["tfidf"]["test"]["accuracy"] and seed0["seed"] == 0
-    assert "T5 (no pretraining: random weights, fine-tuned)" in [r["model"] for r in seed0["table"]]
+    assert "T5 (no pretraining, fine-tuned)" in [r["model"] for r in seed0["table"]]
     assert {"finetune_t5_scratch", "finetune_electra_scratch"} <= set(seed0["efficiency"])
 
     for k in (0, 1):
@@ -77,14 +79,12 @@ def test_tiny_comparison_over_two_seeds(tmp_path, capsys):
     finetune_electra(tmp_path / "again", plan, "electra-sentiment-scratch", None, sentiment,
                      plan.electra_finetune_steps, plan.electra_finetune_lr, plan.finetune_llrd, 0,
                      s0 / "tokenizers" / "electra")
-    finetune_t5(tmp_path / "again", plan, s0 / "t5-pretrain" / "model", sentiment, 0)
-    for run in ("t5-sentiment-scratch", "electra-sentiment-scratch", "t5-sentiment"):
+    for run in ("t5-sentiment-scratch", "electra-sentiment-scratch"):
         assert _losses(tmp_path / "again" / run) == _losses(s0 / run)
 
-    # a seed directory is refused to another seed before any work, and a second call only reports
+    # a seed's directory is refused to another seed, before any work
     assert main(["quickstart", "--tiny", "--out", str(s0), "--seed", "1", "--threads", "1"]) == 1
     assert "trained with seed 0, not 1" in capsys.readouterr().err
-    assert compare(out, seeds=2, tiny=True, threads=1, echo=lambda s: None) == res
 
 
 def _fake_seed(root, seed, accuracies):
