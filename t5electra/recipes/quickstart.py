@@ -90,7 +90,7 @@ class Plan:
     finetune_llrd: float | None = 0.8  # ELECTRA fine-tuning: layer-wise lr decay (None: off; MiniLM: off)
     finetune_warmup: float = 0.1       # ELECTRA/MiniLM fine-tuning: warmup fraction of the linear schedule
     pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
-    group_by_length: int = 0           # fine-tuning: batches of similar lengths (data.group_by_length)
+    group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
 
 
 PLANS = {
@@ -251,7 +251,6 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
         **_common(out / "t5-sentiment", plan), "model.init_from": pretrained,
         "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
-        "data.group_by_length": plan.group_by_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
         **({"optim.name": "adafactor", "optim.adafactor_scale_parameter": plan.t5_finetune_scale_parameter,
             "schedule.name": "constant"} if plan.t5_finetune_optim == "adafactor" else
@@ -456,13 +455,14 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     echo("\nT5 answers (text in, text out):")
     for s in extra["t5_sentiment"]:
         echo(f"  {s['input']!r} -> {s['output']!r}")
-    echo("T5 after pretraining fills the sentinel spans it was trained to fill:")
+    echo("T5 after pretraining, asked to fill the sentinel spans (what span corruption trains):")
     for s in extra["t5_span_filling"]:
         echo(f"  {s['input']!r}\n    -> {s['output']!r}")
     span = extra["t5_span_filling_held_out"]
-    echo(f"  on {span['sentences']} held-out review sentences (1-2 word spans masked): "
-         f"{100 * span['alphabetic']:.1f}% of the {span['pieces']} generated pieces are alphabetic, "
-         f"{100 * span['exact_words']:.1f}% of the removed words written back exactly, e.g.")
+    echo(f"  on {span['sentences']} held-out review sentences (up to 2 spans of 1-3 words masked): "
+         f"{100 * span['words']:.1f}% of the generated strings are words ({100 * span['alphabetic']:.1f}% of the "
+         f"{span['pieces']} pieces alphabetic), {100 * span['exact_words']:.1f}% of the removed words written back "
+         "exactly, e.g.")
     for ex in span["examples"][:2]:
         echo(f"    {ex['input']!r} -> {ex['generated']} (removed {ex['removed']})")
     echo("ELECTRA's discriminator: probability that each token was replaced (> 0.5 marked *):")
@@ -484,7 +484,8 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     summary = {"test_examples": n, "table": [{"model": r[0], "accuracy": r[1], "params": r[2]} for r in rows],
                "seconds": timings, "tfidf": tfidf,
                "matmul_peak_flop_per_s": peak, "threads": torch.get_num_threads(), "efficiency": mfu,
-               "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "electra_rtd_auc": rtd["auc"]},
+               "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "t5_span_filling_words": span["words"],
+                         "electra_rtd_auc": rtd["auc"]},
                "samples": extra, "plots": plots}
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
