@@ -1,6 +1,6 @@
 """``t5electra quickstart``: pretrain, fine-tune and evaluate T5 and ELECTRA on real sample data.
 
-    t5electra quickstart                        # runs/quickstart, ~15-20 min on 2 CPU cores
+    t5electra quickstart                        # runs/quickstart, ~18 min on 2 CPU cores
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
     t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
     parser.add_argument("--plan", default="full", choices=("full", "long"),
-                        help="full: the ~15 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
+                        help="full: the ~18 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="train.seed of every training stage (default 0; the data and tokenizers do not depend "

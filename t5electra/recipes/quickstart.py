@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in 15-20 minutes.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about 18 minutes on 2 cores.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -22,7 +22,7 @@ Stages (each is one of the library's recipes, called as a user would call it):
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
 ``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
 on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
-aim at 15 minutes on 2 idle CPU cores; measured: about 20 min on 2 busy ones with one thread
+aim at 15 minutes on 2 idle CPU cores; measured: 18.5 min on 2 shared ones with two threads
 (docs/quickstart.md: the numbers and what was tried).
 """
 
