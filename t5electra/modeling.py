@@ -27,6 +27,7 @@ from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
 from .errors import WeightsMismatchError
+from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
 
@@ -60,6 +61,13 @@ class PreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-establish parameter sharing after loading; default: nothing to tie."""
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block's activations in backward instead of keeping them (nn/recompute.py)."""
+        set_activation_checkpointing(self, True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        set_activation_checkpointing(self, False)
 
     @property
     def device(self) -> torch.device:
