@@ -329,6 +329,9 @@ def _encoder_hidden(encoder_outputs: Any) -> torch.Tensor:
 class T5PreTrainedModel(PreTrainedModel):
     """What all T5 classes share: config class, mesh-tf init, key map, input checks."""
 
+    # fp16: the feed-forward output projections stay fp32 (v1.1's activations overflow fp16 there)
+    _keep_in_fp32_modules: ClassVar[tuple[str, ...]] = ("wo",)
+
     config_class = T5Config
     config: T5Config
     _has_decoder: ClassVar[bool] = True
