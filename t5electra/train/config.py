@@ -345,6 +345,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}={value!r}: must be {what}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
         raise ConfigError(f"train.device={cfg.train.device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if cfg.train.distributed == "fsdp" and cfg.optim.name != "adamw":
+        raise ConfigError(f"optim.name={cfg.optim.name!r} with train.distributed=fsdp: its per-parameter RMS and "
+                          f"factored moments are not checked on sharded parameters yet; use optim.name=adamw")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
