@@ -27,6 +27,7 @@ from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
 from .errors import WeightsMismatchError
+from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
 
@@ -43,6 +44,9 @@ class PreTrainedModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     # Regexes of our keys that may be absent from a checkpoint (fresh task heads).
     newly_initialized_ok: ClassVar[tuple[str, ...]] = ()
+    # Names of submodules (last name component) that stay fp32 when the model is cast to fp16
+    # (``half()``, ``to(torch.float16)``, ``from_pretrained(torch_dtype=torch.float16)``), as transformers'.
+    _keep_in_fp32_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -60,6 +64,31 @@ class PreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-establish parameter sharing after loading; default: nothing to tie."""
+
+    def to(self, *args: Any, **kwargs: Any):
+        """``nn.Module.to``; to fp16, the modules named in ``_keep_in_fp32_modules`` stay fp32."""
+        super().to(*args, **kwargs)
+        dtype = torch._C._nn._parse_to(*args, **kwargs)[1]
+        if dtype == torch.float16:
+            self._keep_fp32()
+        return self
+
+    def half(self):
+        super().half()
+        self._keep_fp32()
+        return self
+
+    def _keep_fp32(self) -> None:
+        for name, module in self.named_modules():
+            if name.rsplit(".", 1)[-1] in self._keep_in_fp32_modules:
+                module.float()
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block's activations in backward instead of keeping them (nn/recompute.py)."""
+        set_activation_checkpointing(self, True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        set_activation_checkpointing(self, False)
 
     @property
     def device(self) -> torch.device:

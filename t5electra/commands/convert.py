@@ -6,7 +6,8 @@
 
 SRC may be a model directory (safetensors, sharded safetensors, ``pytorch_model.bin`` or its
 shards; pickles are read with ``weights_only=True`` and refused if they need code), a training
-checkpoint (``RUN/checkpoints/step-N``: the optimizer state etc. are left behind), or a run
+checkpoint (``RUN/checkpoints/step-N``: the optimizer state etc. are left behind; an FSDP run's
+sharded checkpoint, ``sharded/`` + config files, is gathered into one model first), or a run
 directory (its ``model/``). An ELECTRA pretraining model (``generator/`` + ``discriminator/``) is
 converted part by part. DST gets ``config.json`` + ``model.safetensors`` (+ the tokenizer files),
 which transformers and t5electra both load. The result is verified: DST is reloaded and its
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import tempfile
 from pathlib import Path
 
 PARTS = ("generator", "discriminator")  # ElectraPretrainer.save_pretrained's layout
@@ -162,11 +164,36 @@ def run(args: argparse.Namespace) -> int:
             print(merge_adapter(src, dst, args.base, not args.no_verify))
             return 0
         src = source_dir(src)
+        with tempfile.TemporaryDirectory(prefix="t5electra-convert-") as gathered:
+            return convert_dir(gather_sharded(src, Path(gathered)), dst, not args.no_verify)
+    except T5ElectraError as e:
+        print(f"t5electra convert: error: {e}", file=sys.stderr)
+        return 1
+
+
+def gather_sharded(src: Path, tmp: Path) -> Path:
+    """A sharded training checkpoint (train/sharded.py) as a plain model directory in ``tmp``; else ``src``."""
+    from ..train.checkpointing import save_model
+    from ..train.sharded import has_sharded_state, materialize
+
+    if not has_sharded_state(src):
+        return src
+    save_model(materialize(src), tmp)
+    for part in ("", *PARTS):
+        if (src / part).is_dir() and (tmp / part).is_dir():
+            copy_tokenizer(src / part, tmp / part)
+    return tmp
+
+
+def convert_dir(src: Path, dst: Path, check: bool) -> int:
+    from ..errors import T5ElectraError
+
+    try:
         if (src / "config.json").is_file():
-            print(convert_one(src, dst, not args.no_verify))
+            print(convert_one(src, dst, check))
         else:  # an ELECTRA pretraining model: generator/ + discriminator/, the tokenizer beside them
             for part in PARTS:
-                print(convert_one(src / part, dst / part, not args.no_verify))
+                print(convert_one(src / part, dst / part, check))
             copy_tokenizer(src, dst)
     except T5ElectraError as e:
         print(f"t5electra convert: error: {e}", file=sys.stderr)

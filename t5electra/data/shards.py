@@ -30,9 +30,13 @@ How rows are made, per epoch ``e`` (all randomness from ``(seed, e, ...)``):
   is given — the Hugging Face / nanoT5 convention; the original t5 pipeline puts nothing between
   them. ELECTRA: separated by [SEP]). Row ``r`` is the slice ``[r * L, (r + 1) * L)`` of the
   stream. Rows are shuffled within windows of ``shuffle_window_rows``.
-* Consumer ``k`` of ``K = world_size * num_workers`` takes rows ``k, k + K, k + 2K, ...`` of the
-  shuffled order; the objective (e.g. span corruption) is applied to a row with a generator
-  seeded by ``(seed, e, r)``, so an example does not depend on who computes it.
+* The epochs' shuffled rows form one stream (epoch after epoch); consumer ``k`` of
+  ``K = world_size * num_workers`` takes positions ``k, k + K, k + 2K, ...`` of it; the objective
+  (e.g. span corruption) is applied to a row with a generator seeded by ``(seed, e, r)``, so an
+  example does not depend on who computes it. Without DataLoader workers, N ranks with batches of
+  B together read positions ``[i * N * B, (i + 1) * N * B)`` at step i, as one process with batches
+  of N * B: the global batch is the same whatever the number of processes, and a cursor saved by N
+  processes resumes on M (``load_state_dict`` converts it; M must divide the rows consumed).
 
 Memory stays bounded: the stream reads one block at a time through a short-lived memory map
 (a small LRU cache of blocks), never the whole shard.
@@ -501,6 +505,10 @@ class PackedDataset(torch.utils.data.IterableDataset):
                 "shuffle_window_rows": self.shuffle_window_rows, "drop_remainder": self.drop_remainder,
                 "transform": _describe(self.transform), "rank": self.rank, "world_size": self.world_size}
 
+    def rows_per_stream_epoch(self, K: int) -> int:
+        """Stream positions per epoch for ``K`` consumers (drop_remainder: a multiple of K)."""
+        return self.rows_per_epoch - (self.rows_per_epoch % K if self.drop_remainder else 0)
+
     # --- the epoch stream -------------------------------------------------------------------
     def _epoch_layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(block order, cumulative start of each block in the stream) for an epoch; cached."""
@@ -606,10 +614,9 @@ class PackedDataset(torch.utils.data.IterableDataset):
         return state
 
     # --- sharing out the rows -----------------------------------------------------------------
-    def rows_for_consumer(self, k: int, K: int) -> int:
-        """How many rows per epoch consumer ``k`` of ``K`` gets (rows k, k+K, ... of the epoch)."""
-        total = self.rows_per_epoch - (self.rows_per_epoch % K if self.drop_remainder else 0)
-        return len(range(k, total, K))
+    def rows_for_consumer(self, k: int, K: int, epochs: int = 1) -> int:
+        """How many rows consumer ``k`` of ``K`` gets in the first ``epochs`` epochs (positions k, k+K, ...)."""
+        return len(range(k, self.rows_per_stream_epoch(K) * epochs, K))
 
     def _consumer(self) -> tuple[int, int, int, int]:
         """(local worker id, local workers, global consumer id, global consumers)."""
@@ -627,16 +634,16 @@ class PackedDataset(torch.utils.data.IterableDataset):
                 raise ConfigError(f"the data cursor was saved with {len(self._rows_done)} DataLoader worker(s) "
                                   f"per rank, this run uses {W}; resume with the same num_workers")
             self._rows_done = [0] * W
-        per_epoch = self.rows_for_consumer(k, K)
-        if per_epoch == 0:
+        if self.rows_for_consumer(k, K) == 0:
             raise DataError(f"corpus too small: {self.rows_per_epoch} rows per epoch for {K} consumers "
                             f"(ranks x DataLoader workers); use fewer workers or a shorter row_length")
-        end = None if self.num_epochs is None else per_epoch * self.num_epochs
+        per_epoch = self.rows_per_stream_epoch(K)  # stream positions per epoch
+        end = None if self.num_epochs is None else self.rows_for_consumer(k, K, self.num_epochs)
         n = self._rows_done[w]
         in_main = torch.utils.data.get_worker_info() is None
         while end is None or n < end:
-            epoch, j = divmod(n, per_epoch)
-            r = self._row_index(epoch, k + j * K)
+            epoch, j = divmod(k + n * K, per_epoch)  # the n-th row of consumer k: stream position k + n K
+            r = self._row_index(epoch, j)
             ex = self.example(epoch, r)
             n += 1
             if in_main:
@@ -656,10 +663,24 @@ class PackedDataset(torch.utils.data.IterableDataset):
         except (KeyError, TypeError):
             raise ConfigError("not a PackedDataset state dict (needs 'signature' and 'rows_done')") from None
         mine = self.signature()
-        diff = [f"{k}: saved {saved.get(k)!r}, now {mine[k]!r}" for k in mine if saved.get(k) != mine[k]]
+        diff = [f"{k}: saved {saved.get(k)!r}, now {mine[k]!r}" for k in mine
+                if saved.get(k) != mine[k] and k not in ("rank", "world_size")]
         if diff:
             raise ConfigError("the data cursor belongs to a different dataset; " + "; ".join(diff))
-        self._rows_done = [int(x) for x in rows]
+        rows = [int(x) for x in rows]
+        saved_ws = int(saved.get("world_size", self.world_size))
+        if saved_ws != self.world_size:
+            # Every rank consumed as many rows as the saved one (rank 0's): positions [0, n * saved_ws)
+            # of the stream are done, which M ranks continue from position n * saved_ws / M each.
+            done = rows[0] * saved_ws if len(rows) == 1 else -1
+            if done < 0 or self.drop_remainder or done % self.world_size:
+                why = ("it was saved with DataLoader workers (data.num_workers > 0)" if done < 0 else
+                       "drop_remainder makes the epochs depend on it" if self.drop_remainder else
+                       f"{done} rows were consumed, which {self.world_size} processes cannot share evenly")
+                raise ConfigError(f"the data cursor was saved by {saved_ws} process(es) and cannot continue on "
+                                  f"{self.world_size}: {why}")
+            rows = [done // self.world_size]
+        self._rows_done = rows
         self._phase = int(state.get("next_worker", 0))
         self._cache.clear()
 
@@ -731,7 +752,7 @@ class StreamingDataLoader(torch.utils.data.DataLoader):
                 remaining.append(math.inf)
                 totals.append(math.inf)
             else:
-                rows = ds.rows_for_consumer(ds.rank * W + w, K) * ds.num_epochs - start[w]
+                rows = ds.rows_for_consumer(ds.rank * W + w, K, ds.num_epochs) - start[w]
                 remaining.append(rows)
                 totals.append(rows // B if self.drop_last else -(-rows // B))
         for n, batch in enumerate(super().__iter__(), start=1):

@@ -41,6 +41,7 @@ from ..modeling import LoadReport, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import SelfAttention
 from ..nn.dropout import Dropout
+from ..nn.recompute import maybe_recompute
 
 # --------------------------------------------------------------------------------------------
 # Configuration
@@ -247,6 +248,9 @@ class ElectraSelfAttention(SelfAttention):
 class ElectraLayer(nn.Module):
     """One post-LayerNorm block (as BERT): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
 
+    # True: keep only the input in forward, recompute the rest in backward (nn/recompute.py)
+    checkpoint_activations: bool = False
+
     def __init__(self, config: ElectraConfig):
         super().__init__()
         H = config.hidden_size
@@ -259,6 +263,9 @@ class ElectraLayer(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return maybe_recompute(self, self._forward, x, mask)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention_norm(x + self.dropout(self.attention(x, mask)))  # (B, T, H)
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 

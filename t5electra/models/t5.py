@@ -68,6 +68,7 @@ from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_
 from ..nn.dropout import Dropout
 from ..nn.mlp import FeedForward
 from ..nn.norm import RMSNorm
+from ..nn.recompute import maybe_recompute
 from ..nn.position import RelativePositionBias
 
 logger = logging.getLogger("t5electra")
@@ -236,6 +237,9 @@ def _position_bias(config: T5Config, is_decoder: bool) -> RelativePositionBias:
 class T5Block(nn.Module):
     """Pre-norm residual block: self-attention, [cross-attention,] feed-forward."""
 
+    # True: keep only the input in forward, recompute the rest in backward (nn/recompute.py)
+    checkpoint_activations: bool = False
+
     def __init__(self, config: T5Config, *, is_decoder: bool):
         super().__init__()
         d, eps, p = config.d_model, config.layer_norm_epsilon, config.dropout_rate
@@ -254,6 +258,12 @@ class T5Block(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
                 memory_kv=None, linear=None) -> torch.Tensor:
+        return maybe_recompute(self, self._forward, x, bias, memory, memory_bias, kv_cache=kv_cache, start=start,
+                               memory_kv=memory_kv, linear=linear)
+
+    def _forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
+                 memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
+                 memory_kv=None, linear=None) -> torch.Tensor:
         # x (B, T, D); bias (B|1, H, T, K): relative positions + masks (shared by all layers but in umT5).
         # linear(x, weight): how the projections are computed when decoding (nn/linear.py)
         x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, kv_cache=kv_cache, start=start,
@@ -360,6 +370,9 @@ def _encoder_hidden(encoder_outputs: Any) -> torch.Tensor:
 
 class T5PreTrainedModel(PreTrainedModel):
     """What all T5 classes share: config class, mesh-tf init, key map, input checks."""
+
+    # fp16: the feed-forward output projections stay fp32 (v1.1's activations overflow fp16 there)
+    _keep_in_fp32_modules: ClassVar[tuple[str, ...]] = ("wo",)
 
     config_class = T5Config
     config: T5Config

@@ -4,7 +4,8 @@ Plain: ``wo(dropout(act(wi(x))))`` (T5 v1.0 uses ReLU, BERT/ELECTRA GELU).
 Gated (GLU variants, https://arxiv.org/abs/2002.05202; T5 v1.1 uses gated-GELU):
 ``wo(dropout(act(wi_0(x)) * wi_1(x)))``. The two input projections are one fused matrix ``wi`` of
 shape (2 * d_ff, d_model), rows [wi_0; wi_1], so the block runs one matmul instead of two;
-checkpoint key maps concatenate / split HF's ``wi_0`` and ``wi_1``.
+checkpoint key maps concatenate / split HF's ``wi_0`` and ``wi_1``. In an fp16 T5 ``wo`` stays fp32
+(transformers' ``_keep_in_fp32_modules``): its input is cast up, its output stays fp32.
 """
 
 from __future__ import annotations
@@ -34,4 +35,9 @@ class FeedForward(nn.Module):
             h = self.act(gate) * value
         else:
             h = self.act(h)
+        w = getattr(self.wo, "weight", None)
+        if h.dtype == torch.float16 and isinstance(w, torch.Tensor) and w.dtype == torch.float32:
+            # an fp16 model keeps wo in fp32 (PreTrainedModel._keep_in_fp32_modules): its output, added to
+            # the residual stream, exceeds fp16's 65504 in T5 v1.1; the stream then stays fp32 (B, T, D)
+            h = h.float()
         return project(self.wo, self.dropout(h), linear)

@@ -59,7 +59,8 @@ from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model
 from ..train.config import RunConfig, load_config, run_inputs
-from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
+from ..train.distributed import (DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize,
+                                 refuse_fsdp)
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import seed_everything, to_device, train_step
@@ -136,12 +137,17 @@ class ExampleStream:
             yield self.collate_fn(batch)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"consumed": self.consumed, "num_features": len(self.features), "seed": self.seed}
+        return {"consumed": self.consumed, "num_features": len(self.features), "seed": self.seed,
+                "world_size": self.env.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("num_features") != len(self.features) or state.get("seed") != self.seed:
             raise ConfigError(f"the data cursor belongs to different data ({state.get('num_features')} features, "
                               f"seed {state.get('seed')}; now {len(self.features)}, seed {self.seed})")
+        saved_ws = int(state.get("world_size", self.env.world_size))
+        if saved_ws != self.env.world_size:  # each rank has its own share of every epoch's permutation
+            raise ConfigError(f"the data cursor was saved by {saved_ws} process(es): ELECTRA fine-tuning resumes on "
+                              f"the same number of processes only (this run has {self.env.world_size})")
         self.consumed = int(state["consumed"])
 
 
@@ -203,7 +209,8 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
-    env = init_distributed(cfg.train.device)
+    refuse_fsdp(cfg.train.distributed, "ELECTRA fine-tuning")
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work
@@ -222,7 +229,8 @@ def train(cfg: RunConfig) -> Path:
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
+                             world_size=env.world_size)
 
     start, last_ckpt = 0, None
     resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
@@ -234,7 +242,7 @@ def train(cfg: RunConfig) -> Path:
         seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout stream
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
-    ddp_model = wrap_ddp(model, env)
+    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing)
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,

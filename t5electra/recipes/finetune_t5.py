@@ -51,7 +51,7 @@ from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, load_model_weights, prepare_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
-                                 wrap_ddp)
+                                 parallelize, refuse_fsdp)
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import evaluate, seed_everything, to_device, train_step
@@ -160,7 +160,8 @@ def train(cfg: RunConfig) -> Path:
     if cfg.data.test_files:
         raise ConfigError("data.test_files: T5 fine-tuning scores the task's own test split (put your "
                           "train/validation/test files in data.task_dir)")
-    env = init_distributed(cfg.train.device)
+    refuse_fsdp(cfg.train.distributed, "T5 fine-tuning")
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work
@@ -178,7 +179,8 @@ def train(cfg: RunConfig) -> Path:
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
+                             world_size=env.world_size)
 
     start, last_ckpt, seen = 0, None, 0
     resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)
@@ -189,7 +191,7 @@ def train(cfg: RunConfig) -> Path:
         seed_everything(cfg.train.seed, env.rank)
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
-    ddp_model = wrap_ddp(model, env)
+    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing)
     batches = train_batches(cfg, tasks, env, seen)
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
 

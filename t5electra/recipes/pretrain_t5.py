@@ -30,12 +30,13 @@ from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
-from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
+from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import refuse_lora
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
+from ..train.sharded import gather_model, is_sharded
 from ..train.seq2seq import DEFAULT_PRESET, build_model, load_tokenizer, loss_fn  # noqa: F401 (DEFAULT_PRESET)
 
 
@@ -70,7 +71,7 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: T5Tokenizer, objec
 def train(cfg: RunConfig) -> Path:
     """Pretrain as ``cfg`` says; returns the run directory (``RUN/model`` is the final model)."""
     refuse_lora(cfg.lora, "T5 pretraining")
-    env = init_distributed(cfg.train.device)
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work
@@ -86,10 +87,15 @@ def train(cfg: RunConfig) -> Path:
     barrier(env)
     loader = build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)
 
+    # DDP wraps the model (ddp_model), FSDP shards it in place: the optimizer comes after.
+    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing,
+                            precision=cfg.train.precision)
+    sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better)
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
+                             world_size=env.world_size)
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
     start, last_ckpt = 0, None
@@ -102,7 +108,6 @@ def train(cfg: RunConfig) -> Path:
         seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout stream
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
-    ddp_model = wrap_ddp(model, env)
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
@@ -123,9 +128,10 @@ def train(cfg: RunConfig) -> Path:
     def save(step: int, metrics: dict[str, float]) -> Path | None:
         rngs = gather_rng_states(env)  # a collective: every rank takes part
         path = None
-        if env.is_main:
+        if env.is_main or sharded:  # sharded: every rank writes its shard
             path = ckpt.save(step, model, optimizer, scheduler, loader.dataset.state_dict(), metrics=metrics,
-                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained)
+                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained, sharded=sharded,
+                             rank=env.rank)
         barrier(env)
         return path
 
@@ -155,9 +161,10 @@ def train(cfg: RunConfig) -> Path:
         bar.close()
         log.close()
 
+    final_model = gather_model(model, env.rank)  # FSDP: the full weights, on rank 0
     if env.is_main:
         final_dir = run_dir / "model"
-        save_model(unwrap_model(model), final_dir)
+        save_model(unwrap_model(final_model), final_dir)
         tokenizer.save_pretrained(final_dir)
         plot_run_if_available(run_dir)
     barrier(env)

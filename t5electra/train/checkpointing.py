@@ -20,9 +20,16 @@ run killed at any point, or a full disk, leaves the previous checkpoint complete
 pointing at it; leftover temporary directories are removed by the next save. The last
 ``keep_last`` step checkpoints are kept, plus the best one.
 
+A *sharded* checkpoint (``save(..., sharded=True)``, the FSDP runs) holds the model and optimizer
+as ``sharded/`` (torch.distributed.checkpoint, one file per rank, written by every rank into the
+same temporary directory) plus the model's config files instead of ``model.safetensors``; rank 0
+writes the rest and renames the directory, so it is as atomic as the others (train/sharded.py).
+
 Resuming (:meth:`CheckpointManager.load`) refuses a checkpoint written under a different run config
-and names the fields that differ; it restores model, optimizer, scheduler, the data cursor and the
-RNG states of python, numpy and torch (and CUDA), so that the resumed run continues exactly.
+and names the fields that differ; the batch is compared as the global batch (per-process batch x
+accumulation x processes), so a run may resume on another number of processes. It restores model,
+optimizer, scheduler, the data cursor and the RNG states of python, numpy and torch (and CUDA), so
+that the resumed run continues exactly; either format loads into a plain, DDP or FSDP model.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
+from .sharded import (SHARDED_DIR, has_sharded_state, is_sharded, load_full, load_sharded, save_sharded,
+                      sharded_damage, write_model_configs)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "training_state.pt"
@@ -72,6 +81,16 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def reseed_from(state: dict[str, Any], rank: int) -> None:
+    """Seed python, numpy and torch from a saved RNG state and ``rank`` (resuming on another number
+    of processes: a rank without its own saved state still gets a reproducible stream of its own)."""
+    set_rng_state(state)
+    seed = int(torch.randint(0, 2**31 - 1, ()).item()) + 7919 * int(rank)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -155,8 +174,10 @@ class CheckpointManager:
     """
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None, keep_last: int = 3,
-                 keep_best: bool = True, greater_is_better: bool = False, resume_safe=RESUME_SAFE):
+                 keep_best: bool = True, greater_is_better: bool = False, resume_safe=RESUME_SAFE,
+                 world_size: int = 1):
         self.run_dir = Path(run_dir)
+        self.world_size = int(world_size)  # processes of this run: the global batch of the resume check
         self.dir = self.run_dir / "checkpoints"
         self.config = config or {}
         self.keep_last = keep_last
@@ -196,27 +217,48 @@ class CheckpointManager:
              scheduler: Any = None, data_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, metric_name: str | None = None,
              rng_states: list[dict[str, Any]] | None = None,
-             save_extra: Callable[[Path], None] | None = None) -> Path:
+             save_extra: Callable[[Path], None] | None = None, sharded: bool = False, rank: int = 0) -> Path | None:
         """Write checkpoint ``step`` atomically and prune old ones. ``metrics[metric_name]`` (if
         given) competes for the ``best`` pointer. ``rng_states``: one per rank (from
         ``distributed.gather_rng_states``); default: this process's. ``save_extra(directory)`` writes
         more files into the checkpoint (e.g. ``tokenizer.save_pretrained``, so that a checkpoint is a
-        complete model directory). Returns the checkpoint directory."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._remove_temporaries()
+        complete model directory). Returns the checkpoint directory.
+
+        ``sharded``: every rank calls this (collective); each writes its shard of model and optimizer,
+        rank 0 (``rank``) the rest; rank 0 gets the directory, the others None."""
         name = f"step-{step:08d}"
         final = self.dir / name
-        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+        tmp = self.dir / (f".tmp-{name}-sharded" if sharded else f".tmp-{name}-{os.getpid()}")
+        if sharded:
+            if rank == 0:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._remove_temporaries()
+                tmp.mkdir()
+            _barrier()  # the directory exists before any rank writes into it
+            try:
+                save_sharded(model, optimizer, tmp)
+            except BaseException:
+                if rank == 0:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if rank != 0:
+                return None
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._remove_temporaries()
         try:
-            tmp.mkdir()
-            save_model(model, tmp)
+            if sharded:
+                write_model_configs(model, tmp)
+            else:
+                tmp.mkdir()
+                save_model(model, tmp)
             if save_extra is not None:
                 save_extra(tmp)
             if self.on_partial_write is not None:
                 self.on_partial_write(tmp)
             state = {
                 "step": int(step),
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "optimizer": optimizer.state_dict() if optimizer is not None and not sharded else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "data": data_state,
                 "rng": rng_states if rng_states is not None else [rng_state()],
@@ -224,7 +266,8 @@ class CheckpointManager:
             }
             with open(tmp / STATE_FILE, "wb") as f:  # through a Python file: a full disk is OSError(ENOSPC)
                 torch.save(state, f)
-            meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config}
+            meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config,
+                    "world_size": self.world_size, "sharded": sharded}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
                                          encoding="utf-8")
             _fsync_tree(tmp)
@@ -316,25 +359,60 @@ class CheckpointManager:
         saved = meta.get("config") or {}
         if not self.config or not saved:
             return
-        diff = diff_configs(saved, self.config, ignore=self.resume_safe)
+        saved_ws = meta.get("world_size")
+        batch_keys = {"train.batch_size", "train.grad_accum_steps"}
+        # written before the global batch was recorded: the per-process batch must match, as then
+        diff = diff_configs(saved, self.config, ignore=self.resume_safe - batch_keys if saved_ws is None
+                            else self.resume_safe)
+        if saved_ws is not None:
+            self._check_global_batch(ckpt, saved.get("train", {}), int(saved_ws))
         if diff:
             raise CheckpointError(f"cannot resume from {ckpt}: it was written with a different config "
                                   f"({format_diff(diff, 'checkpoint', 'now')}). Use the same config, "
                                   f"or start a new run directory.")
 
+    def _check_global_batch(self, ckpt: Path, saved_train: dict[str, Any], saved_ws: int) -> None:
+        """Batch size x accumulation x processes must be the checkpoint's (the data order and the
+        update are defined per global batch); the per-process split may differ."""
+        now = self.config.get("train", {})
+        if not saved_train or not now:
+            return
+        sb, sa = int(saved_train.get("batch_size", 0)), int(saved_train.get("grad_accum_steps", 1))
+        nb, na = int(now.get("batch_size", 0)), int(now.get("grad_accum_steps", 1))
+        saved_global, now_global = sb * sa * saved_ws, nb * na * self.world_size
+        if saved_global == now_global:
+            return
+        hint = (f"--train.batch_size={saved_global // (na * self.world_size)} keeps it"
+                if saved_global % (na * self.world_size) == 0 else
+                f"{self.world_size} process(es) x {na} accumulation step(s) do not divide it: use a number of "
+                f"processes and train.grad_accum_steps whose product divides {saved_global}")
+        raise CheckpointError(f"cannot resume from {ckpt}: its global batch is {saved_global} examples ({sb} per "
+                              f"process x {sa} accumulation x {saved_ws} process(es)), this run's is {now_global} "
+                              f"({nb} x {na} x {self.world_size}); {hint}")
+
     def load(self, ckpt: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
              scheduler: Any = None, restore_rng: bool = True, rank: int = 0) -> dict[str, Any]:
         """Restore everything from ``ckpt`` (the RNG state of ``rank``); returns
-        ``{"step", "data", "extra", "metrics"}``."""
+        ``{"step", "data", "extra", "metrics"}``. ``model`` may be plain or sharded (FSDP; then every
+        rank calls this), the checkpoint sharded or not."""
         ckpt = Path(ckpt)
         if not (ckpt / STATE_FILE).is_file():
             raise CheckpointNotFoundError(f"{ckpt} is not a training checkpoint (no {STATE_FILE})")
         self.check_config(ckpt)
-        load_model_weights(model, ckpt)
         try:
             state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - unpickling errors come in many classes
             raise CheckpointError(f"{ckpt / STATE_FILE}: cannot read training state ({e})") from None
+        if has_sharded_state(ckpt):
+            load_sharded(unwrap_model(model), optimizer, ckpt)
+            optimizer = None  # restored with the model
+        elif is_sharded(model):
+            if optimizer is not None and state["optimizer"] is None:
+                raise CheckpointError(f"{ckpt}: no optimizer state saved")
+            load_full(model, optimizer, lambda plain: load_model_weights(plain, ckpt), state["optimizer"])
+            optimizer = None
+        else:
+            load_model_weights(model, ckpt)
         if optimizer is not None:
             if state["optimizer"] is None:
                 raise CheckpointError(f"{ckpt}: no optimizer state saved")
@@ -346,12 +424,17 @@ class CheckpointManager:
             scheduler.load_state_dict(state["scheduler"])
         if restore_rng:
             rngs = state["rng"]
-            if rank >= len(rngs):
-                raise CheckpointError(f"{ckpt}: RNG states saved for {len(rngs)} process(es), this is rank {rank} "
-                                      f"(resume with the same number of processes)")
-            set_rng_state(rngs[rank])
+            if rank < len(rngs):
+                set_rng_state(rngs[rank])
+            else:  # more processes than saved: dropout streams differ from the original run's
+                reseed_from(rngs[0], rank)
         return {"step": state["step"], "data": state["data"], "extra": state["extra"],
                 "metrics": _read_meta(ckpt).get("metrics", {})}
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _step_of(ckpt: Path) -> int:
@@ -375,6 +458,8 @@ def damage(ckpt: str | os.PathLike) -> str | None:
             pass
     except (OSError, zipfile.BadZipFile) as e:
         return f"{STATE_FILE}: {getattr(e, 'strerror', None) or e}"
+    if (ckpt / SHARDED_DIR).is_dir():
+        return sharded_damage(ckpt)
     weights = sorted(ckpt.rglob("*.safetensors"))
     if not weights and not any(ckpt.rglob("*.bin")):
         return "no weight files"

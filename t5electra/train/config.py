@@ -121,7 +121,13 @@ class TrainSection:
     grad_accum_steps: int = option(1, "micro-batches per optimiser step (global batch = batch_size x "
                                       "grad_accum_steps x processes)")
     seed: int = option(0, "seed of python, numpy and torch (each rank adds its rank)")
-    precision: str = option("fp32", "'fp32' or 'bf16' (autocast; fp16 overflows in T5 and is refused)")
+    precision: str = option("fp32", "'fp32' or 'bf16' (autocast; with fsdp: bf16 compute, fp32 master weights "
+                                    "and gradient reductions); fp16 is refused (see docs/training.md)")
+    distributed: str = option("auto", "'none', 'ddp' (each process a whole copy) or 'fsdp' (parameters, gradients "
+                                      "and optimizer state sharded per T5 block / ELECTRA layer; needs torchrun); "
+                                      "'auto': ddp under torchrun with several processes, else none")
+    activation_checkpointing: bool = option(False, "recompute each block's activations in backward instead of "
+                                                   "keeping them (less memory, ~1/3 more compute, same gradients)")
     device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N' (torchrun: cuda:LOCAL_RANK)")
     log_every: int = option(10, "write train metrics every this many steps")
     progress: bool = option(True, "show a progress bar (rank 0, on a terminal)")
@@ -308,6 +314,7 @@ _CHOICES = {
     "optim.name": ("adamw", "adamw_scaled", "adafactor"),
     "schedule.name": ("constant", "linear", "cosine", "inverse_sqrt"),
     "train.precision": ("fp32", "bf16"),
+    "train.distributed": ("auto", "none", "ddp", "fsdp"),
 }
 
 
@@ -338,6 +345,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}={value!r}: must be {what}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
         raise ConfigError(f"train.device={cfg.train.device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if cfg.train.distributed == "fsdp" and cfg.optim.name != "adamw":
+        raise ConfigError(f"optim.name={cfg.optim.name!r} with train.distributed=fsdp: its per-parameter RMS and "
+                          f"factored moments are not checked on sharded parameters yet; use optim.name=adamw")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
@@ -405,8 +415,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# Fields that may change when a run is resumed without changing its training trajectory.
+# Fields that may change when a run is resumed without changing its training trajectory. The
+# per-process batch and accumulation may change with the number of processes: the resume check
+# compares the global batch (train.batch_size x train.grad_accum_steps x processes) instead.
 RESUME_SAFE = frozenset({
+    "train.batch_size", "train.grad_accum_steps", "train.distributed", "train.activation_checkpointing",
     "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",

@@ -7,10 +7,14 @@ process group (NCCL on GPUs, gloo on CPU) and picks the device ``cuda:LOCAL_RANK
 variables it describes a single process, and every helper here is a no-op, so recipes call them
 unconditionally.
 
-Data parallelism is DistributedDataParallel: each rank reads its own part of the data, gradients
-are averaged across ranks during backward, so the update equals a single process on the global
-batch (tested). Only rank 0 writes files (checkpoints, metrics, plots): guard side effects with
-``env.is_main``. Models that do not fit one device (FSDP) are not implemented; see docs/training.md.
+Data parallelism (``train.distributed``, :func:`parallelize`): ``ddp`` is DistributedDataParallel,
+each rank holds the whole model and its optimizer state, gradients are averaged across ranks during
+backward; ``fsdp`` shards parameters, gradients and optimizer state over the ranks (FSDP2
+``fully_shard`` per T5 block / ELECTRA layer, train/sharded.py). Either way each rank reads its own
+part of the global batch and the update equals a single process on the global batch (tested).
+``train.activation_checkpointing`` recomputes each block in backward (nn/recompute.py), with any
+strategy. Only rank 0 writes files (checkpoints' shared files, metrics, plots, exports): guard side
+effects with ``env.is_main``. See docs/training.md for the memory each strategy needs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
+from ..nn.recompute import set_activation_checkpointing
 from .checkpointing import rng_state
+from .sharded import shard_model
+
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
 
 @dataclasses.dataclass
@@ -81,13 +89,23 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: str = "auto", backend: str | None = None,
-                     timeout_s: float = 1800.0) -> DistEnv:
-    """Join the process group described by torchrun's environment (or describe one process)."""
+                     timeout_s: float = 1800.0, strategy: str = "auto") -> DistEnv:
+    """Join the process group described by torchrun's environment (or describe one process).
+
+    ``strategy`` is ``train.distributed``: ``fsdp`` needs a process group even for one process
+    (``torchrun --nproc_per_node 1``), and is refused without torchrun, before any work."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"train.distributed={strategy!r} is not one of {', '.join(STRATEGIES)}")
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     local_rank = _env_int("LOCAL_RANK") or 0
     dev = resolve_device(device, local_rank)
-    if world_size == 1:
+    launched = all(os.environ.get(var) for var in ("MASTER_ADDR", "MASTER_PORT"))
+    if strategy == "fsdp" and not launched:
+        raise ConfigError("train.distributed=fsdp shards the model over the processes of a torchrun launch, and "
+                          "this process was not started by torchrun (MASTER_ADDR/MASTER_PORT unset): run "
+                          "torchrun --nproc_per_node N t5electra ..., or use train.distributed=none")
+    if world_size == 1 and strategy != "fsdp":
         return DistEnv(device=dev)
     for var in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(var):
@@ -115,6 +133,40 @@ def wrap_ddp(model: nn.Module, env: DistEnv, **ddp_kwargs: Any) -> nn.Module:
     if env.device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [env.device.index])
     return DistributedDataParallel(model, **ddp_kwargs)
+
+
+def resolve_strategy(strategy: str, env: DistEnv) -> str:
+    """``train.distributed``: 'auto' is ddp under torchrun with several processes, else none."""
+    if strategy == "auto":
+        return "ddp" if env.distributed else "none"
+    if strategy == "none" and env.distributed:
+        raise ConfigError(f"train.distributed=none with {env.world_size} processes: each would train its own copy "
+                          f"apart from the others; use ddp or fsdp, or launch one process")
+    return strategy
+
+
+def refuse_fsdp(strategy: str, what: str) -> None:
+    """Recipes that cannot shard yet say so before any work (fine-tuning scores with generation /
+    whole-model heads on rank 0, which needs the full model there)."""
+    if strategy == "fsdp":
+        raise ConfigError(f"train.distributed=fsdp is not implemented for {what} yet (pretraining only): use ddp, "
+                          f"with train.activation_checkpointing=true to save activation memory")
+
+
+def parallelize(model: nn.Module, env: DistEnv, strategy: str = "auto", *, activation_checkpointing: bool = False,
+                precision: str = "fp32") -> nn.Module:
+    """The model a recipe trains: activation checkpointing set as asked, then DDP (a wrapper around
+    ``model``), FSDP (``model`` itself, sharded in place) or ``model`` unchanged. Move the model to
+    ``env.device`` first; build the optimizer on ``model``'s parameters *after* this call."""
+    strategy = resolve_strategy(strategy, env)
+    if activation_checkpointing and set_activation_checkpointing(model, True) == 0:
+        raise ConfigError(f"train.activation_checkpointing=true: {type(model).__name__} has no T5 blocks or ELECTRA "
+                          f"layers to recompute")
+    if strategy == "fsdp":
+        return shard_model(model, env.world_size, env.device, precision)
+    if strategy == "ddp":
+        return wrap_ddp(model, env)
+    return model
 
 
 def barrier(env: DistEnv) -> None:
@@ -168,5 +220,5 @@ def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
 
 def cleanup(env: DistEnv) -> None:
     """Leave the process group (call once at the end of a run)."""
-    if env.distributed and dist.is_initialized():
+    if env.backend is not None and dist.is_initialized():
         dist.destroy_process_group()

@@ -89,7 +89,10 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     logs_sum: dict[str, float] = {}
     for i, batch in enumerate(micro_batches):
         last = i == n - 1
-        # DDP: all-reduce gradients only after the last micro-batch of the step.
+        # DDP: all-reduce gradients only after the last micro-batch of the step; FSDP: reduce-scatter
+        # them only then (the unsharded gradients accumulate locally until then).
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(last)
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(precision, env.device):
@@ -107,7 +110,9 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     grad_norm = None
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if max_grad_norm is not None and max_grad_norm > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        # FSDP: the norm of sharded gradients is a DTensor; its full value is the global norm
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         check_finite(grad_norm, step, "gradient norm", last_checkpoint)
     current_lr = getattr(optimizer, "current_lr", None)  # Adafactor's relative step has no group lr
     lr = current_lr() if current_lr is not None else max(float(g["lr"]) for g in optimizer.param_groups)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import socket
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import toy_train
+from multiproc import launch
 from t5electra.errors import ConfigError
 from t5electra.train.checkpointing import CheckpointManager
 from t5electra.train.distributed import DistEnv, all_reduce_dict, all_reduce_mean, init_distributed, wrap_ddp
@@ -19,26 +17,10 @@ ARGS = ["--train.max_steps=6", "--checkpoint.every_steps=3", "--train.grad_accum
         "--optim.weight_decay=0.01", "--schedule.name=linear", "--schedule.warmup_steps=2", "--train.device=cpu"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(run_dir, world_size, extra=()):
-    """Start ``world_size`` processes with torchrun's environment variables; wait for all."""
-    ctx = multiprocessing.get_context("fork")
-    port = str(_free_port())
-    procs = []
-    for rank in range(world_size):
-        env = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "TOY_DROPOUT": "0"}
-        p = ctx.Process(target=toy_train.run_with_env, args=([f"--train.output_dir={run_dir}", *ARGS, *extra], env))
-        p.start()
-        procs.append(p)
-    for p in procs:
-        p.join(120)
-    return [p.exitcode for p in procs]
+    """``world_size`` toy training processes with torchrun's environment variables; their exit codes."""
+    return launch(toy_train.main, [f"--train.output_dir={run_dir}", *ARGS, *extra], world_size, {"TOY_DROPOUT": "0"},
+                  timeout_s=120)
 
 
 def test_two_processes_equal_one_process_with_the_global_batch(tmp_path, monkeypatch):
