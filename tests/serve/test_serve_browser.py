@@ -212,3 +212,61 @@ def test_playground_asks_for_the_api_key(tmp_path_factory, dirs, tmp_path):
             assert proc.poll() is None, f"the server died:\n{log.read_text()}"
     finally:
         driver.quit()
+
+
+def test_playground_with_chinese_input(tmp_path_factory, tmp_path):
+    """Chinese demo models (WordPiece: one token per character; T5: SentencePiece with byte
+    fallback): Chinese typed into the page comes back as Chinese tokens, a masked character is
+    put back without spaces between the characters, T5 spells a character it never saw in bytes,
+    and the classifier answers with its Chinese label names."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    zh_dirs = build_demo_models(tmp_path_factory.mktemp("browser-models-zh"), lang="zh")
+    driver = _browser(tmp_path / "profile")
+    try:
+        with _serve(tmp_path_factory, zh_dirs) as (url, proc, log):
+            _wait_until_up(url, proc, log)
+            wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+            css = lambda sel: driver.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
+            driver.get(url + "/")
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 3)
+
+            Select(driver.find_element(By.ID, "model")).select_by_value("electra-tiny")
+            sentence = driver.find_element(By.ID, "sentence")
+            sentence.clear()
+            sentence.send_keys("我们看了这本书，很好。")
+            driver.find_element(By.ID, "detect-btn").click()
+            wait.until(lambda d: len(css("#heatmap .token")) == 11)
+            tokens = css("#heatmap .token")
+            assert [t.text.split("\n")[0] for t in tokens] == list("我们看了这本书，很好。")
+            tokens[2].click()  # 看 -> [MASK] -> the generator's alternatives
+            wait.until(lambda d: d.find_elements(By.ID, "filled"))
+            assert driver.find_element(By.ID, "masked").get_attribute("value") == "我们[MASK] 了这本书，很好。"
+            pills = css("#fill-results .mask .pill")
+            assert len(pills) == 5 and all(p.text.strip() for p in pills)
+
+            Select(driver.find_element(By.ID, "model")).select_by_value("t5-tiny")
+            Select(driver.find_element(By.ID, "prefix")).select_by_value("")
+            prompt = driver.find_element(By.ID, "prompt")
+            prompt.clear()
+            prompt.send_keys("分词: 我们看了饕餮")  # 饕餮: in no training line, spelled in UTF-8 bytes
+            driver.find_element(By.ID, "generate-btn").click()
+            wait.until(lambda d: len(css("#beams tbody tr.beam")) == 3)
+            wait.until(lambda d: "▁我们看了" in [th.text for th in css("#attention-map thead th")])
+            heads = [th.text for th in css("#attention-map thead th")]
+            assert "<0xE9>" in heads and "<unk>" not in heads  # the encoder's tokens, Chinese and bytes
+
+            Select(driver.find_element(By.ID, "model")).select_by_value("electra-tiny-sst2")
+            driver.find_element(By.ID, "classify-btn").click()
+            wait.until(lambda d: d.find_elements(By.ID, "label"))
+            assert driver.find_element(By.ID, "label").text in ("负面", "正面")
+            driver.save_screenshot(str(tmp_path / "playground-zh.png"))
+
+            assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+            severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert not severe, severe
+            assert proc.poll() is None, f"the server died:\n{log.read_text()}"
+    finally:
+        driver.quit()

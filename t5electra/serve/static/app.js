@@ -66,9 +66,12 @@ async function busy(button, action) {
 const fmt = (x, digits = 3) => Number(x).toFixed(digits);
 const has = (task) => current && current.tasks.includes(task);
 
-// WordPiece tokens back to text ("##" continues the previous word).
+// WordPiece tokens back to text ("##" continues the previous word). BERT splits every CJK
+// character into its own token, and Chinese has no spaces: none is put next to a CJK character.
+const CJK = /[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]/;
 function detokenize(tokens) {
-  return tokens.reduce((s, t) => t.startsWith("##") ? s + t.slice(2) : (s ? s + " " : "") + t, "");
+  return tokens.reduce((s, t) => t.startsWith("##") ? s + t.slice(2)
+    : (s && !CJK.test(s.slice(-1)) && !CJK.test(t[0]) ? s + " " : s) + t, "");
 }
 
 // -- models ------------------------------------------------------------------------------------
