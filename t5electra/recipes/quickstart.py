@@ -79,7 +79,11 @@ class Plan:
     other_snippets: int | None = None  # use at most N of the other_snippets() (tiny mode)
     pretrain_dropout: float = 0.1  # dropout while pretraining (fine-tuning uses finetune_dropout)
     finetune_dropout: float = 0.1
-    t5_pretrain_lr: float = 1e-2   # adamw_scaled (nanoT5's RMS-scaled AdamW), cosine
+    t5_pretrain_lr: float = 1e-2   # peak lr of t5_pretrain_optim, cosine schedule
+    t5_pretrain_optim: str = "adamw_scaled"  # nanoT5's RMS-scaled AdamW, or "adamw"
+    t5_noise_density: float = 0.15  # span corruption: fraction of the tokens corrupted (T5's 15 %)
+    t5_finetune_optim: str = "adafactor"     # "adafactor" (constant lr) or "adamw" (linear warmup + decay)
+    t5_finetune_scale_parameter: bool = True  # Adafactor: step relative to each weight's RMS (mesh-tf's default)
     electra_generator_size: float = 0.25
     electra_pretrain_warmup: float = 0.05
     minilm_lr: float = 1e-4
@@ -212,7 +216,7 @@ def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path
         "model.overrides": {**plan.t5_model, "dropout_rate": plan.pretrain_dropout},
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
-        "train.max_steps": plan.t5_pretrain_steps, "optim.name": "adamw_scaled", "optim.lr": plan.t5_pretrain_lr,
+        "data.noise_density": plan.t5_noise_density, "train.max_steps": plan.t5_pretrain_steps, "optim.name": plan.t5_pretrain_optim, "optim.lr": plan.t5_pretrain_lr,
         "schedule.name": "cosine", "schedule.warmup_ratio": 0.05, "schedule.min_lr_ratio": 0.1,
         "checkpoint.every_steps": 0, "eval.max_batches": 4})))
 
@@ -243,7 +247,10 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
         "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
-        "optim.name": "adafactor", "optim.lr": plan.t5_finetune_lr, "schedule.name": "constant", "eval.metric": "accuracy",
+        **({"optim.name": "adafactor", "optim.adafactor_scale_parameter": plan.t5_finetune_scale_parameter,
+            "schedule.name": "constant"} if plan.t5_finetune_optim == "adafactor" else
+           {"optim.name": plan.t5_finetune_optim, "schedule.warmup_ratio": plan.finetune_warmup}),
+        "optim.lr": plan.t5_finetune_lr, "eval.metric": "accuracy",
         "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
         "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
 
