@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, T5ElectraError
@@ -96,6 +97,40 @@ def train_stream(cfg: RunConfig, tasks, env: DistEnv, skip: int) -> Iterator[Exa
     after the first ``skip`` (global) examples, which a resumed run has already trained on."""
     stream = mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed)
     return itertools.islice(stream, skip + env.rank, None, env.world_size)
+
+
+def length_grouped_batches(examples: Iterator[Example], batch_size: int, window: int, seed: int, *,
+                           first_window: int = 0, skip_batches: int = 0) -> Iterator[list[Example]]:
+    """Batches of ``batch_size`` examples of similar lengths (``data.group_by_length``): the stream is
+    cut into windows of ``window`` batches; inside a window the examples are sorted by input length
+    (characters: a tokenizer-free proxy) and cut into batches, which are yielded in an order seeded
+    by (``seed``, window index). Every example is still used once, in the order of its window.
+
+    Resuming: start ``examples`` at the beginning of window ``first_window`` and skip the
+    ``skip_batches`` batches of it already trained on: the same batches as the uninterrupted run."""
+    w = first_window
+    while True:
+        chunk = list(itertools.islice(examples, window * batch_size))
+        if not chunk:
+            return
+        chunk.sort(key=lambda ex: len(ex["inputs"]), reverse=True)  # stable: ties keep stream order
+        batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        for j in np.random.default_rng([seed, w]).permutation(len(batches))[skip_batches:]:
+            yield batches[int(j)]
+        w, skip_batches = w + 1, 0
+
+
+def train_batches(cfg: RunConfig, tasks, env: DistEnv, seen: int) -> Iterator[list[Example]]:
+    """This rank's training batches (lists of ``train.batch_size`` examples) after ``seen`` global
+    examples, grouped by length when ``data.group_by_length`` > 0."""
+    B, k = cfg.train.batch_size, cfg.data.group_by_length
+    if k <= 0:
+        examples = train_stream(cfg, tasks, env, seen)
+        return iter(lambda: [next(examples) for _ in range(B)], None)
+    per_window = k * B * env.world_size  # global examples in one window of every rank
+    w, within = divmod(seen, per_window)
+    return length_grouped_batches(train_stream(cfg, tasks, env, w * per_window), B, k, cfg.train.seed,
+                                  first_window=w, skip_batches=within // (B * env.world_size))
 
 
 def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[Example]]:
@@ -155,7 +190,7 @@ def train(cfg: RunConfig) -> Path:
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
     ddp_model = wrap_ddp(model, env)
-    examples = train_stream(cfg, tasks, env, seen)
+    batches = train_batches(cfg, tasks, env, seen)
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
@@ -193,8 +228,7 @@ def train(cfg: RunConfig) -> Path:
     t_log, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start + 1, cfg.train.max_steps + 1):
-            micro = [to_device(batcher([next(examples) for _ in range(cfg.train.batch_size)]), env.device)
-                     for _ in range(cfg.train.grad_accum_steps)]
+            micro = [to_device(batcher(next(batches)), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last_ckpt)
             tokens_since += int(out.metrics.get("tokens", 0))

@@ -62,8 +62,8 @@ class DataSection:
     mean_noise_span_length: float = option(3.0, "span corruption: mean length of a corrupted span")
     mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
     num_workers: int = option(0, "data loader worker processes per rank")
-    group_by_length: int = option(0, "ELECTRA fine-tuning: batches of similar lengths, grouped within windows of "
-                                     "this many batches of the shuffled epoch (less padding; 0: off)")
+    group_by_length: int = option(0, "fine-tuning: batches of similar lengths, grouped within windows of this "
+                                     "many batches of the shuffled stream (less padding; 0: off)")
     # fine-tuning data (tasks from the registry, or your own files)
     task_dir: Optional[str] = option(None, "fine-tuning: folder with the task's files (GLUE TSVs, SQuAD JSON, or "
                                            "your train/dev/test files when data.task is None)")

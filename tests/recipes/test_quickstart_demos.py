@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from t5electra.recipes.quickstart_demos import (alphabetic_fraction, mask_word_spans, roc_auc, rtd_auc,
+from t5electra.recipes.quickstart_demos import (alphabetic_fraction, word_fraction, mask_word_spans, roc_auc, rtd_auc,
                                                 span_filling_eval, substitute_one_word, whole_word_ids)
 
 SENTENCES = ["the cat sat on the mat", "a dog ate the bone on the roof", "the chef cooked the meal",
@@ -35,6 +35,12 @@ def test_roc_auc_counts_ordered_pairs_and_halves_ties():
     assert roc_auc([0.5], [0.5, 0.1]) == 0.75
     with pytest.raises(ValueError, match="both classes"):
         roc_auc([], [0.1])
+
+
+def test_word_fraction_counts_words_not_suffix_pieces():
+    # "s", "s." and "," are what an undertrained T5 writes: pieces, not words
+    assert word_fraction(["s", "s.", ",", ", and", "a film", "I", "12"]) == pytest.approx(4 / 9)  # and, a, film, I
+    assert word_fraction(["the quiet, gripping"]) == 1.0 and word_fraction([]) == 0.0
 
 
 def test_alphabetic_fraction_counts_pieces_with_text():
