@@ -27,7 +27,6 @@ from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
 from .errors import WeightsMismatchError
-from .inference.weights import optimize_for_inference
 
 logger = logging.getLogger("t5electra")
 
@@ -72,14 +71,6 @@ class PreTrainedModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-
-    def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "PreTrainedModel":
-        """Fast CPU inference: ``weights`` "fp32" (exact: the same outputs), "bf16" or "int8" (weights
-        rounded / quantised per output channel), with the kernels fastest on this CPU, chosen at run
-        time and reported in ``self.inference_report`` (t5electra/inference/weights.py, docs/inference.md).
-        Parameters and state_dict are untouched; training mode or changed weights run the plain fp32
-        path. ``options``: ``keep`` (names of layers left in fp32), ``pack_weights`` (T5). Returns self."""
-        return optimize_for_inference(self, weights, **options)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod

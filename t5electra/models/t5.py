@@ -58,6 +58,7 @@ from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
 from ..inference.cache import T5DecoderCache
 from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
+from ..inference.weights import optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
@@ -360,6 +361,12 @@ class T5PreTrainedModel(PreTrainedModel):
                 nn.init.normal_(m.wo.weight, std=f * c.d_ff**-0.5)
         if getattr(self, "lm_head", None) is not None:
             nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
+
+    def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "T5PreTrainedModel":
+        """Fast CPU inference, kernels chosen for this CPU (inference/weights.py, docs/inference.md):
+        "fp32" exact (column-major + packed decoder weights), "bf16" / "int8" approximate.
+        ``options``: ``keep`` (layers left in fp32), ``pack_weights``. Returns self."""
+        return optimize_for_inference(self, weights, **options)
 
     def set_attn_implementation(self, implementation: str) -> None:
         """'sdpa' (default: torch's fused kernels) or 'eager' (the plain formula); same results."""
