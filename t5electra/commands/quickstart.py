@@ -1,9 +1,11 @@
 """``t5electra quickstart``: pretrain, fine-tune and evaluate T5 and ELECTRA on real sample data.
 
-    t5electra quickstart                        # runs/quickstart, ~15-20 min on 2 CPU cores
+    t5electra quickstart                        # runs/quickstart, ~18 min on 2 CPU cores
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
     t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)
+    t5electra quickstart --seed 1 --control     # another seed, plus fine-tuning from random weights
+    t5electra quickstart --plan long --seeds 3  # seeds 0-2 (OUT/seed-k), pretrained vs no pretraining
 
 See docs/quickstart.md for every stage and the numbers it gives. An interrupted quickstart
 continues where it stopped (finished stages are kept); delete OUT to start over.
@@ -21,8 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
     parser.add_argument("--plan", default="full", choices=("full", "long"),
-                        help="full: the ~15 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
+                        help="full: the ~18 min plan (default); long: ~10x the pretraining (defined, not yet measured)")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="train.seed of every training stage (default 0; the data and tokenizers do not depend "
+                             "on it); with --seeds, the first seed. An OUT trained with another seed is refused")
+    parser.add_argument("--control", action="store_true",
+                        help="also fine-tune T5 and ELECTRA from random weights (the no-pretraining control)")
+    parser.add_argument("--seeds", type=int, metavar="K",
+                        help="the comparison: K quickstarts with the control (seeds N..N+K-1, in OUT/seed-<k>, "
+                             "sharing data and tokenizers), then pretrained vs no pretraining, mean ± sd, in "
+                             "OUT/comparison.json (MiniLM skipped; not yet measured: docs/quickstart.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     parser.add_argument("--cache", metavar="DIR", help="cache root for packages and sample datasets "
                                                        "(default $T5ELECTRA_CACHE or ~/.cache/t5electra)")
@@ -37,8 +48,14 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.quickstart import quickstart
 
     try:
-        quickstart(args.out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
-                   plan=args.plan)
+        if args.seeds is not None:
+            from ..experiments.quickstart_seeds import compare
+
+            compare(args.out, seeds=args.seeds, first_seed=args.seed, plan=args.plan, tiny=args.tiny,
+                    threads=args.threads)
+        else:
+            quickstart(args.out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
+                       plan=args.plan, seed=args.seed, control=args.control)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in 15-20 minutes.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about 18 minutes on 2 cores.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -22,7 +22,7 @@ Stages (each is one of the library's recipes, called as a user would call it):
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
 ``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
 on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
-aim at 15 minutes on 2 idle CPU cores; measured: about 20 min on 2 busy ones with one thread
+aim at 15 minutes on 2 idle CPU cores; measured: 18.5 min on 2 shared ones with two threads
 (docs/quickstart.md: the numbers and what was tried).
 """
 
@@ -207,17 +207,17 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return out
 
 
-def _common(run: Path, plan: Plan) -> dict[str, Any]:
-    return {"train.output_dir": run, "train.device": "cpu", "train.progress": False, "train.log_every": 10,
-            "train.tensorboard": False, "checkpoint.keep_last": 1, "checkpoint.resume": "auto"}
+def _common(run: Path, plan: Plan, seed: int = 0) -> dict[str, Any]:
+    return {"train.output_dir": run, "train.seed": seed, "train.device": "cpu", "train.progress": False,
+            "train.log_every": 10, "train.tensorboard": False, "checkpoint.keep_last": 1, "checkpoint.resume": "auto"}
 
 
-def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
+def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path, seed: int = 0) -> Path:
     from ..train.config import load_config
     from .pretrain_t5 import train as run
 
     return run(load_config(None, _overrides({
-        **_common(out / "t5-pretrain", plan), "model.preset": "t5-v1_1-small",
+        **_common(out / "t5-pretrain", plan, seed), "model.preset": "t5-v1_1-small",
         "model.overrides": {**plan.t5_model, "dropout_rate": plan.pretrain_dropout},
         "data.train_files": train, "data.validation_files": valid, "data.tokenizer": tokenizer,
         "data.max_length": plan.seq_len, "train.batch_size": plan.pretrain_batch,
@@ -226,12 +226,12 @@ def pretrain_t5(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path
         "checkpoint.every_steps": 0, "eval.max_batches": 4})))
 
 
-def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path) -> Path:
+def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid: Path, seed: int = 0) -> Path:
     from ..train.config import load_config
     from .pretrain_electra import default_config, train as run
 
     return run(load_config(None, _overrides({
-        **_common(out / "electra-pretrain", plan), "model.preset": "electra-small",
+        **_common(out / "electra-pretrain", plan, seed), "model.preset": "electra-small",
         "model.overrides": {**plan.electra_model, "hidden_dropout_prob": plan.pretrain_dropout,
                             "attention_probs_dropout_prob": plan.pretrain_dropout},
         "electra.generator_size": plan.electra_generator_size,
@@ -242,14 +242,18 @@ def pretrain_electra(out: Path, plan: Plan, tokenizer: Path, train: Path, valid:
         "checkpoint.every_steps": 0, "eval.max_batches": 4}), base=default_config("electra-rtd")))
 
 
-def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Path:
+def finetune_t5(out: Path, plan: Plan, pretrained: Path | None, sentiment: Path, seed: int = 0,
+                tokenizer: Path | None = None, name: str = "t5-sentiment") -> Path:
+    """``pretrained`` None: the no-pretraining control, a fresh model of the plan's T5 config with
+    ``tokenizer`` (model_options)."""
     from ..train.config import load_config
     from .finetune_t5 import train as run
 
     # T5's fine-tuning recipe: Adafactor at a constant learning rate (Raffel et al. §3.1.3: 1e-3).
     return run(load_config(None, _overrides({
-        **_common(out / "t5-sentiment", plan), "model.init_from": pretrained,
-        "model.overrides": {"dropout_rate": plan.finetune_dropout}, "data.task": "sentiment",
+        **_common(out / name, plan, seed), **model_options("t5", plan, pretrained, tokenizer,
+                                                              {"dropout_rate": plan.finetune_dropout}),
+        "data.task": "sentiment",
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
         **({"optim.name": "adafactor", "optim.adafactor_scale_parameter": plan.t5_finetune_scale_parameter,
@@ -260,15 +264,17 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path, sentiment: Path) -> Pat
         "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
 
 
-def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path, sentiment: Path, steps: int,
-                     lr: float, llrd: float | None = None) -> Path:
+def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path | None, sentiment: Path, steps: int,
+                     lr: float, llrd: float | None = None, seed: int = 0, tokenizer: Path | None = None) -> Path:
+    """``init_from`` None: the no-pretraining control, a fresh discriminator of the plan's ELECTRA
+    config with ``tokenizer`` (model_options)."""
     from ..train.config import load_config
     from .finetune_electra import default_config, train as run
 
     return run(load_config(None, _overrides({
-        **_common(out / name, plan), "model.init_from": init_from,
-        "model.overrides": {"hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
-                            "attention_probs_dropout_prob": plan.finetune_dropout}, "data.task": "sentiment",
+        **_common(out / name, plan, seed), **model_options("electra", plan, init_from, tokenizer, {
+            "hidden_dropout_prob": plan.finetune_dropout, "classifier_pooling": plan.pooling,
+            "attention_probs_dropout_prob": plan.finetune_dropout}), "data.task": "sentiment",
         "data.group_by_length": plan.group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": steps, "optim.lr": lr,
@@ -317,7 +323,8 @@ def stage_flops(out: Path, stage: str) -> float | None:
     from ..train.config import load_config
 
     run = out / {"pretrain_t5": "t5-pretrain", "pretrain_electra": "electra-pretrain", "finetune_t5": "t5-sentiment",
-                 "finetune_electra": "electra-sentiment", "finetune_minilm": "minilm-sentiment"}.get(stage, "-")
+                 "finetune_electra": "electra-sentiment", "finetune_minilm": "minilm-sentiment",
+                 **CONTROL_RUNS}.get(stage, "-")
     if not (run / "config.yaml").is_file() or not (run / "model").is_dir():
         return None
     cfg = load_config(run / "config.yaml")
@@ -328,7 +335,7 @@ def stage_flops(out: Path, stage: str) -> float | None:
                                           generator=ElectraConfig.from_json_file(run / "model" / "generator" / "config.json")))
     examples = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum_steps
     sentences = [ex["sentence"] for ex in _read_split(Path(cfg.data.task_dir), "train")]
-    if stage == "finetune_t5":
+    if stage.startswith("finetune_t5"):
         from ..tokenizers import T5Tokenizer
 
         model, tok = T5Config.from_json_file(run / "model" / "config.json"), T5Tokenizer.from_pretrained(run / "model")
@@ -446,6 +453,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
         ml = json.loads((out / "minilm-sentiment" / "results.json").read_text())
         rows.append(("MiniLM-L6 (real pretrained weights, fine-tuned)", _accuracy(ml),
                      f"{_params(out / 'minilm-sentiment' / 'model')}"))
+    rows += control_rows(out)
     n = t5["num_examples"]["test"]
     echo(f"\nsentiment test accuracy ({n} examples):")
     echo(f"  {'model':<50} {'accuracy':>9}  {'params':>7}")
@@ -477,7 +485,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
         echo(f"\ncompute efficiency (model FLOPs / stage seconds / matmul peak {peak / 1e9:.0f} GFLOP/s, "
              f"{torch.get_num_threads()} threads):")
         for name, e in mfu.items():
-            echo(f"  {name:<18} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
+            echo(f"  {name:<24} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
                  f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s, MFU {100 * e['mfu']:5.1f}%")
     plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
     echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
@@ -509,12 +517,16 @@ def _params(model_dir: Path) -> str:
 # The run
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
-               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full") -> dict[str, Any]:
+               threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full",
+               seed: int = 0, control: bool = False) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
     ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
     torch CPU threads (default: all cores). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
+    ``seed``: train.seed of every training stage (initial weights, data order, masks, dropout; the
+    data and tokenizers do not depend on it). ``control``: also fine-tune T5 and ELECTRA from
+    random weights (the no-pretraining control, stages 5b/6b; see control_stages).
     """
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
@@ -523,6 +535,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
         raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
     plan_name = "tiny" if tiny else plan
     plan = PLANS[plan_name]
+    check_seed(Path(out), seed)
     minilm = (not tiny) if minilm is None else minilm
     if threads:
         torch.set_num_threads(threads)
@@ -566,33 +579,98 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
           "the corpus slice", tokenizers, out / "tokenizers" / "electra" / "tokenizer_config.json")
     stage("pretrain_t5", f"3/8 pretrain T5 ({plan.t5_pretrain_steps} steps)", "span corruption: 15% of the tokens, "
           "in spans of ~3, become sentinels; the decoder writes the missing spans",
-          lambda: pretrain_t5(out, plan, out / "tokenizers" / "t5", paths["train"], paths["valid"]),
+          lambda: pretrain_t5(out, plan, out / "tokenizers" / "t5", paths["train"], paths["valid"], seed),
           out / "t5-pretrain" / "model" / "config.json")
     stage("pretrain_electra", f"4/8 pretrain ELECTRA ({plan.electra_pretrain_steps} steps)",
           "replaced-token detection: a small generator fills 15% [MASK]s, the discriminator learns which tokens "
           "were replaced (every token gives a signal)",
-          lambda: pretrain_electra(out, plan, out / "tokenizers" / "electra", paths["train"], paths["valid"]),
+          lambda: pretrain_electra(out, plan, out / "tokenizers" / "electra", paths["train"], paths["valid"], seed),
           out / "electra-pretrain" / "model" / "discriminator" / "config.json")
     stage("finetune_t5", f"5/8 fine-tune T5 on sentiment ({plan.t5_finetune_steps} steps)",
           "text to text: 'sentiment sentence: ...' -> 'positive' / 'negative'; scored by generating",
-          lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"]),
+          lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"], seed),
           out / "t5-sentiment" / "results.json")
     stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
           f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
           lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
                                    paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr,
-                                   plan.finetune_llrd),
+                                   plan.finetune_llrd, seed),
           out / "electra-sentiment" / "results.json")
+    if control:
+        control_stages(out, plan, seed, paths["sentiment"], stage)
     if minilm:
         stage("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",
               "all-MiniLM-L6-v2 (a BERT pretrained on a billion sentence pairs) loaded as an ELECTRA encoder: "
               "what real pretraining gives",
               lambda: finetune_electra(out, plan, "minilm-sentiment", minilm_dir(), paths["sentiment"],
-                                       plan.minilm_steps, plan.minilm_lr),
+                                       plan.minilm_steps, plan.minilm_lr, seed=seed),
               out / "minilm-sentiment" / "results.json")
     echo("\n== 8/8 report")
     summary = report(out, timings, minilm, echo, paths["sentiment"], max(peak, matmul_peak()))
     timings["total"] = round(time.perf_counter() - t_all, 1)
+    summary["seed"] = seed
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     echo(f"\nquickstart finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds and the no-pretraining control (issue #14: the long plan's comparison,
+# experiments/quickstart_seeds.py runs it over several seeds)
+# --------------------------------------------------------------------------------------------
+CONTROL_RUNS = {"finetune_t5_scratch": "t5-sentiment-scratch", "finetune_electra_scratch": "electra-sentiment-scratch"}
+SCRATCH_PRESETS = {"t5": ("t5-v1_1-small", "t5_model"), "electra": ("electra-small", "electra_model")}
+
+
+def model_options(family: str, plan: Plan, init_from: Path | None, tokenizer: Path | None,
+                  overrides: dict[str, Any]) -> dict[str, Any]:
+    """The model options of a fine-tuning stage: the pretrained ``init_from`` with the fine-tuning
+    ``overrides``; or, ``init_from`` None, the no-pretraining control: the config the pretraining
+    stage builds (the same preset and plan fields; the vocabulary sized from the same ``tokenizer``),
+    with random weights."""
+    if init_from is not None:
+        return {"model.init_from": init_from, "model.overrides": overrides}
+    if tokenizer is None:
+        raise ConfigError(f"{family} fine-tuning from scratch (no model.init_from) needs the tokenizer directory")
+    preset, field = SCRATCH_PRESETS[family]
+    return {"model.preset": preset, "model.overrides": {**getattr(plan, field), **overrides}, "data.tokenizer": tokenizer}
+
+
+def control_stages(out: Path, plan: Plan, seed: int, sentiment: Path, stage: Callable[..., Any]) -> None:
+    """Stages 5b/6b: T5 and ELECTRA fine-tuned exactly as in stages 5/6 (same steps, optimiser,
+    learning rate, seed, tokenizer and config) from random weights: what pretraining adds."""
+    stage("finetune_t5_scratch", f"5b/8 fine-tune T5 from scratch ({plan.t5_finetune_steps} steps)",
+          "the control: stage 5 from random weights (no pretraining), same tokenizer and config",
+          lambda: finetune_t5(out, plan, None, sentiment, seed, out / "tokenizers" / "t5", CONTROL_RUNS[
+              "finetune_t5_scratch"]), out / CONTROL_RUNS["finetune_t5_scratch"] / "results.json")
+    stage("finetune_electra_scratch", f"6b/8 fine-tune ELECTRA from scratch ({plan.electra_finetune_steps} steps)",
+          "the control: stage 6 from random weights (no pretraining), same tokenizer and config",
+          lambda: finetune_electra(out, plan, CONTROL_RUNS["finetune_electra_scratch"], None, sentiment,
+                                   plan.electra_finetune_steps, plan.electra_finetune_lr, plan.finetune_llrd, seed,
+                                   out / "tokenizers" / "electra"),
+          out / CONTROL_RUNS["finetune_electra_scratch"] / "results.json")
+
+
+def control_rows(out: Path) -> list[tuple[str, float, str]]:
+    """The report's rows of the control stages that have run: (model, test accuracy, params)."""
+    rows = []
+    for model, run in (("T5", CONTROL_RUNS["finetune_t5_scratch"]), ("ELECTRA", CONTROL_RUNS["finetune_electra_scratch"])):
+        if (out / run / "results.json").is_file():
+            rows.append((f"{model} (no pretraining, fine-tuned)",
+                         _accuracy(json.loads((out / run / "results.json").read_text())), _params(out / run / "model")))
+    return rows
+
+
+def check_seed(out: Path, seed: int) -> None:
+    """Refuse a negative seed, or an ``out`` whose runs were trained with another seed (their
+    finished stages would be reused as if they were this seed's): before any work."""
+    from ..train.config import load_config
+
+    if seed < 0:
+        raise ConfigError(f"quickstart seed {seed}: give a seed >= 0")
+    for config in sorted(out.glob("*/config.yaml")):
+        found = int(load_config(config).train.seed)
+        if found != seed:
+            raise ConfigError(f"{config.parent} was trained with seed {found}, not {seed}: use another output "
+                              f"directory for seed {seed} (or delete {out})")
+
