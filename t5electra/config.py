@@ -33,7 +33,7 @@ C = TypeVar("C", bound="ModelConfig")
 
 # Keys transformers writes into a config.json (PretrainedConfig's attributes and generation defaults,
 # in 4.x and 5.x) and keys of the T5 / ELECTRA / BERT configs that we do not model: kept in
-# ``extra`` and written back, without a warning.
+# ``extra`` and written back, without a warning (scalable_attention: published umT5 configs, unused).
 HF_KEYS = frozenset("""
     _name_or_path _attn_implementation_autoset add_cross_attention architectures bad_words_ids
     begin_suppress_tokens bos_token_id chunk_size_feed_forward classifier_dropout cross_attention_hidden_size
@@ -47,7 +47,7 @@ HF_KEYS = frozenset("""
     suppress_tokens task_specific_params temperature tf_legacy_loss tie_encoder_decoder tie_word_embeddings
     tokenizer_class top_k top_p torch_dtype torchscript transformers_version typical_p use_bfloat16
     use_cache use_return_dict summary_activation summary_last_dropout summary_proj_to_labels summary_type
-    summary_use_proj initializer_range initializer_factor
+    summary_use_proj initializer_range initializer_factor scalable_attention
 """.split())
 
 

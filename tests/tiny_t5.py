@@ -7,8 +7,8 @@ import torch
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 
 
-def spread_tiny_t5(version: str, seed: int, vocab_size: int) -> T5ForConditionalGeneration:
-    """v1.0: ReLU, tied; v1.1: gated-GELU, untied. Initialised 3x wider than mesh-tf (else a random
+def spread_tiny_t5(version: str, seed: int, vocab_size: int, model_type: str = "t5") -> T5ForConditionalGeneration:
+    """v1.0: ReLU, tied; v1.1: gated-GELU, untied (``model_type`` mt5 / umt5 for those). Initialised 3x wider than mesh-tf (else a random
     model repeats one token), with the decoder's final norm scaled down so that next-token
     distributions are not one-hot (beam search matters)."""
     torch.manual_seed(seed)
@@ -16,7 +16,7 @@ def spread_tiny_t5(version: str, seed: int, vocab_size: int) -> T5ForConditional
     cfg = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
                    feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
-                   initializer_factor=3.0)
+                   initializer_factor=3.0, model_type=model_type)
     model = T5ForConditionalGeneration(cfg).eval()
     with torch.no_grad():
         model.decoder.final_norm.weight.mul_(0.04 if v11 else 0.15)

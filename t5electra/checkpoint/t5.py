@@ -8,6 +8,7 @@ output dimension on load, split on save)::
     ours                                   transformers
     shared.weight                          shared.weight  (aliases: {encoder,decoder}.embed_tokens.weight)
     {s}.relative_attention_bias.weight     {s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight
+    {s}.blocks.{i}.relative_attention_bias {s}.block.{i}.layer.0.SelfAttention.relative_attention_bias  (umT5)
     {s}.blocks.{i}.self_attn_norm.weight   {s}.block.{i}.layer.0.layer_norm.weight
     {s}.blocks.{i}.self_attn.qkv.weight    {s}.block.{i}.layer.0.SelfAttention.{q,k,v}.weight
     {s}.blocks.{i}.self_attn.o.weight      {s}.block.{i}.layer.0.SelfAttention.o.weight
@@ -20,6 +21,8 @@ output dimension on load, split on save)::
     {s}.blocks.{i}.ff.wo                   ....DenseReluDense.wo
     {s}.final_norm.weight                  {s}.final_layer_norm.weight
     lm_head.weight                         lm_head.weight  (untied only; tied: an alias of shared.weight)
+
+mT5 checkpoints use the same names; umT5's have a relative position bias in every block.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from __future__ import annotations
 from .keymap import KeyMap, Rule
 
 
-def _stack_rules(stack: str, *, gated: bool, decoder: bool) -> list[Rule]:
+def _stack_rules(stack: str, *, gated: bool, decoder: bool, per_layer_bias: bool = False) -> list[Rule]:
     ours, hf = f"{stack}.blocks.{{i}}", f"{stack}.block.{{i}}.layer"
     ff = 2 if decoder else 1  # index of the feed-forward sublayer in HF's block.layer list
     rules = [
+        Rule(f"{ours}.relative_attention_bias.weight", f"{hf}.0.SelfAttention.relative_attention_bias.weight")
+        if per_layer_bias else  # umT5: every block's; T5, mT5: block 0's, shared by the stack
         Rule(f"{stack}.relative_attention_bias.weight",
              f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
         Rule(f"{stack}.final_norm.weight", f"{stack}.final_layer_norm.weight"),
@@ -54,13 +59,13 @@ def _stack_rules(stack: str, *, gated: bool, decoder: bool) -> list[Rule]:
 
 def t5_keymap(config, *, decoder: bool = True, lm_head: bool = True) -> KeyMap:
     """The key map of a T5 class: encoder-only (``decoder=False``), without head, or with lm_head."""
-    gated = config.feed_forward_proj.startswith("gated-")
-    rules = [Rule("shared.weight", "shared.weight")] + _stack_rules("encoder", gated=gated, decoder=False)
+    kw = dict(gated=config.feed_forward_proj.startswith("gated-"), per_layer_bias=config.per_layer_position_bias)
+    rules = [Rule("shared.weight", "shared.weight")] + _stack_rules("encoder", decoder=False, **kw)
     aliases = {"encoder.embed_tokens.weight": "shared.weight"}
     # transformers ignores this one on load too: old checkpoints carry an unused cross-attention bias.
     ignore = [r"decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight"]
     if decoder:
-        rules += _stack_rules("decoder", gated=gated, decoder=True)
+        rules += _stack_rules("decoder", decoder=True, **kw)
         aliases["decoder.embed_tokens.weight"] = "shared.weight"
     else:
         ignore.append(r"decoder\..*")  # T5EncoderModel from a full seq2seq checkpoint

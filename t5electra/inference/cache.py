@@ -21,7 +21,7 @@ class T5DecoderCache:
     self_kv: torch.Tensor  # (L, 2, N, H, max_length, Dh) keys/values of positions 0..length-1
     cross_kv: torch.Tensor  # (L, 2, N_src, H, S, Dh) encoder keys/values, N = N_src * g
     cross_bias: torch.Tensor | None  # (N_src, 1, 1, S) additive encoder padding mask
-    position_bias: torch.Tensor  # (1, H, max_length, max_length) relative bias + causal mask
+    position_bias: torch.Tensor  # (L, 1, H, max_length, max_length) relative bias + causal mask, per layer
     source_index: torch.Tensor  # (N,) row of cross_kv each decoder row reads
     length: int = 0  # positions decoded so far
     # A second self-attention buffer of the same shape: ``reorder`` gathers the rows into it and

@@ -33,7 +33,7 @@ TASK_HEADS = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "s
               "QUESTION_ANS": ("qa_outputs",)}
 
 # Default targets when target_modules is None, as PEFT's table for these model types.
-DEFAULT_TARGETS = {"t5": ["q", "v"], "mt5": ["q", "v"], "electra": ["query", "value"], "bert": ["query", "value"]}
+DEFAULT_TARGETS = {"t5": ["q", "v"], "mt5": ["q", "v"], "umt5": ["q", "v"], "electra": ["query", "value"], "bert": ["query", "value"]}
 
 # adapter_config.json fields that PEFT writes and whose non-default values we cannot honour.
 _UNSUPPORTED = {

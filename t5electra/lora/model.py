@@ -100,6 +100,7 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
         if model_type not in DEFAULT_TARGETS:
             raise ConfigError(f"LoRA target_modules not given and no default for model type {model_type!r}")
         targets = DEFAULT_TARGETS[model_type]
+        config.target_modules = list(targets)  # saved resolved, as PEFT does (PEFT has no default for umt5)
     saved_modules = {h.rsplit(".", 1)[0] for h in saved.values()}
     linears = linear_modules(model)
     chosen: dict[str, dict[str, tuple[str, int, int]]] = {}

@@ -1,14 +1,11 @@
 """Which class a checkpoint loads into: the one place that decides it.
 
-``config.json``'s ``model_type`` names the family (``t5``; ``electra`` or ``bert``, which load into
-the ELECTRA classes) and its ``architectures`` the class (the family's default when absent). Every
+``config.json``'s ``model_type`` names the family (``t5``, ``mt5`` or ``umt5``, which load into the
+T5 classes; ``electra`` or ``bert``, which load into the ELECTRA classes) and its ``architectures``
+the class (the family's default when absent). Every
 class also has a *head*: what sits on the shared body, which tells the server which endpoint a
 model answers and the evaluator how to score it. ``convert``, ``evaluate``, ``generate``, the
 server and the fine-tuning recipe all ask here.
-
-mT5 / umT5 (``model_type`` ``mt5`` / ``umt5``) are refused here with one clear message: their
-checkpoints differ (untied heads, per-layer position bias for umT5, a 250k vocabulary) and
-``T5Config`` does not read them yet.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from ..errors import ConfigError
 from ..modeling import PreTrainedModel
 from .electra import (ElectraForMaskedLM, ElectraForPreTraining, ElectraForQuestionAnswering,
                       ElectraForSequenceClassification, ElectraForTokenClassification, ElectraModel)
-from .t5 import T5EncoderModel, T5ForConditionalGeneration, T5Model
+from .t5 import MODEL_TYPES, T5EncoderModel, T5ForConditionalGeneration, T5Model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +36,10 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("T5ForConditionalGeneration", T5ForConditionalGeneration, "t5", "seq2seq"),
-    Architecture("T5Model", T5Model, "t5", "base"),
-    Architecture("T5EncoderModel", T5EncoderModel, "t5", "encoder"),
+    # T5, MT5 and UMT5 (transformers' class-name prefixes) all load into our T5 classes
+    *(Architecture(f"{prefix}{name.removeprefix('T5')}", cls, "t5", head) for prefix in MODEL_TYPES.values()
+      for name, cls, head in (("T5ForConditionalGeneration", T5ForConditionalGeneration, "seq2seq"),
+                              ("T5Model", T5Model, "base"), ("T5EncoderModel", T5EncoderModel, "encoder"))),
     Architecture("ElectraModel", ElectraModel, "electra", "base"),
     Architecture("ElectraForPreTraining", ElectraForPreTraining, "electra", "discriminator"),
     Architecture("ElectraForMaskedLM", ElectraForMaskedLM, "electra", "generator"),
@@ -57,9 +55,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
 )}
 
 # model_type -> family, and the architecture a config.json without "architectures" means
-FAMILIES = {"t5": "t5", "electra": "electra", "bert": "electra"}
-DEFAULT_ARCHITECTURE = {"t5": "T5ForConditionalGeneration", "electra": "ElectraForPreTraining", "bert": "BertModel"}
-NOT_YET = ("mt5", "umt5")
+FAMILIES = {**{t: "t5" for t in MODEL_TYPES}, "electra": "electra", "bert": "electra"}
+DEFAULT_ARCHITECTURE = {**{t: f"{p}ForConditionalGeneration" for t, p in MODEL_TYPES.items()},
+                        "electra": "ElectraForPreTraining", "bert": "BertModel"}
 
 # fine-tuning head (the ELECTRA recipe's electra.head) -> the class that trains it
 HEAD_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -73,13 +71,10 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any]:
 
 
 def model_family(config: dict[str, Any], where: str = "config.json") -> str:
-    """``"t5"`` or ``"electra"`` from ``model_type``; a clear error for anything else."""
+    """``"t5"`` (model_type t5, mt5, umt5) or ``"electra"`` (electra, bert); a clear error for anything else."""
     model_type = str(config.get("model_type", ""))
     if model_type in FAMILIES:
         return FAMILIES[model_type]
-    if model_type in NOT_YET:
-        raise ConfigError(f"{where}: model_type={model_type!r}: mT5 / umT5 checkpoints are not supported yet "
-                          f"(t5electra reads T5 v1.0 / v1.1 checkpoints, model_type 't5')")
     raise ConfigError(f"{where}: model_type={model_type!r} is neither T5 nor ELECTRA/BERT "
                       f"(expected one of {', '.join(FAMILIES)})")
 

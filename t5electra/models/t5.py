@@ -12,6 +12,10 @@ transformers' ``models/t5/modeling_t5.py``, with which this file is parity-teste
 - v1.0 (``t5-small``...): ReLU FFN, lm_head tied to the input embedding, decoder output multiplied
   by d_model**-0.5 before it; v1.1: gated-GELU FFN, separate lm_head, no rescaling. The choice
   follows ``feed_forward_proj`` and ``tie_word_embeddings`` in config.json, as in transformers.
+- mT5 (``model_type`` ``mt5``, Xue et al. 2021, https://arxiv.org/abs/2010.11934) is v1.1 with a
+  250k multilingual vocabulary: the same network. umT5 (``umt5``, Chung et al. 2023,
+  https://arxiv.org/abs/2304.09151) gives every layer's self-attention its own relative position
+  bias (``T5Config.per_layer_position_bias``) instead of sharing layer 0's.
 
 Speed: q/k/v are one fused projection (``qkv``), cross-attention k/v another (``kv``), the gated
 FFN's two input matrices one (``wi``); attention runs through PyTorch's SDPA with the position
@@ -74,12 +78,18 @@ logger = logging.getLogger("t5electra")
 # ------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------
+# config.json model_type values T5Config reads (and writes back) -> transformers' class-name prefix
+MODEL_TYPES = {"t5": "T5", "mt5": "MT5", "umt5": "UMT5"}
+
+
 @dataclasses.dataclass(kw_only=True)
 class T5Config(ModelConfig):
     """T5 hyper-parameters, with the field names and defaults of transformers' ``T5Config``."""
 
-    model_type: ClassVar[str] = "t5"
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below the class
+
+    model_type: str = option("t5", "config.json's model_type: 't5', 'mt5' (the same network; transformers' MT5 "
+                                   "classes) or 'umt5' (a relative position bias in every layer; UMT5 classes)")
 
     vocab_size: int = option(32128, "rows of the embedding (SentencePiece pieces + 100 sentinels, padded: 32128 for "
                                     "t5-small)")
@@ -128,10 +138,20 @@ class T5Config(ModelConfig):
 
     @property
     def rescale_decoder_output(self) -> bool:
-        return self.tie_word_embeddings if self.scale_decoder_outputs is None else bool(self.scale_decoder_outputs)
+        if self.scale_decoder_outputs is not None:
+            return bool(self.scale_decoder_outputs)
+        # transformers' MT5 (5.x) never rescales and writes no scale_decoder_outputs (mT5 is untied anyway)
+        return self.tie_word_embeddings and self.model_type != "mt5"
+
+    @property
+    def per_layer_position_bias(self) -> bool:
+        """umT5: each layer's self-attention has its own relative position bias (T5, mT5: layer 0's is shared)."""
+        return self.model_type == "umt5"
 
     # -- checks ----------------------------------------------------------------------------------
     def validate(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type={self.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
         act = self.feed_forward_proj
         parts = act.split("-") if isinstance(act, str) else [None]
         ok = (len(parts) == 1 and parts[0] in ACTIVATIONS) or (
@@ -165,6 +185,10 @@ class T5Config(ModelConfig):
 
     # -- config.json -----------------------------------------------------------------------------
     @classmethod
+    def compatible_model_types(cls) -> tuple[str, ...]:
+        return tuple(MODEL_TYPES)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "T5Config":
         cfg = super().from_dict(d, source)
         for derived in ("dense_act_fn", "is_gated_act"):  # transformers writes these; we recompute them
@@ -189,6 +213,13 @@ T5Config.presets.update({
     "t5-v1_1-small": dict(_V1_1, d_model=512, d_ff=1024, num_layers=8, num_heads=6),
     "t5-v1_1-base": dict(_V1_1, d_model=768, d_ff=2048, num_layers=12, num_heads=12),
     "t5-v1_1-large": dict(_V1_1, d_model=1024, d_ff=2816, num_layers=24, num_heads=16),
+    # google/mt5-*: v1.1 with a 250k vocabulary; google/umt5-*: the same shapes, 256k, per-layer bias
+    "mt5-small": dict(_V1_1, model_type="mt5", vocab_size=250112, d_model=512, d_ff=1024, num_layers=8, num_heads=6),
+    "mt5-base": dict(_V1_1, model_type="mt5", vocab_size=250112, d_model=768, d_ff=2048, num_layers=12, num_heads=12),
+    "umt5-small": dict(_V1_1, model_type="umt5", vocab_size=256384, d_model=512, d_ff=1024, num_layers=8,
+                       num_heads=6),
+    "umt5-base": dict(_V1_1, model_type="umt5", vocab_size=256384, d_model=768, d_ff=2048, num_layers=12,
+                      num_heads=12),
     # tiny random models for tests and demos
     "t5-tiny": dict(_V1_0, vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
     "t5-v1_1-tiny": dict(_V1_1, vocab_size=256, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -198,6 +229,12 @@ T5Config.presets.update({
 # ------------------------------------------------------------------------------------------------
 # Blocks
 # ------------------------------------------------------------------------------------------------
+def _position_bias(config: T5Config, is_decoder: bool) -> RelativePositionBias:
+    return RelativePositionBias(config.num_heads, bidirectional=not is_decoder,
+                                num_buckets=config.relative_attention_num_buckets,
+                                max_distance=config.relative_attention_max_distance)
+
+
 class T5Block(nn.Module):
     """Pre-norm residual block: self-attention, [cross-attention,] feed-forward."""
 
@@ -213,11 +250,13 @@ class T5Block(nn.Module):
         self.ff_norm = RMSNorm(d, eps)
         self.ff = FeedForward(d, config.d_ff, config.dense_act_fn, gated=config.is_gated_act, dropout=p)
         self.dropout = Dropout(p)
+        if config.per_layer_position_bias:  # umT5: this layer's own (T5Stack.self_attention_bias reads it)
+            self.relative_attention_bias = _position_bias(config, is_decoder)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_bias: torch.Tensor | None = None, *, kv_cache=None, start: int = 0,
                 memory_kv=None, linear=None) -> torch.Tensor:
-        # x (B, T, D); bias (B|1, H, T, K): relative positions + masks, shared by all layers.
+        # x (B, T, D); bias (B|1, H, T, K): relative positions + masks (shared by all layers but in umT5).
         # linear(x, weight): how the projections are computed when decoding (nn/linear.py)
         x = x + self.dropout(self.self_attn(self.self_attn_norm(x), bias, kv_cache=kv_cache, start=start,
                                             linear=linear))
@@ -228,7 +267,7 @@ class T5Block(nn.Module):
 
 
 class T5Stack(nn.Module):
-    """Encoder or decoder: relative position bias (HF: layer 0's), blocks, final norm.
+    """Encoder or decoder: relative position bias (HF: layer 0's; umT5: one per block), blocks, final norm.
 
     Takes embeddings, not ids: the embedding matrix belongs to the model (shared by both stacks).
     """
@@ -237,17 +276,19 @@ class T5Stack(nn.Module):
         super().__init__()
         self.is_decoder = is_decoder
         n_layers = config.decoder_layers if is_decoder else config.num_layers
-        self.relative_attention_bias = RelativePositionBias(
-            config.num_heads, bidirectional=not is_decoder, num_buckets=config.relative_attention_num_buckets,
-            max_distance=config.relative_attention_max_distance)
+        self.relative_attention_bias = None if config.per_layer_position_bias else _position_bias(config, is_decoder)
         self.blocks = nn.ModuleList(T5Block(config, is_decoder=is_decoder) for _ in range(n_layers))
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
 
     def self_attention_bias(self, q_len: int, k_len: int, attention_mask: torch.Tensor | None = None,
                             q_offset: int = 0) -> torch.Tensor:
-        """Relative position bias + causal mask (decoder) + padding mask -> (B|1, H, q_len, k_len)."""
-        bias = self.relative_attention_bias(q_len, k_len, q_offset)  # (1, H, q, k)
+        """Relative position bias + causal mask (decoder) + padding mask -> (L, B|1, H, q_len, k_len), one
+        per layer: T5 / mT5 share one (expanded, not copied), umT5 layers have their own."""
+        if self.relative_attention_bias is not None:
+            bias = self.relative_attention_bias(q_len, k_len, q_offset)[None]  # (1, 1, H, q, k)
+        else:
+            bias = torch.stack([b.relative_attention_bias(q_len, k_len, q_offset) for b in self.blocks])  # (L,1,H,q,k)
         allowed = None
         if self.is_decoder:
             q_pos = torch.arange(q_offset, q_offset + q_len, device=bias.device)
@@ -256,7 +297,8 @@ class T5Stack(nn.Module):
             keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, k)
             allowed = keep if allowed is None else allowed & keep
         # contiguous once here rather than a copy inside every layer's attention kernel
-        return bias.contiguous() if allowed is None else bias + mask_to_bias(allowed, bias.dtype)
+        bias = bias.contiguous() if allowed is None else bias + mask_to_bias(allowed, bias.dtype)
+        return bias.expand(len(self.blocks), *bias.shape[1:])
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,8 +306,8 @@ class T5Stack(nn.Module):
         bias = self.self_attention_bias(x.shape[1], x.shape[1], attention_mask)
         memory_bias = None if memory_mask is None else mask_to_bias(memory_mask.bool()[:, None, None, :], x.dtype)
         x = self.dropout(x)
-        for block in self.blocks:
-            x = block(x, bias, memory, memory_bias)
+        for block, layer_bias in zip(self.blocks, bias):
+            x = block(x, layer_bias, memory, memory_bias)
         return self.dropout(self.final_norm(x))
 
     def step_linears(self) -> list[nn.Module]:
@@ -279,7 +321,7 @@ class T5Stack(nn.Module):
         ``linear(x, weight)`` computes the projections (default :func:`decode_linear`)."""
         linear = linear or decode_linear
         start, end = cache.length, cache.length + x.shape[1]
-        bias = cache.position_bias[:, :, start:end, :end]  # (1, H, t, end)
+        bias = cache.position_bias[..., start:end, :end]  # (L, 1, H, t, end)
         # The modules' own forward where the fast path does not apply: dropout active, or layers
         # replaced by other modules (e.g. torch.ao dynamic int8 Linear, whose weight is a method).
         plain = (self.training and self.dropout.p > 0) or not all(
@@ -288,7 +330,7 @@ class T5Stack(nn.Module):
         for i, block in enumerate(self.blocks):
             kv_cache = (cache.self_kv[i, 0], cache.self_kv[i, 1])
             memory_kv = (cache.cross_kv[i, 0], cache.cross_kv[i, 1])
-            x = block(x, bias, memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv,
+            x = block(x, bias[i], memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv,
                       linear=None if plain else linear)
         cache.length = end
         return self.dropout(self.final_norm(x))
@@ -333,6 +375,12 @@ class T5PreTrainedModel(PreTrainedModel):
     @classmethod
     def hf_keymap(cls, config: T5Config) -> KeyMap:
         return t5_keymap(config, decoder=cls._has_decoder, lm_head=cls._has_lm_head)
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """config.json; an mT5 / umT5 names transformers' class of its family (MT5ForConditionalGeneration...)."""
+        d = super().hf_config_dict()
+        d["architectures"] = [MODEL_TYPES[self.config.model_type] + type(self).__name__.removeprefix("T5")]
+        return d
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -534,7 +582,7 @@ class T5ForConditionalGeneration(T5Model):
         cross_bias = None
         if encoder_attention_mask is not None:
             cross_bias = mask_to_bias(encoder_attention_mask.bool()[:, None, None, :], enc.dtype)
-        position_bias = self.decoder.self_attention_bias(max_length, max_length)  # (1, H, M, M)
+        position_bias = self.decoder.self_attention_bias(max_length, max_length)  # (L, 1, H, M, M)
         return T5DecoderCache(self_kv=self_kv, cross_kv=cross_kv, cross_bias=cross_bias,
                               position_bias=position_bias, source_index=torch.arange(n, device=enc.device))
 

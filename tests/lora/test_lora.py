@@ -345,3 +345,25 @@ def test_rslora_scaling_is_peft_s(tmp_path):
     theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
     assert theirs.peft_config["default"].use_rslora
     torch.testing.assert_close(logits(theirs, "t5-v1.1"), logits(lora, "t5-v1.1"), **TOL)
+
+
+@pytest.mark.parametrize("model_type", ["mt5", "umt5"])
+def test_default_targets_of_mt5_and_umt5_load_in_peft(model_type, tmp_path):
+    """No target_modules: DEFAULT_TARGETS by config.model_type (q and v, PEFT's choice for mt5); the
+    adapter loads in PEFT on transformers' MT5 / UMT5 with the same logits."""
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+        relative_attention_max_distance=20, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, model_type=model_type)).eval()
+    model.save_pretrained(tmp_path / "base")
+    hf_cls = {"mt5": transformers.MT5ForConditionalGeneration, "umt5": transformers.UMT5ForConditionalGeneration}
+    hf = hf_cls[model_type].from_pretrained(tmp_path / "base", attn_implementation="eager").eval()
+    base = logits(model, "t5")
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False))
+    adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in lora.adapter_state_dict()}
+    assert adapted == {"q", "v"}  # per transformers name, inside the fused qkv and cross-attention q / kv
+    lora.save_pretrained(tmp_path / "adapter")
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    torch.testing.assert_close(logits(theirs, "t5"), logits(lora, "t5"), **TOL)
+    assert not torch.allclose(logits(lora, "t5"), base, **TOL)  # the adapter does something

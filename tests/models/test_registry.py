@@ -7,7 +7,7 @@ import pytest
 from t5electra.errors import ConfigError
 from t5electra.models import registry as R
 from t5electra.models.electra import ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, ElectraModel
-from t5electra.models.t5 import T5ForConditionalGeneration
+from t5electra.models.t5 import T5EncoderModel, T5ForConditionalGeneration, T5Model
 
 
 def test_architectures_map_to_class_family_and_head():
@@ -19,13 +19,14 @@ def test_architectures_map_to_class_family_and_head():
     assert R.task_head(arch, {"id2label": {"0": "a", "1": "b"}}) == "classification"
 
 
-@pytest.mark.parametrize("model_type", ["mt5", "umt5"])
-def test_mt5_is_refused_in_one_place_with_a_clear_message(tmp_path, model_type):
+@pytest.mark.parametrize("model_type, prefix", [("mt5", "MT5"), ("umt5", "UMT5")])
+def test_mt5_and_umt5_load_into_the_t5_classes(tmp_path, model_type, prefix):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
-    with pytest.raises(ConfigError, match="mT5 / umT5 checkpoints are not supported yet"):
-        R.model_kind(tmp_path)
-    with pytest.raises(ConfigError, match="not supported yet"):
-        R.model_class(tmp_path)
+    assert R.model_kind(tmp_path) == "t5" and R.model_class(tmp_path) is T5ForConditionalGeneration
+    for name, cls, head in ((f"{prefix}ForConditionalGeneration", T5ForConditionalGeneration, "seq2seq"),
+                            (f"{prefix}Model", T5Model, "base"), (f"{prefix}EncoderModel", T5EncoderModel, "encoder")):
+        arch = R.architecture({"model_type": model_type, "architectures": [name]})
+        assert (arch.cls, arch.family, arch.head) == (cls, "t5", head)
 
 
 def test_unknown_type_or_architecture_of_the_wrong_family_is_an_error(tmp_path):
