@@ -19,12 +19,10 @@ import contextlib
 import copy
 import dataclasses
 import io
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .harness import Timing, compare, matmul_peak
 
@@ -311,23 +309,15 @@ def _ct2_translator(hf_path: Path, out: Path, compute_type: str, device: str, th
                                   inter_threads=1)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every nn.Linear (weights int8 per tensor, activations quantised
-    on the fly), for CPU inference: ``torch.ao.quantization.quantize_dynamic`` on a copy."""
-    with warnings.catch_warnings():  # torch 2.13 marks quantized tensor types deprecated (torchao replaces them)
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), {nn.Linear}, dtype=torch.qint8)
-
-
 def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_tokens: int,
                    int8: bool) -> list[Result]:
     ours, peer, path = _t5_pair(preset, env.workdir, env.device)
     ours.eval()
     peer.eval()
-    # "t5electra" is the model as we tell users to run CPU inference: after optimize_for_decoding()
-    # (column-major decoder weights + oneDNN-packed copies, docs/generation.md); the unchanged
-    # model runs alongside as "t5electra default", so the rows also show what that call buys.
-    fast = copy.deepcopy(ours).optimize_for_decoding() if env.device == "cpu" else ours
+    # "t5electra" is the model as the CLI, the server and the pipelines run it: after
+    # optimize_for_inference() (fp32: column-major decoder weights + oneDNN-packed copies,
+    # docs/inference.md); the unchanged model runs alongside as "t5electra default".
+    fast = copy.deepcopy(ours).optimize_for_inference() if env.device == "cpu" else ours
     pieces = _write_wordlevel_tokenizer(path, ours.config.vocab_size)
     have_ct2 = True
     try:
@@ -367,61 +357,72 @@ def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_toke
                     out["ctranslate2"] = res
                 impls["ctranslate2"] = run_ct2
             label = (f"{preset} {'greedy' if nb == 1 else f'beam {nb}'} batch {B}, {src_len}->{new_tokens} fp32"
-                     + (" (optimize_for_decoding)" if fast is not ours else ""))
+                     + (" (optimize_for_inference)" if fast is not ours else ""))
             env.log(f"[generate] {label}")
             timings = env.compare(impls)
             env.maybe_profile("generate", label, impls)
             targets = {"transformers": 2.0}
             if have_ct2 and nb == 1 and B == 1:
-                targets["ctranslate2"] = 1.0
+                targets["ctranslate2"] = 1.1
             extra = {"same_tokens_as_transformers": torch.equal(out["t5electra"].cpu(), out["transformers"].cpu())}
             if "t5electra default" in out:
                 extra["same_tokens_as_t5electra_default"] = torch.equal(out["t5electra"], out["t5electra default"])
             if have_ct2:
-                ct2_ids = [[pieces.index(p) if p in pieces[:3] else int(p[1:]) for p in r.hypotheses[0]]
-                           for r in out["ctranslate2"]]
-                extra["same_tokens_as_ctranslate2"] = ct2_ids == out["t5electra"][:, 1:].tolist()
+                extra["same_tokens_as_ctranslate2"] = _ct2_ids(out["ctranslate2"], pieces) == out["t5electra"][:, 1:].tolist()
             extra["ms_per_token"] = {k: t.median_s / new_tokens * 1000 for k, t in timings.items()}
             results.append(Result("generate", label, "tokens/s", B * new_tokens, timings, targets, extra))
 
     if int8 and env.device == "cpu":
-        ours_q = quantize_int8(ours).eval()
-        impls, out = {}, {}
-        ct2_q = _ct2_translator(path, env.workdir / f"ct2-{preset}", "int8", "cpu", env.threads) if have_ct2 else None
-        B = batches[0]
-        x = torch.randint(3, V - 100, (B, src_len), generator=torch.Generator().manual_seed(4))
-        src_tokens = [[pieces[i] for i in row] for row in x.tolist()]
-        impls["t5electra"] = lambda: out.__setitem__("t5electra", ours_q.generate(x, **kw))
-        if ct2_q is not None:
-            impls["ctranslate2"] = lambda: out.__setitem__("ctranslate2", ct2_q.translate_batch(
-                src_tokens, beam_size=1, min_decoding_length=new_tokens, max_decoding_length=new_tokens))
-        label = f"{preset} greedy batch {B}, {src_len}->{new_tokens} int8 (dynamic, Linear layers)"
-        env.log(f"[generate] {label}")
-        timings = env.compare(impls)
-        with torch.inference_mode():
-            ref = ours.generate(x, **kw)
-        extra = {"ms_per_token": {k: t.median_s / new_tokens * 1000 for k, t in timings.items()},
-                 "int8_token_agreement_with_fp32": {
-                     "t5electra": float((out["t5electra"] == ref).float().mean())}}
-        extra.update(_int8_logit_error(ours, ours_q, x))
-        if ct2_q is not None:
-            ct2_ids = torch.tensor([[int(p[1:]) if p not in pieces[:3] else pieces.index(p)
-                                     for p in r.hypotheses[0]] for r in out["ctranslate2"]])
-            extra["int8_token_agreement_with_fp32"]["ctranslate2"] = float((ct2_ids == ref[:, 1:]).float().mean())
-        results.append(Result("generate", label, "tokens/s", B * new_tokens, timings,
-                              {"ctranslate2": 1.0} if ct2_q is not None else {}, extra))
+        results += _bench_low_precision(env, ours, fast, path, pieces, preset, batches, beams, src_len, new_tokens)
     return results
 
 
-def _int8_logit_error(model, qmodel, x) -> dict[str, float]:
-    """Quality cost of int8 on teacher-forced logits: max |diff| relative to the logits' spread, and
-    how often the argmax token changes."""
-    y = torch.randint(3, model.config.vocab_size - 100, (x.shape[0], 16), generator=torch.Generator().manual_seed(5))
-    with torch.inference_mode():
-        a = model(input_ids=x, labels=y).logits.float()
-        b = qmodel(input_ids=x, labels=y).logits.float()
-    return {"int8_logits_max_abs_diff_over_std": float((a - b).abs().max() / a.std()),
-            "int8_argmax_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean())}
+def _ct2_ids(res, pieces) -> list[list[int]]:
+    return [[pieces.index(p) if p in pieces[:3] else int(p[1:]) for p in r.hypotheses[0]] for r in res]
+
+
+def _bench_low_precision(env: Env, ours, fast, path: Path, pieces, preset: str, batches, beams, src_len: int,
+                         new_tokens: int) -> list[Result]:
+    """The same generation rows with ``optimize_for_inference("int8" / "bf16")`` (the kernels this
+    CPU gets: ``inference_report``) against CTranslate2 with the same quantisation and our fp32 fast
+    path; ``token_agreement_with_fp32``: the share of generated tokens equal to our fp32 model's."""
+    V = ours.config.vocab_size
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    results = []
+    for weights, ct2_type in (("int8", "int8"), ("bf16", "bfloat16")):
+        model = copy.deepcopy(ours).optimize_for_inference(weights)
+        env.log(f"[generate] {model.inference_report}")
+        try:
+            ct2 = _ct2_translator(path, env.workdir / f"ct2-{preset}", ct2_type, "cpu", env.threads)
+        except (ImportError, RuntimeError, ValueError) as e:  # no ctranslate2, or no such compute type here
+            ct2 = None
+            env.log(f"ctranslate2 {ct2_type}: not run ({type(e).__name__}: {e})")
+        for B in batches:
+            x = torch.randint(3, V - 100, (B, src_len), generator=torch.Generator().manual_seed(4))
+            src_tokens = [[pieces[i] for i in row] for row in x.tolist()]
+            for nb in beams:
+                out: dict[str, Any] = {}
+                def run(name, m, nb=nb, x=x, out=out):
+                    return lambda: out.__setitem__(name, m.generate(x, num_beams=nb, **kw))
+
+                impls = {"t5electra": run("t5electra", model), "t5electra fp32": run("t5electra fp32", fast)}
+                if ct2 is not None:
+                    impls["ctranslate2"] = lambda nb=nb, s=src_tokens, out=out, tr=ct2: out.__setitem__(
+                        "ctranslate2", tr.translate_batch(s, beam_size=nb, min_decoding_length=new_tokens,
+                                                          max_decoding_length=new_tokens))
+                label = f"{preset} {'greedy' if nb == 1 else f'beam {nb}'} batch {B}, {src_len}->{new_tokens} {weights}"
+                env.log(f"[generate] {label}")
+                timings = env.compare(impls)
+                ref = out["t5electra fp32"][:, 1:]
+                agree = {"t5electra": float((out["t5electra"][:, 1:] == ref).float().mean())}
+                if ct2 is not None:
+                    agree["ctranslate2"] = float((torch.tensor(_ct2_ids(out["ctranslate2"], pieces)) == ref)
+                                                 .float().mean())
+                extra = {"ms_per_token": {k: t.median_s / new_tokens * 1000 for k, t in timings.items()},
+                         "token_agreement_with_fp32": agree, "kernel": str(model.inference_report)}
+                targets = {"ctranslate2": 1.2 if nb == 1 and B == 1 else 1.0} if ct2 is not None else {}
+                results.append(Result("generate", label, "tokens/s", B * new_tokens, timings, targets, extra))
+    return results
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,8 +456,21 @@ def bench_electra_infer(env: Env, preset: str, batch: int, length: int) -> list[
     env.log(f"[electra_infer] {label}")
     timings = env.compare({"t5electra": run("t5electra", ours), "transformers": run("transformers", peer)})
     diff = float((out["t5electra"].float() - out["transformers"].float()).abs().max())
-    return [Result("electra_infer", label, "sequences/s", batch, timings, {"transformers": 1.3},
-                   {"max_abs_logit_diff": diff})]
+    results = [Result("electra_infer", label, "sequences/s", batch, timings, {"transformers": 1.3},
+                      {"max_abs_logit_diff": diff})]
+    if env.device == "cpu":  # bf16 / int8 weights (optimize_for_inference) against transformers fp32
+        ref = out["t5electra"].float()
+        for weights in ("bf16", "int8"):
+            model = copy.deepcopy(ours).optimize_for_inference(weights)
+            label = f"{preset} discriminator {batch}x{length} {weights}"
+            env.log(f"[electra_infer] {label}: {model.inference_report}")
+            timings = env.compare({"t5electra": run("t5electra", model), "transformers": run("transformers", peer)})
+            got = out["t5electra"].float()
+            results.append(Result("electra_infer", label, "sequences/s", batch, timings, {"transformers": 2.0}, {
+                "max_abs_logit_diff": float((got - out["transformers"].float()).abs().max()),
+                "decisions_equal_to_fp32": float(((got > 0) == (ref > 0)).float().mean()),
+                "kernel": str(model.inference_report)}))
+    return results
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from t5electra.inference.weights import describe_cpu
 from t5electra.machine import cpu_model
 
 
@@ -159,19 +160,6 @@ def matmul_peak(precision: str, device: str, reps: int = 3) -> float:
     return matmul_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32, device, n=n, reps=reps)
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"]
-                    return " ".join(f for f in wanted if f in flags)
-    except OSError:
-        pass
-    return ""
-
-
 def _version(module: str) -> str:
     try:
         return __import__(module).__version__
@@ -181,7 +169,7 @@ def _version(module: str) -> str:
 
 def machine_info(device: str, threads: int) -> dict[str, Any]:
     info = {
-        "cpu": cpu_model(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
+        "cpu": cpu_model(), "cpu_flags": describe_cpu(), "logical_cpus": os.cpu_count(),
         "threads": threads, "device": device, "python": platform.python_version(),
         "platform": platform.platform(), "torch": torch.__version__,
         "transformers": _version("transformers"), "ctranslate2": _version("ctranslate2"),

@@ -61,7 +61,7 @@ def _case_table(rows: list[Result]) -> list[str]:
             same = [k.removeprefix("same_tokens_as_") for k, v in r.extra.items()
                     if k.startswith("same_tokens_as_") and v]
             cells += [f"{r.extra['ms_per_token']['t5electra']:.2f}",
-                      ", ".join(same) if same else ("n/a" if "int8" in r.label else "no")]
+                      ", ".join(same) if same else ("n/a" if "token_agreement_with_fp32" in r.extra else "no")]
         if case == "electra_infer":
             cells += [f"{r.extra['max_abs_logit_diff']:.1e}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -162,13 +162,11 @@ def write_markdown(path: Path, results: list[Result], machine: dict[str, Any], c
                 lines.append("\n</details>\n")
         if case == "generate":
             for r in rows:
-                if "int8_token_agreement_with_fp32" in r.extra:
-                    agree = ", ".join(f"{k} {v:.1%}" for k, v in r.extra["int8_token_agreement_with_fp32"].items())
-                    lines += [f"int8 quality cost ({r.label}): greedy tokens equal to fp32: {agree}; "
-                              f"teacher-forced logits: argmax agreement "
-                              f"{r.extra['int8_argmax_agreement']:.1%}, max |Δ| = "
-                              f"{r.extra['int8_logits_max_abs_diff_over_std']:.2f} × the logits' std "
-                              f"(random weights, so this is a worst case for agreement).", ""]
+                if "token_agreement_with_fp32" in r.extra:
+                    agree = ", ".join(f"{k} {v:.1%}" for k, v in r.extra["token_agreement_with_fp32"].items())
+                    lines += [f"{r.label}: {r.extra['kernel']}; generated tokens equal to our fp32 model's: "
+                              f"{agree} (random weights: a worst case for agreement, docs/inference.md has "
+                              f"trained models).", ""]
         if case == "data":
             r = rows[0]
             p = r.extra["pipeline"]

@@ -25,9 +25,10 @@ class ElectraPipeline:
         self.tokenizer, self.generator, self.discriminator = tokenizer, generator, discriminator
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "ElectraPipeline":
+    def from_pretrained(cls, directory: str | os.PathLike, weights: str = "fp32") -> "ElectraPipeline":
         """Load ``directory/generator`` and ``directory/discriminator`` (either may be absent) and
-        the tokenizer from ``directory`` or, failing that, from one of the two sub-directories."""
+        the tokenizer from ``directory`` or, failing that, from one of the two sub-directories.
+        ``weights``: the models run ``optimize_for_inference(weights)`` (fp32: exact; bf16 / int8)."""
         d = Path(directory)
         gen_dir, disc_dir = d / "generator", d / "discriminator"
         if not gen_dir.is_dir() and not disc_dir.is_dir():
@@ -38,8 +39,10 @@ class ElectraPipeline:
             raise InvalidInputError(f"{d}: no tokenizer files (vocab.txt / tokenizer.json) with a [MASK] token "
                                     f"in it or in generator/ or discriminator/")
         return cls(ElectraTokenizer.from_pretrained(tok_dir),
-                   ElectraForMaskedLM.from_pretrained(gen_dir) if gen_dir.is_dir() else None,
-                   ElectraForPreTraining.from_pretrained(disc_dir) if disc_dir.is_dir() else None)
+                   ElectraForMaskedLM.from_pretrained(gen_dir).optimize_for_inference(weights)
+                   if gen_dir.is_dir() else None,
+                   ElectraForPreTraining.from_pretrained(disc_dir).optimize_for_inference(weights)
+                   if disc_dir.is_dir() else None)
 
     def _need(self, what: str):
         model = getattr(self, what)

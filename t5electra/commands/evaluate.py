@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="T5: beam search width (1: greedy)")
     parser.add_argument("--predictions", metavar="FILE", help="T5: also write input/target/prediction JSONL here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16", "int8"),
+                        help="inference weights: fp32 (exact), bf16 or int8 (faster, approximate; default fp32)")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON here")
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_checkpoint(args.checkpoint, args.task, args.split, data_dir=args.data_dir,
                                      batch_size=args.batch_size, max_examples=args.max_examples,
                                      max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-                                     num_beams=args.num_beams, device=args.device,
+                                     num_beams=args.num_beams, device=args.device, weights=args.weights,
                                      predictions_file=predictions)
         text = json.dumps(result, indent=2)
         if out is not None:

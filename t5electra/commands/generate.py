@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-return-sequences", type=int, default=1, metavar="N")
     parser.add_argument("--seed", type=int, default=None, help="seed for --do-sample")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16", "int8"),
+                        help="inference weights: fp32 (exact), bf16 or int8 (faster, approximate; default fp32)")
 
 
 def read_inputs(args: argparse.Namespace) -> list[str]:
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = read_inputs(args)
         if not inputs:
             raise InvalidInputError("no inputs: give TEXT arguments, --file F, or lines on stdin")
-        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device)
+        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device).optimize_for_inference(args.weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
         outputs: list = [None] * len(inputs)

@@ -18,7 +18,7 @@ import tempfile
 import typing
 
 # flag -> ServeConfig field, for the settings one sets on the command line
-_FLAGS = ("host", "port", "device", "dtype", "num_threads", "max_batch_size", "max_wait_ms", "max_queue",
+_FLAGS = ("host", "port", "device", "dtype", "weights", "num_threads", "max_batch_size", "max_wait_ms", "max_queue",
           "request_timeout_s", "max_texts", "max_input_tokens", "max_new_tokens", "max_beams", "max_body_bytes",
           "max_work_tokens", "max_decode_steps", "api_key_file", "read_timeout_s", "keep_alive_s", "max_connections")
 

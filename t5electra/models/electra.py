@@ -35,6 +35,7 @@ from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation.fill_mask import fill_mask_generate
 from ..inference.chunking import chunk_rows, encode_in_chunks
+from ..inference.weights import optimize_for_inference
 from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, MaskedLMOutput,
                             QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
 from ..modeling import LoadReport, PreTrainedModel
@@ -306,6 +307,11 @@ class ElectraPreTrainedModel(PreTrainedModel):
         # Encoder weights may sit under "electra.", "bert." or at the root of the file.
         hf_sd, sources = normalize_prefix(hf_sd, sources or {}, self.encoder_prefix)
         return super().load_hf_state_dict(hf_sd, sources)
+
+    def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "ElectraPreTrainedModel":
+        """bf16 / int8 weights with the kernels fastest on this CPU, or "fp32" (the modules unchanged:
+        exact); inference/weights.py, docs/inference.md. ``options``: ``keep``. Returns self."""
+        return optimize_for_inference(self, weights, **options)
 
     @property
     def check_inputs(self) -> bool:

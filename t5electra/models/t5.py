@@ -39,8 +39,9 @@ Generation protocol (used by t5electra/generation/seq2seq.py; all in ``T5ForCond
 ``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol.
 ``decode_step`` runs the blocks with ``linear=decode_linear`` (the hook of nn/linear.py; the
 speed code lives in t5electra/inference/: the same modules, with the fastest matmul formulation
-for the few rows of a step); ``model.optimize_for_decoding()`` adds column-major weights and
-oneDNN-packed copies for CPU inference (docs/generation.md, "Speed on CPU").
+for the few rows of a step); ``model.optimize_for_inference(weights="fp32" | "bf16" | "int8")``
+(formerly ``optimize_for_decoding()``) adds column-major weights and oneDNN-packed copies, or bf16 /
+int8 kernels, for CPU inference (docs/inference.md).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
 from ..inference.cache import T5DecoderCache
-from ..inference.decoding import PackedLinears, decode_linear, optimize_for_decoding  # noqa: F401 (t5.PackedLinears)
+from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
+from ..inference.weights import optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
@@ -421,6 +423,12 @@ class T5PreTrainedModel(PreTrainedModel):
         if getattr(self, "lm_head", None) is not None:
             nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
 
+    def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "T5PreTrainedModel":
+        """Fast CPU inference, kernels chosen for this CPU (inference/weights.py, docs/inference.md):
+        "fp32" exact (column-major + packed decoder weights), "bf16" / "int8" approximate.
+        ``options``: ``keep`` (layers left in fp32), ``pack_weights``. Returns self."""
+        return optimize_for_inference(self, weights, **options)
+
     def set_attn_implementation(self, implementation: str) -> None:
         """'sdpa' (default: torch's fused kernels) or 'eager' (the plain formula); same results."""
         if implementation not in IMPLEMENTATIONS:
@@ -604,24 +612,11 @@ class T5ForConditionalGeneration(T5Model):
         hidden = self.decoder.decode(self.shared(decoder_input_ids), cache, linear)
         return self.lm_logits(hidden, linear=linear).float()
 
-    @torch.no_grad()
     def optimize_for_decoding(self, pack_weights: bool = True) -> "T5ForConditionalGeneration":
-        """Make CPU decoding faster: same outputs (to ~1e-6), chosen layouts for the decoder's matmuls.
-
-        (t5electra/inference/decoding.py.)
-
-        1. The decoder's and the output layer's weight matrices are stored column-major, in place:
-           values, names, shapes and memory stay the same (``weight`` becomes the transpose of a
-           contiguous (in, out) matrix). A one-row step (greedy search or sampling at batch size 1)
-           then streams each matrix ~1.3x faster through MKL.
-        2. ``pack_weights``: oneDNN-packed copies of the same matrices (:class:`PackedLinears`;
-           memory: one more copy of the decoder and output weights, 150 MB for t5-small) serve the
-           steps with 2 or more rows (beam search, batches), 1.2-1.8x faster than ``F.linear``.
-
-        Training and saving work unchanged; after the weights change, decoding falls back to the
-        plain matmuls until this is called again. Returns the model.
-        """
-        return optimize_for_decoding(self, pack_weights)
+        """The old name of ``optimize_for_inference("fp32", pack_weights=...)`` (modeling.py): column-major
+        decoder and output weights, and oneDNN-packed copies for the steps with 2 or more rows
+        (t5electra/inference/decoding.py); the same outputs, faster CPU decoding. Returns the model."""
+        return self.optimize_for_inference("fp32", pack_weights=pack_weights)
 
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""

@@ -63,18 +63,19 @@ def resolve_model_dir(path: str | Path) -> Path:
 def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", *, data_dir: str | None = None,
                         batch_size: int = 32, max_examples: int | None = None, max_length: int = 512,
                         max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
-                        predictions_file: str | Path | None = None) -> dict[str, Any]:
+                        predictions_file: str | Path | None = None, weights: str = "fp32") -> dict[str, Any]:
     """``{"checkpoint", "task", "split", "num_examples", "metrics"}`` for a T5 or ELECTRA checkpoint.
 
     ``predictions_file`` (T5 only): also write one JSON line per example with the input, the
-    target and the generated text.
+    target and the generated text. ``weights``: the model runs ``optimize_for_inference(weights)``
+    ("fp32": the exact fast path; "bf16", "int8": docs/inference.md).
     """
     model_dir = resolve_model_dir(checkpoint)
     tasks = task_list(task, data_dir)
     kind = model_kind(model_dir)
     dev = torch.device(device)
     if kind == "t5":
-        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev)
+        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev).optimize_for_inference(weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         examples = {t.name: _examples(t, split, max_examples) for t in tasks}
         kw = dict(batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, num_beams=num_beams)
@@ -87,7 +88,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", 
         if len(tasks) > 1:
             raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {task!r}")
         metrics, n = _evaluate_electra(model_dir, tasks[0], data_dir, split, dev, batch_size=batch_size,
-                                       max_length=max_length, max_examples=max_examples)
+                                       max_length=max_length, max_examples=max_examples, weights=weights)
     return {"checkpoint": str(model_dir), "task": task, "split": split, "num_examples": n, "metrics": metrics}
 
 
@@ -114,7 +115,8 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
 
 
 def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: str, device: torch.device, *,
-                      batch_size: int, max_length: int, max_examples: int | None) -> tuple[dict[str, float], int]:
+                      batch_size: int, max_length: int, max_examples: int | None,
+                      weights: str = "fp32") -> tuple[dict[str, float], int]:
     """The scoring the ELECTRA fine-tuning recipe uses (data/heads.py: load, encode; eval/heads.py:
     predict, score), so every head it trains (classification, regression, token classification,
     QA) is scored here exactly as during fine-tuning."""
@@ -131,7 +133,7 @@ def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: 
     data = dataclasses.replace(data, splits={split: data.splits[split][:max_examples]})
     if not data.splits[split]:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
-    model = arch.cls.from_pretrained(model_dir).to(device)
+    model = arch.cls.from_pretrained(model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
     features = encode(data, split, tokenizer, max_length)
     preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)

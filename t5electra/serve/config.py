@@ -36,6 +36,8 @@ class ServeConfig:
     device: str = option("cpu", "torch device the models run on ('cpu', 'cuda', 'cuda:1')")
     dtype: Optional[str] = option(None, "cast the models to this dtype ('bfloat16', 'float16'); None keeps float32")
     num_threads: Optional[int] = option(None, "torch intra-op threads (None: torch's default)")
+    weights: str = option("fp32", "inference weights: 'fp32' (exact fast path), 'bf16' or 'int8' (faster, "
+                                  "approximate; model.optimize_for_inference, docs/inference.md)")
     # -- dynamic batching --
     max_batch_size: int = option(16, "most texts run in one forward / generate call")
     max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others to join")
@@ -89,6 +91,11 @@ class ServeConfig:
                                   f"https://app.example.com (scheme and host[:port], no path) or '*'")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"serve config: dtype={self.dtype!r} is not one of float32, bfloat16, float16")
+        if self.weights not in ("fp32", "bf16", "int8"):
+            raise ConfigError(f"serve config: weights={self.weights!r} is not one of fp32, bf16, int8")
+        if self.weights != "fp32" and self.dtype not in (None, "float32"):
+            raise ConfigError(f"serve config: weights={self.weights!r} runs on float32 models; drop dtype="
+                              f"{self.dtype!r} (or use weights='fp32')")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -127,7 +127,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _prepare(model: torch.nn.Module, config: ServeConfig) -> torch.nn.Module:
     dtype = getattr(torch, config.dtype) if config.dtype else None
-    return model.to(device=config.device, dtype=dtype).eval()
+    # the fast path (fp32: exact; bf16 / int8 on request): inference/weights.py
+    return model.to(device=config.device, dtype=dtype).eval().optimize_for_inference(config.weights)
 
 
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:

@@ -1,0 +1,305 @@
+"""``model.optimize_for_inference(weights="fp32" | "bf16" | "int8")``: inference weights and the
+CPU kernels that multiply by them, chosen for the CPU it runs on.
+
+- ``fp32``: the exact fast path (T5: :func:`.decoding.optimize_for_decoding`, column-major and
+  oneDNN-packed decoder weights; ELECTRA: unchanged modules). Outputs equal the plain model's.
+- ``bf16``: weights rounded to bf16, fp32 accumulation. With native bf16 (AVX512-BF16 / AMX) the
+  activations run in bf16 too (oneDNN). Without it (AVX2 CPUs such as the AMD EPYC Zen 2 of
+  BENCHMARKS.md) a bf16 matmul is emulated and ~5-100x slower than fp32 (measured), so the
+  bf16-rounded weights are stored as fp16, which holds every bf16 value of magnitude 2^-14..65504
+  exactly, and multiplied by fbgemm's AVX2 + F16C kernel with fp32 activations.
+- ``int8``: int8 weights with one scale per output channel (symmetric). With native bf16: weight-only,
+  ``aten._weight_int8pack_mm`` on bf16 activations. Without it: that kernel is 4-30x slower than
+  fp32 here (measured), and fbgemm's dynamic int8 kernel (activations quantised per call to 7-bit
+  uint8 with one scale per tensor; ``reduce_range`` avoids AVX2's int16 saturation) is 2-3x faster
+  than fp32 at every batch size, so it is the one used.
+  torch._int_mm (torchao's dynamic int8 path on CPU) measured 30x slower than fp32 here.
+
+Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
+:class:`InferenceLinear` (same class for ``isinstance``, same parameters and state_dict) whose
+eval-mode forward runs the kernel; training mode, changed weights (training, loading) or a copy of
+the model run the plain fp32 ``F.linear`` (same rule as :class:`.decoding.PackedLinears`). T5's
+decoding steps reach the same kernels through the ``linear`` hook (:class:`KernelTable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidInputError
+from .decoding import decode_linear, optimize_for_decoding
+
+logger = logging.getLogger("t5electra")
+
+WEIGHTS = ("fp32", "bf16", "int8")
+# Layers kept in fp32 by default, per weight type (regular expressions on module names; measured in
+# docs/inference.md). "lm_head" also names T5's tied output layer (the shared embedding matrix).
+DEFAULT_KEEP: dict[str, tuple[str, ...]] = {"fp32": (), "bf16": (), "int8": ()}
+
+
+# ------------------------------------------------------------------------------------------------
+# CPU features
+# ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16; on ARM, BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def fbgemm_available() -> bool:
+    """fbgemm's x86 kernels (fp16-weight and dynamic int8 linear) are built into this torch."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def describe_cpu(flags: frozenset[str] | None = None) -> str:
+    """The flags that decide the kernels, e.g. 'avx2 fma f16c; no avx512_bf16/amx_bf16'."""
+    flags = cpu_flags() if flags is None else flags
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = " ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted[:3])
+    return have + ("" if native_bf16(flags) else "; no avx512_bf16/amx_bf16 (no native bf16)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels: one prepared weight matrix each; ``kernel(x)`` = F.linear(x, weight, bias) approximately
+# ------------------------------------------------------------------------------------------------
+class Kernel:
+    """A weight matrix prepared for one kernel; used only while the weight is unchanged."""
+
+    name = "?"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.versions = (weight._version, weight.data_ptr(), None if bias is None else bias._version)
+        self.has_bias = bias is not None
+
+    def current(self, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+        return self.versions == (weight._version, weight.data_ptr(), None if bias is None else bias._version)
+
+    def __deepcopy__(self, memo) -> None:
+        return None  # a copied model has its own weights: the copy runs F.linear until optimised
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Fp16Fbgemm(Kernel):
+    """bf16-rounded weights stored as fp16, fbgemm's AVX2/F16C GEMM with fp32 activations/accumulation."""
+
+    name = "bf16 weights (stored as fp16), fp32 activations: fbgemm linear_dynamic_fp16 (AVX2+F16C)"
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        w = weight.detach().to(torch.bfloat16).float().contiguous()  # the bf16 values, exact in fp16
+        self.packed = torch.ops.quantized.linear_prepack_fp16(w, None if bias is None else bias.detach().float())
+
+    def __call__(self, x):
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+
+class Int8Fbgemm(Kernel):
+    """int8 weights, one scale per output channel; activations quantised per call (fbgemm dynamic)."""
+
+    name = ("int8 weights (per-channel scales), activations quantised per call to 7-bit uint8: "
+            "fbgemm linear_dynamic (AVX2)")
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        w = weight.detach().float().contiguous()
+        scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()  # (out,) symmetric per channel
+        with warnings.catch_warnings():  # quantized-tensor creation is deprecated; the kernel is not
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
+
+    def __call__(self, x):
+        return torch.ops.quantized.linear_dynamic(x, self.packed, True)  # reduce_range: no int16 saturation
+
+
+class Bf16Native(Kernel):
+    """bf16 weights and activations (oneDNN, fp32 accumulation); fp32 output. For native-bf16 CPUs and GPUs."""
+
+    name = "bf16 weights and activations, fp32 accumulation: F.linear in bf16 (oneDNN / cuBLAS)"
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.weight = weight.detach().to(torch.bfloat16).contiguous()
+        self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
+
+    def __call__(self, x):
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).float()
+
+
+class Int8WeightOnly(Kernel):
+    """int8 weights (per-channel scales) dequantised inside the kernel, bf16 activations:
+    ``aten._weight_int8pack_mm``. For native-bf16 CPUs."""
+
+    name = "int8 weights (per-channel scales), bf16 activations: aten._weight_int8pack_mm"
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        w = weight.detach().float()
+        scale = (w.abs().amax(1) / 127).clamp_min(1e-12)  # (out,)
+        self.qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        self.scale = scale.to(torch.bfloat16)
+        self.bias = None if bias is None else bias.detach().float()
+
+    def __call__(self, x):
+        lead = x.shape[:-1]
+        out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.qweight,
+                                                 self.scale).float().view(*lead, -1)
+        return out if self.bias is None else out + self.bias
+
+
+def choose_kernel(weights: str, device: torch.device | str = "cpu",
+                  flags: frozenset[str] | None = None) -> type[Kernel]:
+    """The kernel class for ``weights`` ('bf16' or 'int8') on this device / CPU (see the module docstring)."""
+    on_cpu = torch.device(device).type == "cpu"
+    native = native_bf16(flags) or not on_cpu
+    if weights == "bf16":
+        return Fp16Fbgemm if on_cpu and not native and fbgemm_available() else Bf16Native
+    if not on_cpu:
+        raise InvalidInputError(f"weights='int8' runs on CPU only (the model is on {device}); use 'bf16' there")
+    if native or not fbgemm_available():
+        return Int8WeightOnly
+    return Int8Fbgemm
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules and the decoding hook
+# ------------------------------------------------------------------------------------------------
+class InferenceLinear(nn.Linear):
+    """An nn.Linear (same parameters, state_dict, isinstance) whose eval-mode CPU forward on fp32
+    inputs runs its prepared :class:`Kernel`; otherwise (training, changed weights, a copy) F.linear."""
+
+    kernel: Kernel | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel
+        if k is not None and not self.training and x.dtype == torch.float32 and k.current(self.weight, self.bias):
+            return k(x)
+        return F.linear(x, self.weight, self.bias)
+
+
+class KernelTable:
+    """The ``linear(x, weight)`` hook of T5's decoding steps (nn/linear.py): the prepared kernel of
+    ``weight`` where there is a current one (no bias: the hook adds it), else ``fallback``
+    (the fp32 fast path: :class:`.decoding.PackedLinears` or :func:`.decoding.decode_linear`)."""
+
+    def __init__(self, kernels: dict[int, tuple[torch.Tensor, Kernel]], fallback=None):
+        self.kernels = kernels  # id(weight) -> (weight, kernel)
+        self.fallback = fallback or decode_linear
+
+    def __deepcopy__(self, memo) -> None:
+        return None
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        entry = self.kernels.get(id(weight))
+        if (entry is not None and entry[0] is weight and not entry[1].has_bias and x.dtype == torch.float32
+                and entry[1].current(weight, None)):
+            return entry[1](x)
+        return self.fallback(x, weight)
+
+
+@dataclasses.dataclass
+class InferenceReport:
+    """What :func:`optimize_for_inference` chose: ``model.inference_report`` (also logged)."""
+
+    weights: str                 # fp32 | bf16 | int8
+    kernel: str                  # the kernel's description
+    cpu: str                     # the deciding CPU flags (describe_cpu)
+    layers: int                  # nn.Linear layers (and tied output matrices) running the kernel
+    kept_fp32: list[str]         # layers left in fp32 (``keep``)
+
+    def __str__(self) -> str:
+        kept = f"; kept in fp32: {', '.join(self.kept_fp32)}" if self.kept_fp32 else ""
+        return f"weights={self.weights}: {self.kernel} on {self.layers} layers [CPU: {self.cpu}]{kept}"
+
+
+def _restore(model: nn.Module) -> None:
+    """Undo an earlier bf16/int8 call: plain nn.Linear modules and no decoding kernels."""
+    for m in model.modules():
+        if type(m) is InferenceLinear:
+            m.__class__ = nn.Linear
+            m.__dict__.pop("kernel", None)
+    if isinstance(getattr(model, "_packed_linears", None), KernelTable):
+        model._packed_linears = None
+
+
+def _is_t5_generator(model: nn.Module) -> bool:
+    return hasattr(model, "new_decoder_cache") and hasattr(model, "decoder")
+
+
+@torch.no_grad()
+def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Sequence[str] | None = None,
+                           pack_weights: bool = True) -> nn.Module:
+    """See the module docstring. ``keep``: regular expressions on module names (``re.search``) left in
+    fp32 (default :data:`DEFAULT_KEEP`; T5's tied output layer is called ``lm_head``). The kernels run
+    in eval mode (``from_pretrained``'s); ``model.inference_report`` says what was chosen. Returns the model."""
+    if weights not in WEIGHTS:
+        raise InvalidInputError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
+    if not isinstance(pack_weights, bool):
+        raise InvalidInputError(f"pack_weights must be True or False, got {pack_weights!r}")
+    device = next(model.parameters()).device
+    kernel_cls = None if weights == "fp32" else choose_kernel(weights, device)  # errors before any change
+    patterns = [re.compile(p) for p in (DEFAULT_KEEP[weights] if keep is None else keep)]
+    _restore(model)
+    t5 = _is_t5_generator(model)
+    if t5:
+        optimize_for_decoding(model, pack_weights)  # the fp32 fast path, also for the layers kept in fp32
+    if kernel_cls is None:
+        name = ("column-major + oneDNN-packed decoder weights (exact)" if t5 and model._packed_linears is not None
+                else "column-major decoder weights (exact)" if t5 else "plain modules (exact)")
+        model.inference_report = InferenceReport("fp32", name, describe_cpu(), 0, [])
+        return model
+
+    kernels: dict[int, tuple[torch.Tensor, Kernel]] = {}
+    kept: list[str] = []
+    for name, m in model.named_modules():
+        if type(m) is not nn.Linear:
+            continue
+        if any(p.search(name) for p in patterns):
+            kept.append(name)
+            continue
+        m.kernel = kernel_cls(m.weight, m.bias)
+        m.__class__ = InferenceLinear
+        kernels[id(m.weight)] = (m.weight, m.kernel)
+    if t5 and model.lm_head is None:  # the tied output layer: the embedding matrix
+        if any(p.search("lm_head") for p in patterns):
+            kept.append("lm_head (tied)")
+        else:
+            kernels[id(model.shared.weight)] = (model.shared.weight, kernel_cls(model.shared.weight, None))
+    if t5:
+        packed = model._packed_linears
+        for key in kernels if packed is not None else ():
+            packed.packs.pop(key, None)  # no fp32 packed copy of a matrix that runs in bf16/int8
+        model._packed_linears = KernelTable(kernels, packed)
+    model.inference_report = InferenceReport(weights, kernel_cls.name, describe_cpu(), len(kernels), kept)
+    if model.training:
+        logger.warning("optimize_for_inference: the model is in training mode; the %s kernels run after "
+                       "model.eval()", weights)
+    if kernel_cls in (Fp16Fbgemm, Int8Fbgemm):
+        logger.info("this CPU has no native bf16 (%s): %s", describe_cpu(), model.inference_report)
+    else:
+        logger.info("%s", model.inference_report)
+    return model

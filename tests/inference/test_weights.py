@@ -1,0 +1,230 @@
+"""``optimize_for_inference`` (t5electra/inference/weights.py): fp32 is exact; each bf16 / int8 kernel
+computes the product of its rounded / quantised weights within a bound derived from its rounding;
+the modules keep their parameters and fall back to F.linear when the kernel must not run.
+
+Every kernel class is tested here whatever this CPU is (the native-bf16 ones run emulated, slowly,
+on tiny sizes), by choosing it explicitly (``choose_kernel`` is patched)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import t5electra.inference.weights as W
+from t5electra.errors import InvalidInputError
+from t5electra.generation.seq2seq import generate
+from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from tiny_t5 import spread_tiny_t5
+
+KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly]
+BF16_EPS = 2.0**-8  # bf16 keeps 8 significant bits: relative rounding error <= 2^-9, 2^-8 with margin
+
+
+def dequantized(kernel_cls, w: torch.Tensor) -> torch.Tensor:
+    """The weight values a kernel multiplies by, in fp32."""
+    if kernel_cls in (W.Fp16Fbgemm, W.Bf16Native):
+        return w.bfloat16().float()
+    scale = (w.abs().amax(1) / 127).clamp_min(1e-12)
+    if kernel_cls is W.Int8WeightOnly:
+        scale = scale.bfloat16().float()  # the kernel's scales are bf16
+    return torch.round(w / (w.abs().amax(1) / 127).clamp_min(1e-12)[:, None]).clamp(-127, 127) * scale[:, None]
+
+
+def error_bound(kernel_cls, x: torch.Tensor, wq: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Largest |kernel(x) - F.linear(x, wq)| the kernel's own rounding allows, elementwise, + float slack."""
+    mag = x.abs() @ wq.abs().t()                               # sum_k |x_k| |w_jk|
+    slack = 1e-5 * (mag + 1)                                   # fp32 accumulation in another order
+    if kernel_cls is W.Fp16Fbgemm:                             # fp32 activations, exact weights
+        return slack
+    if kernel_cls is W.Int8Fbgemm:                             # activations quantised per tensor to 7 bits:
+        step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / 127  # |x - x_q| <= step / 2
+        return step / 2 * wq.abs().sum(1) + slack
+    # bf16 activations (each |x_k| rounded within 2^-9) and a bf16 output (within 2^-9 of |y|)
+    return BF16_EPS * (mag + ref.abs()) + slack
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+@pytest.mark.parametrize("rows", [1, 3, 40])
+@pytest.mark.parametrize("bias", [False, True])
+def test_kernel_within_its_rounding_bound(kernel_cls, rows, bias):
+    g = torch.Generator().manual_seed(rows)
+    w = torch.randn(48, 40, generator=g) * 0.1
+    w[5] *= 30  # an outlier row: per-channel scales keep the other rows precise
+    b = torch.randn(48, generator=g) if bias else None
+    x = torch.randn(2, rows, 40, generator=g)
+    x[0, 0, 3] = 12.0  # an activation outlier (T5's FFN has them): widens int8's activation step
+    out = kernel_cls(w, b)(x)
+    wq = dequantized(kernel_cls, w)
+    ref = F.linear(x, wq, b)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert ((out - ref).abs() <= error_bound(kernel_cls, x, wq, ref)).all()
+
+
+def test_bf16_values_fit_fp16_exactly():
+    """The fbgemm bf16 path stores bf16-rounded weights as fp16: exact for magnitudes 2^-14..65504
+    (fp16's normal range; its 11 significant bits hold bf16's 8)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4000, generator=g).sign() * 2.0 ** (torch.rand(4000, generator=g) * 29 - 14)  # 2^-14..2^15
+    wb = w.bfloat16().float()
+    assert torch.equal(wb.half().float(), wb)
+
+
+def test_choose_kernel_follows_the_cpu_flags():
+    avx2 = frozenset({"avx2", "fma", "f16c"})
+    amx = avx2 | {"avx512f", "avx512_bf16", "amx_bf16"}
+    assert W.native_bf16(amx) and not W.native_bf16(avx2)
+    assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16Native
+    assert W.choose_kernel("int8", "cpu", amx) is W.Int8WeightOnly
+    if W.fbgemm_available():
+        assert W.choose_kernel("bf16", "cpu", avx2) is W.Fp16Fbgemm
+        assert W.choose_kernel("int8", "cpu", avx2) is W.Int8Fbgemm
+    assert W.choose_kernel("bf16", "cuda", avx2) is W.Bf16Native
+    with pytest.raises(InvalidInputError, match="CPU only"):
+        W.choose_kernel("int8", "cuda", avx2)
+    assert "no native bf16" in W.describe_cpu(avx2) and "avx512_bf16" in W.describe_cpu(amx)
+
+
+def tiny_t5(version: str):
+    return spread_tiny_t5(version, 0, 96)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 96, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return ids * mask, mask
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_fp32_is_the_exact_fast_path_and_the_old_name_remains(version):
+    model, plain = tiny_t5(version), tiny_t5(version)
+    ids, mask = batch()
+    assert model.optimize_for_inference() is model
+    assert model.inference_report.weights == "fp32" and model.inference_report.layers == 0
+    kw = dict(max_new_tokens=7, num_beams=2)
+    assert torch.equal(generate(model, ids, mask, **kw), generate(plain, ids, mask, **kw))
+    assert model.optimize_for_decoding() is model and model._packed_linears is not None
+    assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def rounded_copy(model, kernel_cls):
+    """The plain fp32 model with every Linear weight (and the tied output matrix) rounded as the kernel does."""
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in ref.modules():
+            if type(m) is nn.Linear:
+                m.weight.copy_(dequantized(kernel_cls, m.weight))
+        if ref.lm_head is None:  # tied: round the output layer only, not the input embedding
+            ref.lm_head = nn.Linear(*reversed(ref.shared.weight.shape), bias=False)
+            ref.lm_head.weight.copy_(dequantized(kernel_cls, ref.shared.weight))
+    return ref
+
+
+def step_logits(model, ids, mask, targets):
+    """Teacher-forced decoder logits through the generation protocol (encoder, cache, decode_step)."""
+    enc = model.encode(ids, mask)
+    cache = model.new_decoder_cache(enc, mask, targets.shape[1])
+    return torch.cat([model.decode_step(targets[:, i:i + 1], cache) for i in range(targets.shape[1])], 1)
+
+
+def standard_tiny_t5(version: str) -> T5ForConditionalGeneration:
+    """A tiny T5 with the standard init (``tiny_t5``'s 3x init amplifies any rounding ~50x)."""
+    torch.manual_seed(0)
+    v11 = version == "v1.1"
+    cfg = T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11)
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+# Relative error of the logits against the fp32 model with the kernel's rounded weights (measured
+# 2-3e-7, 4-6e-3, 4-6e-3, 2-3e-2 on both ATen capabilities): fp32 activations differ only in
+# summation order; bf16 activations are rounded within 2^-9 per layer input; int8's 7-bit
+# activation step (per tensor) is ~1/127 of the largest |x|. Bounds with a 3x margin or more.
+TOLERANCE = {W.Fp16Fbgemm: 1e-5, W.Bf16Native: 3e-2, W.Int8WeightOnly: 3e-2, W.Int8Fbgemm: 1e-1}
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_t5_runs_every_projection_through_the_kernel(version, kernel_cls, monkeypatch):
+    """The optimised model's encoder + decoding steps equal the fp32 model with the kernel's rounded
+    weights within :data:`TOLERANCE`. For the fp16-stored bf16 weights the bound is 100x below what
+    the weight rounding itself changes (~3e-3): a layer left out of the kernels would fail it."""
+    monkeypatch.setattr(W, "choose_kernel", lambda *a, **k: kernel_cls)
+    model = standard_tiny_t5(version)
+    ids, mask = batch()
+    targets = torch.randint(2, 96, (3, 6), generator=torch.Generator().manual_seed(2))
+    ref = step_logits(rounded_copy(model, kernel_cls), ids, mask, targets)
+    fp32 = step_logits(model, ids, mask, targets)
+    model.optimize_for_inference("int8" if "Int8" in kernel_cls.__name__ else "bf16")
+    got = step_logits(model, ids, mask, targets)
+    n_linear = sum(isinstance(m, nn.Linear) for m in model.modules()) + (model.lm_head is None)
+    assert model.inference_report.layers == n_linear
+    err, rounding = (got - ref).norm() / ref.norm(), (fp32 - ref).norm() / ref.norm()
+    assert err < TOLERANCE[kernel_cls]
+    assert rounding > 100 * TOLERANCE[W.Fp16Fbgemm]
+
+
+def test_keep_leaves_named_layers_in_fp32_and_fp32_restores_plain_linears():
+    model = tiny_t5("v1.0")
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    model.optimize_for_inference("int8", keep=[r"\.wo$", "lm_head"])
+    rep = model.inference_report
+    assert "lm_head (tied)" in rep.kept_fp32 and sum(".wo" in k for k in rep.kept_fp32) == 4
+    assert all(type(b.ff.wo) is nn.Linear for b in model.decoder.blocks)
+    assert type(model.decoder.blocks[0].ff.wi) is W.InferenceLinear
+    assert id(model.shared.weight) not in model._packed_linears.kernels
+    assert params.keys() == model.state_dict().keys()
+    assert all(torch.equal(params[k], v) for k, v in model.state_dict().items())  # weights untouched
+    model.optimize_for_inference("fp32")
+    assert not any(type(m) is W.InferenceLinear for m in model.modules())
+    assert not isinstance(model._packed_linears, W.KernelTable)
+
+
+def test_training_mode_changed_weights_and_copies_run_plain_fp32():
+    torch.manual_seed(0)
+    model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).eval()
+    ids = torch.randint(1, 100, (2, 7))
+    plain = model(ids).logits
+    model.optimize_for_inference("int8")
+    layer = model.electra.layers[0].ffn_in
+    assert type(layer) is W.InferenceLinear and isinstance(layer, nn.Linear)
+    x = torch.randn(3, layer.in_features)
+    assert not torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the kernel runs
+    assert not torch.equal(model(ids).logits, plain)
+    clone = copy.deepcopy(model)
+    assert torch.equal(clone(ids).logits, plain)                               # a copy: plain until optimised
+    model.train()
+    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))        # training: plain
+    model.eval()
+    with torch.no_grad():
+        layer.weight.mul_(2)                                                   # changed weights: plain
+    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
+def test_electra_discriminator_fp32_exact_others_close(weights):
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny")).eval()
+    ids = torch.randint(1, 100, (3, 11))
+    with torch.no_grad():
+        plain = model(ids).logits
+        got = model.optimize_for_inference(weights)(ids).logits
+    if weights == "fp32":
+        assert torch.equal(got, plain)
+    else:  # the rounding of 3-4 layers of weights and (int8) activations: ~1e-2 relative
+        assert (got - plain).norm() / plain.norm() < 0.1
+        assert model.inference_report.layers > 0
+
+
+def test_bad_weights_are_refused_before_any_change():
+    model = tiny_t5("v1.0")
+    with pytest.raises(InvalidInputError, match="weights='int4'"):
+        model.optimize_for_inference("int4")
+    assert not hasattr(model, "inference_report")
