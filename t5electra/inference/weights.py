@@ -24,6 +24,8 @@ decoding steps reach the same kernels through the ``linear`` hook (:class:`Kerne
 
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import functools
 import logging
@@ -84,7 +86,7 @@ def describe_cpu(flags: frozenset[str] | None = None) -> str:
 # ------------------------------------------------------------------------------------------------
 # Kernels: one prepared weight matrix each; ``kernel(x)`` = F.linear(x, weight, bias) approximately
 # ------------------------------------------------------------------------------------------------
-class Kernel:
+class Kernel(abc.ABC):
     """A weight matrix prepared for one kernel; used only while the weight is unchanged."""
 
     name = "?"
@@ -99,8 +101,9 @@ class Kernel:
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: the copy runs F.linear until optimised
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, weight, bias)`` through this kernel (every subclass defines it)."""
 
 
 class Fp16Fbgemm(Kernel):
