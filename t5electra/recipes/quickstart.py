@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about 18 minutes on 2 cores.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about 13 minutes on 2 cores.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -21,8 +21,9 @@ Stages (each is one of the library's recipes, called as a user would call it):
 
 Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per stage and
 ``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
-on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. The step budgets
-aim at 15 minutes on 2 idle CPU cores; measured: 18.5 min on 2 shared ones with two threads
+on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. With two or more
+threads the T5 stages run in a second process beside the ELECTRA and MiniLM stages
+(quickstart_lanes.py). The step budgets aim at 15 minutes on 2 CPU cores; measured: 13.2 min
 (docs/quickstart.md: the numbers and what was tried).
 """
 
