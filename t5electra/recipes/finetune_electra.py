@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,15 +58,15 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, load_model_weights, save_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
-from ..train.distributed import (DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize,
-                                 refuse_fsdp)
+from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
+from ..train.sharded import gather_model, is_sharded
 
 
 def default_config() -> RunConfig:
@@ -209,7 +210,6 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
-    refuse_fsdp(cfg.train.distributed, "ELECTRA fine-tuning")
     env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
@@ -226,6 +226,10 @@ def train(cfg: RunConfig) -> Path:
     stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad),
                            group_by_length=cfg.data.group_by_length)
 
+    # DDP wraps the model (ddp_model), FSDP shards it in place: the optimizer and the resume come after.
+    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing,
+                            precision=cfg.train.precision)
+    sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
@@ -242,7 +246,6 @@ def train(cfg: RunConfig) -> Path:
         seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout stream
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
-    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing)
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
@@ -252,9 +255,15 @@ def train(cfg: RunConfig) -> Path:
     batches = iter(stream)
     eval_batch = cfg.eval.batch_size or cfg.train.batch_size
 
-    def run_eval(split: str = "validation", full: bool = False) -> dict[str, float]:
-        """Scores of a split (main process only); during training at most eval.max_batches batches."""
-        if split not in features or not env.is_main:
+    def run_eval(split: str = "validation", full: bool = False, net: torch.nn.Module | None = None
+                 ) -> dict[str, float]:
+        """Scores of ``net`` (default: the model) on a split, by the main process ({} elsewhere); during
+        training at most eval.max_batches batches. FSDP: every rank calls it, rank 0 scores a plain
+        copy of the gathered weights (a different number of batches per rank would stall sharded blocks)."""
+        if split not in features:
+            return {}
+        net = net if net is not None else gather_model(model, env.rank)  # FSDP: a collective
+        if not env.is_main:
             return {}
         feats, examples = features[split], data.splits[split]
         if cfg.eval.max_batches is not None and not full and data.head != "qa":  # QA: windows != examples
@@ -262,17 +271,17 @@ def train(cfg: RunConfig) -> Path:
             n = cfg.eval.max_batches * eval_batch
             keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
             feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
-        preds, loss = predict(model, feats, eval_batch, pad, env.device, cfg.train.precision,
+        preds, loss = predict(net.to(env.device), feats, eval_batch, pad, env.device, cfg.train.precision,
                               by_length=data.head in ("classification", "regression"))
         return score(data, examples, feats, preds, loss, cfg.electra.max_answer_length)
 
     def save(step: int, metrics: dict[str, float]) -> Path | None:
         rngs = gather_rng_states(env)  # a collective: every rank takes part
         path = None
-        if env.is_main:
+        if env.is_main or sharded:  # sharded: every rank writes its shard
             path = ckpt.save(step, model, optimizer, scheduler, stream.state_dict(), metrics=metrics,
                              metric_name=main_metric(cfg, metrics), rng_states=rngs,
-                             save_extra=tokenizer.save_pretrained)
+                             save_extra=tokenizer.save_pretrained, sharded=sharded, rank=env.rank)
         barrier(env)
         return path
 
@@ -303,8 +312,9 @@ def train(cfg: RunConfig) -> Path:
         bar.close()
         log.close()
 
+    best = ckpt.best_model(model, env.rank)  # FSDP: a collective, the full weights gathered on rank 0
     if env.is_main:
-        finish(run_dir, ckpt, model, tokenizer, data, run_eval)
+        finish(run_dir, ckpt.best(), best, tokenizer, data, run_eval)
     barrier(env)
     cleanup(env)
     return run_dir
@@ -317,14 +327,13 @@ def main_metric(cfg: RunConfig, metrics: dict[str, float]) -> str | None:
     return next((k for k in metrics if k != "loss"), None)
 
 
-def finish(run_dir: Path, ckpt: CheckpointManager, model: torch.nn.Module, tokenizer: ElectraTokenizer,
+def finish(run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module, tokenizer: ElectraTokenizer,
            data: TaskData, run_eval: Callable[..., dict[str, float]]) -> None:
-    """Load the best checkpoint, score it on validation and test, save it as ``RUN/model``."""
-    best = ckpt.best()
-    if best is not None and (ckpt.dir / best["name"]).is_dir():
-        load_model_weights(model, ckpt.dir / best["name"])
+    """Score ``model`` (the best checkpoint's, ``CheckpointManager.best_model``; ``best`` its record) on
+    validation and test, save it as ``RUN/model``."""
     results = {"head": data.head, "best_checkpoint": best,
-               "validation": run_eval("validation", full=True), "test": run_eval("test", full=True),
+               "validation": run_eval("validation", full=True, net=model),
+               "test": run_eval("test", full=True, net=model),
                "majority_baseline": {s: majority_baseline(data, s) for s in ("validation", "test")
                                      if majority_baseline(data, s)},
                "num_examples": {s: len(v) for s, v in data.splits.items()}}
@@ -345,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     except T5ElectraError as e:
         print(f"finetune_electra: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(json.loads((run_dir / "results.json").read_text()), indent=2))
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 wrote the results and prints them once
+        print(json.dumps(json.loads((run_dir / "results.json").read_text()), indent=2))
     return 0
 
 

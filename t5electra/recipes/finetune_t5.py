@@ -48,16 +48,17 @@ from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, load_model_weights, prepare_run_dir, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
-                                 parallelize, refuse_fsdp)
+                                 parallelize)
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.schedules import build_scheduler
 from ..train.seq2seq import build_model, load_tokenizer, loss_fn
+from ..train.sharded import gather_model, is_sharded
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +161,6 @@ def train(cfg: RunConfig) -> Path:
     if cfg.data.test_files:
         raise ConfigError("data.test_files: T5 fine-tuning scores the task's own test split (put your "
                           "train/validation/test files in data.task_dir)")
-    refuse_fsdp(cfg.train.distributed, "T5 fine-tuning")
     env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
@@ -176,6 +176,10 @@ def train(cfg: RunConfig) -> Path:
     eval_bs = cfg.eval.batch_size or cfg.train.batch_size
     valid = split_examples(tasks, "validation", cfg.eval.max_batches * eval_bs if cfg.eval.max_batches else None)
 
+    # DDP wraps the model (ddp_model), FSDP shards it in place: the optimizer and the resume come after.
+    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing,
+                            precision=cfg.train.precision)
+    sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
@@ -191,7 +195,6 @@ def train(cfg: RunConfig) -> Path:
         seed_everything(cfg.train.seed, env.rank)
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
-    ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing)
     batches = train_batches(cfg, tasks, env, seen)
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * env.world_size  # global examples per step
 
@@ -202,28 +205,34 @@ def train(cfg: RunConfig) -> Path:
         bar.write(f"resumed from {resume_from} at step {start}")
 
     def run_eval() -> dict[str, float]:
-        """Teacher-forced loss, then generation + the task metrics (rank 0 generates)."""
+        """Teacher-forced loss (every rank its share of the rows), then generation + the task metrics
+        (rank 0). FSDP: rank 0 does both alone, on a plain copy of the gathered weights (generation
+        runs a different number of forward passes per rank, which sharded blocks cannot)."""
         if not valid:
             return {}
         rows = [ex for t in tasks for ex in valid[t.name]]
-        mine = rows[env.rank::env.world_size]
-        batches = (to_device(batcher(mine[i:i + eval_bs]), env.device) for i in range(0, len(mine), eval_bs))
-        metrics = evaluate(ddp_model, batches, loss_fn, precision=cfg.train.precision, env=env)
-        metrics.pop("tokens", None)
-        scores = None
+        net, eval_env, mine = ddp_model, env, rows[env.rank::env.world_size]
+        if sharded:  # a collective: every rank takes part; rank 0 gets the copy
+            net, eval_env, mine = gather_model(model, env.rank), DistEnv(device=env.device), rows
+        metrics, scores = {}, None
+        if net is not None:
+            net = net.to(env.device)
+            batches = (to_device(batcher(mine[i:i + eval_bs]), env.device) for i in range(0, len(mine), eval_bs))
+            metrics = evaluate(net, batches, loss_fn, precision=cfg.train.precision, env=eval_env)
+            metrics.pop("tokens", None)
         if env.is_main:
-            scores = score_tasks(unwrap_model(model), tokenizer, tasks, valid, batch_size=eval_bs,
-                                 max_length=cfg.data.max_length, max_new_tokens=batcher.target_length)
-        metrics.update(broadcast_object(scores, env) or {})
+            scores = {**metrics, **score_tasks(unwrap_model(net), tokenizer, tasks, valid, batch_size=eval_bs,
+                                               max_length=cfg.data.max_length, max_new_tokens=batcher.target_length)}
         model.train()
-        return metrics
+        return broadcast_object(scores, env)  # rank 0's (the loss is already averaged over the ranks)
 
     def save(step: int, metrics: dict[str, float]) -> Path | None:
         rngs = gather_rng_states(env)
         path = None
-        if env.is_main:
+        if env.is_main or sharded:  # sharded: every rank writes its shard
             path = ckpt.save(step, model, optimizer, scheduler, {"examples_seen": step * per_step}, metrics=metrics,
-                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained)
+                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained,
+                             sharded=sharded, rank=env.rank)
         barrier(env)
         return path
 
@@ -253,21 +262,20 @@ def train(cfg: RunConfig) -> Path:
         bar.close()
         log.close()
 
+    best = ckpt.best_model(model, env.rank)  # FSDP: a collective, the full weights gathered on rank 0
     if env.is_main:
-        finish(cfg, run_dir, ckpt, model, tokenizer, tasks, batcher)
+        finish(cfg, run_dir, ckpt.best(), best.to(env.device), tokenizer, tasks, batcher)
         plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
     return run_dir
 
 
-def finish(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, model: torch.nn.Module, tokenizer: T5Tokenizer,
-           tasks, batcher: Seq2SeqBatcher) -> dict[str, Any]:
-    """Load the best checkpoint, save it as ``RUN/model``, score it on the validation and test
-    splits and write ``RUN/results.json`` (with the majority-class baseline for classification)."""
-    best = ckpt.best()
-    if best is not None and (ckpt.dir / best["name"]).is_dir():
-        load_model_weights(model, ckpt.dir / best["name"])
+def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module,
+           tokenizer: T5Tokenizer, tasks, batcher: Seq2SeqBatcher) -> dict[str, Any]:
+    """Save ``model`` (the best checkpoint's, ``CheckpointManager.best_model``) as ``RUN/model``, score
+    it on the validation and test splits and write ``RUN/results.json`` (with the majority-class
+    baseline for classification); ``best`` is the best checkpoint's record."""
     model = export_model(model, run_dir).eval()  # LoRA: RUN/adapter written, adapters merged
     save_model(model, run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")

@@ -55,8 +55,8 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
-from .sharded import (SHARDED_DIR, has_sharded_state, is_sharded, load_full, load_sharded, save_sharded,
-                      sharded_damage, write_model_configs)
+from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
+                      save_sharded, sharded_damage, write_model_configs)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "training_state.pt"
@@ -390,6 +390,19 @@ class CheckpointManager:
                               f"process x {sa} accumulation x {saved_ws} process(es)), this run's is {now_global} "
                               f"({nb} x {na} x {self.world_size}); {hint}")
 
+    def best_model(self, model: nn.Module, rank: int = 0) -> nn.Module | None:
+        """The model to export and score at the end of a run: ``model`` with the weights of the best
+        checkpoint (its last weights if there is none), on rank 0; None on the other ranks. Every rank
+        calls it: each loads the best checkpoint (sharded or not, as at resume); a sharded (FSDP)
+        model's full weights are then gathered into a plain CPU copy on rank 0 (train/sharded.py)."""
+        best = self.best()
+        path = self.dir / best["name"] if best is not None and (self.dir / best["name"]).is_dir() else None
+        if path is not None:
+            load_any_weights(model, path)
+        if is_sharded(model):
+            return gather_model(model, rank)
+        return model if rank == 0 else None
+
     def load(self, ckpt: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
              scheduler: Any = None, restore_rng: bool = True, rank: int = 0) -> dict[str, Any]:
         """Restore everything from ``ckpt`` (the RNG state of ``rank``); returns
@@ -403,14 +416,11 @@ class CheckpointManager:
             state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - unpickling errors come in many classes
             raise CheckpointError(f"{ckpt / STATE_FILE}: cannot read training state ({e})") from None
-        if has_sharded_state(ckpt):
-            load_sharded(unwrap_model(model), optimizer, ckpt)
-            optimizer = None  # restored with the model
-        elif is_sharded(model):
-            if optimizer is not None and state["optimizer"] is None:
+        if has_sharded_state(ckpt) or is_sharded(model):
+            if optimizer is not None and not has_sharded_state(ckpt) and state["optimizer"] is None:
                 raise CheckpointError(f"{ckpt}: no optimizer state saved")
-            load_full(model, optimizer, lambda plain: load_model_weights(plain, ckpt), state["optimizer"])
-            optimizer = None
+            load_any_weights(model, ckpt, optimizer, state["optimizer"])
+            optimizer = None  # restored with the model
         else:
             load_model_weights(model, ckpt)
         if optimizer is not None:
@@ -430,6 +440,21 @@ class CheckpointManager:
                 reseed_from(rngs[0], rank)
         return {"step": state["step"], "data": state["data"], "extra": state["extra"],
                 "metrics": _read_meta(ckpt).get("metrics", {})}
+
+
+def load_any_weights(model: nn.Module, ckpt: Path, optimizer: torch.optim.Optimizer | None = None,
+                     optim_state: dict[str, Any] | None = None) -> None:
+    """The weights (and optimizer state) of checkpoint ``ckpt``, sharded or not, into ``model``,
+    sharded or not: DCP reshards a sharded checkpoint for any number of processes; a one-process
+    checkpoint (``optim_state``: its ``torch.optim`` state dict) is scattered into a sharded model."""
+    if has_sharded_state(ckpt):
+        load_sharded(unwrap_model(model), optimizer, ckpt)
+    elif is_sharded(model):
+        load_full(model, optimizer, lambda plain: load_model_weights(plain, ckpt), optim_state)
+    else:
+        load_model_weights(model, ckpt)
+        if optimizer is not None and optim_state is not None:
+            optimizer.load_state_dict(optim_state)
 
 
 def _barrier() -> None:

@@ -145,14 +145,6 @@ def resolve_strategy(strategy: str, env: DistEnv) -> str:
     return strategy
 
 
-def refuse_fsdp(strategy: str, what: str) -> None:
-    """Recipes that cannot shard yet say so before any work (fine-tuning scores with generation /
-    whole-model heads on rank 0, which needs the full model there)."""
-    if strategy == "fsdp":
-        raise ConfigError(f"train.distributed=fsdp is not implemented for {what} yet (pretraining only): use ddp, "
-                          f"with train.activation_checkpointing=true to save activation memory")
-
-
 def parallelize(model: nn.Module, env: DistEnv, strategy: str = "auto", *, activation_checkpointing: bool = False,
                 precision: str = "fp32") -> nn.Module:
     """The model a recipe trains: activation checkpointing set as asked, then DDP (a wrapper around

@@ -1,0 +1,151 @@
+"""FSDP fine-tuning on two CPU processes (gloo): T5 (generation-scored) and ELECTRA (classification head)
+train to the same losses and weights as one process on the same global batch; evaluation and the final
+scoring run on rank 0 with the gathered weights and give one process's numbers; sharded checkpoints
+resume; rank 0 alone writes metrics, results.json and RUN/model. dropout 0: dropout masks are drawn per
+rank, everything else is defined per global batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from multiproc import launch
+from t5electra.recipes import finetune_electra, finetune_t5
+from t5electra.tokenizers import T5Tokenizer
+from t5electra.train.logging import read_metrics
+
+# the two fixtures of the one-process recipe tests (tiny sentiment data, tokenizer, ELECTRA discriminator)
+from test_finetune_electra import root  # noqa: F401 (fixture)
+from test_finetune_t5 import task_dir  # noqa: F401 (fixture)
+
+# Reduce-scattered gradients are summed in another order than one process sums them: ~1e-7 of float
+# rounding per step, carried by AdamW; 1e-5 over 4 steps leaves room for that and none for a wrong batch,
+# a lost example or a missed gradient (each moves the loss by > 1e-3 at lr 1e-3 to 1e-2).
+TOL = 1e-5
+STEPS = 4
+# accuracy (%) over 32-40 examples: weights within 1e-5 may still flip one answer on a near-tie of two logits
+ONE_ANSWER = 100 / 32 + 1e-9
+# generous: a 2-process run takes ~1 min on a loaded 2-core machine at nice 19; a hang still ends the test
+LAUNCH_TIMEOUT = 900
+
+
+def _losses(run):
+    return {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
+
+
+def _evals(run):
+    return {r["step"]: r for r in read_metrics(run) if r["split"] == "eval"}
+
+
+def _close(a, b):
+    assert a.keys() == b.keys() and a
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=TOL), step
+
+
+def _same_weights(one, two):
+    ref, got = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.allclose(ref[k], got[k], atol=TOL, rtol=0), k
+
+
+def _check_fsdp_run(one, two, metric):
+    """Same losses, eval numbers, best checkpoint, results and exported weights; one writer."""
+    assert sorted(_losses(two)) == list(range(1, STEPS + 1))  # one line per step: rank 1 wrote none
+    _close(_losses(two), _losses(one))
+    e1, e2 = _evals(one), _evals(two)
+    assert sorted(e2) == [2, 4] and len([r for r in read_metrics(two) if r["split"] == "eval"]) == 2
+    for step in e1:  # rank 0 scored the gathered weights: one process's loss and metric
+        assert e2[step]["loss"] == pytest.approx(e1[step]["loss"], abs=TOL)
+        assert e2[step][metric] == pytest.approx(e1[step][metric], abs=ONE_ANSWER)
+    r1, r2 = (json.loads((run / "results.json").read_text()) for run in (one, two))
+    assert r2["test"][metric] == pytest.approx(r1["test"][metric], abs=ONE_ANSWER)
+    _same_weights(one, two)  # RUN/model: the best checkpoint's weights, gathered from the shards
+    ckpt = two / "checkpoints" / "step-00000002"
+    assert (ckpt / "sharded" / ".metadata").is_file() and not (ckpt / "model.safetensors").exists()
+    assert not list(two.glob("checkpoints/.tmp*"))
+
+
+# --------------------------------------------------------------------------------------------
+# T5
+# --------------------------------------------------------------------------------------------
+def _t5_args(data, run, batch_size, *extra):
+    return [f"--train.output_dir={run}", "--data.task=sentiment", f"--data.task_dir={data}",
+            f"--data.tokenizer={data / 'tokenizer'}", "--model.preset=t5-tiny",
+            "--model.overrides={dropout_rate: 0.0}", f"--train.batch_size={batch_size}", "--eval.batch_size=16",
+            f"--train.max_steps={STEPS}", "--train.log_every=1", "--eval.every_steps=2", "--checkpoint.every_steps=2",
+            "--optim.name=adamw", "--optim.lr=1e-2", "--schedule.name=constant", "--eval.metric=accuracy",
+            "--eval.greater_is_better=true", "--train.device=cpu", "--train.progress=false",
+            "--train.tensorboard=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def t5_runs(task_dir, tmp_path_factory):  # noqa: F811
+    """One process with batch 8, FSDP x 2 with batch 4 each; 4 steps, evaluated at 2 and 4."""
+    tok = T5Tokenizer.from_pretrained(task_dir / "tokenizer")
+    # the loss is a mean over each process's target tokens: equal with one process's when every target
+    # has as many tokens, which holds for these label words (else the per-rank means weigh differently)
+    assert len({len(tok(w)["input_ids"]) for w in ("positive", "negative")}) == 1
+    tmp = tmp_path_factory.mktemp("t5fsdp")
+    one, two = tmp / "one", tmp / "fsdp"
+    assert finetune_t5.main(_t5_args(task_dir, one, 8, "--train.distributed=none")) == 0
+    assert launch(finetune_t5.main, _t5_args(task_dir, two, 4, "--train.distributed=fsdp"), 2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    return one, two
+
+
+def test_t5_fsdp_finetuning_equals_one_process(t5_runs):
+    one, two = t5_runs
+    _check_fsdp_run(one, two, "accuracy")
+    assert T5Tokenizer.from_pretrained(two / "model")("positive")["input_ids"]
+
+
+def test_t5_fsdp_checkpoint_resumes_on_one_process(t5_runs, task_dir, tmp_path):  # noqa: F811
+    one, two = t5_runs
+    # DCP reshards: T5's example stream is global, so the sharded step-2 checkpoint continues in one process
+    # (sharded -> sharded on 2 processes: the ELECTRA test below)
+    single = tmp_path / "two_to_one"
+    assert finetune_t5.main(_t5_args(task_dir, single, 8, f"--checkpoint.resume={two / 'checkpoints' / 'step-00000002'}")) == 0
+    _close(_losses(single), {s: v for s, v in _losses(one).items() if s > 2})
+
+
+# --------------------------------------------------------------------------------------------
+# ELECTRA
+# --------------------------------------------------------------------------------------------
+def _electra_args(data, run, batch_size, *extra):
+    return [f"--train.output_dir={run}", f"--model.init_from={data / 'disc'}", "--data.max_length=32",
+            "--model.overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+            "--electra.head=classification", f"--data.train_files={data / 'train.tsv'}",
+            f"--data.validation_files={data / 'dev.tsv'}", f"--data.test_files={data / 'test.tsv'}",
+            f"--train.batch_size={batch_size}", "--eval.batch_size=16", f"--train.max_steps={STEPS}",
+            "--train.log_every=1", "--eval.every_steps=2", "--checkpoint.every_steps=2", "--optim.lr=1e-3",
+            "--schedule.name=constant", "--train.device=cpu", "--train.progress=false",
+            "--train.tensorboard=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def electra_runs(root, tmp_path_factory):  # noqa: F811
+    """One process with batch 8, FSDP x 2 with batch 4 each (activation checkpointing on); 4 steps."""
+    tmp = tmp_path_factory.mktemp("electrafsdp")
+    one, two = tmp / "one", tmp / "fsdp"
+    assert finetune_electra.main(_electra_args(root, one, 8, "--train.distributed=none")) == 0
+    assert launch(finetune_electra.main, _electra_args(root, two, 4, "--train.distributed=fsdp",
+                                                       "--train.activation_checkpointing=true"), 2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    return one, two
+
+
+def test_electra_fsdp_finetuning_equals_one_process(electra_runs):
+    one, two = electra_runs
+    _check_fsdp_run(one, two, "accuracy")
+
+
+def test_electra_fsdp_finetuning_resumes_sharded(electra_runs, root, tmp_path):  # noqa: F811
+    one, two = electra_runs
+    again = tmp_path / "resumed"  # ELECTRA's data cursor is per rank: it resumes on the same number
+    assert launch(finetune_electra.main, _electra_args(root, again, 4, "--train.distributed=fsdp",
+                                                       f"--checkpoint.resume={two / 'checkpoints' / 'step-00000002'}"),
+                  2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    _close(_losses(again), {s: v for s, v in _losses(one).items() if s > 2})
