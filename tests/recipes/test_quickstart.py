@@ -4,12 +4,15 @@ stages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 from t5electra.cli import main
 import pytest
 
 from t5electra.recipes.quickstart import PLANS, sentiment_subset, tfidf_baseline
+from t5electra.recipes.quickstart_lanes import run_lanes
 
 
 def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
@@ -40,7 +43,7 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
     assert set(summary["efficiency"]) == {"pretrain_t5", "pretrain_electra", "finetune_t5", "finetune_electra"}
     for e in summary["efficiency"].values():
         assert e["flops"] > 0 and e["seconds"] > 0 and e["mfu"] == pytest.approx(
-            e["flops"] / e["seconds"] / summary["matmul_peak_flop_per_s"])
+            e["flops"] / e["seconds"] / e["peak_flop_per_s"])
     assert 0.0 <= summary["demos"]["t5_span_filling_alphabetic"] <= 1.0
     assert 0.0 <= summary["demos"]["electra_rtd_auc"] <= 1.0
     assert summary["samples"]["electra_rtd_held_out"]["sentences"] > n // 2
@@ -56,6 +59,64 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
     # a second run finds every stage done and only reports again
     assert main(["quickstart", "--tiny", "--out", str(out), "--threads", "1"]) == 0
     assert capsys.readouterr().out.count("already done") == 5  # tokenizers, 2 pretrainings, 2 fine-tunings
+
+
+def _runs(out):
+    """Every training run's final test metrics and logged losses, by run directory."""
+    found = {}
+    for run in ("t5-pretrain", "electra-pretrain", "t5-sentiment", "electra-sentiment"):
+        losses = [json.loads(line)["loss"] for line in (out / run / "metrics.jsonl").read_text().splitlines()
+                  if '"loss"' in line]
+        results = out / run / "results.json"
+        found[run] = (losses, json.loads(results.read_text())["test"] if results.is_file() else None)
+    return found
+
+
+def test_two_lanes_give_the_numbers_of_the_stages_run_in_turn(tmp_path, capfd):
+    """--threads 2 runs T5's stages in a second process beside ELECTRA's, one thread each: the same
+    stages with the same seeds, so every loss and score equals the one-thread run's exactly."""
+    assert main(["quickstart", "--tiny", "--out", str(tmp_path / "turn"), "--threads", "1", "--lanes", "1"]) == 0
+    assert "two lanes" not in capfd.readouterr().out
+    # the same tokenizers: tokenizers' WordPiece trainer is not deterministic from one process to the
+    # next (huggingface/tokenizers#1794: ids in hash-map order break ties between merges)
+    shutil.copytree(tmp_path / "turn" / "tokenizers", tmp_path / "lanes" / "tokenizers")
+    assert main(["quickstart", "--tiny", "--out", str(tmp_path / "lanes"), "--threads", "2"]) == 0
+    printed = capfd.readouterr().out
+    assert "two lanes" in printed and "[t5] " in printed and "[electra] " in printed
+    turn, lanes = _runs(tmp_path / "turn"), _runs(tmp_path / "lanes")
+    assert all(losses for losses, _ in turn.values())
+    assert lanes == turn
+    summary = json.loads((tmp_path / "lanes" / "quickstart.json").read_text())
+    assert summary["lanes"] == 2 and summary["threads"] == 1
+    assert set(summary["seconds"]) >= {"pretrain_t5", "finetune_t5", "pretrain_electra", "finetune_electra"}
+
+
+@dataclasses.dataclass
+class _Job:
+    threads: int
+    broken: str
+
+
+def _stages(job, family):
+    """One stage per family; the one named by ``job.broken`` raises (module level: a lane process
+    imports it by name)."""
+    def work():
+        if family == job.broken:
+            raise ValueError(f"the {family} stage broke")
+    return [(family, f"{family} stage", "test", work, None)]
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+@pytest.mark.parametrize("broken", ["t5", "electra"])
+def test_a_failing_stage_stops_the_quickstart_with_its_own_error(lanes, broken, capfd):
+    """An error in either lane reaches the caller as itself (the T5 lane's from its process), and
+    a lane that works reports its seconds."""
+    with pytest.raises(ValueError, match=f"the {broken} stage broke"):
+        run_lanes(_stages, _Job(1, broken), lanes, {}, print)
+    timings = {}
+    peaks = run_lanes(_stages, _Job(1, "none"), lanes, timings, print)
+    assert set(timings) == set(peaks) == {"t5", "electra"}
+    assert all(p > 0 for p in peaks.values())
 
 
 def test_sentiment_subset_is_balanced_and_keeps_the_layout(tmp_path):
