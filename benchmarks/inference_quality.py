@@ -1,9 +1,12 @@
 """What bf16 / int8 weights cost in quality on trained models (docs/inference.md):
 
     python -m benchmarks.inference_quality --t5 RUN/t5-sentiment/model --t5-spans RUN/t5-pretrain/model \\
-        --electra RUN/electra-sentiment/model [--max-examples N] [--json OUT]
+        --spans-text RUN/data/corpus_validation.jsonl --electra RUN/electra-sentiment/model \\
+        --electra RUN/minilm-sentiment/model [--variants fp32 bf16 int8 'int8:\\.wo$'] [--max-examples N] [--json OUT]
 
-For each weight type against fp32 (``model.optimize_for_inference``): greedy token agreement (the
+Variants: ``WEIGHTS`` (the default ``keep``) or ``WEIGHTS:REGEX,REGEX`` (``keep``: these layers stay
+fp32; ``WEIGHTS:`` keeps none); the first is the reference (fp32).
+For each variant against the reference (``model.optimize_for_inference``): greedy token agreement (the
 share of fp32's generated tokens, up to and including its EOS, that the other model generates at
 the same position) and the task accuracy (``evaluate_checkpoint``: the sentiment task's test split)
 for a fine-tuned T5; the agreement alone on span filling (held-out sentences with word spans
@@ -14,20 +17,42 @@ accuracy and the share of identical predictions for an ELECTRA classifier.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
 
 from t5electra.data.tasks import get_task
+from t5electra.inference import weights as inference_weights
 from t5electra.inference.weights import describe_cpu
 from t5electra.models.t5 import T5ForConditionalGeneration
 from t5electra.recipes.evaluate import evaluate_checkpoint
 from t5electra.recipes.quickstart_demos import mask_word_spans
 from t5electra.tokenizers import T5Tokenizer
 
-WEIGHTS = ("fp32", "bf16", "int8")
+VARIANTS = ("fp32", "bf16", "int8")
+
+
+def parse_variant(spec: str) -> tuple[str, tuple[str, ...] | None]:
+    """'int8' -> ('int8', None: the default keep); 'int8:\\.wo$,lm_head' -> ('int8', ('\\.wo$', 'lm_head'))."""
+    weights, colon, keep = spec.partition(":")
+    return weights, (tuple(k for k in keep.split(",") if k) if colon else None)
+
+
+@contextlib.contextmanager
+def default_keep(spec: str):
+    """Run code that calls ``optimize_for_inference(weights)`` (evaluate_checkpoint) with this variant's keep."""
+    weights, keep = parse_variant(spec)
+    saved = dict(inference_weights.DEFAULT_KEEP)
+    if keep is not None:
+        inference_weights.DEFAULT_KEEP[weights] = keep
+    try:
+        yield weights
+    finally:
+        inference_weights.DEFAULT_KEEP.update(saved)
 
 
 def token_agreement(ref: torch.Tensor, other: torch.Tensor, eos: int) -> float:
@@ -42,21 +67,26 @@ def token_agreement(ref: torch.Tensor, other: torch.Tensor, eos: int) -> float:
 
 
 @torch.no_grad()
-def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batch_size: int = 32) -> dict[str, float]:
+def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batch_size: int = 32,
+                     variants: tuple[str, ...] = VARIANTS) -> dict[str, dict[str, float]]:
+    """Per variant: token agreement with ``variants[0]`` and the seconds its generation took."""
     model = T5ForConditionalGeneration.from_pretrained(model_dir)
     tok = T5Tokenizer.from_pretrained(model_dir)
-    outs = {}
-    for w in WEIGHTS:
-        model.optimize_for_inference(w)
-        rows = []
+    outs, secs = {}, {}
+    for spec in variants:
+        weights, keep = parse_variant(spec)
+        model.optimize_for_inference(weights, keep=keep)
+        rows, t0 = [], time.perf_counter()
         for i in range(0, len(texts), batch_size):
             enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
             ids = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens)
             rows += [r[1:] for r in ids]  # without the decoder start token
-        outs[w] = rows
+        outs[spec], secs[spec] = rows, time.perf_counter() - t0
     eos = model.config.eos_token_id
     pad = lambda rows: torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-1)  # noqa: E731
-    return {w: token_agreement(pad(outs["fp32"]), pad(outs[w]), eos) for w in WEIGHTS[1:]}
+    ref = pad(outs[variants[0]])
+    return {v: {"agreement": token_agreement(ref, pad(outs[v]), eos), "seconds": round(secs[v], 2)}
+            for v in variants}
 
 
 def sentiment_texts(split: str, n: int | None) -> list[str]:
@@ -69,21 +99,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--t5", help="a fine-tuned T5 (sentiment)")
     p.add_argument("--t5-spans", help="a pretrained T5 (span filling)")
     p.add_argument("--spans-text", help="JSONL with a 'text' field: held-out sentences for --t5-spans")
-    p.add_argument("--electra", help="a fine-tuned ELECTRA classifier (sentiment)")
+    p.add_argument("--electra", action="append", default=[],
+                   help="a fine-tuned ELECTRA classifier (sentiment; ELECTRA or MiniLM); repeatable")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                   help="WEIGHTS or WEIGHTS:KEEP_REGEX,... (the first is the reference)")
     p.add_argument("--split", default="test")
     p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--json", help="write the results here")
     a = p.parse_args(argv)
-    res: dict = {"cpu": describe_cpu()}
-    for key, d in (("t5_sentiment", a.t5), ("electra_sentiment", a.electra)):
-        if d:
-            r = {w: evaluate_checkpoint(d, "sentiment", a.split, max_examples=a.max_examples, weights=w)["metrics"]
-                 for w in WEIGHTS}
-            res[key] = {"accuracy": {w: r[w]["accuracy"] for w in WEIGHTS}}
-            print(key, res[key], flush=True)
+    variants = tuple(a.variants)
+    res: dict = {"cpu": describe_cpu(), "variants": variants}
+    models = [("t5_sentiment", a.t5)] if a.t5 else []
+    models += [(f"electra_sentiment:{d}", d) for d in a.electra]
+    for key, d in models:
+        acc = {}
+        for spec in variants:
+            with default_keep(spec) as weights:
+                r = evaluate_checkpoint(d, "sentiment", a.split, max_examples=a.max_examples, weights=weights)
+            acc[spec] = r["metrics"]["accuracy"]
+        res[key] = {"accuracy": acc}
+        print(key, res[key], flush=True)
     if a.t5:
         res["t5_sentiment"]["greedy_token_agreement"] = greedy_agreement(
-            a.t5, sentiment_texts(a.split, a.max_examples), 8)
+            a.t5, sentiment_texts(a.split, a.max_examples), 8, variants=variants)
         print("t5_sentiment", res["t5_sentiment"], flush=True)
     if a.t5_spans and a.spans_text:
         rng = random.Random(0)
@@ -91,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         sentences = [s for line in lines for s in line.split(". ") if len(s.split()) >= 8][:a.max_examples or 512]
         masked = [mask_word_spans(s, rng)[0] for s in sentences]
         res["t5_span_filling"] = {"sentences": len(masked),
-                                  "greedy_token_agreement": greedy_agreement(a.t5_spans, masked, 16)}
+                                  "greedy_token_agreement": greedy_agreement(a.t5_spans, masked, 16,
+                                                                            variants=variants)}
         print("t5_span_filling", res["t5_span_filling"], flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
