@@ -32,7 +32,6 @@ def matmul_peak(n: int = 1024, reps: int = 5) -> float:
     return 2 * n**3 / best
 
 
-
 def run_stage(timings: dict[str, float], echo: Callable[[str], None], key: str, title: str, meaning: str,
               fn: Callable[[], Any], done: Path | None = None) -> Any:
     """Run one stage unless ``done`` exists (an interrupted quickstart continues), timing it."""
@@ -74,12 +73,17 @@ def _lane_process(conn, stages: StageList, job: Any, family: str) -> None:
     try:
         conn.send(("ok", run_lane(stages, job, family, _labelled(lambda text: print(text, flush=True), family))))
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which re-raises it
-        conn.send(("error", (e, traceback.format_exc())))
+        text = traceback.format_exc()
+        try:
+            conn.send(("error", (e, text)))
+        except Exception:  # an exception that does not pickle: its traceback, as text
+            conn.send(("error", (RuntimeError(f"the T5 lane failed:\n{text}"), text)))
     finally:
         conn.close()
 
 
 def default_lanes(lanes: int | None) -> int:
+    """``lanes`` checked; None: 2 with two or more torch threads, else 1."""
     if lanes is None:
         return 2 if torch.get_num_threads() >= 2 else 1
     if lanes not in (1, 2):
