@@ -44,6 +44,7 @@ from ..data.samples import corpus_slice
 from ..data.sources import read_documents
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
+from ..eval.baselines import tfidf_logreg
 from .quickstart_demos import rtd_auc, span_filling_eval
 from .quickstart_lanes import default_lanes, run_lanes, run_stage
 from .quickstart_zh import Stages, quickstart_zh, zh_plan
@@ -408,25 +409,11 @@ def tfidf_baseline(sentiment: Path, C: float = 4.0) -> dict[str, Any]:
     """A TF-IDF + logistic-regression classifier (scikit-learn: unigrams, sublinear tf, ``C``)
     fitted on the train split of the sentiment files in ``sentiment`` and scored (accuracy, %) on
     the validation and test splits: the one-second baseline every model here should beat."""
-    # scikit-learn is the optional `data` extra and slow to import: only this baseline needs it.
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    t = time.perf_counter()
     splits = {s: list(read_tsv(sentiment / f"{s}.tsv")) for s in ("train", "validation", "test")}
     if not splits["train"] or len({ex["label"] for ex in splits["train"]}) < 2:
         raise ValueError(f"{sentiment / 'train.tsv'}: the TF-IDF baseline needs examples of both labels")
-    vectorizer = TfidfVectorizer(sublinear_tf=True)
-    features = vectorizer.fit_transform([ex["sentence"] for ex in splits["train"]])
-    clf = LogisticRegression(C=C, max_iter=1000).fit(features, [int(ex["label"]) for ex in splits["train"]])
-    res: dict[str, Any] = {}
-    for split in ("validation", "test"):
-        rows = splits[split]
-        predicted = clf.predict(vectorizer.transform([ex["sentence"] for ex in rows])) if rows else []
-        res[split] = {"accuracy": 100.0 * sum(int(p) == int(ex["label"]) for p, ex in zip(predicted, rows))
-                      / max(1, len(rows)), "examples": len(rows)}
-    res["seconds"] = round(time.perf_counter() - t, 2)
-    return res
+    return tfidf_logreg({s: ([ex["sentence"] for ex in rows], [int(ex["label"]) for ex in rows])
+                         for s, rows in splits.items()}, C)
 
 
 def _accuracy(results: dict[str, Any]) -> float:

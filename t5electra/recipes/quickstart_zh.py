@@ -33,6 +33,7 @@ from ..data import chinese as zh
 from ..data.samples import fetch_sample
 from ..data.sources import read_documents
 from ..errors import DataError
+from ..eval.baselines import tfidf_logreg
 
 # cws-zh sentences kept for the quickstart: at most this many characters (T5 writes every word back:
 # long outputs are slow to generate); the tiny plan keeps short ones.
@@ -140,25 +141,11 @@ def char_tfidf_baseline(sentiment: Path, C: float = 4.0) -> dict[str, Any]:
     """Character 1-3-gram TF-IDF + logistic regression (scikit-learn), fitted on the train split of
     the sentiment-zh files in ``sentiment``; accuracy (%) on validation and test. Chinese has no
     spaces: the character n-grams stand in for words."""
-    # scikit-learn is the optional `data` extra and slow to import: only this baseline needs it.
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    t = time.perf_counter()
     splits = {s: _jsonl(sentiment / f"{s}.jsonl") for s in ("train", "validation", "test")}
     if len({r["label"] for r in splits["train"]}) < 2:
         raise DataError(f"{sentiment / 'train.jsonl'}: the TF-IDF baseline needs examples of both labels")
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-    features = vectorizer.fit_transform([r["text"] for r in splits["train"]])
-    clf = LogisticRegression(C=C, max_iter=1000).fit(features, [int(r["label"]) for r in splits["train"]])
-    res: dict[str, Any] = {}
-    for split in ("validation", "test"):
-        rows = splits[split]
-        predicted = clf.predict(vectorizer.transform([r["text"] for r in rows])) if rows else []
-        res[split] = {"accuracy": 100.0 * sum(int(p) == int(r["label"]) for p, r in zip(predicted, rows))
-                      / max(1, len(rows)), "examples": len(rows)}
-    res["seconds"] = round(time.perf_counter() - t, 2)
-    return res
+    return tfidf_logreg({s: ([r["text"] for r in rows], [int(r["label"]) for r in rows]) for s, rows in splits.items()},
+                        C, analyzer="char", ngram_range=(1, 3))
 
 
 def max_match(text: str, words: set[str], longest: int) -> list[str]:
