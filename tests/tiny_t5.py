@@ -21,3 +21,16 @@ def spread_tiny_t5(version: str, seed: int, vocab_size: int, model_type: str = "
     with torch.no_grad():
         model.decoder.final_norm.weight.mul_(0.04 if v11 else 0.15)
     return model
+
+
+def assert_same_seq2seq_outputs(ours, hf, inputs, tol: dict, encoder: bool = True) -> None:
+    """Our T5 and a transformers T5 on the same ``inputs`` (ids, mask, labels, decoder mask): the
+    same logits and loss (and encoder output) within ``tol``."""
+    ids, mask, labels, dec_mask = inputs
+    with torch.no_grad():
+        a = ours(ids, mask, decoder_attention_mask=dec_mask, labels=labels)
+        b = hf(input_ids=ids, attention_mask=mask, decoder_attention_mask=dec_mask, labels=labels)
+    torch.testing.assert_close(a.logits, b.logits, **tol)
+    torch.testing.assert_close(a.loss, b.loss, **tol)
+    if encoder:
+        torch.testing.assert_close(a.encoder_last_hidden_state, b.encoder_last_hidden_state, **tol)

@@ -15,7 +15,7 @@ from t5electra.cli import main
 from t5electra.errors import ConfigError, ModelTypeError
 from t5electra.models import registry
 from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Model
-from tiny_t5 import spread_tiny_t5
+from tiny_t5 import assert_same_seq2seq_outputs, spread_tiny_t5
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 # a decoder deeper than the encoder catches mixed-up per-layer biases; few buckets reach the log ones
@@ -64,13 +64,7 @@ def test_transformers_checkpoint_loads_with_same_outputs(model_type, untied, tmp
     assert ours.config.model_type == model_type
     assert ours.config.per_layer_position_bias == (model_type == "umt5")
     assert (ours.lm_head is None) == (not untied)
-    ids, mask, labels, dec_mask = inputs()
-    with torch.no_grad():
-        a = ours(ids, mask, decoder_attention_mask=dec_mask, labels=labels)
-        b = hf(input_ids=ids, attention_mask=mask, decoder_attention_mask=dec_mask, labels=labels)
-    torch.testing.assert_close(a.logits, b.logits, **TOL)
-    torch.testing.assert_close(a.loss, b.loss, **TOL)
-    torch.testing.assert_close(a.encoder_last_hidden_state, b.encoder_last_hidden_state, **TOL)
+    assert_same_seq2seq_outputs(ours, hf, inputs(), TOL)
 
 
 @pytest.mark.parametrize("model_type", ["mt5", "umt5"])
@@ -86,11 +80,7 @@ def test_our_checkpoint_loads_in_transformers_with_same_outputs(model_type, tmp_
     hf = load_hf(HF[model_type][1], tmp_path)
     assert type(hf.config) is HF[model_type][0]
     ids, mask, labels, dec_mask = inputs()
-    with torch.no_grad():
-        a = ours(ids, mask, decoder_attention_mask=dec_mask, labels=labels)
-        b = hf(input_ids=ids, attention_mask=mask, decoder_attention_mask=dec_mask, labels=labels)
-    torch.testing.assert_close(a.logits, b.logits, **TOL)
-    torch.testing.assert_close(a.loss, b.loss, **TOL)
+    assert_same_seq2seq_outputs(ours, hf, (ids, mask, labels, dec_mask), TOL, encoder=False)
     # and back: the file transformers writes loads into ours with the same outputs
     hf.save_pretrained(tmp_path / "again")
     again = T5ForConditionalGeneration.from_pretrained(tmp_path / "again")
