@@ -52,13 +52,23 @@ def root(tmp_path_factory):
                 words = s.split()
                 tags = ["POS" if w in GOOD else "NEG" if w in BAD else "O" for w in words]
                 f.write(json.dumps({"tokens": words, "labels": tags}) + "\n")
-    text = [sentence(i % 2) for i in range(200)]
-    tok = ElectraTokenizer.train(iter(text + ["what which answer is where"] * 5), vocab_size=100, min_frequency=1)
+    tok = _tokenizer()
     model_dir = root / "disc"
     cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)  # the same weights whichever test xdist runs first in this process
     ElectraForPreTraining(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     return root
+
+
+def _tokenizer() -> ElectraTokenizer:
+    """A fixed whole-word vocabulary (+ letters and ##letters for anything else). Not trained:
+    tokenizers' WordPiece trainer numbers its ## pieces differently from process to process
+    (huggingface/tokenizers#1794), which made this module's scores move between CI runs."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = sorted(set(GOOD + BAD + FILL + "what which answer is where".split()) - set(letters))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters), *words]
+    return ElectraTokenizer({t: i for i, t in enumerate(tokens)})
 
 
 def _args(root, run, *extra, steps=40):
@@ -80,10 +90,11 @@ def _files(root, suffix=".tsv", name=""):
 
 def test_classification_beats_majority_keeps_best_and_resumes_exactly(root, tmp_path):
     run = tmp_path / "cls"
-    args = _args(root, run, "--electra.head=classification", *_files(root), steps=60)
+    args = _args(root, run, "--electra.head=classification", *_files(root), steps=100)
     train(_config(args))
     results = json.loads((run / "results.json").read_text())
-    assert results["test"]["accuracy"] > results["majority_baseline"]["test"]["accuracy"] + 30
+    # 8 weight seeds: 97.5-100 % (a random tiny encoder sits on a plateau for 20-80 steps, then learns)
+    assert results["test"]["accuracy"] >= 90 and results["majority_baseline"]["test"]["accuracy"] == 50
     best = results["best_checkpoint"]
     evals = {r["step"]: r for r in read_metrics(run) if r["split"] == "eval"}
     assert best["metric"] == "accuracy" and best["value"] == max(r["accuracy"] for r in evals.values())
@@ -92,38 +103,43 @@ def test_classification_beats_majority_keeps_best_and_resumes_exactly(root, tmp_
     assert model.config.id2label == {0: "neg", 1: "pos"}  # label names read from the file
     ElectraTokenizer.from_pretrained(run / "model")
     lrs = [r["lr"] for r in read_metrics(run) if r["split"] == "train"]
-    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-2) and lrs.index(max(lrs)) == 6  # 10% warmup
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-2) and lrs.index(max(lrs)) == 10  # 10% warmup
 
     # layer-wise decay: the head at lr, the top layer at 0.8 lr, the embeddings at 0.8^3 lr (2 layers)
-    state = torch.load(run / "checkpoints" / "step-00000020" / "training_state.pt", weights_only=True)
+    state = torch.load(run / "checkpoints" / "step-00000080" / "training_state.pt", weights_only=True)
     scales = {n: g["lr_scale"] for g in state["optimizer"]["param_groups"] for n in g["names"]}
     assert scales["classifier.out_proj.weight"] == 1.0
     assert scales["electra.layers.1.ffn_in.weight"] == pytest.approx(0.8)
     assert scales["electra.embeddings.word_embeddings.weight"] == pytest.approx(0.8 ** 3)
 
-    # resume at step 40: identical losses for 41..60
+    # resume at step 80: identical losses for 81..100
     first = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
-    shutil.rmtree(run / "checkpoints" / "step-00000060")
-    (run / "checkpoints" / "latest").write_text("step-00000040\n")
+    shutil.rmtree(run / "checkpoints" / "step-00000100")
+    (run / "checkpoints" / "latest").write_text("step-00000080\n")
     train(_config(args))
     again = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
-    assert [again[s] for s in range(41, 61)] == [first[s] for s in range(41, 61)]
+    assert [again[s] for s in range(81, 101)] == [first[s] for s in range(81, 101)]
 
 
 def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path):
     """--lora.*: the encoder is frozen, the query/value/dense adapters and the classification head train
     and are all a checkpoint holds; resume is exact; RUN/adapter on the base equals RUN/model."""
-    # A base of its own, seeded here: the module's fixture draws its weights after whichever test ran first.
-    tok = ElectraTokenizer.from_pretrained(root / "disc")
-    ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-                          ).save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
+    # The base: an encoder that already tells the classes apart (fully fine-tuned here, its head
+    # dropped), as a LoRA user's pretrained model would. On the random tiny encoder, LoRA rank 8
+    # left the loss on its plateau in 4 of 8 weight seeds after 100 steps.
+    tuned = tmp_path / "tuned"
+    train(_config(_args(root, tuned, "--electra.head=classification", *_files(root), "--eval.every_steps=0",
+                        "--checkpoint.every_steps=0", steps=100)))
+    ElectraForPreTraining.from_pretrained(tuned / "model").save_pretrained(tmp_path / "base")
+    ElectraTokenizer.from_pretrained(root / "disc").save_pretrained(tmp_path / "base")
     run = tmp_path / "lora"
     args = _args(root, run, "--electra.head=classification", *_files(root), "--lora.r=8", "--lora.alpha=32",
                  "--lora.target_modules=[query,value,dense]", f"--model.init_from={tmp_path / 'base'}", steps=40)
     train(_config(args))
     evals = {r["step"]: r for r in read_metrics(run) if r["split"] == "eval"}
-    assert evals[40]["loss"] < evals[20]["loss"] - 0.05  # 0.720 -> 0.569 here
+    assert evals[40]["accuracy"] >= 90  # the new head learns on the adapted encoder
+    losses = [r["loss"] for r in read_metrics(run) if r["split"] == "train"]
+    assert sum(losses[-5:]) < 0.2 * sum(losses[:5])
     ckpt = run / "checkpoints" / "step-00000020"
     assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["adapter_model.safetensors"]
     keys = set(load_file(ckpt / "adapter_model.safetensors"))
@@ -134,6 +150,8 @@ def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path
     state = torch.load(ckpt / "training_state.pt", weights_only=True)
     names = [n for g in state["optimizer"]["param_groups"] for n in g["names"]]
     assert len(names) == len(keys) and all("lora_" in n or ".classifier." in n for n in names)
+    adapters = load_file(ckpt / "adapter_model.safetensors")
+    assert all(adapters[k].abs().max() > 0 for k in keys if "lora_B" in k)  # B starts at zero: it trained
 
     first = {r["step"]: r["loss"] for r in read_metrics(run) if r["split"] == "train"}
     shutil.rmtree(run / "checkpoints" / "step-00000040")
