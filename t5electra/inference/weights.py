@@ -163,14 +163,21 @@ class Int8WeightOnly(Kernel):
         super().__init__(weight, bias)
         w = weight.detach().float()
         scale = (w.abs().amax(1) / 127).clamp_min(1e-12)  # (out,)
-        self.qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        # torch 2.13's AVX-512 kernel reads past the end of rows whose length is not a multiple of
+        # 16 (segfaults measured at in_features 8, 24, 40, 100, 120 with 2+ rows of x on an AVX-512
+        # Xeon; 16, 32, 48, 128, 512, 1008 run): zero columns pad the weight, x is padded to match.
+        self.pad = -q.shape[1] % 16
+        self.qweight = F.pad(q, (0, self.pad)).contiguous()  # (out, in + pad)
         self.scale = scale.to(torch.bfloat16)
         self.bias = None if bias is None else bias.detach().float()
 
     def __call__(self, x):
         lead = x.shape[:-1]
-        out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.qweight,
-                                                 self.scale).float().view(*lead, -1)
+        x = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (rows, in)
+        if self.pad:
+            x = F.pad(x, (0, self.pad))
+        out = torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale).float().view(*lead, -1)
         return out if self.bias is None else out + self.bias
 
 
