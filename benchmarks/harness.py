@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from t5electra.inference.weights import describe_cpu
+from t5electra.machine import describe_cpu
 from t5electra.machine import cpu_model
 
 

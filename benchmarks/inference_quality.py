@@ -27,7 +27,7 @@ import torch
 
 from t5electra.data.tasks import get_task
 from t5electra.inference import weights as inference_weights
-from t5electra.inference.weights import describe_cpu
+from t5electra.machine import describe_cpu
 from t5electra.models.t5 import T5ForConditionalGeneration
 from t5electra.recipes.evaluate import evaluate_checkpoint
 from t5electra.recipes.quickstart_demos import mask_word_spans

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="2: the T5 stages run in a second process beside the ELECTRA and MiniLM stages, each "
                              "with half the threads (default with 2+ threads: faster for these small models); "
                              "1: one stage at a time")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help="training precision (default auto: bf16 autocast on CPUs with native bf16 "
+                             "(AVX512-BF16/AMX), fp32 elsewhere)")
     parser.add_argument("--cache", metavar="DIR", help="cache root for packages and sample datasets "
                                                        "(default $T5ELECTRA_CACHE or ~/.cache/t5electra)")
 
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                     threads=args.threads)
         else:
             quickstart(out, tiny=args.tiny, minilm=False if args.no_minilm else None, threads=args.threads,
-                       plan=args.plan, seed=args.seed, control=args.control, lang=args.lang, lanes=args.lanes)
+                       plan=args.plan, seed=args.seed, control=args.control, lang=args.lang, lanes=args.lanes,
+                       precision=args.precision)
     except T5ElectraError as e:
         print(f"t5electra quickstart: error: {e}", file=sys.stderr)
         return 1

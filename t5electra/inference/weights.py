@@ -27,18 +27,17 @@ from __future__ import annotations
 import abc
 
 import dataclasses
-import functools
 import logging
 import re
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..machine import describe_cpu, native_bf16
 from .decoding import decode_linear, optimize_for_decoding
 
 logger = logging.getLogger("t5electra")
@@ -52,35 +51,9 @@ DEFAULT_KEEP: dict[str, tuple[str, ...]] = {"fp32": (), "bf16": (), "int8": ()}
 # ------------------------------------------------------------------------------------------------
 # CPU features
 # ------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16; on ARM, BF16)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def fbgemm_available() -> bool:
     """fbgemm's x86 kernels (fp16-weight and dynamic int8 linear) are built into this torch."""
     return "fbgemm" in torch.backends.quantized.supported_engines
-
-
-def describe_cpu(flags: frozenset[str] | None = None) -> str:
-    """The flags that decide the kernels, e.g. 'avx2 fma f16c; no avx512_bf16/amx_bf16'."""
-    flags = cpu_flags() if flags is None else flags
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    have = " ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted[:3])
-    return have + ("" if native_bf16(flags) else "; no avx512_bf16/amx_bf16 (no native bf16)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from ..machine import native_bf16
+
 from ..data.samples import corpus_slice
 from ..data.sources import read_documents
 from ..data.tasks import read_tsv
@@ -96,6 +98,7 @@ class Plan:
     pooling: str = "first"             # ELECTRA/MiniLM classifier input: "first" ([CLS]) or "mean" (ElectraConfig.classifier_pooling)
     group_by_length: int = 0           # ELECTRA/MiniLM fine-tuning: batches of similar lengths (data.group_by_length)
     t5_group_by_length: int = 0        # the same for T5 fine-tuning
+    precision: str = "auto"            # training: "fp32", "bf16" (autocast) or "auto" (train_precision)
 
 
 PLANS = {
@@ -212,8 +215,21 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return out
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def train_precision(plan: Plan) -> str:
+    """The plan's training precision; "auto" is bf16 autocast where the CPU multiplies bf16
+    natively (AVX512-BF16 / AMX: 8x the fp32 matmul peak on the Xeon of docs/quickstart.md) and
+    fp32 elsewhere (emulated bf16 matmuls are slower than fp32)."""
+    if plan.precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return plan.precision
+
+
 def _common(run: Path, plan: Plan, seed: int = 0) -> dict[str, Any]:
     return {"train.output_dir": run, "train.seed": seed, "train.device": "cpu", "train.progress": False,
+            "train.precision": train_precision(plan),
             "train.log_every": 10, "train.tensorboard": False, "checkpoint.keep_last": 1, "checkpoint.resume": "auto"}
 
 
@@ -421,8 +437,9 @@ def _accuracy(results: dict[str, Any]) -> float:
 
 
 def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[str], None],
-           sentiment: Path, peaks: dict[str, float], lanes: int = 1) -> dict[str, Any]:
-    """The table, the demos and the MFU (``peaks``: each stage's matmul peak) -> quickstart.json."""
+           sentiment: Path, peaks: dict[str, float], lanes: int = 1, precision: str = "fp32") -> dict[str, Any]:
+    """The table, the demos and the MFU (``peaks``: each stage's matmul peak in the training
+    ``precision``) -> quickstart.json."""
     t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
     el = json.loads((out / "electra-sentiment" / "results.json").read_text())
     baseline = float(t5["majority_baseline"]["test"]["accuracy"])
@@ -464,7 +481,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
          f"original tokens {rtd['mean_p_original']:.2f})")
     mfu = efficiency(out, timings, peaks)
     if mfu:
-        echo(f"\ncompute efficiency (model FLOPs / stage seconds / the matmul peak of the stage's threads; "
+        echo(f"\ncompute efficiency (model FLOPs / stage seconds / the {precision} matmul peak of the stage's threads; "
              f"{'T5 and ELECTRA in two lanes side by side, one thread each' if lanes == 2 else 'one stage at a time'}):")
         for name, e in mfu.items():
             echo(f"  {name:<24} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
@@ -475,6 +492,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
                "seconds": timings, "tfidf": tfidf,
                "matmul_peak_flop_per_s": max(peaks.values(), default=0.0),
                "threads": torch.get_num_threads() // lanes, "lanes": lanes,  # threads of each training stage
+               "precision": precision,
                "efficiency": mfu,
                "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "t5_span_filling_words": span["words"],
                          "electra_rtd_auc": rtd["auc"]},
@@ -502,7 +520,8 @@ def _params(model_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False, minilm: bool | None = None,
                threads: int | None = None, echo: Callable[[str], None] = print, plan: str = "full",
-               seed: int = 0, control: bool = False, lang: str = "en", lanes: int | None = None) -> dict[str, Any]:
+               seed: int = 0, control: bool = False, lang: str = "en", lanes: int | None = None,
+               precision: str | None = None) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
     ``plan``: a key of PLANS ("full", "long"; ``tiny`` means "tiny"). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
@@ -513,7 +532,8 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     data and tokenizers do not depend on it). ``control``: also fine-tune T5 and ELECTRA from
     random weights (the no-pretraining control, stages 5b/6b). ``lanes``: 2 runs the T5 stages in a
     second process beside the ELECTRA and MiniLM stages, each with half the threads (default: 2
-    when there are 2+ threads; see run_lanes); 1 runs every stage in turn.
+    when there are 2+ threads; see run_lanes); 1 runs every stage in turn. ``precision``: the
+    training precision, "fp32", "bf16" or "auto" (default: the plan's, "auto": train_precision).
     """
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
@@ -522,6 +542,10 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
         raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
     plan_name = "tiny" if tiny else plan
     plan = PLANS[plan_name]
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"quickstart precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        plan = dataclasses.replace(plan, precision=precision)
     check_seed(Path(out), seed)
     minilm = (not tiny) if minilm is None else minilm
     if threads:
@@ -562,10 +586,12 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     stage("tokenizers", "2/8 tokenizers", "SentencePiece for T5 (+100 sentinels), WordPiece for ELECTRA, trained on "
           "the corpus slice", tokenizers, out / "tokenizers" / "electra" / "tokenizer_config.json")
     job = Lane(out, plan, seed, paths, control, minilm, max(1, torch.get_num_threads() // lanes))
+    echo(f"\n   training precision: {job.precision}"
+         + (" (autocast: this CPU multiplies bf16 natively)" if job.precision == "bf16" else ""))
     peaks = run_lanes(lane_stages, job, lanes, timings, echo)
     torch.set_num_threads(job.threads * lanes)  # the report's demos: every thread
     echo("\n== 8/8 report")
-    summary = report(out, timings, minilm, echo, paths["sentiment"], peaks, lanes)
+    summary = report(out, timings, minilm, echo, paths["sentiment"], peaks, lanes, job.precision)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     summary["seed"] = seed
     (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -606,6 +632,11 @@ class Lane:
     control: bool              # also the no-pretraining control stages 5b/6b
     minilm: bool
     threads: int               # torch threads of each lane
+
+    @property
+    def precision(self) -> str:
+        """The training precision of every stage (train_precision): the MFU peak is measured in it."""
+        return train_precision(self.plan)
 
 
 def lane_stages(job: Lane, family: str) -> list[tuple[str, str, str, Callable[[], Any], Path]]:

@@ -19,10 +19,10 @@ from ..errors import ConfigError
 StageList = Callable[[Any, str], list[tuple[str, str, str, Callable[[], Any], Path]]]
 
 
-def matmul_peak(n: int = 1024, reps: int = 5) -> float:
-    """Best FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) with the current torch threads: the
-    MFU denominator (benchmarks/harness.py uses the same 1024^3 probe on CPU)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 1024, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best FLOP/s of an n x n x n matmul (2 n^3 FLOPs) in ``dtype`` with the current torch threads:
+    the MFU denominator (benchmarks/harness.py uses the same 1024^3 probe on CPU)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(reps):
@@ -96,9 +96,14 @@ def run_lanes(stages: StageList, job: Any, lanes: int, timings: dict[str, float]
     """The stages of ``stages(job, "t5")`` and ``stages(job, "electra")``: in turn (``lanes`` 1), or
     T5's in a second process (``lanes`` 2). ``stages`` must be a module-level function and ``job``
     picklable (``job.threads``: torch threads per lane). Fills ``timings``; returns each timed
-    stage's matmul peak (FLOP/s of ``job.threads`` threads: the MFU denominator)."""
+    stage's matmul peak (FLOP/s of ``job.threads`` threads in ``job.precision``: the MFU denominator)."""
     torch.set_num_threads(job.threads)
-    peak = matmul_peak()  # probed before and after the lanes (the machine is quiet then): the best one
+    dtype = torch.bfloat16 if job.precision == "bf16" else torch.float32
+
+    def peak_now() -> float:
+        return matmul_peak(dtype=dtype)
+
+    peak = peak_now()  # probed before and after the lanes (the machine is quiet then): the best one
     lane_times: dict[str, float] = {}
     if lanes == 1:
         for family in ("t5", "electra"):
@@ -106,7 +111,7 @@ def run_lanes(stages: StageList, job: Any, lanes: int, timings: dict[str, float]
     else:
         _two_lanes(stages, job, lane_times, echo)
     timings.update(lane_times)
-    return dict.fromkeys(lane_times, max(peak, matmul_peak()))
+    return dict.fromkeys(lane_times, max(peak, peak_now()))
 
 
 def _two_lanes(stages: StageList, job: Any, timings: dict[str, float], echo: Callable[[str], None]) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 import t5electra.inference.weights as W
 from t5electra.errors import InvalidInputError
 from t5electra.generation.seq2seq import generate
+from t5electra.machine import describe_cpu, native_bf16
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from tiny_t5 import spread_tiny_t5
@@ -77,7 +78,7 @@ def test_bf16_values_fit_fp16_exactly():
 def test_choose_kernel_follows_the_cpu_flags():
     avx2 = frozenset({"avx2", "fma", "f16c"})
     amx = avx2 | {"avx512f", "avx512_bf16", "amx_bf16"}
-    assert W.native_bf16(amx) and not W.native_bf16(avx2)
+    assert native_bf16(amx) and not W.native_bf16(avx2)
     assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16Native
     assert W.choose_kernel("int8", "cpu", amx) is W.Int8WeightOnly
     if W.fbgemm_available():
@@ -86,7 +87,7 @@ def test_choose_kernel_follows_the_cpu_flags():
     assert W.choose_kernel("bf16", "cuda", avx2) is W.Bf16Native
     with pytest.raises(InvalidInputError, match="CPU only"):
         W.choose_kernel("int8", "cuda", avx2)
-    assert "no native bf16" in W.describe_cpu(avx2) and "avx512_bf16" in W.describe_cpu(amx)
+    assert "no native bf16" in describe_cpu(avx2) and "avx512_bf16" in describe_cpu(amx)
 
 
 def tiny_t5(version: str):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 from t5electra.cli import main
+from t5electra.errors import ConfigError
 import pytest
 
 from t5electra.recipes.quickstart import PLANS, sentiment_subset, tfidf_baseline
@@ -95,6 +97,7 @@ def test_two_lanes_give_the_numbers_of_the_stages_run_in_turn(tmp_path, capfd):
 class _Job:
     threads: int
     broken: str
+    precision: str = "fp32"
 
 
 def _stages(job, family):
@@ -160,3 +163,19 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="choose one of full, long, tiny"):
         quickstart(tmp_path / "qs", plan="huge")
     assert not (tmp_path / "qs").exists()
+
+
+def test_training_precision_follows_the_cpu(monkeypatch):
+    """'auto': bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere; an explicit
+    precision wins; a wrong one fails before any work."""
+    import t5electra.recipes.quickstart as Q
+
+    plan = Q.PLANS["tiny"]
+    monkeypatch.setattr(Q, "native_bf16", lambda: True)
+    assert Q.train_precision(plan) == "bf16"
+    assert Q._common(Path("run"), plan)["train.precision"] == "bf16"
+    monkeypatch.setattr(Q, "native_bf16", lambda: False)
+    assert Q.train_precision(plan) == "fp32"
+    assert Q.train_precision(dataclasses.replace(plan, precision="bf16")) == "bf16"
+    with pytest.raises(ConfigError, match="precision 'fp16'"):
+        Q.quickstart("unused", tiny=True, precision="fp16")
