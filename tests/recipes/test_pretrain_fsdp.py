@@ -144,7 +144,8 @@ def electra_runs(corpus, tmp_path_factory):  # noqa: F811
     [CLS] and [SEP] (no document boundary inside: 32 real tokens and 4 masked positions in every row).
     Then each process's token means average to the mean over the global batch, as one process takes
     it: the losses are per micro-batch token means (official ELECTRA), not global ones.
-    One process with batch 8, and FSDP x 2 with batch 4 each; 5 steps, checkpoints at 2 and 4."""
+    One process with batch 8, and FSDP x 2 with batch 4 each; 5 steps, checkpoints at 2 and 4.
+    Within 1e-5: the total loss is ~39 (gen + 50 x disc), where one float32 rounding step is 3.8e-6."""
     lines = (corpus / "train.txt").read_text().split("\n")
     (corpus / "one_document.txt").write_text(" ".join(lines) + "\n")
     tmp = tmp_path_factory.mktemp("electra_fsdp")
@@ -187,12 +188,12 @@ def test_electra_rtd_resumes_on_another_number_of_processes(electra_runs, tmp_pa
     assert electra_main(_electra_args(root, two_to_one, 8, "--train.distributed=none",
                                       f"--checkpoint.resume={fsdp / 'checkpoints' / 'step-00000002'}")) == 0
     _close_electra(_train_rows(two_to_one), _train_rows(fsdp), range(3, 6))
-    # 1 -> 2: the one-process step-4 checkpoint continues on 2 DDP processes with batch 4
+    # 1 -> 2: the one-process step-2 checkpoint continues on 2 DDP processes with batch 4
     one_to_two = tmp_path / "one_to_two"
     assert launch(electra_main, _electra_args(root, one_to_two, 4, "--train.distributed=ddp",
-                                              f"--checkpoint.resume={one / 'checkpoints' / 'step-00000004'}"),
+                                              f"--checkpoint.resume={one / 'checkpoints' / 'step-00000002'}"),
                   2, timeout_s=600) == [0, 0]
-    _close_electra(_train_rows(one_to_two), _train_rows(one), [5])
+    _close_electra(_train_rows(one_to_two), _train_rows(one), range(3, 6))
 
 
 def test_mlm_baseline_on_two_processes_equals_one_process(electra_runs, tmp_path):
