@@ -21,13 +21,16 @@ replacement, so every sequence gets exactly the number the formula says.
 
 Everything is deterministic given a ``torch.Generator``. Random numbers are drawn on the
 generator's device and moved to the ids' device, so a CPU generator gives the same masks on CPU
-and GPU.
+and GPU. ``generator`` may also be a list of one generator per row (:func:`example_generators`,
+seeded per example): row ``i``'s numbers then come from generator ``i`` alone, so an example's
+masks do not depend on its position in the batch, on the other rows, or on which process of a
+distributed run masks it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -45,10 +48,42 @@ class MaskedBatch:
     mask: torch.Tensor       # bool, True at the chosen positions (whether [MASK]ed or kept)
 
 
-def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """U[0, 1) fp32 numbers of ``shape`` on ``device``, drawn on the generator's own device."""
-    where = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=where, dtype=torch.float32).to(device)
+# One generator for the whole batch, one per row (example), or None: the global torch RNG.
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def example_generators(seeds: torch.Tensor | Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One ``torch.Generator`` on ``device`` per example, seeded with its seed (B,): what
+    :func:`mask_tokens` and the ELECTRA pretrainer take to make each row's draws a function of
+    that row's seed only (``PackedDataset(example_seeds=True)`` gives each row one)."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.dim() != 1:
+            raise InvalidInputError(f"example seeds must be one per example (B,), got shape {tuple(seeds.shape)}")
+        seeds = seeds.tolist()  # one small host copy (a sync on GPU) per batch
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def uniform(shape: tuple[int, ...], generator: Generators, device: torch.device,
+            rows: Sequence[int] | None = None) -> torch.Tensor:
+    """U[0, 1) fp32 numbers of ``shape`` on ``device``, drawn on the generator's own device.
+
+    ``generator`` a list: generator ``i`` fills ``rows[i]`` consecutive slices of dimension 0
+    (default one each, so ``len(generator) == shape[0]``); each in place, no per-row copies."""
+    if generator is None or isinstance(generator, torch.Generator):
+        where = generator.device if generator is not None else device
+        return torch.rand(shape, generator=generator, device=where, dtype=torch.float32).to(device)
+    rows = [1] * len(generator) if rows is None else [int(r) for r in rows]
+    if len(rows) != len(generator) or sum(rows) != shape[0]:
+        raise InvalidInputError(f"uniform: {len(generator)} per-row generators for {len(rows)} row counts summing "
+                                f"to {sum(rows)}; the tensor has {shape[0]} rows")
+    where = generator[0].device if generator else device
+    out = torch.empty(shape, device=where, dtype=torch.float32)
+    start = 0
+    for g, n in zip(generator, rows):
+        if n:
+            out.narrow(0, start, n).uniform_(generator=g)  # a contiguous slice: this row's own numbers
+        start += n
+    return out.to(device)
 
 
 def max_predictions_per_seq(max_len: int, mask_prob: float = 0.15) -> int:
@@ -85,7 +120,7 @@ def mask_tokens(
     mask_token_prob: float = 0.85,
     random_token_prob: float = 0.0,
     vocab_size: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> MaskedBatch:
     """Choose positions to predict and corrupt them, ELECTRA-style.
 
@@ -102,7 +137,9 @@ def mask_tokens(
         mask_token_prob: probability that a chosen position becomes [MASK] (0.85 in ELECTRA).
         random_token_prob: probability that it becomes a random token (0 in ELECTRA, 0.1 in BERT);
             needs ``vocab_size``. The remaining probability keeps the original token.
-        generator: a ``torch.Generator`` for reproducible masks.
+        generator: a ``torch.Generator`` for reproducible masks, or a list of B generators, one
+            per row (:func:`example_generators`): row ``i``'s masks then depend on its ids and
+            generator ``i`` only, not on the other rows.
 
     Returns:
         :class:`MaskedBatch` with ``input_ids`` (corrupted), ``labels`` (original ids at chosen
@@ -121,6 +158,8 @@ def mask_tokens(
             f"got {mask_token_prob} and {random_token_prob}")
     if random_token_prob > 0 and vocab_size is None:
         raise InvalidInputError("mask_tokens: random_token_prob > 0 needs vocab_size")
+    if generator is not None and not isinstance(generator, torch.Generator) and len(generator) != input_ids.shape[0]:
+        raise InvalidInputError(f"mask_tokens: {len(generator)} per-row generators for a batch of {input_ids.shape[0]} rows")
 
     B, T = input_ids.shape
     device = input_ids.device

@@ -37,6 +37,10 @@ How rows are made, per epoch ``e`` (all randomness from ``(seed, e, ...)``):
   B together read positions ``[i * N * B, (i + 1) * N * B)`` at step i, as one process with batches
   of N * B: the global batch is the same whatever the number of processes, and a cursor saved by N
   processes resumes on M (``load_state_dict`` converts it; M must divide the rows consumed).
+* ``example_seeds=True`` adds ``example_seed`` to every example: an int64 seed drawn from
+  ``(seed, e, r)``, for randomness applied later, on the batch (ELECTRA's masks and replacement
+  samples: ``ElectraPretrainer(..., example_seeds=...)``). Like the objective's, it belongs to
+  the example, not to the consumer, batch or process that reads it.
 
 Memory stays bounded: the stream reads one block at a time through a short-lived memory map
 (a small LRU cache of blocks), never the whole shard.
@@ -388,7 +392,7 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 # Distinct first words keep the random streams of different purposes independent.
-_BLOCK_ORDER, _BLOCK_DOCS, _ROW_WINDOW, _ROW_TRANSFORM = 1, 2, 3, 4
+_BLOCK_ORDER, _BLOCK_DOCS, _ROW_WINDOW, _ROW_TRANSFORM, _ROW_SEED = 1, 2, 3, 4, 5
 
 
 def _dist_env(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -430,6 +434,8 @@ class PackedDataset(torch.utils.data.IterableDataset):
         shuffle: False keeps the corpus order (blocks, documents and rows).
         shuffle_window_rows: rows are also shuffled within windows of this many rows.
         drop_remainder: drop the rows that would give some consumers one more row than others.
+        example_seeds: add ``example_seed`` (an int64 in [0, 2**63) from ``(seed, epoch, row)``) to
+            every example, for randomness drawn on the batch later (ELECTRA masking).
     """
 
     def __init__(self, shards: TokenShards | str | os.PathLike, *, row_length: int, packing: str = "t5",
@@ -437,7 +443,8 @@ class PackedDataset(torch.utils.data.IterableDataset):
                  num_epochs: int | None = None, rank: int | None = None, world_size: int | None = None,
                  eos_token_id: int | None = None, cls_token_id: int | None = None, sep_token_id: int | None = None,
                  pad_token_id: int = 0, max_document_tokens: int = MAX_DOCUMENT_TOKENS, block_tokens: int = 1 << 16,
-                 shuffle: bool = True, shuffle_window_rows: int = 1024, drop_remainder: bool = False):
+                 shuffle: bool = True, shuffle_window_rows: int = 1024, drop_remainder: bool = False,
+                 example_seeds: bool = False):
         super().__init__()
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
         if packing not in ("t5", "electra"):
@@ -456,6 +463,7 @@ class PackedDataset(torch.utils.data.IterableDataset):
         self.pad_token_id = pad_token_id
         self.max_document_tokens, self.block_tokens = int(max_document_tokens), int(block_tokens)
         self.shuffle, self.shuffle_window_rows, self.drop_remainder = shuffle, int(shuffle_window_rows), drop_remainder
+        self.example_seeds = bool(example_seeds)
         # ELECTRA keeps two slots per row for [CLS] and [SEP].
         self.stream_row_length = row_length - 2 if packing == "electra" else row_length
         self.separator = sep_token_id if packing == "electra" else eos_token_id
@@ -590,6 +598,12 @@ class PackedDataset(torch.utils.data.IterableDataset):
 
     def example(self, epoch: int, r: int) -> dict[str, np.ndarray]:
         """The example built from row ``r`` of ``epoch`` (what some consumer yields for it)."""
+        ex = self._example(epoch, r)
+        if self.example_seeds:
+            ex["example_seed"] = np.int64(_rng(_ROW_SEED, self.seed, epoch, r).integers(2**63))
+        return ex
+
+    def _example(self, epoch: int, r: int) -> dict[str, np.ndarray]:
         row = self.row_tokens(epoch, r)
         if self.packing == "electra":
             if len(row) and row[0] == self.sep_token_id:

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..core.atomic import write_text_atomic
 from ..core.typed_config import check_keys, option
-from ..data.masking import mask_tokens, uniform
+from ..data.masking import Generators, example_generators, mask_tokens, uniform
 from ..errors import CheckpointNotFoundError, ConfigError, InvalidInputError
 from ..core.outputs import ModelOutput
 from .electra import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
@@ -113,13 +113,17 @@ class ElectraPretrainerOutput(ModelOutput):
     discriminator_logits: torch.Tensor | None = None  # (B, T)
 
 
-def gumbel_max_sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def gumbel_max_sample(logits: torch.Tensor, generator: Generators = None,
+                      rows: list[int] | None = None) -> torch.Tensor:
     """One token per row of ``logits`` (..., V) with the Gumbel-max trick, in fp32, no gradient:
     ``argmax(logits + g)`` with ``g = -log(-log(u + 1e-9) + 1e-9)``, ``u ~ U[0, 1)`` (official
-    ``sample_from_softmax``). Equivalent to sampling from ``softmax(logits)``."""
+    ``sample_from_softmax``). Equivalent to sampling from ``softmax(logits)``.
+
+    ``generator`` a list of per-example generators: ``logits`` is (M, V) and generator ``i``
+    draws the noise of the next ``rows[i]`` rows (example ``i``'s masked positions)."""
     with torch.no_grad():
         logits = logits.detach().float()
-        g = uniform(tuple(logits.shape), generator, logits.device)  # u, a fresh (M, V) tensor
+        g = uniform(tuple(logits.shape), generator, logits.device, rows)  # u, a fresh (M, V) tensor
         # the same operations in place: (M, V) tensors are the step's largest, and each
         # out-of-place one costs a fresh allocation (page faults on CPU) and a pass over memory
         g.add_(1e-9).log_().neg_().add_(1e-9).log_().neg_()
@@ -248,16 +252,30 @@ class ElectraPretrainer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                compute_metrics: bool = True) -> ElectraPretrainerOutput:
+                compute_metrics: bool = True, example_seeds: torch.Tensor | None = None) -> ElectraPretrainerOutput:
         """One pretraining step on a batch of *original* (unmasked) token ids (B, T).
 
         ``generator`` is a ``torch.Generator`` making masking and sampling reproducible. Use one
         on the model's device for speed (a CPU generator works on GPU, but the (M, V) Gumbel noise
         is then drawn on the CPU and copied).
+
+        ``example_seeds`` (B,) int64, one seed per example (``PackedDataset(example_seeds=True)``),
+        instead: row ``i``'s masks, [MASK]/keep choices and Gumbel noise all come from a generator
+        seeded with ``example_seeds[i]`` (on the ids' device), so an example is corrupted the same
+        way whatever batch, position or process it lands in. Training with them on N processes
+        sees the corruption of one process on the same global batch, and resumes on another
+        number of processes exactly. Neither given: the global torch RNG.
         """
         pc = self.config
         if input_ids.dim() != 2:
             raise InvalidInputError(f"ElectraPretrainer: input_ids must be (batch, length), got {tuple(input_ids.shape)}")
+        if example_seeds is not None:
+            if generator is not None:
+                raise InvalidInputError("ElectraPretrainer: give generator or example_seeds, not both")
+            if example_seeds.shape != input_ids.shape[:1]:
+                raise InvalidInputError(f"ElectraPretrainer: example_seeds must be one per row {tuple(input_ids.shape[:1])}, "
+                                        f"got {tuple(example_seeds.shape)}")
+        draws: Generators = generator if example_seeds is None else example_generators(example_seeds, input_ids.device)
         if attention_mask is None:
             pad = self.generator.config.pad_token_id
             attention_mask = (input_ids != pad).long() if pad is not None else torch.ones_like(input_ids)
@@ -267,7 +285,7 @@ class ElectraPretrainer(nn.Module):
         m = mask_tokens(input_ids, mask_token_id=pc.mask_token_id, special_token_ids=self._special_ids(),
                         attention_mask=attention_mask, mask_prob=pc.mask_prob, max_predictions=pc.max_predictions,
                         mask_token_prob=pc.mask_token_prob, random_token_prob=pc.random_token_prob,
-                        vocab_size=self.generator.config.vocab_size, generator=generator)
+                        vocab_size=self.generator.config.vocab_size, generator=draws)
         positions = m.mask                                                            # (B, T) bool
         targets = input_ids[positions]                                                # (M,)
 
@@ -284,7 +302,9 @@ class ElectraPretrainer(nn.Module):
 
         # 3. replacements: Gumbel-max samples (fp32, no gradient) written into the original text
         scaled = gen_logits if pc.temperature == 1.0 else gen_logits / pc.temperature   # x / 1 == x: skip the copy
-        sampled = gumbel_max_sample(scaled, generator=generator)                      # (M,)
+        # per-row generators: row i's noise is (its masked positions, V), in row-major order as positions
+        rows = positions.sum(-1).tolist() if isinstance(draws, list) else None
+        sampled = gumbel_max_sample(scaled, generator=draws, rows=rows)               # (M,)
         replaced = input_ids.clone()
         replaced[positions] = sampled
         is_replaced = (replaced != input_ids) & positions                            # (B, T) a right guess is "original"

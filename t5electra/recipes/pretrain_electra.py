@@ -9,7 +9,11 @@ shards (tokenised once, cached) -> packed rows ``[CLS] tokens [SEP]`` of ``data.
 lets the small generator fill them in (MLM loss), samples replacements with Gumbel-max, and
 trains the discriminator to spot them (BCE over every real token, weight ``electra.disc_weight``
 = 50). ``data.objective=mlm`` trains the MLM-only baseline instead: one masked LM of the
-discriminator's size, same masking, no discriminator. Each torchrun rank reads its own rows.
+discriminator's size, same masking, no discriminator. Each torchrun rank reads its own rows;
+each row carries a seed of its own (``PackedDataset(example_seeds=True)``: from ``train.seed`` and
+the row's place in the stream), from which its masks and replacement samples are drawn, so they do
+not depend on the rank or the number of processes: N processes train as one process on the same
+global batch (dropout apart), and a run resumes exactly on another number of processes.
 
 ELECTRA's optimiser, the defaults of ``t5electra pretrain --objective electra-rtd``: AdamW with
 ``optim.lr=5e-4`` (Small), ``optim.weight_decay=0.01`` except LayerNorm weights and biases,
@@ -17,7 +21,7 @@ ELECTRA's optimiser, the defaults of ``t5electra pretrain --objective electra-rt
 to 0. Train metrics per logged step: ``gen_loss``, ``disc_loss``, ``gen_acc`` (generator accuracy on
 the masked positions), ``disc_acc`` / ``disc_precision`` / ``disc_recall`` / ``disc_auc``
 (replaced-token detection over the real tokens); the eval lines have the same on the held-out
-files, with masks from a fixed seed so that evaluations are comparable. ``t5electra plot RUN``
+files, with the same per-example masks at every evaluation, so that evaluations are comparable. ``t5electra plot RUN``
 draws them.
 
 Outputs: ``RUN/model/`` and every ``RUN/checkpoints/step-N/`` hold ``generator/`` (an HF
@@ -146,10 +150,11 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: ElectraTokenizer, 
     dataset = PackedDataset(shards, row_length=cfg.data.max_length, packing="electra", seed=cfg.train.seed,
                             num_epochs=None if train else 1, rank=env.rank, world_size=env.world_size,
                             cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-                            pad_token_id=tokenizer.pad_token_id, shuffle=train)
+                            pad_token_id=tokenizer.pad_token_id, shuffle=train,
+                            example_seeds=True)  # masks and samples per example, not per rank
     batch_size = cfg.train.batch_size if train else (cfg.eval.batch_size or cfg.train.batch_size)
-    # Its own generator keeps the DataLoader's seed draw out of the global RNG, which masks,
-    # samples and drops out and must continue exactly on resume.
+    # Its own generator keeps the DataLoader's seed draw out of the global RNG, which drops out
+    # and must continue exactly on resume.
     return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers if train else 0,
                                generator=torch.Generator().manual_seed(cfg.train.seed))
 
@@ -157,11 +162,14 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: ElectraTokenizer, 
 def make_loss_fn(generator: torch.Generator | None = None):
     """``loss_fn(model, batch)``: the pretrainer's total loss and its metrics, under our names.
 
-    ``generator`` None draws masks and samples from the global torch RNG (training: restored on
-    resume); evaluation passes a freshly seeded one, so every evaluation masks the same positions."""
+    A batch with ``example_seed`` (B,) (this recipe's loaders) has each row masked and sampled from
+    its own seed: the same corruption on any rank, in any batch, after a resume, and at every
+    evaluation. Without it ``generator`` draws them (None: the global torch RNG)."""
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        out = model(batch["input_ids"], batch["attention_mask"], generator=generator)
+        seeds = batch.get("example_seed")
+        out = model(batch["input_ids"], batch["attention_mask"], generator=None if seeds is not None else generator,
+                    example_seeds=seeds)
         logs = {"gen_loss": out.generator_loss.detach()}
         if out.discriminator_loss is not None:
             logs["disc_loss"] = out.discriminator_loss.detach()
@@ -222,7 +230,7 @@ def train(cfg: RunConfig) -> Path:
         loader.dataset.load_state_dict(state["data"])
         start, last_ckpt = state["step"], Path(resume_from)
     else:
-        seed_everything(cfg.train.seed, env.rank)  # each rank its own masks, samples and dropout
+        seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout (masks and samples: per example)
     if env.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
     train_loss = make_loss_fn()
@@ -238,8 +246,8 @@ def train(cfg: RunConfig) -> Path:
         if not cfg.data.validation_files:
             return {}
         val = build_loader(cfg, cfg.data.validation_files, tokenizer, env, train=False)
-        masks = torch.Generator(env.device).manual_seed(cfg.train.seed + 1_000_003 * (env.rank + 1))
-        metrics = evaluate(ddp_model, (to_device(b, env.device) for b in val), make_loss_fn(masks),
+        # every validation row carries its seed: the same masks and samples at every evaluation
+        metrics = evaluate(ddp_model, (to_device(b, env.device) for b in val), make_loss_fn(),
                            precision=cfg.train.precision, env=env, max_batches=cfg.eval.max_batches)
         metrics.pop("tokens", None)
         return metrics

@@ -7,6 +7,7 @@ import torch
 
 from t5electra.data.masking import (
     IGNORE_INDEX,
+    example_generators,
     mask_tokens,
     max_predictions_per_seq,
     num_to_mask,
@@ -122,6 +123,29 @@ def test_deterministic_with_generator():
     c = run(ids, am, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
     assert not torch.equal(a.mask, c.mask)
+
+
+def test_per_example_generators_mask_an_example_the_same_in_any_batch():
+    """One generator per row, seeded per example: an example's masks, [MASK]/keep and random-token
+    choices depend on it and its seed only, not on its row, the other rows or the batch size
+    (what makes ELECTRA's corruption the same on 1 or N processes)."""
+    ids, am = batch([128, 128, 77, 128, 20, 128], 128, seed=6)
+    seeds = torch.tensor([11, 2**62 + 5, 3, 11, 987654321, 42])  # rows 0 and 3: one seed, other ids
+    kw = dict(mask_token_prob=0.8, random_token_prob=0.1, vocab_size=VOCAB)
+    full = run(ids, am, generator=example_generators(seeds), **kw)
+    for rows in ([5, 2, 0], [3], [1, 4, 3, 0, 2, 5], [0, 0]):
+        part = run(ids[rows], am[rows], generator=example_generators(seeds[rows]), **kw)
+        for got, want in ((part.input_ids, full.input_ids), (part.labels, full.labels), (part.mask, full.mask)):
+            assert torch.equal(got, want[rows]), rows
+    # a row's seed matters and nothing else does: another seed, other masks
+    other = run(ids, am, generator=example_generators(seeds + 1), **kw)
+    assert all(not torch.equal(other.mask[i], full.mask[i]) for i in (0, 1, 3, 5))
+    # the same ids under two seeds (rows 0 and 3 get one seed: same ids -> same masks)
+    twin = torch.stack([ids[0], ids[0]]), torch.stack([am[0], am[0]])
+    same = run(*twin, generator=example_generators(torch.tensor([11, 11])), **kw)
+    assert torch.equal(same.mask[0], same.mask[1]) and torch.equal(same.mask[0], full.mask[0])
+    with pytest.raises(InvalidInputError, match="3 per-row generators for a batch of 6 rows"):
+        run(ids, am, generator=example_generators(seeds[:3]))
 
 
 def test_bad_inputs():

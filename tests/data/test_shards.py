@@ -282,6 +282,36 @@ def test_electra_rows(shards):
     assert n_rows == ds.rows_per_epoch
 
 
+def test_example_seeds_belong_to_the_row_not_to_the_consumer(shards):
+    """``example_seeds=True``: each row carries a seed from (seed, epoch, row), the same whoever reads
+    it (1 process, 2 ranks, DataLoader workers), distinct across rows and epochs."""
+    def make(**kw):
+        return PackedDataset(shards, row_length=24, packing="electra", cls_token_id=CLS, sep_token_id=SEP,
+                             pad_token_id=PAD, seed=1, num_epochs=2, example_seeds=True, **kw)
+
+    def seeded(dataset):
+        return [(tuple(ex["input_ids"].tolist()), int(ex["example_seed"])) for ex in dataset]
+
+    single = seeded(make(rank=0, world_size=1))
+    seeds = [s for _, s in single]
+    assert len(set(seeds)) == len(seeds) == 2 * make().rows_per_epoch   # both epochs: every row its own
+    assert all(0 <= s < 2**63 for s in seeds)
+    union = []
+    for rank in range(2):
+        loader = torch.utils.data.DataLoader(make(rank=rank, world_size=2), batch_size=3, num_workers=2)
+        for batch in loader:  # collated: example_seed is an int64 tensor (B,)
+            assert batch["example_seed"].dtype == torch.int64
+            union += zip(map(tuple, batch["input_ids"].tolist()), batch["example_seed"].tolist())
+    assert collections.Counter(union) == collections.Counter(single)
+    other = [s for _, s in seeded(PackedDataset(shards, row_length=24, packing="electra", cls_token_id=CLS,
+                                                sep_token_id=SEP, pad_token_id=PAD, seed=2, num_epochs=1,
+                                                example_seeds=True))]
+    assert not set(other) & set(seeds)                 # another train.seed, other seeds
+    plain = PackedDataset(shards, row_length=24, packing="electra", cls_token_id=CLS, sep_token_id=SEP,
+                          pad_token_id=PAD, seed=1)
+    assert set(next(iter(plain))) == {"input_ids", "attention_mask"}  # off by default
+
+
 def test_span_corruption_rows_have_fixed_lengths(shards):
     obj = SpanCorruption(sentinel_start_id=len(SPECIALS) - 1, eos_token_id=EOS, inputs_length=32)
     ds = PackedDataset(shards, row_length=obj.raw_length, transform=obj, eos_token_id=EOS, seed=0, num_epochs=1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
-from t5electra.errors import ConfigError
+from t5electra.errors import ConfigError, InvalidInputError
 from t5electra.models.electra import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 from t5electra.models.electra_rtd import (
     ElectraPretrainer,
@@ -184,6 +184,32 @@ def test_deterministic_with_generator():
     a = model(ids, am, generator=torch.Generator().manual_seed(9))
     b = model(ids, am, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a.replaced_input_ids, b.replaced_input_ids) and torch.equal(a.loss, b.loss)
+
+
+def test_example_seeds_corrupt_an_example_the_same_in_any_batch():
+    """Per-example seeds: an example's masks, [MASK]/keep choices and Gumbel replacements depend on
+    the example and its seed, not on its row, the other rows or the batch size, so N processes
+    corrupt the global batch as one process does (the recipe's rows carry such seeds)."""
+    model = make().eval()
+    ids, am = batch(lengths=(128, 128, 60, 9, 128), seed=10)
+    seeds = torch.tensor([3, 2**63 - 1, 0, 12345, 3])       # rows 0 and 4: one seed, different ids
+    full = model(ids, am, example_seeds=seeds)
+    for rows in ([2, 0], [4, 3, 1], [1]):
+        part = model(ids[rows], am[rows], example_seeds=seeds[rows])
+        assert torch.equal(part.masked_positions, full.masked_positions[rows]), rows
+        assert torch.equal(part.masked_input_ids, full.masked_input_ids[rows]), rows
+        assert torch.equal(part.replaced_input_ids, full.replaced_input_ids[rows]), rows
+    assert full.is_replaced.sum() > 10                      # the samples do replace tokens
+    other = model(ids, am, example_seeds=seeds + 1)
+    assert not torch.equal(other.masked_positions, full.masked_positions)
+    # the MLM-only baseline masks the same way
+    mlm = make(electra_objective=False).eval()
+    assert torch.equal(mlm(ids[[3, 0]], am[[3, 0]], example_seeds=seeds[[3, 0]]).masked_input_ids,
+                       full.masked_input_ids[[3, 0]])
+    with pytest.raises(InvalidInputError, match="not both"):
+        model(ids, am, generator=torch.Generator(), example_seeds=seeds)
+    with pytest.raises(InvalidInputError, match="one per row"):
+        model(ids, am, example_seeds=seeds[:2])
 
 
 def test_save_load_restores_tying(tmp_path):

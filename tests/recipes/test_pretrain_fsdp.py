@@ -1,8 +1,9 @@
 """FSDP on two CPU processes (gloo) with the T5 pretraining recipe: the same losses and weights as one
 process on the same global batch; sharded checkpoints resume on 1 process and a one-process checkpoint on
 2; rank 0 alone writes metrics and exports; `t5electra convert` turns a sharded checkpoint into one HF
-directory; ELECTRA RTD pretraining under FSDP equals DDP. dropout 0: dropout masks are per rank, everything else (data order, span corruption) is
-defined per global batch and per example."""
+directory; ELECTRA RTD pretraining (and the MLM baseline) on 2 processes equals one process, and resumes
+2 -> 1 and 1 -> 2. dropout 0: dropout masks are per rank, everything else (data order, span corruption,
+ELECTRA's masks and replacement samples) is defined per global batch and per example."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from safetensors.torch import load_file
 
 from multiproc import launch
 from t5electra.cli import main as cli_main
+from t5electra.recipes.pretrain_electra import build_loader, load_tokenizer
+from t5electra.recipes.pretrain_electra import default_config as electra_default_config
 from t5electra.recipes.pretrain_electra import main as electra_main
 from t5electra.recipes.pretrain_t5 import main
 from t5electra.tokenizers import T5Tokenizer
+from t5electra.train.config import load_config
+from t5electra.train.distributed import DistEnv
 from t5electra.train.logging import read_metrics
 
 # test_pretrain_t5.py's corpus: 260 short lines of a 40-word vocabulary
@@ -109,31 +114,95 @@ def test_fsdp_refusals_come_before_any_work(corpus_and_tokenizer, tmp_path, capf
 
 
 # --------------------------------------------------------------------------------------------
-# ELECTRA replaced-token detection: generator + discriminator, shared embedding in the root unit
+# ELECTRA replaced-token detection (generator + discriminator, shared embedding in the root unit)
+# and the MLM baseline: every row carries its own seed, from which its masks and Gumbel samples are
+# drawn, so N processes corrupt the global batch as one process does.
 # --------------------------------------------------------------------------------------------
-def _electra_args(root, run, *extra):
-    return [f"--train.output_dir={run}", f"--data.train_files={root / 'train.txt'}",
+def _electra_args(root, run, batch_size, *extra, steps=5):
+    return [f"--train.output_dir={run}", f"--data.train_files={root / 'one_document.txt'}",
             f"--data.tokenizer={root / 'tokenizer'}", "--model.preset=electra-tiny",
             "--model.overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}", "--data.max_length=32",
-            "--train.batch_size=4", "--train.max_steps=5", "--train.log_every=1", "--checkpoint.every_steps=5",
-            "--optim.lr=1e-2", "--schedule.warmup_steps=1", "--train.device=cpu", "--train.progress=false",
-            "--train.tensorboard=false", *extra]
+            f"--train.batch_size={batch_size}", f"--train.max_steps={steps}", "--train.log_every=1",
+            "--checkpoint.every_steps=2", "--optim.lr=1e-2", "--schedule.warmup_steps=1", "--train.device=cpu",
+            "--train.progress=false", "--train.tensorboard=false", *extra]
 
 
-def test_electra_rtd_fsdp_equals_ddp(corpus, tmp_path):  # noqa: F811
-    """FSDP x 2 against DDP x 2 (not one process): the pretrainer draws its masks and Gumbel samples
-    from each rank's RNG stream and averages the generator loss over each rank's masked positions, so
-    only a run with the same ranks can match; DDP equals one process apart from that (tests/train)."""
-    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    assert launch(electra_main, _electra_args(corpus, ddp, "--train.distributed=ddp"), 2, timeout_s=600) == [0, 0]
-    assert launch(electra_main, _electra_args(corpus, fsdp, "--train.distributed=fsdp"), 2, timeout_s=600) == [0, 0]
-    rows = {run: {r["step"]: r for r in read_metrics(run) if r["split"] == "train"} for run in (ddp, fsdp)}
-    assert sorted(rows[fsdp]) == [1, 2, 3, 4, 5]
-    for step, ref in rows[ddp].items():
-        for key in ("loss", "gen_loss", "disc_loss"):
-            assert rows[fsdp][step][key] == pytest.approx(ref[key], abs=TOL), (step, key)
+def _train_rows(run):
+    return {r["step"]: r for r in read_metrics(run) if r["split"] == "train"}
+
+
+def _close_electra(got, ref, steps, keys=("loss", "gen_loss", "disc_loss")):
+    assert sorted(got) == list(steps), sorted(got)  # one line per step: rank 1 wrote none
+    for step in steps:
+        for key in keys:
+            assert got[step][key] == pytest.approx(ref[step][key], abs=TOL), (step, key)
+
+
+@pytest.fixture(scope="module")
+def electra_runs(corpus, tmp_path_factory):  # noqa: F811
+    """test_pretrain_electra.py's lines as ONE document, so that every row of 32 is 30 words between
+    [CLS] and [SEP] (no document boundary inside: 32 real tokens and 4 masked positions in every row).
+    Then each process's token means average to the mean over the global batch, as one process takes
+    it: the losses are per micro-batch token means (official ELECTRA), not global ones.
+    One process with batch 8, and FSDP x 2 with batch 4 each; 5 steps, checkpoints at 2 and 4.
+    Within 1e-5: the total loss is ~39 (gen + 50 x disc), where one float32 rounding step is 3.8e-6."""
+    lines = (corpus / "train.txt").read_text().split("\n")
+    (corpus / "one_document.txt").write_text(" ".join(lines) + "\n")
+    tmp = tmp_path_factory.mktemp("electra_fsdp")
+    one, fsdp = tmp / "one", tmp / "fsdp"
+    assert electra_main(_electra_args(corpus, one, 8, "--train.distributed=none")) == 0
+    assert launch(electra_main, _electra_args(corpus, fsdp, 4, "--train.distributed=fsdp"), 2, timeout_s=600) == [0, 0]
+    return corpus, one, fsdp
+
+
+def test_electra_rows_have_equal_token_counts(electra_runs):
+    """The premise of the equalities below, checked on the rows the runs read."""
+    root, one, _ = electra_runs
+    cfg = load_config(None, _electra_args(root, one, 8), base=electra_default_config())
+    tokenizer = load_tokenizer(cfg)
+    batches = iter(build_loader(cfg, cfg.data.train_files, tokenizer, DistEnv(), train=True))
+    for _ in range(5):
+        batch = next(batches)
+        assert batch["attention_mask"].sum(-1).tolist() == [32] * 8
+        assert len(set(batch["example_seed"].tolist())) == 8
+
+
+def test_electra_rtd_fsdp_equals_one_process(electra_runs):
+    """FSDP x 2 (batch 4 each) logs the losses of one process with batch 8 within 1e-5 at each of 5
+    steps and ends with the same generator and discriminator: same rows, same masks, same samples."""
+    _, one, fsdp = electra_runs
+    rows = _train_rows(one)
+    _close_electra(_train_rows(fsdp), rows, range(1, 6))
     for part in ("generator", "discriminator"):  # gathered on rank 0 from the shards
-        ref, got = (load_file(run / "model" / part / "model.safetensors") for run in (ddp, fsdp))
+        ref, got = (load_file(run / "model" / part / "model.safetensors") for run in (one, fsdp))
         assert ref.keys() == got.keys()
         assert all(torch.allclose(ref[k], got[k], atol=TOL, rtol=0) for k in ref), part
-    assert rows[fsdp][5]["loss"] < rows[fsdp][1]["loss"] - 1e-2  # it trains: the check compares moving numbers
+    assert rows[5]["loss"] < rows[1]["loss"] - 1e-2  # it trains: the check compares moving numbers
+    assert rows[2]["gen_loss"] != rows[1]["gen_loss"]
+
+
+def test_electra_rtd_resumes_on_another_number_of_processes(electra_runs, tmp_path):
+    root, one, fsdp = electra_runs
+    # 2 -> 1: the sharded step-2 checkpoint of the FSDP run continues in one process with batch 8
+    two_to_one = tmp_path / "two_to_one"
+    assert electra_main(_electra_args(root, two_to_one, 8, "--train.distributed=none",
+                                      f"--checkpoint.resume={fsdp / 'checkpoints' / 'step-00000002'}")) == 0
+    _close_electra(_train_rows(two_to_one), _train_rows(fsdp), range(3, 6))
+    # 1 -> 2: the one-process step-2 checkpoint continues on 2 DDP processes with batch 4
+    one_to_two = tmp_path / "one_to_two"
+    assert launch(electra_main, _electra_args(root, one_to_two, 4, "--train.distributed=ddp",
+                                              f"--checkpoint.resume={one / 'checkpoints' / 'step-00000002'}"),
+                  2, timeout_s=600) == [0, 0]
+    _close_electra(_train_rows(one_to_two), _train_rows(one), range(3, 6))
+
+
+def test_mlm_baseline_on_two_processes_equals_one_process(electra_runs, tmp_path):
+    root = electra_runs[0]
+    one, ddp = tmp_path / "one", tmp_path / "ddp"
+    mlm = ("--data.objective=mlm",)
+    assert electra_main(_electra_args(root, one, 8, *mlm, steps=3)) == 0
+    assert launch(electra_main, _electra_args(root, ddp, 4, *mlm, "--train.distributed=ddp", steps=3), 2,
+                  timeout_s=600) == [0, 0]
+    _close_electra(_train_rows(ddp), _train_rows(one), range(1, 4), keys=("loss", "gen_loss"))
+    ref, got = (load_file(run / "model" / "generator" / "model.safetensors") for run in (one, ddp))
+    assert all(torch.allclose(ref[k], got[k], atol=TOL, rtol=0) for k in ref)
