@@ -3,17 +3,19 @@ CPU kernels that multiply by them, chosen for the CPU it runs on.
 
 - ``fp32``: the exact fast path (T5: :func:`.decoding.optimize_for_decoding`, column-major and
   oneDNN-packed decoder weights; ELECTRA: unchanged modules). Outputs equal the plain model's.
-- ``bf16``: weights rounded to bf16, fp32 accumulation. With native bf16 (AVX512-BF16 / AMX) the
-  activations run in bf16 too (oneDNN). Without it (AVX2 CPUs such as the AMD EPYC Zen 2 of
-  BENCHMARKS.md) a bf16 matmul is emulated and ~5-100x slower than fp32 (measured), so the
-  bf16-rounded weights are stored as fp16, which holds every bf16 value of magnitude 2^-14..65504
-  exactly, and multiplied by fbgemm's AVX2 + F16C kernel with fp32 activations.
-- ``int8``: int8 weights with one scale per output channel (symmetric). With native bf16: weight-only,
-  ``aten._weight_int8pack_mm`` on bf16 activations. Without it: that kernel is 4-30x slower than
-  fp32 here (measured), and fbgemm's dynamic int8 kernel (activations quantised per call to 7-bit
-  uint8 with one scale per tensor; ``reduce_range`` avoids AVX2's int16 saturation) is 2-3x faster
-  than fp32 at every batch size, so it is the one used.
-  torch._int_mm (torchao's dynamic int8 path on CPU) measured 30x slower than fp32 here.
+- ``bf16``: weights rounded to bf16, fp32 accumulation. Without native bf16 (AVX2 CPUs such as the
+  AMD EPYC Zen 2 of BENCHMARKS.md) a bf16 matmul is emulated and ~5-100x slower than fp32
+  (measured), so the bf16-rounded weights are stored as fp16, which holds every bf16 value of
+  magnitude 2^-14..65504 exactly, and multiplied by fbgemm's AVX2 + F16C kernel with fp32
+  activations. With native bf16 (AVX512-BF16 / AMX) products of more than 4 rows run with bf16
+  activations on oneDNN, and up to 4 rows (decoding steps) keep the fp16-stored path, which is
+  faster there (:class:`Bf16ByRows`). GPUs: bf16 weights and activations.
+- ``int8``: int8 weights with one scale per output channel (symmetric), fbgemm's dynamic int8 kernel
+  (activations quantised per call to 7-bit uint8 with one scale per tensor; ``reduce_range`` avoids
+  AVX2's int16 saturation): 2-3x faster than fp32 on the AVX2 EPYC and 2-8x faster than
+  ``aten._weight_int8pack_mm`` with bf16 activations on the AMX Xeon (measured), so it is used on
+  both; the weight-only kernel remains where fbgemm is missing (non-x86 builds).
+  torch._int_mm (torchao's dynamic int8 path on CPU) measured 30x slower than fp32 on the EPYC.
 
 Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
 :class:`InferenceLinear` (same class for ``isinstance``, same parameters and state_dict) whose
@@ -154,18 +156,42 @@ class Int8WeightOnly(Kernel):
         return out if self.bias is None else out + self.bias
 
 
+class Bf16ByRows(Kernel):
+    """bf16 weights on a native-bf16 CPU, by the number of rows of x: up to ``SMALL`` rows (T5's
+    decoding steps: memory-bound products) the fp16-stored weights with fp32 activations
+    (:class:`Fp16Fbgemm`), more rows (encoders, ELECTRA, batched decoding) bf16 activations on
+    oneDNN's AVX512-BF16/AMX kernels (:class:`Bf16Native`). Measured on a 4th-gen Xeon (AMX), one
+    thread, T5-small's 32128 x 512 output layer: 1 row 3.5 ms (fp16-stored) vs 4.9 ms (bf16
+    activations) vs 4.4 ms (fp32 column-major); 16 rows 14.4 vs 8.4 vs 23.8 ms (docs/inference.md).
+    Both copies are kept: the kernel memory is that of the fp32 weights."""
+
+    name = ("bf16 weights: <= 4 rows as fp16 with fp32 activations (fbgemm), more rows with bf16 "
+            "activations (oneDNN AVX512-BF16/AMX), fp32 accumulation")
+    SMALL = 4
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.small, self.large = Fp16Fbgemm(weight, bias), Bf16Native(weight, bias)
+
+    def __call__(self, x):
+        rows = x.numel() // x.shape[-1]
+        return (self.small if rows <= self.SMALL else self.large)(x)
+
+
 def choose_kernel(weights: str, device: torch.device | str = "cpu",
                   flags: frozenset[str] | None = None) -> type[Kernel]:
     """The kernel class for ``weights`` ('bf16' or 'int8') on this device / CPU (see the module docstring)."""
     on_cpu = torch.device(device).type == "cpu"
     native = native_bf16(flags) or not on_cpu
     if weights == "bf16":
-        return Fp16Fbgemm if on_cpu and not native and fbgemm_available() else Bf16Native
+        if on_cpu and fbgemm_available():
+            return Bf16ByRows if native else Fp16Fbgemm
+        return Bf16Native
     if not on_cpu:
         raise InvalidInputError(f"weights='int8' runs on CPU only (the model is on {device}); use 'bf16' there")
-    if native or not fbgemm_available():
-        return Int8WeightOnly
-    return Int8Fbgemm
+    # fbgemm's dynamic int8 wins on AVX2 and on AVX-512/AMX alike (measured: 2.5x faster than
+    # _weight_int8pack_mm with bf16 activations at 1 row, 6x at 16, 5x at 4096; docs/inference.md)
+    return Int8Fbgemm if fbgemm_available() else Int8WeightOnly
 
 
 # ------------------------------------------------------------------------------------------------

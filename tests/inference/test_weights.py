@@ -22,13 +22,13 @@ from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, Elect
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from tiny_t5 import spread_tiny_t5
 
-KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly]
+KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly, W.Bf16ByRows]
 BF16_EPS = 2.0**-8  # bf16 keeps 8 significant bits: relative rounding error <= 2^-9, 2^-8 with margin
 
 
 def dequantized(kernel_cls, w: torch.Tensor) -> torch.Tensor:
     """The weight values a kernel multiplies by, in fp32."""
-    if kernel_cls in (W.Fp16Fbgemm, W.Bf16Native):
+    if kernel_cls in (W.Fp16Fbgemm, W.Bf16Native, W.Bf16ByRows):
         return w.bfloat16().float()
     scale = (w.abs().amax(1) / 127).clamp_min(1e-12)
     if kernel_cls is W.Int8WeightOnly:
@@ -75,15 +75,17 @@ def test_bf16_values_fit_fp16_exactly():
     assert torch.equal(wb.half().float(), wb)
 
 
-def test_choose_kernel_follows_the_cpu_flags():
+def test_choose_kernel_follows_the_cpu_flags(monkeypatch):
     avx2 = frozenset({"avx2", "fma", "f16c"})
     amx = avx2 | {"avx512f", "avx512_bf16", "amx_bf16"}
     assert native_bf16(amx) and not W.native_bf16(avx2)
+    if W.fbgemm_available():
+        assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16ByRows
+        assert W.choose_kernel("bf16", "cpu", avx2) is W.Fp16Fbgemm
+        assert W.choose_kernel("int8", "cpu", amx) is W.choose_kernel("int8", "cpu", avx2) is W.Int8Fbgemm
+    monkeypatch.setattr(W, "fbgemm_available", lambda: False)  # e.g. an ARM build
     assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16Native
     assert W.choose_kernel("int8", "cpu", amx) is W.Int8WeightOnly
-    if W.fbgemm_available():
-        assert W.choose_kernel("bf16", "cpu", avx2) is W.Fp16Fbgemm
-        assert W.choose_kernel("int8", "cpu", avx2) is W.Int8Fbgemm
     assert W.choose_kernel("bf16", "cuda", avx2) is W.Bf16Native
     with pytest.raises(InvalidInputError, match="CPU only"):
         W.choose_kernel("int8", "cuda", avx2)
@@ -148,7 +150,7 @@ def standard_tiny_t5(version: str) -> T5ForConditionalGeneration:
 # 2-3e-7, 4-6e-3, 4-6e-3, 2-3e-2 on both ATen capabilities): fp32 activations differ only in
 # summation order; bf16 activations are rounded within 2^-9 per layer input; int8's 7-bit
 # activation step (per tensor) is ~1/127 of the largest |x|. Bounds with a 3x margin or more.
-TOLERANCE = {W.Fp16Fbgemm: 1e-5, W.Bf16Native: 3e-2, W.Int8WeightOnly: 3e-2, W.Int8Fbgemm: 1e-1}
+TOLERANCE = {W.Fp16Fbgemm: 1e-5, W.Bf16Native: 3e-2, W.Bf16ByRows: 3e-2, W.Int8WeightOnly: 3e-2, W.Int8Fbgemm: 1e-1}
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
