@@ -119,7 +119,7 @@ def test_t5_fsdp_checkpoint_resumes_on_one_process(t5_runs, task_dir, tmp_path):
 def _electra_args(data, run, batch_size, *extra):
     return [f"--train.output_dir={run}", f"--model.init_from={data / 'disc'}", "--data.max_length=32",
             "--model.overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
-            "--electra.head=classification", f"--data.train_files={data / 'train.tsv'}",
+            "--electra.head=classification", f"--data.train_files={data / TRAIN_ODD}",
             f"--data.validation_files={data / 'dev.tsv'}", f"--data.test_files={data / 'test.tsv'}",
             f"--train.batch_size={batch_size}", "--eval.batch_size=16", f"--train.max_steps={STEPS}",
             "--train.log_every=1", "--eval.every_steps=2", "--checkpoint.every_steps=2", "--optim.lr=1e-3",
@@ -127,9 +127,17 @@ def _electra_args(data, run, batch_size, *extra):
             "--train.tensorboard=false", *extra]
 
 
+# 13 training examples: the 32 of 4 steps of 8 cross epoch boundaries at odd positions (13 and 26, in
+# steps 2 and 4), where a per-rank order (each rank its share of every epoch: 7 examples for rank 0, 6 for
+# rank 1) and the global one part ways; the step-2 checkpoints are past the first
+TRAIN_ODD = "train_13.tsv"
+
+
 @pytest.fixture(scope="module")
 def electra_runs(root, tmp_path_factory):  # noqa: F811
     """One process with batch 8, FSDP x 2 with batch 4 each (activation checkpointing on); 4 steps."""
+    rows = (root / "train.tsv").read_text().splitlines(keepends=True)
+    (root / TRAIN_ODD).write_text("".join(rows[:1 + 13]))  # the header and 13 examples
     tmp = tmp_path_factory.mktemp("electrafsdp")
     one, two = tmp / "one", tmp / "fsdp"
     assert finetune_electra.main(_electra_args(root, one, 8, "--train.distributed=none")) == 0
