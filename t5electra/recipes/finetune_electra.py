@@ -105,8 +105,9 @@ class ExampleStream:
     inside a window the features are sorted by length (longest first), cut into global batches of
     G, and the batches shuffled; micro-batch m of every rank then draws from the same stretch of B W
     neighbours of the sorted global batch, so it holds examples of similar lengths and pads little
-    (each epoch still visits every feature once). Windows are counted in global batches, so the grouping does not
-    depend on the number of processes either."""
+    (each epoch still visits every feature once). Windows are counted in global batches, so the
+    grouping does not depend on the number of processes either. One process without accumulation
+    reads the batches it read when the order was per rank."""
 
     def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, env: DistEnv,
                  collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], group_by_length: int = 0,
@@ -152,7 +153,7 @@ class ExampleStream:
             for m in range(self.accum):
                 first = step_start + m * B * W + r  # this rank's first position in micro-batch m
                 batch = self.collate_fn([self._feature(first + j * W) for j in range(B)])
-                if m == self.accum - 1:  # the step's last micro-batch: the cursor moves before it is used
+                if m == self.accum - 1:  # counted when handed out: a checkpoint after this step saves its end
                     self.consumed = step_start + self.global_batch
                 yield batch
 
@@ -171,8 +172,9 @@ class ExampleStream:
                               f"seed {state.get('seed')}; now {len(self.features)}, seed {self.seed})")
         if "examples_seen" in state:
             seen = int(state["examples_seen"])
-        else:  # a checkpoint from before the global order: each of its ranks had consumed `consumed` of its share
-            seen = int(state["consumed"]) * int(state.get("world_size", 1))  # from here on, the global order
+        else:  # a checkpoint from before the global order: each of its ranks had consumed `consumed` of its
+            # share (older still: no world_size recorded, resumed on the same number then); the global order from here
+            seen = int(state["consumed"]) * int(state.get("world_size", self.env.world_size))
         if seen % self.global_batch:  # the global batch is checked with the config; this is a cursor mid-step
             raise ConfigError(f"the data cursor ({seen} examples) is not a whole number of global batches of "
                               f"{self.global_batch} (train.batch_size x train.grad_accum_steps x processes)")
