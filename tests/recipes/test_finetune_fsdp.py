@@ -181,11 +181,12 @@ def _cut_at_step_2(run, copy):
         (shutil.rmtree if (copy / name).is_dir() else (copy / name).unlink)(copy / name)
 
 
-def test_electra_checkpoint_resumes_on_two_ddp_processes_from_auto(electra_runs, root, tmp_path):  # noqa: F811
-    one, _ = electra_runs  # 1 -> 2: the one-process run continues with resume=auto on 2 DDP processes, batch 4
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_electra_checkpoint_resumes_on_two_processes_from_auto(electra_runs, root, tmp_path, strategy):  # noqa: F811
+    one, _ = electra_runs  # 1 -> 2: the one-process run continues with resume=auto on 2 processes, batch 4
     cut = tmp_path / "one_to_two"
     _cut_at_step_2(one, cut)
-    assert launch(finetune_electra.main, _electra_args(root, cut, 4, "--train.distributed=ddp",
+    assert launch(finetune_electra.main, _electra_args(root, cut, 4, f"--train.distributed={strategy}",
                                                        "--checkpoint.resume=auto"), 2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
     _close(_losses(cut), _losses(one))  # steps 1-2 as written by the one-process run, 3-4 on two processes
 
