@@ -93,63 +93,92 @@ def load_data(cfg: RunConfig) -> TaskData:
 
 
 class ExampleStream:
-    """Endless training batches: every epoch a fresh seeded permutation of the features, of which
-    rank r takes positions r, r + W, ...; a cursor (features consumed) makes resuming exact.
+    """Endless training batches, defined per global batch, not per rank. Every epoch is a fresh
+    seeded permutation of the features; the epochs, one after the other, make one global sequence.
+    A step reads the next G = batch_size x accum x world_size positions of it (the global batch):
+    micro-batch m of rank r takes positions m B W + r, m B W + r + W, ... of the step's G. So one
+    process with batches of G reads, step by step, the same examples as W processes with batches of
+    G / W (or accumulation), and the cursor (global examples consumed, a multiple of G after each
+    step) resumes on any number of processes with the same G.
 
-    ``group_by_length`` k > 0: the rank's order is cut into windows of k batches; inside a window
-    the features are sorted by length, cut into batches, and the batches shuffled, so a batch holds
-    examples of similar lengths and pads little (each epoch still visits every feature once)."""
+    ``group_by_length`` k > 0: the epoch's permutation is cut into windows of k global batches;
+    inside a window the features are sorted by length (longest first), cut into global batches of
+    G, and the batches shuffled; micro-batch m of every rank then draws from the same stretch of B W
+    neighbours of the sorted global batch, so it holds examples of similar lengths and pads little
+    (each epoch still visits every feature once). Windows are counted in global batches, so the
+    grouping does not depend on the number of processes either. One process without accumulation
+    reads the batches it read when the order was per rank."""
 
     def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, env: DistEnv,
-                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], group_by_length: int = 0):
-        self.per_rank = len(range(env.rank, len(features), env.world_size))
-        if self.per_rank == 0:
-            raise DataError(f"{len(features)} training examples for {env.world_size} processes")
+                 collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]], group_by_length: int = 0,
+                 accum: int = 1):
+        if not features:
+            raise DataError("no training features to make batches of")
+        if batch_size < 1 or accum < 1:
+            raise ConfigError(f"batch size {batch_size} and accumulation {accum} must be >= 1")
         self.features, self.batch_size, self.seed, self.env = features, batch_size, seed, env
-        self.collate_fn, self.group_by_length = collate_fn, group_by_length
-        self.consumed = 0
+        self.collate_fn, self.group_by_length, self.accum = collate_fn, group_by_length, accum
+        self.global_batch = batch_size * accum * env.world_size  # G: examples of one step, all ranks
+        self.consumed = 0  # global examples consumed (all ranks): a multiple of G between steps
+        self._epoch, self._order_cache = -1, np.zeros(0, dtype=np.int64)
 
     def _order(self, epoch: int) -> np.ndarray:
+        """The epoch's global order of feature indices (N,): rank-independent."""
         rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(len(self.features))
-        order = perm[self.env.rank::self.env.world_size][:self.per_rank]
+        order = rng.permutation(len(self.features))
         if self.group_by_length <= 0:
             return order
-        window, B = self.group_by_length * self.batch_size, self.batch_size
+        window, G = self.group_by_length * self.global_batch, self.global_batch
         grouped = []
         for start in range(0, len(order), window):
             chunk = order[start:start + window]
             lengths = np.array([len(self.features[int(i)]["input_ids"]) for i in chunk])
             chunk = chunk[np.argsort(-lengths, kind="stable")]
-            batches = [chunk[j:j + B] for j in range(0, len(chunk), B)]
+            batches = [chunk[j:j + G] for j in range(0, len(chunk), G)]
             grouped += [batches[int(j)] for j in rng.permutation(len(batches))]
         return np.concatenate(grouped)
 
+    def _feature(self, position: int) -> dict[str, Any]:
+        """The feature at ``position`` of the global sequence (epoch after epoch)."""
+        epoch, j = divmod(position, len(self.features))
+        if epoch != self._epoch:  # positions only grow: one epoch's order cached
+            self._epoch, self._order_cache = epoch, self._order(epoch)
+        return self.features[int(self._order_cache[j])]
+
     def __iter__(self):
-        order, epoch = None, -1
+        """This rank's micro-batches, ``accum`` per step, in order."""
+        B, W, r = self.batch_size, self.env.world_size, self.env.rank
         while True:
-            batch = []
-            for _ in range(self.batch_size):
-                e, j = divmod(self.consumed, self.per_rank)
-                if e != epoch:
-                    order, epoch = self._order(e), e
-                batch.append(self.features[int(order[j])])
-                self.consumed += 1
-            yield self.collate_fn(batch)
+            step_start = self.consumed
+            for m in range(self.accum):
+                first = step_start + m * B * W + r  # this rank's first position in micro-batch m
+                batch = self.collate_fn([self._feature(first + j * W) for j in range(B)])
+                if m == self.accum - 1:  # counted when handed out: a checkpoint after this step saves its end
+                    self.consumed = step_start + self.global_batch
+                yield batch
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done (global examples consumed / features): the same on every rank and world size."""
+        return self.consumed / len(self.features)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"consumed": self.consumed, "num_features": len(self.features), "seed": self.seed,
-                "world_size": self.env.world_size}
+        return {"examples_seen": self.consumed, "num_features": len(self.features), "seed": self.seed,
+                "global_batch": self.global_batch, "group_by_length": self.group_by_length}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("num_features") != len(self.features) or state.get("seed") != self.seed:
             raise ConfigError(f"the data cursor belongs to different data ({state.get('num_features')} features, "
                               f"seed {state.get('seed')}; now {len(self.features)}, seed {self.seed})")
-        saved_ws = int(state.get("world_size", self.env.world_size))
-        if saved_ws != self.env.world_size:  # each rank has its own share of every epoch's permutation
-            raise ConfigError(f"the data cursor was saved by {saved_ws} process(es): ELECTRA fine-tuning resumes on "
-                              f"the same number of processes only (this run has {self.env.world_size})")
-        self.consumed = int(state["consumed"])
+        if "examples_seen" in state:
+            seen = int(state["examples_seen"])
+        else:  # a checkpoint from before the global order: each of its ranks had consumed `consumed` of its
+            # share (older still: no world_size recorded, resumed on the same number then); the global order from here
+            seen = int(state["consumed"]) * int(state.get("world_size", self.env.world_size))
+        if seen % self.global_batch:  # the global batch is checked with the config; this is a cursor mid-step
+            raise ConfigError(f"the data cursor ({seen} examples) is not a whole number of global batches of "
+                              f"{self.global_batch} (train.batch_size x train.grad_accum_steps x processes)")
+        self.consumed = seen
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +253,7 @@ def train(cfg: RunConfig) -> Path:
     pad = tokenizer.pad_token_id
     features = {s: encode(data, s, tokenizer, cfg.data.max_length, cfg.electra.doc_stride) for s in data.splits}
     stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad),
-                           group_by_length=cfg.data.group_by_length)
+                           group_by_length=cfg.data.group_by_length, accum=cfg.train.grad_accum_steps)
 
     # DDP wraps the model (ddp_model), FSDP shards it in place: the optimizer and the resume come after.
     ddp_model = parallelize(model, env, cfg.train.distributed, activation_checkpointing=cfg.train.activation_checkpointing,
@@ -297,7 +326,7 @@ def train(cfg: RunConfig) -> Path:
                 now = time.perf_counter()
                 log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
                                "tokens_per_s": tokens_since / max(now - t_log, 1e-9),
-                               "epoch": stream.consumed / stream.per_rank, **out.metrics})
+                               "epoch": stream.epoch, **out.metrics})
                 t_log, tokens_since = now, 0
             every_eval = cfg.eval.every_steps and step % cfg.eval.every_steps == 0
             every_ckpt = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0

@@ -7,6 +7,7 @@ rank, everything else is defined per global batch."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_t5_fsdp_checkpoint_resumes_on_one_process(t5_runs, task_dir, tmp_path):
 def _electra_args(data, run, batch_size, *extra):
     return [f"--train.output_dir={run}", f"--model.init_from={data / 'disc'}", "--data.max_length=32",
             "--model.overrides={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
-            "--electra.head=classification", f"--data.train_files={data / 'train.tsv'}",
+            "--electra.head=classification", f"--data.train_files={data / TRAIN_ODD}",
             f"--data.validation_files={data / 'dev.tsv'}", f"--data.test_files={data / 'test.tsv'}",
             f"--train.batch_size={batch_size}", "--eval.batch_size=16", f"--train.max_steps={STEPS}",
             "--train.log_every=1", "--eval.every_steps=2", "--checkpoint.every_steps=2", "--optim.lr=1e-3",
@@ -126,9 +127,17 @@ def _electra_args(data, run, batch_size, *extra):
             "--train.tensorboard=false", *extra]
 
 
+# 13 training examples: the 32 of 4 steps of 8 cross epoch boundaries at odd positions (13 and 26, in
+# steps 2 and 4), where a per-rank order (each rank its share of every epoch: 7 examples for rank 0, 6 for
+# rank 1) and the global one part ways; the step-2 checkpoints are past the first
+TRAIN_ODD = "train_13.tsv"
+
+
 @pytest.fixture(scope="module")
 def electra_runs(root, tmp_path_factory):  # noqa: F811
     """One process with batch 8, FSDP x 2 with batch 4 each (activation checkpointing on); 4 steps."""
+    rows = (root / "train.tsv").read_text().splitlines(keepends=True)
+    (root / TRAIN_ODD).write_text("".join(rows[:1 + 13]))  # the header and 13 examples
     tmp = tmp_path_factory.mktemp("electrafsdp")
     one, two = tmp / "one", tmp / "fsdp"
     assert finetune_electra.main(_electra_args(root, one, 8, "--train.distributed=none")) == 0
@@ -144,8 +153,57 @@ def test_electra_fsdp_finetuning_equals_one_process(electra_runs):
 
 def test_electra_fsdp_finetuning_resumes_sharded(electra_runs, root, tmp_path):  # noqa: F811
     one, two = electra_runs
-    again = tmp_path / "resumed"  # ELECTRA's data cursor is per rank: it resumes on the same number
+    again = tmp_path / "resumed"  # sharded -> sharded on the same number of processes
     assert launch(finetune_electra.main, _electra_args(root, again, 4, "--train.distributed=fsdp",
                                                        f"--checkpoint.resume={two / 'checkpoints' / 'step-00000002'}"),
                   2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
     _close(_losses(again), {s: v for s, v in _losses(one).items() if s > 2})
+
+
+# ELECTRA fine-tuning's data order is defined per global batch (ExampleStream): a checkpoint continues on
+# another number of processes, with another strategy, with the same losses. With a per-rank order (each
+# rank its own share of every epoch, as before) these resumes would train on other examples from step 3
+# on: the losses move by > 1e-3 (checked by breaking the order on purpose).
+def test_electra_fsdp_checkpoint_resumes_on_one_process(electra_runs, root, tmp_path):  # noqa: F811
+    one, two = electra_runs  # 2 -> 1: the sharded step-2 checkpoint, named, in one process with batch 8
+    single = tmp_path / "two_to_one"
+    assert finetune_electra.main(_electra_args(root, single, 8, "--train.distributed=none",
+                                               f"--checkpoint.resume={two / 'checkpoints' / 'step-00000002'}")) == 0
+    _close(_losses(single), {s: v for s, v in _losses(one).items() if s > 2})
+
+
+def _cut_at_step_2(run, copy):
+    """A copy of ``run`` as if it had stopped after its step-2 checkpoint (for --checkpoint.resume=auto)."""
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "step-00000004")
+    (copy / "checkpoints" / "latest").write_text("step-00000002\n")
+    for name in ("model", "results.json"):
+        (shutil.rmtree if (copy / name).is_dir() else (copy / name).unlink)(copy / name)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_electra_checkpoint_resumes_on_two_processes_from_auto(electra_runs, root, tmp_path, strategy):  # noqa: F811
+    one, _ = electra_runs  # 1 -> 2: the one-process run continues with resume=auto on 2 processes, batch 4
+    cut = tmp_path / "one_to_two"
+    _cut_at_step_2(one, cut)
+    assert launch(finetune_electra.main, _electra_args(root, cut, 4, f"--train.distributed={strategy}",
+                                                       "--checkpoint.resume=auto"), 2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    _close(_losses(cut), _losses(one))  # steps 1-2 as written by the one-process run, 3-4 on two processes
+
+
+def test_electra_length_grouped_order_is_per_global_batch(electra_runs, root, tmp_path):  # noqa: F811
+    """data.group_by_length=2 (windows of 2 global batches of 8): DDP x 2 with batch 4 trains on one
+    process's batches, and its step-2 checkpoint continues in one process with batch 4 x 2 accumulation."""
+    one, _ = electra_runs
+    grouped = ("--data.group_by_length=2",)
+    g1, g2, resumed = tmp_path / "one", tmp_path / "ddp", tmp_path / "two_to_one"
+    assert finetune_electra.main(_electra_args(root, g1, 8, "--train.distributed=none", *grouped)) == 0
+    assert launch(finetune_electra.main, _electra_args(root, g2, 4, "--train.distributed=ddp", *grouped), 2,
+                  timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    _close(_losses(g2), _losses(g1))
+    assert finetune_electra.main(_electra_args(root, resumed, 4, "--train.distributed=none", "--train.grad_accum_steps=2",
+                                               f"--checkpoint.resume={g2 / 'checkpoints' / 'step-00000002'}",
+                                               *grouped)) == 0
+    _close(_losses(resumed), {s: v for s, v in _losses(g1).items() if s > 2})
+    # the grouping took effect: other batches than the ungrouped run's from the first step on
+    assert abs(_losses(g1)[1] - _losses(one)[1]) > 1e-3

@@ -1,6 +1,8 @@
-"""Padding in ELECTRA fine-tuning: batches grouped by length (data.group_by_length) still visit every
-example once per epoch and resume exactly, and pad less; a sequence gets the same logits whatever
-it is padded to, so length-sorted prediction gives the same answers."""
+"""Padding and data order in ELECTRA fine-tuning: batches grouped by length (data.group_by_length) still
+visit every example once per epoch and resume exactly, and pad less; the order is defined per global
+batch, so W processes read, step by step, the examples of one process with W times the batch, and a
+cursor resumes on another number of processes; a sequence gets the same logits whatever it is padded
+to, so length-sorted prediction gives the same answers."""
 
 from __future__ import annotations
 
@@ -26,8 +28,26 @@ def _batches(stream: ExampleStream, count: int) -> list[list[int]]:
     return [next(it) for _ in range(count)]
 
 
-def _stream(features, group: int, seed: int = 0) -> ExampleStream:
-    return ExampleStream(features, 8, seed, DistEnv(), lambda b: [f["id"] for f in b], group_by_length=group)
+def _stream(features, group: int, seed: int = 0, batch_size: int = 8, rank: int = 0, world_size: int = 1,
+            accum: int = 1) -> ExampleStream:
+    return ExampleStream(features, batch_size, seed, DistEnv(rank=rank, world_size=world_size),
+                         lambda b: [f["id"] for f in b], group_by_length=group, accum=accum)
+
+
+def _global_steps(features, group: int, batch_size: int, world_size: int, accum: int, steps: int,
+                  state: dict | None = None) -> list[list[int]]:
+    """Each step's examples over all ranks and micro-batches (sorted: the set a step trains on)."""
+    streams = [_stream(features, group, batch_size=batch_size, rank=r, world_size=world_size, accum=accum)
+               for r in range(world_size)]
+    for s in streams:
+        if state is not None:
+            s.load_state_dict(state)
+    its = [iter(s) for s in streams]
+    out = []
+    for _ in range(steps):
+        out.append(sorted(i for it in its for _ in range(accum) for i in next(it)))
+        assert len({s.state_dict()["examples_seen"] for s in streams}) == 1  # every rank: the same cursor
+    return out
 
 
 def _padding(features, batches) -> int:
@@ -48,8 +68,43 @@ def test_grouped_batches_cover_each_epoch_once_pad_less_and_resume():
     stream = _stream(feats, 16)
     first = _batches(stream, 60)
     again = _stream(feats, 16)
-    again.load_state_dict({"consumed": 40 * 8, "num_features": len(feats), "seed": 0})
+    again.load_state_dict(stream_state(len(feats), 40 * 8))
     assert _batches(again, 20) == first[40:]
+    # a cursor of the per-rank order (before the global one) is read as examples seen by all ranks
+    old = _stream(feats, 16)
+    old.load_state_dict({"consumed": 20 * 4, "num_features": len(feats), "seed": 0, "world_size": 2})
+    assert old.consumed == 20 * 8 and _batches(old, 1) == [first[20]]
+
+
+def stream_state(n: int, seen: int) -> dict:
+    return {"examples_seen": seen, "num_features": n, "seed": 0}
+
+
+@pytest.mark.parametrize("group", [0, 3])
+def test_data_order_is_per_global_batch_not_per_rank(group):
+    """Global batch 16 (2 epochs of 100 features over 14 steps): one process with batch 16, two with 8,
+    four with 2 x 2 accumulation train each step on the same examples; the two-process cursor after
+    5 steps continues in one process and in four, and the one-process cursor in two, with the same
+    steps. Grouped: micro-batches of every layout still pad less than ungrouped ones."""
+    feats = _features(100)
+    one = _global_steps(feats, group, 16, 1, 1, 14)
+    assert _global_steps(feats, group, 8, 2, 1, 14) == one
+    assert _global_steps(feats, group, 2, 4, 2, 14) == one
+    state = _stream(feats, group, batch_size=8, world_size=2)
+    it = iter(state)
+    for _ in range(5):
+        next(it)
+    saved = state.state_dict()
+    assert saved["examples_seen"] == 5 * 16
+    assert _global_steps(feats, group, 16, 1, 1, 9, saved) == one[5:]
+    assert _global_steps(feats, group, 2, 4, 2, 9, saved) == one[5:]
+    assert _global_steps(feats, group, 8, 2, 1, 9, stream_state(100, 5 * 16)) == one[5:]
+    with pytest.raises(ConfigError, match="whole number of global batches"):
+        _stream(feats, group, batch_size=8, world_size=2).load_state_dict(stream_state(100, 5 * 16 + 8))
+    if group:
+        rank1 = _batches(_stream(feats, group, batch_size=8, rank=1, world_size=2), 12)
+        plain = _batches(_stream(feats, 0, batch_size=8, rank=1, world_size=2), 12)
+        assert _padding(feats, rank1) < 0.6 * _padding(feats, plain)
 
 
 def test_logits_do_not_depend_on_padding_and_sorted_prediction_keeps_the_order():
