@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..recipes.quickstart import CONTROL_RUNS, PLANS, quickstart
+from ..recipes.quickstart import CONTROL_RUNS, PLANS, default_plan, quickstart
 from .report import mean_sd
 
 # (row name, pretrained run, no-pretraining run) under each OUT/seed-<k>
@@ -43,6 +43,8 @@ def compare(out: str | os.PathLike = "runs/quickstart", *, seeds: int = 3, first
         raise ConfigError(f"quickstart --seeds {seeds}: give at least one seed")
     if first_seed < 0:
         raise ConfigError(f"quickstart seed {first_seed}: give a seed >= 0")
+    if plan == "auto":
+        plan = default_plan()
     if plan not in PLANS:
         raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
     out = Path(out)

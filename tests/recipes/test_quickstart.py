@@ -160,7 +160,7 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     from t5electra.errors import ConfigError
     from t5electra.recipes.quickstart import quickstart
 
-    with pytest.raises(ConfigError, match="choose one of full, long, tiny"):
+    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, long, tiny"):
         quickstart(tmp_path / "qs", plan="huge")
     assert not (tmp_path / "qs").exists()
 
@@ -179,3 +179,11 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     assert Q.train_precision(dataclasses.replace(plan, precision="bf16")) == "bf16"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         Q.quickstart("unused", tiny=True, precision="fp16")
+    # the default plan is sized to the machine: more steps where bf16 is native
+    assert Q.default_plan() == "full"
+    monkeypatch.setattr(Q, "native_bf16", lambda: True)
+    assert Q.default_plan() == "full-bf16" and Q.PLANS["full-bf16"].precision == "bf16"
+    full, fast = Q.PLANS["full"], Q.PLANS["full-bf16"]
+    assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
+    with pytest.raises(ConfigError, match="no Chinese version"):
+        Q.quickstart("unused", plan="full-bf16", lang="zh")
