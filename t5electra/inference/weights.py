@@ -99,7 +99,7 @@ class Int8Fbgemm(Kernel):
     """int8 weights, one scale per output channel; activations quantised per call (fbgemm dynamic)."""
 
     name = ("int8 weights (per-channel scales), activations quantised per call to 7-bit uint8: "
-            "fbgemm linear_dynamic (AVX2)")
+            "fbgemm linear_dynamic")
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
