@@ -1,6 +1,6 @@
 """``t5electra quickstart``: pretrain, fine-tune and evaluate T5 and ELECTRA on real sample data.
 
-    t5electra quickstart                        # runs/quickstart, ~18 min on 2 CPU cores
+    t5electra quickstart                        # runs/quickstart, 10-13 min on 2 CPU cores (plan by CPU)
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
     t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)

@@ -1,4 +1,4 @@
-"""The quickstart: the whole toolkit on real data, on a laptop CPU, in about 13 minutes on 2 cores.
+"""The quickstart: the whole toolkit on real data, on a laptop CPU, in 10-13 minutes on 2 cores.
 
     t5electra quickstart                      # runs/quickstart; --tiny: the same pipeline in < 1 min
 
@@ -23,8 +23,10 @@ Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per
 ``quickstart.json`` with the table (and a TF-IDF + logistic-regression baseline), the demos measured
 on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. With two or more
 threads the T5 stages run in a second process beside the ELECTRA and MiniLM stages
-(quickstart_lanes.py). The step budgets aim at 15 minutes on 2 CPU cores; measured: 13.2 min
-(docs/quickstart.md: the numbers and what was tried).
+(quickstart_lanes.py). The step budgets aim at 15 minutes on 2 CPU cores: the default plan
+(default_plan) is "full-bf16" where the CPU multiplies bf16 natively (bf16 autocast, more steps;
+11.6 min measured on an AMX Xeon) and "full" in fp32 elsewhere (13.2 min on an AVX2 EPYC);
+docs/quickstart.md: the numbers and what was tried.
 """
 
 from __future__ import annotations
