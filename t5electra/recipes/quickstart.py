@@ -103,53 +103,41 @@ class Plan:
     precision: str = "auto"            # training: "fp32", "bf16" (autocast) or "auto" (train_precision)
 
 
+# Side runs on the shared 2-core machine (docs/quickstart.md: what was tried, and the times):
+# hidden 256 at 64-token packed rows (matmul shapes the CPU runs well; the snippets are ~30
+# tokens), in-domain unlabelled text, dropout off in pretraining. ELECTRA at lr 2e-4 with 20%
+# warmup: at 5e-4 and 1e-3 the discriminator's token vectors collapsed to one direction (cosine
+# 0.93-1.0 between tokens) and fine-tuning then sat at loss ln 2. Classifiers read the mean of
+# the tokens (MiniLM was trained for that pooling) and see batches grouped by length. T5 is
+# fine-tuned with nanoT5's RMS-scaled AdamW (every step moves each weight by ~lr x its RMS): its
+# embeddings start at std 1.0, so plain AdamW or Adafactor at 1e-3 barely moved them and T5 sat
+# at loss ln 2 for 300+ steps (56-65 % after 450); at 1e-2 it leaves the plateau by step 150.
+_FULL = Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
+             t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
+             electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                                num_attention_heads=4),
+             seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
+             finetune_batch=32, finetune_max_length=64, t5_finetune_steps=600, electra_finetune_steps=600,
+             t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=3e-4,
+             electra_pretrain_lr=2e-4, minilm_steps=100,
+             eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
+             finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16)
+
 PLANS = {
-    # Side runs on the shared 2-core machine (docs/quickstart.md: what was tried, and the times):
-    # hidden 256 at 64-token packed rows (matmul shapes the CPU runs well; the snippets are ~30
-    # tokens), in-domain unlabelled text, dropout off in pretraining. ELECTRA at lr 2e-4 with 20%
-    # warmup: at 5e-4 and 1e-3 the discriminator's token vectors collapsed to one direction (cosine
-    # 0.93-1.0 between tokens) and fine-tuning then sat at loss ln 2. Classifiers read the mean of
-    # the tokens (MiniLM was trained for that pooling) and see batches grouped by length. T5 is
-    # fine-tuned with nanoT5's RMS-scaled AdamW (every step moves each weight by ~lr x its RMS): its
-    # embeddings start at std 1.0, so plain AdamW or Adafactor at 1e-3 barely moved them and T5 sat
-    # at loss ln 2 for 300+ steps (56-65 % after 450); at 1e-2 it leaves the plateau by step 150.
-    "full": Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
-                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
-                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                                    num_attention_heads=4),
-                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=250, electra_pretrain_steps=200,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=600, electra_finetune_steps=600,
-                 t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=3e-4,
-                 electra_pretrain_lr=2e-4, minilm_steps=100,
-                 eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
-                 finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16),
+    "full": _FULL,
     # "full" where the CPU multiplies bf16 natively (AVX512-BF16 / AMX): bf16 autocast makes the
     # steps ~1.3-1.9x faster on the 4th-gen Xeon of docs/quickstart.md, and the 15 minutes buy
-    # 2.4x the T5 pretraining, 1.5x the ELECTRA pretraining and 1.33x the fine-tuning (measured there:
-    # T5 73.2 %, ELECTRA 76.4 %, span filling 56 % alphabetic pieces, 10.6 min at 500 T5 steps).
-    "full-bf16": Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
-                      t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
-                      electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024,
-                                         num_hidden_layers=4, num_attention_heads=4),
-                      seq_len=64, pretrain_batch=32, t5_pretrain_steps=600, electra_pretrain_steps=300,
-                      finetune_batch=32, finetune_max_length=64, t5_finetune_steps=800, electra_finetune_steps=800,
-                      t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=3e-4,
-                      electra_pretrain_lr=2e-4, minilm_steps=100,
-                      eval_every=200, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
-                      finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16,
-                      precision="bf16"),
+    # 2.4x the T5 pretraining, 1.5x the ELECTRA pretraining and 1.33x the fine-tuning (measured there,
+    # seeds 0/1: T5 73.8/72.9 %, ELECTRA 77.1/75.6 %, span filling 61/75 % alphabetic pieces, 11.6 min).
+    "full-bf16": dataclasses.replace(
+        _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
+        eval_every=200, precision="bf16"),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
     # defined, not yet measured: docs/quickstart.md).
-    "long": Plan(corpus_chars=4_000_000, t5_vocab=8000, electra_vocab=8000,
-                 t5_model=dict(d_model=256, d_kv=64, d_ff=512, num_layers=3, num_heads=4),
-                 electra_model=dict(embedding_size=128, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                                    num_attention_heads=4),
-                 seq_len=64, pretrain_batch=32, t5_pretrain_steps=2500, electra_pretrain_steps=2000,
-                 finetune_batch=32, finetune_max_length=64, t5_finetune_steps=900, electra_finetune_steps=900,
-                 t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=5e-4,
-                 electra_pretrain_lr=2e-4, minilm_steps=530,
-                 eval_every=150, eval_examples=512, pretrain_dropout=0.0, electra_pretrain_warmup=0.1,
-                 finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16),
+    "long": dataclasses.replace(
+        _FULL, corpus_chars=4_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000, t5_finetune_steps=900,
+        electra_finetune_steps=900, electra_finetune_lr=5e-4, minilm_steps=530, eval_examples=512,
+        electra_pretrain_warmup=0.1),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
                  t5_model=dict(d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4),
