@@ -32,8 +32,17 @@ def cpu_flags() -> frozenset[str]:
 
 
 def native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16; on ARM, BF16)."""
-    flags = cpu_flags() if flags is None else flags
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16; on ARM, BF16). For this
+    machine (``flags`` None) also whether torch may use it: under ``ATEN_CPU_CAPABILITY=avx2`` or
+    ``default`` on an AVX-512 CPU, oneDNN's bf16 kernels refuse to run ("pack_vnni2 is only
+    supported when avx512 is supported", measured), so the answer is no."""
+    if flags is None:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+        if "AVX2" in capability or capability in ("DEFAULT", "NO AVX"):
+            return False
+        flags = cpu_flags()
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 

@@ -231,3 +231,14 @@ def test_bad_weights_are_refused_before_any_change():
     with pytest.raises(InvalidInputError, match="weights='int4'"):
         model.optimize_for_inference("int4")
     assert not hasattr(model, "inference_report")
+
+
+def test_native_bf16_follows_the_aten_capability(monkeypatch):
+    """On an AMX CPU run with ATEN_CPU_CAPABILITY=avx2 or default, oneDNN's bf16 kernels refuse to
+    run: the machine then counts as having no native bf16 (training stays fp32)."""
+    import t5electra.machine as M
+
+    monkeypatch.setattr(M, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    for capability, native in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert M.native_bf16() is native
