@@ -51,6 +51,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
@@ -93,7 +94,7 @@ def load_data(cfg: RunConfig) -> TaskData:
 
 
 class ExampleStream:
-    """Endless training batches, defined per global batch, not per rank. Every epoch is a fresh
+    """Endless training batches, defined per global batch, not per rank (t5electra/data/global_batches.py). Every epoch is a fresh
     seeded permutation of the features; the epochs, one after the other, make one global sequence.
     A step reads the next G = batch_size x accum x world_size positions of it (the global batch):
     micro-batch m of rank r takes positions m B W + r, m B W + r + W, ... of the step's G. So one
@@ -132,9 +133,7 @@ class ExampleStream:
         grouped = []
         for start in range(0, len(order), window):
             chunk = order[start:start + window]
-            lengths = np.array([len(self.features[int(i)]["input_ids"]) for i in chunk])
-            chunk = chunk[np.argsort(-lengths, kind="stable")]
-            batches = [chunk[j:j + G] for j in range(0, len(chunk), G)]
+            batches = length_sorted_batches(chunk, [len(self.features[int(i)]["input_ids"]) for i in chunk], G)
             grouped += [batches[int(j)] for j in rng.permutation(len(batches))]
         return np.concatenate(grouped)
 
@@ -151,8 +150,7 @@ class ExampleStream:
         while True:
             step_start = self.consumed
             for m in range(self.accum):
-                first = step_start + m * B * W + r  # this rank's first position in micro-batch m
-                batch = self.collate_fn([self._feature(first + j * W) for j in range(B)])
+                batch = self.collate_fn([self._feature(p) for p in micro_positions(step_start, m, B, W, r)])
                 if m == self.accum - 1:  # counted when handed out: a checkpoint after this step saves its end
                     self.consumed = step_start + self.global_batch
                 yield batch

@@ -22,7 +22,9 @@ loss) is on disk; at the end it is saved as ``RUN/model`` (weights, config, toke
 on the validation and test splits (``RUN/results.json``, with the majority-class baseline for a
 classification task), as the ELECTRA recipe does. ``--checkpoint.resume=auto``
 continues exactly: the checkpoint stores how many examples of the (deterministic) training stream
-were consumed, with the model, optimizer, scheduler and RNG states.
+were consumed, with the model, optimizer, scheduler and RNG states. The batches are defined per
+global batch (t5electra/data/global_batches.py), length grouping (``data.group_by_length``)
+included, so a checkpoint also resumes on another number of processes with the same global batch.
 
 LoRA (``--lora.r=8 --lora.alpha=16 --lora.target_modules=[q,v]``, t5electra/train/lora.py): the
 base is frozen and only the adapters train; checkpoints hold only them (and their optimizer
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.global_batches import length_sorted_batches, rank_share
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
@@ -93,11 +96,11 @@ def target_length(cfg: RunConfig, tokenizer: T5Tokenizer, examples: list[Example
     return max(lengths, default=1)
 
 
-def train_stream(cfg: RunConfig, tasks, env: DistEnv, skip: int) -> Iterator[Example]:
-    """The endless, deterministic example stream; this rank's share (every world_size-th example)
-    after the first ``skip`` (global) examples, which a resumed run has already trained on."""
+def train_stream(cfg: RunConfig, tasks, skip: int) -> Iterator[Example]:
+    """The endless, deterministic example stream (the global sequence: the same on every rank) after its
+    first ``skip`` examples, which a resumed run has already trained on."""
     stream = mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed)
-    return itertools.islice(stream, skip + env.rank, None, env.world_size)
+    return itertools.islice(stream, skip, None)
 
 
 def length_grouped_batches(examples: Iterator[Example], batch_size: int, window: int, seed: int, *,
@@ -114,24 +117,36 @@ def length_grouped_batches(examples: Iterator[Example], batch_size: int, window:
         chunk = list(itertools.islice(examples, window * batch_size))
         if not chunk:
             return
-        chunk.sort(key=lambda ex: len(ex["inputs"]), reverse=True)  # stable: ties keep stream order
-        batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches = length_sorted_batches(chunk, [len(ex["inputs"]) for ex in chunk], batch_size)
         for j in np.random.default_rng([seed, w]).permutation(len(batches))[skip_batches:]:
             yield batches[int(j)]
         w, skip_batches = w + 1, 0
 
 
-def train_batches(cfg: RunConfig, tasks, env: DistEnv, seen: int) -> Iterator[list[Example]]:
-    """This rank's training batches (lists of ``train.batch_size`` examples) after ``seen`` global
-    examples, grouped by length when ``data.group_by_length`` > 0."""
-    B, k = cfg.train.batch_size, cfg.data.group_by_length
+def global_batches(cfg: RunConfig, tasks, global_batch: int, seen: int) -> Iterator[list[Example]]:
+    """The global batches (G = batch x accumulation x processes examples, one per step) after ``seen``
+    examples (a multiple of G), grouped by length when ``data.group_by_length`` k > 0: windows of k
+    global batches, so the same batches on any number of processes with the same G."""
+    k = cfg.data.group_by_length
     if k <= 0:
-        examples = train_stream(cfg, tasks, env, seen)
-        return iter(lambda: [next(examples) for _ in range(B)], None)
-    per_window = k * B * env.world_size  # global examples in one window of every rank
-    w, within = divmod(seen, per_window)
-    return length_grouped_batches(train_stream(cfg, tasks, env, w * per_window), B, k, cfg.train.seed,
-                                  first_window=w, skip_batches=within // (B * env.world_size))
+        examples = train_stream(cfg, tasks, seen)
+        return iter(lambda: list(itertools.islice(examples, global_batch)), [])
+    w, within = divmod(seen, k * global_batch)
+    return length_grouped_batches(train_stream(cfg, tasks, w * k * global_batch), global_batch, k, cfg.train.seed,
+                                  first_window=w, skip_batches=within // global_batch)
+
+
+def train_batches(cfg: RunConfig, tasks, env: DistEnv, seen: int) -> Iterator[list[Example]]:
+    """This rank's micro-batches (lists of ``train.batch_size`` examples), ``train.grad_accum_steps`` per
+    step, after ``seen`` global examples: micro-batch m of rank r takes positions m B W + r,
+    m B W + r + W, ... of each global batch (data/global_batches.py). One process without
+    accumulation reads batches of B, grouped in windows of k of them, as before the global order."""
+    B, A, W = cfg.train.batch_size, cfg.train.grad_accum_steps, env.world_size
+    if seen % (B * A * W):
+        raise ConfigError(f"the data cursor ({seen} examples) is not a whole number of global batches of "
+                          f"{B * A * W} (train.batch_size x train.grad_accum_steps x processes)")
+    return (rank_share(batch, m, B, W, env.rank) for batch in global_batches(cfg, tasks, B * A * W, seen)
+            for m in range(A))
 
 
 def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[Example]]:

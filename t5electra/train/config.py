@@ -63,7 +63,8 @@ class DataSection:
     mask_prob: float = option(0.15, "MLM / RTD: fraction of tokens masked")
     num_workers: int = option(0, "data loader worker processes per rank")
     group_by_length: int = option(0, "fine-tuning: batches of similar lengths, grouped within windows of this "
-                                     "many batches of the shuffled stream (less padding; 0: off)")
+                                     "many global batches (batch x accumulation x processes) of the shuffled "
+                                     "stream, the same on any number of processes (less padding; 0: off)")
     # fine-tuning data (tasks from the registry, or your own files)
     task_dir: Optional[str] = option(None, "fine-tuning: folder with the task's files (GLUE TSVs, SQuAD JSON, or "
                                            "your train/dev/test files when data.task is None)")

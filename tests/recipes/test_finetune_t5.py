@@ -205,3 +205,33 @@ def test_length_grouped_batches_pad_less_use_each_example_once_and_resume(task_d
     for seen_batches in (1, k, k + 2, 2 * k):  # resume after any step: the same next batches
         again = train_batches(cfg, tasks, env, seen_batches * B)
         assert [next(again) for _ in range(5)] == grouped[seen_batches:seen_batches + 5]
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_length_grouped_batches_are_per_global_batch(task_dir, accum):
+    """data.group_by_length=2 on 2 ranks with batch B (and accumulation): at every step the ranks'
+    micro-batches together are exactly one process's batch of 2 B A, micro-batch m of rank r its
+    positions m 2B + r, m 2B + r + 2, ...; resuming after any step gives the same next batches."""
+    from t5electra.recipes.finetune_t5 import train_batches
+    from t5electra.train.distributed import DistEnv
+
+    tasks = task_list("sentiment", str(task_dir))
+    B, W, steps = 3, 2, 8
+    G = B * accum * W
+
+    def batches(batch_size, accum_steps, env, seen=0, n=steps):
+        cfg = load_config(None, _args(task_dir, task_dir / "unused", 10, f"--train.batch_size={batch_size}",
+                                      f"--train.grad_accum_steps={accum_steps}", "--data.group_by_length=2"))
+        it = train_batches(cfg, tasks, env, seen)
+        return [[next(it) for _ in range(accum_steps)] for _ in range(n)]  # per step: the micro-batches
+
+    one = batches(G, 1, DistEnv())
+    ranks = [batches(B, accum, DistEnv(rank=r, world_size=W)) for r in range(W)]
+    for step in range(steps):
+        (global_batch,) = one[step]
+        for r in range(W):
+            for m in range(accum):
+                assert ranks[r][step][m] == global_batch[m * B * W + r: (m + 1) * B * W: W]
+    for r in range(W):  # resume on either rank after any step: the same next micro-batches
+        for done in (1, 2, 3):
+            assert batches(B, accum, DistEnv(rank=r, world_size=W), seen=done * G, n=3) == ranks[r][done:done + 3]
