@@ -160,9 +160,10 @@ class Bf16ByRows(Kernel):
     """bf16 weights on a native-bf16 CPU, by the number of rows of x: up to ``SMALL`` rows (T5's
     decoding steps: memory-bound products) the fp16-stored weights with fp32 activations
     (:class:`Fp16Fbgemm`), more rows (encoders, ELECTRA, batched decoding) bf16 activations on
-    oneDNN's AVX512-BF16/AMX kernels (:class:`Bf16Native`). Measured on a 4th-gen Xeon (AMX), one
-    thread, T5-small's 32128 x 512 output layer: 1 row 3.5 ms (fp16-stored) vs 4.9 ms (bf16
-    activations) vs 4.4 ms (fp32 column-major); 16 rows 14.4 vs 8.4 vs 23.8 ms (docs/inference.md).
+    oneDNN's AVX512-BF16/AMX kernels (:class:`Bf16Native`). Measured on a 4th-gen-class Xeon (AMX),
+    one thread, T5-small's 32128 x 512 output layer (``python -m benchmarks.kernels``): 1 row 4.5 ms
+    (fp16-stored) vs 7.1 ms (bf16 activations); 4 rows 4.6 vs 5.5; 16 rows 9.9 vs 7.5 (fp32:
+    4.0, 16.0, 19.5; docs/inference.md).
     Both copies are kept: the kernel memory is that of the fp32 weights."""
 
     name = ("bf16 weights: <= 4 rows as fp16 with fp32 activations (fbgemm), more rows with bf16 "
