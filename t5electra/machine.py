@@ -6,6 +6,8 @@ import functools
 import platform
 from pathlib import Path
 
+import torch
+
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
@@ -37,8 +39,6 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     ``default`` on an AVX-512 CPU, oneDNN's bf16 kernels refuse to run ("pack_vnni2 is only
     supported when avx512 is supported", measured), so the answer is no."""
     if flags is None:
-        import torch
-
         capability = torch.backends.cpu.get_cpu_capability()
         if "AVX2" in capability or capability in ("DEFAULT", "NO AVX"):
             return False

@@ -113,20 +113,27 @@ def test_t5_fsdp_checkpoint_resumes_on_one_process(t5_runs, task_dir, tmp_path):
     _close(_losses(single), {s: v for s, v in _losses(one).items() if s > 2})
 
 
+def _grouped_order_matches_one_process(main, args, tmp_path, resume_batch, *resume_extra):
+    """With data.group_by_length=2: one process at batch 8, DDP x 2 at batch 4 (the same losses), and
+    DDP's step-2 checkpoint continued in one process at ``resume_batch`` + ``resume_extra`` (the
+    same losses for steps 3-4). ``args(run, batch_size, *extra)``. Returns the one-process run."""
+    grouped = ("--data.group_by_length=2",)
+    g1, g2, resumed = tmp_path / "one", tmp_path / "ddp", tmp_path / "two_to_one"
+    assert main(args(g1, 8, "--train.distributed=none", *grouped)) == 0
+    assert launch(main, args(g2, 4, "--train.distributed=ddp", *grouped), 2, timeout_s=LAUNCH_TIMEOUT) == [0, 0]
+    _close(_losses(g2), _losses(g1))
+    assert main(args(resumed, resume_batch, "--train.distributed=none", *resume_extra,
+                     f"--checkpoint.resume={g2 / 'checkpoints' / 'step-00000002'}", *grouped)) == 0
+    _close(_losses(resumed), {s: v for s, v in _losses(g1).items() if s > 2})
+    return g1
+
+
 def test_t5_length_grouped_order_is_per_global_batch(t5_runs, task_dir, tmp_path):  # noqa: F811
     """data.group_by_length=2 (windows of 2 global batches of 8): DDP x 2 with batch 4 trains on one
     process's batches (each rank its share of every length-sorted global batch, not its own windows),
     and the 2-process step-2 checkpoint continues in one process with batch 8."""
     one, _ = t5_runs
-    grouped = ("--data.group_by_length=2",)
-    g1, g2, resumed = tmp_path / "one", tmp_path / "ddp", tmp_path / "two_to_one"
-    assert finetune_t5.main(_t5_args(task_dir, g1, 8, "--train.distributed=none", *grouped)) == 0
-    assert launch(finetune_t5.main, _t5_args(task_dir, g2, 4, "--train.distributed=ddp", *grouped), 2,
-                  timeout_s=LAUNCH_TIMEOUT) == [0, 0]
-    _close(_losses(g2), _losses(g1))
-    assert finetune_t5.main(_t5_args(task_dir, resumed, 8, "--train.distributed=none",
-                                     f"--checkpoint.resume={g2 / 'checkpoints' / 'step-00000002'}", *grouped)) == 0
-    _close(_losses(resumed), {s: v for s, v in _losses(g1).items() if s > 2})
+    g1 = _grouped_order_matches_one_process(finetune_t5.main, lambda *a: _t5_args(task_dir, *a), tmp_path, 8)
     # the grouping took effect: other batches than the ungrouped run's from the first step on
     assert abs(_losses(g1)[1] - _losses(one)[1]) > 1e-3
 
@@ -213,15 +220,7 @@ def test_electra_length_grouped_order_is_per_global_batch(electra_runs, root, tm
     """data.group_by_length=2 (windows of 2 global batches of 8): DDP x 2 with batch 4 trains on one
     process's batches, and its step-2 checkpoint continues in one process with batch 4 x 2 accumulation."""
     one, _ = electra_runs
-    grouped = ("--data.group_by_length=2",)
-    g1, g2, resumed = tmp_path / "one", tmp_path / "ddp", tmp_path / "two_to_one"
-    assert finetune_electra.main(_electra_args(root, g1, 8, "--train.distributed=none", *grouped)) == 0
-    assert launch(finetune_electra.main, _electra_args(root, g2, 4, "--train.distributed=ddp", *grouped), 2,
-                  timeout_s=LAUNCH_TIMEOUT) == [0, 0]
-    _close(_losses(g2), _losses(g1))
-    assert finetune_electra.main(_electra_args(root, resumed, 4, "--train.distributed=none", "--train.grad_accum_steps=2",
-                                               f"--checkpoint.resume={g2 / 'checkpoints' / 'step-00000002'}",
-                                               *grouped)) == 0
-    _close(_losses(resumed), {s: v for s, v in _losses(g1).items() if s > 2})
+    g1 = _grouped_order_matches_one_process(finetune_electra.main, lambda *a: _electra_args(root, *a), tmp_path, 4,
+                                            "--train.grad_accum_steps=2")
     # the grouping took effect: other batches than the ungrouped run's from the first step on
     assert abs(_losses(g1)[1] - _losses(one)[1]) > 1e-3
