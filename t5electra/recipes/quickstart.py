@@ -136,7 +136,7 @@ PLANS = {
     # defined, not yet measured: docs/quickstart.md).
     "long": dataclasses.replace(
         _FULL, corpus_chars=4_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000, t5_finetune_steps=900,
-        electra_finetune_steps=900, electra_finetune_lr=5e-4, minilm_steps=530, eval_examples=512,
+        electra_finetune_steps=900, minilm_steps=530, eval_examples=512,
         electra_pretrain_warmup=0.1),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,

