@@ -133,7 +133,7 @@ PLANS = {
         _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
         eval_every=200, precision="bf16"),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
-    # defined, not yet measured: docs/quickstart.md).
+    # measured over 3 seeds, targets missed: docs/quickstart.md).
     "long": dataclasses.replace(
         _FULL, corpus_chars=4_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000, t5_finetune_steps=900,
         electra_finetune_steps=900, minilm_steps=530, eval_examples=512,
