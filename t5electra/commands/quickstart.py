@@ -3,7 +3,7 @@
     t5electra quickstart                        # runs/quickstart, 10-13 min on 2 CPU cores (plan by CPU)
     t5electra quickstart --out /tmp/qs --tiny   # the same pipeline on toy sizes, < 1 min
     t5electra quickstart --no-minilm            # skip fine-tuning the real MiniLM weights
-    t5electra quickstart --plan long            # ~10x the pretraining (defined, not yet measured)
+    t5electra quickstart --plan long            # ~10x the pretraining (docs/quickstart.md)
     t5electra quickstart --lang zh [--tiny]     # Chinese: reviews and word segmentation (README.zh-CN.md)
     t5electra quickstart --seed 1 --control     # another seed, plus fine-tuning from random weights
     t5electra quickstart --plan long --seeds 3  # seeds 0-2 (OUT/seed-k), pretrained vs no pretraining
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "long"),
                         help="auto (default): full-bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else full; "
                              "full: the fp32 plan (13 min on a 2-core AVX2 EPYC); full-bf16: more steps in bf16 "
-                             "(~11 min on a 2-core AMX Xeon); long: ~10x the pretraining (not yet measured)")
+                             "(~11 min on a 2-core AMX Xeon); long: ~10x the pretraining (docs/quickstart.md)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"),
                         help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, metavar="K",
                         help="the comparison: K quickstarts with the control (seeds N..N+K-1, in OUT/seed-<k>, "
                              "sharing data and tokenizers), then pretrained vs no pretraining, mean ± sd, in "
-                             "OUT/comparison.json (MiniLM skipped; not yet measured: docs/quickstart.md)")
+                             "OUT/comparison.json (MiniLM skipped; results: docs/quickstart.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores)")
     parser.add_argument("--lanes", type=int, choices=(1, 2), metavar="{1,2}",
                         help="2: the T5 stages run in a second process beside the ELECTRA and MiniLM stages, each "

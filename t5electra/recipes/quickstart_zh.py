@@ -133,7 +133,8 @@ def train_tokenizers(out: Path, plan: Any, plan_name: str, train: Path) -> None:
     # Chinese T5s built on it: a multi-character piece hides its characters from the model, and
     # segmentation then means splitting pieces it never saw the inside of (with SentencePiece's
     # multi-character pieces T5 wrote only "。" on cws-zh). Character pieces make the target the
-    # input with "▁" inserted between words. The vocabulary is then the characters kept (~4,300
+    # input with "▁" inserted between words (it still did not learn to copy in the full plan's 300
+    # steps: F1 28 %, README.zh-CN.md). The vocabulary is then the characters kept (~4,300
     # here), not plan.t5_vocab: hard_vocab_limit=False lets it stop there. No NFKC normalisation
     # (T5's default): it turns the full-width "，" and "１９９７" of Chinese text into "," and
     # "1997", which T5 could then never write back.
