@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .ct2_process import TranslatorProcess
 from .harness import Timing, compare, matmul_peak
 
 
@@ -299,14 +300,15 @@ def _write_wordlevel_tokenizer(path: Path, vocab_size: int) -> list[str]:
     return pieces
 
 
-def _ct2_translator(hf_path: Path, out: Path, compute_type: str, device: str, threads: int):
-    import ctranslate2
+def _ct2_translator(hf_path: Path, out: Path, compute_type: str, device: str, threads: int) -> TranslatorProcess:
+    """CTranslate2's translator for the checkpoint at ``hf_path`` (converted once into ``out``), run in
+    its own process: in ours its OpenMP threads slow PyTorch's (benchmarks/ct2_process.py)."""
+    import ctranslate2  # the converter runs here (no CTranslate2 compute); ImportError when missing
 
     if not (out / "model.bin").exists():
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ctranslate2.converters.TransformersConverter(str(hf_path)).convert(str(out), force=True)
-    return ctranslate2.Translator(str(out), device=device, compute_type=compute_type, intra_threads=threads,
-                                  inter_threads=1)
+    return TranslatorProcess(out, device=device, compute_type=compute_type, threads=threads)
 
 
 def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_tokens: int,
@@ -371,6 +373,8 @@ def bench_generate(env: Env, preset: str, batches, beams, src_len: int, new_toke
                 extra["same_tokens_as_ctranslate2"] = _ct2_ids(out["ctranslate2"], pieces) == out["t5electra"][:, 1:].tolist()
             extra["ms_per_token"] = {k: t.median_s / new_tokens * 1000 for k, t in timings.items()}
             results.append(Result("generate", label, "tokens/s", B * new_tokens, timings, targets, extra))
+    if have_ct2:
+        ct2.close()
 
     if int8 and env.device == "cpu":
         results += _bench_low_precision(env, ours, fast, path, pieces, preset, batches, beams, src_len, new_tokens)
@@ -422,6 +426,8 @@ def _bench_low_precision(env: Env, ours, fast, path: Path, pieces, preset: str, 
                          "token_agreement_with_fp32": agree, "kernel": str(model.inference_report)}
                 targets = {"ctranslate2": 1.2 if nb == 1 and B == 1 else 1.0} if ct2 is not None else {}
                 results.append(Result("generate", label, "tokens/s", B * new_tokens, timings, targets, extra))
+        if ct2 is not None:
+            ct2.close()
     return results
 
 

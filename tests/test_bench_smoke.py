@@ -118,3 +118,25 @@ def test_train_flops_formula_matches_flop_counter(preset):
     with FlopCounterMode(display=False) as counter:
         model(input_ids=x, labels=y).loss.backward()
     assert C.t5_train_flops(model.config, 2, 12, 5) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+
+
+def test_ctranslate2_child_process_translates_and_reports_errors(tmp_path):
+    """CTranslate2 runs in its own process (benchmarks/ct2_process.py): same hypotheses as in this
+    process, and its errors arrive here as exceptions, not as a hang."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from benchmarks.ct2_process import TranslatorProcess
+
+    with pytest.raises((RuntimeError, ValueError), match="child process"):
+        TranslatorProcess(tmp_path / "missing", device="cpu", compute_type="float32", threads=1)
+    ours, _, path = C._t5_pair("t5-tiny", tmp_path, "cpu")
+    pieces = C._write_wordlevel_tokenizer(path, ours.config.vocab_size)
+    child = C._ct2_translator(path, tmp_path / "ct2", "float32", "cpu", 1)
+    try:
+        src = [[pieces[i] for i in (5, 9, 7, 1)], [pieces[i] for i in (4, 4, 8, 1)]]
+        here = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+        want = [r.hypotheses for r in here.translate_batch(src, max_decoding_length=6)]
+        assert [r.hypotheses for r in child.translate_batch(src, max_decoding_length=6)] == want
+        assert child.proc.is_alive()
+    finally:
+        child.close()
+    assert not child.proc.is_alive()

@@ -207,12 +207,13 @@ def detect_replaced_tokens(discriminator, tokenizer, text: str | list[str]):
     """Per-token probability that each token was replaced, from an ``ElectraForPreTraining``.
 
     Returns ``[(token, prob), ...]`` for one text, a list of such lists for a list of texts.
-    Special tokens ([CLS], [SEP], padding) are left out.
+    Special tokens ([CLS], [SEP], padding) are left out; ``[UNK]`` stays: it stands for characters
+    of the text (one outside the vocabulary), and dropping it would hide them from the result.
     """
     texts = [text] if isinstance(text, str) else list(text)
     enc = encode_texts(tokenizer, texts, discriminator.device)
     probs = _replaced_probs(discriminator, **enc)                          # (B, T)
-    special = _special_ids(tokenizer)
+    special = _special_ids(tokenizer) - {tokenizer.unk_token_id}
     results = []
     for b in range(len(texts)):
         ids = enc["input_ids"][b].tolist()

@@ -57,7 +57,8 @@ T5_COVERAGE = {"tiny": 0.98}
 SAMPLE_REVIEWS = ("这本书写得非常好，值得一读。", "质量太差了，千万别买。", "物流很快，包装也不错，孩子很喜欢。",
                   "内容空洞，很失望。")
 SAMPLE_SENTENCES = ("我们在北京参加了新年联欢会。", "中国人民银行发表了讲话。")
-RTD_SENTENCES = ("中国人民银行发表了新年讲话。", "中国人民苹果发表了新年讲话。")  # 银行 -> 苹果 replaced
+# 银行 -> 足球 replaced (both characters are in the corpus vocabulary: 苹 of 苹果 is not, it would be [UNK])
+RTD_SENTENCES = ("中国人民银行发表了新年讲话。", "中国人民足球发表了新年讲话。")
 
 
 @dataclasses.dataclass(frozen=True)

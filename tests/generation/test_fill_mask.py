@@ -229,6 +229,9 @@ def test_detect_replaced_tokens(tokenizer):
     assert [round(p, 2) for _, p in res] == [0.01, 0.01, 0.01, 0.01, 0.99, 0.01]
     many = detect_replaced_tokens(FlagToken(bone), tokenizer, ["the bone", "the cat sat on the mat"])
     assert len(many) == 2 and len(many[0]) == 2 and len(many[1]) == 6           # padding left out
+    # a word outside the vocabulary is scored as [UNK], not dropped (the text keeps its length)
+    unk = detect_replaced_tokens(FlagToken(bone), tokenizer, "the zzqxj bone")
+    assert [t for t, _ in unk] == ["the", tokenizer.unk_token, "bone"]
 
 
 def test_correct_flags_refills_until_stable(tokenizer, generator_dir):
