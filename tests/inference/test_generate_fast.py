@@ -133,6 +133,48 @@ def test_decode_linear_equals_f_linear_for_every_row_count():
     torch.testing.assert_close(t5mod.decode_linear(x, colmajor), F.linear(x, w), atol=1e-5, rtol=1e-5)
 
 
+@pytest.fixture
+def two_threads():
+    """The blocked one-row product only runs on 2+ threads (the suite runs on 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_row_product_runs_in_column_blocks_on_two_threads(two_threads, monkeypatch):
+    """One row, column-major weight, 2 threads: one column block per thread through one bmm (a view
+    of the weight, no copy), within float rounding of F.linear; other shapes keep their paths."""
+    import t5electra.inference.decoding as dec
+
+    calls = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append(b.shape) or bmm(a, b))
+    for out, blocked in ((40, True), (41, False)):  # 41 rows cannot be cut in 2 blocks
+        w = torch.randn(out, 24)
+        colmajor = w.t().contiguous().t()
+        x = torch.randn(1, 1, 24)
+        calls.clear()
+        got = dec.decode_linear(x, colmajor)
+        assert got.shape == (1, 1, out)
+        torch.testing.assert_close(got, F.linear(x, w), atol=1e-5, rtol=1e-5)
+        assert calls == ([(2, 24, out // 2)] if blocked else []), out
+    calls.clear()
+    dec.decode_linear(torch.randn(1, 1, 24), torch.randn(40, 24))  # row-major weight: plain F.linear
+    dec.decode_linear(torch.randn(3, 1, 24), torch.randn(40, 24).t().contiguous().t())  # 3 rows
+    assert calls == []
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_blocked_one_row_product_keeps_greedy_tokens(two_threads, version):
+    """Greedy batch 1 on 2 threads through the blocked product: the plain path's tokens."""
+    model = tiny_model(version, 0)
+    ids, mask = padded_batch(0, lengths=(9,))
+    plain = generate(model, ids, mask, max_new_tokens=14)
+    fast = generate(tiny_model(version, 0).optimize_for_decoding(), ids, mask, max_new_tokens=14)
+    assert torch.equal(fast, plain)
+
+
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
 def test_reorder_keeps_encoder_kv_shared_when_inputs_leave(version):
     """Beam search drops inputs whose search is over: the remaining beams still share one encoder
