@@ -242,3 +242,21 @@ def test_native_bf16_follows_the_aten_capability(monkeypatch):
     for capability, native in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert M.native_bf16() is native
+
+
+def test_bf16_by_rows_keeps_fp32_activations_for_decoding_steps(monkeypatch):
+    """Up to 64 rows (decoding steps up to 64 sequences x beams) the fp16-stored bf16 weights with
+    fp32 activations; more rows (encoders, prefill) bf16 activations (docs/inference.md: quality)."""
+    if not W.fbgemm_available():
+        pytest.skip("fbgemm is not built into this torch")  # Bf16ByRows is never chosen without it
+    w = torch.randn(24, 16)
+    kernel = W.Bf16ByRows(w, None)
+    used = []
+    monkeypatch.setattr(kernel, "small", lambda x: used.append("fp32 activations") or x @ w.t())
+    monkeypatch.setattr(kernel, "large", lambda x: used.append("bf16 activations") or x @ w.t())
+    for rows in (1, 4, 16, 64, 65, 512):
+        kernel(torch.randn(rows, 16))
+    assert used == ["fp32 activations"] * 4 + ["bf16 activations"] * 2
+    used.clear()
+    kernel(torch.randn(8, 8, 16))  # rows are counted over every leading dimension: 64
+    assert used == ["fp32 activations"]
