@@ -168,7 +168,7 @@ class Bf16ByRows(Kernel):
     kept 97.1 % of its span-filling tokens and moved 3 of 400 sentiment answers; with the split at
     64, 99.7 % and none, while the encoders keep bf16 activations. Speed: at 1-8 rows the
     fp16-stored path is the faster one on both CPUs measured (EPYC, 2 threads, T5-small's output
-    layer: 1.55 vs 3.18 ms at 4 rows); from 16 to 64 rows bf16 activations are 1.0-1.6x faster
+    layer: 1.55 vs 3.18 ms at 4 rows); from 16 to 64 rows bf16 activations are 1.0-1.8x faster
     (EPYC; AMX Xeon 16 rows 9.9 vs 7.5 ms), a price paid only by batched decoding; from 128 rows,
     where bf16 activations win 2x, they run.
     Both copies are kept: the kernel memory is that of the fp32 weights."""
