@@ -96,7 +96,7 @@ WHY_MISSED = {
         "of ~5.3 ms a step that CTranslate2's fp32 (7-9 ms a step) comes close to, so 1.1x CTranslate2 would "
         "leave us ~1 ms for everything else. What we did: the few-row matmul orientation that avoids MKL "
         "repacking the weights, one-row products cut in one column block per thread (MKL's matrix-vector "
-        "product uses one thread: +23 % greedy batch 1 at 2 threads), an in-place cache reorder, and "
+        "product uses one thread: +13-23 % greedy batch 1 at 2 threads), an in-place cache reorder, and "
         "`optimize_for_inference()` (column-major and oneDNN-packed weights; bf16/int8 kernels chosen per "
         "CPU, docs/inference.md). int8 weights are ~4x fewer bytes and mostly stay in the caches, which is "
         "where we pass CTranslate2 int8. Capturing the step as one graph (torch.compile, Inductor) was "

@@ -26,7 +26,8 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     column block of ``W^T`` (in, out) per thread (strided views, no copy) and run as one batched
     matmul, which MKL spreads over the threads. Measured on the 2-core AMD EPYC (AVX-512) of
     docs/inference.md: T5-small greedy batch 1 at 2 threads, 71-72 -> 88 tokens/s (medians of 8
-    alternated runs; 4 blocks 81-83, 8 blocks 78-79); not measured beyond 2 threads. Each output
+    alternated runs; 4 blocks 81-83, 8 blocks 78-79), 55-58 -> 65 in a later, slower hour of the
+    same VM (blocking only the output layer: 57-61); not measured beyond 2 threads. Each output
     is the same dot product: bitwise equal to the plain product in the cases measured, the same
     greedy tokens in the tests.
     """
