@@ -72,14 +72,15 @@ class TranslatorProcess:
         return [types.SimpleNamespace(hypotheses=h) for h in self._check(self.conn.recv())]
 
     def close(self) -> None:
-        if self.proc.is_alive():
+        proc = getattr(self, "proc", None)  # None: __init__ failed before the child existed
+        if proc is not None and proc.is_alive():
             try:
                 self.conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-            self.proc.join(timeout=10)
-            if self.proc.is_alive():
-                self.proc.kill()
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
 
     def __del__(self):
         self.close()

@@ -123,7 +123,8 @@ def test_train_flops_formula_matches_flop_counter(preset):
 def test_ctranslate2_child_process_translates_and_reports_errors(tmp_path):
     """CTranslate2 runs in its own process (benchmarks/ct2_process.py): same hypotheses as in this
     process, and its errors arrive here as exceptions, not as a hang."""
-    ctranslate2 = pytest.importorskip("ctranslate2")
+    import ctranslate2  # a test dependency (pyproject's `test` extra)
+
     from benchmarks.ct2_process import TranslatorProcess
 
     with pytest.raises((RuntimeError, ValueError), match="child process"):
