@@ -9,7 +9,8 @@ fp32; ``WEIGHTS:`` keeps none); the first is the reference (fp32).
 For each variant against the reference (``model.optimize_for_inference``): greedy token agreement (the
 share of fp32's generated tokens, up to and including its EOS, that the other model generates at
 the same position) and the task accuracy (``evaluate_checkpoint``: the sentiment task's test split)
-for a fine-tuned T5; the agreement alone on span filling (held-out sentences with word spans
+for a fine-tuned T5, with where the outputs first part: fp32's own top-2 logit margin there (a
+near-tie the reference itself hardly decides, or a real change); the agreement alone on span filling (held-out sentences with word spans
 masked, :func:`t5electra.recipes.quickstart_demos.mask_word_spans`) for a pretrained T5; the
 accuracy and the share of identical predictions for an ELECTRA classifier.
 """
@@ -66,6 +67,47 @@ def token_agreement(ref: torch.Tensor, other: torch.Tensor, eos: int) -> float:
     return same / max(total, 1)
 
 
+def first_divergences(ref: torch.Tensor, other: torch.Tensor, eos: int) -> list[tuple[int, int]]:
+    """(row, position) of the first token of ``other`` that differs from ``ref`` (up to ``ref``'s EOS)."""
+    out = []
+    for i, (a, b) in enumerate(zip(ref.tolist(), other.tolist())):
+        n = a.index(eos) + 1 if eos in a else len(a)
+        for t in range(n):
+            if t >= len(b) or a[t] != b[t]:
+                out.append((i, t))
+                break
+    return out
+
+
+@torch.no_grad()
+def reference_margins(model, tok, texts: list[str], ref: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """(rows, steps) top-1 minus top-2 logit of ``model`` along its own greedy output ``ref`` (teacher forced)."""
+    margins = []
+    start = torch.full((ref.shape[0], 1), model.config.decoder_start_token_id)
+    dec = torch.cat([start, ref.clamp_min(0)], 1)[:, :-1]  # the inputs that produced each ref token
+    for i in range(0, len(texts), batch_size):
+        enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                       decoder_input_ids=dec[i:i + batch_size]).logits
+        top = logits.topk(2, -1).values
+        margins.append(top[..., 0] - top[..., 1])
+    return torch.cat(margins)
+
+
+def divergence_summary(margins: torch.Tensor, ref: torch.Tensor, other: torch.Tensor, eos: int,
+                       near_tie: float = 0.05) -> dict[str, float]:
+    """How many rows part from the reference and how close fp32's own choice was where they do."""
+    at = [float(margins[i, t]) for i, t in first_divergences(ref, other, eos)]
+    valid = torch.cat([margins[i, :(r.index(eos) + 1 if eos in r else len(r))]
+                       for i, r in enumerate(ref.tolist())])
+    return {"rows_diverging": len(at),
+            "median_margin_at_divergence": round(float(torch.tensor(at).median()), 4) if at else None,
+            f"share_of_divergences_at_margin_below_{near_tie}":
+                round(sum(m < near_tie for m in at) / len(at), 3) if at else None,
+            f"share_of_all_positions_at_margin_below_{near_tie}": round(float((valid < near_tie).float().mean()), 3),
+            "median_margin_all_positions": round(float(valid.median()), 4)}
+
+
 @torch.no_grad()
 def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batch_size: int = 32,
                      variants: tuple[str, ...] = VARIANTS) -> dict[str, dict[str, float]]:
@@ -85,7 +127,11 @@ def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batc
     eos = model.config.eos_token_id
     pad = lambda rows: torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-1)  # noqa: E731
     ref = pad(outs[variants[0]])
-    return {v: {"agreement": token_agreement(ref, pad(outs[v]), eos), "seconds": round(secs[v], 2)}
+    weights, keep = parse_variant(variants[0])
+    model.optimize_for_inference(weights, keep=keep)
+    margins = reference_margins(model, tok, texts, ref, batch_size)
+    return {v: {"agreement": token_agreement(ref, pad(outs[v]), eos), "seconds": round(secs[v], 2),
+                **divergence_summary(margins, ref, pad(outs[v]), eos)}
             for v in variants}
 
 

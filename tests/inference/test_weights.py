@@ -42,8 +42,9 @@ def error_bound(kernel_cls, x: torch.Tensor, wq: torch.Tensor, ref: torch.Tensor
     slack = 1e-5 * (mag + 1)                                   # fp32 accumulation in another order
     if kernel_cls is W.Fp16Fbgemm:                             # fp32 activations, exact weights
         return slack
-    if kernel_cls is W.Int8Fbgemm:                             # activations quantised per tensor to 7 bits:
-        step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / 127  # |x - x_q| <= step / 2
+    if kernel_cls is W.Int8Fbgemm:                             # activations quantised per tensor to 8 or 7 bits:
+        levels = 255 if W.fbgemm_int8_full_range() else 127
+        step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / levels  # |x - x_q| <= step / 2
         return step / 2 * wq.abs().sum(1) + slack
     # bf16 activations (each |x_k| rounded within 2^-9) and a bf16 output (within 2^-9 of |y|)
     return BF16_EPS * (mag + ref.abs()) + slack
@@ -258,3 +259,21 @@ def test_bf16_by_rows_keeps_fp32_activations_for_decoding_steps():
     used.clear()
     kernel(torch.randn(8, 8, 16))  # rows are counted over every leading dimension: 64
     assert used == ["fp32 activations"]
+
+
+def test_int8_activations_take_8_bits_only_where_sums_do_not_saturate():
+    """An input whose uint8 x int8 pairs overflow int16 (255 * 127 * 2 > 32767) comes out of
+    :class:`Int8Fbgemm` within the activation step on every CPU: with 8-bit activations (the probe
+    said VNNI-style int32 sums) and with 7-bit ones (AVX2's saturating pairs never see 255)."""
+    w = torch.ones(16, 128)
+    x = torch.rand(3, 128, generator=torch.Generator().manual_seed(0)) * 0.01 + 1.0
+    x[:, 0] = 0.0  # zero point 0: every other entry quantises to the top code
+    kernel = W.Int8Fbgemm(w, None)
+    assert kernel.reduce_range is not W.fbgemm_int8_full_range()
+    bits = "8-bit" if W.fbgemm_int8_full_range() else "7-bit"
+    assert bits in W.Int8Fbgemm.describe()
+    ref = x @ w.t()
+    assert torch.allclose(kernel(x), ref, rtol=1e-2)  # saturated sums would be ~half
+    # the kernel used here really is the saturation-prone one without reduce_range, or exact
+    full = torch.ops.quantized.linear_dynamic(x, kernel.packed, False)
+    assert torch.allclose(full, ref, rtol=1e-2) is W.fbgemm_int8_full_range()
