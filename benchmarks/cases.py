@@ -24,6 +24,9 @@ from typing import Any
 
 import torch
 
+from t5electra.train.config import OptimSection
+from t5electra.train.optim import build_optimizer
+
 from .ct2_process import TranslatorProcess
 from .harness import Timing, compare, matmul_peak
 
@@ -158,8 +161,11 @@ def bench_train(env: Env, presets, shapes, dtypes, peak_flops: dict[str, float])
         # check_inputs=False where offered: the training loop skips the per-step id range check too
         if hasattr(ours, "check_inputs") and isinstance(ours.check_inputs, bool):
             ours.check_inputs = False
-        opts = {"t5electra": torch.optim.AdamW(ours.parameters(), lr=1e-4),
-                "transformers": torch.optim.AdamW(peer.parameters(), lr=1e-4)}
+        # Each side's default optimiser: fused AdamW for both (our optim section's default; transformers'
+        # Trainer default "adamw_torch_fused" with torch >= 2.8)
+        opts = {"t5electra": build_optimizer(ours, OptimSection(lr=1e-4, weight_decay=0.0)),
+                "transformers": torch.optim.AdamW(peer.parameters(), lr=1e-4, weight_decay=0.0, fused=True)}
+        assert opts["t5electra"].defaults["fused"]
         V = ours.config.vocab_size
         for (B, S, T) in shapes:
             g = torch.Generator().manual_seed(1)

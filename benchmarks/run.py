@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from t5electra.machine import keep_freed_memory
+
 from . import cases as C
 from .harness import machine_info, matmul_peak
 from .report import misses, write_charts, write_markdown
@@ -90,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
         print("benchmarks: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     plan = PLANS[args.mode]
+    # the allocator setting every t5electra command (and any training process) runs with (machine.py):
+    # process-wide, so transformers' rows in this process run with it too (CTranslate2: its own process)
+    kept = keep_freed_memory()
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     dtypes = plan.train_dtypes
     started = time.perf_counter()
     machine = machine_info(args.device, threads)
+    machine["allocator"] = ("glibc, freed memory kept (keep_freed_memory: M_MMAP_MAX=0, maximal trim threshold)"
+                            if kept else "the C library's default")
     print(f"benchmarks: {args.mode} run of {selected} on {machine['cpu']} with {threads} threads", flush=True)
     peaks = {key: matmul_peak(key, args.device) for key in ("fp32", "bf16")}
     notes = []

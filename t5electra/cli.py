@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from .machine import keep_freed_memory  # here, not at the top: --help must not import torch
+
+    keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
     mod = importlib.import_module(COMMANDS[args.command][0])
     return int(mod.run(args) or 0)
 

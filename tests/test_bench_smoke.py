@@ -47,6 +47,7 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
                     "## 3. Generation", "## 4. ELECTRA discriminator", "## 5. Data pipeline", "## Profiles"):
         assert heading in text
     assert "| transformers | 5.24.0 |" in text and "measured matmul peak (fp32)" in text
+    assert "| allocator | glibc, freed memory kept" in text  # the report names what the rows ran with
     assert "### Serving: `t5electra serve` under load" in text  # benchmarks/other_results.md is kept
     tables = [line for line in text.splitlines() if line.startswith("|")]
     assert all(line.endswith("|") for line in tables)
@@ -141,3 +142,10 @@ def test_ctranslate2_child_process_translates_and_reports_errors(tmp_path):
     finally:
         child.close()
     assert not child.proc.is_alive()
+
+
+def test_train_step_script_times_our_recipe_step():
+    from benchmarks.train_step import main as train_step
+
+    out = train_step(["--preset", "t5-tiny", "--shape", "2x12x6", "--steps", "2", "--precision", "fp32"])
+    assert out["shape"] == "2x12x6" and len(out["seconds"]) == 2 and out["median_s"] > 0 and out["peak_rss_mb"] > 0

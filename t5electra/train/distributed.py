@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
+from ..machine import keep_freed_memory
 from ..nn.recompute import set_activation_checkpointing
 from .checkpointing import rng_state
 from .sharded import shard_model
@@ -105,6 +106,8 @@ def init_distributed(device: str = "auto", backend: str | None = None,
         raise ConfigError("train.distributed=fsdp shards the model over the processes of a torchrun launch, and "
                           "this process was not started by torchrun (MASTER_ADDR/MASTER_PORT unset): run "
                           "torchrun --nproc_per_node N t5electra ..., or use train.distributed=none")
+    if dev.type == "cpu":
+        keep_freed_memory()  # a training process on CPU: reuse the big tensors' pages (machine.py)
     if world_size == 1 and strategy != "fsdp":
         return DistEnv(device=dev)
     for var in ("MASTER_ADDR", "MASTER_PORT"):

@@ -104,6 +104,8 @@ def test_fused_adamw_option_gives_the_same_update():
         models.append(ElectraForPreTraining(cfg))
         opts.append(build_optimizer(models[-1], OptimSection(lr=1e-3, weight_decay=0.01, fused=fused)))
     assert opts[1].defaults["fused"] and not opts[0].defaults["fused"]
+    assert build_optimizer(models[0], OptimSection(lr=1e-3)).defaults["fused"]  # the default: fused
+    assert not build_optimizer(models[0], OptimSection(name="adafactor")).defaults.get("fused")
     for _ in range(3):
         for model, opt in zip(models, opts):
             model(ids, mask, types, labels=(ids % 2)).loss.backward()
