@@ -425,6 +425,9 @@ RESUME_SAFE = frozenset({
     "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
+    # fused AdamW and the per-parameter loop: the same update within float rounding and the same state
+    # (a run started before fused became the default resumes with it)
+    "optim.fused",
 })
 
 

@@ -281,3 +281,26 @@ def test_disk_full_while_writing_model_weights_says_so_and_leaves_no_temporary(t
         io.save_state_dict({"w": torch.zeros(2)}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
     assert (tmp_path / "model.safetensors").read_bytes() == b"the previous weights"
+
+
+def test_a_run_saved_with_the_adamw_loop_resumes_with_fused_adamw(tmp_path):
+    """optim.fused changed its default (None: fused): a checkpoint of the per-parameter loop loads
+    into the fused optimiser (same state layout) and the config check lets it through."""
+    from t5electra.train.config import OptimSection
+    from t5electra.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    saved = RunConfig()
+    saved.optim.fused = False
+    loop = build_optimizer(model, OptimSection(lr=1e-2, fused=False))
+    model(torch.randn(4, 3)).sum().backward()
+    loop.step()
+    CheckpointManager(tmp_path, saved.to_dict()).save(1, model, loop)
+    fused = build_optimizer(model, OptimSection(lr=1e-2))
+    assert fused.defaults["fused"]
+    CheckpointManager(tmp_path, RunConfig().to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, fused)
+    assert torch.equal(fused.state_dict()["state"][0]["exp_avg"], loop.state_dict()["state"][0]["exp_avg"])
+    model.zero_grad()
+    model(torch.randn(4, 3)).sum().backward()
+    fused.step()  # the loaded state works in the fused kernel
