@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from t5electra.train.config import OptimSection
+from t5electra.train.loop import autocast
 from t5electra.train.optim import build_optimizer
 
 from .ct2_process import TranslatorProcess
@@ -96,12 +97,6 @@ class Env:
                                                                           max_name_column_width=48)
 
 
-def _autocast(device: str, dtype: str):
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device, dtype=torch.bfloat16)
-
-
 def _quiet_transformers() -> None:
     import transformers
 
@@ -142,9 +137,17 @@ def _t5_pair(preset: str, workdir: Path, device: str, **overrides):
     return ours.to(device), peer.to(device), path
 
 
-def _train_step_fn(model, opt, batch: dict[str, torch.Tensor], device: str, dtype: str):
+def random_t5_batch(vocab_size: int, batch: int, src_len: int, tgt_len: int, device: str) -> dict[str, torch.Tensor]:
+    """The training benchmarks' batch: random ids (seeded) for the encoder and the labels."""
+    g = torch.Generator().manual_seed(1)
+    return {"input_ids": torch.randint(3, vocab_size - 100, (batch, src_len), generator=g).to(device),
+            "labels": torch.randint(3, vocab_size - 100, (batch, tgt_len), generator=g).to(device)}
+
+
+def train_step_fn(model, opt, batch: dict[str, torch.Tensor], device: str, dtype: str):
+    """One training step (autocast forward, backward, optimiser step) as a zero-argument callable."""
     def step() -> None:
-        with _autocast(device, dtype):
+        with autocast(dtype, device):
             loss = model(**batch).loss
         loss.backward()
         opt.step()
@@ -168,14 +171,12 @@ def bench_train(env: Env, presets, shapes, dtypes, peak_flops: dict[str, float])
         assert opts["t5electra"].defaults["fused"]
         V = ours.config.vocab_size
         for (B, S, T) in shapes:
-            g = torch.Generator().manual_seed(1)
-            batch = {"input_ids": torch.randint(3, V - 100, (B, S), generator=g).to(env.device),
-                     "labels": torch.randint(3, V - 100, (B, T), generator=g).to(env.device)}
+            batch = random_t5_batch(V, B, S, T, env.device)
             for dtype in dtypes:
                 label = f"{preset} {B}x{S}->{T} {dtype}"
                 env.log(f"[train] {label}")
-                impls = {"t5electra": _train_step_fn(ours, opts["t5electra"], batch, env.device, dtype),
-                         "transformers": _train_step_fn(peer, opts["transformers"], batch, env.device, dtype)}
+                impls = {"t5electra": train_step_fn(ours, opts["t5electra"], batch, env.device, dtype),
+                         "transformers": train_step_fn(peer, opts["transformers"], batch, env.device, dtype)}
                 timings = env.compare(impls)
                 env.maybe_profile("train", label, impls)
                 # The matmul peak again, right after this configuration: on a shared or virtual

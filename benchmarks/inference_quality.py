@@ -56,11 +56,16 @@ def default_keep(spec: str):
         inference_weights.DEFAULT_KEEP.update(saved)
 
 
+def _length(row: list[int], eos: int) -> int:
+    """Tokens of a generated row up to and including its first EOS (all of them without one)."""
+    return row.index(eos) + 1 if eos in row else len(row)
+
+
 def token_agreement(ref: torch.Tensor, other: torch.Tensor, eos: int) -> float:
     """Share of ``ref``'s tokens (each row up to and including its first EOS) equal in ``other``."""
     same = total = 0
     for a, b in zip(ref.tolist(), other.tolist()):
-        n = a.index(eos) + 1 if eos in a else len(a)
+        n = _length(a, eos)
         b = b + [-1] * max(0, n - len(b))
         same += sum(x == y for x, y in zip(a[:n], b[:n]))
         total += n
@@ -71,7 +76,7 @@ def first_divergences(ref: torch.Tensor, other: torch.Tensor, eos: int) -> list[
     """(row, position) of the first token of ``other`` that differs from ``ref`` (up to ``ref``'s EOS)."""
     out = []
     for i, (a, b) in enumerate(zip(ref.tolist(), other.tolist())):
-        n = a.index(eos) + 1 if eos in a else len(a)
+        n = _length(a, eos)
         for t in range(n):
             if t >= len(b) or a[t] != b[t]:
                 out.append((i, t))
@@ -80,15 +85,17 @@ def first_divergences(ref: torch.Tensor, other: torch.Tensor, eos: int) -> list[
 
 
 @torch.no_grad()
-def reference_margins(model, tok, texts: list[str], ref: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """(rows, steps) top-1 minus top-2 logit of ``model`` along its own greedy output ``ref`` (teacher forced)."""
-    margins = []
+def reference_margins(model, batches: list, ref: torch.Tensor) -> torch.Tensor:
+    """(rows, steps) top-1 minus top-2 logit of ``model`` along its own greedy output ``ref`` (teacher
+    forced); ``batches``: the tokenized inputs that produced ``ref``, in order."""
+    margins, i = [], 0
     start = torch.full((ref.shape[0], 1), model.config.decoder_start_token_id)
     dec = torch.cat([start, ref.clamp_min(0)], 1)[:, :-1]  # the inputs that produced each ref token
-    for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+    for enc in batches:
+        n = enc["input_ids"].shape[0]
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                       decoder_input_ids=dec[i:i + batch_size]).logits
+                       decoder_input_ids=dec[i:i + n]).logits
+        i += n
         top = logits.topk(2, -1).values
         margins.append(top[..., 0] - top[..., 1])
     return torch.cat(margins)
@@ -98,8 +105,7 @@ def divergence_summary(margins: torch.Tensor, ref: torch.Tensor, other: torch.Te
                        near_tie: float = 0.05) -> dict[str, float]:
     """How many rows part from the reference and how close fp32's own choice was where they do."""
     at = [float(margins[i, t]) for i, t in first_divergences(ref, other, eos)]
-    valid = torch.cat([margins[i, :(r.index(eos) + 1 if eos in r else len(r))]
-                       for i, r in enumerate(ref.tolist())])
+    valid = torch.cat([margins[i, :_length(r, eos)] for i, r in enumerate(ref.tolist())])
     return {"rows_diverging": len(at),
             "median_margin_at_divergence": round(float(torch.tensor(at).median()), 4) if at else None,
             f"share_of_divergences_at_margin_below_{near_tie}":
@@ -114,13 +120,14 @@ def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batc
     """Per variant: token agreement with ``variants[0]`` and the seconds its generation took."""
     model = T5ForConditionalGeneration.from_pretrained(model_dir)
     tok = T5Tokenizer.from_pretrained(model_dir)
+    batches = [tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+               for i in range(0, len(texts), batch_size)]
     outs, secs = {}, {}
     for spec in variants:
         weights, keep = parse_variant(spec)
         model.optimize_for_inference(weights, keep=keep)
         rows, t0 = [], time.perf_counter()
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        for enc in batches:
             ids = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens)
             rows += [r[1:] for r in ids]  # without the decoder start token
         outs[spec], secs[spec] = rows, time.perf_counter() - t0
@@ -129,7 +136,7 @@ def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batc
     ref = pad(outs[variants[0]])
     weights, keep = parse_variant(variants[0])
     model.optimize_for_inference(weights, keep=keep)
-    margins = reference_margins(model, tok, texts, ref, batch_size)
+    margins = reference_margins(model, batches, ref)
     return {v: {"agreement": token_agreement(ref, pad(outs[v]), eos), "seconds": round(secs[v], 2),
                 **divergence_summary(margins, ref, pad(outs[v]), eos)}
             for v in variants}

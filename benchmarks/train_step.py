@@ -20,8 +20,9 @@ import torch
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.train.config import OptimSection
 from t5electra.train.distributed import init_distributed
-from t5electra.train.loop import autocast
 from t5electra.train.optim import build_optimizer
+
+from .cases import random_t5_batch, train_step_fn
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,17 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(T5Config.from_preset(a.preset)).train()
     opt = build_optimizer(model, OptimSection(lr=1e-4))
-    g, V = torch.Generator().manual_seed(1), model.config.vocab_size
-    batch = {"input_ids": torch.randint(3, V - 100, (B, S), generator=g),
-             "labels": torch.randint(3, V - 100, (B, T), generator=g)}
-
-    def step() -> None:
-        with autocast(a.precision, "cpu"):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step = train_step_fn(model, opt, random_t5_batch(model.config.vocab_size, B, S, T, "cpu"), "cpu", a.precision)
     for _ in range(2):
         step()
     times = []

@@ -59,9 +59,9 @@ def describe_cpu(flags: frozenset[str] | None = None) -> str:
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _INT_MAX = 2**31 - 1
-_kept_freed_memory: bool | None = None
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve every allocation from its heap and keep what is freed there, for
     this process. Every ``t5electra`` command calls it, and so does training on CPU from Python
@@ -77,10 +77,6 @@ def keep_freed_memory() -> bool:
     The price: memory freed during training is not returned to the system until the process ends.
     ``T5ELECTRA_KEEP_FREED_MEMORY=0`` turns it off; non-glibc C libraries (musl, macOS) are left
     as they are."""
-    global _kept_freed_memory
-    if _kept_freed_memory is not None:
-        return _kept_freed_memory
-    _kept_freed_memory = False
     if os.environ.get("T5ELECTRA_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -88,5 +84,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _kept_freed_memory = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
-    return _kept_freed_memory
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
