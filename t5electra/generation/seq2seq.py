@@ -32,6 +32,7 @@ Where transformers has a quirk we keep it, and say so, so that outputs match:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from typing import Protocol
@@ -334,17 +335,24 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
 
     tokens = out[:, :1]                               # (A, 1) next decoder input
     cur_len = s.prompt_length
+    # Greedy with processors that only ban tokens: the model may skip the full output layer
+    # (decode_step_argmax; the same tokens).
+    argmax_step = (getattr(model, "decode_step_argmax", None)
+                   if not s.do_sample and s.repetition_penalty == 1.0 else None)
     while True:
-        logits = model.decode_step(tokens, cache)[:, -1].float()        # (A, V)
         history = out[rows, :cur_len] if _needs_history(s) else None
-        scores = _process(logits, history, cur_len, s, eos)
-        if s.do_sample and s.top_k:
-            next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator)
-        elif s.do_sample:
-            probs = warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1).softmax(dim=-1)
-            next_tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+        if argmax_step is not None:
+            next_tokens = argmax_step(tokens, cache, functools.partial(_process, history=history, cur_len=cur_len, s=s, eos=eos))
         else:
-            next_tokens = scores.argmax(dim=-1)                           # (A,)
+            logits = model.decode_step(tokens, cache)[:, -1].float()    # (A, V)
+            scores = _process(logits, history, cur_len, s, eos)
+            if s.do_sample and s.top_k:
+                next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator)
+            elif s.do_sample:
+                probs = warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1).softmax(dim=-1)
+                next_tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+            else:
+                next_tokens = scores.argmax(dim=-1)                       # (A,)
         if eos.numel():
             next_tokens = next_tokens.masked_fill(done, pad)
         out[rows, cur_len] = next_tokens

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -43,6 +41,7 @@ from torch import nn
 from ..errors import InvalidInputError
 from ..machine import describe_cpu, native_bf16
 from .decoding import decode_linear, optimize_for_decoding
+from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
 logger = logging.getLogger("t5electra")
 
@@ -50,37 +49,6 @@ WEIGHTS = ("fp32", "bf16", "int8")
 # Layers kept in fp32 by default, per weight type (regular expressions on module names; measured in
 # docs/inference.md). "lm_head" also names T5's tied output layer (the shared embedding matrix).
 DEFAULT_KEEP: dict[str, tuple[str, ...]] = {"fp32": (), "bf16": (), "int8": ()}
-
-
-# ------------------------------------------------------------------------------------------------
-# CPU features
-# ------------------------------------------------------------------------------------------------
-def fbgemm_available() -> bool:
-    """fbgemm's x86 kernels (fp16-weight and dynamic int8 linear) are built into this torch."""
-    return "fbgemm" in torch.backends.quantized.supported_engines
-
-
-@functools.cache
-def fbgemm_int8_full_range() -> bool:
-    """Whether fbgemm's dynamic int8 linear can take 8-bit activations (``reduce_range=False``) here.
-
-    Without AVX512-VNNI, fbgemm multiplies uint8 x int8 with ``vpmaddubsw``, which adds pairs of
-    products into int16 and saturates (255 * 127 * 2 > 32767): hence the usual 7-bit activations.
-    With VNNI (``vpdpbusd``, int32 sums) the 8th bit is free and halves the activation rounding
-    (measured on the quickstart's T5: span-filling tokens equal to fp32's 91.6 -> 95.0 %,
-    docs/inference.md). Probed, not read from the flags: an input where every pair saturates int16
-    must come out exact to fp32 rounding, or 7 bits are used."""
-    if not fbgemm_available():
-        return False
-    x = torch.ones(4, 64)                       # quantises to 255 everywhere (scale 1/255, zero point 0)
-    x[:, 0] = 0.0
-    w = torch.ones(8, 64)                       # quantises to 127 everywhere
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scale = torch.full((8,), 1 / 127, dtype=torch.double)
-        q = torch.quantize_per_channel(w, scale, torch.zeros(8, dtype=torch.long), 0, torch.qint8)
-        out = torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(q, None), False)
-    return bool(torch.allclose(out, x @ w.t(), rtol=1e-3))  # saturated: ~0.5x the exact sums
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,12 +105,8 @@ class Int8Fbgemm(Kernel):
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
         self.reduce_range = not fbgemm_int8_full_range()
-        w = weight.detach().float().contiguous()
-        scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()  # (out,) symmetric per channel
-        with warnings.catch_warnings():  # quantized-tensor creation is deprecated; the kernel is not
-            warnings.simplefilter("ignore")
-            q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
+        self.packed = torch.ops.quantized.linear_prepack(quantize_int8_per_channel(weight),
+                                                         None if bias is None else bias.detach().float())
 
     def __call__(self, x):
         return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
@@ -294,6 +258,7 @@ def _restore(model: nn.Module) -> None:
             m.__dict__.pop("kernel", None)
     if isinstance(getattr(model, "_packed_linears", None), KernelTable):
         model._packed_linears = None
+    model.__dict__.pop("_screened_argmax", None)
 
 
 def _is_t5_generator(model: nn.Module) -> bool:
@@ -317,9 +282,14 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
     t5 = _is_t5_generator(model)
     if t5:
         optimize_for_decoding(model, pack_weights)  # the fp32 fast path, also for the layers kept in fp32
+        lm = model.shared if model.lm_head is None else model.lm_head
+        if isinstance(lm, nn.Module) and ScreenedArgmax.available(lm.weight):
+            model._screened_argmax = ScreenedArgmax(lm.weight)  # greedy steps while the output layer is fp32
     if kernel_cls is None:
         name = ("column-major + oneDNN-packed decoder weights (exact)" if t5 and model._packed_linears is not None
                 else "column-major decoder weights (exact)" if t5 else "plain modules (exact)")
+        if getattr(model, "_screened_argmax", None) is not None:
+            name += ", greedy argmax screened by int8 output weights with an error bound (exact)"
         model.inference_report = InferenceReport("fp32", name, describe_cpu(), 0, [])
         return model
 
@@ -339,6 +309,8 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
             kept.append("lm_head (tied)")
         else:
             kernels[id(model.shared.weight)] = (model.shared.weight, kernel_cls(model.shared.weight, None))
+    if t5 and not any("lm_head" in k for k in kept):
+        model._screened_argmax = None  # the output layer runs the bf16 / int8 kernel: its own argmax
     if t5:
         packed = model._packed_linears
         for key in kernels if packed is not None else ():

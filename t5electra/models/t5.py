@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -601,6 +602,28 @@ class T5ForConditionalGeneration(T5Model):
 
     @torch.no_grad()
     def decode_step(self, decoder_input_ids: torch.Tensor, cache: T5DecoderCache) -> torch.Tensor:
+        linear = getattr(self, "_packed_linears", None) or decode_linear
+        return self.lm_logits(self._decode_hidden(decoder_input_ids, cache, linear), linear=linear).float()
+
+    @torch.no_grad()
+    def decode_step_argmax(self, decoder_input_ids: torch.Tensor, cache: T5DecoderCache,
+                           process: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Greedy search's step: ``process(decode_step(...)[:, -1]).argmax(-1)`` (N,), where ``process``
+        only bans tokens (sets -inf). After ``optimize_for_inference`` with an fp32 output layer on CPU
+        the full output product is skipped (inference/int8.py: ScreenedArgmax, the same tokens)."""
+        linear = getattr(self, "_packed_linears", None) or decode_linear
+        hidden = self._decode_hidden(decoder_input_ids, cache, linear)[:, -1:]     # (N, 1, D)
+        screen = getattr(self, "_screened_argmax", None)
+        weight = self.shared.weight if self.lm_head is None else getattr(self.lm_head, "weight", None)
+        if screen is None or not screen.current(weight) or hidden.dtype != torch.float32:
+            scores = self.lm_logits(hidden, linear=linear)[:, -1].float()           # (N, V)
+            return (scores if process is None else process(scores)).argmax(-1)
+        if self.config.rescale_decoder_output:
+            hidden = hidden * self.config.d_model**-0.5  # as lm_logits
+        return screen(hidden[:, 0], process)
+
+    def _decode_hidden(self, decoder_input_ids: torch.Tensor, cache: T5DecoderCache, linear) -> torch.Tensor:
+        """The decoder's output (N, t, D) for ``t`` new positions; appends them to ``cache``."""
         n, t = decoder_input_ids.shape
         if n != cache.batch_size:
             raise InvalidInputError(f"decoder_input_ids has {n} rows, the cache {cache.batch_size}")
@@ -608,9 +631,7 @@ class T5ForConditionalGeneration(T5Model):
             raise InvalidInputError(f"decoding {t} more token(s) after {cache.length} exceeds the cache's "
                                     f"max_length={cache.max_length}")
         self._check_inputs(decoder_input_ids=decoder_input_ids)
-        linear = getattr(self, "_packed_linears", None) or decode_linear
-        hidden = self.decoder.decode(self.shared(decoder_input_ids), cache, linear)
-        return self.lm_logits(hidden, linear=linear).float()
+        return self.decoder.decode(self.shared(decoder_input_ids), cache, linear)
 
     def optimize_for_decoding(self, pack_weights: bool = True) -> "T5ForConditionalGeneration":
         """The old name of ``optimize_for_inference("fp32", pack_weights=...)`` (modeling.py): column-major

@@ -1,0 +1,131 @@
+"""Greedy decoding's screened argmax (t5electra/inference/int8.py: ScreenedArgmax): int8 scores plus a
+proven error bound pick the candidates, their fp32 scores pick the token. It must return the fp32
+argmax: the bound must hold (measured against float64 products, without the safety margin), and
+generation must give the tokens of the full output layer."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from t5electra.generation.seq2seq import generate
+from t5electra.inference.int8 import ScreenedArgmax
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from tiny_t5 import spread_tiny_t5
+
+
+def heavy_tailed_rows(g, n, d):
+    """Activations like a decoder's output: mostly small, a few large components, some all positive."""
+    x = torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g).mul(3)
+    x[:, :3] *= 20
+    x[n // 2:] = x[n // 2:].abs()
+    return x
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])  # 8-bit (VNNI) and 7-bit activations
+@pytest.mark.parametrize("shape", [(3000, 64), (500, 200)])
+def test_int8_scores_stay_inside_the_bound(reduce_range, shape):
+    g = torch.Generator().manual_seed(shape[0] + reduce_range)
+    w = torch.randn(shape, generator=g) * torch.rand(shape[0], 1, generator=g)
+    w[::7, ::5] *= 10  # rows with outliers: coarse scales
+    screen = ScreenedArgmax(w)
+    screen.reduce_range = reduce_range
+    x = heavy_tailed_rows(g, 32, shape[1])
+    approx = torch.ops.quantized.linear_dynamic(x, screen.packed, reduce_range).double()
+    exact = x.double() @ w.double().t()
+    ratio = ((exact - approx).abs() / (screen.bound(x).double() / screen.MARGIN)).max().item()
+    assert ratio <= 1.0, ratio  # the bound itself holds, before the margin
+    assert ratio > 0.05, ratio  # and it is not vacuous: the errors reach a fair part of it
+
+
+def test_argmax_equals_the_fp32_argmax_with_ties_and_bans():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2000, 48, generator=g)
+    w[1500] = w[700]      # an exact tie: argmax takes the first index, as the full product does
+    w[900] = w[901] * (1 + 1e-4)
+    screen = ScreenedArgmax(w)
+    x = heavy_tailed_rows(g, 64, 48)
+    x[5] = w[700]         # rows whose best tokens are the tied / nearly tied pairs
+    x[6] = w[901]
+    full = (x @ w.t()).argmax(1)
+    assert torch.equal(screen(x), full)
+    assert int(screen(x)[5]) == 700
+
+    def ban(scores):      # what min_new_tokens / no_repeat_ngram_size do: -inf, nothing else
+        return scores.index_fill(1, full[:4], -math.inf)
+
+    assert torch.equal(screen(x, ban), ban(x @ w.t()).argmax(1))
+
+
+def test_rows_it_cannot_screen_take_the_full_product():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(800, 32, generator=g)
+    x = torch.randn(4, 32, generator=g)
+    x[1, 3] = math.nan                       # no candidate survives a NaN bound
+    assert torch.equal(ScreenedArgmax(w)(x), (x @ w.t()).argmax(1))
+    # near-flat scores: most of the vocabulary is a candidate, the full product is cheaper
+    flat = torch.ones(800, 32) + torch.randn(800, 32, generator=g) * 1e-3
+    y = torch.randn(2, 32, generator=g)
+    assert torch.equal(ScreenedArgmax(flat)(y), (y @ flat.t()).argmax(1))
+
+
+def count_screens(model, monkeypatch):
+    calls = []
+    real = ScreenedArgmax.__call__
+    monkeypatch.setattr(ScreenedArgmax, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    return calls
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_generate_gives_the_full_output_layer_tokens(version, monkeypatch):
+    model = spread_tiny_t5(version, 3, 96)
+    ids = torch.randint(2, 96, (5, 9), generator=torch.Generator().manual_seed(3))
+    settings = [dict(max_new_tokens=12), dict(max_new_tokens=12, min_new_tokens=12),
+                dict(max_new_tokens=12, no_repeat_ngram_size=2), dict(max_new_tokens=12, eos_token_id=7)]
+    plain = [generate(model, ids, **kw) for kw in settings]
+    model.optimize_for_inference("fp32")
+    assert model._screened_argmax is not None and "screened" in model.inference_report.kernel
+    calls = count_screens(model, monkeypatch)
+    for kw, ref in zip(settings, plain, strict=True):
+        assert torch.equal(generate(model, ids, **kw), ref), kw
+    assert len(calls) >= 4 * 12 - 5
+    # settings that need every score do not screen
+    calls.clear()
+    generate(model, ids, max_new_tokens=4, repetition_penalty=1.3)
+    generate(model, ids, max_new_tokens=4, do_sample=True)
+    generate(model, ids, max_new_tokens=4, num_beams=2)
+    assert not calls
+
+
+def test_a_trained_sized_model_keeps_its_tokens():
+    """A wider random T5 (vocab 4000, d_model 128) at a normal init: flatter scores than the tiny ones."""
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=4000, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4, dropout_rate=0.0)
+    model = T5ForConditionalGeneration(cfg).eval()
+    ids = torch.randint(2, 4000, (6, 16))
+    ref = generate(model, ids, max_new_tokens=16, min_new_tokens=16)
+    assert torch.equal(generate(model.optimize_for_inference("fp32"), ids, max_new_tokens=16, min_new_tokens=16), ref)
+
+
+def test_screen_follows_the_weights_and_the_weight_type(monkeypatch):
+    model = spread_tiny_t5("v1.0", 4, 96).optimize_for_inference("fp32")
+    ids = torch.randint(2, 96, (3, 7), generator=torch.Generator().manual_seed(4))
+    # a copy has its own weights: no screen until optimised
+    assert copy.deepcopy(model)._screened_argmax is None
+    # weights changed by training: the screen is stale and the full product runs
+    model.train()
+    model(ids, labels=ids).loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    model.eval()
+    calls = count_screens(model, monkeypatch)
+    fresh = copy.deepcopy(model)
+    assert torch.equal(generate(model, ids, max_new_tokens=6), generate(fresh, ids, max_new_tokens=6))
+    assert not calls
+    # bf16 / int8 output layers take their own kernel's argmax; kept in fp32, the screen returns
+    assert model.optimize_for_inference("int8")._screened_argmax is None
+    assert model.optimize_for_inference("bf16")._screened_argmax is None
+    assert model.optimize_for_inference("int8", keep=("lm_head",))._screened_argmax is not None
+    assert model.optimize_for_inference("fp32")._screened_argmax is not None
