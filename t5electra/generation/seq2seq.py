@@ -14,6 +14,10 @@ The model is driven through four calls, so that the loop below never sees a laye
     logits = model.decode_step(decoder_input_ids, cache)                # (N, t, V); appends t positions
     cache.reorder(index)                                                # in place row select / duplicate
 
+and, where the model has it, greedy search's ``model.decode_step_argmax(ids, cache, process)``
+(next tokens (N,) of ``process(logits)``, for processors that only ban tokens), which may skip
+computing every logit (T5: inference/int8.py, ScreenedArgmax).
+
 The encoder and the cross-attention projections run once on the ``B`` inputs; ``cache.reorder``
 then makes the rows for the beams or the returned samples. All beam bookkeeping lives in tensors
 of shape ``(B, num_beams, ...)``.
@@ -342,7 +346,8 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
     while True:
         history = out[rows, :cur_len] if _needs_history(s) else None
         if argmax_step is not None:
-            next_tokens = argmax_step(tokens, cache, functools.partial(_process, history=history, cur_len=cur_len, s=s, eos=eos))
+            bans = functools.partial(_process, history=history, cur_len=cur_len, s=s, eos=eos)
+            next_tokens = argmax_step(tokens, cache, bans)
         else:
             logits = model.decode_step(tokens, cache)[:, -1].float()    # (A, V)
             scores = _process(logits, history, cur_len, s, eos)

@@ -93,11 +93,13 @@ class ScreenedArgmax:
         self.versions = (weight._version, weight.data_ptr())
         self.reduce_range = not fbgemm_int8_full_range()
         qw = quantize_int8_per_channel(weight)
-        w = weight.detach().double()
-        sq = qw.int_repr().double() * qw.q_per_channel_scales()[:, None]  # (V, D) S Q, exactly
-        self.err_l2 = (w - sq).norm(dim=1).float()                          # (V,) ||e_j||_2
-        self.sq_l1 = sq.abs().sum(1).float()                                # (V,) ||(S Q)_j||_1
-        self.w_l2 = w.norm(dim=1).float()                                   # (V,) ||w_j||_2
+        q, scale = qw.int_repr(), qw.q_per_channel_scales()
+        norms = []
+        for rows in torch.arange(weight.shape[0]).split(8192):  # float64 in slices: mT5's 250k rows too
+            w = weight.detach()[rows].double()
+            sq = q[rows].double() * scale[rows, None]                       # S Q, exactly
+            norms.append(torch.stack([(w - sq).norm(dim=1), sq.abs().sum(1), w.norm(dim=1)]).float())
+        self.err_l2, self.sq_l1, self.w_l2 = torch.cat(norms, 1)            # (V,) each: ||e_j||_2, ||(S Q)_j||_1, ||w_j||_2
         self.packed = torch.ops.quantized.linear_prepack(qw, None)
 
     def __deepcopy__(self, memo) -> None:

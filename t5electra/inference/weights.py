@@ -283,7 +283,7 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
     if t5:
         optimize_for_decoding(model, pack_weights)  # the fp32 fast path, also for the layers kept in fp32
         lm = model.shared if model.lm_head is None else model.lm_head
-        if isinstance(lm, nn.Module) and ScreenedArgmax.available(lm.weight):
+        if (model.lm_head is None or type(model.lm_head) is nn.Linear) and ScreenedArgmax.available(lm.weight):
             model._screened_argmax = ScreenedArgmax(lm.weight)  # greedy steps while the output layer is fp32
     if kernel_cls is None:
         name = ("column-major + oneDNN-packed decoder weights (exact)" if t5 and model._packed_linears is not None

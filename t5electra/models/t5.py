@@ -614,7 +614,10 @@ class T5ForConditionalGeneration(T5Model):
         linear = getattr(self, "_packed_linears", None) or decode_linear
         hidden = self._decode_hidden(decoder_input_ids, cache, linear)[:, -1:]     # (N, 1, D)
         screen = getattr(self, "_screened_argmax", None)
-        weight = self.shared.weight if self.lm_head is None else getattr(self.lm_head, "weight", None)
+        if self.lm_head is None or type(self.lm_head) is nn.Linear:  # not an adapter or a quantised module
+            weight = self.shared.weight if self.lm_head is None else self.lm_head.weight
+        else:
+            screen = weight = None
         if screen is None or not screen.current(weight) or hidden.dtype != torch.float32:
             scores = self.lm_logits(hidden, linear=linear)[:, -1].float()           # (N, V)
             return (scores if process is None else process(scores)).argmax(-1)

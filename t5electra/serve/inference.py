@@ -40,13 +40,20 @@ def pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tenso
 
 class Checked:
     """A model seen through a cancellation check: ``check()`` runs before each forward pass
-    (``model(...)``), encoder pass and decoding step; every other attribute is the model's."""
+    (``model(...)``), encoder pass and decoding step (``decode_step``, ``decode_step_argmax``);
+    every other attribute is the model's."""
 
     def __init__(self, model: torch.nn.Module, check: Callable[[], None]):
         self._model, self._check = model, check
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
+        attr = getattr(self._model, name)
+        if name in ("decode_step", "decode_step_argmax"):  # a decoding step (greedy search takes the second)
+            def step(*args, **kwargs):
+                self._check()
+                return attr(*args, **kwargs)
+            return step
+        return attr
 
     def __call__(self, *args, **kwargs):
         self._check()
@@ -56,9 +63,6 @@ class Checked:
         self._check()
         return self._model.encode(*args, **kwargs)
 
-    def decode_step(self, *args, **kwargs):
-        self._check()
-        return self._model.decode_step(*args, **kwargs)
 
 
 def checked(sm: ServedModel, check: Callable[[], None]) -> ServedModel:

@@ -129,3 +129,25 @@ def test_screen_follows_the_weights_and_the_weight_type(monkeypatch):
     assert model.optimize_for_inference("bf16")._screened_argmax is None
     assert model.optimize_for_inference("int8", keep=("lm_head",))._screened_argmax is not None
     assert model.optimize_for_inference("fp32")._screened_argmax is not None
+
+
+def test_an_adapter_on_the_output_layer_is_not_screened_past():
+    """LoRA on v1.1's lm_head: the adapter changes the scores, so greedy steps take the module."""
+    from t5electra import LoraConfig, get_peft_model
+
+    model = spread_tiny_t5("v1.1", 5, 96)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["lm_head"], init_lora_weights=False))
+    inner = lora.base_model
+    ids = torch.randint(2, 96, (4, 8), generator=torch.Generator().manual_seed(5))
+    ref = generate(inner, ids, max_new_tokens=10)
+    inner.optimize_for_inference("fp32")
+    assert getattr(inner, "_screened_argmax", None) is None
+    assert torch.equal(generate(inner, ids, max_new_tokens=10), ref)
+    # an adapter added after optimising: the screen (still there) is not used
+    plain = spread_tiny_t5("v1.1", 5, 96).optimize_for_inference("fp32")
+    adapted = get_peft_model(plain, LoraConfig(r=2, target_modules=["lm_head"], init_lora_weights=False)).base_model
+    assert adapted._screened_argmax is not None
+    expected = generate(copy.deepcopy(adapted), ids, max_new_tokens=10)  # a copy has no screen
+    base = generate(spread_tiny_t5("v1.1", 5, 96), ids, max_new_tokens=10)
+    assert not torch.equal(expected, base) and not torch.equal(ref, base)  # the adapters change the tokens
+    assert torch.equal(generate(adapted, ids, max_new_tokens=10), expected)

@@ -89,14 +89,17 @@ def _slow_down(reg, task: str, calls: list):
     if task == "fill-mask":
         return reg.models["electra-tiny"].generator.register_forward_pre_hook(pause).remove
     t5 = reg.models["t5-tiny"].t5
-    step = t5.decode_step
+    names = ("decode_step", "decode_step_argmax")  # greedy search steps through the second
 
-    def slow_step(*args, **kwargs):
-        pause()
-        return step(*args, **kwargs)
+    def slowed(step):
+        def slow_step(*args, **kwargs):
+            pause()
+            return step(*args, **kwargs)
+        return slow_step
 
-    t5.decode_step = slow_step
-    return lambda: delattr(t5, "decode_step")
+    for name in names:
+        setattr(t5, name, slowed(getattr(t5, name)))
+    return lambda: [delattr(t5, name) for name in names]
 
 
 @pytest.mark.parametrize("task", ["fill-mask", "generate"])
