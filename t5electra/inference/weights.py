@@ -247,7 +247,8 @@ class InferenceReport:
 
     def __str__(self) -> str:
         kept = f"; kept in fp32: {', '.join(self.kept_fp32)}" if self.kept_fp32 else ""
-        return f"weights={self.weights}: {self.kernel} on {self.layers} layers [CPU: {self.cpu}]{kept}"
+        where = f" on {self.layers} layers" if self.layers else ""  # fp32: no layer changes kernel
+        return f"weights={self.weights}: {self.kernel}{where} [CPU: {self.cpu}]{kept}"
 
 
 def _restore(model: nn.Module) -> None:
@@ -316,7 +317,10 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         for key in kernels if packed is not None else ():
             packed.packs.pop(key, None)  # no fp32 packed copy of a matrix that runs in bf16/int8
         model._packed_linears = KernelTable(kernels, packed)
-    model.inference_report = InferenceReport(weights, kernel_cls.describe(), describe_cpu(), len(kernels), kept)
+    name = kernel_cls.describe()
+    if getattr(model, "_screened_argmax", None) is not None:
+        name += "; greedy argmax over the fp32 output layer screened by its int8 copy (exact)"
+    model.inference_report = InferenceReport(weights, name, describe_cpu(), len(kernels), kept)
     if model.training:
         logger.warning("optimize_for_inference: the model is in training mode; the %s kernels run after "
                        "model.eval()", weights)
