@@ -115,7 +115,8 @@ class ScreenedArgmax:
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """(N, V): the most by which the int8 scores of the rows of ``x`` (N, D) can differ from x @ W^T."""
         levels = 127 if self.reduce_range else 255
-        s_x = (x.max().clamp_min(0) - x.min().clamp_max(0)) / levels  # one scale for the whole x (fbgemm's)
+        lo, hi = torch.aminmax(x)
+        s_x = (hi.clamp_min(0) - lo.clamp_max(0)) / levels  # one scale for the whole x (fbgemm's)
         x_l2 = x.norm(dim=1, keepdim=True)                               # (N, 1)
         b = torch.addcmul(x_l2 * (self.err_l2 + self.SLACK * self.w_l2), self.sq_l1, s_x / 2)
         return b.mul_(self.MARGIN)

@@ -259,7 +259,6 @@ def _restore(model: nn.Module) -> None:
             m.__dict__.pop("kernel", None)
     if isinstance(getattr(model, "_packed_linears", None), KernelTable):
         model._packed_linears = None
-    model.__dict__.pop("_screened_argmax", None)
 
 
 def _is_t5_generator(model: nn.Module) -> bool:
@@ -281,17 +280,20 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
     patterns = [re.compile(p) for p in (DEFAULT_KEEP[weights] if keep is None else keep)]
     _restore(model)
     t5 = _is_t5_generator(model)
+    screen_note = ""
     if t5:
         optimize_for_decoding(model, pack_weights)  # the fp32 fast path, also for the layers kept in fp32
         lm = model.shared if model.lm_head is None else model.lm_head
-        if (model.lm_head is None or type(model.lm_head) is nn.Linear) and ScreenedArgmax.available(lm.weight):
-            model._screened_argmax = ScreenedArgmax(lm.weight)  # greedy steps while the output layer is fp32
+        lm_in_fp32 = kernel_cls is None or any(p.search("lm_head") for p in patterns)
+        screen = (lm_in_fp32 and (model.lm_head is None or type(model.lm_head) is nn.Linear)
+                  and ScreenedArgmax.available(lm.weight))
+        model._screened_argmax = ScreenedArgmax(lm.weight) if screen else None  # greedy steps, fp32 output layer
+        if screen:
+            screen_note = "; greedy argmax screened by an int8 copy of the fp32 output layer (exact)"
     if kernel_cls is None:
         name = ("column-major + oneDNN-packed decoder weights (exact)" if t5 and model._packed_linears is not None
                 else "column-major decoder weights (exact)" if t5 else "plain modules (exact)")
-        if getattr(model, "_screened_argmax", None) is not None:
-            name += ", greedy argmax screened by int8 output weights with an error bound (exact)"
-        model.inference_report = InferenceReport("fp32", name, describe_cpu(), 0, [])
+        model.inference_report = InferenceReport("fp32", name + screen_note, describe_cpu(), 0, [])
         return model
 
     kernels: dict[int, tuple[torch.Tensor, Kernel]] = {}
@@ -310,17 +312,13 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
             kept.append("lm_head (tied)")
         else:
             kernels[id(model.shared.weight)] = (model.shared.weight, kernel_cls(model.shared.weight, None))
-    if t5 and not any("lm_head" in k for k in kept):
-        model._screened_argmax = None  # the output layer runs the bf16 / int8 kernel: its own argmax
     if t5:
         packed = model._packed_linears
         for key in kernels if packed is not None else ():
             packed.packs.pop(key, None)  # no fp32 packed copy of a matrix that runs in bf16/int8
         model._packed_linears = KernelTable(kernels, packed)
-    name = kernel_cls.describe()
-    if getattr(model, "_screened_argmax", None) is not None:
-        name += "; greedy argmax over the fp32 output layer screened by its int8 copy (exact)"
-    model.inference_report = InferenceReport(weights, name, describe_cpu(), len(kernels), kept)
+    model.inference_report = InferenceReport(weights, kernel_cls.describe() + screen_note, describe_cpu(),
+                                             len(kernels), kept)
     if model.training:
         logger.warning("optimize_for_inference: the model is in training mode; the %s kernels run after "
                        "model.eval()", weights)

@@ -555,10 +555,13 @@ class T5ForConditionalGeneration(T5Model):
         self.lm_head = None if self.config.tie_word_embeddings else nn.Linear(
             self.config.d_model, self.config.vocab_size, bias=False)
 
+    def _head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the output layer multiplies: v1.0 rescales the decoder output (mesh-tf, before the tied softmax)."""
+        return hidden * self.config.d_model**-0.5 if self.config.rescale_decoder_output else hidden
+
     def lm_logits(self, hidden: torch.Tensor, *, linear=F.linear) -> torch.Tensor:
         """Decoder output (B, T, D) -> logits (B, T, V); ``decode_step`` passes its faster ``linear``."""
-        if self.config.rescale_decoder_output:
-            hidden = hidden * self.config.d_model**-0.5  # mesh-tf: rescale before the tied softmax
+        hidden = self._head_input(hidden)
         if self.lm_head is not None and not isinstance(self.lm_head, nn.Linear):
             return self.lm_head(hidden)  # a replaced module (e.g. torch.ao dynamic int8 Linear)
         weight = self.shared.weight if self.lm_head is None else self.lm_head.weight
@@ -621,9 +624,7 @@ class T5ForConditionalGeneration(T5Model):
         if screen is None or not screen.current(weight) or hidden.dtype != torch.float32:
             scores = self.lm_logits(hidden, linear=linear)[:, -1].float()           # (N, V)
             return (scores if process is None else process(scores)).argmax(-1)
-        if self.config.rescale_decoder_output:
-            hidden = hidden * self.config.d_model**-0.5  # as lm_logits
-        return screen(hidden[:, 0], process)
+        return screen(self._head_input(hidden[:, 0]), process)
 
     def _decode_hidden(self, decoder_input_ids: torch.Tensor, cache: T5DecoderCache, linear) -> torch.Tensor:
         """The decoder's output (N, t, D) for ``t`` new positions; appends them to ``cache``."""

@@ -72,7 +72,7 @@ def test_rows_it_cannot_screen_take_the_full_product():
     assert torch.equal(ScreenedArgmax(flat)(y), (y @ flat.t()).argmax(1))
 
 
-def count_screens(model, monkeypatch):
+def count_screens(monkeypatch):
     calls = []
     real = ScreenedArgmax.__call__
     monkeypatch.setattr(ScreenedArgmax, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
@@ -88,7 +88,7 @@ def test_generate_gives_the_full_output_layer_tokens(version, monkeypatch):
     plain = [generate(model, ids, **kw) for kw in settings]
     model.optimize_for_inference("fp32")
     assert model._screened_argmax is not None and "screened" in model.inference_report.kernel
-    calls = count_screens(model, monkeypatch)
+    calls = count_screens(monkeypatch)
     for kw, ref in zip(settings, plain, strict=True):
         assert torch.equal(generate(model, ids, **kw), ref), kw
     assert len(calls) >= 4 * 12 - 5
@@ -120,7 +120,7 @@ def test_screen_follows_the_weights_and_the_weight_type(monkeypatch):
     model(ids, labels=ids).loss.backward()
     torch.optim.SGD(model.parameters(), lr=0.5).step()
     model.eval()
-    calls = count_screens(model, monkeypatch)
+    calls = count_screens(monkeypatch)
     fresh = copy.deepcopy(model)
     assert torch.equal(generate(model, ids, max_new_tokens=6), generate(fresh, ids, max_new_tokens=6))
     assert not calls
