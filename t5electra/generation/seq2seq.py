@@ -431,21 +431,25 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
         log_probs = torch.log_softmax(logits, dim=-1)
         history = running[:, :, :cur_len].reshape(b * nb, cur_len) if _needs_history(s) else None
         log_probs = _process(log_probs, history, cur_len, s, eos)
+        # c. The K best continuations (or K drawn without replacement), best first, by accumulated
+        # score (running score + log-prob of the token).
         if s.do_sample:
             log_probs = warp_scores(log_probs, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=min_keep)
-        # Accumulated score of every (beam, token) continuation, flattened per input.
-        log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
-
-        # c. The K best continuations (or K drawn without replacement), best first.
-        if s.do_sample:
+            log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
             cand = torch.multinomial(log_probs.softmax(dim=-1), num_samples=K, generator=generator)
             cand_scores = log_probs.gather(1, cand)
             cand_scores, order = cand_scores.sort(dim=-1, descending=True)
             cand = cand.gather(1, order)
+            cand_beam = cand // V                                            # (b, K) beam it extends
+            cand_token = cand % V                                            # (b, K) token it appends
         else:
-            cand_scores, cand = torch.topk(log_probs, k=K)                  # (b, K)
-        cand_beam = cand // V                                                # (b, K) beam it extends
-        cand_token = cand % V                                                # (b, K) token it appends
+            # The best K of an input are among the best K of each of its beams: pick those per row
+            # first, then add the running scores to nb * K values instead of nb * V (the same sums).
+            k = min(K, V)
+            top, top_token = torch.topk(log_probs, k=k)                     # (b * nb, k)
+            cand_scores, j = torch.topk((top.view(b, nb, k) + running_scores[:, :, None]).view(b, nb * k), k=K)
+            cand_beam = j // k                                               # (b, K) beam it extends
+            cand_token = top_token.view(b, nb * k).gather(1, j)              # (b, K) token it appends
         # d. Candidates that end here: EOS, or the output is full.
         hits = torch.isin(cand_token, eos) if n_eos else torch.zeros_like(cand_token, dtype=torch.bool)
         if cur_len + 1 >= L:

@@ -337,14 +337,14 @@ class T5Stack(nn.Module):
         # replaced by other modules (e.g. torch.ao dynamic int8 Linear, whose weight is a method).
         plain = (self.training and self.dropout.p > 0) or not all(
             isinstance(m, nn.Linear) for m in self.step_linears())
-        x = self.dropout(x)
+        x = cache.to_slots(self.dropout(x))  # the cache's rows are slots (inference/cache.py)
         for i, block in enumerate(self.blocks):
             kv_cache = (cache.self_kv[i, 0], cache.self_kv[i, 1])
             memory_kv = (cache.cross_kv[i, 0], cache.cross_kv[i, 1])
             x = block(x, bias[i], memory_bias=cache.cross_bias, kv_cache=kv_cache, start=start, memory_kv=memory_kv,
                       linear=None if plain else linear)
         cache.length = end
-        return self.dropout(self.final_norm(x))
+        return cache.from_slots(self.dropout(self.final_norm(x)))
 
 
 # ------------------------------------------------------------------------------------------------

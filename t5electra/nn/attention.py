@@ -33,12 +33,27 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     ``bias`` is additive (float) or a bool "may attend" mask, as SDPA takes them. ``scale=None``
     means the usual 1/sqrt(Dh).
     """
-    if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu"):
+    if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu") and not _few_queries(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
-    # The plain formula: "eager", and training with dropout on CPU, where SDPA runs this same math
-    # but draws its mask with bernoulli_; nn/dropout.py's mask costs a third of that.
+    # The plain formula: "eager"; training with dropout on CPU, where SDPA runs this same math
+    # but draws its mask with bernoulli_ (nn/dropout.py's mask costs a third of that); and the
+    # decoding steps of many rows (_few_queries).
     probs = attention_probs(q, k, bias, scale=scale).to(v.dtype)
     return torch.matmul(dropout(probs, dropout_p), v)
+
+
+def _few_queries(q: torch.Tensor) -> bool:
+    """Decoding steps of many rows on CPU: 1 to 8 queries per (row, head), >= 32 query rows in all.
+
+    There SDPA's fused CPU kernel (blocked over queries) runs 1.1-4x slower than two batched
+    matmuls and a softmax: beam search's folded cross-attention (16 inputs x 4 beams: (16, 8, 4, 64)
+    queries against 64 keys) 0.25-0.5x the time, its self-attention (64 rows, 1 query) 0.6-0.95x;
+    below 32 rows the two are even or SDPA is faster (2-core AMD EPYC, AVX-512, fp32; benchmark
+    in docs/generation.md). Inference only: training keeps SDPA's memory-lean backward.
+    """
+    t = q.shape[-2]
+    return (q.device.type == "cpu" and 1 <= t <= 8 and q.shape[0] * t >= 32 and q.dim() == 4
+            and not (q.requires_grad and torch.is_grad_enabled()))
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None, *,

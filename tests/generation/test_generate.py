@@ -355,6 +355,17 @@ class FixedLogits:
         return self.logits.expand(ids.shape[0], ids.shape[1], -1)
 
 
+def test_beam_search_with_fewer_tokens_than_candidates():
+    """num_beams=4 keeps 8 candidates per step, picked per beam first: with a 3-token vocabulary a
+    beam offers only 3, and the search still returns the best sequences (all 9 scored by hand)."""
+    logits = torch.tensor([1.0, 0.2, -1.0])
+    out = generate(FixedLogits(logits), torch.ones(1, 1, dtype=torch.long), num_beams=4, num_return_sequences=4,
+                   max_new_tokens=2)
+    lp = logits.log_softmax(-1).tolist()
+    best = sorted(((a, b) for a in range(3) for b in range(3)), key=lambda s: -(lp[s[0]] + lp[s[1]]))[:4]
+    assert {tuple(r) for r in out[:, 1:].tolist()} == set(best) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
 def _sample_counts(logits, n=4000, **kw):
     model = FixedLogits(logits)
     out = generate(model, torch.ones(1, 1, dtype=torch.long), do_sample=True, max_new_tokens=1,

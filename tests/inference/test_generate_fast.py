@@ -217,6 +217,53 @@ def test_reorder_keeps_encoder_kv_shared_when_inputs_leave(version):
     torch.testing.assert_close(last, ref[:, 8:9], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_reorder_within_inputs_moves_only_forked_beams(version):
+    """Same-size reorders that keep every row in its input's group go through the slot map: a
+    permutation copies nothing, a fork copies only the extra continuations (one slot each), and
+    decoding along the reordered histories gives the full forward's logits, also after inputs
+    leave (which gathers every row and resets the map)."""
+    model = tiny_model(version, 3)
+    ids, mask = padded_batch(3, lengths=(7, 4, 9))
+    g, n_src, steps = 4, 3, 12
+    gen = torch.Generator().manual_seed(0)
+    hist = torch.zeros(n_src * g, 0, dtype=torch.long)
+    src = torch.arange(n_src).repeat_interleave(g)  # input of each logical row
+    with torch.inference_mode():
+        cache = model.new_decoder_cache(model.encode(ids, mask), mask, max_length=steps)
+        cache.reorder(src.clone())
+        moved_total = 0
+        for step in range(steps):
+            tok = torch.randint(2, VOCAB, (hist.shape[0], 1), generator=gen)
+            got = model.decode_step(tok, cache)
+            hist = torch.cat([hist, tok], 1)
+            ref = model(ids[src], mask[src], decoder_input_ids=hist).logits[:, -1:]
+            # (a wrong history is off by O(1); fp32 rounding of this spread-out model reaches 4e-5)
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+            if step == steps - 1:
+                break
+            groups = hist.shape[0] // g
+            if step == 8:  # input 1 leaves: a smaller cache, every row gathered, identity slots
+                index = torch.cat([torch.arange(0, g), torch.arange(2 * g, 3 * g)])
+            elif step % 3 == 0:  # a permutation inside each input: no K/V moves
+                index = torch.cat([torch.randperm(g, generator=gen) + i * g for i in range(groups)])
+            else:  # beams fork: parents drawn with replacement inside each input
+                index = torch.cat([torch.randint(0, g, (g,), generator=gen) + i * g for i in range(groups)])
+            before = cache.self_kv[..., :cache.length, :].clone()
+            slots_before = cache.slot
+            cache.reorder(index)
+            hist, src = hist[index], src[index]
+            if index.numel() == before.shape[2]:
+                changed = (cache.self_kv[..., :cache.length, :] != before).flatten(3).any(-1).any(0).any(0)
+                parents = (index if slots_before is None else slots_before[index]).tolist()
+                forks = len(parents) - len(set(parents))
+                assert int(changed.sum()) == forks, (step, index)  # one slot written per extra continuation
+                moved_total += forks
+            else:
+                assert cache.slot is None and cache.self_kv.shape[2] == index.numel()
+    assert moved_total > 0 and cache.cross_kv.shape[2] == 2
+
+
 def test_beam_search_shares_encoder_kv_after_inputs_leave():
     """In a real beam search with inputs ending at different steps, the encoder K/V never hold
     more rows than inputs (the old reorder copied them once per beam)."""
