@@ -122,10 +122,12 @@ WHY_MISSED = {
         "transformers 5 also uses SDPA and drops all-ones masks). GEMMs are ~70 % of the time on both sides; "
         "the rest is GELU (~11 %), addmm's bias copies (~8 %), attention (~8 %). Compiling the encoder was "
         "measured (Inductor, with and without freezing): 42-63 s to compile and 0.99-1.01x eager, so it was "
-        "dropped (docs/electra.md). Fusing bias and GELU into the GEMM with oneDNN (`mkldnn._linear_pointwise` "
-        "on packed weights, what Inductor's freezing emits) was prototyped twice: once slower, once ~5 % "
-        "less CPU time at 32 x 128, because oneDNN's GEMM is slower than MKL's on this AMD CPU and eats most "
-        "of the saving (docs/electra.md); not adopted. What could close it: "
+        "dropped (docs/electra.md). On AVX-512 CPUs `optimize_for_inference()` (the fp32 row) runs every "
+        "Linear on oneDNN-packed fp32 weights with the bias inside the GEMM (`Fp32OneDNN`, docs/inference.md): "
+        "on the AMD EPYC with AVX-512, PyTorch's fp32 `F.linear` (MKL) ran 89-157 GFLOP/s where oneDNN ran "
+        "151-207, 1.02x -> 1.21x transformers (3 Dec 2026). On the AVX2 Zen 2 EPYC oneDNN's GEMM was the "
+        "slower one, so AVX2 CPUs keep MKL. Left: the exact GELU (~11 %) as a separate pass (fusing it into "
+        "the oneDNN call needs the layer to know its activation), attention (~8 %). What could close it: "
         "int8 weights where their accuracy cost is acceptable."),
     "data": (
         "Data: the pipeline runs in the DataLoader workers; raise --workers (data_pipeline.py) or pre-tokenise "

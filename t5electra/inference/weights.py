@@ -1,8 +1,12 @@
 """``model.optimize_for_inference(weights="fp32" | "bf16" | "int8")``: inference weights and the
 CPU kernels that multiply by them, chosen for the CPU it runs on.
 
-- ``fp32``: the exact fast path (T5: :func:`.decoding.optimize_for_decoding`, column-major and
-  oneDNN-packed decoder weights; ELECTRA: unchanged modules). Outputs equal the plain model's.
+- ``fp32``: the fast path with the same products (T5: :func:`.decoding.optimize_for_decoding`,
+  column-major and oneDNN-packed decoder weights). On AVX-512 CPUs every other Linear (ELECTRA,
+  T5's encoder) gets oneDNN-packed weights too (:class:`Fp32OneDNN`): PyTorch's fp32 ``F.linear``
+  calls MKL, which on the AMD EPYC (AVX-512) of docs/inference.md ran 89-157 GFLOP/s where
+  oneDNN's AVX-512 GEMM ran 162-207. Outputs equal the plain model's up to the order of the sums
+  (~1e-6 relative), as T5's decoding steps already did.
 - ``bf16``: weights rounded to bf16, fp32 accumulation. Without native bf16 (AVX2 CPUs such as the
   AMD EPYC Zen 2 of BENCHMARKS.md) a bf16 matmul is emulated and ~5-100x slower than fp32
   (measured), so the bf16-rounded weights are stored as fp16, which holds every bf16 value of
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from ..machine import describe_cpu, native_bf16
+from ..machine import cpu_flags, describe_cpu, native_bf16
 from .decoding import decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -183,6 +187,32 @@ class Bf16ByRows(Kernel):
         return (self.small if rows <= self.SMALL else self.large)(x)
 
 
+class Fp32OneDNN(Kernel):
+    """fp32 weights packed once in oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, what
+    torch.compile's CPU backend does with frozen weights) and multiplied by oneDNN's GEMM, bias
+    added inside it: the same products as ``F.linear`` in another summation order."""
+
+    name = "fp32 weights packed for oneDNN's AVX-512 GEMM"
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 1)
+        self.bias = None if bias is None else bias.detach()
+
+    @staticmethod
+    def preferred(flags: frozenset[str] | None = None) -> bool:
+        """Whether fp32 Linear layers should run on oneDNN here: an AVX-512 CPU (where its fp32
+        GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md; on the AVX2 Zen 2 EPYC it
+        was the slower one) and a PyTorch with oneDNN. A fixed rule, not a timing probe, so that a
+        machine always runs the same kernel and gives the same outputs."""
+        flags = cpu_flags() if flags is None else flags
+        return "avx512f" in flags and torch.backends.mkldnn.is_available() and hasattr(
+            torch.ops.mkldnn, "_reorder_linear_weight")
+
+    def __call__(self, x):
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
 def choose_kernel(weights: str, device: torch.device | str = "cpu",
                   flags: frozenset[str] | None = None) -> type[Kernel]:
     """The kernel class for ``weights`` ('bf16' or 'int8') on this device / CPU (see the module docstring)."""
@@ -265,6 +295,28 @@ def _is_t5_generator(model: nn.Module) -> bool:
     return hasattr(model, "new_decoder_cache") and hasattr(model, "decoder")
 
 
+def _pack_fp32_linears(model: nn.Module, patterns: list[re.Pattern], device: torch.device) -> tuple[int, list[str]]:
+    """fp32: :class:`Fp32OneDNN` on every nn.Linear not named in ``keep`` and not one of T5's
+    decoding-step matrices or its output layer, where :meth:`Fp32OneDNN.preferred`. Returns (layers, kept names)."""
+    if device.type != "cpu" or not Fp32OneDNN.preferred():
+        return 0, []
+    stepped = set()  # matrices the decoding hook multiplies by (decoding.optimize_for_decoding packs them)
+    if _is_t5_generator(model):
+        stepped = {id(m.weight) for m in model.decoder.step_linears()}
+        stepped.add(id((model.shared if model.lm_head is None else model.lm_head).weight))
+    layers, kept = 0, []
+    for name, m in model.named_modules():
+        if type(m) is not nn.Linear or id(m.weight) in stepped or m.weight.dtype != torch.float32:
+            continue
+        if any(p.search(name) for p in patterns):
+            kept.append(name)
+            continue
+        m.kernel = Fp32OneDNN(m.weight, m.bias)
+        m.__class__ = InferenceLinear
+        layers += 1
+    return layers, kept
+
+
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Sequence[str] | None = None,
                            pack_weights: bool = True) -> nn.Module:
@@ -291,9 +343,15 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         if screen:
             screen_note = "; greedy argmax screened by an int8 copy of the fp32 output layer (exact)"
     if kernel_cls is None:
-        name = ("column-major + oneDNN-packed decoder weights (exact)" if t5 and model._packed_linears is not None
-                else "column-major decoder weights (exact)" if t5 else "plain modules (exact)")
-        model.inference_report = InferenceReport("fp32", name + screen_note, describe_cpu(), 0, [])
+        # The decoder's step matrices are packed already (PackedLinears, the decoding hook); every
+        # other Linear gets its own packed copy where oneDNN's fp32 GEMM is the faster one.
+        layers, kept = _pack_fp32_linears(model, patterns, device) if pack_weights else (0, [])
+        name = ("column-major + oneDNN-packed decoder weights" if t5 and model._packed_linears is not None
+                else "column-major decoder weights" if t5 else "plain modules")
+        if layers:
+            name += f"; other layers: {Fp32OneDNN.name}"
+        model.inference_report = InferenceReport("fp32", name + " (the same products)" + screen_note,
+                                                 describe_cpu(), layers, kept)
         return model
 
     kernels: dict[int, tuple[torch.Tensor, Kernel]] = {}

@@ -105,16 +105,35 @@ def batch():
     return ids * mask, mask
 
 
+def packed_fp32(model) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is W.InferenceLinear and type(m.kernel) is W.Fp32OneDNN]
+
+
+@pytest.mark.parametrize("preferred", [True, False])
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
-def test_fp32_is_the_exact_fast_path_and_the_old_name_remains(version):
+def test_fp32_is_the_same_products_and_the_old_name_remains(version, preferred, monkeypatch):
+    """fp32: the same tokens as the plain model; where oneDNN is preferred (AVX-512) the encoder's
+    Linears (and the cross-attention K/V projections, run on the encoder output) get packed
+    weights, the decoding-step matrices and the output layer stay on the decoding hook."""
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: preferred))
     model, plain = tiny_t5(version), tiny_t5(version)
     ids, mask = batch()
     assert model.optimize_for_inference() is model
-    assert model.inference_report.weights == "fp32" and model.inference_report.layers == 0
+    packed = packed_fp32(model)
+    assert model.inference_report.weights == "fp32" and model.inference_report.layers == len(packed)
+    if preferred:
+        assert packed and all(n.startswith("encoder.") or n.endswith("cross_attn.kv") for n in packed), packed
+        assert "oneDNN's AVX-512 GEMM" in model.inference_report.kernel
+    else:
+        assert not packed and all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
     kw = dict(max_new_tokens=7, num_beams=2)
     assert torch.equal(generate(model, ids, mask, **kw), generate(plain, ids, mask, **kw))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, labels=ids).logits, plain(ids, mask, labels=ids).logits,
+                                   atol=1e-5, rtol=1e-5)
     assert model.optimize_for_decoding() is model and model._packed_linears is not None
-    assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
+    assert packed_fp32(model) == packed
+    assert not packed_fp32(model.optimize_for_inference("fp32", pack_weights=False))
 
 
 def rounded_copy(model, kernel_cls):
@@ -187,7 +206,7 @@ def test_keep_leaves_named_layers_in_fp32_and_fp32_restores_plain_linears():
     assert params.keys() == model.state_dict().keys()
     assert all(torch.equal(params[k], v) for k, v in model.state_dict().items())  # weights untouched
     model.optimize_for_inference("fp32")
-    assert not any(type(m) is W.InferenceLinear for m in model.modules())
+    assert all(type(m.kernel) is W.Fp32OneDNN for m in model.modules() if type(m) is W.InferenceLinear)
     assert not isinstance(model._packed_linears, W.KernelTable)
 
 
@@ -212,16 +231,31 @@ def test_training_mode_changed_weights_and_copies_run_plain_fp32():
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
-@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
-def test_electra_discriminator_fp32_exact_others_close(weights):
+@pytest.mark.parametrize("weights", ["fp32", "fp32 plain", "bf16", "int8"])
+def test_electra_discriminator_fp32_same_products_others_close(weights, monkeypatch):
+    """fp32: every Linear on oneDNN-packed weights where preferred (within fp32 rounding of the
+    plain model), else the plain modules (bitwise equal); bf16 / int8 within their rounding."""
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: weights == "fp32"))
     torch.manual_seed(0)
     model = ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny")).eval()
     ids = torch.randint(1, 100, (3, 11))
     with torch.no_grad():
         plain = model(ids).logits
-        got = model.optimize_for_inference(weights)(ids).logits
+        got = model.optimize_for_inference(weights.split()[0])(ids).logits
     if weights == "fp32":
-        assert torch.equal(got, plain)
+        n_linear = sum(type(m) in (nn.Linear, W.InferenceLinear) for m in model.modules())
+        assert len(packed_fp32(model)) == model.inference_report.layers == n_linear
+        torch.testing.assert_close(got, plain, atol=1e-6, rtol=1e-5)
+        calls, run = [], W.Fp32OneDNN.__call__
+        monkeypatch.setattr(W.Fp32OneDNN, "__call__", lambda self, x: calls.append(x.shape) or run(self, x))
+        layer = model.electra.layers[0].ffn_in
+        x = torch.randn(4, layer.in_features)
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+        assert calls == [(4, layer.in_features)]                                  # the packed kernel ran
+        layer.train()
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias)) and len(calls) == 1  # training: plain
+    elif weights == "fp32 plain":
+        assert torch.equal(got, plain) and model.inference_report.layers == 0
     else:  # the rounding of 3-4 layers of weights and (int8) activations: ~1e-2 relative
         assert (got - plain).norm() / plain.norm() < 0.1
         assert model.inference_report.layers > 0
