@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import torch
 
-from t5electra.machine import describe_cpu
-from t5electra.machine import cpu_model
+from t5electra.machine import cpu_model, describe_cpu
+from t5electra.machine import matmul_peak as machine_matmul_peak
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,30 +134,13 @@ def compare(impls: dict[str, Callable[[], Any]], *, warmup: int, reps: int,
 # ------------------------------------------------------------------------------------------------
 # Matmul peak and machine description
 # ------------------------------------------------------------------------------------------------
-def matmul_peak_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", n: int = 2048,
-                      reps: int = 3) -> float:
-    """Best FLOP/s of an n x n x n matmul (2 n^3 FLOPs) in ``dtype``: the MFU denominator, measured
-    in the same run and with the same threads as the cases."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    torch.mm(a, b)
-    sync()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def matmul_peak(precision: str, device: str, reps: int = 3) -> float:
-    """:func:`matmul_peak_flops` at the size the benchmark uses for ``precision`` ("fp32" or "bf16"):
+    """``t5electra.machine.matmul_peak`` (the best of MKL and oneDNN in fp32 on CPU), measured in the
+    same run and with the same threads as the cases, at the size the benchmark uses for ``precision`` ("fp32" or "bf16"):
     8192³ on GPU; on CPU 1024³ for fp32 and a small 256³ probe for bf16 (without native bf16,
     avx512_bf16 / AMX, a bf16 matmul is ~30x slower than fp32)."""
     n = 8192 if device == "cuda" else (1024 if precision == "fp32" else 256)
-    return matmul_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32, device, n=n, reps=reps)
+    return machine_matmul_peak(n, reps, torch.bfloat16 if precision == "bf16" else torch.float32, device)
 
 
 def _version(module: str) -> str:

@@ -72,10 +72,14 @@ def _case_table(rows: list[Result]) -> list[str]:
 # with a miss, next to the torch.profiler tables that back it (docs/performance.md has more).
 WHY_MISSED = {
     "train": (
-        "Training: both implementations run the same GEMMs. A trace of every matmul in one t5-small 8x128->32 "
+        "Training: both implementations run the same products. A trace of every matmul in one t5-small 8x128->32 "
         "step (shapes and strides, one thread) finds the same products on both sides, ours in 201 calls "
         "(q/k/v and cross-attention k/v fused) against transformers' 291, and `aten::mm` is 65-68 % of both "
-        "steps. What differs is dropout: PyTorch draws one random number per element (`bernoulli_`: 16-19 % "
+        "steps. In fp32 on AVX-512 CPUs ours run them on oneDNN's GEMM instead of PyTorch's MKL call "
+        "(forward and input gradient; t5electra/nn/linear.py: on the AMD EPYC here MKL ran 89-157 GFLOP/s, "
+        "oneDNN 151-207): the fp32 rows went from 1.10-1.20x to 1.27-1.42x on 3 Dec 2026, and the fp32 "
+        "matmul peak of the MFU column is now the better of the two libraries. bf16 autocast ran on oneDNN "
+        "on both sides already. The other difference is dropout: PyTorch draws one random number per element (`bernoulli_`: 16-19 % "
         "of an 8x512->114 step on both sides before we replaced it, mostly the attention probabilities); "
         "ours takes 15-bit integers from 64-bit draws and applies them as uint8 (t5electra/nn/dropout.py), "
         "2.5-3.2x faster forward + backward, which is most of the gain at 512 tokens and little at 128. "

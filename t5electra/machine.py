@@ -6,6 +6,7 @@ import ctypes
 import functools
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -46,6 +47,55 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
             return False
         flags = cpu_flags()
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+FP32_GEMM_ENV = "T5ELECTRA_FP32_GEMM"  # "auto" (default), "mkl" or "onednn"
+
+
+def onednn_fp32_preferred(flags: frozenset[str] | None = None) -> bool:
+    """Whether fp32 Linear products should run on oneDNN instead of PyTorch's default MKL call.
+
+    Yes on AVX-512 CPUs with a PyTorch built with oneDNN: on the 2-core AMD EPYC with AVX-512 of
+    docs/performance.md, oneDNN's fp32 GEMM ran 1.2-1.5x MKL's on the products of T5 and ELECTRA
+    (MKL takes a slower path on AMD CPUs); on the AVX2 Zen 2 EPYC oneDNN was the slower one, so
+    AVX2 CPUs keep MKL. A fixed rule rather than a timing probe: one machine always runs the same
+    kernels and gives the same numbers. ``T5ELECTRA_FP32_GEMM=mkl`` or ``=onednn`` overrides it
+    (read at each call, for this machine only: ``flags`` None)."""
+    if flags is None:
+        forced = os.environ.get(FP32_GEMM_ENV, "auto").strip().lower()
+        if forced in ("mkl", "onednn"):
+            return forced == "onednn" and _onednn_linear_available()
+        flags = cpu_flags()
+    return "avx512f" in flags and _onednn_linear_available()
+
+
+@functools.cache
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def matmul_peak(n: int = 1024, reps: int = 5, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
+    """Best FLOP/s of an n x n x n matmul (2 n^3 FLOPs) in ``dtype`` with the current torch threads:
+    the MFU denominator of the quickstart and the benchmarks. On CPU in fp32 the best of PyTorch's
+    ``torch.mm`` (MKL) and oneDNN's GEMM (what ``nn/linear.py`` runs where it is faster), so that
+    MFU is measured against the faster library of this machine."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    calls = [lambda: torch.mm(a, b)]
+    if torch.device(device).type == "cpu" and dtype == torch.float32 and _onednn_linear_available():
+        bt = b.t().contiguous()  # weight (out, in) of a @ b
+        calls.append(lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], ""))
+    best = float("inf")
+    for call in calls:
+        call()
+        sync()
+        for _ in range(reps):
+            t = time.perf_counter()
+            call()
+            sync()
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
 
 
 def describe_cpu(flags: frozenset[str] | None = None) -> str:

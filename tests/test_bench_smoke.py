@@ -107,12 +107,15 @@ def test_hf_electra_composition_matches_our_pretrainer(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["t5-tiny", "t5-v1_1-tiny"])
-def test_train_flops_formula_matches_flop_counter(preset):
-    """MFU's numerator: the analytic count equals torch's FlopCounterMode on a real step."""
+def test_train_flops_formula_matches_flop_counter(preset, monkeypatch):
+    """MFU's numerator: the analytic count equals torch's FlopCounterMode on a real step (with
+    PyTorch's own matmuls: the counter has no formula for the oneDNN call of nn/linear.py)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from t5electra.machine import FP32_GEMM_ENV
     from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 
+    monkeypatch.setenv(FP32_GEMM_ENV, "mkl")
     model = T5ForConditionalGeneration(T5Config.from_preset(preset))
     model.set_attn_implementation("eager")  # plain matmuls, which the counter sees
     x, y = torch.randint(3, 200, (2, 12)), torch.randint(3, 200, (2, 5))

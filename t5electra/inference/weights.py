@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from ..machine import cpu_flags, describe_cpu, native_bf16
+from ..machine import describe_cpu, native_bf16, onednn_fp32_preferred
 from .decoding import decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -201,13 +201,9 @@ class Fp32OneDNN(Kernel):
 
     @staticmethod
     def preferred(flags: frozenset[str] | None = None) -> bool:
-        """Whether fp32 Linear layers should run on oneDNN here: an AVX-512 CPU (where its fp32
-        GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md; on the AVX2 Zen 2 EPYC it
-        was the slower one) and a PyTorch with oneDNN. A fixed rule, not a timing probe, so that a
-        machine always runs the same kernel and gives the same outputs."""
-        flags = cpu_flags() if flags is None else flags
-        return "avx512f" in flags and torch.backends.mkldnn.is_available() and hasattr(
-            torch.ops.mkldnn, "_reorder_linear_weight")
+        """Whether fp32 Linear layers should run on oneDNN here (``machine.onednn_fp32_preferred``:
+        AVX-512 CPUs, where its fp32 GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md)."""
+        return onednn_fp32_preferred(flags) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
     def __call__(self, x):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")

@@ -69,6 +69,7 @@ from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
 from ..nn.dropout import Dropout
+from ..nn.linear import fast_linear
 from ..nn.mlp import FeedForward
 from ..nn.norm import RMSNorm
 from ..nn.recompute import maybe_recompute
@@ -559,7 +560,7 @@ class T5ForConditionalGeneration(T5Model):
         """What the output layer multiplies: v1.0 rescales the decoder output (mesh-tf, before the tied softmax)."""
         return hidden * self.config.d_model**-0.5 if self.config.rescale_decoder_output else hidden
 
-    def lm_logits(self, hidden: torch.Tensor, *, linear=F.linear) -> torch.Tensor:
+    def lm_logits(self, hidden: torch.Tensor, *, linear=fast_linear) -> torch.Tensor:
         """Decoder output (B, T, D) -> logits (B, T, V); ``decode_step`` passes its faster ``linear``."""
         hidden = self._head_input(hidden)
         if self.lm_head is not None and not isinstance(self.lm_head, nn.Linear):

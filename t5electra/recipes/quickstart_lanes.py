@@ -14,22 +14,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..machine import matmul_peak
 
 # (job, family) -> [(key, title, meaning, run, the file that marks the stage done)]
 StageList = Callable[[Any, str], list[tuple[str, str, str, Callable[[], Any], Path]]]
-
-
-def matmul_peak(n: int = 1024, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """Best FLOP/s of an n x n x n matmul (2 n^3 FLOPs) in ``dtype`` with the current torch threads:
-    the MFU denominator (benchmarks/harness.py uses the same 1024^3 probe on CPU)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def run_stage(timings: dict[str, float], echo: Callable[[str], None], key: str, title: str, meaning: str,

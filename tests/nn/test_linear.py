@@ -1,0 +1,88 @@
+"""nn/linear.py: fp32 products on oneDNN (``fast_linear``, forward and backward) compute what
+``F.linear`` computes, and ``project`` sends only plain, unhooked ``nn.Linear`` layers there."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t5electra.machine import FP32_GEMM_ENV, onednn_fp32_preferred
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from t5electra.nn.linear import fast_linear, project
+
+
+@pytest.fixture(params=["onednn", "mkl"])
+def gemm(request, monkeypatch):
+    monkeypatch.setenv(FP32_GEMM_ENV, request.param)
+    return request.param
+
+
+def test_the_rule_follows_the_cpu_and_the_override(monkeypatch):
+    assert onednn_fp32_preferred(frozenset({"avx2", "fma", "avx512f"}))
+    assert not onednn_fp32_preferred(frozenset({"avx2", "fma"}))
+    monkeypatch.setenv(FP32_GEMM_ENV, "onednn")
+    assert onednn_fp32_preferred()
+    monkeypatch.setenv(FP32_GEMM_ENV, "mkl")
+    assert not onednn_fp32_preferred()
+
+
+@pytest.mark.parametrize("shape", [(7, 24), (3, 5, 24), (0, 24)], ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_linear_forward_and_gradients_equal_f_linear(gemm, shape, bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g)
+    if len(shape) == 3:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous input
+    w, b = torch.randn(40, 24, generator=g), torch.randn(40, generator=g) if bias else None
+    grad = torch.randn(*shape[:-1], 40, generator=g)
+    leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    y = fast_linear(*leaves)
+    ref = F.linear(*ref_leaves)
+    name = type(y.grad_fn).__name__
+    assert ("OneDNN" in name) == (gemm == "onednn"), name
+    if gemm == "mkl":
+        assert torch.equal(y, ref)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    y.backward(grad)
+    ref.backward(grad)
+    for a, r in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(a.grad, r.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_autocast_other_dtypes_and_hooked_or_replaced_layers_keep_their_path(monkeypatch):
+    monkeypatch.setenv(FP32_GEMM_ENV, "onednn")
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16, requires_grad=True)
+    assert "OneDNN" in type(project(layer, x).grad_fn).__name__
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert project(layer, x).dtype == torch.bfloat16
+    assert "OneDNN" not in type(fast_linear(x.double(), layer.weight.double()).grad_fn).__name__
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    project(layer, x)
+    assert seen == [(4, 8)]  # a hooked layer runs its module call, hooks included
+    handle.remove()
+
+    class Wrapped(nn.Linear):  # adapters, inference and quantised modules: their own forward
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    wrapped = Wrapped(16, 8)
+    torch.testing.assert_close(project(wrapped, x), F.linear(x, wrapped.weight, wrapped.bias) + 1)
+
+
+def test_t5_training_step_gives_the_same_loss_and_gradients(monkeypatch):
+    """A tiny T5 (v1.1: gated FFN, untied output layer) trained one step with either GEMM."""
+    grads = {}
+    for gemm in ("mkl", "onednn"):
+        monkeypatch.setenv(FP32_GEMM_ENV, gemm)
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(T5Config.from_preset("t5-v1_1-tiny", dropout_rate=0.0))
+        ids, labels = torch.randint(3, 200, (3, 11)), torch.randint(3, 200, (3, 6))
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        grads[gemm] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(grads["onednn"][0], grads["mkl"][0], atol=1e-6, rtol=1e-6)
+    for n, g in grads["mkl"][1].items():
+        torch.testing.assert_close(grads["onednn"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
