@@ -343,9 +343,10 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         # other Linear gets its own packed copy where oneDNN's fp32 GEMM is the faster one.
         layers, kept = _pack_fp32_linears(model, patterns, device) if pack_weights else (0, [])
         name = ("column-major + oneDNN-packed decoder weights" if t5 and model._packed_linears is not None
-                else "column-major decoder weights" if t5 else "plain modules")
+                else "column-major decoder weights" if t5 else "")
         if layers:
-            name += f"; other layers: {Fp32OneDNN.name}"
+            name += f"; other layers: {Fp32OneDNN.name}" if t5 else Fp32OneDNN.name
+        name = name or "plain modules"
         model.inference_report = InferenceReport("fp32", name + " (the same products)" + screen_note,
                                                  describe_cpu(), layers, kept)
         return model
