@@ -77,7 +77,7 @@ WHY_MISSED = {
         "(q/k/v and cross-attention k/v fused) against transformers' 291, and `aten::mm` is 65-68 % of both "
         "steps. In fp32 on AVX-512 CPUs ours run them on oneDNN's GEMM instead of PyTorch's MKL call "
         "(forward and input gradient; t5electra/nn/linear.py: on the AMD EPYC here MKL ran 89-157 GFLOP/s, "
-        "oneDNN 151-207): the fp32 rows went from 1.10-1.20x to 1.27-1.42x on 3 Dec 2026, and the fp32 "
+        "oneDNN 151-207): the fp32 rows went from 1.10-1.20x to 1.27-1.42x in a train-only run of 3 Dec 2026 (1.18-1.37x in the full run that followed), and the fp32 "
         "matmul peak of the MFU column is now the better of the two libraries. bf16 autocast ran on oneDNN "
         "on both sides already. The other difference is dropout: PyTorch draws one random number per element (`bernoulli_`: 16-19 % "
         "of an 8x512->114 step on both sides before we replaced it, mostly the attention probabilities); "
@@ -129,7 +129,7 @@ WHY_MISSED = {
         "dropped (docs/electra.md). On AVX-512 CPUs `optimize_for_inference()` (the fp32 row) runs every "
         "Linear on oneDNN-packed fp32 weights with the bias inside the GEMM (`Fp32OneDNN`, docs/inference.md): "
         "on the AMD EPYC with AVX-512, PyTorch's fp32 `F.linear` (MKL) ran 89-157 GFLOP/s where oneDNN ran "
-        "151-207, 1.02x -> 1.21x transformers (3 Dec 2026). On the AVX2 Zen 2 EPYC oneDNN's GEMM was the "
+        "151-207, 1.02x -> 1.21x transformers in an ELECTRA-only run of 3 Dec 2026, 1.08x in the full run after it. On the AVX2 Zen 2 EPYC oneDNN's GEMM was the "
         "slower one, so AVX2 CPUs keep MKL. Left: the exact GELU (~11 %) as a separate pass (fusing it into "
         "the oneDNN call needs the layer to know its activation), attention (~8 %). What could close it: "
         "int8 weights where their accuracy cost is acceptable."),

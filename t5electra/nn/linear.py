@@ -37,7 +37,13 @@ def project(layer: nn.Linear, x: torch.Tensor, linear: Optional[LinearFn] = None
 def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``; fp32 on a CPU where oneDNN's GEMM is the faster one runs
     :class:`_OneDNNLinear` (the same products summed in another order, ~1e-6 relative). bf16
-    autocast, other dtypes and devices, and torch.compile keep ``F.linear``."""
+    autocast, other dtypes and devices, and torch.compile keep ``F.linear``.
+
+    Every row count takes the same kernel, so that a row's result does not depend on how many
+    rows share the call: with a 32-row threshold (below it oneDNN on unpacked weights was no
+    faster, at 1-8 rows on one thread up to 1.45x slower) two FSDP processes, each with half the
+    rows, no longer trained the weights of one process to 1e-5
+    (tests/recipes/test_finetune_fsdp.py)."""
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() >= 2
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
             and onednn_fp32_preferred()):

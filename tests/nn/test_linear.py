@@ -26,9 +26,10 @@ def test_the_rule_follows_the_cpu_and_the_override(monkeypatch):
     assert not onednn_fp32_preferred()
 
 
-@pytest.mark.parametrize("shape", [(7, 24), (3, 5, 24), (0, 24)], ids=str)
+@pytest.mark.parametrize("shape", [(40, 24), (3, 15, 24), (7, 24), (0, 24)], ids=str)
 @pytest.mark.parametrize("bias", [True, False])
 def test_fast_linear_forward_and_gradients_equal_f_linear(gemm, shape, bias):
+    """Every row count (none included) runs oneDNN when it is chosen."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g)
     if len(shape) == 3:
@@ -40,8 +41,9 @@ def test_fast_linear_forward_and_gradients_equal_f_linear(gemm, shape, bias):
     y = fast_linear(*leaves)
     ref = F.linear(*ref_leaves)
     name = type(y.grad_fn).__name__
-    assert ("OneDNN" in name) == (gemm == "onednn"), name
-    if gemm == "mkl":
+    onednn = gemm == "onednn"
+    assert ("OneDNN" in name) == onednn, name
+    if not onednn:
         assert torch.equal(y, ref)
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     y.backward(grad)
@@ -53,7 +55,7 @@ def test_fast_linear_forward_and_gradients_equal_f_linear(gemm, shape, bias):
 def test_autocast_other_dtypes_and_hooked_or_replaced_layers_keep_their_path(monkeypatch):
     monkeypatch.setenv(FP32_GEMM_ENV, "onednn")
     layer = nn.Linear(16, 8)
-    x = torch.randn(4, 16, requires_grad=True)
+    x = torch.randn(40, 16, requires_grad=True)
     assert "OneDNN" in type(project(layer, x).grad_fn).__name__
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert project(layer, x).dtype == torch.bfloat16
@@ -61,7 +63,7 @@ def test_autocast_other_dtypes_and_hooked_or_replaced_layers_keep_their_path(mon
     seen = []
     handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     project(layer, x)
-    assert seen == [(4, 8)]  # a hooked layer runs its module call, hooks included
+    assert seen == [(40, 8)]  # a hooked layer runs its module call, hooks included
     handle.remove()
 
     class Wrapped(nn.Linear):  # adapters, inference and quantised modules: their own forward
@@ -74,15 +76,20 @@ def test_autocast_other_dtypes_and_hooked_or_replaced_layers_keep_their_path(mon
 
 def test_t5_training_step_gives_the_same_loss_and_gradients(monkeypatch):
     """A tiny T5 (v1.1: gated FFN, untied output layer) trained one step with either GEMM."""
+    import t5electra.nn.linear as L
+
+    calls, apply = [], L._OneDNNLinear.apply
+    monkeypatch.setattr(L._OneDNNLinear, "apply", lambda *a: calls.append(a[0].shape) or apply(*a))
     grads = {}
     for gemm in ("mkl", "onednn"):
         monkeypatch.setenv(FP32_GEMM_ENV, gemm)
         torch.manual_seed(0)
         model = T5ForConditionalGeneration(T5Config.from_preset("t5-v1_1-tiny", dropout_rate=0.0))
-        ids, labels = torch.randint(3, 200, (3, 11)), torch.randint(3, 200, (3, 6))
+        ids, labels = torch.randint(3, 200, (4, 11)), torch.randint(3, 200, (4, 9))
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         grads[gemm] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    assert len(calls) > 20  # every projection of the onednn run (encoder, decoder, output layer)
     torch.testing.assert_close(grads["onednn"][0], grads["mkl"][0], atol=1e-6, rtol=1e-6)
     for n, g in grads["mkl"][1].items():
         torch.testing.assert_close(grads["onednn"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
