@@ -130,8 +130,9 @@ WHY_MISSED = {
         "Linear on oneDNN-packed fp32 weights with the bias inside the GEMM (`Fp32OneDNN`, docs/inference.md): "
         "on the AMD EPYC with AVX-512, PyTorch's fp32 `F.linear` (MKL) ran 89-157 GFLOP/s where oneDNN ran "
         "151-207, 1.02x -> 1.21x transformers in an ELECTRA-only run of 3 Dec 2026, 1.08x in the full run after it. On the AVX2 Zen 2 EPYC oneDNN's GEMM was the "
-        "slower one, so AVX2 CPUs keep MKL. Left: the exact GELU (~11 %) as a separate pass (fusing it into "
-        "the oneDNN call needs the layer to know its activation), attention (~8 %). What could close it: "
+        "slower one, so AVX2 CPUs keep MKL. Since the full run the FFN's exact GELU runs inside that GEMM at "
+        "inference (oneDNN's post-op, bitwise the same values: t5electra/nn/linear.py project_act): 1.20x in an "
+        "ELECTRA-only run after it (61.8 sequences/s). Left: attention (~14 % of the optimised model). What could close it: "
         "int8 weights where their accuracy cost is acceptable."),
     "data": (
         "Data: the pipeline runs in the DataLoader workers; raise --workers (data_pipeline.py) or pre-tokenise "

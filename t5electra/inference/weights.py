@@ -205,8 +205,9 @@ class Fp32OneDNN(Kernel):
         AVX-512 CPUs, where its fp32 GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md)."""
         return onednn_fp32_preferred(flags) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
-    def __call__(self, x):
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+    def __call__(self, x, post: tuple[str, str] = ("none", "")):
+        """``post``: an activation applied inside the GEMM (oneDNN's post-op name and algorithm)."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post[0], [], post[1])
 
 
 def choose_kernel(weights: str, device: torch.device | str = "cpu",
@@ -239,6 +240,15 @@ class InferenceLinear(nn.Linear):
         if k is not None and not self.training and x.dtype == torch.float32 and k.current(self.weight, self.bias):
             return k(x)
         return F.linear(x, self.weight, self.bias)
+
+    def fused_forward(self, x: torch.Tensor, post: tuple[str, str]) -> torch.Tensor | None:
+        """``act(self(x))`` with the activation inside the GEMM where the kernel can (fp32 oneDNN:
+        ``nn.linear.project_act``); None where it cannot (the caller then applies it)."""
+        k = self.kernel
+        if (isinstance(k, Fp32OneDNN) and not self.training and x.dtype == torch.float32
+                and k.current(self.weight, self.bias)):
+            return k(x, post)
+        return None
 
 
 class KernelTable:

@@ -42,7 +42,7 @@ from ..modeling import LoadReport, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import SelfAttention
 from ..nn.dropout import Dropout
-from ..nn.linear import project
+from ..nn.linear import project, project_act
 from ..nn.recompute import maybe_recompute
 
 # --------------------------------------------------------------------------------------------
@@ -269,8 +269,8 @@ class ElectraLayer(nn.Module):
 
     def _forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention_norm(x + self.dropout(self.attention(x, mask)))  # (B, T, H)
-        # project: fp32 on oneDNN where that is the faster GEMM (nn/linear.py)
-        return self.ffn_norm(x + self.dropout(project(self.ffn_out, self.act(project(self.ffn_in, x)))))
+        # project / project_act: fp32 on oneDNN where that is the faster GEMM, GELU inside it at inference (nn/linear.py)
+        return self.ffn_norm(x + self.dropout(project(self.ffn_out, project_act(self.ffn_in, x, self.act))))
 
 
 class ElectraPreTrainedModel(PreTrainedModel):

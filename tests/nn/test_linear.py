@@ -1,14 +1,17 @@
 """nn/linear.py: fp32 products on oneDNN (``fast_linear``, forward and backward) compute what
 ``F.linear`` computes, and ``project`` sends only plain, unhooked ``nn.Linear`` layers there."""
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from t5electra.machine import FP32_GEMM_ENV, onednn_fp32_preferred
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
-from t5electra.nn.linear import fast_linear, project
+from t5electra.nn.linear import fast_linear, project, project_act
 
 
 @pytest.fixture(params=["onednn", "mkl"])
@@ -93,3 +96,53 @@ def test_t5_training_step_gives_the_same_loss_and_gradients(monkeypatch):
     torch.testing.assert_close(grads["onednn"][0], grads["mkl"][0], atol=1e-6, rtol=1e-6)
     for n, g in grads["mkl"][1].items():
         torch.testing.assert_close(grads["onednn"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("act", [F.gelu, F.relu, partial(F.gelu, approximate="tanh")], ids=["gelu", "relu", "tanh"])
+def test_project_act_runs_the_activation_inside_the_gemm_at_inference(gemm, act):
+    """Without autograd on the oneDNN path, exact GELU and ReLU run as the GEMM's post-op (no
+    separate activation op), with act(F.linear(...))'s values; the tanh GELU, autograd and MKL keep
+    the separate activation."""
+    layer = nn.Linear(24, 40)
+    x = torch.randn(3, 7, 24)
+    ref = act(F.linear(x, layer.weight, layer.bias))
+    with torch.inference_mode(), CountOps() as ops:
+        got = project_act(layer, x, act)
+    fused = gemm == "onednn" and act in (F.gelu, F.relu)
+    assert ("gelu" not in ops.ops and "relu" not in ops.ops) == fused, ops.ops
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    with CountOps() as ops:
+        y = project_act(layer, x.requires_grad_(), act)
+    assert any(op in ("gelu", "relu") for op in ops.ops)  # autograd: the activation's own backward
+    y.sum().backward()
+    assert x.grad is not None
+
+
+def test_electra_ffn_gelu_fused_in_the_packed_kernel(monkeypatch):
+    """ELECTRA after optimize_for_inference (oneDNN forced): each layer's FFN GELU runs inside the
+    packed GEMM (InferenceLinear.fused_forward), the same logits as with the separate GELU."""
+    import t5electra.nn.linear as L
+    from t5electra.models.electra import ElectraConfig, ElectraForPreTraining
+
+    monkeypatch.setenv(FP32_GEMM_ENV, "onednn")
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny")).eval().optimize_for_inference()
+    ids = torch.randint(1, 100, (3, 11))
+    with torch.inference_mode(), CountOps() as ops:
+        fused = model(ids).logits
+    monkeypatch.setattr(L, "_POST_OPS", {})
+    with torch.inference_mode(), CountOps() as ops_plain:
+        plain = model(ids).logits
+    layers = model.config.num_hidden_layers
+    assert ops_plain.ops.count("gelu") - ops.ops.count("gelu") == layers  # the head's GELU stays separate
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
