@@ -70,10 +70,9 @@ class T5DecoderCache:
         index = index.long()
         if n_new == n_old and self._move_within_inputs(index):
             return
+        # (Same size and not within inputs: some row moves to another input's slot, so not the identity.)
         rows = index if self.slot is None else self.slot[index]  # the slot each new row continues
         self.slot = self.slot_owner = None
-        if n_new == n_old and torch.equal(rows, torch.arange(n_old, device=index.device)):
-            return  # every row continues its own slot: nothing moves
         # Self-attention K/V: only the decoded positions need moving, gathered straight into the
         # other buffer (a strided ``out=`` view), which then becomes the cache.
         if n_new == n_old and self.spare_kv is not None:

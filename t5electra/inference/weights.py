@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..machine import describe_cpu, native_bf16, onednn_fp32_preferred
-from .decoding import decode_linear, optimize_for_decoding
+from .decoding import PackedLinears, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
 logger = logging.getLogger("t5electra")
@@ -203,7 +203,7 @@ class Fp32OneDNN(Kernel):
     def preferred(flags: frozenset[str] | None = None) -> bool:
         """Whether fp32 Linear layers should run on oneDNN here (``machine.onednn_fp32_preferred``:
         AVX-512 CPUs, where its fp32 GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md)."""
-        return onednn_fp32_preferred(flags) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        return onednn_fp32_preferred(flags) and PackedLinears.available()
 
     def __call__(self, x, post: tuple[str, str] = ("none", "")):
         """``post``: an activation applied inside the GEMM (oneDNN's post-op name and algorithm)."""
@@ -235,20 +235,21 @@ class InferenceLinear(nn.Linear):
 
     kernel: Kernel | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _usable_kernel(self, x: torch.Tensor) -> Kernel | None:
         k = self.kernel
         if k is not None and not self.training and x.dtype == torch.float32 and k.current(self.weight, self.bias):
-            return k(x)
-        return F.linear(x, self.weight, self.bias)
+            return k
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self._usable_kernel(x)
+        return F.linear(x, self.weight, self.bias) if k is None else k(x)
 
     def fused_forward(self, x: torch.Tensor, post: tuple[str, str]) -> torch.Tensor | None:
         """``act(self(x))`` with the activation inside the GEMM where the kernel can (fp32 oneDNN:
         ``nn.linear.project_act``); None where it cannot (the caller then applies it)."""
-        k = self.kernel
-        if (isinstance(k, Fp32OneDNN) and not self.training and x.dtype == torch.float32
-                and k.current(self.weight, self.bias)):
-            return k(x, post)
-        return None
+        k = self._usable_kernel(x)
+        return k(x, post) if isinstance(k, Fp32OneDNN) else None
 
 
 class KernelTable:
@@ -310,17 +311,26 @@ def _pack_fp32_linears(model: nn.Module, patterns: list[re.Pattern], device: tor
     if _is_t5_generator(model):
         stepped = {id(m.weight) for m in model.decoder.step_linears()}
         stepped.add(id((model.shared if model.lm_head is None else model.lm_head).weight))
-    layers, kept = 0, []
+    swapped, kept = _swap_linears(model, patterns, Fp32OneDNN,
+                                  skip=lambda m: id(m.weight) in stepped or m.weight.dtype != torch.float32)
+    return len(swapped), kept
+
+
+def _swap_linears(model: nn.Module, patterns: list[re.Pattern], kernel_cls: type[Kernel],
+                  skip=lambda m: False) -> tuple[list[InferenceLinear], list[str]]:
+    """Every plain nn.Linear not ``skip``-ped becomes an :class:`InferenceLinear` running
+    ``kernel_cls``, except those named in ``keep`` (``patterns``). Returns (swapped, kept names)."""
+    swapped, kept = [], []
     for name, m in model.named_modules():
-        if type(m) is not nn.Linear or id(m.weight) in stepped or m.weight.dtype != torch.float32:
+        if type(m) is not nn.Linear or skip(m):
             continue
         if any(p.search(name) for p in patterns):
             kept.append(name)
             continue
-        m.kernel = Fp32OneDNN(m.weight, m.bias)
+        m.kernel = kernel_cls(m.weight, m.bias)
         m.__class__ = InferenceLinear
-        layers += 1
-    return layers, kept
+        swapped.append(m)
+    return swapped, kept
 
 
 @torch.no_grad()
@@ -361,17 +371,8 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
                                                  describe_cpu(), layers, kept)
         return model
 
-    kernels: dict[int, tuple[torch.Tensor, Kernel]] = {}
-    kept: list[str] = []
-    for name, m in model.named_modules():
-        if type(m) is not nn.Linear:
-            continue
-        if any(p.search(name) for p in patterns):
-            kept.append(name)
-            continue
-        m.kernel = kernel_cls(m.weight, m.bias)
-        m.__class__ = InferenceLinear
-        kernels[id(m.weight)] = (m.weight, m.kernel)
+    swapped, kept = _swap_linears(model, patterns, kernel_cls)
+    kernels: dict[int, tuple[torch.Tensor, Kernel]] = {id(m.weight): (m.weight, m.kernel) for m in swapped}
     if t5 and model.lm_head is None:  # the tied output layer: the embedding matrix
         if any(p.search("lm_head") for p in patterns):
             kept.append("lm_head (tied)")

@@ -27,7 +27,7 @@ LinearFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (.., in), 
 def project(layer: nn.Linear, x: torch.Tensor, linear: Optional[LinearFn] = None) -> torch.Tensor:
     """``layer(x)``, or the same product computed by ``linear(x, layer.weight)``."""
     if linear is None:
-        if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
+        if _plain(layer):
             return fast_linear(x, layer.weight, layer.bias)
         return layer(x)
     out = linear(x, layer.weight)
@@ -67,10 +67,14 @@ def project_act(layer: nn.Linear, x: torch.Tensor, act) -> torch.Tensor:
             out = fused(x, post)
             if out is not None:
                 return out
-        elif (type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
-              and _onednn_applies(x, layer.weight)):
+        elif _plain(layer) and _onednn_applies(x, layer.weight):
             return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, post[0], [], post[1])
     return act(project(layer, x))
+
+
+def _plain(layer: nn.Module) -> bool:
+    """An nn.Linear itself (not an adapter, quantised or inference module) without hooks to honour."""
+    return type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
 
 
 def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
