@@ -117,17 +117,34 @@ class Int8Fbgemm(Kernel):
 
 
 class Bf16Native(Kernel):
-    """bf16 weights and activations (oneDNN, fp32 accumulation); fp32 output. For native-bf16 CPUs and GPUs."""
+    """bf16 weights and activations, fp32 accumulation; fp32 output. For native-bf16 CPUs and GPUs.
+
+    On CPU the bf16 weights are packed once for oneDNN (as :class:`Fp32OneDNN`; the same values as
+    ``F.linear`` in bf16, which reorders them at every call) and an activation can run inside the
+    GEMM (``post``, :meth:`InferenceLinear.fused_forward`): its output then stays bf16 (the values
+    the next bf16 product would round it to anyway), so ELECTRA's (rows, d_ff) activations are
+    neither widened to fp32, nor passed over for the GELU, nor rounded back (docs/inference.md)."""
 
     name = "bf16 weights and activations, fp32 accumulation: F.linear in bf16 (oneDNN / cuBLAS)"
+    accepts_bf16 = True  # bf16 inputs (a fused activation's output) go in as they are
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
         self.weight = weight.detach().to(torch.bfloat16).contiguous()
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
+        self.packed = None
+        if weight.device.type == "cpu" and PackedLinears.available():
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
 
-    def __call__(self, x):
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).float()
+    def __call__(self, x, post: tuple[str, str] | None = None):
+        """``post``: an activation inside the GEMM (oneDNN's post-op name and algorithm; CPU only);
+        the result is then bf16. Without it, fp32."""
+        x = x.to(torch.bfloat16)
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias).float()
+        op, algorithm = post or ("none", "")
+        out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, op, [], algorithm)
+        return out if post is not None else out.float()
 
 
 class Int8WeightOnly(Kernel):
@@ -182,9 +199,19 @@ class Bf16ByRows(Kernel):
         super().__init__(weight, bias)
         self.small, self.large = Fp16Fbgemm(weight, bias), Bf16Native(weight, bias)
 
-    def __call__(self, x):
+    accepts_bf16 = True
+
+    def __call__(self, x, post: tuple[str, str] | None = None):
+        """``post`` (an activation inside the GEMM, bf16 result) only where the rows take the bf16 path."""
         rows = x.numel() // x.shape[-1]
-        return (self.small if rows <= self.SMALL else self.large)(x)
+        if rows > self.SMALL:
+            return self.large(x) if post is None else self.large(x, post)
+        if post is not None:
+            raise ValueError("Bf16ByRows: no activation inside the fp16-stored path (check fuses() first)")
+        return self.small(x.float())
+
+    def fuses(self, x: torch.Tensor) -> bool:
+        return x.numel() // x.shape[-1] > self.SMALL and self.large.packed is not None
 
 
 class Fp32OneDNN(Kernel):
@@ -235,21 +262,34 @@ class InferenceLinear(nn.Linear):
 
     kernel: Kernel | None = None
 
+    @property
+    def bf16_inputs(self) -> bool:
+        """Whether bf16 inputs go to the kernel as they are (``nn.linear.project`` widens them otherwise)."""
+        return getattr(self.kernel, "accepts_bf16", False)
+
     def _usable_kernel(self, x: torch.Tensor) -> Kernel | None:
         k = self.kernel
-        if k is not None and not self.training and x.dtype == torch.float32 and k.current(self.weight, self.bias):
+        if (k is not None and not self.training and k.current(self.weight, self.bias)
+                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and getattr(k, "accepts_bf16", False)))):
             return k
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self._usable_kernel(x)
-        return F.linear(x, self.weight, self.bias) if k is None else k(x)
+        if k is not None:
+            return k(x)
+        # a bf16 activation from a fused bf16 kernel (fused_forward) into a layer without one
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
 
     def fused_forward(self, x: torch.Tensor, post: tuple[str, str]) -> torch.Tensor | None:
-        """``act(self(x))`` with the activation inside the GEMM where the kernel can (fp32 oneDNN:
-        ``nn.linear.project_act``); None where it cannot (the caller then applies it)."""
+        """``act(self(x))`` with the activation inside the GEMM where the kernel can
+        (``nn.linear.project_act``): fp32 oneDNN (fp32 result), bf16 oneDNN (bf16 result, see
+        :class:`Bf16Native`); None where it cannot (the caller then applies it)."""
         k = self._usable_kernel(x)
-        return k(x, post) if isinstance(k, Fp32OneDNN) else None
+        if isinstance(k, Fp32OneDNN) or (isinstance(k, Bf16Native) and k.packed is not None) or (
+                isinstance(k, Bf16ByRows) and k.fuses(x)):
+            return k(x, post)
+        return None
 
 
 class KernelTable:

@@ -26,6 +26,9 @@ LinearFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (.., in), 
 
 def project(layer: nn.Linear, x: torch.Tensor, linear: Optional[LinearFn] = None) -> torch.Tensor:
     """``layer(x)``, or the same product computed by ``linear(x, layer.weight)``."""
+    if (x.dtype is torch.bfloat16 and layer.weight.dtype is torch.float32 and not getattr(layer, "bf16_inputs", False)
+            and not torch.is_autocast_enabled(x.device.type)):
+        x = x.float()  # bf16 activations of a fused bf16 inference kernel (project_act) into an fp32 layer
     if linear is None:
         if _plain(layer):
             return fast_linear(x, layer.weight, layer.bias)
@@ -59,7 +62,9 @@ def project_act(layer: nn.Linear, x: torch.Tensor, act) -> torch.Tensor:
     """``act(project(layer, x))``. Without autograd, on the oneDNN path (fp32, :func:`fast_linear`'s
     conditions, or an inference module whose kernel offers ``fused_forward``), the activation runs
     inside the GEMM: the same values, one pass over the (rows, d_ff) activations less. ELECTRA-Small
-    discriminator 32 x 128: ~13 % more sequences/s (docs/inference.md)."""
+    discriminator 32 x 128: ~13 % more sequences/s (docs/inference.md). A bf16 inference kernel
+    returns the activations in bf16 (t5electra/inference/weights.py: ``Bf16Native``); pass them
+    to :func:`project`, which widens them for a layer that multiplies in fp32."""
     post = _POST_OPS.get(act)
     if post is not None and not torch.is_grad_enabled():
         fused = getattr(layer, "fused_forward", None)  # inference/weights.py: InferenceLinear

@@ -15,7 +15,7 @@ from torch import nn
 
 from .activations import get_activation
 from .dropout import Dropout
-from .linear import LinearFn, project
+from .linear import LinearFn, project, project_act
 
 
 class FeedForward(nn.Module):
@@ -29,12 +29,15 @@ class FeedForward(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, linear: LinearFn | None = None) -> torch.Tensor:
-        h = project(self.wi, x, linear)  # (B, T, d_ff) or (B, T, 2 * d_ff)
         if self.gated:
+            h = project(self.wi, x, linear)  # (B, T, 2 * d_ff)
             gate, value = h.chunk(2, dim=-1)
             h = self.act(gate) * value
+        elif linear is None:
+            # T5 v1.0's ReLU (BERT's GELU) inside the GEMM at inference where oneDNN runs it (nn/linear.py)
+            h = project_act(self.wi, x, self.act)  # (B, T, d_ff)
         else:
-            h = self.act(h)
+            h = self.act(project(self.wi, x, linear))
         w = getattr(self.wo, "weight", None)
         if h.dtype == torch.float16 and isinstance(w, torch.Tensor) and w.dtype == torch.float32:
             # an fp16 model keeps wo in fp32 (PreTrainedModel._keep_in_fp32_modules): its output, added to

@@ -20,6 +20,7 @@ from t5electra.generation.seq2seq import generate
 from t5electra.machine import describe_cpu, native_bf16
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from dispatch_ops import CountOps
 from tiny_t5 import spread_tiny_t5
 
 KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly, W.Bf16ByRows]
@@ -311,3 +312,59 @@ def test_int8_activations_take_8_bits_only_where_sums_do_not_saturate():
     # the kernel used here really is the saturation-prone one without reduce_range, or exact
     full = torch.ops.quantized.linear_dynamic(x, kernel.packed, False)
     assert torch.allclose(full, ref, rtol=1e-2) is W.fbgemm_int8_full_range()
+
+
+def test_bf16_kernel_runs_an_activation_inside_the_gemm_and_returns_it_in_bf16():
+    """Bf16Native on CPU multiplies by weights packed once for oneDNN: the values of F.linear in
+    bf16; with ``post`` the activation runs inside the GEMM and the result stays bf16 (the values
+    the next bf16 product rounds its input to anyway); a bf16 input goes in as it is."""
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(64, 32, generator=g) * 0.2, torch.randn(64, generator=g)
+    x = torch.randn(80, 32, generator=g)
+    kernel = W.Bf16Native(w, b)
+    assert kernel.packed is not None and kernel.accepts_bf16
+    ref = F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).float()
+    out = kernel(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=2 * BF16_EPS, atol=1e-3)  # one bf16 ulp: another summation order
+    for post, act in ((("gelu", "none"), F.gelu), (("relu", ""), F.relu)):
+        h = kernel(x, post)
+        assert h.dtype == torch.bfloat16
+        torch.testing.assert_close(h.float(), act(ref), rtol=2 * BF16_EPS, atol=1e-3)
+    torch.testing.assert_close(kernel(x.bfloat16()), out, rtol=0, atol=0)  # the same rounding of x
+
+
+def test_electra_bf16_keeps_ffn_activations_in_bf16_between_its_two_products(monkeypatch):
+    """ELECTRA with bf16 weights (oneDNN's bf16 kernel, forced): each layer's GELU runs inside the
+    first FFN product and its bf16 output goes to the second as it is: one GELU op less per layer,
+    logits as with the separate GELU within bf16 rounding. ``keep=["ffn_out"]`` (an fp32 layer
+    after a fused bf16 one) and a second layer whose weights changed widen the activations."""
+    import t5electra.nn.linear as L
+
+    monkeypatch.setattr(W, "choose_kernel", lambda *a, **k: W.Bf16Native)
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny")).eval()
+    ids = torch.randint(5, 500, (3, 40), generator=torch.Generator().manual_seed(1))  # 120 rows
+    with torch.inference_mode():
+        fp32 = model(ids).logits
+    model.optimize_for_inference("bf16")
+    layers = model.config.num_hidden_layers
+
+    def logits(m):
+        with torch.inference_mode(), CountOps() as ops:
+            return m(ids).logits, ops.ops
+
+    fused, ops = logits(model)
+    with monkeypatch.context() as m:
+        m.setattr(L, "_POST_OPS", {})
+        plain, ops_plain = logits(model)
+    assert ops_plain.count("gelu") - ops.count("gelu") == layers
+    assert ((fused - plain).norm() / plain.norm()) < 3e-2 and ((fused - fp32).norm() / fp32.norm()) < 3e-2
+    kept = copy.deepcopy(model).optimize_for_inference("bf16", keep=["ffn_out"])
+    assert type(kept.electra.layers[0].ffn_out) is nn.Linear
+    changed = copy.deepcopy(model).optimize_for_inference("bf16")
+    with torch.no_grad():
+        changed.electra.layers[0].ffn_out.weight.mul_(1.0)  # new version: its kernel is stale
+    for other in (kept, changed):
+        got, _ = logits(other)
+        assert ((got - fp32).norm() / fp32.norm()) < 3e-2

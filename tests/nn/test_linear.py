@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from dispatch_ops import CountOps
 from t5electra.machine import FP32_GEMM_ENV, onednn_fp32_preferred
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.nn.linear import fast_linear, project, project_act
@@ -98,16 +98,6 @@ def test_t5_training_step_gives_the_same_loss_and_gradients(monkeypatch):
         torch.testing.assert_close(grads["onednn"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
 
 
-class CountOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("act", [F.gelu, F.relu, partial(F.gelu, approximate="tanh")], ids=["gelu", "relu", "tanh"])
 def test_project_act_runs_the_activation_inside_the_gemm_at_inference(gemm, act):
     """Without autograd on the oneDNN path, exact GELU and ReLU run as the GEMM's post-op (no
@@ -145,4 +135,24 @@ def test_electra_ffn_gelu_fused_in_the_packed_kernel(monkeypatch):
         plain = model(ids).logits
     layers = model.config.num_hidden_layers
     assert ops_plain.ops.count("gelu") - ops.ops.count("gelu") == layers  # the head's GELU stays separate
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_t5_v1_0_relu_fused_in_the_full_sequence_ffn(monkeypatch):
+    """T5 v1.0's FFN ReLU runs inside the oneDNN GEMM at inference (nn/mlp.py: project_act) in
+    every full-sequence pass (encoder, and decoder without the decoding hook), with the same
+    logits; decoding steps (the ``linear`` hook) keep their own products and the separate ReLU."""
+    import t5electra.nn.linear as L
+
+    monkeypatch.setenv(FP32_GEMM_ENV, "onednn")
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config.from_preset("t5-tiny")).eval()
+    ids, labels = torch.randint(2, 200, (2, 9)), torch.randint(2, 200, (2, 5))
+    with torch.inference_mode(), CountOps() as ops:
+        fused = model(input_ids=ids, labels=labels).logits
+    monkeypatch.setattr(L, "_POST_OPS", {})
+    with torch.inference_mode(), CountOps() as ops_plain:
+        plain = model(input_ids=ids, labels=labels).logits
+    layers = model.config.num_layers + model.config.decoder_layers
+    assert ops.ops.count("relu") == 0 and ops_plain.ops.count("relu") == layers
     torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
