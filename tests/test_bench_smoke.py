@@ -36,6 +36,10 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
         assert all(r["extra"]["same_tokens_as_ctranslate2"] for r in gen)
     infer = next(r for r in results if r["case"] == "electra_infer")
     assert infer["extra"]["max_abs_logit_diff"] < 1e-4
+    low = [r for r in results if r["case"] == "electra_infer" and r["label"].split()[3] in ("bf16", "int8")]
+    best = max(low, key=lambda r: r["ratios"]["transformers"])  # issue #16: the best of bf16 / int8 >= 2x
+    assert [r["targets"] for r in low if r is not best] == [{}] and best["targets"] == {"transformers": 2.0}
+    assert best["label"].endswith("(best of bf16, int8)")
     train = [r for r in results if r["case"] == "train"]
     assert {r["label"].split()[-1] for r in train} == {"fp32", "bf16"}
     assert all(0 < r["extra"]["mfu"]["t5electra"] for r in train)

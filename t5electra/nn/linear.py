@@ -26,9 +26,11 @@ LinearFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (.., in), 
 
 def project(layer: nn.Linear, x: torch.Tensor, linear: Optional[LinearFn] = None) -> torch.Tensor:
     """``layer(x)``, or the same product computed by ``linear(x, layer.weight)``."""
-    if (x.dtype is torch.bfloat16 and layer.weight.dtype is torch.float32 and not getattr(layer, "bf16_inputs", False)
-            and not torch.is_autocast_enabled(x.device.type)):
-        x = x.float()  # bf16 activations of a fused bf16 inference kernel (project_act) into an fp32 layer
+    if x.dtype is torch.bfloat16 and not torch.is_autocast_enabled(x.device.type):
+        # bf16 activations of a fused bf16 inference kernel (project_act) into a layer that multiplies in fp32
+        w = getattr(layer, "weight", None)
+        if isinstance(w, torch.Tensor) and w.dtype is torch.float32 and not getattr(layer, "bf16_inputs", False):
+            x = x.float()
     if linear is None:
         if _plain(layer):
             return fast_linear(x, layer.weight, layer.bias)

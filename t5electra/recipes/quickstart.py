@@ -81,7 +81,8 @@ class Plan:
     electra_pretrain_lr: float   # AdamW peak (ELECTRA-Small's 5e-4 at batch 128; here 5e-4 and 1e-3 collapsed the discriminator)
     minilm_steps: int            # 0: skip the MiniLM stage
     eval_every: int              # fine-tuning: evaluate (and checkpoint) every this many steps
-    eval_examples: int           # validation examples scored at each evaluation (the final scores use all)
+    eval_examples: int | None    # validation examples scored at each evaluation, which picks the kept
+                                 # checkpoint (None: the whole split; the final scores always use all)
     sentiment_subset: int | None = None  # use only N examples of each sentiment split (tiny mode)
     in_domain: bool = True       # pretrain (and train the tokenizers) on unlabelled review text too (pretraining_text)
     other_snippets: int | None = None  # use at most N of the other_snippets() (tiny mode)
@@ -120,7 +121,7 @@ _FULL = Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
              finetune_batch=32, finetune_max_length=64, t5_finetune_steps=600, electra_finetune_steps=600,
              t5_finetune_optim="adamw_scaled", t5_finetune_lr=1e-2, electra_finetune_lr=3e-4,
              electra_pretrain_lr=2e-4, minilm_steps=100,
-             eval_every=150, eval_examples=256, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
+             eval_every=150, eval_examples=None, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
              finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16)
 
 PLANS = {
@@ -139,7 +140,7 @@ PLANS = {
     # layer's token vectors cosine 0.86 / 0.83 / 0.62).
     "long": dataclasses.replace(
         _FULL, corpus_chars=4_000_000, t5_pretrain_steps=2500, electra_pretrain_steps=2000, t5_finetune_steps=900,
-        electra_finetune_steps=900, minilm_steps=530, eval_examples=512,
+        electra_finetune_steps=900, minilm_steps=530,
         electra_pretrain_warmup=0.1, electra_pretrain_lr=5e-5),
     # The same pipeline on toy sizes (tests, and a first look in < 1 minute); accuracy near chance.
     "tiny": Plan(corpus_chars=100_000, t5_vocab=1000, electra_vocab=1000,
@@ -297,7 +298,12 @@ def finetune_t5(out: Path, plan: Plan, pretrained: Path | None, sentiment: Path,
            {"optim.name": plan.t5_finetune_optim, "schedule.warmup_ratio": plan.finetune_warmup}),
         "optim.lr": plan.t5_finetune_lr, "eval.metric": metric,
         "eval.greater_is_better": True, "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0,
-        "eval.batch_size": 64, "eval.max_batches": max(1, plan.eval_examples // 64)})))
+        "eval.batch_size": 64, "eval.max_batches": _eval_batches(plan)})))
+
+
+def _eval_batches(plan: Plan) -> int | str:
+    """eval.max_batches (of 64 examples) for the plan's eval_examples; "null": the whole split."""
+    return "null" if plan.eval_examples is None else max(1, plan.eval_examples // 64)
 
 
 def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path | None, sentiment: Path, steps: int,
@@ -318,7 +324,7 @@ def finetune_electra(out: Path, plan: Plan, name: str, init_from: Path | None, s
         "optim.layerwise_lr_decay": "null" if llrd is None else llrd,
         "schedule.warmup_ratio": plan.finetune_warmup,
         "eval.every_steps": plan.eval_every, "checkpoint.every_steps": 0, "eval.batch_size": 64,
-        "eval.max_batches": max(1, plan.eval_examples // 64)}), base=default_config()))
+        "eval.max_batches": _eval_batches(plan)}), base=default_config()))
 
 
 def minilm_dir() -> Path:

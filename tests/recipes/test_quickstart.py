@@ -13,7 +13,8 @@ from t5electra.cli import main
 from t5electra.errors import ConfigError
 import pytest
 
-from t5electra.recipes.quickstart import PLANS, sentiment_subset, tfidf_baseline
+from t5electra.recipes.quickstart import PLANS, _eval_batches, _overrides, sentiment_subset, tfidf_baseline
+from t5electra.train.config import load_config
 from t5electra.recipes.quickstart_lanes import run_lanes
 
 
@@ -57,6 +58,10 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
         assert str(out / png) in summary["plots"] and (out / png).is_file()
     for run in ("t5-pretrain", "electra-pretrain", "t5-sentiment", "electra-sentiment"):
         assert (out / run / "config.yaml").is_file()
+    # the tiny plan picks checkpoints on a subset of the validation split; the real plans use all of it
+    assert "max_batches: 1\n" in (out / "t5-sentiment" / "config.yaml").read_text()
+    assert all(PLANS[p].eval_examples is None for p in ("full", "full-bf16", "long"))
+    assert load_config(None, _overrides({"eval.max_batches": _eval_batches(PLANS["full"])})).eval.max_batches is None
 
     # a second run finds every stage done and only reports again
     assert main(["quickstart", "--tiny", "--out", str(out), "--threads", "1"]) == 0
