@@ -132,8 +132,11 @@ WHY_MISSED = {
         "151-207, 1.02x -> 1.21x transformers in an ELECTRA-only run of 3 Dec 2026, 1.08x in the full run after it. On the AVX2 Zen 2 EPYC oneDNN's GEMM was the "
         "slower one, so AVX2 CPUs keep MKL. Since the full run the FFN's exact GELU runs inside that GEMM at "
         "inference (oneDNN's post-op, bitwise the same values: t5electra/nn/linear.py project_act): 1.20x in an "
-        "ELECTRA-only run after it (61.8 sequences/s). Left: attention (~14 % of the optimised model). What could close it: "
-        "int8 weights where their accuracy cost is acceptable."),
+        "ELECTRA-only run after it (61.8 sequences/s). Left: attention (~12-14 % of the optimised model; plain "
+        "bmm + softmax measured no faster, in bf16 slower); the GEMMs run at ~92 % of the measured fp32 matmul "
+        "peak, so fp32 has little left to gain. The faster rows are the low-precision ones: bf16 (its FFN "
+        "activations stay bf16 between the two products, GELU inside the first: 1.52x -> 1.88x on 3 Dec 2026) "
+        "and int8 (2.1-2.2x), at the accuracy cost measured in docs/inference.md."),
     "data": (
         "Data: the pipeline runs in the DataLoader workers; raise --workers (data_pipeline.py) or pre-tokenise "
         "to shards once (build_shards) so the stream only packs and corrupts."),
