@@ -359,6 +359,7 @@ def test_electra_bf16_keeps_ffn_activations_in_bf16_between_its_two_products(mon
         m.setattr(L, "_POST_OPS", {})
         plain, ops_plain = logits(model)
     assert ops_plain.count("gelu") - ops.count("gelu") == layers
+    assert ops_plain.count("to") - ops.count("to") == layers  # the (rows, d_ff) activations are not widened
     assert ((fused - plain).norm() / plain.norm()) < 3e-2 and ((fused - fp32).norm() / fp32.norm()) < 3e-2
     kept = copy.deepcopy(model).optimize_for_inference("bf16", keep=["ffn_out"])
     assert type(kept.electra.layers[0].ffn_out) is nn.Linear
