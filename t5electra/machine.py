@@ -135,3 +135,26 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask Linux to send this process SIGTERM when its parent ends, however it ends (SIGKILL, an
+    OOM kill, a crash), so a helper process (the quickstart's T5 lane) does not run on alone,
+    using the CPU and writing into a run directory nobody watches. ``parent_pid``: the parent's pid
+    as the parent saw it, to catch a parent that died before the request. Returns whether the
+    request is in place (False off Linux; such a child ends when its parent's cleanup runs)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes, prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
+    if prctl(_PR_SET_PDEATHSIG, 15) != 0:  # SIGTERM
+        return False
+    if os.getppid() != parent_pid:  # the parent ended before the request: end now
+        os.kill(os.getpid(), 15)
+    return True

@@ -5,6 +5,7 @@ measured against."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..machine import matmul_peak
+from ..machine import die_with_parent, matmul_peak
 
 # (job, family) -> [(key, title, meaning, run, the file that marks the stage done)]
 StageList = Callable[[Any, str], list[tuple[str, str, str, Callable[[], Any], Path]]]
@@ -57,7 +58,8 @@ def _labelled(echo: Callable[[str], None], family: str) -> Callable[[str], None]
     return lambda text: echo("\n".join(f"[{family}] {line}" if line else line for line in text.split("\n")))
 
 
-def _lane_process(conn, stages: StageList, job: Any, family: str) -> None:
+def _lane_process(conn, stages: StageList, job: Any, family: str, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # a killed quickstart (SIGTERM / SIGKILL: no cleanup) takes its lane along
     try:
         conn.send(("ok", run_lane(stages, job, family, _labelled(lambda text: print(text, flush=True), family))))
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which re-raises it
@@ -106,7 +108,7 @@ def _two_lanes(stages: StageList, job: Any, timings: dict[str, float], echo: Cal
     echo(f"\n   two lanes: the T5 stages in a second process, beside ELECTRA's ({job.threads} thread(s) each)")
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's OpenMP state
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_lane_process, args=(send, stages, job, "t5"), name="quickstart-t5-lane")
+    child = ctx.Process(target=_lane_process, args=(send, stages, job, "t5", os.getpid()), name="quickstart-t5-lane")
     child.start()
     send.close()
     done: list[dict[str, float]] = []

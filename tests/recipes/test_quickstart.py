@@ -192,3 +192,64 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
     with pytest.raises(ConfigError, match="no Chinese version"):
         Q.quickstart("unused", plan="full-bf16", lang="zh")
+
+
+_LANE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+sys.path.insert(0, {here!r})
+from lane_stages import stages
+from t5electra.recipes.quickstart_lanes import run_lanes
+run_lanes(stages, SimpleNamespace(threads=1, precision="fp32", out={out!r}), 2, {{}}, print)
+"""
+
+_LANE_STAGES = """
+import os, time
+from pathlib import Path
+
+def _wait(out, family):
+    Path(out, family + ".pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+def stages(job, family):
+    return [(family, family, "sleeps", lambda: _wait(job.out, family), None)]
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\\nState:\\tZ" in state  # a zombie has ended; its new parent reaps it
+
+
+def test_the_t5_lane_ends_when_the_quickstart_is_killed(tmp_path):
+    """SIGKILL on the quickstart (no cleanup runs in it) also ends its T5 lane process, which would
+    otherwise go on training into the run directory (machine.die_with_parent; Linux, as the
+    project: the lane's state is read from /proc)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "lane_stages.py").write_text(_LANE_STAGES)
+    script = _LANE_SCRIPT.format(here=str(tmp_path), out=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    pid_file = tmp_path / "t5.pid"
+    deadline = time.time() + 120
+    while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+        assert proc.poll() is None, "the quickstart process ended early"
+        time.sleep(0.2)
+    lane = int(pid_file.read_text())
+    assert lane != proc.pid and not _gone(lane)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while not _gone(lane) and time.time() < deadline:
+        time.sleep(0.2)
+    if not _gone(lane):
+        os.kill(lane, signal.SIGKILL)
+        pytest.fail("the T5 lane outlived the killed quickstart")
