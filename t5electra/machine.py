@@ -6,6 +6,7 @@ import ctypes
 import functools
 import os
 import platform
+import signal
 import time
 from pathlib import Path
 
@@ -153,8 +154,8 @@ def die_with_parent(parent_pid: int) -> bool:
     except (OSError, AttributeError):
         return False
     prctl.argtypes, prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
-    if prctl(_PR_SET_PDEATHSIG, 15) != 0:  # SIGTERM
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
         return False
     if os.getppid() != parent_pid:  # the parent ended before the request: end now
-        os.kill(os.getpid(), 15)
+        os.kill(os.getpid(), signal.SIGTERM)
     return True
