@@ -8,6 +8,7 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -130,12 +131,18 @@ def keep_freed_memory() -> bool:
     as they are."""
     if os.environ.get("T5ELECTRA_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+
+
+def _libc_function(name: str, argtypes: list) -> Callable[..., int] | None:
+    """glibc's ``name`` (int result) through ctypes, or None where there is no libc.so.6 with it."""
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        fn = getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -149,12 +156,8 @@ def die_with_parent(parent_pid: int) -> bool:
     request is in place (False off Linux; such a child ends when its parent's cleanup runs)."""
     if platform.system() != "Linux":
         return False
-    try:
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes, prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
-    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
+    prctl = _libc_function("prctl", [ctypes.c_int, ctypes.c_ulong])
+    if prctl is None or prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
         return False
     if os.getppid() != parent_pid:  # the parent ended before the request: end now
         os.kill(os.getpid(), signal.SIGTERM)

@@ -62,6 +62,7 @@ class Kernel(abc.ABC):
     """A weight matrix prepared for one kernel; used only while the weight is unchanged."""
 
     name = "?"
+    accepts_bf16 = False  # whether bf16 inputs (a fused bf16 activation) go in as they are
 
     @classmethod
     def describe(cls) -> str:
@@ -77,6 +78,10 @@ class Kernel(abc.ABC):
 
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: the copy runs F.linear until optimised
+
+    def fuses(self, x: torch.Tensor) -> bool:
+        """Whether ``self(x, post)`` can apply an activation inside the GEMM for this input."""
+        return False
 
     @abc.abstractmethod
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,15 +131,18 @@ class Bf16Native(Kernel):
     neither widened to fp32, nor passed over for the GELU, nor rounded back (docs/inference.md)."""
 
     name = "bf16 weights and activations, fp32 accumulation: F.linear in bf16 (oneDNN / cuBLAS)"
-    accepts_bf16 = True  # bf16 inputs (a fused activation's output) go in as they are
+    accepts_bf16 = True
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
-        self.weight = weight.detach().to(torch.bfloat16).contiguous()
+        w = weight.detach().to(torch.bfloat16).contiguous()
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
-        self.packed = None
-        if weight.device.type == "cpu" and PackedLinears.available():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
+        packable = weight.device.type == "cpu" and PackedLinears.available()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w, 1) if packable else None
+        self.weight = None if packable else w  # one copy: the packed one, or the plain one for F.linear
+
+    def fuses(self, x):
+        return self.packed is not None
 
     def __call__(self, x, post: tuple[str, str] | None = None):
         """``post``: an activation inside the GEMM (oneDNN's post-op name and algorithm; CPU only);
@@ -210,8 +218,8 @@ class Bf16ByRows(Kernel):
             raise ValueError("Bf16ByRows: no activation inside the fp16-stored path (check fuses() first)")
         return self.small(x.float())
 
-    def fuses(self, x: torch.Tensor) -> bool:
-        return x.numel() // x.shape[-1] > self.SMALL and self.large.packed is not None
+    def fuses(self, x):
+        return x.numel() // x.shape[-1] > self.SMALL and self.large.fuses(x)
 
 
 class Fp32OneDNN(Kernel):
@@ -231,6 +239,9 @@ class Fp32OneDNN(Kernel):
         """Whether fp32 Linear layers should run on oneDNN here (``machine.onednn_fp32_preferred``:
         AVX-512 CPUs, where its fp32 GEMM beat MKL's 1.15-1.8x on the AMD EPYC of docs/inference.md)."""
         return onednn_fp32_preferred(flags) and PackedLinears.available()
+
+    def fuses(self, x):
+        return True
 
     def __call__(self, x, post: tuple[str, str] = ("none", "")):
         """``post``: an activation applied inside the GEMM (oneDNN's post-op name and algorithm)."""
@@ -265,12 +276,12 @@ class InferenceLinear(nn.Linear):
     @property
     def bf16_inputs(self) -> bool:
         """Whether bf16 inputs go to the kernel as they are (``nn.linear.project`` widens them otherwise)."""
-        return getattr(self.kernel, "accepts_bf16", False)
+        return self.kernel is not None and self.kernel.accepts_bf16
 
     def _usable_kernel(self, x: torch.Tensor) -> Kernel | None:
         k = self.kernel
         if (k is not None and not self.training and k.current(self.weight, self.bias)
-                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and getattr(k, "accepts_bf16", False)))):
+                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and k.accepts_bf16))):
             return k
         return None
 
@@ -286,10 +297,7 @@ class InferenceLinear(nn.Linear):
         (``nn.linear.project_act``): fp32 oneDNN (fp32 result), bf16 oneDNN (bf16 result, see
         :class:`Bf16Native`); None where it cannot (the caller then applies it)."""
         k = self._usable_kernel(x)
-        if isinstance(k, Fp32OneDNN) or (isinstance(k, Bf16Native) and k.packed is not None) or (
-                isinstance(k, Bf16ByRows) and k.fuses(x)):
-            return k(x, post)
-        return None
+        return k(x, post) if k is not None and k.fuses(x) else None
 
 
 class KernelTable:
