@@ -23,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "runs/quickstart-zh)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
-    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "long"),
-                        help="auto (default): full-bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else full; "
+    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "full-fast-fp32", "long"),
+                        help="auto (default): full-bf16 on CPUs with native bf16 (AVX512-BF16/AMX), full-fast-fp32 "
+                             "where one thread's fp32 matmuls reach 95 GFLOP/s on oneDNN (AVX-512), else full; "
                              "full: the fp32 plan (13 min on a 2-core AVX2 EPYC); full-bf16: more steps in bf16 "
-                             "(~11 min on a 2-core AMX Xeon); long: ~10x the pretraining (docs/quickstart.md)")
+                             "(~11 min on a 2-core AMX Xeon); full-fast-fp32: those steps in fp32; "
+                             "long: ~10x the pretraining (docs/quickstart.md)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"),
                         help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")
     parser.add_argument("--no-minilm", action="store_true", help="skip the real MiniLM-L6 fine-tuning stage")

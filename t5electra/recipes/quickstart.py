@@ -24,8 +24,9 @@ Everything lands in ``OUT`` (default ``runs/quickstart``): one run directory per
 on held-out sentences (quickstart_demos.py), the MFU and the time of each stage. With two or more
 threads the T5 stages run in a second process beside the ELECTRA and MiniLM stages
 (quickstart_lanes.py). The step budgets aim at 15 minutes on 2 CPU cores: the default plan
-(default_plan) is "full-bf16" where the CPU multiplies bf16 natively (bf16 autocast, more steps;
-11.6 min measured on an AMX Xeon) and "full" in fp32 elsewhere (13.2 min on an AVX2 EPYC);
+(choose_plan) is "full-bf16" where the CPU multiplies bf16 natively (bf16 autocast, more steps;
+11.6 min measured on an AMX Xeon), "full-fast-fp32" (the same steps in fp32) where fp32 matmuls
+are fast enough for them, and "full" in fp32 elsewhere (13.2 min on an AVX2 EPYC);
 docs/quickstart.md: the numbers and what was tried.
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 
-from ..machine import native_bf16
+from ..machine import matmul_peak, native_bf16, onednn_fp32_preferred
 
 from ..data.samples import corpus_slice
 from ..data.sources import read_documents
@@ -133,6 +134,12 @@ PLANS = {
     "full-bf16": dataclasses.replace(
         _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
         eval_every=200, precision="bf16"),
+    # full-bf16's step budgets in fp32, where fp32 alone is fast enough for them (fast_fp32: no native
+    # bf16, oneDNN's AVX-512 fp32 GEMM at >= FAST_FP32_PEAK on one thread). Measured on the AVX-512
+    # EPYC of docs/quickstart.md forced to fp32 (107 GFLOP/s): 11.3 min, T5 72.6 % (full: 69.8 %).
+    "full-fast-fp32": dataclasses.replace(
+        _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
+        eval_every=200, precision="fp32"),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
     # docs/quickstart.md). ELECTRA at 5e-5: the official ELECTRA-Small lr (5e-4 at 128 x 128 tokens)
     # scaled to these 32 x 64-token batches; at 2e-4 and 1e-4 the discriminator got worse after
@@ -227,10 +234,46 @@ def _overrides(values: dict[str, Any]) -> list[str]:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+# One thread's fp32 matmul FLOP/s from which "full-fast-fp32" fits 15 minutes: its T5 lane (the
+# critical path) took 666 s at 107 GFLOP/s on the AVX-512 EPYC (docs/quickstart.md); stage times
+# scale with 1/peak, so at 95 it takes ~750 s, which leaves ~2 min for the data (cold cache),
+# tokenizers, report and this VM's run-to-run spread.
+FAST_FP32_PEAK = 95e9
+
+
+def fast_fp32() -> tuple[bool, float]:
+    """Whether this CPU runs full-bf16's step budgets in fp32 within 15 minutes, and the one-thread
+    fp32 matmul peak that says so (0.0 where not measured). Only where fp32 products run on oneDNN
+    (AVX-512: onednn_fp32_preferred), the only fp32 path whose stage efficiency was measured this
+    high (MFU 66 % in T5 pretraining; 49 % with MKL on the AVX2 EPYC, whose peak is also lower)."""
+    if not onednn_fp32_preferred():
+        return False, 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the quickstart's two lanes run one thread each
+    try:
+        peak = matmul_peak()
+    finally:
+        torch.set_num_threads(threads)
+    return peak >= FAST_FP32_PEAK, peak
+
+
+def choose_plan() -> tuple[str, str]:
+    """The plan sized to fit 15 minutes on 2 cores of this machine, and why: "full-bf16" where the
+    CPU multiplies bf16 natively, "full-fast-fp32" where its fp32 matmuls are fast (fast_fp32),
+    "full" elsewhere."""
+    if native_bf16():
+        return "full-bf16", "this CPU multiplies bf16 natively"
+    fast, peak = fast_fp32()
+    measured = f"fp32 matmul peak of one thread {peak / 1e9:.0f} GFLOP/s" if peak else "fp32 on MKL"
+    if fast:
+        return "full-fast-fp32", f"no native bf16; {measured} >= {FAST_FP32_PEAK / 1e9:.0f}"
+    return "full", (f"no native bf16; {measured} < {FAST_FP32_PEAK / 1e9:.0f}" if peak else
+                    f"no native bf16; {measured}")
+
+
 def default_plan() -> str:
-    """The plan sized to fit 15 minutes on 2 cores of this machine: "full-bf16" where the CPU
-    multiplies bf16 natively, "full" (fp32) elsewhere."""
-    return "full-bf16" if native_bf16() else "full"
+    """choose_plan's plan."""
+    return choose_plan()[0]
 
 
 def train_precision(plan: Plan) -> str:
@@ -544,7 +587,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
                precision: str | None = None) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
-    ``plan``: a key of PLANS ("full", "full-bf16", "long"; ``tiny`` means "tiny") or "auto" (default_plan). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
+    ``plan``: a key of PLANS ("full", "full-bf16", "full-fast-fp32", "long"; ``tiny`` means "tiny") or "auto" (choose_plan). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
     torch CPU threads (default: all cores). ``lang="zh"``: the Chinese quickstart (quickstart_zh.py,
     these stages on Chinese data; no MiniLM). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.
@@ -558,8 +601,11 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     from ..data.samples import fetch_sample
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
-    if plan == "auto":
-        plan = default_plan() if lang == "en" else "full"  # the Chinese plans: quickstart_zh.ZH_PLANS
+    why = ""
+    if plan == "auto" and lang == "en":
+        plan, why = choose_plan()
+    elif plan == "auto":
+        plan = "full"  # the Chinese plans: quickstart_zh.ZH_PLANS
     if plan not in PLANS:
         raise ConfigError(f"quickstart plan {plan!r}: choose one of auto, {', '.join(PLANS)}")
     plan_name = "tiny" if tiny else plan
@@ -611,7 +657,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     stage("tokenizers", "2/8 tokenizers", "SentencePiece for T5 (+100 sentinels), WordPiece for ELECTRA, trained on "
           "the corpus slice", tokenizers, out / "tokenizers" / "electra" / "tokenizer_config.json")
     job = Lane(out, plan, seed, paths, control, minilm, max(1, torch.get_num_threads() // lanes))
-    echo(f"\n   plan {plan_name}, training precision {job.precision}"
+    echo(f"\n   plan {plan_name}" + (f" ({why})" if why else "") + f", training precision {job.precision}"
          + (" (autocast: this CPU multiplies bf16 natively)" if job.precision == "bf16" else ""))
     peaks = run_lanes(lane_stages, job, lanes, timings, echo)
     torch.set_num_threads(job.threads * lanes)  # the report's demos: every thread

@@ -12,6 +12,7 @@ from pathlib import Path
 from t5electra.cli import main
 from t5electra.errors import ConfigError
 import pytest
+import torch
 
 from t5electra.recipes.quickstart import PLANS, _eval_batches, _overrides, sentiment_subset, tfidf_baseline
 from t5electra.train.config import load_config
@@ -60,7 +61,7 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
         assert (out / run / "config.yaml").is_file()
     # the tiny plan picks checkpoints on a subset of the validation split; the real plans use all of it
     assert "max_batches: 1\n" in (out / "t5-sentiment" / "config.yaml").read_text()
-    assert all(PLANS[p].eval_examples is None for p in ("full", "full-bf16", "long"))
+    assert all(PLANS[p].eval_examples is None for p in ("full", "full-bf16", "full-fast-fp32", "long"))
     assert load_config(None, _overrides({"eval.max_batches": _eval_batches(PLANS["full"])})).eval.max_batches is None
 
     # a second run finds every stage done and only reports again
@@ -165,7 +166,7 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     from t5electra.errors import ConfigError
     from t5electra.recipes.quickstart import quickstart
 
-    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, long, tiny"):
+    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, full-fast-fp32, long, tiny"):
         quickstart(tmp_path / "qs", plan="huge")
     assert not (tmp_path / "qs").exists()
 
@@ -184,12 +185,29 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     assert Q.train_precision(dataclasses.replace(plan, precision="bf16")) == "bf16"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         Q.quickstart("unused", tiny=True, precision="fp16")
-    # the default plan is sized to the machine: more steps where bf16 is native
+    # the default plan is sized to the machine: more steps where bf16 is native, or where one
+    # thread's fp32 matmuls (on oneDNN) are fast enough for them, measured with one thread
+    peaks = []
+
+    def peak():
+        peaks.append(torch.get_num_threads())
+        return speed
+
+    monkeypatch.setattr(Q, "matmul_peak", peak)
+    monkeypatch.setattr(Q, "onednn_fp32_preferred", lambda: True)
+    speed = Q.FAST_FP32_PEAK - 1e9
     assert Q.default_plan() == "full"
+    assert Q.choose_plan()[1] == "no native bf16; fp32 matmul peak of one thread 94 GFLOP/s < 95"
+    speed = Q.FAST_FP32_PEAK
+    assert Q.choose_plan() == ("full-fast-fp32", "no native bf16; fp32 matmul peak of one thread 95 GFLOP/s >= 95")
+    assert peaks == [1, 1, 1]
+    monkeypatch.setattr(Q, "onednn_fp32_preferred", lambda: False)  # MKL (AVX2): not measured, the small plan
+    assert Q.choose_plan() == ("full", "no native bf16; fp32 on MKL") and len(peaks) == 3
     monkeypatch.setattr(Q, "native_bf16", lambda: True)
     assert Q.default_plan() == "full-bf16" and Q.PLANS["full-bf16"].precision == "bf16"
-    full, fast = Q.PLANS["full"], Q.PLANS["full-bf16"]
+    full, fast, fast32 = Q.PLANS["full"], Q.PLANS["full-bf16"], Q.PLANS["full-fast-fp32"]
     assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
+    assert fast32 == dataclasses.replace(fast, precision="fp32")
     with pytest.raises(ConfigError, match="no Chinese version"):
         Q.quickstart("unused", plan="full-bf16", lang="zh")
 
