@@ -44,7 +44,7 @@ def compare(out: str | os.PathLike = "runs/quickstart", *, seeds: int = 3, first
     if first_seed < 0:
         raise ConfigError(f"quickstart seed {first_seed}: give a seed >= 0")
     if plan == "auto":
-        plan = default_plan()
+        plan = "tiny" if tiny else default_plan()  # one measurement for every seed (choose_plan)
     if plan not in PLANS:
         raise ConfigError(f"quickstart plan {plan!r}: choose one of {', '.join(PLANS)}")
     out = Path(out)

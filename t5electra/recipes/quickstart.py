@@ -602,10 +602,10 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
     why = ""
-    if plan == "auto" and lang == "en":
+    if plan == "auto" and lang == "en" and not tiny:
         plan, why = choose_plan()
     elif plan == "auto":
-        plan = "full"  # the Chinese plans: quickstart_zh.ZH_PLANS
+        plan = "full"  # the Chinese plans: quickstart_zh.ZH_PLANS; with tiny: replaced below
     if plan not in PLANS:
         raise ConfigError(f"quickstart plan {plan!r}: choose one of auto, {', '.join(PLANS)}")
     plan_name = "tiny" if tiny else plan
