@@ -66,6 +66,7 @@ import torch
 
 from ..core.atomic import fsync_dir, write_text_atomic
 from ..errors import ConfigError, DataError
+from ..machine import die_with_parent
 from .packages import _locked, cache_root
 from .sources import Corpus
 from .tokenizer_adapter import BatchTokenizer, TokenizerAdapter, adapt_tokenizer  # noqa: F401 (shards.BatchTokenizer too)
@@ -175,10 +176,15 @@ class TokenShards:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(encode: Callable, dtype: str, vocab_size: int, in_process: bool = False) -> None:
+def _init_worker(encode: Callable, dtype: str, vocab_size: int, in_process: bool = False,
+                 parent_pid: int | None = None) -> None:
     if not in_process:
         # One tokenizer per process already; Rust-side thread pools would only oversubscribe the cores.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if parent_pid is not None:
+        # A killed parent (SIGKILL, OOM) leaves its pool's workers waiting on the task queue forever,
+        # each holding a tokenizer (measured: orphans asleep under init); end them with it.
+        die_with_parent(parent_pid)
     _WORKER.update(encode=encode, dtype=np.dtype(dtype), vocab_size=vocab_size)
 
 
@@ -368,7 +374,8 @@ def _encode_parallel(chunks: Iterator[list[str]], adapter: TokenizerAdapter, dty
     method = mp_context or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     ctx = multiprocessing.get_context(method)
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker,
-                                                initargs=(adapter.encode, dtype.str, adapter.vocab_size)) as pool:
+                                                initargs=(adapter.encode, dtype.str, adapter.vocab_size, False,
+                                                          os.getpid())) as pool:
         pending: collections.deque = collections.deque()
         try:
             for chunk in chunks:

@@ -389,3 +389,56 @@ def test_corpus_too_small_for_the_consumers(tmp_path):
     ds = PackedDataset(s, row_length=2, eos_token_id=EOS, world_size=4, rank=3)
     with pytest.raises(DataError, match="corpus too small: 2 rows per epoch for 4 consumers"):
         next(iter(ds))
+
+
+_POOL_SCRIPT = """
+import sys
+sys.path.insert(0, {here!r})
+from slow_tokenizer import SlowTokenizer
+from t5electra.data.shards import adapt_tokenizer, build_shards
+from t5electra.data.sources import Corpus
+build_shards(Corpus({corpus!r}), adapt_tokenizer(SlowTokenizer(), fingerprint="slow", vocab_size=700, eos_token_id=1),
+             {cache!r}, num_workers=2, docs_per_chunk=4)
+"""
+
+_SLOW_TOKENIZER = """
+import time
+
+class SlowTokenizer:
+    def __call__(self, texts):
+        time.sleep(300)  # a worker busy on its chunk when the build is killed
+        return [[5] for _ in texts]
+"""
+
+
+def test_a_killed_build_takes_its_worker_processes_along(tmp_path):
+    """SIGKILL on a process building shards (no cleanup runs in it): its pool's workers end too
+    (machine.die_with_parent in the worker initializer), instead of living on under init; found
+    orphaned before, asleep on the task queue. Linux, as the project: processes read from /proc."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from processes import children, gone
+
+    (tmp_path / "slow_tokenizer.py").write_text(_SLOW_TOKENIZER)
+    write_corpus(tmp_path / "c.txt", 40)
+    script = _POOL_SCRIPT.format(here=str(tmp_path), corpus=str(tmp_path / "c.txt"), cache=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while len(children(proc.pid)) < 2 and time.time() < deadline:
+        assert proc.poll() is None, "the build ended early"
+        time.sleep(0.2)
+    workers = children(proc.pid)
+    assert len(workers) >= 2
+    time.sleep(1.0)  # the workers have taken their chunks (and run their initializer)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while not all(gone(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if not gone(w)]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "shard workers outlived the killed build"

@@ -13,6 +13,7 @@ from t5electra.cli import main
 from t5electra.errors import ConfigError
 import pytest
 import torch
+from processes import gone
 
 from t5electra.recipes.quickstart import PLANS, _eval_batches, _overrides, sentiment_subset, tfidf_baseline
 from t5electra.train.config import load_config
@@ -235,14 +236,6 @@ def stages(job, family):
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\\nState:\\tZ" in state  # a zombie has ended; its new parent reaps it
-
-
 def test_the_t5_lane_ends_when_the_quickstart_is_killed(tmp_path):
     """SIGKILL on the quickstart (no cleanup runs in it) also ends its T5 lane process, which would
     otherwise go on training into the run directory (machine.die_with_parent; Linux, as the
@@ -262,12 +255,12 @@ def test_the_t5_lane_ends_when_the_quickstart_is_killed(tmp_path):
         assert proc.poll() is None, "the quickstart process ended early"
         time.sleep(0.2)
     lane = int(pid_file.read_text())
-    assert lane != proc.pid and not _gone(lane)
+    assert lane != proc.pid and not gone(lane)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 20
-    while not _gone(lane) and time.time() < deadline:
+    while not gone(lane) and time.time() < deadline:
         time.sleep(0.2)
-    if not _gone(lane):
+    if not gone(lane):
         os.kill(lane, signal.SIGKILL)
         pytest.fail("the T5 lane outlived the killed quickstart")
