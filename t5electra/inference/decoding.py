@@ -7,6 +7,8 @@ as ``linear``; nn/linear.py routes every projection through it. :func:`optimize_
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -44,6 +46,20 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight)
 
 
+@functools.cache
+def bf16_packing_available() -> bool:
+    """Whether oneDNN packs bf16 weights on this CPU: it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT, and
+    on an AVX2-only CPU ``mkldnn._reorder_linear_weight`` raises ("bf16 path needs the cpu support
+    ...": found under ``ONEDNN_MAX_CPU_ISA=AVX2``). Probed once on a small matrix."""
+    if not PackedLinears.available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 1)
+    except RuntimeError:
+        return False
+    return True
+
+
 class PackedLinears:
     """oneDNN-packed copies of weight matrices for the decoding steps with 2 or more rows.
 
@@ -59,6 +75,8 @@ class PackedLinears:
         self.packs = {}
         with torch.no_grad():
             for w in weights:  # a tied matrix appears once
+                if w.dtype == torch.bfloat16 and not bf16_packing_available():
+                    continue  # a bf16 model on an AVX2-only CPU: the plain path (decode_linear)
                 if id(w) not in self.packs:
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
                     self.packs[id(w)] = (w, w._version, w.data_ptr(), packed)

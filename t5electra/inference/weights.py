@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..machine import describe_cpu, native_bf16, onednn_fp32_preferred
-from .decoding import PackedLinears, decode_linear, optimize_for_decoding
+from .decoding import PackedLinears, bf16_packing_available, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
 logger = logging.getLogger("t5electra")
@@ -137,7 +137,7 @@ class Bf16Native(Kernel):
         super().__init__(weight, bias)
         w = weight.detach().to(torch.bfloat16).contiguous()
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
-        packable = weight.device.type == "cpu" and PackedLinears.available()
+        packable = weight.device.type == "cpu" and bf16_packing_available()  # else F.linear in bf16
         self.packed = torch.ops.mkldnn._reorder_linear_weight(w, 1) if packable else None
         self.weight = None if packable else w  # one copy: the packed one, or the plain one for F.linear
 

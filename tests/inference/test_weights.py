@@ -322,8 +322,12 @@ def test_bf16_kernel_runs_an_activation_inside_the_gemm_and_returns_it_in_bf16()
     w, b = torch.randn(64, 32, generator=g) * 0.2, torch.randn(64, generator=g)
     x = torch.randn(80, 32, generator=g)
     kernel = W.Bf16Native(w, b)
-    assert kernel.packed is not None and kernel.accepts_bf16
     ref = F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).float()
+    if not W.bf16_packing_available():  # an AVX2-only CPU: no packing, no fused activation (next test)
+        assert kernel.packed is None and not kernel.fuses(x)
+        torch.testing.assert_close(kernel(x), ref, rtol=0, atol=0)
+        return
+    assert kernel.packed is not None and kernel.accepts_bf16 and kernel.fuses(x)
     out = kernel(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=2 * BF16_EPS, atol=1e-3)  # one bf16 ulp: another summation order
@@ -332,6 +336,31 @@ def test_bf16_kernel_runs_an_activation_inside_the_gemm_and_returns_it_in_bf16()
         assert h.dtype == torch.bfloat16
         torch.testing.assert_close(h.float(), act(ref), rtol=2 * BF16_EPS, atol=1e-3)
     torch.testing.assert_close(kernel(x.bfloat16()), out, rtol=0, atol=0)  # the same rounding of x
+
+
+def test_bf16_kernel_without_bf16_packing_runs_f_linear_in_bf16(monkeypatch):
+    """Where oneDNN cannot pack bf16 weights (AVX2-only CPUs: ``_reorder_linear_weight`` raises;
+    forced here), Bf16Native keeps its plain bf16 weights: F.linear's values, no fused activation,
+    an fp32 result; the probe itself answers on this CPU without raising."""
+    assert isinstance(W.bf16_packing_available(), bool)
+    monkeypatch.setattr(W, "bf16_packing_available", lambda: False)
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(64, 32, generator=g) * 0.2, torch.randn(64, generator=g)
+    x = torch.randn(80, 32, generator=g)
+    kernel = W.Bf16Native(w, b)
+    assert kernel.packed is None and kernel.weight.dtype == torch.bfloat16 and not kernel.fuses(x)
+    out = kernel(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).float(), rtol=0, atol=0)
+    # a bf16 model's decoding weights stay unpacked there too (the plain decoding product)
+    import t5electra.inference.decoding as D
+
+    monkeypatch.setattr(D, "bf16_packing_available", lambda: False)
+    wb = w.bfloat16()
+    packs = D.PackedLinears([wb, w])
+    assert list(packs.packs) == [id(w)]  # the fp32 one is packed, the bf16 one is not
+    xb = x[:4].bfloat16().view(4, 1, 32)
+    torch.testing.assert_close(packs(xb, wb), D.decode_linear(xb, wb), rtol=0, atol=0)
 
 
 def test_electra_bf16_keeps_ffn_activations_in_bf16_between_its_two_products(monkeypatch):
@@ -358,8 +387,9 @@ def test_electra_bf16_keeps_ffn_activations_in_bf16_between_its_two_products(mon
     with monkeypatch.context() as m:
         m.setattr(L, "_POST_OPS", {})
         plain, ops_plain = logits(model)
-    assert ops_plain.count("gelu") - ops.count("gelu") == layers
-    assert ops_plain.count("to") - ops.count("to") == layers  # the (rows, d_ff) activations are not widened
+    fused_layers = layers if W.bf16_packing_available() else 0  # AVX2-only CPUs: nothing fuses, same values
+    assert ops_plain.count("gelu") - ops.count("gelu") == fused_layers
+    assert ops_plain.count("to") - ops.count("to") == fused_layers  # the (rows, d_ff) activations are not widened
     assert ((fused - plain).norm() / plain.norm()) < 3e-2 and ((fused - fp32).norm() / fp32.norm()) < 3e-2
     kept = copy.deepcopy(model).optimize_for_inference("bf16", keep=["ffn_out"])
     assert type(kept.electra.layers[0].ffn_out) is nn.Linear
