@@ -89,9 +89,10 @@ class OptimSection:
     layerwise_lr_decay: Optional[float] = option(None, "ELECTRA fine-tuning: lr factor per layer below the "
                                                        "head (0.8 for Small/Base); None: off")
     max_grad_norm: Optional[float] = option(1.0, "clip the global gradient norm to this (None: no clipping)")
-    fused: Optional[bool] = option(None, "adamw: torch's fused AdamW kernel (one pass per parameter; on CPU "
-                                         "~3x faster optimiser step, same update within float rounding). None: "
-                                         "on for adamw (off for other optimisers); false: the per-parameter loop")
+    fused: Optional[bool] = option(None, "adamw, adamw_scaled: torch's fused AdamW kernel (one pass per "
+                                         "parameter; on CPU ~3x faster optimiser step, same update within float "
+                                         "rounding). None: on for adamw and adamw_scaled (CPU); false: the "
+                                         "per-parameter loop")
     # Adafactor (T5)
     adafactor_scale_parameter: bool = option(True, "Adafactor: scale the step by the parameter's RMS")
     adafactor_relative_step: bool = option(False, "Adafactor: lr = min(1e-2, 1/sqrt(step)) (set lr: null)")

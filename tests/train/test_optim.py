@@ -125,6 +125,41 @@ def test_adamw_scaled_without_rms_is_plain_adam():
     assert torch.allclose(p, q, atol=1e-6)
 
 
+def test_adamw_scaled_fused_kernel_equals_the_loop():
+    """The fused kernel (eps rescaled by sqrt(1 - b2^t)) gives the loop's update within float
+    rounding over 30 steps: parameters with RMS above and below the 1e-3 floor, gradients near eps
+    (where the rescaled eps matters), weight decay, one parameter without a gradient; the same state
+    (step counts, moments); built by build_optimizer with fused unless optim.fused=false."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [((64, 32), 1.0, 0.1), ((300,), 1e-5, 0.1), ((16, 16), 0.05, 1e-6)]  # (shape, |p|, |grad|)
+    start = [torch.randn(*shape, generator=g) * scale for shape, scale, _ in shapes]
+    grads = [[torch.randn(*shape, generator=g) * gs for shape, _, gs in shapes] for _ in range(30)]
+    runs = {}
+    for fused in (True, False):
+        params = [nn.Parameter(t.clone()) for t in start] + [nn.Parameter(torch.ones(3))]  # the last: no grad
+        opt = AdamWScale([{"params": params[:2], "weight_decay": 0.1}, {"params": params[2:]}], lr=1e-2,
+                         fused=fused)
+        for step_grads in grads:
+            for q, gr in zip(params, step_grads):
+                q.grad = gr.clone()
+            opt.step()
+        runs[fused] = (params, opt)
+    (fp, fo), (lp, lo) = runs[True], runs[False]
+    for a, b, s0 in zip(fp, lp, start):
+        assert (a - s0).abs().max() > 1e-4 * s0.abs().max()  # every parameter moved
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * s0.abs().max().item())  # float rounding of the scale
+    assert torch.equal(fp[3], torch.ones(3)) and fp[3] not in fo.state
+    for a, b in zip(fp[:3], lp[:3]):
+        sa, sb = fo.state[a], lo.state[b]
+        assert sa["step"].item() == sb["step"].item() == 30
+        for key in ("exp_avg", "exp_avg_sq"):  # the kernel's m update is a lerp: rounding of the scale
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6 * sb[key].abs().max().item())
+    base = ["--model.preset=t5-tiny", "--optim.name=adamw_scaled"]
+    model = nn.Linear(4, 4)
+    assert build_optimizer(model, load_config(None, base).optim).fused
+    assert not build_optimizer(model, load_config(None, base + ["--optim.fused=false"]).optim).fused
+
+
 # -- parameter groups --------------------------------------------------------------------------
 def test_weight_decay_exclusions_and_tied_parameters():
     model = Tiny()
