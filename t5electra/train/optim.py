@@ -160,8 +160,8 @@ class AdamWScale(torch.optim.Optimizer):
     ``sqrt(v) / sqrt(1 - b2^t) + eps'``, so ``eps' = eps / sqrt(1 - b2^t)`` gives this update
     (``lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``) with the RMS-scaled lr of the
     parameter, within float rounding of the loop (test). On one thread, the quickstart's T5 (8.9M
-    parameters, 54 tensors): 21 -> 10 ms a step (docs/training.md). ``fused=False`` (or ``correct_bias=False``, FSDP
-    shards, GPUs): the loop.
+    parameters, 54 tensors): 21 -> 10 ms a step (docs/training.md). ``fused=False`` (or
+    ``correct_bias=False``, FSDP shards, GPUs): the loop.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
