@@ -125,21 +125,21 @@ _FULL = Plan(corpus_chars=1_000_000, t5_vocab=8000, electra_vocab=8000,
              eval_every=150, eval_examples=None, pretrain_dropout=0.0, electra_pretrain_warmup=0.2,
              finetune_llrd=0.8, pooling="mean", group_by_length=16, t5_group_by_length=16)
 
+# "full" where the CPU multiplies bf16 natively (AVX512-BF16 / AMX): bf16 autocast makes the
+# steps ~1.3-1.9x faster on the 4th-gen Xeon of docs/quickstart.md, and the 15 minutes buy
+# 2.4x the T5 pretraining, 1.5x the ELECTRA pretraining and 1.33x the fine-tuning (measured there,
+# seeds 0/1: T5 73.8/72.9 %, ELECTRA 77.1/75.6 %, span filling 61/75 % alphabetic pieces, 11.6 min).
+_FULL_BF16 = dataclasses.replace(
+    _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
+    eval_every=200, precision="bf16")
+
 PLANS = {
     "full": _FULL,
-    # "full" where the CPU multiplies bf16 natively (AVX512-BF16 / AMX): bf16 autocast makes the
-    # steps ~1.3-1.9x faster on the 4th-gen Xeon of docs/quickstart.md, and the 15 minutes buy
-    # 2.4x the T5 pretraining, 1.5x the ELECTRA pretraining and 1.33x the fine-tuning (measured there,
-    # seeds 0/1: T5 73.8/72.9 %, ELECTRA 77.1/75.6 %, span filling 61/75 % alphabetic pieces, 11.6 min).
-    "full-bf16": dataclasses.replace(
-        _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
-        eval_every=200, precision="bf16"),
+    "full-bf16": _FULL_BF16,
     # full-bf16's step budgets in fp32, where fp32 alone is fast enough for them (fast_fp32: no native
     # bf16, oneDNN's AVX-512 fp32 GEMM at >= FAST_FP32_PEAK on one thread). Measured on the AVX-512
     # EPYC of docs/quickstart.md forced to fp32 (107 GFLOP/s): 11.3 min, T5 72.6 % (full: 69.8 %).
-    "full-fast-fp32": dataclasses.replace(
-        _FULL, t5_pretrain_steps=600, t5_finetune_steps=800, electra_pretrain_steps=300, electra_finetune_steps=800,
-        eval_every=200, precision="fp32"),
+    "full-fast-fp32": dataclasses.replace(_FULL_BF16, precision="fp32"),
     # About 10x the pretraining and 3x the fine-tuning of "full" (meant for <= 2 h on 2 cores;
     # docs/quickstart.md). ELECTRA at 5e-5: the official ELECTRA-Small lr (5e-4 at 128 x 128 tokens)
     # scaled to these 32 x 64-token batches; at 2e-4 and 1e-4 the discriminator got worse after
@@ -264,11 +264,11 @@ def choose_plan() -> tuple[str, str]:
     if native_bf16():
         return "full-bf16", "this CPU multiplies bf16 natively"
     fast, peak = fast_fp32()
-    measured = f"fp32 matmul peak of one thread {peak / 1e9:.0f} GFLOP/s" if peak else "fp32 on MKL"
-    if fast:
-        return "full-fast-fp32", f"no native bf16; {measured} >= {FAST_FP32_PEAK / 1e9:.0f}"
-    return "full", (f"no native bf16; {measured} < {FAST_FP32_PEAK / 1e9:.0f}" if peak else
-                    f"no native bf16; {measured}")
+    if not peak:
+        return "full", "no native bf16; fp32 on MKL"
+    return ("full-fast-fp32" if fast else "full"), (f"no native bf16; fp32 matmul peak of one thread "
+                                                    f"{peak / 1e9:.0f} GFLOP/s {'>=' if fast else '<'} "
+                                                    f"{FAST_FP32_PEAK / 1e9:.0f}")
 
 
 def default_plan() -> str:
