@@ -135,39 +135,51 @@ def test_decode_linear_equals_f_linear_for_every_row_count():
 
 @pytest.fixture
 def two_threads():
-    """The blocked one-row product only runs on 2+ threads (the suite runs on 1)."""
+    """The one-row product on 2 threads (the suite runs on 1): its bags are shared by the threads."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
 
 
-def test_one_row_product_runs_in_column_blocks_on_two_threads(two_threads, monkeypatch):
-    """One row, column-major weight, 2 threads: one column block per thread through one bmm (a view
-    of the weight, no copy), within float rounding of F.linear; other shapes keep their paths."""
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_in", [24, 25, 3])  # 25: bags of unequal length; 3: fewer rows than bags
+def test_one_row_product_runs_as_embedding_bags(threads, n_in, monkeypatch):
+    """One row, column-major fp32 weight, no autograd: the rows of W^T summed with the input as
+    per-sample weights, in bags of consecutive rows shared by the threads (a view of the weight, no
+    copy), within float rounding of F.linear; every other case keeps its path."""
     import t5electra.inference.decoding as dec
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     calls = []
-    bmm = torch.bmm
-    monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append(b.shape) or bmm(a, b))
-    for out, blocked in ((40, True), (41, False)):  # 41 rows cannot be cut in 2 blocks
-        w = torch.randn(out, 24)
+    bags = torch.ops.aten._embedding_bag_forward_only
+    monkeypatch.setattr(dec, "_embedding_bag",
+                        lambda w, idx, off, *a: calls.append((w.data_ptr(), len(off))) or bags(w, idx, off, *a))
+    try:
+        w = torch.randn(40, n_in)
         colmajor = w.t().contiguous().t()
-        x = torch.randn(1, 1, 24)
-        calls.clear()
-        got = dec.decode_linear(x, colmajor)
-        assert got.shape == (1, 1, out)
-        torch.testing.assert_close(got, F.linear(x, w), atol=1e-5, rtol=1e-5)
-        assert calls == ([(2, 24, out // 2)] if blocked else []), out
-    calls.clear()
-    dec.decode_linear(torch.randn(1, 1, 24), torch.randn(40, 24))  # row-major weight: plain F.linear
-    dec.decode_linear(torch.randn(3, 1, 24), torch.randn(40, 24).t().contiguous().t())  # 3 rows
-    assert calls == []
+        x = torch.randn(1, 1, n_in)
+        with torch.no_grad():
+            got = dec.decode_linear(x, colmajor)
+            assert got.shape == (1, 1, 40)
+            torch.testing.assert_close(got, F.linear(x, w), atol=1e-5, rtol=1e-5)
+            assert calls == [(colmajor.data_ptr(), min(n_in, dec.ONE_ROW_BAGS_PER_THREAD * threads))]
+            calls.clear()
+            dec.decode_linear(x, w)                                  # row-major weight: F.linear
+            dec.decode_linear(torch.randn(3, 1, n_in), colmajor)     # 3 rows
+            dec.decode_linear(x.double(), colmajor.double())         # not fp32
+        y = dec.decode_linear(x.requires_grad_(), colmajor)          # autograd: F.linear, differentiable
+        y.sum().backward()
+        torch.testing.assert_close(x.grad[0, 0], w.sum(0))
+        assert calls == []
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
-def test_blocked_one_row_product_keeps_greedy_tokens(two_threads, version):
-    """Greedy batch 1 on 2 threads through the blocked product: the plain path's tokens."""
+def test_one_row_product_keeps_greedy_tokens(two_threads, version):
+    """Greedy batch 1 on 2 threads through the embedding-bag product: the plain path's tokens."""
     model = tiny_model(version, 0)
     ids, mask = padded_batch(0, lengths=(9,))
     plain = generate(model, ids, mask, max_new_tokens=14)
