@@ -165,6 +165,9 @@ def test_one_row_product_runs_as_embedding_bags(threads, n_in, monkeypatch):
             assert got.shape == (1, 1, 40)
             torch.testing.assert_close(got, F.linear(x, w), atol=1e-5, rtol=1e-5)
             assert calls == [(colmajor.data_ptr(), min(n_in, dec.ONE_ROW_BAGS_PER_THREAD * threads))]
+            packed = dec.PackedLinears([colmajor])                   # optimize_for_decoding's copies: the same path
+            torch.testing.assert_close(packed(x, colmajor), got, atol=0, rtol=0)
+            assert len(calls) == 2 and calls[1] == calls[0]
             calls.clear()
             dec.decode_linear(x, w)                                  # row-major weight: F.linear
             dec.decode_linear(torch.randn(3, 1, n_in), colmajor)     # 3 rows
