@@ -28,15 +28,25 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     weight (``optimize_for_decoding``) ``W^T`` (in, out) is contiguous, and ``x W^T`` is the sum
     of its rows weighted by x: exactly what an EmbeddingBag in "sum" mode with per-sample weights
     computes, through fbgemm's streaming kernel. :func:`one_row_linear` runs it as a few bags of
-    consecutive rows (in parallel over the threads) and adds their partial sums.
+    consecutive rows (in parallel over the threads) and adds their partial sums. Wider outputs
+    (``ONE_ROW_BAGS_MAX_OUT``) are cut into one column block of ``W^T`` per thread (strided
+    views, no copy) and run as one batched matmul, which MKL spreads over the threads (its
+    matrix-vector product alone uses one).
     """
     n, t, i = x.shape
     if x.device.type == "cpu":
-        if (n * t == 1 and x.dtype == weight.dtype == torch.float32 and weight.stride() == (1, weight.shape[0])
-                and not torch.is_grad_enabled() and _FBGEMM):
-            return one_row_linear(x, weight)
+        out = weight.shape[0]
+        column_major = weight.stride() == (1, out)
+        if n * t == 1 and column_major and x.dtype == weight.dtype:
+            if (out <= ONE_ROW_BAGS_MAX_OUT and x.dtype == torch.float32 and not torch.is_grad_enabled()
+                    and _FBGEMM):
+                return one_row_linear(x, weight)
+            k = torch.get_num_threads()
+            if k > 1 and out % k == 0:  # one column block of W^T (in, out/k) per thread, a view: one bmm
+                c = out // k
+                blocks = weight.t().as_strided((k, i, c), (c, out, 1))
+                return torch.bmm(x.reshape(1, 1, i).expand(k, 1, i), blocks).view(n, t, out)
         if 2 <= n * t <= 8 and weight.is_contiguous():
-            out = weight.shape[0]
             return (weight @ x.reshape(n * t, -1).t()).t().contiguous().view(n, t, out)
     return F.linear(x, weight)
 
@@ -45,6 +55,10 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 _FBGEMM = "fbgemm" in torch.backends.quantized.supported_engines
 _embedding_bag = torch.ops.aten._embedding_bag_forward_only
 ONE_ROW_BAGS_PER_THREAD = 2  # bags of consecutive rows of W^T per thread; 1, 2 and 4 measured below
+# Widest output the bags run: every decoder matrix of the T5 sizes, not a vocabulary-sized output
+# layer (the full product of sampling), where one column block of W^T per thread through one bmm
+# was as fast or faster (32128 x 512: 12.4 vs 12.7 ms a sampled token; docs/performance.md)
+ONE_ROW_BAGS_MAX_OUT = 8192
 
 
 def one_row_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -108,7 +122,7 @@ class PackedLinears:
                 if id(w) not in self.packs:
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
                     one_row = (w.detach().t() if _FBGEMM and w.dtype == torch.float32 and w.stride() == (1, w.shape[0])
-                               else None)  # W^T (in, out), a view: the one-row product's table
+                               and w.shape[0] <= ONE_ROW_BAGS_MAX_OUT else None)  # W^T (in, out), a view: the bags' table
                     self.packs[id(w)] = (w, w._version, w.data_ptr(), packed, one_row)
 
     def __deepcopy__(self, memo) -> None:

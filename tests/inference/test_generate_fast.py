@@ -180,6 +180,29 @@ def test_one_row_product_runs_as_embedding_bags(threads, n_in, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_wide_one_row_product_runs_in_column_blocks_on_two_threads(two_threads, monkeypatch):
+    """Outputs wider than the bags take (a vocabulary-sized output layer): one column block of W^T
+    per thread through one bmm (a view of the weight, no copy), within float rounding of F.linear."""
+    import t5electra.inference.decoding as dec
+
+    monkeypatch.setattr(dec, "ONE_ROW_BAGS_MAX_OUT", 32)
+    calls = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append(b.shape) or bmm(a, b))
+    for out, blocked in ((40, True), (41, False), (32, False)):  # 41 cannot be cut in 2; 32 runs as bags
+        w = torch.randn(out, 24)
+        colmajor = w.t().contiguous().t()
+        x = torch.randn(1, 1, 24)
+        calls.clear()
+        with torch.no_grad():
+            got = dec.decode_linear(x, colmajor)
+            assert got.shape == (1, 1, out)
+            torch.testing.assert_close(got, F.linear(x, w), atol=1e-5, rtol=1e-5)
+            if out == 40:  # optimize_for_decoding's copies: the same path for this width
+                torch.testing.assert_close(dec.PackedLinears([colmajor])(x, colmajor), got, atol=0, rtol=0)
+        assert calls == ([(2, 24, out // 2)] * 2 if blocked else []), out
+
+
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
 def test_one_row_product_keeps_greedy_tokens(two_threads, version):
     """Greedy batch 1 on 2 threads through the embedding-bag product: the plain path's tokens."""
