@@ -68,7 +68,7 @@ def one_row_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     partial sums added. Every output is the same dot product summed in another order (~1e-6
     relative to F.linear). Measured on the 2-core AMD EPYC (AVX-512), 2 threads, T5-small's 36
     decoder products (88 MB): 6.4 -> 4.8 ms (MKL's blocked matrix-vector product of the previous
-    version: 13.7 GB/s; bags: 18.4); T5-small greedy batch 1 12.1 -> 10.2 ms a token (6
+    version: 13.7 GB/s; bags: 18.4); T5-small greedy batch 1 13.1 -> 10.9 ms a token (7
     alternated runs, same tokens); on one thread no faster and no slower (15.2 / 14.8 ms)."""
     return _bag_product(x, weight.t())
 
@@ -77,7 +77,7 @@ def _bag_product(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     """x (1, 1, in) @ wt (in, out, contiguous) -> (1, 1, out): :func:`one_row_linear`'s kernel."""
     i = wt.shape[0]
     rows, offsets = _bags(i, ONE_ROW_BAGS_PER_THREAD * torch.get_num_threads())
-    sums = _embedding_bag(wt, rows, offsets, False, 0, False, x.view(i))[0]   # (bags, out); mode 0 = sum
+    sums = _embedding_bag(wt, rows, offsets, False, 0, False, x.reshape(i))[0]   # (bags, out); mode 0 = sum
     return sums.sum(0).view(1, 1, -1)
 
 
