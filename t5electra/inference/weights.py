@@ -404,6 +404,7 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         screen = (lm_in_fp32 and (model.lm_head is None or type(model.lm_head) is nn.Linear)
                   and ScreenedArgmax.available(lm.weight))
         model._screened_argmax = ScreenedArgmax(lm.weight) if screen else None  # greedy steps, fp32 output layer
+        model.screen_greedy_argmax = lm_in_fp32  # later rebuilds (new weights) only for an fp32 output layer
         if screen:
             screen_note = "; greedy argmax screened by an int8 copy of the fp32 output layer (exact)"
     if kernel_cls is None:

@@ -85,9 +85,12 @@ def test_generate_gives_the_full_output_layer_tokens(version, monkeypatch):
     ids = torch.randint(2, 96, (5, 9), generator=torch.Generator().manual_seed(3))
     settings = [dict(max_new_tokens=12), dict(max_new_tokens=12, min_new_tokens=12),
                 dict(max_new_tokens=12, no_repeat_ngram_size=2), dict(max_new_tokens=12, eos_token_id=7)]
+    model.screen_greedy_argmax = False  # the reference: the full fp32 output product
     plain = [generate(model, ids, **kw) for kw in settings]
+    assert getattr(model, "_screened_argmax", None) is None
     model.optimize_for_inference("fp32")
     assert model._screened_argmax is not None and "screened" in model.inference_report.kernel
+    assert model.screen_greedy_argmax
     calls = count_screens(monkeypatch)
     for kw, ref in zip(settings, plain, strict=True):
         assert torch.equal(generate(model, ids, **kw), ref), kw
@@ -106,29 +109,59 @@ def test_a_trained_sized_model_keeps_its_tokens():
     cfg = T5Config(vocab_size=4000, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4, dropout_rate=0.0)
     model = T5ForConditionalGeneration(cfg).eval()
     ids = torch.randint(2, 4000, (6, 16))
-    ref = generate(model, ids, max_new_tokens=16, min_new_tokens=16)
+    full = copy.deepcopy(model)
+    full.screen_greedy_argmax = False
+    ref = generate(full, ids, max_new_tokens=16, min_new_tokens=16)
     assert torch.equal(generate(model.optimize_for_inference("fp32"), ids, max_new_tokens=16, min_new_tokens=16), ref)
 
 
 def test_screen_follows_the_weights_and_the_weight_type(monkeypatch):
     model = spread_tiny_t5("v1.0", 4, 96).optimize_for_inference("fp32")
     ids = torch.randint(2, 96, (3, 7), generator=torch.Generator().manual_seed(4))
-    # a copy has its own weights: no screen until optimised
+    # a copy has its own weights: no screen until its first greedy step
     assert copy.deepcopy(model)._screened_argmax is None
-    # weights changed by training: the screen is stale and the full product runs
+    # weights changed by training: the stale screen is replaced by one of the new weights on the
+    # next greedy step, and the tokens are the full fp32 product's
+    old = model._screened_argmax
     model.train()
     model(ids, labels=ids).loss.backward()
     torch.optim.SGD(model.parameters(), lr=0.5).step()
     model.eval()
+    assert not old.current(model.shared.weight)
+    full = copy.deepcopy(model)
+    full.screen_greedy_argmax = False
     calls = count_screens(monkeypatch)
-    fresh = copy.deepcopy(model)
-    assert torch.equal(generate(model, ids, max_new_tokens=6), generate(fresh, ids, max_new_tokens=6))
-    assert not calls
-    # bf16 / int8 output layers take their own kernel's argmax; kept in fp32, the screen returns
-    assert model.optimize_for_inference("int8")._screened_argmax is None
-    assert model.optimize_for_inference("bf16")._screened_argmax is None
+    assert torch.equal(generate(model, ids, max_new_tokens=6), generate(full, ids, max_new_tokens=6))
+    assert calls and model._screened_argmax is not old and model._screened_argmax.current(model.shared.weight)
+    assert getattr(full, "_screened_argmax", None) is None
+    # bf16 / int8 output layers take their own kernel's argmax, and no screen is built later either;
+    # kept in fp32, the screen returns
+    for weights in ("int8", "bf16"):
+        model.optimize_for_inference(weights)
+        assert model._screened_argmax is None and not model.screen_greedy_argmax
+        calls.clear()
+        generate(model, ids, max_new_tokens=3)
+        assert model._screened_argmax is None and not calls
     assert model.optimize_for_inference("int8", keep=("lm_head",))._screened_argmax is not None
     assert model.optimize_for_inference("fp32")._screened_argmax is not None
+
+
+def test_a_default_model_screens_from_its_first_greedy_step(monkeypatch):
+    """Without optimize_for_inference: the screen is built on the first greedy step on CPU (fp32 output
+    layer) and gives the full product's tokens; sampling and beam search never build it, and
+    ``screen_greedy_argmax = False`` keeps the full product."""
+    model = spread_tiny_t5("v1.1", 6, 96)  # untied output layer (lm_head)
+    ids = torch.randint(2, 96, (4, 8), generator=torch.Generator().manual_seed(6))
+    generate(model, ids, max_new_tokens=4, do_sample=True)
+    generate(model, ids, max_new_tokens=4, num_beams=2)
+    assert getattr(model, "_screened_argmax", None) is None
+    full = copy.deepcopy(model)
+    full.screen_greedy_argmax = False
+    calls = count_screens(monkeypatch)
+    ref = generate(full, ids, max_new_tokens=12, min_new_tokens=12)
+    assert not calls and getattr(full, "_screened_argmax", None) is None
+    assert torch.equal(generate(model, ids, max_new_tokens=12, min_new_tokens=12), ref)
+    assert len(calls) == 12 and model._screened_argmax.current(model.lm_head.weight)
 
 
 def test_an_adapter_on_the_output_layer_is_not_screened_past():
