@@ -107,7 +107,9 @@ class ScreenedArgmax:
 
     @staticmethod
     def available(weight: torch.Tensor) -> bool:
-        return weight.device.type == "cpu" and weight.dtype == torch.float32 and fbgemm_available()
+        """A plain fp32 CPU tensor (not a DTensor shard or other subclass) and fbgemm's kernels."""
+        return (type(weight) in (torch.Tensor, torch.nn.Parameter) and weight.device.type == "cpu"
+                and weight.dtype == torch.float32 and fbgemm_available())
 
     def current(self, weight: torch.Tensor) -> bool:
         return weight is self.weight and self.versions == (weight._version, weight.data_ptr())

@@ -184,3 +184,15 @@ def test_an_adapter_on_the_output_layer_is_not_screened_past():
     base = generate(spread_tiny_t5("v1.1", 5, 96), ids, max_new_tokens=10)
     assert not torch.equal(expected, base) and not torch.equal(ref, base)  # the adapters change the tokens
     assert torch.equal(generate(adapted, ids, max_new_tokens=10), expected)
+
+
+def test_only_plain_fp32_cpu_weights_are_screened():
+    """A tensor subclass (FSDP's DTensor shards are one) or another dtype takes the full product."""
+
+    class Shard(torch.Tensor):
+        pass
+
+    w = torch.randn(40, 8)
+    assert ScreenedArgmax.available(w) and ScreenedArgmax.available(torch.nn.Parameter(w))
+    assert not ScreenedArgmax.available(torch.Tensor._make_subclass(Shard, w))
+    assert not ScreenedArgmax.available(w.bfloat16()) and not ScreenedArgmax.available(w.double())
