@@ -51,10 +51,12 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight)
 
 
-# fbgemm's kernels need AVX2 (else PyTorch's embedding-bag loop, no faster than MKL's product)
+# fbgemm's kernels need AVX2; without them PyTorch's own embedding-bag loop would run (not measured)
 _FBGEMM = "fbgemm" in torch.backends.quantized.supported_engines
 _embedding_bag = torch.ops.aten._embedding_bag_forward_only
-ONE_ROW_BAGS_PER_THREAD = 2  # bags of consecutive rows of W^T per thread; 1, 2 and 4 measured below
+# bags of consecutive rows of W^T per thread: 1, 2 and 4 gave 11.0, 10.7 and 10.3 ms a token
+# (T5-small greedy batch 1, 2 threads, 5 alternated runs: within the VM's noise)
+ONE_ROW_BAGS_PER_THREAD = 2
 # Widest output the bags run: every decoder matrix of the T5 sizes, not a vocabulary-sized output
 # layer (the full product of sampling), where one column block of W^T per thread through one bmm
 # was as fast or faster (32128 x 512: 12.4 vs 12.7 ms a sampled token; docs/performance.md)
