@@ -27,6 +27,19 @@ def cpu_model() -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """The CPU vendor from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...; "" where unknown):
+    MKL's speed depends on it (it takes slower paths on other vendors' CPUs)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:

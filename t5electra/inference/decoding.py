@@ -12,6 +12,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ..machine import cpu_vendor
+
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, weight)`` (no bias) for the few rows of a decoding step: x (N, t, in) -> (N, t, out).
@@ -31,15 +33,18 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     consecutive rows (in parallel over the threads) and adds their partial sums. Wider outputs
     (``ONE_ROW_BAGS_MAX_OUT``) are cut into one column block of ``W^T`` per thread (strided
     views, no copy) and run as one batched matmul, which MKL spreads over the threads (its
-    matrix-vector product alone uses one).
+    matrix-vector product alone uses one). On Intel CPUs MKL's own product on the contiguous
+    ``W^T`` was the fastest of the three and runs instead (``ONE_ROW_KERNEL``).
     """
     n, t, i = x.shape
     if x.device.type == "cpu":
         out = weight.shape[0]
         column_major = weight.stride() == (1, out)
         if n * t == 1 and column_major and x.dtype == weight.dtype:
-            if (out <= ONE_ROW_BAGS_MAX_OUT and x.dtype == torch.float32 and not torch.is_grad_enabled()
-                    and _FBGEMM):
+            if ONE_ROW_KERNEL == "mkl" and x.dtype == torch.float32:
+                return F.linear(x, weight)
+            if (ONE_ROW_KERNEL == "bags" and out <= ONE_ROW_BAGS_MAX_OUT and x.dtype == torch.float32
+                    and not torch.is_grad_enabled()):
                 return one_row_linear(x, weight)
             k = torch.get_num_threads()
             if k > 1 and out % k == 0:  # one column block of W^T (in, out/k) per thread, a view: one bmm
@@ -61,6 +66,24 @@ ONE_ROW_BAGS_PER_THREAD = 2
 # layer (the full product of sampling), where one column block of W^T per thread through one bmm
 # was as fast or faster (32128 x 512: 12.4 vs 12.7 ms a sampled token; docs/performance.md)
 ONE_ROW_BAGS_MAX_OUT = 8192
+
+
+def _one_row_kernel() -> str:
+    """What multiplies one fp32 row by a column-major weight (greedy batch 1): "bags"
+    (:func:`one_row_linear`), or "mkl" (``F.linear``: MKL's matrix-vector product on W^T, which is
+    contiguous) on Intel CPUs, or "blocks" (the column-block bmm) without fbgemm.
+
+    By vendor, a fixed rule (as ``machine.onednn_fp32_preferred``): MKL takes slower paths on AMD
+    CPUs. Measured, T5-small greedy batch 1, 2 threads, alternated, same tokens: on the AMD EPYC
+    Zen 4 the bags took a token from 13.1 to 10.9 ms (against the column blocks); on the AMX Xeon of
+    4 Dec 2026 the bags were the slower path, 6.7-7.1 ms a token against 6.1 for ``F.linear`` (the
+    36 decoder products alone: bags 2.75 ms, blocks 2.59, ``F.linear`` 2.26)."""
+    if not _FBGEMM:
+        return "blocks"
+    return "mkl" if cpu_vendor() == "GenuineIntel" else "bags"
+
+
+ONE_ROW_KERNEL = _one_row_kernel()
 
 
 def one_row_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -123,7 +146,8 @@ class PackedLinears:
                     continue  # a bf16 model on an AVX2-only CPU: the plain path (decode_linear)
                 if id(w) not in self.packs:
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
-                    one_row = (w.detach().t() if _FBGEMM and w.dtype == torch.float32 and w.stride() == (1, w.shape[0])
+                    one_row = (w.detach().t() if ONE_ROW_KERNEL == "bags" and w.dtype == torch.float32
+                               and w.stride() == (1, w.shape[0])
                                and w.shape[0] <= ONE_ROW_BAGS_MAX_OUT else None)  # W^T (in, out), a view: the bags' table
                     self.packs[id(w)] = (w, w._version, w.data_ptr(), packed, one_row)
 
@@ -147,15 +171,23 @@ class PackedLinears:
 
 @torch.no_grad()
 def optimize_for_decoding(model, pack_weights: bool = True):
-    """Column-major decoder and output weights, and (``pack_weights``) oneDNN-packed copies for
-    the steps with 2 or more rows; see ``T5ForConditionalGeneration.optimize_for_decoding``.
-    ``model``: a T5ForConditionalGeneration (its ``decoder.step_linears()``, ``shared``, ``lm_head``)."""
+    """Column-major decoder and output weights (where the one-row kernel streams W^T: not on
+    Intel CPUs, where MKL's product on the row-major weight was as fast, ``ONE_ROW_KERNEL``), and
+    (``pack_weights``) oneDNN-packed copies for the steps with 2 or more rows; see
+    ``T5ForConditionalGeneration.optimize_for_decoding``. Sets ``model._column_major``.
+    ``model``: a T5ForConditionalGeneration (its ``decoder.step_linears()``, ``shared``, ``lm_head``).
+
+    Measured on the AMX Xeon of 4 Dec 2026 (T5-small greedy batch 1, 2 threads, 9 alternated runs,
+    same tokens): the plain model 5.83 ms a token, column-major weights alone 6.01, column-major +
+    packed copies 6.26, packed copies on row-major weights 5.87."""
     linears = model.decoder.step_linears()  # every matrix a decoding step multiplies by
     linears.append(model.shared if model.lm_head is None else model.lm_head)
+    on_cpu = model.shared.weight.device.type == "cpu"
+    model._column_major = ONE_ROW_KERNEL != "mkl" or not on_cpu
     for m in linears:
-        if m.weight.is_contiguous():
+        if model._column_major and m.weight.is_contiguous():
             m.weight.data = m.weight.data.t().contiguous().t()
     model._packed_linears = None
-    if pack_weights and PackedLinears.available() and model.shared.weight.device.type == "cpu":
+    if pack_weights and PackedLinears.available() and on_cpu:
         model._packed_linears = PackedLinears([m.weight for m in linears])
     return model

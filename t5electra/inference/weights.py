@@ -411,8 +411,9 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         # The decoder's step matrices are packed already (PackedLinears, the decoding hook); every
         # other Linear gets its own packed copy where oneDNN's fp32 GEMM is the faster one.
         layers, kept = _pack_fp32_linears(model, patterns, device) if pack_weights else (0, [])
-        name = ("column-major + oneDNN-packed decoder weights" if t5 and model._packed_linears is not None
-                else "column-major decoder weights" if t5 else "")
+        layout = "column-major" if getattr(model, "_column_major", True) else "row-major (MKL's one-row product)"
+        name = (f"{layout} + oneDNN-packed decoder weights" if t5 and model._packed_linears is not None
+                else f"{layout} decoder weights" if t5 else "")
         if layers:
             name += f"; other layers: {Fp32OneDNN.name}" if t5 else Fp32OneDNN.name
         name = name or "plain modules"

@@ -153,6 +153,7 @@ def test_one_row_product_runs_as_embedding_bags(threads, n_in, monkeypatch):
     copy), within float rounding of F.linear; every other case keeps its path."""
     import t5electra.inference.decoding as dec
 
+    monkeypatch.setattr(dec, "ONE_ROW_KERNEL", "bags")  # the AMD path, tested on any CPU
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     calls = []
@@ -189,6 +190,7 @@ def test_wide_one_row_product_runs_in_column_blocks_on_two_threads(two_threads, 
     import t5electra.inference.decoding as dec
 
     monkeypatch.setattr(dec, "ONE_ROW_BAGS_MAX_OUT", 32)
+    monkeypatch.setattr(dec, "ONE_ROW_KERNEL", "bags")
     calls = []
     bmm = torch.bmm
     monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append(b.shape) or bmm(a, b))
@@ -206,9 +208,40 @@ def test_wide_one_row_product_runs_in_column_blocks_on_two_threads(two_threads, 
         assert calls == ([(2, 24, out // 2)] * 2 if blocked else []), out
 
 
+def test_one_row_product_on_intel_cpus_is_mkls(monkeypatch):
+    """Where MKL's matrix-vector product is the fast one (Intel CPUs), a one-row fp32 product on a
+    column-major weight is ``F.linear`` itself (the same values bit for bit), also through
+    optimize_for_decoding's copies; no bags, no column blocks. The choice follows the vendor."""
+    import t5electra.inference.decoding as dec
+    import t5electra.machine as machine
+
+    monkeypatch.setattr(dec, "ONE_ROW_KERNEL", "mkl")
+    calls = []
+    monkeypatch.setattr(dec, "_embedding_bag", lambda *a: calls.append("bags"))
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: calls.append("bmm") or bmm(a, b))
+    for out in (40, 64):
+        w = torch.randn(out, 24)
+        colmajor = w.t().contiguous().t()
+        x = torch.randn(1, 1, 24)
+        with torch.no_grad():
+            want = F.linear(x, colmajor)
+            assert torch.equal(dec.decode_linear(x, colmajor), want)
+            assert torch.equal(dec.PackedLinears([colmajor])(x, colmajor), want)
+    assert calls == []
+    for vendor, kernel in (("GenuineIntel", "mkl"), ("AuthenticAMD", "bags"), ("", "bags")):
+        monkeypatch.setattr(dec, "cpu_vendor", lambda v=vendor: v)
+        assert dec._one_row_kernel() == (kernel if dec._FBGEMM else "blocks")
+    assert machine.cpu_vendor() == machine.cpu_vendor.__wrapped__()  # read once, the same answer
+
+
+@pytest.mark.parametrize("kernel", ["bags", "mkl"])
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
-def test_one_row_product_keeps_greedy_tokens(two_threads, version):
-    """Greedy batch 1 on 2 threads through the embedding-bag product: the plain path's tokens."""
+def test_one_row_product_keeps_greedy_tokens(two_threads, version, kernel, monkeypatch):
+    """Greedy batch 1 on 2 threads through either one-row product: the plain path's tokens."""
+    import t5electra.inference.decoding as dec
+
+    monkeypatch.setattr(dec, "ONE_ROW_KERNEL", kernel)
     model = tiny_model(version, 0)
     ids, mask = padded_batch(0, lengths=(9,))
     plain = generate(model, ids, mask, max_new_tokens=14)
@@ -331,7 +364,13 @@ def test_beam_search_shares_encoder_kv_after_inputs_leave():
     assert all(src * 3 == rows for rows, src in seen), seen
 
 
-def test_optimized_weights_keep_values_names_and_training():
+@pytest.mark.parametrize("kernel", ["bags", "mkl"])
+def test_optimized_weights_keep_values_names_and_training(kernel, monkeypatch):
+    """Column-major decoder weights where the one-row kernel streams W^T's rows (bags), row-major
+    where MKL's product runs (Intel CPUs); values, names and training unchanged either way."""
+    import t5electra.inference.decoding as dec
+
+    monkeypatch.setattr(dec, "ONE_ROW_KERNEL", kernel)
     model = tiny_model("v1.1", 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids, mask = padded_batch(2)
@@ -341,7 +380,11 @@ def test_optimized_weights_keep_values_names_and_training():
     assert model._packed_linears is not None and len(model._packed_linears.packs) == 2 * 6 + 1
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
-    assert not model.lm_head.weight.is_contiguous() and model.lm_head.weight.t().is_contiguous()
+    if kernel == "bags":
+        assert not model.lm_head.weight.is_contiguous() and model.lm_head.weight.t().is_contiguous()
+    else:
+        assert model.lm_head.weight.is_contiguous() and model.decoder.blocks[0].ff.wo.weight.is_contiguous()
+    assert model._column_major == (kernel == "bags")
     assert model.encoder.blocks[0].self_attn.qkv.weight.is_contiguous()  # the encoder is left as it was
     model.train()
     loss = model(ids, mask, labels=labels).loss
