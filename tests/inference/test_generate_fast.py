@@ -213,7 +213,6 @@ def test_one_row_product_on_intel_cpus_is_mkls(monkeypatch):
     column-major weight is ``F.linear`` itself (the same values bit for bit), also through
     optimize_for_decoding's copies; no bags, no column blocks. The choice follows the vendor."""
     import t5electra.inference.decoding as dec
-    import t5electra.machine as machine
 
     monkeypatch.setattr(dec, "ONE_ROW_KERNEL", "mkl")
     calls = []
@@ -232,7 +231,20 @@ def test_one_row_product_on_intel_cpus_is_mkls(monkeypatch):
     for vendor, kernel in (("GenuineIntel", "mkl"), ("AuthenticAMD", "bags"), ("", "bags")):
         monkeypatch.setattr(dec, "cpu_vendor", lambda v=vendor: v)
         assert dec._one_row_kernel() == (kernel if dec._FBGEMM else "blocks")
-    assert machine.cpu_vendor() == machine.cpu_vendor.__wrapped__()  # read once, the same answer
+
+
+def test_cpu_vendor_reads_proc_cpuinfo(monkeypatch, tmp_path):
+    """The vendor_id line of /proc/cpuinfo; "" where there is none (ARM's has no such line) or no file."""
+    import t5electra.machine as machine
+
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(machine, "Path", lambda _: info)
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert machine.cpu_vendor.__wrapped__() == "AuthenticAMD"
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert machine.cpu_vendor.__wrapped__() == ""
+    info.unlink()
+    assert machine.cpu_vendor.__wrapped__() == ""
 
 
 @pytest.mark.parametrize("kernel", ["bags", "mkl"])
