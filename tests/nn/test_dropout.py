@@ -49,6 +49,22 @@ def test_forward_and_backward_scale_the_kept_elements():
                                     (torch.randn(6, 5, dtype=torch.float64, requires_grad=True),))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_one_pass_mask_and_scale_equal_the_two_passes(dtype):
+    """The one-pass form (addcmul) rounds once, as x * keep then * scale does: bitwise the same,
+    forward and backward, in bf16 (float op math) and fp32."""
+    p = 0.1
+    x = (torch.randn(8, 16, 64) * 5).to(dtype).requires_grad_()
+    torch.manual_seed(2)
+    y = dropout(x, p)
+    torch.manual_seed(2)
+    keep = (~drop_mask(x.shape, p)).to(torch.uint8)
+    assert torch.equal(y, torch.mul(x.detach(), keep).mul_(1 / (1 - p)))
+    g = torch.randn(x.shape).to(dtype)
+    y.backward(g)
+    assert torch.equal(x.grad, torch.mul(g, keep).mul_(1 / (1 - p)))
+
+
 def test_identity_in_eval_zero_at_p1_and_bad_p():
     x = torch.randn(4, 8)
     m = Dropout(0.4).eval()
