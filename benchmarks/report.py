@@ -91,7 +91,7 @@ WHY_MISSED = {
         "the MFU column shows this run's): 1.5x there would need ~83 %, i.e. nearly everything but the "
         "matmuls free. The rest is shared: the LM head's "
         "log-softmax, autocast's casts. Our fusions (one q/k/v matmul instead of three, one gated-FFN input matmul, the "
-        "position bias built once per stack, RMSNorm as one kernel) remove launches and copies, not "
+        "position bias built once per stack, RMSNorm's backward in closed form on CPU, dropout's mask and scale in one pass) remove passes and copies, not "
         "FLOPs: a few percent at these shapes. What would close the rest: fusing the "
         "remaining elementwise chains (dropout, softmax, norms, residuals and their backward) with "
         "torch.compile/Inductor, paid back only over long runs; or a faster matmul than the one both sides "
