@@ -33,11 +33,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     ``bias`` is additive (float) or a bool "may attend" mask, as SDPA takes them. ``scale=None``
     means the usual 1/sqrt(Dh).
     """
-    if implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu") and not _few_queries(q):
+    if (implementation == "sdpa" and (dropout_p == 0.0 or q.device.type != "cpu") and not _few_queries(q)
+            and not _short_cpu_training(q, k, bias)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
     # The plain formula: "eager"; training with dropout on CPU, where SDPA runs this same math
-    # but draws its mask with bernoulli_ (nn/dropout.py's mask costs a third of that); and the
-    # decoding steps of many rows (_few_queries).
+    # but draws its mask with bernoulli_ (nn/dropout.py's mask costs a third of that); training on
+    # CPU at short lengths (_short_cpu_training); and the decoding steps of many rows (_few_queries).
     probs = attention_probs(q, k, bias, scale=scale).to(v.dtype)
     return torch.matmul(dropout(probs, dropout_p), v)
 
@@ -54,6 +55,24 @@ def _few_queries(q: torch.Tensor) -> bool:
     t = q.shape[-2]
     return (q.device.type == "cpu" and 1 <= t <= 8 and q.shape[0] * t >= 32 and q.dim() == 4
             and not (q.requires_grad and torch.is_grad_enabled()))
+
+
+def _short_cpu_training(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Training on CPU where SDPA's fused kernel is the slower one: up to 128 x 128 queries x keys,
+    and up to 256 x 256 when the bias needs its gradient (T5's learned position bias).
+
+    Forward + backward, measured on the 2-core AMX Xeon of docs/performance.md (session 18), one
+    and two threads alike: at (32, 4, 64, 64) bf16 SDPA took 2.2-3.9x the plain formula's time,
+    at 128 x 128 1.7-2.7x; in fp32 1.1-1.4x (a bool mask: even). At 256 x 256 the two are even
+    except with a bias that needs its gradient (SDPA 1.3-2x slower). The plain path saves the
+    (B, H, T, S) probabilities for the backward, which is what bounds it to short lengths (SDPA's
+    backward recomputes them); training with dropout on CPU takes it at every length already.
+    """
+    if not (q.device.type == "cpu" and torch.is_grad_enabled() and q.dim() == 4
+            and (q.requires_grad or k.requires_grad or (bias is not None and bias.requires_grad))):
+        return False
+    area = q.shape[-2] * k.shape[-2]
+    return area <= 128 * 128 or (area <= 256 * 256 and bias is not None and bias.requires_grad)
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None, *,
