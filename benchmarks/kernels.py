@@ -43,6 +43,7 @@ def kernels(w: torch.Tensor) -> dict[str, object]:
     if W.fbgemm_available():
         out["Fp16Fbgemm (fbgemm fp16-stored weights, fp32 activations)"] = W.Fp16Fbgemm(w, None)
         out["Int8Fbgemm (fbgemm dynamic int8, per-channel weights)"] = W.Int8Fbgemm(w, None)
+    out["Int8AsBf16 (int8 values in bf16, bf16 activations: the AMX path of Int8ByRows)"] = W.Int8AsBf16(w, None)
     return out
 
 

@@ -20,7 +20,9 @@ CPU kernels that multiply by them, chosen for the CPU it runs on.
   sums without int16 saturation (AVX512-VNNI; probed at run time: :func:`fbgemm_int8_full_range`),
   else 7-bit (``reduce_range``, against AVX2's saturating ``vpmaddubsw``)): 2-3x faster than fp32 on the AVX2 EPYC and 2-8x faster than
   ``aten._weight_int8pack_mm`` with bf16 activations on the AMX Xeon (measured), so it is used on
-  both; the weight-only kernel remains where fbgemm is missing (non-x86 builds).
+  both; the weight-only kernel remains where fbgemm is missing (non-x86 builds). With AMX,
+  products of more than 64 rows (encoders, ELECTRA) multiply the same int8 values in bf16 on AMX
+  instead, 2-4x faster there and without activation quantisation (:class:`Int8ByRows`).
   torch._int_mm (torchao's dynamic int8 path on CPU) measured 30x slower than fp32 on the EPYC.
 
 Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from ..machine import describe_cpu, native_bf16, onednn_fp32_preferred
+from ..machine import amx_bf16, describe_cpu, native_bf16, onednn_fp32_preferred
 from .decoding import PackedLinears, bf16_packing_available, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -222,6 +224,66 @@ class Bf16ByRows(Kernel):
         return x.numel() // x.shape[-1] > self.SMALL and self.large.fuses(x)
 
 
+class Int8AsBf16(Kernel):
+    """int8 weights (the same per-channel values as :class:`Int8Fbgemm`) multiplied in bf16: each
+    int8 value is exact in bf16 (|q| <= 127 < 2^8), so oneDNN's bf16 GEMM (AMX) computes x . q with
+    bf16 activations and fp32 accumulation, and the output (bf16, as :class:`Bf16Native`'s) is
+    scaled per channel in fp32: weight-only int8 without activation quantisation."""
+
+    name = "int8 weights (per-channel scales) as exact bf16 values, bf16 activations, fp32 accumulation: oneDNN"
+    accepts_bf16 = True
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        qt = quantize_int8_per_channel(weight)
+        q = qt.int_repr().to(torch.bfloat16).contiguous()                 # (out, in), exact
+        self.scale = qt.q_per_channel_scales().float()                     # (out,)
+        self.bias = None if bias is None else bias.detach().float()
+        packable = weight.device.type == "cpu" and bf16_packing_available()  # else F.linear in bf16
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(q, 1) if packable else None
+        self.q = None if packable else q
+
+    def __call__(self, x):
+        x = x.to(torch.bfloat16)
+        if self.packed is None:
+            out = F.linear(x, self.q)
+        else:
+            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        # (rows, out) bf16 -> fp32, scaled per channel (+ bias) in one pass
+        return torch.mul(out, self.scale) if self.bias is None else torch.addcmul(self.bias, out, self.scale)
+
+
+class Int8ByRows(Kernel):
+    """int8 weights on a CPU with AMX, by the number of rows of x: up to ``SMALL`` rows (T5's
+    decoding steps) fbgemm's dynamic int8 (:class:`Int8Fbgemm`: reading 1 byte a weight is what a
+    decoding step needs), more rows (encoders, ELECTRA, prefill) the same int8 values multiplied in
+    bf16 on AMX (:class:`Int8AsBf16`).
+
+    Why (docs/inference.md, session 18, AMX Xeon, 2 threads): at 2,048 x 512 -> 2,048 fbgemm's int8
+    took 3.75 ms where the bf16 GEMM takes 1.58, at 1,792 x 256 -> 768 0.87 against 0.20; at 64 rows
+    the two are even (0.146 / 0.127 ms) and at 16 rows int8 is faster (0.051 / 0.069). And the
+    encoders lose their activation quantisation: fbgemm's one scale per call (set by the largest
+    activation of the whole batch) moved a quickstart T5's sentiment accuracy by -0.66 point on
+    the test split. Without AMX (AVX512-BF16 alone, AVX2) fbgemm's int8 stays the faster one.
+    Both weight copies are kept (1 + 2 bytes a weight)."""
+
+    SMALL = 64
+    accepts_bf16 = True
+
+    @classmethod
+    def describe(cls) -> str:
+        return (f"int8 weights (per-channel scales): <= {cls.SMALL} rows (decoding steps) {Int8Fbgemm.describe()}; "
+                f"more rows the int8 values in bf16 on AMX (oneDNN), bf16 activations, fp32 accumulation")
+
+    def __init__(self, weight, bias):
+        super().__init__(weight, bias)
+        self.small, self.large = Int8Fbgemm(weight, bias), Int8AsBf16(weight, bias)
+
+    def __call__(self, x):
+        rows = x.numel() // x.shape[-1]
+        return self.large(x) if rows > self.SMALL else self.small(x.float())
+
+
 class Fp32OneDNN(Kernel):
     """fp32 weights packed once in oneDNN's blocked layout (``mkldnn._reorder_linear_weight``, what
     torch.compile's CPU backend does with frozen weights) and multiplied by oneDNN's GEMM, bias
@@ -259,9 +321,12 @@ def choose_kernel(weights: str, device: torch.device | str = "cpu",
         return Bf16Native
     if not on_cpu:
         raise InvalidInputError(f"weights='int8' runs on CPU only (the model is on {device}); use 'bf16' there")
-    # fbgemm's dynamic int8 wins on AVX2 and on AVX-512/AMX alike (measured: 2.5x faster than
-    # _weight_int8pack_mm with bf16 activations at 1 row, 6x at 16, 5x at 4096; docs/inference.md)
-    return Int8Fbgemm if fbgemm_available() else Int8WeightOnly
+    # fbgemm's dynamic int8 wins on AVX2 and on AVX-512 (measured: 2.5x faster than
+    # _weight_int8pack_mm with bf16 activations at 1 row, 6x at 16, 5x at 4096; docs/inference.md);
+    # with AMX, products of more than 64 rows run the int8 values in bf16 (Int8ByRows)
+    if not fbgemm_available():
+        return Int8WeightOnly
+    return Int8ByRows if amx_bf16(flags) else Int8Fbgemm
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from dispatch_ops import CountOps
 from tiny_t5 import spread_tiny_t5
 
-KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly, W.Bf16ByRows]
+KERNELS = [W.Fp16Fbgemm, W.Int8Fbgemm, W.Bf16Native, W.Int8WeightOnly, W.Bf16ByRows, W.Int8AsBf16, W.Int8ByRows]
 BF16_EPS = 2.0**-8  # bf16 keeps 8 significant bits: relative rounding error <= 2^-9, 2^-8 with margin
 
 
@@ -43,6 +43,8 @@ def error_bound(kernel_cls, x: torch.Tensor, wq: torch.Tensor, ref: torch.Tensor
     slack = 1e-5 * (mag + 1)                                   # fp32 accumulation in another order
     if kernel_cls is W.Fp16Fbgemm:                             # fp32 activations, exact weights
         return slack
+    if kernel_cls is W.Int8ByRows:                             # fbgemm up to 64 rows, bf16 activations above
+        kernel_cls = W.Int8Fbgemm if x.numel() // x.shape[-1] <= W.Int8ByRows.SMALL else W.Int8AsBf16
     if kernel_cls is W.Int8Fbgemm:                             # activations quantised per tensor to 8 or 7 bits:
         levels = 255 if W.fbgemm_int8_full_range() else 127
         step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / levels  # |x - x_q| <= step / 2
@@ -84,7 +86,9 @@ def test_choose_kernel_follows_the_cpu_flags(monkeypatch):
     if W.fbgemm_available():
         assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16ByRows
         assert W.choose_kernel("bf16", "cpu", avx2) is W.Fp16Fbgemm
-        assert W.choose_kernel("int8", "cpu", amx) is W.choose_kernel("int8", "cpu", avx2) is W.Int8Fbgemm
+        assert W.choose_kernel("int8", "cpu", amx) is W.Int8ByRows  # many rows in bf16 on AMX
+        bf16_no_amx = avx2 | {"avx512f", "avx512_bf16"}
+        assert W.choose_kernel("int8", "cpu", bf16_no_amx) is W.choose_kernel("int8", "cpu", avx2) is W.Int8Fbgemm
     monkeypatch.setattr(W, "fbgemm_available", lambda: False)  # e.g. an ARM build
     assert W.choose_kernel("bf16", "cpu", amx) is W.Bf16Native
     assert W.choose_kernel("int8", "cpu", amx) is W.Int8WeightOnly
@@ -178,7 +182,8 @@ def standard_tiny_t5(version: str) -> T5ForConditionalGeneration:
 # 2-3e-7, 4-6e-3, 4-6e-3, 2-3e-2 on both ATen capabilities): fp32 activations differ only in
 # summation order; bf16 activations are rounded within 2^-9 per layer input; int8's 7-bit
 # activation step (per tensor) is ~1/127 of the largest |x|. Bounds with a 3x margin or more.
-TOLERANCE = {W.Fp16Fbgemm: 1e-5, W.Bf16Native: 3e-2, W.Bf16ByRows: 3e-2, W.Int8WeightOnly: 3e-2, W.Int8Fbgemm: 1e-1}
+TOLERANCE = {W.Fp16Fbgemm: 1e-5, W.Bf16Native: 3e-2, W.Bf16ByRows: 3e-2, W.Int8WeightOnly: 3e-2, W.Int8Fbgemm: 1e-1,
+             W.Int8AsBf16: 3e-2, W.Int8ByRows: 1e-1}
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
@@ -301,6 +306,24 @@ def test_bf16_by_rows_keeps_fp32_activations_for_decoding_steps():
     used.clear()
     kernel(torch.randn(8, 8, 16))  # rows are counted over every leading dimension: 64
     assert used == ["fp32 activations"]
+
+
+def test_int8_by_rows_quantises_decoding_steps_and_multiplies_encoders_in_bf16():
+    """With AMX: up to 64 rows (decoding steps) fbgemm's int8 with quantised activations; more rows
+    (encoders, prefill) the same int8 values as bf16 with bf16 activations. Both use one weight."""
+    w = torch.randn(24, 16)
+    kernel = W.Int8ByRows.__new__(W.Int8ByRows)  # the routing alone
+    used = []
+    kernel.small = lambda x: used.append("fbgemm") or x @ w.t()
+    kernel.large = lambda x: used.append("bf16") or x @ w.t()
+    for rows in (1, 16, 64, 65, 512):
+        kernel(torch.randn(rows, 16))
+    assert used == ["fbgemm"] * 3 + ["bf16"] * 2
+    real = W.Int8ByRows(w, None)
+    qt = real.small.packed.unpack()[0]  # fbgemm's int8 weight: the bf16 path multiplies these values
+    x = torch.randn(80, 16).bfloat16()
+    expected = (F.linear(x.float(), qt.int_repr().float()).bfloat16().float() * qt.q_per_channel_scales().float())
+    torch.testing.assert_close(real(x.float()), expected, rtol=2**-8, atol=1e-6)
 
 
 def test_int8_activations_take_8_bits_only_where_sums_do_not_saturate():
