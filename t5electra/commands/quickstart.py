@@ -23,11 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "runs/quickstart-zh)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance)")
-    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "full-fast-fp32", "long"),
-                        help="auto (default): full-bf16 on CPUs with native bf16 (AVX512-BF16/AMX), full-fast-fp32 "
+    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "full-amx", "full-fast-fp32",
+                                                            "long"),
+                        help="auto (default): full-amx where one thread multiplies bf16 on AMX at >= 1200 GFLOP/s, "
+                             "full-bf16 on other CPUs with native bf16 (AVX512-BF16/AMX), full-fast-fp32 "
                              "where one thread's fp32 matmuls reach 95 GFLOP/s on oneDNN (AVX-512), else full; "
                              "full: the fp32 plan (13 min on a 2-core AVX2 EPYC); full-bf16: more steps in bf16 "
-                             "(~11 min on a 2-core AMX Xeon); full-fast-fp32: those steps in fp32; "
+                             "(5-11 min on 2-core AMX Xeons); full-amx: full-bf16 with 2x T5 pretraining and 1.5x its "
+                             "fine-tuning (8.7 min on a fast AMX Xeon); full-fast-fp32: full-bf16's steps in fp32; "
                              "long: ~10x the pretraining (docs/quickstart.md)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"),
                         help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")

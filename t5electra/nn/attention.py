@@ -67,6 +67,7 @@ def _short_cpu_training(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | N
     except with a bias that needs its gradient (SDPA 1.3-2x slower). The plain path saves the
     (B, H, T, S) probabilities for the backward, which is what bounds it to short lengths (SDPA's
     backward recomputes them); training with dropout on CPU takes it at every length already.
+    Not measured on the AMD EPYCs of BENCHMARKS.md (no such machine in that session).
     """
     if not (q.device.type == "cpu" and torch.is_grad_enabled() and q.dim() == 4
             and (q.requires_grad or k.requires_grad or (bias is not None and bias.requires_grad))):

@@ -167,7 +167,7 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     from t5electra.errors import ConfigError
     from t5electra.recipes.quickstart import quickstart
 
-    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, full-fast-fp32, long, tiny"):
+    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, full-amx, full-fast-fp32, long, tiny"):
         quickstart(tmp_path / "qs", plan="huge")
     assert not (tmp_path / "qs").exists()
 
@@ -176,12 +176,13 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     """'auto': bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere; an explicit
     precision wins; a wrong one fails before any work."""
     import t5electra.recipes.quickstart as Q
+    import t5electra.recipes.quickstart_plans as P  # where the plan functions read the machine
 
     plan = Q.PLANS["tiny"]
-    monkeypatch.setattr(Q, "native_bf16", lambda: True)
+    monkeypatch.setattr(P, "native_bf16", lambda: True)
     assert Q.train_precision(plan) == "bf16"
     assert Q._common(Path("run"), plan)["train.precision"] == "bf16"
-    monkeypatch.setattr(Q, "native_bf16", lambda: False)
+    monkeypatch.setattr(P, "native_bf16", lambda: False)
     assert Q.train_precision(plan) == "fp32"
     assert Q.train_precision(dataclasses.replace(plan, precision="bf16")) == "bf16"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
@@ -190,22 +191,38 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     # thread's fp32 matmuls (on oneDNN) are fast enough for them, measured with one thread
     peaks = []
 
-    def peak():
+    def peak(dtype=torch.float32):
         peaks.append(torch.get_num_threads())
         return speed
 
-    monkeypatch.setattr(Q, "matmul_peak", peak)
-    monkeypatch.setattr(Q, "onednn_fp32_preferred", lambda: True)
+    monkeypatch.setattr(P, "matmul_peak", peak)
+    monkeypatch.setattr(P, "onednn_fp32_preferred", lambda: True)
     speed = Q.FAST_FP32_PEAK - 1e9
     assert Q.default_plan() == "full"
     assert Q.choose_plan()[1] == "no native bf16; fp32 matmul peak of one thread 94 GFLOP/s < 95"
     speed = Q.FAST_FP32_PEAK
     assert Q.choose_plan() == ("full-fast-fp32", "no native bf16; fp32 matmul peak of one thread 95 GFLOP/s >= 95")
     assert peaks == [1, 1, 1]
-    monkeypatch.setattr(Q, "onednn_fp32_preferred", lambda: False)  # MKL (AVX2): not measured, the small plan
+    monkeypatch.setattr(P, "onednn_fp32_preferred", lambda: False)  # MKL (AVX2): not measured, the small plan
     assert Q.choose_plan() == ("full", "no native bf16; fp32 on MKL") and len(peaks) == 3
-    monkeypatch.setattr(Q, "native_bf16", lambda: True)
+    monkeypatch.setattr(P, "native_bf16", lambda: True)
+    monkeypatch.setattr(P, "amx_bf16", lambda: False)  # AVX512-BF16 without AMX: not measured
+    assert Q.choose_plan() == ("full-bf16", "this CPU multiplies bf16 natively") and len(peaks) == 3
     assert Q.default_plan() == "full-bf16" and Q.PLANS["full-bf16"].precision == "bf16"
+    # with AMX, one thread's bf16 matmul peak picks the larger T5 budget
+    monkeypatch.setattr(P, "amx_bf16", lambda: True)
+    dtypes = []
+    monkeypatch.setattr(P, "matmul_peak", lambda dtype=torch.float32: dtypes.append((dtype, torch.get_num_threads()))
+                        or speed)
+    speed = Q.FAST_BF16_PEAK - 1e9
+    assert Q.choose_plan() == ("full-bf16", "this CPU multiplies bf16 natively (AMX: one thread 1199 GFLOP/s < 1200)")
+    speed = Q.FAST_BF16_PEAK
+    assert Q.choose_plan() == ("full-amx", "this CPU multiplies bf16 on AMX: one thread 1200 GFLOP/s >= 1200")
+    assert dtypes == [(torch.bfloat16, 1)] * 2
+    amx, bf16 = Q.PLANS["full-amx"], Q.PLANS["full-bf16"]
+    assert amx.t5_pretrain_steps == 2 * bf16.t5_pretrain_steps and amx.t5_finetune_steps > bf16.t5_finetune_steps
+    assert dataclasses.replace(amx, t5_pretrain_steps=bf16.t5_pretrain_steps,
+                               t5_finetune_steps=bf16.t5_finetune_steps) == bf16  # nothing else differs
     full, fast, fast32 = Q.PLANS["full"], Q.PLANS["full-bf16"], Q.PLANS["full-fast-fp32"]
     assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
     assert fast32 == dataclasses.replace(fast, precision="fp32")
