@@ -113,11 +113,12 @@ class Int8Fbgemm(Kernel):
         bits = "8-bit uint8 (VNNI, no int16 saturation)" if fbgemm_int8_full_range() else "7-bit uint8"
         return f"int8 weights (per-channel scales), activations quantised per call to {bits}: fbgemm linear_dynamic"
 
-    def __init__(self, weight, bias):
+    def __init__(self, weight, bias, qweight: torch.Tensor | None = None):
+        """``qweight``: ``quantize_int8_per_channel(weight)`` where the caller has it already."""
         super().__init__(weight, bias)
         self.reduce_range = not fbgemm_int8_full_range()
-        self.packed = torch.ops.quantized.linear_prepack(quantize_int8_per_channel(weight),
-                                                         None if bias is None else bias.detach().float())
+        qweight = quantize_int8_per_channel(weight) if qweight is None else qweight
+        self.packed = torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
 
     def __call__(self, x):
         return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
@@ -185,7 +186,28 @@ class Int8WeightOnly(Kernel):
         return out if self.bias is None else out + self.bias
 
 
-class Bf16ByRows(Kernel):
+class _ByRows(Kernel):
+    """Two kernels of one weight, chosen by the number of rows of x: ``small`` (fp32 inputs) up to
+    ``SMALL`` rows, ``large`` above, where an activation may also run inside the GEMM (``post``)."""
+
+    SMALL = 64
+    accepts_bf16 = True
+    small: Kernel
+    large: Kernel
+
+    def __call__(self, x, post: tuple[str, str] | None = None):
+        """``post`` (an activation inside the GEMM, bf16 result) only where the rows take ``large``."""
+        if x.numel() // x.shape[-1] > self.SMALL:
+            return self.large(x) if post is None else self.large(x, post)
+        if post is not None:
+            raise ValueError(f"{type(self).__name__}: no activation inside the few-rows kernel (check fuses() first)")
+        return self.small(x.float())
+
+    def fuses(self, x):
+        return x.numel() // x.shape[-1] > self.SMALL and self.large.fuses(x)
+
+
+class Bf16ByRows(_ByRows):
     """bf16 weights on a native-bf16 CPU, by the number of rows of x: up to ``SMALL`` rows (T5's
     decoding steps up to 64 sequences x beams) the fp16-stored weights with fp32 activations
     (:class:`Fp16Fbgemm`), more rows (encoders, ELECTRA, prefill) bf16 activations on oneDNN's
@@ -203,25 +225,10 @@ class Bf16ByRows(Kernel):
 
     name = ("bf16 weights: <= 64 rows (decoding steps) as fp16 with fp32 activations (fbgemm), more rows "
             "with bf16 activations (oneDNN AVX512-BF16/AMX), fp32 accumulation")
-    SMALL = 64
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
         self.small, self.large = Fp16Fbgemm(weight, bias), Bf16Native(weight, bias)
-
-    accepts_bf16 = True
-
-    def __call__(self, x, post: tuple[str, str] | None = None):
-        """``post`` (an activation inside the GEMM, bf16 result) only where the rows take the bf16 path."""
-        rows = x.numel() // x.shape[-1]
-        if rows > self.SMALL:
-            return self.large(x) if post is None else self.large(x, post)
-        if post is not None:
-            raise ValueError("Bf16ByRows: no activation inside the fp16-stored path (check fuses() first)")
-        return self.small(x.float())
-
-    def fuses(self, x):
-        return x.numel() // x.shape[-1] > self.SMALL and self.large.fuses(x)
 
 
 class Int8AsBf16(Kernel):
@@ -233,27 +240,21 @@ class Int8AsBf16(Kernel):
     name = "int8 weights (per-channel scales) as exact bf16 values, bf16 activations, fp32 accumulation: oneDNN"
     accepts_bf16 = True
 
-    def __init__(self, weight, bias):
+    def __init__(self, weight, bias, qweight: torch.Tensor | None = None):
+        """``qweight``: ``quantize_int8_per_channel(weight)`` where the caller has it already."""
         super().__init__(weight, bias)
-        qt = quantize_int8_per_channel(weight)
-        q = qt.int_repr().to(torch.bfloat16).contiguous()                 # (out, in), exact
-        self.scale = qt.q_per_channel_scales().float()                     # (out,)
+        qweight = quantize_int8_per_channel(weight) if qweight is None else qweight
+        self.gemm = Bf16Native(qweight.int_repr().float(), None)  # the int8 values, exact in bf16: x . q
+        self.scale = qweight.q_per_channel_scales().float()        # (out,)
         self.bias = None if bias is None else bias.detach().float()
-        packable = weight.device.type == "cpu" and bf16_packing_available()  # else F.linear in bf16
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(q, 1) if packable else None
-        self.q = None if packable else q
 
     def __call__(self, x):
-        x = x.to(torch.bfloat16)
-        if self.packed is None:
-            out = F.linear(x, self.q)
-        else:
-            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        # (rows, out) bf16 -> fp32, scaled per channel (+ bias) in one pass
+        out = self.gemm(x, ("none", ""))  # no activation: the bf16 output as it is (fp32 without oneDNN)
+        # (rows, out) -> fp32, scaled per channel (+ bias) in one pass
         return torch.mul(out, self.scale) if self.bias is None else torch.addcmul(self.bias, out, self.scale)
 
 
-class Int8ByRows(Kernel):
+class Int8ByRows(_ByRows):
     """int8 weights on a CPU with AMX, by the number of rows of x: up to ``SMALL`` rows (T5's
     decoding steps) fbgemm's dynamic int8 (:class:`Int8Fbgemm`: reading 1 byte a weight is what a
     decoding step needs), more rows (encoders, ELECTRA, prefill) the same int8 values multiplied in
@@ -267,9 +268,6 @@ class Int8ByRows(Kernel):
     the test split. Without AMX (AVX512-BF16 alone, AVX2) fbgemm's int8 stays the faster one.
     Both weight copies are kept (1 + 2 bytes a weight)."""
 
-    SMALL = 64
-    accepts_bf16 = True
-
     @classmethod
     def describe(cls) -> str:
         return (f"int8 weights (per-channel scales): <= {cls.SMALL} rows (decoding steps) {Int8Fbgemm.describe()}; "
@@ -277,11 +275,8 @@ class Int8ByRows(Kernel):
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
-        self.small, self.large = Int8Fbgemm(weight, bias), Int8AsBf16(weight, bias)
-
-    def __call__(self, x):
-        rows = x.numel() // x.shape[-1]
-        return self.large(x) if rows > self.SMALL else self.small(x.float())
+        qweight = quantize_int8_per_channel(weight)  # one quantisation, both kernels
+        self.small, self.large = Int8Fbgemm(weight, bias, qweight), Int8AsBf16(weight, bias, qweight)
 
 
 class Fp32OneDNN(Kernel):

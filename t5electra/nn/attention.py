@@ -69,11 +69,12 @@ def _short_cpu_training(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | N
     backward recomputes them); training with dropout on CPU takes it at every length already.
     Not measured on the AMD EPYCs of BENCHMARKS.md (no such machine in that session).
     """
+    learned_bias = bias is not None and bias.requires_grad
     if not (q.device.type == "cpu" and torch.is_grad_enabled() and q.dim() == 4
-            and (q.requires_grad or k.requires_grad or (bias is not None and bias.requires_grad))):
+            and (q.requires_grad or k.requires_grad or learned_bias)):
         return False
     area = q.shape[-2] * k.shape[-2]
-    return area <= 128 * 128 or (area <= 256 * 256 and bias is not None and bias.requires_grad)
+    return area <= 128 * 128 or (area <= 256 * 256 and learned_bias)
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None, *,

@@ -37,7 +37,6 @@ class _RMSNormCPU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, rstd, weight = ctx.saved_tensors
         d = x.shape[-1]
-        grad = grad.float()
         xh = x * rstd                                                        # (..., D) normalised input
         gw = grad * weight                                                   # (..., D) gradient of xh
         dot = torch.linalg.vecdot(gw, xh).unsqueeze(-1)                      # (..., 1)
