@@ -64,10 +64,15 @@ def run(args: argparse.Namespace) -> int:
             raise T5ElectraError("give at least one MODEL_DIR (or --demo to try tiny random models)")
         with tempfile.TemporaryDirectory(prefix="t5electra-demo-") as tmp:
             app = build_app(args.models, config, demo_dir=tmp if args.demo else None)
-            return serve(app, config, args.log_level)
+            stopped_by = serve(app, config, args.log_level)
     except T5ElectraError as e:
         print(f"t5electra serve: error: {e}", file=sys.stderr)
         return 1
+    if stopped_by is not None:  # cleaned up: now end as the signal asks (exit status 128 + signal)
+        from ..serve.server import end_by_signal
+
+        end_by_signal(stopped_by)
+    return 0
 
 
 def build_app(model_args: list[str], config, demo_dir: str | None = None):
@@ -94,9 +99,9 @@ def build_app(model_args: list[str], config, demo_dir: str | None = None):
     return create_app(ModelRegistry.from_dirs(model_args, config), config, api_key=api_key)
 
 
-def serve(app, config, log_level: str = "info") -> int:
+def serve(app, config, log_level: str = "info") -> int | None:
+    """Serve until stopped; the signal that stopped it (SIGINT / SIGTERM), or None."""
     from ..serve.server import serve_app
 
     print(f"t5electra serve: playground at http://{config.host}:{config.port}/ , API docs at /docs", flush=True)
-    serve_app(app, config, log_level)
-    return 0
+    return serve_app(app, config, log_level)

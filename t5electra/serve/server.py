@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 
 import h11
 import uvicorn
@@ -104,6 +106,43 @@ def make_server(app, config: ServeConfig, log_level: str = "info", grace_s: floa
     return Server(cfg, grace_s)
 
 
-def serve_app(app, config: ServeConfig, log_level: str = "info") -> None:
-    """Run ``app`` until SIGINT / SIGTERM."""
-    make_server(app, config, log_level).run()
+class _Stopped(BaseException):
+    """Raised by :func:`serve_app`'s handler when uvicorn hands the stop signal back after shutdown."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise _Stopped(signum)
+
+
+def serve_app(app, config: ServeConfig, log_level: str = "info") -> int | None:
+    """Run ``app`` until SIGINT / SIGTERM; returns the signal that stopped it (None otherwise).
+
+    After its graceful shutdown uvicorn raises the signal again with the handler it found, so
+    that the process ends "killed by SIGTERM" (or with a KeyboardInterrupt traceback for Ctrl-C).
+    With the default handler that skips every ``finally`` and ``with`` exit of the caller
+    (`t5electra serve --demo` left its temporary model directory behind). Here the handler it
+    finds raises :class:`_Stopped`, which unwinds normally; the caller cleans up and then ends the
+    process by the same signal (:func:`end_by_signal`), so process managers see what they expect."""
+    if threading.current_thread() is not threading.main_thread():  # signals: main thread only
+        make_server(app, config, log_level).run()
+        return None
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        make_server(app, config, log_level).run()
+    except _Stopped as stopped:
+        return stopped.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return None
+
+
+def end_by_signal(signum: int) -> None:
+    """End this process by ``signum`` with its default action (exit status 128 + signum, no
+    traceback), as a server stopped by that signal is expected to."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -270,3 +271,19 @@ def test_playground_with_chinese_input(tmp_path_factory, tmp_path):
             assert proc.poll() is None, f"the server died:\n{log.read_text()}"
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_by_signal_cleans_up_and_ends_by_that_signal(tmp_path_factory, dirs, sig):
+    """SIGTERM / Ctrl-C: a graceful stop that still runs the command's clean-up (its temporary
+    directory is removed: uvicorn used to re-raise the signal with the default handler, which
+    skipped it) and ends the process by that signal (-sig here, 128 + sig in a shell), no traceback."""
+    tmp = tmp_path_factory.mktemp("serve-tmpdir")
+    with _serve(tmp_path_factory, dirs, env={"TMPDIR": str(tmp)}) as (url, proc, log):
+        _wait_until_up(url, proc, log)
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("t5electra-demo-")], "no temp dir to clean"
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        assert proc.returncode == -sig, log.read_text()
+    assert not list(tmp.iterdir()), f"left behind: {list(tmp.iterdir())}"
+    assert "Traceback" not in log.read_text(), log.read_text()
