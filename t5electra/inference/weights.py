@@ -21,8 +21,8 @@ CPU kernels that multiply by them, chosen for the CPU it runs on.
   else 7-bit (``reduce_range``, against AVX2's saturating ``vpmaddubsw``)): 2-3x faster than fp32 on the AVX2 EPYC and 2-8x faster than
   ``aten._weight_int8pack_mm`` with bf16 activations on the AMX Xeon (measured), so it is used on
   both; the weight-only kernel remains where fbgemm is missing (non-x86 builds). With AMX,
-  products of more than 64 rows (encoders, ELECTRA) multiply the same int8 values in bf16 on AMX
-  instead, 2-4x faster there and without activation quantisation (:class:`Int8ByRows`).
+  products of more than 64 rows (encoders, ELECTRA) multiply the same int8 weights, dequantised to
+  bf16, on AMX instead, 2-4x faster there and without activation quantisation (:class:`Int8ByRows`).
   torch._int_mm (torchao's dynamic int8 path on CPU) measured 30x slower than fp32 on the EPYC.
 
 Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
@@ -231,34 +231,28 @@ class Bf16ByRows(_ByRows):
         self.small, self.large = Fp16Fbgemm(weight, bias), Bf16Native(weight, bias)
 
 
-class Int8AsBf16(Kernel):
-    """int8 weights (the same per-channel values as :class:`Int8Fbgemm`) multiplied in bf16: each
-    int8 value is exact in bf16 (|q| <= 127 < 2^8), so oneDNN's bf16 GEMM (AMX) computes x . q with
-    bf16 activations and fp32 accumulation, and the output (bf16, as :class:`Bf16Native`'s) is
-    scaled per channel in fp32: weight-only int8 without activation quantisation."""
+class Int8AsBf16(Bf16Native):
+    """int8 weights (the same per-channel values as :class:`Int8Fbgemm`) multiplied in bf16: the
+    dequantised weight ``q * scale`` rounded to bf16 (within 2^-9 of it, as any bf16 value) goes
+    through :class:`Bf16Native`'s kernel, so oneDNN's bf16 GEMM (AMX) multiplies it with bf16
+    activations and fp32 accumulation, the bias and an activation (an FFN's GELU) inside the GEMM:
+    weight-only int8 without activation quantisation, at the speed of the bf16 weights."""
 
-    name = "int8 weights (per-channel scales) as exact bf16 values, bf16 activations, fp32 accumulation: oneDNN"
-    accepts_bf16 = True
+    name = ("int8 weights (per-channel scales), dequantised to bf16, bf16 activations, fp32 accumulation: "
+            "oneDNN")
 
     def __init__(self, weight, bias, qweight: torch.Tensor | None = None):
         """``qweight``: ``quantize_int8_per_channel(weight)`` where the caller has it already."""
-        super().__init__(weight, bias)
         qweight = quantize_int8_per_channel(weight) if qweight is None else qweight
-        self.gemm = Bf16Native(qweight.int_repr().float(), None)  # the int8 values, exact in bf16: x . q
-        self.scale = qweight.q_per_channel_scales().float()        # (out,)
-        self.bias = None if bias is None else bias.detach().float()
-
-    def __call__(self, x):
-        out = self.gemm(x, ("none", ""))  # no activation: the bf16 output as it is (fp32 without oneDNN)
-        # (rows, out) -> fp32, scaled per channel (+ bias) in one pass
-        return torch.mul(out, self.scale) if self.bias is None else torch.addcmul(self.bias, out, self.scale)
+        super().__init__(qweight.dequantize(), bias)
+        Kernel.__init__(self, weight, bias)  # stale when the model's weight changes (not this copy)
 
 
 class Int8ByRows(_ByRows):
     """int8 weights on a CPU with AMX, by the number of rows of x: up to ``SMALL`` rows (T5's
     decoding steps) fbgemm's dynamic int8 (:class:`Int8Fbgemm`: reading 1 byte a weight is what a
-    decoding step needs), more rows (encoders, ELECTRA, prefill) the same int8 values multiplied in
-    bf16 on AMX (:class:`Int8AsBf16`).
+    decoding step needs), more rows (encoders, ELECTRA, prefill) the same int8 weights, dequantised
+    to bf16, multiplied on AMX with an FFN's activation inside the GEMM (:class:`Int8AsBf16`).
 
     Why (docs/inference.md, session 18, AMX Xeon, 2 threads): at 2,048 x 512 -> 2,048 fbgemm's int8
     took 3.75 ms where the bf16 GEMM takes 1.58, at 1,792 x 256 -> 768 0.87 against 0.20; at 64 rows
@@ -266,12 +260,14 @@ class Int8ByRows(_ByRows):
     encoders lose their activation quantisation: fbgemm's one scale per call (set by the largest
     activation of the whole batch) moved a quickstart T5's sentiment accuracy by -0.66 point on
     the test split. Without AMX (AVX512-BF16 alone, AVX2) fbgemm's int8 stays the faster one.
-    Both weight copies are kept (1 + 2 bytes a weight)."""
+    Dequantised rather than the int8 values times a scale pass (session 18's first version): the
+    bias and GELU then run inside the GEMM as in ``bf16`` mode (session 19). Both weight copies are
+    kept (1 + 2 bytes a weight)."""
 
     @classmethod
     def describe(cls) -> str:
         return (f"int8 weights (per-channel scales): <= {cls.SMALL} rows (decoding steps) {Int8Fbgemm.describe()}; "
-                f"more rows the int8 values in bf16 on AMX (oneDNN), bf16 activations, fp32 accumulation")
+                f"more rows the int8 weights dequantised to bf16 on AMX (oneDNN), bf16 activations, fp32 accumulation")
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)

@@ -34,7 +34,8 @@ def dequantized(kernel_cls, w: torch.Tensor) -> torch.Tensor:
     scale = (w.abs().amax(1) / 127).clamp_min(1e-12)
     if kernel_cls is W.Int8WeightOnly:
         scale = scale.bfloat16().float()  # the kernel's scales are bf16
-    return torch.round(w / (w.abs().amax(1) / 127).clamp_min(1e-12)[:, None]).clamp(-127, 127) * scale[:, None]
+    wq = torch.round(w / (w.abs().amax(1) / 127).clamp_min(1e-12)[:, None]).clamp(-127, 127) * scale[:, None]
+    return wq.bfloat16().float() if kernel_cls is W.Int8AsBf16 else wq  # dequantised to bf16
 
 
 def error_bound(kernel_cls, x: torch.Tensor, wq: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,9 @@ def error_bound(kernel_cls, x: torch.Tensor, wq: torch.Tensor, ref: torch.Tensor
     if kernel_cls is W.Fp16Fbgemm:                             # fp32 activations, exact weights
         return slack
     if kernel_cls is W.Int8ByRows:                             # fbgemm up to 64 rows, bf16 activations above
-        kernel_cls = W.Int8Fbgemm if x.numel() // x.shape[-1] <= W.Int8ByRows.SMALL else W.Int8AsBf16
+        if x.numel() // x.shape[-1] > W.Int8ByRows.SMALL:
+            return error_bound(W.Int8AsBf16, x, wq, ref) + BF16_EPS / 2 * mag  # + the weights' bf16 rounding
+        kernel_cls = W.Int8Fbgemm
     if kernel_cls is W.Int8Fbgemm:                             # activations quantised per tensor to 8 or 7 bits:
         levels = 255 if W.fbgemm_int8_full_range() else 127
         step = (x.max().clamp_min(0) - x.min().clamp_max(0)) / levels  # |x - x_q| <= step / 2
@@ -310,7 +313,8 @@ def test_bf16_by_rows_keeps_fp32_activations_for_decoding_steps():
 
 def test_int8_by_rows_quantises_decoding_steps_and_multiplies_encoders_in_bf16():
     """With AMX: up to 64 rows (decoding steps) fbgemm's int8 with quantised activations; more rows
-    (encoders, prefill) the same int8 values as bf16 with bf16 activations. Both use one weight."""
+    (encoders, prefill) the same int8 weights dequantised to bf16, with bf16 activations, an
+    activation inside the GEMM where oneDNN packs bf16. Both use one quantisation."""
     w = torch.randn(24, 16)
     kernel = W.Int8ByRows.__new__(W.Int8ByRows)  # the routing alone
     used = []
@@ -322,8 +326,14 @@ def test_int8_by_rows_quantises_decoding_steps_and_multiplies_encoders_in_bf16()
     real = W.Int8ByRows(w, None)
     qt = real.small.packed.unpack()[0]  # fbgemm's int8 weight: the bf16 path multiplies these values
     x = torch.randn(80, 16).bfloat16()
-    expected = (F.linear(x.float(), qt.int_repr().float()).bfloat16().float() * qt.q_per_channel_scales().float())
-    torch.testing.assert_close(real(x.float()), expected, rtol=2**-8, atol=1e-6)
+    wq = (qt.int_repr().float() * qt.q_per_channel_scales().float()[:, None]).bfloat16()  # what the bf16 path multiplies
+    expected = F.linear(x.float(), wq.float())
+    torch.testing.assert_close(real(x.float()), expected, rtol=2**-8, atol=1e-5)
+    assert real.fuses(x) == W.bf16_packing_available() and not real.fuses(x[:64])
+    if real.fuses(x):  # GELU inside the GEMM, bf16 out: the same as GELU after it, within bf16 rounding
+        fused = real(x, ("gelu", "none"))
+        assert fused.dtype == torch.bfloat16
+        torch.testing.assert_close(fused.float(), F.gelu(expected), rtol=2**-7, atol=1e-5)
 
 
 def test_int8_activations_take_8_bits_only_where_sums_do_not_saturate():
