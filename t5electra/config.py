@@ -121,6 +121,8 @@ class ModelConfig:
             raise CheckpointNotFoundError(f"no config file at {path}") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config fields, found a {type(d).__name__}")
         return cls.from_dict(d, source=str(path))
 
     @classmethod

@@ -26,7 +26,7 @@ from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
-from .errors import WeightsMismatchError
+from .errors import ConfigError, WeightsMismatchError
 from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
@@ -38,6 +38,30 @@ class LoadReport:
 
     unused: list[str]            # HF keys present in the files and not used (e.g. BERT's pooler)
     newly_initialized: list[str]  # our parameters not in the files, initialised fresh
+
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "half": torch.float16, "fp16": torch.float16}
+
+
+def _resolve_dtype(value: Any, config: ModelConfig, hf_sd: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """``from_pretrained``'s dtype argument as a torch.dtype (None: leave the model fp32)."""
+    if value is None or isinstance(value, torch.dtype):
+        if value is not None and not value.is_floating_point:
+            raise ConfigError(f"dtype={value}: a model's weights take a floating-point dtype "
+                              f"({', '.join(sorted({str(t).replace('torch.', '') for t in _DTYPES.values()}))})")
+        return value
+    if isinstance(value, str):
+        name = value.strip().lower().removeprefix("torch.")
+        if name == "auto":
+            recorded = config.extra.get("dtype") or config.extra.get("torch_dtype")
+            if isinstance(recorded, str) and recorded.lower() in _DTYPES:
+                return _DTYPES[recorded.lower()]
+            stored = next((t.dtype for t in hf_sd.values() if t.is_floating_point()), None)
+            return stored
+        if name in _DTYPES:
+            return _DTYPES[name]
+    raise ConfigError(f"dtype={value!r}: expected a torch.dtype, 'auto' or one of {', '.join(sorted(_DTYPES))}")
 
 
 class PreTrainedModel(nn.Module):
@@ -103,20 +127,26 @@ class PreTrainedModel(nn.Module):
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | None = None,
-                        **config_overrides: Any):
+    def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | str | None = None,
+                        dtype: torch.dtype | str | None = None, **config_overrides: Any):
         """Load a checkpoint directory written by transformers or by ``save_pretrained``.
 
-        Keyword arguments other than ``torch_dtype`` override config fields (``num_labels=3``).
+        ``dtype`` (transformers 5's name; ``torch_dtype`` is the older one): a ``torch.dtype``, its
+        name (``"bfloat16"``), or ``"auto"`` (the dtype config.json records, else that of the stored
+        weights); None keeps fp32. Other keyword arguments override config fields (``num_labels=3``).
         """
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise ConfigError(f"both dtype={dtype!r} and torch_dtype={torch_dtype!r} given: pass one")
+        wanted = dtype if dtype is not None else torch_dtype
         d = checkpoint_dir(directory)
         config = cls.config_class.from_pretrained(d, **config_overrides)
         hf_sd, sources = load_state_dict(d)
         config = cls.config_for_checkpoint(config, hf_sd)
+        target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
         model = cls(config)
         model.load_hf_state_dict(hf_sd, sources)
-        if torch_dtype is not None:
-            model.to(torch_dtype)
+        if target is not None:
+            model.to(target)
         model.name_or_path = str(d)
         return model.eval()
 
@@ -171,7 +201,9 @@ class PreTrainedModel(nn.Module):
     def hf_config_dict(self) -> dict[str, Any]:
         d = self.config.to_dict()
         d["architectures"] = [type(self).__name__]
-        d.setdefault("torch_dtype", str(self.dtype).replace("torch.", ""))
+        # the dtype of the weights written: under both names (transformers 5 reads "dtype", older
+        # versions "torch_dtype"), replacing what a loaded config.json said
+        d["torch_dtype"] = d["dtype"] = str(self.dtype).replace("torch.", "")
         return d
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -304,7 +304,10 @@ class _TokenizerBase:
             try:
                 encodings = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                                        is_pretokenized=is_split_into_words)
-            except Exception as e:  # the Rust backend raises plain Exceptions
+            except BaseException as e:  # the Rust backend raises plain Exceptions, and a PanicException
+                # (a BaseException) where a Rust assertion fails, e.g. a stride that leaves no room
+                if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                    raise
                 raise InvalidInputError(f"{type(self).__name__}: cannot encode (truncation={truncation!r}, "
                                         f"max_length={max_length}, stride={stride}): {e}") from e
 

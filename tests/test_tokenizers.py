@@ -419,6 +419,12 @@ def test_bad_call_arguments(minilm):
         tok(["a", "b"], ["only one"])
     with pytest.raises(InvalidInputError, match="cannot encode"):
         tok("a b c", "d e f", truncation="only_second", max_length=5)
+    # a question longer than max_length with overflowing windows: the Rust backend panics
+    # (pyo3's PanicException is a BaseException, which `except Exception` let through)
+    with pytest.raises(InvalidInputError, match="cannot encode.*stride=128"):
+        tok(["what " * 300], ["context word " * 400], truncation="only_second", max_length=384, stride=128,
+            return_overflowing_tokens=True, padding="max_length")
+    assert tok("a b c")["input_ids"]  # the tokenizer still works after the panic
 
 
 def test_cli_trains_both_kinds(corpus, tmp_path, capsys):

@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import logging
 import math
+import numbers
 from typing import Protocol
 
 import torch
@@ -108,6 +109,19 @@ class GenerationSettings:
 def _number(x) -> bool:
     """A finite int or float (not a bool, NaN or infinity)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _plain(x):
+    """Python scalars for what users pass from numpy and torch: a numpy integer or float, or a 0-d
+    tensor, becomes an int / float (a 1-d tensor of token ids, a list); anything else is returned
+    as it is, for the checks below to refuse by name."""
+    if isinstance(x, Tensor) and x.dim() <= 1 and x.dtype != torch.bool:
+        return x.tolist()
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return int(x)
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, int)):
+        return float(x)
+    return x
 
 
 def generate(
@@ -181,6 +195,12 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
               decoder_start_token_id) -> GenerationSettings:
     """Check every option and the inputs; fill the defaults from ``model.config``."""
     config = model.config
+    (max_length, max_new_tokens, min_new_tokens, num_beams, length_penalty, temperature, top_k, top_p,
+     num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id,
+     decoder_start_token_id) = map(_plain, (
+        max_length, max_new_tokens, min_new_tokens, num_beams, length_penalty, temperature, top_k, top_p,
+        num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id,
+        decoder_start_token_id))
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
             torch.int64, torch.int32):
         what = (f"a {input_ids.dtype} tensor of shape {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor)
@@ -254,7 +274,9 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
                                 f"{num_return_sequences} or do_sample=True")
     if early_stopping not in (True, False, "never"):
         raise InvalidInputError(f"generate: early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if not _number(temperature) or not temperature > 0:
+    if not do_sample:
+        temperature = 1.0  # only sampling reads it (transformers ignores it too; temperature=0 is common)
+    elif not _number(temperature) or not temperature > 0:
         raise InvalidInputError(f"generate: temperature must be a finite number > 0, got {temperature!r} "
                                 f"(for deterministic output use do_sample=False)")
     if top_k is None:

@@ -60,7 +60,8 @@ class LoraConfig:
     """Dropout on the adapter's input (training only)."""
     target_modules: list[str] | str | None = None
     """transformers module names (a name matches a module path equal to it or ending in '.name'),
-    or one regex matched against whole module paths; None: PEFT's default for the model type."""
+    or one regex matched against whole module paths, or "all-linear" (every linear layer but the
+    output layer, as PEFT); None: PEFT's default for the model type."""
     modules_to_save: list[str] | None = None
     """Modules trained in full and saved with the adapter (e.g. ['classifier'])."""
     exclude_modules: list[str] | str | None = None

@@ -29,6 +29,8 @@ from .config import DEFAULT_TARGETS, TASK_HEADS, WEIGHTS_NAME, LoraConfig
 from .layers import LoraLinear
 
 
+ALL_LINEAR = "all-linear"  # PEFT's target_modules shorthand
+OUTPUT_LAYERS = {"lm_head", "generator_lm_head"}  # what "all-linear" leaves out (PEFT: the output embeddings)
 PREFIX = "base_model.model."  # PEFT's prefix of every saved key (PeftModel.base_model = LoraModel.model)
 
 
@@ -103,6 +105,10 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
         config.target_modules = list(targets)  # saved resolved, as PEFT does (PEFT has no default for umt5)
     saved_modules = {h.rsplit(".", 1)[0] for h in saved.values()}
     linears = linear_modules(model)
+    if isinstance(targets, str) and targets.lower() == ALL_LINEAR:
+        # PEFT's shorthand: every linear layer but the output layer, saved as the list of their paths
+        targets = sorted({p for blocks in linears.values() for p, _, _ in blocks} - OUTPUT_LAYERS)
+        config.target_modules = list(targets)
     chosen: dict[str, dict[str, tuple[str, int, int]]] = {}
     for ours, blocks in linears.items():
         for hf_path, start, stop in blocks:
@@ -145,6 +151,12 @@ class PeftModel(nn.Module):
             raise ConfigError("this model already has LoRA adapters (merge_and_unload() it first)")
         if not hasattr(model, "hf_keymap"):
             raise ConfigError(f"LoRA needs a t5electra model (with a transformers key map), got {type(model).__name__}")
+        prepared = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear]
+        if prepared or getattr(model, "inference_report", None) is not None:
+            # its layers hold kernels on copies of the weights (and some are not nn.Linear any more)
+            raise ConfigError(f"this {type(model).__name__} was prepared with optimize_for_inference(): add LoRA "
+                              f"adapters to the model as loaded (from_pretrained), then call optimize_for_inference "
+                              f"on it after merge_and_unload()")
         self.peft_config = config
         saved = _saved_parameters(model, config.all_modules_to_save(), TASK_HEADS.get(config.task_type, ()))
         targets = _resolve(model, config, saved)
@@ -152,6 +164,7 @@ class PeftModel(nn.Module):
             p.requires_grad_(False)
         # PEFT key -> our parameter name inside base_model
         self._peft_keys: dict[str, str] = {}
+        self._base_keys: dict[str, str] = {}  # optional in a file: a base weight PEFT saved (loaded like PEFT)
         for ours, parts in targets.items():
             base = model.get_submodule(ours)
             _set_module(model, ours, LoraLinear(base, {n: (s, e) for n, (_, s, e) in parts.items()}, r=config.r,
@@ -160,6 +173,9 @@ class PeftModel(nn.Module):
             for n, (hf_path, _, _) in parts.items():
                 for ab in ("lora_A", "lora_B"):
                     self._peft_keys[f"{PREFIX}{hf_path}.{ab}.weight"] = f"{ours}.{ab}.{n}.weight"
+            if len(parts) == 1:  # PEFT saves an adapted output layer's own weight too (save_embedding_layers)
+                (hf_path, _, _), = parts.values()
+                self._base_keys[f"{PREFIX}{hf_path}.base_layer.weight"] = f"{ours}.base_layer.weight"
         for ours, hf in saved.items():
             self._peft_keys[PREFIX + hf] = ours
         params = dict(model.named_parameters())
@@ -209,7 +225,7 @@ class PeftModel(nn.Module):
         if prefix is not None:  # ELECTRA classes: a BERT adapter's "bert." (or a bare encoder's) body keys
             body, _ = normalize_prefix({k.removeprefix(PREFIX): v for k, v in sd.items()}, {}, prefix)
             sd = {PREFIX + k: v for k, v in body.items()}
-        unexpected = sorted(set(sd) - set(self._peft_keys))
+        unexpected = sorted(set(sd) - set(self._peft_keys) - set(self._base_keys))
         if unexpected:
             raise WeightsMismatchError(
                 f"{source}: {len(unexpected)} tensor(s) this model has no place for, e.g. {unexpected[:3]} "
@@ -218,14 +234,15 @@ class PeftModel(nn.Module):
         if missing:
             raise WeightsMismatchError(f"{source}: {len(missing)} adapter tensor(s) missing, e.g. {missing[:3]}")
         params = dict(self.base_model.named_parameters())
+        names = {**self._base_keys, **self._peft_keys}
         for k, t in sd.items():
-            want = params[self._peft_keys[k]].shape
+            want = params[names[k]].shape
             if t.shape != want:
                 raise WeightsMismatchError(f"{source}: {k!r} has shape {tuple(t.shape)}, this model expects "
                                            f"{tuple(want)} (an adapter trained on another base model?)")
         with torch.no_grad():
             for k, t in sd.items():
-                params[self._peft_keys[k]].copy_(t)
+                params[names[k]].copy_(t)  # a saved base weight replaces the model's, as PEFT loads it
 
     # -- files ----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -145,7 +145,33 @@ def test_config_overrides_and_roundtrip(saved):
     assert enc.load_report.unused and all(k.startswith(("decoder.", "lm_head")) for k in enc.load_report.unused)
 
 
+def test_dtype_argument_and_the_dtype_config_json_records(tmp_path, saved):
+    """``dtype`` / ``torch_dtype``: a torch.dtype, its name or "auto" (config.json's record); a bf16
+    model's save records bf16 under both names, so transformers reloads it as bf16 (it used to keep
+    the loaded file's "float32" and transformers widened the weights)."""
+    m = T5ForConditionalGeneration.from_pretrained(saved, dtype="bfloat16")
+    assert m.dtype == torch.bfloat16
+    assert T5ForConditionalGeneration.from_pretrained(saved, torch_dtype=torch.float16).dtype == torch.float16
+    out = m.save_pretrained(tmp_path / "bf16")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dtype"] == cfg["torch_dtype"] == "bfloat16"
+    assert transformers.T5ForConditionalGeneration.from_pretrained(out).dtype == torch.bfloat16
+    assert T5ForConditionalGeneration.from_pretrained(out, dtype="auto").dtype == torch.bfloat16
+    assert T5ForConditionalGeneration.from_pretrained(out).dtype == torch.float32  # None: fp32, as before
+    for bad, match in (("bfloat17", "expected a torch.dtype"), (torch.int64, "floating-point")):
+        with pytest.raises(ConfigError, match=match):
+            T5ForConditionalGeneration.from_pretrained(saved, dtype=bad)
+    with pytest.raises(ConfigError, match="pass one"):
+        T5ForConditionalGeneration.from_pretrained(saved, dtype=torch.bfloat16, torch_dtype=torch.float16)
+
+
 # -- errors -------------------------------------------------------------------------------------
+def test_config_json_that_is_not_an_object_is_a_config_error(saved):
+    (saved / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object.*found a list"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+
+
 def test_missing_directory_config_or_weights(tmp_path, saved):
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         T5ForConditionalGeneration.from_pretrained(tmp_path / "nope")

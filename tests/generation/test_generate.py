@@ -470,6 +470,23 @@ def test_invalid_options_raise_clear_errors(models, kw, match):
         generate(models["v1.0", 0][0], ids, mask, **kw)
 
 
+def test_numpy_and_tensor_scalars_are_taken_as_numbers_and_temperature_only_matters_when_sampling(models):
+    """Options computed with numpy or torch (np.int64 lengths, a tensor eos id) mean what the same
+    Python numbers mean; temperature (0.0 included) is ignored without do_sample, as in transformers."""
+    import numpy as np
+
+    model = models["v1.0", 0][0]
+    ids, mask = padded_batch(0)
+    want = generate(model, ids, mask, max_new_tokens=6, num_beams=2, eos_token_id=1)
+    got = generate(model, ids, mask, max_new_tokens=np.int64(6), num_beams=torch.tensor(2),
+                   eos_token_id=torch.tensor(1), length_penalty=np.float32(1.0))
+    assert torch.equal(got, want)
+    assert torch.equal(generate(model, ids, mask, max_new_tokens=6, eos_token_id=torch.tensor([1])),
+                       generate(model, ids, mask, max_new_tokens=6, eos_token_id=[1]))
+    assert torch.equal(generate(model, ids, mask, max_new_tokens=6, temperature=0.0),
+                       generate(model, ids, mask, max_new_tokens=6))
+
+
 def test_invalid_inputs_raise_clear_errors(models):
     model = models["v1.0", 0][0]
     ids, mask = padded_batch(0)

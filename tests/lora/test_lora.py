@@ -36,13 +36,16 @@ CASES = {
     "t5-v1.0": (["q", "k", "v", "o", "wi", "wo"], None, "SEQ_2_SEQ_LM"),
     "t5-v1.1": (["q", "v", "wi_1", "wo"], None, "SEQ_2_SEQ_LM"),  # parts of fused qkv / kv / wi
     "electra-cls": (["query", "value", "dense"], ["classifier"], "SEQ_CLS"),
+    "t5-v1.1-all": ("all-linear", None, "SEQ_2_SEQ_LM"),  # PEFT's shorthand: every linear but lm_head
+    "t5-v1.1-head": (["q", "lm_head"], None, "SEQ_2_SEQ_LM"),  # PEFT also saves lm_head's base weight
+    "electra-cls-all": ("all-linear", ["classifier"], "SEQ_CLS"),
 }
 
 
 def ours(case: str):
     torch.manual_seed(0)
     if case.startswith("t5"):
-        v11 = case == "t5-v1.1"
+        v11 = case.startswith("t5-v1.1")
         cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
                        relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
                        feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11)
@@ -203,6 +206,23 @@ def test_unknown_target_module_names_the_valid_ones():
         get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query"], exclude_modules=["query"]))
     with pytest.raises(ConfigError, match="modules_to_save .*'head'.* match no module"):
         get_peft_model(ours("electra-cls"), LoraConfig(target_modules=["query"], modules_to_save=["head"]))
+
+
+def test_all_linear_adapts_every_linear_but_the_output_layer():
+    model = ours("t5-v1.1-all")
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    targets = lora.peft_config.target_modules  # saved resolved, as PEFT saves it
+    assert isinstance(targets, list) and "lm_head" not in targets and "encoder.block.0.layer.1.DenseReluDense.wo" in targets
+    assert type(lora.base_model.lm_head) is torch.nn.Linear and isinstance(lora.base_model.decoder.blocks[1].ff.wo, LoraLinear)
+
+
+def test_a_model_prepared_for_inference_is_refused_with_what_to_do():
+    """optimize_for_inference swaps layers for kernel-holding subclasses: adapters added after it
+    skipped those layers silently (or matched none); now a clear error."""
+    for weights in ("fp32", "int8"):
+        model = ours("t5-v1.1").optimize_for_inference(weights)
+        with pytest.raises(ConfigError, match="prepared with optimize_for_inference.*merge_and_unload"):
+            get_peft_model(model, LoraConfig(r=4, target_modules=["q", "v"]))
 
 
 def test_adapter_for_another_base_names_the_key(tmp_path):
