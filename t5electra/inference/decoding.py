@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..machine import cpu_vendor
+from .fingerprint import Fingerprint, all_match
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -149,10 +150,24 @@ class PackedLinears:
                     one_row = (w.detach().t() if ONE_ROW_KERNEL == "bags" and w.dtype == torch.float32
                                and w.stride() == (1, w.shape[0])
                                and w.shape[0] <= ONE_ROW_BAGS_MAX_OUT else None)  # W^T (in, out), a view: the bags' table
-                    self.packs[id(w)] = (w, w._version, w.data_ptr(), packed, one_row)
+                    self.packs[id(w)] = (w, w._version, w.data_ptr(), packed, one_row,
+                                          Fingerprint(w, every_row=False))
 
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: it decodes on the plain path until optimised
+
+    def drop_changed(self) -> int:
+        """Forget the copies whose weight changed; returns how many had changed behind the version
+        counter (edited through ``.data``: fingerprint.py)."""
+        behind = 0
+        current = {key: e[1] == e[0]._version and e[2] == e[0].data_ptr() for key, e in self.packs.items()}
+        if all(current.values()) and all_match([e[5] for e in self.packs.values()]):
+            return 0
+        for key, (w, *_, fingerprint) in list(self.packs.items()):
+            if not current[key] or not fingerprint.matches(w):
+                behind += current[key]
+                del self.packs[key]
+        return behind
 
     @staticmethod
     def available() -> bool:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from .fingerprint import Fingerprint
+
 
 def fbgemm_available() -> bool:
     """fbgemm's x86 kernels (fp16-weight and dynamic int8 linear) are built into this torch."""
@@ -91,6 +93,7 @@ class ScreenedArgmax:
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
         self.versions = (weight._version, weight.data_ptr())
+        self.print = Fingerprint(weight)
         self.reduce_range = not fbgemm_int8_full_range()
         qw = quantize_int8_per_channel(weight)
         q, scale = qw.int_repr(), qw.q_per_channel_scales()
@@ -113,6 +116,10 @@ class ScreenedArgmax:
 
     def current(self, weight: torch.Tensor) -> bool:
         return weight is self.weight and self.versions == (weight._version, weight.data_ptr())
+
+    def unchanged(self) -> bool:
+        """:meth:`current`, and W's values match too (an edit through ``.data``: fingerprint.py)."""
+        return self.current(self.weight) and self.print.matches(self.weight)
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """(N, V): the most by which the int8 scores of the rows of ``x`` (N, D) can differ from x @ W^T."""

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..machine import amx_bf16, describe_cpu, native_bf16, onednn_fp32_preferred
+from .fingerprint import Fingerprint, all_match
 from .decoding import PackedLinears, bf16_packing_available, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -74,9 +75,16 @@ class Kernel(abc.ABC):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.versions = (weight._version, weight.data_ptr(), None if bias is None else bias._version)
         self.has_bias = bias is not None
+        self.prints = (Fingerprint(weight, every_row=False), None if bias is None else Fingerprint(bias))
 
     def current(self, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+        """Same storage and version counters (every call: cheap)."""
         return self.versions == (weight._version, weight.data_ptr(), None if bias is None else bias._version)
+
+    def unchanged(self, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+        """:meth:`current`, and the values match too (an edit through ``.data``: fingerprint.py)."""
+        return (self.current(weight, bias) and self.prints[0].matches(weight)
+                and (bias is None or self.prints[1].matches(bias)))
 
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: the copy runs F.linear until optimised
@@ -336,10 +344,15 @@ class InferenceLinear(nn.Linear):
 
     def _usable_kernel(self, x: torch.Tensor) -> Kernel | None:
         k = self.kernel
-        if (k is not None and not self.training and k.current(self.weight, self.bias)
-                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and k.accepts_bf16))):
-            return k
-        return None
+        if k is None or self.training:
+            return None
+        if not k.current(self.weight, self.bias):
+            # changed weights (training, loading): the kernel would compute with the old ones. Plain
+            # fp32 from now on, until optimize_for_inference is called again; a stale kernel never
+            # becomes current again, so its copy is freed. (Edits through .data: drop_stale_copies.)
+            self.kernel = None
+            return None
+        return k if x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and k.accepts_bf16) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self._usable_kernel(x)
@@ -375,6 +388,17 @@ class KernelTable:
             return entry[1](x)
         return self.fallback(x, weight)
 
+    def drop_changed(self) -> int:
+        """Forget the kernels (and the fallback's packed copies) whose weight changed; returns how
+        many had changed behind the version counter (edited through ``.data``)."""
+        behind = 0
+        if not all_match([k.prints[0] for _, k in self.kernels.values()]):
+            for key, (w, k) in list(self.kernels.items()):
+                if not k.unchanged(w, None):
+                    behind += k.current(w, None)
+                    del self.kernels[key]
+        return behind + (self.fallback.drop_changed() if isinstance(self.fallback, PackedLinears) else 0)
+
 
 @dataclasses.dataclass
 class InferenceReport:
@@ -392,6 +416,45 @@ class InferenceReport:
         return f"weights={self.weights}: {self.kernel}{where} [CPU: {self.cpu}]{kept}"
 
 
+def drop_stale_copies(model: nn.Module, *, steps: bool = True) -> int:
+    """Forget the prepared copies whose weight was edited through ``.data`` (which leaves the
+    version counter as it was; fingerprint.py): the optimised layers' kernels and, with ``steps``,
+    the decoding steps' (the int8 screen of T5's output layer, the packed and bf16/int8 kernels).
+    Those layers and steps then run the plain fp32 product on the current weights; the screen is
+    rebuilt from them. T5's ``generate`` calls this first, and a model prepared by
+    :func:`optimize_for_inference` before each forward (layers only). Returns how many were dropped."""
+    dropped = 0
+    layers = [m for m in getattr(model, "_inference_layers", ()) if m.kernel is not None]
+    if not all_match([fp for m in layers for fp in m.kernel.prints if fp is not None]):
+        for m in layers:
+            if not m.kernel.unchanged(m.weight, m.bias):
+                dropped += m.kernel.current(m.weight, m.bias)
+                m.kernel = None
+    if steps:
+        screen = getattr(model, "_screened_argmax", None)
+        if screen is not None and not screen.unchanged():
+            model._screened_argmax = None  # rebuilt from the current weights by the next greedy step
+            dropped += screen.current(screen.weight)
+        table = getattr(model, "_packed_linears", None)
+        if isinstance(table, (KernelTable, PackedLinears)):
+            dropped += table.drop_changed()
+    if dropped:
+        _warn_stale(dropped)
+    return dropped
+
+
+def _check_before_forward(model: nn.Module, args) -> None:
+    """The forward pre-hook of a model prepared by :func:`optimize_for_inference`."""
+    if not model.training:
+        drop_stale_copies(model, steps=False)
+
+
+def _warn_stale(n: int) -> None:
+    logger.warning("%d prepared cop%s of weights no longer matched them (edited through .data?) and %s "
+                   "dropped: those layers run the plain fp32 product until optimize_for_inference is "
+                   "called again", n, "y" if n == 1 else "ies", "was" if n == 1 else "were")
+
+
 def _restore(model: nn.Module) -> None:
     """Undo an earlier bf16/int8 call: plain nn.Linear modules and no decoding kernels."""
     for m in model.modules():
@@ -400,6 +463,17 @@ def _restore(model: nn.Module) -> None:
             m.__dict__.pop("kernel", None)
     if isinstance(getattr(model, "_packed_linears", None), KernelTable):
         model._packed_linears = None
+    model._inference_layers = []
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if hook is _check_before_forward:
+            del model._forward_pre_hooks[key]
+
+
+def _watch(model: nn.Module, layers: list[InferenceLinear]) -> None:
+    """Check the prepared layers' weights before each forward (drop_stale_copies)."""
+    model._inference_layers = layers
+    if layers:
+        model.register_forward_pre_hook(_check_before_forward)
 
 
 def _is_t5_generator(model: nn.Module) -> bool:
@@ -417,6 +491,7 @@ def _pack_fp32_linears(model: nn.Module, patterns: list[re.Pattern], device: tor
         stepped.add(id((model.shared if model.lm_head is None else model.lm_head).weight))
     swapped, kept = _swap_linears(model, patterns, Fp32OneDNN,
                                   skip=lambda m: id(m.weight) in stepped or m.weight.dtype != torch.float32)
+    _watch(model, swapped)
     return len(swapped), kept
 
 
@@ -478,6 +553,7 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
         return model
 
     swapped, kept = _swap_linears(model, patterns, kernel_cls)
+    _watch(model, swapped)
     kernels: dict[int, tuple[torch.Tensor, Kernel]] = {id(m.weight): (m.weight, m.kernel) for m in swapped}
     if t5 and model.lm_head is None:  # the tied output layer: the embedding matrix
         if any(p.search("lm_head") for p in patterns):

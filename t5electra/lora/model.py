@@ -47,7 +47,7 @@ def linear_modules(model: nn.Module) -> dict[str, list[tuple[str, int, int]]]:
     keymap = model.hf_keymap(model.config)
     out = {}
     for name, module in model.named_modules():
-        if type(module) is not nn.Linear:
+        if not isinstance(module, nn.Linear):  # optimize_for_inference's InferenceLinear is one too
             continue
         hf = keymap.hf_names(f"{name}.weight")
         if not hf:
@@ -151,12 +151,6 @@ class PeftModel(nn.Module):
             raise ConfigError("this model already has LoRA adapters (merge_and_unload() it first)")
         if not hasattr(model, "hf_keymap"):
             raise ConfigError(f"LoRA needs a t5electra model (with a transformers key map), got {type(model).__name__}")
-        prepared = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and type(m) is not nn.Linear]
-        if prepared or getattr(model, "inference_report", None) is not None:
-            # its layers hold kernels on copies of the weights (and some are not nn.Linear any more)
-            raise ConfigError(f"this {type(model).__name__} was prepared with optimize_for_inference(): add LoRA "
-                              f"adapters to the model as loaded (from_pretrained), then call optimize_for_inference "
-                              f"on it after merge_and_unload()")
         self.peft_config = config
         saved = _saved_parameters(model, config.all_modules_to_save(), TASK_HEADS.get(config.task_type, ()))
         targets = _resolve(model, config, saved)

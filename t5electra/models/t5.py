@@ -64,7 +64,7 @@ from ..generation import seq2seq
 from ..inference.cache import T5DecoderCache
 from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
 from ..inference.int8 import ScreenedArgmax
-from ..inference.weights import optimize_for_inference
+from ..inference.weights import drop_stale_copies, optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ..modeling import PreTrainedModel
 from ..nn.activations import ACTIVATIONS
@@ -656,6 +656,7 @@ class T5ForConditionalGeneration(T5Model):
 
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""
+        drop_stale_copies(self)  # weights edited through .data since their fast copies were made
         return seq2seq.generate(self, *args, **kwargs)
 
     # -- checkpoints -------------------------------------------------------------------------------

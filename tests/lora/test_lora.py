@@ -216,13 +216,23 @@ def test_all_linear_adapts_every_linear_but_the_output_layer():
     assert type(lora.base_model.lm_head) is torch.nn.Linear and isinstance(lora.base_model.decoder.blocks[1].ff.wo, LoraLinear)
 
 
-def test_a_model_prepared_for_inference_is_refused_with_what_to_do():
-    """optimize_for_inference swaps layers for kernel-holding subclasses: adapters added after it
-    skipped those layers silently (or matched none); now a clear error."""
-    for weights in ("fp32", "int8"):
-        model = ours("t5-v1.1").optimize_for_inference(weights)
-        with pytest.raises(ConfigError, match="prepared with optimize_for_inference.*merge_and_unload"):
-            get_peft_model(model, LoraConfig(r=4, target_modules=["q", "v"]))
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+def test_a_model_prepared_for_inference_gets_adapters_on_every_targeted_layer(weights):
+    """optimize_for_inference turns layers into InferenceLinear (an nn.Linear subclass holding a
+    kernel): adapters used to skip those silently. They wrap them now, the base running its kernel."""
+    targets = ["q", "v", "wo"]
+    plain = get_peft_model(ours("t5-v1.1"), LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
+    torch.manual_seed(0)
+    fast = get_peft_model(ours("t5-v1.1").optimize_for_inference(weights),
+                          LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
+    assert fast.get_nb_trainable_parameters() == plain.get_nb_trainable_parameters()
+    assert sorted(fast._peft_keys) == sorted(plain._peft_keys)
+    fast.load_adapter_state_dict(plain.adapter_state_dict())
+    got, want = logits(fast, "t5-v1.1"), logits(plain, "t5-v1.1")
+    if weights == "fp32":
+        torch.testing.assert_close(got, want, **TOL)
+    else:  # int8 base weights: close as a whole
+        assert (got - want).norm() / want.norm() < 3e-2
 
 
 def test_adapter_for_another_base_names_the_key(tmp_path):

@@ -1,0 +1,71 @@
+"""Seeing weights changed behind the version counter.
+
+The prepared copies of weights (packed, bf16 or int8 kernels, the int8 screen of T5's output layer)
+are used only while their weight is unchanged, which every call checks by the tensor's storage
+and version counter: any in-place op on the parameter bumps the counter. An edit through
+``weight.data`` does not (``.data`` is a tensor with a counter of its own): weight surgery, EMA
+updates and merges written that way left the old copies in use, and the model computed with
+weights it no longer had. A :class:`Fingerprint` keeps a few values of the matrix: at least one in
+every row and every column for the int8 screen of T5's output layer, the one copy a model makes
+without being asked (a changed matrix, row or column shows in it), 64 along the diagonal for the
+kernels of ``optimize_for_inference`` (a changed matrix shows), compared where a model
+starts a piece of work (:func:`.weights.drop_stale_copies`: each T5 ``generate`` call, and each
+forward of a model that ``optimize_for_inference`` prepared). Reading them costs max(rows,
+columns) or 64 strided reads per matrix, not a pass over it, and one comparison for all of a
+model's layers. An edit of a few elements (or, in an optimised model, of a few rows) through
+``.data`` can still go unseen: call ``optimize_for_inference`` again after such surgery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class Fingerprint:
+    """The diagonals of the square blocks that tile a 2-d tensor along its longer side (the last
+    block aligned to the end): every row and every column holds at least one of the values. Kept
+    as 1-d strided views of the tensor's storage (made once: a check reads them, no index tensors,
+    no copy of the matrix) and the values they showed; a 1-d tensor: all its values."""
+
+    SPARSE = 64  # values of a sparse fingerprint
+
+    def __init__(self, tensor: torch.Tensor, every_row: bool = True):
+        """``every_row`` False: at most ``SPARSE`` values along the main diagonal (a whole-matrix
+        edit shows, an edit of a few rows may not; cheaper to read: ~64 instead of max(rows, cols))."""
+        t = tensor.detach()
+        self.key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        self.views = self._views(t, every_row)
+        self.values = self.read().clone()
+
+    def _views(self, t: torch.Tensor, every_row: bool) -> list[torch.Tensor]:
+        if t.dim() != 2 or t.numel() == 0:
+            return [t.reshape(-1)]
+        rows, cols = t.shape
+        s0, s1 = t.stride()
+        n, long, along = (cols, rows, s0) if rows >= cols else (rows, cols, s1)
+        if not every_row:
+            step = -(-n // self.SPARSE)
+            return [t.as_strided((-(-n // step),), (step * (s0 + s1),), t.storage_offset())]
+        starts = [b * n for b in range(long // n)] + ([long - n] if long % n else [])
+        # the diagonal of the block at row (or column) b: elements (b + i, i), or (i, b + i), i < n
+        return [t.as_strided((n,), (s0 + s1,), t.storage_offset() + b * along) for b in starts]
+
+    def read(self) -> torch.Tensor:
+        return self.views[0] if len(self.views) == 1 else torch.cat(self.views)
+
+    def matches(self, tensor: torch.Tensor | None) -> bool:
+        """Whether ``tensor`` is the tensor seen at construction (storage, shape, layout) and still
+        holds the values it showed then."""
+        return (tensor is not None and (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride())) == self.key
+                and torch.equal(self.read(), self.values))
+
+
+def all_match(prints: Sequence[Fingerprint]) -> bool:
+    """Whether none of ``prints`` changed its values, in one comparison (a model's layers: one
+    concatenation of their views instead of a comparison each). Storage and layout are the
+    callers' version checks."""
+    if not prints:
+        return True
+    return torch.equal(torch.cat([v for p in prints for v in p.views]), torch.cat([p.values for p in prints]))
