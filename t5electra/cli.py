@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Add a line here to add a subcommand.
@@ -58,7 +59,22 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
     mod = importlib.import_module(COMMANDS[args.command][0])
-    return int(mod.run(args) or 0)
+    try:
+        return int(mod.run(args) or 0)
+    except BrokenPipeError:  # `t5electra ... | head`: the reader left; no traceback, no second error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        # a path the command cannot use (a file where a directory is wanted, no permission, a full
+        # disk): one line, as for the commands' own errors; T5ELECTRA_TRACEBACK=1 shows where
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        where = f": {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else ""
+        print(f"t5electra {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+
+
+TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,7 @@ from typing import Any
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import Unigram, WordPiece
 
@@ -164,6 +164,9 @@ class T5Tokenizer(_TokenizerBase):
         shuffle_input_sentence=True, num_threads=8).
         If output_dir is given the tokenizer is also saved there (HF layout).
         """
+        _check_sizes(vocab_size=(vocab_size, 4), extra_ids=(extra_ids, 0))
+        if not isinstance(character_coverage, (int, float)) or not 0 < character_coverage <= 1:
+            raise InvalidInputError(f"character_coverage must be in (0, 1], got {character_coverage!r}")
         options = dict(model_type="unigram", vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
                        character_coverage=character_coverage, byte_fallback=byte_fallback, minloglevel=2)
@@ -239,6 +242,13 @@ def _precompiled_charsmap(normalizer: dict | None) -> bytes | None:
         if item.get("type") == "Precompiled" and item.get("precompiled_charsmap"):
             return base64.b64decode(item["precompiled_charsmap"])
     return None
+
+
+def _check_sizes(**values: tuple[int | None, int]) -> None:
+    """Each ``name=(value, least)``: an integer >= least (None passes: "no limit")."""
+    for name, (value, least) in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise InvalidInputError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
@@ -352,24 +362,32 @@ class ElectraTokenizer(_TokenizerBase):
     @classmethod
     def train(cls, files_or_iterator, vocab_size: int = 30522, *, output_dir: str | os.PathLike | None = None,
               lowercase: bool = True, strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
-              min_frequency: int = 2, limit_alphabet: int = 1000,
+              min_frequency: int = 2, limit_alphabet: int | None = None,
               model_max_length: int | None = 512) -> ElectraTokenizer:
         """Train a new WordPiece vocabulary with tokenizers' BertWordPieceTokenizer pipeline.
 
         files_or_iterator: a text file, a list of text files, or any other iterable of strings.
         Special tokens get the first ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+        limit_alphabet: keep only this many of the most frequent characters (the rest become
+        [UNK]); None (default) keeps every character seen. tokenizers' own default, 1000, turned
+        most Chinese characters of a Chinese corpus into [UNK] (968 of 3,301 kept).
         If output_dir is given the tokenizer is also saved there (HF layout).
         """
-        trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
-                                         strip_accents=strip_accents, lowercase=lowercase)
-        options = dict(vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
-                       special_tokens=list(ELECTRA_SPECIAL_TOKENS.values()), show_progress=False)
+        _check_sizes(vocab_size=(vocab_size, len(ELECTRA_SPECIAL_TOKENS) + 1), min_frequency=(min_frequency, 0),
+                     limit_alphabet=(limit_alphabet, 1))
+        pipeline = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
+                                          strip_accents=strip_accents, lowercase=lowercase)
+        # its train() always passes limit_alphabet (1000 by default); the trainer alone takes None
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(ELECTRA_SPECIAL_TOKENS.values()),
+                                            show_progress=False, continuing_subword_prefix="##",
+                                            **({} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}))
         files, texts = _files_or_texts(files_or_iterator)
         if files is not None:
-            trainer.train([str(f) for f in files], **options)
+            pipeline._tokenizer.train([str(f) for f in files], trainer=trainer)
         else:
-            trainer.train_from_iterator(texts, **options)
-        tokenizer = cls(trainer.get_vocab(), do_lower_case=lowercase, strip_accents=strip_accents,
+            pipeline._tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer = cls(pipeline.get_vocab(), do_lower_case=lowercase, strip_accents=strip_accents,
                         tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=model_max_length)
         if output_dir is not None:
             tokenizer.save_pretrained(output_dir)

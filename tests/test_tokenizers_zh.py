@@ -71,3 +71,28 @@ def test_wordpiece_trained_on_chinese_splits_characters_like_bert(tmp_path):
     assert bert.tokenize(text) == pieces
     assert bert(text)["input_ids"] == tok(text)["input_ids"]
     assert tok.tokenize("饕餮") == ["[UNK]", "[UNK]"]  # BERT's way: an unknown character is [UNK]
+
+
+def test_wordpiece_keeps_every_chinese_character_seen(tmp_path):
+    """1,500 distinct characters, each seen a few times: all become tokens (tokenizers' default
+    alphabet cap of 1,000 made the rest [UNK]); ``limit_alphabet`` still caps where asked."""
+    chars = [chr(0x4E00 + 7 * i) for i in range(1500)]
+    lines = ["".join(chars[j:j + 30]) for j in range(0, 1500, 30)] * 3
+    tok = ElectraTokenizer.train(iter(lines), vocab_size=200, min_frequency=1)
+    assert tok.unk_token not in tok.tokenize("".join(chars))
+    capped = ElectraTokenizer.train(iter(lines), vocab_size=200, min_frequency=1, limit_alphabet=1000)
+    assert capped.tokenize("".join(chars)).count(capped.unk_token) >= 400
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(vocab_size=0), "vocab_size must be an integer >= 6"),
+    (dict(vocab_size=100, min_frequency=-1), "min_frequency must be an integer >= 0"),
+    (dict(vocab_size=100, limit_alphabet=0), "limit_alphabet must be an integer >= 1"),
+])
+def test_wordpiece_sizes_are_checked(kwargs, match):
+    from t5electra.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=match):
+        ElectraTokenizer.train(iter(["a b c"] * 5), **kwargs)
+    with pytest.raises(InvalidInputError, match="extra_ids must be an integer >= 0"):
+        T5Tokenizer.train(iter(["a b c"] * 5), 50, extra_ids=-1)

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="t5: fraction of characters the pieces must cover (1.0 for small alphabets)")
     train.add_argument("--cased", action="store_true", help="electra: keep case (default: lower-case)")
     train.add_argument("--min-frequency", type=int, default=2, help="electra: minimum count of a merge")
+    train.add_argument("--limit-alphabet", type=int, default=None,
+                       help="electra: keep only this many most frequent characters (default: every character "
+                            "seen; a cap turns the rest, e.g. rarer Chinese characters, into [UNK])")
     train.add_argument("--model-max-length", type=int, default=None,
                        help="longest input the model takes (t5 default: no limit, electra: 512)")
 
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             tokenizer = ElectraTokenizer.train(args.files, args.vocab_size, output_dir=args.output,
                                                lowercase=not args.cased, min_frequency=args.min_frequency,
+                                               limit_alphabet=args.limit_alphabet,
                                                model_max_length=args.model_max_length or 512)
     except T5ElectraError as e:  # bad files or sizes: one readable line, no traceback
         print(f"t5electra tokenizer train: error: {e}", file=sys.stderr)
