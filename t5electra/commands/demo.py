@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import T5ElectraError
 
     start = time.perf_counter()
+    if args.steps < 1:
+        print(f"t5electra demo: error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
+        return 1
     try:
         if args.out:
             demo(Path(args.out), args.steps, args.seed)

@@ -82,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
         inputs = read_inputs(args)
         if not inputs:
             raise InvalidInputError("no inputs: give TEXT arguments, --file F, or lines on stdin")
+        unused = [flag for flag, value, default in (("--temperature", args.temperature, 1.0), ("--top-k", args.top_k, None),
+                                                     ("--top-p", args.top_p, None), ("--seed", args.seed, None))
+                  if value != default]
+        if unused and not args.do_sample:
+            print(f"t5electra generate: warning: {', '.join(unused)} only matter with --do-sample; this run is "
+                  f"{'beam search' if args.num_beams > 1 else 'greedy'}", file=sys.stderr)
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device).optimize_for_inference(args.weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None

@@ -100,9 +100,13 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
     splits = {s: [_text_example(r, text_columns, label_column, f"{paths[s]}:{i + 2}") for i, r in enumerate(rows)]
               for s, rows in raw.items()}
     if head == "regression":
-        for rows in splits.values():
-            for ex in rows:
-                ex["label"] = float(ex["label"])
+        for s, rows in splits.items():
+            for i, ex in enumerate(rows):
+                try:
+                    ex["label"] = float(ex["label"])
+                except (TypeError, ValueError):
+                    raise DataError(f"{paths[s]}: example {i + 1}: regression label {ex['label']!r} (column "
+                                    f"{label_column!r}) is not a number") from None
         return TaskData(head, [], splits, (M.pearson, M.spearman))
     labels = _label_names([ex["label"] for rows in splits.values() for ex in rows])
     ids = {name: i for i, name in enumerate(labels)}
@@ -135,7 +139,9 @@ def _text_example(row: dict[str, Any], text_columns: list[str] | None, label_col
         raise ConfigError(f"data.text_columns: one text or a pair, got {cols}")
     for c in [*cols, label_column]:
         if c not in row:
-            raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(row)}")
+            raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(map(str, row))}")
+        if row[c] is None:  # csv.DictReader: the row has fewer cells than the header
+            raise DataError(f"{where}: no value in column {c!r} (the row has fewer cells than the header)")
     return {"text": str(row[cols[0]]), "text_pair": str(row[cols[1]]) if len(cols) > 1 else None,
             "label": row[label_column]}
 

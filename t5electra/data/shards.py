@@ -232,6 +232,12 @@ class _ShardWriter:
         self.tokens = 0
         self.source_documents = 0
 
+    def discard(self) -> None:
+        """After a failure: close and remove the unfinished shard (a rerun resumes after the complete
+        ones; the piece would be deleted then anyway)."""
+        self.fh.close()
+        (self.directory / f"{self.name}.tokens.tmp").unlink(missing_ok=True)
+
     def add(self, flat: np.ndarray, lengths: np.ndarray, n_source: int) -> None:
         keep = lengths > 0  # a text that tokenises to nothing is not a document
         self.fh.write(flat.tobytes())
@@ -348,11 +354,11 @@ def _build_locked(corpus: Corpus, adapter: TokenizerAdapter, directory: Path, ke
             _encode_parallel(chunks, adapter, dtype, writer, num_workers, mp_context)
         writer.finish()
     except BrokenProcessPool:
-        writer.fh.close()
+        writer.discard()
         raise DataError(f"a tokenizer worker process died while building {directory}; the complete "
                         f"shards are kept and a rerun resumes after them") from None
     except BaseException:
-        writer.fh.close()
+        writer.discard()
         raise
     shards = _complete_shards(directory)
     if not any(m["documents"] for m in shards):

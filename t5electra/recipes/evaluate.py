@@ -114,6 +114,20 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
     return out
 
 
+def _check_labels(config: dict, labels: list[str], task: str, model_dir: Path) -> None:
+    """A classifier scored on a task must predict that task's classes: the same number, and the same
+    names where the model records real ones (not transformers' LABEL_i or bare ids)."""
+    if not labels:  # regression, QA
+        return
+    id2label = config.get("id2label") or {}
+    n = int(config.get("num_labels", len(id2label) or 2))
+    names = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(n)]
+    generic = all(name in (f"LABEL_{i}", str(i)) for i, name in enumerate(names))
+    if n != len(labels) or (not generic and names != list(labels)):
+        raise ConfigError(f"{model_dir}: the model predicts {n} classes ({', '.join(names)}), task {task!r} has "
+                          f"{len(labels)} ({', '.join(labels)}): evaluate it on the task it was fine-tuned for")
+
+
 def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: str, device: torch.device, *,
                       batch_size: int, max_length: int, max_examples: int | None,
                       weights: str = "fp32") -> tuple[dict[str, float], int]:
@@ -130,6 +144,7 @@ def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: 
     data = load_task_data(head, task=task.name, task_dir=data_dir)
     if split not in data.splits:
         raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
+    _check_labels(config, data.labels, task.name, model_dir)
     data = dataclasses.replace(data, splits={split: data.splits[split][:max_examples]})
     if not data.splits[split]:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")

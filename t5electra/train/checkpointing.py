@@ -52,6 +52,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..core.atomic import fsync_dir, write_text_atomic
+from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
@@ -288,6 +289,11 @@ class CheckpointManager:
         if metrics and metric_name and metric_name in metrics:
             self._update_best(name, step, metric_name, float(metrics[metric_name]))
         self._prune()
+        if metrics and metric_name and metric_name not in metrics:  # saved first: nothing is lost
+            raise ConfigError(f"eval.metric={metric_name!r} is not one of the evaluation's metrics "
+                              f"({', '.join(sorted(metrics))}){suggest(metric_name, metrics)}, so no checkpoint "
+                              f"can be ranked best; step {step} is saved: set eval.metric and resume "
+                              f"(--checkpoint.resume=auto)")
         return final
 
     def _update_best(self, name: str, step: int, metric: str, value: float) -> None:

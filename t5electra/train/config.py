@@ -336,6 +336,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("optim.lr is None: only Adafactor with optim.adafactor_relative_step=true has no lr")
     if cfg.checkpoint.keep_last < 1:
         raise ConfigError(f"checkpoint.keep_last must be >= 1, got {cfg.checkpoint.keep_last}")
+    if not str(cfg.train.output_dir).strip():  # "" would be the working directory (and overwrite clears it)
+        raise ConfigError("train.output_dir is empty: name the run directory (e.g. runs/my-run)")
     for key, value in flat.items():  # NaN or inf in any number (e.g. --optim.lr=nan) is never meant
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -426,6 +428,7 @@ RESUME_SAFE = frozenset({
     "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
+    "eval.metric",  # which checkpoint is "best": a typo found at the first evaluation is fixed by resuming
     # fused AdamW and the per-parameter loop: the same update within float rounding and the same state
     # (a run started before fused became the default resumes with it)
     "optim.fused",

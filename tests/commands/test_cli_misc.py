@@ -83,6 +83,16 @@ def test_evaluate_electra_head_matches_its_argmax(electra_tok, task_dir, tmp_pat
     assert result["num_examples"] == 12 and result["metrics"]["accuracy"] == pytest.approx(want)
 
 
+def test_evaluate_refuses_a_classifier_of_another_label_set(electra_tok, task_dir, tmp_path, capsys):
+    """A 5-class model on the 2-class sentiment task: a traceback (or metrics that mean nothing) before."""
+    cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=5,
+                                    id2label={i: n for i, n in enumerate("abcde")})
+    ElectraForSequenceClassification(cfg).save_pretrained(tmp_path / "m")
+    electra_tok.save_pretrained(tmp_path / "m")
+    assert main(["evaluate", str(tmp_path / "m"), "--task", "sentiment", "--data-dir", str(task_dir)]) == 1
+    assert "predicts 5 classes (a, b, c, d, e), task 'sentiment' has 2" in capsys.readouterr().err
+
+
 def test_evaluate_errors_are_one_line(t5_dir, task_dir, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing"), "--task", "sentiment"]) == 1
     assert "is not a directory" in capsys.readouterr().err
@@ -187,6 +197,26 @@ def test_convert_electra_pretrainer_to_generator_and_discriminator(electra_tok, 
     assert "ElectraForMaskedLM" in out and "ElectraForPreTraining" in out
     pipe = ElectraPipeline.from_pretrained(tmp_path / "hf")
     assert "[MASK]" not in pipe.fill_mask("the film [MASK] good")
+
+
+def test_convert_refuses_a_checkpoint_whose_head_has_no_place_in_our_class(tmp_path, capsys):
+    """A BERT sequence classifier (its head reads the pooled output): converting it to
+    ElectraForSequenceClassification used to write a random head and report "verified"."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, num_labels=3)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path / "bert")
+    assert main(["convert", str(tmp_path / "bert"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "would start from random values" in err and "classifier.out_proj.weight" in err and "classifier.weight" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_unusable_paths_in_one_line(tmp_path, capsys):
+    """OSErrors (a file where a directory is wanted) are one error line, not a traceback."""
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "file"), "--steps", "1"]) == 1
+    assert "t5electra demo: error: Not a directory" in capsys.readouterr().err
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -187,6 +187,7 @@ def test_an_exception_in_process_also_resumes(corpus_dir, tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         build_shards(Corpus(d), fake_adapter(FakeTokenizer(raise_on=docs[500])), tmp_path, num_workers=0,
                      docs_per_chunk=50, shard_tokens=2000)
+    assert not list(tmp_path.rglob("*.tmp"))  # the unfinished shard is not left behind
     s = build_shards(Corpus(d), fake_adapter(FakeTokenizer()), tmp_path, num_workers=0, docs_per_chunk=50,
                      shard_tokens=2000)
     assert s.document(999).tolist() == [int(w[1:]) + 200 for w in docs[999].split()]
@@ -197,6 +198,10 @@ def test_empty_corpus_after_tokenisation(tmp_path):
     nothing = adapt_tokenizer(lambda texts: [[] for _ in texts], fingerprint="none", vocab_size=5)
     with pytest.raises(DataError, match="empty corpus"):
         build_shards(Corpus(tmp_path / "e.txt"), nothing, tmp_path / "cache", num_workers=0)
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(DataError, match="empty corpus"):
+        build_shards(Corpus(tmp_path / "blank.txt"), nothing, tmp_path / "cache", num_workers=0)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # no debris in the cache
 
 
 # --------------------------------------------------------------------------------------------

@@ -258,3 +258,23 @@ def test_bad_setups_fail_before_training(root, tmp_path, capsys):
     assert "did you mean 'classification'" in capsys.readouterr().err
     assert main(_args(root, tmp_path / "c", "--data.task=bbc_headline")) == 1
     assert "generation task" in capsys.readouterr().err
+    # a row with a cell missing (csv gives None: it used to become a class named "None"), and a
+    # regression label that is not a number (it used to be a ValueError traceback)
+    (tmp_path / "ragged.tsv").write_text("sentence\tlabel\na good film\t1\nbad\n")
+    with pytest.raises(DataError, match=r"ragged.tsv:3: no value in column 'label'"):
+        load_data(_config(["--electra.head=classification", f"--data.train_files={tmp_path / 'ragged.tsv'}"]))
+    (tmp_path / "words.tsv").write_text("sentence\tlabel\ngood\tpos\nbad\tneg\n")
+    with pytest.raises(DataError, match=r"regression label 'pos' .* is not a number"):
+        load_data(_config(["--electra.head=regression", f"--data.train_files={tmp_path / 'words.tsv'}"]))
+
+
+def test_a_misspelt_eval_metric_stops_at_the_first_evaluation_after_saving_it(root, tmp_path, capsys):
+    """eval.metric names no metric: no checkpoint could ever be ranked best (it used to run on
+    silently with RUN/model not the best). The step is saved; fixing the name and resuming works."""
+    run = tmp_path / "m"
+    args = _args(root, run, "--electra.head=classification", *_files(root), steps=40)
+    assert main([*args, "--eval.metric=acuracy"]) == 1
+    assert "did you mean 'accuracy'" in capsys.readouterr().err
+    assert (run / "checkpoints" / "step-00000020").is_dir()
+    assert main([*args, "--eval.metric=accuracy"]) == 0
+    assert json.loads((run / "checkpoints" / "best").read_text())["metric"] == "accuracy"

@@ -77,6 +77,7 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     ("--data.mask_prob=1", r"data.mask_prob=1.0: must be a fraction in \(0, 1\)"),
     ("--data.max_length=1", r"data.max_length=1: must be at least 2 tokens"),
     ("--schedule.warmup_steps=-3", r"schedule.warmup_steps=-3: must be >= 0"),
+    ("--train.output_dir=", r"train.output_dir is empty"),
 ])
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -147,3 +148,17 @@ def test_cli_config_command(tmp_path, capsys):
     with pytest.raises(SystemExit):  # subcommands without a run config still reject unknown flags
         main(["plot", str(tmp_path), "--optim.lr=1"])
     assert "unrecognized arguments: --optim.lr=1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["pretrain_t5", "pretrain_electra"])
+def test_pretraining_refuses_the_fine_tuning_only_target_length(recipe, tmp_path):
+    """data.target_length is read by T5 fine-tuning only: pretraining refuses it before any work."""
+    import importlib
+
+    module = importlib.import_module(f"t5electra.recipes.{recipe}")
+    base = module.default_config() if hasattr(module, "default_config") else None
+    cfg = load_config(None, ["--data.target_length=1", f"--train.output_dir={tmp_path / 'run'}"], **(
+        {"base": base} if base is not None else {}))
+    with pytest.raises(ConfigError, match="data.target_length=1 is for T5 fine-tuning"):
+        module.train(cfg)
+    assert not (tmp_path / "run").exists()
