@@ -1,6 +1,7 @@
 """``t5electra config``: print the resolved run config, or every option with its help.
 
     t5electra config --config run.yaml --optim.lr=3e-4      # the YAML a run would save
+    t5electra config --model.family=electra                 # ELECTRA pretraining's (its recipe's lr, decay, ...)
     t5electra config --list                                 # all options, types, defaults
 
 Typos are caught here as they would be by ``pretrain``/``finetune``: the unknown key is named
@@ -18,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_config_arguments(parser)
     parser.add_argument("--list", action="store_true", help="list every option (type, default, help) and exit")
+    parser.add_argument("--for", dest="resolve_for", choices=("auto", "pretrain", "finetune"), default="auto",
+                        help="resolve as this command would, with its recipe's defaults (ELECTRA's own lr, "
+                             "decay, warmup); auto: finetune for data.objective=finetune, else pretrain")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,9 +34,33 @@ def run(args: argparse.Namespace) -> int:
         print(describe())
         return 0
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, base=recipe_defaults(args))
     except T5ElectraError as e:
         print(f"t5electra config: error: {e}", file=sys.stderr)
         return 1
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
+
+
+def recipe_defaults(args: argparse.Namespace):
+    """The base config the ``pretrain`` / ``finetune`` command would start from (None: the engine's)."""
+    from ..train.config import config_from_args
+
+    probe = config_from_args(args)
+    command = args.resolve_for if args.resolve_for != "auto" else "finetune" if probe.data.objective == "finetune" else "pretrain"
+    if command == "pretrain":
+        from .pretrain import resolve_objective
+
+        objective = resolve_objective(args)
+        if objective in ("electra-rtd", "mlm"):
+            from ..recipes.pretrain_electra import default_config
+
+            return default_config(objective)
+        return None
+    from .finetune import model_family
+
+    if model_family(probe.model.init_from, probe.model.family) == "electra":
+        from ..recipes.finetune_electra import default_config
+
+        return default_config()
+    return None

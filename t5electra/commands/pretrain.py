@@ -32,7 +32,7 @@ def resolve_objective(args: argparse.Namespace) -> str:
     """``--objective``, else the config's ``data.objective`` (electra-rtd for ``model.family=electra``)."""
     from ..train.config import config_from_args
 
-    if args.objective:
+    if getattr(args, "objective", None):  # `t5electra config` has no --objective
         return args.objective
     probe = config_from_args(args)  # also catches typos before any recipe is imported
     if probe.model.family == "electra" and probe.data.objective == "t5-span-corruption":

@@ -162,3 +162,17 @@ def test_pretraining_refuses_the_fine_tuning_only_target_length(recipe, tmp_path
     with pytest.raises(ConfigError, match="data.target_length=1 is for T5 fine-tuning"):
         module.train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_config_prints_what_the_electra_recipes_would_run(capsys):
+    """ELECTRA's recipes start from their own defaults: `config` prints those (it printed the
+    engine's: lr 1e-3, no decay, no warmup, where the run saves 5e-4, 0.01, 0.01)."""
+    from t5electra.cli import main
+    from t5electra.recipes import finetune_electra, pretrain_electra
+
+    for argv, base in ((["--model.family=electra"], pretrain_electra.default_config("electra-rtd")),
+                       (["--for", "finetune", "--model.family=electra"], finetune_electra.default_config())):
+        assert main(["config", *argv, "--optim.lr=3e-4"]) == 0
+        cfg = RunConfig.from_dict(yaml.safe_load(capsys.readouterr().out))
+        assert cfg.optim.lr == 3e-4 and cfg.data.objective == base.data.objective
+        assert (cfg.optim.weight_decay, cfg.schedule.warmup_ratio) == (base.optim.weight_decay, base.schedule.warmup_ratio)
