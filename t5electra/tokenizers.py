@@ -261,12 +261,23 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
         is_file = [_is_file(f) for f in source]
         if all(is_file):
             return [Path(f) for f in source], None
+        dirs = [str(f) for f, ok in zip(source, is_file) if not ok and _is_dir(f)]
+        if dirs:
+            raise InvalidInputError(f"{', '.join(dirs[:3])}: a directory; give the text files in it "
+                                    f"(one text per line), e.g. {dirs[0]}/*.txt")
         missing = [repr(str(f) if len(str(f)) <= 200 else str(f)[:80] + "...") for f, ok in zip(source, is_file)
                    if not ok]
         raise InvalidInputError(f"training file(s) not found: {', '.join(missing[:3])}"
                                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} "
                                 f"(a list is read as file paths; to train on strings, pass iter(texts))")
     return None, source
+
+
+def _is_dir(f) -> bool:
+    try:
+        return Path(f).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_file(f) -> bool:
@@ -387,6 +398,10 @@ class ElectraTokenizer(_TokenizerBase):
             pipeline._tokenizer.train([str(f) for f in files], trainer=trainer)
         else:
             pipeline._tokenizer.train_from_iterator(texts, trainer=trainer)
+        if pipeline.get_vocab_size() <= len(ELECTRA_SPECIAL_TOKENS):
+            raise InvalidInputError(f"WordPiece training on {', '.join(map(str, files)) if files else 'the texts'} "
+                                    f"found no text (empty or blank input): the vocabulary would hold only the "
+                                    f"special tokens")
         tokenizer = cls(pipeline.get_vocab(), do_lower_case=lowercase, strip_accents=strip_accents,
                         tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=model_max_length)
         if output_dir is not None:

@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
             from ..errors import CheckpointError
 
-            raise CheckpointError(f"{dst} exists and is not empty: choose a new directory")
+            what = "is not empty" if dst.is_dir() else "is a file"
+            raise CheckpointError(f"{dst} exists and {what}: choose a new directory")
         if args.base and not args.merge:
             from ..errors import ConfigError
 

@@ -105,6 +105,8 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
         config.target_modules = list(targets)  # saved resolved, as PEFT does (PEFT has no default for umt5)
     saved_modules = {h.rsplit(".", 1)[0] for h in saved.values()}
     linears = linear_modules(model)
+    if isinstance(targets, list) and [t.lower() for t in targets] == [ALL_LINEAR]:  # a run config's list
+        targets = ALL_LINEAR
     if isinstance(targets, str) and targets.lower() == ALL_LINEAR:
         # PEFT's shorthand: every linear layer but the output layer, saved as the list of their paths
         targets = sorted({p for blocks in linears.values() for p, _, _ in blocks} - OUTPUT_LAYERS)

@@ -155,6 +155,9 @@ class ElectraConfig(ModelConfig):
         if "num_labels" in overrides and "id2label" not in overrides:
             # A new label count (e.g. fine-tuning a checkpoint) means new default label names.
             overrides = {**overrides, "id2label": None, "label2id": None}
+        elif overrides.get("id2label") is not None and "num_labels" not in overrides:
+            # New label names: their count is the label count, as in transformers
+            overrides = {**overrides, "num_labels": None, "label2id": overrides.get("label2id")}
         return super().replace(**overrides)
 
     def to_dict(self) -> dict[str, Any]:

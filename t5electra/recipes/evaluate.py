@@ -53,6 +53,12 @@ def resolve_model_dir(path: str | Path) -> Path:
     latest = CheckpointManager(p).latest()
     if latest is not None and (latest / "config.json").is_file():
         return latest
+    for d in (p, p / "model", latest):
+        if d is not None and all((d / part / "config.json").is_file() for part in ("generator", "discriminator")):
+            raise ConfigError(f"{p} is an ELECTRA pretraining output ({d}: generator/ + discriminator/): it has "
+                              f"no task head to evaluate and does not generate text. Fine-tune it first "
+                              f"(`t5electra finetune --model.init_from={d}`), or load its discriminator with "
+                              f"ElectraPipeline for replaced-token detection")
     raise CheckpointNotFoundError(f"{p}: no config.json, and no model/ or checkpoints/ with one "
                                   f"(give a directory written by save_pretrained or a training run)")
 

@@ -47,7 +47,7 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, run_model_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -87,7 +87,7 @@ def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
     if source is None:
         raise ConfigError("data.tokenizer is not set: give an ELECTRA (WordPiece) tokenizer directory (train one "
                           "with `t5electra tokenizer train --kind electra`), or model.init_from a run that has one")
-    return ElectraTokenizer.from_pretrained(source)
+    return ElectraTokenizer.from_pretrained(run_model_dir(source))
 
 
 def generator_config(cfg: RunConfig, disc: ElectraConfig) -> ElectraConfig:
@@ -122,7 +122,7 @@ def build_model(cfg: RunConfig, tokenizer: ElectraTokenizer) -> ElectraPretraine
     if m.init_from:
         if m.overrides:
             raise ConfigError("model.overrides cannot change the shapes of a pretrained model (model.init_from)")
-        model = ElectraPretrainer.from_pretrained(m.init_from, **options)
+        model = ElectraPretrainer.from_pretrained(run_model_dir(m.init_from), **options)
     else:
         overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, **m.overrides}
         disc = ElectraConfig.from_preset(m.preset or DEFAULT_PRESET, **overrides)

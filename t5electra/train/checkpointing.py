@@ -129,6 +129,31 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+ELECTRA_PARTS = ("generator", "discriminator")  # an ELECTRA pretraining output's model directories
+
+
+def run_model_dir(path: str | os.PathLike) -> Path:
+    """``model.init_from`` as users give it: a model directory (config.json, or an ELECTRA pretraining
+    output's generator/ + discriminator/), or a run directory, meaning its model/ or else its latest
+    checkpoint. Returns ``path`` unchanged when none of them holds a model (loading then says why)."""
+    p = Path(path).expanduser()
+
+    def holds_model(d: Path | None) -> bool:
+        return d is not None and ((d / "config.json").is_file()
+                                  or all((d / part / "config.json").is_file() for part in ELECTRA_PARTS))
+
+    if holds_model(p) or not p.is_dir():
+        return p
+    if holds_model(p / "model"):
+        return p / "model"
+    latest = CheckpointManager(p).latest() if (p / "checkpoints").is_dir() else None
+    return latest if holds_model(latest) else p
+
+
+def is_electra_pretraining_output(path: Path) -> bool:
+    return not (path / "config.json").is_file() and all((path / part / "config.json").is_file() for part in ELECTRA_PARTS)
+
+
 def save_model(model: nn.Module, directory: Path) -> None:
     """HF layout through ``save_pretrained`` when the model has it, else a safetensors state_dict."""
     model = unwrap_model(model)

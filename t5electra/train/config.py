@@ -184,7 +184,8 @@ class LoraSection:
     alpha: float = option(8.0, "the updates are scaled by alpha / r (PEFT's lora_alpha)")
     dropout: float = option(0.0, "dropout on the adapters' input while training")
     target_modules: list[str] = option([], "transformers module names to adapt (T5: q, k, v, o, wi or wi_0/wi_1, "
-                                           "wo; ELECTRA: query, key, value, dense); empty: q, v / query, value")
+                                           "wo; ELECTRA: query, key, value, dense), or [all-linear]; empty: q, v / "
+                                           "query, value")
     modules_to_save: list[str] = option([], "modules trained in full besides the adapters (an ELECTRA task head "
                                             "always is)")
     rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")

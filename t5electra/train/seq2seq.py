@@ -8,6 +8,7 @@ import torch
 from ..errors import ConfigError
 from ..models.t5 import T5Config, T5ForConditionalGeneration
 from ..tokenizers import T5Tokenizer
+from .checkpointing import is_electra_pretraining_output, run_model_dir
 from .config import RunConfig
 
 DEFAULT_PRESET = "t5-v1_1-small"
@@ -18,7 +19,7 @@ def load_tokenizer(cfg: RunConfig) -> T5Tokenizer:
     if source is None:
         raise ConfigError("data.tokenizer is not set: give a T5 tokenizer directory (train one with "
                           "`t5electra tokenizer train`), or model.init_from a checkpoint that has one")
-    return T5Tokenizer.from_pretrained(source)
+    return T5Tokenizer.from_pretrained(run_model_dir(source))
 
 
 def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGeneration:
@@ -40,7 +41,11 @@ def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGener
                               f"--model.overrides='{{vocab_size: {len(tokenizer)}}}' for a fresh model)")
 
     if m.init_from:
-        model = T5ForConditionalGeneration.from_pretrained(m.init_from, **overrides)
+        source = run_model_dir(m.init_from)
+        if is_electra_pretraining_output(source):
+            raise ConfigError(f"model.init_from={m.init_from!r} is an ELECTRA pretraining output ({source}: "
+                              f"generator/ + discriminator/): T5 starts from a T5 model or from model.preset")
+        model = T5ForConditionalGeneration.from_pretrained(source, **overrides)
         check_vocab(model.config.vocab_size)
     else:
         overrides.setdefault("vocab_size", -(-len(tokenizer) // 128) * 128)

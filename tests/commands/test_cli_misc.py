@@ -93,6 +93,18 @@ def test_evaluate_refuses_a_classifier_of_another_label_set(electra_tok, task_di
     assert "predicts 5 classes (a, b, c, d, e), task 'sentiment' has 2" in capsys.readouterr().err
 
 
+def test_an_electra_pretraining_output_is_named_as_such(tmp_path, capsys):
+    """evaluate / generate on generator/ + discriminator/: say what it is and what to do (it said
+    "no model/ or checkpoints/" while both were there)."""
+    for part in ("generator", "discriminator"):
+        (tmp_path / "run" / "model" / part).mkdir(parents=True)
+        (tmp_path / "run" / "model" / part / "config.json").write_text("{}")
+    assert main(["evaluate", str(tmp_path / "run"), "--task", "sentiment"]) == 1
+    assert "is an ELECTRA pretraining output" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "run" / "model"), "a text"]) == 1
+    assert "Fine-tune it first" in capsys.readouterr().err
+
+
 def test_evaluate_errors_are_one_line(t5_dir, task_dir, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing"), "--task", "sentiment"]) == 1
     assert "is not a directory" in capsys.readouterr().err

@@ -214,6 +214,9 @@ def test_all_linear_adapts_every_linear_but_the_output_layer():
     targets = lora.peft_config.target_modules  # saved resolved, as PEFT saves it
     assert isinstance(targets, list) and "lm_head" not in targets and "encoder.block.0.layer.1.DenseReluDense.wo" in targets
     assert type(lora.base_model.lm_head) is torch.nn.Linear and isinstance(lora.base_model.decoder.blocks[1].ff.wo, LoraLinear)
+    # a run config's --lora.target_modules=[all-linear] (a list) means the same
+    listed = get_peft_model(ours("t5-v1.1-all"), LoraConfig(r=4, target_modules=["all-linear"]))
+    assert listed.peft_config.target_modules == targets
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int8"])

@@ -347,3 +347,13 @@ def test_check_inputs_is_a_flag_as_in_t5_and_a_head_forwards_it():
         assert model.check_inputs is False and getattr(model, "electra", model).check_inputs is False
         with pytest.raises(IndexError):  # torch's own error remains
             model(ids)
+
+
+def test_label_names_set_the_label_count_as_in_transformers():
+    """id2label alone (a preset, an override, from_pretrained(..., id2label=...)) sets num_labels;
+    num_labels alone gives default names (it was a "num_labels=2 but id2label has 3" error)."""
+    names = {0: "neg", 1: "neutral", 2: "pos"}
+    for cfg in (E.ElectraConfig.from_preset("electra-tiny", id2label=names),
+                E.ElectraConfig.from_preset("electra-tiny").replace(id2label=names)):
+        assert cfg.num_labels == 3 and cfg.label2id == {"neg": 0, "neutral": 1, "pos": 2}
+    assert E.ElectraConfig.from_preset("electra-tiny").replace(num_labels=3).id2label[2] == "LABEL_2"

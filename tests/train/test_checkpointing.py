@@ -304,3 +304,21 @@ def test_a_run_saved_with_the_adamw_loop_resumes_with_fused_adamw(tmp_path):
     model.zero_grad()
     model(torch.randn(4, 3)).sum().backward()
     fused.step()  # the loaded state works in the fused kernel
+
+
+def test_run_model_dir_finds_the_model_of_a_run_directory(tmp_path):
+    """model.init_from may name a run: its model/, else its latest checkpoint; a model directory
+    (config.json, or an ELECTRA pretraining output's generator/ + discriminator/) is itself."""
+    from t5electra.train.checkpointing import is_electra_pretraining_output, run_model_dir
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    assert run_model_dir(run) == run  # nothing there yet: unchanged (loading then says why)
+    (run / "model" / "config.json").write_text("{}")
+    assert run_model_dir(run) == run / "model" and run_model_dir(run / "model") == run / "model"
+    electra = tmp_path / "electra"
+    for part in ("generator", "discriminator"):
+        (electra / "model" / part).mkdir(parents=True)
+        (electra / "model" / part / "config.json").write_text("{}")
+    assert run_model_dir(electra) == electra / "model" and is_electra_pretraining_output(electra / "model")
+    assert not is_electra_pretraining_output(run / "model")
