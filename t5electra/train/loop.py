@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 from torch import nn
 
 from ..errors import ConfigError
@@ -117,6 +118,10 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     current_lr = getattr(optimizer, "current_lr", None)  # Adafactor's relative step has no group lr
     lr = current_lr() if current_lr is not None else max(float(g["lr"]) for g in optimizer.param_groups)
     optimizer.step()
+    # torch's fused AdamW kernel (ours and torch.optim.AdamW(fused=True)) updates the parameters in
+    # place without bumping their version counters (torch 2.13, measured): every copy keyed on them
+    # (T5's int8 greedy screen, packed decoding weights) would then look current after the step
+    increment_version(params)
     if scheduler is not None:
         scheduler.step()
     loss_value = means.pop("loss")

@@ -77,3 +77,32 @@ def test_evaluate_averages_in_eval_mode_and_restores_train_mode():
     assert out["loss"] == pytest.approx(expected, rel=1e-6) and out["tokens"] == 8
     assert model.training
     assert evaluate(model, [], _loss) == {}
+
+
+@pytest.mark.parametrize("name", ["adamw", "adamw_scaled"])
+def test_a_step_bumps_the_parameters_version_so_greedy_screens_are_rebuilt(name):
+    """torch's fused AdamW kernel leaves version counters as they were: T5's int8 greedy screen,
+    built by an evaluation's generate, then looked current after training steps and the next
+    evaluation screened with the old output layer (caught by the fingerprint check, fixed here)."""
+    import copy
+    import sys
+    from pathlib import Path
+
+    from t5electra.train.config import OptimSection
+    from t5electra.train.optim import build_optimizer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_t5 import spread_tiny_t5
+
+    model = spread_tiny_t5("v1.1", 0, 512)
+    ids = torch.randint(3, 500, (4, 9), generator=torch.Generator().manual_seed(0))
+    model.generate(ids, max_new_tokens=6)  # builds the screen
+    opt = build_optimizer(model, OptimSection(name=name, lr=3e-2))
+    versions = [p._version for p in model.parameters()]
+    batch = {"input_ids": ids, "labels": ids[:, :5]}
+    train_step(model, [batch], lambda m, b: m(**b).loss, opt)
+    assert all(p._version > v for p, v in zip(model.parameters(), versions))
+    model.eval()
+    fresh = copy.deepcopy(model)  # a copy has no screen: the full product
+    assert not model._screened_argmax.current(model.lm_head.weight)
+    assert torch.equal(model.generate(ids, max_new_tokens=6), fresh.generate(ids, max_new_tokens=6))
