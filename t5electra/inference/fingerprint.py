@@ -2,10 +2,11 @@
 
 The prepared copies of weights (packed, bf16 or int8 kernels, the int8 screen of T5's output layer)
 are used only while their weight is unchanged, which every call checks by the tensor's storage
-and version counter: any in-place op on the parameter bumps the counter. An edit through
-``weight.data`` does not (``.data`` is a tensor with a counter of its own): weight surgery, EMA
-updates and merges written that way left the old copies in use, and the model computed with
-weights it no longer had. A :class:`Fingerprint` keeps a few values of the matrix: at least one in
+and version counter: an in-place op on the parameter bumps the counter. An edit through
+``weight.data`` does not (``.data`` is a tensor with a counter of its own), nor does torch's fused
+AdamW kernel (torch 2.13, measured; train/loop.py bumps the counters after each step): weight
+surgery, EMA updates and merges written that way, and fused-optimizer loops, left the old copies
+in use, and the model computed with weights it no longer had. A :class:`Fingerprint` keeps a few values of the matrix: at least one in
 every row and every column for the int8 screen of T5's output layer, the one copy a model makes
 without being asked (a changed matrix, row or column shows in it), 64 along the diagonal for the
 kernels of ``optimize_for_inference`` (a changed matrix shows), compared where a model

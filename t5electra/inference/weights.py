@@ -450,9 +450,10 @@ def _check_before_forward(model: nn.Module, args) -> None:
 
 
 def _warn_stale(n: int) -> None:
-    logger.warning("%d prepared cop%s of weights no longer matched them (edited through .data?) and %s "
-                   "dropped: those layers run the plain fp32 product until optimize_for_inference is "
-                   "called again", n, "y" if n == 1 else "ies", "was" if n == 1 else "were")
+    logger.warning("%d prepared cop%s of weights no longer matched them (changed in place without a version "
+                   "bump: through .data, or by torch's fused AdamW in a loop of your own) and %s dropped: "
+                   "those layers run the plain fp32 product until optimize_for_inference is called again",
+                   n, "y" if n == 1 else "ies", "was" if n == 1 else "were")
 
 
 def _restore(model: nn.Module) -> None:
