@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from .errors import InvalidInputError
-from .generation.fill_mask import Edit, correct, detect_replaced_tokens, encode_texts, fill_mask_generate, mask_id_from_dir
+from .generation.fill_mask import (Edit, correct, detect_replaced_tokens, encode_texts, fill_mask_generate,
+                                   mask_id_from_dir, splice)
 from .models.electra import ElectraForMaskedLM, ElectraForPreTraining
 from .tokenizers import ElectraTokenizer
 
@@ -57,7 +58,8 @@ class ElectraPipeline:
         out = fill_mask_generate(gen, enc["input_ids"], attention_mask=enc["attention_mask"],
                                  token_type_ids=enc.get("token_type_ids"),
                                  mask_token_id=self.tokenizer.mask_token_id, **kwargs)
-        texts = [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in out]
+        original = enc["input_ids"][0].tolist()
+        texts = [splice(self.tokenizer, text, original, row.tolist()) for row in out]  # the rest as written
         return texts[0] if len(texts) == 1 else texts
 
     def detect(self, text: str | list[str]):

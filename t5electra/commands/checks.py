@@ -25,6 +25,25 @@ def port(value: int, flag: str = "--port") -> None:
         raise ConfigError(f"{flag}={value!r}: a TCP port is a number from 1 to 65535 (e.g. 8000)")
 
 
+def port_free(host: str, port: int) -> None:
+    """Bind (host, port) once and let go, so that a port in use (or a host that does not resolve)
+    is one error line before the models load, not uvicorn's exit after it."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host!r}: cannot be resolved ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose "
+                              f"--port)") from None
+
+
 def device(value: str, flag: str = "--device") -> torch.device:
     """``value`` as a torch device that exists here: 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     valid = "'cpu', 'cuda', 'cuda:N' or 'mps'"

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ServeConfig.load(args.config, **overrides)
         checks.port(config.port)
+        checks.port_free(config.host, config.port)
         checks.device(config.device)
         if not args.models and not args.demo:
             raise T5ElectraError("give at least one MODEL_DIR (or --demo to try tiny random models)")

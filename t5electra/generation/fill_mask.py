@@ -191,6 +191,30 @@ def _special_ids(tokenizer) -> set[int]:
     return set(tokenizer.all_special_ids)
 
 
+def splice(tokenizer, text: str, old_ids: list[int], new_ids: list[int]) -> str:
+    """``text`` with only the tokens that differ between ``old_ids`` (its encoding) and ``new_ids``
+    replaced, in place (through the tokenizer's character offsets): case, punctuation, spacing and
+    [UNK] characters elsewhere stay as written. A decode of ``new_ids`` would lower-case the text,
+    drop what became [UNK] and put spaces between Chinese characters. Falls back to that decode
+    where the offsets do not line up with ``old_ids`` (a truncated encoding)."""
+    enc = tokenizer(text, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != list(old_ids[:len(enc["input_ids"])]) or len(old_ids) != len(enc["input_ids"]):
+        return tokenizer.decode(new_ids, skip_special_tokens=True)
+    pieces, pos = [], 0
+    for i, (old, new) in enumerate(zip(old_ids, new_ids)):
+        start, end = enc["offset_mapping"][i]
+        if old == new or start == end:  # unchanged, or a token without text ([CLS], [SEP])
+            continue
+        token = tokenizer.convert_ids_to_tokens(int(new))
+        word = token[2:] if token.startswith("##") else token
+        joined = start > 0 and not text[start - 1].isspace()  # glued to what comes before
+        if joined and not token.startswith("##") and tokenizer.convert_ids_to_tokens(int(old)).startswith("##"):
+            word = " " + word  # a whole word where a word piece was
+        pieces += [text[pos:start], word]
+        pos = end
+    return "".join(pieces + [text[pos:]])
+
+
 def encode_texts(tokenizer, texts: list[str], device) -> dict[str, torch.Tensor]:
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     return {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
@@ -243,8 +267,8 @@ def correct(discriminator, generator, tokenizer, text: str, threshold: float = 0
     default). A round that changes nothing ends the loop, as does ``max_iters``. The token count
     never changes (one WordPiece for one WordPiece), so positions are stable across rounds.
 
-    Returns ``(corrected_text, edits)``, the text decoded without special tokens and the
-    :class:`Edit` list in the order the changes were made.
+    Returns ``(corrected_text, edits)``: ``text`` with the edited tokens replaced in place
+    (:func:`splice`: the rest as written) and the :class:`Edit` list in the order the changes were made.
     """
     if not 0.0 < threshold < 1.0:
         raise InvalidInputError(f"correct(): threshold must be in (0, 1), got {threshold}")
@@ -270,4 +294,4 @@ def correct(discriminator, generator, tokenizer, text: str, threshold: float = 0
             old, new = tokenizer.convert_ids_to_tokens([int(ids[0, i]), int(filled[0, i])])
             edits.append(Edit(position=i, old=old, new=new, prob=float(probs[0, i])))
         ids = torch.where(changed, filled, ids)
-    return tokenizer.decode(ids[0].tolist(), skip_special_tokens=True), edits
+    return splice(tokenizer, text, enc["input_ids"][0].tolist(), ids[0].tolist()), edits

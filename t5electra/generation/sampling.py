@@ -69,11 +69,12 @@ def sample_top_k(scores: Tensor, top_k: int, top_p: float, temperature: float,
     here and kept by ``warp_scores``; with float scores that is immaterial.)
     """
     top_scores, top_ids = torch.topk(scores, min(top_k, scores.shape[-1]))  # (N, k) best first
-    if temperature != 1.0:
-        top_scores = top_scores / temperature
+    if temperature != 1.0:  # relative to the best score: a tiny temperature gives -inf, never inf - inf
+        top_scores = (top_scores - top_scores[:, :1]) / temperature
     probs = top_scores.softmax(dim=-1)                                   # renormalised over the top k
     if top_p < 1.0:
-        mass_before = probs.cumsum(dim=-1) - probs                       # (N, k) more likely tokens' mass
-        probs = probs.masked_fill(mass_before >= top_p, 0.0)             # never the first candidate
+        drop = probs.cumsum(dim=-1) - probs >= top_p                     # (N, k) more likely tokens' mass
+        drop[:, 0] = False                                               # never the first candidate (top_p
+        probs = probs.masked_fill(drop, 0.0)                             # rounds to 0 in fp32 below ~1e-45)
     pick = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1) in 0..k-1
     return top_ids.gather(1, pick).squeeze(1)

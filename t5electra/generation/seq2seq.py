@@ -106,6 +106,10 @@ class GenerationSettings:
         return 1
 
 
+MIN_TEMPERATURE = 1e-4     # below it sampling is greedy in effect, and scores / temperature overflow
+MAX_LENGTH_PENALTY = 10.0  # beam scores divide by length ** length_penalty (transformers' values: 0.6-2)
+
+
 def _number(x) -> bool:
     """A finite int or float (not a bool, NaN or infinity)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -279,6 +283,9 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
     elif not _number(temperature) or not temperature > 0:
         raise InvalidInputError(f"generate: temperature must be a finite number > 0, got {temperature!r} "
                                 f"(for deterministic output use do_sample=False)")
+    elif temperature < MIN_TEMPERATURE:  # scores / temperature overflow float32; it is greedy in effect
+        raise InvalidInputError(f"generate: temperature={temperature!r} is below {MIN_TEMPERATURE:g}, where "
+                                f"sampling is greedy search in effect: use do_sample=False")
     if top_k is None:
         top_k = DEFAULT_TOP_K
     if not isinstance(top_k, int) or top_k < 0:
@@ -293,8 +300,10 @@ def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, m
     if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
         raise InvalidInputError(
             f"generate: no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
-    if not _number(length_penalty):
-        raise InvalidInputError(f"generate: length_penalty must be a finite number (1.0 = none), got {length_penalty!r}")
+    if not _number(length_penalty) or abs(length_penalty) > MAX_LENGTH_PENALTY:
+        raise InvalidInputError(f"generate: length_penalty must be a finite number in [-{MAX_LENGTH_PENALTY:g}, "
+                                f"{MAX_LENGTH_PENALTY:g}] (1.0 = none; length ** it must stay a float), got "
+                                f"{length_penalty!r}")
 
     return GenerationSettings(
         max_length=max_length, min_new_tokens=min_new_tokens, num_beams=num_beams,

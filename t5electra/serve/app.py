@@ -255,6 +255,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         return {"status": "ok", "models": {name: {"queued": sm.batcher.queued, **sm.batcher.stats.as_dict()}
                                            for name, sm in registry.models.items()}}
 
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load-balancer probes
+
     @app.get("/v1/models", summary="the loaded models, what each can do, and the request limits")
     async def models() -> dict:
         limits = {k: getattr(config, k) for k in ("max_texts", "max_input_tokens", "max_new_tokens", "max_beams",
@@ -295,7 +297,10 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
                    f"{len(req.texts)} texts x {expand} beams or samples x {req.max_new_tokens} new tokens",
                    "fewer texts, fewer beams or a smaller max_new_tokens", "max_decode_steps", "decoder steps")
         options = req.model_dump(exclude={"model", "texts"})
-        key = (GENERATE, tuple(sorted(options.items())))
+        # Seeded sampling runs alone: merged with other requests, its draws would depend on what else
+        # is in the batch, and `seed` promises the same output for the same request.
+        alone = object() if req.do_sample and req.seed is not None else None
+        key = (GENERATE, tuple(sorted(options.items())), alone)
         rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)
         results = await submit(sm, key, {"ids": enc["ids"], "texts": req.texts}, rows)
         return {"model": sm.name, "results": results}

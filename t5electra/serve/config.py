@@ -27,6 +27,9 @@ from ..core.typed_config import coerce, option, suggest
 from ..errors import ConfigError
 
 
+MAX_WAIT_MS = 10_000.0  # a batching wait longer than this would only be a typo (1e9 sent every request to 504)
+
+
 @dataclasses.dataclass
 class ServeConfig:
     """How ``t5electra serve`` listens, batches, and what it refuses."""
@@ -39,7 +42,8 @@ class ServeConfig:
     weights: str = option("fp32", "inference weights: 'fp32' (exact fast path), 'bf16' or 'int8' (faster, "
                                   "approximate; model.optimize_for_inference, docs/inference.md)")
     # -- dynamic batching --
-    max_batch_size: int = option(16, "most texts run in one forward / generate call")
+    max_batch_size: int = option(16, "most rows (texts x beams) merged requests run in one forward / generate "
+                                         "call (one request is never split)")
     max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others to join")
     max_queue: int = option(256, "requests waiting per model; beyond it the server answers 503 + Retry-After")
     request_timeout_s: float = option(60.0, "a request still unanswered after this many seconds gets 504")
@@ -79,8 +83,12 @@ class ServeConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve config: {name}={getattr(self, name)!r} must be at least 1")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"serve config: max_wait_ms={self.max_wait_ms!r} must be >= 0")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # NaN and inf too: NaN left requests to the 10 s timer
+            raise ConfigError(f"serve config: max_wait_ms={self.max_wait_ms!r} must be in [0, {MAX_WAIT_MS}] "
+                              f"(milliseconds a request may wait for others to batch with)")
+        if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 0):
+            raise ConfigError(f"serve config: num_threads={self.num_threads!r} must be >= 1, or 0 / null for "
+                              f"PyTorch's default")
         for name in ("request_timeout_s", "read_timeout_s", "keep_alive_s"):
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
@@ -115,6 +123,8 @@ class ServeConfig:
                 data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
             except FileNotFoundError:
                 raise ConfigError(f"serve config file {p} does not exist") from None
+            except (UnicodeDecodeError, IsADirectoryError) as e:
+                raise ConfigError(f"serve config file {p}: cannot be read as UTF-8 text ({e.__class__.__name__})") from None
             except yaml.YAMLError as e:
                 raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
             if not isinstance(data, dict):

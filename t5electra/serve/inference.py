@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate
+from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate, splice
 from ..generation.seq2seq import generate
 from .attention import electra_attention, t5_attention
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ServedModel
@@ -161,7 +161,7 @@ def run_fill_mask(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[
             masks.append({"position": pos, "candidates": [
                 {"token": t, "token_id": i, "prob": p}
                 for t, i, p in zip(tok.convert_ids_to_tokens(cand_ids), cand_ids, top_p[b, pos].tolist())]})
-        results.append({"input": text, "filled": tok.decode(filled[b, :len(row)].tolist(), skip_special_tokens=True),
+        results.append({"input": text, "filled": splice(tok, text, row, filled[b, :len(row)].tolist()),
                         "tokens": tok.convert_ids_to_tokens(row), "masks": masks})
     return _split(results, [len(p["ids"]) for p in payloads])
 

@@ -104,8 +104,12 @@ class ServedModel:
                          "hidden_size": c.hidden_size}
             comps[cname] = {"architecture": type(m).__name__, "parameters": m.num_parameters(),
                             "vocab_size": c.vocab_size, **shape}
+        first = next(iter(self.components().values()))
+        report = getattr(first, "inference_report", None)  # optimize_for_inference's choice (--weights)
         out = {"name": self.name, "family": self.family, "kind": self.kind, "tasks": self.tasks,
-               "components": comps, "dtype": str(next(iter(self.components().values())).dtype).replace("torch.", "")}
+               "components": comps, "dtype": str(first.dtype).replace("torch.", ""),
+               "weights": report.weights if report is not None else "fp32",
+               "kernels": report.kernel if report is not None else "plain modules"}
         if self.classifier is not None:
             c = self.classifier.config
             out["labels"] = [c.id2label[i] for i in range(c.num_labels)]

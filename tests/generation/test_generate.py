@@ -452,6 +452,8 @@ def test_topk_topp_temperature_match_transformers_warpers():
     ({"do_sample": True, "temperature": float("inf")}, "temperature must be a finite number > 0, got inf"),
     ({"do_sample": True, "temperature": float("nan")}, "temperature must be a finite number > 0, got nan"),
     ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number .*got nan"),
+    ({"num_beams": 2, "length_penalty": 1000.0}, r"length_penalty must be a finite number in \[-10, 10\]"),
+    ({"do_sample": True, "temperature": 1e-300}, "below 0.0001, where sampling is greedy search in effect"),
     ({"min_new_tokens": 8, "max_new_tokens": 5}, "min_new_tokens=8 is more than the 5 new tokens allowed"),
     ({"do_sample": "yes"}, "do_sample must be True or False, got 'yes'"),
     ({"do_sample": True, "top_p": float("nan")}, r"top_p must be in \(0, 1\]"),
@@ -468,6 +470,18 @@ def test_invalid_options_raise_clear_errors(models, kw, match):
     ids, mask = padded_batch(0)
     with pytest.raises(InvalidInputError, match=match):
         generate(models["v1.0", 0][0], ids, mask, **kw)
+
+
+def test_extreme_but_valid_sampling_values_still_sample(models):
+    """The smallest temperature allowed and a top_p that rounds to 0 in float32 keep the best token
+    (a softmax of inf - inf, and an empty nucleus, were 500s in the server)."""
+    model = models["v1.0", 0][0]
+    ids, mask = padded_batch(0)
+    greedy = generate(model, ids, mask, max_new_tokens=6)
+    for kw in (dict(temperature=1e-4), dict(top_p=1e-300, top_k=0), dict(top_p=1e-300), dict(temperature=1e-4, num_beams=2)):
+        out = generate(model, ids, mask, max_new_tokens=6, do_sample=True,
+                       generator=torch.Generator().manual_seed(0), **kw)
+        assert out.shape[1] > 1 and (kw.get("num_beams") or torch.equal(out, greedy)), kw
 
 
 def test_numpy_and_tensor_scalars_are_taken_as_numbers_and_temperature_only_matters_when_sampling(models):

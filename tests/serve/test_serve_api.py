@@ -144,7 +144,46 @@ def test_generate_sampling_with_seed_is_reproducible(client):
     assert a == b and len(a["results"][0]["outputs"]) == 3
 
 
+def test_seeded_sampling_is_not_merged_with_other_requests(dirs):
+    """Eight identical seeded requests in flight together give what one gives alone (they were
+    merged into one batch with one generator: eight different texts)."""
+    reg = _registry({"t5-tiny": dirs["t5-tiny"]}, max_batch_size=16, max_wait_ms=500)
+    app = create_app(reg)
+    body = {"model": "t5-tiny", "texts": ["hi there"], "do_sample": True, "seed": 7, "max_new_tokens": 8}
+    together = asyncio.run(_post_all(app, [("/v1/generate", body)] * 8))
+    with TestClient(app) as c:
+        alone = ok(c.post("/v1/generate", json=body))
+    assert all(ok(r) == alone for r in together)
+
+
+def test_extreme_sampling_values_are_answered_not_500(client):
+    """Tiny temperatures and top_p, huge length penalties: a 400 naming the value, or a sample."""
+    for extra, status in (({"temperature": 1e-300}, 400), ({"top_p": 1e-300}, 200),
+                          ({"num_beams": 2, "length_penalty": 1000.0}, 400)):
+        r = client.post("/v1/generate", json={"texts": ["a"], "do_sample": True, "max_new_tokens": 3, **extra})
+        assert r.status_code == status, (extra, r.text)
+
+
+def test_healthz_answers_head_and_models_report_their_weights(client):
+    assert client.head("/healthz").status_code == 200
+    models = ok(client.get("/v1/models"))["models"]
+    assert {m["weights"] for m in models} == {"fp32"} and all(m["kernels"] for m in models)
+
+
 # -- ELECTRA --------------------------------------------------------------------------------------
+@torch.no_grad()
+def test_corrected_and_filled_text_keep_what_was_not_edited(client, registry):
+    """Case, punctuation, spacing and [UNK] characters outside the edits stay as written (the
+    texts were decoded from tokens: lower-cased, [UNK] dropped, Chinese characters spaced)."""
+    text = "The Cat, sat on the MAT!!  twice"
+    (r,) = ok(client.post("/v1/correct", json={"model": "electra-tiny", "texts": [text], "threshold": 0.99}))["results"]
+    assert r["edits"] == [] and r["corrected"] == text
+    masked = "The Cat, sat on the [MASK]!!  twice"
+    (f,) = ok(client.post("/v1/fill-mask", json={"model": "electra-tiny", "texts": [masked]}))["results"]
+    assert f["filled"].startswith("The Cat, sat on the ") and f["filled"].endswith("!!  twice")
+    assert "[MASK]" not in f["filled"]
+
+
 @torch.no_grad()
 def test_fill_mask(client, registry):
     text = "the chef [MASK] the [MASK]."
@@ -428,6 +467,21 @@ def test_size_limits_are_413(client):
 
 
 # -- configuration, loading, command line -----------------------------------------------------------
+@pytest.mark.parametrize("settings, match", [
+    ({"max_wait_ms": float("nan")}, "max_wait_ms=nan must be in"), ({"max_wait_ms": 1e9}, "max_wait_ms"),
+    ({"num_threads": -3}, "num_threads=-3 must be >= 1"),
+])
+def test_serve_settings_out_of_range_are_config_errors(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        ServeConfig(**settings)
+
+
+def test_serve_config_file_that_is_not_text_is_a_config_error(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="cannot be read as UTF-8"):
+        ServeConfig.load(tmp_path / "c.yaml")
+
+
 def test_serve_config_file_and_overrides(tmp_path):
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump({"port": 9001, "max_batch_size": 4, "max_wait_ms": 2}))
@@ -467,3 +521,11 @@ def test_cli_reports_bad_arguments_without_traceback(dirs, tmp_path, capsys):
     assert "--demo" in capsys.readouterr().err
     assert main(["serve", str(dirs["t5-tiny"]), "--max-queue", "0"]) == 1
     assert "max_queue=0" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as busy:  # a port in use: one line before the models load
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(dirs["t5-tiny"]), "--host", "127.0.0.1", "--port", str(port)]) == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
