@@ -53,8 +53,8 @@ class ApiError(HTTPException):
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int, size: int | None = None):
-        got = f"{size} bytes" if size is not None else "more"
-        super().__init__(413, f"request body too large: {got}, the limit is {limit} bytes (max_body_bytes)")
+        got = f"{size} bytes" if size is not None else f"more than {limit} bytes (chunked)"
+        super().__init__(413, f"request body too large: {got}; the limit is {limit} bytes (max_body_bytes)")
 
 
 class BodySizeLimit:
