@@ -64,6 +64,25 @@ def _resolve_dtype(value: Any, config: ModelConfig, hf_sd: dict[str, torch.Tenso
     raise ConfigError(f"dtype={value!r}: expected a torch.dtype, 'auto' or one of {', '.join(sorted(_DTYPES))}")
 
 
+def resized_rows(module: nn.Module, n: int) -> nn.Module:
+    """A copy of an Embedding or Linear with ``n`` rows (output features): the first rows kept, new
+    ones at the mean of the old ones, a new bias entry 0."""
+    w = module.weight
+    keep = min(n, w.shape[0])
+    if isinstance(module, nn.Embedding):
+        new = nn.Embedding(n, w.shape[1], padding_idx=module.padding_idx if (module.padding_idx or 0) < n else None,
+                           device=w.device, dtype=w.dtype)
+    else:
+        new = nn.Linear(w.shape[1], n, bias=module.bias is not None, device=w.device, dtype=w.dtype)
+        if module.bias is not None:
+            new.bias.zero_()
+            new.bias[:keep] = module.bias[:keep]
+    new.weight[:keep] = w[:keep]
+    new.weight[keep:] = w.float().mean(0).to(w.dtype)
+    new.requires_grad_(w.requires_grad)  # a frozen embedding stays frozen
+    return new
+
+
 class PreTrainedModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     # Regexes of our keys that may be absent from a checkpoint (fresh task heads).
@@ -190,6 +209,45 @@ class PreTrainedModel(nn.Module):
             logger.warning("%s: newly initialised (train before use): %s", type(self).__name__, fresh)
         self.load_report = LoadReport(unused=list(unused), newly_initialized=fresh)
         return self.load_report
+
+    # -- vocabulary (transformers' names) -------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        raise NotImplementedError(f"{type(self).__name__} has no input embedding")
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no input embedding")
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """An output layer with weights of its own (None: none, or tied to the input embedding)."""
+        return None
+
+    def _resize_output(self, new_num_tokens: int) -> None:
+        """Resize the rows of an output layer of the model's own (untied weights, a bias); default none."""
+
+    @torch.no_grad()
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None
+                                ) -> nn.Embedding:
+        """Give the vocabulary ``new_num_tokens`` rows (rounded up to ``pad_to_multiple_of``), as
+        transformers' method: after ``tokenizer.add_tokens(...)``, ``model.resize_token_embeddings(
+        len(tokenizer))``. Existing rows are kept; new rows of the input embedding and of an untied
+        output layer start at the mean of the existing rows (transformers samples around that mean), a
+        new output bias at 0. ``config.vocab_size`` follows; tied output layers stay tied. Returns the
+        input embedding."""
+        old = self.get_input_embeddings()
+        n = old.num_embeddings if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+                raise ConfigError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+            n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"new_num_tokens must be a positive integer, got {new_num_tokens!r}")
+        if n == old.num_embeddings:
+            return old
+        self.set_input_embeddings(resized_rows(old, n))
+        self._resize_output(n)
+        self.config.vocab_size = n
+        self.tie_weights()
+        return self.get_input_embeddings()
 
     def _shape_hint(self) -> str:
         c = self.config

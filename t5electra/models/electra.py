@@ -285,6 +285,12 @@ class ElectraPreTrainedModel(PreTrainedModel):
     encoder_prefix: ClassVar[str] = "electra."
     hf_head_keys: ClassVar[tuple[str, ...]] = ()
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return getattr(self, "electra", self).embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        getattr(self, "electra", self).embeddings.word_embeddings = value
+
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
         padding row zero, LayerNorm = identity."""
@@ -504,6 +510,12 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+    def _resize_output(self, new_num_tokens: int) -> None:
+        old = self.generator_lm_head.bias  # the output layer's weight is the word embedding (tied)
+        bias = old.new_zeros(new_num_tokens)
+        bias[:min(new_num_tokens, old.shape[0])] = old[:new_num_tokens]
+        self.generator_lm_head.bias = nn.Parameter(bias, requires_grad=old.requires_grad)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Encoder output (..., H) -> logits (..., V): the generator head (dense, GELU, LayerNorm to

@@ -66,7 +66,7 @@ from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.
 from ..inference.int8 import ScreenedArgmax
 from ..inference.weights import drop_stale_copies, optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
-from ..modeling import PreTrainedModel
+from ..modeling import PreTrainedModel, resized_rows
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
 from ..nn.dropout import Dropout
@@ -382,6 +382,20 @@ class T5PreTrainedModel(PreTrainedModel):
     config_class = T5Config
     config: T5Config
     _has_decoder: ClassVar[bool] = True
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared  # both stacks' input embedding (T5 has no other copy of it)
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = value
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return getattr(self, "lm_head", None)  # None when tied (v1.0): the logits use shared
+
+    def _resize_output(self, new_num_tokens: int) -> None:
+        head = getattr(self, "lm_head", None)
+        if isinstance(head, nn.Linear):
+            self.lm_head = resized_rows(head, new_num_tokens)
     _has_lm_head: ClassVar[bool] = False
     # Check that ids are inside the vocabulary (one host sync per call). A training loop whose data
     # is known to fit (tokenizer size checked against vocab_size) may set this to False on GPU so
