@@ -386,6 +386,49 @@ class _TokenizerBase:
                     truncation=truncation, max_length=max_length, stride=stride, padding_side=padding_side,
                     return_tensors=return_tensors)["input_ids"]
 
+    def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+            return_attention_mask: bool | None = None, return_tensors: str | None = None) -> BatchEncoding:
+        """Pad encodings made earlier into a batch, as transformers' ``tokenizer.pad`` (what
+        DataCollatorWithPadding calls): a list of encodings (dicts of id lists) or one dict of
+        lists. ``input_ids`` get the pad id, ``attention_mask`` 0 (added where missing, unless
+        ``return_attention_mask=False``), ``token_type_ids`` 0, ``special_tokens_mask`` 1; other
+        keys (``labels``...) pass through unchanged. ``padding``: True / "longest", "max_length",
+        False / "do_not_pad"."""
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not encoded_inputs or not all(isinstance(e, dict) for e in encoded_inputs):
+                raise InvalidInputError("pad() takes a non-empty list of encodings (dicts with 'input_ids') or one dict")
+            encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
+        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
+            raise InvalidInputError("pad() needs 'input_ids' (the encodings tokenizer(...) returns)")
+        rows = [list(r.tolist() if hasattr(r, "tolist") else r) for r in encoded_inputs["input_ids"]]
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        if strategy not in ("longest", "max_length", "do_not_pad"):
+            raise InvalidInputError(f"padding={padding!r}: expected True/'longest', 'max_length' or False/'do_not_pad'")
+        if strategy == "max_length" and max_length is None:
+            raise InvalidInputError("padding='max_length' needs max_length")
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise InvalidInputError(f"padding_side={side!r}: expected 'left' or 'right'")
+        width = max(map(len, rows)) if strategy == "longest" else max_length or 0
+        if pad_to_multiple_of and strategy != "do_not_pad":
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        data = {k: [list(r.tolist() if hasattr(r, "tolist") else r) for r in v] if k in _PAD_VALUES else v
+                for k, v in encoded_inputs.items()}
+        if return_attention_mask and "attention_mask" not in data:
+            data["attention_mask"] = [[1] * len(r) for r in rows]
+        for key, value in _PAD_VALUES.items():
+            if key not in data:
+                continue
+            fill = self.pad_token_id if value is None else value
+            if fill is None:
+                raise MissingTokenError(f"{type(self).__name__}: no pad token to pad with")
+            if strategy != "do_not_pad":
+                data[key] = [_padded(r, width, fill, side) for r in data[key]]
+        return BatchEncoding(_as_tensors(data, return_tensors))
+
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, token_ids, skip_special_tokens: bool = False,
                clean_up_tokenization_spaces: bool | None = None) -> str | list[str]:
@@ -458,6 +501,15 @@ class _TokenizerBase:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"len={len(self)}, special_tokens={ {k: v for k, v in self._special.items() if v} })")
+
+
+def _padded(row: list, width: int, fill: int, side: str) -> list:
+    pad = [fill] * max(0, width - len(row))
+    return row + pad if side == "right" else pad + row
+
+
+# pad() fill values per key (None: the pad token id)
+_PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
 
 def _as_tensors(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:

@@ -438,3 +438,17 @@ def test_cli_trains_both_kinds(corpus, tmp_path, capsys):
     assert cli_main(["tokenizer", "train", "--kind", "t5", "--vocab-size", "250",
                      "--output", str(tmp_path / "x"), str(tmp_path / "missing.txt")]) == 1
     assert "missing.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(padding="max_length", max_length=12), dict(pad_to_multiple_of=8),
+                                    dict(padding_side="left"), dict(return_tensors="pt")], ids=str)
+def test_pad_matches_transformers(minilm, kwargs):
+    """tokenizer.pad on encodings made without padding (DataCollatorWithPadding's call)."""
+    tok, hf = minilm
+    texts = ["a short one", "a somewhat longer sentence here", "x"]
+    ours = tok.pad([{**tok(t), "labels": i} for i, t in enumerate(texts)], **kwargs)
+    theirs = hf.pad([{**hf(t), "labels": i} for i, t in enumerate(texts)], **kwargs)
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        a, b = ours[key], theirs[key]
+        assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), key
