@@ -32,6 +32,7 @@ class ModelOutput:
 @dataclasses.dataclass
 class BaseModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor  # (B, S, D) encoder output (ELECTRA: (B, T, H))
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
 
 
 @dataclasses.dataclass
@@ -52,24 +53,28 @@ class Seq2SeqLMOutput(ModelOutput):
 class ElectraForPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None  # BCE over the attended positions
     logits: torch.Tensor | None = None  # (B, T): > 0 means "replaced"
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
 
 
 @dataclasses.dataclass
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None  # cross-entropy over labels != -100
     logits: torch.Tensor | None = None  # (B, T, V)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
 
 
 @dataclasses.dataclass
 class SequenceClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, L)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
 
 
 @dataclasses.dataclass
 class TokenClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, T, L)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
 
 
 @dataclasses.dataclass
@@ -77,3 +82,4 @@ class QuestionAnsweringModelOutput(ModelOutput):
     loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
     start_logits: torch.Tensor | None = None  # (B, T)
     end_logits: torch.Tensor | None = None  # (B, T)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer

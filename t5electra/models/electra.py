@@ -393,9 +393,15 @@ class ElectraModel(ElectraPreTrainedModel):
                                         f"{what}={size}{hint}")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T)."""
+                token_type_ids: torch.Tensor | None = None, *, output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T).
+        ``output_hidden_states``: also the embeddings' output and every layer's, ``hidden_states``
+        (num_layers + 1 tensors (B, T, H)), as transformers."""
         self._check_inputs(input_ids, attention_mask, token_type_ids)
+        if output_hidden_states:
+            states: list[torch.Tensor] = []
+            last = self._encode(input_ids, attention_mask, token_type_ids, states)
+            return BaseModelOutput(last_hidden_state=last, hidden_states=tuple(states))
         rows = chunk_rows(input_ids, self.inference_chunk_tokens)
         if rows is not None:  # inference on a large CPU batch: a few sequences at a time
             return BaseModelOutput(last_hidden_state=encode_in_chunks(self._encode, rows, input_ids, attention_mask,
@@ -403,7 +409,7 @@ class ElectraModel(ElectraPreTrainedModel):
         return BaseModelOutput(last_hidden_state=self._encode(input_ids, attention_mask, token_type_ids))
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                token_type_ids: torch.Tensor | None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None, states: list | None = None) -> torch.Tensor:
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, E)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (B, T, H)
@@ -411,7 +417,11 @@ class ElectraModel(ElectraPreTrainedModel):
         # (meaningless) vectors, as in transformers; heads and losses ignore them.
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         for layer in self.layers:
+            if states is not None:
+                states.append(x)
             x = layer(x, mask)
+        if states is not None:
+            states.append(x)
         return x  # (B, T, H)
 
 
@@ -451,9 +461,10 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
         self.discriminator_predictions.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
-                ) -> ElectraForPreTrainingOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> ElectraForPreTrainingOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        h = enc.last_hidden_state
         logits = self.discriminator_predictions(h)  # (B, T)
         loss = None
         if labels is not None:
@@ -462,7 +473,7 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
                 loss = F.binary_cross_entropy_with_logits(logits[active], labels[active].float())
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.float())
-        return ElectraForPreTrainingOutput(loss=loss, logits=logits)
+        return ElectraForPreTrainingOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
 class ElectraGeneratorPredictions(nn.Module):
@@ -503,13 +514,14 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         self.generator_predictions.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
-                ) -> MaskedLMOutput:
-        logits = self.lm_logits(self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state)
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> MaskedLMOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        logits = self.lm_logits(enc.last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
     def _resize_output(self, new_num_tokens: int) -> None:
         old = self.generator_lm_head.bias  # the output layer's weight is the word embedding (tied)
@@ -587,9 +599,10 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
         self.classifier.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
-                ) -> SequenceClassifierOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> SequenceClassifierOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        h = enc.last_hidden_state
         logits = self.classifier(h, attention_mask)  # (B, L)
         loss = None
         if labels is not None:
@@ -611,7 +624,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 loss = F.cross_entropy(logits.view(-1, L), labels.view(-1))
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
 class ElectraForTokenClassification(ElectraPreTrainedModel):
@@ -629,14 +642,15 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
         self.classifier.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
-                ) -> TokenClassifierOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> TokenClassifierOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        h = enc.last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, L)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1), ignore_index=-100)
-        return TokenClassifierOutput(loss=loss, logits=logits)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
 
 
 class ElectraForQuestionAnswering(ElectraPreTrainedModel):
@@ -661,8 +675,10 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
-                end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
-        h = self.electra(input_ids, attention_mask, token_type_ids).last_hidden_state
+                end_positions: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> QuestionAnsweringModelOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        h = enc.last_hidden_state
         start_logits, end_logits = self.qa_outputs(h).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -672,7 +688,7 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
             loss = (F.cross_entropy(start_logits, start, ignore_index=T)
                     + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
-                                            end_logits=end_logits.contiguous())
+                                            end_logits=end_logits.contiguous(), hidden_states=enc.hidden_states)
 
 
 __all__ = [

@@ -314,14 +314,21 @@ class T5Stack(nn.Module):
         return bias.expand(len(self.blocks), *bias.shape[1:])
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, T, D) embeddings; memory (B, S, D) encoder output (decoder only)
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                states: list | None = None) -> torch.Tensor:
+        # x (B, T, D) embeddings; memory (B, S, D) encoder output (decoder only). ``states``: gets
+        # each block's input and the final output, as transformers' hidden_states (num_layers + 1)
         bias = self.self_attention_bias(x.shape[1], x.shape[1], attention_mask)
         memory_bias = None if memory_mask is None else mask_to_bias(memory_mask.bool()[:, None, None, :], x.dtype)
         x = self.dropout(x)
         for block, layer_bias in zip(self.blocks, bias):
+            if states is not None:
+                states.append(x)
             x = block(x, layer_bias, memory, memory_bias)
-        return self.dropout(self.final_norm(x))
+        x = self.dropout(self.final_norm(x))
+        if states is not None:
+            states.append(x)
+        return x
 
     def step_linears(self) -> list[nn.Module]:
         """The projections a decoding step runs (cross-attention k/v run once per input, not per step)."""
@@ -506,11 +513,15 @@ class T5EncoderModel(T5PreTrainedModel):
         self.encoder = T5Stack(config, is_decoder=False)
         self._init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D);
+        ``output_hidden_states``: also ``hidden_states`` (num_layers + 1, as transformers')."""
         self._check_inputs(input_ids=input_ids)
         self._check_mask("attention_mask", attention_mask, input_ids.shape)
-        return BaseModelOutput(last_hidden_state=self.encoder(self.shared(input_ids), attention_mask))
+        states = [] if output_hidden_states else None
+        last = self.encoder(self.shared(input_ids), attention_mask, states=states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states))
 
 
 class T5Model(T5PreTrainedModel):

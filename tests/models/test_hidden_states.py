@@ -1,0 +1,54 @@
+"""``output_hidden_states=True`` (transformers' argument): the embeddings' output and every layer's,
+equal to transformers' own on the same weights (ELECTRA classes, T5EncoderModel)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from t5electra.models import electra as E  # noqa: E402
+from t5electra.models.t5 import T5EncoderModel  # noqa: E402
+from tiny_t5 import spread_tiny_t5  # noqa: E402
+
+IDS = torch.tensor([[5, 6, 7, 8, 9, 1], [9, 10, 11, 1, 0, 0]])
+MASK = (IDS != 0).long()
+
+
+def _close(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ElectraModel", "ElectraForSequenceClassification", "ElectraForMaskedLM",
+                                  "ElectraForPreTraining", "ElectraForTokenClassification",
+                                  "ElectraForQuestionAnswering"])
+def test_electra_hidden_states_match_transformers(name, tmp_path):
+    torch.manual_seed(0)
+    preset = "electra-tiny-generator" if name == "ElectraForMaskedLM" else "electra-tiny"
+    model = getattr(E, name)(E.ElectraConfig.from_preset(preset, vocab_size=100)).eval()
+    model.save_pretrained(tmp_path)
+    theirs = getattr(transformers, name).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(IDS, attention_mask=MASK, output_hidden_states=True)
+        ref = theirs(input_ids=IDS, attention_mask=MASK, output_hidden_states=True)
+        plain = model(IDS, attention_mask=MASK)
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1 and plain.hidden_states is None
+    _close(out.hidden_states, ref.hidden_states)
+    first = "last_hidden_state" if name == "ElectraModel" else "start_logits" if "Question" in name else "logits"
+    torch.testing.assert_close(getattr(out, first), getattr(plain, first))  # the same outputs either way
+
+
+def test_t5_encoder_hidden_states_match_transformers(tmp_path):
+    full = spread_tiny_t5("v1.1", 0, 100)
+    full.save_pretrained(tmp_path)
+    ours = T5EncoderModel.from_pretrained(tmp_path).eval()
+    theirs = transformers.T5EncoderModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        out = ours(IDS, attention_mask=MASK, output_hidden_states=True)
+        ref = theirs(input_ids=IDS, attention_mask=MASK, output_hidden_states=True)
+    assert len(out.hidden_states) == ours.config.num_layers + 1
+    _close(out.hidden_states, ref.hidden_states)
+    torch.testing.assert_close(out.last_hidden_state, out.hidden_states[-1])
