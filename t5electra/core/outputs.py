@@ -39,6 +39,8 @@ class BaseModelOutput(ModelOutput):
 class Seq2SeqModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor  # (B, T, D) decoder output
     encoder_last_hidden_state: torch.Tensor  # (B, S, D)
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -46,6 +48,8 @@ class Seq2SeqLMOutput(ModelOutput):
     loss: torch.Tensor | None  # () mean cross-entropy over labels != -100
     logits: torch.Tensor  # (B, T, V)
     encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 # -- ELECTRA heads ---------------------------------------------------------------------------------

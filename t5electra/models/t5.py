@@ -545,8 +545,9 @@ class T5Model(T5PreTrainedModel):
         return self.encoder(self.shared(input_ids), attention_mask)
 
     def _decode(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
-                labels=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decoder output (B, T, D), encoder output (B, S, D)) for a full forward pass."""
+                labels=None, states: tuple[list, list] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder output (B, T, D), encoder output (B, S, D)) for a full forward pass; ``states``
+        (encoder's, decoder's) lists get the stacks' hidden states (output_hidden_states)."""
         if encoder_outputs is None:
             if input_ids is None:
                 raise InvalidInputError("pass input_ids (or encoder_outputs from an earlier call)")
@@ -558,13 +559,14 @@ class T5Model(T5PreTrainedModel):
             raise InvalidInputError("pass decoder_input_ids or labels (decoder inputs are then labels shifted right)")
         self._check_inputs(input_ids=enc_ids, decoder_input_ids=decoder_input_ids, labels=labels)
         if encoder_outputs is None:
-            enc = self.encoder(self.shared(input_ids), attention_mask)
+            enc = self.encoder(self.shared(input_ids), attention_mask, states=None if states is None else states[0])
         else:
             enc = _encoder_hidden(encoder_outputs)
         if decoder_input_ids is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         self._check_mask("decoder_attention_mask", decoder_attention_mask, decoder_input_ids.shape)
-        dec = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, enc, attention_mask)
+        dec = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, enc, attention_mask,
+                           states=None if states is None else states[1])
         return dec, enc
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
@@ -573,9 +575,18 @@ class T5Model(T5PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                encoder_outputs: Any = None) -> Seq2SeqModelOutput:
-        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs)
-        return Seq2SeqModelOutput(last_hidden_state=dec, encoder_last_hidden_state=enc)
+                encoder_outputs: Any = None, *, output_hidden_states: bool = False) -> Seq2SeqModelOutput:
+        states = ([], []) if output_hidden_states else None
+        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
+                                states=states)
+        return Seq2SeqModelOutput(last_hidden_state=dec, encoder_last_hidden_state=enc, **_hidden_states(states))
+
+
+def _hidden_states(states: tuple[list, list] | None) -> dict[str, tuple | None]:
+    """The output fields of ``output_hidden_states`` (None where not asked, or not run here)."""
+    if states is None:
+        return {}
+    return {"encoder_hidden_states": tuple(states[0]) or None, "decoder_hidden_states": tuple(states[1])}
 
 
 MAX_POSITION_BIAS_BYTES = 2 << 30  # 2 GiB: 8,192 tokens of a t5-small decoder (8 heads, fp32)
@@ -609,11 +620,15 @@ class T5ForConditionalGeneration(T5Model):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                encoder_outputs: Any = None, *, labels: torch.Tensor | None = None) -> Seq2SeqLMOutput:
+                encoder_outputs: Any = None, *, labels: torch.Tensor | None = None,
+                output_hidden_states: bool = False) -> Seq2SeqLMOutput:
         """input_ids (B, S), attention_mask (B, S); decoder_input_ids (B, T) or labels (B, T) with -100 =
-        ignore. ``encoder_outputs`` (an earlier output, a tuple or a tensor) skips the encoder."""
+        ignore. ``encoder_outputs`` (an earlier output, a tuple or a tensor) skips the encoder.
+        ``output_hidden_states``: also ``encoder_hidden_states`` / ``decoder_hidden_states`` (num_layers
+        + 1 each, as transformers'; no encoder ones when ``encoder_outputs`` is given)."""
+        states = ([], []) if output_hidden_states else None
         dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                                encoder_outputs, labels)
+                                encoder_outputs, labels, states=states)
         logits = self.lm_logits(dec)
         loss = None
         if labels is not None:
@@ -621,7 +636,7 @@ class T5ForConditionalGeneration(T5Model):
                 raise InvalidInputError(f"labels have shape {tuple(labels.shape)}, but the decoder ran on "
                                         f"{tuple(logits.shape[:2])} positions")
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=enc)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=enc, **_hidden_states(states))
 
     # -- generation protocol (see the module docstring) -------------------------------------------
     @torch.no_grad()

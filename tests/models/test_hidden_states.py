@@ -52,3 +52,19 @@ def test_t5_encoder_hidden_states_match_transformers(tmp_path):
     assert len(out.hidden_states) == ours.config.num_layers + 1
     _close(out.hidden_states, ref.hidden_states)
     torch.testing.assert_close(out.last_hidden_state, out.hidden_states[-1])
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_t5_encoder_decoder_hidden_states_match_transformers(version, tmp_path):
+    model = spread_tiny_t5(version, 0, 100)
+    model.save_pretrained(tmp_path)
+    theirs = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    dec = torch.tensor([[0, 5, 6, 7], [0, 8, 9, 1]])
+    with torch.no_grad():
+        out = model(IDS, attention_mask=MASK, decoder_input_ids=dec, output_hidden_states=True)
+        ref = theirs(input_ids=IDS, attention_mask=MASK, decoder_input_ids=dec, output_hidden_states=True)
+        again = model(encoder_outputs=out, attention_mask=MASK, decoder_input_ids=dec, output_hidden_states=True)
+    _close(out.encoder_hidden_states, ref.encoder_hidden_states)
+    _close(out.decoder_hidden_states, ref.decoder_hidden_states)
+    torch.testing.assert_close(out.logits, ref.logits, atol=2e-5, rtol=1e-4)
+    assert again.encoder_hidden_states is None and len(again.decoder_hidden_states) == model.config.num_layers + 1
