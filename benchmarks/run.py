@@ -72,8 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch (and CTranslate2) threads for every implementation (default: all CPUs)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls per implementation")
-    p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the Markdown report")
-    p.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img", help="where bench_*.png go")
+    p.add_argument("--output", type=Path, default=None,
+                   help="the Markdown report (default: the repository's BENCHMARKS.md for --full; "
+                        "bench-<mode>.md in the working directory for --quick / --tiny, which must not "
+                        "replace the published numbers)")
+    p.add_argument("--img-dir", type=Path, default=None,
+                   help="where bench_*.png go (default: docs/img for --full, bench-<mode>-img/ otherwise)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.profiler top ops of the first configuration per case (default: on in --full)")
@@ -83,6 +87,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is None:
+        args.output = ROOT / "BENCHMARKS.md" if args.mode == "full" else Path(f"bench-{args.mode}.md")
+    if args.img_dir is None:
+        args.img_dir = ROOT / "docs" / "img" if args.mode == "full" else Path(f"bench-{args.mode}-img")
+    for name in ("threads", "reps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"benchmarks: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.warmup is not None and args.warmup < 0:
+        print(f"benchmarks: --warmup must be >= 0, got {args.warmup}", file=sys.stderr)
+        return 2
     selected = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in selected if c not in CASES]
     if unknown:

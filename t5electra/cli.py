@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     mod = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(mod.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: finished stages and checkpoints are kept; a rerun resumes
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(f"\nt5electra {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `t5electra ... | head`: the reader left; no traceback, no second error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

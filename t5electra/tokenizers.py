@@ -260,7 +260,10 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
             raise InvalidInputError("no training files given")
         is_file = [_is_file(f) for f in source]
         if all(is_file):
-            return [Path(f) for f in source], None
+            files = [Path(f) for f in source]
+            if any(f.suffix == ".jsonl" for f in files):  # what `t5electra data fetch` writes: their "text"
+                return None, _texts_of(files)
+            return files, None
         dirs = [str(f) for f, ok in zip(source, is_file) if not ok and _is_dir(f)]
         if dirs:
             raise InvalidInputError(f"{', '.join(dirs[:3])}: a directory; give the text files in it "
@@ -271,6 +274,21 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
                                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} "
                                 f"(a list is read as file paths; to train on strings, pass iter(texts))")
     return None, source
+
+
+def _texts_of(files: list[Path]) -> Iterable[str]:
+    """The texts of plain-text files (a line each) and JSON-lines files (each record's "text")."""
+    from .data.readers import read_jsonl
+
+    for f in files:
+        if f.suffix == ".jsonl":
+            for i, record in enumerate(read_jsonl(f), 1):
+                if not isinstance(record.get("text"), str):
+                    raise InvalidInputError(f"{f}: record {i} has no 'text' string (fields: {sorted(record)})")
+                yield record["text"]
+        else:
+            with open(f, encoding="utf-8") as fh:
+                yield from (line.rstrip("\n") for line in fh)
 
 
 def _is_dir(f) -> bool:

@@ -172,6 +172,27 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "qs").exists()
 
 
+def test_settings_an_out_cannot_take_are_refused_before_any_work(tmp_path, capsys):
+    """Another plan or language in a started OUT (its stages would be reused and reported as this
+    run's), --seed/--control with --lang zh (ignored before), --seeds with options it drops."""
+    from t5electra.cli import main
+    from t5electra.errors import ConfigError
+    from t5electra.recipes.quickstart import RUN_STAMP, check_run_stamp, quickstart
+
+    out = tmp_path / "qs"
+    check_run_stamp(out, None, {"lang": "en", "plan": "tiny", "precision": "auto"})
+    assert (out / RUN_STAMP).is_file()
+    with pytest.raises(ConfigError, match="started with plan 'tiny' \\(now 'full'\\)"):
+        quickstart(out, plan="full", minilm=False)
+    with pytest.raises(ConfigError, match="--lang zh does not take --seed, --control"):
+        quickstart(tmp_path / "zh", tiny=True, lang="zh", seed=1, control=True)
+    assert not (tmp_path / "zh").exists()
+    assert main(["quickstart", "--seeds", "2", "--lang", "zh", "--precision", "fp32", "--out", str(tmp_path / "s")]) == 1
+    assert "does not take --lang zh, --precision" in capsys.readouterr().err
+    assert main(["quickstart", "--tiny", "--threads", "-2", "--out", str(tmp_path / "t")]) == 1
+    assert "threads=-2" in capsys.readouterr().err
+
+
 def test_training_precision_follows_the_cpu(monkeypatch):
     """'auto': bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere; an explicit
     precision wins; a wrong one fails before any work."""
