@@ -50,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     except T5ElectraError as e:  # bad files or sizes: one readable line, no traceback
         print(f"t5electra tokenizer train: error: {e}", file=sys.stderr)
         return 1
-    print(f"trained a {args.kind} tokenizer on {len(args.files)} file(s): {len(tokenizer)} tokens, "
+    print(f"trained {'an' if args.kind == 'electra' else 'a'} {args.kind} tokenizer on {len(args.files)} file(s): {len(tokenizer)} tokens, "
           f"saved to {args.output}")
     return 0

@@ -93,7 +93,8 @@ def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
 def generator_config(cfg: RunConfig, disc: ElectraConfig) -> ElectraConfig:
     """The generator that goes with discriminator ``disc``: ``electra.generator_size`` x its hidden
     size by the official rule; else the widths of the preset's ``-generator`` (same depth and
-    everything else as ``disc``, so ``model.overrides`` apply to both); else 1/4."""
+    everything else as ``disc``, so ``model.overrides`` apply to both; where the overrides change the
+    discriminator's widths, the preset's generator/discriminator ratio of the new ones); else 1/4."""
     size = cfg.electra.generator_size
     if size is not None:
         if not 0.0 < size <= 1.0:
@@ -102,7 +103,12 @@ def generator_config(cfg: RunConfig, disc: ElectraConfig) -> ElectraConfig:
     preset = f"{cfg.model.preset or DEFAULT_PRESET}-generator"
     if preset in ElectraConfig.presets:
         shape = ElectraConfig.presets[preset]
-        return disc.replace(**{k: shape[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size")})
+        widths = ("hidden_size", "num_attention_heads", "intermediate_size")
+        if not any(k in cfg.model.overrides for k in widths):
+            return disc.replace(**{k: shape[k] for k in widths})
+        # a discriminator made narrower or wider: the preset's generator/discriminator ratio of it
+        # (its absolute widths made a generator wider than a narrowed discriminator)
+        return disc.generator_config(shape["hidden_size"] / ElectraConfig.presets[cfg.model.preset or DEFAULT_PRESET]["hidden_size"])
     return disc.generator_config(0.25)
 
 

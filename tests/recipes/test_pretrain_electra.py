@@ -133,3 +133,18 @@ def test_default_recipe_is_electra_small_pretraining():
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps) == ("adamw", 5e-4, 0.01, 1e-6)
     assert (cfg.data.max_length, cfg.schedule.name, cfg.schedule.warmup_ratio) == (128, "linear", 0.01)
     assert cfg.electra.disc_weight == 50.0
+
+
+def test_generator_follows_a_narrowed_discriminator():
+    """model.overrides that narrow the discriminator: the generator keeps the preset's ratio of it
+    (it kept the preset's absolute widths: hidden 64 over a 32-wide discriminator)."""
+    from t5electra.models.electra import ElectraConfig
+    from t5electra.recipes.pretrain_electra import default_config, generator_config
+    from t5electra.train.config import load_config
+
+    narrow = load_config(None, ["--model.preset=electra-small", "--model.overrides={hidden_size: 32, embedding_size: 16, "
+                                "intermediate_size: 64, num_attention_heads: 2}"], base=default_config())
+    disc = ElectraConfig.from_preset("electra-small", **narrow.model.overrides)
+    assert generator_config(narrow, disc).hidden_size == 8  # electra-small's generator is 1/4 of it
+    plain = load_config(None, ["--model.preset=electra-small"], base=default_config())
+    assert generator_config(plain, ElectraConfig.from_preset("electra-small")).hidden_size == 64  # unchanged
