@@ -21,6 +21,7 @@ conventions the two agree.
 
 from __future__ import annotations
 
+import json
 import base64
 import io
 import os
@@ -278,17 +279,21 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
 
 def _texts_of(files: list[Path]) -> Iterable[str]:
     """The texts of plain-text files (a line each) and JSON-lines files (each record's "text")."""
-    from .data.readers import read_jsonl
-
     for f in files:
-        if f.suffix == ".jsonl":
-            for i, record in enumerate(read_jsonl(f), 1):
-                if not isinstance(record.get("text"), str):
-                    raise InvalidInputError(f"{f}: record {i} has no 'text' string (fields: {sorted(record)})")
-                yield record["text"]
-        else:
-            with open(f, encoding="utf-8") as fh:
+        with open(f, encoding="utf-8") as fh:
+            if f.suffix != ".jsonl":
                 yield from (line.rstrip("\n") for line in fh)
+                continue
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InvalidInputError(f"{f}:{i}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise InvalidInputError(f"{f}:{i}: expected a JSON object with a 'text' string")
+                yield record["text"]
 
 
 def _is_dir(f) -> bool:

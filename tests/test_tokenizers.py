@@ -452,3 +452,18 @@ def test_pad_matches_transformers(minilm, kwargs):
     for key in theirs:
         a, b = ours[key], theirs[key]
         assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), key
+
+
+def test_both_kinds_train_on_the_jsonl_files_data_fetch_writes(tmp_path):
+    """`t5electra data fetch` writes JSON lines ({"text": ...}): their texts are read, not their JSON."""
+    import json as _json
+
+    rows = [{"text": f"the film number {i} was good and the cast was great"} for i in range(60)]
+    (tmp_path / "c.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    tok = ElectraTokenizer.train(tmp_path / "c.jsonl", vocab_size=200, min_frequency=1)
+    assert "text" not in tok.get_vocab() and "{" not in tok.tokenize("the film")
+    t5 = T5Tokenizer.train([tmp_path / "c.jsonl"], 35)
+    assert t5.decode(t5("the film was good")["input_ids"], skip_special_tokens=True) == "the film was good"
+    (tmp_path / "bad.jsonl").write_text('{"txt": "x"}\n')
+    with pytest.raises(InvalidInputError, match="bad.jsonl:1: expected a JSON object with a 'text' string"):
+        ElectraTokenizer.train(tmp_path / "bad.jsonl", vocab_size=50)
