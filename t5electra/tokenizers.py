@@ -21,7 +21,6 @@ conventions the two agree.
 
 from __future__ import annotations
 
-import json
 import base64
 import io
 import os
@@ -262,8 +261,12 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
         is_file = [_is_file(f) for f in source]
         if all(is_file):
             files = [Path(f) for f in source]
-            if any(f.suffix == ".jsonl" for f in files):  # what `t5electra data fetch` writes: their "text"
-                return None, _texts_of(files)
+            structured = [str(f) for f in files if f.suffix in (".jsonl", ".json", ".csv", ".tsv", ".parquet")]
+            if structured:  # trained as plain text, their JSON / columns would become the vocabulary
+                raise InvalidInputError(
+                    f"{', '.join(structured[:3])}: not plain text (one text per line); pass the texts, e.g. "
+                    f"iter(t5electra.data.sources.read_documents(path)), or use `t5electra tokenizer train`, "
+                    f"which reads these formats")
             return files, None
         dirs = [str(f) for f, ok in zip(source, is_file) if not ok and _is_dir(f)]
         if dirs:
@@ -275,25 +278,6 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
                                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} "
                                 f"(a list is read as file paths; to train on strings, pass iter(texts))")
     return None, source
-
-
-def _texts_of(files: list[Path]) -> Iterable[str]:
-    """The texts of plain-text files (a line each) and JSON-lines files (each record's "text")."""
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            if f.suffix != ".jsonl":
-                yield from (line.rstrip("\n") for line in fh)
-                continue
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InvalidInputError(f"{f}:{i}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise InvalidInputError(f"{f}:{i}: expected a JSON object with a 'text' string")
-                yield record["text"]
 
 
 def _is_dir(f) -> bool:

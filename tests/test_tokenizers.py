@@ -454,16 +454,22 @@ def test_pad_matches_transformers(minilm, kwargs):
         assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), key
 
 
-def test_both_kinds_train_on_the_jsonl_files_data_fetch_writes(tmp_path):
-    """`t5electra data fetch` writes JSON lines ({"text": ...}): their texts are read, not their JSON."""
+def test_jsonl_files_are_read_by_the_cli_and_refused_as_plain_text_by_the_api(tmp_path, capsys):
+    """`t5electra data fetch` writes JSON lines ({"text": ...}): the CLI trains on their texts (as
+    pretraining reads them); the API, which reads files as plain text, refuses them by name."""
     import json as _json
+
+    from t5electra.cli import main
 
     rows = [{"text": f"the film number {i} was good and the cast was great"} for i in range(60)]
     (tmp_path / "c.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
-    tok = ElectraTokenizer.train(tmp_path / "c.jsonl", vocab_size=200, min_frequency=1)
+    assert main(["tokenizer", "train", "--kind", "electra", "--vocab-size", "200", "--min-frequency", "1",
+                 "--output", str(tmp_path / "el"), str(tmp_path / "c.jsonl")]) == 0
+    tok = ElectraTokenizer.from_pretrained(tmp_path / "el")
     assert "text" not in tok.get_vocab() and "{" not in tok.tokenize("the film")
-    t5 = T5Tokenizer.train([tmp_path / "c.jsonl"], 35)
+    assert main(["tokenizer", "train", "--kind", "t5", "--vocab-size", "35", "--output", str(tmp_path / "t5"),
+                 str(tmp_path / "c.jsonl")]) == 0
+    t5 = T5Tokenizer.from_pretrained(tmp_path / "t5")
     assert t5.decode(t5("the film was good")["input_ids"], skip_special_tokens=True) == "the film was good"
-    (tmp_path / "bad.jsonl").write_text('{"txt": "x"}\n')
-    with pytest.raises(InvalidInputError, match="bad.jsonl:1: expected a JSON object with a 'text' string"):
-        ElectraTokenizer.train(tmp_path / "bad.jsonl", vocab_size=50)
+    with pytest.raises(InvalidInputError, match="c.jsonl: not plain text"):
+        ElectraTokenizer.train(tmp_path / "c.jsonl", vocab_size=50)

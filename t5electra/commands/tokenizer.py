@@ -38,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
     try:
+        files = training_input(args.files)
         if args.kind == "t5":
-            tokenizer = T5Tokenizer.train(args.files, args.vocab_size, output_dir=args.output,
+            tokenizer = T5Tokenizer.train(files, args.vocab_size, output_dir=args.output,
                                           extra_ids=args.extra_ids, character_coverage=args.character_coverage,
                                           model_max_length=args.model_max_length)
         else:
-            tokenizer = ElectraTokenizer.train(args.files, args.vocab_size, output_dir=args.output,
+            tokenizer = ElectraTokenizer.train(files, args.vocab_size, output_dir=args.output,
                                                lowercase=not args.cased, min_frequency=args.min_frequency,
                                                limit_alphabet=args.limit_alphabet,
                                                model_max_length=args.model_max_length or 512)
@@ -53,3 +54,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {'an' if args.kind == 'electra' else 'a'} {args.kind} tokenizer on {len(args.files)} file(s): {len(tokenizer)} tokens, "
           f"saved to {args.output}")
     return 0
+
+
+def training_input(paths: list[str]):
+    """Plain-text files as they are; where any is JSON lines / CSV / Parquet (what `t5electra data
+    fetch` writes), the documents of every file as pretraining reads them (data/sources.py)."""
+    from pathlib import Path
+
+    from ..data.sources import detect_format, read_documents
+    from ..errors import DataError
+
+    def is_text(p: str) -> bool:
+        try:
+            return not Path(p).is_file() or detect_format(p) == "text"
+        except DataError:  # an extension pretraining does not know: plain text, as the trainers read it
+            return True
+
+    if all(map(is_text, paths)):
+        return paths  # the trainers read these files themselves (and name a missing one)
+    return (doc for p in paths for doc in read_documents(p))
