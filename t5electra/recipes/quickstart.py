@@ -456,6 +456,8 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
         plan = "full"  # the Chinese plans: quickstart_zh.ZH_PLANS; with tiny: replaced below
     if plan not in PLANS:
         raise ConfigError(f"quickstart plan {plan!r}: choose one of auto, {', '.join(PLANS)}")
+    if tiny and plan not in ("auto", "full", "tiny"):  # auto resolved above to "full" for --tiny
+        raise ConfigError(f"quickstart --tiny is its own plan; drop --plan {plan}")
     plan_name = "tiny" if tiny else plan
     plan = PLANS[plan_name]
     if precision is not None:
