@@ -90,6 +90,8 @@ class PreTrainedModel(nn.Module):
     # Names of submodules (last name component) that stay fp32 when the model is cast to fp16
     # (``half()``, ``to(torch.float16)``, ``from_pretrained(torch_dtype=torch.float16)``), as transformers'.
     _keep_in_fp32_modules: ClassVar[tuple[str, ...]] = ()
+    # Module path of the token embedding (get/set_input_embeddings, resize_token_embeddings).
+    input_embeddings_path: ClassVar[str]
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -212,10 +214,11 @@ class PreTrainedModel(nn.Module):
 
     # -- vocabulary (transformers' names) -------------------------------------------------------
     def get_input_embeddings(self) -> nn.Embedding:
-        raise NotImplementedError(f"{type(self).__name__} has no input embedding")
+        return self.get_submodule(self.input_embeddings_path)
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no input embedding")
+        parent, _, name = self.input_embeddings_path.rpartition(".")
+        setattr(self.get_submodule(parent), name, value)  # get_submodule("") is the model itself
 
     def get_output_embeddings(self) -> nn.Module | None:
         """An output layer with weights of its own (None: none, or tied to the input embedding)."""

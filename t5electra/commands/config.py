@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..errors import T5ElectraError
-    from ..train.config import config_from_args, describe
+    from ..train.config import describe
 
     if args.list:
         print(describe())
         return 0
     try:
-        cfg = config_from_args(args, base=recipe_defaults(args))
+        cfg = resolved(args)
     except T5ElectraError as e:
         print(f"t5electra config: error: {e}", file=sys.stderr)
         return 1
@@ -42,25 +42,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def recipe_defaults(args: argparse.Namespace):
-    """The base config the ``pretrain`` / ``finetune`` command would start from (None: the engine's)."""
+
+def resolved(args: argparse.Namespace):
+    """The config the ``pretrain`` / ``finetune`` command would run (--for; auto: finetune for
+    data.objective=finetune, else pretrain), resolved by that command's own code."""
     from ..train.config import config_from_args
+    from . import finetune, pretrain
 
-    probe = config_from_args(args)
-    command = args.resolve_for if args.resolve_for != "auto" else "finetune" if probe.data.objective == "finetune" else "pretrain"
-    if command == "pretrain":
-        from .pretrain import resolve_objective
-
-        objective = resolve_objective(args)
-        if objective in ("electra-rtd", "mlm"):
-            from ..recipes.pretrain_electra import default_config
-
-            return default_config(objective)
-        return None
-    from .finetune import model_family
-
-    if model_family(probe.model.init_from, probe.model.family) == "electra":
-        from ..recipes.finetune_electra import default_config
-
-        return default_config()
-    return None
+    command = args.resolve_for
+    if command == "auto":
+        command = "finetune" if config_from_args(args).data.objective == "finetune" else "pretrain"
+    return (pretrain if command == "pretrain" else finetune).resolve_config(args)[1]

@@ -41,27 +41,39 @@ def model_family(init_from: str | None, family: str) -> str:
     return model_kind(d)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError, T5ElectraError
+def resolve_config(args: argparse.Namespace):
+    """(family, the run config): ELECTRA's fine-tuning defaults for an ELECTRA model, the YAML, the
+    overrides (typos are reported before anything is loaded)."""
+    from ..errors import ConfigError
     from ..train.config import config_from_args
 
+    probe = config_from_args(args)
+    family = model_family(probe.model.init_from, probe.model.family)
+    if family == "t5":
+        cfg = probe
+    elif family == "electra":
+        from ..recipes.finetune_electra import default_config
+
+        cfg = config_from_args(args, base=default_config())
+    else:
+        raise ConfigError(f"model.family={family!r}: expected 't5' or 'electra'")
+    cfg.model.family = family
+    return family, cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError, T5ElectraError
+
     try:
-        probe = config_from_args(args)  # typos are reported before anything is loaded
-        family = model_family(probe.model.init_from, probe.model.family)
+        family, cfg = resolve_config(args)
         if family == "t5":
             try:
                 from ..recipes.finetune_t5 import train
             except ImportError as e:
                 raise ConfigError(f"fine-tuning T5 needs t5electra.recipes.finetune_t5, which cannot be "
                                   f"imported here ({e})") from None
-            cfg = probe
-        elif family == "electra":
-            from ..recipes.finetune_electra import default_config, train
-
-            cfg = config_from_args(args, base=default_config())
         else:
-            raise ConfigError(f"model.family={family!r}: expected 't5' or 'electra'")
-        cfg.model.family = family
+            from ..recipes.finetune_electra import train
         run_dir = Path(train(cfg))
     except T5ElectraError as e:
         print(f"t5electra finetune: error: {e}", file=sys.stderr)

@@ -40,23 +40,33 @@ def resolve_objective(args: argparse.Namespace) -> str:
     return probe.data.objective
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError, T5ElectraError
+def resolve_config(args: argparse.Namespace):
+    """(objective, the run config): the recipe's own defaults (ELECTRA's), the YAML, the overrides."""
+    from ..errors import ConfigError
     from ..train.config import config_from_args
 
+    objective = resolve_objective(args)
+    if objective == "t5-span-corruption":
+        cfg = config_from_args(args)
+    elif objective in ("electra-rtd", "mlm"):
+        from ..recipes.pretrain_electra import default_config
+
+        cfg = config_from_args(args, base=default_config(objective))
+    else:
+        raise ConfigError(f"data.objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
+    cfg.data.objective = objective
+    return objective, cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import T5ElectraError
+
     try:
-        objective = resolve_objective(args)
+        objective, cfg = resolve_config(args)
         if objective == "t5-span-corruption":
             from ..recipes.pretrain_t5 import train
-
-            cfg = config_from_args(args)
-        elif objective in ("electra-rtd", "mlm"):
-            from ..recipes.pretrain_electra import default_config, train
-
-            cfg = config_from_args(args, base=default_config(objective))
         else:
-            raise ConfigError(f"data.objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
-        cfg.data.objective = objective
+            from ..recipes.pretrain_electra import train
         run_dir = train(cfg)
     except T5ElectraError as e:
         print(f"t5electra pretrain: error: {e}", file=sys.stderr)

@@ -146,6 +146,10 @@ class Bf16Native(Kernel):
 
     def __init__(self, weight, bias):
         super().__init__(weight, bias)
+        self._prepare(weight, bias)
+
+    def _prepare(self, weight, bias) -> None:
+        """The bf16 copy (packed for oneDNN where it can) of ``weight`` and ``bias``."""
         w = weight.detach().to(torch.bfloat16).contiguous()
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
         packable = weight.device.type == "cpu" and bf16_packing_available()  # else F.linear in bf16
@@ -251,9 +255,9 @@ class Int8AsBf16(Bf16Native):
 
     def __init__(self, weight, bias, qweight: torch.Tensor | None = None):
         """``qweight``: ``quantize_int8_per_channel(weight)`` where the caller has it already."""
+        Kernel.__init__(self, weight, bias)  # stale when the model's weight changes
         qweight = quantize_int8_per_channel(weight) if qweight is None else qweight
-        super().__init__(qweight.dequantize(), bias)
-        Kernel.__init__(self, weight, bias)  # stale when the model's weight changes (not this copy)
+        self._prepare(qweight.dequantize(), bias)
 
 
 class Int8ByRows(_ByRows):

@@ -283,13 +283,8 @@ class ElectraPreTrainedModel(PreTrainedModel):
     # where the encoder sits in the state dict ("electra." under a head, "" in ElectraModel) and
     # the head's own weights (the same names in transformers' checkpoints)
     encoder_prefix: ClassVar[str] = "electra."
+    input_embeddings_path: ClassVar[str] = "electra.embeddings.word_embeddings"
     hf_head_keys: ClassVar[tuple[str, ...]] = ()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return getattr(self, "electra", self).embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        getattr(self, "electra", self).embeddings.word_embeddings = value
 
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
@@ -344,6 +339,7 @@ class ElectraModel(ElectraPreTrainedModel):
     """The bare encoder: token ids -> contextual vectors ``last_hidden_state`` (B, T, H)."""
 
     encoder_prefix: ClassVar[str] = ""
+    input_embeddings_path: ClassVar[str] = "embeddings.word_embeddings"
     # Check that ids are inside the vocabularies (one host sync per call), as T5's flag. A training
     # loop whose data is known to fit may set it to False on GPU (on a head model too: it forwards).
     check_inputs: bool = True

@@ -390,11 +390,7 @@ class T5PreTrainedModel(PreTrainedModel):
     config: T5Config
     _has_decoder: ClassVar[bool] = True
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.shared  # both stacks' input embedding (T5 has no other copy of it)
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.shared = value
+    input_embeddings_path: ClassVar[str] = "shared"  # both stacks' input embedding (no other copy of it)
 
     def get_output_embeddings(self) -> nn.Module | None:
         return getattr(self, "lm_head", None)  # None when tied (v1.0): the logits use shared
