@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="tiny random models: checks the harness in seconds (CI)")
     p.set_defaults(mode="full")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: bf16 MFU on a GPU (written for GPUs, untested here: see docs/performance.md)")
+                   help="cuda: the rows and MFU on a GPU (not yet run by us on one: docs/performance.md, \"On a GPU\")")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     p.add_argument("--threads", type=int, default=None,
                    help="torch (and CTranslate2) threads for every implementation (default: all CPUs)")

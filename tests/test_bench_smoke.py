@@ -156,3 +156,33 @@ def test_train_step_script_times_our_recipe_step():
 
     out = train_step(["--preset", "t5-tiny", "--shape", "2x12x6", "--steps", "2", "--precision", "fp32"])
     assert out["shape"] == "2x12x6" and len(out["seconds"]) == 2 and out["median_s"] > 0 and out["peak_rss_mb"] > 0
+
+
+def test_device_check_runs_every_section_and_records_it(tmp_path):
+    """benchmarks/device_check.py (run on a GPU machine: docs/performance.md) on tiny presets on CPU:
+    every section passes here too, and a failing section is recorded without stopping the others."""
+    from benchmarks import device_check
+
+    assert device_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    sections = report["sections"]
+    assert list(sections) == ["parity_fp32", "parity_bf16", "gradients", "generate", "train_bf16"]
+    assert all(s["ok"] for s in sections.values())
+    assert sections["parity_fp32"]["models"]["ElectraForQuestionAnswering"]["max_abs_diff"] < 1e-4
+    assert sections["generate"]["checks"]["cached_vs_full_forward"]["same"]
+    t5 = sections["train_bf16"]["t5"]
+    assert len(t5["losses"]["t5electra"]) == len(t5["losses"]["transformers"]) == 20
+    assert "## train_bf16: ok" in (tmp_path / "device_check.md").read_text()
+
+    class Boom(device_check.Checker):
+        def gradients(self):
+            raise RuntimeError("planted")
+
+    device_check.Checker = Boom
+    try:
+        rc = device_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "b"),
+                                "--sections", "gradients,parity_fp32"])
+    finally:
+        device_check.Checker = Boom.__mro__[1]
+    sections = json.loads((tmp_path / "b" / "device_check.json").read_text())["sections"]
+    assert rc == 1 and "planted" in sections["gradients"]["error"] and sections["parity_fp32"]["ok"]

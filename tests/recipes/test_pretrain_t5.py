@@ -14,6 +14,7 @@ from t5electra.recipes.pretrain_t5 import main, train
 from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
+from train_device import TRAIN_DEVICE
 
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
          "and children played games under tall trees until the sun went down over quiet hills").split()
@@ -36,7 +37,7 @@ def _args(root, run, steps=8, *extra):
             "--model.preset=t5-v1_1-tiny", "--data.max_length=32", "--train.batch_size=8",
             f"--train.max_steps={steps}", "--train.log_every=1", "--checkpoint.every_steps=4",
             "--eval.every_steps=4", "--eval.max_batches=2", "--optim.lr=1e-2", "--schedule.name=constant",
-            "--train.device=cpu", "--train.progress=false", "--checkpoint.resume=auto", *extra]
+            f"--train.device={TRAIN_DEVICE}", "--train.progress=false", "--checkpoint.resume=auto", *extra]
 
 
 def test_pretrain_learns_and_resumes_exactly(corpus_and_tokenizer, tmp_path):
