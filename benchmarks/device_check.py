@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import tempfile
 import time
 import traceback
@@ -343,8 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         "generate": c.generate,
         "train_bf16": lambda: c.train_bf16(matmul_peak("bf16", c.device.type)),
     }
-    for name in a.sections.split(","):
-        c.run(name, sections[name])
+    chosen = [n.strip() for n in a.sections.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in sections]
+    if unknown:
+        print(f"device_check: unknown section(s) {unknown}; choose from {list(sections)}")
+        return 2
+    try:
+        for name in chosen:
+            c.run(name, sections[name])
+    finally:
+        shutil.rmtree(c.workdir, ignore_errors=True)  # the checkpoints both sides loaded
     write_markdown(c.report, a.out / "device_check.md")
     return 0 if all(s["ok"] for s in c.report["sections"].values()) else 1
 
