@@ -321,13 +321,21 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+SECTIONS = ("parity_fp32", "parity_bf16", "gradients", "generate", "train_bf16")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.device_check", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     p.add_argument("--out", type=Path, default=Path("device-check"), help="where the JSON and Markdown go")
     p.add_argument("--tiny", action="store_true", help="tiny presets (a smoke run of the script itself)")
-    p.add_argument("--sections", default="parity_fp32,parity_bf16,gradients,generate,train_bf16")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset, run in this order")
     a = p.parse_args(argv)
+    chosen = [n.strip() for n in a.sections.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in SECTIONS]
+    if unknown:
+        print(f"device_check: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+        return 2
     if torch.device(a.device).type == "cuda" and not torch.cuda.is_available():
         print("device_check: --device cuda but torch.cuda.is_available() is False")
         return 2
@@ -344,11 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         "generate": c.generate,
         "train_bf16": lambda: c.train_bf16(matmul_peak("bf16", c.device.type)),
     }
-    chosen = [n.strip() for n in a.sections.split(",") if n.strip()]
-    unknown = [n for n in chosen if n not in sections]
-    if unknown:
-        print(f"device_check: unknown section(s) {unknown}; choose from {list(sections)}")
-        return 2
     try:
         for name in chosen:
             c.run(name, sections[name])
