@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from t5electra.data.readers import spread_subset
 from t5electra.data.tasks import get_task
 from t5electra.inference import weights as inference_weights
 from t5electra.machine import describe_cpu
@@ -144,7 +145,7 @@ def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batc
 
 def sentiment_texts(split: str, n: int | None) -> list[str]:
     task = get_task("sentiment")
-    return [ex["inputs"] for ex in list(task.examples(split))[:n]]
+    return [ex["inputs"] for ex in spread_subset(list(task.examples(split)), n)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS),
                    help="WEIGHTS or WEIGHTS:KEEP_REGEX,... (the first is the reference)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="N evenly spaced examples of the split (and at most N span-filling sentences)")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args(argv)
     variants = tuple(a.variants)

@@ -200,3 +200,15 @@ def find_split_files(data_dir: str | Path, exts: Sequence[str],
     if not found:
         raise DataError(f"{data_dir}: no split files (train/validation/test with suffix {list(exts)})")
     return found
+
+
+def spread_subset(rows: Sequence[Any], n: int | None) -> list[Any]:
+    """At most ``n`` rows spread evenly over ``rows``, in their order (all of them when ``n`` is None
+    or not smaller). Every subset of a split goes through this, never a prefix: data files are often
+    ordered by label or source (the sentiment sample's first 500 validation rows are all positive),
+    so the first ``n`` rows would be one-sided."""
+    if n is None or n >= len(rows):
+        return list(rows)
+    if n < 0:
+        raise ValueError(f"n={n}: expected >= 0 or None")
+    return [rows[i * len(rows) // n] for i in range(n)]

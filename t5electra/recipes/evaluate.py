@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..data.heads import encode, load_task_data
+from ..data.readers import spread_subset
 from ..data.tasks import Task
 from ..errors import CheckpointNotFoundError, ConfigError, DataError
 from ..eval.heads import predict, score
@@ -101,7 +102,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", 
 def _examples(task: Task, split: str, max_examples: int | None) -> list[Example]:
     if split not in task.splits:
         raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(task.splits)})")
-    rows = list(task.examples(split))[:max_examples]
+    rows = spread_subset(list(task.examples(split)), max_examples)
     if not rows:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
     return rows
@@ -151,7 +152,7 @@ def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: 
     if split not in data.splits:
         raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
     _check_labels(config, data.labels, task.name, model_dir)
-    data = dataclasses.replace(data, splits={split: data.splits[split][:max_examples]})
+    data = dataclasses.replace(data, splits={split: spread_subset(data.splits[split], max_examples)})
     if not data.splits[split]:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
     model = arch.cls.from_pretrained(model_dir).to(device).optimize_for_inference(weights)

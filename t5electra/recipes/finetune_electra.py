@@ -27,7 +27,7 @@ The recipe of the ELECTRA paper (appendix, Table 7): AdamW, lr 1e-4 (Small: 3e-4
 0.01, linear warmup over the first 10% of the steps then linear decay, layer-wise lr decay 0.8
 (``optim.layerwise_lr_decay``, implemented as intended: see docs/training.md, the official code
 applies one factor too many). The validation split is scored every ``eval.every_steps`` steps
-(on a fixed random subset of ``eval.max_batches`` batches, if set) and each evaluation is
+(on ``eval.max_batches`` batches of evenly spaced examples, if set) and each evaluation is
 checkpointed; ``checkpoints/best`` follows ``eval.metric`` (``auto``: the task's first metric, e.g. accuracy,
 Pearson, SQuAD F1). At the end the best checkpoint is scored on the validation and test splits
 (``RUN/results.json``, with the majority-class baseline for classification) and saved as
@@ -53,6 +53,7 @@ import torch
 
 from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
+from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
 from ..models.electra import ElectraConfig
@@ -294,9 +295,8 @@ def train(cfg: RunConfig) -> Path:
             return {}
         feats, examples = features[split], data.splits[split]
         if cfg.eval.max_batches is not None and not full and data.head != "qa":  # QA: windows != examples
-            # a fixed random subset: the first rows of a file are often sorted by label
-            n = cfg.eval.max_batches * eval_batch
-            keep = np.sort(np.random.default_rng(cfg.train.seed).permutation(len(feats))[:n])
+            # evenly spaced examples (spread_subset): the first rows of a file are often sorted by label
+            keep = spread_subset(range(len(feats)), cfg.eval.max_batches * eval_batch)
             feats, examples = [feats[i] for i in keep], [examples[i] for i in keep]
         preds, loss = predict(net.to(env.device), feats, eval_batch, pad, env.device, cfg.train.precision,
                               by_length=data.head in ("classification", "regression"))

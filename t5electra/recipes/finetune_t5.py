@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ..data.global_batches import length_sorted_batches, rank_share
+from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
@@ -151,12 +152,12 @@ def train_batches(cfg: RunConfig, tasks, env: DistEnv, seen: int) -> Iterator[li
 
 def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[Example]]:
     """Each task's ``split``; {} if a task lacks the split. With ``cap``, ``cap`` evenly spaced examples
-    of each (data files are often ordered by label or source: the first rows would be one-sided)."""
+    of each (spread_subset)."""
     if not all(split in t.splits for t in tasks):
         return {}
     out = {t.name: list(t.examples(split)) for t in tasks}
     if cap:
-        out = {name: rows[:: max(1, len(rows) // cap)][:cap] for name, rows in out.items()}
+        out = {name: spread_subset(rows, cap) for name, rows in out.items()}
     for name, rows in out.items():
         if not rows:
             raise DataError(f"task {name!r}: the {split!r} split is empty")

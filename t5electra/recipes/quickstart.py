@@ -47,6 +47,7 @@ import torch
 from ..core.atomic import write_text_atomic
 from ..data.samples import corpus_slice
 from ..data.sources import read_documents
+from ..data.readers import spread_subset
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
 from ..eval.baselines import tfidf_logreg
@@ -102,12 +103,12 @@ def pretraining_text(out: Path, corpus_train: Path, sentiment: Path, extra: list
 
 
 def sentiment_subset(sentiment_dir: Path, out: Path, n: int) -> Path:
-    """``n`` evenly spaced examples of each split of the sentiment sample (the files are ordered by
-    source, so the first rows would be nearly all positive); same files, same layout."""
+    """``n`` evenly spaced examples of each split of the sentiment sample (spread_subset: the files
+    are ordered by source, so the first rows would be nearly all positive); same files, same layout."""
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(sentiment_dir.glob("*.tsv")):
         header, *rows = f.read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / f.name).write_text(header + "".join(rows[:: max(1, len(rows) // n)][:n]), encoding="utf-8")
+        (out / f.name).write_text(header + "".join(spread_subset(rows, n)), encoding="utf-8")
     return out
 
 

@@ -295,3 +295,24 @@ def test_record_readers_agree_across_formats(tmp_path):
         assert list(T.read_records(tmp_path / f"a.{suffix}")) == rows, suffix
     with pytest.raises(DataError, match="unknown data format '.xml'"):
         T.read_records(tmp_path / "a.xml")
+
+
+# -- subsets ------------------------------------------------------------------------------------
+
+def test_subsets_are_spread_over_a_label_sorted_split_never_its_first_rows(tmp_path):
+    from t5electra.data.readers import spread_subset
+    from t5electra.recipes.evaluate import _examples
+    from t5electra.recipes.finetune_t5 import split_examples
+
+    assert spread_subset(list(range(10)), 4) == [0, 2, 5, 7]
+    assert spread_subset(list(range(1000)), 600)[-1] == 998  # the old rows[::len // n][:n] stopped at 599
+    assert spread_subset([1, 2], None) == spread_subset([1, 2], 5) == [1, 2] and spread_subset([1, 2], 0) == []
+    with pytest.raises(ValueError):
+        spread_subset([1], -1)
+    # a split sorted by label, as the sentiment sample's validation file (500 positive rows first)
+    path = _write(tmp_path / "sorted.tsv", "sentence\tlabel\n" + "".join(
+        f"s{i}\t{int(i < 60)}\n" for i in range(100)))
+    task = T.classification_task("sorted", T.FileSource({"validation": path}, T.read_tsv),
+                                 text_keys=("sentence",), labels=("negative", "positive"))
+    for rows in (_examples(task, "validation", 10), split_examples([task], "validation", 10)["sorted"]):
+        assert [e["targets"] for e in rows].count("negative") == 4  # 40 % of the split, not 0
