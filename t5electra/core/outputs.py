@@ -87,3 +87,24 @@ class QuestionAnsweringModelOutput(ModelOutput):
     start_logits: torch.Tensor | None = None  # (B, T)
     end_logits: torch.Tensor | None = None  # (B, T)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+
+
+# -- generate(return_dict_in_generate=True) ------------------------------------------------------------
+@dataclasses.dataclass
+class GenerateEncoderDecoderOutput(ModelOutput):
+    """Greedy search and sampling (transformers' class of that name): N = B * num_return_sequences."""
+
+    sequences: torch.Tensor  # (N, T) start token, generated tokens, padding
+    scores: tuple[torch.Tensor, ...] | None = None  # output_scores: per step (N, V), after the processors
+    logits: tuple[torch.Tensor, ...] | None = None  # output_logits: per step (N, V), the raw logits
+
+
+@dataclasses.dataclass
+class GenerateBeamEncoderDecoderOutput(ModelOutput):
+    """Beam search (transformers' class of that name): N = B * num_return_sequences."""
+
+    sequences: torch.Tensor  # (N, T)
+    sequences_scores: torch.Tensor | None = None  # output_scores: (N,) sum of log-probs / new_length ** length_penalty
+    scores: tuple[torch.Tensor, ...] | None = None  # output_scores: per step (B * num_beams, V) processed log-probs
+    logits: tuple[torch.Tensor, ...] | None = None  # output_logits: per step (B * num_beams, V)
+    beam_indices: torch.Tensor | None = None  # (N, T - 1): the beam row each token was appended to (-1: none)

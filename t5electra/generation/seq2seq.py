@@ -45,6 +45,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..core.outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 from ..errors import InvalidInputError
 from .sampling import sample_top_k, warp_scores
 
@@ -130,9 +131,10 @@ def _plain(x):
 
 def generate(
     model: EncoderDecoderLM,
-    input_ids: Tensor,
+    input_ids: Tensor | None = None,
     attention_mask: Tensor | None = None,
     *,
+    inputs: Tensor | None = None,
     max_length: int | None = None,
     max_new_tokens: int | None = None,
     min_new_tokens: int = 0,
@@ -150,7 +152,11 @@ def generate(
     pad_token_id: int | None = None,
     decoder_start_token_id: int | None = None,
     generator: torch.Generator | None = None,
-) -> Tensor:
+    use_cache: bool = True,
+    return_dict_in_generate: bool = False,
+    output_scores: bool = False,
+    output_logits: bool = False,
+) -> Tensor | GenerateEncoderDecoderOutput | GenerateBeamEncoderDecoderOutput:
     """Generate output ids for a batch of encoder inputs (transformers' ``generate`` semantics).
 
     Args:
@@ -160,12 +166,35 @@ def generate(
         max_length: total output length including the decoder start token.
         max_new_tokens: tokens to generate after the start token; wins over ``max_length``.
         generator: a ``torch.Generator`` that makes sampling reproducible (on the model's device).
+        inputs: transformers' name for ``input_ids`` (give one of the two).
+        use_cache: accepted for transformers' callers; decoding always uses the KV cache, whose
+            tokens the tests prove equal to a full forward per step.
+        return_dict_in_generate: return a GenerateEncoderDecoderOutput (greedy, sampling) or a
+            GenerateBeamEncoderDecoderOutput (beam search) instead of the tensor, with
+            ``output_scores`` (each step's scores after the processors; beam search: also
+            ``sequences_scores`` and ``beam_indices``) and ``output_logits`` (the raw logits), as
+            transformers returns them. Recording turns off what would change them: finished rows
+            stay in the batch, and greedy search computes every logit.
         The other options are documented on :class:`GenerationSettings` and in docs/generation.md.
 
     Returns:
         LongTensor (B * num_return_sequences, T), T <= max_length: the decoder start token, the
         generated tokens, then padding after EOS. Rows of one input are consecutive.
     """
+    if inputs is not None:
+        if input_ids is not None:
+            raise InvalidInputError("generate: give input_ids or inputs (transformers' name for it), not both")
+        input_ids = inputs
+    if input_ids is None:
+        raise InvalidInputError("generate: input_ids is missing")
+    for name, flag in (("use_cache", use_cache), ("return_dict_in_generate", return_dict_in_generate),
+                       ("output_scores", output_scores), ("output_logits", output_logits)):
+        if not isinstance(flag, bool):
+            raise InvalidInputError(f"generate: {name} must be True or False, got {flag!r}")
+    if (output_scores or output_logits) and not return_dict_in_generate:
+        logger.warning("generate: output_scores / output_logits need return_dict_in_generate=True "
+                       "(as in transformers); returning the sequences only")
+    record = _Record(output_scores, output_logits) if return_dict_in_generate else None
     s = _settings(model, input_ids, attention_mask, max_length=max_length, max_new_tokens=max_new_tokens,
                   min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
                   early_stopping=early_stopping, do_sample=do_sample, temperature=temperature, top_k=top_k,
@@ -185,8 +214,28 @@ def generate(
         if expand > 1:
             cache.reorder(torch.arange(input_ids.shape[0], device=device).repeat_interleave(expand))
         if s.num_beams > 1:
-            return _beam_search(model, cache, input_ids.shape[0], device, s, generator)
-        return _greedy_or_sample(model, cache, input_ids.shape[0] * expand, device, s, generator)
+            return _beam_search(model, cache, input_ids.shape[0], device, s, generator, record)
+        return _greedy_or_sample(model, cache, input_ids.shape[0] * expand, device, s, generator, record)
+
+
+@dataclasses.dataclass
+class _Record:
+    """What ``return_dict_in_generate`` asked to keep of each step."""
+
+    scores: bool
+    logits: bool
+    steps_scores: list[Tensor] = dataclasses.field(default_factory=list)
+    steps_logits: list[Tensor] = dataclasses.field(default_factory=list)
+
+    def step(self, logits: Tensor, scores: Tensor) -> None:
+        if self.scores:
+            self.steps_scores.append(scores.clone())
+        if self.logits:
+            self.steps_logits.append(logits.clone())
+
+    def tuples(self) -> dict[str, tuple[Tensor, ...] | None]:
+        return {"scores": tuple(self.steps_scores) if self.scores else None,
+                "logits": tuple(self.steps_logits) if self.logits else None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +403,7 @@ def _ban_repeated_ngrams(scores: Tensor, history: Tensor, n: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
-                      generator: torch.Generator | None) -> Tensor:
+                      generator: torch.Generator | None, record: _Record | None = None):
     """One token per row and step (argmax, or a draw from the warped distribution).
 
     Rows that finish are fed ``pad`` and their output is ``pad``, as in transformers. Once a quarter
@@ -373,7 +422,7 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
     # Greedy with processors that only ban tokens: the model may skip the full output layer
     # (decode_step_argmax; the same tokens).
     argmax_step = (getattr(model, "decode_step_argmax", None)
-                   if not s.do_sample and s.repetition_penalty == 1.0 else None)
+                   if not s.do_sample and s.repetition_penalty == 1.0 and record is None else None)
     while True:
         history = out[rows, :cur_len] if _needs_history(s) else None
         if argmax_step is not None:
@@ -382,6 +431,9 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
         else:
             logits = model.decode_step(tokens, cache)[:, -1].float()    # (A, V)
             scores = _process(logits, history, cur_len, s, eos)
+            if record is not None:  # transformers records the scores after its warpers too
+                record.step(logits, warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1)
+                            if s.do_sample else scores)
             if s.do_sample and s.top_k:
                 next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator)
             elif s.do_sample:
@@ -400,11 +452,13 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
             n_done = int(done.sum())
             if n_done == done.numel():
                 break
-            if 4 * n_done >= done.numel():
+            if 4 * n_done >= done.numel() and record is None:
                 keep = (~done).nonzero().squeeze(1)   # (A',) rows still generating
                 cache.reorder(keep)
                 rows, next_tokens, done = rows[keep], next_tokens[keep], done[keep]
         tokens = next_tokens[:, None]
+    if record is not None:
+        return GenerateEncoderDecoderOutput(sequences=out[:, :cur_len], **record.tuples())
     return out[:, :cur_len]
 
 
@@ -413,7 +467,7 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
 # --------------------------------------------------------------------------------------------
 
 def _beam_search(model, cache, batch_size: int, device: torch.device, s: GenerationSettings,
-                 generator: torch.Generator | None) -> Tensor:
+                 generator: torch.Generator | None, record: _Record | None = None):
     """Keep ``num_beams`` running hypotheses and ``num_beams`` finished ones per input.
 
     Each step scores every continuation of every running beam, keeps the best ``K = 2 * num_beams``
@@ -425,7 +479,9 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     result, transformers only keeps computing them.
 
     The loop state covers the ``b`` inputs still searching (``items``); ``out`` and ``out_len``
-    receive each input's best ``num_return_sequences`` hypotheses when it leaves.
+    receive each input's best ``num_return_sequences`` hypotheses when it leaves. With a ``record``
+    (return_dict_in_generate) no input leaves early, and each hypothesis also carries its beam
+    indices (``running_bi`` / ``finished_bi``: per new token, the cache row of the beam it extended).
     """
     B, nb, L, V = batch_size, s.num_beams, s.max_length, model.config.vocab_size
     prompt = s.prompt_length
@@ -447,6 +503,8 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
     running[:, :, 0] = s.decoder_start_token_id
     finished = running.clone()
+    running_bi = torch.full((B, nb, L - prompt), -1, dtype=torch.long, device=device)
+    finished_bi = running_bi.clone()
     finished_len = torch.full((B, nb), prompt, dtype=torch.long, device=device)
     finished_scores = torch.full((B, nb), _NEG, dtype=torch.float, device=device)
     is_finished = torch.zeros((B, nb), dtype=torch.bool, device=device)
@@ -466,6 +524,9 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
         # score (running score + log-prob of the token).
         if s.do_sample:
             log_probs = warp_scores(log_probs, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=min_keep)
+        if record is not None:
+            record.step(logits, log_probs)
+        if s.do_sample:
             log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
             cand = torch.multinomial(log_probs.softmax(dim=-1), num_samples=K, generator=generator)
             cand_scores = log_probs.gather(1, cand)
@@ -503,6 +564,10 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
             seqs = _gather_beams(running, new_beam)                                  # (b, nb, L)
             seqs[:, :, cur_len] = new_token
             finished = torch.where(from_old[..., None], _gather_beams(finished, old), seqs)
+            if record is not None:
+                seqs_bi = _gather_beams(running_bi, new_beam)
+                seqs_bi[:, :, cur_len - prompt] = new_beam + batch_offset
+                finished_bi = torch.where(from_old[..., None], _gather_beams(finished_bi, old), seqs_bi)
             finished_scores = torch.where(from_old, finished_scores.gather(1, old), new_scores.gather(1, new))
             finished_len = torch.where(from_old, finished_len.gather(1, old), cur_len + 1)
             is_finished = torch.where(from_old, is_finished.gather(1, old), just_finished.gather(1, new))
@@ -515,6 +580,9 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
         next_tokens = cand_token.gather(1, best)                                      # (b, nb)
         running = _gather_beams(running, src_beam)
         running[:, :, cur_len] = next_tokens
+        if record is not None:
+            running_bi = _gather_beams(running_bi, src_beam)
+            running_bi[:, :, cur_len - prompt] = src_beam + batch_offset
 
         # g. An input is done when it cannot improve, or is full with early_stopping=True. Stop
         # when all are done or every candidate ended (max_length).
@@ -527,8 +595,8 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
             break
         rows = src_beam + batch_offset                          # (b, nb) cache row each beam continues
         n_done = int(done.sum())
-        if n_done and 4 * n_done >= b and not s.do_sample:  # (beam sampling: keep transformers' draws)
-            out[items[done]], out_len[items[done]] = finished[done, :nrs], finished_len[done, :nrs]
+        if n_done and 4 * n_done >= b and not s.do_sample and record is None:  # (beam sampling: keep
+            out[items[done]], out_len[items[done]] = finished[done, :nrs], finished_len[done, :nrs]  # its draws)
             keep = (~done).nonzero().squeeze(1)                                       # (b',)
             items, rows, next_tokens = items[keep], rows[keep], next_tokens[keep]
             running, running_scores, can_improve = running[keep], running_scores[keep], can_improve[keep]
@@ -541,7 +609,14 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
 
     out[items], out_len[items] = finished[:, :nrs], finished_len[:, :nrs]
     length = int(out_len.max())
-    return out[:, :, :length].reshape(B * nrs, length)
+    sequences = out[:, :, :length].reshape(B * nrs, length)
+    if record is None:
+        return sequences
+    # (with a record no input left early: finished holds every input, in order)
+    return GenerateBeamEncoderDecoderOutput(
+        sequences=sequences, sequences_scores=finished_scores[:, :nrs].reshape(-1) if record.scores else None,
+        **record.tuples(),
+        beam_indices=finished_bi[:, :nrs, :length - prompt].reshape(B * nrs, length - prompt))
 
 
 def _gather_beams(t: Tensor, beam: Tensor) -> Tensor:

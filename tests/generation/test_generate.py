@@ -521,3 +521,65 @@ def test_invalid_inputs_raise_clear_errors(models):
     # InvalidInputError is a ValueError, as transformers raises for the same mistakes
     with pytest.raises(ValueError):
         generate(model, ids, mask, max_length=1)
+
+
+# --------------------------------------------------------------------------------------------
+# return_dict_in_generate: scores, logits, sequences_scores and beam_indices as transformers'
+# --------------------------------------------------------------------------------------------
+
+DICT_CASES = [
+    {"max_new_tokens": 9},
+    {"eos": True, "min_new_tokens": 3, "repetition_penalty": 1.4, "max_new_tokens": 12},
+    {"num_beams": 3, "eos": True, "max_new_tokens": 12},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.5, "eos": True, "max_new_tokens": 12},
+    {"num_beams": 3, "early_stopping": True, "no_repeat_ngram_size": 2, "eos": True, "max_new_tokens": 10},
+]
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("case", DICT_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_return_dict_in_generate_matches_transformers(models, version, case):
+    ours_m, hf = models[version, 2]
+    ids, mask = padded_batch(2)
+    kw = dict(_resolve(case, ours_m, ids, mask), return_dict_in_generate=True, output_scores=True,
+              output_logits=True)
+    ours = ours_m.generate(ids, mask, **kw)  # the model method: the fast paths a user gets
+    theirs = hf_generate(hf, ids, mask, **kw)
+    assert type(ours).__name__ == type(theirs).__name__  # GenerateBeamEncoderDecoderOutput / GenerateEncoder...
+    assert torch.equal(ours.sequences, theirs.sequences)
+    assert len(ours.scores) == len(theirs.scores) == len(ours.logits) == len(theirs.logits)
+    for a, b in zip(ours.scores + ours.logits, theirs.scores + theirs.logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # -inf where transformers has -inf
+    if kw.get("num_beams", 1) > 1:
+        torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, atol=1e-4, rtol=1e-4)
+        assert torch.equal(ours.beam_indices, theirs.beam_indices)
+        # transformers' compute_transition_scores reads our output as its own
+        torch.testing.assert_close(
+            hf.compute_transition_scores(ours.sequences, ours.scores, ours.beam_indices, normalize_logits=False),
+            hf.compute_transition_scores(theirs.sequences, theirs.scores, theirs.beam_indices,
+                                         normalize_logits=False), atol=1e-4, rtol=1e-4)
+    # the dict changes nothing about the tokens; without it, the tensor
+    plain = ours_m.generate(ids, mask, **_resolve(case, ours_m, ids, mask))
+    assert torch.equal(plain, ours.sequences)
+
+
+def test_return_dict_options_and_transformers_argument_names(models, caplog):
+    ours, hf = models["v1.1", 0]
+    ids, mask = padded_batch(0)
+    out = ours.generate(inputs=ids, attention_mask=mask, use_cache=False, max_new_tokens=5,
+                        return_dict_in_generate=True)
+    assert out.scores is None and out.logits is None and out[0] is out.sequences  # tuple-style access too
+    assert torch.equal(out.sequences, ours.generate(ids, mask, max_new_tokens=5))
+    sampled = ours.generate(ids, mask, do_sample=True, top_k=5, temperature=0.7, max_new_tokens=4,
+                            return_dict_in_generate=True, output_scores=True,
+                            generator=torch.Generator().manual_seed(0))
+    assert all(int(torch.isfinite(s).sum(-1).max()) <= 5 for s in sampled.scores)  # after the top-k warper
+    with caplog.at_level("WARNING"):
+        assert isinstance(ours.generate(ids, mask, max_new_tokens=2, output_scores=True), torch.Tensor)
+    assert "return_dict_in_generate" in caplog.text
+    with pytest.raises(InvalidInputError, match="not both"):
+        ours.generate(ids, inputs=ids)
+    with pytest.raises(InvalidInputError, match="output_scores must be True or False"):
+        ours.generate(ids, output_scores="yes")
+    with pytest.raises(InvalidInputError, match="input_ids is missing"):
+        ours.generate(attention_mask=mask)
