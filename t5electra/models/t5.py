@@ -455,6 +455,22 @@ class T5PreTrainedModel(PreTrainedModel):
         ``options``: ``keep`` (layers left in fp32), ``pack_weights``. Returns self."""
         return optimize_for_inference(self, weights, **options)
 
+    def encoder_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                        output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D);
+        ``output_hidden_states``: also ``hidden_states`` (num_layers + 1, as transformers')."""
+        self._check_inputs(input_ids=input_ids)
+        self._check_mask("attention_mask", attention_mask, input_ids.shape)
+        states = [] if output_hidden_states else None
+        last = self.encoder(self.shared(input_ids), attention_mask, states=states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states))
+
+    def get_encoder(self) -> Callable[..., BaseModelOutput]:
+        """transformers' ``get_encoder()``, as it is called: ``model.get_encoder()(input_ids=...,
+        attention_mask=...)`` gives the encoder's BaseModelOutput, which ``encoder_outputs=`` takes
+        (``model.encoder`` itself is the stack of blocks, which starts from embeddings)."""
+        return self.encoder_forward
+
     def set_attn_implementation(self, implementation: str) -> None:
         """'sdpa' (default: torch's fused kernels) or 'eager' (the plain formula); same results."""
         if implementation not in IMPLEMENTATIONS:
@@ -511,13 +527,8 @@ class T5EncoderModel(T5PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False) -> BaseModelOutput:
-        """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D);
-        ``output_hidden_states``: also ``hidden_states`` (num_layers + 1, as transformers')."""
-        self._check_inputs(input_ids=input_ids)
-        self._check_mask("attention_mask", attention_mask, input_ids.shape)
-        states = [] if output_hidden_states else None
-        last = self.encoder(self.shared(input_ids), attention_mask, states=states)
-        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states))
+        """input_ids (B, S), attention_mask (B, S) -> last_hidden_state (B, S, D): ``encoder_forward``."""
+        return self.encoder_forward(input_ids, attention_mask, output_hidden_states=output_hidden_states)
 
 
 class T5Model(T5PreTrainedModel):
@@ -536,9 +547,7 @@ class T5Model(T5PreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (N, S) -> the final-normed encoder output (N, S, D)."""
-        self._check_inputs(input_ids=input_ids)
-        self._check_mask("attention_mask", attention_mask, input_ids.shape)
-        return self.encoder(self.shared(input_ids), attention_mask)
+        return self.encoder_forward(input_ids, attention_mask).last_hidden_state
 
     def _decode(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
                 labels=None, states: tuple[list, list] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -126,3 +126,17 @@ def test_preset_shapes_match_transformers():
             assert hf_shapes[k] == tuple(v.shape), k
         expected = set(hf_shapes) - {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
         assert set(exported) - {"lm_head.weight"} == expected
+
+
+def test_get_encoder_is_called_as_transformers_and_its_output_feeds_the_model(pair):
+    ours, hf = pair
+    ids, mask, labels, dec_mask = inputs()
+    with torch.no_grad():
+        enc = ours.get_encoder()(input_ids=ids, attention_mask=mask)
+        torch.testing.assert_close(enc.last_hidden_state,
+                                   hf.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state, **TOL)
+        a = ours(encoder_outputs=enc, attention_mask=mask, labels=labels)
+        b = hf(encoder_outputs=(enc.last_hidden_state,), attention_mask=mask, labels=labels)
+    torch.testing.assert_close(a.logits, b.logits, **TOL)
+    encoder_only = T5EncoderModel(ours.config)
+    assert encoder_only.get_encoder()(ids).last_hidden_state.shape == (3, 23, 32)
