@@ -33,6 +33,7 @@ class ModelOutput:
 class BaseModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor  # (B, S, D) encoder output (ELECTRA: (B, T, H))
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 @dataclasses.dataclass
@@ -41,6 +42,9 @@ class Seq2SeqModelOutput(ModelOutput):
     encoder_last_hidden_state: torch.Tensor  # (B, S, D)
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
     decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, T) per layer
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, S) per layer
 
 
 @dataclasses.dataclass
@@ -50,6 +54,9 @@ class Seq2SeqLMOutput(ModelOutput):
     encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
     decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, T) per layer
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, S) per layer
 
 
 # -- ELECTRA heads ---------------------------------------------------------------------------------
@@ -58,6 +65,7 @@ class ElectraForPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None  # BCE over the attended positions
     logits: torch.Tensor | None = None  # (B, T): > 0 means "replaced"
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 @dataclasses.dataclass
@@ -65,6 +73,7 @@ class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None  # cross-entropy over labels != -100
     logits: torch.Tensor | None = None  # (B, T, V)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 @dataclasses.dataclass
@@ -72,6 +81,7 @@ class SequenceClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, L)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 @dataclasses.dataclass
@@ -79,6 +89,7 @@ class TokenClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, T, L)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 @dataclasses.dataclass
@@ -87,6 +98,7 @@ class QuestionAnsweringModelOutput(ModelOutput):
     start_logits: torch.Tensor | None = None  # (B, T)
     end_logits: torch.Tensor | None = None  # (B, T)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True: embeddings + each layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
 # -- generate(return_dict_in_generate=True) ------------------------------------------------------------

@@ -41,6 +41,7 @@ from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, Masked
 from ..modeling import LoadReport, PreTrainedModel
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import SelfAttention
+from ..nn.attention_capture import capture_attention, self_weights
 from ..nn.dropout import Dropout
 from ..nn.linear import project, project_act
 from ..nn.recompute import maybe_recompute
@@ -389,15 +390,22 @@ class ElectraModel(ElectraPreTrainedModel):
                                         f"{what}={size}{hint}")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, *, output_hidden_states: bool = False) -> BaseModelOutput:
+                token_type_ids: torch.Tensor | None = None, *, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> BaseModelOutput:
         """input_ids (B, T); attention_mask (B, T), 1 = token, 0 = padding; token_type_ids (B, T).
         ``output_hidden_states``: also the embeddings' output and every layer's, ``hidden_states``
-        (num_layers + 1 tensors (B, T, H)), as transformers."""
+        (num_layers + 1 tensors (B, T, H)), as transformers. ``output_attentions``: also each
+        layer's weights softmax(q k^T / sqrt(d) + mask), ``attentions`` (num_layers of (B, heads, T, T),
+        before dropout), recorded by hooks (nn/attention_capture.py: SDPA never materialises them)."""
         self._check_inputs(input_ids, attention_mask, token_type_ids)
-        if output_hidden_states:
-            states: list[torch.Tensor] = []
-            last = self._encode(input_ids, attention_mask, token_type_ids, states)
-            return BaseModelOutput(last_hidden_state=last, hidden_states=tuple(states))
+        if output_hidden_states or output_attentions:
+            states: list[torch.Tensor] | None = [] if output_hidden_states else None
+            modules = {"layers": [(layer.attention, self_weights) for layer in self.layers]} if output_attentions else {}
+            with capture_attention(modules) as captured:
+                last = self._encode(input_ids, attention_mask, token_type_ids, states)
+            weights = captured.get("layers")
+            return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states),
+                                   attentions=None if weights is None else tuple(w.to(last.dtype) for w in weights))
         rows = chunk_rows(input_ids, self.inference_chunk_tokens)
         if rows is not None:  # inference on a large CPU batch: a few sequences at a time
             return BaseModelOutput(last_hidden_state=encode_in_chunks(self._encode, rows, input_ids, attention_mask,
@@ -458,8 +466,9 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> ElectraForPreTrainingOutput:
-        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+                output_hidden_states: bool = False, output_attentions: bool = False) -> ElectraForPreTrainingOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
         h = enc.last_hidden_state
         logits = self.discriminator_predictions(h)  # (B, T)
         loss = None
@@ -469,7 +478,8 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
                 loss = F.binary_cross_entropy_with_logits(logits[active], labels[active].float())
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.float())
-        return ElectraForPreTrainingOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+        return ElectraForPreTrainingOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
+                                           attentions=enc.attentions)
 
 
 class ElectraGeneratorPredictions(nn.Module):
@@ -511,13 +521,15 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> MaskedLMOutput:
-        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+                output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
         logits = self.lm_logits(enc.last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
+                              attentions=enc.attentions)
 
     def _resize_output(self, new_num_tokens: int) -> None:
         old = self.generator_lm_head.bias  # the output layer's weight is the word embedding (tied)
@@ -596,8 +608,9 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> SequenceClassifierOutput:
-        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+                output_hidden_states: bool = False, output_attentions: bool = False) -> SequenceClassifierOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
         h = enc.last_hidden_state
         logits = self.classifier(h, attention_mask)  # (B, L)
         loss = None
@@ -620,7 +633,8 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 loss = F.cross_entropy(logits.view(-1, L), labels.view(-1))
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
+                                        attentions=enc.attentions)
 
 
 class ElectraForTokenClassification(ElectraPreTrainedModel):
@@ -639,14 +653,16 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> TokenClassifierOutput:
-        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+                output_hidden_states: bool = False, output_attentions: bool = False) -> TokenClassifierOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
         h = enc.last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, L)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1), ignore_index=-100)
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
+                                     attentions=enc.attentions)
 
 
 class ElectraForQuestionAnswering(ElectraPreTrainedModel):
@@ -672,8 +688,9 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> QuestionAnsweringModelOutput:
-        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+                output_hidden_states: bool = False, output_attentions: bool = False) -> QuestionAnsweringModelOutput:
+        enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
         h = enc.last_hidden_state
         start_logits, end_logits = self.qa_outputs(h).unbind(-1)  # (B, T) each
         loss = None
@@ -684,7 +701,8 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
             loss = (F.cross_entropy(start_logits, start, ignore_index=T)
                     + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
-                                            end_logits=end_logits.contiguous(), hidden_states=enc.hidden_states)
+                                            end_logits=end_logits.contiguous(), hidden_states=enc.hidden_states,
+                                                                             attentions=enc.attentions)
 
 
 __all__ = [

@@ -69,6 +69,7 @@ from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ..modeling import PreTrainedModel, resized_rows
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
+from ..nn.attention_capture import capture_attention, self_weights, t5_cross_weights
 from ..nn.dropout import Dropout
 from ..nn.linear import fast_linear
 from ..nn.mlp import FeedForward
@@ -456,14 +457,29 @@ class T5PreTrainedModel(PreTrainedModel):
         return optimize_for_inference(self, weights, **options)
 
     def encoder_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                        output_hidden_states: bool = False) -> BaseModelOutput:
+                        output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:
         """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D);
-        ``output_hidden_states``: also ``hidden_states`` (num_layers + 1, as transformers')."""
+        ``output_hidden_states``: also ``hidden_states`` (num_layers + 1, as transformers');
+        ``output_attentions``: also ``attentions`` (num_layers of (B, H, S, S))."""
         self._check_inputs(input_ids=input_ids)
         self._check_mask("attention_mask", attention_mask, input_ids.shape)
         states = [] if output_hidden_states else None
-        last = self.encoder(self.shared(input_ids), attention_mask, states=states)
-        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states))
+        with self._attention_capture(output_attentions, decoder=False) as captured:
+            last = self.encoder(self.shared(input_ids), attention_mask, states=states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states),
+                               attentions=_attentions(captured, last.dtype).get("encoder_attentions"))
+
+    def _attention_capture(self, output_attentions: bool, decoder: bool = True):
+        """``output_attentions``: hooks that record each attention layer's weights softmax(q k^T +
+        bias), (B, H, T, S) before dropout, during the forward run inside (nn/attention_capture.py:
+        the fused SDPA kernels never materialise them)."""
+        if not output_attentions:
+            return capture_attention({})
+        modules = {"encoder": [(b.self_attn, self_weights) for b in self.encoder.blocks]}
+        if decoder:
+            modules["decoder"] = [(b.self_attn, self_weights) for b in self.decoder.blocks]
+            modules["cross"] = [(b.cross_attn, t5_cross_weights) for b in self.decoder.blocks]
+        return capture_attention(modules)
 
     def get_encoder(self) -> Callable[..., BaseModelOutput]:
         """transformers' ``get_encoder()``, as it is called: ``model.get_encoder()(input_ids=...,
@@ -526,9 +542,10 @@ class T5EncoderModel(T5PreTrainedModel):
         self._init_weights()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False) -> BaseModelOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:
         """input_ids (B, S), attention_mask (B, S) -> last_hidden_state (B, S, D): ``encoder_forward``."""
-        return self.encoder_forward(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+        return self.encoder_forward(input_ids, attention_mask, output_hidden_states=output_hidden_states,
+                                    output_attentions=output_attentions)
 
 
 class T5Model(T5PreTrainedModel):
@@ -580,11 +597,20 @@ class T5Model(T5PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                encoder_outputs: Any = None, *, output_hidden_states: bool = False) -> Seq2SeqModelOutput:
+                encoder_outputs: Any = None, *, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> Seq2SeqModelOutput:
         states = ([], []) if output_hidden_states else None
-        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs,
-                                states=states)
-        return Seq2SeqModelOutput(last_hidden_state=dec, encoder_last_hidden_state=enc, **_hidden_states(states))
+        with self._attention_capture(output_attentions) as captured:
+            dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                    encoder_outputs, states=states)
+        return Seq2SeqModelOutput(last_hidden_state=dec, encoder_last_hidden_state=enc, **_hidden_states(states),
+                                  **_attentions(captured, dec.dtype))
+
+
+def _attentions(captured: dict[str, list[torch.Tensor]], dtype: torch.dtype) -> dict[str, tuple | None]:
+    """The output fields of ``output_attentions``, in the model's dtype as transformers' (None for a
+    stack that did not run: the encoder when ``encoder_outputs`` is given)."""
+    return {f"{stack}_attentions": tuple(w.to(dtype) for w in weights) or None for stack, weights in captured.items()}
 
 
 def _hidden_states(states: tuple[list, list] | None) -> dict[str, tuple | None]:
@@ -626,14 +652,17 @@ class T5ForConditionalGeneration(T5Model):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 encoder_outputs: Any = None, *, labels: torch.Tensor | None = None,
-                output_hidden_states: bool = False) -> Seq2SeqLMOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False) -> Seq2SeqLMOutput:
         """input_ids (B, S), attention_mask (B, S); decoder_input_ids (B, T) or labels (B, T) with -100 =
         ignore. ``encoder_outputs`` (an earlier output, a tuple or a tensor) skips the encoder.
         ``output_hidden_states``: also ``encoder_hidden_states`` / ``decoder_hidden_states`` (num_layers
-        + 1 each, as transformers'; no encoder ones when ``encoder_outputs`` is given)."""
+        + 1 each, as transformers'; no encoder ones when ``encoder_outputs`` is given).
+        ``output_attentions``: also ``encoder_attentions`` / ``decoder_attentions`` / ``cross_attentions``
+        (each layer's weights, as transformers' eager attention returns them)."""
         states = ([], []) if output_hidden_states else None
-        dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                                encoder_outputs, labels, states=states)
+        with self._attention_capture(output_attentions) as captured:
+            dec, enc = self._decode(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                    encoder_outputs, labels, states=states)
         logits = self.lm_logits(dec)
         loss = None
         if labels is not None:
@@ -641,7 +670,8 @@ class T5ForConditionalGeneration(T5Model):
                 raise InvalidInputError(f"labels have shape {tuple(labels.shape)}, but the decoder ran on "
                                         f"{tuple(logits.shape[:2])} positions")
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=enc, **_hidden_states(states))
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=enc, **_hidden_states(states),
+                               **_attentions(captured, dec.dtype))
 
     # -- generation protocol (see the module docstring) -------------------------------------------
     @torch.no_grad()

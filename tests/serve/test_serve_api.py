@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from t5electra.errors import CheckpointNotFoundError, ConfigError
 from t5electra.generation.fill_mask import correct, detect_replaced_tokens
 from t5electra.pipelines import ElectraPipeline
-from t5electra.serve import attention as att
+from t5electra.nn import attention_capture as att
 from t5electra.serve.app import create_app
 from t5electra.serve.batching import DynamicBatcher
 from t5electra.serve.config import ServeConfig
