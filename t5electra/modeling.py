@@ -26,7 +26,7 @@ from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
-from .errors import ConfigError, WeightsMismatchError
+from .errors import ConfigError, InvalidInputError, WeightsMismatchError
 from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
@@ -96,6 +96,17 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+
+    def __call__(self, *args: Any, return_dict: bool | None = None, use_cache: bool | None = None, **kwargs: Any):
+        """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the
+        output as a tuple of its fields that are not None (transformers' order within each output
+        class may differ: read fields by name), and ``use_cache`` changes nothing (a full forward
+        keeps no decoder cache here; ``generate`` always decodes with one)."""
+        for name, flag in (("return_dict", return_dict), ("use_cache", use_cache)):
+            if flag is not None and not isinstance(flag, bool):
+                raise InvalidInputError(f"{name} must be True, False or None, got {flag!r}")
+        out = super().__call__(*args, **kwargs)
+        return out.to_tuple() if return_dict is False and hasattr(out, "to_tuple") else out
 
     # -- to be provided by each model ---------------------------------------------------------
     @classmethod

@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers
 
+from t5electra.errors import InvalidInputError
 from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Model
 from t5electra.nn.position import relative_position_bucket
 from tiny_t5 import assert_same_seq2seq_outputs
@@ -140,3 +141,17 @@ def test_get_encoder_is_called_as_transformers_and_its_output_feeds_the_model(pa
     torch.testing.assert_close(a.logits, b.logits, **TOL)
     encoder_only = T5EncoderModel(ours.config)
     assert encoder_only.get_encoder()(ids).last_hidden_state.shape == (3, 23, 32)
+
+
+def test_transformers_call_options_return_dict_and_use_cache(pair):
+    ours, hf = pair
+    ids, mask, labels, _ = inputs()
+    with torch.no_grad():
+        out = ours(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+        loss, logits = ours(input_ids=ids, attention_mask=mask, labels=labels, return_dict=False)[:2]
+        hf_loss, hf_logits = hf(input_ids=ids, attention_mask=mask, labels=labels, return_dict=False)[:2]
+    assert torch.equal(loss, out.loss) and torch.equal(logits, out.logits)
+    torch.testing.assert_close(logits, hf_logits, **TOL)
+    torch.testing.assert_close(loss, hf_loss, **TOL)
+    with pytest.raises(InvalidInputError, match="return_dict must be True, False or None"):
+        ours(input_ids=ids, labels=labels, return_dict="no")
