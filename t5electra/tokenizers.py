@@ -30,13 +30,14 @@ from typing import Any
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import Unigram, WordPiece
 
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
 from .tokenizer_base import _find_tokenizer_dir, _read_json, _token_content, _TokenizerBase
+from .wordpiece import count_words, train_wordpiece
 
 # ============================================================================================
 # T5: SentencePiece unigram (+ 100 sentinels), EOS appended, no BOS.
@@ -251,6 +252,16 @@ def _check_sizes(**values: tuple[int | None, int]) -> None:
             raise InvalidInputError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
+def _read_lines(files: list[Path]) -> Iterable[str]:
+    """The lines of text files (UTF-8), one text each, as tokenizers' trainers read files."""
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                yield from fh
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
     """A path or list of paths -> files (checked to exist); any other iterable -> texts."""
     if isinstance(source, (str, os.PathLike)):
@@ -382,7 +393,9 @@ class ElectraTokenizer(_TokenizerBase):
               lowercase: bool = True, strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
               min_frequency: int = 2, limit_alphabet: int | None = None,
               model_max_length: int | None = 512) -> ElectraTokenizer:
-        """Train a new WordPiece vocabulary with tokenizers' BertWordPieceTokenizer pipeline.
+        """Train a new WordPiece vocabulary: tokenizers' BERT normaliser and pre-tokenizer split the
+        text into words, and t5electra.wordpiece learns the pieces (tokenizers' WordPiece trainer,
+        with its ties and ids made the same on every run: the same text gives the same vocabulary).
 
         files_or_iterator: a text file, a list of text files, or any other iterable of strings.
         Special tokens get the first ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
@@ -393,23 +406,21 @@ class ElectraTokenizer(_TokenizerBase):
         """
         _check_sizes(vocab_size=(vocab_size, len(ELECTRA_SPECIAL_TOKENS) + 1), min_frequency=(min_frequency, 0),
                      limit_alphabet=(limit_alphabet, 1))
-        pipeline = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
-                                          strip_accents=strip_accents, lowercase=lowercase)
-        # its train() always passes limit_alphabet (1000 by default); the trainer alone takes None
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(ELECTRA_SPECIAL_TOKENS.values()),
-                                            show_progress=False, continuing_subword_prefix="##",
-                                            **({} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}))
+        backend = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
+                                         strip_accents=strip_accents, lowercase=lowercase)._tokenizer
+
+        def words(text: str) -> list[str]:
+            return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
+
         files, texts = _files_or_texts(files_or_iterator)
-        if files is not None:
-            pipeline._tokenizer.train([str(f) for f in files], trainer=trainer)
-        else:
-            pipeline._tokenizer.train_from_iterator(texts, trainer=trainer)
-        if pipeline.get_vocab_size() <= len(ELECTRA_SPECIAL_TOKENS):
+        counts = count_words(_read_lines(files) if files is not None else texts, words)
+        vocab = train_wordpiece(counts, vocab_size, special_tokens=list(ELECTRA_SPECIAL_TOKENS.values()),
+                                min_frequency=min_frequency, limit_alphabet=limit_alphabet)
+        if len(vocab) <= len(ELECTRA_SPECIAL_TOKENS):
             raise InvalidInputError(f"WordPiece training on {', '.join(map(str, files)) if files else 'the texts'} "
                                     f"found no text (empty or blank input): the vocabulary would hold only the "
                                     f"special tokens")
-        tokenizer = cls(pipeline.get_vocab(), do_lower_case=lowercase, strip_accents=strip_accents,
+        tokenizer = cls({piece: i for i, piece in enumerate(vocab)}, do_lower_case=lowercase, strip_accents=strip_accents,
                         tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=model_max_length)
         if output_dir is not None:
             tokenizer.save_pretrained(output_dir)

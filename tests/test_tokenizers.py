@@ -374,6 +374,32 @@ def test_electra_train_save_and_transformers_loads(electra_trained, tmp_path):
     assert cased.tokenize("Hello hello") == ["Hello", "hello"]
 
 
+def test_electra_training_gives_the_same_vocabulary_on_every_run(corpus, tmp_path):
+    """tokenizers' WordPiece trainer numbers its ## pieces in hash-map order (seeded per process), so
+    its vocabularies differed run to run (t5electra/wordpiece.py); ours: the same vocab.txt in two
+    processes with different hash seeds, and the same pieces as tokenizers' trainer but for ties."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from t5electra.tokenizers import ElectraTokenizer; "
+              "ElectraTokenizer.train(sys.argv[1], 600, output_dir=sys.argv[2])")
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / seed)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    ours = (tmp_path / "1" / "vocab.txt").read_text(encoding="utf-8")
+    assert ours == (tmp_path / "2" / "vocab.txt").read_text(encoding="utf-8")
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from tokenizers.trainers import WordPieceTrainer
+
+    ref = BertWordPieceTokenizer(lowercase=True)
+    ref._tokenizer.train([str(corpus)], trainer=WordPieceTrainer(
+        vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False,
+        continuing_subword_prefix="##"))
+    theirs = set(ref.get_vocab())
+    assert len(theirs & set(ours.splitlines())) >= 0.95 * len(theirs)
+
+
 def test_electra_missing_special_tokens(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(["[UNK]", "[CLS]", "[SEP]", "hello", "world"]) + "\n")
     tok = ElectraTokenizer.from_pretrained(tmp_path)

@@ -238,7 +238,7 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (``RUN/model``, ``RUN/results.json``)."""
-    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work

@@ -177,7 +177,7 @@ def train(cfg: RunConfig) -> Path:
     if cfg.data.test_files:
         raise ConfigError("data.test_files: T5 fine-tuning scores the task's own test split (put your "
                           "train/validation/test files in data.task_dir)")
-    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work

@@ -207,7 +207,7 @@ def train(cfg: RunConfig) -> Path:
     if cfg.data.target_length is not None:  # read only by T5 fine-tuning: refused, not silently ignored
         raise ConfigError(f"data.target_length={cfg.data.target_length} is for T5 fine-tuning; ELECTRA pretraining derives its "
                           f"targets from data.max_length (the masked positions)")
-    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work

@@ -74,7 +74,7 @@ def train(cfg: RunConfig) -> Path:
     if cfg.data.target_length is not None:  # read only by T5 fine-tuning: refused, not silently ignored
         raise ConfigError(f"data.target_length={cfg.data.target_length} is for T5 fine-tuning; T5 pretraining derives its "
                           f"targets from data.max_length (span corruption: with data.noise_density and data.mean_noise_span_length)")
-    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed)
+    env = init_distributed(cfg.train.device, strategy=cfg.train.distributed, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work

@@ -132,6 +132,9 @@ class TrainSection:
     activation_checkpointing: bool = option(False, "recompute each block's activations in backward instead of "
                                                    "keeping them (less memory, ~1/3 more compute, same gradients)")
     device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N' (torchrun: cuda:LOCAL_RANK)")
+    deterministic: bool = option(False, "bitwise-reproducible runs and resumes on GPUs: deterministic kernels "
+                                        "only (torch.use_deterministic_algorithms, process-wide; slower). CPU "
+                                        "training is deterministic without it")
     log_every: int = option(10, "write train metrics every this many steps")
     progress: bool = option(True, "show a progress bar (rank 0, on a terminal)")
     tensorboard: bool = option(True, "also write TensorBoard events when tensorboard is installed")

@@ -89,18 +89,31 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return dev
 
 
+def use_deterministic_kernels() -> None:
+    """Deterministic kernels only, process-wide: on GPUs the default backward of an embedding, and
+    cuBLAS's split reductions, sum in an order that changes from run to run, so a resumed run
+    drifts from the uninterrupted one by rounding (tests/recipes: "resumes exactly"). cuBLAS reads
+    its workspace setting when it makes its first handle: set before any GPU product."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def init_distributed(device: str = "auto", backend: str | None = None,
-                     timeout_s: float = 1800.0, strategy: str = "auto") -> DistEnv:
+                     timeout_s: float = 1800.0, strategy: str = "auto", deterministic: bool = False) -> DistEnv:
     """Join the process group described by torchrun's environment (or describe one process).
 
     ``strategy`` is ``train.distributed``: ``fsdp`` needs a process group even for one process
-    (``torchrun --nproc_per_node 1``), and is refused without torchrun, before any work."""
+    (``torchrun --nproc_per_node 1``), and is refused without torchrun, before any work.
+    ``deterministic`` is ``train.deterministic``: deterministic kernels from here on, in this process."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"train.distributed={strategy!r} is not one of {', '.join(STRATEGIES)}")
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     local_rank = _env_int("LOCAL_RANK") or 0
     dev = resolve_device(device, local_rank)
+    if deterministic:
+        use_deterministic_kernels()
     launched = all(os.environ.get(var) for var in ("MASTER_ADDR", "MASTER_PORT"))
     if strategy == "fsdp" and not launched:
         raise ConfigError("train.distributed=fsdp shards the model over the processes of a torchrun launch, and "

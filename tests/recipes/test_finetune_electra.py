@@ -21,7 +21,7 @@ from t5electra.recipes.finetune_electra import (default_config, encode_qa, load_
 from t5electra.tokenizers import ElectraTokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
-from train_device import TRAIN_DEVICE
+from train_device import DEVICE_ARGS
 
 GOOD = "good great fine lovely superb".split()
 BAD = "bad awful poor dull terrible".split()
@@ -75,7 +75,7 @@ def _tokenizer() -> ElectraTokenizer:
 def _args(root, run, *extra, steps=40):
     return [f"--train.output_dir={run}", f"--model.init_from={root / 'disc'}", "--data.max_length=32",
             "--train.batch_size=16", f"--train.max_steps={steps}", "--train.log_every=1",
-            "--eval.every_steps=20", "--checkpoint.every_steps=20", "--optim.lr=1e-2", f"--train.device={TRAIN_DEVICE}",
+            "--eval.every_steps=20", "--checkpoint.every_steps=20", "--optim.lr=1e-2", *DEVICE_ARGS,
             "--train.progress=false", "--train.tensorboard=false", "--checkpoint.resume=auto", *extra]
 
 
@@ -235,7 +235,7 @@ def test_minilm_bert_fine_tunes(root, tmp_path, minilm_dir):
     run = tmp_path / "minilm"
     train(_config([f"--train.output_dir={run}", f"--model.init_from={minilm_dir}", "--electra.head=classification",
                    *_files(root), "--data.max_length=32", "--train.batch_size=8", "--train.max_steps=2",
-                   "--optim.lr=1e-4", f"--train.device={TRAIN_DEVICE}", "--train.progress=false", "--train.tensorboard=false",
+                   "--optim.lr=1e-4", *DEVICE_ARGS, "--train.progress=false", "--train.tensorboard=false",
                    "--checkpoint.every_steps=0"]))
     model = ElectraForSequenceClassification.from_pretrained(run / "model")
     assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384

@@ -21,7 +21,7 @@ from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
 from t5electra.train.seq2seq import build_model
-from train_device import TRAIN_DEVICE
+from train_device import DEVICE_ARGS
 
 POS = "good great fun lovely superb moving".split()
 NEG = "bad awful boring dull weak tedious".split()
@@ -54,7 +54,7 @@ def _args(root, run, steps=40, *extra):
             f"--data.tokenizer={root / 'tokenizer'}", "--model.preset=t5-tiny", "--train.batch_size=16",
             f"--train.max_steps={steps}", "--train.log_every=1", "--eval.every_steps=20", "--checkpoint.every_steps=20",
             "--optim.name=adafactor", "--optim.lr=1e-2", "--schedule.name=constant", "--eval.metric=accuracy",
-            "--eval.greater_is_better=true", f"--train.device={TRAIN_DEVICE}", "--train.progress=false",
+            "--eval.greater_is_better=true", *DEVICE_ARGS, "--train.progress=false",
             "--checkpoint.resume=auto", *extra]
 
 

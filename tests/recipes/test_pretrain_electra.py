@@ -18,7 +18,7 @@ from t5electra.recipes.pretrain_electra import default_config, main, train
 from t5electra.tokenizers import ElectraTokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
-from train_device import TRAIN_DEVICE
+from train_device import DEVICE_ARGS
 
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
          "and children played games under tall trees until the sun went down over quiet hills").split()
@@ -40,7 +40,7 @@ def _args(root, run, steps=8, *extra):
             "--model.preset=electra-tiny", "--data.max_length=32", "--train.batch_size=8",
             f"--train.max_steps={steps}", "--train.log_every=1", "--checkpoint.every_steps=4",
             "--eval.every_steps=4", "--eval.max_batches=2", "--optim.lr=1e-2", "--schedule.warmup_steps=1",
-            f"--train.device={TRAIN_DEVICE}", "--train.progress=false", "--train.tensorboard=false",
+            *DEVICE_ARGS, "--train.progress=false", "--train.tensorboard=false",
             "--checkpoint.resume=auto", *extra]
 
 

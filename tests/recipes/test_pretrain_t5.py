@@ -14,7 +14,7 @@ from t5electra.recipes.pretrain_t5 import main, train
 from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
-from train_device import TRAIN_DEVICE
+from train_device import DEVICE_ARGS
 
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
          "and children played games under tall trees until the sun went down over quiet hills").split()
@@ -37,7 +37,7 @@ def _args(root, run, steps=8, *extra):
             "--model.preset=t5-v1_1-tiny", "--data.max_length=32", "--train.batch_size=8",
             f"--train.max_steps={steps}", "--train.log_every=1", "--checkpoint.every_steps=4",
             "--eval.every_steps=4", "--eval.max_batches=2", "--optim.lr=1e-2", "--schedule.name=constant",
-            f"--train.device={TRAIN_DEVICE}", "--train.progress=false", "--checkpoint.resume=auto", *extra]
+            *DEVICE_ARGS, "--train.progress=false", "--checkpoint.resume=auto", *extra]
 
 
 def test_pretrain_learns_and_resumes_exactly(corpus_and_tokenizer, tmp_path):
@@ -106,3 +106,20 @@ def test_bad_setups_fail_before_training(corpus_and_tokenizer, tmp_path, capsys)
     assert "pretrain_t5: error:" in capsys.readouterr().err
     assert main(_args(root, tmp_path / "c", 2, "--optim.lrr=1")) == 1
     assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+def test_deterministic_kernels_run_and_change_no_cpu_result(corpus_and_tokenizer, tmp_path, monkeypatch):
+    """train.deterministic (for GPUs: docs/training.md) runs every op of a T5 step in torch's
+    deterministic mode, and on CPU, deterministic already, gives the same losses to the last bit."""
+    import torch
+
+    root = corpus_and_tokenizer
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # restored after the test, as is the mode below
+    plain = train(load_config(None, _args(root, tmp_path / "plain", 4)))
+    try:
+        det = train(load_config(None, _args(root, tmp_path / "det", 4, "--train.deterministic=true")))
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    losses = [[r["loss"] for r in read_metrics(run) if r["split"] in ("train", "eval")] for run in (plain, det)]
+    assert losses[0] == losses[1] and len(losses[0]) == 5
