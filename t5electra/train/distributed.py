@@ -207,6 +207,15 @@ def all_reduce_dict(metrics: dict[str, float], env: DistEnv, op: str = "mean") -
     return dict(zip(keys, t.tolist()))
 
 
+def all_gather_object(obj: Any, env: DistEnv) -> list[Any]:
+    """Every rank's python object, in rank order (one process: ``[obj]``)."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Any, env: DistEnv, src: int = 0) -> Any:
     """Rank ``src``'s python object on every rank (e.g. the resume path chosen by rank 0)."""
     if not env.distributed:

@@ -28,12 +28,16 @@ from torch import nn
 
 from ..errors import ConfigError
 from .checkpointing import check_finite
-from .distributed import DistEnv, all_reduce_dict
+from .distributed import DistEnv, all_gather_object, all_reduce_dict
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
 
 # Metrics returned by a loss_fn that are counts: summed over micro-batches, not averaged.
 COUNTS = frozenset({"tokens", "examples"})
+# A loss_fn may also return "loss_weight": what its loss is a mean over (T5: the target tokens).
+# evaluate() then weights each batch by it, so the validation loss is the mean over the whole split,
+# whatever the batches and the processes; train_step ignores it.
+LOSS_WEIGHT = "loss_weight"
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -98,6 +102,7 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
         with sync:
             with autocast(precision, env.device):
                 loss, logs = _split(loss_fn(model, batch))
+            logs.pop(LOSS_WEIGHT, None)
             (loss.float() / n).backward()
         loss_sum += loss.detach().double().cpu()
         for k, v in logs.items():
@@ -131,22 +136,32 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, precision: str = "fp32",
              env: DistEnv | None = None, max_batches: int | None = None) -> dict[str, float]:
-    """Mean loss (and loss_fn metrics) over ``batches`` in eval mode, averaged over ranks."""
+    """Mean loss (and loss_fn metrics) over ``batches`` in eval mode, over the batches of every rank:
+    the loss weighted by the loss_fn's ``loss_weight`` where it gives one (LOSS_WEIGHT), the other
+    metrics per batch (counts in COUNTS summed). Every rank takes part, also one without batches
+    (a validation split smaller than the number of processes); {} when no rank had any."""
     env = env or DistEnv()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    n = 0
+    n, weight = 0, 0.0
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
         with autocast(precision, env.device):
             loss, logs = _split(loss_fn(model, batch))
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float())
+        w = float(logs.pop(LOSS_WEIGHT, 1.0))
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float()) * w
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
+        n, weight = n + 1, weight + w
     model.train(was_training)
+    parts = all_gather_object((sums, n, weight), env)  # keys may differ: a rank without batches has none
+    n, weight = sum(p[1] for p in parts), sum(p[2] for p in parts)
     if n == 0:
         return {}
-    return all_reduce_dict({k: (v if k in COUNTS else v / n) for k, v in sums.items()}, env)
+    totals: dict[str, float] = {}
+    for part, _, _ in parts:
+        for k, v in part.items():
+            totals[k] = totals.get(k, 0.0) + v
+    return {k: v if k in COUNTS else v / (weight if k == "loss" else n) for k, v in totals.items()}

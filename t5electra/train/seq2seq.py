@@ -10,6 +10,7 @@ from ..models.t5 import T5Config, T5ForConditionalGeneration
 from ..tokenizers import T5Tokenizer
 from .checkpointing import is_electra_pretraining_output, run_model_dir
 from .config import RunConfig
+from .loop import LOSS_WEIGHT
 
 DEFAULT_PRESET = "t5-v1_1-small"
 
@@ -58,7 +59,8 @@ def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGener
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-    """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets)."""
+    """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets), and the
+    target tokens as the loss's weight (evaluate: the loss over a whole split)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    tokens = int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
-    return out.loss, {"tokens": tokens}
+    targets = int((batch["labels"] != -100).sum())
+    return out.loss, {"tokens": int(batch["attention_mask"].sum()) + targets, LOSS_WEIGHT: targets}

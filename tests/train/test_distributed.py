@@ -69,3 +69,31 @@ def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not an integer"):
         init_distributed("cpu")
+
+
+def _evaluate_worker(argv: list[str]) -> int:
+    """evaluate() on 2 ranks where rank 1 has no validation batch (a split smaller than the number
+    of processes): it must join the collective, and both ranks get the weighted mean of rank 0's."""
+    import json
+
+    from t5electra.train.loop import LOSS_WEIGHT, evaluate
+
+    env = init_distributed("cpu")
+    batches = [torch.tensor([1.0, 2.0]), torch.tensor([4.0]), torch.tensor([3.0, 3.0, 3.0])] if env.rank == 0 else []
+
+    def loss_fn(model, batch):  # mean of the batch, weighted by its size
+        return batch.mean(), {LOSS_WEIGHT: batch.numel(), "examples": batch.numel(), "other": 1.0}
+
+    out = evaluate(torch.nn.Linear(1, 1), iter(batches), loss_fn, env=env)
+    with open(f"{argv[0]}.{env.rank}", "w") as fh:
+        json.dump(out, fh)
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+def test_evaluate_with_a_rank_without_batches_neither_hangs_nor_skews(tmp_path):
+    import json
+
+    assert launch(_evaluate_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
+    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    assert results[0] == results[1] == {"loss": pytest.approx(16 / 6), "examples": 6, "other": 1.0}
