@@ -86,8 +86,8 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
         if not p.is_file():
             raise DataError(f"data.{split}_files: {p} does not exist")
     if head == "qa":
-        read = {s: [_qa_example(r, f"{p}:{i}") for i, r in enumerate(
-            read_squad(p) if p.suffix == ".json" else read_records(p))] for s, p in paths.items()}
+        read = {s: [_qa_example(r, f"{p}: example {i}") for i, r in enumerate(
+            read_squad(p) if p.suffix == ".json" else read_records(p), 1)] for s, p in paths.items()}
         return TaskData(head, [], read, (M.squad,))
     if head == "token_classification":
         raw = {s: list(_token_rows(p, label_column)) for s, p in paths.items()}
@@ -108,11 +108,17 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
                     raise DataError(f"{paths[s]}: example {i + 1}: regression label {ex['label']!r} (column "
                                     f"{label_column!r}) is not a number") from None
         return TaskData(head, [], splits, (M.pearson, M.spearman))
-    labels = _label_names([ex["label"] for rows in splits.values() for ex in rows])
+    # the classes are those of the training split (all splits' when there is none: evaluation alone)
+    labels = _label_names([ex["label"] for ex in splits.get("train", [ex for rows in splits.values() for ex in rows])])
     ids = {name: i for i, name in enumerate(labels)}
-    for rows in splits.values():
-        for ex in rows:
-            ex["label"] = ids[str(ex["label"])]
+    for s, rows in splits.items():
+        for i, ex in enumerate(rows):
+            name = str(ex["label"])
+            if name not in ids:
+                what = "an empty label" if name == "" else f"label {name!r}"
+                raise DataError(f"{paths[s]}: example {i + 1}: {what} (column {label_column!r}) is not one of the "
+                                f"training split's classes {labels[:20]}{' ...' if len(labels) > 20 else ''}")
+            ex["label"] = ids[name]
     return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
 
 
@@ -137,11 +143,17 @@ def _text_example(row: dict[str, Any], text_columns: list[str] | None, label_col
         raise DataError(f"{where}: no text column: set data.text_columns (columns: {sorted(row)})")
     if len(cols) > 2:
         raise ConfigError(f"data.text_columns: one text or a pair, got {cols}")
+    if None in row:  # csv.DictReader puts the cells past the header's under the key None
+        raise DataError(f"{where}: {len(row) - 1 + len(row[None])} cells where the header has {len(row) - 1} "
+                        f"(an unquoted separator in the text?)")
     for c in [*cols, label_column]:
         if c not in row:
             raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(map(str, row))}")
         if row[c] is None:  # csv.DictReader: the row has fewer cells than the header
             raise DataError(f"{where}: no value in column {c!r} (the row has fewer cells than the header)")
+    if all(str(row[c]) == c for c in (*cols, label_column)):
+        raise DataError(f"{where}: the row repeats the header ({', '.join(map(str, row))}): files joined with "
+                        f"their headers?")
     return {"text": str(row[cols[0]]), "text_pair": str(row[cols[1]]) if len(cols) > 1 else None,
             "label": row[label_column]}
 
@@ -152,6 +164,9 @@ def _token_rows(path: Path, label_column: str):
         if "tokens" not in row or key is None:
             raise DataError(f"{path}: record {i}: token classification needs 'tokens' and a label list "
                             f"('{label_column}', 'labels', 'tags' or 'ner_tags'); fields: {sorted(row)}")
+        if not isinstance(row["tokens"], list) or not isinstance(row[key], list):
+            raise DataError(f"{path}: record {i}: 'tokens' and '{key}' must be lists (one entry per word), got "
+                            f"{type(row['tokens']).__name__} and {type(row[key]).__name__}")
         if len(row["tokens"]) != len(row[key]):
             raise DataError(f"{path}: record {i}: {len(row['tokens'])} tokens but {len(row[key])} labels")
         yield {"tokens": [str(t) for t in row["tokens"]], "labels": list(row[key])}
@@ -159,9 +174,23 @@ def _token_rows(path: Path, label_column: str):
 
 def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     answers = row.get("answers") or {}
+    if isinstance(answers, list):  # SQuAD's own layout: [{"text": ..., "answer_start": ...}, ...]
+        if not all(isinstance(a, dict) for a in answers):
+            raise DataError(f"{where}: 'answers' must be {{'text': [...], 'answer_start': [...]}} or a list of "
+                            f"{{'text', 'answer_start'}} objects")
+        answers = {"text": [a.get("text", "") for a in answers], "answer_start": [a.get("answer_start", -1)
+                                                                                 for a in answers]}
+    if not isinstance(answers, dict):
+        raise DataError(f"{where}: 'answers' must be {{'text': [...], 'answer_start': [...]}}, got "
+                        f"{type(answers).__name__}")
     texts, starts = list(answers.get("text", [])), [int(s) for s in answers.get("answer_start", [])]
     if "question" not in row or "context" not in row:
         raise DataError(f"{where}: a QA example needs 'question' and 'context'; fields: {sorted(row)}")
+    for text, start in zip(texts, starts):
+        if row["context"][start:start + len(text)] != text:
+            raise DataError(f"{where}: answer {text!r} is not at answer_start={start} of the context (there: "
+                            f"{row['context'][max(start, 0):max(start, 0) + len(text)]!r}); answer_start counts "
+                            f"characters from 0")
     return {"id": str(row.get("id", where)), "question": row["question"], "context": row["context"],
             "answers": texts, "answer_start": starts[0] if starts else -1, "answer_text": texts[0] if texts else ""}
 

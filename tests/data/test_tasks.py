@@ -316,3 +316,44 @@ def test_subsets_are_spread_over_a_label_sorted_split_never_its_first_rows(tmp_p
                                  text_keys=("sentence",), labels=("negative", "positive"))
     for rows in (_examples(task, "validation", 10), split_examples([task], "validation", 10)["sorted"]):
         assert [e["targets"] for e in rows].count("negative") == 4  # 40 % of the split, not 0
+
+
+# -- own files for the encoder heads: what used to be read wrong --------------------------------------
+
+@pytest.mark.parametrize("train, dev, match", [
+    ("text,label\na,pos\nb,neg\n", "text,label\nc,mixed\n", r"label 'mixed' .* not one of the training split's classes"),
+    ("text,label\na,pos\nb,\n", "text,label\nc,pos\n", r"train.csv: example 2: an empty label"),
+    ("text,label\na,pos\nb,c,neg\n", "text,label\nc,pos\n", r"train.csv:3: 3 cells where the header has 2"),
+    ("text,label\na,pos\ntext,label\nb,neg\n", "text,label\nc,pos\n", r"train.csv:3: the row repeats the header"),
+])
+def test_own_classification_files_are_read_as_written_or_refused(tmp_path, train, dev, match):
+    """A class seen only in validation, an empty label cell, an unquoted comma and a second header line
+    were a silent extra class, a traceback, a misread row and a class named 'label'."""
+    from t5electra.data.heads import load_task_data
+    from t5electra.errors import DataError
+
+    (tmp_path / "train.csv").write_text(train)
+    (tmp_path / "dev.csv").write_text(dev)
+    with pytest.raises(DataError, match=match):
+        load_task_data("classification", task_dir=tmp_path)
+
+
+def test_own_qa_and_token_files_are_checked(tmp_path):
+    from t5electra.data.heads import load_task_data
+    from t5electra.errors import DataError
+
+    row = {"id": "1", "question": "who?", "context": "Bob met Ann."}
+    listed = dict(row, answers=[{"text": "Bob", "answer_start": 0}])  # SQuAD's list layout is read
+    (tmp_path / "train.jsonl").write_text(json.dumps(listed) + "\n")
+    (tmp_path / "dev.jsonl").write_text(json.dumps(listed) + "\n")
+    data = load_task_data("qa", task_dir=tmp_path)
+    assert data.splits["validation"][0]["answer_text"] == "Bob"
+    shifted = dict(row, answers={"text": ["Ann"], "answer_start": [5]})  # Ann is at 8
+    (tmp_path / "dev.jsonl").write_text(json.dumps(shifted) + "\n")
+    with pytest.raises(DataError, match=r"dev.jsonl: example 1: answer 'Ann' is not at answer_start=5 of the context \(there: 'et '\)"):
+        load_task_data("qa", task_dir=tmp_path)
+    tokens = tmp_path / "tok"
+    tokens.mkdir()
+    (tokens / "train.jsonl").write_text(json.dumps({"tokens": "abc", "labels": "xyz"}) + "\n")
+    with pytest.raises(DataError, match="'tokens' and 'labels' must be lists"):
+        load_task_data("token_classification", task_dir=tokens)
