@@ -26,6 +26,7 @@ from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
+from .core.generation_config import GenerationConfig
 from .errors import ConfigError, InvalidInputError, WeightsMismatchError
 from .nn.recompute import set_activation_checkpointing
 
@@ -83,6 +84,21 @@ def resized_rows(module: nn.Module, n: int) -> nn.Module:
     return new
 
 
+# transformers' from_pretrained options that change nothing when the directory is local: accepted
+# with the values that mean so (a check per option), refused otherwise.
+HF_LOAD_OPTIONS = {
+    "local_files_only": lambda v: isinstance(v, bool), "low_cpu_mem_usage": lambda v: isinstance(v, bool),
+    "trust_remote_code": lambda v: v in (False, None), "cache_dir": lambda v: True,
+    "use_safetensors": lambda v: v in (True, None), "revision": lambda v: v in (None, "main"),
+    "device_map": lambda v: v in (None, "cpu"), "force_download": lambda v: v in (False, None),
+}
+HF_LOAD_HINTS = {"local_files_only": "True or False", "low_cpu_mem_usage": "True or False",
+                 "trust_remote_code": "False (no code is downloaded)", "cache_dir": "anything",
+                 "use_safetensors": "True or None (.safetensors are read, .bin with weights_only=True)",
+                 "revision": "None or 'main'", "device_map": "None or 'cpu' (use model.to(device))",
+                 "force_download": "False"}
+
+
 class PreTrainedModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     # Regexes of our keys that may be absent from a checkpoint (fresh task heads).
@@ -96,6 +112,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.generation_config = GenerationConfig()  # generation_config.json's decoding defaults
 
     def __call__(self, *args: Any, return_dict: bool | None = None, use_cache: bool | None = None, **kwargs: Any):
         """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the
@@ -160,18 +177,34 @@ class PreTrainedModel(nn.Module):
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | str | None = None,
-                        dtype: torch.dtype | str | None = None, **config_overrides: Any):
+                        dtype: torch.dtype | str | None = None, config: ModelConfig | None = None,
+                        attn_implementation: str | None = None, **config_overrides: Any):
         """Load a checkpoint directory written by transformers or by ``save_pretrained``.
 
         ``dtype`` (transformers 5's name; ``torch_dtype`` is the older one): a ``torch.dtype``, its
         name (``"bfloat16"``), or ``"auto"`` (the dtype config.json records, else that of the stored
-        weights); None keeps fp32. Other keyword arguments override config fields (``num_labels=3``).
+        weights); None keeps fp32. ``config``: use this config instead of config.json's.
+        ``attn_implementation``: "sdpa" or "eager" (set_attn_implementation, where the model has it).
+        transformers' loading options that change nothing for a local directory are accepted
+        (``local_files_only``, ``low_cpu_mem_usage``, ``use_safetensors``, ...: HF_LOAD_OPTIONS).
+        Other keyword arguments override config fields (``num_labels=3``). generation_config.json,
+        where present, becomes ``model.generation_config`` (generate's defaults).
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ConfigError(f"both dtype={dtype!r} and torch_dtype={torch_dtype!r} given: pass one")
+        for name in [k for k in config_overrides if k in HF_LOAD_OPTIONS]:
+            value = config_overrides.pop(name)
+            if not HF_LOAD_OPTIONS[name](value):
+                raise ConfigError(f"from_pretrained({name}={value!r}): only a local directory on this machine is "
+                                  f"read here, so {name} can only be {HF_LOAD_HINTS[name]}")
         wanted = dtype if dtype is not None else torch_dtype
         d = checkpoint_dir(directory)
-        config = cls.config_class.from_pretrained(d, **config_overrides)
+        if config is not None:
+            if not isinstance(config, cls.config_class):
+                raise ConfigError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
+            config = config.replace(**config_overrides) if config_overrides else config
+        else:
+            config = cls.config_class.from_pretrained(d, **config_overrides)
         hf_sd, sources = load_state_dict(d)
         config = cls.config_for_checkpoint(config, hf_sd)
         target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
@@ -180,6 +213,11 @@ class PreTrainedModel(nn.Module):
         if target is not None:
             model.to(target)
         model.name_or_path = str(d)
+        model.generation_config = GenerationConfig.from_dir(d)
+        if attn_implementation is not None:
+            if not hasattr(model, "set_attn_implementation"):
+                raise ConfigError(f"{cls.__name__} has one attention implementation: drop attn_implementation")
+            model.set_attn_implementation(attn_implementation)
         return model.eval()
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
@@ -285,4 +323,5 @@ class PreTrainedModel(nn.Module):
         hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())
         save_state_dict(hf_sd, d)
         write_text_atomic(d / "config.json", json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n")
+        self.generation_config.save(d)
         return d

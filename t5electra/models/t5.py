@@ -748,7 +748,7 @@ class T5ForConditionalGeneration(T5Model):
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""
         drop_stale_copies(self)  # weights edited through .data since their fast copies were made
-        return seq2seq.generate(self, *args, **kwargs)
+        return seq2seq.generate(self, *args, **self.generation_config.defaults_for(kwargs))
 
     # -- checkpoints -------------------------------------------------------------------------------
     @classmethod

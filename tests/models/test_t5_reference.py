@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from t5electra.errors import InvalidInputError
+from t5electra.errors import ConfigError, InvalidInputError
 from t5electra.models.t5 import T5Config, T5EncoderModel, T5ForConditionalGeneration, T5Model
 from t5electra.nn.position import relative_position_bucket
 from tiny_t5 import assert_same_seq2seq_outputs
@@ -155,3 +155,41 @@ def test_transformers_call_options_return_dict_and_use_cache(pair):
     torch.testing.assert_close(loss, hf_loss, **TOL)
     with pytest.raises(InvalidInputError, match="return_dict must be True, False or None"):
         ours(input_ids=ids, labels=labels, return_dict="no")
+
+
+def test_generation_config_json_gives_generate_its_defaults_as_in_transformers(tmp_path):
+    import copy
+
+    from tiny_t5 import spread_tiny_t5
+
+    spread_tiny_t5("v1.1", 0, 200).save_pretrained(tmp_path / "src")  # equal stacks: transformers 5.24's
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "src").eval()  # cache needs them
+    hf.generation_config.max_length, hf.generation_config.num_beams = 7, 2
+    hf.save_pretrained(tmp_path / "hf")
+    loaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    assert (loaded.generation_config.max_length, loaded.generation_config.num_beams) == (7, 2)
+    ids, mask, _, _ = inputs()
+    with torch.no_grad():
+        ours_out, theirs = loaded.generate(ids, mask), hf.generate(input_ids=ids, attention_mask=mask)
+    assert ours_out.shape == theirs.shape == (3, 7) and torch.equal(ours_out, theirs)
+    # a length in the call replaces the config's, without a warning about both
+    assert loaded.generate(ids, mask, max_new_tokens=3).shape == (3, 4)
+    # save_pretrained (and so `t5electra convert`) writes it back for transformers
+    copy.deepcopy(loaded).save_pretrained(tmp_path / "ours")
+    back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "ours")
+    assert (back.generation_config.max_length, back.generation_config.num_beams) == (7, 2)
+    with pytest.raises(ConfigError, match="no option 'num_beam'"):
+        loaded.generation_config.num_beam = 3
+
+
+def test_from_pretrained_takes_transformers_loading_options(pair, tmp_path):
+    ours, _ = pair
+    ours.save_pretrained(tmp_path)
+    model = T5ForConditionalGeneration.from_pretrained(
+        tmp_path, local_files_only=True, low_cpu_mem_usage=True, use_safetensors=True, device_map="cpu",
+        config=T5Config.from_pretrained(tmp_path), attn_implementation="eager", dropout_rate=0.0)
+    ids, mask, labels, _ = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, labels=labels).logits, ours(ids, mask, labels=labels).logits)
+    with pytest.raises(ConfigError, match="device_map='cuda'.*None or 'cpu'"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, device_map="cuda")
