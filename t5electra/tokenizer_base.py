@@ -134,6 +134,41 @@ class _TokenizerBase:
             tokens = [t for t in tokens if self._backend.token_to_id(t) is not None]
         self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
 
+    def add_tokens(self, new_tokens: str | AddedToken | Iterable[str | AddedToken], special_tokens: bool = False) -> int:
+        """transformers' ``add_tokens``: tokens the vocabulary lacks get the next ids (each matched as
+        one piece in text); returns how many were new. Then ``model.resize_token_embeddings(len(tok))``.
+        ``save_pretrained`` keeps them (tokenizer.json's "added_tokens")."""
+        items = [new_tokens] if isinstance(new_tokens, (str, AddedToken)) else list(new_tokens)
+        for t in items:
+            if not isinstance(t, (str, AddedToken)) or not str(t):
+                raise InvalidInputError(f"add_tokens: each token must be a non-empty string, got {t!r}")
+        before = len(self)
+        tokens = [t if isinstance(t, AddedToken) else AddedToken(t, special=special_tokens, normalized=not special_tokens)
+                  for t in items]
+        if special_tokens:
+            self._backend.add_special_tokens(tokens)
+            self.extra_special_tokens += [t.content for t in tokens if t.content not in self.extra_special_tokens]
+        else:
+            self._backend.add_tokens(tokens)
+        return len(self) - before
+
+    def add_special_tokens(self, special_tokens_dict: dict[str, Any]) -> int:
+        """transformers' ``add_special_tokens``: ``{"additional_special_tokens": [...]}`` and/or named
+        ones (``"pad_token"``, ``"mask_token"``, ...); returns how many tokens were new."""
+        if not isinstance(special_tokens_dict, dict):
+            raise InvalidInputError(f"add_special_tokens takes a dict, got {type(special_tokens_dict).__name__}")
+        added = 0
+        for key, value in special_tokens_dict.items():
+            if key in ("additional_special_tokens", "extra_special_tokens"):
+                added += self.add_tokens(value, special_tokens=True)
+            elif key in self._special:
+                added += self.add_tokens([str(value)], special_tokens=True)
+                self._special[key] = str(value)
+            else:
+                raise InvalidInputError(f"add_special_tokens: unknown key {key!r}; use one of "
+                                        f"{', '.join(SPECIAL_TOKEN_NAMES)} or 'additional_special_tokens'")
+        return added
+
     def _restore_added_tokens(self, added_tokens: list[dict], source: Path) -> None:
         """Re-add the tokens a tokenizer.json lists under "added_tokens" (e.g. from add_tokens())
         and check each lands on the id the file says."""

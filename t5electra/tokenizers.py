@@ -133,8 +133,12 @@ class T5Tokenizer(_TokenizerBase):
             kwargs["byte_fallback"] = bool(model.get("byte_fallback", False))
         else:
             vocab, charsmap, controls = _read_spiece(proto, spiece)
+        # from the first plain token added past the pieces (add_tokens) on, every added token is
+        # restored in id order below: a special one registered up front would take an earlier id
+        first_plain = min((t["id"] for t in added if not t.get("special") and t["id"] >= len(vocab)), default=None)
+        late = {t["content"] for t in added if first_plain is not None and t["id"] >= first_plain}
         tokenizer = cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=proto,
-                        extra_special_tokens=[*controls, *extra], **kwargs)
+                        extra_special_tokens=[t for t in [*controls, *extra] if t not in late], **kwargs)
         tokenizer._restore_added_tokens(added, tok_json)
         return tokenizer
 

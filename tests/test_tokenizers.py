@@ -499,3 +499,27 @@ def test_jsonl_files_are_read_by_the_cli_and_refused_as_plain_text_by_the_api(tm
     assert t5.decode(t5("the film was good")["input_ids"], skip_special_tokens=True) == "the film was good"
     with pytest.raises(InvalidInputError, match="c.jsonl: not plain text"):
         ElectraTokenizer.train(tmp_path / "c.jsonl", vocab_size=50)
+
+
+@pytest.mark.parametrize("kind", ["t5", "electra"])
+def test_add_tokens_and_add_special_tokens_as_transformers(kind, sp_dir, electra_trained, tmp_path):
+    """README: tokenizer.add_tokens([...]) then model.resize_token_embeddings(len(tokenizer))."""
+    if kind == "t5":
+        ours, theirs = T5Tokenizer.from_pretrained(sp_dir), transformers.T5Tokenizer.from_pretrained(sp_dir)
+    else:
+        out, _ = electra_trained
+        ours, theirs = ElectraTokenizer.from_pretrained(out), transformers.BertTokenizer.from_pretrained(out)
+    n = len(ours)
+    assert ours.add_tokens(["newword", "zzqx"]) == theirs.add_tokens(["newword", "zzqx"]) == 2
+    assert ours.add_tokens("newword") == 0 and len(ours) == len(theirs) == n + 2
+    assert ours.add_special_tokens({"additional_special_tokens": ["<ent>"]}) == 1
+    theirs.add_special_tokens({"additional_special_tokens": ["<ent>"]})
+    text = "the newword <ent> zzqx cat"
+    assert ours(text).input_ids == theirs(text).input_ids
+    ids = ours(text).input_ids
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+    ours.save_pretrained(tmp_path)
+    again = type(ours).from_pretrained(tmp_path)
+    assert again(text).input_ids == ids and "<ent>" in again.all_special_tokens
+    with pytest.raises(InvalidInputError, match="unknown key 'pad'"):
+        ours.add_special_tokens({"pad": "<p>"})
