@@ -28,6 +28,7 @@ from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its o
 from .core.atomic import write_text_atomic
 from .core.generation_config import GenerationConfig
 from .errors import ConfigError, InvalidInputError, WeightsMismatchError
+from .nn.position import RelativePositionBias
 from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
@@ -156,8 +157,13 @@ class PreTrainedModel(nn.Module):
             if name.rsplit(".", 1)[-1] in self._keep_in_fp32_modules:
                 module.float()
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each block's activations in backward instead of keeping them (nn/recompute.py)."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute each block's activations in backward instead of keeping them (nn/recompute.py).
+        ``gradient_checkpointing_kwargs`` (transformers' Trainer passes it): only ``use_reentrant`` is
+        known, and the non-reentrant recomputation is what runs."""
+        unknown = set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"}
+        if unknown:
+            raise ConfigError(f"gradient_checkpointing_kwargs: unknown {sorted(unknown)} (only use_reentrant)")
         set_activation_checkpointing(self, True)
 
     def gradient_checkpointing_disable(self) -> None:
@@ -171,8 +177,15 @@ class PreTrainedModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (tied ones once); transformers' two filters (embeddings: its
+        nn.Embedding tables, which include T5's relative position bias)."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not only_trainable}
+        if exclude_embeddings:
+            for m in self.modules():
+                if isinstance(m, (nn.Embedding, RelativePositionBias)):
+                    params.pop(id(m.weight), None)
+        return sum(p.numel() for p in params.values())
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -270,8 +283,20 @@ class PreTrainedModel(nn.Module):
         setattr(self.get_submodule(parent), name, value)  # get_submodule("") is the model itself
 
     def get_output_embeddings(self) -> nn.Module | None:
-        """An output layer with weights of its own (None: none, or tied to the input embedding)."""
+        """The output layer (None: the model has none); a tied one is a Linear over the input
+        embedding's own weight (``get_output_embeddings().weight is get_input_embeddings().weight``)."""
         return None
+
+    @staticmethod
+    def _tied_linear(weight: nn.Parameter, bias: nn.Parameter | None = None) -> nn.Linear:
+        """An nn.Linear whose parameters are ``weight`` / ``bias`` themselves (not copies), as
+        transformers' tied output layers: for callers that read or hook it, not registered here."""
+        with torch.device("meta"):
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        layer.weight = weight
+        if bias is not None:
+            layer.bias = bias
+        return layer
 
     def _resize_output(self, new_num_tokens: int) -> None:
         """Resize the rows of an output layer of the model's own (untied weights, a bias); default none."""
@@ -316,8 +341,21 @@ class PreTrainedModel(nn.Module):
         d["torch_dtype"] = d["dtype"] = str(self.dtype).replace("torch.", "")
         return d
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors that transformers loads with identical outputs."""
+    def save_pretrained(self, directory: str | os.PathLike, *, safe_serialization: bool = True,
+                        is_main_process: bool = True, **hf_options: Any) -> Path:
+        """Write config.json + model.safetensors that transformers loads with identical outputs.
+        transformers' options: ``safe_serialization`` must stay True (safetensors only, by design);
+        ``is_main_process=False`` writes nothing (other ranks); ``push_to_hub`` can only be False."""
+        if safe_serialization is not True:
+            raise ConfigError("save_pretrained writes safetensors only (safe_serialization=False would write a "
+                              "pickle, which loading runs as code); transformers reads model.safetensors")
+        for name, value in hf_options.items():
+            if name == "push_to_hub" and value is False:
+                continue
+            raise ConfigError(f"save_pretrained({name}=...) is not supported (no hub upload, one safetensors "
+                              f"file, this model's own state)")
+        if not is_main_process:
+            return Path(directory)
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())

@@ -97,7 +97,7 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
 
     from ..errors import WeightsMismatchError
 
-    reloaded = cls.from_pretrained(dst)
+    reloaded = cls.from_pretrained(dst, dtype="auto")
     model.eval()
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
@@ -121,7 +121,7 @@ def convert_one(src: Path, dst: Path, check: bool) -> str:
     from ..errors import WeightsMismatchError
 
     cls = model_class(src)
-    model = cls.from_pretrained(src)
+    model = cls.from_pretrained(src, dtype="auto")  # a bf16 / fp16 checkpoint stays so (not twice the size)
     report = getattr(model, "load_report", None)
     if report is not None and report.newly_initialized:
         # e.g. BertForSequenceClassification: its classifier reads BERT's pooled output, which

@@ -531,6 +531,9 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
                               attentions=enc.attentions)
 
+    def get_output_embeddings(self) -> nn.Linear:
+        return self._tied_linear(self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)
+
     def _resize_output(self, new_num_tokens: int) -> None:
         old = self.generator_lm_head.bias  # the output layer's weight is the word embedding (tied)
         bias = old.new_zeros(new_num_tokens)

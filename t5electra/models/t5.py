@@ -394,7 +394,11 @@ class T5PreTrainedModel(PreTrainedModel):
     input_embeddings_path: ClassVar[str] = "shared"  # both stacks' input embedding (no other copy of it)
 
     def get_output_embeddings(self) -> nn.Module | None:
-        return getattr(self, "lm_head", None)  # None when tied (v1.0): the logits use shared
+        if not getattr(self, "_has_lm_head", False):
+            return None
+        # tied (v1.0, and transformers 5's files): the logits use shared's weight (v1.0 rescales the
+        # decoder output first, in forward, as transformers)
+        return self.lm_head if self.lm_head is not None else self._tied_linear(self.shared.weight)
 
     def _resize_output(self, new_num_tokens: int) -> None:
         head = getattr(self, "lm_head", None)

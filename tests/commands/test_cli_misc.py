@@ -169,6 +169,16 @@ def test_convert_training_checkpoint_to_clean_hf_dir(t5_dir, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_convert_keeps_a_half_precision_checkpoint_in_its_dtype(t5_dir, tmp_path, capsys):
+    model = T5ForConditionalGeneration.from_pretrained(t5_dir, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    assert main(["convert", str(tmp_path / "bf16"), str(tmp_path / "out")]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
+    size = (tmp_path / "out" / "model.safetensors").stat().st_size
+    assert size == (tmp_path / "bf16" / "model.safetensors").stat().st_size  # not fp32's twice
+
+
 @pytest.mark.parametrize("sharded", [False, True])
 def test_convert_pytorch_bin_to_safetensors(electra_tok, tmp_path, capsys, sharded):
     torch.manual_seed(0)

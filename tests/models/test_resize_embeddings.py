@@ -23,8 +23,8 @@ def test_t5_resize_keeps_old_logits_and_round_trips_through_transformers(version
         before = model(IDS, decoder_input_ids=dec).logits
     emb = model.resize_token_embeddings(103, pad_to_multiple_of=8)  # 104 rows
     assert emb is model.get_input_embeddings() and emb.num_embeddings == 104 and model.config.vocab_size == 104
-    head = model.get_output_embeddings()
-    assert (head is None) == (version == "v1.0") and (head is None or head.out_features == 104)
+    head = model.get_output_embeddings()  # tied (v1.0): a Linear over the embedding's own weight, as transformers'
+    assert head.out_features == 104 and (head.weight is emb.weight) == (version == "v1.0")
     with torch.no_grad():
         after = model(IDS, decoder_input_ids=dec).logits
         ids = torch.cat([IDS, torch.tensor([[103], [102]])], 1)  # new tokens are valid input now
@@ -51,6 +51,10 @@ def test_electra_generator_resize_keeps_old_logits_its_bias_and_the_tie(tmp_path
     assert after.shape[-1] == 125 and model.config.vocab_size == 125
     torch.testing.assert_close(after[..., :120], before, atol=1e-5, rtol=1e-5)
     assert torch.equal(model.generator_lm_head.bias[120:], torch.zeros(5))
+    head = model.get_output_embeddings()  # as transformers': the tied weight itself, with the bias
+    assert head.weight is model.get_input_embeddings().weight and head.bias is model.generator_lm_head.bias
+    with torch.no_grad():
+        torch.testing.assert_close(head(model.generator_predictions(model.electra(IDS).last_hidden_state)), after)
     model.save_pretrained(tmp_path)
     theirs = transformers.ElectraForMaskedLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():

@@ -193,3 +193,23 @@ def test_from_pretrained_takes_transformers_loading_options(pair, tmp_path):
         torch.testing.assert_close(model(ids, mask, labels=labels).logits, ours(ids, mask, labels=labels).logits)
     with pytest.raises(ConfigError, match="device_map='cuda'.*None or 'cpu'"):
         T5ForConditionalGeneration.from_pretrained(tmp_path, device_map="cuda")
+
+
+def test_transformers_trainer_style_calls(pair, tmp_path):
+    """What transformers' Trainer and users call on a model: counted parameters, checkpointing kwargs,
+    save options (safetensors only)."""
+    ours, hf = pair
+    assert ours.num_parameters() == hf.num_parameters()
+    assert ours.num_parameters(exclude_embeddings=True) == hf.num_parameters(exclude_embeddings=True)
+    ours.shared.weight.requires_grad_(False)
+    assert ours.num_parameters(only_trainable=True) == ours.num_parameters() - ours.shared.weight.numel()
+    ours.shared.weight.requires_grad_(True)
+    ours.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ours.gradient_checkpointing_disable()
+    assert ours.save_pretrained(tmp_path / "x", safe_serialization=True, push_to_hub=False) == tmp_path / "x"
+    ours.save_pretrained(tmp_path / "y", is_main_process=False)
+    assert not (tmp_path / "y").exists()
+    with pytest.raises(ConfigError, match="safetensors only"):
+        ours.save_pretrained(tmp_path / "z", safe_serialization=False)
+    with pytest.raises(ConfigError, match=r"save_pretrained\(max_shard_size=...\) is not supported"):
+        ours.save_pretrained(tmp_path / "z", max_shard_size="1MB")
