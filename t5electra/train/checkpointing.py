@@ -546,6 +546,14 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
     found = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
     if not found:
         return
+    metrics = run_dir / "metrics.jsonl"
+    if set(found) <= {"config.yaml", "metrics.jsonl", "tensorboard", "plots"} and (
+            not metrics.is_file() or metrics.stat().st_size == 0):
+        # a run that stopped before its first logged step (a data or config error found late): nothing
+        # to continue or keep; its files would only block the corrected rerun
+        warnings.warn(f"train.output_dir={str(run_dir)!r}: replacing the files ({', '.join(found)}) of a run that "
+                      f"stopped before its first step", stacklevel=2)
+        overwrite = True
     if not overwrite:
         raise ConfigError(f"train.output_dir={str(run_dir)!r} already holds a run ({', '.join(found)}); a fresh run "
                           f"would overwrite it. Continue it with --checkpoint.resume=auto, replace it with "

@@ -20,7 +20,7 @@ from torch import nn
 import toy_train
 from t5electra.checkpoint.keymap import KeyMap, Rule
 from t5electra.config import ModelConfig
-from t5electra.errors import CheckpointError, CheckpointNotFoundError, TrainingError
+from t5electra.errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError
 from t5electra.modeling import PreTrainedModel
 from t5electra.train.checkpointing import CheckpointManager, check_finite, damage
 from t5electra.train.config import RunConfig
@@ -322,3 +322,22 @@ def test_run_model_dir_finds_the_model_of_a_run_directory(tmp_path):
         (electra / "model" / part / "config.json").write_text("{}")
     assert run_model_dir(electra) == electra / "model" and is_electra_pretraining_output(electra / "model")
     assert not is_electra_pretraining_output(run / "model")
+
+
+def test_a_run_that_stopped_before_its_first_step_does_not_block_the_rerun(tmp_path):
+    """A run refused late (e.g. its validation file too small) left config.yaml, an empty
+    metrics.jsonl and tensorboard/: the corrected fresh run replaces them, with a warning; a run
+    with a logged step is still refused."""
+    from t5electra.train.checkpointing import prepare_run_dir
+
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "config.yaml").write_text("a: 1\n")
+    (run / "metrics.jsonl").write_text("")
+    (run / "notes.txt").write_text("mine")
+    with pytest.warns(UserWarning, match="stopped before its first step"):
+        prepare_run_dir(run, resume=None)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / "metrics.jsonl").write_text('{"split": "train", "step": 1, "loss": 2.0}\n')
+    with pytest.raises(ConfigError, match="already holds a run"):
+        prepare_run_dir(run, resume=None)
