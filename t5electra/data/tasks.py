@@ -336,11 +336,13 @@ def read_translation(path: str | Path, source_lang: str, target_lang: str) -> It
             return
         cols = [c.strip().lower() for c in first]
         if source_lang in cols and target_lang in cols:
-            si, ti = cols.index(source_lang), cols.index(target_lang)
+            si, ti, start = cols.index(source_lang), cols.index(target_lang), 2
         else:
-            si, ti = 0, 1
+            si, ti, start = 0, 1, 1
             rows = _chain([first], rows)
-        for lineno, row in enumerate(rows, 1):
+        for lineno, row in enumerate(rows, start):
+            if not row:  # a blank line (a trailing newline too many): nothing to read
+                continue
             if len(row) <= max(si, ti):
                 raise DataError(f"{path}: line {lineno}: expected 2 tab-separated columns, got {len(row)}")
             yield {source_lang: row[si], target_lang: row[ti]}

@@ -357,3 +357,14 @@ def test_own_qa_and_token_files_are_checked(tmp_path):
     (tokens / "train.jsonl").write_text(json.dumps({"tokens": "abc", "labels": "xyz"}) + "\n")
     with pytest.raises(DataError, match="'tokens' and 'labels' must be lists"):
         load_task_data("token_classification", task_dir=tokens)
+
+
+def test_translation_tsv_skips_blank_lines_and_counts_lines_from_the_file(tmp_path):
+    from t5electra.errors import DataError
+
+    path = tmp_path / "train.tsv"
+    path.write_text("en\tde\nhouse\tHaus\n\ncat\tKatze\n\n")  # blank lines, a trailing one too
+    assert [r["de"] for r in T.read_translation(path, "en", "de")] == ["Haus", "Katze"]
+    path.write_text("en\tde\nhouse\tHaus\ncat\n")
+    with pytest.raises(DataError, match=r"line 3: expected 2 tab-separated columns, got 1"):
+        list(T.read_translation(path, "en", "de"))
