@@ -17,21 +17,28 @@ IDS = torch.tensor([[5, 6, 7, 8, 9, 1], [9, 10, 11, 1, 0, 0]])
 MASK = (IDS != 0).long()
 
 
+ELECTRA_CLASSES = ["ElectraModel", "ElectraForSequenceClassification", "ElectraForMaskedLM", "ElectraForPreTraining",
+                   "ElectraForTokenClassification", "ElectraForQuestionAnswering"]
+
+
+def _electra_pair(name, tmp_path):
+    """A random tiny ELECTRA class and transformers' (eager attention) with its weights."""
+    torch.manual_seed(0)
+    preset = "electra-tiny-generator" if name == "ElectraForMaskedLM" else "electra-tiny"
+    model = getattr(E, name)(E.ElectraConfig.from_preset(preset, vocab_size=100)).eval()
+    model.save_pretrained(tmp_path)
+    return model, getattr(transformers, name).from_pretrained(tmp_path, attn_implementation="eager").eval()
+
+
 def _close(ours, theirs):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["ElectraModel", "ElectraForSequenceClassification", "ElectraForMaskedLM",
-                                  "ElectraForPreTraining", "ElectraForTokenClassification",
-                                  "ElectraForQuestionAnswering"])
+@pytest.mark.parametrize("name", ELECTRA_CLASSES)
 def test_electra_hidden_states_match_transformers(name, tmp_path):
-    torch.manual_seed(0)
-    preset = "electra-tiny-generator" if name == "ElectraForMaskedLM" else "electra-tiny"
-    model = getattr(E, name)(E.ElectraConfig.from_preset(preset, vocab_size=100)).eval()
-    model.save_pretrained(tmp_path)
-    theirs = getattr(transformers, name).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    model, theirs = _electra_pair(name, tmp_path)
     with torch.no_grad():
         out = model(IDS, attention_mask=MASK, output_hidden_states=True)
         ref = theirs(input_ids=IDS, attention_mask=MASK, output_hidden_states=True)
@@ -73,15 +80,9 @@ def test_t5_encoder_decoder_hidden_states_match_transformers(version, tmp_path):
 
 # -- output_attentions: each layer's weights, as transformers' eager attention returns them ------------
 
-@pytest.mark.parametrize("name", ["ElectraModel", "ElectraForSequenceClassification", "ElectraForMaskedLM",
-                                  "ElectraForPreTraining", "ElectraForTokenClassification",
-                                  "ElectraForQuestionAnswering"])
+@pytest.mark.parametrize("name", ELECTRA_CLASSES)
 def test_electra_attentions_match_transformers(name, tmp_path):
-    torch.manual_seed(1)
-    preset = "electra-tiny-generator" if name == "ElectraForMaskedLM" else "electra-tiny"
-    model = getattr(E, name)(E.ElectraConfig.from_preset(preset, vocab_size=100)).eval()
-    model.save_pretrained(tmp_path)
-    theirs = getattr(transformers, name).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    model, theirs = _electra_pair(name, tmp_path)
     with torch.no_grad():
         out = model(IDS, attention_mask=MASK, output_attentions=True, output_hidden_states=True)
         ref = theirs(input_ids=IDS, attention_mask=MASK, output_attentions=True)
