@@ -553,10 +553,15 @@ def list_tasks() -> dict[str, str]:
 
 
 def get_task(name: str, data_dir: str | Path | None = None, **kwargs) -> Task:
-    """The registered task ``name``, reading from ``data_dir`` when given.
+    """The registered task ``name``, reading from ``data_dir`` when given. ``translate_<src>_<tgt>``
+    (e.g. ``translate_en_fr``) is the ``translate`` task on that language pair: how the CLI names one
+    (``--data.task=translate_en_fr --data.task_dir=...``; ``translate`` alone is en -> de).
 
     An unknown name raises :class:`ConfigError` suggesting the closest registered name.
     """
+    pair = re.fullmatch(r"translate_([a-z]{2,3})_([a-z]{2,3})", name)
+    if pair and name not in _TASKS:
+        return _translate_factory(data_dir, *pair.groups(), **kwargs)
     if name not in _TASKS:
         raise ConfigError(f"unknown task {name!r}{suggest(name, _TASKS)}; registered: {sorted(_TASKS)}")
     if data_dir is None and not kwargs and name in _BUILT:
@@ -613,7 +618,8 @@ def _translate_factory(data_dir=None, source_lang="en", target_lang="de") -> Tas
 register_task("squad", _squad_factory, "SQuAD v1.1 JSON: question: ... context: ... -> answer; EM/F1")
 register_task("cnn_dailymail", _cnn_dm_factory, "CNN/DailyMail (article/highlights): summarize: ...; ROUGE-1/2/L")
 register_task("summarize", _summarize_factory, "your summarisation JSONL (article/summary); ROUGE")
-register_task("translate", _translate_factory, "your sentence pairs (TSV/JSONL), any language pair; BLEU, chrF")
+register_task("translate", _translate_factory, "your sentence pairs (TSV/JSONL), en -> de; translate_<src>_<tgt> "
+                                               "(e.g. translate_en_fr) for another pair; BLEU, chrF")
 
 
 # -- tasks over the sample datasets of `t5electra data fetch` ------------------------------------

@@ -368,3 +368,17 @@ def test_translation_tsv_skips_blank_lines_and_counts_lines_from_the_file(tmp_pa
     path.write_text("en\tde\nhouse\tHaus\ncat\n")
     with pytest.raises(DataError, match=r"line 3: expected 2 tab-separated columns, got 1"):
         list(T.read_translation(path, "en", "de"))
+
+
+def test_translate_task_for_another_language_pair_by_name(tmp_path):
+    """`--data.task=translate_en_fr`: the CLI's way to a pair other than translate's en -> de (was an
+    unknown task, and `translate` trained en -> de prompts on French targets)."""
+    from t5electra.eval.text_to_text import task_list
+
+    (tmp_path / "train.tsv").write_text("en\tfr\ncat\tchat\nhouse\tmaison\n")
+    task = T.get_task("translate_en_fr", data_dir=tmp_path)
+    assert [e["inputs"] for e in task.examples("train")] == ["translate English to French: cat",
+                                                              "translate English to French: house"]
+    assert [t.name for t in task_list("translate_en_fr", tmp_path)] == ["translate_en_fr"]
+    with pytest.raises(ConfigError, match="unknown language code 'xx'"):
+        T.get_task("translate_en_xx", data_dir=tmp_path)
