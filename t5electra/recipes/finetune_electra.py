@@ -60,7 +60,7 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -344,6 +344,7 @@ def train(cfg: RunConfig) -> Path:
         finish(run_dir, ckpt.best(), best, tokenizer, data, run_eval)
     barrier(env)
     cleanup(env)
+    release_run_dir(run_dir)
     return run_dir
 
 

@@ -52,7 +52,7 @@ from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
                                  parallelize)
@@ -284,6 +284,7 @@ def train(cfg: RunConfig) -> Path:
         plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
+    release_run_dir(run_dir)
     return run_dir
 
 

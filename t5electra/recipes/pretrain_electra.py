@@ -47,7 +47,7 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, run_model_dir, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, run_model_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -306,6 +306,7 @@ def train(cfg: RunConfig) -> Path:
         plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)
+    release_run_dir(run_dir)
     return run_dir
 
 

@@ -328,7 +328,7 @@ def test_a_run_that_stopped_before_its_first_step_does_not_block_the_rerun(tmp_p
     """A run refused late (e.g. its validation file too small) left config.yaml, an empty
     metrics.jsonl and tensorboard/: the corrected fresh run replaces them, with a warning; a run
     with a logged step is still refused."""
-    from t5electra.train.checkpointing import prepare_run_dir
+    from t5electra.train.checkpointing import prepare_run_dir, release_run_dir
 
     run = tmp_path / "run"
     (run / "tensorboard").mkdir(parents=True)
@@ -337,7 +337,35 @@ def test_a_run_that_stopped_before_its_first_step_does_not_block_the_rerun(tmp_p
     (run / "notes.txt").write_text("mine")
     with pytest.warns(UserWarning, match="stopped before its first step"):
         prepare_run_dir(run, resume=None)
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "notes.txt"]  # this process's lock
+    release_run_dir(run)
     (run / "metrics.jsonl").write_text('{"split": "train", "step": 1, "loss": 2.0}\n')
     with pytest.raises(ConfigError, match="already holds a run"):
         prepare_run_dir(run, resume=None)
+
+
+def test_one_run_at_a_time_in_a_directory(tmp_path):
+    """Two runs started into one directory interleaved their files: the second is refused while the
+    first's process lives; a lock left by a dead process is taken over; the recipe gives it back."""
+    import os
+    import subprocess
+    import sys
+
+    from t5electra.train.checkpointing import LOCK_FILE, prepare_run_dir, release_run_dir
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.mkdir()
+        (run / LOCK_FILE).write_text(f"{holder.pid}\n")
+        with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
+            prepare_run_dir(run, resume=None)
+        assert (run / LOCK_FILE).read_text() == f"{holder.pid}\n"  # the other run's lock untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    prepare_run_dir(run, resume=None)  # its process is gone: taken over
+    assert (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    prepare_run_dir(run, resume="auto")  # this process again (a resume after a run in one session)
+    release_run_dir(run)
+    assert not (run / LOCK_FILE).exists()
