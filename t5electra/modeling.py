@@ -86,18 +86,17 @@ def resized_rows(module: nn.Module, n: int) -> nn.Module:
 
 
 # transformers' from_pretrained options that change nothing when the directory is local: accepted
-# with the values that mean so (a check per option), refused otherwise.
-HF_LOAD_OPTIONS = {
-    "local_files_only": lambda v: isinstance(v, bool), "low_cpu_mem_usage": lambda v: isinstance(v, bool),
-    "trust_remote_code": lambda v: v in (False, None), "cache_dir": lambda v: True,
-    "use_safetensors": lambda v: v in (True, None), "revision": lambda v: v in (None, "main"),
-    "device_map": lambda v: v in (None, "cpu"), "force_download": lambda v: v in (False, None),
+# with the values that mean so (option -> (check, what is accepted)), refused otherwise.
+HF_LOAD_OPTIONS: dict[str, tuple[Any, str]] = {
+    "local_files_only": (lambda v: isinstance(v, bool), "True or False"),
+    "low_cpu_mem_usage": (lambda v: isinstance(v, bool), "True or False"),
+    "trust_remote_code": (lambda v: v in (False, None), "False (no code is downloaded)"),
+    "cache_dir": (lambda v: True, "anything"),
+    "use_safetensors": (lambda v: v in (True, None), "True or None (.safetensors are read, .bin with weights_only=True)"),
+    "revision": (lambda v: v in (None, "main"), "None or 'main'"),
+    "device_map": (lambda v: v in (None, "cpu"), "None or 'cpu' (use model.to(device))"),
+    "force_download": (lambda v: v in (False, None), "False"),
 }
-HF_LOAD_HINTS = {"local_files_only": "True or False", "low_cpu_mem_usage": "True or False",
-                 "trust_remote_code": "False (no code is downloaded)", "cache_dir": "anything",
-                 "use_safetensors": "True or None (.safetensors are read, .bin with weights_only=True)",
-                 "revision": "None or 'main'", "device_map": "None or 'cpu' (use model.to(device))",
-                 "force_download": "False"}
 
 
 class PreTrainedModel(nn.Module):
@@ -207,9 +206,10 @@ class PreTrainedModel(nn.Module):
             raise ConfigError(f"both dtype={dtype!r} and torch_dtype={torch_dtype!r} given: pass one")
         for name in [k for k in config_overrides if k in HF_LOAD_OPTIONS]:
             value = config_overrides.pop(name)
-            if not HF_LOAD_OPTIONS[name](value):
+            accepts, allowed = HF_LOAD_OPTIONS[name]
+            if not accepts(value):
                 raise ConfigError(f"from_pretrained({name}={value!r}): only a local directory on this machine is "
-                                  f"read here, so {name} can only be {HF_LOAD_HINTS[name]}")
+                                  f"read here, so {name} can only be {allowed}")
         wanted = dtype if dtype is not None else torch_dtype
         d = checkpoint_dir(directory)
         if config is not None:
