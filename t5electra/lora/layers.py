@@ -38,6 +38,7 @@ class LoraLinear(nn.Module):
         self.lora_B = nn.ModuleDict({n: nn.Linear(r, stop - start, bias=False, **kw)
                                      for n, (start, stop) in self.parts.items()})
         self.merged = False
+        self.disabled = False  # PeftModel.disable_adapter(): the base layer alone
         self.reset_lora_parameters(init_lora_weights)
 
     @torch.no_grad()
@@ -74,7 +75,7 @@ class LoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)  # (.., out_features)
-        if self.merged:
+        if self.merged or self.disabled:
             return out
         h = self.lora_dropout(x)
         pieces, pos = [], 0

@@ -14,6 +14,7 @@ modules_to_save tensors as ``base_model.model.<transformers parameter name>``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -193,6 +194,27 @@ class PeftModel(nn.Module):
     def generate(self, *args, **kwargs):
         return self.base_model.generate(*args, **kwargs)
 
+    def get_base_model(self) -> nn.Module:
+        """The wrapped model (its LoRA layers still in place), as PEFT's method."""
+        return self.base_model
+
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        """``with model.disable_adapter():`` the base model's outputs (every adapter off), as PEFT's."""
+        layers = self._lora_layers()
+        if any(m.merged for m in layers):
+            raise ConfigError("disable_adapter: the adapters are merged into the base weights")
+        for m in layers:
+            m.disabled = True
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.disabled = False
+
+    def _lora_layers(self) -> list[LoraLinear]:
+        return [m for m in self.base_model.modules() if isinstance(m, LoraLinear)]
+
     # -- parameters -----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts (the frozen base included in all)."""
@@ -278,10 +300,21 @@ class PeftModel(nn.Module):
     def merge_and_unload(self) -> nn.Module:
         """Fold every adapter into its base weight and return the plain model (its class, its
         save_pretrained); modules_to_save are already trained in place."""
+        return self._unload(merge=True)
+
+    @torch.no_grad()
+    def unload(self) -> nn.Module:
+        """The plain model without the adapters (not merged: the base weights as they were), as PEFT's."""
+        if any(m.merged for m in self._lora_layers()):
+            raise ConfigError("unload: the adapters are merged into the base weights (use merge_and_unload)")
+        return self._unload(merge=False)
+
+    def _unload(self, merge: bool) -> nn.Module:
         model = self.base_model
         for name, module in list(model.named_modules()):
             if isinstance(module, LoraLinear):
-                module.merge()
+                if merge:
+                    module.merge()
                 _set_module(model, name, module.base_layer)
         self._unloaded = True
         return model

@@ -400,3 +400,24 @@ def test_default_targets_of_mt5_and_umt5_load_in_peft(model_type, tmp_path):
     theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
     torch.testing.assert_close(logits(theirs, "t5"), logits(lora, "t5"), **TOL)
     assert not torch.allclose(logits(lora, "t5"), base, **TOL)  # the adapter does something
+
+
+def test_disable_adapter_unload_and_get_base_model_as_peft():
+    model = ours("t5-v1.1")
+    base = logits(model, "t5-v1.1")
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q", "v"], init_lora_weights=False))
+    adapted = logits(lora, "t5-v1.1")
+    assert not torch.allclose(adapted, base)  # B random: the adapters change the output
+    with lora.disable_adapter():
+        torch.testing.assert_close(logits(lora, "t5-v1.1"), base, rtol=0, atol=0)
+    torch.testing.assert_close(logits(lora, "t5-v1.1"), adapted, rtol=0, atol=0)  # back on after the block
+    assert lora.get_base_model() is model
+    plain = lora.unload()  # without merging: the base weights as they were
+    assert not any(isinstance(m, LoraLinear) for m in plain.modules())
+    torch.testing.assert_close(logits(plain, "t5-v1.1"), base, rtol=0, atol=0)
+    merged = get_peft_model(ours("t5-v1.1"), LoraConfig(r=4, target_modules=["q"], init_lora_weights=False))
+    for m in merged.base_model.modules():
+        if isinstance(m, LoraLinear):
+            m.merge()
+    with pytest.raises(ConfigError, match="merged"):
+        merged.unload()
