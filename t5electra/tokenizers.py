@@ -31,7 +31,6 @@ from typing import Any
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import Unigram, WordPiece
 
 from .errors import ConfigError, InvalidInputError, MissingTokenError
@@ -256,6 +255,12 @@ def _check_sizes(**values: tuple[int | None, int]) -> None:
             raise InvalidInputError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
+def _bert_normalizer(lowercase: bool, strip_accents: bool | None, chinese: bool) -> normalizers.Normalizer:
+    """ELECTRA's (BERT's) normaliser: the tokenizer's backend, and the word counts of its training."""
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese, strip_accents=strip_accents,
+                                      lowercase=lowercase)
+
+
 def _read_lines(files: list[Path]) -> Iterable[str]:
     """The lines of text files (UTF-8), one text each, as tokenizers' trainers read files."""
     for path in files:
@@ -343,8 +348,7 @@ class ElectraTokenizer(_TokenizerBase):
 
         # The backend, as transformers v5 builds it (models/bert/tokenization_bert.py).
         backend = Tokenizer(WordPiece(vocab, unk_token=unk_token))
-        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
-                                                        strip_accents=strip_accents, lowercase=do_lower_case)
+        backend.normalizer = _bert_normalizer(do_lower_case, strip_accents, tokenize_chinese_chars)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
         super().__init__(backend, special_tokens={"unk_token": unk_token, "sep_token": sep_token,
@@ -410,11 +414,12 @@ class ElectraTokenizer(_TokenizerBase):
         """
         _check_sizes(vocab_size=(vocab_size, len(ELECTRA_SPECIAL_TOKENS) + 1), min_frequency=(min_frequency, 0),
                      limit_alphabet=(limit_alphabet, 1))
-        backend = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
-                                         strip_accents=strip_accents, lowercase=lowercase)._tokenizer
+        # the words as the tokenizer itself will see them: its normaliser, then BERT's pre-tokenizer
+        normalizer, splitter = _bert_normalizer(lowercase, strip_accents, tokenize_chinese_chars), \
+            pre_tokenizers.BertPreTokenizer()
 
         def words(text: str) -> list[str]:
-            return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
+            return [w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))]
 
         files, texts = _files_or_texts(files_or_iterator)
         counts = count_words(_read_lines(files) if files is not None else texts, words)

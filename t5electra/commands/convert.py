@@ -29,8 +29,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-PARTS = ("generator", "discriminator")  # ElectraPretrainer.save_pretrained's layout
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="model, training checkpoint or run directory")
@@ -50,22 +48,16 @@ def model_class(model_dir: Path):
 
 
 def source_dir(src: Path) -> Path:
-    """SRC itself if it holds a model (or generator/ + discriminator/), else a run's model/ or latest checkpoint."""
+    """SRC itself if it holds a model (or generator/ + discriminator/), else a run's model/ or latest
+    checkpoint (train.checkpointing.run_model_dir, as model.init_from reads it)."""
     from ..errors import CheckpointNotFoundError
-    from ..train.checkpointing import CheckpointManager
-
-    def holds_model(p: Path) -> bool:
-        return (p / "config.json").is_file() or all((p / part / "config.json").is_file() for part in PARTS)
+    from ..train.checkpointing import holds_model, run_model_dir
 
     if not src.is_dir():
         raise CheckpointNotFoundError(f"{str(src)!r} is not a directory")
-    if holds_model(src):
-        return src
-    if holds_model(src / "model"):
-        return src / "model"
-    latest = CheckpointManager(src).latest()
-    if latest is not None and holds_model(latest):
-        return latest
+    found = run_model_dir(src)
+    if holds_model(found):
+        return found
     raise CheckpointNotFoundError(f"{src}: no config.json (nor generator/ + discriminator/), and no model/ or "
                                   f"checkpoints/ holding one")
 
@@ -185,13 +177,13 @@ def run(args: argparse.Namespace) -> int:
 
 def gather_sharded(src: Path, tmp: Path) -> Path:
     """A sharded training checkpoint (train/sharded.py) as a plain model directory in ``tmp``; else ``src``."""
-    from ..train.checkpointing import save_model
+    from ..train.checkpointing import ELECTRA_PARTS, save_model
     from ..train.sharded import has_sharded_state, materialize
 
     if not has_sharded_state(src):
         return src
     save_model(materialize(src), tmp)
-    for part in ("", *PARTS):
+    for part in ("", *ELECTRA_PARTS):
         if (src / part).is_dir() and (tmp / part).is_dir():
             copy_tokenizer(src / part, tmp / part)
     return tmp
@@ -199,12 +191,13 @@ def gather_sharded(src: Path, tmp: Path) -> Path:
 
 def convert_dir(src: Path, dst: Path, check: bool) -> int:
     from ..errors import T5ElectraError
+    from ..train.checkpointing import ELECTRA_PARTS
 
     try:
         if (src / "config.json").is_file():
             print(convert_one(src, dst, check))
         else:  # an ELECTRA pretraining model: generator/ + discriminator/, the tokenizer beside them
-            for part in PARTS:
+            for part in ELECTRA_PARTS:
                 print(convert_one(src / part, dst / part, check))
             copy_tokenizer(src, dst)
     except T5ElectraError as e:

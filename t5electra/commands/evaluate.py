@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the task's files (GLUE, SQuAD, your own)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N")
-    parser.add_argument("--max-examples", type=int, metavar="N", help="score N examples spread evenly over the split (never its first N rows: files are "
-                        "often sorted by label)")
+    parser.add_argument("--max-examples", type=int, metavar="N",
+                        help="score N examples spread evenly over the split (never its first N rows: files are "
+                             "often sorted by label)")
     parser.add_argument("--max-length", type=int, default=512, metavar="N", help="input tokens (longer: truncated)")
     parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="T5: longest answer")
     parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="T5: beam search width (1: greedy)")

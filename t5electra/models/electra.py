@@ -287,6 +287,11 @@ class ElectraPreTrainedModel(PreTrainedModel):
     input_embeddings_path: ClassVar[str] = "electra.embeddings.word_embeddings"
     hf_head_keys: ClassVar[tuple[str, ...]] = ()
 
+    @staticmethod
+    def _extras(enc: BaseModelOutput) -> dict[str, Any]:
+        """What ``output_hidden_states`` / ``output_attentions`` add to a head's output (None unless asked)."""
+        return {"hidden_states": enc.hidden_states, "attentions": enc.attentions}
+
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
         padding row zero, LayerNorm = identity."""
@@ -478,8 +483,7 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
                 loss = F.binary_cross_entropy_with_logits(logits[active], labels[active].float())
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.float())
-        return ElectraForPreTrainingOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
-                                           attentions=enc.attentions)
+        return ElectraForPreTrainingOutput(loss=loss, logits=logits, **self._extras(enc))
 
 
 class ElectraGeneratorPredictions(nn.Module):
@@ -528,8 +532,7 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
-                              attentions=enc.attentions)
+        return MaskedLMOutput(loss=loss, logits=logits, **self._extras(enc))
 
     def get_output_embeddings(self) -> nn.Linear:
         return self._tied_linear(self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)
@@ -636,8 +639,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 loss = F.cross_entropy(logits.view(-1, L), labels.view(-1))
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
-                                        attentions=enc.attentions)
+        return SequenceClassifierOutput(loss=loss, logits=logits, **self._extras(enc))
 
 
 class ElectraForTokenClassification(ElectraPreTrainedModel):
@@ -664,8 +666,7 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1), ignore_index=-100)
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states,
-                                     attentions=enc.attentions)
+        return TokenClassifierOutput(loss=loss, logits=logits, **self._extras(enc))
 
 
 class ElectraForQuestionAnswering(ElectraPreTrainedModel):
@@ -704,8 +705,7 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
             loss = (F.cross_entropy(start_logits, start, ignore_index=T)
                     + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
-                                            end_logits=end_logits.contiguous(), hidden_states=enc.hidden_states,
-                                                                             attentions=enc.attentions)
+                                            end_logits=end_logits.contiguous(), **self._extras(enc))
 
 
 __all__ = [

@@ -390,21 +390,8 @@ class T5PreTrainedModel(PreTrainedModel):
     config_class = T5Config
     config: T5Config
     _has_decoder: ClassVar[bool] = True
-
-    input_embeddings_path: ClassVar[str] = "shared"  # both stacks' input embedding (no other copy of it)
-
-    def get_output_embeddings(self) -> nn.Module | None:
-        if not getattr(self, "_has_lm_head", False):
-            return None
-        # tied (v1.0, and transformers 5's files): the logits use shared's weight (v1.0 rescales the
-        # decoder output first, in forward, as transformers)
-        return self.lm_head if self.lm_head is not None else self._tied_linear(self.shared.weight)
-
-    def _resize_output(self, new_num_tokens: int) -> None:
-        head = getattr(self, "lm_head", None)
-        if isinstance(head, nn.Linear):
-            self.lm_head = resized_rows(head, new_num_tokens)
     _has_lm_head: ClassVar[bool] = False
+    input_embeddings_path: ClassVar[str] = "shared"  # both stacks' input embedding (no other copy of it)
     # Check that ids are inside the vocabulary (one host sync per call). A training loop whose data
     # is known to fit (tokenizer size checked against vocab_size) may set this to False on GPU so
     # the CPU can queue the next step without waiting.
@@ -459,6 +446,17 @@ class T5PreTrainedModel(PreTrainedModel):
         "fp32" exact (column-major + packed decoder weights), "bf16" / "int8" approximate.
         ``options``: ``keep`` (layers left in fp32), ``pack_weights``. Returns self."""
         return optimize_for_inference(self, weights, **options)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        if not self._has_lm_head:
+            return None
+        # tied (v1.0, and transformers 5's files): the logits use shared's weight (v1.0 rescales the
+        # decoder output first, in forward, as transformers)
+        return self.lm_head if self.lm_head is not None else self._tied_linear(self.shared.weight)
+
+    def _resize_output(self, new_num_tokens: int) -> None:
+        if self._has_lm_head and isinstance(self.lm_head, nn.Linear):
+            self.lm_head = resized_rows(self.lm_head, new_num_tokens)
 
     def encoder_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                         output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:

@@ -36,7 +36,7 @@ from ..eval.text_to_text import Example, score_t5, score_tasks, task_list
 from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model_config, task_head
 from ..models.t5 import T5ForConditionalGeneration
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
-from ..train.checkpointing import CheckpointManager
+from ..train.checkpointing import CheckpointManager, is_electra_pretraining_output
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     if latest is not None and (latest / "config.json").is_file():
         return latest
     for d in (p, p / "model", latest):
-        if d is not None and all((d / part / "config.json").is_file() for part in ("generator", "discriminator")):
+        if d is not None and is_electra_pretraining_output(d):
             raise ConfigError(f"{p} is an ELECTRA pretraining output ({d}: generator/ + discriminator/): it has "
                               f"no task head to evaluate and does not generate text. Fine-tune it first "
                               f"(`t5electra finetune --model.init_from={d}`), or load its discriminator with "

@@ -47,7 +47,8 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, run_model_dir, save_model, unwrap_model
+from ..train.checkpointing import (CheckpointManager, prepare_run_dir, release_run_dir, run_model_dir, save_model,
+                                   unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -100,15 +101,15 @@ def generator_config(cfg: RunConfig, disc: ElectraConfig) -> ElectraConfig:
         if not 0.0 < size <= 1.0:
             raise ConfigError(f"electra.generator_size must be in (0, 1], got {size}")
         return disc.generator_config(size)
-    preset = f"{cfg.model.preset or DEFAULT_PRESET}-generator"
-    if preset in ElectraConfig.presets:
-        shape = ElectraConfig.presets[preset]
+    name = cfg.model.preset or DEFAULT_PRESET
+    if f"{name}-generator" in ElectraConfig.presets:
+        shape = ElectraConfig.presets[f"{name}-generator"]
         widths = ("hidden_size", "num_attention_heads", "intermediate_size")
         if not any(k in cfg.model.overrides for k in widths):
             return disc.replace(**{k: shape[k] for k in widths})
         # a discriminator made narrower or wider: the preset's generator/discriminator ratio of it
         # (its absolute widths made a generator wider than a narrowed discriminator)
-        return disc.generator_config(shape["hidden_size"] / ElectraConfig.presets[cfg.model.preset or DEFAULT_PRESET]["hidden_size"])
+        return disc.generator_config(shape["hidden_size"] / ElectraConfig.presets[name]["hidden_size"])
     return disc.generator_config(0.25)
 
 

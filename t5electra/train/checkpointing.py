@@ -133,16 +133,20 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 ELECTRA_PARTS = ("generator", "discriminator")  # an ELECTRA pretraining output's model directories
 
 
+def holds_model(d: Path | None) -> bool:
+    """A model directory: config.json, or an ELECTRA pretraining output's generator/ + discriminator/."""
+    return d is not None and ((d / "config.json").is_file() or _has_electra_parts(d))
+
+
+def _has_electra_parts(d: Path) -> bool:
+    return all((d / part / "config.json").is_file() for part in ELECTRA_PARTS)
+
+
 def run_model_dir(path: str | os.PathLike) -> Path:
-    """``model.init_from`` as users give it: a model directory (config.json, or an ELECTRA pretraining
-    output's generator/ + discriminator/), or a run directory, meaning its model/ or else its latest
-    checkpoint. Returns ``path`` unchanged when none of them holds a model (loading then says why)."""
+    """``model.init_from`` as users give it: a model directory (:func:`holds_model`), or a run
+    directory, meaning its model/ or else its latest checkpoint. Returns ``path`` unchanged when none
+    of them holds a model (loading then says why)."""
     p = Path(path).expanduser()
-
-    def holds_model(d: Path | None) -> bool:
-        return d is not None and ((d / "config.json").is_file()
-                                  or all((d / part / "config.json").is_file() for part in ELECTRA_PARTS))
-
     if holds_model(p) or not p.is_dir():
         return p
     if holds_model(p / "model"):
@@ -152,7 +156,7 @@ def run_model_dir(path: str | os.PathLike) -> Path:
 
 
 def is_electra_pretraining_output(path: Path) -> bool:
-    return not (path / "config.json").is_file() and all((path / part / "config.json").is_file() for part in ELECTRA_PARTS)
+    return not (path / "config.json").is_file() and _has_electra_parts(path)
 
 
 def save_model(model: nn.Module, directory: Path) -> None:
