@@ -1,6 +1,8 @@
-"""``t5electra evaluate CHECKPOINT --task NAME``: a checkpoint's task metrics as JSON.
+"""``t5electra evaluate CHECKPOINT [--task NAME]``: a checkpoint's task metrics as JSON.
 
     t5electra evaluate runs/t5-sentiment --task sentiment --split test
+    t5electra evaluate runs/my-run                       # the data the run was fine-tuned on (its config.yaml)
+    t5electra evaluate runs/my-run/model --data-dir mydata/   # your train/dev/test files (classify or text2text)
     t5electra evaluate runs/electra-sst2/model --task sst2 --data-dir glue_data/SST-2 --split validation
     t5electra evaluate runs/t5-sentiment --task sentiment --predictions preds.jsonl   # also the texts
 
@@ -19,8 +21,9 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="run, checkpoint or model directory")
-    parser.add_argument("--task", required=True, help="registered task (`t5electra data list --tasks`), or "
-                                                      "a mixture 'a+b' (T5)")
+    parser.add_argument("--task", help="registered task (`t5electra data list --tasks`), a mixture 'a+b' (T5), or "
+                                       "classify / text2text over your files in --data-dir; default: the task or "
+                                       "files the checkpoint's run was fine-tuned on")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the task's files (GLUE, SQuAD, your own)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N")

@@ -24,6 +24,7 @@ from .. import metrics as M
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .readers import find_split_files, read_records, read_squad
+from .file_tasks import FILE_TASKS, classify_task, label_names, text_example, where_row
 from .tasks import get_task
 
 HEADS = ("classification", "regression", "token_classification", "qa")
@@ -61,7 +62,8 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
     ``task_dir`` where it needs them) or your ``files`` (split -> one path; or found in
     ``task_dir``), for ``head`` (default: the task's)."""
     if task:
-        found = get_task(task, data_dir=task_dir)
+        own = {"files": files, "text_columns": text_columns, "label_column": label_column} if task in FILE_TASKS else {}
+        found = get_task(task, data_dir=None if own and files and any(files.values()) else task_dir, **own)
         head = resolve_head(head, found.head.kind, task)
         splits = {}
         for split in ("train", "validation", "test"):
@@ -91,71 +93,26 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
         return TaskData(head, [], read, (M.squad,))
     if head == "token_classification":
         raw = {s: list(_token_rows(p, label_column)) for s, p in paths.items()}
-        labels = _label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
+        labels = label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
         ids = {name: i for i, name in enumerate(labels)}
         splits = {s: [{"tokens": r["tokens"], "labels": [ids[str(t)] for t in r["labels"]]} for r in rows]
                   for s, rows in raw.items()}
         return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
-    raw = {s: list(read_records(p)) for s, p in paths.items()}
-    splits = {s: [_text_example(r, text_columns, label_column, f"{paths[s]}:{i + 2}") for i, r in enumerate(rows)]
-              for s, rows in raw.items()}
-    if head == "regression":
-        for s, rows in splits.items():
-            for i, ex in enumerate(rows):
-                try:
-                    ex["label"] = float(ex["label"])
-                except (TypeError, ValueError):
-                    raise DataError(f"{paths[s]}: example {i + 1}: regression label {ex['label']!r} (column "
-                                    f"{label_column!r}) is not a number") from None
-        return TaskData(head, [], splits, (M.pearson, M.spearman))
-    # the classes are those of the training split (all splits' when there is none: evaluation alone)
-    labels = _label_names([ex["label"] for ex in splits.get("train", [ex for rows in splits.values() for ex in rows])])
-    ids = {name: i for i, name in enumerate(labels)}
+    if head == "classification":
+        found = classify_task(files=paths, text_columns=text_columns, label_column=label_column)
+        return TaskData(head, list(found.head.labels), {s: list(found.head_examples(s)) for s in found.splits},
+                        found.metrics)
+    # regression: a number per text or pair
+    splits = {s: [text_example(r, text_columns, label_column, where_row(p, i)) for i, r in enumerate(read_records(p))]
+              for s, p in paths.items()}
     for s, rows in splits.items():
         for i, ex in enumerate(rows):
-            name = str(ex["label"])
-            if name not in ids:
-                what = "an empty label" if name == "" else f"label {name!r}"
-                raise DataError(f"{paths[s]}: example {i + 1}: {what} (column {label_column!r}) is not one of the "
-                                f"training split's classes {labels[:20]}{' ...' if len(labels) > 20 else ''}")
-            ex["label"] = ids[name]
-    return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
-
-
-def _label_names(values: list[Any]) -> list[str]:
-    """Class names in id order: ``0..max`` when every label is an integer, else sorted names."""
-    names = sorted({str(v) for v in values if str(v) != ""})
-    if not names:
-        raise DataError("no labels found in the training data")
-    if all(n.lstrip("-").isdigit() for n in names):
-        top = max(int(n) for n in names)
-        if min(int(n) for n in names) < 0:
-            raise DataError(f"label ids must be >= 0, found {min(int(n) for n in names)}")
-        return [str(i) for i in range(top + 1)]
-    return names
-
-
-def _text_example(row: dict[str, Any], text_columns: list[str] | None, label_column: str, where: str) -> dict[str, Any]:
-    cols = text_columns or next(
-        ([a, b] if b in row else [a] for a, b in (("sentence", "sentence2"), ("text", "text_pair"),
-                                                  ("sentence1", "sentence2")) if a in row), None)
-    if not cols:
-        raise DataError(f"{where}: no text column: set data.text_columns (columns: {sorted(row)})")
-    if len(cols) > 2:
-        raise ConfigError(f"data.text_columns: one text or a pair, got {cols}")
-    if None in row:  # csv.DictReader puts the cells past the header's under the key None
-        raise DataError(f"{where}: {len(row) - 1 + len(row[None])} cells where the header has {len(row) - 1} "
-                        f"(an unquoted separator in the text?)")
-    for c in [*cols, label_column]:
-        if c not in row:
-            raise DataError(f"{where}: no column {c!r}{suggest(c, row)}; columns: {sorted(map(str, row))}")
-        if row[c] is None:  # csv.DictReader: the row has fewer cells than the header
-            raise DataError(f"{where}: no value in column {c!r} (the row has fewer cells than the header)")
-    if all(str(row[c]) == c for c in (*cols, label_column)):
-        raise DataError(f"{where}: the row repeats the header ({', '.join(map(str, row))}): files joined with "
-                        f"their headers?")
-    return {"text": str(row[cols[0]]), "text_pair": str(row[cols[1]]) if len(cols) > 1 else None,
-            "label": row[label_column]}
+            try:
+                ex["label"] = float(ex["label"])
+            except (TypeError, ValueError):
+                raise DataError(f"{paths[s]}: example {i + 1}: regression label {ex['label']!r} (column "
+                                f"{label_column!r}) is not a number") from None
+    return TaskData(head, [], splits, (M.pearson, M.spearman))
 
 
 def _token_rows(path: Path, label_column: str):

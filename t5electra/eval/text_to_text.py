@@ -6,24 +6,40 @@ task does not have, a non-number for a regression) counts as wrong, as in T5's o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..data.file_tasks import EXTENSIONS, FILE_TASKS, files_task
+from ..data.readers import find_split_files
 from ..data.tasks import Mixture, Task, get_task
 from ..errors import ConfigError, DataError
 
 Example = dict[str, Any]
 
 
-def task_list(name: str, data_dir: str | None = None) -> list[Task]:
-    """``"sentiment"`` -> [task]; ``"sst2+mrpc"`` (or commas) -> the tasks of a mixture."""
-    names = [n.strip() for n in name.replace(",", "+").split("+") if n.strip()]
+def task_list(name: str | None, data_dir: str | None = None, *, files: Mapping[str, Any] | None = None,
+              text_columns: Sequence[str] | None = None, label_column: str = "label") -> list[Task]:
+    """``"sentiment"`` -> [task]; ``"sst2+mrpc"`` (or commas) -> the tasks of a mixture. With your
+    ``files`` (split -> path(s)), or with ``data_dir`` and no ``name``, its train/dev/test files: the task
+    over them (data/file_tasks.py: ``name`` classify or text2text, or else found from the columns);
+    ``text_columns`` / ``label_column`` go to such tasks."""
+    if not name and data_dir and not (files and any(files.values())):  # your train/dev/test files in data_dir
+        files, data_dir = find_split_files(data_dir, EXTENSIONS), None
+    if files and any(files.values()):
+        if data_dir:
+            raise ConfigError("give your files as data.train_files/validation_files/test_files or in data.task_dir, "
+                              "not both")
+        return [files_task(files, name or None, text_columns=text_columns, label_column=label_column)]
+    names = [n.strip() for n in (name or "").replace(",", "+").split("+") if n.strip()]
     if not names:
-        raise ConfigError("no task name given (e.g. --task sentiment, or a mixture 'sst2+mrpc')")
+        raise ConfigError("no task: name one (--data.task=sentiment, a mixture 'sst2+mrpc'; `t5electra data list "
+                          "--tasks`) or give your files (--data.train_files=train.csv --data.validation_files=dev.csv)")
     if len(names) > 1 and data_dir:
         raise ConfigError(f"task {name!r} is a mixture: data_dir applies to one task only")
+    if names[0] in FILE_TASKS:
+        return [get_task(names[0], data_dir=data_dir, text_columns=text_columns, label_column=label_column)]
     return [get_task(n, data_dir=data_dir) for n in names]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
@@ -67,21 +68,35 @@ def resolve_model_dir(path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
-def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", *, data_dir: str | None = None,
-                        batch_size: int = 32, max_examples: int | None = None, max_length: int = 512,
-                        max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
+def run_data(model_dir: Path) -> dict[str, Any] | None:
+    """The ``data`` section of the run that wrote ``model_dir`` (``RUN/model`` or
+    ``RUN/checkpoints/step-N``: ``RUN/config.yaml``), or None outside a run."""
+    for run in (model_dir, model_dir.parent, model_dir.parent.parent):
+        if (run / "config.yaml").is_file() and (run / "metrics.jsonl").exists():
+            data = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+            return data.get("data") if isinstance(data.get("data"), dict) else None
+    return None
+
+
+def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: str = "test", *,
+                        data_dir: str | None = None, batch_size: int = 32, max_examples: int | None = None,
+                        max_length: int = 512, max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
                         predictions_file: str | Path | None = None, weights: str = "fp32") -> dict[str, Any]:
     """``{"checkpoint", "task", "split", "num_examples", "metrics"}`` for a T5 or ELECTRA checkpoint.
 
-    ``predictions_file`` (T5 only): also write one JSON line per example with the input, the
-    target and the generated text. ``weights``: the model runs ``optimize_for_inference(weights)``
-    ("fp32": the exact fast path; "bf16", "int8": docs/inference.md).
+    ``task``: a registered task or mixture (files in ``data_dir`` where it needs them); ``classify`` /
+    ``text2text`` with your files in ``data_dir``; None: your files in ``data_dir`` (the task found
+    from their columns), or else the data the checkpoint's run was fine-tuned on (its ``config.yaml``:
+    task, files, columns). ``predictions_file`` (T5 only): also write one JSON line per example with the
+    input, the target and the generated text. ``weights``: the model runs
+    ``optimize_for_inference(weights)`` ("fp32": the exact fast path; "bf16", "int8": docs/inference.md).
     """
     model_dir = resolve_model_dir(checkpoint)
-    tasks = task_list(task, data_dir)
-    kind = model_kind(model_dir)
+    data = _data_spec(model_dir, task, data_dir)
     dev = torch.device(device)
-    if kind == "t5":
+    if model_kind(model_dir) == "t5":
+        tasks = task_list(data["task"], data["task_dir"], files=data["files"], text_columns=data["text_columns"],
+                          label_column=data["label_column"])
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev).optimize_for_inference(weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         examples = {t.name: _examples(t, split, max_examples) for t in tasks}
@@ -91,12 +106,30 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str, split: str = "test", 
         else:
             metrics = score_tasks(model, tokenizer, tasks, examples, **kw)
         n = sum(len(v) for v in examples.values())
+        name = data["task"] or tasks[0].name
     else:
-        if len(tasks) > 1:
-            raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {task!r}")
-        metrics, n = _evaluate_electra(model_dir, tasks[0], data_dir, split, dev, batch_size=batch_size,
-                                       max_length=max_length, max_examples=max_examples, weights=weights)
-    return {"checkpoint": str(model_dir), "task": task, "split": split, "num_examples": n, "metrics": metrics}
+        if data["task"] and len(task_list(data["task"], data["task_dir"])) > 1:
+            raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {data['task']!r}")
+        metrics, n, name = _evaluate_electra(model_dir, data, split, dev, batch_size=batch_size, max_length=max_length,
+                                             max_examples=max_examples, weights=weights)
+    return {"checkpoint": str(model_dir), "task": name, "split": split, "num_examples": n, "metrics": metrics}
+
+
+def _data_spec(model_dir: Path, task: str | None, data_dir: str | None) -> dict[str, Any]:
+    """What to score on: the arguments, completed from the checkpoint's run where they are silent."""
+    spec = {"task": task, "task_dir": data_dir, "files": None, "text_columns": None, "label_column": "label"}
+    run = run_data(model_dir)
+    if run is not None and (task is None or task == run.get("task")):
+        spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label")
+    if task is not None or data_dir is not None:  # task None: your files in data_dir (eval/text_to_text.task_list)
+        return spec
+    if run is None:
+        raise ConfigError(f"{model_dir}: no task to score on: give --task (and --data-dir for its files), or "
+                          f"--data-dir with your train/dev/test files; a model inside its training run is scored on "
+                          f"the run's own data by default")
+    files = {s: run.get(f"{s}_files") or [] for s in ("train", "validation", "test")}
+    return {**spec, "task": run.get("task"), "task_dir": run.get("task_dir"),
+            "files": files if any(files.values()) else None}
 
 
 def _examples(task: Task, split: str, max_examples: int | None) -> list[Example]:
@@ -135,12 +168,14 @@ def _check_labels(config: dict, labels: list[str], task: str, model_dir: Path) -
                           f"{len(labels)} ({', '.join(labels)}): evaluate it on the task it was fine-tuned for")
 
 
-def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: str, device: torch.device, *,
+def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, device: torch.device, *,
                       batch_size: int, max_length: int, max_examples: int | None,
-                      weights: str = "fp32") -> tuple[dict[str, float], int]:
+                      weights: str = "fp32") -> tuple[dict[str, float], int, str]:
     """The scoring the ELECTRA fine-tuning recipe uses (data/heads.py: load, encode; eval/heads.py:
     predict, score), so every head it trains (classification, regression, token classification,
-    QA) is scored here exactly as during fine-tuning."""
+    QA) is scored here exactly as during fine-tuning. Your files without a task are read for the
+    model's head, as the recipe reads them. Returns the metrics, the number of examples and the
+    task's name."""
     config = read_model_config(model_dir)
     arch = architecture(config, str(model_dir / "config.json"))
     if arch.head not in HEAD_CLASSES:
@@ -148,15 +183,18 @@ def _evaluate_electra(model_dir: Path, task: Task, data_dir: str | None, split: 
                           f"`t5electra finetune`)")
     head = task_head(arch, config)
     max_length = min(max_length, int(config.get("max_position_embeddings", 512)))
-    data = load_task_data(head, task=task.name, task_dir=data_dir)
+    d = data_spec
+    data = load_task_data(head, task=d["task"], task_dir=d["task_dir"], files=d["files"], text_columns=d["text_columns"],
+                          label_column=d["label_column"])
+    name = d["task"] or ("classify" if head == "classification" else f"your {head} files")
     if split not in data.splits:
-        raise DataError(f"task {task.name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
-    _check_labels(config, data.labels, task.name, model_dir)
+        raise DataError(f"task {name!r} has no {split!r} split (splits: {', '.join(data.splits)})")
+    _check_labels(config, data.labels, name, model_dir)
     data = dataclasses.replace(data, splits={split: spread_subset(data.splits[split], max_examples)})
     if not data.splits[split]:
-        raise DataError(f"task {task.name!r}: the {split!r} split is empty")
+        raise DataError(f"task {name!r}: the {split!r} split is empty")
     model = arch.cls.from_pretrained(model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
     features = encode(data, split, tokenizer, max_length)
     preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)
-    return score(data, data.splits[split], features, preds, loss), len(data.splits[split])
+    return score(data, data.splits[split], features, preds, loss), len(data.splits[split]), name

@@ -7,7 +7,11 @@
 
 Pipeline (Raffel et al. 2020, §3.1.3): each example of the task (``data.task``; several joined
 by ``+`` make an examples-proportional mixture, §3.5.2) is text in, text out, with the task's
-prefix: ``"sst2 sentence: a gripping film" -> "positive"``. The encoder reads the inputs
+prefix: ``"sst2 sentence: a gripping film" -> "positive"``. Your own files (``data.train_files``,
+``validation_files``, ``test_files``, or train/dev/test files in ``data.task_dir`` with
+``data.task=classify|text2text``) make a task of their own (t5electra/data/file_tasks.py): a text and
+a label column (``classify``: the class names are the targets) or input and target columns
+(``text2text``). The encoder reads the inputs
 (truncated to ``data.max_length``); the decoder is trained with teacher forcing on the target
 tokens (truncated to ``data.target_length``, EOS kept), cross-entropy averaged over them.
 
@@ -97,10 +101,19 @@ def target_length(cfg: RunConfig, tokenizer: T5Tokenizer, examples: list[Example
     return max(lengths, default=1)
 
 
+def recipe_tasks(cfg: RunConfig) -> list:
+    """``data.task`` (a task or a mixture, files in ``data.task_dir``), or the task over your files
+    (``data.train_files`` / ``validation_files`` / ``test_files``: classify or text2text)."""
+    d = cfg.data
+    return task_list(d.task, d.task_dir, files={"train": d.train_files, "validation": d.validation_files,
+                                                "test": d.test_files},
+                     text_columns=d.text_columns, label_column=d.label_column)
+
+
 def train_stream(cfg: RunConfig, tasks, skip: int) -> Iterator[Example]:
     """The endless, deterministic example stream (the global sequence: the same on every rank) after its
     first ``skip`` examples, which a resumed run has already trained on."""
-    stream = mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed)
+    stream = mixture(tasks, cfg.data.task or tasks[0].name).sample("train", seed=cfg.train.seed)
     return itertools.islice(stream, skip, None)
 
 
@@ -169,25 +182,19 @@ def split_examples(tasks, split: str, cap: int | None = None) -> dict[str, list[
 # --------------------------------------------------------------------------------------------
 def train(cfg: RunConfig) -> Path:
     """Fine-tune as ``cfg`` says; returns the run directory (see the module docstring)."""
-    if not cfg.data.task:
-        raise ConfigError("data.task is not set: name a task (e.g. --data.task=sentiment) or a mixture "
-                          "('sst2+mrpc'); `t5electra data list --tasks` lists them")
     if cfg.model.family != "t5":
         raise ConfigError(f"model.family={cfg.model.family!r}: this recipe fine-tunes T5 (ELECTRA: finetune_electra)")
-    if cfg.data.test_files:
-        raise ConfigError("data.test_files: T5 fine-tuning scores the task's own test split (put your "
-                          "train/validation/test files in data.task_dir)")
     env = init_distributed(cfg.train.device, strategy=cfg.train.distributed, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.output_dir)
     prepare_run_dir(run_dir, cfg.checkpoint.resume, cfg.checkpoint.overwrite, env.is_main,
                     inputs=run_inputs(cfg))  # before any work
     seed_everything(cfg.train.seed)
 
-    tasks = task_list(cfg.data.task, cfg.data.task_dir)
+    tasks = recipe_tasks(cfg)
     tokenizer = load_tokenizer(cfg)
     model = add_lora(build_model(cfg, tokenizer), cfg.lora, "t5").to(env.device)  # lora.r: adapters only train
     # Targets are short for classification: size them from the training set once, then fix them.
-    first = list(itertools.islice(mixture(tasks, cfg.data.task).sample("train", seed=cfg.train.seed), 2000))
+    first = list(itertools.islice(mixture(tasks, cfg.data.task or tasks[0].name).sample("train", seed=cfg.train.seed), 2000))
     batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, first))
     eval_bs = cfg.eval.batch_size or cfg.train.batch_size
     valid = split_examples(tasks, "validation", cfg.eval.max_batches * eval_bs if cfg.eval.max_batches else None)

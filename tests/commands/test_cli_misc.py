@@ -83,6 +83,26 @@ def test_evaluate_electra_head_matches_its_argmax(electra_tok, task_dir, tmp_pat
     assert result["num_examples"] == 12 and result["metrics"]["accuracy"] == pytest.approx(want)
 
 
+def test_evaluate_own_files_without_a_task(electra_tok, task_dir, tmp_path, capsys):
+    """--data-dir with your files and no --task (was: --task required): the task comes from the
+    columns (a text and a label: classify), scored as the registered task on the same rows is."""
+    torch.manual_seed(0)
+    cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=2)
+    ElectraForSequenceClassification(cfg).save_pretrained(tmp_path / "m")
+    electra_tok.save_pretrained(tmp_path / "m")
+    own = tmp_path / "own"
+    own.mkdir()
+    for split in ("train", "validation", "test"):
+        (own / f"{split}.csv").write_text((task_dir / f"{split}.tsv").read_text().replace("\t", ","))
+    assert main(["evaluate", str(tmp_path / "m"), "--task", "sentiment", "--data-dir", str(task_dir)]) == 0
+    want = _json_out(capsys)["metrics"]["accuracy"]
+    assert main(["evaluate", str(tmp_path / "m"), "--data-dir", str(own)]) == 0
+    got = _json_out(capsys)
+    assert got["task"] == "classify" and got["num_examples"] == 12 and got["metrics"]["accuracy"] == want
+    assert main(["evaluate", str(tmp_path / "m")]) == 1  # a bare model directory: nothing says what to score
+    assert "no task to score on: give --task" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_a_classifier_of_another_label_set(electra_tok, task_dir, tmp_path, capsys):
     """A 5-class model on the 2-class sentiment task: a traceback (or metrics that mean nothing) before."""
     cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=5,

@@ -16,6 +16,7 @@ from t5electra import PeftModel
 from t5electra.errors import ConfigError
 from t5electra.models.t5 import T5ForConditionalGeneration
 from t5electra.eval.text_to_text import predict_texts, task_list
+from t5electra.recipes.evaluate import evaluate_checkpoint
 from t5electra.recipes.finetune_t5 import Seq2SeqBatcher, main, train
 from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
@@ -107,8 +108,8 @@ def test_finetune_learns_keeps_best_and_resumes_exactly(task_dir, tmp_path):
 
 
 def test_bad_setups_fail_before_training(task_dir, tmp_path, capsys):
-    with pytest.raises(ConfigError, match="data.task is not set"):
-        train(load_config(None, _args(task_dir, tmp_path / "a", 2, "--data.task=none")))
+    with pytest.raises(ConfigError, match="no task: name one .* or give your files"):
+        train(load_config(None, _args(task_dir, tmp_path / "a", 2, "--data.task=none", "--data.task_dir=none")))
     assert main(_args(task_dir, tmp_path / "b", 2, "--data.task=sentimnt", "--data.task_dir=none")) == 1
     assert "did you mean 'sentiment'" in capsys.readouterr().err
     assert main(_args(task_dir, tmp_path / "c", 2, "--model.family=electra")) == 1
@@ -117,6 +118,69 @@ def test_bad_setups_fail_before_training(task_dir, tmp_path, capsys):
     train(load_config(None, _args(task_dir, tmp_path / "d", 2)))
     assert main(_args(task_dir, tmp_path / "d", 4, "--optim.lr=1e-3")) == 1
     assert "optim.lr" in capsys.readouterr().err
+
+
+def _own_csv(task_dir, out):
+    """The toy reviews as your own CSV files: a 'review' column, labels by name."""
+    out.mkdir()
+    for split, name in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        rows = [line.split("\t") for line in (task_dir / f"{split}.tsv").read_text().splitlines()[1:]]
+        (out / f"{name}.csv").write_text("review,label\n" + "".join(
+            f"{text},{'positive' if label == '1' else 'negative'}\n" for text, label in rows))
+    return out
+
+
+def test_finetune_on_own_files_without_a_task(task_dir, tmp_path, capsys):
+    """T5 fine-tunes from your files as ELECTRA does (was: "data.task is not set"): a text and a label
+    column make a classification task whose targets are the class names, scored on the test file."""
+    own = _own_csv(task_dir, tmp_path / "own")
+    run = tmp_path / "own-run"
+    args = [a for a in _args(task_dir, run, 80) if not a.startswith(("--data.task", "--data.task_dir"))]
+    train(load_config(None, [*args, f"--data.train_files={own / 'train.csv'}", "--data.text_columns=[review]",
+                             f"--data.validation_files={own / 'dev.csv'}", f"--data.test_files={own / 'test.csv'}"]))
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_examples"] == {"validation": 32, "test": 32}
+    assert set(results["test"]) == {"accuracy", "macro_f1"} and results["test"]["accuracy"] > 60.0
+    assert results["majority_baseline"]["test"]["accuracy"] == 50.0
+    model, tok = T5ForConditionalGeneration.from_pretrained(run / "model"), T5Tokenizer.from_pretrained(run / "model")
+    assert set(predict_texts(model, tok, ["classify review: the film was superb", "classify review: dull"],
+                             max_new_tokens=8)) <= {"positive", "negative"}
+    # `t5electra evaluate RUN` with no task scores the run's own data (its config.yaml: files, columns)
+    scored = evaluate_checkpoint(run, split="test")
+    assert scored["task"] == "classify" and scored["metrics"] == results["test"]
+    # the same files in a folder, by name (T5 and ELECTRA alike): data.task=classify + data.task_dir
+    (task,) = task_list("classify", str(own), text_columns=["review"])
+    assert task.head.labels == ("negative", "positive") and task.num_examples("test") == 32
+    (found,) = task_list(None, str(own), text_columns=["review"])  # no task named: found from the columns
+    assert found.name == "classify" and found.head.labels == task.head.labels
+    # a dev class the training file lacks is refused before any training, naming file and row
+    (own / "dev.csv").write_text("review,label\nfine,positive\nso so,mixed\n")
+    bad = [*args, f"--data.train_files={own / 'train.csv'}", f"--data.validation_files={own / 'dev.csv'}",
+           "--data.text_columns=[review]"]
+    assert main([*bad[:1], f"--train.output_dir={tmp_path / 'bad'}", *bad[1:]]) == 1
+    assert "dev.csv: example 2: label 'mixed' (column 'label') is not one of the training split's classes" in \
+        capsys.readouterr().err
+
+
+def test_text2text_on_own_files(tmp_path):
+    """Input/target columns make a text2text task: inputs as written, exact match, BLEU and chrF."""
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"inputs": f"reverse: {a} {b}", "targets": f"{b} {a}"})
+                                                  + "\n" for a, b in (("x", "y"), ("p", "q"))))
+    (tmp_path / "dev.tsv").write_text("source\ttarget\nhello there\t今天天气很好，我们去公园\n")
+    (task,) = task_list(None, files={"train": [str(tmp_path / "train.jsonl")]})
+    assert task.name == "text2text" and next(task.examples("train"))["inputs"] == "reverse: x y"
+    assert task.evaluate(["y x", "p q"], list(task.examples("train")))["sequence_accuracy"] == 50.0
+    (zh,) = task_list("text2text", files={"validation": str(tmp_path / "dev.tsv")})
+    ex = list(zh.examples("validation"))
+    assert ex[0]["inputs"] == "hello there" and ex[0]["targets"] == "今天天气很好，我们去公园"
+    assert zh.evaluate(["今天天气很好，我们去公园"], ex) == {"sequence_accuracy": 100.0, "bleu": pytest.approx(100.0),
+                                                          "chrf": pytest.approx(100.0)}
+    near = zh.evaluate(["今天天气很好，我们去学校"], ex)  # Chinese targets: BLEU over characters, not one "word"
+    assert near["sequence_accuracy"] == 0.0 and near["bleu"] > 50.0
+    assert zh.head.kind == "generation"
+    with pytest.raises(Exception, match="neither a label column 'label'"):
+        (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+        task_list(None, files={"train": [str(tmp_path / "x.csv")]})
 
 
 def test_mixture_of_tasks_reports_each_task_and_the_average(task_dir, tmp_path):
