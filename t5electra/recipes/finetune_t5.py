@@ -56,6 +56,7 @@ from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
+from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
@@ -207,7 +208,8 @@ def train(cfg: RunConfig) -> Path:
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size)
+                             world_size=env.world_size,
+                             data_files=run_data_fingerprint(run_inputs(cfg)))
 
     start, last_ckpt, seen = 0, None, 0
     resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)

@@ -47,6 +47,7 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
+from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import (CheckpointManager, prepare_run_dir, release_run_dir, run_model_dir, save_model,
                                    unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
@@ -229,7 +230,8 @@ def train(cfg: RunConfig) -> Path:
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size)
+                             world_size=env.world_size,
+                             data_files=run_data_fingerprint(run_inputs(cfg)))
     save_extra = save_tokenizer_everywhere(tokenizer, model)
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.

@@ -57,6 +57,7 @@ from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
 from .config import RESUME_SAFE, diff_configs, format_diff
+from .data_files import changed_files
 from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
                       save_sharded, sharded_damage, write_model_configs)
 
@@ -206,8 +207,11 @@ class CheckpointManager:
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None, keep_last: int = 3,
                  keep_best: bool = True, greater_is_better: bool = False, resume_safe=RESUME_SAFE,
-                 world_size: int = 1):
+                 world_size: int = 1, data_files: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
+        # the fingerprint of the files the run reads (train/data_files.py): recorded in every checkpoint,
+        # compared on resume; None: not checked
+        self.data_files = data_files
         self.world_size = int(world_size)  # processes of this run: the global batch of the resume check
         self.dir = self.run_dir / "checkpoints"
         self.config = config or {}
@@ -299,6 +303,8 @@ class CheckpointManager:
                 torch.save(state, f)
             meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config,
                     "world_size": self.world_size, "sharded": sharded}
+            if self.data_files is not None:
+                meta["data_files"] = self.data_files
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
                                          encoding="utf-8")
             _fsync_tree(tmp)
@@ -406,6 +412,25 @@ class CheckpointManager:
             raise CheckpointError(f"cannot resume from {ckpt}: it was written with a different config "
                                   f"({format_diff(diff, 'checkpoint', 'now')}). Use the same config, "
                                   f"or start a new run directory.")
+        self._check_data_files(ckpt, meta.get("data_files"))
+
+    def _check_data_files(self, ckpt: Path, saved: Any) -> None:
+        """Refuse to resume when the data files changed since ``ckpt`` (train/data_files.py), unless
+        ``checkpoint.allow_data_change`` (then a warning)."""
+        if self.data_files is None or not isinstance(saved, dict):
+            return
+        changes = changed_files(saved, self.data_files)
+        if not changes:
+            return
+        what = f"the data changed since {ckpt.name}: " + "; ".join(changes[:4]) + (
+            f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        if self.config.get("checkpoint", {}).get("allow_data_change"):
+            warnings.warn(f"{what}: resuming anyway (checkpoint.allow_data_change=true); the examples from here on "
+                          f"are not the ones the uninterrupted run would have read", stacklevel=3)
+            return
+        raise CheckpointError(f"cannot resume from {ckpt}: {what}. Its data cursor would point into other data. "
+                              f"Restore the files, start a new run directory, or resume on the new data with "
+                              f"--checkpoint.allow_data_change=true")
 
     def _check_global_batch(self, ckpt: Path, saved_train: dict[str, Any], saved_ws: int) -> None:
         """Batch size x accumulation x processes must be the checkpoint's (the data order and the

@@ -163,6 +163,9 @@ class CheckpointSection:
     overwrite: bool = option(False, "start fresh even if train.output_dir holds a run: its config.yaml, "
                                     "metrics.jsonl, checkpoints/, model/, adapter/, results.json, plots/ and tensorboard/ are "
                                     "deleted first (without it such a run is refused)")
+    allow_data_change: bool = option(False, "resume even though the data files (or tokenizer) changed since the "
+                                            "checkpoint (refused by default: the data cursor would point into other "
+                                            "data)")
 
 
 @dataclasses.dataclass
@@ -429,7 +432,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # compares the global batch (train.batch_size x train.grad_accum_steps x processes) instead.
 RESUME_SAFE = frozenset({
     "train.batch_size", "train.grad_accum_steps", "train.distributed", "train.activation_checkpointing",
-    "checkpoint.resume", "checkpoint.overwrite", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
+    "checkpoint.resume", "checkpoint.overwrite", "checkpoint.allow_data_change", "checkpoint.keep_last", "checkpoint.every_steps", "checkpoint.keep_best",
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
     "eval.metric",  # which checkpoint is "best": a typo found at the first evaluation is fixed by resuming

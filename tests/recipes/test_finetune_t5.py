@@ -162,6 +162,38 @@ def test_finetune_on_own_files_without_a_task(task_dir, tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_resume_refuses_data_files_changed_since_the_checkpoint(task_dir, tmp_path, capsys):
+    """A resumed run continues at its data cursor: after an edit of a data file that cursor points into
+    other data. Checkpoints record the files' fingerprints; a change is refused, naming the file,
+    unless checkpoint.allow_data_change (then a warning). Was: resumed silently on the new data."""
+    own = _own_csv(task_dir, tmp_path / "own")
+    run = tmp_path / "run"
+
+    def args(steps, *extra):
+        base = [a for a in _args(task_dir, run, steps) if not a.startswith(("--data.task", "--data.task_dir"))]
+        return [*base, "--eval.every_steps=2", "--checkpoint.every_steps=2", "--data.text_columns=[review]",
+                f"--data.train_files={own / 'train.csv'}", f"--data.validation_files={own / 'dev.csv'}", *extra]
+
+    def back_to_step_2():  # as if the run had been killed after its first checkpoint
+        for step in (4, 6):
+            shutil.rmtree(run / "checkpoints" / f"step-0000000{step}", ignore_errors=True)
+        (run / "checkpoints" / "latest").write_text("step-00000002\n")
+
+    assert main(args(6)) == 0
+    back_to_step_2()
+    assert main(args(6)) == 0  # unchanged files: resumes
+    back_to_step_2()
+    with open(own / "train.csv", "a") as f:
+        f.write("one more review,positive\n")
+    assert main(args(6)) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume from" in err and "the data changed since step-00000002" in err
+    assert f"{(own / 'train.csv').resolve()} (" in err and "--checkpoint.allow_data_change=true" in err
+    with pytest.warns(UserWarning, match="resuming anyway"):
+        train(load_config(None, args(6, "--checkpoint.allow_data_change=true")))
+    assert (run / "checkpoints" / "step-00000006").is_dir()
+
+
 def test_text2text_on_own_files(tmp_path):
     """Input/target columns make a text2text task: inputs as written, exact match, BLEU and chrF."""
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"inputs": f"reverse: {a} {b}", "targets": f"{b} {a}"})

@@ -1,0 +1,41 @@
+"""Fingerprints of a run's data files (train/data_files.py): what a resume compares."""
+
+from __future__ import annotations
+
+from t5electra.train import data_files as D
+
+
+def test_changes_are_named_per_file(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train.csv").write_text("text,label\na,pos\n")
+    (d / "dev.csv").write_text("text,label\nb,neg\n")
+    tok = tmp_path / "tok.json"
+    tok.write_text("{}")
+    inputs = {"data.task_dir": str(d), "data.tokenizer": str(tok), "data.test_files": [], "model.init_from": None}
+    before = D.run_data_fingerprint(inputs)
+    assert len(before) == 3 and D.changed_files(before, D.run_data_fingerprint(inputs)) == []
+    (d / "train.csv").write_text("text,label\na,neg\n")  # same size, one label changed
+    (d / "dev.csv").unlink()
+    (d / "test.csv").write_text("text,label\nc,pos\n")
+    assert D.changed_files(before, D.run_data_fingerprint(inputs)) == [
+        f"{(d / 'dev.csv').resolve()} (gone)", f"{(d / 'test.csv').resolve()} (new since the checkpoint)",
+        f"{(d / 'train.csv').resolve()} (same size, other content)"]
+
+
+def test_large_files_are_sampled_and_still_catch_size_and_block_edits(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "FULL_HASH_BYTES", 4096)
+    monkeypatch.setattr(D, "EDGE_BYTES", 512)
+    monkeypatch.setattr(D, "BLOCK_BYTES", 64)
+    path = tmp_path / "corpus.txt"
+    data = bytearray(b"x" * 20_000)
+    path.write_bytes(data)
+    fp = D.file_fingerprint(path)
+    assert fp["sampled"] and fp["size"] == 20_000
+    data[10] = ord("y")  # inside the first EDGE_BYTES
+    path.write_bytes(data)
+    assert D.file_fingerprint(path)["sha256"] != fp["sha256"]
+    path.write_bytes(b"x" * 20_001)
+    assert D.changed_files({"f": fp}, {"f": D.file_fingerprint(path)}) == ["f (20000 -> 20001 bytes)"]
+    globbed = D.data_fingerprint({"data.train_files": [str(tmp_path / "*.txt")]})
+    assert list(globbed) == [str(path.resolve())]
