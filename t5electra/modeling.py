@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -240,12 +241,17 @@ class PreTrainedModel(nn.Module):
         keymap = self.hf_keymap(self.config)
         ours, unused, origin = keymap.from_hf(hf_sd, sources)
         unexpected = [k for k in unused if not keymap.is_ignored(k)]
-        if unexpected:
+        expected = self.state_dict()
+        if unexpected and set(hf_sd) <= set(expected):
+            # our own names (``model.state_dict()`` saved as is, e.g. by a generic trainer): loaded as
+            # they are, with the same checks; tied duplicates may be left out, as safetensors requires
+            ours, unused, origin = dict(hf_sd), [], {k: k for k in hf_sd}
+            expected = {k: v for k, v in expected.items() if k in hf_sd or k not in self._tied_aliases(hf_sd)}
+        elif unexpected:
             where = sources.get(unexpected[0], "the checkpoint")
             raise WeightsMismatchError(
                 f"{where}: {len(unexpected)} unexpected tensor(s) for {type(self).__name__}, "
                 f"e.g. {unexpected[:5]} (wrong model class or config?)")
-        expected = self.state_dict()
         extra = [k for k in ours if k not in expected]
         if extra:
             raise WeightsMismatchError(
@@ -273,6 +279,13 @@ class PreTrainedModel(nn.Module):
             logger.warning("%s: newly initialised (train before use): %s", type(self).__name__, fresh)
         self.load_report = LoadReport(unused=list(unused), newly_initialized=fresh)
         return self.load_report
+
+    def _tied_aliases(self, present: Mapping[str, Any]) -> set[str]:
+        """State-dict names of tensors that share their storage with one of ``present``'s names."""
+        by_ptr: dict[tuple, list[str]] = {}
+        for name, t in self.state_dict(keep_vars=True).items():
+            by_ptr.setdefault((t.data_ptr(), tuple(t.shape), t.stride()), []).append(name)
+        return {n for names in by_ptr.values() if any(m in present for m in names) for n in names if n not in present}
 
     # -- vocabulary (transformers' names) -------------------------------------------------------
     def get_input_embeddings(self) -> nn.Embedding:

@@ -243,6 +243,33 @@ def test_shape_mismatch_names_key_shapes_and_file(saved):
     assert "(96, 32)" in msg and "(128, 32)" in msg  # fused wi_0 + wi_1: 2 x 48 in the file, 2 x 64 wanted
 
 
+@pytest.mark.parametrize("version", ["v1_0", "v1_1"])
+def test_our_own_state_dict_saved_as_is_loads(tmp_path, version):
+    """A generic trainer (transformers' Trainer on a model that is not its PreTrainedModel, Accelerate,
+    a hand-written loop) saves ``model.state_dict()`` with our names: it loads, tied or not, as
+    model.safetensors or pytorch_model.bin (was: "unexpected tensors ... wrong model class?")."""
+    torch.manual_seed(0)
+    ours = T5ForConditionalGeneration.from_pretrained(_saved_hf(tmp_path / "hf", version))
+    ours.save_pretrained(tmp_path / "native")
+    save_file({k: v.contiguous() for k, v in ours.state_dict().items()}, tmp_path / "native" / "model.safetensors")
+    again = T5ForConditionalGeneration.from_pretrained(tmp_path / "native")
+    assert torch.equal(logits(again), logits(ours))
+    (tmp_path / "native" / "model.safetensors").unlink()
+    torch.save(ours.state_dict(), tmp_path / "native" / "pytorch_model.bin")
+    assert torch.equal(logits(T5ForConditionalGeneration.from_pretrained(tmp_path / "native")), logits(ours))
+    # our names are checked as strictly as transformers': a missing tensor is named
+    sd = {k: v for k, v in ours.state_dict().items() if k != "encoder.final_norm.weight"}
+    (tmp_path / "native" / "pytorch_model.bin").unlink()
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "native" / "model.safetensors")
+    with pytest.raises(WeightsMismatchError, match=r"missing.*encoder\.final_norm\.weight"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path / "native")
+
+
+def _saved_hf(d, version):
+    hf_model(version).save_pretrained(d)
+    return d
+
+
 def test_missing_unexpected_and_half_fused_tensors(saved):
     path = saved / "model.safetensors"
     sd = load_file(path)
