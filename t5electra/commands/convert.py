@@ -142,7 +142,7 @@ def merge_adapter(src: Path, dst: Path, base: str | None, check: bool) -> str:
     model = adapted.merge_and_unload()
     model.save_pretrained(dst)
     a = adapter_dir(src)
-    tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config, base), dst)
+    tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config["default"], base), dst)
     line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {dst}" + \
         (f" + {tok}" if tok else " (no tokenizer found)")
     if check:

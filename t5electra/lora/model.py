@@ -145,6 +145,8 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
+DEFAULT = "default"  # PEFT's name of a model's only adapter
+
 class PeftModel(nn.Module):
     """A model with LoRA adapters; calls and attributes pass through to ``base_model``."""
 
@@ -154,7 +156,9 @@ class PeftModel(nn.Module):
             raise ConfigError("this model already has LoRA adapters (merge_and_unload() it first)")
         if not hasattr(model, "hf_keymap"):
             raise ConfigError(f"LoRA needs a t5electra model (with a transformers key map), got {type(model).__name__}")
-        self.peft_config = config
+        # as PEFT: adapter name -> config; one adapter per model here, PEFT's default name
+        self.peft_config: dict[str, LoraConfig] = {DEFAULT: config}
+        self.active_adapter = DEFAULT
         saved = _saved_parameters(model, config.all_modules_to_save(), TASK_HEADS.get(config.task_type, ()))
         targets = _resolve(model, config, saved)
         for p in model.parameters():
@@ -193,6 +197,10 @@ class PeftModel(nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.base_model.generate(*args, **kwargs)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return [self.active_adapter]
 
     def get_base_model(self) -> nn.Module:
         """The wrapped model (its LoRA layers still in place), as PEFT's method."""
@@ -267,7 +275,7 @@ class PeftModel(nn.Module):
         """adapter_config.json + adapter_model.safetensors, as peft.PeftModel.save_pretrained writes them."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        config = self.peft_config
+        config = self.peft_config[DEFAULT]
         if config.base_model_name_or_path is None and getattr(self.base_model, "name_or_path", None):
             config.base_model_name_or_path = self.base_model.name_or_path
         save_state_dict(self.adapter_state_dict(), d, WEIGHTS_NAME)
@@ -275,10 +283,11 @@ class PeftModel(nn.Module):
         return d
 
     @classmethod
-    def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, *, is_trainable: bool = False
-                        ) -> PeftModel:
+    def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, adapter_name: str = DEFAULT, *,
+                        is_trainable: bool = False) -> PeftModel:
         """``model`` with the adapter of ``directory`` (written here or by PEFT); frozen unless
         ``is_trainable``."""
+        _one_adapter(adapter_name)
         d = checkpoint_dir(directory)
         config = LoraConfig.from_pretrained(d)
         config.inference_mode = not is_trainable
@@ -286,8 +295,9 @@ class PeftModel(nn.Module):
         peft_model.load_adapter(d)
         return peft_model
 
-    def load_adapter(self, directory: str | os.PathLike) -> None:
+    def load_adapter(self, directory: str | os.PathLike, adapter_name: str = DEFAULT) -> None:
         """Load the adapter weights of ``directory`` (a save_pretrained of the same config) into this model."""
+        _one_adapter(adapter_name)
         path = checkpoint_dir(directory) / WEIGHTS_NAME
         if not path.is_file():
             found = ", ".join(sorted(p.name for p in path.parent.iterdir())) or "nothing"
@@ -318,6 +328,12 @@ class PeftModel(nn.Module):
                 _set_module(model, name, module.base_layer)
         self._unloaded = True
         return model
+
+
+def _one_adapter(name: str) -> None:
+    if name != DEFAULT:
+        raise ConfigError(f"adapter_name={name!r}: a model holds one adapter here, named {DEFAULT!r} (PEFT's default); "
+                          f"for several, load each on its own copy of the base model, or merge_and_unload() one first")
 
 
 def _peft_key(key: str) -> str:

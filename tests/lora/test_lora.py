@@ -211,12 +211,25 @@ def test_unknown_target_module_names_the_valid_ones():
 def test_all_linear_adapts_every_linear_but_the_output_layer():
     model = ours("t5-v1.1-all")
     lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
-    targets = lora.peft_config.target_modules  # saved resolved, as PEFT saves it
+    targets = lora.peft_config["default"].target_modules  # saved resolved, as PEFT saves it
     assert isinstance(targets, list) and "lm_head" not in targets and "encoder.block.0.layer.1.DenseReluDense.wo" in targets
     assert type(lora.base_model.lm_head) is torch.nn.Linear and isinstance(lora.base_model.decoder.blocks[1].ff.wo, LoraLinear)
     # a run config's --lora.target_modules=[all-linear] (a list) means the same
     listed = get_peft_model(ours("t5-v1.1-all"), LoraConfig(r=4, target_modules=["all-linear"]))
-    assert listed.peft_config.target_modules == targets
+    assert listed.peft_config["default"].target_modules == targets
+
+
+def test_adapter_names_as_peft(tmp_path):
+    """peft_config is PEFT's {adapter name: config} (was the config itself: `peft_config["default"]`,
+    code ported from PEFT, was a TypeError); one adapter, "default"; another name is a clear error."""
+    lora = get_peft_model(ours("t5-v1.0"), LoraConfig(r=4, target_modules=["q", "v"]))
+    assert list(lora.peft_config) == ["default"] and lora.peft_config["default"].r == 4
+    assert lora.active_adapter == "default" and lora.active_adapters == ["default"]
+    lora.save_pretrained(tmp_path / "a")
+    again = PeftModel.from_pretrained(ours("t5-v1.0"), tmp_path / "a", adapter_name="default")
+    assert again.peft_config["default"].target_modules == lora.peft_config["default"].target_modules
+    with pytest.raises(ConfigError, match="adapter_name='other': a model holds one adapter here, named 'default'"):
+        again.load_adapter(tmp_path / "a", adapter_name="other")
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int8"])
