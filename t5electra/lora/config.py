@@ -70,8 +70,9 @@ class LoraConfig:
     """Only 'none': biases stay frozen and are not saved."""
     use_rslora: bool = False
     """Rank-stabilised scaling lora_alpha / sqrt(r) (https://arxiv.org/abs/2312.03732)."""
-    init_lora_weights: bool = True
-    """True: B = 0, so the adapted model starts equal to the base (PEFT's default); False: B random too."""
+    init_lora_weights: bool | str = True
+    """True: B = 0, so the adapted model starts equal to the base (PEFT's default); "gaussian": the same
+    with A ~ N(0, 1/r²) instead of kaiming-uniform; False: B random too."""
     task_type: str | None = None
     """PEFT's task type ('SEQ_2_SEQ_LM', 'SEQ_CLS', ...); classification types add the head to modules_to_save."""
     base_model_name_or_path: str | None = None
@@ -97,8 +98,9 @@ class LoraConfig:
             raise ConfigError(f"LoRA lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.bias != "none":
             raise ConfigError(f"LoRA bias={self.bias!r} is not supported (only 'none': biases stay frozen)")
-        if self.init_lora_weights not in (True, False):
-            raise ConfigError(f"LoRA init_lora_weights={self.init_lora_weights!r} is not supported (True or False)")
+        if self.init_lora_weights not in (True, False, "gaussian"):
+            raise ConfigError(f"LoRA init_lora_weights={self.init_lora_weights!r} is not supported (True, False or "
+                              f"'gaussian'; PiSSA, OLoRA, LoftQ ... rewrite the base weights)")
         if self.peft_type != "LORA":
             raise ConfigError(f"peft_type {self.peft_type!r} is not supported (only 'LORA')")
         if self.task_type is not None and self.task_type not in TASK_TYPES:
@@ -154,7 +156,7 @@ class LoraConfig:
                               f"adapters initialised with true, false or 'gaussian' load here")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
-        kwargs["init_lora_weights"] = init is not False  # 'gaussian': only the (irrelevant) init of A differs
+        kwargs["init_lora_weights"] = init
         try:
             return cls(**kwargs)
         except ConfigError as e:

@@ -25,7 +25,7 @@ class LoraLinear(nn.Module):
     """``base_layer`` (frozen) + one adapter per part; ``parts``: name -> (start, stop) output rows."""
 
     def __init__(self, base_layer: nn.Linear, parts: dict[str, tuple[int, int]], *, r: int, scaling: float,
-                 dropout: float = 0.0, init_lora_weights: bool = True):
+                 dropout: float = 0.0, init_lora_weights: bool | str = True):
         super().__init__()
         self.base_layer = base_layer
         self.parts = dict(sorted(parts.items(), key=lambda kv: kv[1]))
@@ -42,11 +42,15 @@ class LoraLinear(nn.Module):
         self.reset_lora_parameters(init_lora_weights)
 
     @torch.no_grad()
-    def reset_lora_parameters(self, init_lora_weights: bool = True) -> None:
-        """PEFT's init: A ~ kaiming-uniform(a=sqrt(5)) (nn.Linear's default), B = 0 (or B random too
-        when ``init_lora_weights`` is False, so the adapted model differs from the base)."""
+    def reset_lora_parameters(self, init_lora_weights: bool | str = True) -> None:
+        """PEFT's init: A ~ kaiming-uniform(a=sqrt(5)) (nn.Linear's default; ``"gaussian"``: normal with
+        std 1/r), B = 0 (or B random too when ``init_lora_weights`` is False, so the adapted model
+        differs from the base)."""
         for n in self.parts:
-            nn.init.kaiming_uniform_(self.lora_A[n].weight, a=math.sqrt(5))
+            if init_lora_weights == "gaussian":
+                nn.init.normal_(self.lora_A[n].weight, std=1 / self.r)
+            else:
+                nn.init.kaiming_uniform_(self.lora_A[n].weight, a=math.sqrt(5))
             if init_lora_weights:
                 nn.init.zeros_(self.lora_B[n].weight)
             else:

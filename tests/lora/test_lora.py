@@ -434,3 +434,16 @@ def test_disable_adapter_unload_and_get_base_model_as_peft():
             m.merge()
     with pytest.raises(ConfigError, match="merged"):
         merged.unload()
+
+
+def test_gaussian_init_as_peft():
+    """init_lora_weights="gaussian" (PEFT's): A ~ N(0, 1/r^2), B = 0 (was refused in a LoraConfig and
+    read as True from a PEFT file)."""
+    torch.manual_seed(0)
+    layer = LoraLinear(torch.nn.Linear(1024, 64), {"w": (0, 64)}, r=8, scaling=2.0, init_lora_weights="gaussian")
+    a = layer.lora_A["w"].weight
+    assert abs(a.mean().item()) < 0.01 and abs(a.std().item() - 1 / 8) < 0.01  # kaiming-uniform: std 0.018
+    assert not layer.lora_B["w"].weight.any()
+    assert LoraConfig(init_lora_weights="gaussian").init_lora_weights == "gaussian"
+    with pytest.raises(ConfigError, match="init_lora_weights='pissa' is not supported"):
+        LoraConfig(init_lora_weights="pissa")
