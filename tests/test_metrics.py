@@ -94,3 +94,18 @@ def test_length_mismatch_and_empty_are_clear_errors():
         M.accuracy([1, 0, 1], [1, 0])
     with pytest.raises(InvalidInputError, match="no examples"):
         M.bleu([], [])
+
+
+def test_classification_baseline_reads_chinese_by_characters():
+    """The TF-IDF row of a fine-tune's results.json: Chinese text has no spaces between words, so word
+    unigrams would make each review one feature; character 1-3-grams generalise."""
+    from t5electra.eval.baselines import classification_baseline
+
+    good, bad = ["很好", "不错", "喜欢"], ["太差", "失望", "难用"]
+    rows = [{"text": f"这个东西{w}了", "text_pair": None, "label": int(i % 2 == 0)}
+            for i, w in enumerate(g if k % 2 == 0 else b for k in range(40) for g, b in [(good[k % 3], bad[k % 3])])]
+    test = [{"text": "质量很好", "text_pair": None, "label": 1}, {"text": "让人失望", "text_pair": None, "label": 0}]
+    out = classification_baseline({"train": rows, "test": test})
+    assert out["features"] == "character 1-3-grams" and out["test"] == {"accuracy": 100.0, "examples": 2}
+    assert classification_baseline({"validation": test}) == {}
+    assert classification_baseline({"train": rows[:1], "test": test}) == {"skipped": "one class in the training split"}

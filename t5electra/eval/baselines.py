@@ -4,8 +4,12 @@ unigrams, the Chinese one character 1-3-grams."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import time
 from typing import Any
+
+from ..data.readers import spread_subset
 
 
 def tfidf_logreg(splits: dict[str, tuple[list[str], list[int]]], C: float = 4.0, **vectorizer: Any) -> dict[str, Any]:
@@ -28,3 +32,33 @@ def tfidf_logreg(splits: dict[str, tuple[list[str], list[int]]], C: float = 4.0,
                       "examples": len(texts)}
     res["seconds"] = round(time.perf_counter() - t, 2)
     return res
+
+
+MAX_TRAIN = 50_000  # rows the fine-tuning recipes' baseline fits on (evenly spread): seconds, not minutes
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def classification_baseline(splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The TF-IDF + logistic-regression row of a classification fine-tune's ``results.json``, from
+    head examples (``{"text", "text_pair", "label": class id}``; a pair is joined by a space): fitted
+    on at most MAX_TRAIN training rows, scored on validation and test. Word unigrams, or character
+    1-3-grams when the text is Chinese (no spaces between words). {} without a train split; a note
+    instead of numbers without scikit-learn."""
+    if not splits.get("train"):
+        return {}
+    if importlib.util.find_spec("sklearn") is None:
+        return {"skipped": "scikit-learn is not installed (pip install 't5electra[data]')"}
+
+    def xy(rows):
+        rows = [r for r in rows if r["label"] != -1]
+        return ([f"{r['text']} {r['text_pair']}" if r.get("text_pair") else str(r["text"]) for r in rows],
+                [int(r["label"]) for r in rows])
+
+    train = spread_subset(splits["train"], MAX_TRAIN)
+    if len({r["label"] for r in train}) < 2:
+        return {"skipped": "one class in the training split"}
+    chinese = any(_CJK.search(str(r["text"])) for r in train[:200])
+    options = {"analyzer": "char", "ngram_range": (1, 3)} if chinese else {}
+    out = tfidf_logreg({"train": xy(train), **{s: xy(splits[s]) for s in ("validation", "test") if splits.get(s)}},
+                       **options)
+    return {**out, "features": "character 1-3-grams" if chinese else "word unigrams", "train_examples": len(train)}

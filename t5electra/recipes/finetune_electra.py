@@ -55,6 +55,7 @@ from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
+from ..eval.baselines import classification_baseline
 from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
 from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
@@ -366,6 +367,7 @@ def finish(run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module, t
                "test": run_eval("test", full=True, net=model),
                "majority_baseline": {s: majority_baseline(data, s) for s in ("validation", "test")
                                      if majority_baseline(data, s)},
+               "tfidf_baseline": classification_baseline(data.splits) if data.head == "classification" else {},
                "num_examples": {s: len(v) for s, v in data.splits.items()}}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     save_model(export_model(model, run_dir), run_dir / "model")  # LoRA: RUN/adapter, then merged

@@ -53,6 +53,7 @@ import torch
 from ..data.global_batches import length_sorted_batches, rank_share
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
+from ..eval.baselines import classification_baseline
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
@@ -307,7 +308,7 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     tokenizer.save_pretrained(run_dir / "model")
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,
               max_new_tokens=batcher.target_length)
-    results: dict[str, Any] = {"best_checkpoint": best, "num_examples": {}, "majority_baseline": {}}
+    results: dict[str, Any] = {"best_checkpoint": best, "num_examples": {}, "majority_baseline": {}, "tfidf_baseline": {}}
     for split in ("validation", "test"):
         examples = split_examples(tasks, split)
         if not examples:
@@ -316,6 +317,9 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
         results["num_examples"][split] = sum(len(v) for v in examples.values())
         if len(tasks) == 1 and tasks[0].head.kind == "classification":
             results["majority_baseline"][split] = majority_baseline(tasks[0], examples[tasks[0].name])
+    if len(tasks) == 1 and tasks[0].head.kind == "classification":
+        results["tfidf_baseline"] = classification_baseline(
+            {s: list(tasks[0].head_examples(s)) for s in ("train", "validation", "test") if s in tasks[0].splits})
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
 

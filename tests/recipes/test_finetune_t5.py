@@ -142,6 +142,11 @@ def test_finetune_on_own_files_without_a_task(task_dir, tmp_path, capsys):
     assert results["num_examples"] == {"validation": 32, "test": 32}
     assert set(results["test"]) == {"accuracy", "macro_f1"} and results["test"]["accuracy"] > 60.0
     assert results["majority_baseline"]["test"]["accuracy"] == 50.0
+    # the one-second baseline next to it: TF-IDF + logistic regression on the same splits (the toy
+    # reviews are separable by their one sentiment word)
+    tfidf = results["tfidf_baseline"]
+    assert tfidf["features"] == "word unigrams" and tfidf["train_examples"] == 200
+    assert tfidf["test"] == {"accuracy": 100.0, "examples": 32}
     model, tok = T5ForConditionalGeneration.from_pretrained(run / "model"), T5Tokenizer.from_pretrained(run / "model")
     assert set(predict_texts(model, tok, ["classify review: the film was superb", "classify review: dull"],
                              max_new_tokens=8)) <= {"positive", "negative"}
