@@ -1,10 +1,12 @@
-"""A random tiny T5 for generation tests (shared by test_generate.py and test_generate_fast.py)."""
+"""Random tiny T5s for the generation tests: spread_tiny_t5, and tiny_pair (ours and transformers' with the same weights)."""
 
 from __future__ import annotations
 
 import torch
 
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+
+VOCAB = 128  # the vocabulary of tiny_pair's models (the generation tests' pairs)
 
 
 def spread_tiny_t5(version: str, seed: int, vocab_size: int, model_type: str = "t5") -> T5ForConditionalGeneration:
@@ -34,3 +36,13 @@ def assert_same_seq2seq_outputs(ours, hf, inputs, tol: dict, encoder: bool = Tru
     torch.testing.assert_close(a.loss, b.loss, **tol)
     if encoder:
         torch.testing.assert_close(a.encoder_last_hidden_state, b.encoder_last_hidden_state, **tol)
+
+
+def tiny_pair(version: str, seed: int, tmp_dir):
+    """A random tiny T5 (spread_tiny_t5) and the same weights in transformers."""
+    import transformers
+
+    ours = spread_tiny_t5(version, seed, VOCAB)
+    ours.save_pretrained(tmp_dir)
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_dir).eval()
+    return ours, hf

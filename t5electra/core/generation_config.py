@@ -16,10 +16,49 @@ logger = logging.getLogger("t5electra")
 
 FILE = "generation_config.json"
 # generate's options that a generation_config.json may set (t5electra.generation.seq2seq.generate)
-KEYS = ("max_length", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "early_stopping",
-        "do_sample", "temperature", "top_k", "top_p", "num_return_sequences", "repetition_penalty",
-        "no_repeat_ngram_size", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-_LENGTHS = ("max_length", "max_new_tokens")
+KEYS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "max_time", "num_beams", "length_penalty",
+        "early_stopping", "do_sample", "temperature", "top_k", "top_p", "num_return_sequences",
+        "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id",
+        "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens", "eos_token_id", "pad_token_id",
+        "decoder_start_token_id")
+# and the ones a generation_config= argument may also give (as a transformers GenerationConfig can)
+CALL_KEYS = (*KEYS, "use_cache", "return_dict_in_generate", "output_scores", "output_logits")
+# a length given replaces both of the defaults' (the same pair for the minimum length)
+_LENGTHS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))
+# bookkeeping in transformers' files and objects; bos_token_id only starts decoder-only prompts
+_IGNORED = ("transformers_version", "_from_model_config", "bos_token_id")
+
+
+def with_defaults(kwargs: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of one generate call with ``defaults`` for the options it leaves out or at None; a
+    length in ``kwargs`` (max_length or max_new_tokens; min_length or min_new_tokens) replaces both of
+    the defaults' lengths of that kind."""
+    values = dict(defaults)
+    for pair in _LENGTHS:
+        if any(kwargs.get(k) is not None for k in pair):
+            for k in pair:
+                values.pop(k, None)
+    return {**values, **{k: v for k, v in kwargs.items() if v is not None or k not in values}}
+
+
+def options_from(config: Any) -> dict[str, Any]:
+    """The options set in a ``generation_config=`` argument: our GenerationConfig, transformers' (its
+    ``to_dict()``) or a dict. An option generate does not have raises a ConfigError naming it."""
+    if isinstance(config, GenerationConfig):
+        return config.to_dict()
+    if isinstance(config, dict):
+        raw = config
+    elif callable(getattr(config, "to_dict", None)):
+        raw = config.to_dict()
+    else:
+        raise ConfigError(f"generation_config must be a GenerationConfig (ours or transformers') or a dict, "
+                          f"got {type(config).__name__}")
+    values = {k: v for k, v in raw.items() if v is not None and k not in _IGNORED}
+    unsupported = sorted(k for k in values if k not in CALL_KEYS)
+    if unsupported:
+        raise ConfigError(f"generation_config sets option(s) generate does not support: {', '.join(unsupported)}; "
+                          f"generate's options: {', '.join(CALL_KEYS)}")
+    return values
 
 
 class GenerationConfig:
@@ -52,12 +91,12 @@ class GenerationConfig:
 
     def defaults_for(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` of one generate call with this config's values for the options it lacks (a
-        length given in the call replaces both lengths of the config, as in transformers)."""
-        values = dict(self._values)
-        if any(kwargs.get(k) is not None for k in _LENGTHS):
-            for k in _LENGTHS:
-                values.pop(k, None)
-        return {**values, **{k: v for k, v in kwargs.items() if v is not None or k not in values}}
+        length given in the call replaces both lengths of the config, of that kind); a
+        ``generation_config`` among them comes first, and this config fills what both leave out."""
+        given = kwargs.get("generation_config")
+        if given is not None:
+            kwargs = with_defaults({k: v for k, v in kwargs.items() if k != "generation_config"}, options_from(given))
+        return with_defaults(kwargs, self._values)
 
     @classmethod
     def from_dir(cls, directory: Path) -> "GenerationConfig":
@@ -70,7 +109,7 @@ class GenerationConfig:
             raise ConfigError(f"{path}: not a JSON object ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: not a JSON object")
-        unused = sorted(k for k in raw if k not in KEYS and k not in ("transformers_version", "_from_model_config"))
+        unused = sorted(k for k in raw if k not in KEYS and k not in _IGNORED)
         if unused:
             logger.info("%s: options generate does not have, not used: %s", path, unused)
         return cls(**{k: raw[k] for k in KEYS if raw.get(k) is not None})

@@ -24,8 +24,10 @@ of shape ``(B, num_beams, ...)``.
 
 Where transformers has a quirk we keep it, and say so, so that outputs match:
 
-* ``max_length`` counts the decoder start token; without ``max_length`` and ``max_new_tokens``,
-  20 new tokens are generated (transformers 5 adds the default 20 to the decoder prompt length).
+* ``max_length`` and ``min_length`` count the decoder prompt (the start token, then any
+  ``decoder_input_ids``); without ``max_length`` and ``max_new_tokens``, 20 new tokens are generated
+  (transformers 5 adds the default 20 to the decoder prompt length).
+* The start token is put before ``decoder_input_ids`` only when no row starts with it already.
 * ``max_new_tokens`` wins over ``max_length`` when both are given (a warning is logged).
 * With sampling and ``top_k=None``, transformers' default ``top_k=50`` applies; ``top_k=0`` disables it.
 * Beam search pads finished hypotheses with ``pad_token_id or eos_token_id``: for T5 (pad = 0)
@@ -38,22 +40,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
-import numbers
+import time
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from ..core.generation_config import CALL_KEYS, options_from, with_defaults
 from ..core.outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 from ..errors import InvalidInputError
+from .options import GenerationSettings, encoder_states, settings
+from .processors import LogitsProcessors
 from .sampling import sample_top_k, warp_scores
 
 logger = logging.getLogger("t5electra")
 
-# transformers' GenerationConfig defaults (``_get_default_generation_params``).
-DEFAULT_MAX_NEW_TOKENS = 20
-DEFAULT_TOP_K = 50
 # The "minus infinity" transformers' beam search adds to scores it wants to rule out. It is a
 # finite float32 number, and the arithmetic on it must be the same as theirs for the same choices.
 _NEG = -1.0e9
@@ -81,81 +82,44 @@ class EncoderDecoderLM(Protocol):
     def decode_step(self, decoder_input_ids: Tensor, cache: DecoderCache) -> Tensor: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class GenerationSettings:
-    """The options of one ``generate`` call, checked and with the model's defaults filled in."""
-
-    max_length: int                 # total decoder length, decoder start token included
-    min_new_tokens: int             # EOS is suppressed until this many tokens were generated
-    num_beams: int                  # 1: greedy or sampling; > 1: beam search
-    length_penalty: float           # finished beam score = sum log p / (new tokens ** length_penalty)
-    early_stopping: bool | str      # True, False or "never" (transformers' beam stopping rules)
-    do_sample: bool                 # sample instead of argmax / top-k
-    temperature: float              # logits / temperature (sampling only)
-    top_k: int                      # keep the top_k most likely tokens (sampling only; 0 = off)
-    top_p: float                    # keep the smallest set with probability >= top_p (sampling only)
-    num_return_sequences: int       # hypotheses (beam) or samples returned per input
-    repetition_penalty: float       # CTRL penalty on tokens already in the output (1.0 = off)
-    no_repeat_ngram_size: int       # ban n-grams that already occur in the output (0 = off)
-    eos_token_id: tuple[int, ...]   # stop tokens (empty: stop at max_length only)
-    pad_token_id: int | None        # fills finished rows
-    decoder_start_token_id: int     # first decoder token
-
-    @property
-    def prompt_length(self) -> int:
-        """Decoder tokens before generation starts: the start token."""
-        return 1
-
-
-MIN_TEMPERATURE = 1e-4     # below it sampling is greedy in effect, and scores / temperature overflow
-MAX_LENGTH_PENALTY = 10.0  # beam scores divide by length ** length_penalty (transformers' values: 0.6-2)
-
-
-def _number(x) -> bool:
-    """A finite int or float (not a bool, NaN or infinity)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _plain(x):
-    """Python scalars for what users pass from numpy and torch: a numpy integer or float, or a 0-d
-    tensor, becomes an int / float (a 1-d tensor of token ids, a list); anything else is returned
-    as it is, for the checks below to refuse by name."""
-    if isinstance(x, Tensor) and x.dim() <= 1 and x.dtype != torch.bool:
-        return x.tolist()
-    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
-        return int(x)
-    if isinstance(x, numbers.Real) and not isinstance(x, (bool, int)):
-        return float(x)
-    return x
-
-
 def generate(
     model: EncoderDecoderLM,
     input_ids: Tensor | None = None,
     attention_mask: Tensor | None = None,
     *,
     inputs: Tensor | None = None,
+    generation_config=None,
+    decoder_input_ids: Tensor | None = None,
+    encoder_outputs=None,
     max_length: int | None = None,
     max_new_tokens: int | None = None,
-    min_new_tokens: int = 0,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
-    early_stopping: bool | str = False,
-    do_sample: bool = False,
-    temperature: float = 1.0,
+    min_length: int | None = None,
+    min_new_tokens: int | None = None,
+    max_time: float | None = None,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
+    early_stopping: bool | str | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    num_return_sequences: int = 1,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    num_return_sequences: int | None = None,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+    bad_words_ids: list[list[int]] | None = None,
+    forced_bos_token_id: int | None = None,
+    forced_eos_token_id: int | list[int] | None = None,
+    suppress_tokens: list[int] | None = None,
+    begin_suppress_tokens: list[int] | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     decoder_start_token_id: int | None = None,
     generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    return_dict_in_generate: bool = False,
-    output_scores: bool = False,
-    output_logits: bool = False,
+    use_cache: bool | None = None,
+    return_dict_in_generate: bool | None = None,
+    output_scores: bool | None = None,
+    output_logits: bool | None = None,
+    **unsupported,
 ) -> Tensor | GenerateEncoderDecoderOutput | GenerateBeamEncoderDecoderOutput:
     """Generate output ids for a batch of encoder inputs (transformers' ``generate`` semantics).
 
@@ -163,8 +127,18 @@ def generate(
         model: an encoder-decoder model with ``encode`` / ``new_decoder_cache`` / ``decode_step``.
         input_ids: (B, S) encoder token ids, right-padded.
         attention_mask: (B, S) 1 for tokens, 0 for padding; None means no padding.
-        max_length: total output length including the decoder start token.
-        max_new_tokens: tokens to generate after the start token; wins over ``max_length``.
+        generation_config: a GenerationConfig (ours or transformers') or a dict: its values are the
+            defaults of this call (an option given here wins; a length given here replaces both of
+            its lengths, and a minimum length both of its minimum lengths).
+        decoder_input_ids: (B, P) a decoder prefix to continue; the output starts with it (after the
+            decoder start token, which is prepended unless some row already starts with it).
+        encoder_outputs: the encoder's output for the inputs (``model.get_encoder()(...)``, a tuple
+            starting with it, or the (B, S, D) tensor): the encoder is not run again.
+        max_length: total output length including the decoder prompt.
+        max_new_tokens: tokens to generate after the prompt; wins over ``max_length``.
+        min_length / min_new_tokens: EOS is impossible while the output (prompt included) is shorter
+            than ``min_length``, or before ``min_new_tokens`` new tokens (which wins over min_length).
+        max_time: seconds; generation stops after the step that passes it.
         generator: a ``torch.Generator`` that makes sampling reproducible (on the model's device).
         inputs: transformers' name for ``input_ids`` (give one of the two).
         use_cache: accepted for transformers' callers; decoding always uses the KV cache, whose
@@ -176,17 +150,41 @@ def generate(
             transformers returns them. Recording turns off what would change them: finished rows
             stay in the batch, and greedy search computes every logit.
         The other options are documented on :class:`GenerationSettings` and in docs/generation.md.
+        An option transformers has and this function does not raises a TypeError naming it.
 
     Returns:
-        LongTensor (B * num_return_sequences, T), T <= max_length: the decoder start token, the
+        LongTensor (B * num_return_sequences, T), T <= max_length: the decoder prompt, the
         generated tokens, then padding after EOS. Rows of one input are consecutive.
     """
+    if unsupported:
+        raise TypeError(f"generate: option(s) {', '.join(sorted(unsupported))} not supported (transformers "
+                        f"has them, t5electra does not implement them); generate's arguments: {', '.join(ARGUMENTS)}")
+    args = locals()
+    options = {name: args[name] for name in OPTIONS}
+    if generation_config is not None:
+        options = with_defaults(options, options_from(generation_config))
+    return _generate(model, input_ids, attention_mask, inputs=inputs, decoder_input_ids=decoder_input_ids,
+                     encoder_outputs=encoder_outputs, generator=generator, **options)
+
+
+# The options a generation config may give (generation_config=); model.generation_config: KEYS.
+OPTIONS = CALL_KEYS
+ARGUMENTS = ("input_ids", "attention_mask", "inputs", "generation_config", "decoder_input_ids", "encoder_outputs",
+             "generator", *OPTIONS)
+
+
+def _generate(model, input_ids, attention_mask, *, inputs, decoder_input_ids, encoder_outputs, generator,
+              use_cache, return_dict_in_generate, output_scores, output_logits, **options):
+    started = time.monotonic()
     if inputs is not None:
         if input_ids is not None:
             raise InvalidInputError("generate: give input_ids or inputs (transformers' name for it), not both")
         input_ids = inputs
-    if input_ids is None:
-        raise InvalidInputError("generate: input_ids is missing")
+    if input_ids is None and encoder_outputs is None:
+        raise InvalidInputError("generate: input_ids is missing (or give encoder_outputs)")
+    use_cache = True if use_cache is None else use_cache
+    return_dict_in_generate, output_scores, output_logits = (
+        False if x is None else x for x in (return_dict_in_generate, output_scores, output_logits))
     for name, flag in (("use_cache", use_cache), ("return_dict_in_generate", return_dict_in_generate),
                        ("output_scores", output_scores), ("output_logits", output_logits)):
         if not isinstance(flag, bool):
@@ -195,27 +193,37 @@ def generate(
         logger.warning("generate: output_scores / output_logits need return_dict_in_generate=True "
                        "(as in transformers); returning the sequences only")
     record = _Record(output_scores, output_logits) if return_dict_in_generate else None
-    s = _settings(model, input_ids, attention_mask, max_length=max_length, max_new_tokens=max_new_tokens,
-                  min_new_tokens=min_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                  early_stopping=early_stopping, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                  top_p=top_p, num_return_sequences=num_return_sequences,
-                  repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                  eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                  decoder_start_token_id=decoder_start_token_id)
+    enc = None if encoder_outputs is None else encoder_states(encoder_outputs)
+    s, prompt = settings(model, input_ids, attention_mask, enc, decoder_input_ids, **options)
     with torch.inference_mode():
         # The encoder runs once per input, and the cross-attention K/V are computed once per input:
         # the cache then duplicates its rows for the beams / samples (B -> B * expand rows, grouped
         # by input), which a cache may do without copying (T5DecoderCache shares them).
-        enc = model.encode(input_ids, attention_mask=attention_mask)  # (B, S, D)
+        if enc is None:
+            enc = model.encode(input_ids, attention_mask=attention_mask)  # (B, S, D)
         device = enc.device
+        batch_size = enc.shape[0]
         cache = model.new_decoder_cache(enc, attention_mask, s.max_length)
         del enc
         expand = max(s.num_beams, s.num_return_sequences)
         if expand > 1:
-            cache.reorder(torch.arange(input_ids.shape[0], device=device).repeat_interleave(expand))
+            cache.reorder(torch.arange(batch_size, device=device).repeat_interleave(expand))
+        prompt = prompt.to(device).repeat_interleave(expand, dim=0)        # (B * expand, P)
+        timer = _Timer(started, s.max_time)
         if s.num_beams > 1:
-            return _beam_search(model, cache, input_ids.shape[0], device, s, generator, record)
-        return _greedy_or_sample(model, cache, input_ids.shape[0] * expand, device, s, generator, record)
+            return _beam_search(model, cache, prompt, s, generator, record, timer)
+        return _greedy_or_sample(model, cache, prompt, s, generator, record, timer)
+
+
+@dataclasses.dataclass
+class _Timer:
+    """``max_time``: has it passed since generate was called? (transformers' MaxTimeCriteria)"""
+
+    started: float
+    max_time: float | None
+
+    def out(self) -> bool:
+        return self.max_time is not None and time.monotonic() - self.started > self.max_time
 
 
 @dataclasses.dataclass
@@ -239,198 +247,40 @@ class _Record:
 
 
 # --------------------------------------------------------------------------------------------
-# Options
-# --------------------------------------------------------------------------------------------
-
-def _settings(model, input_ids, attention_mask, *, max_length, max_new_tokens, min_new_tokens, num_beams,
-              length_penalty, early_stopping, do_sample, temperature, top_k, top_p, num_return_sequences,
-              repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id,
-              decoder_start_token_id) -> GenerationSettings:
-    """Check every option and the inputs; fill the defaults from ``model.config``."""
-    config = model.config
-    (max_length, max_new_tokens, min_new_tokens, num_beams, length_penalty, temperature, top_k, top_p,
-     num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id,
-     decoder_start_token_id) = map(_plain, (
-        max_length, max_new_tokens, min_new_tokens, num_beams, length_penalty, temperature, top_k, top_p,
-        num_return_sequences, repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id,
-        decoder_start_token_id))
-    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
-            torch.int64, torch.int32):
-        what = (f"a {input_ids.dtype} tensor of shape {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor)
-                else type(input_ids).__name__)
-        raise InvalidInputError(f"generate: input_ids must be an integer tensor of shape (batch, length), got {what}")
-    if input_ids.numel() == 0:
-        raise InvalidInputError(f"generate: input_ids is empty (shape {tuple(input_ids.shape)})")
-    vocab_size = config.vocab_size
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        row, col = (input_ids == bad).nonzero()[0].tolist()
-        raise InvalidInputError(f"generate: input_ids[{row}, {col}] = {bad} is outside the vocabulary "
-                                f"[0, {vocab_size}) of the model (config.vocab_size)")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise InvalidInputError(f"generate: attention_mask has shape {tuple(attention_mask.shape)}, "
-                                f"input_ids has shape {tuple(input_ids.shape)}; they must match")
-
-    # Special tokens: arguments first, then the model config (as transformers does).
-    eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
-    eos_ids = () if eos is None else (int(eos),) if isinstance(eos, int) else tuple(int(e) for e in eos)
-    pad = pad_token_id if pad_token_id is not None else getattr(config, "pad_token_id", None)
-    if pad is None and eos_ids:
-        pad = eos_ids[0]
-    start = decoder_start_token_id if decoder_start_token_id is not None else getattr(
-        config, "decoder_start_token_id", None)
-    if start is None:
-        raise InvalidInputError("generate: decoder_start_token_id is not set (argument or model.config)")
-    for name, value in (("eos_token_id", eos_ids), ("pad_token_id", (pad,) if pad is not None else ()),
-                        ("decoder_start_token_id", (start,))):
-        for v in value:
-            if not 0 <= v < vocab_size:
-                raise InvalidInputError(f"generate: {name}={v} is outside the vocabulary [0, {vocab_size})")
-
-    # Lengths. The decoder prompt is the start token alone.
-    prompt = 1
-    if max_new_tokens is not None:
-        if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-            raise InvalidInputError(f"generate: max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        if max_length is not None:
-            logger.warning("generate: both max_new_tokens=%d and max_length=%d given; max_new_tokens wins "
-                           "(as in transformers)", max_new_tokens, max_length)
-        max_length = prompt + max_new_tokens
-    elif max_length is None:
-        max_length = prompt + DEFAULT_MAX_NEW_TOKENS
-    elif not isinstance(max_length, int) or max_length <= prompt:
-        raise InvalidInputError(
-            f"generate: max_length={max_length!r} leaves no room to generate: it counts the decoder prompt "
-            f"({prompt} token, the decoder start token), so it must be at least {prompt + 1}; "
-            f"or set max_new_tokens")
-    if not isinstance(min_new_tokens, int) or isinstance(min_new_tokens, bool) or min_new_tokens < 0:
-        raise InvalidInputError(f"generate: min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-    if min_new_tokens > max_length - prompt:
-        raise InvalidInputError(f"generate: min_new_tokens={min_new_tokens} is more than the {max_length - prompt} "
-                                f"new tokens allowed (max_new_tokens, or max_length minus the decoder prompt)")
-    if not isinstance(do_sample, bool):
-        raise InvalidInputError(f"generate: do_sample must be True or False, got {do_sample!r}")
-
-    # Search.
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise InvalidInputError(f"generate: num_beams must be an integer >= 1, got {num_beams!r}")
-    if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
-        raise InvalidInputError(
-            f"generate: num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
-    if num_beams > 1 and num_return_sequences > num_beams:
-        raise InvalidInputError(f"generate: num_return_sequences={num_return_sequences} is larger than "
-                                f"num_beams={num_beams}; beam search returns at most num_beams hypotheses")
-    if num_beams == 1 and not do_sample and num_return_sequences > 1:
-        raise InvalidInputError(f"generate: greedy search returns one sequence per input, got "
-                                f"num_return_sequences={num_return_sequences}; use num_beams >= "
-                                f"{num_return_sequences} or do_sample=True")
-    if early_stopping not in (True, False, "never"):
-        raise InvalidInputError(f"generate: early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if not do_sample:
-        temperature = 1.0  # only sampling reads it (transformers ignores it too; temperature=0 is common)
-    elif not _number(temperature) or not temperature > 0:
-        raise InvalidInputError(f"generate: temperature must be a finite number > 0, got {temperature!r} "
-                                f"(for deterministic output use do_sample=False)")
-    elif temperature < MIN_TEMPERATURE:  # scores / temperature overflow float32; it is greedy in effect
-        raise InvalidInputError(f"generate: temperature={temperature!r} is below {MIN_TEMPERATURE:g}, where "
-                                f"sampling is greedy search in effect: use do_sample=False")
-    if top_k is None:
-        top_k = DEFAULT_TOP_K
-    if not isinstance(top_k, int) or top_k < 0:
-        raise InvalidInputError(f"generate: top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
-    if top_p is None:
-        top_p = 1.0
-    if not _number(top_p) or not 0.0 < top_p <= 1.0:
-        raise InvalidInputError(f"generate: top_p must be in (0, 1], got {top_p!r}")
-    if not _number(repetition_penalty) or not repetition_penalty > 0:
-        raise InvalidInputError(f"generate: repetition_penalty must be a finite number > 0 (1.0 = off), "
-                                f"got {repetition_penalty!r}")
-    if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
-        raise InvalidInputError(
-            f"generate: no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
-    if not _number(length_penalty) or abs(length_penalty) > MAX_LENGTH_PENALTY:
-        raise InvalidInputError(f"generate: length_penalty must be a finite number in [-{MAX_LENGTH_PENALTY:g}, "
-                                f"{MAX_LENGTH_PENALTY:g}] (1.0 = none; length ** it must stay a float), got "
-                                f"{length_penalty!r}")
-
-    return GenerationSettings(
-        max_length=max_length, min_new_tokens=min_new_tokens, num_beams=num_beams,
-        length_penalty=float(length_penalty), early_stopping=early_stopping, do_sample=bool(do_sample),
-        temperature=float(temperature), top_k=top_k, top_p=float(top_p),
-        num_return_sequences=num_return_sequences, repetition_penalty=float(repetition_penalty),
-        no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_ids, pad_token_id=pad,
-        decoder_start_token_id=int(start))
-
-
-# --------------------------------------------------------------------------------------------
-# Logits processors: the same arithmetic, in the same order, as transformers' processors
-# (RepetitionPenalty -> NoRepeatNGram -> MinNewTokensLength, then for sampling Temperature ->
-# TopK -> TopP), so that scores are bitwise equal.
-# --------------------------------------------------------------------------------------------
-
-def _needs_history(s: GenerationSettings) -> bool:
-    return s.repetition_penalty != 1.0 or s.no_repeat_ngram_size > 0
-
-
-def _process(scores: Tensor, history: Tensor | None, cur_len: int, s: GenerationSettings, eos: Tensor) -> Tensor:
-    """Penalties and constraints on next-token ``scores`` (N, V), given the decoder ``history`` (N, cur_len)
-    (None unless ``_needs_history``)."""
-    if s.repetition_penalty != 1.0:
-        # CTRL repetition penalty (https://arxiv.org/abs/1909.05858): the score of every token already
-        # in the history is divided by the penalty where positive, multiplied where negative.
-        picked = scores.gather(1, history)                                   # (N, cur_len)
-        picked = torch.where(picked < 0, picked * s.repetition_penalty, picked / s.repetition_penalty)
-        scores = scores.scatter(1, history, picked)
-    if s.no_repeat_ngram_size and cur_len >= s.no_repeat_ngram_size:
-        scores = _ban_repeated_ngrams(scores, history, s.no_repeat_ngram_size)
-    if cur_len - s.prompt_length < s.min_new_tokens and eos.numel():
-        scores = scores.index_fill(1, eos, -math.inf)
-    return scores
-
-
-def _ban_repeated_ngrams(scores: Tensor, history: Tensor, n: int) -> Tensor:
-    """-inf for every token that would complete an n-gram already in ``history`` (N, L)."""
-    prefix = history[:, history.shape[1] + 1 - n:]               # (N, n-1) the n-1 last tokens
-    windows = history.unfold(dimension=1, size=n, step=1)        # (N, L-n+1, n) every n-gram so far
-    matches = (windows[..., :-1] == prefix.unsqueeze(1)).all(dim=-1)  # (N, L-n+1) same first n-1 tokens
-    row, start = matches.nonzero(as_tuple=True)                   # n-grams the next token would repeat
-    return scores.index_put((row, windows[row, start, -1]), scores.new_tensor(-math.inf))
-
-
-# --------------------------------------------------------------------------------------------
 # Greedy search and sampling
 # --------------------------------------------------------------------------------------------
 
-def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
-                      generator: torch.Generator | None, record: _Record | None = None):
+def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, generator: torch.Generator | None,
+                      record: _Record | None, timer: _Timer):
     """One token per row and step (argmax, or a draw from the warped distribution).
 
     Rows that finish are fed ``pad`` and their output is ``pad``, as in transformers. Once a quarter
     of the rows still in the cache have finished, they are dropped from it (``cache.reorder``), so
     a batch of mixed lengths stops paying for its finished rows.
     """
-    eos = torch.tensor(s.eos_token_id, dtype=torch.long, device=device)
+    (n_rows, cur_len), device = prompt.shape, prompt.device
+    process = LogitsProcessors(s, device)
+    eos = process.eos
     pad = s.pad_token_id if s.pad_token_id is not None else 0  # only used once a row hit EOS
     out = torch.full((n_rows, s.max_length), pad, dtype=torch.long, device=device)
-    out[:, 0] = s.decoder_start_token_id
+    out[:, :cur_len] = prompt
     rows = torch.arange(n_rows, device=device)       # (A,) output row of each row in the cache
     done = torch.zeros(n_rows, dtype=torch.bool, device=device)  # (A,) finished, still in the cache
 
-    tokens = out[:, :1]                               # (A, 1) next decoder input
-    cur_len = s.prompt_length
+    tokens = prompt                                   # (A, t) next decoder input: the prompt, then one token
     # Greedy with processors that only ban tokens: the model may skip the full output layer
-    # (decode_step_argmax; the same tokens).
+    # (decode_step_argmax; the same tokens). Not at a step that forces a token: the forced tokens
+    # all score 0, and the first of them wins, whatever their logits.
     argmax_step = (getattr(model, "decode_step_argmax", None)
                    if not s.do_sample and s.repetition_penalty == 1.0 and record is None else None)
     while True:
-        history = out[rows, :cur_len] if _needs_history(s) else None
-        if argmax_step is not None:
-            bans = functools.partial(_process, history=history, cur_len=cur_len, s=s, eos=eos)
+        history = out[rows, :cur_len] if process.needs_history else None
+        if argmax_step is not None and not process.forces(cur_len):
+            bans = functools.partial(process, history=history, cur_len=cur_len)
             next_tokens = argmax_step(tokens, cache, bans)
         else:
             logits = model.decode_step(tokens, cache)[:, -1].float()    # (A, V)
-            scores = _process(logits, history, cur_len, s, eos)
+            scores = process(logits, history, cur_len)
             if record is not None:  # transformers records the scores after its warpers too
                 record.step(logits, warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1)
                             if s.do_sample else scores)
@@ -445,7 +295,7 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
             next_tokens = next_tokens.masked_fill(done, pad)
         out[rows, cur_len] = next_tokens
         cur_len += 1
-        if cur_len >= s.max_length:
+        if cur_len >= s.max_length or timer.out():
             break
         if eos.numel():
             done |= torch.isin(next_tokens, eos)
@@ -466,8 +316,8 @@ def _greedy_or_sample(model, cache, n_rows: int, device, s: GenerationSettings,
 # Beam search (transformers 5's vectorised beam search: `_beam_search` and helpers)
 # --------------------------------------------------------------------------------------------
 
-def _beam_search(model, cache, batch_size: int, device: torch.device, s: GenerationSettings,
-                 generator: torch.Generator | None, record: _Record | None = None):
+def _beam_search(model, cache, prompt_ids: Tensor, s: GenerationSettings, generator: torch.Generator | None,
+                 record: _Record | None, timer: _Timer):
     """Keep ``num_beams`` running hypotheses and ``num_beams`` finished ones per input.
 
     Each step scores every continuation of every running beam, keeps the best ``K = 2 * num_beams``
@@ -483,9 +333,10 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     (return_dict_in_generate) no input leaves early, and each hypothesis also carries its beam
     indices (``running_bi`` / ``finished_bi``: per new token, the cache row of the beam it extended).
     """
-    B, nb, L, V = batch_size, s.num_beams, s.max_length, model.config.vocab_size
-    prompt = s.prompt_length
-    eos = torch.tensor(s.eos_token_id, dtype=torch.long, device=device)
+    nb, L, V = s.num_beams, s.max_length, model.config.vocab_size
+    (B, prompt), device = (prompt_ids.shape[0] // nb, prompt_ids.shape[1]), prompt_ids.device
+    process = LogitsProcessors(s, device)
+    eos = process.eos
     n_eos = len(s.eos_token_id)
     K = max(2, 1 + n_eos) * nb                   # candidates kept per input and step
     top_nb = torch.arange(K, device=device) < nb  # (K,) the first num_beams candidates
@@ -501,7 +352,7 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     items = torch.arange(B, device=device)       # (b,) input of each row of the loop state
     batch_offset = torch.arange(b, device=device)[:, None] * nb  # (b, 1) first cache row of each input
     running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
-    running[:, :, 0] = s.decoder_start_token_id
+    running[:, :, :prompt] = prompt_ids.view(B, nb, prompt)
     finished = running.clone()
     running_bi = torch.full((B, nb, L - prompt), -1, dtype=torch.long, device=device)
     finished_bi = running_bi.clone()
@@ -513,13 +364,13 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
     running_scores[:, 1:] = _NEG
     can_improve = torch.ones((B, 1), dtype=torch.bool, device=device)  # early-stop heuristic per input
 
-    tokens = running[:, :, 0].reshape(B * nb, 1)
+    tokens = prompt_ids                          # (B * nb, P): the prompt, then one token per step
     cur_len = prompt
     while True:
         logits = model.decode_step(tokens, cache)[:, -1].float()            # (b * nb, V)
         log_probs = torch.log_softmax(logits, dim=-1)
-        history = running[:, :, :cur_len].reshape(b * nb, cur_len) if _needs_history(s) else None
-        log_probs = _process(log_probs, history, cur_len, s, eos)
+        history = running[:, :, :cur_len].reshape(b * nb, cur_len) if process.needs_history else None
+        log_probs = process(log_probs, history, cur_len)
         # c. The K best continuations (or K drawn without replacement), best first, by accumulated
         # score (running score + log-prob of the token).
         if s.do_sample:
@@ -534,6 +385,11 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
             cand = cand.gather(1, order)
             cand_beam = cand // V                                            # (b, K) beam it extends
             cand_token = cand % V                                            # (b, K) token it appends
+        elif process.forces(cur_len):
+            # A forced token scores 0 in every beam: ties, which only transformers' own top-k over all
+            # nb * V continuations breaks as transformers does.
+            cand_scores, cand = torch.topk((log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V), K)
+            cand_beam, cand_token = cand // V, cand % V
         else:
             # The best K of an input are among the best K of each of its beams: pick those per row
             # first, then add the running scores to nb * K values instead of nb * V (the same sums).
@@ -544,7 +400,7 @@ def _beam_search(model, cache, batch_size: int, device: torch.device, s: Generat
             cand_token = top_token.view(b, nb * k).gather(1, j)              # (b, K) token it appends
         # d. Candidates that end here: EOS, or the output is full.
         hits = torch.isin(cand_token, eos) if n_eos else torch.zeros_like(cand_token, dtype=torch.bool)
-        if cur_len + 1 >= L:
+        if cur_len + 1 >= L or timer.out():  # (max_time: every candidate ends here, as transformers)
             hits = torch.ones_like(hits)
 
         # f. Merge candidates that just finished (among the first num_beams) into the finished set.

@@ -13,16 +13,13 @@ import warnings
 
 import pytest
 import torch
-import transformers
 from scipy.stats import chisquare
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from t5electra.errors import InvalidInputError
 from t5electra.generation.seq2seq import generate
-from tiny_t5 import spread_tiny_t5
-
-VOCAB = 128
+from tiny_t5 import VOCAB
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,14 +59,6 @@ class HFProtocol:
         return logits
 
 
-def tiny_pair(version: str, seed: int, tmp_dir):
-    """A random tiny T5 (tiny_t5.spread_tiny_t5) and the same weights in transformers."""
-    ours = spread_tiny_t5(version, seed, VOCAB)
-    ours.save_pretrained(tmp_dir)
-    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_dir).eval()
-    return ours, hf
-
-
 def padded_batch(seed: int, lengths=(10, 6, 3, 8)):
     """Right-padded (B, S) ids and mask, rows of different lengths."""
     g = torch.Generator().manual_seed(1000 + seed)
@@ -90,15 +79,6 @@ def frequent_token(model, ids, mask) -> int:
         counts[:2] = 0
         _FREQUENT[key] = int(counts.argmax())
     return _FREQUENT[key]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """(version, seed) -> (ours, transformers'), identical weights."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {(v, s): tiny_pair(v, s, tmp_path_factory.mktemp(f"t5-{v}-{s}"))
-                for v in ("v1.0", "v1.1") for s in range(3)}
 
 
 def hf_generate(hf, ids, mask, **kw):

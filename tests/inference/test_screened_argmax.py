@@ -103,6 +103,30 @@ def test_generate_gives_the_full_output_layer_tokens(version, monkeypatch):
     assert not calls
 
 
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_new_options_keep_the_screen_and_its_tokens(version, monkeypatch):
+    """bad_words_ids, suppress_tokens, min_length, a decoder prefix only ban tokens: greedy search stays
+    screened at every step. A forced token (forced_bos / forced_eos_token_id, several ids tying at 0)
+    takes the full output layer at its step only."""
+    model = spread_tiny_t5(version, 3, 96)
+    ids = torch.randint(2, 96, (5, 9), generator=torch.Generator().manual_seed(3))
+    prefix = torch.randint(2, 96, (5, 2), generator=torch.Generator().manual_seed(4))
+    settings = [dict(bad_words_ids=[[5], [7, 9], [0, 11]], suppress_tokens=[3, 8], begin_suppress_tokens=[4]),
+                dict(min_length=10, eos_token_id=7, decoder_input_ids=prefix),
+                dict(forced_bos_token_id=4, forced_eos_token_id=[9, 2], eos_token_id=[])]
+    model.screen_greedy_argmax = False
+    plain = [generate(model, ids, max_new_tokens=12, **kw) for kw in settings]
+    model.optimize_for_inference("fp32")
+    calls = count_screens(monkeypatch)
+    for kw, ref in zip(settings, plain, strict=True):
+        calls.clear()
+        assert torch.equal(generate(model, ids, max_new_tokens=12, **kw), ref), kw
+        if "forced_bos_token_id" in kw:
+            assert len(calls) == 12 - 2 and (ref[:, 1] == 4).all() and (ref[:, -1] == 2).all()
+        else:
+            assert len(calls) >= 6, kw
+
+
 def test_a_trained_sized_model_keeps_its_tokens():
     """A wider random T5 (vocab 4000, d_model 128) at a normal init: flatter scores than the tiny ones."""
     torch.manual_seed(0)
