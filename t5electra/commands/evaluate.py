@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "classify / text2text over your files in --data-dir; default: the task or "
                                        "files the checkpoint's run was fine-tuned on")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--text-columns", nargs="+", metavar="COL", help="your files: the text column(s), one or a "
+                        "pair (classify), or the input column (text2text); default: the run's, else sentence/text")
+    parser.add_argument("--label-column", metavar="COL", help="your files: the label (classify) or target "
+                        "(text2text) column; default: the run's, else label / targets")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the task's files (GLUE, SQuAD, your own)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N")
     parser.add_argument("--max-examples", type=int, metavar="N",
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         out = checks.output_file(args.out) if args.out else None
         predictions = checks.output_file(args.predictions, "--predictions") if args.predictions else None
         result = evaluate_checkpoint(args.checkpoint, args.task, args.split, data_dir=args.data_dir,
+                                     text_columns=args.text_columns, label_column=args.label_column,
                                      batch_size=args.batch_size, max_examples=args.max_examples,
                                      max_length=args.max_length, max_new_tokens=args.max_new_tokens,
                                      num_beams=args.num_beams, device=args.device, weights=args.weights,

@@ -16,13 +16,21 @@ Chinese) and chrF.
              label_column="stars")
     t5electra finetune --model.init_from=runs/t5/model --data.train_files=train.csv --data.validation_files=dev.csv
 
+Without a task name, the files say which: a label column with few distinct values (at most 2, or
+fewer than half the rows) is ``classify``, input/target columns (or a label column of mostly
+distinct texts) ``text2text``. Labels are class names without surrounding spaces; ``1`` (JSONL)
+and ``"1"`` (CSV) are one class.
+
 Rows are checked as they are read, with the file and line in every error: a missing column, fewer or
-more cells than the header (an unquoted separator), a repeated header line, an empty label.
+more cells than the header (an unquoted separator), a repeated header line, an empty label, bytes
+that are not UTF-8.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,28 +39,32 @@ from typing import Any
 from .. import metrics as M
 from ..config import suggest
 from ..errors import ConfigError, DataError
-from .readers import Example, FileSource, find_split_files, read_records
+from .readers import Example, FileSource, find_split_files, read_records, utf8_guard
 from .task_base import Head, Task, _clean, _strip, classification_task
 
 EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 INPUT_COLUMNS = ("inputs", "input", "source", "text", "question")
 TARGET_COLUMNS = ("targets", "target", "output", "summary", "answer")
+logger = logging.getLogger("t5electra")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 # --------------------------------------------------------------------------------------------
 # Rows and labels (the ELECTRA heads' own-file reading uses these too: data/heads.py)
 # --------------------------------------------------------------------------------------------
+def label_name(value: Any) -> str:
+    """A label as a class name: its text without surrounding spaces (``1`` from JSONL and ``"1"``
+    from CSV are one class; ``" positive"`` after a CSV comma is ``positive``)."""
+    return str(value).strip()
+
+
 def label_names(values: Sequence[Any]) -> list[str]:
-    """Class names in id order: ``0..max`` when every label is an integer, else sorted names."""
-    names = sorted({str(v) for v in values if str(v) != ""})
+    """Class names in id order: ``0..max`` when every label is an integer >= 0, else sorted names."""
+    names = sorted({label_name(v) for v in values} - {""})
     if not names:
         raise DataError("no labels found in the training data")
-    if all(n.lstrip("-").isdigit() for n in names):
-        top = max(int(n) for n in names)
-        if min(int(n) for n in names) < 0:
-            raise DataError(f"label ids must be >= 0, found {min(int(n) for n in names)}")
-        return [str(i) for i in range(top + 1)]
+    if all(n.isdigit() for n in names):
+        return [str(i) for i in range(max(int(n) for n in names) + 1)]
     return names
 
 
@@ -92,6 +104,11 @@ def text_example(row: Example, text_columns: Sequence[str] | None, label_column:
             "label": row[label_column]}
 
 
+def rows(path: Path) -> Iterator[Example]:
+    """The records of ``path``; bytes that are not UTF-8 are an error naming the file."""
+    return utf8_guard(path, read_records(path))
+
+
 def where_row(path: Path, i: int) -> str:
     """``file:line`` for a CSV/TSV row (after the header), ``file: example n`` otherwise (i from 0)."""
     return f"{path}:{i + 2}" if path.suffix.lower() in (".csv", ".tsv") else f"{path}: example {i + 1}"
@@ -107,6 +124,9 @@ def split_files(name: str, data_dir: str | Path | None, files: Mapping[str, Any]
                 raise ConfigError(f"data.{split}_files: one file per split, got {len(paths)}")
             if paths:
                 out[split] = Path(paths[0]).expanduser()
+                if out[split].is_dir():
+                    raise DataError(f"data.{split}_files: {out[split]} is a directory: give one file per split "
+                                    f"(or the directory as data.task_dir, its files named train/dev/test)")
                 if not out[split].is_file():
                     raise DataError(f"data.{split}_files: {out[split]} does not exist")
         return out
@@ -118,7 +138,7 @@ def split_files(name: str, data_dir: str | Path | None, files: Mapping[str, Any]
 
 def _first_row(files: Mapping[str, Path]) -> tuple[Example, str]:
     path = files.get("train") or next(iter(files.values()))
-    row = next(iter(read_records(path)), None)
+    row = next(iter(rows(path)), None)
     if row is None:
         raise DataError(f"{path}: no rows")
     return row, where_row(path, 0)
@@ -129,29 +149,30 @@ def _first_row(files: Mapping[str, Path]) -> tuple[Example, str]:
 # --------------------------------------------------------------------------------------------
 def classify_task(data_dir: str | Path | None = None, *, files: Mapping[str, Any] | None = None,
                   text_columns: Sequence[str] | None = None, label_column: str = "label",
-                  name: str = "classify") -> Task:
-    """A text (or pair) classification task over your files (module doc)."""
+                  labels: Sequence[str] | None = None, name: str = "classify") -> Task:
+    """A text (or pair) classification task over your files (module doc). ``labels``: the classes in id
+    order (a trained classifier's); default: those of the training file."""
     paths = split_files(name, data_dir, files)
     first, where = _first_row(paths)
     cols = text_columns_of(first, text_columns, where)
 
     def checked(path: Path) -> Iterator[Example]:
-        for i, row in enumerate(read_records(path)):
+        for i, row in enumerate(rows(path)):
             check_row(row, [*cols, label_column], where_row(path, i))
-            yield row
+            yield {**row, label_column: label_name(row[label_column])}
 
     # the classes are those of the training split (all splits' when there is none: evaluation alone)
-    labels = label_names([r[label_column] for s in (["train"] if "train" in paths else list(paths))
-                          for r in checked(paths[s])])
+    whose = "the model's" if labels else "the training split's"
+    labels = list(labels) if labels else label_names(
+        [r[label_column] for s in (["train"] if "train" in paths else list(paths)) for r in checked(paths[s])])
     ids = set(labels)
 
     def read(path: Path) -> Iterator[Example]:
         for i, row in enumerate(checked(path)):
-            value = str(row[label_column])
-            if value not in ids:
-                what = "an empty label" if value == "" else f"label {value!r}"
-                raise DataError(f"{path}: example {i + 1}: {what} (column {label_column!r}) is not one of the "
-                                f"training split's classes {labels[:20]}{' ...' if len(labels) > 20 else ''}")
+            if row[label_column] not in ids:
+                what = "an empty label" if row[label_column] == "" else f"label {row[label_column]!r}"
+                raise DataError(f"{where_row(path, i)}: {what} (column {label_column!r}) is not one of {whose} "
+                                f"classes {labels[:20]}{' ...' if len(labels) > 20 else ''}")
             yield row
 
     return classification_task(name, FileSource(paths, read), text_keys=cols, labels=labels, label_key=label_column,
@@ -160,28 +181,35 @@ def classify_task(data_dir: str | Path | None = None, *, files: Mapping[str, Any
 
 
 def text2text_task(data_dir: str | Path | None = None, *, files: Mapping[str, Any] | None = None,
-                   text_columns: Sequence[str] | None = None, label_column: str | None = None,
+                   text_columns: Sequence[str] | None = None, label_column: str | None = "label",
                    name: str = "text2text") -> Task:
     """Input text -> target text over your files (module doc). ``text_columns[0]`` names the input
-    column, ``label_column`` the target column (defaults: INPUT_COLUMNS, TARGET_COLUMNS)."""
+    column, ``label_column`` the target column (defaults: INPUT_COLUMNS; TARGET_COLUMNS, else a
+    ``label`` column)."""
     paths = split_files(name, data_dir, files)
     first, where = _first_row(paths)
     source = list(text_columns or [c for c in INPUT_COLUMNS if c in first][:1])
-    target = [label_column] if label_column and label_column in first else [c for c in TARGET_COLUMNS if c in first][:1]
+    named = bool(label_column) and label_column != "label"  # data.label_column set: that column or an error
+    if named and label_column not in first:
+        raise DataError(f"{where}: no target column {label_column!r} (data.label_column){suggest(label_column, first)}; "
+                        f"columns: {sorted(map(str, first))}")
+    target = [label_column] if named else ([c for c in TARGET_COLUMNS if c in first][:1] or
+                                            (["label"] if "label" in first else []))
     if len(source) != 1 or not target:
         raise DataError(f"{where}: text2text needs an input and a target column (inputs/targets, or "
                         f"data.text_columns=[IN] and data.label_column=OUT); columns: {sorted(map(str, first))}")
     cols = [source[0], target[0]]
 
     def read(path: Path) -> Iterator[Example]:
-        for i, row in enumerate(read_records(path)):
+        for i, row in enumerate(rows(path)):
             check_row(row, cols, where_row(path, i))
             yield row
 
     def preprocess(ex: Example) -> dict[str, str]:
         return {"inputs": _clean(ex[cols[0]]), "targets": _clean(ex[cols[1]])}
 
-    zh = bool(_CJK.search(str(first[cols[1]])))
+    some = [str(r.get(cols[1], "")) for r in itertools.islice(rows(paths.get("train") or next(iter(paths.values()))), 200)]
+    zh = sum(bool(_CJK.search(t)) for t in some) * 2 > len(some)  # most targets Chinese: BLEU over characters
     metrics = (M.sequence_accuracy, functools.partial(M.bleu, tokenize="zh") if zh else M.bleu, M.chrf)
     return Task(name, FileSource(paths, read), preprocess, _strip, lambda ex: _clean(ex[cols[1]]), metrics,
                 Head("generation"), f"your files ({', '.join(map(str, paths.values()))})")
@@ -195,18 +223,30 @@ def files_task(files: Mapping[str, Any], name: str | None = None, *, text_column
     """The task of your ``files``: ``name`` (classify / text2text), or else ``classify`` when the
     training file has the label column and ``text2text`` when it has input/target columns."""
     if name is None:
-        first, where = _first_row(split_files("classify", None, files))
-        if label_column in first:
-            name = "classify"
-        elif any(c in first for c in TARGET_COLUMNS):
-            name = "text2text"
-        else:
-            raise DataError(f"{where}: neither a label column {label_column!r} (classify) nor a target column "
-                            f"({', '.join(TARGET_COLUMNS)}: text2text); columns: {sorted(map(str, first))}. "
-                            f"Set data.label_column, or data.task=classify|text2text")
+        name = detect_kind(split_files("classify", None, files), label_column)
     if name not in FILE_TASKS:
         raise ConfigError(f"data.task={name!r} reads its own files, not data.train_files/validation_files/test_files "
-                          f"(put them in data.task_dir); tasks over your files: {', '.join(FILE_TASKS)}")
-    return FILE_TASKS[name](files=files, text_columns=text_columns,
-                            label_column=label_column if name == "classify" else
-                            (None if label_column == "label" else label_column))
+                          f"(put them in data.task_dir){suggest(name, FILE_TASKS)}; tasks over your files: "
+                          f"{', '.join(FILE_TASKS)}")
+    return FILE_TASKS[name](files=files, text_columns=text_columns, label_column=label_column)
+
+
+def detect_kind(paths: Mapping[str, Path], label_column: str = "label") -> str:
+    """``classify`` when the training file has the label column and its values look like classes
+    (fewer distinct values than half the rows, or at most 2), ``text2text`` when it has a target
+    column (or the label column holds mostly distinct texts); logged, with how to choose."""
+    first, where = _first_row(paths)
+    name = None
+    if label_column in first:
+        values = [label_name(r.get(label_column, "")) for r in itertools.islice(rows(paths.get("train") or
+                                                                                      next(iter(paths.values()))), 10_000)]
+        distinct = len(set(values))
+        name = "classify" if distinct <= 2 or distinct * 2 <= len(values) else "text2text"
+    elif any(c in first for c in TARGET_COLUMNS):
+        name = "text2text"
+    if name is None:
+        raise DataError(f"{where}: neither a label column {label_column!r} (classify) nor a target column "
+                        f"({', '.join(TARGET_COLUMNS)}: text2text); columns: {sorted(map(str, first))}. "
+                        f"Set data.label_column, or data.task=classify|text2text")
+    logger.info("your files make a %r task (set data.task=classify or text2text to choose)", name)
+    return name

@@ -24,7 +24,7 @@ from .. import metrics as M
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .readers import find_split_files, read_records, read_squad
-from .file_tasks import FILE_TASKS, classify_task, label_names, text_example, where_row
+from .file_tasks import FILE_TASKS, classify_task, detect_kind, label_names, text_example, where_row
 from .tasks import get_task
 
 HEADS = ("classification", "regression", "token_classification", "qa")
@@ -57,12 +57,16 @@ def resolve_head(head: str | None, task_head: str | None, task: str | None = Non
 
 def load_task_data(head: str | None = None, *, task: str | None = None, task_dir: str | Path | None = None,
                    files: Mapping[str, Sequence[str]] | None = None, text_columns: list[str] | None = None,
-                   label_column: str = "label") -> TaskData:
+                   label_column: str = "label", labels: Sequence[str] | None = None) -> TaskData:
     """Examples of the train / validation / test splits from a registered ``task`` (files under
     ``task_dir`` where it needs them) or your ``files`` (split -> one path; or found in
-    ``task_dir``), for ``head`` (default: the task's)."""
+    ``task_dir``), for ``head`` (default: the task's; your files without one: classification when
+    they look like classes, data/file_tasks.detect_kind). ``labels``: a trained classifier's classes
+    in id order, for your files (default: the training file's)."""
     if task:
         own = {"files": files, "text_columns": text_columns, "label_column": label_column} if task in FILE_TASKS else {}
+        if own and task == "classify" and labels:
+            own["labels"] = labels
         found = get_task(task, data_dir=None if own and files and any(files.values()) else task_dir, **own)
         head = resolve_head(head, found.head.kind, task)
         splits = {}
@@ -75,7 +79,6 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
             else:
                 splits[split] = list(found.head_examples(split))
         return TaskData(head, list(found.head.labels), splits, found.head.metrics or found.metrics)
-    head = resolve_head(head, None)
     files = {s: list((files or {}).get(s) or []) for s in ("train", "validation", "test")}
     if task_dir and not files["train"]:
         found_files = find_split_files(task_dir, (".tsv", ".csv", ".jsonl", ".parquet", ".json"))
@@ -87,6 +90,17 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
     for split, p in paths.items():
         if not p.is_file():
             raise DataError(f"data.{split}_files: {p} does not exist")
+    if head is None and paths:
+        try:
+            kind = detect_kind(paths, label_column)
+        except DataError as e:
+            raise ConfigError(f"electra.head is not set and your files are not a classification ({e}): set "
+                              f"electra.head to one of {', '.join(HEADS)}") from None
+        if kind != "classify":
+            raise ConfigError("your files look like input/target texts (text2text): an encoder has no head for "
+                              "generating them (fine-tune T5), or set electra.head")
+        head = "classification"
+    head = resolve_head(head, None)
     if head == "qa":
         read = {s: [_qa_example(r, f"{p}: example {i}") for i, r in enumerate(
             read_squad(p) if p.suffix == ".json" else read_records(p), 1)] for s, p in paths.items()}
@@ -99,7 +113,7 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
                   for s, rows in raw.items()}
         return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
     if head == "classification":
-        found = classify_task(files=paths, text_columns=text_columns, label_column=label_column)
+        found = classify_task(files=paths, text_columns=text_columns, label_column=label_column, labels=labels)
         return TaskData(head, list(found.head.labels), {s: list(found.head_examples(s)) for s in found.splits},
                         found.metrics)
     # regression: a number per text or pair

@@ -47,7 +47,7 @@ def read_csv(path: str | Path) -> Iterator[Example]:
 def read_jsonl(path: str | Path) -> Iterator[Example]:
     """One JSON object per line; blank lines are skipped."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is read past, as in CSV/TSV
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -137,10 +137,10 @@ class FileSource:
         path = Path(self.files[split])
         if not path.is_file():
             raise DataError(f"split {split!r}: file {path} does not exist")
-        return _utf8_guard(path, self.reader(path))
+        return utf8_guard(path, self.reader(path))
 
 
-def _utf8_guard(path: Path, rows: Iterator[Example]) -> Iterator[Example]:
+def utf8_guard(path: Path, rows: Iterator[Example]) -> Iterator[Example]:
     # Labelled data is not silently "repaired": bytes that are not UTF-8 are an error naming the file.
     try:
         yield from rows

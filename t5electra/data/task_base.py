@@ -98,8 +98,8 @@ class Task:
         if self.head_fn is not None:
             return self.head_fn(ex)
         if h.kind in ("classification", "regression"):
-            return {"text": ex[h.text_keys[0]],
-                    "text_pair": ex[h.text_keys[1]] if len(h.text_keys) > 1 else None,
+            return {"text": str(ex[h.text_keys[0]]),  # a JSONL number is text to an encoder too
+                    "text_pair": str(ex[h.text_keys[1]]) if len(h.text_keys) > 1 else None,
                     "label": self.target_fn(ex)}
         if h.kind == "span":
             answers = ex["answers"]

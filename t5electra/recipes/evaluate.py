@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..data.file_tasks import FILE_TASKS
 from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
 from ..data.tasks import Task
@@ -38,6 +39,7 @@ from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model
 from ..models.t5 import T5ForConditionalGeneration
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from ..train.checkpointing import CheckpointManager, is_electra_pretraining_output
+from ..train.config import saved_workdir
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,16 +72,28 @@ def resolve_model_dir(path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 def run_data(model_dir: Path) -> dict[str, Any] | None:
     """The ``data`` section of the run that wrote ``model_dir`` (``RUN/model`` or
-    ``RUN/checkpoints/step-N``: ``RUN/config.yaml``), or None outside a run."""
+    ``RUN/checkpoints/step-N``: ``RUN/config.yaml``), its relative paths made absolute from the
+    working directory the run recorded; None outside a run."""
     for run in (model_dir, model_dir.parent, model_dir.parent.parent):
         if (run / "config.yaml").is_file() and (run / "metrics.jsonl").exists():
-            data = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-            return data.get("data") if isinstance(data.get("data"), dict) else None
+            config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+            data = config.get("data") if isinstance(config.get("data"), dict) else None
+            workdir = saved_workdir(run / "config.yaml")
+            if data is None or workdir is None:  # (a run written before the working directory was recorded)
+                return data
+            return {**data, "task_dir": _under(workdir, data.get("task_dir")),
+                    **{f"{s}_files": [_under(workdir, p) for p in data.get(f"{s}_files") or []]
+                       for s in ("train", "validation", "test")}}
     return None
 
 
+def _under(workdir: Path, path: str | None) -> str | None:
+    return None if not path else str(workdir / Path(path).expanduser())
+
+
 def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: str = "test", *,
-                        data_dir: str | None = None, batch_size: int = 32, max_examples: int | None = None,
+                        data_dir: str | None = None, text_columns: list[str] | None = None,
+                        label_column: str | None = None, batch_size: int = 32, max_examples: int | None = None,
                         max_length: int = 512, max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
                         predictions_file: str | Path | None = None, weights: str = "fp32") -> dict[str, Any]:
     """``{"checkpoint", "task", "split", "num_examples", "metrics"}`` for a T5 or ELECTRA checkpoint.
@@ -87,12 +101,17 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
     ``task``: a registered task or mixture (files in ``data_dir`` where it needs them); ``classify`` /
     ``text2text`` with your files in ``data_dir``; None: your files in ``data_dir`` (the task found
     from their columns), or else the data the checkpoint's run was fine-tuned on (its ``config.yaml``:
-    task, files, columns). ``predictions_file`` (T5 only): also write one JSON line per example with the
+    task, files, columns). ``text_columns`` / ``label_column``: your files' columns (default: the
+    run's, else the defaults of data/file_tasks.py). ``predictions_file`` (T5 only): also write one JSON line per example with the
     input, the target and the generated text. ``weights``: the model runs
     ``optimize_for_inference(weights)`` ("fp32": the exact fast path; "bf16", "int8": docs/inference.md).
     """
     model_dir = resolve_model_dir(checkpoint)
     data = _data_spec(model_dir, task, data_dir)
+    if text_columns:
+        data["text_columns"] = list(text_columns)
+    if label_column:
+        data["label_column"] = label_column
     dev = torch.device(device)
     if model_kind(model_dir) == "t5":
         tasks = task_list(data["task"], data["task_dir"], files=data["files"], text_columns=data["text_columns"],
@@ -108,7 +127,10 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
         n = sum(len(v) for v in examples.values())
         name = data["task"] or tasks[0].name
     else:
-        if data["task"] and len(task_list(data["task"], data["task_dir"])) > 1:
+        if predictions_file is not None:
+            raise ConfigError(f"{model_dir}: --predictions writes T5's generated texts; an ELECTRA head's predictions "
+                              f"are class ids, spans or tags (score them without it)")
+        if data["task"] and any(c in data["task"] for c in "+,"):
             raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {data['task']!r}")
         metrics, n, name = _evaluate_electra(model_dir, data, split, dev, batch_size=batch_size, max_length=max_length,
                                              max_examples=max_examples, weights=weights)
@@ -119,7 +141,7 @@ def _data_spec(model_dir: Path, task: str | None, data_dir: str | None) -> dict[
     """What to score on: the arguments, completed from the checkpoint's run where they are silent."""
     spec = {"task": task, "task_dir": data_dir, "files": None, "text_columns": None, "label_column": "label"}
     run = run_data(model_dir)
-    if run is not None and (task is None or task == run.get("task")):
+    if run is not None and (task is None or task == run.get("task") or task in FILE_TASKS):
         spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label")
     if task is not None or data_dir is not None:  # task None: your files in data_dir (eval/text_to_text.task_list)
         return spec
@@ -154,6 +176,15 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
     return out
 
 
+def model_labels(config: dict) -> list[str] | None:
+    """A classifier's class names in id order, when its config names them (not transformers' LABEL_i
+    or bare ids): your files are then read with these classes, whatever rows the split holds."""
+    id2label = config.get("id2label") or {}
+    n = int(config.get("num_labels", len(id2label) or 2))
+    names = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(n)]
+    return None if all(name in (f"LABEL_{i}", str(i)) for i, name in enumerate(names)) else names
+
+
 def _check_labels(config: dict, labels: list[str], task: str, model_dir: Path) -> None:
     """A classifier scored on a task must predict that task's classes: the same number, and the same
     names where the model records real ones (not transformers' LABEL_i or bare ids)."""
@@ -184,8 +215,9 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
     head = task_head(arch, config)
     max_length = min(max_length, int(config.get("max_position_embeddings", 512)))
     d = data_spec
+    names = model_labels(config)
     data = load_task_data(head, task=d["task"], task_dir=d["task_dir"], files=d["files"], text_columns=d["text_columns"],
-                          label_column=d["label_column"])
+                          label_column=d["label_column"], labels=names if head == "classification" else None)
     name = d["task"] or ("classify" if head == "classification" else f"your {head} files")
     if split not in data.splits:
         raise DataError(f"task {name!r} has no {split!r} split (splits: {', '.join(data.splits)})")

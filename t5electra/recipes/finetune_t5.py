@@ -53,6 +53,7 @@ import torch
 from ..data.global_batches import length_sorted_batches, rank_share
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
+from ..data.readers import FileSource
 from ..eval.baselines import classification_baseline
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
@@ -193,6 +194,10 @@ def train(cfg: RunConfig) -> Path:
     seed_everything(cfg.train.seed)
 
     tasks = recipe_tasks(cfg)
+    for t in tasks:  # every split of a file read once now: a bad row stops the run before training, not after
+        if isinstance(t.source, FileSource):
+            for split in t.splits:
+                t.num_examples(split)
     tokenizer = load_tokenizer(cfg)
     model = add_lora(build_model(cfg, tokenizer), cfg.lora, "t5").to(env.device)  # lora.r: adapters only train
     # Targets are short for classification: size them from the training set once, then fix them.
@@ -210,7 +215,7 @@ def train(cfg: RunConfig) -> Path:
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
                              world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg)))
+                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
 
     start, last_ckpt, seen = 0, None, 0
     resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)

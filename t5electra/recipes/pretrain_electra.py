@@ -231,7 +231,7 @@ def train(cfg: RunConfig) -> Path:
     ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
                              keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
                              world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg)))
+                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
     save_extra = save_tokenizer_everywhere(tokenizer, model)
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.

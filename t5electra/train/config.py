@@ -244,7 +244,8 @@ class RunConfig:
         """Write the resolved config (atomic: core/atomic.py)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return write_text_atomic(path, WORKDIR_COMMENT.format(os.getcwd()) +
+                                 yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "RunConfig":
@@ -403,6 +404,18 @@ def _above(value: Any, bound: Any) -> bool:
 
 def _below(value: Any, bound: Any) -> bool:
     return value < bound[1] if isinstance(bound, tuple) else value <= bound
+
+
+# The first line of a run's config.yaml: where its relative paths start (``t5electra evaluate RUN``
+# reads the run's data from another directory too).
+WORKDIR_COMMENT = "# working directory: {} (relative paths below start there)\n"
+
+
+def saved_workdir(config_yaml: str | os.PathLike) -> Path | None:
+    """The working directory a run's ``config.yaml`` was written from (None: not recorded)."""
+    first = Path(config_yaml).read_text(encoding="utf-8").split("\n", 1)[0]
+    m = re.fullmatch(r"# working directory: (.*) \(relative paths below start there\)", first)
+    return Path(m.group(1)) if m else None
 
 
 def run_inputs(cfg: RunConfig) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A resumed run continues the data stream at the checkpoint's cursor (so many exam
 into a deterministic order). If a file was edited, grown, shortened or replaced in between, the
 cursor points into other data: the run would train on a different sequence than the one it
 claims to continue, with no error. Every checkpoint records the fingerprint of the files the run
-reads (``data.train_files`` / ``validation_files`` / ``test_files``, ``data.task_dir``,
-``data.tokenizer``); resuming compares them with the files now and refuses a change, naming the
+reads (``data.train_files`` / ``validation_files`` / ``test_files``, the split files of
+``data.task_dir`` (train*, dev*, val*, valid*, test*), ``data.tokenizer``; not the run's own
+directory, nor hidden files); resuming compares them with the files now and refuses a change, naming the
 file, unless ``checkpoint.allow_data_change=true`` says the change is meant.
 
 A fingerprint is the size and a SHA-256: of the whole file up to 64 MiB (~0.1 s), of its first
@@ -48,25 +49,34 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"size": size, "sha256": h.hexdigest(), "sampled": True}
 
 
-def _files(entry: str) -> Iterable[Path]:
-    """A file, every file under a directory (recursively, sorted), or the matches of a glob."""
+SPLIT_STEMS = ("train", "dev", "valid", "val", "test")  # data.task_dir: the files a task reads
+
+
+def _files(entry: str, splits_only: bool, skip: Path | None) -> Iterable[Path]:
+    """A file; the files under a directory (recursively, sorted; with ``splits_only`` only its own files
+    named like a split: a task directory may hold other files, and runs); or the matches of a glob.
+    Hidden files and anything under ``skip`` (the run's own directory) are left out."""
     p = Path(entry).expanduser()
     if p.is_file():
-        yield p
+        found = [p]
     elif p.is_dir():
-        yield from sorted(f for f in p.rglob("*") if f.is_file())[:MAX_FILES]
+        found = sorted(f for f in (p.iterdir() if splits_only else p.rglob("*")) if f.is_file() and (
+            not splits_only or f.name.lower().startswith(SPLIT_STEMS)))[:MAX_FILES]
     else:
-        yield from (Path(m) for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file())
+        found = [Path(m) for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file()]
+    skip = skip.resolve() if skip is not None else None
+    return [f for f in found if not f.name.startswith(".") and (skip is None or skip not in f.resolve().parents)]
 
 
-def data_fingerprint(inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def data_fingerprint(inputs: Mapping[str, Any], skip: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """``{absolute path: file_fingerprint}`` of every file behind ``inputs`` (``{"data.train_files":
-    [paths], "data.task_dir": dir, ...}``; None and empty entries are skipped)."""
+    [paths], "data.task_dir": dir, ...}``; None and empty entries are skipped; ``skip``: a directory
+    whose files are not data, the run's own)."""
     out: dict[str, dict[str, Any]] = {}
-    for value in inputs.values():
+    for key, value in inputs.items():
         for entry in value if isinstance(value, (list, tuple)) else [value]:
             if entry:
-                for f in _files(str(entry)):
+                for f in _files(str(entry), key == "data.task_dir", Path(skip) if skip else None):
                     out.setdefault(str(f.resolve()), file_fingerprint(f))
     return out
 
@@ -87,7 +97,9 @@ def changed_files(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]
     return lines
 
 
-def run_data_fingerprint(inputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def run_data_fingerprint(inputs: Mapping[str, Any], run_dir: str | os.PathLike | None = None
+                         ) -> dict[str, dict[str, Any]]:
     """The fingerprint a checkpoint records: the files behind a run's inputs
-    (``train.config.run_inputs``) but the model it starts from (a resume does not read it again)."""
-    return data_fingerprint({k: v for k, v in inputs.items() if k != "model.init_from"})
+    (``train.config.run_inputs``) but the model it starts from (a resume does not read it again)
+    and the run directory ``run_dir`` itself."""
+    return data_fingerprint({k: v for k, v in inputs.items() if k != "model.init_from"}, skip=run_dir)

@@ -103,6 +103,47 @@ def test_evaluate_own_files_without_a_task(electra_tok, task_dir, tmp_path, caps
     assert "no task to score on: give --task" in capsys.readouterr().err
 
 
+def test_evaluate_a_run_from_elsewhere_on_its_own_files(electra_tok, task_dir, tmp_path, capsys, monkeypatch):
+    """`evaluate RUN` resolves the run's relative data paths from the directory it was trained in (it
+    read them from the current one: another test.csv there was scored silently), works for a run made
+    with data.task=classify + files (was: "task 'classify' reads your files"), reads your files with
+    the model's classes (a test file of one class was refused) and takes --text-columns/--label-column."""
+    from t5electra.train.config import load_config
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for split in ("train", "test"):
+        (work / f"{split}.csv").write_text("review,label\n" + "".join(
+            f"{ln.split(chr(9))[0]},{'positive' if ln.endswith('1') else 'negative'}\n"
+            for ln in (task_dir / f"{split}.tsv").read_text().splitlines()[1:]))
+    torch.manual_seed(0)
+    cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=2,
+                                    id2label={0: "negative", 1: "positive"})
+    run = tmp_path / "run"
+    ElectraForSequenceClassification(cfg).save_pretrained(run / "model")
+    electra_tok.save_pretrained(run / "model")
+    monkeypatch.chdir(work)
+    load_config(None, ["--data.task=classify", "--data.train_files=train.csv", "--data.test_files=test.csv",
+                       "--data.text_columns=[review]"]).save_yaml(run / "config.yaml")
+    (run / "metrics.jsonl").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "test.csv").write_text("review,label\nfine,positive\n")  # a decoy of the same name
+    monkeypatch.chdir(elsewhere)
+    assert main(["evaluate", str(run)]) == 0
+    got = _json_out(capsys)
+    assert got["task"] == "classify" and got["num_examples"] == 12
+    # one class in the file: read with the model's two classes
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "test.csv").write_text("words,y\nsome good film,positive\nawful,positive\n")
+    assert main(["evaluate", str(run / "model"), "--data-dir", str(only), "--text-columns", "words",
+                 "--label-column", "y"]) == 0
+    assert _json_out(capsys)["num_examples"] == 2
+    assert main(["evaluate", str(run), "--predictions", str(tmp_path / "p.jsonl")]) == 1  # was silently ignored
+    assert "--predictions writes T5's generated texts" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_a_classifier_of_another_label_set(electra_tok, task_dir, tmp_path, capsys):
     """A 5-class model on the 2-class sentiment task: a traceback (or metrics that mean nothing) before."""
     cfg = ElectraConfig.from_preset("electra-tiny", vocab_size=len(electra_tok), num_labels=5,

@@ -322,7 +322,7 @@ def test_subsets_are_spread_over_a_label_sorted_split_never_its_first_rows(tmp_p
 
 @pytest.mark.parametrize("train, dev, match", [
     ("text,label\na,pos\nb,neg\n", "text,label\nc,mixed\n", r"label 'mixed' .* not one of the training split's classes"),
-    ("text,label\na,pos\nb,\n", "text,label\nc,pos\n", r"train.csv: example 2: an empty label"),
+    ("text,label\na,pos\nb,\n", "text,label\nc,pos\n", r"train.csv:3: an empty label"),
     ("text,label\na,pos\nb,c,neg\n", "text,label\nc,pos\n", r"train.csv:3: 3 cells where the header has 2"),
     ("text,label\na,pos\ntext,label\nb,neg\n", "text,label\nc,pos\n", r"train.csv:3: the row repeats the header"),
 ])

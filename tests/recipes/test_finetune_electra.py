@@ -249,8 +249,10 @@ def test_bad_setups_fail_before_training(root, tmp_path, capsys):
         train(_config(_args(root, tmp_path / "a", "--electra.head=classification", *_files(root),
                             f"--data.tokenizer={tmp_path / 'bigtok'}")))
     assert not (tmp_path / "a" / "checkpoints").exists()
+    # your files without a head: a label column of classes is a classification, as T5 reads it
+    assert load_data(_config(_files(root))).head == "classification"
     with pytest.raises(ConfigError, match="electra.head is not set"):
-        load_data(_config(_files(root)))
+        load_data(_config([]))
     with pytest.raises(DataError, match="no column 'labl'"):
         load_data(_config([*_files(root), "--electra.head=classification", "--data.label_column=labl"]))
     with pytest.raises(DataError, match="does not exist"):

@@ -163,8 +163,14 @@ def test_finetune_on_own_files_without_a_task(task_dir, tmp_path, capsys):
     bad = [*args, f"--data.train_files={own / 'train.csv'}", f"--data.validation_files={own / 'dev.csv'}",
            "--data.text_columns=[review]"]
     assert main([*bad[:1], f"--train.output_dir={tmp_path / 'bad'}", *bad[1:]]) == 1
-    assert "dev.csv: example 2: label 'mixed' (column 'label') is not one of the training split's classes" in \
+    assert "dev.csv:3: label 'mixed' (column 'label') is not one of the training split's classes" in \
         capsys.readouterr().err
+    # the same in the test file: found before training too (it was read only after the last step)
+    (own / "bad-test.csv").write_text("review,label\nfine,positive\nso so,neutral\n")
+    late = [*args, f"--data.train_files={own / 'train.csv'}", f"--data.test_files={own / 'bad-test.csv'}",
+            "--data.text_columns=[review]", f"--train.output_dir={tmp_path / 'late'}"]
+    assert main(late) == 1 and "label 'neutral'" in capsys.readouterr().err
+    assert not (tmp_path / "late" / "checkpoints").exists()
 
 
 def test_resume_refuses_data_files_changed_since_the_checkpoint(task_dir, tmp_path, capsys):

@@ -39,3 +39,23 @@ def test_large_files_are_sampled_and_still_catch_size_and_block_edits(tmp_path, 
     assert D.changed_files({"f": fp}, {"f": D.file_fingerprint(path)}) == ["f (20000 -> 20001 bytes)"]
     globbed = D.data_fingerprint({"data.train_files": [str(tmp_path / "*.txt")]})
     assert list(globbed) == [str(path.resolve())]
+
+
+def test_a_task_dir_counts_its_split_files_only(tmp_path):
+    """A run inside data.task_dir (its checkpoints, .lock), a README or predictions written there
+    blocked every resume: only the split files a task reads count, never the run's own directory."""
+    d = tmp_path / "td"
+    d.mkdir()
+    for name in ("train.tsv", "dev_matched.tsv", "test.tsv"):
+        (d / name).write_text("sentence\tlabel\na\t1\n")
+    inputs = {"data.task_dir": str(d), "data.train_files": []}
+    before = D.run_data_fingerprint(inputs, run_dir=d / "run")
+    assert sorted(p.rsplit("/", 1)[1] for p in before) == ["dev_matched.tsv", "test.tsv", "train.tsv"]
+    (d / "run" / "checkpoints").mkdir(parents=True)
+    (d / "run" / "checkpoints" / "train_state.json").write_text("{}")
+    (d / "README.txt").write_text("notes")
+    (d / "preds.jsonl").write_text("{}\n")
+    assert D.changed_files(before, D.run_data_fingerprint(inputs, run_dir=d / "run")) == []
+    # a directory given as training files is read whole (a corpus, shards), but not the run inside it
+    corpus = {"data.train_files": [str(d)]}
+    assert not any("/run/" in p for p in D.run_data_fingerprint(corpus, run_dir=d / "run"))
