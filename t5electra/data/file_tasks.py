@@ -136,8 +136,13 @@ def split_files(name: str, data_dir: str | Path | None, files: Mapping[str, Any]
     return find_split_files(data_dir, EXTENSIONS)
 
 
+def _main_file(files: Mapping[str, Path]) -> Path:
+    """The file whose rows define the task: the training split's (any split's for evaluation alone)."""
+    return files.get("train") or next(iter(files.values()))
+
+
 def _first_row(files: Mapping[str, Path]) -> tuple[Example, str]:
-    path = files.get("train") or next(iter(files.values()))
+    path = _main_file(files)
     row = next(iter(rows(path)), None)
     if row is None:
         raise DataError(f"{path}: no rows")
@@ -208,7 +213,7 @@ def text2text_task(data_dir: str | Path | None = None, *, files: Mapping[str, An
     def preprocess(ex: Example) -> dict[str, str]:
         return {"inputs": _clean(ex[cols[0]]), "targets": _clean(ex[cols[1]])}
 
-    some = [str(r.get(cols[1], "")) for r in itertools.islice(rows(paths.get("train") or next(iter(paths.values()))), 200)]
+    some = [str(r.get(cols[1], "")) for r in itertools.islice(rows(_main_file(paths)), 200)]
     zh = sum(bool(_CJK.search(t)) for t in some) * 2 > len(some)  # most targets Chinese: BLEU over characters
     metrics = (M.sequence_accuracy, functools.partial(M.bleu, tokenize="zh") if zh else M.bleu, M.chrf)
     return Task(name, FileSource(paths, read), preprocess, _strip, lambda ex: _clean(ex[cols[1]]), metrics,
@@ -220,8 +225,8 @@ FILE_TASKS = {"classify": classify_task, "text2text": text2text_task}
 
 def files_task(files: Mapping[str, Any], name: str | None = None, *, text_columns: Sequence[str] | None = None,
                label_column: str = "label") -> Task:
-    """The task of your ``files``: ``name`` (classify / text2text), or else ``classify`` when the
-    training file has the label column and ``text2text`` when it has input/target columns."""
+    """The task of your ``files``: ``name`` (classify / text2text), or else the one their columns
+    show (:func:`detect_kind`)."""
     if name is None:
         name = detect_kind(split_files("classify", None, files), label_column)
     if name not in FILE_TASKS:
@@ -238,8 +243,7 @@ def detect_kind(paths: Mapping[str, Path], label_column: str = "label") -> str:
     first, where = _first_row(paths)
     name = None
     if label_column in first:
-        values = [label_name(r.get(label_column, "")) for r in itertools.islice(rows(paths.get("train") or
-                                                                                      next(iter(paths.values()))), 10_000)]
+        values = [label_name(r.get(label_column, "")) for r in itertools.islice(rows(_main_file(paths)), 10_000)]
         distinct = len(set(values))
         name = "classify" if distinct <= 2 or distinct * 2 <= len(values) else "text2text"
     elif any(c in first for c in TARGET_COLUMNS):
