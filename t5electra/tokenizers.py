@@ -24,7 +24,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,10 @@ class T5Tokenizer(_TokenizerBase):
                        character_coverage=character_coverage, byte_fallback=byte_fallback, minloglevel=2)
         options.update(sentencepiece_options)
         files, texts = _files_or_texts(files_or_iterator)
+        if files is not None and _has_long_line(files):  # SentencePiece would skip those lines: read them here
+            texts, files = _file_lines(files), None
+        if texts is not None:
+            texts = (piece for text in texts for piece in _short_pieces(text))
         model = io.BytesIO()
         try:
             if files is not None:
@@ -208,6 +213,49 @@ class T5Tokenizer(_TokenizerBase):
             return []
         (directory / "spiece.model").write_bytes(self.sp_model_proto)
         return [directory / "spiece.model"]
+
+
+SPM_MAX_BYTES = 4000  # under SentencePiece's max_sentence_length (4192 bytes): it skips longer sentences, unsaid
+
+
+def _short_pieces(text: str, limit: int = SPM_MAX_BYTES) -> Iterator[str]:
+    """``text`` in pieces of at most ``limit`` UTF-8 bytes, cut after spaces where it has any (a run
+    without spaces, as Chinese text, in cuts of limit // 4 characters)."""
+    if len(text.encode("utf-8")) <= limit:
+        yield text
+        return
+    piece: list[str] = []
+    size = 0
+    for word in re.split(r"(?<=\s)", text):
+        n = len(word.encode("utf-8"))
+        if size + n > limit and piece:
+            yield "".join(piece)
+            piece, size = [], 0
+        if n > limit:
+            for i in range(0, len(word), limit // 4):
+                yield word[i:i + limit // 4]
+            continue
+        piece.append(word)
+        size += n
+    if piece:
+        yield "".join(piece)
+
+
+def _has_long_line(files: Sequence[Path]) -> bool:
+    for f in files:
+        with open(f, "rb") as fh:
+            if any(len(line) > SPM_MAX_BYTES for line in fh):
+                return True
+    return False
+
+
+def _file_lines(files: Sequence[Path]) -> Iterator[str]:
+    for f in files:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                yield from (line.rstrip("\r\n") for line in fh)
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start} of a line)") from None
 
 
 def _read_spiece(proto_bytes: bytes, source) -> tuple[list[tuple[str, float]], bytes | None, list[str]]:

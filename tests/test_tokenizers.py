@@ -523,3 +523,30 @@ def test_add_tokens_and_add_special_tokens_as_transformers(kind, sp_dir, electra
     assert again(text).input_ids == ids and "<ent>" in again.all_special_tokens
     with pytest.raises(InvalidInputError, match="unknown key 'pad'"):
         ours.add_special_tokens({"pad": "<p>"})
+
+
+def test_t5_training_reads_documents_longer_than_sentencepieces_limit(tmp_path):
+    """SentencePiece skips sentences over 4,192 bytes without a word: a corpus of one long article per
+    line trained on nothing ("[!sentences_.empty()]") or on the few short lines. They are cut into
+    pieces of <= 4,000 bytes at spaces (Chinese: in runs of characters) and all read."""
+    import gzip
+    import random
+
+    from t5electra.commands.tokenizer import training_input
+    from t5electra.tokenizers import _short_pieces
+
+    rng = random.Random(0)
+    words = [f"w{a}{b}" for a in "abcdefghij" for b in "klmnopqrst"]
+    docs = [" ".join(rng.choice(words) for _ in range(1500)) for _ in range(40)]  # ~6-7 kB each
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(docs) + "\n")
+    tok = T5Tokenizer.train(str(path), vocab_size=80, extra_ids=4)  # was: "[!sentences_.empty()]"
+    assert tok.unk_token_id not in tok("wak wbl")["input_ids"] and len(tok.tokenize("wak wbl")) <= 6
+    assert all(len(p.encode()) <= 4000 for d in docs for p in _short_pieces(d))
+    assert "".join(_short_pieces(docs[0])) == docs[0]
+    zh = "中文句子" * 2000  # 24,000 bytes, no spaces
+    assert "".join(_short_pieces(zh)) == zh and max(len(p.encode()) for p in _short_pieces(zh)) <= 4000
+    # a .txt.gz is decompressed for the trainer (it trained on the compressed bytes)
+    with gzip.open(tmp_path / "c.txt.gz", "wt") as f:
+        f.write("Emma Woodhouse, handsome\nclever, and rich\n")
+    assert list(training_input([str(tmp_path / "c.txt.gz")])) == ["Emma Woodhouse, handsome", "clever, and rich"]

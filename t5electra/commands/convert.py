@@ -51,13 +51,16 @@ def source_dir(src: Path) -> Path:
     """SRC itself if it holds a model (or generator/ + discriminator/), else a run's model/ or latest
     checkpoint (train.checkpointing.run_model_dir, as model.init_from reads it)."""
     from ..errors import CheckpointNotFoundError
-    from ..train.checkpointing import holds_model, run_model_dir
+    from ..train.checkpointing import holds_model, mlm_generator, run_model_dir
 
     if not src.is_dir():
         raise CheckpointNotFoundError(f"{str(src)!r} is not a directory")
     found = run_model_dir(src)
     if holds_model(found):
         return found
+    for d in (found, found / "model"):
+        if mlm_generator(d) is not None:  # an MLM pretraining output: its generator is the model
+            return mlm_generator(d)
     raise CheckpointNotFoundError(f"{src}: no config.json (nor generator/ + discriminator/), and no model/ or "
                                   f"checkpoints/ holding one")
 

@@ -64,9 +64,9 @@ def training_input(paths: list[str]):
     from ..data.sources import detect_format, read_documents
     from ..errors import DataError
 
-    def is_text(p: str) -> bool:
+    def is_text(p: str) -> bool:  # (a .gz file is decompressed here: the trainers would read its bytes)
         try:
-            return not Path(p).is_file() or detect_format(p) == "text"
+            return not Path(p).is_file() or (detect_format(p) == "text" and not p.endswith(".gz"))
         except DataError:  # an extension pretraining does not know: plain text, as the trainers read it
             return True
 

@@ -327,6 +327,16 @@ def t5_sentinel_start_id(tokenizer) -> int:
                             f"T5's sentinels (pass sentinel_start_id= explicitly)")
 
 
+def t5_sentinel_count(tokenizer, start_id: int) -> int:
+    """How many sentinels ``<extra_id_0>``, ``<extra_id_1>``, ... count down from ``start_id`` (100
+    for T5's vocabulary; a tokenizer trained with fewer ``extra_ids`` has fewer)."""
+    fn = getattr(tokenizer, "convert_tokens_to_ids", None) or tokenizer.token_to_id
+    n = 0
+    while n < start_id and fn(f"<extra_id_{n}>") == start_id - n:
+        n += 1
+    return n
+
+
 # ---------------------------------------------------------------------------------------------
 # Collators: lists of examples -> padded torch batches
 # ---------------------------------------------------------------------------------------------

@@ -758,16 +758,22 @@ class StreamingDataLoader(torch.utils.data.DataLoader):
             raise ConfigError(f"StreamingDataLoader: batch_size must be >= 1, got {batch_size}")
         super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last, **kwargs)
 
+    def check_cursor(self) -> None:
+        """Refuse a data cursor this loader cannot continue (saved with another number of workers):
+        called by ``__iter__``, and by a resuming recipe before it changes any file of the run."""
+        ds: PackedDataset = self.dataset
+        if self.num_workers and len(ds._rows_done) != self.num_workers and any(ds._rows_done):
+            raise ConfigError(f"the data cursor was saved with {len(ds._rows_done)} DataLoader worker(s) "
+                              f"per rank, this loader has {self.num_workers}; resume with the same num_workers")
+
     def __iter__(self):
         ds: PackedDataset = self.dataset
         if self.num_workers == 0:
             yield from super().__iter__()  # the dataset runs here and counts its own rows
             return
         W, B = self.num_workers, self.batch_size
+        self.check_cursor()
         if len(ds._rows_done) != W:
-            if any(ds._rows_done):
-                raise ConfigError(f"the data cursor was saved with {len(ds._rows_done)} DataLoader worker(s) "
-                                  f"per rank, this loader has {W}; resume with the same num_workers")
             ds._rows_done = [0] * W
         start, phase = list(ds._rows_done), ds._phase
         K = ds.world_size * W

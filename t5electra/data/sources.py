@@ -95,7 +95,8 @@ def _lines(path: Path, strict: bool, stats: ReadStats) -> Iterator[tuple[int, st
     try:
         with _open_binary(path) as fh:
             for number, raw in enumerate(fh, start=1):
-                yield number, _decode(raw, path, offset, strict, stats)
+                line = _decode(raw, path, offset, strict, stats)
+                yield number, line[1:] if number == 1 and line.startswith("\ufeff") else line  # a byte-order mark
                 offset += len(raw)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # a .gz that is not gzip, or cut short
         raise DataError(f"{path}: not a valid gzip file ({e or type(e).__name__}); a .gz name means gzip-"
@@ -131,7 +132,7 @@ def _read_jsonl(path: Path, field: str, strict: bool, stats: ReadStats) -> Itera
             raise DataError(f"{path}, line {number}: expected a JSON object, got {type(obj).__name__}")
         if field not in obj:
             raise DataError(f"{path}, line {number}: no field {field!r} (fields: {', '.join(map(repr, obj))}); "
-                            f"pass field= to choose another")
+                            f"pass field= (in a run config: data.text_columns=[NAME]) to choose another")
         value = obj[field]
         if value is not None and not isinstance(value, str):
             raise DataError(f"{path}, line {number}: field {field!r} is a {type(value).__name__}, not a string")
@@ -149,7 +150,7 @@ def _read_delimited(path: Path, field: str, delimiter: str, strict: bool, stats:
         return
     if field not in header:
         raise DataError(f"{path}: no column {field!r} in the header (columns: {', '.join(map(repr, header))}); "
-                        f"pass field= to choose another")
+                        f"pass field= (in a run config: data.text_columns=[NAME]) to choose another")
     col = header.index(field)
     for record in reader:
         if not record:
@@ -172,7 +173,7 @@ def _read_parquet(path: Path, field: str, strict: bool, stats: ReadStats, batch_
     names = pf.schema_arrow.names
     if field not in names:
         raise DataError(f"{path}: no column {field!r} (columns: {', '.join(map(repr, names))}); "
-                        f"pass field= to choose another")
+                        f"pass field= (in a run config: data.text_columns=[NAME]) to choose another")
     row = 0
     for batch in pf.iter_batches(batch_size=batch_size, columns=[field]):
         for value in batch.column(0).to_pylist():
@@ -219,14 +220,19 @@ def read_documents(path: str | os.PathLike, *, format: str = "auto", field: str 
 
 
 def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named by paths, directories (their known-format files, recursively) and glob patterns."""
+    """Files named by paths (a name that exists is a file even with ``[``, ``?`` or ``*`` in it),
+    directories (their known-format files, recursively, hidden files and folders left out: editor and
+    notebook copies) and glob patterns."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _known(f))
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _known(f)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
                 raise DataError(f"{p}: directory has no corpus files ({', '.join(sorted(_EXTENSIONS))}, optionally .gz)")
             out.extend(found)
@@ -235,8 +241,6 @@ def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             if not found:
                 raise DataError(f"no file matches the pattern {str(p)!r}")
             out.extend(found)
-        elif p.is_file():
-            out.append(p)
         else:
             raise DataError(f"corpus file not found: {p}")
     return out

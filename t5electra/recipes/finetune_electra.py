@@ -62,7 +62,7 @@ from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.data_files import run_data_fingerprint
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model
+from ..train.checkpointing import CheckpointManager, mlm_generator, prepare_run_dir, release_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -186,9 +186,12 @@ class ExampleStream:
 # Model
 # --------------------------------------------------------------------------------------------
 def model_dir(init_from: str) -> Path:
-    """A pretraining run's ``model/`` (or a checkpoint of it) means its ``discriminator/``."""
+    """A pretraining run's ``model/`` (or a checkpoint of it) means its ``discriminator/``; an MLM
+    pretraining's (``generator/`` alone), its generator's encoder."""
     p = Path(init_from)
-    return p / "discriminator" if (p / "discriminator" / "config.json").is_file() else p
+    if (p / "discriminator" / "config.json").is_file():
+        return p / "discriminator"
+    return mlm_generator(p) or p
 
 
 def build_model(cfg: RunConfig, data: TaskData, tokenizer: ElectraTokenizer) -> torch.nn.Module:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.sources import Corpus
 from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..models.electra import ElectraConfig
@@ -48,7 +49,7 @@ from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
 from ..train.data_files import run_data_fingerprint
-from ..train.checkpointing import (CheckpointManager, prepare_run_dir, release_run_dir, run_model_dir, save_model,
+from ..train.checkpointing import (CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, run_model_dir, save_model,
                                    unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
@@ -152,7 +153,8 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: ElectraTokenizer, 
     if not files:
         raise DataError("data.train_files is empty: give text/jsonl/csv/parquet files or directories"
                         if train else "data.validation_files is empty")
-    shards = build_shards(files, tokenizer)
+    # a JSONL field / CSV or Parquet column other than 'text': data.text_columns=[NAME]
+    shards = build_shards(Corpus(files, field=(cfg.data.text_columns or ["text"])[0]), tokenizer)
     if shards.num_tokens == 0:
         raise DataError(f"{', '.join(files)}: no tokens (empty files?)")
     dataset = PackedDataset(shards, row_length=cfg.data.max_length, packing="electra", seed=cfg.train.seed,
@@ -217,8 +219,18 @@ def train(cfg: RunConfig) -> Path:
 
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer).to(env.device)
-    if env.is_main:  # build the token shards once; the other ranks then find them in the cache
+    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
+                             world_size=env.world_size,
+                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
+    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
+    if resume_from is not None:
+        ckpt.check_config(resume_from)  # before the corpus is tokenised: a refused resume costs nothing
+    if env.is_main:  # build the token shards once (validation's too: a bad file stops the run before step 1,
+        # not at its first evaluation); the other ranks then find them in the cache
         build_loader(cfg, cfg.data.train_files, tokenizer, env, train=True)
+        if cfg.data.validation_files:
+            build_loader(cfg, cfg.data.validation_files, tokenizer, env, train=False)
     barrier(env)
     loader = build_loader(cfg, cfg.data.train_files, tokenizer, env, train=True)
 
@@ -228,18 +240,13 @@ def train(cfg: RunConfig) -> Path:
     sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
     save_extra = save_tokenizer_everywhere(tokenizer, model)
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
     start, last_ckpt = 0, None
-    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if resume_from is not None:
         state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
-        loader.dataset.load_state_dict(state["data"])
+        load_data_cursor(loader, state["data"], cfg.checkpoint.allow_data_change)
         start, last_ckpt = state["step"], Path(resume_from)
     else:
         seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout (masks and samples: per example)
@@ -248,11 +255,11 @@ def train(cfg: RunConfig) -> Path:
     train_loss = make_loss_fn()
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
+    batches = iter(loader)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"pretrain {run_dir.name}")
     if env.is_main and start:
         bar.write(f"resumed from {resume_from} at step {start}")
-    batches = iter(loader)
 
     def run_eval() -> dict[str, float]:
         if not cfg.data.validation_files:

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 import torch
 
-from ..data.objectives import Seq2SeqCollator, SpanCorruption, t5_sentinel_start_id
+from ..data.objectives import Seq2SeqCollator, SpanCorruption, t5_sentinel_count, t5_sentinel_start_id
+from ..data.sources import Corpus
 from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
 from ..train.data_files import run_data_fingerprint
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
+from ..train.checkpointing import CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -51,7 +52,8 @@ def build_loader(cfg: RunConfig, files: list[str], tokenizer: T5Tokenizer, objec
     if not files:
         raise DataError("data.train_files is empty: give text/jsonl/csv/parquet files or directories"
                         if train else "data.validation_files is empty")
-    shards = build_shards(files, tokenizer)
+    # a JSONL field / CSV or Parquet column other than 'text': data.text_columns=[NAME]
+    shards = build_shards(Corpus(files, field=(cfg.data.text_columns or ["text"])[0]), tokenizer)
     if shards.num_tokens == 0:
         raise DataError(f"{', '.join(files)}: no tokens (empty files?)")
     dataset = PackedDataset(shards, row_length=objective.raw_length, packing="t5", transform=objective,
@@ -83,11 +85,23 @@ def train(cfg: RunConfig) -> Path:
 
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer).to(env.device)
-    objective = SpanCorruption(sentinel_start_id=t5_sentinel_start_id(tokenizer), eos_token_id=tokenizer.eos_token_id,
+    sentinel = t5_sentinel_start_id(tokenizer)
+    objective = SpanCorruption(sentinel_start_id=sentinel, eos_token_id=tokenizer.eos_token_id,
                                inputs_length=cfg.data.max_length, noise_density=cfg.data.noise_density,
-                               mean_noise_span_length=cfg.data.mean_noise_span_length)
-    if env.is_main:  # build the token shards once; the other ranks then find them in the cache
+                               mean_noise_span_length=cfg.data.mean_noise_span_length,
+                               num_sentinels=t5_sentinel_count(tokenizer, sentinel))  # fewer than 100: an error
+    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
+                             world_size=env.world_size,
+                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
+    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
+    if resume_from is not None:
+        ckpt.check_config(resume_from)  # before the corpus is tokenised: a refused resume costs nothing
+    if env.is_main:  # build the token shards once (validation's too: a bad file stops the run before step 1,
+        # not at its first evaluation); the other ranks then find them in the cache
         build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)
+        if cfg.data.validation_files:
+            build_loader(cfg, cfg.data.validation_files, tokenizer, objective, env, train=False)
     barrier(env)
     loader = build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)
 
@@ -97,17 +111,12 @@ def train(cfg: RunConfig) -> Path:
     sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
 
     # Resume: model, optimizer, scheduler, RNG and the data cursor, all from one checkpoint.
     start, last_ckpt = 0, None
-    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if resume_from is not None:
         state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
-        loader.dataset.load_state_dict(state["data"])
+        load_data_cursor(loader, state["data"], cfg.checkpoint.allow_data_change)
         start, last_ckpt = state["step"], Path(resume_from)
     else:
         seed_everything(cfg.train.seed, env.rank)  # each rank its own dropout stream
@@ -115,11 +124,11 @@ def train(cfg: RunConfig) -> Path:
         cfg.save_yaml(run_dir / "config.yaml")
 
     log = MetricsLogger(run_dir, enabled=env.is_main, tensorboard=cfg.train.tensorboard, resume_step=start)
+    batches = iter(loader)
     bar = Progress(cfg.train.max_steps, initial=start, enabled=env.is_main and cfg.train.progress,
                    desc=f"pretrain {run_dir.name}")
     if env.is_main and start:
         bar.write(f"resumed from {resume_from} at step {start}")
-    batches = iter(loader)
 
     def run_eval() -> dict[str, float]:
         if not cfg.data.validation_files:

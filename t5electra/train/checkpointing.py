@@ -156,6 +156,14 @@ def run_model_dir(path: str | os.PathLike) -> Path:
     return latest if holds_model(latest) else p
 
 
+def mlm_generator(d: Path | None) -> Path | None:
+    """An MLM pretraining output (``--objective mlm``: ``generator/`` alone) means its generator, a
+    complete ``ElectraForMaskedLM`` directory; None for anything else."""
+    if d is None or (d / "config.json").is_file() or (d / "discriminator").exists():
+        return None
+    return d / "generator" if (d / "generator" / "config.json").is_file() else None
+
+
 def is_electra_pretraining_output(path: Path) -> bool:
     return not (path / "config.json").is_file() and _has_electra_parts(path)
 
@@ -212,6 +220,7 @@ class CheckpointManager:
         # the fingerprint of the files the run reads (train/data_files.py): recorded in every checkpoint,
         # compared on resume; None: not checked
         self.data_files = data_files
+        self._checked: set[Path] = set()  # checkpoints check_config accepted
         self.world_size = int(world_size)  # processes of this run: the global batch of the resume check
         self.dir = self.run_dir / "checkpoints"
         self.config = config or {}
@@ -396,7 +405,10 @@ class CheckpointManager:
         raise CheckpointError(f"no intact checkpoint to resume from in {self.dir}: " + "; ".join(damaged))
 
     def check_config(self, ckpt: Path) -> None:
-        """Refuse a checkpoint written under a different config, naming the differing fields."""
+        """Refuse a checkpoint written under a different config, naming the differing fields (once per
+        checkpoint: a recipe checks before it tokenises its data, ``load`` again)."""
+        if Path(ckpt) in self._checked:
+            return
         meta = _read_meta(ckpt)
         saved = meta.get("config") or {}
         if not self.config or not saved:
@@ -413,6 +425,7 @@ class CheckpointManager:
                                   f"({format_diff(diff, 'checkpoint', 'now')}). Use the same config, "
                                   f"or start a new run directory.")
         self._check_data_files(ckpt, meta.get("data_files"))
+        self._checked.add(Path(ckpt))
 
     def _check_data_files(self, ckpt: Path, saved: Any) -> None:
         """Refuse to resume when the data files changed since ``ckpt`` (train/data_files.py), unless
@@ -668,6 +681,21 @@ def _clear_for_fresh_run(run_dir: Path, overwrite: bool, is_main: bool, inputs: 
                 shutil.rmtree(p)
             else:
                 p.unlink()
+
+
+def load_data_cursor(loader, state: dict[str, Any], allow_data_change: bool = False) -> None:
+    """Continue a pretraining run's data where its checkpoint left it: ``loader.dataset.load_state_dict``
+    and the loader's own check (``check_cursor``), both before the run changes any of its files. With
+    ``checkpoint.allow_data_change`` a cursor of other data (the corpus changed: other token shards) is
+    dropped with a warning, and the new data is read from its beginning in the seeded order."""
+    try:
+        loader.dataset.load_state_dict(state)
+    except ConfigError as e:
+        if not (allow_data_change and "different dataset" in str(e)):
+            raise
+        warnings.warn(f"{e}: checkpoint.allow_data_change=true, so the changed data is read from its start "
+                      f"(the model, optimizer and schedule continue)", stacklevel=2)
+    loader.check_cursor()
 
 
 def _read_meta(ckpt: Path) -> dict[str, Any]:

@@ -50,10 +50,11 @@ class ModelSection:
 class DataSection:
     """Where the examples come from and how they are shaped."""
 
-    train_files: list[str] = option([], "training files or shard directories")
-    validation_files: list[str] = option([], "validation files or shard directories (empty: no eval)")
+    train_files: list[str] = option([], "training files (text, JSONL, CSV/TSV, Parquet; .gz too), directories "
+                                        "of them or glob patterns; fine-tuning: your labelled file")
+    validation_files: list[str] = option([], "validation files, as train_files (empty: no eval)")
     task: Optional[str] = option(None, "fine-tuning task or mixture name from the task registry")
-    tokenizer: Optional[str] = option(None, "tokenizer file or directory (default: the model's)")
+    tokenizer: Optional[str] = option(None, "tokenizer directory (save_pretrained's; default: the model's)")
     objective: str = option("t5-span-corruption",
                             "pretraining objective: 't5-span-corruption', 'electra-rtd' or 'mlm'")
     max_length: int = option(128, "input length in tokens (after corruption, for span corruption)")
@@ -70,7 +71,9 @@ class DataSection:
                                            "your train/dev/test files when data.task is None)")
     test_files: list[str] = option([], "fine-tuning: test files, scored once at the end (empty: the task's test split)")
     text_columns: list[str] = option([], "fine-tuning your files: the text column(s), one or a pair "
-                                         "(empty: 'sentence' or 'text', with 'sentence2'/'text_pair' if present)")
+                                         "(empty: 'sentence' or 'text', with 'sentence2'/'text_pair' if present); "
+                                         "pretraining: the JSONL field / CSV or Parquet column of the corpus "
+                                         "(empty: 'text')")
     label_column: str = option("label", "fine-tuning your files: the label column")
 
 

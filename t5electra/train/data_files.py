@@ -23,6 +23,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..data.sources import expand_paths
+from ..errors import DataError
+
 FULL_HASH_BYTES = 64 << 20
 EDGE_BYTES = 4 << 20
 BLOCK_BYTES = 64 << 10
@@ -49,16 +52,22 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     return {"size": size, "sha256": h.hexdigest(), "sampled": True}
 
 
+CORPUS_KEYS = ("data.train_files", "data.validation_files", "data.test_files")  # read by data/sources.py
 SPLIT_STEMS = ("train", "dev", "valid", "val", "test")  # data.task_dir: the files a task reads
 
 
-def _files(entry: str, splits_only: bool, skip: Path | None) -> Iterable[Path]:
+def _files(entry: str, splits_only: bool, skip: Path | None, corpus: bool = False) -> Iterable[Path]:
     """A file; the files under a directory (recursively, sorted; with ``splits_only`` only its own files
     named like a split: a task directory may hold other files, and runs); or the matches of a glob.
     Hidden files and anything under ``skip`` (the run's own directory) are left out."""
     p = Path(entry).expanduser()
     if p.is_file():
         found = [p]
+    elif corpus:  # the files the corpus reader reads (data/sources.py): no more, no fewer
+        try:
+            found = expand_paths([p])
+        except DataError:
+            found = []
     elif p.is_dir():
         found = sorted(f for f in (p.iterdir() if splits_only else p.rglob("*")) if f.is_file() and (
             not splits_only or f.name.lower().startswith(SPLIT_STEMS)))[:MAX_FILES]
@@ -76,7 +85,8 @@ def data_fingerprint(inputs: Mapping[str, Any], skip: str | os.PathLike | None =
     for key, value in inputs.items():
         for entry in value if isinstance(value, (list, tuple)) else [value]:
             if entry:
-                for f in _files(str(entry), key == "data.task_dir", Path(skip) if skip else None):
+                for f in _files(str(entry), key == "data.task_dir", Path(skip) if skip else None,
+                                corpus=key in CORPUS_KEYS):
                     out.setdefault(str(f.resolve()), file_fingerprint(f))
     return out
 

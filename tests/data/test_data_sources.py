@@ -156,3 +156,15 @@ def test_fingerprint_follows_content_and_options(tmp_path):
     assert Corpus(p, document_per="paragraph").fingerprint() != fp
     p.write_text("one\ntwo!\n")
     assert Corpus(p).fingerprint() != fp
+
+
+def test_byte_order_mark_and_hidden_files(tmp_path):
+    """A BOM (Windows editors write one) broke JSON line 1 and renamed CSV's first column; a directory's
+    hidden files (.ipynb_checkpoints copies) were read as more corpus."""
+    from t5electra.data.sources import Corpus
+
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"text": "first doc"}\n{"text": "second"}\n')
+    (tmp_path / "b.csv").write_bytes(b"\xef\xbb\xbftext,x\nthird,1\n")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.jsonl").write_text('{"text": "a copy"}\n')
+    assert list(Corpus([tmp_path])) == ["first doc", "second", "third"]

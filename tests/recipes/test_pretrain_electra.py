@@ -103,6 +103,12 @@ def test_mlm_baseline_and_generator_size(corpus, tmp_path):
     mlm = ElectraForMaskedLM.from_pretrained(run / "model" / "generator")
     assert mlm.config.hidden_size == 32  # the baseline is discriminator-sized, as in the official code
     assert json.loads((run / "model" / "pretraining_config.json").read_text())["electra_objective"] is False
+    # RUN/model of an MLM run is usable as the README's flow uses it (was: "no config.json" for both)
+    from t5electra.commands.convert import source_dir
+    from t5electra.recipes.finetune_electra import model_dir
+
+    assert source_dir(run) == source_dir(run / "model") == run / "model" / "generator"
+    assert model_dir(str(run / "model")) == run / "model" / "generator"
 
     run2 = tmp_path / "half"
     train(_config(_args(corpus, run2, 1, "--electra.generator_size=0.5", "--electra.disc_weight=10",

@@ -123,3 +123,54 @@ def test_deterministic_kernels_run_and_change_no_cpu_result(corpus_and_tokenizer
         torch.use_deterministic_algorithms(False)
     losses = [[r["loss"] for r in read_metrics(run) if r["split"] in ("train", "eval")] for run in (plain, det)]
     assert losses[0] == losses[1] and len(losses[0]) == 5
+
+
+def test_own_corpus_mishaps_found_early_and_recoverable(corpus_and_tokenizer, tmp_path, capsys):
+    """From a user's pass over pretraining on their own corpus: a bad validation file stopped the run
+    only at its first evaluation (after every step, before RUN/model); a refused resume cut
+    metrics.jsonl back first; checkpoint.allow_data_change could not resume a changed corpus (the
+    token shards differ); a file named with brackets was read as a glob."""
+    root = corpus_and_tokenizer
+    run = tmp_path / "run"
+    assert main(_args(root, run, 4, f"--data.validation_files={tmp_path / 'vall.txt'}")) == 1
+    assert "vall.txt" in capsys.readouterr().err and not (run / "checkpoints").exists()
+    corpus = tmp_path / "web[1].txt"  # a real name with glob characters
+    corpus.write_text((root / "train.txt").read_text())
+    (tmp_path / "web1.txt").write_text("a decoy the glob would read\n")
+    args = _args(root, run, 8, f"--data.train_files={corpus}", "--checkpoint.overwrite=true")
+    assert main(args) == 0
+    lines = (run / "metrics.jsonl").read_text()
+    (run / "checkpoints" / "latest").write_text("step-00000004\n")
+    assert main([*args[:-1], "--data.num_workers=2"]) == 1  # refused by the data cursor (workers)
+    assert "worker" in capsys.readouterr().err and (run / "metrics.jsonl").read_text() == lines  # nothing lost
+    with open(corpus, "a") as f:
+        f.write("one more line of text about the park\n")
+    resume = [a for a in args if a != "--checkpoint.overwrite=true"]
+    assert main(resume) == 1 and "the data changed since step-00000004" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="the changed data is read from its start"):
+        train(load_config(None, [*resume, "--checkpoint.allow_data_change=true"]))
+    assert max(r["step"] for r in read_metrics(run) if r["split"] == "train") == 8
+
+
+def test_corpus_field_other_than_text(corpus_and_tokenizer, tmp_path):
+    """JSONL with the text under "body": the CLI had no way to say so (data.field did not exist)."""
+    import json as _json
+
+    root = corpus_and_tokenizer
+    body = tmp_path / "body.jsonl"
+    body.write_text("".join(_json.dumps({"id": i, "body": line}) + "\n"
+                            for i, line in enumerate((root / "train.txt").read_text().splitlines())))
+    run = tmp_path / "run"
+    assert main(_args(root, run, 2, f"--data.train_files={body}", "--data.validation_files=",
+                      "--data.text_columns=[body]")) == 0
+    assert (run / "model" / "config.json").is_file()
+
+
+def test_fewer_sentinels_than_spans_is_an_error(tmp_path, spiece_model_path):
+    """A tokenizer trained with --extra-ids 5: span corruption used ordinary tokens as sentinels 5, 6..."""
+    from t5electra.data.objectives import t5_sentinel_count, t5_sentinel_start_id
+
+    few = T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes(), extra_ids=5)
+    assert t5_sentinel_count(few, t5_sentinel_start_id(few)) == 5
+    full = T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes())
+    assert t5_sentinel_count(full, t5_sentinel_start_id(full)) == 100
