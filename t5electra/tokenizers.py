@@ -189,6 +189,9 @@ class T5Tokenizer(_TokenizerBase):
                 spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **options)
         except RuntimeError as e:
             where = ", ".join(map(str, files)) if files is not None else "the text iterator"
+            if "sentences_.empty()" in str(e):
+                raise InvalidInputError(f"{where}: no text to train the tokenizer on (empty files, or only blank "
+                                        f"lines)") from None
             raise InvalidInputError(f"SentencePiece training on {where} (vocab_size={vocab_size}) failed: {e}") from e
         tokenizer = cls.from_sentencepiece(model.getvalue(), extra_ids=extra_ids, model_max_length=model_max_length)
         if output_dir is not None:

@@ -546,6 +546,9 @@ def test_t5_training_reads_documents_longer_than_sentencepieces_limit(tmp_path):
     assert "".join(_short_pieces(docs[0])) == docs[0]
     zh = "中文句子" * 2000  # 24,000 bytes, no spaces
     assert "".join(_short_pieces(zh)) == zh and max(len(p.encode()) for p in _short_pieces(zh)) <= 4000
+    (tmp_path / "empty.txt").write_text("\n\n")  # was SentencePiece's "INTERNAL: ... [!sentences_.empty()]"
+    with pytest.raises(InvalidInputError, match="empty.txt: no text to train the tokenizer on"):
+        T5Tokenizer.train(str(tmp_path / "empty.txt"), vocab_size=50)
     # a .txt.gz is decompressed for the trainer (it trained on the compressed bytes)
     with gzip.open(tmp_path / "c.txt.gz", "wt") as f:
         f.write("Emma Woodhouse, handsome\nclever, and rich\n")

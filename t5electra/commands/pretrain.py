@@ -29,13 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_objective(args: argparse.Namespace) -> str:
-    """``--objective``, else the config's ``data.objective`` (electra-rtd for ``model.family=electra``)."""
+    """``--objective``, else the config's ``data.objective`` (electra-rtd for ``model.family=electra`` or
+    an ELECTRA ``model.preset``)."""
     from ..train.config import config_from_args
 
     if getattr(args, "objective", None):  # `t5electra config` has no --objective
         return args.objective
     probe = config_from_args(args)  # also catches typos before any recipe is imported
-    if probe.model.family == "electra" and probe.data.objective == "t5-span-corruption":
+    electra = probe.model.family == "electra" or str(probe.model.preset or "").startswith("electra")
+    if electra and probe.data.objective == "t5-span-corruption":  # an ELECTRA preset says the family too
         return "electra-rtd"
     return probe.data.objective
 

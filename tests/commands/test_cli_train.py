@@ -115,6 +115,15 @@ def test_objective_and_family_pick_the_recipe(data, tmp_path, capsys, spiece_mod
     assert not (run / "model" / "discriminator").exists() and (run / "model" / "generator").is_dir()
     assert "objective: mlm" in (run / "config.yaml").read_text()
 
+    # an ELECTRA preset alone says the family (it ran the T5 recipe and failed on the tokenizer's type)
+    import argparse
+
+    from t5electra.commands.pretrain import resolve_objective
+    ns = argparse.Namespace(config=None, objective=None, overrides=["--model.preset=electra-tiny"])
+    assert resolve_objective(ns) == "electra-rtd"
+    ns.overrides = ["--model.preset=t5-tiny"]
+    assert resolve_objective(ns) == "t5-span-corruption"
+
     # bad input: one line on stderr, exit status 1, no traceback
     assert main(["pretrain", "--objective", "electra-rtd", "--data.train_files=", f"--train.output_dir={tmp_path}/x",
                  f"--data.tokenizer={data / 'tok'}"]) == 1
