@@ -61,7 +61,6 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import CheckpointManager, mlm_generator, prepare_run_dir, release_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
@@ -265,10 +264,7 @@ def train(cfg: RunConfig) -> Path:
     sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
+    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
 
     start, last_ckpt = 0, None
     resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory

@@ -58,7 +58,6 @@ from ..eval.baselines import classification_baseline
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
@@ -212,10 +211,7 @@ def train(cfg: RunConfig) -> Path:
     sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
+    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
 
     start, last_ckpt, seen = 0, None, 0
     resume_from = broadcast_object(ckpt.resolve(cfg.checkpoint.resume) if env.is_main else None, env)

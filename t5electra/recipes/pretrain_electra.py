@@ -48,7 +48,6 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import (CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, run_model_dir, save_model,
                                    unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
@@ -219,13 +218,8 @@ def train(cfg: RunConfig) -> Path:
 
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer).to(env.device)
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
-    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
-    if resume_from is not None:
-        ckpt.check_config(resume_from)  # before the corpus is tokenised: a refused resume costs nothing
+    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
+    resume_from = ckpt.resolve_checked(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if env.is_main:  # build the token shards once (validation's too: a bad file stops the run before step 1,
         # not at its first evaluation); the other ranks then find them in the cache
         build_loader(cfg, cfg.data.train_files, tokenizer, env, train=True)

@@ -29,7 +29,6 @@ from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.data_files import run_data_fingerprint
 from ..train.checkpointing import CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
@@ -90,13 +89,8 @@ def train(cfg: RunConfig) -> Path:
                                inputs_length=cfg.data.max_length, noise_density=cfg.data.noise_density,
                                mean_noise_span_length=cfg.data.mean_noise_span_length,
                                num_sentinels=t5_sentinel_count(tokenizer, sentinel))  # fewer than 100: an error
-    ckpt = CheckpointManager(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last,
-                             keep_best=cfg.checkpoint.keep_best, greater_is_better=cfg.eval.greater_is_better,
-                             world_size=env.world_size,
-                             data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
-    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
-    if resume_from is not None:
-        ckpt.check_config(resume_from)  # before the corpus is tokenised: a refused resume costs nothing
+    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
+    resume_from = ckpt.resolve_checked(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if env.is_main:  # build the token shards once (validation's too: a bad file stops the run before step 1,
         # not at its first evaluation); the other ranks then find them in the cache
         build_loader(cfg, cfg.data.train_files, tokenizer, objective, env, train=True)

@@ -56,8 +56,8 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
-from .config import RESUME_SAFE, diff_configs, format_diff
-from .data_files import changed_files
+from .config import RESUME_SAFE, diff_configs, format_diff, run_inputs
+from .data_files import changed_files, run_data_fingerprint
 from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
                       save_sharded, sharded_damage, write_model_configs)
 
@@ -231,6 +231,22 @@ class CheckpointManager:
         # Test hook: called with the temporary directory after the model is written, before the
         # training state (lets tests crash a save half-way).
         self.on_partial_write: Callable[[Path], None] | None = None
+
+    @classmethod
+    def for_run(cls, cfg: Any, run_dir: Path, world_size: int) -> CheckpointManager:
+        """The manager a recipe's run uses: its config (``cfg``, a RunConfig) to compare on resume, its
+        keep rules, and the fingerprint of the files it reads (train/data_files.py)."""
+        return cls(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best,
+                   greater_is_better=cfg.eval.greater_is_better, world_size=world_size,
+                   data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
+
+    def resolve_checked(self, resume: str | os.PathLike | None) -> Path | None:
+        """:meth:`resolve`, and the checkpoint's config and data files checked (:meth:`check_config`):
+        what a recipe calls before it tokenises any data, so that a refused resume costs nothing."""
+        found = self.resolve(resume)
+        if found is not None:
+            self.check_config(found)
+        return found
 
     # -- discovery ----------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
