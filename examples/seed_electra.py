@@ -2,8 +2,9 @@
 
 What it means here: ELECTRA is not a text generator. ``ElectraForMaskedLM`` is ELECTRA's
 *generator*, a masked language model, and ``generate`` fills every [MASK] in the input (one at a
-time, most confident first, greedy by default). A text without [MASK] comes back unchanged, so
-the seed's "This is a sample input text." prints as it went in; try "the capital of france is
+time, most confident first, greedy by default). A text without [MASK] comes back with the same
+tokens, so the seed's "This is a sample input text." prints as the tokenizer decodes it (lower-cased
+by an uncased vocabulary); try "the capital of france is
 [MASK]." to see the model at work. ``max_length`` is accepted for compatibility: ELECTRA never
 lengthens text.
 

@@ -374,5 +374,6 @@ class PreTrainedModel(nn.Module):
         hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())
         save_state_dict(hf_sd, d)
         write_text_atomic(d / "config.json", json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n")
-        self.generation_config.save(d)
+        self.generation_config.save(d, {k: getattr(self.config, k, None)
+                                        for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")})
         return d

@@ -51,13 +51,16 @@ class ElectraPipeline:
             raise InvalidInputError(f"ElectraPipeline: this needs a {what}, and none was loaded")
         return model
 
-    def fill_mask(self, text: str, **kwargs) -> str | list[str]:
-        """Fill the [MASK]s of ``text``; a list of texts when ``num_return_sequences > 1``."""
+    def fill_mask(self, text: str | list[str], **kwargs) -> str | list[str] | list:
+        """Fill the [MASK]s of ``text``; a list of texts when ``num_return_sequences > 1``; a list of
+        texts in: one such answer per text. The special tokens ([CLS], [SEP], [PAD], [UNK]) never fill."""
+        if isinstance(text, (list, tuple)):  # (was read as a text pair)
+            return [self.fill_mask(t, **kwargs) for t in text]
         gen = self._need("generator")
         enc = encode_texts(self.tokenizer, [text], gen.device)
         out = fill_mask_generate(gen, enc["input_ids"], attention_mask=enc["attention_mask"],
-                                 token_type_ids=enc.get("token_type_ids"),
-                                 mask_token_id=self.tokenizer.mask_token_id, **kwargs)
+                                 token_type_ids=enc.get("token_type_ids"), mask_token_id=self.tokenizer.mask_token_id,
+                                 bad_token_ids=self.tokenizer.all_special_ids, **kwargs)
         original = enc["input_ids"][0].tolist()
         texts = [splice(self.tokenizer, text, original, row.tolist()) for row in out]  # the rest as written
         return texts[0] if len(texts) == 1 else texts
@@ -65,5 +68,7 @@ class ElectraPipeline:
     def detect(self, text: str | list[str]):
         return detect_replaced_tokens(self._need("discriminator"), self.tokenizer, text)
 
-    def correct(self, text: str, **kwargs) -> tuple[str, list[Edit]]:
+    def correct(self, text: str | list[str], **kwargs) -> tuple[str, list[Edit]] | list:
+        if isinstance(text, (list, tuple)):  # one (text, edits) per text (was read as a text pair)
+            return [self.correct(t, **kwargs) for t in text]
         return correct(self._need("discriminator"), self._need("generator"), self.tokenizer, text, **kwargs)

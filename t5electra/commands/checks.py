@@ -79,12 +79,17 @@ def writable_dir(path: str | os.PathLike, flag: str) -> Path:
     return p
 
 
-def output_file(path: str, flag: str = "--out") -> Path:
+def output_file(path: str, flag: str = "--out") -> Path | None:
     """Check, before any work, that ``path`` can be written (its directory exists and takes a new
-    file); nothing is created. Write it later with :func:`write_atomic`."""
+    file); nothing is created. Write it later with :func:`write_atomic`. ``-`` (the Unix convention
+    for standard output) gives None: the caller prints."""
     p = Path(path).expanduser()
+    if path == "-":
+        return None
     if p.is_dir():
         raise ConfigError(f"{flag} {path!r} is a directory, expected a file name")
+    if p.is_symlink() or (p.exists() and not p.is_file()):  # a device, a pipe, a link: written through, not replaced
+        return p
     parent = p.parent
     if not parent.is_dir():
         raise ConfigError(f"{flag} {path!r}: directory {str(parent)!r} does not exist")
@@ -97,7 +102,16 @@ def output_file(path: str, flag: str = "--out") -> Path:
 
 
 def write_atomic(path: Path, text: str, flag: str = "--out") -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file. A path that
+    is a link, a device or a pipe (``/dev/stdout``, ``-``) is written through instead: replacing it
+    would delete it (as root, ``--out /dev/stdout`` replaced the system's link with a file)."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            raise ConfigError(f"{flag} {str(path)!r}: cannot write ({e.strerror or e})") from None
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

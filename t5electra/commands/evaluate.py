@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import T5ElectraError
+    from ..errors import ConfigError, T5ElectraError
     from ..recipes.evaluate import evaluate_checkpoint
     from . import checks
 
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
             checks.at_least(value, 1, flag)
         checks.device(args.device)
         out = checks.output_file(args.out) if args.out else None
+        if args.predictions == "-":
+            raise ConfigError("--predictions -: give a file name (standard output carries the metrics JSON)")
         predictions = checks.output_file(args.predictions, "--predictions") if args.predictions else None
         result = evaluate_checkpoint(args.checkpoint, args.task, args.split, data_dir=args.data_dir,
                                      text_columns=args.text_columns, label_column=args.label_column,

@@ -114,6 +114,10 @@ class GenerationConfig:
             logger.info("%s: options generate does not have, not used: %s", path, unused)
         return cls(**{k: raw[k] for k in KEYS if raw.get(k) is not None})
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, token_ids: dict[str, Any] | None = None) -> None:
+        """Write generation_config.json when an option is set; with the model's ``token_ids``
+        (decoder start, EOS, pad) in it too, which transformers reads from this file alone (without
+        them its ``generate`` fails: "decoder_start_token_id or bos_token_id has to be defined")."""
         if self._values:
-            write_text_atomic(Path(directory) / FILE, json.dumps(self._values, indent=2, sort_keys=True) + "\n")
+            values = {**{k: v for k, v in (token_ids or {}).items() if v is not None}, **self._values}
+            write_text_atomic(Path(directory) / FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..errors import InvalidInputError
 from .sampling import filter_top_k_top_p
 
 _GENERATE_ARGS = ("input_ids", "max_length", "num_return_sequences", "do_sample", "temperature", "top_k",
-                  "top_p", "generator", "attention_mask", "token_type_ids", "mask_token_id")
+                  "top_p", "generator", "attention_mask", "token_type_ids", "mask_token_id", "bad_token_ids")
 
 
 # -- the [MASK] id -------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def fill_mask_generate(model: torch.nn.Module, input_ids: torch.Tensor | None = 
                        top_k: int | None = None, top_p: float | None = None,
                        generator: torch.Generator | None = None, attention_mask: torch.Tensor | None = None,
                        token_type_ids: torch.Tensor | None = None, mask_token_id: int | None = None,
-                       **unknown: Any) -> torch.Tensor:
+                       bad_token_ids: Sequence[int] | None = None, **unknown: Any) -> torch.Tensor:
     """Fill every [MASK] of ``input_ids`` with an ELECTRA generator (an ``ElectraForMaskedLM``).
 
     One [MASK] is filled per step: the model reads the current text, the masked position whose
@@ -167,6 +168,8 @@ def fill_mask_generate(model: torch.nn.Module, input_ids: torch.Tensor | None = 
         logits = model(input_ids=ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
         logits = logits.float()                              # (N, T, V), choose in fp32
         logits[..., mask_id] = float("-inf")                 # never "fill" a mask with [MASK]
+        if bad_token_ids:                                    # nor with [CLS], [SEP], [PAD], [UNK] (pipelines)
+            logits[..., list(bad_token_ids)] = float("-inf")
         logp = logits.log_softmax(-1)
         best_logp, best_tok = logp.max(-1)                   # (N, T)
         # the most confident masked position of each row
@@ -286,7 +289,8 @@ def correct(discriminator, generator, tokenizer, text: str, threshold: float = 0
         masked = ids.masked_fill(flagged, mask_id)
         filled = fill_mask_generate(generator, masked.to(generator.device), do_sample=do_sample,
                                     generator=torch_generator, attention_mask=enc["attention_mask"],
-                                    token_type_ids=enc.get("token_type_ids"), mask_token_id=mask_id).to(ids.device)
+                                    token_type_ids=enc.get("token_type_ids"), mask_token_id=mask_id,
+                                    bad_token_ids=sorted(_special_ids(tokenizer))).to(ids.device)
         changed = (filled != ids) & flagged
         if not changed.any():
             break

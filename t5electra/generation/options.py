@@ -118,7 +118,7 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
             ("do_sample", do_sample), ("temperature", temperature), ("num_return_sequences", num_return_sequences),
             ("repetition_penalty", repetition_penalty), ("no_repeat_ngram_size", no_repeat_ngram_size)))
     vocab_size = config.vocab_size
-    batch_size = _check_inputs(input_ids, attention_mask, enc, vocab_size)
+    batch_size = _check_inputs(input_ids, attention_mask, enc, vocab_size, getattr(config, "d_model", None))
 
     # Special tokens: arguments first, then the model config (as transformers does).
     eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
@@ -238,7 +238,7 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
         max_time=None if max_time is None else float(max_time)), prompt_ids
 
 
-def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int) -> int:
+def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int, d_model: int | None) -> int:
     """Check the encoder inputs (ids, mask, or its precomputed output ``enc``); returns the batch size."""
     if input_ids is not None:
         if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
@@ -255,6 +255,9 @@ def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int
             row, col = (input_ids == bad).nonzero()[0].tolist()
             raise InvalidInputError(f"generate: input_ids[{row}, {col}] = {bad} is outside the vocabulary "
                                     f"[0, {vocab_size}) of the model (config.vocab_size)")
+    if enc is not None and d_model is not None and enc.shape[-1] != d_model:
+        raise InvalidInputError(f"generate: encoder_outputs has hidden size {enc.shape[-1]}, the model's is {d_model} "
+                                f"(shape {tuple(enc.shape)}: the output of another model's encoder?)")
     if enc is not None and input_ids is not None and enc.shape[0] != input_ids.shape[0]:
         raise InvalidInputError(f"generate: encoder_outputs has {enc.shape[0]} rows, input_ids "
                                 f"{input_ids.shape[0]}; they must match")

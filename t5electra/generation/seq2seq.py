@@ -48,6 +48,7 @@ from torch import Tensor
 
 from ..core.generation_config import CALL_KEYS, options_from, with_defaults
 from ..core.outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
+from ..config import suggest
 from ..errors import InvalidInputError
 from .options import GenerationSettings, encoder_states, settings
 from .processors import LogitsProcessors
@@ -157,8 +158,10 @@ def generate(
         generated tokens, then padding after EOS. Rows of one input are consecutive.
     """
     if unsupported:
-        raise TypeError(f"generate: option(s) {', '.join(sorted(unsupported))} not supported (transformers "
-                        f"has them, t5electra does not implement them); generate's arguments: {', '.join(ARGUMENTS)}")
+        hints = "".join(suggest(k, ARGUMENTS) for k in sorted(unsupported))
+        raise TypeError(f"generate: option(s) {', '.join(sorted(unsupported))} not supported{hints} (a transformers "
+                        f"option t5electra does not implement, or a misspelling); generate's arguments: "
+                        f"{', '.join(ARGUMENTS)}")
     args = locals()
     options = {name: args[name] for name in OPTIONS}
     if generation_config is not None:

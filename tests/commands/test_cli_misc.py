@@ -174,6 +174,19 @@ def test_evaluate_errors_are_one_line(t5_dir, task_dir, tmp_path, capsys):
 
 
 # -- generate --------------------------------------------------------------------------------
+def test_out_writes_through_links_and_devices(t5_dir, tmp_path, capsys):
+    """`--out /dev/stdout` replaced the system's /dev/stdout link with a file (as root); a symlink was
+    replaced by a file. They are written through now; `--out -` is standard output."""
+    target = tmp_path / "real.jsonl"
+    target.write_text("")
+    (tmp_path / "link.jsonl").symlink_to(target)
+    assert main(["generate", str(t5_dir), "a text", "--max-new-tokens", "2", "--out", str(tmp_path / "link.jsonl")]) == 0
+    assert (tmp_path / "link.jsonl").is_symlink() and json.loads(target.read_text().splitlines()[0])["input"] == "a text"
+    capsys.readouterr()
+    assert main(["generate", str(t5_dir), "a text", "--max-new-tokens", "2", "--out", "-"]) == 0
+    assert '"input": "a text"' in capsys.readouterr().out and not (tmp_path / "-").exists()
+
+
 def test_generate_from_args_file_and_stdin(t5_dir, tmp_path, capsys, monkeypatch):
     texts = ["translate English to German: a house", "summarize: the cat sat on the mat", "a"]
     model = T5ForConditionalGeneration.from_pretrained(t5_dir)

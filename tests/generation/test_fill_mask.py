@@ -279,6 +279,14 @@ def test_pipeline_and_example_on_a_pretrained_pair(tokenizer, tmp_path, capsys, 
     text, edits = pipe.correct("the cat sat on the mat.", threshold=0.5)
     assert len(tokenizer.encode(text)) == len(tokenizer.encode("the cat sat on the mat."))
     assert all(e.prob > 0.5 and e.old != e.new for e in edits)
+    # lists: one answer per text (a list was read as a text pair: 'a. b.'); special tokens never fill
+    assert pipe.fill_mask(["the cat sat on the [MASK].", "the [MASK] sat."]) == [
+        filled, pipe.fill_mask("the [MASK] sat.")]
+    assert pipe.correct(["the cat sat on the mat.", "a dog."], threshold=0.5)[0] == (text, edits)
+    samples = pipe.fill_mask("the [MASK] sat.", do_sample=True, num_return_sequences=200, temperature=5.0,
+                             generator=torch.Generator().manual_seed(0))
+    words = {s.split()[1] for s in samples}
+    assert len(words) > 5 and not words & {"[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"}
 
     out = run_example("detect_and_correct.py", [str(tmp_path), "the cat sat on the mat."], capsys, monkeypatch)
     assert "P(replaced) per token:" in out and "corrected:" in out

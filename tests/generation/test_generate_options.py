@@ -268,3 +268,15 @@ def test_invalid_new_options_raise_clear_errors(models, kw, match):
     ids, mask = padded_batch(0)
     with pytest.raises((InvalidInputError, ConfigError), match=match):
         generate(models["v1.0", 0][0], ids, mask, **kw)
+
+
+def test_a_misspelt_option_and_another_models_encoder_output_are_named(models):
+    """`max_new_token=5` said transformers has such an option; an encoder output of another hidden size
+    was a raw "mat1 and mat2 shapes cannot be multiplied"."""
+    ours, _ = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    with pytest.raises(TypeError, match=r"max_new_token not supported \(did you mean 'max_new_tokens'\?\)"):
+        ours.generate(ids, mask, max_new_token=5)
+    wrong = torch.randn(ids.shape[0], ids.shape[1], ours.config.d_model + 3)
+    with pytest.raises(InvalidInputError, match=f"encoder_outputs has hidden size {ours.config.d_model + 3}"):
+        ours.generate(attention_mask=mask, encoder_outputs=wrong)

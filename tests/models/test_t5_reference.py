@@ -180,6 +180,15 @@ def test_generation_config_json_gives_generate_its_defaults_as_in_transformers(t
     assert (back.generation_config.max_length, back.generation_config.num_beams) == (7, 2)
     with pytest.raises(ConfigError, match="no option 'num_beam'"):
         loaded.generation_config.num_beam = 3
+    # a config set on our own model: the file carries the token ids transformers reads from it alone
+    # (it held only num_beams, and transformers' generate failed: "decoder_start_token_id ... defined")
+    fresh = T5ForConditionalGeneration.from_pretrained(tmp_path / "src")
+    fresh.generation_config.num_beams = 3
+    fresh.save_pretrained(tmp_path / "fresh")
+    again = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "fresh").eval()
+    with torch.no_grad():
+        assert torch.equal(again.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4),
+                           fresh.generate(ids, mask, max_new_tokens=4))
 
 
 def test_from_pretrained_takes_transformers_loading_options(pair, tmp_path):
