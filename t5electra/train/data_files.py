@@ -10,8 +10,9 @@ directory, nor hidden files); resuming compares them with the files now and refu
 file, unless ``checkpoint.allow_data_change=true`` says the change is meant.
 
 A fingerprint is the size and a SHA-256: of the whole file up to 64 MiB (~0.1 s), of its first
-and last 4 MiB and 16 evenly spaced 64 KiB blocks above (a corpus of many GB is not read again at
-each start; an edit that keeps the size and misses every block goes unseen there).
+and last 4 MiB and 16 evenly spaced 64 KiB blocks above; with many files each gets a share of
+512 MiB (at least 256 KiB), so a corpus of many GB is not read again at each start (an edit that
+keeps a file's size and misses every block read goes unseen there).
 """
 
 from __future__ import annotations
@@ -30,25 +31,29 @@ FULL_HASH_BYTES = 64 << 20
 EDGE_BYTES = 4 << 20
 BLOCK_BYTES = 64 << 10
 BLOCKS = 16
+TOTAL_BYTES = 512 << 20  # read per start across all files (~1 s); each file's share, within:
+MIN_BYTES = 256 << 10
 MAX_FILES = 10_000  # a directory with more is fingerprinted by its first files in sorted order
 
 
-def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """``{"size", "sha256"}`` (with ``"sampled": True`` above FULL_HASH_BYTES: module doc)."""
-    path = Path(path)
+def file_fingerprint(path: str | os.PathLike, budget: int | None = None) -> dict[str, Any]:
+    """``{"size", "sha256"}``: of the whole file up to ``budget`` bytes, else (``"sampled": True``) of
+    its two ends and BLOCKS blocks between them, about ``budget`` bytes in all (module doc)."""
+    path, budget = Path(path), FULL_HASH_BYTES if budget is None else budget
     size = path.stat().st_size
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        if size <= FULL_HASH_BYTES:
+        if size <= budget:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
             return {"size": size, "sha256": h.hexdigest()}
-        h.update(f.read(EDGE_BYTES))
+        edge, block = min(EDGE_BYTES, budget // 4), min(BLOCK_BYTES, budget // (2 * BLOCKS))
+        h.update(f.read(edge))
         for i in range(BLOCKS):
-            f.seek(EDGE_BYTES + (size - 2 * EDGE_BYTES - BLOCK_BYTES) * i // max(BLOCKS - 1, 1))
-            h.update(f.read(BLOCK_BYTES))
-        f.seek(size - EDGE_BYTES)
-        h.update(f.read(EDGE_BYTES))
+            f.seek(edge + (size - 2 * edge - block) * i // max(BLOCKS - 1, 1))
+            h.update(f.read(block))
+        f.seek(size - edge)
+        h.update(f.read(edge))
     return {"size": size, "sha256": h.hexdigest(), "sampled": True}
 
 
@@ -81,14 +86,16 @@ def data_fingerprint(inputs: Mapping[str, Any], skip: str | os.PathLike | None =
     """``{absolute path: file_fingerprint}`` of every file behind ``inputs`` (``{"data.train_files":
     [paths], "data.task_dir": dir, ...}``; None and empty entries are skipped; ``skip``: a directory
     whose files are not data, the run's own)."""
-    out: dict[str, dict[str, Any]] = {}
+    files: dict[str, Path] = {}
     for key, value in inputs.items():
         for entry in value if isinstance(value, (list, tuple)) else [value]:
             if entry:
                 for f in _files(str(entry), key == "data.task_dir", Path(skip) if skip else None,
                                 corpus=key in CORPUS_KEYS):
-                    out.setdefault(str(f.resolve()), file_fingerprint(f))
-    return out
+                    files.setdefault(str(f.resolve()), f)
+    # a corpus of many files is read about TOTAL_BYTES in all at each start, not in full
+    budget = max(MIN_BYTES, min(FULL_HASH_BYTES, TOTAL_BYTES // max(len(files), 1)))
+    return {k: file_fingerprint(f, budget) for k, f in files.items()}
 
 
 def changed_files(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

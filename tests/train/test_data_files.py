@@ -59,3 +59,13 @@ def test_a_task_dir_counts_its_split_files_only(tmp_path):
     # a directory given as training files is read whole (a corpus, shards), but not the run inside it
     corpus = {"data.train_files": [str(d)]}
     assert not any("/run/" in p for p in D.run_data_fingerprint(corpus, run_dir=d / "run"))
+
+
+def test_many_files_share_one_reading_budget(tmp_path, monkeypatch):
+    """A corpus of many files was hashed in full at every start (all of it, up to 64 MiB a file)."""
+    monkeypatch.setattr(D, "TOTAL_BYTES", 40_000)
+    monkeypatch.setattr(D, "MIN_BYTES", 1_000)
+    for i in range(10):
+        (tmp_path / f"part{i}.txt").write_text("x" * 10_000)
+    fps = D.data_fingerprint({"data.train_files": [str(tmp_path)]})
+    assert len(fps) == 10 and all(fp["sampled"] for fp in fps.values())  # 4,000 bytes each, not 10,000
