@@ -39,13 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_inputs(args: argparse.Namespace) -> list[str]:
+    if args.texts and args.file:  # (the file was ignored without a word)
+        from ..errors import ConfigError
+
+        raise ConfigError("give the texts as arguments or with --file, not both")
     if args.texts:
         return list(args.texts)
     if args.file:
         from ..errors import DataError
 
         try:
-            with open(args.file, encoding="utf-8") as fh:
+            with open(args.file, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first input
                 lines = fh.read().splitlines()
         except FileNotFoundError:
             raise DataError(f"--file {args.file!r} does not exist") from None

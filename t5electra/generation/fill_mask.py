@@ -238,6 +238,8 @@ def detect_replaced_tokens(discriminator, tokenizer, text: str | list[str]):
     of the text (one outside the vocabulary), and dropping it would hide them from the result.
     """
     texts = [text] if isinstance(text, str) else list(text)
+    if not texts:
+        return []
     enc = encode_texts(tokenizer, texts, discriminator.device)
     probs = _replaced_probs(discriminator, **enc)                          # (B, T)
     special = _special_ids(tokenizer) - {tokenizer.unk_token_id}
@@ -275,6 +277,8 @@ def correct(discriminator, generator, tokenizer, text: str, threshold: float = 0
     """
     if not 0.0 < threshold < 1.0:
         raise InvalidInputError(f"correct(): threshold must be in (0, 1), got {threshold}")
+    if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
+        raise InvalidInputError(f"correct(): max_iters must be an integer >= 1, got {max_iters!r}")
     mask_id = tokenizer.mask_token_id          # MissingTokenError when the vocabulary has no [MASK]
     enc = encode_texts(tokenizer, [text], discriminator.device)
     ids = enc["input_ids"]                                               # (1, T)

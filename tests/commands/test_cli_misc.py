@@ -185,6 +185,11 @@ def test_out_writes_through_links_and_devices(t5_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", str(t5_dir), "a text", "--max-new-tokens", "2", "--out", "-"]) == 0
     assert '"input": "a text"' in capsys.readouterr().out and not (tmp_path / "-").exists()
+    (tmp_path / "in.txt").write_bytes(b"\xef\xbb\xbfa text\n")  # a BOM stayed in the first input
+    assert main(["generate", str(t5_dir), "--file", str(tmp_path / "in.txt"), "--max-new-tokens", "2"]) == 0
+    assert '"input": "a text"' in capsys.readouterr().out
+    assert main(["generate", str(t5_dir), "x", "--file", str(tmp_path / "in.txt")]) == 1  # the file was ignored
+    assert "not both" in capsys.readouterr().err
 
 
 def test_generate_from_args_file_and_stdin(t5_dir, tmp_path, capsys, monkeypatch):

@@ -286,6 +286,9 @@ def test_pipeline_and_example_on_a_pretrained_pair(tokenizer, tmp_path, capsys, 
     samples = pipe.fill_mask("the [MASK] sat.", do_sample=True, num_return_sequences=200, temperature=5.0,
                              generator=torch.Generator().manual_seed(0))
     words = {s.split()[1] for s in samples}
+    assert pipe.detect([]) == []  # (was "input_ids must be (batch, seq_len)")
+    with pytest.raises(InvalidInputError, match="max_iters must be an integer >= 1"):
+        pipe.correct("a b", max_iters=-1)
     assert len(words) > 5 and not words & {"[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"}
 
     out = run_example("detect_and_correct.py", [str(tmp_path), "the cat sat on the mat."], capsys, monkeypatch)
