@@ -15,6 +15,10 @@ class ConfigError(T5ElectraError, ValueError):
     """A configuration value or key is invalid (names the key, the value and the source)."""
 
 
+class OtherDataError(ConfigError):
+    """A data cursor saved on other data (other token shards: the corpus or the tokenizer changed)."""
+
+
 class ModelTypeError(ConfigError):
     """A checkpoint of one model family was given to a class of another (e.g. T5 into ELECTRA)."""
 

@@ -88,7 +88,7 @@ def output_file(path: str, flag: str = "--out") -> Path | None:
         return None
     if p.is_dir():
         raise ConfigError(f"{flag} {path!r} is a directory, expected a file name")
-    if p.is_symlink() or (p.exists() and not p.is_file()):  # a device, a pipe, a link: written through, not replaced
+    if _written_through(p):
         return p
     parent = p.parent
     if not parent.is_dir():
@@ -101,11 +101,16 @@ def output_file(path: str, flag: str = "--out") -> Path | None:
     return p
 
 
+def _written_through(path: Path) -> bool:
+    """A link, a device or a pipe: written through, never replaced by a rename."""
+    return path.is_symlink() or (path.exists() and not path.is_file())
+
+
 def write_atomic(path: Path, text: str, flag: str = "--out") -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half a file. A path that
     is a link, a device or a pipe (``/dev/stdout``, ``-``) is written through instead: replacing it
     would delete it (as root, ``--out /dev/stdout`` replaced the system's link with a file)."""
-    if path.is_symlink() or (path.exists() and not path.is_file()):
+    if _written_through(path):
         try:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import fsync_dir, write_text_atomic
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OtherDataError
 from ..machine import die_with_parent
 from .packages import _locked, cache_root
 from .sources import Corpus
@@ -693,7 +693,7 @@ class PackedDataset(torch.utils.data.IterableDataset):
         diff = [f"{k}: saved {saved.get(k)!r}, now {mine[k]!r}" for k in mine
                 if saved.get(k) != mine[k] and k not in ("rank", "world_size")]
         if diff:
-            raise ConfigError("the data cursor belongs to a different dataset; " + "; ".join(diff))
+            raise OtherDataError("the data cursor belongs to a different dataset; " + "; ".join(diff))
         rows = [int(x) for x in rows]
         saved_ws = int(saved.get("world_size", self.world_size))
         if saved_ws != self.world_size:

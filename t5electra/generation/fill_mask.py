@@ -294,7 +294,7 @@ def correct(discriminator, generator, tokenizer, text: str, threshold: float = 0
         filled = fill_mask_generate(generator, masked.to(generator.device), do_sample=do_sample,
                                     generator=torch_generator, attention_mask=enc["attention_mask"],
                                     token_type_ids=enc.get("token_type_ids"), mask_token_id=mask_id,
-                                    bad_token_ids=sorted(_special_ids(tokenizer))).to(ids.device)
+                                    bad_token_ids=special.tolist()).to(ids.device)
         changed = (filled != ids) & flagged
         if not changed.any():
             break

@@ -76,9 +76,10 @@ def run_data(model_dir: Path) -> dict[str, Any] | None:
     working directory the run recorded; None outside a run."""
     for run in (model_dir, model_dir.parent, model_dir.parent.parent):
         if (run / "config.yaml").is_file() and (run / "metrics.jsonl").exists():
-            config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+            text = (run / "config.yaml").read_text(encoding="utf-8")
+            config = yaml.safe_load(text) or {}
             data = config.get("data") if isinstance(config.get("data"), dict) else None
-            workdir = saved_workdir(run / "config.yaml")
+            workdir = saved_workdir(text)
             if data is None or workdir is None:  # (a run written before the working directory was recorded)
                 return data
             return {**data, "task_dir": _under(workdir, data.get("task_dir")),

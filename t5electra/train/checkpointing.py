@@ -55,7 +55,8 @@ from torch import nn
 from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
-from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError, WeightsMismatchError
+from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, TrainingError,
+                      WeightsMismatchError)
 from .config import RESUME_SAFE, diff_configs, format_diff, run_inputs
 from .data_files import changed_files, run_data_fingerprint
 from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
@@ -706,8 +707,8 @@ def load_data_cursor(loader, state: dict[str, Any], allow_data_change: bool = Fa
     dropped with a warning, and the new data is read from its beginning in the seeded order."""
     try:
         loader.dataset.load_state_dict(state)
-    except ConfigError as e:
-        if not (allow_data_change and "different dataset" in str(e)):
+    except OtherDataError as e:
+        if not allow_data_change:
             raise
         warnings.warn(f"{e}: checkpoint.allow_data_change=true, so the changed data is read from its start "
                       f"(the model, optimizer and schedule continue)", stacklevel=2)

@@ -414,9 +414,9 @@ def _below(value: Any, bound: Any) -> bool:
 WORKDIR_COMMENT = "# working directory: {} (relative paths below start there)\n"
 
 
-def saved_workdir(config_yaml: str | os.PathLike) -> Path | None:
-    """The working directory a run's ``config.yaml`` was written from (None: not recorded)."""
-    first = Path(config_yaml).read_text(encoding="utf-8").split("\n", 1)[0]
+def saved_workdir(config_text: str) -> Path | None:
+    """The working directory a run's ``config.yaml`` (its text) was written from (None: not recorded)."""
+    first = config_text.split("\n", 1)[0]
     m = re.fullmatch(r"# working directory: (.*) \(relative paths below start there\)", first)
     return Path(m.group(1)) if m else None
 
