@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run (docs/performance.md, "On a GPU"): parity with transformers, cached vs
 # uncached decoding and bf16 training steps (benchmarks/device_check.py), the single-process recipe
-# tests trained on the GPU (learning, exact resume), and the benchmark's quick plan on the GPU.
+# tests trained on the GPU (learning, exact resume), torchrun DDP/FSDP through the CLI on NCCL
+# (benchmarks/dist_check.py), and the benchmark's quick plan on the GPU.
 #   bash scripts/device_check.sh OUT_DIR            (python3 with torch+CUDA and transformers on PATH)
 # Each stage has its own time limit, and writes its log under OUT_DIR before the next starts.
 set -uo pipefail
@@ -13,6 +14,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 $py -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
       'cuda', torch.version.cuda, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 timeout 240 $py -m benchmarks.device_check --device cuda --out "$out" 2>&1 | tee "$out/device_check.log"
+# torchrun through the CLI on NCCL: DDP / FSDP pretraining equal one process, a sharded checkpoint resumes
+timeout 150 $py -m benchmarks.dist_check --device cuda --nproc 1 --out "$out" 2>&1 | tee "$out/dist_check.log"
 # the recipe tests on the GPU (tests/train_device.py); the ones that fetch packages or test only
 # argument checking stay on CPU machines
 T5ELECTRA_TEST_DEVICE=cuda timeout 180 $py -m pytest -q -p no:cacheprovider -n 4 \

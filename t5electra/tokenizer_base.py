@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tokenizers
 import torch
 from tokenizers import AddedToken, Tokenizer
 
@@ -24,6 +25,10 @@ LARGE_INTEGER = int(1e20)
 
 PADDING = ("longest", "max_length", "do_not_pad")
 TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
+# tokenizers 0.23.1 and 0.23.2 stop tokenizing a truncated text at max_length tokens, so the windows
+# of return_overflowing_tokens cover only the start of a long text (huggingface/tokenizers#2091; 0.23.3
+# windows the whole text again). A QA context would lose its answer silently: such calls are refused.
+OVERFLOW_BROKEN_VERSIONS = ("0.23.1", "0.23.2")
 # Named special tokens, in the order transformers registers them (SPECIAL_TOKENS_ATTRIBUTES).
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -334,6 +339,11 @@ class _TokenizerBase:
         if not all(isinstance(t, (str, list, tuple)) for t in inputs):
             raise InvalidInputError(f"text must be a str or a list of str, got {type(text).__name__}")
 
+        if (return_overflowing_tokens and truncation != "do_not_truncate"
+                and tokenizers.__version__ in OVERFLOW_BROKEN_VERSIONS):
+            raise ConfigError(f"tokenizers {tokenizers.__version__} drops the overflowing windows of long texts "
+                              "(huggingface/tokenizers#2091): install another version, "
+                              "pip install 'tokenizers>=0.23.3'")
         with self._lock, self._backend_settings(padding, truncation, max_length, stride, pad_to_multiple_of,
                                                 padding_side):
             try:

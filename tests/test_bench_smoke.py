@@ -186,3 +186,22 @@ def test_device_check_runs_every_section_and_records_it(tmp_path):
         device_check.Checker = Boom.__mro__[1]
     sections = json.loads((tmp_path / "b" / "device_check.json").read_text())["sections"]
     assert rc == 1 and "planted" in sections["gradients"]["error"] and sections["parity_fp32"]["ok"]
+
+
+def test_dist_check_compares_torchrun_runs_with_one_process(tmp_path):
+    """benchmarks/dist_check.py (NCCL on a GPU machine) on two gloo processes: torchrun DDP and FSDP
+    through the CLI log one process's losses, the sharded checkpoint resumes in one process; a failed
+    or diverging run is reported as a failure, not as a pass."""
+    from benchmarks import dist_check
+
+    assert dist_check.main(["--device", "cpu", "--nproc", "2", "--out", str(tmp_path),
+                            "--objectives", "t5-span-corruption"]) == 0
+    checks = json.loads((tmp_path / "dist_check.json").read_text())["checks"]["t5-span-corruption"]["checks"]
+    assert set(checks) == {"ddp", "fsdp", "fsdp->1", "learns"} and all(c["ok"] for c in checks.values())
+    assert checks["fsdp"]["max_abs_diff"] <= dist_check.TOL
+    # a run that failed, or lost a step, is a failure of the check
+    ref = {"rc": 0, "rows": {s: {"loss": 1.0} for s in (1, 2)}}
+    assert not dist_check.compare({"rc": 1, "rows": {}}, ref, range(1, 3), ("loss",))["ok"]
+    assert not dist_check.compare({"rc": 0, "rows": {1: {"loss": 1.0}}}, ref, range(1, 3), ("loss",))["ok"]
+    assert not dist_check.compare({"rc": 0, "rows": {1: {"loss": 1.0}, 2: {"loss": 1.1}}}, ref, range(1, 3),
+                                  ("loss",))["ok"]

@@ -13,6 +13,7 @@ import sentencepiece as spm
 import torch
 import transformers
 
+from t5electra import tokenizer_base
 from t5electra.cli import main as cli_main
 from t5electra.errors import CheckpointNotFoundError, ConfigError, InvalidInputError, MissingTokenError
 from t5electra.tokenizers import BatchEncoding, ElectraTokenizer, T5Tokenizer
@@ -451,6 +452,26 @@ def test_bad_call_arguments(minilm):
         tok(["what " * 300], ["context word " * 400], truncation="only_second", max_length=384, stride=128,
             return_overflowing_tokens=True, padding="max_length")
     assert tok("a b c")["input_ids"]  # the tokenizer still works after the panic
+
+
+def test_overflow_windows_cover_the_whole_text(minilm, monkeypatch):
+    """QA windows must reach the end of a long context (tokenizers 0.23.1-2 stopped after the first
+    window or two: huggingface/tokenizers#2091); those versions are refused by name, not used."""
+    tok, theirs = minilm
+    context = " ".join(f"word{i}" for i in range(200))
+    enc = tok(["which word"], [context], truncation="only_second", max_length=32, stride=8,
+              return_overflowing_tokens=True, return_offsets_mapping=True)
+    assert enc["input_ids"] == theirs(["which word"], [context], truncation="only_second", max_length=32,
+                                      stride=8, return_overflowing_tokens=True)["input_ids"]
+    assert len(enc["input_ids"]) > 5 and all(len(ids) <= 32 for ids in enc["input_ids"])
+    ends = [max(o[1] for o, s in zip(enc["offset_mapping"][r], enc.sequence_ids(r)) if s == 1)
+            for r in range(len(enc["input_ids"]))]
+    assert ends == sorted(ends) and ends[-1] == len(context)  # the last window ends where the text ends
+    monkeypatch.setattr(tokenizer_base.tokenizers, "__version__", "0.23.2")
+    with pytest.raises(ConfigError, match=r"tokenizers 0.23.2 .*tokenizers>=0.23.3"):
+        tok(["which word"], [context], truncation="only_second", max_length=32, stride=8,
+            return_overflowing_tokens=True)
+    assert tok(["which word"], [context], truncation="only_second", max_length=32)["input_ids"]  # no windows
 
 
 def test_cli_trains_both_kinds(corpus, tmp_path, capsys):
