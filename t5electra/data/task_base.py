@@ -78,12 +78,22 @@ class Task:
     def postprocess(self, text: str) -> Any:
         return self.postprocessor(text)
 
+    def labelled(self, ex: Example) -> bool:
+        """Whether the example has a reference to score against (GLUE's test files have none)."""
+        return not unlabelled(self.target_fn(ex))
+
     def evaluate(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """Score generated texts against the raw (or preprocessed) examples they answer."""
+        """Score generated texts against the raw (or preprocessed) examples they answer; examples
+        without a reference are left out ({} when none has one)."""
         if len(predictions) != len(examples):
             raise InvalidInputError(f"task {self.name!r}: {len(predictions)} predictions for {len(examples)} examples")
-        preds = [self.postprocessor(p) for p in predictions]
-        targets = [self.target_fn(ex) for ex in examples]
+        # An unlabelled class is -1 and so is an invalid answer (INVALID_LABEL): scored together, any
+        # garbage "matched" an unlabelled test file (accuracy 100) and F1 saw a class -1.
+        pairs = [(t, self.postprocessor(p)) for t, p in zip(map(self.target_fn, examples), predictions)
+                 if not unlabelled(t)]
+        if not pairs:
+            return {}
+        targets, preds = [t for t, _ in pairs], [p for _, p in pairs]
         out: dict[str, float] = {}
         for fn in self.metrics:
             out.update(fn(targets, preds))
@@ -152,6 +162,14 @@ def label_id(value: Any, labels: Sequence[str]) -> int:
     return idx
 
 
+def unlabelled(value: Any) -> bool:
+    """The mark of an example without a reference (GLUE's test files): None, class id -1 or a NaN
+    score (a regression's -1.0 is a score like any other)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, int) and value == -1)
+
+
 def string_label_to_id(text: str, labels: Sequence[str]) -> int:
     """T5's ``string_label_to_class_id``: the index of the generated label, else INVALID_LABEL."""
     text = text.strip()
@@ -168,7 +186,10 @@ def string_to_float(text: str) -> float:
 
 
 def round_to_fifth(value: float) -> str:
-    """STS-B target text: the score rounded to the nearest 0.2 (half to even, as ``tf.round``)."""
+    """STS-B target text: the score rounded to the nearest 0.2 (half to even, as ``tf.round``);
+    an unlabelled (NaN) score has no target text ("<unk>", as an unlabelled class)."""
+    if math.isnan(float(value)):
+        return "<unk>"
     return f"{round(float(value) * 5) / 5:.1f}"
 
 

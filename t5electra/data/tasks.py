@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -244,8 +245,10 @@ GLUE: dict[str, GlueSpec] = {
     "stsb": GlueSpec("STS-B", {"sentence1": "sentence1", "sentence2": "sentence2"}, "score", (),
                      (M.pearson, M.spearman), ("sentence1", "sentence2")),
     "mnli": GlueSpec("MNLI", _MNLI_COLS, "gold_label", _MNLI_LABELS, _ACC, ("premise", "hypothesis"),
-                     {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
-                      "validation_mismatched": "dev_mismatched.tsv", "test_matched": "test_matched.tsv",
+                     # validation/test: the matched sets (MNLI-m, what model selection reads);
+                     # fine-tuning scores the mismatched ones too at its end
+                     {"train": "train.tsv", "validation": "dev_matched.tsv",
+                      "validation_mismatched": "dev_mismatched.tsv", "test": "test_matched.tsv",
                       "test_mismatched": "test_mismatched.tsv"}),
     "mnli_matched": GlueSpec("MNLI", _MNLI_COLS, "gold_label", _MNLI_LABELS, _ACC, ("premise", "hypothesis"),
                              {"validation": "dev_matched.tsv", "test": "test_matched.tsv"}, prefix="mnli"),
@@ -261,7 +264,7 @@ GLUE: dict[str, GlueSpec] = {
 
 
 def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
-    """Rows of a GLUE TSV as ``{feature: text, ..., "label": id or score (-1 if absent), "idx": n}``.
+    """Rows of a GLUE TSV as ``{feature: text, ..., "label": id or score (-1 / NaN if absent), "idx": n}``.
 
     CoLA's train/dev files have no header (columns: source, label, original label, sentence);
     every other file has one. Rows with missing fields (QQP has a few) are skipped with a warning.
@@ -287,7 +290,7 @@ def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
                 skipped += 1
                 continue
             if not spec.labels:
-                ex["label"] = float(raw) if raw not in (None, "") else -1.0
+                ex["label"] = float(raw) if raw not in (None, "") else math.nan  # unlabelled: not -1.0, a score
             else:
                 try:
                     ex["label"] = label_id(raw, spec.labels)

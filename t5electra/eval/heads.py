@@ -17,6 +17,7 @@ import torch
 
 from .. import metrics as M
 from ..data.heads import MODEL_INPUTS, TaskData, collate
+from ..data.task_base import unlabelled
 from ..train.loop import autocast
 
 
@@ -35,7 +36,8 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
     for i in range(0, len(features), batch_size):
         chunk = features[i:i + batch_size] if order is None else [features[j] for j in order[i:i + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_token_id).items()}
-        has_labels = "labels" not in batch or bool((batch["labels"] != -1).any())
+        labels = batch.get("labels")  # unlabelled: class -1, score NaN (data/task_base.unlabelled)
+        has_labels = labels is None or bool((~labels.isnan() if labels.is_floating_point() else labels != -1).any())
         if not has_labels:  # unlabelled test split (GLUE): no loss
             batch.pop("labels")
         with autocast(precision, device):
@@ -96,7 +98,7 @@ def score(data: TaskData, examples: list[dict[str, Any]], features: list[dict[st
         targets = [[t for t, _ in s] for s in sentences]
         predictions = [[g for _, g in s] for s in sentences]
     else:
-        labelled = [(ex["label"], p) for ex, p in zip(examples, preds) if ex["label"] not in (-1, -1.0, None)]
+        labelled = [(ex["label"], p) for ex, p in zip(examples, preds) if not unlabelled(ex["label"])]
         targets, predictions = [t for t, _ in labelled], [p for _, p in labelled]
     if not targets or (data.head == "token_classification" and not any(targets)):
         return out

@@ -31,6 +31,7 @@ import yaml
 from ..data.file_tasks import FILE_TASKS
 from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
+from ..data.task_base import unlabelled
 from ..data.tasks import Task
 from ..errors import CheckpointNotFoundError, ConfigError, DataError
 from ..eval.heads import predict, score
@@ -120,6 +121,8 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev).optimize_for_inference(weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         examples = {t.name: _examples(t, split, max_examples) for t in tasks}
+        if predictions_file is None and not any(t.labelled(ex) for t in tasks for ex in examples[t.name]):
+            raise DataError(_no_labels(data["task"] or tasks[0].name, split, t5=True))
         kw = dict(batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, num_beams=num_beams)
         if predictions_file is not None:
             metrics = _score_and_write(model, tokenizer, tasks, examples, Path(predictions_file), **kw)
@@ -162,6 +165,11 @@ def _examples(task: Task, split: str, max_examples: int | None) -> list[Example]
     if not rows:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
     return rows
+
+
+def _no_labels(task: str, split: str, t5: bool) -> str:
+    return (f"task {task!r}: the {split!r} split has no labels (GLUE's test files have none): score "
+            f"--split validation" + (", or write the model's answers with --predictions FILE" if t5 else ""))
 
 
 def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dict[str, float]:
@@ -226,6 +234,8 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
     data = dataclasses.replace(data, splits={split: spread_subset(data.splits[split], max_examples)})
     if not data.splits[split]:
         raise DataError(f"task {name!r}: the {split!r} split is empty")
+    if head in ("classification", "regression") and all(unlabelled(ex["label"]) for ex in data.splits[split]):
+        raise DataError(_no_labels(name, split, t5=False))
     model = arch.cls.from_pretrained(model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
     features = encode(data, split, tokenizer, max_length)

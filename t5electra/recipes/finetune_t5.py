@@ -310,11 +310,15 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,
               max_new_tokens=batcher.target_length)
     results: dict[str, Any] = {"best_checkpoint": best, "num_examples": {}, "majority_baseline": {}, "tfidf_baseline": {}}
-    for split in ("validation", "test"):
+    for split in scored_splits(tasks):
         examples = split_examples(tasks, split)
-        if not examples:
+        examples = {t.name: [ex for ex in examples.get(t.name, ()) if t.labelled(ex)] for t in tasks}
+        if not any(examples.values()):  # absent, or unlabelled (GLUE's test files): nothing to score
+            if split in tasks[0].splits:
+                results.setdefault("unlabelled_splits", []).append(split)
             continue
-        results[split] = score_tasks(model, tokenizer, tasks, examples, **kw)
+        scored = [t for t in tasks if examples[t.name]]
+        results[split] = score_tasks(model, tokenizer, scored, {t.name: examples[t.name] for t in scored}, **kw)
         results["num_examples"][split] = sum(len(v) for v in examples.values())
         if len(tasks) == 1 and tasks[0].head.kind == "classification":
             results["majority_baseline"][split] = majority_baseline(tasks[0], examples[tasks[0].name])
@@ -323,6 +327,12 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
             {s: list(tasks[0].head_examples(s)) for s in ("train", "validation", "test") if s in tasks[0].splits})
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
+
+
+def scored_splits(tasks) -> list[str]:
+    """validation and test, then the other held-out splits every task has (MNLI's mismatched sets)."""
+    extra = [s for s in tasks[0].splits if s.startswith(("validation_", "test_")) and all(s in t.splits for t in tasks)]
+    return ["validation", "test", *extra]
 
 
 def majority_baseline(task, examples: list[Example]) -> dict[str, float]:

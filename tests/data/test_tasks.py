@@ -61,6 +61,7 @@ def glue_dir(tmp_path_factory):
     ("qqp", "train", "qqp question1: Why is the sky blue? question2: What makes the sky blue?", "duplicate"),
     ("stsb", "train", "stsb sentence1: A plane is taking off. sentence2: An air plane is taking off.", "3.4"),
     ("mnli", "train", "mnli hypothesis: A cat is sitting. premise: The cat sat.", "entailment"),
+    ("mnli", "validation", "mnli hypothesis: It was dry. premise: It rained.", "contradiction"),  # matched
     ("mnli", "validation_mismatched", "mnli hypothesis: He moved. premise: He ran.", "neutral"),
     ("mnli_matched", "validation", "mnli hypothesis: It was dry. premise: It rained.", "contradiction"),
     ("qnli", "train", "qnli question: When? sentence: In 1990.", "entailment"),
@@ -113,10 +114,32 @@ def test_invalid_labels_count_as_wrong(glue_dir):
     assert task.evaluate(["equivalent"], exs) == {"f1": 100.0, "accuracy": 100.0}
 
 
+def test_unlabelled_rows_are_not_scored(tmp_path):
+    """GLUE's test files have no label column: their rows are unlabelled (class -1, score NaN), and
+    an invalid answer is -1 too; scored together, garbage 'matched' (accuracy 100) and MRPC's F1 saw
+    classes {-1, 2}. Unlabelled rows are left out; a score of -1.0 is a score."""
+    _write(tmp_path / "SST-2/test.tsv", "index\tsentence\n0\ta fine film\n1\ta dull film\n")
+    _write(tmp_path / "SST-2/dev.tsv", "sentence\tlabel\nfine\t1\ndull\t0\n")
+    _write(tmp_path / "MRPC/test.tsv", "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t1\t2\tA b.\tA b c.\n")
+    _write(tmp_path / "STS-B/test.tsv", "index\tsentence1\tsentence2\n0\tA b.\tC d.\n")
+    sst2 = T.get_task("sst2", data_dir=tmp_path)
+    test = list(sst2.examples("test"))
+    assert [e["label"] for e in test] == [-1, -1] and not any(map(sst2.labelled, test))
+    assert sst2.evaluate(["xx", "yy"], test) == {} == sst2.evaluate(["positive", "negative"], test)
+    dev = list(sst2.examples("validation"))  # labelled and unlabelled together: only the labelled count
+    assert sst2.evaluate(["positive", "garbage", "negative"], [dev[0], test[0], dev[1]]) == {"accuracy": 100.0}
+    mrpc = T.get_task("mrpc", data_dir=tmp_path)
+    assert mrpc.evaluate(["garbage"], list(mrpc.examples("test"))) == {}  # was sklearn's "pos_label=1" ValueError
+    stsb = T.get_task("stsb", data_dir=tmp_path)
+    (row,) = stsb.examples("test")
+    assert math.isnan(row["label"]) and row["targets"] == "<unk>" and not stsb.labelled(row)
+    assert stsb.labelled({"label": -1.0}) and stsb.labelled({"label": 0.0})
+
+
 def test_glue_head_mapping(glue_dir):
     mnli = T.get_task("mnli", data_dir=glue_dir)
     assert mnli.head.labels == ("entailment", "neutral", "contradiction")
-    assert next(mnli.head_examples("validation_matched")) == \
+    assert next(mnli.head_examples("validation")) == \
         {"text": "It rained.", "text_pair": "It was dry.", "label": 2}  # premise first, as BERT/ELECTRA
     stsb = T.get_task("stsb", data_dir=glue_dir)
     assert stsb.head.kind == "regression" and next(stsb.head_examples("train"))["label"] == 3.38

@@ -281,3 +281,20 @@ def test_a_misspelt_eval_metric_stops_at_the_first_evaluation_after_saving_it(ro
     assert (run / "checkpoints" / "step-00000020").is_dir()
     assert main([*args, "--eval.metric=accuracy"]) == 0
     assert json.loads((run / "checkpoints" / "best").read_text())["metric"] == "accuracy"
+
+
+def test_regression_scores_of_minus_one_are_scored():
+    """-1 marks an unlabelled class; a regression label of -1.0 is a score (it was dropped from the
+    metrics: Pearson 99.6 instead of 2.3 on these rows). Unlabelled scores are NaN."""
+    from scipy.stats import pearsonr
+
+    from t5electra import metrics as M
+    from t5electra.data.heads import TaskData
+    from t5electra.eval.heads import score
+
+    labels, preds = [-1.0, -0.5, 0.0, 0.5, 1.0, -1.0], [0.9, -0.4, 0.1, 0.4, 0.9, 0.8]
+    rows = [{"text": "t", "text_pair": None, "label": v} for v in labels]
+    data = TaskData("regression", [], {"validation": rows}, (M.pearson, M.spearman))
+    assert score(data, rows, [{}] * 6, preds, None)["pearson"] == pytest.approx(100 * pearsonr(labels, preds)[0])
+    rows[0]["label"] = float("nan")
+    assert score(data, rows, [{}] * 6, preds, None)["pearson"] == pytest.approx(100 * pearsonr(labels[1:], preds[1:])[0])

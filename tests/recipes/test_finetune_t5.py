@@ -343,3 +343,37 @@ def test_length_grouped_batches_are_per_global_batch(task_dir, accum):
     for r in range(W):  # resume on either rank after any step: the same next micro-batches
         for done in (1, 2, 3):
             assert batches(B, accum, DistEnv(rank=r, world_size=W), seen=done * G, n=3) == ranks[r][done:done + 3]
+
+
+def test_glue_layout_unlabelled_test_and_mnli_mismatched(task_dir, tmp_path, capsys):
+    """GLUE's folders as distributed: test.tsv without labels is not scored (it 'scored' 100 % for any
+    answers, and MRPC's F1 crashed the run's end), evaluate says how to score or predict it; MNLI
+    validates on the matched dev set and also reports the mismatched one."""
+    glue = tmp_path / "glue"
+    rows = (task_dir / "train.tsv").read_text().splitlines()
+    (glue / "SST-2").mkdir(parents=True)
+    (glue / "SST-2" / "train.tsv").write_text("\n".join(rows[:101]) + "\n")
+    (glue / "SST-2" / "dev.tsv").write_text("\n".join(rows[:1] + rows[101:121]) + "\n")
+    (glue / "SST-2" / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{r.split(chr(9))[0]}\n"
+                                                                         for i, r in enumerate(rows[121:131])))
+    base = [a for a in _args(task_dir, None, 2) if not a.startswith(("--data.task", "--train.output_dir"))]
+    run = tmp_path / "sst2"
+    train(load_config(None, [*base, f"--train.output_dir={run}", "--data.task=sst2", f"--data.task_dir={glue}"]))
+    results = json.loads((run / "results.json").read_text())
+    assert "test" not in results and results["unlabelled_splits"] == ["test"] and "accuracy" in results["validation"]
+    with pytest.raises(Exception, match=r"'test' split has no labels.*--split validation.*--predictions"):
+        evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue))
+    out = evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue), predictions_file=tmp_path / "p.jsonl")
+    assert out["metrics"] == {} and len((tmp_path / "p.jsonl").read_text().splitlines()) == 10
+
+    header = "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    (glue / "MNLI").mkdir()
+    for name, n in (("train", 40), ("dev_matched", 6), ("dev_mismatched", 4)):
+        (glue / "MNLI" / f"{name}.tsv").write_text(header + "".join(
+            f"{i}\t1\t1\tg\tx\tx\tx\tx\tthe film {i}\tit was {'good' if i % 2 else 'bad'}\tx\t"
+            f"{'entailment' if i % 2 else 'contradiction'}\n" for i in range(n)))
+    run = tmp_path / "mnli"
+    train(load_config(None, [*base, f"--train.output_dir={run}", "--data.task=mnli", f"--data.task_dir={glue}"]))
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_examples"] == {"validation": 6, "validation_mismatched": 4}
+    assert "accuracy" in results["validation_mismatched"] and results["best_checkpoint"] is not None
