@@ -245,11 +245,18 @@ def _short_pieces(text: str, limit: int = SPM_MAX_BYTES) -> Iterator[str]:
 
 
 def _has_long_line(files: Sequence[Path]) -> bool:
+    """Whether a line is longer than SentencePiece reads; every file is checked to be UTF-8 on the
+    way (SentencePiece trained on a GBK file's bytes as '\ufffd' pieces without a word)."""
+    long = False
     for f in files:
         with open(f, "rb") as fh:
-            if any(len(line) > SPM_MAX_BYTES for line in fh):
-                return True
-    return False
+            for n, line in enumerate(fh, 1):
+                long = long or len(line) > SPM_MAX_BYTES
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InvalidInputError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start} of line {n})") from None
+    return long
 
 
 def _file_lines(files: Sequence[Path]) -> Iterator[str]:

@@ -263,6 +263,10 @@ def test_t5_train_from_iterator_and_bad_input(corpus, tmp_path):
         T5Tokenizer.train(iter(lines[:20]), 5000)
     with pytest.raises(InvalidInputError, match="nope.txt"):
         T5Tokenizer.train([tmp_path / "nope.txt"], 300)
+    # A GBK file: SentencePiece trained on its bytes as U+FFFD pieces without a word (ELECTRA refused it)
+    (tmp_path / "gbk.txt").write_bytes(("我爱北京天安门\n" * 50).encode("gbk"))
+    with pytest.raises(InvalidInputError, match=r"gbk.txt: not UTF-8 text .* of line 1"):
+        T5Tokenizer.train([tmp_path / "gbk.txt"], 20)
     # Texts passed as a list by mistake: a short error that says what to do, not the whole corpus.
     with pytest.raises(InvalidInputError, match=r"iter\(texts\)") as err:
         T5Tokenizer.train(lines + [" ".join(lines[:400])], 300)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     except T5ElectraError as e:
         print(f"t5electra config: error: {e}", file=sys.stderr)
         return 1
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 

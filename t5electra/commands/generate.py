@@ -49,14 +49,23 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
         from ..errors import DataError
 
         try:
-            with open(args.file, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first input
-                lines = fh.read().splitlines()
+            with open(args.file, "rb") as fh:
+                data, where = fh.read(), f"--file {args.file!r}"
         except FileNotFoundError:
             raise DataError(f"--file {args.file!r} does not exist") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"--file {args.file!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     else:
-        lines = sys.stdin.read().splitlines()
+        buffer = getattr(sys.stdin, "buffer", None)  # bytes: not Python's lenient decoding of a pipe
+        data = buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        where = "standard input"
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first input
+    except UnicodeDecodeError as e:
+        from ..errors import DataError
+
+        raise DataError(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # One input per line: "\n" (and "\r\n") only; str.splitlines also splits at U+2028, \x0c, \x85, ...
+    # that can sit inside a line of text, which misaligned the outputs with the file's lines.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     return [line for line in lines if line.strip()]
 
 

@@ -248,7 +248,7 @@ class RunConfig:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_text_atomic(path, WORKDIR_COMMENT.format(os.getcwd()) +
-                                 yaml.safe_dump(self.to_dict(), sort_keys=False))
+                                 yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "RunConfig":

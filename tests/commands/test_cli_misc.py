@@ -219,6 +219,19 @@ def test_generate_from_args_file_and_stdin(t5_dir, tmp_path, capsys, monkeypatch
     assert row["input"] == "a" and isinstance(row["output"], list) and len(row["output"]) == 3
 
 
+def test_generate_reads_lines_as_written_and_refuses_other_encodings(t5_dir, tmp_path, capsys, monkeypatch):
+    """One input per line of the file: U+2028, form feeds and NEL inside a line are text
+    (str.splitlines made 4 inputs of 2 lines); GBK on standard input is named, as with --file."""
+    f = tmp_path / "in.txt"
+    f.write_bytes("第一行\u2028同一行\r\n第二行\x0c续\x85尾\n".encode())
+    assert main(["generate", str(t5_dir), "--file", str(f), "--max-new-tokens", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.split("\n") if line]  # JSON lines end at \n
+    assert [r["input"] for r in rows] == ["第一行\u2028同一行", "第二行\x0c续\x85尾"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("我爱北京\n".encode("gbk"))))
+    assert main(["generate", str(t5_dir)]) == 1
+    assert "standard input is not UTF-8 text" in capsys.readouterr().err
+
+
 def test_generate_refuses_electra_and_empty_input(electra_tok, t5_dir, tmp_path, capsys, monkeypatch):
     ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).save_pretrained(tmp_path / "e")
     assert main(["generate", str(tmp_path / "e"), "hello"]) == 1

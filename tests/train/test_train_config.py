@@ -141,6 +141,11 @@ def test_cli_config_command(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     cfg = RunConfig.from_dict(printed)
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.max_steps) == (1e-3, 0.01, 7)
+    assert main(["config", "--data.text_columns=[评论]", "--data.label_column=情感"]) == 0
+    out = capsys.readouterr().out  # Chinese as written, not "\u8BC4\u8BBA" (RUN/config.yaml alike)
+    assert "- 评论" in out and "label_column: 情感" in out
+    RunConfig.from_dict(yaml.safe_load(out)).save_yaml(tmp_path / "c.yaml")
+    assert "- 评论" in (tmp_path / "c.yaml").read_text(encoding="utf-8")
     assert main(["config", "--optm.lr=1"]) == 1
     assert "unknown config section 'optm'" in capsys.readouterr().err
     assert main(["config", "--list"]) == 0
