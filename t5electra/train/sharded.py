@@ -23,7 +23,9 @@ model made before sharding (:func:`skeleton`), then scattered as a full state di
 from __future__ import annotations
 
 import copy
+import importlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.tensor import DTensor
 
 from ..core.atomic import write_text_atomic
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
 
 SHARDED_DIR = "sharded"  # the DCP files inside a checkpoint directory
 _SKELETON = "_t5electra_skeleton"  # attribute of a sharded model: its meta-device plain copy
@@ -97,11 +99,47 @@ def has_sharded_state(ckpt: str | Path) -> bool:
     return (Path(ckpt) / SHARDED_DIR / ".metadata").is_file()
 
 
+# What DCP's .metadata pickle is made of (torch 2.3-2.13): its own dataclasses and enums, paths,
+# torch.Size and dtypes. Anything else in the file is code to run, not metadata.
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
+                "torch.distributed.checkpoint.planner")
+_METADATA_GLOBALS = {("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+                     ("pathlib", "PureWindowsPath"), ("torch", "Size"), ("torch.serialization", "_get_layout"),
+                     ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        found = getattr(importlib.import_module(module), name, None) if module in _DCP_MODULES else None
+        if isinstance(found, type) or (module, name) in _METADATA_GLOBALS or (
+                module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.layout,
+                                                                                torch.memory_format))):
+            return super().find_class(module, name)
+        raise UnsafeCheckpointError(f"names {module}.{name}")
+
+
+def check_metadata(ckpt: str | Path) -> None:
+    """DCP reads ``sharded/.metadata`` with a plain ``pickle.load``, which runs whatever the file names
+    (a checkpoint from elsewhere could run code at ``convert`` or resume): read it first with an
+    unpickler that builds only DCP's metadata classes, the rule of ``torch.load(weights_only=True)``."""
+    path = Path(ckpt) / SHARDED_DIR / ".metadata"
+    try:
+        with open(path, "rb") as fh:
+            _MetadataUnpickler(fh).load()
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f"{path}: {e}: a pickle that would run code, not DCP metadata; refused") from None
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises many classes
+        raise CheckpointError(f"{path}: not readable DCP metadata ({type(e).__name__}: {e})") from None
+
+
 def sharded_damage(ckpt: str | Path) -> str | None:
-    """What makes ``ckpt/sharded`` unloadable (no or unreadable metadata, a missing or truncated
+    """What makes ``ckpt/sharded`` unloadable (no, unsafe or unreadable metadata, a missing or truncated
     shard file), or None. Reads the metadata only: every item's (file, offset, length) must exist."""
     path = Path(ckpt) / SHARDED_DIR
     try:
+        check_metadata(ckpt)
         metadata = dcp.FileSystemReader(str(path)).read_metadata()
     except Exception as e:  # noqa: BLE001 - a damaged pickle raises many classes
         return f"{SHARDED_DIR}/.metadata: {getattr(e, 'strerror', None) or e}"
@@ -129,6 +167,7 @@ def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, ckpt
     """Read ``ckpt/sharded`` into ``model`` (and ``optimizer``), whatever the number of processes that
     wrote it; ``model`` may be sharded, wrapped in DDP or plain (then no process group is needed)."""
     path = str(Path(ckpt) / SHARDED_DIR)
+    check_metadata(ckpt)
     try:
         if optimizer is not None:
             msd, osd = get_state_dict(model, optimizer)

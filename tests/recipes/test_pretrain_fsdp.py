@@ -92,6 +92,35 @@ def test_sharded_checkpoint_resumes_on_one_process(runs, tmp_path):
     _close(_losses(resumed), {s: v for s, v in _losses(one).items() if s > 2})
 
 
+class _RunsCode:
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):  # unpickling calls open(flag, "w"): a file appears if the pickle ran
+        return (open, (str(self.flag), "w"))
+
+
+def test_sharded_metadata_that_would_run_code_is_refused(runs, tmp_path, capsys):
+    """DCP reads sharded/.metadata with a plain pickle.load: a checkpoint from elsewhere ran code at
+    `convert` (and at resume). The metadata is read first with an unpickler of DCP's classes only."""
+    import pickle
+    import shutil
+
+    root, one, two = runs
+    evil = tmp_path / "evil"
+    shutil.copytree(two / "checkpoints" / "step-00000002", evil)
+    flag = tmp_path / "ran"
+    (evil / "sharded" / ".metadata").write_bytes(pickle.dumps(_RunsCode(flag)))
+    assert cli_main(["convert", str(evil), str(tmp_path / "out")]) == 1
+    assert "would run code" in capsys.readouterr().err and not flag.exists()
+    resumed = tmp_path / "resumed"
+    assert main(_args(root, resumed, 8, f"--checkpoint.resume={evil}")) == 1
+    assert not flag.exists()
+    (evil / "sharded" / ".metadata").write_bytes(b"\x80\x04 not a pickle")  # damaged: an error, no traceback
+    assert cli_main(["convert", str(evil), str(tmp_path / "out")]) == 1
+    assert "not readable DCP metadata" in capsys.readouterr().err
+
+
 def test_one_process_checkpoint_resumes_sharded_on_two(runs, tmp_path):
     root, one, two = runs
     # 1 -> 2: the one-process step-2 checkpoint (HF weights + optimizer state) continues sharded
