@@ -57,6 +57,19 @@ def check_span_parameters(noise_density: float, mean_noise_span_length: float) -
                                 f"got {mean_noise_span_length!r}")
 
 
+def _span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+    """``(num_noise_tokens, num_noise_spans)`` of the span mask of ``length`` (>= 2) tokens.
+
+    t5 clips both to at least 1 (and the noise to at most ``length - 1``) so that every mask has a
+    span to predict and a token to keep; the mask and the length search share this one rule, so
+    the search counts the tokens the mask really produces.
+    """
+    # round() halves to even, as np.round and t5's tf.round do; on Python floats it is the faster one
+    num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_noise_spans = max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+    return num_noise_tokens, num_noise_spans
+
+
 def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 0.15,
                                      mean_noise_span_length: float = 3.0) -> tuple[int, int]:
     """Raw tokens needed so that span corruption gives exactly ``inputs_length`` input tokens.
@@ -65,15 +78,20 @@ def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 
     ``run_t5_mlm_flax.py``): the largest raw length whose corrupted inputs (non-noise tokens, one
     sentinel per noise span, one EOS) still fit. Returns ``(raw_length, targets_length)``, both
     counts including the EOS: 512 -> (568, 114) and 128 -> (141, 29).
+
+    One difference from t5: the counts are the mask's own (:func:`_span_counts`: at least one noise
+    token and one span). t5's helper counts zero spans where the mask makes one, so for short inputs
+    (8 at density 0.15, mean span 3) it promised 8 input tokens and the mask gave 9; wherever t5's
+    counts are the mask's, the two agree (tests/data/test_objectives.py checks 3..1099).
     """
-    if inputs_length < 2:
-        raise InvalidInputError(f"inputs_length must be >= 2, got {inputs_length}")
+    if inputs_length < 3:  # the shortest corruption: one kept token, one sentinel, EOS
+        raise InvalidInputError(f"inputs_length must be >= 3 for span corruption (a kept token, a sentinel and "
+                                f"EOS), got {inputs_length}")
     check_span_parameters(noise_density, mean_noise_span_length)
 
     def lengths(tokens_length: int) -> tuple[int, int]:
-        num_noise_tokens = int(round(tokens_length * noise_density))
+        num_noise_tokens, num_noise_spans = _span_counts(tokens_length, noise_density, mean_noise_span_length)
         num_nonnoise_tokens = tokens_length - num_noise_tokens
-        num_noise_spans = int(round(num_noise_tokens / mean_noise_span_length))
         # inputs: non-noise tokens + a sentinel per noise span + EOS; targets: the reverse.
         return num_nonnoise_tokens + num_noise_spans + 1, num_noise_tokens + num_noise_spans + 1
 
@@ -121,9 +139,7 @@ def random_spans_noise_mask(length: int, noise_density: float = 0.15, mean_noise
         return np.zeros(length, dtype=bool)
     orig_length = length
     length = max(length, 2)  # avoid degeneracy (t5 does the same, then cuts back)
-    num_noise_tokens = int(np.round(length * noise_density))
-    num_noise_tokens = min(max(num_noise_tokens, 1), length - 1)
-    num_noise_spans = max(int(np.round(num_noise_tokens / mean_noise_span_length)), 1)
+    num_noise_tokens, num_noise_spans = _span_counts(length, noise_density, mean_noise_span_length)
     num_nonnoise_tokens = length - num_noise_tokens
 
     noise_span_lengths = _random_segmentation(num_noise_tokens, num_noise_spans, rng)
