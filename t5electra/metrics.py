@@ -30,6 +30,13 @@ from .errors import InvalidInputError
 INVALID_LABEL = -1
 INVALID_VALUE = -1.0
 
+# Han ideographs, Japanese kana, Korean Hangul (jamo and syllables): BLEU's 13a tokenisation reads
+# an unspaced Chinese or Japanese sentence as one word and rouge-score drops these characters
+# altogether (it keeps [a-z0-9]), so both score text in these scripts by character.
+_HAN, _KANA, _HANGUL = "\u3400-\u9fff\uf900-\ufaff", "\u3040-\u30ff", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
+_SCRIPTS = (("ja", re.compile(f"[{_KANA}]")), ("ko", re.compile(f"[{_HANGUL}]")), ("zh", re.compile(f"[{_HAN}]")))
+_CJK_CHAR = re.compile(f"([{_HAN}{_KANA}{_HANGUL}])")
+
 
 def _check(targets: Sequence, predictions: Sequence, metric: str) -> None:
     if len(targets) != len(predictions):
@@ -176,13 +183,37 @@ def _references(targets: Sequence) -> list[list[str]]:
     return [list(targets)]
 
 
-def bleu(targets: Sequence, predictions: Sequence[str], tokenize: str = "13a") -> dict[str, float]:
-    """Corpus BLEU with sacrebleu's defaults (13a tokenisation, exp smoothing); T5's own eval
-    used ``tokenize="intl"``."""
+def _script(text: str) -> str | None:
+    """``"ja"`` (any kana), ``"ko"`` (any Hangul), ``"zh"`` (Han characters and neither), else None."""
+    return next((script for script, chars in _SCRIPTS if chars.search(text)), None)
+
+
+def bleu_tokenizer(references: Sequence[str]) -> str:
+    """The sacrebleu tokenizer for ``references`` (one text per example): ``"zh"`` when most are
+    Chinese, ``"char"`` when most are Japanese or Korean, else ``"13a"``.
+
+    13a splits on spaces and punctuation, so a Chinese sentence is one "word" and BLEU is ~0.
+    ``zh`` is sacrebleu's (and WMT's) Chinese tokenisation: each Han character a token. For
+    Japanese and Korean sacrebleu's own tokenizers (``ja-mecab``, ``ko-mecab``) need MeCab packages
+    that are not dependencies here; ``char`` (every character a token) needs none.
+    """
+    scripts = [_script(str(r)) for r in references]
+    cjk = [s for s in scripts if s]
+    if len(cjk) * 2 <= len(scripts):
+        return "13a"
+    return "zh" if cjk.count("zh") * 2 > len(cjk) else "char"
+
+
+def bleu(targets: Sequence, predictions: Sequence[str], tokenize: str | None = None) -> dict[str, float]:
+    """Corpus BLEU with sacrebleu's defaults (exp smoothing) and the tokenisation of
+    :func:`bleu_tokenizer` for the references (``13a``, sacrebleu's default, unless most are
+    Chinese, Japanese or Korean), or ``tokenize`` when given; T5's own eval used ``"intl"``."""
     import sacrebleu
 
     _check(targets, predictions, "bleu")
-    return {"bleu": float(sacrebleu.corpus_bleu(list(predictions), _references(targets), tokenize=tokenize).score)}
+    references = _references(targets)
+    tokenize = tokenize or bleu_tokenizer(references[0])
+    return {"bleu": float(sacrebleu.corpus_bleu(list(predictions), references, tokenize=tokenize).score)}
 
 
 def chrf(targets: Sequence, predictions: Sequence[str]) -> dict[str, float]:

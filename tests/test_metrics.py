@@ -75,6 +75,22 @@ def test_bleu_and_chrf_sacrebleu_readme_example():
     assert M.bleu(refs[0], refs[0])["bleu"] == pytest.approx(100.0)
 
 
+@pytest.mark.parametrize("refs, tokenize", [
+    (["今天天气很好。", "我喜欢读书。"], "zh"),
+    (["今日は天気がいいです。", "本を読むのが好きです。"], "char"),  # kana: Japanese
+    (["오늘 날씨가 좋습니다.", "나는 책 읽기를 좋아합니다."], "char"),
+    (["The weather is nice.", "我喜欢读书。", "I like books."], "13a"),  # most English
+])
+def test_bleu_tokenises_by_the_references_script(refs, tokenize):
+    import sacrebleu
+
+    assert M.bleu_tokenizer(refs) == tokenize
+    preds = [r[: len(r) // 2 + 2] for r in refs]
+    expected = sacrebleu.corpus_bleu(preds, [refs], tokenize=tokenize).score
+    assert M.bleu(refs, preds)["bleu"] == pytest.approx(expected)
+    assert M.bleu(refs, preds, tokenize="13a")["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score)
+
+
 def test_rouge_hand_computed_with_stemming():
     out = M.rouge(["the cat sat on the mat"], ["the cat sat"])
     # unigrams: P 3/3, R 3/6 -> F 2/3; bigrams: P 2/2, R 2/5 -> F 4/7; LCS = 3 -> as unigrams

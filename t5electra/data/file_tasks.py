@@ -8,8 +8,8 @@ does not have is an error, not a class the model never saw.
 
 ``text2text``: an input text and a target text per row (columns ``inputs`` / ``targets``, or
 ``input``/``source``/``text``/``question`` and ``target``/``output``/``summary``/``answer``),
-given to T5 as written; exact match, BLEU (Chinese-aware tokenisation when the targets are
-Chinese) and chrF.
+given to T5 as written; exact match, BLEU (by character when most targets are Chinese, Japanese
+or Korean: ``metrics.bleu_tokenizer``) and chrF.
 
     get_task("classify", data_dir="mydata/")   # train/dev/test .csv/.tsv/.jsonl/.parquet, found by name
     get_task("classify", files={"train": "a.csv", "validation": "b.csv"}, text_columns=["review"],
@@ -28,10 +28,8 @@ that are not UTF-8.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,6 @@ EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
 INPUT_COLUMNS = ("inputs", "input", "source", "text", "question")
 TARGET_COLUMNS = ("targets", "target", "output", "summary", "answer")
 logger = logging.getLogger("t5electra")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,9 +210,8 @@ def text2text_task(data_dir: str | Path | None = None, *, files: Mapping[str, An
     def preprocess(ex: Example) -> dict[str, str]:
         return {"inputs": _clean(ex[cols[0]]), "targets": _clean(ex[cols[1]])}
 
-    some = [str(r.get(cols[1], "")) for r in itertools.islice(rows(_main_file(paths)), 200)]
-    zh = sum(bool(_CJK.search(t)) for t in some) * 2 > len(some)  # most targets Chinese: BLEU over characters
-    metrics = (M.sequence_accuracy, functools.partial(M.bleu, tokenize="zh") if zh else M.bleu, M.chrf)
+    # M.bleu tokenises by the scored targets' script (metrics.bleu_tokenizer: zh for Chinese)
+    metrics = (M.sequence_accuracy, M.bleu, M.chrf)
     return Task(name, FileSource(paths, read), preprocess, _strip, lambda ex: _clean(ex[cols[1]]), metrics,
                 Head("generation"), f"your files ({', '.join(map(str, paths.values()))})")
 

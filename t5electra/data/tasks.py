@@ -162,7 +162,8 @@ def _chain(*iters):
 
 def translation_task(name: str, files: Mapping[str, Path], source_lang: str, target_lang: str,
                      description: str = "") -> Task:
-    """``"translate <Source> to <Target>: <text>" -> "<translation>"``; BLEU and chrF (sacrebleu)."""
+    """``"translate <Source> to <Target>: <text>" -> "<translation>"``; BLEU and chrF (sacrebleu; BLEU
+    tokenised for the targets' script, by character for Chinese, Japanese, Korean: ``metrics.bleu_tokenizer``)."""
     prefix = f"translate {language_name(source_lang)} to {language_name(target_lang)}:"
     source = FileSource(dict(files), lambda p: read_translation(p, source_lang, target_lang))
     return Task(name, source,

@@ -200,6 +200,25 @@ def test_translation_any_pair_and_layout(tmp_path, layout):
     assert scores["bleu"] == pytest.approx(100.0) and scores["chrf"] == pytest.approx(100.0)
 
 
+def test_translation_into_chinese_scores_bleu_by_character(tmp_path):
+    """translate_en_zh scored BLEU with 13a (a Chinese sentence is one "word": BLEU ~0 for good
+    translations) while text2text over the same pairs used sacrebleu's zh; one rule now scores both."""
+    import sacrebleu
+
+    from t5electra.data.file_tasks import text2text_task
+
+    pairs = [("The weather is nice today.", "今天天气很好。"), ("I like reading books.", "我喜欢读书。")]
+    _write(tmp_path / "validation.tsv", "en\tzh\n" + "".join(f"{en}\t{zh}\n" for en, zh in pairs))
+    task = T.get_task("translate_en_zh", data_dir=tmp_path)
+    preds = ["今天天气很好。", "我喜欢看书。"]
+    expected = sacrebleu.corpus_bleu(preds, [[zh for _, zh in pairs]], tokenize="zh").score
+    assert expected > 50
+    assert task.evaluate(preds, list(task.examples("validation")))["bleu"] == pytest.approx(expected)
+    _write(tmp_path / "t2t" / "validation.tsv", "inputs\ttargets\n" + "".join(f"{en}\t{zh}\n" for en, zh in pairs))
+    t2t = text2text_task(tmp_path / "t2t")
+    assert t2t.evaluate(preds, list(t2t.examples("validation")))["bleu"] == pytest.approx(expected)
+
+
 def test_language_names():
     assert T.language_name("en") == "English" and T.language_name("ro") == "Romanian"
     assert T.language_name("German") == "German" and T.language_name("pt-br") == "Portuguese"
