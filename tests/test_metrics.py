@@ -101,6 +101,29 @@ def test_rouge_hand_computed_with_stemming():
     assert M.rouge(["he was running"], ["he runs"])["rouge1"] == pytest.approx(80.0)
 
 
+def test_rouge_scores_chinese_by_character():
+    """rouge-score keeps only [a-z0-9]: every Chinese summary scored 0, a perfect one too."""
+    assert M.rouge(["北京今天天气很好"], ["北京今天天气很好"]) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
+    out = M.rouge(["北京今天天气很好"], ["今天天气好"])
+    # characters: P 5/5, R 5/8 -> F 10/13; bigrams 今天 天天 天气 of 4 and 7 -> F 6/11; LCS 5 -> as unigrams
+    assert out["rouge1"] == pytest.approx(1000 / 13)
+    assert out["rouge2"] == pytest.approx(600 / 11)
+    assert out["rougeL"] == pytest.approx(1000 / 13)
+    # Latin words among them keep rouge-score's tokens (lower case, stems): iphon 手 机 很 好 vs iphon 手 机
+    assert M.rouge(["iPhone 手机很好"], ["iphones手机"])["rouge1"] == pytest.approx(75.0)
+
+
+def test_rouge_equals_rouge_score_on_english():
+    from rouge_score import rouge_scorer
+
+    refs = ["The cats were running across the old bridge.", "Markets fell sharply on Monday, traders said."]
+    preds = ["A cat runs over the bridge", "On Monday the markets fell, said traders!"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    expected = {k: 100 * sum(scorer.score(r, p)[k].fmeasure for r, p in zip(refs, preds)) / 2
+                for k in ("rouge1", "rouge2", "rougeL")}
+    assert M.rouge(refs, preds) == expected
+
+
 def test_sequence_accuracy():
     assert M.sequence_accuracy(["a b", "c"], [" a b ", "d"]) == {"sequence_accuracy": 50.0}
 
