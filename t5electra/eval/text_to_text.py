@@ -75,17 +75,33 @@ def score_t5(model, tokenizer, task: Task, examples: Sequence[Example], *, batch
     return task.evaluate(preds, examples), preds
 
 
+# Tasks that T5's GLUE average counts as one entry (t5/evaluation/eval_utils.py: METRIC_NAMES puts
+# MNLIm and MNLImm in the group "MNLI").
+AVERAGE_GROUPS = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def mixture_average(scores: Mapping[str, Mapping[str, float]]) -> float:
+    """T5's GLUE average (``compute_avg_glue``) over ``{task: {metric: value}}``: the mean of each
+    task's metrics (MRPC F1 with accuracy, STS-B Pearson with Spearman), MNLI matched and
+    mismatched as one entry (:data:`AVERAGE_GROUPS`), then the mean over the entries; every task
+    weighs the same, however many metrics it reports."""
+    groups: dict[str, list[float]] = {}
+    for task, metrics in scores.items():
+        groups.setdefault(AVERAGE_GROUPS.get(task, task), []).append(_mean(list(metrics.values())))
+    return _mean([_mean(task_means) for task_means in groups.values()])
+
+
 def score_tasks(model, tokenizer, tasks: Sequence[Task], examples: dict[str, list[Example]],
                 **kwargs: Any) -> dict[str, float]:
     """One task: its metrics as named. Several (a mixture): ``"task/metric"`` plus ``"average"``
-    (the mean of every task's first metric, as T5 reports its GLUE average)."""
+    (:func:`mixture_average`, T5's GLUE average)."""
     if len(tasks) == 1:
         return score_t5(model, tokenizer, tasks[0], examples[tasks[0].name], **kwargs)[0]
-    out: dict[str, float] = {}
-    firsts = []
-    for task in tasks:
-        metrics = score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0]
-        out.update({f"{task.name}/{k}": v for k, v in metrics.items()})
-        firsts.append(next(iter(metrics.values())))
-    out["average"] = sum(firsts) / len(firsts)
+    scores = {task.name: score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0] for task in tasks}
+    out = {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
+    out["average"] = mixture_average(scores)
     return out

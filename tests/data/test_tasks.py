@@ -324,6 +324,33 @@ def test_mixture_is_deterministic_proportional_and_cycles_epochs(tmp_path):
     assert capped.rates == pytest.approx((0.5, 0.5))
 
 
+def test_mixture_average_is_t5s_glue_average(tmp_path, monkeypatch):
+    """T5's compute_avg_glue: each task's metrics averaged first (MRPC F1 with accuracy), MNLI matched
+    and mismatched one entry, then the mean over entries. The average was the mean of each task's
+    first metric (MRPC F1 alone, MNLI twice)."""
+    from t5electra.eval import text_to_text as TT
+
+    mnli = "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    _write(tmp_path / "MRPC/dev.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                                      "1\t1\t2\ta b\ta b\n0\t1\t2\tc d\te f\n1\t1\t2\tg h\tg h\n0\t1\t2\ti j\tk l\n")
+    _write(tmp_path / "MNLI/dev_matched.tsv", mnli + "0\t1\t1\tg\tx\tx\tx\tx\tA man.\tA person.\te\tentailment\n"
+                                                     "1\t1\t1\tg\tx\tx\tx\tx\tA man.\tA dog.\tc\tcontradiction\n")
+    _write(tmp_path / "MNLI/dev_mismatched.tsv", mnli + "0\t1\t1\tg\tx\tx\tx\tx\tHe ran.\tHe moved.\tn\tneutral\n")
+    _write(tmp_path / "SST-2/dev.tsv", "sentence\tlabel\ngreat movie\t1\n")
+    tasks = [T.get_task(n, data_dir=tmp_path) for n in ("mrpc", "mnli_matched", "mnli_mismatched", "sst2")]
+    examples = {t.name: list(t.examples("validation")) for t in tasks}
+    # MRPC: "equivalent" for all four -> F1 66.7, accuracy 50; MNLI-m 50, MNLI-mm 100; SST-2 100
+    answers = {"He moved": "neutral", "great movie": "positive"}
+    monkeypatch.setattr(TT, "predict_texts", lambda model, tok, inputs, **kw: [
+        next((a for k, a in answers.items() if k in x), "equivalent" if x.startswith("mrpc") else "entailment")
+        for x in inputs])
+    out = TT.score_tasks(None, None, tasks, examples)
+    assert (out["mrpc/f1"], out["mrpc/accuracy"]) == (pytest.approx(200 / 3), 50.0)
+    assert (out["mnli_matched/accuracy"], out["mnli_mismatched/accuracy"], out["sst2/accuracy"]) == (50, 100, 100)
+    assert out["average"] == pytest.approx(((200 / 3 + 50) / 2 + (50 + 100) / 2 + 100) / 3)  # 77.8, was 79.2
+    assert TT.mixture_average({"mnli_matched": {"accuracy": 60.0}, "rte": {"accuracy": 70.0}}) == 65.0
+
+
 def test_record_readers_agree_across_formats(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
