@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, metavar="N",
                         help="score N examples spread evenly over the split (never its first N rows: files are "
                              "often sorted by label)")
-    parser.add_argument("--max-length", type=int, default=512, metavar="N", help="input tokens (longer: truncated)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="T5: longest answer")
+    parser.add_argument("--max-length", type=int, metavar="N", help="input tokens (longer: truncated); default: "
+                        "the run's data.max_length, else 512")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="T5: longest answer; default: the length "
+                        "the run fine-tuned with (the model's generation_config.json), else 32")
     parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="T5: beam search width (1: greedy)")
     parser.add_argument("--predictions", metavar="FILE", help="T5: also write input/target/prediction JSONL here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
@@ -52,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length),
                             ("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams),
-                            ("--max-examples", 1 if args.max_examples is None else args.max_examples)):
-            checks.at_least(value, 1, flag)
+                            ("--max-examples", args.max_examples)):
+            if value is not None:
+                checks.at_least(value, 1, flag)
         checks.device(args.device)
         out = checks.output_file(args.out) if args.out else None
         if args.predictions == "-":

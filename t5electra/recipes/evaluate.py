@@ -33,7 +33,7 @@ from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
 from ..data.task_base import unlabelled
 from ..data.tasks import Task
-from ..errors import CheckpointNotFoundError, ConfigError, DataError
+from ..errors import CheckpointNotFoundError, ConfigError, DataError, WeightsMismatchError
 from ..eval.heads import predict, score
 from ..eval.text_to_text import Example, score_t5, score_tasks, task_list
 from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model_config, task_head
@@ -96,7 +96,8 @@ def _under(workdir: Path, path: str | None) -> str | None:
 def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: str = "test", *,
                         data_dir: str | None = None, text_columns: list[str] | None = None,
                         label_column: str | None = None, batch_size: int = 32, max_examples: int | None = None,
-                        max_length: int = 512, max_new_tokens: int = 32, num_beams: int = 1, device: str = "cpu",
+                        max_length: int | None = None, max_new_tokens: int | None = None, num_beams: int = 1,
+                        device: str = "cpu",
                         predictions_file: str | Path | None = None, weights: str = "fp32") -> dict[str, Any]:
     """``{"checkpoint", "task", "split", "num_examples", "metrics"}`` for a T5 or ELECTRA checkpoint.
 
@@ -107,6 +108,9 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
     run's, else the defaults of data/file_tasks.py). ``predictions_file`` (T5 only): also write one JSON line per example with the
     input, the target and the generated text. ``weights``: the model runs
     ``optimize_for_inference(weights)`` ("fp32": the exact fast path; "bf16", "int8": docs/inference.md).
+    ``max_length`` (input tokens) and ``max_new_tokens`` (T5's answers): by default the run's
+    (``data.max_length`` of its config.yaml; the answer length fine-tuning saved in the model's
+    generation_config.json), as fine-tuning scored its results.json, else 512 and 32.
     """
     model_dir = resolve_model_dir(checkpoint)
     data = _data_spec(model_dir, task, data_dir)
@@ -115,10 +119,13 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
     if label_column:
         data["label_column"] = label_column
     dev = torch.device(device)
+    max_length = max_length or data.pop("max_length", None) or 512
     if model_kind(model_dir) == "t5":
         tasks = task_list(data["task"], data["task_dir"], files=data["files"], text_columns=data["text_columns"],
                           label_column=data["label_column"])
-        model = T5ForConditionalGeneration.from_pretrained(model_dir).to(dev).optimize_for_inference(weights)
+        model = _complete(T5ForConditionalGeneration.from_pretrained(model_dir), model_dir)
+        model = model.to(dev).optimize_for_inference(weights)
+        max_new_tokens = max_new_tokens or model.generation_config.max_new_tokens or 32
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
         examples = {t.name: _examples(t, split, max_examples) for t in tasks}
         if predictions_file is None and not any(t.labelled(ex) for t in tasks for ex in examples[t.name]):
@@ -146,7 +153,8 @@ def _data_spec(model_dir: Path, task: str | None, data_dir: str | None) -> dict[
     spec = {"task": task, "task_dir": data_dir, "files": None, "text_columns": None, "label_column": "label"}
     run = run_data(model_dir)
     if run is not None and (task is None or task == run.get("task") or task in FILE_TASKS):
-        spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label")
+        spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label",
+                    max_length=run.get("max_length"))
     if task is not None or data_dir is not None:  # task None: your files in data_dir (eval/text_to_text.task_list)
         return spec
     if run is None:
@@ -165,6 +173,18 @@ def _examples(task: Task, split: str, max_examples: int | None) -> list[Example]
     if not rows:
         raise DataError(f"task {task.name!r}: the {split!r} split is empty")
     return rows
+
+
+def _complete(model, model_dir: Path):
+    """The model, unless part of it was not in the checkpoint: scores of a randomly initialised head
+    (e.g. a BertForSequenceClassification, whose pooler classifier has no ELECTRA equivalent) were
+    reported as the model's with only a log line."""
+    report = getattr(model, "load_report", None)
+    if report is not None and report.newly_initialized:
+        raise WeightsMismatchError(f"{model_dir}: its weights do not fill {type(model).__name__}: "
+                                   f"{report.newly_initialized[:4]} would be scored from random values; fine-tune "
+                                   f"it with t5electra first (`t5electra finetune --model.init_from=...`)")
+    return model
 
 
 def _no_labels(task: str, split: str, t5: bool) -> str:
@@ -236,7 +256,7 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
         raise DataError(f"task {name!r}: the {split!r} split is empty")
     if head in ("classification", "regression") and all(unlabelled(ex["label"]) for ex in data.splits[split]):
         raise DataError(_no_labels(name, split, t5=False))
-    model = arch.cls.from_pretrained(model_dir).to(device).optimize_for_inference(weights)
+    model = _complete(arch.cls.from_pretrained(model_dir), model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
     features = encode(data, split, tokenizer, max_length)
     preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)

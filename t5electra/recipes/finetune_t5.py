@@ -305,6 +305,9 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     it on the validation and test splits and write ``RUN/results.json`` (with the majority-class
     baseline for classification); ``best`` is the best checkpoint's record."""
     model = export_model(model, run_dir).eval()  # LoRA: RUN/adapter written, adapters merged
+    # The answers' length the run trained and scores with: `evaluate`, `generate` and the server read
+    # it from generation_config.json (evaluate's fixed 32 cut long targets: another score than here).
+    model.generation_config.max_new_tokens = batcher.target_length
     save_model(model, run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,

@@ -298,3 +298,18 @@ def test_regression_scores_of_minus_one_are_scored():
     assert score(data, rows, [{}] * 6, preds, None)["pearson"] == pytest.approx(100 * pearsonr(labels, preds)[0])
     rows[0]["label"] = float("nan")
     assert score(data, rows, [{}] * 6, preds, None)["pearson"] == pytest.approx(100 * pearsonr(labels[1:], preds[1:])[0])
+
+
+def test_evaluate_refuses_a_head_it_would_score_from_random_weights(root, tmp_path, capsys):
+    """A transformers BertForSequenceClassification: its pooler classifier has no place in ELECTRA's
+    head, which started from random values and was scored as the model's (a log line only)."""
+    import transformers
+
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    assert cli_main(["evaluate", str(tmp_path / "bert"), "--task", "classify", "--data-dir", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "would be scored from random values" in err and "classifier" in err

@@ -377,3 +377,30 @@ def test_glue_layout_unlabelled_test_and_mnli_mismatched(task_dir, tmp_path, cap
     results = json.loads((run / "results.json").read_text())
     assert results["num_examples"] == {"validation": 6, "validation_mismatched": 4}
     assert "accuracy" in results["validation_mismatched"] and results["best_checkpoint"] is not None
+
+
+def test_evaluate_scores_a_run_with_its_own_lengths(task_dir, tmp_path, monkeypatch):
+    """Long targets (60 words): `evaluate RUN` generated 32 tokens at most and scored another number
+    than the run's results.json. The run's answer length is saved in generation_config.json and
+    evaluate reads it (and the run's data.max_length)."""
+    rng = random.Random(1)
+    for split, n in (("train", 16), ("dev", 4), ("test", 4)):
+        rows = [" ".join(rng.choice(FILL + POS) for _ in range(60)) for _ in range(n)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"inputs": f"copy: {r}", "targets": r}) + "\n"
+                                                         for r in rows))
+    run = tmp_path / "run"
+    args = [a for a in _args(task_dir, run, 2) if not a.startswith("--data.task")]
+    train(load_config(None, [*args, "--data.task=text2text", f"--data.task_dir={tmp_path}", "--data.max_length=96",
+                             "--eval.metric=bleu"]))
+    results = json.loads((run / "results.json").read_text())
+    saved = T5ForConditionalGeneration.from_pretrained(run / "model").generation_config.max_new_tokens
+    assert saved > 60  # the longest target, tokenised
+    calls = []  # what evaluate asks of generate (an untrained model stops at once: outputs cannot tell)
+    generate, tokenize = T5ForConditionalGeneration.generate, T5Tokenizer.__call__
+    monkeypatch.setattr(T5ForConditionalGeneration, "generate",
+                        lambda self, *a, **kw: calls.append(kw["max_new_tokens"]) or generate(self, *a, **kw))
+    monkeypatch.setattr(T5Tokenizer, "__call__",
+                        lambda self, *a, **kw: calls.append(("max_length", kw.get("max_length"))) or tokenize(self, *a, **kw))
+    out = evaluate_checkpoint(run / "model")
+    assert out["metrics"] == results["test"] and saved in calls and ("max_length", 96) in calls
+    assert 32 not in calls and ("max_length", 512) not in calls
