@@ -53,6 +53,11 @@ def test_correlations_match_scipy_and_constant_is_zero():
     ("Denver Broncos", ["Broncos", "Denver Broncos"], 100.0, 100.0),  # max over references
     ("in 1990s", ["the 1990s", "1990"], 0.0, 100 * 2 * 0.5 / 1.5),    # best: P 1/2, R 1 vs "1990s"
     ("", ["anything"], 0.0, 0.0),
+    # Chinese: a character is a token and full-width punctuation goes (CMRC 2018); one whitespace
+    # "word" made F1 equal EM (0 for a near answer)
+    ("天安门广场", ["北京天安门广场"], 0.0, 100 * 2 * 1 * (5 / 7) / (1 + 5 / 7)),
+    ("北京天安门", ["北京，天安门。"], 100.0, 100.0),
+    ("在 2008年 北京", ["2008年北京"], 0.0, 100 * 2 * (4 / 5) * 1 / (4 / 5 + 1)),  # 在 2008 年 北 京 vs 2008 年 北 京
 ])
 def test_squad_official_normalisation(pred, refs, em, f1):
     out = M.squad([refs], [pred])
