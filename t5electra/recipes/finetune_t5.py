@@ -103,6 +103,19 @@ def target_length(cfg: RunConfig, tokenizer: T5Tokenizer, examples: list[Example
     return max(lengths, default=1)
 
 
+def check_labels_survive(tasks, tokenizer: T5Tokenizer) -> None:
+    """Refuse class names the tokenizer cannot write back: T5 answers in text, compared with the class
+    name as written, so a name the tokenizer normalises ('５星' comes back '5星') or loses (<unk>)
+    could never be answered; a perfect model scored 0 without a word."""
+    lost = [(label, back) for t in tasks if t.head.kind == "classification" for label in t.head.labels
+            if (back := tokenizer.decode(tokenizer(label)["input_ids"], skip_special_tokens=True).strip()) != label]
+    if lost:
+        shown = ", ".join(f"{a!r} -> {b!r}" for a, b in lost[:5])
+        raise ConfigError(f"the tokenizer does not write back {len(lost)} class name(s) as written ({shown}): T5 "
+                          f"could never answer them. Rename the classes in the data (e.g. plain digits and "
+                          f"letters), or train a tokenizer that keeps them (t5electra tokenizer train)")
+
+
 def recipe_tasks(cfg: RunConfig) -> list:
     """``data.task`` (a task or a mixture, files in ``data.task_dir``), or the task over your files
     (``data.train_files`` / ``validation_files`` / ``test_files``: classify or text2text)."""
@@ -198,6 +211,7 @@ def train(cfg: RunConfig) -> Path:
             for split in t.splits:
                 t.num_examples(split)
     tokenizer = load_tokenizer(cfg)
+    check_labels_survive(tasks, tokenizer)
     model = add_lora(build_model(cfg, tokenizer), cfg.lora, "t5").to(env.device)  # lora.r: adapters only train
     # Targets are short for classification: size them from the training set once, then fix them.
     first = list(itertools.islice(mixture(tasks, cfg.data.task or tasks[0].name).sample("train", seed=cfg.train.seed), 2000))

@@ -404,3 +404,16 @@ def test_evaluate_scores_a_run_with_its_own_lengths(task_dir, tmp_path, monkeypa
     out = evaluate_checkpoint(run / "model")
     assert out["metrics"] == results["test"] and saved in calls and ("max_length", 96) in calls
     assert 32 not in calls and ("max_length", 512) not in calls
+
+
+def test_class_names_the_tokenizer_cannot_write_back_are_refused(task_dir, tmp_path):
+    """'５星' comes back from the tokenizer as '5' (NFKC, 星 unknown): T5's answers could never equal it, and a
+    perfect model scored 0. Refused before training, naming the class and what it becomes."""
+    rows = "".join(f"review {i} {'good' if i % 2 else 'bad'},{'５星' if i % 2 else '１星'}\n" for i in range(40))
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.csv").write_text("review,stars\n" + rows, encoding="utf-8")
+    args = [a for a in _args(task_dir, tmp_path / "run", 2) if not a.startswith("--data.task")]
+    with pytest.raises(ConfigError, match="'５星' -> '5'"):  # NFKC, and 星 is not in this vocabulary
+        train(load_config(None, [*args, "--data.task=classify", f"--data.task_dir={tmp_path}",
+                                 "--data.text_columns=[review]", "--data.label_column=stars"]))
+    assert not (tmp_path / "run" / "checkpoints").exists()
