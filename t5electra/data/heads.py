@@ -183,12 +183,16 @@ def encode(data: TaskData, split: str, tokenizer, max_length: int, doc_stride: i
         enc = tokenizer([ex["tokens"] for ex in examples], is_split_into_words=True, truncation=True, max_length=L)
         feats = []
         for i, ex in enumerate(examples):
-            labels, previous = [], None
+            labels, words, previous = [], [], None
             for w in enc.word_ids(i):  # a label on the first sub-token of each word
                 labels.append(-100 if w is None or w == previous else int(ex["labels"][w]))
+                if labels[-1] != -100:
+                    words.append(w)
                 previous = w
+            # words: the word of each labelled position (scoring puts the guesses back on the words:
+            # a word of no tokens, or one cut off by max_length, has none)
             feats.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                          "labels": labels})
+                          "labels": labels, "words": words})
         return feats
     return encode_qa(examples, tokenizer, L, doc_stride)
 

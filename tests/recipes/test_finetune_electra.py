@@ -313,3 +313,21 @@ def test_evaluate_refuses_a_head_it_would_score_from_random_weights(root, tmp_pa
     assert cli_main(["evaluate", str(tmp_path / "bert"), "--task", "classify", "--data-dir", str(root)]) == 1
     err = capsys.readouterr().err
     assert "would be scored from random values" in err and "classifier" in err
+
+
+def test_tagging_scores_every_word_even_past_max_length(root):
+    """Words cut off by max_length (or of no tokens) have no guess and count as wrong: only the kept
+    ones were scored, so a sentence of which a third was seen scored 100."""
+    from t5electra import metrics as M
+    from t5electra.data.heads import TaskData, encode
+    from t5electra.eval.heads import score
+
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    words = "the movie was good and the plot was dull".split()
+    rows = [{"tokens": words, "labels": [i % 3 for i in range(len(words))]},
+            {"tokens": ["good", "\u200b", "dull"], "labels": [1, 2, 0]}]  # a zero-width word: no token
+    data = TaskData("token_classification", ["O", "POS", "NEG"], {"test": rows}, (M.accuracy,))
+    feats = encode(data, "test", tok, 5)  # [CLS] + 3 words + [SEP] of the first sentence
+    perfect = [[lab if lab != -100 else 0 for lab in f["labels"]] for f in feats]  # right on every kept word
+    assert feats[1]["words"] == [0, 2]
+    assert score(data, rows, feats, perfect, None)["accuracy"] == pytest.approx(100 * (3 + 2) / (9 + 3))
