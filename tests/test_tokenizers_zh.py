@@ -96,3 +96,20 @@ def test_wordpiece_sizes_are_checked(kwargs, match):
         ElectraTokenizer.train(iter(["a b c"] * 5), **kwargs)
     with pytest.raises(InvalidInputError, match="extra_ids must be an integer >= 0"):
         T5Tokenizer.train(iter(["a b c"] * 5), 50, extra_ids=-1)
+
+
+def test_cli_trains_a_t5_tokenizer_that_writes_chinese_back(tmp_path, capsys):
+    """README.zh-CN.md asks for byte fallback (and class names as written): the CLI had no way to ask.
+    --byte-fallback spells an unseen character in bytes; --normalization identity keeps '５' as '５'
+    (T5's nmt_nfkc reads it as '5', so a class named '５星' could never be answered)."""
+    from t5electra.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"这部电影 {i} 星 ５星 好看 评论 一般 电影院 观众\n" for i in range(300)), encoding="utf-8")
+    # (<unk> is a special token: skipped in decode)
+    for size, extra, back in ((40, [], "5星 "), (300, ["--byte-fallback", "--normalization", "identity"], "５星 龘")):
+        out = tmp_path / f"tok{len(extra)}"
+        assert main(["tokenizer", "train", "--kind", "t5", "--vocab-size", str(size), *extra, "--output", str(out),
+                     str(corpus)]) == 0
+        tok = T5Tokenizer.from_pretrained(out)
+        assert tok.decode(tok("５星 龘")["input_ids"], skip_special_tokens=True) == back

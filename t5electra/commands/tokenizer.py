@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--extra-ids", type=int, default=100, help="t5: number of <extra_id_i> sentinels")
     train.add_argument("--character-coverage", type=float, default=0.9995,
                        help="t5: fraction of characters the pieces must cover (1.0 for small alphabets)")
+    train.add_argument("--byte-fallback", action="store_true",
+                       help="t5: spell characters the pieces lack in UTF-8 byte pieces instead of <unk> (for "
+                            "Chinese: README.zh-CN.md); needs --vocab-size above 259 + the characters kept")
+    train.add_argument("--normalization", default="nmt_nfkc", choices=("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf",
+                                                                       "identity"),
+                       help="t5: SentencePiece's text normalisation (default nmt_nfkc, T5's: full-width "
+                            "'５' reads as '5'); identity keeps every character as written")
     train.add_argument("--cased", action="store_true", help="electra: keep case (default: lower-case)")
     train.add_argument("--min-frequency", type=int, default=2, help="electra: minimum count of a merge")
     train.add_argument("--limit-alphabet", type=int, default=None,
@@ -42,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if args.kind == "t5":
             tokenizer = T5Tokenizer.train(files, args.vocab_size, output_dir=args.output,
                                           extra_ids=args.extra_ids, character_coverage=args.character_coverage,
-                                          model_max_length=args.model_max_length)
+                                          model_max_length=args.model_max_length, byte_fallback=args.byte_fallback,
+                                          normalization_rule_name=args.normalization)
         else:
             tokenizer = ElectraTokenizer.train(files, args.vocab_size, output_dir=args.output,
                                                lowercase=not args.cased, min_frequency=args.min_frequency,
