@@ -40,6 +40,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     *(Architecture(f"{prefix}{name.removeprefix('T5')}", cls, "t5", head) for prefix in MODEL_TYPES.values()
       for name, cls, head in (("T5ForConditionalGeneration", T5ForConditionalGeneration, "seq2seq"),
                               ("T5Model", T5Model, "base"), ("T5EncoderModel", T5EncoderModel, "encoder"))),
+    # transformers' pre-3.0 name of T5ForConditionalGeneration, still in the official t5-small ... t5-11b
+    # config.json files (transformers itself picks the class by model_type, so it never noticed)
+    Architecture("T5WithLMHeadModel", T5ForConditionalGeneration, "t5", "seq2seq"),
     Architecture("ElectraModel", ElectraModel, "electra", "base"),
     Architecture("ElectraForPreTraining", ElectraForPreTraining, "electra", "discriminator"),
     Architecture("ElectraForMaskedLM", ElectraForMaskedLM, "electra", "generator"),

@@ -261,6 +261,18 @@ def test_convert_training_checkpoint_to_clean_hf_dir(t5_dir, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_convert_reads_the_official_t5_checkpoints_old_architecture_name(t5_dir, tmp_path, capsys):
+    """t5-small's config.json says "T5WithLMHeadModel"; convert used to refuse it."""
+    import shutil
+
+    shutil.copytree(t5_dir, tmp_path / "src")
+    cfg = json.loads((tmp_path / "src" / "config.json").read_text())
+    (tmp_path / "src" / "config.json").write_text(json.dumps({**cfg, "architectures": ["T5WithLMHeadModel"]}))
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["T5ForConditionalGeneration"]
+
+
 def test_convert_keeps_a_half_precision_checkpoint_in_its_dtype(t5_dir, tmp_path, capsys):
     model = T5ForConditionalGeneration.from_pretrained(t5_dir, dtype=torch.bfloat16)
     model.save_pretrained(tmp_path / "bf16")

@@ -29,6 +29,12 @@ def test_mt5_and_umt5_load_into_the_t5_classes(tmp_path, model_type, prefix):
         assert (arch.cls, arch.family, arch.head) == (cls, "t5", head)
 
 
+def test_the_official_t5_checkpoints_old_architecture_name_loads_as_conditional_generation():
+    """t5-small ... t5-11b's config.json say T5WithLMHeadModel (transformers' pre-3.0 name)."""
+    arch = R.architecture({"model_type": "t5", "architectures": ["T5WithLMHeadModel"]})
+    assert (arch.cls, arch.family, arch.head) == (T5ForConditionalGeneration, "t5", "seq2seq")
+
+
 def test_unknown_type_or_architecture_of_the_wrong_family_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="neither T5 nor ELECTRA"):
         R.model_family({"model_type": "gpt2"})
