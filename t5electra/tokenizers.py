@@ -36,7 +36,7 @@ from tokenizers.models import Unigram, WordPiece
 
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
-from .tokenizer_base import _find_tokenizer_dir, _read_json, _token_content, _TokenizerBase
+from .tokenizer_base import _find_tokenizer_dir, _read_json, _token_content, _TokenizerBase, _v4_token_files
 from .wordpiece import count_words, train_wordpiece
 
 # ============================================================================================
@@ -109,6 +109,8 @@ class T5Tokenizer(_TokenizerBase):
         """
         root = _find_tokenizer_dir(path, cls.__name__, cls.vocab_files)
         config = _read_json(root / "tokenizer_config.json") if (root / "tokenizer_config.json").is_file() else {}
+        spiece, tok_json = root / "spiece.model", root / "tokenizer.json"
+        config, added = _v4_token_files(root, config, overrides, tok_json.is_file())
         config.update(overrides)
         kwargs: dict[str, Any] = cls._base_kwargs(config, str(path))
         for name in ("eos_token", "unk_token", "pad_token"):
@@ -118,9 +120,7 @@ class T5Tokenizer(_TokenizerBase):
         listed = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
         extra = [_token_content(t) for t in listed]
 
-        spiece, tok_json = root / "spiece.model", root / "tokenizer.json"
         proto = spiece.read_bytes() if spiece.is_file() else None
-        added: list[dict] = []
         if tok_json.is_file():
             data = _read_json(tok_json)
             model = data.get("model", {})
@@ -427,7 +427,7 @@ class ElectraTokenizer(_TokenizerBase):
         root = _find_tokenizer_dir(path, cls.__name__, cls.vocab_files)
         config = _read_json(root / "tokenizer_config.json") if (root / "tokenizer_config.json").is_file() else {}
         tok_json, vocab_txt = root / "tokenizer.json", root / "vocab.txt"
-        added: list[dict] = []
+        config, added = _v4_token_files(root, config, overrides, tok_json.is_file())
         if tok_json.is_file():
             data = _read_json(tok_json)
             model = data.get("model", {})

@@ -254,6 +254,61 @@ def test_t5_v4_style_directory_matches_transformers(t5_trained, tmp_path):
     assert copy(long, truncation=True).input_ids == ours(long, truncation=True).input_ids
 
 
+def _v4_layout(kind: str, t5_trained, electra_trained, root):
+    """A transformers-v4 directory without tokenizer.json, keeping tokens where v4 kept them."""
+    if kind == "t5-added_tokens_decoder":  # spiece.model; the added tokens in tokenizer_config.json
+        shutil.copy(t5_trained[0] / "spiece.model", root / "spiece.model")
+        n = len(t5_trained[1])
+        decoder = {str(n): {"content": "newword", "lstrip": False, "normalized": True, "rstrip": False,
+                            "single_word": False, "special": False},
+                   str(n + 1): {"content": "<ent>", "lstrip": False, "normalized": False, "rstrip": False,
+                                "single_word": False, "special": True}}
+        config = {"tokenizer_class": "T5Tokenizer", "extra_ids": 100, "added_tokens_decoder": decoder,
+                  "additional_special_tokens": [f"<extra_id_{i}>" for i in range(100)]}
+        (root / "tokenizer_config.json").write_text(json.dumps(config))
+        return T5Tokenizer, transformers.T5Tokenizer
+    vocab = (electra_trained[0] / "vocab.txt").read_text().splitlines()
+    (root / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                            "do_lower_case": True}))
+    if kind == "electra-added_tokens.json":  # added_tokens.json; <ent> special by special_tokens_map.json
+        (root / "added_tokens.json").write_text(json.dumps({"newword": len(vocab), "<ent>": len(vocab) + 1}))
+        special = {"additional_special_tokens": ["<ent>"]}
+    else:  # a vocabulary line made a special token by special_tokens_map.json alone
+        vocab[7] = "<ent>"
+        special = {"additional_special_tokens": ["<ent>"], "mask_token": "[MASK]"}
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (root / "special_tokens_map.json").write_text(json.dumps(special))
+    return ElectraTokenizer, transformers.BertTokenizer
+
+
+@pytest.mark.parametrize("kind", ["t5-added_tokens_decoder", "electra-added_tokens.json", "electra-special_tokens_map"])
+def test_v4_added_and_special_tokens_outside_tokenizer_json_match_transformers(kind, t5_trained, electra_trained,
+                                                                               tmp_path):
+    """added_tokens_decoder, added_tokens.json and special_tokens_map.json's additional_special_tokens
+    were ignored: the tokens were split into pieces and skip_special_tokens kept them. convert's
+    tokenizer copy keeps them too."""
+    from t5electra.commands.convert import copy_tokenizer
+
+    (tmp_path / "v4").mkdir()
+    ours_cls, theirs_cls = _v4_layout(kind, t5_trained, electra_trained, tmp_path / "v4")
+    ours, theirs = ours_cls.from_pretrained(tmp_path / "v4"), theirs_cls.from_pretrained(tmp_path / "v4")
+    text = "the newword <ent> cat" if "newword" in theirs.get_vocab() else "the <ent> cat"
+    ids = ours(text).input_ids
+    assert len(ours) == len(theirs) and ids == theirs(text).input_ids
+    assert theirs.convert_tokens_to_ids("<ent>") in ids and "<ent>" in ours.all_special_tokens
+    assert ours.decode(ids) == theirs.decode(ids)
+    stripped, expected = ours.decode(ids, skip_special_tokens=True), theirs.decode(ids, skip_special_tokens=True)
+    if kind == "electra-added_tokens.json":
+        # transformers lists this <ent> among all_special_tokens but adds it from added_tokens.json as a
+        # plain token, so its skip_special_tokens keeps it; ours strips what it calls special
+        expected = expected.replace(" <ent>", "")
+    assert stripped == expected and "<ent>" not in stripped
+    copy_tokenizer(tmp_path / "v4", tmp_path / "converted")
+    assert ours_cls.from_pretrained(tmp_path / "converted")(text).input_ids == ids
+    again = transformers.AutoTokenizer.from_pretrained(tmp_path / "converted")
+    assert again(text).input_ids == ids and again.decode(ids, skip_special_tokens=True) == stripped
+
+
 def test_t5_train_from_iterator_and_bad_input(corpus, tmp_path):
     lines = corpus.read_text(encoding="utf-8").splitlines()
     tok = T5Tokenizer.train(iter(lines), 300, extra_ids=10)
