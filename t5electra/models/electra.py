@@ -154,8 +154,10 @@ class ElectraConfig(ModelConfig):
 
     def replace(self, **overrides: Any) -> "ElectraConfig":
         if "num_labels" in overrides and "id2label" not in overrides:
-            # A new label count (e.g. fine-tuning a checkpoint) means new default label names.
-            overrides = {**overrides, "id2label": None, "label2id": None}
+            if overrides["num_labels"] != self.num_labels:
+                # A new label count (e.g. fine-tuning a checkpoint) means new default label names; the
+                # checkpoint's own count keeps its names (transformers' num_labels setter does the same).
+                overrides = {**overrides, "id2label": None, "label2id": None}
         elif overrides.get("id2label") is not None and "num_labels" not in overrides:
             # New label names: their count is the label count, as in transformers
             overrides = {**overrides, "num_labels": None, "label2id": overrides.get("label2id")}

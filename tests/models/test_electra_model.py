@@ -284,6 +284,19 @@ def test_config_roundtrip_with_transformers(tmp_path):
     assert E.ElectraConfig.from_pretrained(tmp_path / "b") == ours.replace(num_labels=4)
 
 
+def test_from_pretrained_with_the_checkpoints_own_label_count_keeps_its_label_names(tmp_path):
+    """from_pretrained(dir, num_labels=N) reset id2label to LABEL_i even when N was the checkpoint's
+    count; transformers keeps the names then (and resets them for another count)."""
+    names = {0: "neg", 1: "neu", 2: "pos"}
+    E.ElectraForSequenceClassification(tiny(id2label=names, problem_type="single_label_classification")
+                                       ).save_pretrained(tmp_path)
+    theirs = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path, num_labels=3).config
+    ours = E.ElectraForSequenceClassification.from_pretrained(tmp_path, num_labels=3).config
+    assert ours.id2label == theirs.id2label == names and ours.label2id == {"neg": 0, "neu": 1, "pos": 2}
+    assert ours.problem_type == "single_label_classification"
+    assert E.ElectraConfig.from_pretrained(tmp_path, num_labels=4).id2label == {i: f"LABEL_{i}" for i in range(4)}
+
+
 def test_bert_config_loads_with_bert_defaults():
     cfg = E.ElectraConfig.from_dict({"model_type": "bert", "hidden_size": 384, "num_attention_heads": 12})
     assert cfg.embedding_size == 384 and cfg.intermediate_size == 3072
