@@ -3,8 +3,9 @@
 The base is ``--base`` or the adapter's ``base_model_name_or_path`` (our fine-tuning runs write the
 directory they started from). Its class is the base checkpoint's, except that an adapter for a
 task head (PEFT task type ``SEQ_CLS``, ``TOKEN_CLS``, ``QUESTION_ANS``) trained on an encoder or a
-discriminator needs the head's class: the head's weights are in the adapter (modules_to_save), and
-its number of labels is read from their shape.
+discriminator needs the head's class: the head's weights are in the adapter (modules_to_save), its
+number of labels is read from their shape, and its label names from the fine-tuning run
+(:func:`run_labels`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..checkpoint.io import checkpoint_dir
+from ..checkpoint.io import checkpoint_dir, read_json
 from ..errors import CheckpointNotFoundError, ConfigError
 from ..modeling import PreTrainedModel
 from ..models.electra import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
@@ -74,8 +75,31 @@ def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = No
             with safe_open(str(a / WEIGHTS_NAME), framework="pt") as f:
                 if PREFIX + head_key in f.keys():
                     overrides["num_labels"] = f.get_slice(PREFIX + head_key).get_shape()[0]
+            if "num_labels" in overrides:
+                overrides.update(run_labels(a, cls, overrides["num_labels"]))
     model = cls.from_pretrained(b, **overrides)
     return PeftModel.from_pretrained(model, a)
+
+
+LABEL_FIELDS = ("id2label", "label2id", "problem_type")
+
+
+def run_labels(adapter: Path, cls: type[PreTrainedModel], num_labels: int) -> dict:
+    """The label names and problem_type of the head an adapter was trained with, for the head's class.
+
+    PEFT's two files keep none of them (its users pass id2label to from_pretrained themselves). Our
+    fine-tuning run writes them into ``RUN/model/config.json``, the merged model beside
+    ``RUN/adapter`` and above ``RUN/checkpoints/step-N``: read there when that model is the same
+    head with ``num_labels`` labels. Otherwise {} (the head gets LABEL_0, LABEL_1, ...)."""
+    for run in (adapter.parent, adapter.parent.parent):
+        path = run / "model" / "config.json"
+        if not (run / "config.yaml").is_file() or not path.is_file():  # not a run of ours
+            continue
+        config = read_json(path)
+        names = config.get("id2label") or {}
+        if (config.get("architectures") or [None])[0] == cls.__name__ and len(names) == num_labels:
+            return {k: config[k] for k in LABEL_FIELDS if config.get(k) is not None}
+    return {}
 
 
 def merged_model(adapter: str | os.PathLike, base: str | os.PathLike | None = None) -> PreTrainedModel:

@@ -348,6 +348,34 @@ def test_server_loads_an_adapter_directory_on_its_base(tmp_path):
         torch.testing.assert_close(served.classifier(input_ids=ids).logits, lora(input_ids=ids).logits, **TOL)
 
 
+@pytest.mark.parametrize("head", ["classification", "regression"])
+def test_a_runs_adapter_keeps_its_label_names_merged_and_served(head, tmp_path, capsys):
+    """A LoRA fine-tuning run's adapter on a discriminator: convert --merge and the server rebuilt
+    the head from num_labels alone (LABEL_0, ...; problem_type lost). The run's RUN/model/config.json
+    has them, for RUN/adapter and for RUN/checkpoints/step-N."""
+    tok = ElectraTokenizer.train(iter(["a good film", "a bad film", "the plot"] * 5), vocab_size=60, min_frequency=1)
+    cfg = E.ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok))
+    E.ElectraForPreTraining(cfg).save_pretrained(tmp_path / "disc")
+    tok.save_pretrained(tmp_path / "disc")
+    labels = {"classification": dict(id2label={0: "neg", 1: "neu", 2: "pos"}, problem_type="single_label_classification"),
+              "regression": dict(id2label={0: "score"}, problem_type="regression")}[head]
+    run = tmp_path / "run"
+    (run / "config.yaml").parent.mkdir()
+    (run / "config.yaml").write_text("model:\n  family: electra\n")  # what marks a run directory
+    lora = get_peft_model(E.ElectraForSequenceClassification.from_pretrained(tmp_path / "disc", **labels),
+                          LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    lora.save_pretrained(run / "adapter")
+    lora.save_pretrained(run / "checkpoints" / "step-00000002")
+    lora.merge_and_unload().save_pretrained(run / "model")  # as the recipe's export_model
+    for src in (run, run / "checkpoints" / "step-00000002"):
+        out = tmp_path / f"out-{src.name}"
+        assert main(["convert", "--merge", str(src), str(out)]) == 0
+        theirs = transformers.AutoConfig.from_pretrained(out)
+        assert theirs.id2label == labels["id2label"] and theirs.problem_type == labels["problem_type"]
+    served = ModelRegistry.from_dirs([f"m={run / 'adapter'}"], ServeConfig()).models["m"]
+    assert served.classifier.config.id2label == labels["id2label"]
+
+
 def test_run_config_lora_section_parses_and_checks():
     cfg = load_config(None, ["--lora.r=8", "--lora.alpha=16", "--lora.target_modules=[q,v]"])
     config = lora_config(cfg.lora, "t5")

@@ -174,6 +174,7 @@ def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path
     assert config["base_model_name_or_path"] == str((tmp_path / "base").resolve())
     assert cli_main(["convert", "--merge", str(run), str(tmp_path / "merged")]) == 0
     again = ElectraForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert again.config.id2label == merged.config.id2label  # the run's label names, not LABEL_0, ...
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
