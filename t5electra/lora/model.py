@@ -285,14 +285,16 @@ class PeftModel(nn.Module):
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike, adapter_name: str = DEFAULT, *,
                         is_trainable: bool = False) -> PeftModel:
-        """``model`` with the adapter of ``directory`` (written here or by PEFT); frozen unless
-        ``is_trainable``."""
+        """``model`` with the adapter of ``directory`` (written here or by PEFT); frozen and in eval
+        mode (dropout off, as PEFT leaves it) unless ``is_trainable``."""
         _one_adapter(adapter_name)
         d = checkpoint_dir(directory)
         config = LoraConfig.from_pretrained(d)
         config.inference_mode = not is_trainable
         peft_model = cls(model, config)
         peft_model.load_adapter(d)
+        if not is_trainable:  # for inference: a base left in train mode would answer with dropout on
+            peft_model.eval()
         return peft_model
 
     def load_adapter(self, directory: str | os.PathLike, adapter_name: str = DEFAULT) -> None:

@@ -464,6 +464,19 @@ def test_disable_adapter_unload_and_get_base_model_as_peft():
         merged.unload()
 
 
+@pytest.mark.parametrize("is_trainable", [False, True])
+def test_from_pretrained_leaves_the_model_in_peft_s_mode(is_trainable, tmp_path):
+    """PeftModel.from_pretrained(base, dir) kept a base in train mode (dropout on in inference); PEFT
+    calls eval() unless is_trainable, which keeps the base's mode."""
+    get_peft_model(ours("t5-v1.1"), LoraConfig(r=4, target_modules=["q"])).save_pretrained(tmp_path / "adapter")
+    ours("t5-v1.1").save_pretrained(tmp_path / "base")
+    theirs = peft.PeftModel.from_pretrained(hf_class("t5").from_pretrained(tmp_path / "base").train(),
+                                            tmp_path / "adapter", is_trainable=is_trainable)
+    loaded = PeftModel.from_pretrained(ours("t5-v1.1").train(), tmp_path / "adapter", is_trainable=is_trainable)
+    assert loaded.training == loaded.base_model.training == theirs.training == is_trainable
+    assert all(m.training == is_trainable for m in loaded.modules())
+
+
 def test_gaussian_init_as_peft():
     """init_lora_weights="gaussian" (PEFT's): A ~ N(0, 1/r^2), B = 0 (was refused in a LoraConfig and
     read as True from a PEFT file)."""
