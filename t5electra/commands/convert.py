@@ -10,8 +10,10 @@ checkpoint (``RUN/checkpoints/step-N``: the optimizer state etc. are left behind
 sharded checkpoint, ``sharded/`` + config files, is gathered into one model first), or a run
 directory (its ``model/``). An ELECTRA pretraining model (``generator/`` + ``discriminator/``) is
 converted part by part. DST gets ``config.json`` + ``model.safetensors`` (+ the tokenizer files),
-which transformers and t5electra both load. The result is verified: DST is reloaded and its
-logits on a random input must equal the source model's (``--no-verify`` skips it).
+which transformers and t5electra both load. The result is verified: DST is reloaded (with our
+class) and its logits on a random input must equal the source model's (``--no-verify`` skips it).
+A classifier with ``classifier_pooling: mean`` gets a warning: transformers' class loads it but
+pools the [CLS] vector, so its predictions differ.
 
     t5electra convert --merge runs/lora-sst2/adapter exported/sst2 [--base BASE_DIR]
 
@@ -112,6 +114,20 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
     return diff
 
 
+def warn_if_transformers_differs(model, dst: Path) -> None:
+    """Warn (stderr) when transformers loads DST without an error but computes something else.
+    verify() cannot see it: it reloads DST with our class. The one case: a sequence classifier on
+    the mean of the token vectors (classifier_pooling "mean", the quickstart's ELECTRA and MiniLM
+    classifiers), which transformers' ElectraForSequenceClassification reads as [CLS] pooling."""
+    from ..models.electra import ElectraForSequenceClassification
+
+    if isinstance(model, ElectraForSequenceClassification) and model.config.classifier_pooling == "mean":
+        print(f"t5electra convert: warning: {dst} classifies the mean of the token vectors (classifier_pooling="
+              f"'mean'); transformers' ElectraForSequenceClassification ignores that setting and reads the [CLS] "
+              f"vector, so it loads {dst} without an error but predicts differently. Load it with t5electra "
+              f"(the verification reloads it with t5electra's class)", file=sys.stderr)
+
+
 def convert_one(src: Path, dst: Path, check: bool) -> str:
     from ..errors import WeightsMismatchError
 
@@ -127,6 +143,7 @@ def convert_one(src: Path, dst: Path, check: bool) -> str:
             f"{src}: its weights do not fill {cls.__name__}: {report.newly_initialized[:4]} would start from random "
             f"values{unused}. This checkpoint has no faithful {cls.__name__} equivalent, so it is not converted")
     model.save_pretrained(dst)
+    warn_if_transformers_differs(model, dst)
     tok = copy_tokenizer(src, dst)
     line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {dst}" + \
         (f" + {tok}" if tok else " (no tokenizer found)")
@@ -144,6 +161,7 @@ def merge_adapter(src: Path, dst: Path, base: str | None, check: bool) -> str:
     trainable = sum(t.numel() for t in adapted.adapter_state_dict().values())
     model = adapted.merge_and_unload()
     model.save_pretrained(dst)
+    warn_if_transformers_differs(model, dst)
     a = adapter_dir(src)
     tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config["default"], base), dst)
     line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {dst}" + \

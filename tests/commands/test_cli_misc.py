@@ -310,6 +310,26 @@ def test_convert_pytorch_bin_to_safetensors(electra_tok, tmp_path, capsys, shard
     assert "model.safetensors" in names and "vocab.txt" in names and not any(n.endswith(".bin") for n in names)
 
 
+def test_convert_warns_that_transformers_pools_a_mean_pooling_classifier_differently(tmp_path, capsys):
+    """classifier_pooling "mean" (the quickstart's classifiers): transformers' class loads the
+    converted directory but reads [CLS]; convert said "verified" (against our class) and nothing more."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny", classifier_pooling="mean"))
+    model.save_pretrained(tmp_path / "src")
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "verified" in captured.out
+    assert "warning" in captured.err and "reads the [CLS] vector" in captured.err and "predicts differently" in captured.err
+    ids = torch.tensor([[2, 5, 9, 7, 3, 8]])
+    with torch.no_grad():  # the warning's claim
+        theirs = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "out").eval()(input_ids=ids)
+        assert not torch.allclose(theirs.logits, model.eval()(input_ids=ids).logits)
+    ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).save_pretrained(tmp_path / "first")
+    assert main(["convert", str(tmp_path / "first"), str(tmp_path / "out2")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_convert_electra_pretrainer_to_generator_and_discriminator(electra_tok, tmp_path, capsys):
     from t5electra.pipelines import ElectraPipeline
 
