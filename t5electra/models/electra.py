@@ -22,6 +22,7 @@ D head size (H / N), V vocab_size, L num_labels.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -38,7 +39,7 @@ from ..inference.chunking import chunk_rows, encode_in_chunks
 from ..inference.weights import optimize_for_inference
 from ..core.outputs import (BaseModelOutput, ElectraForPreTrainingOutput, MaskedLMOutput,
                             QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
-from ..modeling import LoadReport, PreTrainedModel
+from ..modeling import LoadReport, PreTrainedModel, resized_rows
 from ..nn.activations import ACTIVATIONS  # transformers' hidden_act names: "gelu" is the exact (erf) GELU
 from ..nn.attention import SelfAttention
 from ..nn.attention_capture import capture_attention, self_weights
@@ -49,6 +50,8 @@ from ..nn.recompute import maybe_recompute
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
+
+logger = logging.getLogger("t5electra")
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 CLASSIFIER_POOLING = ("first", "mean")
@@ -313,8 +316,12 @@ class ElectraPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def hf_keymap(cls, config: ElectraConfig) -> KeyMap:
-        return electra_keymap(cls.encoder_prefix, cls.hf_head_keys, config.embedding_size != config.hidden_size,
-                              tied_generator=issubclass(cls, ElectraForMaskedLM))
+        generator = issubclass(cls, ElectraForMaskedLM)
+        head_keys = cls.hf_head_keys
+        if generator and not ties_generator(config):
+            head_keys += ("generator_lm_head.weight",)  # an output layer of its own
+        return electra_keymap(cls.encoder_prefix, head_keys, config.embedding_size != config.hidden_size,
+                              tied_generator=generator and ties_generator(config))
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
                            ) -> LoadReport:
@@ -500,11 +507,19 @@ class ElectraGeneratorPredictions(nn.Module):
         return self.LayerNorm(F.gelu(self.dense(h)))  # always exact GELU, whatever hidden_act
 
 
+def ties_generator(config: ElectraConfig) -> bool:
+    """Whether the generator's output layer is the word-embedding matrix (config.json's
+    ``tie_word_embeddings``, transformers' default true; kept in ``config.extra``)."""
+    return config.extra.get("tie_word_embeddings") is not False
+
+
 class ElectraForMaskedLM(ElectraPreTrainedModel):
     """The generator: a masked language model that predicts the token at each position.
 
     Its output layer is the word-embedding matrix itself (tied, plus a bias), so the two can
     never drift apart; checkpoints store only the embedding (transformers 5 does the same).
+    A checkpoint with ``tie_word_embeddings: false``, or one that stores a ``generator_lm_head.weight``
+    other than its embeddings, has an output layer of its own, as in transformers.
     ``labels`` (B, T): the original ids at the positions to predict, -100 elsewhere.
     """
 
@@ -515,15 +530,32 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
 
     def __init__(self, config: ElectraConfig):
         super().__init__(config)
-        if config.extra.get("tie_word_embeddings") is False:
-            raise ConfigError("tie_word_embeddings=false: an untied generator output layer is not supported "
-                              "(every released ELECTRA generator ties it to the word embeddings)")
         self.electra = ElectraModel(config)
         self.generator_predictions = ElectraGeneratorPredictions(config)
-        # HF: generator_lm_head = Linear(E, V) whose weight is the word-embedding matrix.
-        self.generator_lm_head = nn.Module()
-        self.generator_lm_head.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.tied = ties_generator(config)
+        if self.tied:  # HF: generator_lm_head = Linear(E, V) whose weight is the word-embedding matrix
+            self.generator_lm_head = nn.Module()
+            self.generator_lm_head.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        else:
+            self.generator_lm_head = nn.Linear(config.embedding_size, config.vocab_size)
+            self._init_weights(self.generator_lm_head)
+            nn.init.zeros_(self.generator_lm_head.bias)
         self.generator_predictions.apply(self._init_weights)
+
+    @classmethod
+    def config_for_checkpoint(cls, config: ElectraConfig, hf_sd: dict[str, torch.Tensor]) -> ElectraConfig:
+        """A file that stores a generator_lm_head.weight other than its word embeddings loads untied,
+        as transformers 5 loads it (it unties them with a warning), even where config.json does not say
+        tie_word_embeddings=false (T5ForConditionalGeneration.config_for_checkpoint does the same)."""
+        head = hf_sd.get("generator_lm_head.weight")
+        emb = next((hf_sd[p + "embeddings.word_embeddings.weight"] for p in ("electra.", "bert.", "")
+                    if p + "embeddings.word_embeddings.weight" in hf_sd), None)
+        if ties_generator(config) and head is not None and emb is not None and not torch.equal(head, emb):
+            logger.info("generator_lm_head.weight differs from the word embeddings: loading with "
+                        "tie_word_embeddings=False")
+            config = config.replace()
+            config.extra["tie_word_embeddings"] = False
+        return config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
@@ -537,9 +569,14 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, **self._extras(enc))
 
     def get_output_embeddings(self) -> nn.Linear:
+        if not self.tied:
+            return self.generator_lm_head
         return self._tied_linear(self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)
 
     def _resize_output(self, new_num_tokens: int) -> None:
+        if not self.tied:
+            self.generator_lm_head = resized_rows(self.generator_lm_head, new_num_tokens)
+            return
         old = self.generator_lm_head.bias  # the output layer's weight is the word embedding (tied)
         bias = old.new_zeros(new_num_tokens)
         bias[:min(new_num_tokens, old.shape[0])] = old[:new_num_tokens]
@@ -550,6 +587,8 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         E), then the output layer tied to the word embeddings, plus its bias. The one copy of it
         (the RTD pretrainer calls it on the masked positions only)."""
         h = self.generator_predictions(hidden)  # (..., E)
+        if not self.tied:
+            return self.generator_lm_head(h)
         return F.linear(h, self.electra.embeddings.word_embeddings.weight, self.generator_lm_head.bias)  # (..., V)
 
     def generate(self, *args: Any, **kwargs: Any):

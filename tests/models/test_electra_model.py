@@ -248,6 +248,38 @@ def test_generator_output_layer_is_the_embedding(tmp_path):
     torch.testing.assert_close(emb, gen.electra.embeddings.word_embeddings.weight)
 
 
+def test_a_generator_head_other_than_the_embeddings_loads_untied_as_in_transformers(tmp_path):
+    """A file storing a generator_lm_head.weight that is not the word-embedding matrix: transformers 5
+    unties the two and uses it; ours dropped it for the embeddings (other logits, load_report silent).
+    A config with tie_word_embeddings=false was refused. Both now load untied, with transformers'
+    logits, and save what transformers loads the same way."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    hf = hf_model("ElectraForMaskedLM", cfg, tmp_path)
+    hf.save_pretrained(tmp_path / "distinct")
+    sd = load_file(tmp_path / "distinct" / "model.safetensors")
+    sd["generator_lm_head.weight"] = torch.randn(cfg.vocab_size, cfg.embedding_size) * 0.5
+    save_file(sd, tmp_path / "distinct" / "model.safetensors", metadata={"format": "pt"})
+    hf_untied = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        **{k: v for k, v in cfg.to_dict().items() if k != "model_type"}, tie_word_embeddings=False)).eval()
+    hf_untied.save_pretrained(tmp_path / "untied")
+    ids = batch(cfg, "ElectraForMaskedLM")["input_ids"]
+    for name in ("distinct", "untied"):
+        theirs = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / name).eval()
+        ours = E.ElectraForMaskedLM.from_pretrained(tmp_path / name)
+        assert not ours.tied and ours.load_report.unused == []
+        with torch.no_grad():
+            want = theirs(input_ids=ids).logits
+            torch.testing.assert_close(ours(ids).logits, want, **TOL)
+            ours.save_pretrained(tmp_path / f"{name}-ours")
+            assert json.loads((tmp_path / f"{name}-ours" / "config.json").read_text())["tie_word_embeddings"] is False
+            back = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / f"{name}-ours").eval()
+            torch.testing.assert_close(back(input_ids=ids).logits, want, **TOL)
+    ours.resize_token_embeddings(cfg.vocab_size + 3)  # the untied output layer grows with the vocabulary
+    assert ours.get_output_embeddings().weight.shape[0] == ours(ids).logits.shape[-1] == cfg.vocab_size + 3
+
+
 # -- config ------------------------------------------------------------------------------------
 
 def test_presets_have_the_released_shapes():
