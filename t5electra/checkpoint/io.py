@@ -90,10 +90,37 @@ def _unsafe_global(message: str) -> str:
         "an object that is not a tensor"
 
 
+def _not_torch_file(path: Path) -> str:
+    """What a file torch.load cannot parse probably is, in a few words."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the weights: fetch them with `git lfs pull`"
+    return "damaged, or a file of another format"
+
+
+def _not_a_state_dict(sd: object) -> str:
+    """What a .bin holds instead of a dict of tensors; where the tensors are when they are nested
+    one level down (a training framework's {"state_dict": {...}})."""
+    if not isinstance(sd, dict):
+        return f"found a {type(sd).__name__}"
+    nested = [k for k, v in sd.items() if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
+    if nested:
+        k = nested[0]
+        return (f"found a dict whose {k!r} entry holds the {len(sd[k])} tensors (a training checkpoint's nested "
+                f"state dict); save that dict alone, e.g. torch.save(torch.load(path, weights_only=True)[{k!r}], "
+                f"'pytorch_model.bin')")
+    other = [f"{k!r} ({type(v).__name__})" for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    return f"found a dict with entries that are not tensors: {', '.join(other[:3])}{' ...' if len(other) > 3 else ''}"
+
+
 def _load_bin(path: Path) -> StateDict:
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported operand" in str(e):  # a byte no pickle torch.save writes starts with: no code, no checkpoint
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save's format): {_not_torch_file(path)}"
+                                  ) from None
         raise UnsafeCheckpointError(
             f"refused to load {path}: it is a pickle that would run code ({_unsafe_global(str(e))}), and only "
             f"plain tensors are loaded (torch.load weights_only=True); convert it to safetensors with a tool "
@@ -101,7 +128,7 @@ def _load_bin(path: Path) -> StateDict:
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({e})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), {_not_a_state_dict(sd)}")
     return sd
 
 

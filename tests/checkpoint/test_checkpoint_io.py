@@ -351,3 +351,32 @@ def test_pickle_that_needs_code_execution_is_refused(saved, hf_v11):
                                                    r"run code \(it calls [\w.]*_side_effect\), and only plain tensors"):
         T5ForConditionalGeneration.from_pretrained(saved)
     assert _executed == []
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"garbage, not a zip", r"not a PyTorch checkpoint \(torch.save's format\): damaged, or a file of another format"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", "a Git LFS pointer, not the weights"),
+])
+def test_a_bin_that_is_no_torch_file_is_not_called_a_pickle_that_runs_code(saved, content, match):
+    """torch's weights-only unpickler rejects any byte it does not know: that was reported as "a
+    pickle that would run code"."""
+    (saved / "model.safetensors").unlink()
+    (saved / "pytorch_model.bin").write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as e:
+        T5ForConditionalGeneration.from_pretrained(saved)
+    assert not isinstance(e.value, UnsafeCheckpointError) and "run code" not in str(e.value)
+
+
+def test_a_bin_of_something_else_than_a_state_dict_says_what_it_holds(saved, hf_v11):
+    """"expected a dict of tensors, got dict" said nothing; a nested state dict is named."""
+    (saved / "model.safetensors").unlink()
+    torch.save({"state_dict": hf_v11.state_dict(), "epoch": 3}, saved / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"found a dict whose 'state_dict' entry holds the \d+ tensors .*"
+                                              r"torch.save\(torch.load\(path, weights_only=True\)\['state_dict'\]"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    torch.save({"shared.weight": torch.zeros(2), "steps": [1, 2]}, saved / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"found a dict with entries that are not tensors: 'steps' \(list\)"):
+        T5ForConditionalGeneration.from_pretrained(saved)
+    torch.save([torch.zeros(2)], saved / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="expected a dict of tensors \\(a state dict\\), found a list"):
+        T5ForConditionalGeneration.from_pretrained(saved)
