@@ -190,13 +190,14 @@ class PreTrainedModel(nn.Module):
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | str | None = None,
-                        dtype: torch.dtype | str | None = None, config: ModelConfig | None = None,
+                        dtype: torch.dtype | str | None = None, config: Any = None,
                         attn_implementation: str | None = None, **config_overrides: Any):
         """Load a checkpoint directory written by transformers or by ``save_pretrained``.
 
         ``dtype`` (transformers 5's name; ``torch_dtype`` is the older one): a ``torch.dtype``, its
         name (``"bfloat16"``), or ``"auto"`` (the dtype config.json records, else that of the stored
-        weights); None keeps fp32. ``config``: use this config instead of config.json's.
+        weights); None keeps fp32. ``config``: use this config instead of config.json's (ours, or
+        transformers' config object, read through its ``to_dict()``).
         ``attn_implementation``: "sdpa" or "eager" (set_attn_implementation, where the model has it).
         transformers' loading options that change nothing for a local directory are accepted
         (``local_files_only``, ``low_cpu_mem_usage``, ``use_safetensors``, ...: HF_LOAD_OPTIONS).
@@ -214,8 +215,7 @@ class PreTrainedModel(nn.Module):
         wanted = dtype if dtype is not None else torch_dtype
         d = checkpoint_dir(directory)
         if config is not None:
-            if not isinstance(config, cls.config_class):
-                raise ConfigError(f"config must be a {cls.config_class.__name__}, got {type(config).__name__}")
+            config = cls._own_config(config)
             config = config.replace(**config_overrides) if config_overrides else config
         else:
             config = cls.config_class.from_pretrained(d, **config_overrides)
@@ -233,6 +233,17 @@ class PreTrainedModel(nn.Module):
                 raise ConfigError(f"{cls.__name__} has one attention implementation: drop attn_implementation")
             model.set_attn_implementation(attn_implementation)
         return model.eval()
+
+    @classmethod
+    def _own_config(cls, config: Any) -> ModelConfig:
+        """``from_pretrained(config=...)``: our config class, or transformers' (its ``to_dict()``, read as
+        its config.json would be: same fields, the same checks)."""
+        if isinstance(config, cls.config_class):
+            return config
+        name = f"{type(config).__module__}.{type(config).__name__}"
+        if name.startswith("transformers.") and callable(getattr(config, "to_dict", None)):
+            return cls.config_class.from_dict(config.to_dict(), source=f"config={name}")
+        raise ConfigError(f"config must be a t5electra.{cls.config_class.__name__} or a transformers config, got {name}")
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
                            ) -> LoadReport:

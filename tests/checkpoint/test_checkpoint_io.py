@@ -380,3 +380,17 @@ def test_a_bin_of_something_else_than_a_state_dict_says_what_it_holds(saved, hf_
     torch.save([torch.zeros(2)], saved / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="expected a dict of tensors \\(a state dict\\), found a list"):
         T5ForConditionalGeneration.from_pretrained(saved)
+
+
+def test_from_pretrained_takes_transformers_config(saved, hf_v11):
+    """README: from_pretrained takes transformers' config=; it said "config must be a T5Config, got
+    T5Config" (transformers' class of the same name)."""
+    theirs = transformers.T5Config.from_pretrained(saved)
+    ours = T5ForConditionalGeneration.from_pretrained(saved, config=theirs, dropout_rate=0.0)
+    assert ours.config.dropout_rate == 0.0 and ours.config.feed_forward_proj == "gated-gelu"
+    torch.testing.assert_close(logits(ours), logits(hf_v11, hf=True), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ModelTypeError, match="config=transformers.*ElectraConfig: model_type 'electra'"):
+        T5ForConditionalGeneration.from_pretrained(saved, config=transformers.ElectraConfig())
+    with pytest.raises(ConfigError, match="config must be a t5electra.T5Config or a transformers config, got "
+                                          "builtins.dict"):
+        T5ForConditionalGeneration.from_pretrained(saved, config=theirs.to_dict())
