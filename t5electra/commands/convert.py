@@ -53,7 +53,8 @@ def source_dir(src: Path) -> Path:
     """SRC itself if it holds a model (or generator/ + discriminator/), else a run's model/ or latest
     checkpoint (train.checkpointing.run_model_dir, as model.init_from reads it)."""
     from ..errors import CheckpointNotFoundError
-    from ..train.checkpointing import holds_model, mlm_generator, run_model_dir
+    from ..lora.merge import is_adapter_dir
+    from ..train.checkpointing import CheckpointManager, holds_model, mlm_generator, run_model_dir
 
     if not src.is_dir():
         raise CheckpointNotFoundError(f"{str(src)!r} is not a directory")
@@ -63,6 +64,13 @@ def source_dir(src: Path) -> Path:
     for d in (found, found / "model"):
         if mlm_generator(d) is not None:  # an MLM pretraining output: its generator is the model
             return mlm_generator(d)
+    # a LoRA run's checkpoints (and an unfinished run) hold adapters only: merging makes the model
+    latest = CheckpointManager(found).latest() if (found / "checkpoints").is_dir() else None
+    adapter = next((d for d in (found, found / "adapter", latest) if d is not None and is_adapter_dir(d)), None)
+    if adapter is not None:
+        raise CheckpointNotFoundError(f"{adapter} holds a LoRA adapter (adapter_config.json), not a model: merge it "
+                                      f"into its base model with `t5electra convert --merge {adapter} DST` "
+                                      f"(--base BASE_DIR when the adapter's base is elsewhere)")
     raise CheckpointNotFoundError(f"{src}: no config.json (nor generator/ + discriminator/), and no model/ or "
                                   f"checkpoints/ holding one")
 

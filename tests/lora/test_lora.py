@@ -376,6 +376,20 @@ def test_a_runs_adapter_keeps_its_label_names_merged_and_served(head, tmp_path, 
     assert served.classifier.config.id2label == labels["id2label"]
 
 
+def test_convert_of_an_adapter_checkpoint_without_merge_says_to_merge(tmp_path, capsys):
+    """A LoRA run's checkpoint holds the adapter only: plain convert said "no config.json"."""
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    get_peft_model(ours("electra-cls"), LoraConfig(r=2, target_modules=["query"], task_type="SEQ_CLS")
+                   ).save_pretrained(ckpt)
+    for name in ("training_state.pt", "meta.json"):  # what makes it a complete checkpoint (train/checkpointing.py)
+        (ckpt / name).write_text("{}")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000002\n")
+    for src in (ckpt, tmp_path / "run"):  # the checkpoint, or the run whose latest checkpoint it is
+        assert main(["convert", str(src), str(tmp_path / "plain")]) == 1
+        assert "holds a LoRA adapter (adapter_config.json), not a model: merge it into its base model with " \
+               f"`t5electra convert --merge {ckpt} DST`" in capsys.readouterr().err
+
+
 def test_run_config_lora_section_parses_and_checks():
     cfg = load_config(None, ["--lora.r=8", "--lora.alpha=16", "--lora.target_modules=[q,v]"])
     config = lora_config(cfg.lora, "t5")
