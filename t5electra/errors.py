@@ -53,3 +53,8 @@ class DataError(T5ElectraError, ValueError):
 
 class TrainingError(T5ElectraError, RuntimeError):
     """Training cannot continue (non-finite loss, ...); the message names the step and the last good checkpoint."""
+
+
+class MissingExtraError(T5ElectraError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install 't5electra[data]'``). An ImportError too, for code that draws only if it can."""

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .core.extras import require
 from .errors import ConfigError, DataError
 from .train.logging import read_metrics
 
@@ -60,9 +61,16 @@ def _keys(records: list[dict[str, Any]], split: str) -> list[str]:
     return list(seen)
 
 
+def _lone(xs: list) -> str | None:
+    """A marker for a series of one point (matplotlib draws nothing for a one-point line)."""
+    return "o" if len(xs) == 1 else None
+
+
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, smooth: int = 1) -> list[Path]:
-    """Write the PNGs for the run at ``run_dir``; returns their paths."""
-    import matplotlib  # the `data` extra: imported only to draw (plot_run_if_available tolerates its absence)
+    """Write the PNGs for the run at ``run_dir``; returns their paths. A curve of one point (a run
+    after its first log line, a short run) is drawn as a marker: a line needs two."""
+    # the `data` extra: imported only to draw (plot_run_if_available tolerates its absence)
+    matplotlib = require("matplotlib", "t5electra plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -90,7 +98,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         fig, ax = plt.subplots(figsize=(7, 4))
         for k in losses:
             xs, ys = _series(records, "train", k)
-            ax.plot(xs, _smooth(ys, smooth), label=f"train {k}")
+            ax.plot(xs, _smooth(ys, smooth), marker=_lone(xs), label=f"train {k}")
         for k in eval_losses:
             xs, ys = _series(records, "eval", k)
             ax.plot(xs, ys, marker="o", label=f"eval {k}")
@@ -102,7 +110,8 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     # lr.png
     if "lr" in train_keys:
         fig, ax = plt.subplots(figsize=(7, 3))
-        ax.plot(*_series(records, "train", "lr"))
+        xs, ys = _series(records, "train", "lr")
+        ax.plot(xs, ys, marker=_lone(xs))
         ax.set(xlabel="step", ylabel="learning rate", title=f"{run_dir.name}: learning rate")
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.grid(alpha=0.3)
@@ -125,7 +134,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         for k in present:
             xs, ys = _series(records, "train", k)
             if xs:
-                ax.plot(xs, _smooth(ys, smooth), label=k)
+                ax.plot(xs, _smooth(ys, smooth), marker=_lone(xs), label=k)
             xs, ys = _series(records, "eval", k)
             if xs:
                 ax.plot(xs, ys, marker="o", linestyle="--", label=f"eval {k}")

@@ -95,3 +95,32 @@ def test_tensorboard_events_when_installed(tmp_path):
     acc.Reload()
     assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([1.0, 0.5, 1 / 3])
     assert [(e.step, e.value) for e in acc.Scalars("eval/accuracy")] == [(3, 0.75)]
+
+
+def test_one_point_curves_are_drawn_and_missing_matplotlib_is_named(tmp_path, monkeypatch, capsys):
+    """A run after its first log line: a one-point line is invisible, so it gets a marker. A damaged
+    step is skipped as a damaged line is. Without matplotlib the command names the extra."""
+    import matplotlib.axes
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "train", "loss": 2.0, "lr": 1e-3}) + "\n"
+                                            + json.dumps({"step": "x", "split": "train", "loss": 9.0}) + "\n")
+    drawn = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **kw: drawn.append(kw.get("marker")) or
+                        plot(self, *a, **kw))
+    names = sorted(p.name for p in plot_run(tmp_path))
+    assert names == ["loss.png", "lr.png"] and drawn == ["o", "o"]
+    monkeypatch.undo()
+
+    import t5electra.core.extras as extras
+
+    real = extras.importlib.import_module
+
+    def no_matplotlib(name, *a):
+        if name == "matplotlib":
+            raise ImportError(name)
+        return real(name, *a)
+
+    monkeypatch.setattr(extras.importlib, "import_module", no_matplotlib)
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "pip install 't5electra[data]'" in capsys.readouterr().err

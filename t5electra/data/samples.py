@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ..core.extras import require
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .chinese import parse_tagged, sentences
@@ -288,7 +289,7 @@ def _read_lazyload(data_dir: Path) -> dict[str, object]:
     ``Rdata.rdb``; each record is a 4-byte big-endian length followed by a zlib stream holding a
     serialized R object, which the ``rdata`` package parses.
     """
-    import rdata  # the `data` extra: only the corpus sample needs it
+    rdata = require("rdata", "the corpus sample")  # the `data` extra: only the corpus sample needs it
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns that the stream has no file header (RDS)
@@ -348,7 +349,7 @@ def build_corpus(out: Path) -> dict:
     for name, text in _read_lazyload(root / "usr/lib/R/site-library/tokenizers/data").items():
         add_book(f"tokenizers:{name}", _paragraphs(_gutenberg_body(str(text[0])).splitlines()))
 
-    import rdata  # the `data` extra, as above
+    rdata = require("rdata", "the corpus sample")  # the `data` extra, as above
 
     root, src = _debian("r-cran-tidytext")
     rda = root / "usr/lib/R/site-library/tidytext/extdata/books.rda"

@@ -389,7 +389,8 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
     mfu = efficiency(out, timings, peaks)
     if mfu:
         echo(f"\ncompute efficiency (model FLOPs / stage seconds / the {precision} matmul peak of the stage's threads; "
-             f"{'T5 and ELECTRA in two lanes side by side, one thread each' if lanes == 2 else 'one stage at a time'}):")
+             f"{'T5 and ELECTRA in two lanes side by side' if lanes == 2 else 'one stage at a time'}, "
+             f"{torch.get_num_threads() // lanes} thread(s) each):")
         for name, e in mfu.items():
             echo(f"  {name:<24} {e['flops'] / 1e12:8.2f} TFLOP in {e['seconds']:6.0f} s = "
                  f"{e['flop_per_s'] / 1e9:6.1f} GFLOP/s of {e['peak_flop_per_s'] / 1e9:4.0f}, MFU {100 * e['mfu']:5.1f}%")

@@ -78,6 +78,9 @@ def default_lanes(lanes: int | None) -> int:
         return 2 if torch.get_num_threads() >= 2 else 1
     if lanes not in (1, 2):
         raise ConfigError(f"quickstart lanes={lanes}: choose 1 (stages in turn) or 2 (T5 beside ELECTRA)")
+    if lanes == 2 and torch.get_num_threads() < 2:  # two processes of one thread: twice the threads asked for
+        raise ConfigError(f"quickstart lanes=2 runs a thread in each lane: give 2 or more threads (now "
+                          f"{torch.get_num_threads()}), or lanes=1")
     return lanes
 
 

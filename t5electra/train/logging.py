@@ -133,8 +133,8 @@ def read_metrics(run_dir_or_file: str | os.PathLike) -> list[dict[str, Any]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and "step" in rec:
-            latest[(rec.get("split", "train"), int(rec["step"]))] = rec
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):  # (a damaged line is skipped, as bad JSON)
+            latest[(rec.get("split", "train"), rec["step"])] = rec
     return sorted(latest.values(), key=lambda r: (r["step"], r.get("split", "train")))
 
 

@@ -97,6 +97,9 @@ def test_two_lanes_give_the_numbers_of_the_stages_run_in_turn(tmp_path, capfd):
     assert lanes == turn
     summary = json.loads((tmp_path / "lanes" / "quickstart.json").read_text())
     assert summary["lanes"] == 2 and summary["threads"] == 1
+    # two lanes of one thread from --threads 1 would be twice the threads asked for
+    assert main(["quickstart", "--tiny", "--out", str(tmp_path / "x"), "--threads", "1", "--lanes", "2"]) == 1
+    assert "give 2 or more threads" in capfd.readouterr().err
     assert set(summary["seconds"]) >= {"pretrain_t5", "finetune_t5", "pretrain_electra", "finetune_electra"}
 
 
