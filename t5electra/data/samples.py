@@ -221,10 +221,12 @@ _EXAMPLE_RE = re.compile(r'^[ \t]+"(.+)"[ \t]+-[ \t]+(.+?)[ \t]*$', re.M)
 # sentence. A capital after ", " starts an alternative when the comma follows a final .!? ("Satz
 # eins., Satz zwei.") or the capitalised word is one German writes in lower case inside a sentence
 # ("Ich war zwei Wochen im Krankenstand, Ich war zwei Wochen krankgeschrieben."). Nouns and names
-# are capitalised everywhere ("Es ist keine Schande, Fehler einzugestehen."): never a split.
+# are capitalised everywhere ("Es ist keine Schande, Fehler einzugestehen."): never a split, so two
+# targets keep a second alternative that opens with a noun ("..., Spinnen sind eigentlich ...").
 _ALTERNATIVES_RE = re.compile(
-    r', (?:(?<=[.!?], )(?=[A-ZÄÖÜ"„])|(?=(?:Ich|Du|Er|Es|Wir|Man|Das|Der|Die|Den|Dem|Ein|Eine|Dies|Diese|Dieser'
-    r'|In|Im|Bei|Vor|Mit|Auf|Aus|Von|Nach|Zu|Für|So|Also|Vielleicht|Da|Dann|Hier|Jetzt|Wenn|Wie|Was)\b))')
+    r'(?<=[.!?]), (?=[A-ZÄÖÜ"„])'
+    r'|, (?=(?:Ich|Du|Er|Es|Wir|Man|Das|Der|Die|Den|Dem|Ein|Eine|Dies|Diese|Dieser|In|Im|Bei|Vor|Mit|Auf'
+    r'|Aus|Von|Nach|Zu|Für|So|Also|Vielleicht|Da|Dann|Hier|Jetzt|Wenn|Wie|Was)\b)')
 # Polite "Sie" is capitalised inside a sentence too ("Es war schön, Sie kennenzulernen."): it starts
 # an alternative only when the target opens with it as well ("Sie kommen doch, Sie kommen doch, oder?").
 _SIE_ALTERNATIVE_RE = re.compile(r", (?=Sie\b)")
@@ -252,9 +254,10 @@ def build_translation(out: Path) -> dict:
     dict-freedict-eng-deu; from TU Chemnitz's Ding). Dictionary entries carry usage examples as
     ``"English sentence"  - German sentence``; we keep full sentences (capital start, final
     punctuation, >= 3 words), the first German alternative, and drop pairs that still hold
-    dictionary notation on either side (a slash between alternatives, parenthesised optional words,
-    "…" or "sb."/"etw." placeholders); then the first pair per English sentence. Splits hash the German target, so pairs that share a
-    translation ("She is to blame for it." / "The blame lies with her.") are in one split."""
+    dictionary notation on either side (a slash between alternatives, parenthesised optional
+    words, "…" or "sb."/"etw." placeholders); then the first pair per English sentence. Splits
+    hash the German target, so pairs that share a translation ("She is to blame for it." / "The
+    blame lies with her.") are in one split."""
     root, src = _debian("dict-freedict-eng-deu")
     dz = root / "usr/share/dictd/freedict-eng-deu.dict.dz"
     if not dz.is_file():
