@@ -173,3 +173,25 @@ def test_unknown_sample_and_empty_cache(tmp_path, monkeypatch, capsys):
     assert [r["name"] for r in rows] == ["corpus", "sentiment", "translation", "bbc", "sentiment-zh", "corpus-zh",
                                          "cws-zh", "pos-zh"]
     assert not any(r["fetched"] for r in rows)
+
+
+def test_a_sample_built_by_an_older_builder_is_built_again(tmp_path, monkeypatch):
+    """A fix to a sample (bbc's and translation's split leaks) must reach caches made before it: the
+    builder's revision is in SOURCE.json and another revision is rebuilt. A leftover folder without
+    SOURCE.json is replaced (it stopped `data fetch` with 'Directory not empty')."""
+    builds = []
+
+    def build(out):
+        builds.append(out)
+        (out / "train.jsonl").write_text('{"text": "a"}\n')
+        return {"counts": {"train": 1}, "sources": [], "description": "toy", "tasks": []}
+
+    monkeypatch.setitem(S.SAMPLES, "toy", S.Sample("toy", "a toy sample", build))
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "partial.jsonl").write_text("x")  # a leftover of an interrupted copy
+    dest = S.fetch_sample("toy", tmp_path)
+    assert json.loads((dest / "SOURCE.json").read_text())["revision"] == 1 and not (dest / "partial.jsonl").exists()
+    assert S.fetch_sample("toy", tmp_path) == dest and len(builds) == 1  # cached
+    monkeypatch.setitem(S.SAMPLES, "toy", S.Sample("toy", "a toy sample", build, revision=2))
+    S.fetch_sample("toy", tmp_path)
+    assert len(builds) == 2 and json.loads((dest / "SOURCE.json").read_text())["revision"] == 2
