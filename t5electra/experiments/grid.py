@@ -24,7 +24,9 @@ A FLOPs budget becomes, per method, the step count whose pretraining FLOPs
 (:mod:`t5electra.experiments.flops`) are closest to it: the methods are compared at EQUAL
 pretraining compute. Each (method, budget, seed) is one pretraining job; each task on it one
 fine-tuning job that depends on it. Job ids are paths: ``pretrain/rtd/b0/seed1``,
-``finetune/sentiment/rtd/b0/seed1``.
+``finetune/sentiment/rtd/b0/seed1``. Override tables are layered (the kind's, then the method's;
+for ``none``, the family's pretraining model.* settings, then the fine-tuning's), and a dict-valued
+override such as ``model.overrides`` merges key by key (:func:`merge_overrides`).
 """
 
 from __future__ import annotations
@@ -200,15 +202,19 @@ def expand(exp: Experiment, steps_for_flops: Callable[[Method, float], int] | No
                 pre = None
                 if method.kind != "none":
                     pre = Job(id=f"pretrain/{tag}", kind=method.kind, method=method.name, seed=seed, budget=budget,
-                              steps=steps, overrides={**exp.pretrain.get(method.kind, {}), **method.overrides,
-                                                      "train.max_steps": steps, "train.seed": seed})
+                              steps=steps, overrides=merge_overrides(pretrain_overrides(exp, method),
+                                                                     {"train.max_steps": steps, "train.seed": seed}))
                     jobs.append(pre)
-                ft = exp.finetune.get(ft_kind, {})
+                # No pretraining: random weights shaped as the family's pretrained models are (their
+                # model.* settings), then the fine-tuning's overrides on top, as a pretrained model
+                # gets them: its saved config, then e.g. model.overrides {classifier_pooling: mean}.
+                # Every method thus fine-tunes the same head.
+                shape = {} if pre is not None else {
+                    k: v for k, v in pretrain_overrides(exp, method, f"pretrain_{method.family}").items()
+                    if k.startswith("model.")}
                 for task in exp.tasks:
-                    overrides = {**ft, "data.task": task, "train.seed": seed}
-                    if pre is None:  # random weights, shaped as the family's pretrained models are
-                        shape = {**exp.pretrain.get(f"pretrain_{method.family}", {}), **method.overrides}
-                        overrides.update({k: v for k, v in shape.items() if k.startswith("model.")})
+                    overrides = merge_overrides(shape, exp.finetune.get(ft_kind, {}),
+                                                {"data.task": task, "train.seed": seed})
                     jobs.append(Job(id=f"finetune/{task_slug(task)}/{tag}", kind=ft_kind, method=method.name,
                                     seed=seed, budget=budget, steps=int(overrides.get("train.max_steps", 0)),
                                     overrides=overrides, task=task, depends_on=pre.id if pre else None))
@@ -216,6 +222,24 @@ def expand(exp: Experiment, steps_for_flops: Callable[[Method, float], int] | No
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{exp.path}: two jobs share an id (duplicate task or method names?)")
     return jobs
+
+
+def merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Run-config overrides, later layers winning; a dict-valued one (``model.overrides``) merges
+    key by key, so a layer that adds ``{classifier_pooling: mean}`` keeps the shape an earlier
+    layer gave (replacing the whole dict would silently drop it)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            old = out.get(key)
+            out[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def pretrain_overrides(exp: Experiment, method: Method, kind: str | None = None) -> dict[str, Any]:
+    """The overrides of ``method``'s pretraining: the experiment's for its kind (``kind``: another
+    kind's, for a method without pretraining), then the method's own."""
+    return merge_overrides(exp.pretrain.get(kind or method.kind, {}), method.overrides)
 
 
 def task_slug(task: str) -> str:

@@ -35,7 +35,7 @@ from ..machine import cpu_model
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from . import flops as F
 from .adapters import get_adapter
-from .grid import Experiment, Job, Method, expand, load_experiment
+from .grid import Experiment, Job, Method, expand, load_experiment, merge_overrides, pretrain_overrides
 from .report import write_report
 
 DEFAULT_DATA = {"corpus_chars": 1_000_000, "t5_vocab": 4000, "electra_vocab": 4000, "task_examples": None}
@@ -101,7 +101,7 @@ def steps_for_flops(ctx: Context) -> Callable[[Method, float], int]:
 
     def steps(method: Method, budget: float) -> int:
         adapter = get_adapter(method.kind)
-        overrides = {**ctx.exp.pretrain.get(method.kind, {}), **method.overrides, "train.max_steps": 1}
+        overrides = merge_overrides(pretrain_overrides(ctx.exp, method), {"train.max_steps": 1})
         per_step = adapter.flops(adapter.config(overrides), ctx.vocab_size(adapter.family))
         return max(1, round(budget / per_step))
 

@@ -158,6 +158,22 @@ def test_grid_expansion(tmp_path):
     assert exp.methods["mlm"].label == "MLM" and exp.methods["rtd"].label == "rtd"
 
 
+def test_no_pretraining_fine_tunes_the_same_head_as_the_pretrained_methods(tmp_path):
+    """A fine-tuning model.overrides (the head: classifier_pooling) merges with the pretraining's
+    model.overrides (the shape) for the fresh model, key by key, instead of being replaced by it;
+    the same merge for a method's own model.overrides on top of its kind's."""
+    text = (GRID.replace("{BUDGETS}", "{steps: [10]}")
+            .replace("finetune_electra: {train.max_steps: 7}",
+                     "finetune_electra: {train.max_steps: 7, model.overrides: {classifier_pooling: mean}}")
+            .replace("overrides: {data.objective: mlm}",
+                     "overrides: {data.objective: mlm, model.overrides: {num_hidden_layers: 2}}"))
+    jobs = {j.id: j for j in expand(load_experiment(write(tmp_path, text)))}
+    fresh = jobs["finetune/sentiment/scratch/seed0"].overrides
+    assert fresh["model.overrides"] == {"hidden_size": 64, "classifier_pooling": "mean"}
+    assert jobs["finetune/sentiment/rtd/b0/seed0"].overrides["model.overrides"] == {"classifier_pooling": "mean"}
+    assert jobs["pretrain/mlm/b0/seed0"].overrides["model.overrides"] == {"hidden_size": 64, "num_hidden_layers": 2}
+
+
 def test_grid_flops_budgets_give_each_method_its_steps(tmp_path):
     exp = load_experiment(write(tmp_path, GRID.replace("{BUDGETS}", "{flops: [1.0e9, 4.0e9]}")))
     per_step = {"rtd": 2e7, "mlm": 1e7}
