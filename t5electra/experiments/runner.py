@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..data.readers import spread_subset
 from ..data.samples import corpus_slice, fetch_sample
 from ..data.sources import read_documents
 from ..errors import ConfigError
@@ -136,20 +137,25 @@ def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
 
 
 def trimmed_task_dir(ctx: Context, task: str | None, rows: int) -> Path:
-    """A copy of the task's sample dataset with the first ``rows`` examples of each split
-    (``data.task_examples``: for CI and first looks; T5 is scored by generating every test answer)."""
+    """A copy of the task's sample dataset with ``rows`` examples of each split, spread evenly over
+    it (``data.task_examples``: for CI and first looks; T5 is scored by generating every test
+    answer). Evenly spread, not the first rows: the sample files are ordered by label or source
+    (BBC by category, the sentiment sample's first rows nearly all positive), so a prefix would
+    train and test on one class."""
     if task not in SAMPLE_OF_TASK:
         raise ConfigError(f"data.task_examples works for the sample tasks ({', '.join(SAMPLE_OF_TASK)}) one at a "
                           f"time, not {task!r}: remove it to use the full data")
     src = fetch_sample(SAMPLE_OF_TASK[task])
-    dest = ctx.data_dir / "tasks" / f"{SAMPLE_OF_TASK[task]}-{rows}"
+    # '-spread': a copy made by an earlier version (the first rows) is not reused.
+    dest = ctx.data_dir / "tasks" / f"{SAMPLE_OF_TASK[task]}-{rows}-spread"
     if not (dest / "SOURCE.json").is_file():
         dest.mkdir(parents=True, exist_ok=True)
         for f in sorted(src.iterdir()):
             if f.suffix in (".tsv", ".csv", ".jsonl"):
                 lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
-                keep = rows + (f.suffix != ".jsonl")  # TSV/CSV: the header line too
-                (dest / f.name).write_text("".join(lines[:keep]), encoding="utf-8")
+                header = lines[:1] if f.suffix != ".jsonl" else []  # TSV/CSV: the header line stays
+                body = lines[len(header):]
+                (dest / f.name).write_text("".join(header + spread_subset(body, rows)), encoding="utf-8")
         shutil.copy2(src / "SOURCE.json", dest / "SOURCE.json")  # last: marks the copy complete
     return dest
 

@@ -216,6 +216,28 @@ def test_shipped_experiments_expand():
         assert jobs and all(j.steps >= 1 for j in jobs), name
 
 
+def test_task_examples_spread_over_each_split_not_its_first_rows(tmp_path, monkeypatch):
+    """data.task_examples keeps rows spread evenly over a split: the sample files are ordered by
+    label, and the first rows would train and test on one class."""
+    from t5electra.experiments import runner
+
+    sample = tmp_path / "sentiment"
+    sample.mkdir()
+    for split in ("train", "test"):  # sorted by label, as the sentiment sample's first rows nearly are
+        rows = [f"good film {i}\t1\n" for i in range(30)] + [f"bad film {i}\t0\n" for i in range(30)]
+        (sample / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    (sample / "extra.jsonl").write_text("".join(f'{{"label": {i // 30}}}\n' for i in range(60)))
+    (sample / "SOURCE.json").write_text("{}")
+    monkeypatch.setattr(runner, "fetch_sample", lambda name: sample)
+    ctx = runner.Context(load_experiment("tiny"), tmp_path / "out", tmp_path / "work")
+    trimmed = runner.trimmed_task_dir(ctx, "sentiment", 4)
+    for split in ("train", "test"):
+        header, *rows = (trimmed / f"{split}.tsv").read_text().splitlines()
+        assert header == "sentence\tlabel" and len(rows) == 4
+        assert sorted(r.split("\t")[1] for r in rows) == ["0", "0", "1", "1"]
+    assert [json.loads(line)["label"] for line in (trimmed / "extra.jsonl").read_text().splitlines()] == [0, 0, 1, 1]
+
+
 # --------------------------------------------------------------------------------------------
 # Adapters and report helpers
 # --------------------------------------------------------------------------------------------
