@@ -128,8 +128,10 @@ def _relative(path: str) -> str:
         return str(path)
 
 
-def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> Path:
-    """Write ``out/README.md`` and the plots; returns the README's path."""
+def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta: dict[str, Any],
+                 stale: dict[str, str] | None = None) -> Path:
+    """Write ``out/README.md`` and the plots; returns the README's path. ``stale``: job id -> why
+    its record is of another configuration (left out of ``records``, named in the report)."""
     out.mkdir(parents=True, exist_ok=True)
     finetune = [r for r in records if r["task"] is not None]
     pretrain = [r for r in records if r["task"] is None]
@@ -140,6 +142,10 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
     total = meta.get("jobs_total", len(records))
     if total > len(records):
         L += [f"**Partial: {len(records)} of {total} jobs have finished** (run the command again to continue).", ""]
+    if stale:
+        L += [f"**Left out: {len(stale)} records made with an earlier configuration of their job** (the "
+              "experiment file has changed since; running the command again reruns them):", ""]
+        L += [f"- `{job_id}`: {reason}" for job_id, reason in stale.items()] + [""]
     L += [f"{len(records)} jobs ({len(pretrain)} pretraining, {len(finetune)} fine-tuning), seeds "
           f"{', '.join(map(str, exp.seeds))}, {hours:.2f} h of training in total. Scores are test-split "
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "

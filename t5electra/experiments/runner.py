@@ -4,19 +4,24 @@ Layout (``OUT`` is the report folder, ``docs/experiments/NAME`` by default; ``WO
 models and checkpoints, ``runs/experiments/NAME`` by default)::
 
     OUT/results.jsonl        one record per finished job: id, kind, method, seed, budget, steps,
-                             FLOPs (own training, and the pretraining FLOPs behind it), wall time, metrics
+                             FLOPs (own training, and the pretraining FLOPs behind it), wall time,
+                             metrics, and the job's configuration with its fingerprint
     OUT/logs/<job id>/       the raw logs of each run: config.yaml, metrics.jsonl, results.json, plots/
     OUT/README.md, OUT/*.png the report (:mod:`t5electra.experiments.report`)
     WORK/data/               the corpus slice and the tokenizers every job shares
-    WORK/runs/<job id>/      each run directory (model, checkpoints)
+    WORK/runs/<job id>/      each run directory (model, checkpoints, job.json: its fingerprint)
 
-A job with a record in ``results.jsonl`` is skipped; an interrupted job resumes from its last
-checkpoint (``checkpoint.resume=auto``), so running the same command again continues the grid.
+A job whose record in ``results.jsonl`` has the job's current fingerprint is skipped; an
+interrupted job resumes from its last checkpoint (``checkpoint.resume=auto``), so running the same
+command again continues the grid. A record or run directory of another configuration (the YAML
+edited since: budgets, overrides, data) is stale: the job runs again from scratch, and the report
+leaves the stale record out (:func:`job_config` says what the fingerprint covers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +46,7 @@ from .report import write_report
 
 DEFAULT_DATA = {"corpus_chars": 1_000_000, "t5_vocab": 4000, "electra_vocab": 4000, "task_examples": None}
 T5_SENTINELS = 100
+DATA_SETTINGS = "settings.json"  # WORK/data/settings.json: what the shared data was made with
 # The sample dataset (`t5electra data fetch NAME`) each sample task reads.
 SAMPLE_OF_TASK = {"sentiment": "sentiment", "bbc_topic": "bbc", "bbc_headline": "bbc",
                   "translation_en_de": "translation"}
@@ -62,13 +68,28 @@ class Context:
     def tokenizer_dir(self, family: str) -> Path:
         return self.data_dir / "tokenizers" / family
 
-    def vocab_size(self, family: str) -> int:
-        """Tokens of the family's tokenizer (the trained one if it exists, else the nominal size)."""
-        d = self.tokenizer_dir(family)
-        if (d / "tokenizer_config.json").is_file():
-            return len((T5Tokenizer if family == "t5" else ElectraTokenizer).from_pretrained(d))
+    def data_settings(self) -> dict[str, int]:
+        """The settings the shared data (corpus slice, tokenizers) is made with."""
         data = {**DEFAULT_DATA, **self.exp.data}
-        return int(data["t5_vocab"]) + T5_SENTINELS if family == "t5" else int(data["electra_vocab"])
+        return {k: int(data[k]) for k in ("corpus_chars", "t5_vocab", "electra_vocab")}
+
+    def made_data_settings(self) -> dict[str, int] | None:
+        """The settings the data in ``data_dir`` was made with (None: not recorded)."""
+        path = self.data_dir / DATA_SETTINGS
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def tokenizer_ready(self, family: str) -> bool:
+        """Whether the family's tokenizer is trained, with the current settings."""
+        made, want = self.made_data_settings(), self.data_settings()
+        return ((self.tokenizer_dir(family) / "tokenizer_config.json").is_file() and made is not None
+                and all(made.get(k) == want[k] for k in ("corpus_chars", f"{family}_vocab")))
+
+    def vocab_size(self, family: str) -> int:
+        """Tokens of the family's tokenizer (the trained one if it is current, else the nominal size)."""
+        if self.tokenizer_ready(family):
+            return len((T5Tokenizer if family == "t5" else ElectraTokenizer).from_pretrained(self.tokenizer_dir(family)))
+        data = self.data_settings()
+        return data["t5_vocab"] + T5_SENTINELS if family == "t5" else data["electra_vocab"]
 
     def run_dir(self, job_id: str) -> Path:
         return self.work / "runs" / job_id
@@ -113,9 +134,28 @@ def steps_for_flops(ctx: Context) -> Callable[[Method, float], int]:
 # Shared data: corpus slice and tokenizers
 # --------------------------------------------------------------------------------------------
 def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
-    """The sample corpus slice (train/validation JSONL) and a tokenizer per model family, once."""
-    data = {**DEFAULT_DATA, **ctx.exp.data}
+    """The sample corpus slice (train/validation JSONL) and a tokenizer per model family, once;
+    made again when the experiment's data settings have changed since (a job of the new settings
+    must not train on the old slice or tokenizer)."""
+    data = ctx.data_settings()
     train = ctx.data_dir / "corpus_train.jsonl"
+    made = ctx.made_data_settings()
+    if made is None and train.is_file():
+        echo(f"data: {ctx.data_dir} does not record the settings it was made with (an earlier version made it): "
+             f"taken to be the current ones, {data} (delete it to make it again)")
+        made = data
+    for key, paths in (("corpus_chars", [ctx.data_dir / "corpus_train.jsonl", ctx.data_dir / "corpus_validation.jsonl",
+                                         ctx.data_dir / "tokenizers"]),
+                       ("t5_vocab", [ctx.tokenizer_dir("t5")]), ("electra_vocab", [ctx.tokenizer_dir("electra")])):
+        if made is not None and made.get(key) != data[key] and any(p.exists() for p in paths):
+            echo(f"data: {key} was {made.get(key)}, now {data[key]}: made again")
+            for p in paths:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.data_dir / DATA_SETTINGS).write_text(json.dumps(data) + "\n", encoding="utf-8")
     if not (ctx.data_dir / "corpus_validation.jsonl").is_file():
         echo(f"data: a {data['corpus_chars']:,}-character slice of the sample corpus -> {ctx.data_dir}")
         corpus_slice(fetch_sample("corpus"), ctx.data_dir, int(data["corpus_chars"]))
@@ -161,6 +201,93 @@ def trimmed_task_dir(ctx: Context, task: str | None, rows: int) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# What a job's result depends on
+# --------------------------------------------------------------------------------------------
+def job_config(ctx: Context, job: Job, fingerprints: dict[str, str]) -> dict[str, Any]:
+    """What determines the job's result, recorded with it: its kind, task and overrides (steps and
+    seed included), the shared data settings its family uses, and the fingerprint of the
+    pretraining job it fine-tunes (``fingerprints``: of the jobs before it). Not what only says
+    where and how the run goes (paths, device, progress output), and not the recipes' defaults:
+    a newer version of a recipe does not make the results stale."""
+    adapter = get_adapter(job.kind)
+    data = {**DEFAULT_DATA, **ctx.exp.data}
+    vocab = f"{adapter.family}_vocab"
+    used: dict[str, Any] = {"corpus_chars": int(data["corpus_chars"]), vocab: int(data[vocab])}
+    if not adapter.pretrain:
+        used["task_examples"] = data["task_examples"]
+    config = {"kind": job.kind, "task": job.task, "data": used, "overrides": job.overrides}
+    if job.depends_on is not None:
+        config["pretraining"] = fingerprints[job.depends_on]
+    return config
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def job_configs(ctx: Context, jobs: list[Job]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each job's configuration and fingerprint, by id (pretraining jobs come first in ``jobs``)."""
+    out: dict[str, tuple[dict[str, Any], str]] = {}
+    for job in jobs:
+        config = job_config(ctx, job, {i: fp for i, (_, fp) in out.items()})
+        out[job.id] = (config, fingerprint(config))
+    return out
+
+
+def stale_reason(record: dict[str, Any], config: dict[str, Any], fp: str) -> str | None:
+    """None when ``record`` is the result of the configuration ``config`` (fingerprint ``fp``),
+    else what differs."""
+    if record.get("fingerprint") == fp:
+        return None
+    old = record.get("config")
+    if not isinstance(old, dict):
+        return "recorded without its configuration, which cannot be checked"
+    changes = []
+    for key in sorted(set(old) | set(config)):
+        if key == "overrides":
+            a, b = _flat(old.get(key) or {}), _flat(config.get(key) or {})
+            changes += [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in sorted(set(a) | set(b))
+                        if a.get(k) != b.get(k)]
+        elif key == "pretraining":
+            changes += ["its pretraining job's configuration"] if old.get(key) != config.get(key) else []
+        elif old.get(key) != config.get(key):
+            changes.append(f"{key}: {_show(old.get(key))} -> {_show(config.get(key))}")
+    return "configuration changed (" + "; ".join(changes or ["fingerprint"]) + ")"
+
+
+def _flat(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{'model.overrides': {'a': 1}}`` -> ``{'model.overrides.a': 1}``: a change names the key."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value)
+
+
+def fresh_run_dir(ctx: Context, job: Job, fp: str, echo: Callable[[str], None]) -> None:
+    """Make ``job``'s run directory hold no run of another configuration (resuming one would mix
+    two configurations), and mark it with ``fp``."""
+    d = ctx.run_dir(job.id)
+    mark = d / "job.json"
+    if d.exists():
+        try:
+            same = json.loads(mark.read_text(encoding="utf-8")).get("fingerprint") == fp
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            echo(f"  {d}: a run of another (or an unrecorded) configuration: removed, the job starts afresh")
+            shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps({"id": job.id, "fingerprint": fp}) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
 def read_results(out: Path) -> dict[str, dict[str, Any]]:
@@ -185,7 +312,9 @@ def _append(out: Path, record: dict[str, Any]) -> None:
 
 
 def copy_logs(run_dir: Path, dest: Path) -> None:
-    """The small, readable files of a run (not its weights) -> ``dest``."""
+    """The small, readable files of a run (not its weights) -> ``dest`` (emptied first: no file of
+    an earlier run of the job stays beside them)."""
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "metrics.jsonl", "results.json"):
         if (run_dir / name).is_file():
@@ -235,20 +364,27 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
     ctx = Context(exp, Path(out or f"docs/experiments/{exp.name}"), Path(work or f"runs/experiments/{exp.name}"),
                   device)
     jobs = expand(exp, steps_for_flops(ctx) if exp.budget_unit == "flops" else None)
+    configs = job_configs(ctx, jobs)
     records = read_results(ctx.out)
+    stale = {j.id: reason for j in jobs if j.id in records
+             and (reason := stale_reason(records[j.id], *configs[j.id])) is not None}
     if dry_run:
-        for line in plan_lines(ctx, jobs, records):
+        for line in plan_lines(ctx, jobs, records, stale):
             echo(line)
         return jobs
 
     for i, job in enumerate([] if report_only else jobs, 1):
         if i == 1:
             prepare_data(ctx, echo)
-        if job.id in records:
+        if job.id in records and job.id not in stale:
             echo(f"[{i}/{len(jobs)}] {job.id}: done ({records[job.id]['wall_s']:.0f} s), skipped")
             continue
+        if job.id in stale:
+            echo(f"[{i}/{len(jobs)}] {job.id}: its record is stale, {stale.pop(job.id)}: running it again")
         echo(f"[{i}/{len(jobs)}] {job.id}: {job.steps} steps ...")
-        record = run_job(ctx, job, records)
+        config, fp = configs[job.id]
+        fresh_run_dir(ctx, job, fp, echo)
+        record = {**run_job(ctx, job, records), "fingerprint": fp, "config": config}
         records[job.id] = record
         _append(ctx.out, record)
         echo(f"[{i}/{len(jobs)}] {job.id}: {record['wall_s']:.0f} s, {F.format_flops(record['flops'])}")
@@ -262,24 +398,27 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
     meta["jobs_total"] = len(jobs)
     ctx.out.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    path = write_report(exp, [records[j.id] for j in jobs if j.id in records], ctx.out, meta)
+    path = write_report(exp, [records[j.id] for j in jobs if j.id in records and j.id not in stale], ctx.out, meta,
+                        stale=stale)
     echo(f"report: {path}")
     return jobs
 
 
-def plan_lines(ctx: Context, jobs: list[Job], records: dict[str, dict[str, Any]]) -> list[str]:
-    """The dry-run listing: each job, its steps, its pretraining FLOPs and whether it is done."""
+def plan_lines(ctx: Context, jobs: list[Job], records: dict[str, dict[str, Any]], stale: dict[str, str]) -> list[str]:
+    """The dry-run listing: each job, its steps, its pretraining FLOPs and whether it is done
+    (or stale: done with another configuration, to run again)."""
     lines = [f"experiment {ctx.exp.name}: {len(jobs)} jobs ({ctx.exp.path}); report -> {ctx.out}, runs -> {ctx.work}"]
     total = 0
     for job in jobs:
         adapter = get_adapter(job.kind)
-        status = "done" if job.id in records else "todo"
+        status = "stale" if job.id in stale else "done" if job.id in records else "todo"
         if adapter.pretrain:
             fl = adapter.flops(adapter.config(job_overrides(ctx, job)), ctx.vocab_size(adapter.family))
             total += fl
             what = F.format_flops(fl)
         else:
             what = f"after {job.depends_on}" if job.depends_on else "no pretraining"
-        lines.append(f"  {status}  {job.id:<48} {job.steps:>7} steps  {what}")
+        lines.append(f"  {status:<5} {job.id:<48} {job.steps:>7} steps  {what}")
     lines.append(f"pretraining compute: {F.format_flops(total)}")
+    lines += [f"stale: {job_id}: {reason}" for job_id, reason in stale.items()]
     return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -284,12 +285,38 @@ def test_main_metrics():
 # --------------------------------------------------------------------------------------------
 # The tiny grid end to end (what CI runs), then again: every job is skipped
 # --------------------------------------------------------------------------------------------
-def test_tiny_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny grid, run once: (out, work). A test that changes them works on a copy (copy_run)."""
+    from t5electra.cli import main
+
+    root = tmp_path_factory.mktemp("tiny")
+    out, work = root / "out", root / "work"
+    assert main(["experiment", "tiny", "--out", str(out), "--work", str(work), "--device", "cpu"]) == 0
+    return out, work
+
+
+def copy_run(run: tuple[Path, Path], dest: Path) -> tuple[Path, Path]:
+    out, work = dest / "out", dest / "work"
+    shutil.copytree(run[0], out)
+    shutil.copytree(run[1], work)
+    return out, work
+
+
+def edited_tiny(tmp_path: Path, old: str, new: str) -> Path:
+    """experiments/tiny.yaml with ``old`` replaced by ``new``, as a file of its own."""
+    text = (Path(__file__).resolve().parents[2] / "experiments" / "tiny.yaml").read_text()
+    assert text.count(old) == 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_tiny_grid_runs_reports_and_resumes(tiny_run, tmp_path, monkeypatch):
     from t5electra.cli import main
     from t5electra.experiments import adapters, runner
 
-    out, work = tmp_path / "out", tmp_path / "work"
-    assert main(["experiment", "tiny", "--out", str(out), "--work", str(work), "--device", "cpu"]) == 0
+    out, work = copy_run(tiny_run, tmp_path)
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["pretrain/t5_span/b0/seed0", "finetune/sentiment/t5_span/b0/seed0",
                                           "pretrain/electra_rtd/b0/seed0", "finetune/sentiment/electra_rtd/b0/seed0"]
@@ -330,6 +357,68 @@ def test_tiny_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     readme = (out / "README.md").read_text()
     assert "Partial: 2 of 4 jobs" in readme and "ELECTRA" not in readme.split("## Pretraining runs")[1]
     assert json.loads((out / "run.json").read_text())["command"] == first["command"]
+
+
+ELECTRA_FINETUNE_STEPS = "    train.batch_size: 4\n    train.max_steps: 3\n    eval.batch_size: 8\n"
+
+
+def test_an_edited_experiment_reruns_its_stale_jobs(tiny_run, tmp_path):
+    """Results are kept by configuration, not by job id alone: after an edit of the experiment file
+    the jobs whose configuration changed run again from scratch (and say why), the others are
+    skipped, and the report never shows a stale record as the new configuration's result."""
+    from t5electra.experiments import runner
+
+    out, work = copy_run(tiny_run, tmp_path)
+    job = "finetune/sentiment/electra_rtd/b0/seed0"
+    yaml_path = edited_tiny(tmp_path, ELECTRA_FINETUNE_STEPS, ELECTRA_FINETUNE_STEPS.replace("steps: 3", "steps: 2"))
+    lines: list[str] = []
+    runner.run_experiment(yaml_path, out, work, dry_run=True, echo=lines.append)
+    assert [line.split()[1] for line in lines if line.startswith("  stale")] == [job]
+    runner.run_experiment(yaml_path, out, work, report_only=True, echo=lines.append)
+    readme = (out / "README.md").read_text()
+    assert "Partial: 3 of 4 jobs" in readme and "Left out: 1 records" in readme
+    assert f"`{job}`: configuration changed (train.max_steps: 3 -> 2)" in readme
+
+    lines.clear()
+    runner.run_experiment(yaml_path, out, work, device="cpu", echo=lines.append)
+    assert sum("skipped" in line for line in lines) == 3
+    assert any(f"{job}: its record is stale, configuration changed (train.max_steps: 3 -> 2)" in line for line in lines)
+    assert any("a run of another" in line for line in lines)  # the 3-step run is not resumed
+    record = runner.read_results(out)[job]
+    assert record["config"]["overrides"]["train.max_steps"] == 2
+    steps = [json.loads(line)["step"] for line in (out / "logs" / job / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2
+    assert json.loads((work / "runs" / job / "job.json").read_text())["fingerprint"] == record["fingerprint"]
+    assert "Left out" not in (out / "README.md").read_text()
+
+    # a record from before fingerprints cannot be checked: stale too
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    del records[0]["config"], records[0]["fingerprint"]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines.clear()
+    runner.run_experiment(yaml_path, out, work, dry_run=True, echo=lines.append)
+    assert f"stale: {records[0]['id']}: recorded without its configuration, which cannot be checked" in lines
+
+
+def test_changed_data_settings_make_the_shared_data_again(tiny_run, tmp_path):
+    """A new electra_vocab trains the ELECTRA tokenizer again (the T5 one stays) and makes the
+    ELECTRA jobs stale: no job of the new settings runs on the old tokenizer."""
+    from t5electra.experiments import runner
+
+    out, work = copy_run(tiny_run, tmp_path)
+    yaml_path = edited_tiny(tmp_path, "electra_vocab: 300", "electra_vocab: 320")
+    lines: list[str] = []
+    runner.run_experiment(yaml_path, out, work, dry_run=True, echo=lines.append)
+    assert sorted(line.split()[1] for line in lines if line.startswith("  stale")) == [
+        "finetune/sentiment/electra_rtd/b0/seed0", "pretrain/electra_rtd/b0/seed0"]
+    t5_tokenizer = work / "data/tokenizers/t5/tokenizer_config.json"
+    before = t5_tokenizer.stat().st_mtime_ns
+    ctx = runner.Context(load_experiment(yaml_path), out, work)
+    assert not ctx.tokenizer_ready("electra") and ctx.tokenizer_ready("t5")
+    runner.prepare_data(ctx, echo=lines.append)
+    assert "data: electra_vocab was 300, now 320: made again" in lines
+    assert ctx.tokenizer_ready("electra") and ctx.vocab_size("electra") == 320
+    assert t5_tokenizer.stat().st_mtime_ns == before
 
 
 def test_dry_run_lists_jobs_and_flops(tmp_path, capsys):
@@ -390,6 +479,30 @@ def test_report_links_the_archived_logs_when_logs_are_compressed(tmp_path):
     assert "[logs.tar.xz](logs.tar.xz)" in raw_logs_line(tmp_path) and "tar xJf" in raw_logs_line(tmp_path)
     (tmp_path / "logs").mkdir()  # a fresh run's logs win over an old archive
     assert "[logs/](logs/)" in raw_logs_line(tmp_path)
+
+
+# The published records of another configuration than their experiment file's: electra_vs_mlm's
+# no-pretraining jobs ran before the fine-tuning's model.overrides (classifier_pooling: mean)
+# reached them (docs/experiments/electra_vs_mlm/README.md says so; rerunning them clears this).
+KNOWN_STALE = {"electra_vs_mlm": {f"finetune/sentiment/none/seed{s}" for s in range(3)}}
+
+
+def test_published_results_are_of_the_current_experiment_files():
+    """Every record in docs/experiments/*/results.jsonl carries the configuration it ran with, and
+    it is the current experiment file's (but for the known, documented stale ones)."""
+    from t5electra.experiments.runner import Context, job_configs, read_results, stale_reason, steps_for_flops
+
+    repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    published = sorted(p.parent for p in (repo / "docs" / "experiments").glob("*/results.jsonl"))
+    assert published
+    for out in published:
+        exp = load_experiment(repo / "experiments" / f"{out.name}.yaml")
+        ctx = Context(exp, out, Path("/nonexistent"))
+        jobs = expand(exp, steps_for_flops(ctx))
+        configs, records = job_configs(ctx, jobs), read_results(out)
+        assert set(records) == {j.id for j in jobs}, out.name
+        stale = {i for i, r in records.items() if stale_reason(r, *configs[i]) is not None}
+        assert stale == KNOWN_STALE.get(out.name, set()), out.name
 
 
 def test_archived_experiment_logs_hold_every_job_of_results_jsonl():
