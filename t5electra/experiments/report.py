@@ -6,7 +6,10 @@ as mean ± standard deviation over the seeds, plots it against the pretraining F
 the methods at EQUAL pretraining FLOPs: at each budget's FLOPs, each method's mean score,
 interpolated (linearly in log FLOPs, never extrapolated) between its own budgets when its FLOPs
 differ. Then the pretraining runs (steps, FLOPs, final validation loss, wall time), the command,
-the machine and the seeds, and where the raw logs are.
+the machine(s) the results ran on and the seeds, and where the raw logs are.
+
+The generator owns README.md up to the line :data:`HAND_WRITTEN`, which it writes last: whatever
+follows that line (an analysis written by hand) is kept as it is when the report is written again.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from .flops import format_flops
 from .grid import Experiment, task_slug
 
 LOGS_ARCHIVE = "logs.tar.xz"  # the compressed logs/ kept in the repository
+# The line after which README.md is written by hand: the generator rewrites only what is above it.
+HAND_WRITTEN = "<!-- Written by hand below this line: `t5electra experiment` rewrites only what is above it. -->"
 
 
 def main_metrics(task: str, test: dict[str, float]) -> list[str]:
@@ -129,7 +135,7 @@ def _relative(path: str) -> str:
 
 
 def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta: dict[str, Any],
-                 stale: dict[str, str] | None = None) -> Path:
+                 stale: dict[str, str] | None = None, echo: Callable[[str], None] = print) -> Path:
     """Write ``out/README.md`` and the plots; returns the README's path. ``stale``: job id -> why
     its record is of another configuration (left out of ``records``, named in the report)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -150,9 +156,8 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
           f"{', '.join(map(str, exp.seeds))}, {hours:.2f} h of training in total. Scores are test-split "
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "
           "`t5electra.experiments.flops` (formula in [docs/experiments/README.md](../README.md)).", "",
-          "## Reproduce", "", "```", meta["command"], "```", "",
-          f"Experiment file: `{_relative(meta.get('experiment_file', ''))}`. Machine: " +
-          ", ".join(f"{k} {v}" for k, v in meta["machine"].items()) + ".",
+          "## Reproduce", "", "```", meta.get("command") or f"t5electra experiment {exp.name}", "```", "",
+          f"Experiment file: `{_relative(meta.get('experiment_file', ''))}`. {machines_line(records, meta.get('machine'))}",
           f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
 
     for task in exp.tasks:
@@ -210,8 +215,42 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
     L += ["## Raw logs", "", "Every job's record (FLOPs, wall time, metrics): [results.jsonl](results.jsonl); " +
           raw_logs_line(out), ""]
     path = out / "README.md"
-    path.write_text("\n".join(L), encoding="utf-8")
+    path.write_text("\n".join(L) + "\n" + hand_written(path, echo), encoding="utf-8")
     return path
+
+
+def hand_written(readme: Path, echo: Callable[[str], None] = print) -> str:
+    """What a new report keeps of ``readme``: the :data:`HAND_WRITTEN` line and all after it. A
+    README without that line (not written by this generator, or before it had one) is kept whole
+    as README.md.orig, since which part of it was written by hand cannot be told."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == HAND_WRITTEN:
+            return "".join(lines[i:])
+    if text.strip():
+        backup = readme.with_name(readme.name + ".orig")
+        backup.write_text(text, encoding="utf-8")
+        echo(f"report: {readme} had no line {HAND_WRITTEN!r}; it is kept as {backup}: move any hand-written "
+             "text below that line in the new one")
+    return HAND_WRITTEN + "\n"
+
+
+def machines_line(records: list[dict[str, Any]], default: dict[str, Any] | None = None) -> str:
+    """The machine the results ran on, or each machine with its number of jobs (``default``, run.json's,
+    for a record that does not name its own)."""
+    machines = [r.get("machine") or default for r in records]
+    counts = Counter(tuple(m.items()) for m in machines if m)
+    unknown = sum(1 for m in machines if not m)
+
+    def show(m: tuple) -> str:
+        return ", ".join(f"{k} {v}" for k, v in m)
+
+    if len(counts) == 1 and not unknown:
+        return f"Machine: {show(next(iter(counts)))}."
+    parts = [f"{show(m)} ({n} job{'s' * (n > 1)})" for m, n in counts.most_common()]
+    parts += [f"not recorded ({unknown} job{'s' * (unknown > 1)})"] if unknown else []
+    return "Machines: " + "; ".join(parts) + "." if parts else "Machine: no job has finished."
 
 
 def raw_logs_line(out: Path) -> str:

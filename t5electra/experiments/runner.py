@@ -323,6 +323,19 @@ def copy_logs(run_dir: Path, dest: Path) -> None:
         shutil.copytree(run_dir / "plots", dest / "plots", dirs_exist_ok=True)
 
 
+def stamp_machine(out: Path, records: dict[str, dict[str, Any]], machine: dict[str, Any] | None) -> None:
+    """Records written before each named its machine get ``machine`` (run.json's, of the run that
+    made them), in ``records`` and in results.jsonl, before a new run may change run.json's."""
+    unstamped = [r for r in records.values() if "machine" not in r]
+    if not unstamped or not machine:
+        return
+    for r in unstamped:
+        r["machine"] = machine
+    path = out / "results.jsonl"
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path.write_text("".join(json.dumps({"machine": machine, **r}) + "\n" for r in lines), encoding="utf-8")
+
+
 def machine() -> dict[str, Any]:
     """The CPU model, cores, accelerator and library versions the results came from."""
     info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -359,7 +372,7 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
                    echo: Callable[[str], None] = print) -> list[Job]:
     """Run (or, with ``dry_run``, list) every job of the experiment, then write the report.
     ``report_only``: run nothing, rewrite the report from the finished jobs (keeping the command
-    and machine they ran on). Returns the jobs."""
+    and machine they ran on). Data is prepared only when a job is to run. Returns the jobs."""
     exp = load_experiment(name_or_path)
     ctx = Context(exp, Path(out or f"docs/experiments/{exp.name}"), Path(work or f"runs/experiments/{exp.name}"),
                   device)
@@ -373,33 +386,36 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
             echo(line)
         return jobs
 
+    meta_path = ctx.out / "run.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    stamp_machine(ctx.out, records, meta.get("machine"))
+    this_machine = None
     for i, job in enumerate([] if report_only else jobs, 1):
-        if i == 1:
-            prepare_data(ctx, echo)
         if job.id in records and job.id not in stale:
             echo(f"[{i}/{len(jobs)}] {job.id}: done ({records[job.id]['wall_s']:.0f} s), skipped")
             continue
+        if this_machine is None:  # the first job to run: a finished grid needs no data and no new provenance
+            prepare_data(ctx, echo)
+            this_machine = machine()
         if job.id in stale:
             echo(f"[{i}/{len(jobs)}] {job.id}: its record is stale, {stale.pop(job.id)}: running it again")
         echo(f"[{i}/{len(jobs)}] {job.id}: {job.steps} steps ...")
         config, fp = configs[job.id]
         fresh_run_dir(ctx, job, fp, echo)
-        record = {**run_job(ctx, job, records), "fingerprint": fp, "config": config}
+        record = {**run_job(ctx, job, records), "fingerprint": fp, "config": config, "machine": this_machine}
         records[job.id] = record
         _append(ctx.out, record)
         echo(f"[{i}/{len(jobs)}] {job.id}: {record['wall_s']:.0f} s, {F.format_flops(record['flops'])}")
 
-    meta_path = ctx.out / "run.json"
-    if report_only and meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    else:
-        meta = {"command": command or f"t5electra experiment {name_or_path}", "machine": machine(),
-                "seeds": exp.seeds, "experiment_file": exp.path}
-    meta["jobs_total"] = len(jobs)
+    # run.json keeps the command and machine of the last run that trained jobs: a rerun that finds
+    # every job done, or --report-only, must not claim the results for this machine.
+    if this_machine is not None:
+        meta.update(command=command or f"t5electra experiment {name_or_path}", machine=this_machine)
+    meta.update(seeds=exp.seeds, experiment_file=exp.path, jobs_total=len(jobs))
     ctx.out.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     path = write_report(exp, [records[j.id] for j in jobs if j.id in records and j.id not in stale], ctx.out, meta,
-                        stale=stale)
+                        stale=stale, echo=echo)
     echo(f"report: {path}")
     return jobs
 

@@ -343,20 +343,36 @@ def test_tiny_grid_runs_reports_and_resumes(tiny_run, tmp_path, monkeypatch):
     def no_training(self, cfg):
         raise AssertionError(f"{cfg.train.output_dir} should have been skipped")
 
+    def no_data(ctx, echo=print):
+        raise AssertionError("every job is done: no data to prepare")
+
+    # Running a finished grid again trains nothing, prepares no data and keeps the provenance of
+    # the runs (run.json: their command and machine, not this invocation's) and the hand-written
+    # part of the README (after the marker line).
     monkeypatch.setattr(adapters.Adapter, "train", no_training)
+    monkeypatch.setattr(runner, "prepare_data", no_data)
+    from t5electra.experiments.report import HAND_WRITTEN
+
+    assert readme.endswith(HAND_WRITTEN + "\n") and f"Machine: cpu {records[0]['machine']['cpu']}," in readme
+    run_json = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run_json, "command": "t5electra experiment tiny --device cpu"}))
+    notes = "\n## What it shows (written by hand)\n\nNothing: 3 steps.\n"
+    (out / "README.md").write_text(readme + notes)
     lines = []
-    runner.run_experiment("tiny", out, work, device="cpu", echo=lines.append)
-    assert sum("skipped" in line for line in lines) == 4
+    runner.run_experiment("tiny", out, work, device="cpu", command="t5electra experiment tiny --again",
+                          echo=lines.append)
+    assert sum("skipped" in line for line in lines) == 4 and not any(line.startswith("data:") for line in lines)
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert json.loads((out / "run.json").read_text())["command"] == "t5electra experiment tiny --device cpu"
+    assert (out / "README.md").read_text().endswith(HAND_WRITTEN + "\n" + notes)
 
     # --report-only rewrites the report from what finished, with the machine it ran on
-    (out / "README.md").unlink()
-    first = json.loads((out / "run.json").read_text())
     (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n")
     assert main(["experiment", "tiny", "--out", str(out), "--work", str(work), "--report-only"]) == 0
     readme = (out / "README.md").read_text()
     assert "Partial: 2 of 4 jobs" in readme and "ELECTRA" not in readme.split("## Pretraining runs")[1]
-    assert json.loads((out / "run.json").read_text())["command"] == first["command"]
+    assert json.loads((out / "run.json").read_text())["command"] == "t5electra experiment tiny --device cpu"
+    assert readme.endswith(HAND_WRITTEN + "\n" + notes) and "t5electra experiment tiny --device cpu" in readme
 
 
 ELECTRA_FINETUNE_STEPS = "    train.batch_size: 4\n    train.max_steps: 3\n    eval.batch_size: 8\n"
@@ -379,8 +395,18 @@ def test_an_edited_experiment_reruns_its_stale_jobs(tiny_run, tmp_path):
     assert "Partial: 3 of 4 jobs" in readme and "Left out: 1 records" in readme
     assert f"`{job}`: configuration changed (train.max_steps: 3 -> 2)" in readme
 
+    # records written before each named its machine: run.json's (the machine they ran on) is
+    # theirs; the job that runs now records this machine, and the report names both
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    (out / "results.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "machine"}) + "\n"
+                                               for r in records))
+    run_json = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run_json, "machine": {"cpu": "AMD EPYC", "cores": 2}}))
     lines.clear()
     runner.run_experiment(yaml_path, out, work, device="cpu", echo=lines.append)
+    readme = (out / "README.md").read_text()
+    assert "Machines: " in readme and "cpu AMD EPYC, cores 2 (3 jobs)" in readme and "(1 job)" in readme
+    assert json.loads((out / "run.json").read_text())["machine"] == runner.machine()
     assert sum("skipped" in line for line in lines) == 3
     assert any(f"{job}: its record is stale, configuration changed (train.max_steps: 3 -> 2)" in line for line in lines)
     assert any("a run of another" in line for line in lines)  # the 3-step run is not resumed
@@ -468,6 +494,21 @@ finetune: {tasks: [x+y, x]}
     assert "2.50 ± 0.71 (n=2)" in md  # the pretraining loss over the seeds
     for png in ("x+y_average.png", "x+y_x_acc.png", "x+y_y_bleu.png", "x_acc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_report_keeps_what_is_written_by_hand(tmp_path):
+    """The generator owns README.md up to the marker line; what follows it is kept. A README
+    without the marker is kept whole as README.md.orig (which part is hand-written is unknown)."""
+    from t5electra.experiments.report import HAND_WRITTEN, hand_written
+
+    readme = tmp_path / "README.md"
+    assert hand_written(readme) == HAND_WRITTEN + "\n"
+    readme.write_text(f"# Old report\n\n{HAND_WRITTEN}\n\n## Notes\n\nkept\n")
+    assert hand_written(readme) == f"{HAND_WRITTEN}\n\n## Notes\n\nkept\n"
+    readme.write_text("# A report from before the marker\n\n## What it shows\n\nby hand\n")
+    notes: list[str] = []
+    assert hand_written(readme, notes.append) == HAND_WRITTEN + "\n"
+    assert (tmp_path / "README.md.orig").read_text() == readme.read_text() and "README.md.orig" in notes[0]
 
 
 def test_report_links_the_archived_logs_when_logs_are_compressed(tmp_path):
