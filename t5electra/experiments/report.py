@@ -82,6 +82,15 @@ def _series(records: list[dict[str, Any]], task: str, metric: str) -> dict[str, 
     return out
 
 
+def can_plot() -> bool:
+    """Whether matplotlib (the ``data`` extra) is installed: without it the report has no plots."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot(exp: Experiment, series, task: str, metric: str, path: Path) -> Path:
     import matplotlib  # the `data` extra: imported only to draw
 
@@ -152,11 +161,18 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
         L += [f"**Left out: {len(stale)} records made with an earlier configuration of their job** (the "
               "experiment file has changed since; running the command again reruns them):", ""]
         L += [f"- `{job_id}`: {reason}" for job_id, reason in stale.items()] + [""]
+    command = meta.get("command") or f"t5electra experiment {exp.name}"
+    plots = can_plot()
+    if not plots:  # the jobs' results are worth a report without pictures; say how to get them
+        note = (f"Plots not drawn: matplotlib is not installed (`pip install 't5electra[data]'`, then "
+                f"`{command} --report-only` draws them).")
+        echo(f"report: {note}")
+        L += [note, ""]
     L += [f"{len(records)} jobs ({len(pretrain)} pretraining, {len(finetune)} fine-tuning), seeds "
           f"{', '.join(map(str, exp.seeds))}, {hours:.2f} h of training in total. Scores are test-split "
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "
           "`t5electra.experiments.flops` (formula in [docs/experiments/README.md](../README.md)).", "",
-          "## Reproduce", "", "```", meta.get("command") or f"t5electra experiment {exp.name}", "```", "",
+          "## Reproduce", "", "```", command, "```", "",
           f"Experiment file: `{_relative(meta.get('experiment_file', ''))}`. {machines_line(records, meta.get('machine'))}",
           f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
 
@@ -166,8 +182,10 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
             continue
         for metric in main_metrics(task, recs[0]["metrics"].get("test", {})):
             series = _series(finetune, task, metric)
-            png = plot(exp, series, task, metric, out / f"{task_slug(task)}_{metric.replace('/', '_')}.png")
-            L += [f"## {task}: test {metric}", "", f"![{task} {metric} vs pretraining FLOPs]({png.name})", ""]
+            L += [f"## {task}: test {metric}", ""]
+            if plots:
+                png = plot(exp, series, task, metric, out / f"{task_slug(task)}_{metric.replace('/', '_')}.png")
+                L += [f"![{task} {metric} vs pretraining FLOPs]({png.name})", ""]
             # -- by budget ----------------------------------------------------------------
             header = ["method"] + [f"budget {i} ({_budget(exp, i)})" for i in range(len(exp.budgets))]
             L += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

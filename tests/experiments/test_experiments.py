@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from torch import nn
@@ -459,12 +460,7 @@ def test_dry_run_lists_jobs_and_flops(tmp_path, capsys):
     assert "unknown experiment 'nope'" in capsys.readouterr().err
 
 
-def test_report_mean_spread_equal_flops_and_multitask(tmp_path):
-    """A report from hand-made records: mean ± sd over seeds, interpolation at equal FLOPs, the
-    mixture-vs-single-task table and a plot per metric."""
-    from t5electra.experiments.report import write_report
-
-    text = """
+REPORT_GRID = """
 name: r
 seeds: [0, 1]
 methods:
@@ -473,7 +469,11 @@ methods:
 budgets: {steps: [10, 20]}
 finetune: {tasks: [x+y, x]}
 """
-    exp = load_experiment(write(tmp_path, text))
+
+
+def report_records(tmp_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """REPORT_GRID and hand-made records of it: two methods, two budgets, two seeds."""
+    exp = load_experiment(write(tmp_path, REPORT_GRID))
     flops = {("a", 0): 1e9, ("a", 1): 1e11, ("b", 0): 1e10, ("b", 1): 1e12}
     recs = []
     for (m, b), fl in flops.items():
@@ -483,6 +483,15 @@ finetune: {tasks: [x+y, x]}
             score = 50.0 + 10 * b + (2 if m == "b" else 0) + 2 * seed  # seeds differ by 2: sd 1.41
             recs.append({**base, "task": "x+y", "metrics": {"test": {"x/acc": score, "y/bleu": 1.0, "average": 3.0}}})
             recs.append({**base, "task": "x", "metrics": {"test": {"acc": score + 5}}})
+    return exp, recs
+
+
+def test_report_mean_spread_equal_flops_and_multitask(tmp_path):
+    """A report from hand-made records: mean ± sd over seeds, interpolation at equal FLOPs, the
+    mixture-vs-single-task table and a plot per metric."""
+    from t5electra.experiments.report import write_report
+
+    exp, recs = report_records(tmp_path)
     path = write_report(exp, recs, tmp_path / "out", {"command": "t5electra experiment r", "machine": {"cpu": "test"}})
     md = path.read_text()
     assert "51.00 ± 1.41 (n=2) at 1 GFLOP" in md           # method A, budget 0
@@ -494,6 +503,22 @@ finetune: {tasks: [x+y, x]}
     assert "2.50 ± 0.71 (n=2)" in md  # the pretraining loss over the seeds
     for png in ("x+y_average.png", "x+y_x_acc.png", "x+y_y_bleu.png", "x_acc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+    assert "Machine: cpu test." in md  # run.json's, for records that do not name their machine
+
+
+def test_report_without_matplotlib_has_no_plots_and_says_how_to_get_them(tmp_path, monkeypatch):
+    """matplotlib is the `data` extra's: without it the jobs' results still get their report."""
+    import sys
+
+    from t5electra.experiments.report import write_report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    exp, recs = report_records(tmp_path)
+    notes: list[str] = []
+    md = write_report(exp, recs, tmp_path / "out", {}, echo=notes.append).read_text()
+    assert "| A | 51.00 | 56.00 | 61.00 | — |" in md and ".png" not in md and not list((tmp_path / "out").glob("*.png"))
+    hint = "pip install 't5electra[data]'`, then `t5electra experiment r --report-only` draws them"
+    assert hint in md and hint in notes[0]
 
 
 def test_report_keeps_what_is_written_by_hand(tmp_path):
