@@ -173,7 +173,7 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
           "metrics, mean ± standard deviation over the seeds (n = seeds); FLOPs are counted by "
           "`t5electra.experiments.flops` (formula in [docs/experiments/README.md](../README.md)).", "",
           "## Reproduce", "", "```", command, "```", "",
-          f"Experiment file: `{_relative(meta.get('experiment_file', ''))}`. {machines_line(records, meta.get('machine'))}",
+          f"Experiment file: `{_relative(meta.get('experiment_file') or exp.path)}`. {machines_line(records, meta.get('machine'))}",
           f"Report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
 
     for task in exp.tasks:

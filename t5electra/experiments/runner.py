@@ -410,8 +410,9 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
     # run.json keeps the command and machine of the last run that trained jobs: a rerun that finds
     # every job done, or --report-only, must not claim the results for this machine.
     if this_machine is not None:
-        meta.update(command=command or f"t5electra experiment {name_or_path}", machine=this_machine)
-    meta.update(seeds=exp.seeds, experiment_file=exp.path, jobs_total=len(jobs))
+        meta.update(command=command or f"t5electra experiment {name_or_path}", machine=this_machine,
+                    experiment_file=exp.path)
+    meta.update(seeds=exp.seeds, jobs_total=len(jobs))
     ctx.out.mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     path = write_report(exp, [records[j.id] for j in jobs if j.id in records and j.id not in stale], ctx.out, meta,

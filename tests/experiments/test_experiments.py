@@ -356,7 +356,8 @@ def test_tiny_grid_runs_reports_and_resumes(tiny_run, tmp_path, monkeypatch):
 
     assert readme.endswith(HAND_WRITTEN + "\n") and f"Machine: cpu {records[0]['machine']['cpu']}," in readme
     run_json = json.loads((out / "run.json").read_text())
-    (out / "run.json").write_text(json.dumps({**run_json, "command": "t5electra experiment tiny --device cpu"}))
+    (out / "run.json").write_text(json.dumps({**run_json, "command": "t5electra experiment tiny --device cpu",
+                                              "experiment_file": "experiments/tiny.yaml"}))
     notes = "\n## What it shows (written by hand)\n\nNothing: 3 steps.\n"
     (out / "README.md").write_text(readme + notes)
     lines = []
@@ -364,7 +365,9 @@ def test_tiny_grid_runs_reports_and_resumes(tiny_run, tmp_path, monkeypatch):
                           echo=lines.append)
     assert sum("skipped" in line for line in lines) == 4 and not any(line.startswith("data:") for line in lines)
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
-    assert json.loads((out / "run.json").read_text())["command"] == "t5electra experiment tiny --device cpu"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["command"] == "t5electra experiment tiny --device cpu"
+    assert run_json["experiment_file"] == "experiments/tiny.yaml"
     assert (out / "README.md").read_text().endswith(HAND_WRITTEN + "\n" + notes)
 
     # --report-only rewrites the report from what finished, with the machine it ran on
