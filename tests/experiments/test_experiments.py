@@ -550,15 +550,9 @@ def test_report_links_the_archived_logs_when_logs_are_compressed(tmp_path):
     assert "[logs/](logs/)" in raw_logs_line(tmp_path)
 
 
-# The published records of another configuration than their experiment file's: electra_vs_mlm's
-# no-pretraining jobs ran before the fine-tuning's model.overrides (classifier_pooling: mean)
-# reached them (docs/experiments/electra_vs_mlm/README.md says so; rerunning them clears this).
-KNOWN_STALE = {"electra_vs_mlm": {f"finetune/sentiment/none/seed{s}" for s in range(3)}}
-
-
 def test_published_results_are_of_the_current_experiment_files():
     """Every record in docs/experiments/*/results.jsonl carries the configuration it ran with, and
-    it is the current experiment file's (but for the known, documented stale ones)."""
+    it is the current experiment file's: no published number is of another configuration."""
     from t5electra.experiments.runner import Context, job_configs, read_results, stale_reason, steps_for_flops
 
     repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
@@ -571,7 +565,7 @@ def test_published_results_are_of_the_current_experiment_files():
         configs, records = job_configs(ctx, jobs), read_results(out)
         assert set(records) == {j.id for j in jobs}, out.name
         stale = {i for i, r in records.items() if stale_reason(r, *configs[i]) is not None}
-        assert stale == KNOWN_STALE.get(out.name, set()), out.name
+        assert not stale, (out.name, stale)
 
 
 def test_archived_experiment_logs_hold_every_job_of_results_jsonl():
