@@ -68,10 +68,16 @@ class Context:
     def tokenizer_dir(self, family: str) -> Path:
         return self.data_dir / "tokenizers" / family
 
-    def data_settings(self) -> dict[str, int]:
-        """The settings the shared data (corpus slice, tokenizers) is made with."""
-        data = {**DEFAULT_DATA, **self.exp.data}
-        return {k: int(data[k]) for k in ("corpus_chars", "t5_vocab", "electra_vocab")}
+    @property
+    def data(self) -> dict[str, Any]:
+        """The experiment's ``data:`` over the defaults."""
+        return {**DEFAULT_DATA, **self.exp.data}
+
+    def data_settings(self, family: str | None = None) -> dict[str, int]:
+        """The settings the shared data (corpus slice, tokenizers) is made with; those one
+        family's jobs use (``family``)."""
+        keys = ("corpus_chars", f"{family}_vocab") if family else ("corpus_chars", "t5_vocab", "electra_vocab")
+        return {k: int(self.data[k]) for k in keys}
 
     def made_data_settings(self) -> dict[str, int] | None:
         """The settings the data in ``data_dir`` was made with (None: not recorded)."""
@@ -80,9 +86,9 @@ class Context:
 
     def tokenizer_ready(self, family: str) -> bool:
         """Whether the family's tokenizer is trained, with the current settings."""
-        made, want = self.made_data_settings(), self.data_settings()
+        made = self.made_data_settings()
         return ((self.tokenizer_dir(family) / "tokenizer_config.json").is_file() and made is not None
-                and all(made.get(k) == want[k] for k in ("corpus_chars", f"{family}_vocab")))
+                and all(made.get(k) == v for k, v in self.data_settings(family).items()))
 
     def vocab_size(self, family: str) -> int:
         """Tokens of the family's tokenizer (the trained one if it is current, else the nominal size)."""
@@ -104,7 +110,7 @@ def job_overrides(ctx: Context, job: Job) -> dict[str, Any]:
     o: dict[str, Any] = {"train.device": ctx.device, "train.progress": False, "train.tensorboard": False,
                          "checkpoint.resume": "auto", "checkpoint.keep_last": 1, **job.overrides,
                          "train.output_dir": str(ctx.run_dir(job.id))}
-    cap = {**DEFAULT_DATA, **ctx.exp.data}["task_examples"]
+    cap = ctx.data["task_examples"]
     if not adapter.pretrain and cap:
         o["data.task_dir"] = str(trimmed_task_dir(ctx, job.task, int(cap)))
     if adapter.pretrain:
@@ -210,11 +216,9 @@ def job_config(ctx: Context, job: Job, fingerprints: dict[str, str]) -> dict[str
     where and how the run goes (paths, device, progress output), and not the recipes' defaults:
     a newer version of a recipe does not make the results stale."""
     adapter = get_adapter(job.kind)
-    data = {**DEFAULT_DATA, **ctx.exp.data}
-    vocab = f"{adapter.family}_vocab"
-    used: dict[str, Any] = {"corpus_chars": int(data["corpus_chars"]), vocab: int(data[vocab])}
+    used: dict[str, Any] = ctx.data_settings(adapter.family)
     if not adapter.pretrain:
-        used["task_examples"] = data["task_examples"]
+        used["task_examples"] = ctx.data["task_examples"]
     config = {"kind": job.kind, "task": job.task, "data": used, "overrides": job.overrides}
     if job.depends_on is not None:
         config["pretraining"] = fingerprints[job.depends_on]
