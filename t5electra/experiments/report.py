@@ -158,8 +158,8 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
     if total > len(records):
         L += [f"**Partial: {len(records)} of {total} jobs have finished** (run the command again to continue).", ""]
     if stale:
-        L += [f"**Left out: {len(stale)} records made with an earlier configuration of their job** (the "
-              "experiment file has changed since; running the command again reruns them):", ""]
+        L += [f"**Left out: {len(stale)} record{'s' * (len(stale) > 1)} made with an earlier configuration of "
+              "their job** (the experiment file has changed since; running the command again reruns them):", ""]
         L += [f"- `{job_id}`: {reason}" for job_id, reason in stale.items()] + [""]
     command = meta.get("command") or f"t5electra experiment {exp.name}"
     plots = can_plot()

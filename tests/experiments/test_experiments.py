@@ -396,7 +396,7 @@ def test_an_edited_experiment_reruns_its_stale_jobs(tiny_run, tmp_path):
     assert [line.split()[1] for line in lines if line.startswith("  stale")] == [job]
     runner.run_experiment(yaml_path, out, work, report_only=True, echo=lines.append)
     readme = (out / "README.md").read_text()
-    assert "Partial: 3 of 4 jobs" in readme and "Left out: 1 records" in readme
+    assert "Partial: 3 of 4 jobs" in readme and "Left out: 1 record made with an earlier configuration" in readme
     assert f"`{job}`: configuration changed (train.max_steps: 3 -> 2)" in readme
 
     # records written before each named its machine: run.json's (the machine they ran on) is
