@@ -27,7 +27,8 @@ CPU kernels that multiply by them, chosen for the CPU it runs on.
 
 Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
 :class:`InferenceLinear` (same class for ``isinstance``, same parameters and state_dict) whose
-eval-mode forward runs the kernel; training mode, changed weights (training, loading) or a copy of
+eval-mode forward without autograd (``torch.no_grad()``, ``inference_mode()``) runs the kernel;
+training mode, a forward that autograd records, changed weights (training, loading) or a copy of
 the model run the plain fp32 ``F.linear`` (same rule as :class:`.decoding.PackedLinears`). T5's
 decoding steps reach the same kernels through the ``linear`` hook (:class:`KernelTable`).
 """
@@ -337,7 +338,8 @@ def choose_kernel(weights: str, device: torch.device | str = "cpu",
 # ------------------------------------------------------------------------------------------------
 class InferenceLinear(nn.Linear):
     """An nn.Linear (same parameters, state_dict, isinstance) whose eval-mode CPU forward on fp32
-    inputs runs its prepared :class:`Kernel`; otherwise (training, changed weights, a copy) F.linear."""
+    inputs without autograd runs its prepared :class:`Kernel`; otherwise (training, a gradient to
+    compute, changed weights, a copy) F.linear."""
 
     kernel: Kernel | None = None
 
@@ -348,7 +350,7 @@ class InferenceLinear(nn.Linear):
 
     def _usable_kernel(self, x: torch.Tensor) -> Kernel | None:
         k = self.kernel
-        if k is None or self.training:
+        if k is None or self.training or self._needs_grad(x):
             return None
         if not k.current(self.weight, self.bias):
             # changed weights (training, loading): the kernel would compute with the old ones. Plain
@@ -357,6 +359,14 @@ class InferenceLinear(nn.Linear):
             self.kernel = None
             return None
         return k if x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and k.accepts_bf16) else None
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        """Whether autograd records this call: the kernels have no backward (a loss computed through
+        them gave no gradients at all, silently), so such a call runs the plain ``F.linear``. Under
+        ``torch.no_grad()`` / ``inference_mode()`` (generate, the pipelines, the server) or with frozen
+        weights and an input without grad, the kernel runs."""
+        return torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                            or (self.bias is not None and self.bias.requires_grad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self._usable_kernel(x)

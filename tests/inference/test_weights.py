@@ -164,6 +164,7 @@ def rounded_copy(model, kernel_cls):
     return ref
 
 
+@torch.no_grad()  # as generate runs it: the kernels have no backward, a forward autograd records runs F.linear
 def step_logits(model, ids, mask, targets):
     """Teacher-forced decoder logits through the generation protocol (encoder, cache, decode_step)."""
     enc = model.encode(ids, mask)
@@ -235,16 +236,52 @@ def test_training_mode_changed_weights_and_copies_run_plain_fp32():
     layer = model.electra.layers[0].ffn_in
     assert type(layer) is W.InferenceLinear and isinstance(layer, nn.Linear)
     x = torch.randn(3, layer.in_features)
-    assert not torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the kernel runs
-    assert not torch.equal(model(ids).logits, plain)
-    clone = copy.deepcopy(model)
-    assert torch.equal(clone(ids).logits, plain)                               # a copy: plain until optimised
-    model.train()
-    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))        # training: plain
-    model.eval()
+    with torch.no_grad():  # the kernels run without autograd (a recorded forward: the next test)
+        assert not torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the kernel runs
+        assert not torch.equal(model(ids).logits, plain)
+        clone = copy.deepcopy(model)
+        assert torch.equal(clone(ids).logits, plain)                               # a copy: plain until optimised
+        model.train()
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))        # training: plain
+        model.eval()
+        layer.weight.mul_(2)                                                       # changed weights: plain
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("arch", ["electra", "t5"])
+def test_backward_in_eval_mode_gives_the_plain_models_gradients(arch, weights, monkeypatch):
+    """The kernels have no backward: an eval-mode forward that autograd records (a loss in eval
+    mode, saliency) ran them and left every parameter without a gradient (ELECTRA: 0 of 35; T5:
+    the encoder's), silently. Such a forward now runs F.linear: the plain model's gradients."""
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: True))  # fp32: packed layers
+    torch.manual_seed(0)
+    if arch == "electra":
+        plain = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).eval()
+        ids = torch.randint(5, 500, (2, 12))
+        loss = lambda m: m(ids, labels=torch.tensor([0, 1])).loss  # noqa: E731
+    else:
+        plain = tiny_t5("v1.1")
+        ids, mask = batch()
+        loss = lambda m: m(ids, mask, labels=ids).loss  # noqa: E731
+    model = copy.deepcopy(plain).optimize_for_inference(weights)
+    assert model.inference_report.layers > 0
+    for m in (plain, model):
+        loss(m).backward()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    layer = next(m for m in model.modules() if type(m) is W.InferenceLinear and m.kernel is not None)
+    x = torch.randn(3, layer.in_features, requires_grad=True)
+    layer.requires_grad_(False)  # frozen weights, a gradient for the input (integrated gradients)
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, layer.weight.sum(0).expand(3, -1))
     with torch.no_grad():
-        layer.weight.mul_(2)                                                   # changed weights: plain
-    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+        calls, run = [], type(layer.kernel).__call__
+        monkeypatch.setattr(type(layer.kernel), "__call__", lambda self, x, *a: calls.append(1) or run(self, x, *a))
+        layer(x)
+    layer(x.detach())  # frozen weights, an input without grad: nothing to record, the kernel runs
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("weights", ["fp32", "fp32 plain", "bf16", "int8"])
@@ -266,10 +303,11 @@ def test_electra_discriminator_fp32_same_products_others_close(weights, monkeypa
         monkeypatch.setattr(W.Fp32OneDNN, "__call__", lambda self, x: calls.append(x.shape) or run(self, x))
         layer = model.electra.layers[0].ffn_in
         x = torch.randn(4, layer.in_features)
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
-        assert calls == [(4, layer.in_features)]                                  # the packed kernel ran
-        layer.train()
-        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias)) and len(calls) == 1  # training: plain
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+            assert calls == [(4, layer.in_features)]                              # the packed kernel ran
+            layer.train()
+            assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias)) and len(calls) == 1  # training: plain
     elif weights == "fp32 plain":
         assert torch.equal(got, plain) and model.inference_report.layers == 0
     else:  # the rounding of 3-4 layers of weights and (int8) activations: ~1e-2 relative
