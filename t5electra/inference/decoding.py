@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..machine import cpu_vendor
-from .fingerprint import Fingerprint, all_match
+from .fingerprint import Fingerprint, all_match, stamp
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -150,8 +150,7 @@ class PackedLinears:
                     one_row = (w.detach().t() if ONE_ROW_KERNEL == "bags" and w.dtype == torch.float32
                                and w.stride() == (1, w.shape[0])
                                and w.shape[0] <= ONE_ROW_BAGS_MAX_OUT else None)  # W^T (in, out), a view: the bags' table
-                    self.packs[id(w)] = (w, w._version, w.data_ptr(), packed, one_row,
-                                          Fingerprint(w, every_row=False))
+                    self.packs[id(w)] = (w, stamp(w), packed, one_row, Fingerprint(w, every_row=False))
 
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: it decodes on the plain path until optimised
@@ -160,8 +159,8 @@ class PackedLinears:
         """Forget the copies whose weight changed; returns how many had changed behind the version
         counter (edited through ``.data``: fingerprint.py)."""
         behind = 0
-        current = {key: e[1] == e[0]._version and e[2] == e[0].data_ptr() for key, e in self.packs.items()}
-        if all(current.values()) and all_match([e[5] for e in self.packs.values()]):
+        current = {key: e[1] == stamp(e[0]) for key, e in self.packs.items()}
+        if all(current.values()) and all_match([e[4] for e in self.packs.values()]):
             return 0
         for key, (w, *_, fingerprint) in list(self.packs.items()):
             if not current[key] or not fingerprint.matches(w):
@@ -175,12 +174,11 @@ class PackedLinears:
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         entry = self.packs.get(id(weight))
-        if (entry is not None and entry[1] == weight._version and entry[2] == weight.data_ptr()
-                and x.device.type == "cpu"):
+        if entry is not None and entry[1] == stamp(weight) and x.device.type == "cpu":
             if x.shape[0] * x.shape[1] > 1:
-                return torch.ops.mkldnn._linear_pointwise(x, entry[3], None, "none", [], "")
-            if entry[4] is not None and x.dtype is torch.float32 and not torch.is_grad_enabled():
-                return _bag_product(x, entry[4])  # decode_linear's one-row path, its checks made once here
+                return torch.ops.mkldnn._linear_pointwise(x, entry[2], None, "none", [], "")
+            if entry[3] is not None and x.dtype is torch.float32 and not torch.is_grad_enabled():
+                return _bag_product(x, entry[3])  # decode_linear's one-row path, its checks made once here
         return decode_linear(x, weight)
 
 

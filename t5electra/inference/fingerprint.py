@@ -6,7 +6,8 @@ and version counter: an in-place op on the parameter bumps the counter. An edit 
 ``weight.data`` does not (``.data`` is a tensor with a counter of its own), nor does torch's fused
 AdamW kernel (torch 2.13, measured; train/loop.py bumps the counters after each step): weight
 surgery, EMA updates and merges written that way, and fused-optimizer loops, left the old copies
-in use, and the model computed with weights it no longer had. A :class:`Fingerprint` keeps a few values of the matrix: at least one in
+in use, and the model computed with weights it no longer had (weights made under
+``torch.inference_mode()`` have no counter at all: :func:`stamp`). A :class:`Fingerprint` keeps a few values of the matrix: at least one in
 every row and every column for the int8 screen of T5's output layer, the one copy a model makes
 without being asked (a changed matrix, row or column shows in it), 64 along the diagonal for the
 kernels of ``optimize_for_inference`` (a changed matrix shows), compared where a model
@@ -61,6 +62,15 @@ class Fingerprint:
         holds the values it showed then."""
         return (tensor is not None and (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride())) == self.key
                 and torch.equal(self.read(), self.values))
+
+
+def stamp(tensor: torch.Tensor) -> tuple[int, int]:
+    """(version counter, storage address): what every call of a prepared copy compares. A tensor
+    made under ``torch.inference_mode()`` (a model built or loaded there, as transformers' users
+    do) has no version counter (reading it raises): -1 stands for it. Outside inference mode torch
+    refuses in-place changes of such a tensor; inside it they go uncounted, like edits through
+    ``.data``, and the fingerprints are what see them."""
+    return (-1 if tensor.is_inference() else tensor._version), tensor.data_ptr()
 
 
 def all_match(prints: Sequence[Fingerprint]) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from .fingerprint import Fingerprint
+from .fingerprint import Fingerprint, stamp
 
 
 def fbgemm_available() -> bool:
@@ -92,7 +92,7 @@ class ScreenedArgmax:
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
-        self.versions = (weight._version, weight.data_ptr())
+        self.versions = stamp(weight)
         self.print = Fingerprint(weight)
         self.reduce_range = not fbgemm_int8_full_range()
         qw = quantize_int8_per_channel(weight)
@@ -115,7 +115,7 @@ class ScreenedArgmax:
                 and weight.dtype == torch.float32 and fbgemm_available())
 
     def current(self, weight: torch.Tensor) -> bool:
-        return weight is self.weight and self.versions == (weight._version, weight.data_ptr())
+        return weight is self.weight and self.versions == stamp(weight)
 
     def unchanged(self) -> bool:
         """:meth:`current`, and W's values match too (an edit through ``.data``: fingerprint.py)."""

@@ -47,7 +47,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..machine import amx_bf16, describe_cpu, native_bf16, onednn_fp32_preferred
-from .fingerprint import Fingerprint, all_match
+from .fingerprint import Fingerprint, all_match, stamp
 from .decoding import PackedLinears, bf16_packing_available, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -74,13 +74,13 @@ class Kernel(abc.ABC):
         return cls.name
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        self.versions = (weight._version, weight.data_ptr(), None if bias is None else bias._version)
+        self.versions = (stamp(weight), None if bias is None else stamp(bias))
         self.has_bias = bias is not None
         self.prints = (Fingerprint(weight, every_row=False), None if bias is None else Fingerprint(bias))
 
     def current(self, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
         """Same storage and version counters (every call: cheap)."""
-        return self.versions == (weight._version, weight.data_ptr(), None if bias is None else bias._version)
+        return self.versions == (stamp(weight), None if bias is None else stamp(bias))
 
     def unchanged(self, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
         """:meth:`current`, and the values match too (an edit through ``.data``: fingerprint.py)."""

@@ -118,3 +118,30 @@ def test_fingerprint_sees_every_row_every_column_and_whole_matrices_on_any_strid
     fp = Fingerprint(bias)
     bias.data[3] += 1e-6
     assert not fp.matches(bias)
+
+
+@pytest.mark.parametrize("weights", [None, "fp32", "int8"])
+def test_a_model_made_under_inference_mode_generates_and_follows_its_edits(weights):
+    """Weights made under ``torch.inference_mode()`` (a model built or loaded there; transformers'
+    T5 generates so) are inference tensors, which have no version counter: reading it raised in
+    the int8 screen and the kernels, and such a model could not generate, optimised or not.
+    In-place edits of them (allowed inside inference_mode only, and uncounted there) are seen by
+    the fingerprints, as edits through ``.data`` are."""
+    with torch.inference_mode():
+        model = spread_tiny_t5("v1.1", 0, 512)
+        if weights is not None:
+            model.optimize_for_inference(weights)
+    twin = spread_tiny_t5("v1.1", 0, 512)  # the same weights as ordinary tensors
+    if weights is not None:
+        twin.optimize_for_inference(weights)
+    assert all(p.is_inference() for p in model.parameters())
+    for kw in (dict(num_beams=3), dict()):
+        with torch.inference_mode():
+            before = model.generate(IDS, MASK, max_new_tokens=8, **kw)
+        assert torch.equal(before, twin.generate(IDS, MASK, max_new_tokens=8, **kw)), kw
+    assert model._screened_argmax is not None or weights == "int8"  # the greedy screen ran on them
+    with torch.inference_mode():
+        for p in model.parameters():
+            p.mul_(1.5)
+        got = model.generate(IDS, MASK, max_new_tokens=8)
+    assert not torch.equal(got, before) and torch.equal(got, plain_twin(model).generate(IDS, MASK, max_new_tokens=8))
