@@ -115,17 +115,25 @@ def _bags(n: int, bags: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.cache
-def bf16_packing_available() -> bool:
-    """Whether oneDNN packs bf16 weights on this CPU: it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT, and
-    on an AVX2-only CPU ``mkldnn._reorder_linear_weight`` raises ("bf16 path needs the cpu support
-    ...": found under ``ONEDNN_MAX_CPU_ISA=AVX2``). Probed once on a small matrix."""
+def packing_available(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs weights of ``dtype`` on this CPU. bf16 needs AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT, fp16 AVX512-FP16 or AVX-NE-CONVERT; elsewhere ``mkldnn._reorder_linear_weight``
+    raises ("bf16 path needs the cpu support ...", found under ``ONEDNN_MAX_CPU_ISA=AVX2``; "fp16
+    path needs ...": an fp16 T5's default ``optimize_for_inference()`` raised on AVX2 and
+    AVX512-BF16 CPUs, and a server with ``dtype: float16`` did not start). Probed once per dtype on
+    a small matrix."""
     if not PackedLinears.available():
         return False
     try:
-        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 1)
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=dtype), 1)
     except RuntimeError:
         return False
     return True
+
+
+def bf16_packing_available() -> bool:
+    """:func:`packing_available` for bf16 (``Bf16Native``'s packed weights)."""
+    return packing_available(torch.bfloat16)
 
 
 class PackedLinears:
@@ -143,8 +151,8 @@ class PackedLinears:
         self.packs = {}
         with torch.no_grad():
             for w in weights:  # a tied matrix appears once
-                if w.dtype == torch.bfloat16 and not bf16_packing_available():
-                    continue  # a bf16 model on an AVX2-only CPU: the plain path (decode_linear)
+                if not packing_available(w.dtype):
+                    continue  # a bf16 / fp16 model on a CPU without those kernels: the plain path (decode_linear)
                 if id(w) not in self.packs:
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), 16)
                     one_row = (w.detach().t() if ONE_ROW_KERNEL == "bags" and w.dtype == torch.float32

@@ -433,7 +433,7 @@ def test_bf16_kernel_without_bf16_packing_runs_f_linear_in_bf16(monkeypatch):
     # a bf16 model's decoding weights stay unpacked there too (the plain decoding product)
     import t5electra.inference.decoding as D
 
-    monkeypatch.setattr(D, "bf16_packing_available", lambda: False)
+    monkeypatch.setattr(D, "packing_available", lambda dtype: dtype == torch.float32)
     wb = w.bfloat16()
     packs = D.PackedLinears([wb, w])
     assert list(packs.packs) == [id(w)]  # the fp32 one is packed, the bf16 one is not
@@ -477,3 +477,49 @@ def test_electra_bf16_keeps_ffn_activations_in_bf16_between_its_two_products(mon
     for other in (kept, changed):
         got, _ = logits(other)
         assert ((got - fp32).norm() / fp32.norm()) < 3e-2
+
+
+@pytest.fixture
+def no_fp16_packing(monkeypatch):
+    """oneDNN as on a CPU without AVX512-FP16 or AVX-NE-CONVERT (AVX2; AVX512-BF16 CPUs such as
+    the AMD Zen 4): fp16 weights cannot be packed (the real message)."""
+    import t5electra.inference.decoding as D
+
+    real = torch.ops.mkldnn._reorder_linear_weight
+
+    def reorder(w, *args):
+        if w.dtype == torch.float16:
+            raise RuntimeError("mkldnn_reorder_linear_weight: fp16 path needs the cpu support avx_ne_convert "
+                               "or avx512_fp16")
+        return real(w, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", reorder)
+    D.packing_available.cache_clear()
+    yield
+    D.packing_available.cache_clear()  # the next probe sees the real kernel
+
+
+@pytest.mark.parametrize("fp16_packing", ["this CPU", "missing"])
+def test_fp16_t5_takes_the_default_fast_path_with_or_without_fp16_packing(fp16_packing, request):
+    """An fp16 T5's default optimize_for_inference() (and so a server with dtype: float16) packed
+    its decoding weights unconditionally, which raised where oneDNN has no fp16 kernels; those
+    weights now stay unpacked there (the plain decoding product)."""
+    import t5electra.inference.decoding as D
+    from t5electra.serve.config import ServeConfig
+    from t5electra.serve.registry import _prepare
+
+    if fp16_packing == "missing":
+        request.getfixturevalue("no_fp16_packing")
+    plain = standard_tiny_t5("v1.1").half()
+    model = standard_tiny_t5("v1.1").half().optimize_for_inference()
+    fp16_packed = D.packing_available(torch.float16)  # AVX512-FP16 or AVX-NE-CONVERT
+    assert fp16_packing == "this CPU" or not fp16_packed
+    packed_dtypes = {entry[0].dtype for entry in model._packed_linears.packs.values()}  # v1.1 keeps ff.wo in fp32
+    assert packed_dtypes == ({torch.float16, torch.float32} if fp16_packed else {torch.float32})
+    ids, mask = batch()
+    targets = torch.randint(2, 96, (3, 6), generator=torch.Generator().manual_seed(2))
+    got, want = step_logits(model, ids, mask, targets), step_logits(plain, ids, mask, targets)
+    assert (got - want).norm() / want.norm() < 1e-2  # fp16 outputs, sums in another order
+    served = _prepare(standard_tiny_t5("v1.0"), ServeConfig(dtype="float16"))  # what `serve` runs at start-up
+    assert served.shared.weight.dtype == torch.float16 and served.inference_report.weights == "fp32"
+    assert generate(served, ids, mask, max_new_tokens=4).shape == (3, 5)
