@@ -182,7 +182,9 @@ class PackedLinears:
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         entry = self.packs.get(id(weight))
-        if entry is not None and entry[1] == stamp(weight) and x.device.type == "cpu":
+        # x of another dtype than the weight: bf16 activations under torch.autocast, which oneDNN
+        # refused against the fp32 packed weight; decode_linear's F.linear lets autocast decide
+        if entry is not None and entry[1] == stamp(weight) and x.device.type == "cpu" and x.dtype == weight.dtype:
             if x.shape[0] * x.shape[1] > 1:
                 return torch.ops.mkldnn._linear_pointwise(x, entry[2], None, "none", [], "")
             if entry[3] is not None and x.dtype is torch.float32 and not torch.is_grad_enabled():

@@ -46,12 +46,14 @@ def fbgemm_int8_full_range() -> bool:
     x = torch.ones(4, 64)                       # quantises to 255 everywhere (scale 1/255, zero point 0)
     x[:, 0] = 0.0
     w = torch.ones(8, 64)                       # quantises to 127 everywhere
-    with warnings.catch_warnings():
+    # fp32 whatever the caller's context: a first call inside a bf16 autocast multiplied x @ w.t() in
+    # bf16 (an error, or a wrong answer that the cache would keep)
+    with warnings.catch_warnings(), torch.autocast("cpu", enabled=False):
         warnings.simplefilter("ignore")
         scale = torch.full((8,), 1 / 127, dtype=torch.double)
         q = torch.quantize_per_channel(w, scale, torch.zeros(8, dtype=torch.long), 0, torch.qint8)
         out = torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(q, None), False)
-    return bool(torch.allclose(out, x @ w.t(), rtol=1e-3))  # saturated: ~0.5x the exact sums
+        return bool(torch.allclose(out, x @ w.t(), rtol=1e-3))  # saturated: ~0.5x the exact sums
 
 
 def quantize_int8_per_channel(weight: torch.Tensor) -> torch.Tensor:
@@ -107,6 +109,13 @@ class ScreenedArgmax:
 
     def __deepcopy__(self, memo) -> None:
         return None  # a copied model has its own weights: it decodes on the full product until optimised
+
+    @staticmethod
+    def applies(x: torch.Tensor) -> bool:
+        """Whether greedy steps on decoder outputs ``x`` may pick their token here: fp32 outputs and no
+        autocast. Under ``torch.autocast`` the plain step multiplies in bf16 (other logits, other
+        tokens), which the fp32 bound does not cover; the screen also raised there (dtype mismatch)."""
+        return x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
 
     @staticmethod
     def available(weight: torch.Tensor) -> bool:

@@ -721,11 +721,11 @@ class T5ForConditionalGeneration(T5Model):
         if self.lm_head is None or type(self.lm_head) is nn.Linear:  # not an adapter or a quantised module
             weight = self.shared.weight if self.lm_head is None else self.lm_head.weight
             if ((screen is None or not screen.current(weight)) and self.screen_greedy_argmax
-                    and hidden.dtype == torch.float32 and ScreenedArgmax.available(weight)):
+                    and ScreenedArgmax.applies(hidden) and ScreenedArgmax.available(weight)):
                 screen = self._screened_argmax = ScreenedArgmax(weight)  # first greedy step, or new weights
         else:
             screen = weight = None
-        if screen is None or not screen.current(weight) or hidden.dtype != torch.float32:
+        if screen is None or not screen.current(weight) or not ScreenedArgmax.applies(hidden):
             scores = self.lm_logits(hidden, linear=linear)[:, -1].float()           # (N, V)
             return (scores if process is None else process(scores)).argmax(-1)
         return screen(self._head_input(hidden[:, 0]), process)

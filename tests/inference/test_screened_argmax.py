@@ -220,3 +220,29 @@ def test_only_plain_fp32_cpu_weights_are_screened():
     assert ScreenedArgmax.available(w) and ScreenedArgmax.available(torch.nn.Parameter(w))
     assert not ScreenedArgmax.available(torch.Tensor._make_subclass(Shard, w))
     assert not ScreenedArgmax.available(w.bfloat16()) and not ScreenedArgmax.available(w.double())
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_greedy_under_bf16_autocast_gives_the_unscreened_tokens(optimized, monkeypatch):
+    """Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the plain greedy step multiplies in
+    bf16, outside the fp32 bound: the screen stands aside (it raised there: "Float did not match
+    BFloat16", in its first int8 probe and in its fp32 products), and the tokens are those of the
+    same model without it. The probe answers as outside autocast."""
+    import t5electra.inference.int8 as I8
+
+    model = spread_tiny_t5("v1.1", 3, 96)
+    if optimized:
+        model.optimize_for_inference("fp32")
+    ids = torch.randint(2, 96, (5, 9), generator=torch.Generator().manual_seed(3))
+    full_range = I8.fbgemm_int8_full_range()
+    I8.fbgemm_int8_full_range.cache_clear()
+    calls = count_screens(monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert I8.fbgemm_int8_full_range() == full_range
+        got = [model.generate(ids, max_new_tokens=10) for _ in range(2)]
+        model.screen_greedy_argmax, model._screened_argmax = False, None  # the same model, unscreened
+        want = model.generate(ids, max_new_tokens=10)
+    assert not calls and torch.equal(got[0], want) and torch.equal(got[1], want)
+    model.screen_greedy_argmax = True
+    assert torch.equal(model.generate(ids, max_new_tokens=10), generate(model, ids, max_new_tokens=10))
+    assert calls  # outside autocast the screen runs again
