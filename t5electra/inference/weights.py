@@ -527,6 +527,17 @@ def _swap_linears(model: nn.Module, patterns: list[re.Pattern], kernel_cls: type
     return swapped, kept
 
 
+def _require_fp32(model: nn.Module, weights: str) -> None:
+    """bf16 / int8 kernels are made from fp32 weights and take fp32 activations (the norms, embeddings
+    and attention stay in the model's dtype): a bf16 or fp16 model's forward failed on mixed dtypes
+    (oneDNN, layer_norm). Refused here, before any change, with what to do instead."""
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if other:
+        raise InvalidInputError(f"the model is {' and '.join(other)}: optimize_for_inference({weights!r}) takes an "
+                                f"fp32 model; call .float() first (or optimize_for_inference('fp32') keeps its dtype)")
+
+
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Sequence[str] | None = None,
                            pack_weights: bool = True) -> nn.Module:
@@ -538,6 +549,8 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
     if not isinstance(pack_weights, bool):
         raise InvalidInputError(f"pack_weights must be True or False, got {pack_weights!r}")
     device = next(model.parameters()).device
+    if weights != "fp32":
+        _require_fp32(model, weights)
     kernel_cls = None if weights == "fp32" else choose_kernel(weights, device)  # errors before any change
     patterns = [re.compile(p) for p in (DEFAULT_KEEP[weights] if keep is None else keep)]
     _restore(model)

@@ -322,6 +322,26 @@ def test_bad_weights_are_refused_before_any_change():
     assert not hasattr(model, "inference_report")
 
 
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_bf16_and_int8_refuse_a_model_that_is_not_fp32(weights):
+    """A bf16 / fp16 model's forward after optimize_for_inference('bf16' | 'int8') failed on mixed
+    dtypes (layer_norm, oneDNN): refused before any change, saying what to do; 'fp32' keeps the dtype."""
+    torch.manual_seed(0)
+    electra = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).eval().bfloat16()
+    t5 = standard_tiny_t5("v1.1").half()  # v1.1 keeps ff.wo in fp32: half the model is fp16
+    ids, mask = batch()
+    for model, dtype, kw in ((electra, "bfloat16", {}), (t5, "float16", {"decoder_input_ids": ids})):
+        with pytest.raises(InvalidInputError, match=rf"the model is {dtype}: optimize_for_inference\('{weights}'\) "
+                                                    r"takes an fp32 model; call \.float\(\) first"):
+            model.optimize_for_inference(weights)
+        assert not hasattr(model, "inference_report") and W.InferenceLinear not in map(type, model.modules())
+        with torch.no_grad():
+            logits = model.optimize_for_inference("fp32")(ids, mask, **kw).logits
+        assert logits.dtype == getattr(torch, dtype) and logits.isfinite().all()
+    with torch.no_grad():
+        assert electra.float().optimize_for_inference(weights)(ids, mask).logits.dtype == torch.float32
+
+
 def test_native_bf16_follows_the_aten_capability(monkeypatch):
     """On an AMX CPU run with ATEN_CPU_CAPABILITY=avx2 or default, oneDNN's bf16 kernels refuse to
     run: the machine then counts as having no native bf16 (training stays fp32)."""
