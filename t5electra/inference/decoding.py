@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..machine import cpu_vendor
-from .fingerprint import Fingerprint, all_match, stamp
+from .fingerprint import Fingerprint, PreparedCopy, all_match, stamp
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -136,7 +136,7 @@ def bf16_packing_available() -> bool:
     return packing_available(torch.bfloat16)
 
 
-class PackedLinears:
+class PackedLinears(PreparedCopy):
     """oneDNN-packed copies of weight matrices for the decoding steps with 2 or more rows.
 
     ``torch.ops.mkldnn._reorder_linear_weight`` lays a weight out in oneDNN's blocked format once
@@ -159,9 +159,6 @@ class PackedLinears:
                                and w.stride() == (1, w.shape[0])
                                and w.shape[0] <= ONE_ROW_BAGS_MAX_OUT else None)  # W^T (in, out), a view: the bags' table
                     self.packs[id(w)] = (w, stamp(w), packed, one_row, Fingerprint(w, every_row=False))
-
-    def __deepcopy__(self, memo) -> None:
-        return None  # a copied model has its own weights: it decodes on the plain path until optimised
 
     def drop_changed(self) -> int:
         """Forget the copies whose weight changed; returns how many had changed behind the version

@@ -64,6 +64,22 @@ class Fingerprint:
                 and torch.equal(self.read(), self.values))
 
 
+class PreparedCopy:
+    """A copy of weights made for a kernel (packed, rounded, quantised, an int8 screen): valid only
+    next to the weights it was made from, and not something to save. ``copy.deepcopy`` (a copied
+    model has weights of its own) and pickling (``torch.save(model)``, which failed: oneDNN's packed
+    tensors have no storage, "Cannot access storage of OpaqueTensorImpl") put None in its place:
+    the copy, or the loaded model, runs the plain fp32 products until ``optimize_for_inference`` is
+    called again (and T5's next greedy step rebuilds its int8 screen)."""
+
+    def __reduce__(self):  # pickle's hook, and copy.deepcopy's too
+        return _dropped, ()
+
+
+def _dropped() -> None:
+    return None
+
+
 def stamp(tensor: torch.Tensor) -> tuple[int, int]:
     """(version counter, storage address): what every call of a prepared copy compares. A tensor
     made under ``torch.inference_mode()`` (a model built or loaded there, as transformers' users

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from .fingerprint import Fingerprint, stamp
+from .fingerprint import Fingerprint, PreparedCopy, stamp
 
 
 def fbgemm_available() -> bool:
@@ -66,7 +66,7 @@ def quantize_int8_per_channel(weight: torch.Tensor) -> torch.Tensor:
         return torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
 
 
-class ScreenedArgmax:
+class ScreenedArgmax(PreparedCopy):
     """``argmax(process(x @ W^T))`` per row, exact, reading W's int8 copy instead of W.
 
     The bound. Write W = S Q + E (int8 Q, per-row scales S, rounding error |E| <= S/2) and let fbgemm
@@ -106,9 +106,6 @@ class ScreenedArgmax:
             norms.append(torch.stack([(w - sq).norm(dim=1), sq.abs().sum(1), w.norm(dim=1)]).float())
         self.err_l2, self.sq_l1, self.w_l2 = torch.cat(norms, 1)            # (V,) each: ||e_j||_2, ||(S Q)_j||_1, ||w_j||_2
         self.packed = torch.ops.quantized.linear_prepack(qw, None)
-
-    def __deepcopy__(self, memo) -> None:
-        return None  # a copied model has its own weights: it decodes on the full product until optimised
 
     @staticmethod
     def applies(x: torch.Tensor) -> bool:

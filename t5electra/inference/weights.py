@@ -47,7 +47,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..machine import amx_bf16, describe_cpu, native_bf16, onednn_fp32_preferred
-from .fingerprint import Fingerprint, all_match, stamp
+from .fingerprint import Fingerprint, PreparedCopy, all_match, stamp
 from .decoding import PackedLinears, bf16_packing_available, decode_linear, optimize_for_decoding
 from .int8 import ScreenedArgmax, fbgemm_available, fbgemm_int8_full_range, quantize_int8_per_channel
 
@@ -62,7 +62,7 @@ DEFAULT_KEEP: dict[str, tuple[str, ...]] = {"fp32": (), "bf16": (), "int8": ()}
 # ------------------------------------------------------------------------------------------------
 # Kernels: one prepared weight matrix each; ``kernel(x)`` = F.linear(x, weight, bias) approximately
 # ------------------------------------------------------------------------------------------------
-class Kernel(abc.ABC):
+class Kernel(PreparedCopy, abc.ABC):
     """A weight matrix prepared for one kernel; used only while the weight is unchanged."""
 
     name = "?"
@@ -86,9 +86,6 @@ class Kernel(abc.ABC):
         """:meth:`current`, and the values match too (an edit through ``.data``: fingerprint.py)."""
         return (self.current(weight, bias) and self.prints[0].matches(weight)
                 and (bias is None or self.prints[1].matches(bias)))
-
-    def __deepcopy__(self, memo) -> None:
-        return None  # a copied model has its own weights: the copy runs F.linear until optimised
 
     def fuses(self, x: torch.Tensor) -> bool:
         """Whether ``self(x, post)`` can apply an activation inside the GEMM for this input."""
@@ -383,7 +380,7 @@ class InferenceLinear(nn.Linear):
         return k(x, post) if k is not None and k.fuses(x) else None
 
 
-class KernelTable:
+class KernelTable(PreparedCopy):
     """The ``linear(x, weight)`` hook of T5's decoding steps (nn/linear.py): the prepared kernel of
     ``weight`` where there is a current one (no bias: the hook adds it), else ``fallback``
     (the fp32 fast path: :class:`.decoding.PackedLinears` or :func:`.decoding.decode_linear`)."""
@@ -391,9 +388,6 @@ class KernelTable:
     def __init__(self, kernels: dict[int, tuple[torch.Tensor, Kernel]], fallback=None):
         self.kernels = kernels  # id(weight) -> (weight, kernel)
         self.fallback = fallback or decode_linear
-
-    def __deepcopy__(self, memo) -> None:
-        return None
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         entry = self.kernels.get(id(weight))

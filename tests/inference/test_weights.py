@@ -8,6 +8,7 @@ on tiny sizes), by choosing it explicitly (``choose_kernel`` is patched)."""
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -246,6 +247,40 @@ def test_training_mode_changed_weights_and_copies_run_plain_fp32():
         model.eval()
         layer.weight.mul_(2)                                                       # changed weights: plain
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+def test_a_saved_model_loads_and_runs_plain_until_optimised_again(weights, monkeypatch):
+    """``torch.save(model)`` of an optimised model failed ("Cannot access storage of
+    OpaqueTensorImpl": oneDNN's packed weights). The prepared copies are dropped on pickling as on
+    ``copy.deepcopy``: the loaded model runs the plain fp32 products (T5: the plain model's tokens),
+    and ``optimize_for_inference`` again gives the saved model's outputs."""
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: True))  # fp32: packed layers
+    torch.manual_seed(0)
+    ids, mask = batch()
+    electra = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).eval()
+
+    @torch.no_grad()
+    def run(m):
+        if isinstance(m, ElectraForSequenceClassification):
+            return m(ids, mask).logits
+        return generate(m, ids, mask, max_new_tokens=6), m(ids, mask, decoder_input_ids=ids).logits
+
+    for model in (electra, tiny_t5("v1.1")):
+        plain = run(copy.deepcopy(model))
+        model.optimize_for_inference(weights)
+        fast = run(model)  # T5: greedy steps build the int8 screen of the output layer too
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        loaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+        layers = [m for m in loaded.modules() if type(m) is W.InferenceLinear]
+        assert layers and all(m.kernel is None for m in layers)
+        assert getattr(loaded, "_packed_linears", None) is getattr(loaded, "_screened_argmax", None) is None
+        if isinstance(plain, tuple):
+            assert torch.equal(run(loaded)[0], plain[0])
+        torch.testing.assert_close(run(loaded), plain, atol=1e-5, rtol=1e-5)
+        again = run(loaded.optimize_for_inference(weights))
+        assert all(map(torch.equal, again, fast)) if isinstance(fast, tuple) else torch.equal(again, fast)
 
 
 @pytest.mark.parametrize("weights", ["fp32", "bf16", "int8"])
