@@ -12,7 +12,8 @@ every row and every column for the int8 screen of T5's output layer, the one cop
 without being asked (a changed matrix, row or column shows in it), 64 along the diagonal for the
 kernels of ``optimize_for_inference`` (a changed matrix shows), compared where a model
 starts a piece of work (:func:`.weights.drop_stale_copies`: each T5 ``generate`` call, and each
-forward of a model that ``optimize_for_inference`` prepared). Reading them costs max(rows,
+forward of a direct submodule of a model that ``optimize_for_inference`` prepared, its encoder /
+decoder stacks, ELECTRA's body and head). Reading them costs max(rows,
 columns) or 64 strided reads per matrix, not a pass over it, and one comparison for all of a
 model's layers. An edit of a few elements (or, in an optimised model, of a few rows) through
 ``.data`` can still go unseen: call ``optimize_for_inference`` again after such surgery.

@@ -429,15 +429,10 @@ def drop_stale_copies(model: nn.Module, *, steps: bool = True) -> int:
     version counter as it was; fingerprint.py): the optimised layers' kernels and, with ``steps``,
     the decoding steps' (the int8 screen of T5's output layer, the packed and bf16/int8 kernels).
     Those layers and steps then run the plain fp32 product on the current weights; the screen is
-    rebuilt from them. T5's ``generate`` calls this first, and a model prepared by
-    :func:`optimize_for_inference` before each forward (layers only). Returns how many were dropped."""
-    dropped = 0
-    layers = [m for m in getattr(model, "_inference_layers", ()) if m.kernel is not None]
-    if not all_match([fp for m in layers for fp in m.kernel.prints if fp is not None]):
-        for m in layers:
-            if not m.kernel.unchanged(m.weight, m.bias):
-                dropped += m.kernel.current(m.weight, m.bias)
-                m.kernel = None
+    rebuilt from them. T5's ``generate`` calls this first; before each forward of a model prepared
+    by :func:`optimize_for_inference` its submodules check their own layers (:func:`_watch`).
+    Returns how many were dropped."""
+    dropped = _drop_stale_layers(getattr(model, "_inference_layers", ()))
     if steps:
         screen = getattr(model, "_screened_argmax", None)
         if screen is not None and not screen.unchanged():
@@ -451,10 +446,25 @@ def drop_stale_copies(model: nn.Module, *, steps: bool = True) -> int:
     return dropped
 
 
-def _check_before_forward(model: nn.Module, args) -> None:
-    """The forward pre-hook of a model prepared by :func:`optimize_for_inference`."""
-    if not model.training:
-        drop_stale_copies(model, steps=False)
+def _drop_stale_layers(layers: Sequence[nn.Module]) -> int:
+    """The layers' part of :func:`drop_stale_copies`: one comparison for all of them, then a look at
+    each only when something changed. Returns how many had changed behind the version counter."""
+    layers = [m for m in layers if getattr(m, "kernel", None) is not None]  # not dropped nor restored since
+    dropped = 0
+    if not all_match([fp for m in layers for fp in m.kernel.prints if fp is not None]):
+        for m in layers:
+            if not m.kernel.unchanged(m.weight, m.bias):
+                dropped += m.kernel.current(m.weight, m.bias)
+                m.kernel = None
+    return dropped
+
+
+def _check_before_forward(module: nn.Module, args) -> None:
+    """The forward pre-hook of a prepared model's submodules (:func:`_watch`)."""
+    if not module.training:
+        dropped = _drop_stale_layers(module._watched_layers)
+        if dropped:
+            _warn_stale(dropped)
 
 
 def _warn_stale(n: int) -> None:
@@ -470,19 +480,30 @@ def _restore(model: nn.Module) -> None:
         if type(m) is InferenceLinear:
             m.__class__ = nn.Linear
             m.__dict__.pop("kernel", None)
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if hook is _check_before_forward:
+                del m._forward_pre_hooks[key]
+        m.__dict__.pop("_watched_layers", None)
     if isinstance(getattr(model, "_packed_linears", None), KernelTable):
         model._packed_linears = None
     model._inference_layers = []
-    for key, hook in list(model._forward_pre_hooks.items()):
-        if hook is _check_before_forward:
-            del model._forward_pre_hooks[key]
 
 
 def _watch(model: nn.Module, layers: list[InferenceLinear]) -> None:
-    """Check the prepared layers' weights before each forward (drop_stale_copies)."""
+    """Check the prepared layers' weights (:func:`drop_stale_copies`) before each forward of the
+    model's direct submodules that hold them, each its own layers: T5's encoder and decoder stacks,
+    ELECTRA's ``electra`` body and its head. The model's forward runs through them, and so do the
+    calls users make of them directly (``model.get_encoder()(...)``, ``model.electra(ids)``), which
+    a check on the model alone missed (stale kernels after whole-matrix edits through ``.data``).
+    Each layer is checked once a forward; ``model._inference_layers`` (all of them) is what T5's
+    ``generate`` checks."""
     model._inference_layers = layers
-    if layers:
-        model.register_forward_pre_hook(_check_before_forward)
+    watched = {id(m) for m in layers}
+    for child in model.children():
+        group = [m for m in child.modules() if id(m) in watched]
+        if group:
+            child._watched_layers = group
+            child.register_forward_pre_hook(_check_before_forward)
 
 
 def _is_t5_generator(model: nn.Module) -> bool:

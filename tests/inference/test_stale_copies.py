@@ -145,3 +145,41 @@ def test_a_model_made_under_inference_mode_generates_and_follows_its_edits(weigh
             p.mul_(1.5)
         got = model.generate(IDS, MASK, max_new_tokens=8)
     assert not torch.equal(got, before) and torch.equal(got, plain_twin(model).generate(IDS, MASK, max_new_tokens=8))
+
+
+def test_submodules_called_directly_drop_stale_kernels(monkeypatch):
+    """After whole-matrix edits through ``.data``, a submodule called directly (T5's
+    ``get_encoder()`` and stacks, ELECTRA's ``.electra``) ran the stale kernels: the check ran
+    before the model's own forward only. Each submodule now checks its own layers, and a forward
+    of the model checks each layer once."""
+    import t5electra.inference.weights as W
+
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: True))  # fp32: packed encoder
+    t5 = spread_tiny_t5("v1.1", 0, 512).optimize_for_inference("fp32")
+    assert t5.inference_report.layers > 0
+    surgery(t5, 1)
+    with torch.no_grad():
+        got = t5.get_encoder()(input_ids=IDS, attention_mask=MASK).last_hidden_state
+        want = plain_twin(t5).get_encoder()(input_ids=IDS, attention_mask=MASK).last_hidden_state
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(t5.generate(encoder_outputs=got, max_new_tokens=8),
+                       plain_twin(t5).generate(encoder_outputs=want, max_new_tokens=8))
+
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny")).eval()
+    fast = copy.deepcopy(model).optimize_for_inference("int8")
+    ids = torch.randint(5, 500, (2, 70))
+    checked = []
+    real = W._drop_stale_layers
+    monkeypatch.setattr(W, "_drop_stale_layers", lambda layers: checked.extend(layers) or real(layers))
+    with torch.inference_mode():
+        fast(ids)
+    assert sorted(map(id, checked)) == sorted(map(id, fast._inference_layers))  # each layer once
+    with torch.no_grad():
+        for a, b in zip(fast.parameters(), model.parameters()):
+            b.mul_(1.5)
+            a.data.copy_(b)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.electra(ids).last_hidden_state, model.electra(ids).last_hidden_state,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
