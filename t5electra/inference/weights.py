@@ -553,12 +553,25 @@ def _require_fp32(model: nn.Module, weights: str) -> None:
                                 f"fp32 model; call .float() first (or optimize_for_inference('fp32') keeps its dtype)")
 
 
+def _keep_patterns(keep: str | Sequence[str]) -> list[re.Pattern]:
+    """``keep`` compiled: one pattern, or several (a str is one: iterated, ``keep="lm_head"`` was
+    read as the patterns "l", "m", "_", ... and kept every layer with one of those letters)."""
+    patterns = []
+    for p in [keep] if isinstance(keep, str) else keep:
+        try:
+            patterns.append(re.compile(p))
+        except (re.error, TypeError) as e:
+            raise InvalidInputError(f"keep: {p!r} is not a regular expression on module names ({e})") from None
+    return patterns
+
+
 @torch.no_grad()
-def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Sequence[str] | None = None,
+def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: str | Sequence[str] | None = None,
                            pack_weights: bool = True) -> nn.Module:
-    """See the module docstring. ``keep``: regular expressions on module names (``re.search``) left in
-    fp32 (default :data:`DEFAULT_KEEP`; T5's tied output layer is called ``lm_head``). The kernels run
-    in eval mode (``from_pretrained``'s); ``model.inference_report`` says what was chosen. Returns the model."""
+    """See the module docstring. ``keep``: a regular expression on module names (``re.search``), or
+    a list of them, for the layers left in fp32 (default :data:`DEFAULT_KEEP`; T5's tied output
+    layer is called ``lm_head``). The kernels run in eval mode (``from_pretrained``'s) without
+    autograd; ``model.inference_report`` says what was chosen. Returns the model."""
     if weights not in WEIGHTS:
         raise InvalidInputError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
     if not isinstance(pack_weights, bool):
@@ -567,7 +580,7 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: Seq
     if weights != "fp32":
         _require_fp32(model, weights)
     kernel_cls = None if weights == "fp32" else choose_kernel(weights, device)  # errors before any change
-    patterns = [re.compile(p) for p in (DEFAULT_KEEP[weights] if keep is None else keep)]
+    patterns = _keep_patterns(DEFAULT_KEEP[weights] if keep is None else keep)
     _restore(model)
     t5 = _is_t5_generator(model)
     screen_note = ""

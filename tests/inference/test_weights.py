@@ -228,6 +228,18 @@ def test_keep_leaves_named_layers_in_fp32_and_fp32_restores_plain_linears():
     assert not isinstance(model._packed_linears, W.KernelTable)
 
 
+def test_keep_takes_one_pattern_as_a_string_and_refuses_a_bad_one():
+    """``keep="lm_head"`` was iterated letter by letter (every layer with an "l", "m", ... kept in
+    fp32: none ran int8); an invalid regular expression raised a bare re.error after nothing."""
+    model = tiny_t5("v1.1")
+    assert model.optimize_for_inference("int8", keep="lm_head").inference_report.kept_fp32 == ["lm_head"]
+    assert type(model.lm_head) is nn.Linear and type(model.decoder.blocks[0].ff.wi) is W.InferenceLinear
+    for bad in ("lm_head(", ["wo", "["], [3]):
+        with pytest.raises(InvalidInputError, match=r"keep: .* is not a regular expression on module names"):
+            model.optimize_for_inference("bf16", keep=bad)
+        assert model.inference_report.weights == "int8"  # refused before any change
+
+
 def test_training_mode_changed_weights_and_copies_run_plain_fp32():
     torch.manual_seed(0)
     model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny")).eval()
