@@ -212,6 +212,26 @@ def test_t5_runs_every_projection_through_the_kernel(version, kernel_cls, monkey
     assert rounding > 100 * TOLERANCE[W.Fp16Fbgemm]
 
 
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_t5_forward_multiplies_by_the_fp32_output_matrix_and_decoding_steps_by_the_kernel(version):
+    """What docs/inference.md says (it said the output layer ran the kernel everywhere): forward()'s
+    logits are the plain fp32 product of the decoder output (the layers before it run the int8
+    kernels), and generate's decoding steps take the output layer's int8 kernel."""
+    from t5electra.nn.linear import fast_linear
+
+    model = standard_tiny_t5(version).optimize_for_inference("int8")
+    ids, mask = batch()
+    weight = model.shared.weight if model.lm_head is None else model.lm_head.weight
+    with torch.no_grad():
+        out = model(ids, mask, decoder_input_ids=ids, output_hidden_states=True)
+        assert torch.equal(out.logits, fast_linear(model._head_input(out.decoder_hidden_states[-1]), weight))
+        step = model.decode_step(ids[:, :1], model.new_decoder_cache(out.encoder_last_hidden_state, mask, 4))
+        cache = model.new_decoder_cache(out.encoder_last_hidden_state, mask, 4)
+        x = model._head_input(model.decoder.decode(model.shared(ids[:, :1]), cache, model._packed_linears))
+    kernel = model._packed_linears(x, weight)  # the output layer's int8 kernel (KernelTable)
+    assert torch.equal(step, kernel) and not torch.equal(kernel, fast_linear(x, weight))
+
+
 def test_keep_leaves_named_layers_in_fp32_and_fp32_restores_plain_linears():
     model = tiny_t5("v1.0")
     params = {k: v.clone() for k, v in model.state_dict().items()}
