@@ -272,12 +272,13 @@ def test_training_mode_changed_weights_and_copies_run_plain_fp32():
     with torch.no_grad():  # the kernels run without autograd (a recorded forward: the next test)
         assert not torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the kernel runs
         assert not torch.equal(model(ids).logits, plain)
-        clone = copy.deepcopy(model)
-        assert torch.equal(clone(ids).logits, plain)                               # a copy: plain until optimised
+    clone = copy.deepcopy(model)
+    assert torch.equal(clone(ids).logits, plain)                               # a copy: plain until optimised
+    with torch.no_grad():
         model.train()
-        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))        # training: plain
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))    # training: plain
         model.eval()
-        layer.weight.mul_(2)                                                       # changed weights: plain
+        layer.weight.mul_(2)                                                   # changed weights: plain
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
