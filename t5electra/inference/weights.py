@@ -28,8 +28,9 @@ CPU kernels that multiply by them, chosen for the CPU it runs on.
 Measurements: docs/inference.md. Every nn.Linear except the layers named in ``keep`` becomes an
 :class:`InferenceLinear` (same class for ``isinstance``, same parameters and state_dict) whose
 eval-mode forward without autograd (``torch.no_grad()``, ``inference_mode()``) runs the kernel;
-training mode, a forward that autograd records, changed weights (training, loading) or a copy of
-the model run the plain fp32 ``F.linear`` (same rule as :class:`.decoding.PackedLinears`). T5's
+training mode, a forward that autograd records (the kernels have no backward), changed weights
+(training, loading) or a copy of the model run the plain fp32 ``F.linear`` (weights and copies:
+the same rule as :class:`.decoding.PackedLinears`). T5's
 decoding steps reach the same kernels through the ``linear`` hook (:class:`KernelTable`).
 """
 
