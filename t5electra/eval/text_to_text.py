@@ -13,7 +13,7 @@ import torch
 
 from ..data.file_tasks import EXTENSIONS, FILE_TASKS, files_task
 from ..data.readers import find_split_files
-from ..data.tasks import Mixture, Task, get_task
+from ..data.tasks import GLUE, Mixture, Task, get_task
 from ..errors import ConfigError, DataError
 
 Example = dict[str, Any]
@@ -36,8 +36,11 @@ def task_list(name: str | None, data_dir: str | None = None, *, files: Mapping[s
     if not names:
         raise ConfigError("no task: name one (--data.task=sentiment, a mixture 'sst2+mrpc'; `t5electra data list "
                           "--tasks`) or give your files (--data.train_files=train.csv --data.validation_files=dev.csv)")
-    if len(names) > 1 and data_dir:
-        raise ConfigError(f"task {name!r} is a mixture: data_dir applies to one task only")
+    if len(names) > 1 and data_dir and not all(n in GLUE for n in names):
+        # a glue_data folder holds every GLUE task's folder (SST-2/, MRPC/, ...); other tasks read
+        # their files from the folder itself, which one folder cannot be for several of them
+        raise ConfigError(f"task {name!r} is a mixture: data_dir applies to one task only, or to GLUE tasks "
+                          f"(a glue_data folder with their folders)")
     if names[0] in FILE_TASKS:
         return [get_task(names[0], data_dir=data_dir, text_columns=text_columns, label_column=label_column)]
     return [get_task(n, data_dir=data_dir) for n in names]

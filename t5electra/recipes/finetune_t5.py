@@ -335,7 +335,10 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
                 results.setdefault("unlabelled_splits", []).append(split)
             continue
         scored = [t for t in tasks if examples[t.name]]
-        results[split] = score_tasks(model, tokenizer, scored, {t.name: examples[t.name] for t in scored}, **kw)
+        metrics = score_tasks(model, tokenizer, scored, {t.name: examples[t.name] for t in scored}, **kw)
+        if len(tasks) > 1 and len(scored) == 1:  # one labelled task of a mixture: still "task/metric"
+            metrics = {f"{scored[0].name}/{k}": v for k, v in metrics.items()}
+        results[split] = metrics
         results["num_examples"][split] = sum(len(v) for v in examples.values())
         if len(tasks) == 1 and tasks[0].head.kind == "classification":
             results["majority_baseline"][split] = majority_baseline(tasks[0], examples[tasks[0].name])

@@ -365,6 +365,16 @@ def test_glue_layout_unlabelled_test_and_mnli_mismatched(task_dir, tmp_path, cap
         evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue))
     out = evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue), predictions_file=tmp_path / "p.jsonl")
     assert out["metrics"] == {} and len((tmp_path / "p.jsonl").read_text().splitlines()) == 10
+    # a GLUE mixture from one glue_data folder (was refused: "data_dir applies to one task only"), whose
+    # test split is labelled for one task only: that task's metrics, still named "task/metric"
+    (glue / "CoLA").mkdir()
+    for name, n in (("train", 20), ("dev", 4), ("test", 4)):  # CoLA's headerless layout, labelled
+        (glue / "CoLA" / f"{name}.tsv").write_text("".join(f"src\t{i % 2}\t\tthe film {i}\n" for i in range(n)))
+    run = tmp_path / "mix"
+    train(load_config(None, [*base, f"--train.output_dir={run}", "--data.task=sst2+cola", f"--data.task_dir={glue}",
+                             "--eval.metric=average"]))
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["test"]) == {"cola/mcc"} and "sst2/accuracy" in results["validation"]
 
     header = "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
     (glue / "MNLI").mkdir()
