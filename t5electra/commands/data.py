@@ -47,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sample datasets in {samples.samples_root()}:")
         for row in samples.list_samples():
             counts = "/".join(f"{n:,}" for n in row["counts"].values()) if row["counts"] else "-"
-            state = "fetched" if row["fetched"] else "not fetched"
+            state = "outdated" if row["outdated"] else "fetched" if row["fetched"] else "not fetched"
             print(f"  {row['name']:<12} {state:<12} {_size(row['bytes']):>9}  train/val/test {counts:<22} "
                   f"{row['summary']}")
+        if any(row["outdated"] for row in samples.list_samples()):
+            print("  (outdated: built by an older builder, with other splits or counts; built again on next use, "
+                  "or now with `t5electra data fetch NAME`)")
         if args.tasks:
             from ..data.tasks import list_tasks
 

@@ -165,8 +165,13 @@ def classify_task(data_dir: str | Path | None = None, *, files: Mapping[str, Any
 
     # the classes are those of the training split (all splits' when there is none: evaluation alone)
     whose = "the model's" if labels else "the training split's"
-    labels = list(labels) if labels else label_names(
-        [r[label_column] for s in (["train"] if "train" in paths else list(paths)) for r in checked(paths[s])])
+    seen = [] if labels else [r[label_column] for s in (["train"] if "train" in paths else list(paths))
+                              for r in checked(paths[s])]
+    labels = list(labels) if labels else label_names(seen)
+    # one class to learn: training ran, then sklearn's metrics failed (an empty label is reported on reading)
+    if seen and "train" in paths and len(labels) < 2 and "" not in seen:
+        raise DataError(f"{paths['train']}: every training row has the label {labels[0]!r} (column {label_column!r}): "
+                        f"a classifier needs two or more classes")
     ids = set(labels)
 
     def read(path: Path) -> Iterator[Example]:

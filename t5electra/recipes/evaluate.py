@@ -155,12 +155,14 @@ def _data_spec(model_dir: Path, task: str | None, data_dir: str | None) -> dict[
     if run is not None and (task is None or task == run.get("task") or task in FILE_TASKS):
         spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label",
                     max_length=run.get("max_length"))
-    if task is not None or data_dir is not None:  # task None: your files in data_dir (eval/text_to_text.task_list)
+    named_own = run is not None and task is not None and task == run.get("task") and data_dir is None
+    if (task is not None and not named_own) or data_dir is not None:  # task None: your files in data_dir
         return spec
     if run is None:
         raise ConfigError(f"{model_dir}: no task to score on: give --task (and --data-dir for its files), or "
                           f"--data-dir with your train/dev/test files; a model inside its training run is scored on "
                           f"the run's own data by default")
+    # (the run's own data: also when --task names the run's task, whose files it knows)
     files = {s: run.get(f"{s}_files") or [] for s in ("train", "validation", "test")}
     return {**spec, "task": run.get("task"), "task_dir": run.get("task_dir"),
             "files": files if any(files.values()) else None}

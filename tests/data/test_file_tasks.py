@@ -65,8 +65,9 @@ def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="is a directory: give one file per split"):
         classify_task(files={"train": tmp_path})
     bom = tmp_path / "bom.jsonl"
-    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "a", "label": "x"}).encode() + b"\n")
-    assert classify_task(files={"train": bom}).head.labels == ("x",)  # a byte-order mark, as CSV/TSV allow
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "a", "label": "x"}).encode() + b"\n"
+                    + json.dumps({"text": "b", "label": "y"}).encode() + b"\n")
+    assert classify_task(files={"train": bom}).head.labels == ("x", "y")  # a byte-order mark, as CSV/TSV allow
 
 
 def test_numbers_as_text_reach_the_encoder_as_text(tmp_path):

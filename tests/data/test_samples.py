@@ -193,5 +193,7 @@ def test_a_sample_built_by_an_older_builder_is_built_again(tmp_path, monkeypatch
     assert json.loads((dest / "SOURCE.json").read_text())["revision"] == 1 and not (dest / "partial.jsonl").exists()
     assert S.fetch_sample("toy", tmp_path) == dest and len(builds) == 1  # cached
     monkeypatch.setitem(S.SAMPLES, "toy", S.Sample("toy", "a toy sample", build, revision=2))
+    assert next(r for r in S.list_samples(tmp_path) if r["name"] == "toy")["outdated"]  # `data list` says so
     S.fetch_sample("toy", tmp_path)
+    assert not next(r for r in S.list_samples(tmp_path) if r["name"] == "toy")["outdated"]
     assert len(builds) == 2 and json.loads((dest / "SOURCE.json").read_text())["revision"] == 2

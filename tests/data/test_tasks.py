@@ -394,6 +394,8 @@ def test_subsets_are_spread_over_a_label_sorted_split_never_its_first_rows(tmp_p
     ("text,label\na,pos\nb,\n", "text,label\nc,pos\n", r"train.csv:3: an empty label"),
     ("text,label\na,pos\nb,c,neg\n", "text,label\nc,pos\n", r"train.csv:3: 3 cells where the header has 2"),
     ("text,label\na,pos\ntext,label\nb,neg\n", "text,label\nc,pos\n", r"train.csv:3: the row repeats the header"),
+    # one class: training ran, then sklearn's metrics failed with a traceback
+    ("text,label\na,pos\nb,pos\n", "text,label\nc,pos\n", r"train.csv: every training row has the label 'pos'"),
 ])
 def test_own_classification_files_are_read_as_written_or_refused(tmp_path, train, dev, match):
     """A class seen only in validation, an empty label cell, an unquoted comma and a second header line

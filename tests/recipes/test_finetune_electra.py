@@ -332,3 +332,19 @@ def test_tagging_scores_every_word_even_past_max_length(root):
     perfect = [[lab if lab != -100 else 0 for lab in f["labels"]] for f in feats]  # right on every kept word
     assert feats[1]["words"] == [0, 2]
     assert score(data, rows, feats, perfect, None)["accuracy"] == pytest.approx(100 * (3 + 2) / (9 + 3))
+
+
+def test_glue_unlabelled_test_split_is_listed_not_scored(root, tmp_path):
+    """GLUE's SST-2/test.tsv has no label column: results.json had "test": {} and a TF-IDF row of
+    'accuracy 0.0 over 0 examples'; it now lists the split as unlabelled, as T5's fine-tuning does."""
+    sst = tmp_path / "SST-2"
+    sst.mkdir()
+    shutil.copy(root / "train.tsv", sst / "train.tsv")
+    (sst / "dev.tsv").write_text((root / "dev.tsv").read_text().replace("\tpos\n", "\t1\n").replace("\tneg\n", "\t0\n"))
+    (sst / "train.tsv").write_text((root / "train.tsv").read_text().replace("\tpos\n", "\t1\n").replace("\tneg\n", "\t0\n"))
+    (sst / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\tthe movie was good\n" for i in range(4)))
+    run = tmp_path / "run"
+    train(_config(_args(root, run, "--data.task=sst2", f"--data.task_dir={tmp_path}", steps=2)))
+    results = json.loads((run / "results.json").read_text())
+    assert results["unlabelled_splits"] == ["test"] and "test" not in results and "accuracy" in results["validation"]
+    assert "test" not in results["tfidf_baseline"] and "validation" in results["tfidf_baseline"]

@@ -365,6 +365,8 @@ def test_glue_layout_unlabelled_test_and_mnli_mismatched(task_dir, tmp_path, cap
         evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue))
     out = evaluate_checkpoint(run / "model", "sst2", data_dir=str(glue), predictions_file=tmp_path / "p.jsonl")
     assert out["metrics"] == {} and len((tmp_path / "p.jsonl").read_text().splitlines()) == 10
+    # --task naming the run's own task reads the run's folder too (it needed --data-dir again)
+    assert evaluate_checkpoint(run / "model", "sst2", split="validation")["metrics"] == results["validation"]
     # a GLUE mixture from one glue_data folder (was refused: "data_dir applies to one task only"), whose
     # test split is labelled for one task only: that task's metrics, still named "task/metric"
     (glue / "CoLA").mkdir()
