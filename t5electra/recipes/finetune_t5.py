@@ -216,6 +216,10 @@ def train(cfg: RunConfig) -> Path:
     # Targets are short for classification: size them from the training set once, then fix them.
     first = list(itertools.islice(mixture(tasks, cfg.data.task or tasks[0].name).sample("train", seed=cfg.train.seed), 2000))
     batcher = Seq2SeqBatcher(tokenizer, cfg.data.max_length, target_length(cfg, tokenizer, first))
+    # the answers' length this run trains and scores with, in every checkpoint's generation_config.json
+    # and RUN/model's: `evaluate`, `generate` and the server read it (a fixed 32 cut long targets)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.generation_config.max_new_tokens = batcher.target_length
     eval_bs = cfg.eval.batch_size or cfg.train.batch_size
     valid = split_examples(tasks, "validation", cfg.eval.max_batches * eval_bs if cfg.eval.max_batches else None)
 
@@ -319,9 +323,7 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     it on the validation and test splits and write ``RUN/results.json`` (with the majority-class
     baseline for classification); ``best`` is the best checkpoint's record."""
     model = export_model(model, run_dir).eval()  # LoRA: RUN/adapter written, adapters merged
-    # The answers' length the run trained and scores with: `evaluate`, `generate` and the server read
-    # it from generation_config.json (evaluate's fixed 32 cut long targets: another score than here).
-    model.generation_config.max_new_tokens = batcher.target_length
+    model.generation_config.max_new_tokens = batcher.target_length  # (as train() set it: the best checkpoint's copy)
     save_model(model, run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,

@@ -416,6 +416,9 @@ def test_evaluate_scores_a_run_with_its_own_lengths(task_dir, tmp_path, monkeypa
     out = evaluate_checkpoint(run / "model")
     assert out["metrics"] == results["test"] and saved in calls and ("max_length", 96) in calls
     assert 32 not in calls and ("max_length", 512) not in calls
+    calls.clear()  # a checkpoint of the run (an unfinished run has no RUN/model yet) carries it too
+    evaluate_checkpoint(run / "checkpoints" / "step-00000002", max_examples=1)
+    assert saved in calls and 32 not in calls
 
 
 def test_class_names_the_tokenizer_cannot_write_back_are_refused(task_dir, tmp_path):
