@@ -24,7 +24,7 @@ from .. import metrics as M
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .readers import find_split_files, read_records, read_squad
-from .file_tasks import FILE_TASKS, classify_task, detect_kind, label_names, text_example, where_row
+from .file_tasks import FILE_TASKS, classify_task, detect_kind, label_name, label_names, text_example, where_row
 from .tasks import get_task
 
 HEADS = ("classification", "regression", "token_classification", "qa")
@@ -109,8 +109,9 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
         raw = {s: list(_token_rows(p, label_column)) for s, p in paths.items()}
         labels = label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
         ids = {name: i for i, name in enumerate(labels)}
-        splits = {s: [{"tokens": r["tokens"], "labels": [ids[str(t)] for t in r["labels"]]} for r in rows]
-                  for s, rows in raw.items()}
+        # the class names are label_name()'s (stripped, as for classification): look labels up the same way
+        splits = {s: [{"tokens": r["tokens"], "labels": [_tag_id(ids, t, p) for t in r["labels"]]} for r in rows]
+                  for (s, rows), p in zip(raw.items(), paths.values())}
         return TaskData(head, labels, splits, (M.accuracy, M.macro_f1))
     if head == "classification":
         found = classify_task(files=paths, text_columns=text_columns, label_column=label_column, labels=labels)
@@ -143,6 +144,13 @@ def _token_rows(path: Path, label_column: str):
         yield {"tokens": [str(t) for t in row["tokens"]], "labels": list(row[key])}
 
 
+def _tag_id(ids: dict[str, int], tag: Any, path: Path) -> int:
+    name = label_name(tag)
+    if name not in ids:  # label_names drops empty labels
+        raise DataError(f"{path}: an empty token label ({tag!r}); every token needs a tag (e.g. 'O')")
+    return ids[name]
+
+
 def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     answers = row.get("answers") or {}
     if isinstance(answers, list):  # SQuAD's own layout: [{"text": ..., "answer_start": ...}, ...]
@@ -154,7 +162,13 @@ def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(answers, dict):
         raise DataError(f"{where}: 'answers' must be {{'text': [...], 'answer_start': [...]}}, got "
                         f"{type(answers).__name__}")
-    texts, starts = list(answers.get("text", [])), [int(s) for s in answers.get("answer_start", [])]
+    texts, starts = answers.get("text", []), answers.get("answer_start", [])
+    # one answer written without its list ({"text": "Zurich"}) became one answer per character
+    texts, starts = [texts] if isinstance(texts, str) else list(texts), [starts] if isinstance(starts, int) else starts
+    try:
+        starts = [int(s) for s in starts]
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: 'answer_start' must be character offsets (numbers), got {starts!r}") from None
     if "question" not in row or "context" not in row:
         raise DataError(f"{where}: a QA example needs 'question' and 'context'; fields: {sorted(row)}")
     for text, start in zip(texts, starts):
@@ -203,9 +217,12 @@ def encode_qa(examples: list[dict[str, Any]], tokenizer, max_length: int,
     (0 = [CLS] when the window does not hold the whole answer) and what post-processing needs:
     the example index and, for context tokens, their character offsets."""
     question_tokens = max(len(tokenizer.tokenize(ex["question"])) for ex in examples) if examples else 0
-    if question_tokens + 3 + doc_stride >= max_length:
-        # transformers' rule too: the stride must leave room for new context in every window
-        doc_stride = max(0, max_length - question_tokens - 4)
+    room = max_length - question_tokens - 3  # context tokens a window holds ([CLS] q [SEP] ... [SEP])
+    if doc_stride >= room:
+        # the windows must advance (the tokenizer refuses a stride that leaves no new context); half the
+        # window, not room - 1: the defaults (max_length 128, doc_stride 128) moved windows one token at a
+        # time, 6,115 near-copies of 36 questions where half-window steps give a few hundred
+        doc_stride = max(0, room // 2)
     enc = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples],
                     truncation="only_second", max_length=max_length, stride=doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True)

@@ -74,14 +74,20 @@ def resolve_model_dir(path: str | Path) -> Path:
 def run_data(model_dir: Path) -> dict[str, Any] | None:
     """The ``data`` section of the run that wrote ``model_dir`` (``RUN/model`` or
     ``RUN/checkpoints/step-N``: ``RUN/config.yaml``), its relative paths made absolute from the
-    working directory the run recorded; None outside a run."""
+    working directory the run recorded, with the run's QA ``doc_stride`` / ``max_answer_length``;
+    None outside a run."""
     for run in (model_dir, model_dir.parent, model_dir.parent.parent):
         if (run / "config.yaml").is_file() and (run / "metrics.jsonl").exists():
             text = (run / "config.yaml").read_text(encoding="utf-8")
             config = yaml.safe_load(text) or {}
             data = config.get("data") if isinstance(config.get("data"), dict) else None
+            if data is None:
+                return None
+            electra = config.get("electra") if isinstance(config.get("electra"), dict) else {}
+            # QA windows and spans, as the run scored them
+            data = {**data, "doc_stride": electra.get("doc_stride"), "max_answer_length": electra.get("max_answer_length")}
             workdir = saved_workdir(text)
-            if data is None or workdir is None:  # (a run written before the working directory was recorded)
+            if workdir is None:  # (a run written before the working directory was recorded)
                 return data
             return {**data, "task_dir": _under(workdir, data.get("task_dir")),
                     **{f"{s}_files": [_under(workdir, p) for p in data.get(f"{s}_files") or []]
@@ -143,7 +149,9 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, split: 
                               f"are class ids, spans or tags (score them without it)")
         if data["task"] and any(c in data["task"] for c in "+,"):
             raise ConfigError(f"{model_dir}: an ELECTRA head answers one task, not the mixture {data['task']!r}")
+        qa = {k: data.pop(k) for k in ("doc_stride", "max_answer_length") if data.get(k)}
         metrics, n, name = _evaluate_electra(model_dir, data, split, dev, batch_size=batch_size, max_length=max_length,
+                                             **qa,
                                              max_examples=max_examples, weights=weights)
     return {"checkpoint": str(model_dir), "task": name, "split": split, "num_examples": n, "metrics": metrics}
 
@@ -154,7 +162,8 @@ def _data_spec(model_dir: Path, task: str | None, data_dir: str | None) -> dict[
     run = run_data(model_dir)
     if run is not None and (task is None or task == run.get("task") or task in FILE_TASKS):
         spec.update(text_columns=run.get("text_columns") or None, label_column=run.get("label_column") or "label",
-                    max_length=run.get("max_length"))
+                    max_length=run.get("max_length"), doc_stride=run.get("doc_stride"),
+                    max_answer_length=run.get("max_answer_length"))
     named_own = run is not None and task is not None and task == run.get("task") and data_dir is None
     if (task is not None and not named_own) or data_dir is not None:  # task None: your files in data_dir
         return spec
@@ -231,8 +240,8 @@ def _check_labels(config: dict, labels: list[str], task: str, model_dir: Path) -
 
 
 def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, device: torch.device, *,
-                      batch_size: int, max_length: int, max_examples: int | None,
-                      weights: str = "fp32") -> tuple[dict[str, float], int, str]:
+                      batch_size: int, max_length: int, max_examples: int | None, weights: str = "fp32",
+                      doc_stride: int = 128, max_answer_length: int = 30) -> tuple[dict[str, float], int, str]:
     """The scoring the ELECTRA fine-tuning recipe uses (data/heads.py: load, encode; eval/heads.py:
     predict, score), so every head it trains (classification, regression, token classification,
     QA) is scored here exactly as during fine-tuning. Your files without a task are read for the
@@ -260,6 +269,6 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
         raise DataError(_no_labels(name, split, t5=False))
     model = _complete(arch.cls.from_pretrained(model_dir), model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)
-    features = encode(data, split, tokenizer, max_length)
+    features = encode(data, split, tokenizer, max_length, doc_stride)
     preds, loss = predict(model, features, batch_size, tokenizer.pad_token_id, device)
-    return score(data, data.splits[split], features, preds, loss), len(data.splits[split]), name
+    return (score(data, data.splits[split], features, preds, loss, max_answer_length), len(data.splits[split]), name)

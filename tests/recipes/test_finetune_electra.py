@@ -348,3 +348,39 @@ def test_glue_unlabelled_test_split_is_listed_not_scored(root, tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["unlabelled_splits"] == ["test"] and "test" not in results and "accuracy" in results["validation"]
     assert "test" not in results["tfidf_baseline"] and "validation" in results["tfidf_baseline"]
+
+
+def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
+    """A one-answer dict without its lists ({"text": "Zurich"}) became one answer per character; the
+    defaults (max_length 128, doc_stride 128) moved QA windows one token at a time; a tag with spaces
+    around it was a KeyError; evaluate of a QA run used doc_stride 128 / 30-token spans whatever the
+    run had (another score than results.json)."""
+    from t5electra.data.heads import _qa_example, load_task_data
+    from t5electra.recipes.evaluate import run_data
+
+    row = {"question": "where", "context": "The capital is Zurich today.", "answers": {"text": "Zurich", "answer_start": 15}}
+    assert _qa_example(row, "x")["answers"] == ["Zurich"] and _qa_example(row, "x")["answer_start"] == 15
+    with pytest.raises(DataError, match="character offsets"):
+        _qa_example({**row, "answers": {"text": ["Zurich"], "answer_start": ["fifteen"]}}, "x")
+
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    context = " ".join(FILL[i % len(FILL)] for i in range(200))
+    feats = encode_qa([{"id": "q", "question": "what", "context": context, "answers": [], "answer_start": -1,
+                        "answer_text": ""}], tok, max_length=64, doc_stride=128)
+    assert 6 <= len(feats) <= 9  # 200 words in windows of 60 advancing by 30 (were ~140 windows, a token apart)
+
+    (tmp_path / "train.jsonl").write_text(json.dumps({"tokens": ["Mary", "visits", "London"],
+                                                      "labels": ["B-PER", "O", " B-LOC"]}) + "\n")
+    data = load_task_data("token_classification", files={"train": [str(tmp_path / "train.jsonl")]})
+    assert data.splits["train"][0]["labels"] == [data.labels.index(t) for t in ("B-PER", "O", "B-LOC")]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"tokens": ["a", "b"], "labels": ["O", ""]}) + "\n")
+    with pytest.raises(DataError, match="empty token label"):
+        load_task_data("token_classification", files={"train": [str(tmp_path / "bad.jsonl")]})
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    (run / "config.yaml").write_text("data: {max_length: 64}\n"
+                                     "electra: {head: qa, doc_stride: 16, max_answer_length: 3}\n")
+    found = run_data(run / "model")
+    assert (found["max_length"], found["doc_stride"], found["max_answer_length"]) == (64, 16, 3)
