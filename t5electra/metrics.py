@@ -35,7 +35,8 @@ INVALID_VALUE = -1.0
 # an unspaced Chinese or Japanese sentence as one word and rouge-score drops these characters
 # altogether (it keeps [a-z0-9]), so both score text in these scripts by character.
 _HAN, _KANA, _HANGUL = "\u3400-\u9fff\uf900-\ufaff", "\u3040-\u30ff", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
-_SCRIPTS = (("ja", re.compile(f"[{_KANA}]")), ("ko", re.compile(f"[{_HANGUL}]")), ("zh", re.compile(f"[{_HAN}]")))
+HAN_CHAR = re.compile(f"[{_HAN}]")  # a Chinese character (the TF-IDF baseline's test for Chinese text too)
+_SCRIPTS = (("ja", re.compile(f"[{_KANA}]")), ("ko", re.compile(f"[{_HANGUL}]")), ("zh", HAN_CHAR))
 _CJK_CHAR = re.compile(f"([{_HAN}{_KANA}{_HANGUL}])")
 
 

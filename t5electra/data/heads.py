@@ -25,6 +25,7 @@ from ..config import suggest
 from ..errors import ConfigError, DataError
 from .readers import find_split_files, read_records, read_squad
 from .file_tasks import FILE_TASKS, classify_task, detect_kind, label_name, label_names, text_example, where_row
+from .task_base import unlabelled
 from .tasks import get_task
 
 HEADS = ("classification", "regression", "token_classification", "qa")
@@ -41,6 +42,11 @@ class TaskData:
     labels: list[str]                            # class names (classification, token classification)
     splits: dict[str, list[dict[str, Any]]]      # split -> examples (fields: see _text_example, _qa_example)
     metric_fns: tuple[Callable, ...]             # (targets, predictions) -> {name: value}
+
+    def unlabelled(self, split: str) -> bool:
+        """A classification / regression split without any label (GLUE's test files): listed, not scored."""
+        return (self.head in ("classification", "regression") and split in self.splits
+                and all(unlabelled(ex["label"]) for ex in self.splits[split]))
 
 
 def resolve_head(head: str | None, task_head: str | None, task: str | None = None) -> str:

@@ -714,7 +714,7 @@ def list_samples(cache_dir: str | Path | None = None) -> list[dict]:
         meta_file = path / "SOURCE.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         rows.append({"name": name, "summary": sample.summary, "fetched": bool(meta), "path": str(path),
-                     "outdated": bool(meta) and int(meta.get("revision", 1)) != sample.revision,
+                     "outdated": bool(meta) and _cached_revision(path) != sample.revision,
                      "bytes": meta.get("bytes"), "counts": meta.get("counts"),
                      "sources": [f"{s['registry']}:{s['package']}={s['version']}" for s in meta.get("sources", [])],
                      "licenses": sorted({s["license"] for s in meta.get("sources", [])})})

@@ -5,11 +5,11 @@ unigrams, the Chinese one character 1-3-grams."""
 from __future__ import annotations
 
 import importlib.util
-import re
 import time
 from typing import Any
 
 from ..data.readers import spread_subset
+from ..metrics import HAN_CHAR
 
 
 def tfidf_logreg(splits: dict[str, tuple[list[str], list[int]]], C: float = 4.0, **vectorizer: Any) -> dict[str, Any]:
@@ -35,7 +35,6 @@ def tfidf_logreg(splits: dict[str, tuple[list[str], list[int]]], C: float = 4.0,
 
 
 MAX_TRAIN = 50_000  # rows the fine-tuning recipes' baseline fits on (evenly spread): seconds, not minutes
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def classification_baseline(splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -57,7 +56,7 @@ def classification_baseline(splits: dict[str, list[dict[str, Any]]]) -> dict[str
     train = spread_subset(splits["train"], MAX_TRAIN)
     if len({r["label"] for r in train}) < 2:
         return {"skipped": "one class in the training split"}
-    chinese = any(_CJK.search(str(r["text"])) for r in train[:200])
+    chinese = any(HAN_CHAR.search(str(r["text"])) for r in train[:200])
     options = {"analyzer": "char", "ngram_range": (1, 3)} if chinese else {}
     held_out = {s: xy(splits[s]) for s in ("validation", "test") if splits.get(s)}
     # a split without labels (GLUE's test files) has nothing to score: no "accuracy 0 over 0 examples"

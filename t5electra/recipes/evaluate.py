@@ -31,7 +31,6 @@ import yaml
 from ..data.file_tasks import FILE_TASKS
 from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
-from ..data.task_base import unlabelled
 from ..data.tasks import Task
 from ..errors import CheckpointNotFoundError, ConfigError, DataError, WeightsMismatchError
 from ..eval.heads import predict, score
@@ -265,7 +264,7 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
     data = dataclasses.replace(data, splits={split: spread_subset(data.splits[split], max_examples)})
     if not data.splits[split]:
         raise DataError(f"task {name!r}: the {split!r} split is empty")
-    if head in ("classification", "regression") and all(unlabelled(ex["label"]) for ex in data.splits[split]):
+    if data.unlabelled(split):
         raise DataError(_no_labels(name, split, t5=False))
     model = _complete(arch.cls.from_pretrained(model_dir), model_dir).to(device).optimize_for_inference(weights)
     tokenizer = ElectraTokenizer.from_pretrained(model_dir)

@@ -54,7 +54,6 @@ import torch
 from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
 from ..data.readers import spread_subset
-from ..data.task_base import unlabelled
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..eval.baselines import classification_baseline
 from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
@@ -363,8 +362,7 @@ def finish(run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module, t
     """Score ``model`` (the best checkpoint's, ``CheckpointManager.best_model``; ``best`` its record) on
     validation and test, save it as ``RUN/model``."""
     # GLUE's test files have no labels: listed, not scored (as T5's fine-tuning does)
-    no_labels = [s for s in ("validation", "test") if s in data.splits and data.head in ("classification", "regression")
-                 and all(unlabelled(ex["label"]) for ex in data.splits[s])]
+    no_labels = [s for s in ("validation", "test") if data.unlabelled(s)]
     results = {"head": data.head, "best_checkpoint": best,
                **{s: run_eval(s, full=True, net=model) for s in ("validation", "test") if s not in no_labels},
                **({"unlabelled_splits": no_labels} if no_labels else {}),
