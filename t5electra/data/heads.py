@@ -177,7 +177,15 @@ def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
         raise DataError(f"{where}: 'answer_start' must be character offsets (numbers), got {starts!r}") from None
     if "question" not in row or "context" not in row:
         raise DataError(f"{where}: a QA example needs 'question' and 'context'; fields: {sorted(row)}")
+    if len(starts) > len(texts):
+        raise DataError(f"{where}: {len(starts)} answer_start offsets for {len(texts)} answer texts")
+    # an answer given without its offset is found in the context (its first occurrence, as SQuAD's
+    # annotators' offsets mostly are): it was trained as unanswerable
+    starts = [s if s >= 0 else row.get("context", "").find(t) for s, t in
+              zip(starts + [-1] * (len(texts) - len(starts)), texts)]
     for text, start in zip(texts, starts):
+        if start < 0:
+            raise DataError(f"{where}: answer {text!r} does not occur in the context")
         if row["context"][start:start + len(text)] != text:
             raise DataError(f"{where}: answer {text!r} is not at answer_start={start} of the context (there: "
                             f"{row['context'][max(start, 0):max(start, 0) + len(text)]!r}); answer_start counts "

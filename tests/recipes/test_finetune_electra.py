@@ -362,6 +362,11 @@ def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
     assert _qa_example(row, "x")["answers"] == ["Zurich"] and _qa_example(row, "x")["answer_start"] == 15
     with pytest.raises(DataError, match="character offsets"):
         _qa_example({**row, "answers": {"text": ["Zurich"], "answer_start": ["fifteen"]}}, "x")
+    # an answer without its offset is found in the context (was trained as unanswerable)
+    for answers in ({"text": ["Zurich"]}, [{"text": "Zurich"}], {"text": "Zurich"}):
+        assert _qa_example({**row, "answers": answers}, "x")["answer_start"] == 15
+    with pytest.raises(DataError, match="'Geneva' does not occur in the context"):
+        _qa_example({**row, "answers": {"text": ["Geneva"]}}, "x")
 
     tok = ElectraTokenizer.from_pretrained(root / "disc")
     context = " ".join(FILL[i % len(FILL)] for i in range(200))
