@@ -14,6 +14,7 @@ a batch. Scoring predictions is ``t5electra/eval/heads.py``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -113,7 +114,16 @@ def load_task_data(head: str | None = None, *, task: str | None = None, task_dir
         return TaskData(head, [], read, (M.squad,))
     if head == "token_classification":
         raw = {s: list(_token_rows(p, label_column)) for s, p in paths.items()}
-        labels = label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
+        tags = {s: {label_name(t) for r in rows for t in r["labels"]} - {""} for s, rows in raw.items()}
+        if labels:  # a trained tagger's classes (evaluate): its ids, whatever tags these files hold
+            labels = list(labels)
+        else:
+            labels = label_names([t for rows in raw.values() for r in rows for t in r["labels"]])
+            for s in tags.keys() - {"train"} if "train" in tags else ():
+                if tags[s] - tags["train"]:
+                    warnings.warn(f"{paths[s]}: tag(s) {sorted(tags[s] - tags['train'])} never occur in the training "
+                                  f"file {paths['train']}: the model cannot learn them, and those words count as wrong",
+                                  stacklevel=2)
         ids = {name: i for i, name in enumerate(labels)}
         # the class names are label_name()'s (stripped, as for classification): look labels up the same way
         splits = {s: [{"tokens": r["tokens"], "labels": [_tag_id(ids, t, p) for t in r["labels"]]} for r in rows]
@@ -152,8 +162,10 @@ def _token_rows(path: Path, label_column: str):
 
 def _tag_id(ids: dict[str, int], tag: Any, path: Path) -> int:
     name = label_name(tag)
-    if name not in ids:  # label_names drops empty labels
+    if name == "":  # label_names drops empty labels
         raise DataError(f"{path}: an empty token label ({tag!r}); every token needs a tag (e.g. 'O')")
+    if name not in ids:  # only with a trained tagger's classes
+        raise DataError(f"{path}: tag {name!r} is not one of the model's tags {list(ids)[:20]}")
     return ids[name]
 
 

@@ -256,7 +256,7 @@ def _evaluate_electra(model_dir: Path, data_spec: dict[str, Any], split: str, de
     d = data_spec
     names = model_labels(config)
     data = load_task_data(head, task=d["task"], task_dir=d["task_dir"], files=d["files"], text_columns=d["text_columns"],
-                          label_column=d["label_column"], labels=names if head == "classification" else None)
+                          label_column=d["label_column"], labels=names if head in ("classification", "token_classification") else None)
     name = d["task"] or ("classify" if head == "classification" else f"your {head} files")
     if split not in data.splits:
         raise DataError(f"task {name!r} has no {split!r} split (splits: {', '.join(data.splits)})")

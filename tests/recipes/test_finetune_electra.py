@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from t5electra import PeftModel
 from t5electra.cli import main as cli_main
+from t5electra.data.heads import load_task_data
 from t5electra.errors import ConfigError, DataError
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from t5electra.recipes.finetune_electra import (default_config, encode_qa, load_data, main, qa_answers, train)
@@ -191,6 +192,21 @@ def test_regression_and_token_classification(root, tmp_path):
     train(_config(_args(root, run, "--electra.head=token_classification", *_files(root, ".jsonl", "_tok"))))
     results = json.loads((run / "results.json").read_text())
     assert results["test"]["accuracy"] > 85 and "macro_f1" in results["test"]
+    # a tagger is scored on new files with the model's tags, though they hold only some of them (was
+    # refused: the tags were re-read from the files, 2 classes against the model's 3)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "test.jsonl").write_text(json.dumps({"tokens": ["a", "superb", "film"], "labels": ["O", "POS", "O"]}) + "\n")
+    scored = cli_main(["evaluate", str(run / "model"), "--data-dir", str(new)])
+    assert scored == 0
+    (new / "test.jsonl").write_text(json.dumps({"tokens": ["a", "film"], "labels": ["O", "MISC"]}) + "\n")
+    with pytest.raises(DataError, match="tag 'MISC' is not one of the model's tags"):
+        load_task_data("token_classification", files={"test": [str(new / "test.jsonl")]}, labels=["NEG", "O", "POS"])
+    # a tag the training file never has: trained on nothing, so said
+    (new / "train.jsonl").write_text(json.dumps({"tokens": ["a", "film"], "labels": ["O", "O"]}) + "\n")
+    with pytest.warns(UserWarning, match=r"tag\(s\) \['MISC'\] never occur in the training file"):
+        load_task_data("token_classification", files={"train": [str(new / "train.jsonl")],
+                                                      "test": [str(new / "test.jsonl")]})
 
 
 def test_qa_windows_postprocessing_and_training(root, tmp_path):
@@ -355,7 +371,7 @@ def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
     defaults (max_length 128, doc_stride 128) moved QA windows one token at a time; a tag with spaces
     around it was a KeyError; evaluate of a QA run used doc_stride 128 / 30-token spans whatever the
     run had (another score than results.json)."""
-    from t5electra.data.heads import _qa_example, load_task_data
+    from t5electra.data.heads import _qa_example
     from t5electra.recipes.evaluate import run_data
 
     row = {"question": "where", "context": "The capital is Zurich today.", "answers": {"text": "Zurich", "answer_start": 15}}
