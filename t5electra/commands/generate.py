@@ -13,7 +13,6 @@ batches need little padding.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -72,6 +71,7 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..core.jsonl import json_line
     from ..errors import InvalidInputError, T5ElectraError
     from ..models.t5 import T5ForConditionalGeneration
     from ..models.registry import model_kind
@@ -120,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
             for j, i in enumerate(idx):
                 group = texts[j * n_ret:(j + 1) * n_ret]
                 outputs[i] = group[0] if n_ret == 1 else group
-        lines = "".join(json.dumps({"input": text, "output": out}, ensure_ascii=False) + "\n"
-                        for text, out in zip(inputs, outputs))
+        lines = "".join(json_line({"input": text, "output": out}) for text, out in zip(inputs, outputs))
         if out_path is not None:
             checks.write_atomic(out_path, lines)  # all or nothing
         else:
@@ -130,3 +129,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"t5electra generate: error: {e}", file=sys.stderr)
         return 1
     return 0
+

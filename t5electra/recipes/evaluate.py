@@ -21,13 +21,13 @@ there), then the latest checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from ..core.jsonl import json_line
 from ..data.file_tasks import FILE_TASKS
 from ..data.heads import encode, load_task_data
 from ..data.readers import spread_subset
@@ -210,8 +210,8 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
             metrics, preds = score_t5(model, tokenizer, task, examples[task.name], **kw)
             out.update(metrics if len(tasks) == 1 else {f"{task.name}/{k}": v for k, v in metrics.items()})
             for ex, pred in zip(examples[task.name], preds):
-                fh.write(json.dumps({"task": task.name, "input": ex["inputs"], "target": ex["targets"],
-                                     "prediction": pred}, ensure_ascii=False) + "\n")
+                fh.write(json_line({"task": task.name, "input": ex["inputs"], "target": ex["targets"],
+                                    "prediction": pred}))
     return out
 
 

@@ -225,8 +225,9 @@ def test_generate_reads_lines_as_written_and_refuses_other_encodings(t5_dir, tmp
     f = tmp_path / "in.txt"
     f.write_bytes("第一行\u2028同一行\r\n第二行\x0c续\x85尾\n".encode())
     assert main(["generate", str(t5_dir), "--file", str(f), "--max-new-tokens", "2"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.split("\n") if line]  # JSON lines end at \n
-    assert [r["input"] for r in rows] == ["第一行\u2028同一行", "第二行\x0c续\x85尾"]
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines()]  # escaped: any line reader sees one record a line
+    assert [r["input"] for r in rows] == ["第一行\u2028同一行", "第二行\x0c续\x85尾"] and "第一行" in out
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("我爱北京\n".encode("gbk"))))
     assert main(["generate", str(t5_dir)]) == 1
     assert "standard input is not UTF-8 text" in capsys.readouterr().err
