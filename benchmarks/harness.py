@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from t5electra.machine import cpu_model, describe_cpu
+from t5electra.machine import cpu_model, describe_cpu, native_bf16
 from t5electra.machine import matmul_peak as machine_matmul_peak
 
 
@@ -137,9 +137,11 @@ def compare(impls: dict[str, Callable[[], Any]], *, warmup: int, reps: int,
 def matmul_peak(precision: str, device: str, reps: int = 3) -> float:
     """``t5electra.machine.matmul_peak`` (the best of MKL and oneDNN in fp32 on CPU), measured in the
     same run and with the same threads as the cases, at the size the benchmark uses for ``precision`` ("fp32" or "bf16"):
-    8192³ on GPU; on CPU 1024³ for fp32 and a small 256³ probe for bf16 (without native bf16,
-    avx512_bf16 / AMX, a bf16 matmul is ~30x slower than fp32)."""
-    n = 8192 if device == "cuda" else (1024 if precision == "fp32" else 256)
+    8192³ on GPU; on CPU 1024³, as the quickstart's probe, except a small 256³ probe for bf16 on
+    CPUs without native bf16 (avx512_bf16 / AMX: there a bf16 matmul is ~30x slower than fp32). With
+    native bf16 a 256³ product is too short to reach the peak (on an AMX Xeon 644-780 GFLOP/s against
+    1,060-1,208 at 1024³, one thread), which overstated bf16 MFU up to 1.8x before 4 Dec 2026."""
+    n = 8192 if device == "cuda" else (1024 if precision == "fp32" or native_bf16() else 256)
     return machine_matmul_peak(n, reps, torch.bfloat16 if precision == "bf16" else torch.float32, device)
 
 

@@ -100,8 +100,10 @@ def rtd_head_flops(config: ElectraConfig, seq_len: int) -> int:
 
 
 def masked_positions(seq_len: int, mask_prob: float) -> int:
-    """Expected masked tokens per ``[CLS] ... [SEP]`` row (capped as the masking function caps)."""
-    return min(round(mask_prob * (seq_len - 2)), int((mask_prob + 0.005) * seq_len))
+    """Masked tokens per full ``[CLS] ... [SEP]`` row, as data/masking.mask_tokens chooses them:
+    ``round(mask_prob * seq_len)`` ([CLS]/[SEP] counted in the length, though never masked), capped by
+    max_predictions' default and by the maskable tokens."""
+    return min(round(mask_prob * seq_len), int((mask_prob + 0.005) * seq_len), seq_len - 2)
 
 
 def electra_step_flops(discriminator: ElectraConfig, generator: ElectraConfig | None, *, seq_len: int,

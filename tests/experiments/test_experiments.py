@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from torch import nn
 
+from t5electra.data.masking import mask_tokens
 from t5electra.errors import ConfigError
 from t5electra.experiments import flops as F
 from t5electra.experiments.adapters import get_adapter
@@ -72,6 +74,12 @@ def test_electra_flops_by_hand():
     assert (gen.hidden_size, gen.intermediate_size, gen.embedding_size) == (2, 8, 2)
     T, M = 10, 2  # mask_prob 0.2 of the 8 real tokens
     assert F.masked_positions(T, 0.2) == M
+    # the count the masking function really chooses on a full [CLS] ... [SEP] row (was 76 for 77 at 512)
+    for length in (10, 128, 512):
+        ids = torch.randint(5, 100, (1, length))
+        ids[0, 0], ids[0, -1] = 1, 2
+        chosen = mask_tokens(ids, mask_token_id=3, special_token_ids=[1, 2], mask_prob=0.15).mask.sum().item()
+        assert F.masked_positions(length, 0.15) == chosen, length
     body_d = T * 2 * 2 * 4 + T * (8 * 16 + 4 * T * 4 + 4 * 4 * 8)  # projection E->H + one layer = 4320
     body_g = T * (8 * 4 + 4 * T * 2 + 4 * 2 * 8)                   # 1760
     assert F.electra_body_flops(disc, T) == body_d == 4320
