@@ -198,7 +198,7 @@ def _generate(model, input_ids, attention_mask, *, inputs, decoder_input_ids, en
     record = _Record(output_scores, output_logits) if return_dict_in_generate else None
     enc = None if encoder_outputs is None else encoder_states(encoder_outputs)
     s, prompt = settings(model, input_ids, attention_mask, enc, decoder_input_ids, **options)
-    with torch.inference_mode():
+    with torch.inference_mode():  # (what it returns is copied out of inference mode: normal())
         # The encoder runs once per input, and the cross-attention K/V are computed once per input:
         # the cache then duplicates its rows for the beams / samples (B -> B * expand rows, grouped
         # by input), which a cache may do without copying (T5DecoderCache shares them).
@@ -216,6 +216,16 @@ def _generate(model, input_ids, attention_mask, *, inputs, decoder_input_ids, en
         if s.num_beams > 1:
             return _beam_search(model, cache, prompt, s, generator, record, timer)
         return _greedy_or_sample(model, cache, prompt, s, generator, record, timer)
+
+
+def normal(t: Tensor | None) -> Tensor | None:
+    """A tensor made under ``torch.inference_mode()`` as an ordinary one (a copy; the outputs are
+    small): callers edit outputs in place (``out[out == 0] = -100``) and train on them as labels,
+    which PyTorch refuses for inference tensors. transformers' generate runs under no_grad."""
+    if t is None or not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
 
 
 @dataclasses.dataclass
@@ -239,10 +249,11 @@ class _Record:
     steps_logits: list[Tensor] = dataclasses.field(default_factory=list)
 
     def step(self, logits: Tensor, scores: Tensor) -> None:
-        if self.scores:
-            self.steps_scores.append(scores.clone())
-        if self.logits:
-            self.steps_logits.append(logits.clone())
+        with torch.inference_mode(False):  # copies the caller may edit and train with (see normal())
+            if self.scores:
+                self.steps_scores.append(scores.clone())
+            if self.logits:
+                self.steps_logits.append(logits.clone())
 
     def tuples(self) -> dict[str, tuple[Tensor, ...] | None]:
         return {"scores": tuple(self.steps_scores) if self.scores else None,
@@ -311,8 +322,8 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
                 rows, next_tokens, done = rows[keep], next_tokens[keep], done[keep]
         tokens = next_tokens[:, None]
     if record is not None:
-        return GenerateEncoderDecoderOutput(sequences=out[:, :cur_len], **record.tuples())
-    return out[:, :cur_len]
+        return GenerateEncoderDecoderOutput(sequences=normal(out[:, :cur_len]), **record.tuples())
+    return normal(out[:, :cur_len])
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,14 +479,14 @@ def _beam_search(model, cache, prompt_ids: Tensor, s: GenerationSettings, genera
 
     out[items], out_len[items] = finished[:, :nrs], finished_len[:, :nrs]
     length = int(out_len.max())
-    sequences = out[:, :, :length].reshape(B * nrs, length)
+    sequences = normal(out[:, :, :length].reshape(B * nrs, length))
     if record is None:
         return sequences
     # (with a record no input left early: finished holds every input, in order)
     return GenerateBeamEncoderDecoderOutput(
-        sequences=sequences, sequences_scores=finished_scores[:, :nrs].reshape(-1) if record.scores else None,
+        sequences=sequences, sequences_scores=normal(finished_scores[:, :nrs].reshape(-1)) if record.scores else None,
         **record.tuples(),
-        beam_indices=finished_bi[:, :nrs, :length - prompt].reshape(B * nrs, length - prompt))
+        beam_indices=normal(finished_bi[:, :nrs, :length - prompt].reshape(B * nrs, length - prompt)))
 
 
 def _gather_beams(t: Tensor, beam: Tensor) -> Tensor:
