@@ -197,11 +197,11 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
     elif temperature < MIN_TEMPERATURE:  # scores / temperature overflow float32; it is greedy in effect
         raise InvalidInputError(f"generate: temperature={temperature!r} is below {MIN_TEMPERATURE:g}, where "
                                 f"sampling is greedy search in effect: use do_sample=False")
-    if top_k is None:
+    if top_k is None or not do_sample:  # top_k and top_p: like temperature, only sampling reads them
         top_k = DEFAULT_TOP_K
     if not isinstance(top_k, int) or top_k < 0:
         raise InvalidInputError(f"generate: top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
-    if top_p is None:
+    if top_p is None or not do_sample:
         top_p = 1.0
     if not _number(top_p) or not 0.0 < top_p <= 1.0:
         raise InvalidInputError(f"generate: top_p must be in (0, 1], got {top_p!r}")

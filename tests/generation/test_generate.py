@@ -437,7 +437,7 @@ def test_topk_topp_temperature_match_transformers_warpers():
     ({"min_new_tokens": 8, "max_new_tokens": 5}, "min_new_tokens=8 is more than the 5 new tokens allowed"),
     ({"do_sample": "yes"}, "do_sample must be True or False, got 'yes'"),
     ({"do_sample": True, "top_p": float("nan")}, r"top_p must be in \(0, 1\]"),
-    ({"top_k": -1}, "top_k must be an integer >= 0"),
+    ({"do_sample": True, "top_k": -1}, "top_k must be an integer >= 0"),
     ({"num_beams": 0}, "num_beams must be an integer >= 1"),
     ({"min_new_tokens": -2}, "min_new_tokens must be an integer >= 0"),
     ({"repetition_penalty": 0.0}, "repetition_penalty must be a finite number > 0"),

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_generate import padded_batch
+from t5electra.errors import InvalidInputError
+from test_generate import hf_generate, padded_batch
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_beams": 3, "num_return_sequences": 2},
@@ -44,3 +45,18 @@ def test_outputs_are_ordinary_tensors_to_edit_and_train_on(models, kw):
         model.zero_grad(set_to_none=True)
         model.eval()
         model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("kw", [{"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"top_k": 1.5},
+                                {"top_p": 0.0, "num_beams": 2}])
+def test_top_k_and_top_p_are_ignored_without_sampling_as_in_transformers(models, kw):
+    """top_p=0.0 with greedy search raised 'top_p must be in (0, 1]'; transformers ignores both
+    without do_sample (as temperature already was here)."""
+    ours, hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    search = {k: v for k, v in kw.items() if k == "num_beams"}
+    want = ours.generate(ids, mask, max_new_tokens=4, **search)
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=4, **kw), want)
+    assert torch.equal(hf_generate(hf, ids, mask, max_new_tokens=4, **kw), want)
+    with pytest.raises(InvalidInputError, match=r"top_p must be in \(0, 1\]|top_k must be an integer >= 0"):
+        ours.generate(ids, mask, max_new_tokens=4, do_sample=True, **kw)
