@@ -221,6 +221,14 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
             forced_bos_token_id, bool) or not 0 <= forced_bos_token_id < vocab_size):
         raise InvalidInputError(f"generate: forced_bos_token_id must be a token id in [0, {vocab_size}), "
                                 f"got {forced_bos_token_id!r}")
+    bad_words = token_sequences("bad_words_ids", bad_words_ids, vocab_size)
+    forced_eos = token_ids("forced_eos_token_id", forced_eos_token_id, vocab_size)
+    suppress = token_ids("suppress_tokens", suppress_tokens, vocab_size)
+    begin_suppress = token_ids("begin_suppress_tokens", begin_suppress_tokens, vocab_size)
+    # transformers: the first generated token, or the second after a forced BOS
+    begin_index = prompt + (prompt == 1 and forced_bos_token_id is not None)
+    _check_bans(vocab_size, prompt, max_length, min_length or 0, eos_ids, bad_words, forced_bos_token_id,
+                forced_eos, suppress, begin_suppress, begin_index)
     return GenerationSettings(
         max_length=max_length, min_length=min_length or 0, num_beams=num_beams,
         length_penalty=float(length_penalty), early_stopping=early_stopping, do_sample=do_sample,
@@ -228,14 +236,45 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
         num_return_sequences=num_return_sequences, repetition_penalty=float(repetition_penalty),
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_ids, pad_token_id=pad,
         decoder_start_token_id=int(start), prompt_length=prompt,
-        bad_words_ids=token_sequences("bad_words_ids", bad_words_ids, vocab_size),
-        forced_bos_token_id=forced_bos_token_id,
-        forced_eos_token_id=token_ids("forced_eos_token_id", forced_eos_token_id, vocab_size),
-        suppress_tokens=token_ids("suppress_tokens", suppress_tokens, vocab_size),
-        begin_suppress_tokens=token_ids("begin_suppress_tokens", begin_suppress_tokens, vocab_size),
-        # transformers: the first generated token, or the second after a forced BOS
-        begin_suppress_index=prompt + (prompt == 1 and forced_bos_token_id is not None),
+        bad_words_ids=bad_words, forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos,
+        suppress_tokens=suppress, begin_suppress_tokens=begin_suppress, begin_suppress_index=begin_index,
         max_time=None if max_time is None else float(max_time)), prompt_ids
+
+
+def _check_bans(vocab_size: int, prompt: int, max_length: int, min_length: int, eos: tuple[int, ...],
+                bad_words: tuple[tuple[int, ...], ...], forced_bos: int | None, forced_eos: tuple[int, ...],
+                suppress: tuple[int, ...], begin_suppress: tuple[int, ...], begin_index: int) -> None:
+    """Refuse token constraints that ban every token at some step (processors.py applies the
+    suppressions after the forced tokens): greedy search then emitted token 0, beam search returned
+    the start token alone and sampling raised torch's "probability tensor contains inf, nan".
+    transformers refuses a forced token that is also in suppress_tokens (GenerationConfig.validate)."""
+    always = set(suppress)
+    for name, forced in (("forced_bos_token_id", () if forced_bos is None else (forced_bos,)),
+                         ("forced_eos_token_id", forced_eos)):
+        if forced and set(forced) <= always:
+            raise InvalidInputError(
+                f"generate: every token of {name} ({', '.join(map(str, sorted(set(forced))))}) is also in "
+                f"suppress_tokens: forcing a token while suppressing it leaves nothing to generate at that step; "
+                f"remove it from one of the two (to prevent an early EOS, use min_new_tokens)")
+    if forced_eos and max_length - 1 == begin_index and set(forced_eos) <= always | set(begin_suppress):
+        raise InvalidInputError(
+            f"generate: forced_eos_token_id ({', '.join(map(str, sorted(set(forced_eos))))}) is forced at the step "
+            f"where begin_suppress_tokens suppresses it (output length {begin_index}, the first new token): nothing "
+            f"is left to generate; remove it from begin_suppress_tokens or allow more new tokens")
+    always |= {w[0] for w in bad_words if len(w) == 1 and w[0] not in eos}
+    steps = [("every step", always, "suppress_tokens and one-token bad_words_ids")]
+    if prompt < min(min_length, max_length):
+        steps.append((f"output lengths below min_length={min_length}", always | set(eos),
+                      "suppress_tokens, bad_words_ids and EOS (banned before min_length / min_new_tokens)"))
+    if begin_index < max_length:
+        steps.append((f"the first new token (output length {begin_index})",
+                      always | set(begin_suppress) | (set(eos) if begin_index < min_length else set()),
+                      "suppress_tokens, bad_words_ids and begin_suppress_tokens"
+                      + (" (and EOS, before min_length)" if begin_index < min_length else "")))
+    for where, banned, names in steps:
+        if len(banned) >= vocab_size:
+            raise InvalidInputError(f"generate: {names} ban all {vocab_size} tokens of the vocabulary at {where}: "
+                                    f"nothing is left to generate; ban fewer tokens")
 
 
 def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int, d_model: int | None) -> int:

@@ -298,6 +298,8 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
             if record is not None:  # transformers records the scores after its warpers too
                 record.step(logits, warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1)
                             if s.do_sample else scores)
+            if s.do_sample:
+                _check_some_token_left(scores, cur_len)
             if s.do_sample and s.top_k:
                 next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator)
             elif s.do_sample:
@@ -324,6 +326,17 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
     if record is not None:
         return GenerateEncoderDecoderOutput(sequences=normal(out[:, :cur_len]), **record.tuples())
     return normal(out[:, :cur_len])
+
+
+def _check_some_token_left(scores: Tensor, cur_len: int) -> None:
+    """Sampling: refuse a row whose every score is -inf (the constraints banned every token; options.py
+    refuses the static cases), which torch.multinomial reports as 'probability tensor contains inf, nan'."""
+    empty = torch.isneginf(scores).all(dim=-1)
+    if bool(empty.any()):
+        raise InvalidInputError(
+            f"generate: at output length {cur_len} the constraints (no_repeat_ngram_size, bad_words_ids, "
+            f"suppress_tokens, begin_suppress_tokens, min_length with EOS) ban every token of row "
+            f"{int(empty.nonzero()[0])}: nothing is left to sample; loosen them")
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,6 +406,7 @@ def _beam_search(model, cache, prompt_ids: Tensor, s: GenerationSettings, genera
             record.step(logits, log_probs)
         if s.do_sample:
             log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
+            _check_some_token_left(log_probs, cur_len)
             cand = torch.multinomial(log_probs.softmax(dim=-1), num_samples=K, generator=generator)
             cand_scores = log_probs.gather(1, cand)
             cand_scores, order = cand_scores.sort(dim=-1, descending=True)

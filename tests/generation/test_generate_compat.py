@@ -9,6 +9,7 @@ import torch
 
 from t5electra.errors import InvalidInputError
 from test_generate import hf_generate, padded_batch
+from tiny_t5 import VOCAB
 
 
 @pytest.mark.parametrize("kw", [{}, {"num_beams": 3, "num_return_sequences": 2},
@@ -60,3 +61,59 @@ def test_top_k_and_top_p_are_ignored_without_sampling_as_in_transformers(models,
     assert torch.equal(hf_generate(hf, ids, mask, max_new_tokens=4, **kw), want)
     with pytest.raises(InvalidInputError, match=r"top_p must be in \(0, 1\]|top_k must be an integer >= 0"):
         ours.generate(ids, mask, max_new_tokens=4, do_sample=True, **kw)
+
+
+SEARCH_KINDS = {"greedy": {}, "beam": {"num_beams": 2}, "sampling": {"do_sample": True},
+                "sampling_top_k_0": {"do_sample": True, "top_k": 0}, "beam_sampling": {"do_sample": True, "num_beams": 2}}
+
+
+@pytest.mark.parametrize("search", SEARCH_KINDS)
+@pytest.mark.parametrize("kw, match", [
+    (dict(forced_bos_token_id=52, suppress_tokens=[52]), r"every token of forced_bos_token_id \(52\) is also in "
+                                                         r"suppress_tokens"),
+    (dict(forced_eos_token_id=[9, 11], suppress_tokens=[11, 9, 3]), r"every token of forced_eos_token_id \(9, 11\)"),
+    (dict(suppress_tokens=list(range(VOCAB))), f"ban all {VOCAB} tokens of the vocabulary at every step"),
+    (dict(suppress_tokens=list(range(2, VOCAB)), bad_words_ids=[[0], [1]], eos_token_id=[]),
+     "suppress_tokens and one-token bad_words_ids ban all"),
+    (dict(suppress_tokens=list(range(5, VOCAB)), begin_suppress_tokens=[0, 1, 2, 3, 4]),
+     r"at the first new token \(output length 1\)"),
+    (dict(suppress_tokens=list(range(2, VOCAB)), bad_words_ids=[[0]], eos_token_id=1, min_new_tokens=2),
+     "ban all .* at output lengths below min_length=3"),
+    (dict(forced_eos_token_id=9, begin_suppress_tokens=[9], max_new_tokens=1),
+     r"forced_eos_token_id \(9\) is forced at the step where begin_suppress_tokens suppresses it"),
+], ids=["forced_bos_suppressed", "forced_eos_suppressed", "all_suppressed", "suppress_and_bad_words",
+        "begin_suppress", "min_length_eos", "forced_eos_begin_suppressed"])
+def test_constraints_that_ban_every_token_are_refused(models, search, kw, match):
+    """A forced token also suppressed: transformers raises a ValueError; greedy search emitted pad,
+    beam search returned the start token alone, sampling raised torch's 'probability tensor contains
+    either inf, nan'. The same for constraints that together ban the whole vocabulary."""
+    ours, hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    kw = {"max_new_tokens": 3, **kw, **SEARCH_KINDS[search]}
+    with pytest.raises(InvalidInputError, match=match):
+        ours.generate(ids, mask, **kw)
+    if "forced_bos_token_id" in kw or ("forced_eos_token_id" in kw and "suppress_tokens" in kw):
+        with pytest.raises(ValueError, match="is also in `suppress_tokens`"):
+            hf_generate(hf, ids, mask, **kw)
+
+
+@pytest.mark.parametrize("search", SEARCH_KINDS)
+def test_a_forced_token_among_bad_words_is_still_forced_as_in_transformers(models, search):
+    ours, hf = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    kw = dict(max_new_tokens=3, forced_bos_token_id=52, bad_words_ids=[[52]], **SEARCH_KINDS[search])
+    out = ours.generate(ids, mask, generator=torch.Generator().manual_seed(0), **kw)
+    assert (out[:, 1] == 52).all() and (out[:, 2:] != 52).all()
+    if not kw.get("do_sample"):
+        assert torch.equal(out, hf_generate(hf, ids, mask, **kw))
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_sampling_with_every_token_banned_on_the_way_is_a_clear_error(models, num_beams):
+    """no_repeat_ngram_size=1 on a 128-token vocabulary bans every token by the 129th: torch's
+    'probability tensor contains either inf, nan' became an error naming the constraints."""
+    ours, _ = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    with pytest.raises(InvalidInputError, match="ban every token of row .*nothing is left to sample"):
+        ours.generate(ids[:1], mask[:1], do_sample=True, top_k=0, no_repeat_ngram_size=1, eos_token_id=[],
+                      max_new_tokens=VOCAB + 2, num_beams=num_beams, generator=torch.Generator().manual_seed(0))
