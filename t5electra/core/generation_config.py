@@ -23,22 +23,15 @@ KEYS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "max_tim
         "decoder_start_token_id")
 # and the ones a generation_config= argument may also give (as a transformers GenerationConfig can)
 CALL_KEYS = (*KEYS, "use_cache", "return_dict_in_generate", "output_scores", "output_logits")
-# a length given replaces both of the defaults' (the same pair for the minimum length)
-_LENGTHS = (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))
 # bookkeeping in transformers' files and objects; bos_token_id only starts decoder-only prompts
 _IGNORED = ("transformers_version", "_from_model_config", "bos_token_id")
 
 
 def with_defaults(kwargs: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` of one generate call with ``defaults`` for the options it leaves out or at None; a
-    length in ``kwargs`` (max_length or max_new_tokens; min_length or min_new_tokens) replaces both of
-    the defaults' lengths of that kind."""
-    values = dict(defaults)
-    for pair in _LENGTHS:
-        if any(kwargs.get(k) is not None for k in pair):
-            for k in pair:
-                values.pop(k, None)
-    return {**values, **{k: v for k, v in kwargs.items() if v is not None or k not in values}}
+    """``kwargs`` of one generate call with ``defaults`` for the options it leaves out or at None, option
+    by option, as transformers merges them. Lengths too: then max_new_tokens wins over max_length (and
+    min_new_tokens over min_length) wherever each came from (transformers' _prepare_generated_length)."""
+    return {**defaults, **{k: v for k, v in kwargs.items() if v is not None or k not in defaults}}
 
 
 def options_from(config: Any) -> dict[str, Any]:
@@ -90,9 +83,9 @@ class GenerationConfig:
         return f"GenerationConfig({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
     def defaults_for(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` of one generate call with this config's values for the options it lacks (a
-        length given in the call replaces both lengths of the config, of that kind); a
-        ``generation_config`` among them comes first, and this config fills what both leave out."""
+        """``kwargs`` of one generate call with this config's values for the options it lacks (option
+        by option: with_defaults); a ``generation_config`` among them comes first, and this config fills
+        what both leave out."""
         given = kwargs.get("generation_config")
         if given is not None:
             kwargs = with_defaults({k: v for k, v in kwargs.items() if k != "generation_config"}, options_from(given))

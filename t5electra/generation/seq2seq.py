@@ -28,7 +28,8 @@ Where transformers has a quirk we keep it, and say so, so that outputs match:
   ``decoder_input_ids``); without ``max_length`` and ``max_new_tokens``, 20 new tokens are generated
   (transformers 5 adds the default 20 to the decoder prompt length).
 * The start token is put before ``decoder_input_ids`` only when no row starts with it already.
-* ``max_new_tokens`` wins over ``max_length`` when both are given (a warning is logged).
+* ``max_new_tokens`` wins over ``max_length`` when both are set, in the call or in a generation
+  config (a warning is logged); the same for ``min_new_tokens`` over ``min_length``.
 * With sampling and ``top_k=None``, transformers' default ``top_k=50`` applies; ``top_k=0`` disables it.
 * Beam search pads finished hypotheses with ``pad_token_id or eos_token_id``: for T5 (pad = 0)
   that is the EOS id 1, whereas greedy and sampling pad with 0.
@@ -129,8 +130,9 @@ def generate(
         input_ids: (B, S) encoder token ids, right-padded.
         attention_mask: (B, S) 1 for tokens, 0 for padding; None means no padding.
         generation_config: a GenerationConfig (ours or transformers') or a dict: its values are the
-            defaults of this call (an option given here wins; a length given here replaces both of
-            its lengths, and a minimum length both of its minimum lengths).
+            defaults of this call (an option given here wins, option by option; then, as in
+            transformers, max_new_tokens wins over max_length and min_new_tokens over min_length
+            wherever each was given).
         decoder_input_ids: (B, P) a decoder prefix to continue; the output starts with it (after the
             decoder start token, which is prepended unless some row already starts with it).
         encoder_outputs: the encoder's output for the inputs (``model.get_encoder()(...)``, a tuple

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t5electra.errors import InvalidInputError
-from test_generate import hf_generate, padded_batch
+from test_generate import frequent_token, hf_generate, padded_batch
 from tiny_t5 import VOCAB
 
 
@@ -117,3 +117,39 @@ def test_sampling_with_every_token_banned_on_the_way_is_a_clear_error(models, nu
     with pytest.raises(InvalidInputError, match="ban every token of row .*nothing is left to sample"):
         ours.generate(ids[:1], mask[:1], do_sample=True, top_k=0, no_repeat_ngram_size=1, eos_token_id=[],
                       max_new_tokens=VOCAB + 2, num_beams=num_beams, generator=torch.Generator().manual_seed(0))
+
+
+LENGTH_CASES = [
+    ({"max_new_tokens": 5}, {"max_length": 9}),              # the config's max_new_tokens wins (was 9 long)
+    ({"max_length": 9}, {"max_new_tokens": 3}),
+    ({"max_length": 4, "max_new_tokens": 7}, {"max_length": 12}),
+    ({"min_new_tokens": 4, "eos": True}, {"min_length": 2, "max_new_tokens": 8}),  # min_new_tokens wins too
+    ({"min_length": 7, "eos": True}, {"min_new_tokens": 2, "max_new_tokens": 9}),
+]
+
+
+@pytest.mark.parametrize("where", ["argument", "model"])
+@pytest.mark.parametrize("config, call", LENGTH_CASES, ids=str)
+def test_length_precedence_across_config_and_call_as_in_transformers(models, where, config, call):
+    """transformers merges a generation config and the call option by option, then max_new_tokens wins
+    over max_length (min_new_tokens over min_length) wherever each came from; a length in the call
+    replaced both of the config's here (config max_new_tokens=5, call max_length=9: 4 x 9, theirs 4 x 6)."""
+    import copy
+
+    import transformers
+
+    ours, hf = models["v1.1", 0]
+    ids, mask = padded_batch(0)
+    config = dict(config)
+    if config.pop("eos", False):
+        config["eos_token_id"] = frequent_token(ours, ids, mask)
+    if where == "argument":
+        a = ours.generate(ids, mask, generation_config=transformers.GenerationConfig(**config), **call)
+        b = hf_generate(hf, ids, mask, generation_config=transformers.GenerationConfig(**config), **call)
+    else:
+        om, hm = copy.deepcopy(ours), copy.deepcopy(hf)
+        for k, v in config.items():
+            setattr(om.generation_config, k, v)
+            setattr(hm.generation_config, k, v)
+        a, b = om.generate(ids, mask, **call), hf_generate(hm, ids, mask, **call)
+    assert a.shape == b.shape and torch.equal(a, b)

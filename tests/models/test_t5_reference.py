@@ -172,7 +172,7 @@ def test_generation_config_json_gives_generate_its_defaults_as_in_transformers(t
     with torch.no_grad():
         ours_out, theirs = loaded.generate(ids, mask), hf.generate(input_ids=ids, attention_mask=mask)
     assert ours_out.shape == theirs.shape == (3, 7) and torch.equal(ours_out, theirs)
-    # a length in the call replaces the config's, without a warning about both
+    # max_new_tokens in the call wins over the config's max_length (as in transformers)
     assert loaded.generate(ids, mask, max_new_tokens=3).shape == (3, 4)
     # save_pretrained (and so `t5electra convert`) writes it back for transformers
     copy.deepcopy(loaded).save_pretrained(tmp_path / "ours")
