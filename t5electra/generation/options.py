@@ -40,7 +40,7 @@ class GenerationSettings:
     no_repeat_ngram_size: int       # ban n-grams that already occur in the output (0 = off)
     eos_token_id: tuple[int, ...]   # stop tokens (empty: stop at max_length only)
     pad_token_id: int | None        # fills finished rows
-    decoder_start_token_id: int     # first decoder token
+    decoder_start_token_id: int | tuple[int, ...]  # first decoder token (or one per input row)
     prompt_length: int = 1          # decoder tokens before generation starts (start token + decoder_input_ids)
     bad_words_ids: tuple[tuple[int, ...], ...] = ()  # token sequences never generated
     forced_bos_token_id: int | None = None           # the first generated token (output length 1 -> 2)
@@ -130,12 +130,20 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
         config, "decoder_start_token_id", None)
     if start is None:
         raise InvalidInputError("generate: decoder_start_token_id is not set (argument or model.config)")
+    if isinstance(start, (list, tuple)):  # one per input row, as transformers takes it
+        start = token_ids("decoder_start_token_id", start, vocab_size)
+        if len(start) != batch_size:
+            raise InvalidInputError(f"generate: decoder_start_token_id has {len(start)} ids; give one per input "
+                                    f"row ({batch_size}) or a single id")
+    elif not isinstance(start, int) or isinstance(start, bool):
+        raise InvalidInputError(f"generate: decoder_start_token_id must be a token id or a list of one per input "
+                                f"row, got {start!r}")
     for name, value in (("eos_token_id", eos_ids), ("pad_token_id", (pad,) if pad is not None else ()),
-                        ("decoder_start_token_id", (start,))):
+                        ("decoder_start_token_id", start if isinstance(start, tuple) else (start,))):
         for v in value:
             if not 0 <= v < vocab_size:
                 raise InvalidInputError(f"generate: {name}={v} is outside the vocabulary [0, {vocab_size})")
-    prompt_ids = _decoder_prompt(decoder_input_ids, int(start), batch_size, vocab_size)
+    prompt_ids = _decoder_prompt(decoder_input_ids, start, batch_size, vocab_size)
 
     # Lengths. max_length and min_length count the decoder prompt: the start token, then decoder_input_ids.
     prompt = prompt_ids.shape[1]
@@ -235,7 +243,7 @@ def settings(model, input_ids, attention_mask, enc, decoder_input_ids, *, max_le
         temperature=float(temperature), top_k=top_k, top_p=float(top_p),
         num_return_sequences=num_return_sequences, repetition_penalty=float(repetition_penalty),
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_ids, pad_token_id=pad,
-        decoder_start_token_id=int(start), prompt_length=prompt,
+        decoder_start_token_id=start, prompt_length=prompt,
         bad_words_ids=bad_words, forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos,
         suppress_tokens=suppress, begin_suppress_tokens=begin_suppress, begin_suppress_index=begin_index,
         max_time=None if max_time is None else float(max_time)), prompt_ids
@@ -308,11 +316,14 @@ def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int
     return shape[0]
 
 
-def _decoder_prompt(decoder_input_ids, start: int, batch_size: int, vocab_size: int) -> Tensor:
-    """(B, P): the decoder start token, then ``decoder_input_ids`` if given. As transformers, the
-    start token is not prepended when some row already starts with it (then each row is taken as is)."""
+def _decoder_prompt(decoder_input_ids, start: int | tuple[int, ...], batch_size: int, vocab_size: int) -> Tensor:
+    """(B, P): the decoder start token (``start``: one, or one per row), then ``decoder_input_ids`` if
+    given. As transformers, the start token is not prepended when some row already starts with its own
+    start token (then each row is taken as is)."""
+    first = (torch.tensor(start, dtype=torch.long) if isinstance(start, tuple)
+             else torch.full((batch_size,), start, dtype=torch.long))[:, None]      # (B, 1)
     if decoder_input_ids is None:
-        return torch.full((batch_size, 1), start, dtype=torch.long)
+        return first
     d = decoder_input_ids
     if (not isinstance(d, Tensor) or d.dim() != 2 or d.dtype not in (torch.int64, torch.int32)
             or d.shape[0] != batch_size or d.shape[1] == 0):
@@ -321,8 +332,8 @@ def _decoder_prompt(decoder_input_ids, start: int, batch_size: int, vocab_size: 
                                 f"length >= 1), got {what}")
     token_ids("decoder_input_ids", d.flatten(), vocab_size)
     d = d.long()
-    if bool((d[:, 0] != start).all()):
-        d = torch.cat([d.new_full((batch_size, 1), start), d], dim=1)
+    if bool((d[:, :1] != first.to(d.device)).all()):
+        d = torch.cat([first.to(d.device), d], dim=1)
     return d
 
 

@@ -153,3 +153,26 @@ def test_length_precedence_across_config_and_call_as_in_transformers(models, whe
             setattr(hm.generation_config, k, v)
         a, b = om.generate(ids, mask, **call), hf_generate(hm, ids, mask, **call)
     assert a.shape == b.shape and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_beams": 3, "num_return_sequences": 2},
+                                {"decoder_input_ids": torch.tensor([[5, 9], [7, 7], [0, 3], [5, 5]])},
+                                {"decoder_input_ids": torch.tensor([[4, 9], [7, 7], [6, 3], [8, 5]])},
+                                {"forced_bos_token_id": 7, "repetition_penalty": 1.3}],
+                         ids=["greedy", "beam", "prefix_with_start", "prefix_without_start", "processors"])
+def test_a_decoder_start_token_per_row_as_in_transformers(models, kw):
+    """decoder_start_token_id=[0, 5, 0, 5] (one per input) raised a raw TypeError; transformers starts
+    each row with its own token (and prepends them to decoder_input_ids unless some row starts with its own)."""
+    ours, hf = models["v1.1", 1]
+    ids, mask = padded_batch(1)
+    starts = [0, 5, 0, 5]
+    want = hf_generate(hf, ids, mask, max_new_tokens=5, decoder_start_token_id=starts, **kw)
+    for given in (starts, torch.tensor(starts)):
+        out = ours.generate(ids, mask, max_new_tokens=5, decoder_start_token_id=given, **kw)
+        assert torch.equal(out, want)
+    if not kw:
+        assert out[:, 0].tolist() == starts
+    with pytest.raises(InvalidInputError, match=r"decoder_start_token_id has 3 ids; give one per input row \(4\)"):
+        ours.generate(ids, mask, decoder_start_token_id=[0, 5, 0])
+    with pytest.raises(InvalidInputError, match="decoder_start_token_id has id 128, outside the vocabulary"):
+        ours.generate(ids, mask, decoder_start_token_id=[0, 5, 0, VOCAB])
