@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                                  max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                  do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                                 num_return_sequences=n_ret, generator=generator)  # (b * n_ret, T)
+                                 num_return_sequences=n_ret, generator=generator,
+                                 return_dict_in_generate=False)  # (b * n_ret, T)
             texts = [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
             for j, i in enumerate(idx):
                 group = texts[j * n_ret:(j + 1) * n_ret]

@@ -1,11 +1,13 @@
 """``model.generation_config``: the decoding defaults a checkpoint carries in ``generation_config.json``
 (transformers writes it; ``save_pretrained`` writes ours back), read by ``generate`` for every option
-the call does not give. Only the options ``generate`` has are kept (others are reported once)."""
+the call does not give. Only the options ``generate`` has are kept; others that would change the
+output are named in a warning (read from a file) or refused (given in code)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,29 @@ KEYS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "max_tim
         "early_stopping", "do_sample", "temperature", "top_k", "top_p", "num_return_sequences",
         "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id",
         "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens", "eos_token_id", "pad_token_id",
-        "decoder_start_token_id")
-# and the ones a generation_config= argument may also give (as a transformers GenerationConfig can)
-CALL_KEYS = (*KEYS, "use_cache", "return_dict_in_generate", "output_scores", "output_logits")
+        "decoder_start_token_id", "use_cache", "return_dict_in_generate", "output_scores", "output_logits")
+CALL_KEYS = KEYS  # (the call-level flags were once allowed in a generation_config= argument only)
 # bookkeeping in transformers' files and objects; bos_token_id only starts decoder-only prompts
 _IGNORED = ("transformers_version", "_from_model_config", "bos_token_id")
+# transformers options generate does not have, at values that change nothing (its defaults; None, False
+# and empty ones too), and options that never change the output here (caching, compilation, an assistant
+# model's, which generate does not take): skipped without a word
+_NEUTRAL = {"typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "diversity_penalty": 0.0, "num_beam_groups": 1,
+            "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0}
+_NO_EFFECT = ("cache_implementation", "cache_config", "compile_config", "disable_compile", "max_cache_len",
+              "prefill_chunk_size", "continuous_batching_config", "low_memory", "num_assistant_tokens",
+              "num_assistant_tokens_schedule", "assistant_confidence_threshold", "assistant_lookbehind",
+              "target_lookbehind", "prompt_lookup_num_tokens", "max_matching_ngram_size", "is_assistant",
+              "assistant_early_exit", "assistant_ensemble_weight")
+
+
+def not_applied(raw: dict[str, Any]) -> list[str]:
+    """The options of ``raw`` (a generation config's dict) that generate does not have and that would
+    change its output: not bookkeeping, not a value that changes nothing (_NEUTRAL, None, False, empty)."""
+    def neutral(k, v):
+        return (k in _IGNORED or k in _NO_EFFECT or v is None or v is False or v in ([], {}, "")
+                or (k in _NEUTRAL and v == _NEUTRAL[k]))
+    return sorted(k for k, v in raw.items() if k not in KEYS and not neutral(k, v))
 
 
 def with_defaults(kwargs: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -46,12 +66,11 @@ def options_from(config: Any) -> dict[str, Any]:
     else:
         raise ConfigError(f"generation_config must be a GenerationConfig (ours or transformers') or a dict, "
                           f"got {type(config).__name__}")
-    values = {k: v for k, v in raw.items() if v is not None and k not in _IGNORED}
-    unsupported = sorted(k for k in values if k not in CALL_KEYS)
+    unsupported = not_applied(raw)
     if unsupported:
         raise ConfigError(f"generation_config sets option(s) generate does not support: {', '.join(unsupported)}; "
-                          f"generate's options: {', '.join(CALL_KEYS)}")
-    return values
+                          f"generate's options: {', '.join(KEYS)}")
+    return {k: v for k, v in raw.items() if v is not None and k in KEYS}
 
 
 class GenerationConfig:
@@ -102,15 +121,58 @@ class GenerationConfig:
             raise ConfigError(f"{path}: not a JSON object ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: not a JSON object")
-        unused = sorted(k for k in raw if k not in KEYS and k not in _IGNORED)
-        if unused:
-            logger.info("%s: options generate does not have, not used: %s", path, unused)
+        unused = not_applied(raw)
+        if unused:  # a warning, not an error: one option should not make a whole checkpoint unusable
+            warnings.warn(f"{path}: {', '.join(f'{k}={raw[k]!r}' for k in unused)}: option(s) t5electra's generate "
+                          f"does not implement, NOT applied (generate decodes as if they were unset; transformers "
+                          f"would apply them)", UserWarning, stacklevel=2)
         return cls(**{k: raw[k] for k in KEYS if raw.get(k) is not None})
 
     def save(self, directory: Path, token_ids: dict[str, Any] | None = None) -> None:
-        """Write generation_config.json when an option is set; with the model's ``token_ids``
-        (decoder start, EOS, pad) in it too, which transformers reads from this file alone (without
-        them its ``generate`` fails: "decoder_start_token_id or bos_token_id has to be defined")."""
-        if self._values:
+        """Write generation_config.json when an option is set (beyond the model's own ``token_ids``);
+        with the model's ``token_ids`` (decoder start, EOS, pad) in it too, which transformers reads
+        from this file alone (without them its ``generate`` fails: "decoder_start_token_id or
+        bos_token_id has to be defined")."""
+        if any((token_ids or {}).get(k) != v for k, v in self._values.items()):
             values = {**{k: v for k, v in (token_ids or {}).items() if v is not None}, **self._values}
             write_text_atomic(Path(directory) / FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+# what generate reads from the model's config when a generation config leaves it out
+TOKEN_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")
+
+
+def as_generation_config(value: Any) -> GenerationConfig:
+    """Our GenerationConfig for ``value``: ours as it is; transformers' or a dict converted (an option
+    generate does not have, at a value that would change the output, raises a ConfigError naming it)."""
+    if isinstance(value, GenerationConfig):
+        return value
+    if isinstance(value, dict) or callable(getattr(value, "to_dict", None)):
+        return GenerationConfig(**options_from(value))
+    raise ConfigError(f"model.generation_config must be a GenerationConfig (ours or transformers') or a dict, "
+                      f"got {type(value).__name__}")
+
+
+class GenerationConfigAttribute:
+    """``model.generation_config`` of a model that generates. What is assigned (our GenerationConfig,
+    transformers' or a dict) becomes ours (as_generation_config: transformers' is copied, later changes
+    to that object do not reach the model), with the model config's decoder start, EOS and pad ids where
+    it leaves them out, as transformers' ``GenerationConfig.from_model_config`` fills them (T5: 0, 1, 0)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, model: Any, owner: type | None = None) -> Any:
+        if model is None:
+            return self
+        try:
+            return model.__dict__[self.slot]
+        except KeyError:
+            raise AttributeError(self.slot[1:]) from None
+
+    def __set__(self, model: Any, value: Any) -> None:
+        config = as_generation_config(value)
+        for k in TOKEN_IDS:
+            if getattr(config, k) is None and getattr(model.config, k, None) is not None:
+                setattr(config, k, getattr(model.config, k))
+        model.__dict__[self.slot] = config

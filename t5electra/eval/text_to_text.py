@@ -62,7 +62,8 @@ def predict_texts(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 
         enc = tokenizer([inputs[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
         ids = model.generate(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
-                             max_new_tokens=max_new_tokens, num_beams=num_beams)  # (b, 1 + new)
+                             max_new_tokens=max_new_tokens, num_beams=num_beams,
+                             return_dict_in_generate=False)  # (b, 1 + new), whatever generation_config.json says
         for i, text in zip(idx, tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)):
             out[i] = text.strip()
     return out

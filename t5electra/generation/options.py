@@ -310,6 +310,9 @@ def _check_inputs(input_ids, attention_mask, enc: Tensor | None, vocab_size: int
                                 f"{input_ids.shape[0]}; they must match")
     shape, what = (enc.shape[:2], "encoder_outputs (batch, length)") if enc is not None else (
         input_ids.shape, "input_ids")
+    if attention_mask is not None and not isinstance(attention_mask, Tensor):
+        raise InvalidInputError(f"generate: attention_mask must be a tensor of shape {tuple(shape)}, got "
+                                f"{type(attention_mask).__name__} (a generation config goes in generation_config=)")
     if attention_mask is not None and attention_mask.shape != shape:
         raise InvalidInputError(f"generate: attention_mask has shape {tuple(attention_mask.shape)}, "
                                 f"{what} has shape {tuple(shape)}; they must match")

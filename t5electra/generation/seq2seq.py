@@ -47,7 +47,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ..core.generation_config import CALL_KEYS, options_from, with_defaults
+from ..core.generation_config import CALL_KEYS, GenerationConfig, options_from, with_defaults
 from ..core.outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
 from ..config import suggest
 from ..errors import InvalidInputError
@@ -159,6 +159,9 @@ def generate(
         LongTensor (B * num_return_sequences, T), T <= max_length: the decoder prompt, the
         generated tokens, then padding after EOS. Rows of one input are consecutive.
     """
+    if _is_generation_config(attention_mask):  # transformers' generate(inputs, generation_config)
+        _only_one_config(generation_config)
+        attention_mask, generation_config = None, attention_mask
     if unsupported:
         hints = "".join(suggest(k, ARGUMENTS) for k in sorted(unsupported))
         raise TypeError(f"generate: option(s) {', '.join(sorted(unsupported))} not supported{hints} (a transformers "
@@ -172,8 +175,32 @@ def generate(
                      encoder_outputs=encoder_outputs, generator=generator, **options)
 
 
-# The options a generation config may give (generation_config=); model.generation_config: KEYS.
+# The options a generation config may give (generation_config=, model.generation_config).
 OPTIONS = CALL_KEYS
+
+
+def _is_generation_config(x) -> bool:
+    """A generation config object (ours or transformers'), not a tensor or a dict."""
+    return isinstance(x, GenerationConfig) or (not isinstance(x, (Tensor, dict)) and x is not None
+                                               and callable(getattr(x, "to_dict", None))
+                                               and type(x).__name__ == "GenerationConfig")
+
+
+def _only_one_config(given) -> None:
+    if given is not None:
+        raise InvalidInputError("generate: a generation config given both as the second positional argument "
+                                "(transformers' generate(inputs, generation_config)) and as generation_config=: "
+                                "give one")
+
+
+def call_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``model.generate(*args, **kwargs)`` with a generation config given as the second positional
+    argument (transformers' ``generate(inputs, generation_config, ...)``; ours takes attention_mask
+    there) moved to ``generation_config=``, so that model.generation_config fills in under it."""
+    if len(args) >= 2 and _is_generation_config(args[1]):
+        _only_one_config(kwargs.get("generation_config"))
+        return (args[0], *args[2:]), {**kwargs, "generation_config": args[1]}
+    return args, kwargs
 ARGUMENTS = ("input_ids", "attention_mask", "inputs", "generation_config", "decoder_input_ids", "encoder_outputs",
              "generator", *OPTIONS)
 
@@ -188,13 +215,14 @@ def _generate(model, input_ids, attention_mask, *, inputs, decoder_input_ids, en
     if input_ids is None and encoder_outputs is None:
         raise InvalidInputError("generate: input_ids is missing (or give encoder_outputs)")
     use_cache = True if use_cache is None else use_cache
+    asked_for_tensor = return_dict_in_generate is False  # (given: a config's output_scores is then moot)
     return_dict_in_generate, output_scores, output_logits = (
         False if x is None else x for x in (return_dict_in_generate, output_scores, output_logits))
     for name, flag in (("use_cache", use_cache), ("return_dict_in_generate", return_dict_in_generate),
                        ("output_scores", output_scores), ("output_logits", output_logits)):
         if not isinstance(flag, bool):
             raise InvalidInputError(f"generate: {name} must be True or False, got {flag!r}")
-    if (output_scores or output_logits) and not return_dict_in_generate:
+    if (output_scores or output_logits) and not return_dict_in_generate and not asked_for_tensor:
         logger.warning("generate: output_scores / output_logits need return_dict_in_generate=True "
                        "(as in transformers); returning the sequences only")
     record = _Record(output_scores, output_logits) if return_dict_in_generate else None

@@ -58,6 +58,7 @@ from torch import nn
 from ..checkpoint.keymap import KeyMap
 from ..checkpoint.t5 import t5_keymap
 from ..config import ModelConfig
+from ..core.generation_config import GenerationConfigAttribute
 from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
@@ -633,6 +634,7 @@ class T5ForConditionalGeneration(T5Model):
     """T5 with the language-model head: ``model(input_ids, labels=...)`` -> ``.loss``, ``.logits``."""
 
     _has_lm_head = True
+    generation_config = GenerationConfigAttribute()  # converts transformers' and fills the token ids from config
 
     def _build_head(self) -> None:
         # Tied (v1.0): logits use self.shared.weight directly, so there is no lm_head parameter.
@@ -750,6 +752,7 @@ class T5ForConditionalGeneration(T5Model):
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""
         drop_stale_copies(self)  # weights edited through .data since their fast copies were made
+        args, kwargs = seq2seq.call_arguments(args, kwargs)  # generate(ids, GenerationConfig(...)) too
         return seq2seq.generate(self, *args, **self.generation_config.defaults_for(kwargs))
 
     # -- checkpoints -------------------------------------------------------------------------------

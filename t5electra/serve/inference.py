@@ -261,7 +261,7 @@ def _decoder_input(sm: ServedModel, input_ids: Tensor, p: dict) -> Tensor:
     if p.get("target_ids") is not None:
         body = list(p["target_ids"])
     else:
-        out = model.generate(input_ids, max_new_tokens=p["max_new_tokens"])[0, 1:].tolist()
+        out = model.generate(input_ids, max_new_tokens=p["max_new_tokens"], return_dict_in_generate=False)[0, 1:].tolist()
         body = out[:next((i for i, t in enumerate(out) if t in eos), len(out))]
     body = body[:-1] if body and body[-1] in eos else body
     return torch.tensor([[start] + body], dtype=torch.long, device=input_ids.device)

@@ -176,3 +176,127 @@ def test_a_decoder_start_token_per_row_as_in_transformers(models, kw):
         ours.generate(ids, mask, decoder_start_token_id=[0, 5, 0])
     with pytest.raises(InvalidInputError, match="decoder_start_token_id has id 128, outside the vocabulary"):
         ours.generate(ids, mask, decoder_start_token_id=[0, 5, 0, VOCAB])
+
+
+# --------------------------------------------------------------------------------------------
+# Generation configs: generation_config.json, the positional argument, model.generation_config
+# --------------------------------------------------------------------------------------------
+
+def _unpadded(rows=3, length=7, seed=0):
+    return torch.randint(2, VOCAB, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_generation_config_json_keeps_generates_flags_and_warns_about_what_it_drops(models, tmp_path):
+    """return_dict_in_generate / output_scores / output_logits in generation_config.json were dropped
+    (only an INFO log), and so was an option generate does not have, like typical_p: now the flags
+    apply, as in transformers, and a dropped option that would change the output is warned about."""
+    import json
+    import warnings
+
+    import transformers
+
+    from t5electra import T5ForConditionalGeneration
+
+    ours, _ = models["v1.1", 0]
+    ids, mask = padded_batch(0)
+    ours.save_pretrained(tmp_path)
+    base = {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0, "max_new_tokens": 4}
+    flags = {"return_dict_in_generate": True, "output_scores": True, "output_logits": True, "use_cache": True}
+    silent = {"transformers_version": "5.24.0", "_from_model_config": False, "typical_p": 1.0, "num_beam_groups": 1,
+              "diversity_penalty": 0.0, "output_attentions": False, "cache_implementation": "static",
+              "stop_strings": None, "num_assistant_tokens": 20}
+    (tmp_path / "generation_config.json").write_text(json.dumps({**base, **flags, **silent}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: bookkeeping and values that change nothing
+        loaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
+        hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    a = loaded.generate(ids, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = hf.generate(ids, attention_mask=mask)
+    assert torch.equal(a.sequences, b.sequences) and len(a.scores) == len(b.scores) == len(a.logits) == 4
+    for x, y in zip(a.scores + a.logits, b.scores + b.logits):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+    assert torch.equal(loaded.generate(ids, mask, return_dict_in_generate=False), a.sequences)  # the call wins
+
+    (tmp_path / "generation_config.json").write_text(json.dumps({**base, **silent, "do_sample": True, "typical_p": 0.2,
+                                                                 "num_beam_groups": 2}))
+    with pytest.warns(UserWarning, match=r"num_beam_groups=2, typical_p=0.2: option\(s\) .* NOT applied"):
+        loaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.generation_config.do_sample is True and loaded.generation_config.max_new_tokens == 4
+    # in code, as in transformers: the flags may be set on model.generation_config
+    loaded.generation_config.return_dict_in_generate, loaded.generation_config.output_scores = True, True
+    out = loaded.generate(ids, mask, generator=torch.Generator().manual_seed(0))
+    assert len(out.scores) == out.sequences.shape[1] - 1
+
+
+def test_a_generation_config_as_the_second_positional_argument(models):
+    """transformers' generate(inputs, generation_config, ...): ours took the second positional argument
+    as attention_mask and failed with "'GenerationConfig' object has no attribute 'shape'"."""
+    import copy
+    import warnings
+
+    import transformers
+
+    from t5electra.core.generation_config import GenerationConfig
+    from t5electra.generation.seq2seq import generate
+
+    ours, hf = models["v1.0", 1]
+    ids = _unpadded()
+    cfg = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2)
+    want = hf_generate(hf, ids, None, generation_config=transformers.GenerationConfig(**cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(hf.generate(ids, transformers.GenerationConfig(**cfg)), want)
+    for given in (transformers.GenerationConfig(**cfg), GenerationConfig(**cfg)):
+        assert torch.equal(ours.generate(ids, given), want)
+        assert torch.equal(generate(ours, ids, given), want)
+        assert torch.equal(ours.generate(ids, given, num_beams=4), ours.generate(ids, **{**cfg, "num_beams": 4}))
+    # it comes before model.generation_config, which fills what it leaves out
+    model = copy.deepcopy(ours)
+    model.generation_config.max_new_tokens, model.generation_config.num_beams = 2, 2
+    assert torch.equal(model.generate(ids, transformers.GenerationConfig(num_beams=3)),
+                       ours.generate(ids, num_beams=3, max_new_tokens=2))
+    with pytest.raises(InvalidInputError, match="given both as the second positional argument .* give one"):
+        ours.generate(ids, GenerationConfig(**cfg), generation_config=GenerationConfig(**cfg))
+    with pytest.raises(InvalidInputError, match=r"attention_mask must be a tensor of shape \(3, 7\), got list"):
+        ours.generate(ids, [[1] * 7] * 3)
+
+
+def test_model_generation_config_takes_transformers_config_and_model_token_ids(models, tmp_path):
+    """`model.generation_config = transformers.GenerationConfig(...)` then generate() raised AttributeError
+    'defaults_for'; it is converted. Without a generation_config.json the token ids came out None
+    (transformers: 1 / 0 / 0 from the model config)."""
+    import copy
+
+    import transformers
+
+    from t5electra import T5ForConditionalGeneration
+    from t5electra.core.generation_config import GenerationConfig
+    from t5electra.errors import ConfigError
+
+    ours, hf = models["v1.1", 1]
+    ids, mask = padded_batch(1)
+    ids_names = ("eos_token_id", "pad_token_id", "decoder_start_token_id")
+    for model in (ours, T5ForConditionalGeneration(ours.config), T5ForConditionalGeneration.from_pretrained(
+            hf.name_or_path)):
+        assert [getattr(model.generation_config, k) for k in ids_names] == [
+            getattr(hf.generation_config, k) for k in ids_names] == [1, 0, 0]
+    model, theirs = copy.deepcopy(ours), copy.deepcopy(hf)
+    model.generation_config = transformers.GenerationConfig(max_new_tokens=4, num_beams=2, eos_token_id=9)
+    theirs.generation_config = transformers.GenerationConfig(max_new_tokens=4, num_beams=2, eos_token_id=9,
+                                                             decoder_start_token_id=0, pad_token_id=0)
+    assert isinstance(model.generation_config, GenerationConfig)
+    assert (model.generation_config.eos_token_id, model.generation_config.pad_token_id) == (9, 0)  # its own, then config's
+    assert torch.equal(model.generate(ids, mask), hf_generate(theirs, ids, mask))
+    model.generation_config = {"max_new_tokens": 3}
+    assert model.generate(ids, mask).shape == (4, 4)
+    model.save_pretrained(tmp_path)
+    assert T5ForConditionalGeneration.from_pretrained(tmp_path).generation_config.max_new_tokens == 3
+    with pytest.raises(ConfigError, match="generate does not support: typical_p"):
+        model.generation_config = transformers.GenerationConfig(typical_p=0.5, do_sample=True)
+    with pytest.raises(ConfigError, match="model.generation_config must be a GenerationConfig .* got int"):
+        model.generation_config = 3
+    # a checkpoint whose only options are the model's token ids writes no generation_config.json (as before)
+    T5ForConditionalGeneration(ours.config).save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "generation_config.json").exists()

@@ -315,7 +315,9 @@ def test_generate_delegates_to_generate_module(monkeypatch):
 
     monkeypatch.setattr(seq2seq, "generate", lambda model, *a, **k: ("called", model, a, k))
     m = tiny()
-    assert m.generate(1, max_new_tokens=2) == ("called", m, (1,), {"max_new_tokens": 2})
+    # with model.generation_config's defaults: the model config's token ids, as transformers' from_model_config
+    token_ids = {k: getattr(m.config, k) for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")}
+    assert m.generate(1, max_new_tokens=2) == ("called", m, (1,), {**token_ids, "max_new_tokens": 2})
 
 
 # -- bad input -> clear error --------------------------------------------------------------------
