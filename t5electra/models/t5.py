@@ -62,6 +62,7 @@ from ..core.generation_config import GenerationConfigAttribute
 from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
+from ..generation.scores import compute_transition_scores
 from ..inference.cache import T5DecoderCache
 from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
 from ..inference.int8 import ScreenedArgmax
@@ -754,6 +755,8 @@ class T5ForConditionalGeneration(T5Model):
         drop_stale_copies(self)  # weights edited through .data since their fast copies were made
         args, kwargs = seq2seq.call_arguments(args, kwargs)  # generate(ids, GenerationConfig(...)) too
         return seq2seq.generate(self, *args, **self.generation_config.defaults_for(kwargs))
+
+    compute_transition_scores = staticmethod(compute_transition_scores)  # transformers' (generation/scores.py)
 
     # -- checkpoints -------------------------------------------------------------------------------
     @classmethod

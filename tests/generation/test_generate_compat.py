@@ -300,3 +300,43 @@ def test_model_generation_config_takes_transformers_config_and_model_token_ids(m
     # a checkpoint whose only options are the model's token ids writes no generation_config.json (as before)
     T5ForConditionalGeneration(ours.config).save_pretrained(tmp_path / "plain")
     assert not (tmp_path / "plain" / "generation_config.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# compute_transition_scores
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw", [
+    {}, {"eos": True}, {"do_sample": True, "num_return_sequences": 2, "top_k": 0},
+    {"num_beams": 3}, {"num_beams": 3, "num_return_sequences": 3, "eos": True, "length_penalty": 0.5},
+    {"num_beams": 2, "do_sample": True, "eos": True}], ids=str)
+def test_compute_transition_scores_as_transformers(models, kw):
+    """model.compute_transition_scores (transformers' method) was missing: the same values as transformers'
+    on the same generate output, with and without normalize_logits, for scores and for logits."""
+    from t5electra.generation.scores import compute_transition_scores
+
+    ours, hf = models["v1.0", 2]
+    ids, mask = padded_batch(2)
+    kw = dict(kw)
+    if kw.pop("eos", False):
+        kw["eos_token_id"] = frequent_token(ours, ids, mask)
+    out = ours.generate(ids, mask, max_new_tokens=8, return_dict_in_generate=True, output_scores=True,
+                        output_logits=True, generator=torch.Generator().manual_seed(0), **kw)
+    beams = getattr(out, "beam_indices", None)
+    if "eos_token_id" in kw and beams is not None:
+        assert (beams < 0).any()  # some hypotheses end before others
+    for steps in (out.scores, out.logits):
+        for normalize in (False, True):
+            got = ours.compute_transition_scores(out.sequences, steps, beams, normalize_logits=normalize)
+            want = hf.compute_transition_scores(out.sequences, steps, beams, normalize_logits=normalize)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+            assert torch.equal(compute_transition_scores(out.sequences, steps, beams, normalize), got)
+    if beams is not None:  # beam search: the token scores sum to the hypothesis' score before the length penalty
+        lengths = (beams >= 0).sum(-1)
+        total = ours.compute_transition_scores(out.sequences, out.scores, beams).sum(-1)
+        torch.testing.assert_close(total / lengths ** kw.get("length_penalty", 1.0), out.sequences_scores,
+                                   atol=1e-4, rtol=1e-4)
+    with pytest.raises(InvalidInputError, match="scores must be output.scores"):
+        ours.compute_transition_scores(out.sequences, ())
+
