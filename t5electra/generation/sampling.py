@@ -61,8 +61,9 @@ def filter_top_k_top_p(logits: Tensor, top_k: int | None, top_p: float | None) -
 
 
 def sample_top_k(scores: Tensor, top_k: int, top_p: float, temperature: float,
-                 generator: torch.Generator | None) -> Tensor:
+                 generator: torch.Generator | None, draw=None) -> Tensor:
     """Draw one token per row among the ``top_k`` (then ``top_p``) of ``scores`` (N, V) -> (N,).
+    ``draw(probs)`` (N, 1) picks the candidates; default ``torch.multinomial(probs, 1, generator=generator)``.
 
     The same distribution as :func:`warp_scores` + a draw over the whole vocabulary, but sorting
     and sampling over k candidates instead of V. (Tokens tied with the k-th score are dropped
@@ -76,5 +77,6 @@ def sample_top_k(scores: Tensor, top_k: int, top_p: float, temperature: float,
         drop = probs.cumsum(dim=-1) - probs >= top_p                     # (N, k) more likely tokens' mass
         drop[:, 0] = False                                               # never the first candidate (top_p
         probs = probs.masked_fill(drop, 0.0)                             # rounds to 0 in fp32 below ~1e-45)
-    pick = torch.multinomial(probs, num_samples=1, generator=generator)  # (N, 1) in 0..k-1
+    pick = (torch.multinomial(probs, num_samples=1, generator=generator) if draw is None
+            else draw(probs))                                            # (N, 1) in 0..k-1
     return top_ids.gather(1, pick).squeeze(1)

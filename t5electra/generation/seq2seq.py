@@ -329,12 +329,13 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
                 record.step(logits, warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1)
                             if s.do_sample else scores)
             if s.do_sample:
-                _check_some_token_left(scores, cur_len)
+                _check_some_token_left(scores[~done], cur_len)
+                draw = functools.partial(_draw, rows=rows, n_rows=n_rows, generator=generator)
             if s.do_sample and s.top_k:
-                next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator)
+                next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator, draw)
             elif s.do_sample:
                 probs = warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1).softmax(dim=-1)
-                next_tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+                next_tokens = draw(probs).squeeze(1)
             else:
                 next_tokens = scores.argmax(dim=-1)                       # (A,)
         if eos.numel():
@@ -356,6 +357,20 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
     if record is not None:
         return GenerateEncoderDecoderOutput(sequences=normal(out[:, :cur_len]), **record.tuples())
     return normal(out[:, :cur_len])
+
+
+def _draw(probs: Tensor, rows: Tensor, n_rows: int, generator: torch.Generator | None) -> Tensor:
+    """``torch.multinomial(probs, 1)`` (A, 1) for the rows still in the cache (output rows ``rows``), drawn
+    as if all ``n_rows`` were there: torch draws one random number per row and candidate (for one sample,
+    argmax of probs / Exp(1) noise), so rows dropped from the cache would shift the later rows' draws,
+    and the tokens would depend on when finished rows left (which return_dict_in_generate, keeping them
+    all, changes) and differ from transformers' draws for the same seed."""
+    if probs.shape[0] == n_rows:
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+    full = probs.new_zeros(n_rows, probs.shape[1])
+    full[:, 0] = 1.0                                  # the rows that left draw too (and are discarded)
+    full[rows] = probs
+    return torch.multinomial(full, num_samples=1, generator=generator)[rows]
 
 
 def _check_some_token_left(scores: Tensor, cur_len: int) -> None:
