@@ -128,7 +128,8 @@ def generate(
     Args:
         model: an encoder-decoder model with ``encode`` / ``new_decoder_cache`` / ``decode_step``.
         input_ids: (B, S) encoder token ids, right-padded.
-        attention_mask: (B, S) 1 for tokens, 0 for padding; None means no padding.
+        attention_mask: (B, S) 1 for tokens, 0 for padding; None means no padding. A generation config
+            given here is taken as ``generation_config`` (transformers' ``generate(inputs, generation_config)``).
         generation_config: a GenerationConfig (ours or transformers') or a dict: its values are the
             defaults of this call (an option given here wins, option by option; then, as in
             transformers, max_new_tokens wins over max_length and min_new_tokens over min_length
