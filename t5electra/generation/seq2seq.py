@@ -181,10 +181,10 @@ OPTIONS = CALL_KEYS
 
 
 def _is_generation_config(x) -> bool:
-    """A generation config object (ours or transformers'), not a tensor or a dict."""
+    """A generation config object (ours, transformers' or a subclass of it: what has ``to_dict``), not a
+    tensor or a dict."""
     return isinstance(x, GenerationConfig) or (not isinstance(x, (Tensor, dict)) and x is not None
-                                               and callable(getattr(x, "to_dict", None))
-                                               and type(x).__name__ == "GenerationConfig")
+                                               and callable(getattr(x, "to_dict", None)))
 
 
 def _only_one_config(given) -> None:
