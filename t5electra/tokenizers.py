@@ -36,7 +36,8 @@ from tokenizers.models import Unigram, WordPiece
 
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
-from .tokenizer_base import _find_tokenizer_dir, _read_json, _token_content, _TokenizerBase, _v4_token_files
+from .tokenizer_base import _TokenizerBase
+from .tokenizer_files import _find_tokenizer_dir, _read_json, _token_content, _v4_token_files
 from .wordpiece import count_words, train_wordpiece
 
 # ============================================================================================
