@@ -248,9 +248,11 @@ class _TokenizerBase:
         return self._backend.num_special_tokens_to_add(pair)
 
     # -- encoding ------------------------------------------------------------------------------
-    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of, padding_side=None):
         """transformers' _get_padding_truncation_strategies: resolve True/False/strings, fill
-        max_length from model_max_length, and check a pad token exists when padding."""
+        max_length from model_max_length, and check a pad token exists when padding. Every value
+        is checked here, before the backend is touched."""
+        _check_padding_options(pad_to_multiple_of, padding_side)
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # max_length alone means "truncate to it"
         padding = {True: "longest", False: "do_not_pad", None: "do_not_pad"}.get(padding, padding)
@@ -280,16 +282,18 @@ class _TokenizerBase:
 
     @contextlib.contextmanager
     def _backend_settings(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side):
-        """Set the backend's truncation and padding for one call, then clear them again."""
-        if truncation != "do_not_truncate":
-            self._backend.enable_truncation(max_length, stride=stride, strategy=truncation,
-                                            direction=self.truncation_side)
-        if padding != "do_not_pad":
-            self._backend.enable_padding(
-                direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
-                pad_type_id=self.pad_token_type_id, pad_token=self.pad_token,
-                length=max_length if padding == "max_length" else None, pad_to_multiple_of=pad_to_multiple_of)
+        """Set the backend's truncation and padding for one call, then clear them again (also when
+        setting them fails: a setting left behind would apply to every later call, and be saved)."""
         try:
+            if truncation != "do_not_truncate":
+                self._backend.enable_truncation(max_length, stride=stride, strategy=truncation,
+                                                direction=self.truncation_side)
+            if padding != "do_not_pad":
+                self._backend.enable_padding(
+                    direction=padding_side or self.padding_side, pad_id=self.pad_token_id,
+                    pad_type_id=self.pad_token_type_id, pad_token=self.pad_token,
+                    length=max_length if padding == "max_length" else None,
+                    pad_to_multiple_of=pad_to_multiple_of or None)
             yield
         finally:
             self._backend.no_truncation()
@@ -377,7 +381,8 @@ class _TokenizerBase:
         """
         if text is None and text_target is None:
             raise InvalidInputError("pass text or text_target (both are None)")
-        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of,
+                                                           padding_side)
         options = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, stride=stride,
                        is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
                        padding_side=padding_side, return_tensors=return_tensors,
@@ -495,7 +500,12 @@ class _TokenizerBase:
         directory.mkdir(parents=True, exist_ok=True)
         files = self._save_vocabulary(directory)
         with self._lock:  # not while another thread has padding/truncation switched on
-            self._backend.save(str(directory / "tokenizer.json"))
+            backend = json.loads(self._backend.to_str())
+        # padding and truncation are per call (tokenizer(...) arguments), never the file's: a raw
+        # tokenizers.Tokenizer.from_file would apply them to every text
+        backend.update(truncation=None, padding=None)
+        (directory / "tokenizer.json").write_text(json.dumps(backend, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
         named = {k: v for k, v in self._special.items() if v is not None}
         config = {"tokenizer_class": type(self).__name__, **named, **self._config_fields(),
                   "extra_special_tokens": [t for t in self.extra_special_tokens if t not in named.values()],
@@ -520,6 +530,14 @@ class _TokenizerBase:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"len={len(self)}, special_tokens={ {k: v for k, v in self._special.items() if v} })")
+
+
+def _check_padding_options(pad_to_multiple_of, padding_side) -> None:
+    if pad_to_multiple_of is not None and (isinstance(pad_to_multiple_of, bool) or not isinstance(
+            pad_to_multiple_of, int) or pad_to_multiple_of < 0):
+        raise InvalidInputError(f"pad_to_multiple_of={pad_to_multiple_of!r}: expected a positive integer or None")
+    if padding_side is not None and padding_side not in ("left", "right"):
+        raise InvalidInputError(f"padding_side={padding_side!r}: expected 'left' or 'right'")
 
 
 def _padded(row: list, width: int, fill: int, side: str) -> list:

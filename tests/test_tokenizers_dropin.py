@@ -1,0 +1,67 @@
+"""T5Tokenizer / ElectraTokenizer as drop-ins for transformers' tokenizers: per-call settings that
+must not stick or leak between threads, BatchEncoding.to, and the API the data collators use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import transformers
+
+from t5electra.errors import InvalidInputError
+from t5electra.tokenizers import ElectraTokenizer
+
+SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "e", "f", "hello", "world",
+               "extra", "##ordinary"]
+
+
+@pytest.fixture
+def small_dir(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(SMALL_VOCAB) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("bad", [dict(padding_side="Left"), dict(pad_to_multiple_of=-2), dict(pad_to_multiple_of=2.5)],
+                         ids=str)
+def test_a_call_that_fails_leaves_no_truncation_or_padding_behind(small_dir, tmp_path, bad):
+    """A call refused while setting up padding left the backend truncating: the next call was cut to
+    the old max_length and save_pretrained wrote that truncation into tokenizer.json."""
+    tok = ElectraTokenizer.from_pretrained(small_dir)
+    with pytest.raises(InvalidInputError, match="padding_side|pad_to_multiple_of"):
+        tok("a b c d e f", truncation=True, max_length=4, padding=True, **bad)
+    assert tok("a b c d e f").input_ids == transformers.BertTokenizer.from_pretrained(small_dir)(
+        "a b c d e f").input_ids == [2, 5, 6, 7, 8, 9, 10, 3]
+    backend = json.loads(tok.backend_tokenizer.to_str())
+    assert backend["truncation"] is None and backend["padding"] is None
+
+
+def test_saved_tokenizer_json_never_carries_truncation_or_padding(small_dir, tmp_path):
+    tok = ElectraTokenizer.from_pretrained(small_dir)
+    tok.backend_tokenizer.enable_truncation(4)  # set by hand on the backend: still not the file's
+    tok.backend_tokenizer.enable_padding(length=8)
+    tok.save_pretrained(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["truncation"] is None and saved["padding"] is None
+    from tokenizers import Tokenizer
+
+    assert len(Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json")).encode("a b c d e f").ids) == 8
+
+
+def test_backend_settings_are_cleared_when_the_backend_refuses_one(small_dir):
+    """Truncation was switched on before padding, outside the try whose finally clears both."""
+    tok = ElectraTokenizer.from_pretrained(small_dir)
+    real = tok.backend_tokenizer
+
+    class RefusesPadding:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def enable_padding(self, **kwargs):
+            raise RuntimeError("refused")
+
+    tok._backend = RefusesPadding()
+    with pytest.raises(RuntimeError, match="refused"):
+        tok("a b c d e f", truncation=True, max_length=4, padding=True)
+    tok._backend = real
+    assert real.truncation is None and real.padding is None
+    assert len(tok("a b c d e f").input_ids) == 8
