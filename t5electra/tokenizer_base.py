@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from tokenizers import AddedToken, Tokenizer
 
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_files import SPECIAL_TOKEN_NAMES
+
+logger = logging.getLogger("t5electra")
 
 # transformers' "no limit" for model_max_length (tokenization_utils_base.VERY_LARGE_INTEGER).
 VERY_LARGE_INTEGER = int(1e30)
@@ -46,11 +49,20 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"BatchEncoding has no key {name!r} (keys: {list(self)})") from None
 
-    def to(self, device) -> BatchEncoding:
-        """Move every tensor to ``device`` (after ``return_tensors="pt"``)."""
+    def to(self, device: str | torch.device | int, *, non_blocking: bool = False) -> BatchEncoding:
+        """Move every tensor to ``device`` (after ``return_tensors="pt"``), as transformers does: the
+        device only. A dtype (``.to(torch.float16)``, as mixed-precision code calls on every input)
+        is not applied (a warning says so): it would change the token ids (4469 -> 4468 in fp16)."""
+        if isinstance(device, torch.dtype):
+            logger.warning("BatchEncoding.to(%s): a BatchEncoding is not cast to another dtype (its token ids "
+                           "would change); only .to(device) moves it", device)
+            return self
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise InvalidInputError(f"BatchEncoding.to: expected a device ('cuda', 'cpu', 0, torch.device), "
+                                    f"got {device!r}")
         for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
+            if isinstance(value, torch.Tensor):
+                self[key] = value.to(device=device, non_blocking=non_blocking)
         return self
 
     def tokens(self, batch_index: int = 0) -> list[str]:

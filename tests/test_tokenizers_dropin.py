@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import transformers
 
 from t5electra.errors import InvalidInputError
@@ -65,3 +66,23 @@ def test_backend_settings_are_cleared_when_the_backend_refuses_one(small_dir):
     tok._backend = real
     assert real.truncation is None and real.padding is None
     assert len(tok("a b c d e f").input_ids) == 8
+
+
+def test_batch_encoding_to_moves_the_device_and_never_casts_the_ids(small_dir, caplog):
+    """.to(torch.float16) cast the ids (4469 -> 4468 in a real vocabulary); transformers moves only
+    the device and warns about a dtype."""
+    tok = ElectraTokenizer.from_pretrained(small_dir)
+    enc = tok(["extraordinary world"], return_tensors="pt")
+    enc["input_ids"] = enc["input_ids"] + 4466  # ids fp16 cannot hold exactly (4469 -> 4468)
+    before = {k: v.clone() for k, v in enc.items()}
+    with caplog.at_level("WARNING", logger="t5electra"):
+        assert enc.to(torch.float16) is enc
+    assert "not cast" in caplog.text
+    for key, value in enc.items():
+        assert value.dtype == torch.long and torch.equal(value, before[key]), key
+    hf = transformers.BertTokenizer.from_pretrained(small_dir)(["extraordinary world"], return_tensors="pt")
+    assert hf.to(torch.float16)["input_ids"].dtype == torch.long  # the reference does the same
+    assert enc.to("cpu", non_blocking=True).input_ids.device.type == "cpu"
+    assert enc.to(torch.device("cpu")).input_ids.dtype == torch.long
+    with pytest.raises(InvalidInputError, match="expected a device"):
+        enc.to([1])
