@@ -65,15 +65,22 @@ class BatchEncoding(dict):
                 self[key] = value.to(device=device, non_blocking=non_blocking)
         return self
 
+    def _encoding(self, method: str, batch_index: int):
+        if self.encodings is None:
+            raise InvalidInputError(f"BatchEncoding.{method}() needs the tokenizer's encodings, which only the "
+                                    f"result of tokenizer(...) has (not one of pad() or of a dict); call "
+                                    f"tokenizer(texts) for {method}()")
+        return self.encodings[batch_index]
+
     def tokens(self, batch_index: int = 0) -> list[str]:
-        return self.encodings[batch_index].tokens
+        return self._encoding("tokens", batch_index).tokens
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        return self.encodings[batch_index].word_ids
+        return self._encoding("word_ids", batch_index).word_ids
 
     def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
         """0 for tokens of the first text, 1 for the second (text pairs), None for special tokens."""
-        return self.encodings[batch_index].sequence_ids
+        return self._encoding("sequence_ids", batch_index).sequence_ids
 
 
 def _to_python_ids(token_ids) -> Any:
@@ -95,20 +102,25 @@ class _TokenizerBase:
     def __init__(self, backend: Tokenizer, *, special_tokens: dict[str, str | None],
                  extra_special_tokens: Iterable[str] = (), model_max_length: int | None = None,
                  padding_side: str = "right", truncation_side: str = "right",
-                 clean_up_tokenization_spaces: bool = False, name_or_path: str = ""):
+                 clean_up_tokenization_spaces: bool = False, split_special_tokens: bool = False,
+                 name_or_path: str = ""):
         self._backend = backend
         self._special = {name: special_tokens.get(name) for name in SPECIAL_TOKEN_NAMES}
         self.extra_special_tokens = list(dict.fromkeys(extra_special_tokens))
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.split_special_tokens = split_special_tokens
         self.name_or_path = name_or_path
         # __call__ sets the backend's padding/truncation for one call; the lock keeps concurrent
         # callers (server threads) from seeing each other's settings.
         self._lock = threading.Lock()
 
     def __getstate__(self):  # picklable (DataLoader workers) without the lock
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        with self._lock:  # a copy of the backend without another thread's per-call padding / truncation
+            state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+            state["_backend"] = Tokenizer.from_str(self._backend.to_str())
+        return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -136,11 +148,12 @@ class _TokenizerBase:
         before = len(self)
         tokens = [t if isinstance(t, AddedToken) else AddedToken(t, special=special_tokens, normalized=not special_tokens)
                   for t in items]
-        if special_tokens:
-            self._backend.add_special_tokens(tokens)
-            self.extra_special_tokens += [t.content for t in tokens if t.content not in self.extra_special_tokens]
-        else:
-            self._backend.add_tokens(tokens)
+        with self._lock:  # not while another thread encodes
+            if special_tokens:
+                self._backend.add_special_tokens(tokens)
+                self.extra_special_tokens += [t.content for t in tokens if t.content not in self.extra_special_tokens]
+            else:
+                self._backend.add_tokens(tokens)
         return len(self) - before
 
     def add_special_tokens(self, special_tokens_dict: dict[str, Any]) -> int:
@@ -253,8 +266,13 @@ class _TokenizerBase:
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return self._backend.decoder.decode(tokens)
 
-    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
-        return self._backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        """The tokens of one text; ``kwargs`` are ``__call__``'s (``split_special_tokens``,
+        ``truncation``, ...), as in transformers. Under the lock, like every call: another
+        thread's padding or truncation is never seen."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"tokenize takes one text (a str), got {type(text).__name__}")
+        return self(text, pair, add_special_tokens=add_special_tokens, **kwargs).tokens()
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return self._backend.num_special_tokens_to_add(pair)
@@ -293,10 +311,12 @@ class _TokenizerBase:
         return padding, truncation, max_length
 
     @contextlib.contextmanager
-    def _backend_settings(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side):
+    def _backend_settings(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side,
+                          split_special_tokens):
         """Set the backend's truncation and padding for one call, then clear them again (also when
         setting them fails: a setting left behind would apply to every later call, and be saved)."""
         try:
+            self._backend.encode_special_tokens = split_special_tokens
             if truncation != "do_not_truncate":
                 self._backend.enable_truncation(max_length, stride=stride, strategy=truncation,
                                                 direction=self.truncation_side)
@@ -310,9 +330,10 @@ class _TokenizerBase:
         finally:
             self._backend.no_truncation()
             self._backend.no_padding()
+            self._backend.encode_special_tokens = False
 
     def _encode(self, text, text_pair, *, add_special_tokens, padding, truncation, max_length, stride,
-                is_split_into_words, pad_to_multiple_of, padding_side, return_tensors,
+                is_split_into_words, pad_to_multiple_of, padding_side, split_special_tokens, return_tensors,
                 return_token_type_ids, return_attention_mask, return_overflowing_tokens,
                 return_special_tokens_mask, return_offsets_mapping, return_length) -> BatchEncoding:
         if is_split_into_words:
@@ -335,7 +356,7 @@ class _TokenizerBase:
                               "(huggingface/tokenizers#2091): install another version, "
                               "pip install 'tokenizers>=0.23.3'")
         with self._lock, self._backend_settings(padding, truncation, max_length, stride, pad_to_multiple_of,
-                                                padding_side):
+                                                padding_side, split_special_tokens):
             try:
                 encodings = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
                                                        is_pretokenized=is_split_into_words)
@@ -381,7 +402,8 @@ class _TokenizerBase:
                  padding_side: str | None = None, return_tensors: str | None = None,
                  return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
                  return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
-                 return_offsets_mapping: bool = False, return_length: bool = False) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, return_length: bool = False,
+                 split_special_tokens: bool | None = None, **kwargs) -> BatchEncoding:
         """Tokenize a text, a list of texts, or text pairs (``text_pair``).
 
         padding: True/"longest" (to the longest in the batch), "max_length", False.
@@ -390,7 +412,10 @@ class _TokenizerBase:
         return_tensors: "pt" (torch), "np" (numpy) or None (lists; one text -> no batch dimension).
         text_target: targets of a seq2seq task, returned as ``labels`` (padded with the pad id,
         not -100: the collator or the model masks them).
+        split_special_tokens: special tokens written in the text ("[CLS]") are tokenized as text
+        (default: the tokenizer's ``split_special_tokens``, False unless tokenizer_config.json says so).
         """
+        _refuse_unknown(self, "__call__", kwargs)
         if text is None and text_target is None:
             raise InvalidInputError("pass text or text_target (both are None)")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of,
@@ -398,6 +423,8 @@ class _TokenizerBase:
         options = dict(add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, stride=stride,
                        is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
                        padding_side=padding_side, return_tensors=return_tensors,
+                       split_special_tokens=self.split_special_tokens if split_special_tokens is None
+                       else bool(split_special_tokens),
                        return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
                        return_overflowing_tokens=return_overflowing_tokens,
                        return_special_tokens_mask=return_special_tokens_mask,
@@ -416,11 +443,13 @@ class _TokenizerBase:
 
     def encode(self, text, text_pair=None, add_special_tokens: bool = True, padding: bool | str = False,
                truncation: bool | str | None = None, max_length: int | None = None, stride: int = 0,
-               padding_side: str | None = None, return_tensors: str | None = None):
-        """The ids of one text (a list, or a (1, T) tensor with ``return_tensors="pt"``)."""
+               padding_side: str | None = None, return_tensors: str | None = None, **kwargs):
+        """The ids of one text (a list, or a (1, T) tensor with ``return_tensors="pt"``); other
+        keywords are ``__call__``'s (``is_split_into_words``, ``pad_to_multiple_of``,
+        ``split_special_tokens``), as in transformers."""
         return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding,
                     truncation=truncation, max_length=max_length, stride=stride, padding_side=padding_side,
-                    return_tensors=return_tensors)["input_ids"]
+                    return_tensors=return_tensors, **kwargs)["input_ids"]
 
     def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
             pad_to_multiple_of: int | None = None, padding_side: str | None = None,
@@ -467,8 +496,11 @@ class _TokenizerBase:
 
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, token_ids, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str | list[str]:
-        """Ids -> text. A batch (list of lists, 2-D tensor) gives a list of texts."""
+               clean_up_tokenization_spaces: bool | None = None, **kwargs) -> str | list[str]:
+        """Ids -> text. A batch (list of lists, 2-D tensor) gives a list of texts. The backend's
+        decoder places the spaces: ``spaces_between_special_tokens`` (of transformers' Python
+        tokenizers; its fast ones ignore it) is refused rather than ignored."""
+        _refuse_unknown(self, "decode", kwargs)
         token_ids = _to_python_ids(token_ids)
         if isinstance(token_ids, int):
             token_ids = [token_ids]
@@ -484,7 +516,8 @@ class _TokenizerBase:
         return text
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+                     clean_up_tokenization_spaces: bool | None = None, **kwargs) -> list[str]:
+        _refuse_unknown(self, "batch_decode", kwargs)
         sequences = _to_python_ids(sequences)
         return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
 
@@ -523,6 +556,8 @@ class _TokenizerBase:
                   "extra_special_tokens": [t for t in self.extra_special_tokens if t not in named.values()],
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+        if self.split_special_tokens:
+            config["split_special_tokens"] = True
         if self.model_max_length < LARGE_INTEGER:
             config["model_max_length"] = self.model_max_length
         special_map = {**named, "additional_special_tokens": config["extra_special_tokens"]}
@@ -536,12 +571,30 @@ class _TokenizerBase:
     def _base_kwargs(config: dict, name_or_path: str) -> dict[str, Any]:
         """tokenizer_config.json keys that _TokenizerBase.__init__ understands."""
         kwargs = {k: config[k] for k in ("model_max_length", "padding_side", "truncation_side",
-                                         "clean_up_tokenization_spaces") if config.get(k) is not None}
+                                         "clean_up_tokenization_spaces", "split_special_tokens")
+                  if config.get(k) is not None}
         return {**kwargs, "name_or_path": name_or_path}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"len={len(self)}, special_tokens={ {k: v for k, v in self._special.items() if v} })")
+
+
+# Keywords transformers takes that change nothing here (verbose: its warnings only).
+_ACCEPTED_NO_EFFECT = ("verbose",)
+_NOT_SUPPORTED = {
+    "spaces_between_special_tokens": "the tokenizers backend's decoder places the spaces (transformers' fast "
+                                      "tokenizers ignore this argument)",
+}
+
+
+def _refuse_unknown(tokenizer, method: str, kwargs: dict) -> None:
+    """An argument this tokenizer cannot honour is an error, never silently ignored."""
+    for name in kwargs:
+        if name in _ACCEPTED_NO_EFFECT:
+            continue
+        why = _NOT_SUPPORTED.get(name, "not an argument of this tokenizer (docs/tokenizers.md lists them)")
+        raise InvalidInputError(f"{type(tokenizer).__name__}.{method}: {name}= is not supported: {why}")
 
 
 def _check_padding_options(pad_to_multiple_of, padding_side) -> None:

@@ -4,6 +4,8 @@ must not stick or leak between threads, BatchEncoding.to, and the API the data c
 from __future__ import annotations
 
 import json
+import pickle
+import threading
 
 import pytest
 import torch
@@ -86,3 +88,67 @@ def test_batch_encoding_to_moves_the_device_and_never_casts_the_ids(small_dir, c
     assert enc.to(torch.device("cpu")).input_ids.dtype == torch.long
     with pytest.raises(InvalidInputError, match="expected a device"):
         enc.to([1])
+
+
+@pytest.mark.parametrize("call", ["tokenize", "tokenize-split", "encode", "pickle"])
+def test_no_call_sees_another_threads_padding_or_truncation(small_dir, call):
+    """tokenize() ran outside the lock that keeps one call's backend settings from another's
+    ('hello world' -> 16 tokens with [PAD]s), and a pickle taken meanwhile kept them."""
+    tok = ElectraTokenizer.from_pretrained(small_dir)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            tok(["a b c"] * 8, padding="max_length", max_length=16)
+            tok(["[CLS] a b c d e f"] * 8, truncation=True, max_length=3, split_special_tokens=True)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        wrong = 0
+        for _ in range(200):
+            if call == "tokenize":
+                wrong += tok.tokenize("hello world [SEP]") != ["hello", "world", "[SEP]"]
+            elif call == "tokenize-split":
+                wrong += tok.tokenize("hello [SEP]", split_special_tokens=True) != ["hello", "[UNK]", "[UNK]", "[UNK]"]
+            elif call == "encode":
+                wrong += tok.encode("hello world a b") != [2, 11, 12, 5, 6, 3]
+            else:
+                wrong += pickle.loads(pickle.dumps(tok)).encode("hello world a b") != [2, 11, 12, 5, 6, 3]
+    finally:
+        stop.set()
+        thread.join()
+    assert wrong == 0
+
+
+def test_encode_tokenize_and_call_take_transformers_keywords(minilm_dir, tmp_path):
+    """encode(..., is_split_into_words=, pad_to_multiple_of=) and split_special_tokens were TypeErrors;
+    what the backend cannot do (spaces_between_special_tokens) is refused by name, never ignored."""
+    ours, theirs = ElectraTokenizer.from_pretrained(minilm_dir), transformers.BertTokenizer.from_pretrained(minilm_dir)
+    for args, kwargs in [((["hello", "world"],), dict(is_split_into_words=True)),
+                         (("hello world",), dict(padding=True, pad_to_multiple_of=8)),
+                         (("a [SEP] b [MASK]",), dict(split_special_tokens=True)),
+                         (("a [SEP] b [MASK]",), dict(split_special_tokens=False)),
+                         (("a [SEP] b",), dict(verbose=False))]:
+        assert ours.encode(*args, **kwargs) == theirs.encode(*args, **kwargs), kwargs
+        assert ours(*args, **kwargs).input_ids == theirs(*args, **kwargs).input_ids, kwargs
+    for kwargs in (dict(split_special_tokens=True), dict(), dict(add_special_tokens=True)):
+        assert ours.tokenize("a [SEP] b", **kwargs) == theirs.tokenize("a [SEP] b", **kwargs), kwargs
+    assert ours.tokenize("a [SEP] b") == ["a", "[SEP]", "b"]  # the setting does not stick
+    # a tokenizer_config.json split_special_tokens is the default, kept by save_pretrained
+    ours.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "split_special_tokens": True}))
+    split = ElectraTokenizer.from_pretrained(tmp_path)
+    assert split("a [SEP]").input_ids == transformers.BertTokenizer.from_pretrained(tmp_path)("a [SEP]").input_ids
+    assert split.tokenize("[SEP]") != ["[SEP]"] and split.tokenize("[SEP]", split_special_tokens=False) == ["[SEP]"]
+    split.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())["split_special_tokens"] is True
+    with pytest.raises(InvalidInputError, match="spaces_between_special_tokens= is not supported"):
+        ours.decode([101, 7592, 102], spaces_between_special_tokens=False)
+    with pytest.raises(InvalidInputError, match="batch_decode: spaces_between_special_tokens="):
+        ours.batch_decode([[101, 7592, 102]], spaces_between_special_tokens=True)
+    with pytest.raises(InvalidInputError, match=r"__call__: return_dict= is not supported"):
+        ours.encode("hello", return_dict=True)
+    with pytest.raises(InvalidInputError, match="tokenize takes one text"):
+        ours.tokenize(["a", "b"])
