@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +232,36 @@ class _TokenizerBase:
         ids = (self._backend.token_to_id(t) for t in self.all_special_tokens)
         return [i for i in ids if i is not None]
 
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens that are set ({"unk_token": "[UNK]", ...}), as transformers v5
+        (the extra ones are ``extra_special_tokens``)."""
+        return {name: token for name, token in self._special.items() if token is not None}
+
+    is_fast = True  # a tokenizers backend (offsets, word_ids), as transformers' fast tokenizers
+
+    # the template's special tokens: T5 "A </s> (B </s>)", ELECTRA "[CLS] A [SEP] (B [SEP])"
+    _tokens_before_text = 0
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens: bool = False
+                                ) -> list[int]:
+        """1 for a special token, 0 for a text token (DataCollatorForLanguageModeling's call).
+        ``already_has_special_tokens``: ``token_ids_0`` is a whole encoded sequence, and the special
+        ones are those among ``all_special_ids`` (transformers v5). Otherwise the mask of the
+        sequence the template would make of the texts' ids (``[CLS] A [SEP] B [SEP]`` -> 1 0.. 1 0.. 1,
+        as transformers v4; v5's fast tokenizers raise NotImplementedError there)."""
+        ids = _to_python_ids(token_ids_0)
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise InvalidInputError("get_special_tokens_mask: token_ids_1 must be None when the ids already "
+                                        "have their special tokens (already_has_special_tokens=True)")
+            special = set(self.all_special_ids)
+            return [1 if int(i) in special else 0 for i in ids]
+        mask = [1] * self._tokens_before_text + [0] * len(ids) + [1]
+        if token_ids_1 is not None:
+            mask += [0] * len(_to_python_ids(token_ids_1)) + [1]
+        return mask
+
     # -- vocabulary ----------------------------------------------------------------------------
     @property
     def backend_tokenizer(self) -> Tokenizer:
@@ -248,6 +278,12 @@ class _TokenizerBase:
 
     def get_vocab(self) -> dict[str, int]:
         return self._backend.get_vocab(with_added_tokens=True)
+
+    def get_added_vocab(self) -> dict[str, int]:
+        """The tokens the backend holds as added tokens (special tokens, add_tokens()), token -> id
+        in id order, as transformers."""
+        added = self._backend.get_added_tokens_decoder()
+        return {added[i].content: i for i in sorted(added)}
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         """Unknown tokens map to ``unk_token_id``."""
@@ -453,45 +489,45 @@ class _TokenizerBase:
 
     def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
             pad_to_multiple_of: int | None = None, padding_side: str | None = None,
-            return_attention_mask: bool | None = None, return_tensors: str | None = None) -> BatchEncoding:
+            return_attention_mask: bool | None = None, return_tensors: str | None = None,
+            verbose: bool = True) -> BatchEncoding:
         """Pad encodings made earlier into a batch, as transformers' ``tokenizer.pad`` (what
-        DataCollatorWithPadding calls): a list of encodings (dicts of id lists) or one dict of
-        lists. ``input_ids`` get the pad id, ``attention_mask`` 0 (added where missing, unless
+        DataCollatorWithPadding calls): a list of encodings (dicts of id lists), one dict of
+        lists, or one encoding (``tokenizer("text")``: flat lists, padded as one example).
+        ``input_ids`` get the pad id, ``attention_mask`` 0 (added where missing, unless
         ``return_attention_mask=False``), ``token_type_ids`` 0, ``special_tokens_mask`` 1; other
-        keys (``labels``...) pass through unchanged. ``padding``: True / "longest", "max_length",
-        False / "do_not_pad"."""
+        keys (``labels``...) pass through unchanged. ``padding``: True / "longest", "max_length"
+        (to ``max_length``, else ``model_max_length``), False / "do_not_pad". Tensors in give
+        tensors out unless ``return_tensors`` says otherwise."""
         if isinstance(encoded_inputs, (list, tuple)):
-            if not encoded_inputs or not all(isinstance(e, dict) for e in encoded_inputs):
+            if not encoded_inputs or not all(isinstance(e, Mapping) for e in encoded_inputs):
                 raise InvalidInputError("pad() takes a non-empty list of encodings (dicts with 'input_ids') or one dict")
             encoded_inputs = {k: [e[k] for e in encoded_inputs] for k in encoded_inputs[0]}
-        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
+        if not isinstance(encoded_inputs, Mapping) or "input_ids" not in encoded_inputs:
             raise InvalidInputError("pad() needs 'input_ids' (the encodings tokenizer(...) returns)")
-        rows = [list(r.tolist() if hasattr(r, "tolist") else r) for r in encoded_inputs["input_ids"]]
-        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
-        if strategy not in ("longest", "max_length", "do_not_pad"):
-            raise InvalidInputError(f"padding={padding!r}: expected True/'longest', 'max_length' or False/'do_not_pad'")
-        if strategy == "max_length" and max_length is None:
-            raise InvalidInputError("padding='max_length' needs max_length")
+        strategy, _, max_length = self._strategies(padding, False, max_length, pad_to_multiple_of, padding_side)
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if len(encoded_inputs["input_ids"]) == 0:  # nothing to pad (transformers returns it as it is)
+            return BatchEncoding({**encoded_inputs, **({"attention_mask": []} if return_attention_mask else {})})
+        if return_tensors is None:
+            return_tensors = _tensor_kind(encoded_inputs["input_ids"])
+        single = _is_one_sequence(encoded_inputs["input_ids"])  # tok.pad(tok("text")): one example
+        data = {k: [list(_to_python_ids(r)) for r in ([v] if single else v)] if k in _PAD_VALUES else v
+                for k, v in encoded_inputs.items()}
+        rows = data["input_ids"]
         side = padding_side or self.padding_side
-        if side not in ("left", "right"):
-            raise InvalidInputError(f"padding_side={side!r}: expected 'left' or 'right'")
         width = max(map(len, rows)) if strategy == "longest" else max_length or 0
         if pad_to_multiple_of and strategy != "do_not_pad":
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-        if return_attention_mask is None:
-            return_attention_mask = "attention_mask" in self.model_input_names
-        data = {k: [list(r.tolist() if hasattr(r, "tolist") else r) for r in v] if k in _PAD_VALUES else v
-                for k, v in encoded_inputs.items()}
         if return_attention_mask and "attention_mask" not in data:
             data["attention_mask"] = [[1] * len(r) for r in rows]
         for key, value in _PAD_VALUES.items():
-            if key not in data:
-                continue
-            fill = self.pad_token_id if value is None else value
-            if fill is None:
-                raise MissingTokenError(f"{type(self).__name__}: no pad token to pad with")
-            if strategy != "do_not_pad":
+            if key in data and strategy != "do_not_pad":
+                fill = self.pad_token_id if value is None else value
                 data[key] = [_padded(r, width, fill, side) for r in data[key]]
+        if single:
+            data = {k: v[0] if k in _PAD_VALUES else v for k, v in data.items()}
         return BatchEncoding(_as_tensors(data, return_tensors))
 
     # -- decoding ------------------------------------------------------------------------------
@@ -603,6 +639,22 @@ def _check_padding_options(pad_to_multiple_of, padding_side) -> None:
         raise InvalidInputError(f"pad_to_multiple_of={pad_to_multiple_of!r}: expected a positive integer or None")
     if padding_side is not None and padding_side not in ("left", "right"):
         raise InvalidInputError(f"padding_side={padding_side!r}: expected 'left' or 'right'")
+
+
+def _is_one_sequence(ids) -> bool:
+    """A flat list of ids (or a 1-D tensor / array): one example, not a batch."""
+    if hasattr(ids, "ndim"):
+        return ids.ndim == 1
+    first = ids[0]
+    return isinstance(first, (int, np.integer)) or (hasattr(first, "ndim") and first.ndim == 0)
+
+
+def _tensor_kind(ids) -> str | None:
+    """"pt" / "np" when the ids come as torch tensors / numpy arrays (pad() then returns the same)."""
+    probe = ids if hasattr(ids, "ndim") else ids[0]
+    if isinstance(probe, torch.Tensor):
+        return "pt"
+    return "np" if isinstance(probe, np.ndarray) else None
 
 
 def _padded(row: list, width: int, fill: int, side: str) -> list:

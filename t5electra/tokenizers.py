@@ -391,6 +391,7 @@ class ElectraTokenizer(_TokenizerBase):
 
     model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
     vocab_files = ("vocab.txt", "tokenizer.json")
+    _tokens_before_text = 1  # [CLS]
 
     def __init__(self, vocab: dict[str, int], *, do_lower_case: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, unk_token: str = "[UNK]", sep_token: str = "[SEP]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 import transformers
 
 from t5electra.errors import InvalidInputError
-from t5electra.tokenizers import ElectraTokenizer
+from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
 
 SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "e", "f", "hello", "world",
                "extra", "##ordinary"]
@@ -152,3 +153,72 @@ def test_encode_tokenize_and_call_take_transformers_keywords(minilm_dir, tmp_pat
         ours.encode("hello", return_dict=True)
     with pytest.raises(InvalidInputError, match="tokenize takes one text"):
         ours.tokenize(["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def pairs(minilm_dir, spiece_model_path, tmp_path_factory):
+    """(ours, transformers') on the MiniLM vocabulary and on sentencepiece's test model (T5)."""
+    sp = tmp_path_factory.mktemp("sp")
+    shutil.copy(spiece_model_path, sp / "spiece.model")
+    return {"electra": (ElectraTokenizer.from_pretrained(minilm_dir), transformers.BertTokenizer.from_pretrained(
+        minilm_dir)), "t5": (T5Tokenizer.from_pretrained(sp), transformers.T5Tokenizer.from_pretrained(sp))}
+
+
+@pytest.mark.parametrize("kind", ["electra", "t5"])
+def test_special_tokens_api_as_transformers(pairs, kind):
+    """get_special_tokens_mask (DataCollatorForLanguageModeling), special_tokens_map, get_added_vocab
+    and is_fast were missing."""
+    ours, theirs = pairs[kind]
+    assert ours.special_tokens_map == theirs.special_tokens_map and ours.is_fast is theirs.is_fast is True
+    assert ours.get_added_vocab() == theirs.get_added_vocab()
+    ids = ours("a <extra_id_0> [MASK] hello", "world").input_ids
+    assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == theirs.get_special_tokens_mask(
+        ids, already_has_special_tokens=True)
+    assert ours.get_special_tokens_mask(torch.tensor(ids), already_has_special_tokens=True) == \
+        ours.get_special_tokens_mask(ids, already_has_special_tokens=True)
+    # without special tokens yet: where the template puts them (transformers v4's answer)
+    a, b = ours.encode("a b c", add_special_tokens=False), ours.encode("hello", add_special_tokens=False)
+    assert ours.get_special_tokens_mask(a) == ours("a b c", return_special_tokens_mask=True).special_tokens_mask
+    assert ours.get_special_tokens_mask(a, b) == ours("a b c", "hello", return_special_tokens_mask=True
+                                                      ).special_tokens_mask
+    with pytest.raises(InvalidInputError, match="token_ids_1 must be None"):
+        ours.get_special_tokens_mask(a, b, already_has_special_tokens=True)
+
+
+def test_data_collator_for_language_modeling_works_as_with_transformers(pairs):
+    ours, theirs = pairs["electra"]
+    texts = ["hello world", "a much longer sentence about the world", "x"]
+    for examples in (lambda tok: [dict(tok(t)) for t in texts], lambda tok: [tok(t).input_ids for t in texts]):
+        out = []
+        for tok in (ours, theirs):
+            collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=1.0, mask_replace_prob=1.0,
+                                                                    random_replace_prob=0.0, pad_to_multiple_of=8)
+            out.append({k: v.tolist() for k, v in collator(examples(tok)).items()})
+        assert out[0] == out[1]
+        assert ours.mask_token_id in out[0]["input_ids"][0] and out[0]["labels"][0][0] == -100  # [CLS] unmasked
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding="max_length", max_length=6), dict(padding="max_length"),
+                                    dict(padding=True, pad_to_multiple_of=4), dict(return_tensors="pt"),
+                                    dict(padding="max_length", max_length=7, padding_side="left")], ids=str)
+@pytest.mark.parametrize("kind", ["electra", "t5"])
+def test_pad_one_encoding_and_tensors_as_transformers(pairs, kind, kwargs):
+    """tok.pad(tok("hello"), ...) failed ('int' object is not iterable); padding='max_length' without
+    max_length needed one (transformers uses model_max_length)."""
+    ours, theirs = pairs[kind]
+    for tok in (ours, theirs):
+        tok.model_max_length = 9
+    try:
+        for inputs in (lambda tok: tok("hello"), lambda tok: tok("hello", return_tensors="pt"),
+                       lambda tok: {"input_ids": tok("hello", return_tensors="pt").input_ids[0]},
+                       lambda tok: [{k: v[0] for k, v in tok(t, return_tensors="np").items()} for t in ("hello", "a b c")]
+                       if "max_length" in str(kwargs) else tok(["hello"])):
+            a, b = ours.pad(inputs(ours), **kwargs), theirs.pad(inputs(theirs), **kwargs)
+            assert {k: type(v) for k, v in a.items()} == {k: type(v) for k, v in b.items()}
+            assert {k: v.tolist() if hasattr(v, "tolist") else v for k, v in a.items()} == {
+                k: v.tolist() if hasattr(v, "tolist") else v for k, v in b.items()}
+    finally:
+        for tok in (ours, theirs):
+            tok.model_max_length = int(1e30)
+    with pytest.raises(InvalidInputError, match=r"tokens\(\) needs the tokenizer's encodings"):
+        a.tokens(0)
