@@ -127,14 +127,18 @@ class _TokenizerBase:
         self._lock = threading.Lock()
 
     # -- special tokens ------------------------------------------------------------------------
-    def _register_special_tokens(self, *, add_missing: bool) -> None:
-        """Mark the special tokens in the backend so text like "<extra_id_0>" or "[MASK]" maps to
-        one id and ``skip_special_tokens`` drops them. ``add_missing`` appends tokens the vocab
-        lacks (transformers does that for T5's ``<pad>``); otherwise they stay out."""
-        tokens = [t for t in self._special.values() if t is not None] + self.extra_special_tokens
-        tokens = list(dict.fromkeys(tokens))
-        if not add_missing:
-            tokens = [t for t in tokens if self._backend.token_to_id(t) is not None]
+    def _add_special_tokens_to_backend(self, added_tokens: Iterable[dict], *, add_missing_named: bool) -> None:
+        """Make the backend's added tokens: first those a saved tokenizer lists (tokenizer.json's
+        "added_tokens"), on their ids, then the special tokens not yet among them, so that text
+        like "<extra_id_0>" or "[MASK]" maps to one id and ``skip_special_tokens`` drops them.
+        Extra special tokens the vocabulary lacks get new ids (as in transformers); named ones
+        only with ``add_missing_named`` (T5's ``<pad>``), else they stay out."""
+        self._restore_added_tokens(list(added_tokens))
+        registered = {t.content for t in self._backend.get_added_tokens_decoder().values()}
+        named = [t for t in self._special.values() if t is not None]
+        if not add_missing_named:
+            named = [t for t in named if self._backend.token_to_id(t) is not None]
+        tokens = [t for t in dict.fromkeys(named + self.extra_special_tokens) if t not in registered]
         self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
 
     def add_tokens(self, new_tokens: str | AddedToken | Iterable[str | AddedToken], special_tokens: bool = False) -> int:
@@ -173,10 +177,12 @@ class _TokenizerBase:
                                         f"{', '.join(SPECIAL_TOKEN_NAMES)} or 'additional_special_tokens'")
         return added
 
-    def _restore_added_tokens(self, added_tokens: list[dict], source: Path) -> None:
+    def _restore_added_tokens(self, added_tokens: list[dict]) -> None:
         """Re-add the tokens a tokenizer.json lists under "added_tokens" (e.g. from add_tokens())
-        and check each lands on the id the file says."""
+        and check each lands on the id the file says. A special one that is neither named nor
+        already listed joins ``extra_special_tokens``."""
         registered = {t.content for t in self._backend.get_added_tokens_decoder().values()}
+        named = set(self._special.values())
         for entry in sorted(added_tokens, key=lambda e: e["id"]):
             if entry["content"] not in registered:
                 special = entry.get("special", False)
@@ -185,13 +191,14 @@ class _TokenizerBase:
                                    normalized=entry.get("normalized", not special), special=special)
                 if special:
                     self._backend.add_special_tokens([token])
-                    self.extra_special_tokens.append(entry["content"])
+                    if entry["content"] not in named and entry["content"] not in self.extra_special_tokens:
+                        self.extra_special_tokens.append(entry["content"])
                 else:
                     self._backend.add_tokens([token])
             got = self._backend.token_to_id(entry["content"])
             if got != entry["id"]:
-                raise ConfigError(f"{source}: added token {entry['content']!r} has id {entry['id']} in the "
-                                  f"file but {got} after rebuilding the vocabulary")
+                raise ConfigError(f"{self.name_or_path or 'added_tokens'}: added token {entry['content']!r} has id "
+                                  f"{entry['id']} in the file but {got} after rebuilding the vocabulary")
 
     def _token(self, name: str) -> str | None:
         return self._special[name]

@@ -37,7 +37,7 @@ from tokenizers.models import Unigram, WordPiece
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
 from .tokenizer_base import _TokenizerBase
-from .tokenizer_files import _find_tokenizer_dir, _read_json, _token_content, _v4_token_files
+from .tokenizer_files import SPECIAL_TOKEN_NAMES, _find_tokenizer_dir, _read_json, _token_content, _v4_token_files
 from .wordpiece import count_words, train_wordpiece
 
 # ============================================================================================
@@ -56,14 +56,20 @@ class T5Tokenizer(_TokenizerBase):
 
     def __init__(self, vocab: list[tuple[str, float]], *, precompiled_charsmap: bytes | None = None,
                  sp_model_proto: bytes | None = None, extra_ids: int = 100, eos_token: str = "</s>",
-                 unk_token: str = "<unk>", pad_token: str = "<pad>", extra_special_tokens: Iterable[str] = (),
-                 byte_fallback: bool | None = None, **kwargs):
+                 unk_token: str = "<unk>", pad_token: str = "<pad>", bos_token: str | None = None,
+                 sep_token: str | None = None, cls_token: str | None = None, mask_token: str | None = None,
+                 extra_special_tokens: Iterable[str] = (), byte_fallback: bool | None = None,
+                 added_tokens: Iterable[dict] = (), model_unk_id: int | None = None, **kwargs):
         """vocab: (piece, score) pairs in id order; sentinels are appended unless already there.
         precompiled_charsmap: SentencePiece's normalization table (NFKC & co.), or None.
         sp_model_proto: the spiece.model bytes, written back by save_pretrained.
         byte_fallback: a character outside the vocabulary becomes the pieces of its UTF-8 bytes
         (``<0xE4><0xB8><0xAD>``), never ``<unk>``, and decodes back to the character; None: as
-        the SentencePiece model was trained (``train(..., byte_fallback=True)``)."""
+        the SentencePiece model was trained (``train(..., byte_fallback=True)``).
+        added_tokens: tokens added past the pieces, as tokenizer.json's "added_tokens" entries
+        ({"id", "content", "special", ...}): restored on their ids before the special tokens.
+        model_unk_id: the piece unknown text becomes when ``unk_token`` is not a piece (an added
+        token, as transformers' ``add_special_tokens({"unk_token": ...})`` makes it)."""
         vocab = [(str(piece), float(score)) for piece, score in vocab]
         pieces = {piece for piece, _ in vocab}
         sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
@@ -74,8 +80,8 @@ class T5Tokenizer(_TokenizerBase):
         if byte_fallback is None:
             byte_fallback = _spiece_byte_fallback(sp_model_proto) if sp_model_proto else False
         self.byte_fallback = bool(byte_fallback)
-        unk_id = next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), None)
-        if unk_id is None:
+        unk_id = next((i for i, (piece, _) in enumerate(vocab) if piece == unk_token), model_unk_id)
+        if unk_id is None or not 0 <= unk_id < len(vocab):
             raise MissingTokenError(f"T5Tokenizer: the unk_token {unk_token!r} is not among the "
                                     f"{len(vocab)} pieces of {kwargs.get('name_or_path') or 'the vocabulary'}")
 
@@ -91,10 +97,13 @@ class T5Tokenizer(_TokenizerBase):
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
         if self.byte_fallback:  # <0xE4><0xB8><0xAD> -> "中" first (invalid UTF-8 -> U+FFFD per byte)
             backend.decoder = decoders.Sequence([decoders.ByteFallback(), backend.decoder])
-        super().__init__(backend, special_tokens={"eos_token": eos_token, "unk_token": unk_token,
-                                                  "pad_token": pad_token},
+        super().__init__(backend, special_tokens={"bos_token": bos_token, "eos_token": eos_token,
+                                                  "unk_token": unk_token, "sep_token": sep_token,
+                                                  "pad_token": pad_token, "cls_token": cls_token,
+                                                  "mask_token": mask_token},
                          extra_special_tokens=[*extra_special_tokens, *sentinels], **kwargs)
-        self._register_special_tokens(add_missing=True)
+        # special tokens the pieces lack are added, as transformers does (<pad> of test_model.model)
+        self._add_special_tokens_to_backend(added_tokens, add_missing_named=True)
         backend.post_processor = processors.TemplateProcessing(
             single=["$A", eos_token], pair=["$A", eos_token, "$B", eos_token],
             special_tokens=[(eos_token, self.eos_token_id)])
@@ -114,12 +123,7 @@ class T5Tokenizer(_TokenizerBase):
         config, added = _v4_token_files(root, config, overrides, tok_json.is_file())
         config.update(overrides)
         kwargs: dict[str, Any] = cls._base_kwargs(config, str(path))
-        for name in ("eos_token", "unk_token", "pad_token"):
-            if config.get(name) is not None:
-                kwargs[name] = _token_content(config[name])
         kwargs["extra_ids"] = int(config.get("extra_ids", 100))
-        listed = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
-        extra = [_token_content(t) for t in listed]
 
         proto = spiece.read_bytes() if spiece.is_file() else None
         if tok_json.is_file():
@@ -130,24 +134,20 @@ class T5Tokenizer(_TokenizerBase):
             vocab = [(piece, score) for piece, score in model["vocab"]]
             charsmap = _precompiled_charsmap(data.get("normalizer"))
             added = data.get("added_tokens", [])
-            controls = [t["content"] for t in added if t.get("special")]
+            controls = []  # the special ones among its added tokens come back with them
             kwargs["byte_fallback"] = bool(model.get("byte_fallback", False))
-        else:
-            vocab, charsmap, controls = _read_spiece(proto, spiece)
-        # from the first plain token added past the pieces (add_tokens) on, every added token is
-        # restored in id order below: a special one registered up front would take an earlier id
-        first_plain = min((t["id"] for t in added if not t.get("special") and t["id"] >= len(vocab)), default=None)
-        late = {t["content"] for t in added if first_plain is not None and t["id"] >= first_plain}
-        tokenizer = cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=proto,
-                        extra_special_tokens=[t for t in [*controls, *extra] if t not in late], **kwargs)
-        tokenizer._restore_added_tokens(added, tok_json)
-        return tokenizer
+            kwargs["model_unk_id"] = model.get("unk_id")
+        else:  # transformers lists the model's control pieces (<s>, </s>) among the extra special tokens
+            vocab, charsmap, controls, kwargs["model_unk_id"] = _read_spiece(proto, spiece)
+        kwargs.update(_special_token_kwargs(config))
+        return cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=proto, added_tokens=added,
+                   extra_special_tokens=[*controls, *kwargs.pop("extra_special_tokens")], **kwargs)
 
     @classmethod
     def from_sentencepiece(cls, model_proto: bytes, **kwargs) -> T5Tokenizer:
         """Build from the bytes of a SentencePiece model (spiece.model)."""
-        vocab, charsmap, controls = _read_spiece(model_proto, "the SentencePiece model")
-        return cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=model_proto,
+        vocab, charsmap, controls, unk_id = _read_spiece(model_proto, "the SentencePiece model")
+        return cls(vocab, precompiled_charsmap=charsmap, sp_model_proto=model_proto, model_unk_id=unk_id,
                    extra_special_tokens=controls, **kwargs)
 
     # -- training ------------------------------------------------------------------------------
@@ -269,9 +269,9 @@ def _file_lines(files: Sequence[Path]) -> Iterator[str]:
             raise InvalidInputError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start} of a line)") from None
 
 
-def _read_spiece(proto_bytes: bytes, source) -> tuple[list[tuple[str, float]], bytes | None, list[str]]:
-    """(piece, score) list, normalization charsmap and control pieces (<s>, </s>, ...) of a
-    SentencePiece model, read with sentencepiece's own protobuf schema."""
+def _read_spiece(proto_bytes: bytes, source) -> tuple[list[tuple[str, float]], bytes | None, list[str], int | None]:
+    """(piece, score) list, normalization charsmap, control pieces (<s>, </s>, ...) and the id of
+    the unknown piece of a SentencePiece model, read with sentencepiece's own protobuf schema."""
     proto = sentencepiece_model_pb2.ModelProto()
     try:
         proto.ParseFromString(proto_bytes)
@@ -284,7 +284,8 @@ def _read_spiece(proto_bytes: bytes, source) -> tuple[list[tuple[str, float]], b
                           f"UNIGRAM (T5 uses unigram)")
     vocab = [(p.piece, p.score) for p in proto.pieces]
     controls = [p.piece for p in proto.pieces if p.type == p.CONTROL]
-    return vocab, proto.normalizer_spec.precompiled_charsmap or None, controls
+    unk_id = next((i for i, p in enumerate(proto.pieces) if p.type == p.UNKNOWN), None)
+    return vocab, proto.normalizer_spec.precompiled_charsmap or None, controls, unk_id
 
 
 def _spiece_byte_fallback(proto_bytes: bytes) -> bool:
@@ -305,6 +306,16 @@ def _precompiled_charsmap(normalizer: dict | None) -> bytes | None:
         if item.get("type") == "Precompiled" and item.get("precompiled_charsmap"):
             return base64.b64decode(item["precompiled_charsmap"])
     return None
+
+
+def _special_token_kwargs(config: dict) -> dict[str, Any]:
+    """The named special tokens (every one transformers knows, not only the class's own) and the
+    extra ones of a tokenizer_config.json, as constructor keywords."""
+    kwargs: dict[str, Any] = {name: _token_content(config[name]) for name in SPECIAL_TOKEN_NAMES
+                              if config.get(name) is not None}
+    listed = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+    kwargs["extra_special_tokens"] = [_token_content(t) for t in listed]
+    return kwargs
 
 
 def _check_sizes(**values: tuple[int | None, int]) -> None:
@@ -396,26 +407,36 @@ class ElectraTokenizer(_TokenizerBase):
     def __init__(self, vocab: dict[str, int], *, do_lower_case: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, unk_token: str = "[UNK]", sep_token: str = "[SEP]",
                  pad_token: str = "[PAD]", cls_token: str = "[CLS]", mask_token: str = "[MASK]",
-                 extra_special_tokens: Iterable[str] = (), **kwargs):
-        """vocab: token -> id. strip_accents None follows do_lower_case (as in original BERT)."""
+                 bos_token: str | None = None, eos_token: str | None = None,
+                 extra_special_tokens: Iterable[str] = (), added_tokens: Iterable[dict] = (),
+                 model_unk_token: str | None = None, **kwargs):
+        """vocab: token -> id. strip_accents None follows do_lower_case (as in original BERT).
+        added_tokens: tokens added past the vocabulary, as tokenizer.json's "added_tokens" entries
+        ({"id", "content", "special", ...}): restored on their ids, so [CLS] / [SEP] / [UNK] may be
+        among them (transformers' ``add_special_tokens({"cls_token": "<cls>"})``).
+        model_unk_token: the WordPiece model's unknown token (tokenizer.json's model "unk_token")
+        when ``unk_token`` is an added token; the WordPiece model needs one of its vocabulary."""
         self.do_lower_case, self.strip_accents = do_lower_case, strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         source = kwargs.get("name_or_path") or "the vocabulary"
-        for name, token in (("unk_token", unk_token), ("cls_token", cls_token), ("sep_token", sep_token)):
-            if token not in vocab:
-                raise MissingTokenError(f"ElectraTokenizer: the {name} {token!r} is not in {source} "
-                                        f"({len(vocab)} tokens)")
 
         # The backend, as transformers v5 builds it (models/bert/tokenization_bert.py).
-        backend = Tokenizer(WordPiece(vocab, unk_token=unk_token))
+        model_unk = unk_token if unk_token in vocab or model_unk_token not in vocab else model_unk_token
+        backend = Tokenizer(WordPiece(vocab, unk_token=model_unk))
         backend.normalizer = _bert_normalizer(do_lower_case, strip_accents, tokenize_chinese_chars)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
-        super().__init__(backend, special_tokens={"unk_token": unk_token, "sep_token": sep_token,
+        super().__init__(backend, special_tokens={"bos_token": bos_token, "eos_token": eos_token,
+                                                  "unk_token": unk_token, "sep_token": sep_token,
                                                   "pad_token": pad_token, "cls_token": cls_token,
                                                   "mask_token": mask_token},
                          extra_special_tokens=extra_special_tokens, **kwargs)
-        self._register_special_tokens(add_missing=False)
+        # named tokens the vocabulary lacks stay out ([MASK], [PAD]: docs/tokenizers.md); extra ones are added
+        self._add_special_tokens_to_backend(added_tokens, add_missing_named=False)
+        for name, token in (("unk_token", unk_token), ("cls_token", cls_token), ("sep_token", sep_token)):
+            if backend.token_to_id(token) is None:
+                raise MissingTokenError(f"ElectraTokenizer: the {name} {token!r} is not in {source} "
+                                        f"({len(vocab)} tokens), nor among its added tokens")
         backend.post_processor = processors.TemplateProcessing(
             single=f"{cls_token}:0 $A:0 {sep_token}:0",
             pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
@@ -430,6 +451,7 @@ class ElectraTokenizer(_TokenizerBase):
         config = _read_json(root / "tokenizer_config.json") if (root / "tokenizer_config.json").is_file() else {}
         tok_json, vocab_txt = root / "tokenizer.json", root / "vocab.txt"
         config, added = _v4_token_files(root, config, overrides, tok_json.is_file())
+        model_unk = None
         if tok_json.is_file():
             data = _read_json(tok_json)
             model = data.get("model", {})
@@ -437,6 +459,7 @@ class ElectraTokenizer(_TokenizerBase):
                 raise ConfigError(f"{tok_json}: model type {model.get('type')!r}, ElectraTokenizer needs 'WordPiece'")
             vocab = dict(model["vocab"])
             added = data.get("added_tokens", [])
+            model_unk = model.get("unk_token")
             norm = data.get("normalizer") or {}
             if norm.get("type") == "BertNormalizer":  # defaults when tokenizer_config.json is silent
                 config = {"do_lower_case": norm.get("lowercase", True), "strip_accents": norm.get("strip_accents"),
@@ -448,13 +471,7 @@ class ElectraTokenizer(_TokenizerBase):
         for name in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
             if name in config:
                 kwargs[name] = config[name]
-        for name in ELECTRA_SPECIAL_TOKENS:
-            if config.get(name) is not None:
-                kwargs[name] = _token_content(config[name])
-        listed = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
-        tokenizer = cls(vocab, extra_special_tokens=[_token_content(t) for t in listed], **kwargs)
-        tokenizer._restore_added_tokens(added, tok_json)
-        return tokenizer
+        return cls(vocab, added_tokens=added, model_unk_token=model_unk, **kwargs, **_special_token_kwargs(config))
 
     @classmethod
     def train(cls, files_or_iterator, vocab_size: int = 30522, *, output_dir: str | os.PathLike | None = None,
