@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +40,8 @@ from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncodin
 from .tokenizer_base import _TokenizerBase
 from .tokenizer_files import SPECIAL_TOKEN_NAMES, _find_tokenizer_dir, _read_json, _token_content, _v4_token_files
 from .wordpiece import count_words, train_wordpiece
+
+logger = logging.getLogger("t5electra")
 
 # ============================================================================================
 # T5: SentencePiece unigram (+ 100 sentinels), EOS appended, no BOS.
@@ -518,12 +521,20 @@ class ElectraTokenizer(_TokenizerBase):
                 "tokenize_chinese_chars": self.tokenize_chinese_chars}
 
     def _save_vocabulary(self, directory: Path) -> list[Path]:
-        """vocab.txt: one token per line, line number = id."""
-        vocab = self._backend.get_vocab(with_added_tokens=False)
-        by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-        if [i for _, i in by_id] != list(range(len(by_id))):
-            raise ConfigError(f"ElectraTokenizer ({self.name_or_path}): vocabulary ids are not 0..{len(by_id) - 1} "
-                              f"without gaps, so they cannot be written as vocab.txt lines")
+        """vocab.txt: one token per line, line number = id.
+
+        A vocabulary whose ids have gaps (read from a vocab.txt with a repeated line: the later line
+        wins, in transformers as here) is written with each missing id's line repeating the token
+        of the next id, so that vocab.txt read again gives every token the same id (transformers
+        v4 wrote the tokens one after the other, shifting the ids after a gap)."""
+        by_id = {i: token for token, i in self._backend.get_vocab(with_added_tokens=False).items()}
+        lines, following = [""] * (max(by_id, default=-1) + 1), ""
+        for i in range(len(lines) - 1, -1, -1):
+            following = lines[i] = by_id.get(i, following)
         path = directory / "vocab.txt"
-        path.write_text("".join(token + "\n" for token, _ in by_id), encoding="utf-8")
+        if len(lines) != len(by_id):
+            logger.warning("%s: the vocabulary's ids are not 0..%d without gaps (%d missing, as after a repeated "
+                           "line in the vocab.txt read); each missing id's line repeats the next token so that "
+                           "the ids stay the same", path, len(lines) - 1, len(lines) - len(by_id))
+        path.write_text("".join(token + "\n" for token in lines), encoding="utf-8")
         return [path]

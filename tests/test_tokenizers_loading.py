@@ -130,3 +130,21 @@ def test_t5_extra_special_tokens_are_the_sentinels_in_order(t5_dir, spiece_model
     shutil.copy(spiece_model_path, tmp_path / "spiece.model")
     ours, theirs = T5Tokenizer.from_pretrained(tmp_path), transformers.T5Tokenizer.from_pretrained(tmp_path)
     assert ours.extra_special_tokens == theirs.extra_special_tokens
+
+
+def test_electra_saves_a_vocabulary_with_a_repeated_line(small_dir, tmp_path, caplog):
+    """vocab.txt with a line twice loads with transformers' ids (the later line wins, leaving a gap)
+    but save_pretrained raised ConfigError, so ELECTRA fine-tuning crashed at its first checkpoint."""
+    (small_dir / "vocab.txt").write_text("\n".join([*SMALL_VOCAB, "hello", "zz"]) + "\n", encoding="utf-8")
+    ours, theirs = ElectraTokenizer.from_pretrained(small_dir), transformers.BertTokenizer.from_pretrained(small_dir)
+    texts = [("hello world zz a",), ("extraordinary", "hello")]
+    _same_ids(ours, theirs, texts)
+    with caplog.at_level("WARNING", logger="t5electra"):
+        ours.save_pretrained(tmp_path)
+    assert "not 0..16 without gaps (1 missing" in caplog.text
+    _same_ids(ElectraTokenizer.from_pretrained(tmp_path), theirs, texts)
+    _same_ids(transformers.BertTokenizer.from_pretrained(tmp_path), theirs, texts)
+    (tmp_path / "tokenizer.json").unlink()  # vocab.txt alone keeps the ids too
+    assert len((tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()) == 17
+    _same_ids(ElectraTokenizer.from_pretrained(tmp_path), theirs, texts)
+    _same_ids(transformers.BertTokenizer.from_pretrained(tmp_path), theirs, texts)
