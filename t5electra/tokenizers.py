@@ -38,7 +38,8 @@ from tokenizers.models import Unigram, WordPiece
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
 from .tokenizer_base import _TokenizerBase
-from .tokenizer_files import SPECIAL_TOKEN_NAMES, _find_tokenizer_dir, _read_json, _token_content, _v4_token_files
+from .tokenizer_files import (SPECIAL_TOKEN_NAMES, _check_config, _find_tokenizer_dir, _listed_special_tokens,
+                              _model_section, _read_json, _read_vocab_txt, _token_content, _v4_token_files)
 from .wordpiece import count_words, train_wordpiece
 
 logger = logging.getLogger("t5electra")
@@ -125,15 +126,14 @@ class T5Tokenizer(_TokenizerBase):
         spiece, tok_json = root / "spiece.model", root / "tokenizer.json"
         config, added = _v4_token_files(root, config, overrides, tok_json.is_file())
         config.update(overrides)
+        _check_config(config, root, overrides, cls.__name__)
         kwargs: dict[str, Any] = cls._base_kwargs(config, str(path))
-        kwargs["extra_ids"] = int(config.get("extra_ids", 100))
+        kwargs["extra_ids"] = config.get("extra_ids", 100)
 
         proto = spiece.read_bytes() if spiece.is_file() else None
         if tok_json.is_file():
             data = _read_json(tok_json)
-            model = data.get("model", {})
-            if model.get("type") != "Unigram":
-                raise ConfigError(f"{tok_json}: model type {model.get('type')!r}, T5Tokenizer needs 'Unigram'")
+            model = _model_section(data, tok_json, "Unigram", cls.__name__)
             vocab = [(piece, score) for piece, score in model["vocab"]]
             charsmap = _precompiled_charsmap(data.get("normalizer"))
             added = data.get("added_tokens", [])
@@ -183,15 +183,24 @@ class T5Tokenizer(_TokenizerBase):
         files, texts = _files_or_texts(files_or_iterator)
         if files is not None and _has_long_line(files):  # SentencePiece would skip those lines: read them here
             texts, files = _file_lines(files), None
-        if texts is not None:
-            texts = (piece for text in texts for piece in _short_pieces(text))
+        refused: list[InvalidInputError] = []  # raised inside SentencePiece's reading: reported as it is
+
+        def sentences(texts):
+            try:
+                yield from (piece for text in texts for piece in _short_pieces(text))
+            except InvalidInputError as e:
+                refused.append(e)
+                raise
+
         model = io.BytesIO()
         try:
             if files is not None:
                 spm.SentencePieceTrainer.train(input=[str(f) for f in files], model_writer=model, **options)
             else:
-                spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **options)
+                spm.SentencePieceTrainer.train(sentence_iterator=sentences(texts), model_writer=model, **options)
         except RuntimeError as e:
+            if refused:
+                raise refused[0] from None
             where = ", ".join(map(str, files)) if files is not None else "the text iterator"
             if "sentences_.empty()" in str(e):
                 raise InvalidInputError(f"{where}: no text to train the tokenizer on (empty files, or only blank "
@@ -316,8 +325,7 @@ def _special_token_kwargs(config: dict) -> dict[str, Any]:
     extra ones of a tokenizer_config.json, as constructor keywords."""
     kwargs: dict[str, Any] = {name: _token_content(config[name]) for name in SPECIAL_TOKEN_NAMES
                               if config.get(name) is not None}
-    listed = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
-    kwargs["extra_special_tokens"] = [_token_content(t) for t in listed]
+    kwargs["extra_special_tokens"] = _listed_special_tokens(config)
     return kwargs
 
 
@@ -370,20 +378,30 @@ def _files_or_texts(source) -> tuple[list[Path] | None, Iterable[str] | None]:
         raise InvalidInputError(f"training file(s) not found: {', '.join(missing[:3])}"
                                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} "
                                 f"(a list is read as file paths; to train on strings, pass iter(texts))")
-    return None, source
+    if isinstance(source, (bytes, dict)) or not isinstance(source, Iterable):
+        raise InvalidInputError(f"train takes text files or an iterable of texts (str), got {type(source).__name__}")
+    return None, _texts_only(source)
+
+
+def _texts_only(texts: Iterable) -> Iterator[str]:
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"training text {n} is a {type(text).__name__}, not a str: pass an iterable of "
+                                    f"texts (e.g. a generator over a dataset's 'text' column)")
+        yield text
 
 
 def _is_dir(f) -> bool:
     try:
         return Path(f).is_dir()
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return False
 
 
 def _is_file(f) -> bool:
     try:
         return Path(f).is_file()
-    except (OSError, ValueError):  # a long text is not a path (ENAMETOOLONG), nor one with NUL bytes
+    except (OSError, ValueError, TypeError):  # a long text is not a path (ENAMETOOLONG), nor one with NUL bytes
         return False
 
 
@@ -457,9 +475,7 @@ class ElectraTokenizer(_TokenizerBase):
         model_unk = None
         if tok_json.is_file():
             data = _read_json(tok_json)
-            model = data.get("model", {})
-            if model.get("type") != "WordPiece":
-                raise ConfigError(f"{tok_json}: model type {model.get('type')!r}, ElectraTokenizer needs 'WordPiece'")
+            model = _model_section(data, tok_json, "WordPiece", cls.__name__)
             vocab = dict(model["vocab"])
             added = data.get("added_tokens", [])
             model_unk = model.get("unk_token")
@@ -468,11 +484,12 @@ class ElectraTokenizer(_TokenizerBase):
                 config = {"do_lower_case": norm.get("lowercase", True), "strip_accents": norm.get("strip_accents"),
                           "tokenize_chinese_chars": norm.get("handle_chinese_chars", True), **config}
         else:
-            vocab = WordPiece.read_file(str(vocab_txt))  # what transformers v5 reads vocab.txt with
+            vocab = _read_vocab_txt(vocab_txt)  # what transformers v5 reads vocab.txt with
         config.update(overrides)
+        _check_config(config, root, overrides, cls.__name__)
         kwargs: dict[str, Any] = cls._base_kwargs(config, str(path))
         for name in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
-            if name in config:
+            if name in config and (name == "strip_accents" or config[name] is not None):  # strip_accents null: follow
                 kwargs[name] = config[name]
         return cls(vocab, added_tokens=added, model_unk_token=model_unk, **kwargs, **_special_token_kwargs(config))
 

@@ -148,3 +148,74 @@ def test_electra_saves_a_vocabulary_with_a_repeated_line(small_dir, tmp_path, ca
     assert len((tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()) == 17
     _same_ids(ElectraTokenizer.from_pretrained(tmp_path), theirs, texts)
     _same_ids(transformers.BertTokenizer.from_pretrained(tmp_path), theirs, texts)
+
+
+BAD_FILES = {  # name: (class, files, from_pretrained keywords, the ConfigError's message)
+    "unigram without vocab": (T5Tokenizer, {"tokenizer.json": {"model": {"type": "Unigram"}}}, {},
+                              r"tokenizer.json: model.vocab is missing"),
+    "wordpiece without vocab": (ElectraTokenizer, {"tokenizer.json": {"model": {"type": "WordPiece"}}}, {},
+                                r"tokenizer.json: model.vocab is missing"),
+    "wordpiece vocab a list": (ElectraTokenizer, {"tokenizer.json": {"model": {"type": "WordPiece", "vocab": ["a"]}}},
+                               {}, r"tokenizer.json: model.vocab is not \{"),
+    "tokenizer.json a list": (T5Tokenizer, {"tokenizer.json": []}, {}, r"tokenizer.json: expected a JSON object"),
+    "bad added_tokens": (ElectraTokenizer, {"tokenizer.json": {"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}},
+                                                               "added_tokens": [{"content": 1}]}}, {},
+                         r"tokenizer.json: \"added_tokens\" must be a list"),
+    "latin-1 vocab.txt": (ElectraTokenizer, {"vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\ncafé\n".encode("latin-1")}, {},
+                          r"vocab.txt: not UTF-8 text"),
+    "added_tokens.json a list": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB, "added_tokens.json": [1, 2]}, {},
+                                 r"added_tokens.json: expected a JSON object"),
+    "added_tokens.json ids": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB, "added_tokens.json": {"<x>": "15"}}, {},
+                              r"added_tokens.json: must map tokens to ids"),
+    "tokenizer_config.json a list": (T5Tokenizer, {"spiece.model": None, "tokenizer_config.json": []}, {},
+                                     r"tokenizer_config.json: expected a JSON object"),
+    "extra_ids a word": (T5Tokenizer, {"spiece.model": None, "tokenizer_config.json": {"extra_ids": "lots"}}, {},
+                         r"tokenizer_config.json: extra_ids must be an integer >= 0, got 'lots'"),
+    "do_lower_case a string": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB,
+                                                  "tokenizer_config.json": {"do_lower_case": "false"}}, {},
+                               r"tokenizer_config.json: do_lower_case must be true or false, got 'false'"),
+    "do_lower_case keyword": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB}, {"do_lower_case": "no"},
+                              r"ElectraTokenizer.from_pretrained\(do_lower_case=...\) must be true or false"),
+    "padding_side": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB, "tokenizer_config.json": {"padding_side": "Left"}},
+                     {}, r"tokenizer_config.json: padding_side must be 'left' or 'right'"),
+    "mask_token a list": (ElectraTokenizer, {"vocab.txt": SMALL_VOCAB, "tokenizer_config.json": {"mask_token": [1]}},
+                          {}, r"special_tokens_map.json\): mask_token must be a token"),
+    "added_tokens_decoder": (T5Tokenizer, {"spiece.model": None, "tokenizer_config.json": {
+        "added_tokens_decoder": {"x": "<a>"}}}, {}, r"tokenizer_config.json: added_tokens_decoder must map ids"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_tokenizer_files_are_config_errors_naming_the_file(case, tmp_path, spiece_model_path):
+    """Were KeyError 'vocab', AttributeError, a bare 'Exception: stream did not contain valid UTF-8'
+    without the path, ValueError, TypeError; a tokenizer_config.json that is a list loaded as {}."""
+    from t5electra.errors import ConfigError
+
+    cls, files, keywords, message = BAD_FILES[case]
+    for name, content in files.items():
+        path = tmp_path / name
+        if name == "spiece.model":
+            shutil.copy(spiece_model_path, path)
+        elif name == "vocab.txt" and isinstance(content, list):
+            path.write_text("\n".join(content) + "\n", encoding="utf-8")
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(json.dumps(content), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as error:
+        cls.from_pretrained(tmp_path, **keywords)
+    assert str(tmp_path) in str(error.value) or keywords
+
+
+@pytest.mark.parametrize("cls", [T5Tokenizer, ElectraTokenizer])
+@pytest.mark.parametrize("source, message", [
+    (lambda: iter([1, 2]), "training text 0 is a int, not a str"),
+    (lambda: iter(["fine text"] * 5 + [b"bytes"]), "training text 5 is a bytes, not a str"),
+    (lambda: 5, "an iterable of texts"),
+    (lambda: ["a.txt", 3], r"training file\(s\) not found: 'a.txt', '3'")], ids=["ints", "bytes", "int", "list"])
+def test_training_on_what_is_not_text_is_an_invalid_input_error(cls, source, message):
+    """T5Tokenizer.train(iter([1, 2])) was an AttributeError, ElectraTokenizer's a TypeError."""
+    from t5electra.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=message):
+        cls.train(source(), 60)
