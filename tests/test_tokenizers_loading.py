@@ -219,3 +219,31 @@ def test_training_on_what_is_not_text_is_an_invalid_input_error(cls, source, mes
 
     with pytest.raises(InvalidInputError, match=message):
         cls.train(source(), 60)
+
+
+def test_t5_user_defined_symbols_of_a_spiece_model_only_directory(spiece_model_path, tmp_path):
+    """docs/tokenizers.md: from spiece.model alone, SentencePiece's user_defined_symbols are text
+    pieces here, as sentencepiece makes them, and special tokens in transformers; a directory that
+    either library saved gives the same ids in both."""
+    import io
+
+    import sentencepiece as spm
+
+    lines = (spiece_model_path.parent / "botchan.txt").read_text(encoding="utf-8").splitlines()[:600]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=300, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, user_defined_symbols=["<sep>", "@@"],
+                                   minloglevel=2)
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "sp" / "spiece.model").write_bytes(model.getvalue())
+    ours, theirs = T5Tokenizer.from_pretrained(tmp_path / "sp"), transformers.T5Tokenizer.from_pretrained(tmp_path / "sp")
+    text = "a <sep> b @@ c"
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    assert ours(text).input_ids == sp.encode(text) + [1]
+    assert ours.tokenize(text) == ["▁a", "▁", "<sep>", "▁b", "▁", "@@", "▁", "c"]
+    assert theirs.tokenize(text) == ["▁a", "<sep>", "▁b", "@@", "▁", "c"]  # <sep>, @@ as special tokens
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    for directory in ("ours", "theirs"):
+        a = T5Tokenizer.from_pretrained(tmp_path / directory)(text).input_ids
+        assert a == transformers.T5Tokenizer.from_pretrained(tmp_path / directory)(text).input_ids, directory
