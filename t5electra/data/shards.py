@@ -70,6 +70,7 @@ from ..machine import die_with_parent
 from .packages import _locked, cache_root
 from .sources import Corpus
 from .tokenizer_adapter import BatchTokenizer, TokenizerAdapter, adapt_tokenizer  # noqa: F401 (shards.BatchTokenizer too)
+from .worker_order import round_robin as _round_robin  # noqa: F401 (shards._round_robin too)
 
 FORMAT_VERSION = 1
 MAX_DOCUMENT_TOKENS = 65536  # t5 span_corruption: select_random_chunk(max_length=65536)
@@ -710,30 +711,6 @@ class PackedDataset(torch.utils.data.IterableDataset):
         self._rows_done = rows
         self._phase = int(state.get("next_worker", 0))
         self._cache.clear()
-
-
-def _round_robin(n: int, totals: Sequence[float]) -> tuple[list[int], int]:
-    """Batches each worker has delivered after ``n`` batches of a DataLoader, and who is next.
-
-    A DataLoader takes batches from its workers in turn (worker 0, 1, ..., 0, 1, ...) and skips a
-    worker once it is exhausted; ``totals`` is each worker's number of batches (inf when endless).
-    """
-    W = len(totals)
-    full = min(totals)
-    if math.isinf(full) or n <= full * W:
-        return [(n - w + W - 1) // W if n > w else 0 for w in range(W)], n % W
-    full = int(full)
-    counts, last = [full] * W, W - 1
-    n -= full * W
-    r = full
-    while n > 0:
-        for w in range(W):
-            if n > 0 and totals[w] > r:
-                counts[w] += 1
-                n -= 1
-                last = w
-        r += 1
-    return counts, (last + 1) % W
 
 
 class StreamingDataLoader(torch.utils.data.DataLoader):
