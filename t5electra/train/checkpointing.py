@@ -34,7 +34,6 @@ that the resumed run continues exactly; either format loads into a plain, DDP or
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import os
@@ -59,6 +58,7 @@ from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, Oth
                       WeightsMismatchError)
 from .config import RESUME_SAFE, diff_configs, format_diff, run_inputs
 from .data_files import changed_files, run_data_fingerprint
+from .run_dir import LOCK_FILE, RUN_ARTIFACTS, lock_run_dir, prepare_run_dir, release_run_dir  # noqa: F401 (re-exported)
 from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
                       save_sharded, sharded_damage, write_model_configs)
 
@@ -586,118 +586,6 @@ def damage(ckpt: str | os.PathLike) -> str | None:
         except (SafetensorError, OSError) as e:
             return f"{path.relative_to(ckpt)}: {e}"
     return None
-
-
-RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "adapter", "results.json", "tensorboard",
-                 "plots")
-
-
-LOCK_FILE = ".lock"
-
-
-def lock_run_dir(run_dir: Path) -> None:
-    """One run at a time in a directory: ``RUN/.lock`` holds this process's id until it exits. A lock
-    whose process is gone (a killed run) is taken over; one held by a live process is refused (two
-    runs started into one directory interleaved their checkpoints and metrics lines)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid == os.getpid():
-                return  # this process's earlier run (a resume in the same process)
-            if pid > 0 and _alive(pid):
-                raise ConfigError(f"train.output_dir={str(run_dir)!r} is in use by process {pid}, another run "
-                                  f"writing into it: wait for it, or choose another --train.output_dir (if no such "
-                                  f"run is going on, delete {path})") from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        atexit.register(_unlock, path, os.getpid())
-        return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def release_run_dir(run_dir: str | os.PathLike) -> None:
-    """Give up this process's lock on ``run_dir`` (a recipe's last step; a process that dies without
-    it leaves a lock the next run takes over)."""
-    _unlock(Path(run_dir) / LOCK_FILE, os.getpid())
-
-
-def _unlock(path: Path, pid: int) -> None:
-    try:
-        if int(path.read_text().strip() or 0) == pid:
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: bool = False,
-                    is_main: bool = True, inputs: dict[str, Any] | None = None) -> None:
-    """Refuse to start a fresh run (``resume`` None) in a directory that already holds one, before any
-    work; with ``overwrite`` the old run's files (:data:`RUN_ARTIFACTS`, nothing else) are deleted
-    instead (by the main process), unless one of ``inputs`` (``{"model.init_from": path, ...}``, what
-    the run reads) lies among them. Resuming (``resume`` set) is left alone. The main process takes
-    the directory's lock (:func:`lock_run_dir`) first, so that nothing of a run still going on is
-    deleted; a refused run gives it back."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"train.output_dir={str(run_dir)!r} is a file, expected a run directory")
-    if is_main:
-        lock_run_dir(run_dir)
-    if resume is None:
-        try:
-            _clear_for_fresh_run(run_dir, overwrite, is_main, inputs)
-        except ConfigError:
-            if is_main:
-                release_run_dir(run_dir)
-            raise
-
-
-def _clear_for_fresh_run(run_dir: Path, overwrite: bool, is_main: bool, inputs: dict[str, Any] | None) -> None:
-    found = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
-    if not found:
-        return
-    metrics = run_dir / "metrics.jsonl"
-    if set(found) <= {"config.yaml", "metrics.jsonl", "tensorboard", "plots"} and (
-            not metrics.is_file() or metrics.stat().st_size == 0):
-        # a run that stopped before its first logged step (a data or config error found late): nothing
-        # to continue or keep; its files would only block the corrected rerun
-        warnings.warn(f"train.output_dir={str(run_dir)!r}: replacing the files ({', '.join(found)}) of a run that "
-                      f"stopped before its first step", stacklevel=3)
-        overwrite = True
-    if not overwrite:
-        raise ConfigError(f"train.output_dir={str(run_dir)!r} already holds a run ({', '.join(found)}); a fresh run "
-                          f"would overwrite it. Continue it with --checkpoint.resume=auto, replace it with "
-                          f"--checkpoint.overwrite=true, or choose another --train.output_dir.")
-    doomed = [(run_dir / name).resolve() for name in found]
-    for key, value in (inputs or {}).items():
-        for path in value if isinstance(value, (list, tuple)) else [value]:
-            if path and any(Path(path).resolve() == d or d in Path(path).resolve().parents for d in doomed):
-                raise ConfigError(f"--checkpoint.overwrite=true would delete {key}={str(path)!r}, which this run "
-                                  f"reads: choose another --train.output_dir")
-    if is_main:
-        for name in found:
-            p = run_dir / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
 
 
 def load_data_cursor(loader, state: dict[str, Any], allow_data_change: bool = False) -> None:
