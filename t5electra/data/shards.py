@@ -662,11 +662,13 @@ class PackedDataset(torch.utils.data.IterableDataset):
                 raise ConfigError(f"the data cursor was saved with {len(self._rows_done)} DataLoader worker(s) "
                                   f"per rank, this run uses {W}; resume with the same num_workers")
             self._rows_done = [0] * W
-        if self.rows_for_consumer(k, K) == 0:
+        # A finite pass (num_epochs: an evaluation) gives a consumer without rows nothing: the others
+        # have them (a validation set of fewer rows than processes). An endless one needs rows for all.
+        end = None if self.num_epochs is None else self.rows_for_consumer(k, K, self.num_epochs)
+        if end is None and self.rows_for_consumer(k, K) == 0:
             raise DataError(f"corpus too small: {self.rows_per_epoch} rows per epoch for {K} consumers "
                             f"(ranks x DataLoader workers); use fewer workers or a shorter row_length")
         per_epoch = self.rows_per_stream_epoch(K)  # stream positions per epoch
-        end = None if self.num_epochs is None else self.rows_for_consumer(k, K, self.num_epochs)
         n = self._rows_done[w]
         in_main = torch.utils.data.get_worker_info() is None
         while end is None or n < end:

@@ -63,11 +63,12 @@ from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
 from ..train.checkpointing import CheckpointManager, mlm_generator, prepare_run_dir, release_run_dir, save_model
 from ..train.config import RunConfig, load_config, run_inputs
-from ..train.distributed import DistEnv, barrier, cleanup, gather_rng_states, init_distributed, parallelize
+from ..train.distributed import DistEnv, barrier, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
+from ..train.saving import record_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.sharded import gather_model, is_sharded
 
@@ -304,18 +305,24 @@ def train(cfg: RunConfig) -> Path:
                               by_length=data.head in ("classification", "regression"))
         return score(data, examples, feats, preds, loss, cfg.electra.max_answer_length)
 
-    def save(step: int, metrics: dict[str, float]) -> Path | None:
-        rngs = gather_rng_states(env)  # a collective: every rank takes part
-        path = None
-        if env.is_main or sharded:  # sharded: every rank writes its shard
-            path = ckpt.save(step, model, optimizer, scheduler, stream.state_dict(), metrics=metrics,
-                             metric_name=main_metric(cfg, metrics), rng_states=rngs,
-                             save_extra=tokenizer.save_pretrained, sharded=sharded, rank=env.rank)
-        barrier(env)
-        return path
+    def save(step: int) -> Path:
+        return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, stream.state_dict(),
+                               save_extra=tokenizer.save_pretrained, sharded=sharded)
+
+    def evaluation(step: int) -> None:
+        metrics = run_eval()  # rank 0's; {} on the others
+        if metrics:
+            log.log(step, metrics, split="eval")
+            bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
+        record_evaluation(ckpt, env, step, metrics, main_metric(cfg, metrics))  # every rank: a collective
+
+    def evaluates(step: int) -> bool:
+        return bool(cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or step == cfg.train.max_steps
 
     t_log, tokens_since = time.perf_counter(), 0
     try:
+        if start and evaluates(start) and not state["metrics"]:  # its evaluation failed after the save: now
+            evaluation(start)
         for step in range(start + 1, cfg.train.max_steps + 1):
             micro = [to_device(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
@@ -328,15 +335,11 @@ def train(cfg: RunConfig) -> Path:
                                "tokens_per_s": tokens_since / max(now - t_log, 1e-9),
                                "epoch": stream.epoch, **out.metrics})
                 t_log, tokens_since = now, 0
-            every_eval = cfg.eval.every_steps and step % cfg.eval.every_steps == 0
             every_ckpt = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
-            final = step == cfg.train.max_steps
-            metrics = run_eval() if (every_eval or final) else {}
-            if metrics:
-                log.log(step, metrics, split="eval")
-                bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
-            if every_ckpt or every_eval or final:  # each evaluation competes for checkpoints/best
-                last_ckpt = save(step, metrics) or last_ckpt
+            if every_ckpt or evaluates(step):  # each evaluation competes for checkpoints/best; saved before
+                last_ckpt = save(step)          # its evaluation: one that fails loses no training
+            if evaluates(step):
+                evaluation(step)
     finally:
         bar.close()
         log.close()

@@ -60,12 +60,12 @@ from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
 from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
-from ..train.distributed import (DistEnv, barrier, broadcast_object, cleanup, gather_rng_states, init_distributed,
-                                 parallelize)
+from ..train.distributed import DistEnv, barrier, broadcast_object, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
+from ..train.saving import record_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.seq2seq import build_model, load_tokenizer, loss_fn
 from ..train.sharded import gather_model, is_sharded
@@ -271,18 +271,25 @@ def train(cfg: RunConfig) -> Path:
         model.train()
         return broadcast_object(scores, env)  # rank 0's (the loss is already averaged over the ranks)
 
-    def save(step: int, metrics: dict[str, float]) -> Path | None:
-        rngs = gather_rng_states(env)
-        path = None
-        if env.is_main or sharded:  # sharded: every rank writes its shard
-            path = ckpt.save(step, model, optimizer, scheduler, {"examples_seen": step * per_step}, metrics=metrics,
-                             metric_name=cfg.eval.metric, rng_states=rngs, save_extra=tokenizer.save_pretrained,
-                             sharded=sharded, rank=env.rank)
-        barrier(env)
-        return path
+    def save(step: int) -> Path:
+        return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, {"examples_seen": step * per_step},
+                               save_extra=tokenizer.save_pretrained, sharded=sharded)
+
+    def evaluation(step: int) -> None:
+        metrics = run_eval()
+        if metrics:
+            log.log(step, metrics, split="eval")
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            record_evaluation(ckpt, env, step, metrics, cfg.eval.metric)  # into the step's checkpoint
+
+    def evaluates(step: int) -> bool:
+        return bool(valid) and (bool(cfg.eval.every_steps) and step % cfg.eval.every_steps == 0
+                                or step == cfg.train.max_steps)
 
     t_log, tokens_since = time.perf_counter(), 0
     try:
+        if start and evaluates(start) and not state["metrics"]:  # its evaluation failed after the save: now
+            evaluation(start)
         for step in range(start + 1, cfg.train.max_steps + 1):
             micro = [to_device(batcher(next(batches)), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
@@ -294,15 +301,13 @@ def train(cfg: RunConfig) -> Path:
                 log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
                                "tokens_per_s": tokens_since / max(now - t_log, 1e-9), **out.metrics})
                 t_log, tokens_since = now, 0
-            every_eval = bool(cfg.eval.every_steps) and step % cfg.eval.every_steps == 0
             every_ckpt = bool(cfg.checkpoint.every_steps) and step % cfg.checkpoint.every_steps == 0
-            final = step == cfg.train.max_steps
-            metrics = run_eval() if (every_eval or final) else {}
-            if metrics:
-                log.log(step, metrics, split="eval")
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if every_ckpt or final or metrics:  # an evaluated step is always saved: the best stays on disk
-                last_ckpt = save(step, metrics) or last_ckpt
+            # an evaluated step is always saved (the best stays on disk), before its evaluation: one that
+            # fails loses no training
+            if every_ckpt or step == cfg.train.max_steps or evaluates(step):
+                last_ckpt = save(step)
+            if evaluates(step):
+                evaluation(step)
     finally:
         bar.close()
         log.close()

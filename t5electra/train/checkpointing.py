@@ -348,6 +348,24 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._rank(name, step, metrics, metric_name)
+        return final
+
+    def record_metrics(self, step: int, metrics: dict[str, float], metric_name: str | None = None) -> Path | None:
+        """Add an evaluation's ``metrics`` to checkpoint ``step``, saved before it (so that a crash in the
+        evaluation loses no training): into its meta.json, and ``metrics[metric_name]`` competes for
+        the ``best`` pointer. Main process only; None (nothing recorded) when ``step`` has no checkpoint."""
+        ckpt = self.dir / f"step-{step:08d}"
+        if not metrics or not (ckpt / META_FILE).is_file():
+            return None
+        meta = _read_meta(ckpt)
+        meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+        write_text_atomic(ckpt / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        self._rank(ckpt.name, step, metrics, metric_name)
+        return ckpt
+
+    def _rank(self, name: str, step: int, metrics: dict[str, float] | None, metric_name: str | None) -> None:
+        """The best pointer and pruning after checkpoint ``name`` was written or got its metrics."""
         if metrics and metric_name and metric_name in metrics:
             self._update_best(name, step, metric_name, float(metrics[metric_name]))
         self._prune()
@@ -356,7 +374,6 @@ class CheckpointManager:
                               f"({', '.join(sorted(metrics))}){suggest(metric_name, metrics)}, so no checkpoint "
                               f"can be ranked best; step {step} is saved: set eval.metric and resume "
                               f"(--checkpoint.resume=auto)")
-        return final
 
     def _update_best(self, name: str, step: int, metric: str, value: float) -> None:
         if not self.keep_best or math.isnan(value):

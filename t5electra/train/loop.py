@@ -28,7 +28,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .checkpointing import check_finite
-from .distributed import DistEnv, all_gather_object, all_reduce_dict
+from .distributed import DistEnv, all_gather_object, all_reduce_dict, broadcast_object
+from .sharded import is_sharded
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
 
@@ -139,17 +140,30 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
     """Mean loss (and loss_fn metrics) over ``batches`` in eval mode, over the batches of every rank:
     the loss weighted by the loss_fn's ``loss_weight`` where it gives one (LOSS_WEIGHT), the other
     metrics per batch (counts in COUNTS summed). Every rank takes part, also one without batches
-    (a validation split smaller than the number of processes); {} when no rank had any."""
+    (a validation split smaller than the number of processes); {} when no rank had any.
+
+    A sharded (FSDP) model's forward is a collective (it all-gathers each block's weights), so its
+    ranks step through the batches together: a rank that has run out, while another has not, runs
+    a spare batch (its last one, or one sent by a rank that has batches) and counts nothing of it."""
     env = env or DistEnv()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     n, weight = 0, 0.0
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
+    lockstep = env.distributed and is_sharded(model)
+    it, spare = iter(batches), None
+    while True:
+        batch = next(it, None) if max_batches is None or n < max_batches else None
+        if lockstep:
+            batch, spare, go = _lockstep(batch, spare, env)
+            if not go:
+                break
+        elif batch is None:
             break
         with autocast(precision, env.device):
-            loss, logs = _split(loss_fn(model, batch))
+            loss, logs = _split(loss_fn(model, batch if batch is not None else spare))
+        if batch is None:  # a spare forward, for the other ranks' collectives
+            continue
         w = float(logs.pop(LOSS_WEIGHT, 1.0))
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float()) * w
         for k, v in logs.items():
@@ -165,3 +179,27 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
         for k, v in part.items():
             totals[k] = totals.get(k, 0.0) + v
     return {k: v if k in COUNTS else v / (weight if k == "loss" else n) for k, v in totals.items()}
+
+
+def _lockstep(batch: Any, spare: Any, env: DistEnv) -> tuple[Any, Any, bool]:
+    """One step of a sharded evaluation: (this rank's batch or None, its spare batch, whether any rank
+    still has a batch). A rank with neither a batch nor a spare gets one from the first rank that has
+    a batch (sent through the CPU)."""
+    states = all_gather_object((batch is not None, batch is not None or spare is not None), env)
+    if not any(has for has, _ in states):
+        return None, spare, False
+    if not all(ready for _, ready in states):
+        src = next(r for r, (has, _) in enumerate(states) if has)
+        sent = broadcast_object(_on(batch, torch.device("cpu")) if env.rank == src else None, env, src=src)
+        if spare is None and batch is None:
+            spare = _on(sent, env.device)
+    return batch, batch if batch is not None else spare, True
+
+
+def _on(batch: Any, device: torch.device) -> Any:
+    """A batch (a tensor, or a dict of them) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch

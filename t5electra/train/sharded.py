@@ -51,8 +51,11 @@ def shardable_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """True when the model's parameters are FSDP shards (DTensors)."""
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    """True when the model's parameters are FSDP shards (DTensors), also between a forward without
+    backward (evaluation) and the next step, when the root unit's are gathered plain tensors."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(p, DTensor) for p in model.parameters()) or any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 def skeleton(model: nn.Module) -> nn.Module:

@@ -394,6 +394,15 @@ def test_corpus_too_small_for_the_consumers(tmp_path):
     ds = PackedDataset(s, row_length=2, eos_token_id=EOS, world_size=4, rank=3)
     with pytest.raises(DataError, match="corpus too small: 2 rows per epoch for 4 consumers"):
         next(iter(ds))
+    # one finite pass (an evaluation: num_epochs=1): a rank past the rows yields nothing, the others
+    # share them (a validation set of fewer rows than processes); was the same DataError on rank 3
+    finite = [list(PackedDataset(s, row_length=2, eos_token_id=EOS, world_size=4, rank=r, num_epochs=1, shuffle=False))
+              for r in range(4)]
+    assert [len(rows) for rows in finite] == [1, 1, 0, 0]
+    whole = list(PackedDataset(s, row_length=2, eos_token_id=EOS, num_epochs=1, shuffle=False))
+    assert [ex["input_ids"].tolist() for ex in finite[0] + finite[1]] == [ex["input_ids"].tolist() for ex in whole]
+    # two epochs: rank 3 gets a row of the second
+    assert len(list(PackedDataset(s, row_length=2, eos_token_id=EOS, world_size=4, rank=3, num_epochs=2))) == 1
 
 
 _POOL_SCRIPT = """

@@ -97,3 +97,54 @@ def test_evaluate_with_a_rank_without_batches_neither_hangs_nor_skews(tmp_path):
     assert launch(_evaluate_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
     results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
     assert results[0] == results[1] == {"loss": pytest.approx(16 / 6), "examples": 6, "other": 1.0}
+
+
+def _sharded_evaluate_worker(argv: list[str]) -> int:
+    """evaluate() of an FSDP-sharded model on 2 ranks with 3 batches on rank 0 and none on rank 1:
+    its forward all-gathers the weights, so rank 1 must run spare forwards in step (it hung, then
+    timed out, when it went straight to the final gather); the metrics are rank 0's batches only."""
+    import json
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from t5electra.train.loop import evaluate
+
+    env = init_distributed("cpu")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    batches = [torch.tensor([[1.0, 2.0]]), torch.tensor([[4.0, 0.0], [1.0, 1.0]]), torch.tensor([[3.0, 3.0]])]
+    plain = evaluate(model, iter(batches), _linear_loss)
+    plain_first = evaluate(model, iter(batches), _linear_loss, max_batches=1)
+    fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(len(batch))
+        return _linear_loss(m, batch)
+
+    out = evaluate(model, iter(batches if env.rank == 0 else []), loss_fn, env=env)
+    capped = evaluate(model, iter(batches if env.rank == 0 else []), loss_fn, env=env, max_batches=1)
+    with open(f"{argv[0]}.{env.rank}", "w") as fh:
+        json.dump({"out": out, "plain": plain, "capped": capped, "plain_first": plain_first, "calls": calls}, fh)
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+def _linear_loss(model, batch):
+    from t5electra.train.loop import LOSS_WEIGHT
+
+    return model(batch).sum() / len(batch), {LOSS_WEIGHT: len(batch)}
+
+
+def test_evaluate_of_a_sharded_model_with_a_rank_without_batches(tmp_path):
+    import json
+
+    assert launch(_sharded_evaluate_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
+    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    assert results[0]["out"] == results[1]["out"]
+    assert results[0]["out"]["loss"] == pytest.approx(results[0]["plain"]["loss"], abs=1e-6)
+    assert results[0]["calls"] == [1, 2, 1, 1]
+    assert results[1]["calls"] == [1, 1, 1, 1]  # spare forwards: rank 0's first batch, sent at each evaluation
+    assert results[0]["capped"] == results[1]["capped"]
+    assert results[0]["capped"]["loss"] == pytest.approx(results[0]["plain_first"]["loss"], abs=1e-6)

@@ -1,0 +1,49 @@
+"""Saving a step and recording its evaluation, as every recipe does it: on every rank, together.
+
+A recipe saves the checkpoint of a step *before* that step's evaluation, then adds the
+evaluation's metrics to it (:func:`record_evaluation`): an evaluation that fails (a validation
+file that cannot be read, out of memory at a larger eval batch, an ``eval.metric`` the evaluation
+does not have) loses none of the training, and the run resumes from that step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import T5ElectraError
+from .checkpointing import CheckpointManager
+from .distributed import DistEnv, barrier, broadcast_object, gather_rng_states
+
+
+def save_checkpoint(ckpt: CheckpointManager, env: DistEnv, step: int, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None, scheduler: Any, data_state: dict[str, Any] | None, *,
+                    save_extra: Callable[[Path], None] | None = None, sharded: bool = False) -> Path:
+    """Checkpoint ``step`` (a collective: every rank calls it): the RNG states of every rank gathered,
+    the main process writes (every rank its shard of a sharded model), the others wait for it.
+    Returns the checkpoint's directory, on every rank."""
+    rngs = gather_rng_states(env)
+    if env.is_main or sharded:
+        ckpt.save(step, model, optimizer, scheduler, data_state, rng_states=rngs, save_extra=save_extra,
+                  sharded=sharded, rank=env.rank)
+    barrier(env)
+    return ckpt.dir / f"step-{step:08d}"
+
+
+def record_evaluation(ckpt: CheckpointManager, env: DistEnv, step: int, metrics: dict[str, float],
+                      metric_name: str | None) -> None:
+    """Add the evaluation of ``step`` to its checkpoint (``CheckpointManager.record_metrics``: meta.json,
+    the best pointer), on the main process; every rank calls it and stops with the main process's
+    error (an ``eval.metric`` the evaluation does not have), instead of waiting for it forever."""
+    error = None
+    if env.is_main and metrics:
+        try:
+            ckpt.record_metrics(step, metrics, metric_name)
+        except T5ElectraError as e:
+            error = e
+    error = broadcast_object(error, env)
+    if error is not None:
+        raise error
