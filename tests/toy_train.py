@@ -8,7 +8,8 @@ Model: a tiny MLP language model with dropout (so the RNG state matters) over a 
 token stream with a cursor (so the data position matters). Test hooks (environment variables):
 TOY_KILL_AT_STEP=k SIGKILLs the process in the middle of step k (after its forward/backward
 started, before the update); TOY_KILL_DURING_SAVE=k SIGKILLs it half-way through writing
-checkpoint k. TOY_DROPOUT sets the dropout (default 0.1).
+checkpoint k; TOY_NAN_AFTER_STEP=k writes a NaN into a weight after step k (an update that diverged
+with a finite loss and gradient). TOY_DROPOUT sets the dropout (default 0.1).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from torch import nn
 from t5electra.checkpoint.io import save_state_dict
 from t5electra.train.checkpointing import CheckpointManager
 from t5electra.train.config import load_config
-from t5electra.train.distributed import barrier, cleanup, gather_rng_states, init_distributed, wrap_ddp
+from t5electra.train.distributed import cleanup, init_distributed, wrap_ddp
 from t5electra.train.logging import MetricsLogger
 from t5electra.train.loop import seed_everything, train_step
 from t5electra.train.optim import build_optimizer
+from t5electra.train.saving import save_checkpoint
 from t5electra.train.schedules import build_scheduler
 
 VOCAB, CONTEXT = 32, 4
@@ -101,6 +103,7 @@ def main(argv: list[str]) -> int:
     model = wrap_ddp(model, env)
     kill_at = int(os.environ.get("TOY_KILL_AT_STEP", "0"))
     kill_save = int(os.environ.get("TOY_KILL_DURING_SAVE", "0"))
+    nan_after = int(os.environ.get("TOY_NAN_AFTER_STEP", "0"))
 
     with MetricsLogger(run_dir, enabled=env.is_main, tensorboard=False) as log:
         for step in range(start + 1, cfg.train.max_steps + 1):
@@ -111,13 +114,14 @@ def main(argv: list[str]) -> int:
             out = train_step(model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,
                              precision=cfg.train.precision, step=step, env=env, last_checkpoint=last)
             log.log(step, {"loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm, **out.metrics})
+            if step == nan_after:
+                with torch.no_grad():
+                    next(model.parameters())[0, 0] = float("nan")
             if step % cfg.checkpoint.every_steps == 0 or step == cfg.train.max_steps:
-                rngs = gather_rng_states(env)
-                if env.is_main:
-                    if step == kill_save:
-                        ckpt.on_partial_write = lambda tmp: os.kill(os.getpid(), signal.SIGKILL)
-                    last = ckpt.save(step, model, optimizer, scheduler, stream.state_dict(), rng_states=rngs)
-                barrier(env)
+                if env.is_main and step == kill_save:
+                    ckpt.on_partial_write = lambda tmp: os.kill(os.getpid(), signal.SIGKILL)
+                last = save_checkpoint(ckpt, env, step, model, optimizer, scheduler, stream.state_dict(),
+                                       last_good=last)
     if env.is_main:
         params = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_state_dict({k.removeprefix("module."): v for k, v in params.items()}, run_dir, "final.safetensors")

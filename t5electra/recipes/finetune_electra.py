@@ -307,7 +307,7 @@ def train(cfg: RunConfig) -> Path:
 
     def save(step: int) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, stream.state_dict(),
-                               save_extra=tokenizer.save_pretrained, sharded=sharded)
+                               save_extra=tokenizer.save_pretrained, sharded=sharded, last_good=last_ckpt)
 
     def evaluation(step: int) -> None:
         metrics = run_eval()  # rank 0's; {} on the others

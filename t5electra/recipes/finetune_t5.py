@@ -273,7 +273,7 @@ def train(cfg: RunConfig) -> Path:
 
     def save(step: int) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, {"examples_seen": step * per_step},
-                               save_extra=tokenizer.save_pretrained, sharded=sharded)
+                               save_extra=tokenizer.save_pretrained, sharded=sharded, last_good=last_ckpt)
 
     def evaluation(step: int) -> None:
         metrics = run_eval()

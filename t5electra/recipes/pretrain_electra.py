@@ -268,7 +268,7 @@ def train(cfg: RunConfig) -> Path:
 
     def save(step: int) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, loader.dataset.state_dict(),
-                               save_extra=save_extra, sharded=sharded)
+                               save_extra=save_extra, sharded=sharded, last_good=last_ckpt)
 
     def evaluation(step: int) -> None:
         metrics = run_eval()

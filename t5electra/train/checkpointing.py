@@ -54,10 +54,10 @@ from torch import nn
 from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
-from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, TrainingError,
-                      WeightsMismatchError)
+from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, WeightsMismatchError)
 from .config import RESUME_SAFE, diff_configs, format_diff, run_inputs
 from .data_files import changed_files, run_data_fingerprint
+from .nan_guard import check_finite, nonfinite_parameters, nonfinite_weights_error  # noqa: F401 (checkpointing.check_finite)
 from .run_dir import LOCK_FILE, RUN_ARTIFACTS, lock_run_dir, prepare_run_dir, release_run_dir  # noqa: F401 (re-exported)
 from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, load_full, load_sharded,
                       save_sharded, sharded_damage, write_model_configs)
@@ -286,7 +286,17 @@ class CheckpointManager:
         complete model directory). Returns the checkpoint directory.
 
         ``sharded``: every rank calls this (collective); each writes its shard of model and optimizer,
-        rank 0 (``rank``) the rest; rank 0 gets the directory, the others None."""
+        rank 0 (``rank``) the rest; rank 0 gets the directory, the others None.
+
+        Weights that hold NaN or infinity are never saved: :class:`TrainingError` naming the latest
+        checkpoint (the last good one), nothing written."""
+        bad = nonfinite_parameters(model)
+        if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+            every: list[Any] = [None] * torch.distributed.get_world_size()  # each rank checked its shards
+            torch.distributed.all_gather_object(every, bad)
+            bad = sorted({n for names in every for n in names})
+        if bad:
+            raise nonfinite_weights_error(step, bad, self.latest())
         name = f"step-{step:08d}"
         final = self.dir / name
         tmp = self.dir / (f".tmp-{name}-sharded" if sharded else f".tmp-{name}-{os.getpid()}")
@@ -328,7 +338,8 @@ class CheckpointManager:
             with open(tmp / STATE_FILE, "wb") as f:  # through a Python file: a full disk is OSError(ENOSPC)
                 torch.save(state, f)
             meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config,
-                    "world_size": self.world_size, "sharded": sharded}
+                    "world_size": self.world_size, "sharded": sharded,
+                    "weights_finite": True}  # checked above: damage() need not read them again
             if self.data_files is not None:
                 meta["data_files"] = self.data_files
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
@@ -576,9 +587,11 @@ def _step_of(ckpt: Path) -> int:
 
 
 def damage(ckpt: str | os.PathLike) -> str | None:
-    """What makes checkpoint ``ckpt`` unloadable (a missing, empty, truncated or unparsable file), or
-    None when every file opens. Cheap: reads meta.json, the safetensors headers (safetensors checks
-    that the data covers what the header declares) and the training state's zip directory."""
+    """What makes checkpoint ``ckpt`` unloadable (a missing, empty, truncated or unparsable file, or
+    weights that are not finite), or None when every file opens. Cheap: reads meta.json, the
+    safetensors headers (safetensors checks that the data covers what the header declares) and the
+    training state's zip directory; the weights themselves only for a checkpoint written before
+    their finiteness was checked at save (no ``weights_finite`` in meta.json)."""
     ckpt = Path(ckpt)
     try:
         meta = json.loads((ckpt / META_FILE).read_text(encoding="utf-8"))
@@ -598,11 +611,20 @@ def damage(ckpt: str | os.PathLike) -> str | None:
         return "no weight files"
     for path in weights:
         try:
-            with safe_open(str(path), framework="pt"):
-                pass
+            with safe_open(str(path), framework="pt") as f:
+                # a checkpoint saved before weights were checked at save (no weights_finite in meta.json)
+                # may hold the NaN of a diverged step: read its weights once
+                bad = [] if meta.get("weights_finite") else [k for k in f.keys() if not _finite(f.get_tensor(k))]
         except (SafetensorError, OSError) as e:
             return f"{path.relative_to(ckpt)}: {e}"
+        if bad:
+            return (f"{path.relative_to(ckpt)}: weights not finite (NaN or infinity in {', '.join(bad[:3])}"
+                    f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''})")
     return None
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() or bool(torch.isfinite(t).all())
 
 
 def load_data_cursor(loader, state: dict[str, Any], allow_data_change: bool = False) -> None:
@@ -627,18 +649,3 @@ def _read_meta(ckpt: Path) -> dict[str, Any]:
         raise CheckpointNotFoundError(f"{ckpt}: missing {META_FILE}") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{ckpt / META_FILE}: invalid JSON ({e})") from None
-
-
-# --------------------------------------------------------------------------------------------
-# NaN guard
-# --------------------------------------------------------------------------------------------
-def check_finite(value: float | torch.Tensor, step: int, what: str = "loss",
-                 last_checkpoint: Path | None = None) -> None:
-    """Raise :class:`TrainingError` when ``value`` is NaN or infinite, naming the step and the last
-    good checkpoint (which is left untouched)."""
-    v = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
-    if math.isfinite(v):
-        return
-    where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
-    raise TrainingError(f"{what} is {v} at step {step}: training stopped before updating the weights; {where}. "
-                        f"Lower optim.lr, enable optim.max_grad_norm, or use train.precision=fp32, then resume.")

@@ -84,7 +84,7 @@ class OptimSection:
     name: str = option("adamw", "'adamw', 'adamw_scaled' (nanoT5's RMS-scaled AdamW) or 'adafactor'")
     lr: Optional[float] = option(1e-3, "peak learning rate (Adafactor with relative_step: None)")
     betas: list[float] = option([0.9, 0.999], "AdamW (beta1, beta2)")
-    eps: float = option(1e-6, "AdamW epsilon (ELECTRA and nanoT5 use 1e-6)")
+    eps: float = option(1e-6, "AdamW epsilon, > 0 (ELECTRA and nanoT5 use 1e-6; 0 makes NaN weights)")
     weight_decay: float = option(0.0, "decoupled weight decay (ELECTRA: 0.01)")
     no_decay: list[str] = option(["bias", "LayerNorm", "layer_norm", "layernorm", "norm.weight"],
                                  "name substrings of parameters excluded from weight decay")
@@ -364,6 +364,11 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.distributed == "fsdp" and cfg.optim.name != "adamw":
         raise ConfigError(f"optim.name={cfg.optim.name!r} with train.distributed=fsdp: its per-parameter RMS and "
                           f"factored moments are not checked on sharded parameters yet; use optim.name=adamw")
+    if cfg.optim.eps == 0 and cfg.optim.name in ("adamw", "adamw_scaled"):
+        raise ConfigError(f"optim.eps=0 with optim.name={cfg.optim.name!r}: Adam divides by sqrt(v) + eps, and v is 0 "
+                          f"for every weight whose gradient has been 0 so far (embedding rows of tokens not seen yet), "
+                          f"so 0/0 makes those weights NaN at the first step; use optim.eps > 0, e.g. 1e-6 (ELECTRA, "
+                          f"nanoT5) or 1e-8 (torch's default)")
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")

@@ -9,8 +9,8 @@ that step and a ``loss_fn(model, batch) -> loss`` (or ``(loss, {name: value})``)
 
 :func:`train_step` does, in order: zero the gradients; for each micro-batch, forward under
 autocast and backward of ``loss / n_micro`` (DDP gradient sync only on the last one); the NaN
-guard on the loss averaged over ranks (all ranks stop together, before touching the weights);
-gradient clipping; the optimiser and scheduler steps.
+guard on the loss averaged over ranks and on the global gradient norm (all ranks stop together,
+before touching the weights); gradient clipping; the optimiser and scheduler steps.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class StepOutput:
 
     loss: float                # loss averaged over micro-batches and ranks
     lr: float                  # learning rate used by this step (largest over param groups)
-    grad_norm: float | None    # global gradient norm before clipping (None without clipping)
+    grad_norm: float           # global gradient norm before clipping (also computed without clipping)
     metrics: dict[str, float]  # the loss_fn's extra metrics, averaged (counts in COUNTS summed) over ranks
 
 
@@ -114,13 +114,14 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     means = all_reduce_dict({k: v for k, v in local.items() if k not in COUNTS}, env)
     counts = all_reduce_dict(counts, env, op="sum")
     check_finite(means["loss"], step, "loss", last_checkpoint)  # every rank sees the same mean
-    grad_norm = None
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if max_grad_norm is not None and max_grad_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        # FSDP: the norm of sharded gradients is a DTensor; its full value is the global norm
-        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        check_finite(grad_norm, step, "gradient norm", last_checkpoint)
+    else:  # no clipping: the norm all the same, for the guard (a finite loss can have an infinite gradient)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    # FSDP: the norm of sharded gradients is a DTensor; its full value is the global norm
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    check_finite(grad_norm, step, "gradient norm", last_checkpoint)
     current_lr = getattr(optimizer, "current_lr", None)  # Adafactor's relative step has no group lr
     lr = current_lr() if current_lr is not None else max(float(g["lr"]) for g in optimizer.param_groups)
     optimizer.step()

@@ -16,15 +16,26 @@ from torch import nn
 
 from ..errors import T5ElectraError
 from .checkpointing import CheckpointManager
-from .distributed import DistEnv, barrier, broadcast_object, gather_rng_states
+from .distributed import DistEnv, all_gather_object, barrier, broadcast_object, gather_rng_states
+from .nan_guard import nonfinite_parameters, nonfinite_weights_error
 
 
 def save_checkpoint(ckpt: CheckpointManager, env: DistEnv, step: int, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None, scheduler: Any, data_state: dict[str, Any] | None, *,
-                    save_extra: Callable[[Path], None] | None = None, sharded: bool = False) -> Path:
+                    save_extra: Callable[[Path], None] | None = None, sharded: bool = False,
+                    last_good: Path | None = None) -> Path:
     """Checkpoint ``step`` (a collective: every rank calls it): the RNG states of every rank gathered,
     the main process writes (every rank its shard of a sharded model), the others wait for it.
-    Returns the checkpoint's directory, on every rank."""
+    Returns the checkpoint's directory, on every rank.
+
+    Weights that went NaN or infinite (an update that diverged, with a finite loss and gradient) are
+    not saved: every rank raises the NaN guard's :class:`TrainingError` together, naming
+    ``last_good`` (the run's last checkpoint), which stays the newest on disk."""
+    bad = nonfinite_parameters(model)
+    if env.distributed:  # FSDP: each rank checked its shards (DDP: the same weights everywhere)
+        bad = sorted({name for names in all_gather_object(bad, env) for name in names})
+    if bad:
+        raise nonfinite_weights_error(step, bad, last_good)
     rngs = gather_rng_states(env)
     if env.is_main or sharded:
         ckpt.save(step, model, optimizer, scheduler, data_state, rng_states=rngs, save_extra=save_extra,

@@ -199,6 +199,58 @@ def test_nan_guard_stops_before_touching_the_weights(tmp_path):
     check_finite(torch.tensor(1.5), 3)
 
 
+def test_nan_guard_catches_an_infinite_gradient_without_clipping(tmp_path):
+    # a finite loss whose gradient is not (was: unchecked when optim.max_grad_norm is off, so the
+    # update wrote NaN into the weights and the next checkpoint saved them)
+    model, opt, _ = _setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def loss(m, batch):  # sqrt(0) = 0, its derivative infinite
+        return m(batch).sum() + (m[0].weight - m[0].weight.detach()).sqrt().sum()
+
+    with pytest.raises(TrainingError, match=r"gradient norm is (nan|inf) at step 3.*last good checkpoint is .*step-2"):
+        train_step(model, [torch.randn(2, 3)], loss, opt, max_grad_norm=None, step=3,
+                   last_checkpoint=tmp_path / "step-2")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    out = train_step(model, [torch.randn(2, 3)], lambda m, b: m(b).sum(), opt, max_grad_norm=None, step=3)
+    assert out.grad_norm > 0  # logged without clipping too
+
+
+def test_a_checkpoint_never_holds_non_finite_weights(tmp_path):
+    model, opt, sched = _setup()
+    mgr = CheckpointManager(tmp_path)
+    _train(model, opt, sched, 1)
+    good = mgr.save(1, model, opt, sched, data_state={"cursor": 1})
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")  # an update that diverged with a finite loss and gradient
+    # was: step-2 saved with NaN, then named "the last good checkpoint" and refused on resume
+    with pytest.raises(TrainingError, match=r"the weights are not finite after step 2 \(NaN or infinity in 1 "
+                                            r"tensor\(s\): 2.weight\).*not saved.*the last good checkpoint is "
+                                            r".*step-00000001"):
+        mgr.save(2, model, opt, sched, data_state={"cursor": 2})
+    assert mgr.checkpoints() == [good] and mgr.latest() == good
+    assert json.loads((good / "meta.json").read_text())["weights_finite"] is True
+
+    # a checkpoint with NaN weights written before this check (no weights_finite in its meta.json):
+    # resuming skips it as damaged, for the newest one that is really good
+    from t5electra.checkpoint.io import save_state_dict
+
+    with torch.no_grad():
+        model[2].weight[0, 0] = 0.0
+    bad = mgr.save(3, model, opt, sched, data_state={"cursor": 3})
+    meta = json.loads((bad / "meta.json").read_text())
+    del meta["weights_finite"]
+    (bad / "meta.json").write_text(json.dumps(meta))
+    assert damage(bad) is None  # (older checkpoints are read once: these weights are finite)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["2.weight"][0, 0] = float("nan")
+    save_state_dict(sd, bad)
+    assert "weights not finite (NaN or infinity in 2.weight)" in damage(bad)
+    with pytest.warns(UserWarning, match=r"resuming from .*step-00000001, the newest intact checkpoint: skipped "
+                                         r"step-00000003 \(model.safetensors: weights not finite"):
+        assert mgr.resolve("auto") == good
+
+
 # -- kill -9 and resume: exactly the same losses ----------------------------------------------
 ARGS = ["--train.max_steps=12", "--checkpoint.every_steps=4", "--train.batch_size=8", "--train.grad_accum_steps=2",
         "--optim.lr=0.02", "--optim.weight_decay=0.01", "--schedule.name=cosine", "--schedule.warmup_steps=3",

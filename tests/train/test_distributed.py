@@ -148,3 +148,15 @@ def test_evaluate_of_a_sharded_model_with_a_rank_without_batches(tmp_path):
     assert results[1]["calls"] == [1, 1, 1, 1]  # spare forwards: rank 0's first batch, sent at each evaluation
     assert results[0]["capped"] == results[1]["capped"]
     assert results[0]["capped"]["loss"] == pytest.approx(results[0]["plain_first"]["loss"], abs=1e-6)
+
+
+def test_weights_that_went_nan_stop_every_rank_without_a_checkpoint(tmp_path, capfd):
+    """An update that made the weights NaN (finite loss and gradient, e.g. Adam with eps=0): the save
+    of step 3 refuses them on both ranks together (was: saved, then "the last good checkpoint")."""
+    run = tmp_path / "run"
+    assert launch(toy_train.main, [f"--train.output_dir={run}", *ARGS, "--train.batch_size=4"], 2,
+                  {"TOY_DROPOUT": "0", "TOY_NAN_AFTER_STEP": "6"}, timeout_s=120) == [1, 1]
+    err = capfd.readouterr().err
+    assert err.count("the weights are not finite after step 6") == 2, err[-2000:]
+    assert err.count("the last good checkpoint is " + str(run / "checkpoints" / "step-00000003")) == 2
+    assert [p.name for p in CheckpointManager(run).checkpoints()] == ["step-00000003"]

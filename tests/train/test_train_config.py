@@ -71,6 +71,8 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     ("--optim.betas=[2,3]", r"optim.betas=\[2.0, 3.0\]: expected two coefficients in \[0, 1\)"),
     ("--optim.betas=[0.9]", r"optim.betas=\[0.9\]: expected two coefficients"),
     ("--optim.weight_decay=-0.1", r"optim.weight_decay=-0.1: must be >= 0"),
+    # 0/0 for every weight whose gradient was 0 so far: NaN weights after a step with a finite loss
+    ("--optim.eps=0", r"optim.eps=0 with optim.name='adamw': Adam divides by sqrt\(v\) \+ eps.*use optim.eps > 0"),
     ("--data.noise_density=2", r"data.noise_density=2.0: must be a fraction in \(0, 1\)"),
     ("--data.noise_density=-0.5", r"data.noise_density=-0.5: must be a fraction in \(0, 1\)"),
     ("--data.mean_noise_span_length=0", r"data.mean_noise_span_length=0.0: must be a span length >= 1"),
@@ -82,6 +84,12 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_adam_eps_zero_is_refused_where_adam_reads_it():
+    with pytest.raises(ConfigError, match="optim.eps=0 with optim.name='adamw_scaled'"):
+        load_config(None, ["--optim.name=adamw_scaled", "--optim.eps=0"])
+    assert load_config(None, ["--optim.name=adafactor", "--optim.eps=0"]).optim.eps == 0  # Adafactor has its own
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -1,0 +1,56 @@
+"""The NaN guard: training stops at a non-finite loss or gradient norm before the update, and a
+checkpoint never holds non-finite weights, so the checkpoint the guard names is one to resume from.
+
+Raised as :class:`~t5electra.errors.TrainingError`, naming the step, the last good checkpoint and
+what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import TrainingError
+
+ADVICE = "Lower optim.lr, enable optim.max_grad_norm, or use train.precision=fp32, then resume."
+
+
+def _where(last_checkpoint: Path | None) -> str:
+    return f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+
+
+def check_finite(value: float | torch.Tensor, step: int, what: str = "loss",
+                 last_checkpoint: Path | None = None) -> None:
+    """Raise :class:`TrainingError` when ``value`` is NaN or infinite, naming the step and the last
+    good checkpoint (which is left untouched)."""
+    v = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+    if math.isfinite(v):
+        return
+    raise TrainingError(f"{what} is {v} at step {step}: training stopped before updating the weights; "
+                        f"{_where(last_checkpoint)}. {ADVICE}")
+
+
+def nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that hold NaN or infinity (FSDP: in this rank's shards).
+    One sum per tensor (a non-finite value makes it non-finite), then an exact check of the few
+    whose sum is not finite (a sum can overflow where no value does): about one read of the
+    weights, 50-130 ms for T5-small's 77M on 2 CPU threads, so it runs at each save, not each step."""
+    named = [(n, p.to_local() if hasattr(p, "to_local") else p) for n, p in model.named_parameters()
+             if p.requires_grad]
+    if not named:
+        return []
+    with torch.no_grad():
+        sums = torch.stack([t.sum(dtype=torch.float32) for _, t in named])
+        suspects = torch.nonzero(~torch.isfinite(sums)).flatten().tolist()
+        return [named[i][0] for i in suspects if not bool(torch.isfinite(named[i][1]).all())]
+
+
+def nonfinite_weights_error(step: int, bad: list[str], last_checkpoint: Path | None) -> TrainingError:
+    """The error for weights that went non-finite by ``step`` (``bad``: their names): they are not saved."""
+    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return TrainingError(f"the weights are not finite after step {step} (NaN or infinity in {len(bad)} tensor(s): "
+                         f"{names}): an update diverged, and they were not saved as a checkpoint; "
+                         f"{_where(last_checkpoint)}. {ADVICE}")
