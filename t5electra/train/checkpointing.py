@@ -55,7 +55,7 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, WeightsMismatchError)
-from .config import RESUME_SAFE, diff_configs, format_diff, run_inputs
+from .config import RESUME_ADJUSTABLE, RESUME_SAFE, diff_configs, format_diff, run_inputs
 from .data_files import changed_files, run_data_fingerprint
 from .nan_guard import check_finite, nonfinite_parameters, nonfinite_weights_error  # noqa: F401 (checkpointing.check_finite)
 from .run_dir import LOCK_FILE, RUN_ARTIFACTS, lock_run_dir, prepare_run_dir, release_run_dir  # noqa: F401 (re-exported)
@@ -463,6 +463,9 @@ class CheckpointManager:
         # written before the global batch was recorded: the per-process batch must match, as then
         diff = diff_configs(saved, self.config, ignore=self.resume_safe - batch_keys if saved_ws is None
                             else self.resume_safe)
+        adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and
+                    (k != "optim.lr" or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0))]
+        diff = [d for d in diff if d not in adjusted]
         if saved_ws is not None:
             self._check_global_batch(ckpt, saved.get("train", {}), int(saved_ws))
         if diff:
@@ -470,7 +473,28 @@ class CheckpointManager:
                                   f"({format_diff(diff, 'checkpoint', 'now')}). Use the same config, "
                                   f"or start a new run directory.")
         self._check_data_files(ckpt, meta.get("data_files"))
+        if adjusted:
+            warnings.warn(f"resuming from {ckpt} with {format_diff(adjusted, 'checkpoint', 'now')}: the run goes on "
+                          f"from step {meta.get('step')} with the new value(s) (a new optim.lr is the schedule's new "
+                          f"peak), so it is no longer the run an uninterrupted one would have made", stacklevel=3)
         self._checked.add(Path(ckpt))
+
+    def _rescale_lr(self, ckpt: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> None:
+        """A resume with another ``optim.lr`` (RESUME_ADJUSTABLE): the loaded optimizer and scheduler
+        states hold the old peak (each group's lr and initial_lr, the scheduler's base_lrs); scaled by
+        new / old, every group continues at its schedule times the new peak (layer-wise scales kept)."""
+        saved = ((_read_meta(ckpt).get("config") or {}).get("optim") or {}).get("lr")
+        now = (self.config.get("optim") or {}).get("lr")
+        if optimizer is None or not all(isinstance(v, (int, float)) and v > 0 for v in (saved, now)) or saved == now:
+            return
+        ratio = now / saved
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * ratio
+            if "initial_lr" in group:
+                group["initial_lr"] = group["initial_lr"] * ratio
+        if scheduler is not None and hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def _check_data_files(self, ckpt: Path, saved: Any) -> None:
         """Refuse to resume when the data files changed since ``ckpt`` (train/data_files.py), unless
@@ -527,7 +551,7 @@ class CheckpointManager:
         """Restore everything from ``ckpt`` (the RNG state of ``rank``); returns
         ``{"step", "data", "extra", "metrics"}``. ``model`` may be plain or sharded (FSDP; then every
         rank calls this), the checkpoint sharded or not."""
-        ckpt = Path(ckpt)
+        ckpt, given_optimizer = Path(ckpt), optimizer
         if not (ckpt / STATE_FILE).is_file():
             raise CheckpointNotFoundError(f"{ckpt} is not a training checkpoint (no {STATE_FILE})")
         self.check_config(ckpt)
@@ -551,6 +575,7 @@ class CheckpointManager:
                 raise CheckpointError(f"{ckpt}: optimizer state does not fit this optimizer ({e})") from None
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
+        self._rescale_lr(ckpt, given_optimizer, scheduler)
         if restore_rng:
             rngs = state["rng"]
             if rank < len(rngs):

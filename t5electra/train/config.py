@@ -463,6 +463,13 @@ RESUME_SAFE = frozenset({
 })
 
 
+# Fields the NaN guard's advice changes (train/nan_guard.py): a run it stopped resumes from its last
+# good checkpoint with them changed, with a warning that the run is no longer the uninterrupted one.
+# A changed optim.lr is the schedule's new peak: CheckpointManager.load rescales the learning rates
+# the optimizer and scheduler states bring back (they hold the old one).
+RESUME_ADJUSTABLE = frozenset({"optim.lr", "optim.max_grad_norm", "train.precision"})
+
+
 def diff_configs(a: RunConfig | dict, b: RunConfig | dict, ignore=RESUME_SAFE) -> list[tuple[str, Any, Any]]:
     """``[(key, value in a, value in b)]`` for every flattened key whose values differ.
 

@@ -15,7 +15,9 @@ from torch import nn
 
 from ..errors import TrainingError
 
-ADVICE = "Lower optim.lr, enable optim.max_grad_norm, or use train.precision=fp32, then resume."
+# what to change, and that it can change on resume (train/config.py RESUME_ADJUSTABLE)
+ADVICE = ("Lower optim.lr, enable (or lower) optim.max_grad_norm, or use train.precision=fp32, then resume with "
+          "--checkpoint.resume=auto: these may change on resume (the run goes on from that checkpoint, with a warning).")
 
 
 def _where(last_checkpoint: Path | None) -> str:

@@ -177,10 +177,12 @@ def test_resume_under_a_different_config_is_refused(tmp_path):
     saved.optim.lr, saved.train.seed = 1e-3, 1
     CheckpointManager(tmp_path, saved.to_dict()).save(1, model, opt, sched)
     now = RunConfig()
-    now.optim.lr, now.train.seed, now.train.log_every = 2e-3, 1, 99  # log_every may change
-    with pytest.raises(CheckpointError, match=r"different config \(optim.lr: 0.001 \(checkpoint\) != 0.002 \(now\)\)"):
+    now.optim.lr, now.train.seed, now.train.log_every = 1e-3, 1, 99  # log_every may change
+    now.optim.weight_decay = 0.1
+    with pytest.raises(CheckpointError, match=r"different config \(optim.weight_decay: 0.0 \(checkpoint\) != 0.1 "
+                                              r"\(now\)\)"):
         CheckpointManager(tmp_path, now.to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, opt)
-    now.optim.lr = 1e-3
+    now.optim.weight_decay = 0.0
     CheckpointManager(tmp_path, now.to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, opt)
 
 
@@ -293,9 +295,35 @@ def test_sigkill_and_resume_gives_the_uninterrupted_losses(tmp_path):
     a, b = load_file(ref_dir / "final.safetensors"), load_file(run_dir / "final.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # resuming with another learning rate is refused, naming the field
-    with pytest.raises(CheckpointError, match=r"optim.lr: 0.02 \(checkpoint\) != 0.03 \(now\)"):
-        toy_train.main([f"--train.output_dir={run_dir}", *ARGS, "--optim.lr=0.03"])
+    # resuming with another weight decay is refused, naming the field
+    with pytest.raises(CheckpointError, match=r"optim.weight_decay: 0.01 \(checkpoint\) != 0.03 \(now\)"):
+        toy_train.main([f"--train.output_dir={run_dir}", *ARGS, "--optim.weight_decay=0.03"])
+
+
+def test_the_nan_guards_advice_can_be_followed_on_resume(tmp_path):
+    """The guard says: lower optim.lr, enable optim.max_grad_norm or use fp32, then resume. Those three
+    may change on resume (with a warning; they were refused as 'a different config'), and a new lr
+    takes effect: the loaded optimizer and scheduler states held the old peak."""
+    run = tmp_path / "run"
+    bf16 = ["--train.precision=bf16", "--optim.max_grad_norm=null"]
+    assert toy_train.main([f"--train.output_dir={run}", *ARGS, *bf16]) == 0
+    before = {r["step"]: r for r in read_metrics(run) if r["split"] == "train"}
+    with pytest.warns(UserWarning, match=r"resuming from .*step-00000004 with optim.lr: 0.02 \(checkpoint\) != 0.01 "
+                                         r"\(now\); optim.max_grad_norm: None \(checkpoint\) != 0.5 \(now\); "
+                                         r"train.precision: 'bf16' \(checkpoint\) != 'fp32' \(now\): the run goes on "
+                                         r"from step 4 .*no longer the run an uninterrupted one"):
+        assert toy_train.main([f"--train.output_dir={run}", *ARGS, "--optim.lr=0.01", "--optim.max_grad_norm=0.5",
+                               f"--checkpoint.resume={run / 'checkpoints' / 'step-00000004'}"]) == 0
+    after = {r["step"]: r for r in read_metrics(run) if r["split"] == "train"}
+    assert sorted(after) == list(range(1, 13)) and [after[s]["loss"] for s in (1, 2, 3, 4)] == \
+        [before[s]["loss"] for s in (1, 2, 3, 4)]
+    for step in range(5, 13):  # the same schedule, at half the peak (cosine: was 0.02 x the same factor)
+        assert after[step]["lr"] == pytest.approx(before[step]["lr"] / 2, rel=1e-12), step
+    saved = json.loads((run / "checkpoints" / "step-00000012" / "meta.json").read_text())["config"]
+    assert (saved["optim"]["lr"], saved["optim"]["max_grad_norm"], saved["train"]["precision"]) == (0.01, 0.5, "fp32")
+    # and the guard's message says so
+    with pytest.raises(TrainingError, match=r"then resume with --checkpoint.resume=auto: these may change on resume"):
+        check_finite(float("nan"), 5)
 
 
 def test_composite_models_reload_from_their_subdirectories(tmp_path):
