@@ -64,6 +64,7 @@ from .sharded import (SHARDED_DIR, gather_model, has_sharded_state, is_sharded, 
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "training_state.pt"
+KERNEL_FLAGS = ("fused", "foreach")  # which kernel a torch optimizer runs: the run's config, not the checkpoint's
 META_FILE = "meta.json"
 
 
@@ -555,6 +556,9 @@ class CheckpointManager:
         if not (ckpt / STATE_FILE).is_file():
             raise CheckpointNotFoundError(f"{ckpt} is not a training checkpoint (no {STATE_FILE})")
         self.check_config(ckpt)
+        # the kernel this run chose (optim.fused: torch's fused AdamW, the foreach or the per-parameter
+        # loop): torch's load_state_dict copies the saved param groups' flags over it
+        kernels = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in optimizer.param_groups] if optimizer else []
         try:
             state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - unpickling errors come in many classes
@@ -575,6 +579,8 @@ class CheckpointManager:
                 raise CheckpointError(f"{ckpt}: optimizer state does not fit this optimizer ({e})") from None
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
+        for group, flags in zip(given_optimizer.param_groups if given_optimizer else [], kernels):
+            group.update(flags)
         self._rescale_lr(ckpt, given_optimizer, scheduler)
         if restore_rng:
             rngs = state["rng"]

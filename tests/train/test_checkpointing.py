@@ -381,9 +381,42 @@ def test_a_run_saved_with_the_adamw_loop_resumes_with_fused_adamw(tmp_path):
     assert fused.defaults["fused"]
     CheckpointManager(tmp_path, RunConfig().to_dict()).load(tmp_path / "checkpoints" / "step-00000001", model, fused)
     assert torch.equal(fused.state_dict()["state"][0]["exp_avg"], loop.state_dict()["state"][0]["exp_avg"])
-    model.zero_grad()
-    model(torch.randn(4, 3)).sum().backward()
-    fused.step()  # the loaded state works in the fused kernel
+    # the kernel that runs after the resume is the configured one (was: the saved groups' fused=False
+    # came back with load_state_dict, and the loop ran: optim.fused silently ignored)
+    assert [g["fused"] for g in fused.param_groups] == [True] * len(fused.param_groups)
+    assert _adam_kernels(fused, model) == {"_fused_adam"}
+    # and the other way: a fused run resumed with optim.fused=false runs the loop
+    CheckpointManager(tmp_path, RunConfig().to_dict()).save(2, model, fused)
+    loop_again = build_optimizer(model, OptimSection(lr=1e-2, fused=False))
+    CheckpointManager(tmp_path, saved.to_dict()).load(tmp_path / "checkpoints" / "step-00000002", model, loop_again)
+    assert not any(g["fused"] for g in loop_again.param_groups)
+    assert _adam_kernels(loop_again, model) == {"_single_tensor_adam"}
+
+
+def _adam_kernels(optimizer, model) -> set[str]:
+    """Which of torch's Adam kernels one step of ``optimizer`` runs."""
+    import torch.optim.adam as adam
+
+    calls = []
+    names = ("_fused_adam", "_multi_tensor_adam", "_single_tensor_adam")
+    originals = {name: getattr(adam, name) for name in names}
+
+    def spy(name):
+        def run(*args, **kwargs):
+            calls.append(name)
+            return originals[name](*args, **kwargs)
+        return run
+
+    try:
+        for name in names:
+            setattr(adam, name, spy(name))
+        model.zero_grad()
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+    finally:
+        for name, fn in originals.items():
+            setattr(adam, name, fn)
+    return set(calls)
 
 
 def test_run_model_dir_finds_the_model_of_a_run_directory(tmp_path):
