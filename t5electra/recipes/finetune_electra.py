@@ -89,11 +89,19 @@ def default_config() -> RunConfig:
 # Data: examples of each split, in the head's format (data/heads.py)
 # --------------------------------------------------------------------------------------------
 def load_data(cfg: RunConfig) -> TaskData:
-    """Examples of the train / validation / test splits from ``data.task`` or your files."""
+    """Examples of the train / validation / test splits from ``data.task`` or your files; a split
+    that is there but empty (a file with a header and no rows) is a DataError, as in T5 fine-tuning
+    (it trained without an evaluation, and results.json listed the split as unlabelled)."""
     d = cfg.data
-    return load_task_data(cfg.electra.head, task=d.task, task_dir=d.task_dir,
-                          files={"train": d.train_files, "validation": d.validation_files, "test": d.test_files},
+    files = {"train": d.train_files, "validation": d.validation_files, "test": d.test_files}
+    data = load_task_data(cfg.electra.head, task=d.task, task_dir=d.task_dir, files=files,
                           text_columns=d.text_columns, label_column=d.label_column)
+    for split, examples in data.splits.items():
+        if not examples:
+            where = f"data.{split}_files={files[split][0]}" if files.get(split) else f"task {d.task or d.task_dir!r}"
+            fix = "add examples" + ("" if split == "train" else f", or leave data.{split}_files unset")
+            raise DataError(f"{where}: the {split!r} split is empty (a header and no rows?): {fix}")
+    return data
 
 
 class ExampleStream:

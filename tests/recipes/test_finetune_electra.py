@@ -286,6 +286,16 @@ def test_bad_setups_fail_before_training(root, tmp_path, capsys):
     (tmp_path / "words.tsv").write_text("sentence\tlabel\ngood\tpos\nbad\tneg\n")
     with pytest.raises(DataError, match=r"regression label 'pos' .* is not a number"):
         load_data(_config(["--electra.head=regression", f"--data.train_files={tmp_path / 'words.tsv'}"]))
+    # an empty validation file (a header only): refused before training, as T5 fine-tuning does (was:
+    # trained without an evaluation, and results.json listed 'unlabelled_splits': ['validation'])
+    (tmp_path / "empty.tsv").write_text("sentence\tlabel\n")
+    empty = f"--data.validation_files={tmp_path / 'empty.tsv'}"
+    with pytest.raises(DataError, match=r"data.validation_files=.*empty.tsv: the 'validation' split is empty .*leave "
+                                        r"data.validation_files unset"):
+        load_data(_config([*_files(root), empty, "--electra.head=classification"]))
+    assert main(_args(root, tmp_path / "e", "--electra.head=classification", *_files(root), empty)) == 1
+    assert "the 'validation' split is empty" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "checkpoints").exists()
 
 
 def test_a_misspelt_eval_metric_stops_at_the_first_evaluation_after_saving_it(root, tmp_path, capsys):
