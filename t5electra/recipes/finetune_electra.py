@@ -81,7 +81,7 @@ def default_config() -> RunConfig:
     cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps = "adamw", 1e-4, 0.01, 1e-6
     cfg.optim.layerwise_lr_decay = 0.8
     cfg.schedule.name, cfg.schedule.warmup_ratio = "linear", 0.1
-    cfg.eval.metric, cfg.eval.greater_is_better = "auto", True
+    cfg.eval.metric = "auto"  # eval.greater_is_better follows it (higher; --eval.metric=loss: lower)
     return cfg
 
 

@@ -2,7 +2,7 @@
 
     python -m t5electra.recipes.finetune_t5 --model.init_from=runs/t5/model --data.task=sentiment \\
         --optim.name=adafactor --optim.lr=1e-3 --schedule.name=constant \\
-        --eval.metric=accuracy --eval.greater_is_better=true
+        --eval.metric=accuracy
     t5electra finetune ... (the same options; T5 checkpoints come here)
 
 Pipeline (Raffel et al. 2020, §3.1.3): each example of the task (``data.task``; several joined
@@ -21,8 +21,8 @@ optim.lr=1e-3 schedule.name=constant``); AdamW with a linear schedule also works
 Every ``eval.every_steps`` (and at the end) the model *generates* answers for the validation
 split and the task's metrics score them after its postprocessor: text that is not a valid answer
 counts as wrong. Each evaluation is checkpointed, so the best checkpoint by ``eval.metric`` (e.g.
-``accuracy`` with ``eval.greater_is_better=true``; default ``loss``, the teacher-forced validation
-loss) is on disk; at the end it is saved as ``RUN/model`` (weights, config, tokenizer) and scored
+``accuracy``: ``eval.greater_is_better`` follows the metric's name; default ``loss``, the
+teacher-forced validation loss) is on disk; at the end it is saved as ``RUN/model`` (weights, config, tokenizer) and scored
 on the validation and test splits (``RUN/results.json``, with the majority-class baseline for a
 classification task), as the ELECTRA recipe does. ``--checkpoint.resume=auto``
 continues exactly: the checkpoint stores how many examples of the (deterministic) training stream

@@ -55,7 +55,8 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, WeightsMismatchError)
-from .config import RESUME_ADJUSTABLE, RESUME_SAFE, diff_configs, format_diff, run_inputs
+from .config import (RESUME_ADJUSTABLE, RESUME_SAFE, diff_configs, format_diff, metric_direction,
+                     resolve_greater_is_better, run_inputs)
 from .data_files import changed_files, run_data_fingerprint
 from .nan_guard import check_finite, nonfinite_parameters, nonfinite_weights_error  # noqa: F401 (checkpointing.check_finite)
 from .run_dir import LOCK_FILE, RUN_ARTIFACTS, lock_run_dir, prepare_run_dir, release_run_dir  # noqa: F401 (re-exported)
@@ -216,7 +217,7 @@ class CheckpointManager:
     """
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None, keep_last: int = 3,
-                 keep_best: bool = True, greater_is_better: bool = False, resume_safe=RESUME_SAFE,
+                 keep_best: bool = True, greater_is_better: bool | None = None, resume_safe=RESUME_SAFE,
                  world_size: int = 1, data_files: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         # the fingerprint of the files the run reads (train/data_files.py): recorded in every checkpoint,
@@ -228,7 +229,7 @@ class CheckpointManager:
         self.config = config or {}
         self.keep_last = keep_last
         self.keep_best = keep_best
-        self.greater_is_better = greater_is_better
+        self.greater_is_better = greater_is_better  # None: from each metric's name (config.metric_direction)
         self.resume_safe = resume_safe
         # Test hook: called with the temporary directory after the model is written, before the
         # training state (lets tests crash a save half-way).
@@ -239,7 +240,8 @@ class CheckpointManager:
         """The manager a recipe's run uses: its config (``cfg``, a RunConfig) to compare on resume, its
         keep rules, and the fingerprint of the files it reads (train/data_files.py)."""
         return cls(run_dir, cfg.to_dict(), keep_last=cfg.checkpoint.keep_last, keep_best=cfg.checkpoint.keep_best,
-                   greater_is_better=cfg.eval.greater_is_better, world_size=world_size,
+                   greater_is_better=resolve_greater_is_better(cfg.eval.metric, cfg.eval.greater_is_better),
+                   world_size=world_size,
                    data_files=run_data_fingerprint(run_inputs(cfg), run_dir))
 
     def resolve_checked(self, resume: str | os.PathLike | None) -> Path | None:
@@ -270,7 +272,7 @@ class CheckpointManager:
         return found[-1] if found else None
 
     def best(self) -> dict[str, Any] | None:
-        """``{"name", "step", "metric", "value"}`` of the best checkpoint, if any."""
+        """``{"name", "step", "metric", "value", "greater_is_better"}`` of the best checkpoint, if any."""
         p = self.dir / "best"
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
@@ -387,15 +389,49 @@ class CheckpointManager:
                               f"can be ranked best; step {step} is saved: set eval.metric and resume "
                               f"(--checkpoint.resume=auto)")
 
+    def _higher_is_better(self, metric: str) -> bool:
+        return self.greater_is_better if self.greater_is_better is not None else bool(metric_direction(metric))
+
     def _update_best(self, name: str, step: int, metric: str, value: float) -> None:
         if not self.keep_best or math.isnan(value):
             return
         cur = self.best()
-        better = cur is None or cur.get("metric") != metric or \
-            (value > cur["value"] if self.greater_is_better else value < cur["value"])
-        if better:
-            write_text_atomic(self.dir / "best", json.dumps(
-                {"name": name, "step": step, "metric": metric, "value": value}) + "\n")
+        higher = self._higher_is_better(metric)
+        if cur is not None and (cur.get("metric"), cur.get("greater_is_better")) != (metric, higher):
+            self._write_best(self._reranked(cur, metric, higher))  # the new checkpoint is on disk: among them
+            return
+        if cur is None or (value > cur["value"] if higher else value < cur["value"]):
+            self._write_best({"name": name, "step": step, "metric": metric, "value": value, "greater_is_better": higher})
+
+    def _write_best(self, record: dict[str, Any] | None) -> None:
+        if record is not None:
+            write_text_atomic(self.dir / "best", json.dumps(record) + "\n")
+
+    def _reranked(self, cur: dict[str, Any], metric: str, higher: bool) -> dict[str, Any] | None:
+        """The best of the checkpoints on disk by ``metric`` (their meta.json metrics), ``higher`` or lower
+        better: ``best`` was chosen by another metric or direction (eval.metric or eval.greater_is_better
+        changed on resume; or a record written before the direction was recorded). Warns when that changes
+        the choice: the evaluations of checkpoints already pruned cannot be chosen."""
+        scored = []
+        for ckpt in self.checkpoints():
+            try:
+                value = _read_meta(ckpt).get("metrics", {}).get(metric)
+            except CheckpointError:
+                continue
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                scored.append((float(value), _step_of(ckpt), ckpt.name))
+        if not scored:
+            return None
+        value, step, name = min(scored, key=lambda t: (-t[0] if higher else t[0], t[1]))  # ties: the earliest
+        record = {"name": name, "step": step, "metric": metric, "value": value, "greater_is_better": higher}
+        was = cur.get("greater_is_better")
+        if name != cur.get("name") or cur.get("metric") != metric or (was is not None and was != higher):
+            how = lambda m, h: f"{m} ({'unknown direction' if h is None else 'higher' if h else 'lower'} is better)"  # noqa: E731
+            warnings.warn(f"{self.dir / 'best'} was chosen by {how(cur.get('metric'), was)}; this run ranks by "
+                          f"{how(metric, higher)}: re-ranked among the {len(scored)} evaluated checkpoint(s) kept, "
+                          f"best is now {name} ({metric} {value:g}; evaluations whose checkpoints were pruned cannot "
+                          f"be chosen)", stacklevel=3)
+        return record
 
     def _prune(self) -> None:
         keep = {p.name for p in self.checkpoints()[-self.keep_last:]}
@@ -540,6 +576,12 @@ class CheckpointManager:
         calls it: each loads the best checkpoint (sharded or not, as at resume); a sharded (FSDP)
         model's full weights are then gathered into a plain CPU copy on rank 0 (train/sharded.py)."""
         best = self.best()
+        if best is not None and self.keep_best and best.get("greater_is_better") != self._higher_is_better(best["metric"]):
+            # eval.greater_is_better changed on a resume that evaluated nothing more: ranked again (the
+            # same on every rank, from the files), written by rank 0
+            best = self._reranked(best, best["metric"], self._higher_is_better(best["metric"])) or best
+            if rank == 0:
+                self._write_best(best)
         path = self.dir / best["name"] if best is not None and (self.dir / best["name"]).is_dir() else None
         if path is not None:
             load_any_weights(model, path)

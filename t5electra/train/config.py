@@ -151,7 +151,10 @@ class EvalSection:
     max_batches: Optional[int] = option(None, "cap on validation batches per evaluation (None: all)")
     batch_size: Optional[int] = option(None, "validation batch size (None: train.batch_size)")
     metric: str = option("loss", "metric that picks the best checkpoint (e.g. 'accuracy')")
-    greater_is_better: bool = option(False, "True for accuracy-like metrics, False for losses")
+    greater_is_better: Optional[bool] = option(None, "whether a higher eval.metric is better; None: from its name "
+                                                     "(lower: loss, perplexity, mse, ...; higher: accuracy, f1, "
+                                                     "bleu, rouge*, pearson, mcc, auc, ...); a value that "
+                                                     "contradicts a known metric is refused")
 
 
 @dataclasses.dataclass
@@ -369,6 +372,7 @@ def validate(cfg: RunConfig) -> None:
                           f"for every weight whose gradient has been 0 so far (embedding rows of tokens not seen yet), "
                           f"so 0/0 makes those weights NaN at the first step; use optim.eps > 0, e.g. 1e-6 (ELECTRA, "
                           f"nanoT5) or 1e-8 (torch's default)")
+    resolve_greater_is_better(cfg.eval.metric, cfg.eval.greater_is_better)
     betas = cfg.optim.betas
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError(f"optim.betas={betas!r}: expected two coefficients in [0, 1), e.g. [0.9, 0.999]")
@@ -404,6 +408,48 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("lora.alpha", ("open", 0.0), None, "> 0 (e.g. 16)"),
     ("lora.dropout", 0.0, ("open", 1.0), "in [0, 1)"),
 )
+
+
+# Which way a metric is better, by its name (the last "_" part, so gen_loss, disc_auc, macro_f1 and
+# sequence_accuracy are known too; a mixture's "task/metric" is its metric's).
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "ppl", "mse", "rmse", "mae", "error", "err", "wer", "cer", "ter"})
+HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "f1", "em", "exact_match", "precision", "recall", "auc", "mcc",
+                              "matthews", "matthews_corrcoef", "pearson", "spearman", "bleu", "sacrebleu", "chrf",
+                              "meteor", "average", "rouge1", "rouge2", "rougel", "rougelsum"})
+
+
+def metric_direction(metric: str) -> bool | None:
+    """True when higher values of ``metric`` are better, False when lower are, None when the name
+    does not say. ``auto`` (ELECTRA fine-tuning: the task's first metric, accuracy, Matthews corr.,
+    Pearson or SQuAD F1) is higher."""
+    name = str(metric).rsplit("/", 1)[-1].lower()
+    if name == "auto":
+        return True
+    last = name.rsplit("_", 1)[-1]
+    if name in LOWER_IS_BETTER or last in LOWER_IS_BETTER:
+        return False
+    if name in HIGHER_IS_BETTER or last in HIGHER_IS_BETTER or name.startswith("rouge"):
+        return True
+    return None
+
+
+def resolve_greater_is_better(metric: str, greater_is_better: bool | None) -> bool:
+    """``eval.greater_is_better`` as given, or else from ``eval.metric``'s name; ConfigError for a value
+    that contradicts the metric (the best checkpoint would be the worst), or for a metric whose
+    direction is not known and not given."""
+    known = metric_direction(metric)
+    if greater_is_better is None:
+        if known is None:
+            names = sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER)
+            raise ConfigError(f"eval.metric={metric!r}: not a metric whose direction is known{suggest(metric, names)}; "
+                              f"for a metric of your own, say which way is better with eval.greater_is_better=true "
+                              f"(higher) or false (lower)")
+        return known
+    if known is not None and bool(greater_is_better) != known:
+        raise ConfigError(f"eval.greater_is_better={str(greater_is_better).lower()} contradicts eval.metric={metric!r}: "
+                          f"{'higher' if known else 'lower'} is better, so the best checkpoint would be the worst; "
+                          f"leave eval.greater_is_better unset (it follows the metric)")
+    return bool(greater_is_better)
 
 
 def _above(value: Any, bound: Any) -> bool:
@@ -457,6 +503,7 @@ RESUME_SAFE = frozenset({
     "train.output_dir", "train.log_every", "train.progress", "train.tensorboard", "data.num_workers",
     "eval.every_steps", "eval.max_batches", "eval.batch_size",
     "eval.metric",  # which checkpoint is "best": a typo found at the first evaluation is fixed by resuming
+    "eval.greater_is_better",  # with it: CheckpointManager re-ranks the kept checkpoints when either changes
     # fused AdamW and the per-parameter loop: the same update within float rounding and the same state
     # (a run started before fused became the default resumes with it)
     "optim.fused",

@@ -303,7 +303,11 @@ def test_a_misspelt_eval_metric_stops_at_the_first_evaluation_after_saving_it(ro
     silently with RUN/model not the best). The step is saved; fixing the name and resuming works."""
     run = tmp_path / "m"
     args = _args(root, run, "--electra.head=classification", *_files(root), steps=40)
+    # a name whose direction is not known: refused before any work (eval.greater_is_better follows the metric)
     assert main([*args, "--eval.metric=acuracy"]) == 1
+    assert "did you mean 'accuracy'" in capsys.readouterr().err and not run.exists()
+    # with a direction given, the typo shows at the first evaluation, after its step is saved
+    assert main([*args, "--eval.metric=acuracy", "--eval.greater_is_better=true"]) == 1
     assert "did you mean 'accuracy'" in capsys.readouterr().err
     assert (run / "checkpoints" / "step-00000020").is_dir()
     assert main([*args, "--eval.metric=accuracy"]) == 0

@@ -102,11 +102,66 @@ def test_keep_last_latest_and_best(tmp_path):
         mgr.save(step, model, opt, sched, metrics={"accuracy": acc}, metric_name="accuracy")
     assert [p.name for p in mgr.checkpoints()] == ["step-00000002", "step-00000004", "step-00000005"]
     assert mgr.latest().name == "step-00000005"
-    assert mgr.best() == {"name": "step-00000002", "step": 2, "metric": "accuracy", "value": 0.9}
+    assert mgr.best() == {"name": "step-00000002", "step": 2, "metric": "accuracy", "value": 0.9,
+                          "greater_is_better": True}
     assert mgr.resolve("auto") == mgr.latest() and mgr.resolve(tmp_path) == mgr.latest()
     assert mgr.resolve(None) is None
     with pytest.raises(CheckpointNotFoundError, match="nothing to resume from"):
         mgr.resolve(tmp_path / "elsewhere")
+
+
+def _cfg(recipe_defaults=None, *overrides):
+    from t5electra.train.config import load_config
+
+    return load_config(None, list(overrides), base=recipe_defaults() if recipe_defaults else None)
+
+
+def test_the_best_checkpoint_follows_the_metrics_direction(tmp_path):
+    """eval.greater_is_better follows eval.metric (was: a recipe default, so ELECTRA fine-tuning with
+    eval.metric=loss kept the highest validation loss as best, and T5 fine-tuning with eval.metric=accuracy
+    alone the lowest accuracy)."""
+    from t5electra.recipes.finetune_electra import default_config as electra_finetuning
+
+    model, opt, sched = _setup()
+    for name, cfg, values, best in [
+            ("electra-loss", _cfg(electra_finetuning, "--eval.metric=loss"), (0.5, 0.3, 0.4), 2),
+            ("electra-auto", _cfg(electra_finetuning), (50.0, 90.0, 70.0), 2),
+            ("t5-accuracy", _cfg(None, "--eval.metric=accuracy"), (50.0, 90.0, 70.0), 2),
+            ("t5-loss", _cfg(None), (0.5, 0.3, 0.4), 2)]:
+        run = tmp_path / name
+        mgr = CheckpointManager.for_run(cfg, run, 1)
+        metric = "accuracy" if cfg.eval.metric == "auto" else cfg.eval.metric
+        for step, value in enumerate(values, 1):
+            mgr.save(step, model, opt, sched)  # saved before its evaluation, as the recipes do
+            mgr.record_metrics(step, {metric: value, "loss": value}, metric)
+        assert mgr.best()["step"] == best, name
+        assert json.loads((run / "checkpoints" / f"step-{best:08d}" / "meta.json").read_text())["metrics"][metric] \
+            == values[best - 1]
+
+
+def test_a_changed_direction_re_ranks_the_kept_checkpoints(tmp_path):
+    model, opt, sched = _setup()
+    wrong = CheckpointManager(tmp_path, keep_last=3, greater_is_better=True)  # a run with the old ELECTRA default
+    for step, loss in [(1, 0.5), (2, 0.3), (3, 0.4)]:
+        wrong.save(step, model, opt, sched, metrics={"loss": loss}, metric_name="loss")
+    assert wrong.best()["step"] == 1  # the highest loss
+    # resumed with the direction the metric has (eval.greater_is_better is resume-safe): the next
+    # evaluation re-ranks every kept checkpoint by its recorded metrics, with a warning
+    right = CheckpointManager(tmp_path, keep_last=3, greater_is_better=False)
+    right.save(4, model, opt, sched)
+    with pytest.warns(UserWarning, match=r"best was chosen by loss \(higher is better\); this run ranks by loss "
+                                         r"\(lower is better\): re-ranked among the 4 evaluated checkpoint\(s\) kept, "
+                                         r"best is now step-00000002 \(loss 0.3"):
+        right.record_metrics(4, {"loss": 0.45}, "loss")
+    assert right.best() == {"name": "step-00000002", "step": 2, "metric": "loss", "value": 0.3, "greater_is_better": False}
+    # a run that ended with the wrong direction, resumed at its last step (nothing more to evaluate):
+    # the model exported is the re-ranked best
+    wrong._write_best({"name": "step-00000003", "step": 3, "metric": "loss", "value": 0.4})  # an old record
+    with pytest.warns(UserWarning, match="best is now step-00000002"):
+        exported = right.best_model(_setup()[0])
+    assert right.best()["name"] == "step-00000002"
+    saved = load_file(tmp_path / "checkpoints" / "step-00000002" / "model.safetensors")
+    assert all(torch.equal(v, saved[k]) for k, v in exported.state_dict().items())
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path):

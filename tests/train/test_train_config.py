@@ -117,6 +117,30 @@ def test_diff_names_fields_and_ignores_resume_safe_ones():
     assert ("train.log_every", 5, 50) in diff_configs(a, b, ignore=())
 
 
+def test_greater_is_better_follows_the_metric():
+    from t5electra.train.config import metric_direction, resolve_greater_is_better
+
+    lower = ["loss", "gen_loss", "perplexity", "mse", "sst2/loss"]
+    higher = ["accuracy", "gen_acc", "disc_auc", "f1", "macro_f1", "em", "exact_match", "bleu", "chrf", "rouge1",
+              "rougeL", "rougeLsum", "pearson", "spearman", "mcc", "sequence_accuracy", "cola/mcc", "average", "auto"]
+    assert [metric_direction(m) for m in lower] == [False] * len(lower)
+    assert [metric_direction(m) for m in higher] == [True] * len(higher)
+    assert metric_direction("replaced_fraction") is None
+    assert resolve_greater_is_better("accuracy", None) is True and resolve_greater_is_better("loss", None) is False
+    assert load_config(None, ["--eval.metric=accuracy"]).eval.greater_is_better is None  # inferred where used
+    assert resolve_greater_is_better("replaced_fraction", True) is True  # a metric of your own: as you say
+    with pytest.raises(ConfigError, match=r"eval.greater_is_better=true contradicts eval.metric='loss': lower is "
+                                          r"better.*leave eval.greater_is_better unset"):
+        load_config(None, ["--eval.metric=loss", "--eval.greater_is_better=true"])
+    with pytest.raises(ConfigError, match=r"eval.greater_is_better=false contradicts eval.metric='accuracy'"):
+        load_config(None, ["--eval.metric=accuracy", "--eval.greater_is_better=false"])
+    with pytest.raises(ConfigError, match=r"eval.metric='acuracy': not a metric whose direction is known \(did you "
+                                          r"mean 'accuracy'\?\).*eval.greater_is_better=true"):
+        load_config(None, ["--eval.metric=acuracy"])
+    # the quickstart's and the README's explicit pair still works
+    assert load_config(None, ["--eval.metric=accuracy", "--eval.greater_is_better=true"]).eval.greater_is_better
+
+
 def test_an_option_missing_from_an_older_saved_config_counts_as_its_default():
     now = load_config(None, ["--optim.lr=1e-3"]).to_dict()
     older = {section: dict(values) for section, values in now.items()}
