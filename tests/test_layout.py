@@ -10,7 +10,7 @@ PKG = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml")
 # modules and lower layers, never a higher one.
 LAYERS = {
     "core": 0, "errors": 0, "config": 0, "machine": 0,
-    "nn": 1, "checkpoint": 1, "modeling": 1, "tokenizer_base": 1, "tokenizers": 1, "wordpiece": 1, "metrics": 1,
+    "nn": 1, "checkpoint": 1, "modeling": 1, "tokenizer_base": 1, "tokenizer_files": 1, "tokenizers": 1, "wordpiece": 1, "metrics": 1,
     "generation": 2, "inference": 2,
     "models": 3, "lora": 3,
     "pipelines": 4, "data": 4, "eval": 4, "train": 4, "plot": 4,
