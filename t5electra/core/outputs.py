@@ -7,25 +7,72 @@ V vocabulary, L labels.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import torch
 
 
-class ModelOutput:
-    """Dataclass-style output: attribute access (``out.logits``) and tuple-style indexing over the
-    fields that are not None (``out[0]``), like transformers' ModelOutput."""
+class ModelOutput(collections.OrderedDict):
+    """A dataclass that is also an ordered dict of its fields that are not None, as transformers'
+    ModelOutput: ``out.logits``, ``out["logits"]``, ``"logits" in out``, ``out.keys()`` / ``items()`` /
+    ``values()`` / ``get()``, ``len(out)``, ``dict(out)``, ``{**out}``; iterating gives the keys;
+    ``out[0]`` / ``out[1:]`` index the tuple of values (``to_tuple()``). A field that is None is not a
+    key (``out["loss"]`` without labels is a KeyError; ``out.loss`` is None). Attribute and item
+    assignment stay in step (``out["logits"] = x`` is ``out.logits = x``; a key that is no field, as
+    transformers' pipelines add, becomes an attribute too); ``pop`` / ``update`` / ``del`` are refused,
+    as in transformers. Keys follow the fields' declared order (transformers' order for each class), so
+    tuples match transformers' ``return_dict=False`` outputs."""
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        names = cls.__dict__.get("_fields_in_order")
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(cls))
+            type.__setattr__(cls, "_fields_in_order", names)
+        return names
+
+    def _sync(self, name: str, value) -> None:
+        """The dict side of ``name``: a field that is None is no key; a new key comes last (as in
+        transformers, a field set after construction comes after the others in the tuple)."""
+        if value is None and name in self._field_names():
+            collections.OrderedDict.pop(self, name, None)
+        else:
+            collections.OrderedDict.__setitem__(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name in self._field_names() or collections.OrderedDict.__contains__(self, name):
+            self._sync(name, value)
+
+    def __setitem__(self, key, value) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"{type(self).__name__} keys are field names (str), got {key!r}: index by position "
+                            f"to read (out[0]), assign by name (out['logits'] = ...)")
+        object.__setattr__(self, key, value)
+        self._sync(key, value)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return collections.OrderedDict.__getitem__(self, key)
+        return self.to_tuple()[key]
 
     def to_tuple(self) -> tuple:
-        return tuple(v for v in (getattr(self, f.name) for f in dataclasses.fields(self)) if v is not None)
+        """The values that are not None, in the fields' order (transformers' ``return_dict=False``)."""
+        return tuple(self.values())
 
-    def __getitem__(self, i):
-        if isinstance(i, str):
-            return getattr(self, i)
-        return self.to_tuple()[i]
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} does not support removing keys or bulk updates (as transformers' "
+                        f"ModelOutput): set a field to None, or assign out[key] = value")
 
-    def __iter__(self):
-        return iter(self.to_tuple())
+    __delitem__ = pop = popitem = setdefault = update = clear = _refuse
+
+    def __reduce__(self):
+        # rebuilt from its fields (the dataclass __init__), then the keys that are no field
+        fields = self._field_names()
+        extra = iter([(k, v) for k, v in self.items() if k not in fields])
+        state = {k: v for k, v in self.__dict__.items() if k not in fields}
+        return type(self), tuple(getattr(self, f) for f in fields), state or None, None, extra
 
 
 # -- encoders and encoder-decoders (T5, ELECTRA) ------------------------------------------------
