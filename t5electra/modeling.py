@@ -117,9 +117,9 @@ class PreTrainedModel(nn.Module):
 
     def __call__(self, *args: Any, return_dict: bool | None = None, use_cache: bool | None = None, **kwargs: Any):
         """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the
-        output as a tuple of its fields that are not None (transformers' order within each output
-        class may differ: read fields by name), and ``use_cache`` changes nothing (a full forward
-        keeps no decoder cache here; ``generate`` always decodes with one)."""
+        output as a tuple of its fields that are not None, in transformers' order (as transformers'
+        with ``use_cache=False``: a full forward here returns no cache), and ``use_cache`` changes
+        nothing (a full forward keeps no decoder cache here; ``generate`` always decodes with one)."""
         for name, flag in (("return_dict", return_dict), ("use_cache", use_cache)):
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True, False or None, got {flag!r}")

@@ -83,27 +83,41 @@ class BaseModelOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
 
 
+# The seq2seq outputs declare their fields in transformers' order (modeling_outputs.py), which is the
+# order of return_dict=False / to_tuple(): the decoder's extras, then the encoder's.
 @dataclasses.dataclass
 class Seq2SeqModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor  # (B, T, D) decoder output
-    encoder_last_hidden_state: torch.Tensor  # (B, S, D)
-    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
-    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
-    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
-    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, T) per layer
+    last_hidden_state: torch.Tensor | None = None  # (B, T, D) decoder output
+    cache: None = None  # always None: a full forward keeps no decoder cache (generate keeps its own)
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
     cross_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, S) per layer
+    encoder_last_hidden_state: torch.Tensor | None = None  # (B, S, D)
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
+
+    @property
+    def past_key_values(self) -> None:
+        """transformers' former name of ``cache``."""
+        return self.cache
 
 
 @dataclasses.dataclass
 class Seq2SeqLMOutput(ModelOutput):
-    loss: torch.Tensor | None  # () mean cross-entropy over labels != -100
-    logits: torch.Tensor  # (B, T, V)
-    encoder_last_hidden_state: torch.Tensor  # (B, S, D); pass the output back as encoder_outputs=
-    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
-    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
-    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
-    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, T) per layer
+    loss: torch.Tensor | None = None  # () mean cross-entropy over labels != -100
+    logits: torch.Tensor | None = None  # (B, T, V)
+    cache: None = None  # always None: a full forward keeps no decoder cache (generate keeps its own)
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, T, T) per layer
     cross_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, S) per layer
+    encoder_last_hidden_state: torch.Tensor | None = None  # (B, S, D); pass the output back as encoder_outputs=
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None  # output_hidden_states=True
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None  # output_attentions=True: (B, H, S, S) per layer
+
+    @property
+    def past_key_values(self) -> None:
+        """transformers' former name of ``cache``."""
+        return self.cache
 
 
 # -- ELECTRA heads ---------------------------------------------------------------------------------

@@ -40,3 +40,38 @@ def test_fill_mask_pipeline_runs_our_masked_lm(tmp_path):
     want = transformers.pipeline("fill-mask", model=hf, tokenizer=tok, device="cpu", top_k=3)("w1 [MASK] a b")
     assert [r["token"] for r in got] == [r["token"] for r in want]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
+
+
+def assert_same_nested(a, b, **tol):
+    """Two outputs' tuples element by element (tensors, or tuples of tensors)."""
+    assert type(a) is type(b) or not isinstance(a, tuple), (type(a), type(b))
+    if isinstance(a, tuple):
+        assert len(a) == len(b), [getattr(x, "shape", len(x)) for x in a]
+        for x, y in zip(a, b):
+            assert_same_nested(x, y, **tol)
+    else:
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("cls", ["T5ForConditionalGeneration", "T5Model"])
+def test_t5_tuples_in_transformers_order(cls, tmp_path):
+    """return_dict=False with every extra output: transformers' order (decoder's extras, then the
+    encoder's), which transformers returns with use_cache=False (what its Trainer sets)."""
+    import t5electra.models.t5 as T
+    from tiny_t5 import tiny_pair
+
+    tiny_pair("v1.1", 0, tmp_path)  # saved there
+    ours, hf = getattr(T, cls).from_pretrained(tmp_path), getattr(transformers, cls).from_pretrained(
+        tmp_path, attn_implementation="eager").eval()
+    ids, dec = torch.randint(2, 128, (2, 6)), torch.randint(2, 128, (2, 4))
+    call = dict(input_ids=ids, decoder_input_ids=dec, output_hidden_states=True, output_attentions=True,
+                return_dict=False)
+    if cls == "T5ForConditionalGeneration":
+        call["labels"] = dec
+    with torch.no_grad():
+        a, b = ours(**call), hf(**call, use_cache=False)
+    assert len(a) == len(b) == (8 if "labels" in call else 7)
+    assert_same_nested(a, b, atol=2e-3, rtol=1e-3)  # the spread tiny model: logits ~10
+    with torch.no_grad():
+        call["return_dict"] = True
+        assert list(ours(**call).keys()) == list(hf(**call, use_cache=False).keys())
