@@ -157,17 +157,47 @@ class PreTrainedModel(nn.Module):
             if name.rsplit(".", 1)[-1] in self._keep_in_fp32_modules:
                 module.float()
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
-        """Recompute each block's activations in backward instead of keeping them (nn/recompute.py).
-        ``gradient_checkpointing_kwargs`` (transformers' Trainer passes it): only ``use_reentrant`` is
-        known, and the non-reentrant recomputation is what runs."""
-        unknown = set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"}
+    # transformers' flag: activation checkpointing is available (T5 blocks, ELECTRA layers)
+    supports_gradient_checkpointing: ClassVar[bool] = True
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict[str, Any] | None = None,
+                                        every_n_layers: int = 1, offload: bool = False) -> None:
+        """Recompute blocks' activations in backward instead of keeping them (nn/recompute.py), as
+        transformers' method of this name (5.x; what its Trainer calls for ``gradient_checkpointing=True``).
+        ``every_n_layers``: only blocks 0, n, 2n, ... (over the whole model, encoder then decoder);
+        ``offload``: what the recomputation keeps (each block's input) waits in host memory.
+        ``activation_checkpointing_kwargs``: only ``use_reentrant`` is known; the non-reentrant
+        recomputation is what runs (same gradients, RNG state restored)."""
+        unknown = set(activation_checkpointing_kwargs or {}) - {"use_reentrant"}
         if unknown:
-            raise ConfigError(f"gradient_checkpointing_kwargs: unknown {sorted(unknown)} (only use_reentrant)")
-        set_activation_checkpointing(self, True)
+            raise ConfigError(f"activation_checkpointing_kwargs: unknown {sorted(unknown)} (only use_reentrant)")
+        if isinstance(every_n_layers, bool) or not isinstance(every_n_layers, int) or every_n_layers < 1:
+            raise ConfigError(f"every_n_layers must be a positive integer (1: every block), got {every_n_layers!r}")
+        if not isinstance(offload, bool):
+            raise ConfigError(f"offload must be True or False, got {offload!r}")
+        if set_activation_checkpointing(self, True, every_n_layers=every_n_layers, offload=offload) == 0:
+            raise ConfigError(f"{type(self).__name__} has no blocks that support activation checkpointing")
+
+    def activation_checkpointing_disable(self) -> None:
+        set_activation_checkpointing(self, False)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+                                      every_n_layers: int = 1, offload: bool = False) -> None:
+        """transformers' older name of ``activation_checkpointing_enable`` (the same arguments)."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, every_n_layers, offload)
 
     def gradient_checkpointing_disable(self) -> None:
-        set_activation_checkpointing(self, False)
+        self.activation_checkpointing_disable()
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        """Whether any block recomputes its activations in backward."""
+        return any(getattr(m, "checkpoint_activations", False) for m in self.modules())
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """transformers' older name of ``is_activation_checkpointing``."""
+        return self.is_activation_checkpointing
 
     @property
     def device(self) -> torch.device:

@@ -21,21 +21,36 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.autograd.graph import save_on_cpu
 from torch.utils.checkpoint import checkpoint
 
 
 def maybe_recompute(block: nn.Module, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
     """``fn(*args, **kwargs)``, through ``torch.utils.checkpoint`` while ``block`` trains with
-    ``checkpoint_activations`` set and gradients are on (never while decoding or evaluating)."""
+    ``checkpoint_activations`` set and gradients are on (never while decoding or evaluating); with
+    ``offload_activations`` also set, what the recomputation keeps (the block's input) waits for
+    backward in host memory (``torch.autograd.graph.save_on_cpu``, pinned where an accelerator is)."""
     if getattr(block, "checkpoint_activations", False) and block.training and torch.is_grad_enabled():
+        if getattr(block, "offload_activations", False):
+            with save_on_cpu(pin_memory=torch.cuda.is_available()):
+                return checkpoint(fn, *args, use_reentrant=False, **kwargs)
         return checkpoint(fn, *args, use_reentrant=False, **kwargs)
     return fn(*args, **kwargs)
 
 
-def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> int:
-    """Turn activation checkpointing on (off) in every block of ``model`` that supports it;
-    returns how many blocks that is (0: the model has none)."""
-    blocks = [m for m in model.modules() if hasattr(type(m), "checkpoint_activations")]
-    for block in blocks:
-        block.checkpoint_activations = bool(enabled)
+def checkpointed_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks of ``model`` that support activation checkpointing, in module order."""
+    return [m for m in model.modules() if hasattr(type(m), "checkpoint_activations")]
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool = True, *, every_n_layers: int = 1,
+                                 offload: bool = False) -> int:
+    """Turn activation checkpointing on (off) in every block of ``model`` that supports it, or in
+    every ``every_n_layers``-th one (blocks 0, n, 2n, ... counted over the whole model, encoder then
+    decoder, as transformers counts them); ``offload``: keep what is saved for the recomputation in
+    host memory. Returns how many blocks there are (0: the model has none)."""
+    blocks = checkpointed_blocks(model)
+    for i, block in enumerate(blocks):
+        block.checkpoint_activations = bool(enabled) and i % every_n_layers == 0
+        block.offload_activations = block.checkpoint_activations and bool(offload)
     return len(blocks)

@@ -75,3 +75,42 @@ def test_t5_tuples_in_transformers_order(cls, tmp_path):
     with torch.no_grad():
         call["return_dict"] = True
         assert list(ours(**call).keys()) == list(hf(**call, use_cache=False).keys())
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def classification_items(n: int = 8):
+    g = torch.Generator().manual_seed(0)
+    return [dict(input_ids=torch.randint(5, 200, (8,), generator=g), attention_mask=torch.ones(8, dtype=torch.long),
+                 labels=torch.tensor(i % 3)) for i in range(n)]
+
+
+@pytest.mark.parametrize("every_n_layers", [1, 2])
+def test_trainer_with_gradient_checkpointing_trains_our_model(every_n_layers, tmp_path):
+    """TrainingArguments(gradient_checkpointing=True): transformers' Trainer calls
+    activation_checkpointing_enable(activation_checkpointing_kwargs=None, every_n_layers=.., offload=False);
+    the steps then match transformers' model (same weights, same batches, no dropout)."""
+    losses = {}
+    pair = electra_pair("ElectraForSequenceClassification", tmp_path, num_labels=3, num_hidden_layers=3,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    for which, model in zip(("ours", "hf"), pair):
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / f"run-{which}"), per_device_train_batch_size=4, max_steps=2, report_to=[],
+            use_cpu=True, save_strategy="no", logging_steps=1, learning_rate=1e-3, seed=0, gradient_checkpointing=True,
+            gradient_checkpointing_kwargs={"every_n_layers": every_n_layers}, dataloader_num_workers=0)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=ListDataset(classification_items()))
+        losses[which] = trainer.train().training_loss
+        if which == "ours":
+            assert model.is_gradient_checkpointing and model.is_activation_checkpointing
+            assert [layer.checkpoint_activations for layer in model.electra.layers] == [
+                i % every_n_layers == 0 for i in range(3)]
+    assert losses["ours"] == pytest.approx(losses["hf"], abs=1e-4)

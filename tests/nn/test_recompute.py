@@ -78,3 +78,56 @@ def test_no_recomputation_without_gradients():
     assert not any(getattr(m, "checkpoint_activations", False) for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids, decoder_input_ids=ids).logits, plain)
+
+
+def test_transformers_entry_points_every_n_layers_and_offload(monkeypatch):
+    """activation_checkpointing_enable / gradient_checkpointing_enable with transformers 5's arguments:
+    every_n_layers picks blocks 0, n, 2n... over the whole model; offload keeps what the recomputation
+    saves in host memory (save_on_cpu) and changes no gradient."""
+    from t5electra.nn import recompute
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config.from_preset("t5-tiny", num_layers=3, dropout_rate=0.1))
+    assert model.supports_gradient_checkpointing and not model.is_gradient_checkpointing
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=None, every_n_layers=2, offload=False)
+    flags = [b.checkpoint_activations for b in [*model.encoder.blocks, *model.decoder.blocks]]
+    assert flags == [True, False, True, False, True, False] and model.is_activation_checkpointing
+    model.activation_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
+
+    offloaded = []
+    real = recompute.save_on_cpu
+    monkeypatch.setattr(recompute, "save_on_cpu", lambda **kw: offloaded.append(kw) or real(**kw))
+    ids, labels = torch.randint(2, 256, (2, 7)), torch.randint(2, 256, (2, 5))
+    model.train()
+
+    def grads(offload: bool) -> dict[str, torch.Tensor]:
+        if offload:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                                  offload=True)
+        else:
+            model.activation_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        model(input_ids=ids, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, recomputed = grads(False), grads(True)
+    assert len(offloaded) == 6  # every block's forward ran under save_on_cpu
+    assert plain.keys() == recomputed.keys()
+    for name in plain:
+        assert torch.equal(plain[name], recomputed[name]), name
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(every_n_layers=0), "every_n_layers must be a positive integer"),
+    (dict(every_n_layers=1.5), "every_n_layers must be a positive integer"),
+    (dict(offload="yes"), "offload must be True or False"),
+    (dict(activation_checkpointing_kwargs={"preserve_rng_state": False}), "unknown"),
+])
+def test_checkpointing_arguments_refused_clearly(bad, match):
+    from t5electra.errors import ConfigError
+
+    model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny"))
+    with pytest.raises(ConfigError, match=match):
+        model.activation_checkpointing_enable(**bad)
