@@ -113,7 +113,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.generation_config = GenerationConfig()  # generation_config.json's decoding defaults
+        self.generation_config = GenerationConfig(_from_model_config=True)  # generation_config.json's decoding defaults
 
     def __call__(self, *args: Any, return_dict: bool | None = None, use_cache: bool | None = None, **kwargs: Any):
         """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the

@@ -73,16 +73,33 @@ def options_from(config: Any) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if v is not None and k in KEYS}
 
 
+# transformers' GenerationConfig._get_default_generation_params(), for the options generate has: what
+# its Seq2SeqTrainer writes into model.generation_config (where unset) after generating
+DEFAULT_PARAMS = dict(max_length=20, min_length=0, do_sample=False, use_cache=True, early_stopping=False, num_beams=1,
+                      temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, length_penalty=1.0,
+                      no_repeat_ngram_size=0, bad_words_ids=None, num_return_sequences=1, output_scores=False,
+                      return_dict_in_generate=False, forced_bos_token_id=None, forced_eos_token_id=None,
+                      suppress_tokens=None, begin_suppress_tokens=None)
+
+
 class GenerationConfig:
     """Attribute access as transformers' GenerationConfig (``model.generation_config.num_beams = 4``);
-    an option never set reads None, and ``generate`` then uses its own default."""
+    an option never set reads None, and ``generate`` then uses its own default.
 
-    def __init__(self, **values: Any):
+    ``_from_model_config`` has transformers' meaning: True for a model's config made without a
+    generation_config.json (the model's own token ids are then the only defaults), False for one
+    read from the file or made here; bookkeeping only (transformers' Seq2SeqTrainer reads and clears it)."""
+
+    def __init__(self, _from_model_config: bool = False, **values: Any):
         object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_from_model_config", bool(_from_model_config))
         for k, v in values.items():
             setattr(self, k, v)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_from_model_config":
+            object.__setattr__(self, name, bool(value))
+            return
         if name not in KEYS:
             raise ConfigError(f"generation_config has no option {name!r}; generate's options: {', '.join(KEYS)}")
         if value is None:
@@ -94,6 +111,23 @@ class GenerationConfig:
         if name in KEYS:
             return self._values.get(name)
         raise AttributeError(name)
+
+    @staticmethod
+    def _get_default_generation_params() -> dict[str, Any]:
+        """transformers' defaults of the options generate has (transformers' method of this name)."""
+        return dict(DEFAULT_PARAMS)
+
+    def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """transformers' ``update``: set the options given (``defaults_only``: only those unset here) and
+        return the ones this config does not have (options generate lacks are not stored)."""
+        unused = {k: v for k, v in kwargs.items() if k not in KEYS}
+        if allow_custom_entries and unused:
+            raise ConfigError(f"generation_config cannot hold {', '.join(sorted(unused))}: generate's options are "
+                              f"{', '.join(KEYS)}")
+        for k, v in kwargs.items():
+            if k in KEYS and (not defaults_only or getattr(self, k) is None):
+                setattr(self, k, v)
+        return unused
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
@@ -114,7 +148,7 @@ class GenerationConfig:
     def from_dir(cls, directory: Path) -> "GenerationConfig":
         path = Path(directory) / FILE
         if not path.is_file():
-            return cls()
+            return cls(_from_model_config=True)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -126,7 +160,8 @@ class GenerationConfig:
             warnings.warn(f"{path}: {', '.join(f'{k}={raw[k]!r}' for k in unused)}: option(s) t5electra's generate "
                           f"does not implement, NOT applied (generate decodes as if they were unset; transformers "
                           f"would apply them)", UserWarning, stacklevel=2)
-        return cls(**{k: raw[k] for k in KEYS if raw.get(k) is not None})
+        return cls(_from_model_config=raw.get("_from_model_config") is True,
+                   **{k: raw[k] for k in KEYS if raw.get(k) is not None})
 
     def save(self, directory: Path, token_ids: dict[str, Any] | None = None) -> None:
         """Write generation_config.json when an option is set (beyond the model's own ``token_ids``);
@@ -135,6 +170,8 @@ class GenerationConfig:
         bos_token_id has to be defined")."""
         if any((token_ids or {}).get(k) != v for k, v in self._values.items()):
             values = {**{k: v for k, v in (token_ids or {}).items() if v is not None}, **self._values}
+            if self._from_model_config:
+                values["_from_model_config"] = True  # as transformers writes it
             write_text_atomic(Path(directory) / FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 

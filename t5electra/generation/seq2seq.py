@@ -121,6 +121,8 @@ def generate(
     return_dict_in_generate: bool | None = None,
     output_scores: bool | None = None,
     output_logits: bool | None = None,
+    synced_gpus: bool | None = None,
+    labels: Tensor | None = None,
     **unsupported,
 ) -> Tensor | GenerateEncoderDecoderOutput | GenerateBeamEncoderDecoderOutput:
     """Generate output ids for a batch of encoder inputs (transformers' ``generate`` semantics).
@@ -153,6 +155,11 @@ def generate(
             ``sequences_scores`` and ``beam_indices``) and ``output_logits`` (the raw logits), as
             transformers returns them. Recording turns off what would change them: finished rows
             stay in the batch, and greedy search computes every logit.
+        synced_gpus: transformers' option for generating with weights sharded over processes (DeepSpeed
+            ZeRO-3, FSDP), where every process must run as many steps as the longest: False / None only
+            (this generate runs the whole model in one process); True is refused.
+        labels: ignored, as transformers' generate ignores it (its Seq2SeqTrainer passes the batch,
+            labels included, to generate).
         The other options are documented on :class:`GenerationSettings` and in docs/generation.md.
         An option transformers has and this function does not raises a TypeError naming it.
 
@@ -168,6 +175,11 @@ def generate(
         raise TypeError(f"generate: option(s) {', '.join(sorted(unsupported))} not supported{hints} (a transformers "
                         f"option t5electra does not implement, or a misspelling); generate's arguments: "
                         f"{', '.join(ARGUMENTS)}")
+    if synced_gpus not in (None, False):
+        raise InvalidInputError(f"generate(synced_gpus={synced_gpus!r}): generation synchronised over processes "
+                                f"(DeepSpeed ZeRO-3 / FSDP-sharded weights) is not supported; generate runs the whole "
+                                f"model in this process: gather the weights into one model and pass synced_gpus=False")
+    del labels  # transformers' generate ignores them too
     args = locals()
     options = {name: args[name] for name in OPTIONS}
     if generation_config is not None:
@@ -203,7 +215,7 @@ def call_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         return (args[0], *args[2:]), {**kwargs, "generation_config": args[1]}
     return args, kwargs
 ARGUMENTS = ("input_ids", "attention_mask", "inputs", "generation_config", "decoder_input_ids", "encoder_outputs",
-             "generator", *OPTIONS)
+             "generator", *OPTIONS, "synced_gpus", "labels")
 
 
 def _generate(model, input_ids, attention_mask, *, inputs, decoder_input_ids, encoder_outputs, generator,

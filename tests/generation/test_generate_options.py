@@ -278,3 +278,40 @@ def test_a_misspelt_option_and_another_models_encoder_output_are_named(models):
     wrong = torch.randn(ids.shape[0], ids.shape[1], ours.config.d_model + 3)
     with pytest.raises(InvalidInputError, match=f"encoder_outputs has hidden size {ours.config.d_model + 3}"):
         ours.generate(attention_mask=mask, encoder_outputs=wrong)
+
+
+def test_seq2seq_trainer_options_labels_and_synced_gpus(models, tmp_path):
+    """transformers' Seq2SeqTrainer calls generate(**batch, synced_gpus=False) with the labels in the batch:
+    labels are ignored (as transformers' generate ignores them), synced_gpus=True is refused."""
+    ours, _ = models["v1.0", 0]
+    ids, mask = padded_batch(0)
+    want = ours.generate(ids, mask, max_new_tokens=4)
+    got = ours.generate(input_ids=ids, attention_mask=mask, labels=ids[:, :3], synced_gpus=False, max_new_tokens=4)
+    assert torch.equal(got, want)
+    with pytest.raises(InvalidInputError, match=r"synced_gpus=True.*not supported.*synced_gpus=False"):
+        ours.generate(ids, mask, synced_gpus=True)
+
+
+def test_generation_config_bookkeeping_as_transformers(models, tmp_path):
+    """_from_model_config: True for a model without generation_config.json (transformers' meaning), read back
+    from the file; update(defaults_only=True) / _get_default_generation_params, as Seq2SeqTrainer calls them."""
+    ours, _ = models["v1.0", 0]
+    model = copy.deepcopy(ours)
+    assert model.generation_config._from_model_config is True and GenerationConfig()._from_model_config is False
+    hf_defaults = transformers.GenerationConfig._get_default_generation_params()
+    assert {k: hf_defaults[k] for k in GenerationConfig._get_default_generation_params()} == \
+        GenerationConfig._get_default_generation_params()
+    model.generation_config.num_beams = 3
+    assert model.generation_config.update(**hf_defaults, defaults_only=True) == {
+        k: v for k, v in hf_defaults.items() if k not in GenerationConfig._get_default_generation_params()}
+    assert (model.generation_config.num_beams, model.generation_config.max_length) == (3, 20)
+    model.generation_config._from_model_config = False
+    model.save_pretrained(tmp_path / "a")
+    assert T5ForConditionalGeneration.from_pretrained(tmp_path / "a").generation_config._from_model_config is False
+    fresh = copy.deepcopy(ours)
+    fresh.generation_config.update(num_beams=2)
+    fresh.save_pretrained(tmp_path / "b")
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "b")._from_model_config is True
+    assert T5ForConditionalGeneration.from_pretrained(tmp_path / "b").generation_config._from_model_config is True
+    with pytest.raises(ConfigError, match="cannot hold typical_p"):
+        fresh.generation_config.update(typical_p=0.5, allow_custom_entries=True)

@@ -114,3 +114,35 @@ def test_trainer_with_gradient_checkpointing_trains_our_model(every_n_layers, tm
             assert [layer.checkpoint_activations for layer in model.electra.layers] == [
                 i % every_n_layers == 0 for i in range(3)]
     assert losses["ours"] == pytest.approx(losses["hf"], abs=1e-4)
+
+
+def seq2seq_collate(features):
+    """Right-padded input_ids / attention_mask (pad 0) and labels (-100), as DataCollatorForSeq2Seq pads."""
+    def pad(key, value):
+        n = max(len(f[key]) for f in features)
+        return torch.tensor([f[key] + [value] * (n - len(f[key])) for f in features])
+    return {"input_ids": pad("input_ids", 0), "attention_mask": pad("attention_mask", 0), "labels": pad("labels", -100)}
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_seq2seq_trainer_predict_with_generate_as_transformers(num_beams, tmp_path):
+    """Seq2SeqTrainer(predict_with_generate=True).predict passes labels and synced_gpus=False to generate,
+    then reads and clears model.generation_config._from_model_config and fills its defaults."""
+    import numpy as np
+    from tiny_t5 import tiny_pair
+
+    items = [dict(input_ids=list(range(2, 7 + i % 3)), attention_mask=[1] * (5 + i % 3),
+                  labels=list(range(10, 12 + i % 4))) for i in range(6)]
+    results = []
+    for model in tiny_pair("v1.0", 1, tmp_path):
+        assert model.generation_config._from_model_config is not None
+        args = transformers.Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path / "run"), per_device_eval_batch_size=4, report_to=[], use_cpu=True,
+            predict_with_generate=True, generation_max_length=6, generation_num_beams=num_beams)
+        trainer = transformers.Seq2SeqTrainer(model=model, args=args, data_collator=seq2seq_collate)
+        results.append(trainer.predict(ListDataset(items)))
+        assert model.generation_config._from_model_config is False
+    ours, theirs = results
+    assert ours.predictions.shape == theirs.predictions.shape and np.array_equal(ours.predictions, theirs.predictions)
+    assert np.array_equal(ours.label_ids, theirs.label_ids)
+    assert ours.metrics["test_loss"] == pytest.approx(theirs.metrics["test_loss"], abs=1e-4)
