@@ -21,6 +21,20 @@ import torch
 from ..errors import InvalidInputError
 
 
+MAX_POSITION_BIAS_BYTES = 2 << 30  # 2 GiB: 8,192 tokens of a t5-small decoder (8 heads, fp32)
+
+
+def check_position_bias_size(max_length: int, tables: int, element_size: int) -> None:
+    """The decoder's position bias is built whole for ``max_length`` positions, ``tables`` (H, M, M)
+    of them: refuse a size no step check could stop (20,001 tokens: ~10 GB)."""
+    bias_bytes = tables * max_length ** 2 * element_size
+    if bias_bytes > MAX_POSITION_BIAS_BYTES:
+        longest = int((MAX_POSITION_BIAS_BYTES / (tables * element_size)) ** 0.5)
+        raise InvalidInputError(
+            f"max_length={max_length}: the decoder's position bias alone would take {bias_bytes / 2**30:.1f} GiB "
+            f"({max_length}^2 per head); generate at most {longest} tokens at a time")
+
+
 @dataclasses.dataclass
 class T5DecoderCache:
     """State of incremental decoding; see the generation protocol in the module docstring."""

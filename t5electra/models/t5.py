@@ -63,7 +63,7 @@ from ..core.typed_config import option
 from ..errors import ConfigError, InvalidInputError
 from ..generation import seq2seq
 from ..generation.scores import compute_transition_scores
-from ..inference.cache import T5DecoderCache
+from ..inference.cache import T5DecoderCache, check_position_bias_size
 from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
 from ..inference.int8 import ScreenedArgmax
 from ..inference.weights import drop_stale_copies, optimize_for_inference
@@ -624,13 +624,6 @@ def _hidden_states(states: tuple[list, list] | None) -> dict[str, tuple | None]:
     return {"encoder_hidden_states": tuple(states[0]) or None, "decoder_hidden_states": tuple(states[1])}
 
 
-MAX_POSITION_BIAS_BYTES = 2 << 30  # 2 GiB: 8,192 tokens of a t5-small decoder (8 heads, fp32)
-
-
-def _longest_bias(heads: int, element_size: int) -> int:
-    return int((MAX_POSITION_BIAS_BYTES / (heads * element_size)) ** 0.5)
-
-
 class T5ForConditionalGeneration(T5Model):
     """T5 with the language-model head: ``model(input_ids, labels=...)`` -> ``.loss``, ``.logits``."""
 
@@ -692,12 +685,7 @@ class T5ForConditionalGeneration(T5Model):
         # the self-attention position bias is built whole before the first step, (H, M, M) per layer
         # with its own (mT5/T5: one): a quadratic cost no step check could stop (20,001 tokens: ~10 GB)
         tables = 1 if self.decoder.relative_attention_bias is not None else len(blocks)
-        bias_bytes = tables * c.num_heads * max_length ** 2 * enc.element_size()
-        if bias_bytes > MAX_POSITION_BIAS_BYTES:
-            raise InvalidInputError(
-                f"max_length={max_length}: the decoder's position bias alone would take {bias_bytes / 2**30:.1f} GiB "
-                f"({max_length}^2 per head); generate at most {_longest_bias(c.num_heads * tables, enc.element_size())} "
-                f"tokens at a time")
+        check_position_bias_size(max_length, tables * c.num_heads, enc.element_size())
         self_kv = enc.new_zeros(len(blocks), 2, n, c.num_heads, max_length, c.d_kv)
         cross_kv = torch.stack([torch.stack(b.cross_attn.project_memory(enc)) for b in blocks])  # (L,2,N,H,S,Dh)
         cross_bias = None
