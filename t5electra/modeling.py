@@ -100,6 +100,25 @@ HF_LOAD_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 
+class ModuleView(nn.Module):
+    """Some of a model's submodules (the same modules, not copies) as one nn.Module, callable: what
+    transformers' ``get_encoder()`` / ``get_decoder()`` return. ``parameters()``, ``eval()``,
+    ``requires_grad_()``, ``to()`` act on the model's own parameters; calling it runs ``call`` (a
+    method of the model); ``return_dict=False`` gives the tuple, as a model call does. Not registered
+    in the model (its state dict is unchanged); each ``get_...()`` call makes a new view of the
+    model's current modules, so hooks belong on the modules themselves."""
+
+    def __init__(self, call: Any, **modules: nn.Module):
+        super().__init__()
+        self.call = call
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    def forward(self, *args: Any, return_dict: bool | None = None, **kwargs: Any):
+        out = self.call(*args, **kwargs)
+        return out.to_tuple() if return_dict is False else out
+
+
 class PreTrainedModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     # Regexes of our keys that may be absent from a checkpoint (fresh task heads).
@@ -340,6 +359,31 @@ class PreTrainedModel(nn.Module):
         """The output layer (None: the model has none); a tied one is a Linear over the input
         embedding's own weight (``get_output_embeddings().weight is get_input_embeddings().weight``)."""
         return None
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        """transformers' setter of the output layer: an nn.Linear shaped as ``get_output_embeddings()``
+        (with a bias where it has one). A layer over the input embedding's own weight keeps a tied
+        model tied; another weight unties them: the layer becomes the model's own output layer and
+        ``config`` says so (T5: ``tie_word_embeddings=False``, v1.0's decoder-output rescaling kept),
+        so that save_pretrained writes it and transformers loads it untied."""
+        current = self.get_output_embeddings()
+        if current is None:
+            raise ConfigError(f"{type(self).__name__} has no output layer to set (get_output_embeddings() is None)")
+        want = f"nn.Linear({current.in_features}, {current.out_features}, bias={current.bias is not None})"
+        if (not isinstance(value, nn.Linear) or value.weight.shape != current.weight.shape
+                or (value.bias is None) != (current.bias is None)):
+            raise ConfigError(f"set_output_embeddings takes an {want} like get_output_embeddings(), got {value!r} "
+                              f"(a new vocabulary size: resize_token_embeddings)")
+        tied, shared = current.weight is self.get_input_embeddings().weight, value.weight is self.get_input_embeddings().weight
+        if shared and not tied:
+            raise ConfigError(f"{type(self).__name__}'s output layer has weights of its own (tie_word_embeddings="
+                              f"False): a layer over the input embedding's weight would tie them; load or build the "
+                              f"model with tie_word_embeddings=True instead")
+        if not (shared and value.bias is current.bias):
+            self._set_output(value)
+
+    def _set_output(self, layer: nn.Linear) -> None:  # pragma: no cover - models with an output layer override it
+        raise NotImplementedError
 
     @staticmethod
     def _tied_linear(weight: nn.Parameter, bias: nn.Parameter | None = None) -> nn.Linear:

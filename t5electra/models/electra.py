@@ -582,6 +582,13 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         bias[:min(new_num_tokens, old.shape[0])] = old[:new_num_tokens]
         self.generator_lm_head.bias = nn.Parameter(bias, requires_grad=old.requires_grad)
 
+    def _set_output(self, layer: nn.Linear) -> None:
+        if layer.weight is self.electra.embeddings.word_embeddings.weight:  # still tied: a bias of its own
+            self.generator_lm_head.bias = layer.bias
+            return
+        self.generator_lm_head, self.tied = layer, False
+        self.config.extra["tie_word_embeddings"] = False  # saved so: transformers loads it untied
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Encoder output (..., H) -> logits (..., V): the generator head (dense, GELU, LayerNorm to
         E), then the output layer tied to the word embeddings, plus its bias. The one copy of it

@@ -68,7 +68,7 @@ from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.
 from ..inference.int8 import ScreenedArgmax
 from ..inference.weights import drop_stale_copies, optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
-from ..modeling import PreTrainedModel, resized_rows
+from ..modeling import ModuleView, PreTrainedModel, resized_rows
 from ..nn.activations import ACTIVATIONS
 from ..nn.attention import IMPLEMENTATIONS, CrossAttention, SelfAttention, mask_to_bias
 from ..nn.attention_capture import capture_attention, self_weights, t5_cross_weights
@@ -460,6 +460,12 @@ class T5PreTrainedModel(PreTrainedModel):
         if self._has_lm_head and isinstance(self.lm_head, nn.Linear):
             self.lm_head = resized_rows(self.lm_head, new_num_tokens)
 
+    def _set_output(self, layer: nn.Linear) -> None:
+        if self.lm_head is None:  # untied from now on; v1.0's rescaling of the decoder output stays
+            self.config.scale_decoder_outputs = self.config.rescale_decoder_output
+            self.config.tie_word_embeddings = False
+        self.lm_head = layer
+
     def encoder_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                         output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:
         """input_ids (B, S), attention_mask (B, S) of 1 (token) / 0 (padding) -> last_hidden_state (B, S, D);
@@ -485,11 +491,12 @@ class T5PreTrainedModel(PreTrainedModel):
             modules["cross"] = [(b.cross_attn, t5_cross_weights) for b in self.decoder.blocks]
         return capture_attention(modules)
 
-    def get_encoder(self) -> Callable[..., BaseModelOutput]:
-        """transformers' ``get_encoder()``, as it is called: ``model.get_encoder()(input_ids=...,
-        attention_mask=...)`` gives the encoder's BaseModelOutput, which ``encoder_outputs=`` takes
-        (``model.encoder`` itself is the stack of blocks, which starts from embeddings)."""
-        return self.encoder_forward
+    def get_encoder(self) -> ModuleView:
+        """transformers' ``get_encoder()``: an nn.Module over the input embedding and the encoder (the
+        model's parameters: ``.parameters()``, ``.eval()``, ``.requires_grad_(False)`` act on them);
+        ``model.get_encoder()(input_ids=..., attention_mask=...)`` gives ``encoder_forward``'s
+        BaseModelOutput, which ``encoder_outputs=`` takes (``model.encoder`` starts from embeddings)."""
+        return ModuleView(self.encoder_forward, embed_tokens=self.shared, encoder=self.encoder)
 
     def set_attn_implementation(self, implementation: str) -> None:
         """'sdpa' (default: torch's fused kernels) or 'eager' (the plain formula); same results."""
@@ -594,6 +601,30 @@ class T5Model(T5PreTrainedModel):
         dec = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, enc, attention_mask,
                            states=None if states is None else states[1])
         return dec, enc
+
+    def get_decoder(self) -> ModuleView:
+        """transformers' ``get_decoder()``: an nn.Module over the input embedding (shared with the
+        encoder) and the decoder; calling it runs ``decoder_forward``."""
+        return ModuleView(self.decoder_forward, embed_tokens=self.shared, decoder=self.decoder)
+
+    def decoder_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        encoder_hidden_states: torch.Tensor | None = None,
+                        encoder_attention_mask: torch.Tensor | None = None, *,
+                        output_hidden_states: bool = False) -> BaseModelOutput:
+        """The decoder alone, with the arguments of transformers' decoder stack: input_ids (B, T) (no
+        shift: they are the decoder's inputs), attention_mask (B, T), encoder_hidden_states (B, S, D)
+        (the encoder's last_hidden_state), encoder_attention_mask (B, S) -> last_hidden_state (B, T, D),
+        before the output layer; ``output_hidden_states``: also ``hidden_states`` (num_layers + 1)."""
+        if not isinstance(encoder_hidden_states, torch.Tensor) or encoder_hidden_states.dim() != 3:
+            raise InvalidInputError("the decoder attends to the encoder: pass encoder_hidden_states (B, S, D), the "
+                                    "encoder's last_hidden_state (get_encoder()(input_ids=...).last_hidden_state)")
+        self._check_inputs(input_ids=input_ids)
+        self._check_mask("attention_mask", attention_mask, input_ids.shape)
+        self._check_mask("encoder_attention_mask", encoder_attention_mask, encoder_hidden_states.shape[:2])
+        states = [] if output_hidden_states else None
+        last = self.decoder(self.shared(input_ids), attention_mask, encoder_hidden_states, encoder_attention_mask,
+                            states=states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=None if states is None else tuple(states))
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """labels (B, T) -> decoder inputs: [decoder_start, labels[:-1]] with -100 -> pad."""

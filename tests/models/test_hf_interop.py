@@ -9,7 +9,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from t5electra.errors import ConfigError, InvalidInputError  # noqa: E402
 from t5electra.models import electra as E  # noqa: E402
+from t5electra.models.t5 import T5Model  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(200)] + list("abcdefghij")
 
@@ -146,3 +148,83 @@ def test_seq2seq_trainer_predict_with_generate_as_transformers(num_beams, tmp_pa
     assert ours.predictions.shape == theirs.predictions.shape and np.array_equal(ours.predictions, theirs.predictions)
     assert np.array_equal(ours.label_ids, theirs.label_ids)
     assert ours.metrics["test_loss"] == pytest.approx(theirs.metrics["test_loss"], abs=1e-4)
+
+
+def test_t5_get_encoder_and_get_decoder_are_modules_over_the_models_parameters(tmp_path):
+    """get_encoder() was a function (get_encoder().parameters() failed); get_decoder() was missing."""
+    import t5electra.models.t5 as T
+    from tiny_t5 import tiny_pair
+
+    ours, hf = tiny_pair("v1.1", 0, tmp_path)
+    keys = list(ours.state_dict())
+    own = {id(p) for p in ours.parameters()}
+    for name in ("get_encoder", "get_decoder"):
+        view, theirs = getattr(ours, name)(), getattr(hf, name)()
+        assert isinstance(view, torch.nn.Module) and {id(p) for p in view.parameters()} <= own
+        assert sum(p.numel() for p in view.parameters()) == sum(p.numel() for p in theirs.parameters())
+    ids, dec = torch.randint(2, 128, (2, 7)), torch.randint(2, 128, (2, 4))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    tol = dict(atol=2e-3, rtol=1e-3)
+    with torch.no_grad():
+        enc, hf_enc = (m.get_encoder()(input_ids=ids, attention_mask=mask) for m in (ours, hf))
+        torch.testing.assert_close(enc.last_hidden_state, hf_enc.last_hidden_state, **tol)
+        out, hf_out = (m.get_decoder()(input_ids=dec, encoder_hidden_states=enc.last_hidden_state,
+                                       encoder_attention_mask=mask) for m in (ours, hf))
+        torch.testing.assert_close(out.last_hidden_state, hf_out.last_hidden_state, **tol)
+        assert ours.get_encoder()(ids, mask, return_dict=False)[0].shape == (2, 7, 32)
+    ours.train()
+    ours.get_encoder().requires_grad_(False).eval()  # freeze the encoder through the view
+    assert not ours.shared.weight.requires_grad and not any(p.requires_grad for p in ours.encoder.parameters())
+    assert all(p.requires_grad for p in ours.decoder.parameters()) and ours.lm_head.weight.requires_grad
+    assert not ours.encoder.training and ours.decoder.training and list(ours.state_dict()) == keys
+    with pytest.raises(InvalidInputError, match="pass encoder_hidden_states"):
+        ours.get_decoder()(input_ids=dec)
+    encoder_only = T.T5EncoderModel.from_pretrained(tmp_path)
+    assert sum(p.numel() for p in encoder_only.get_encoder().parameters()) == encoder_only.num_parameters()
+    assert not hasattr(encoder_only, "get_decoder")
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_t5_set_output_embeddings_unties_and_saves_for_transformers(version, tmp_path):
+    from tiny_t5 import tiny_pair
+
+    ours, _ = tiny_pair(version, 0, tmp_path / "src")
+    ids, dec = torch.randint(2, 128, (2, 6)), torch.randint(2, 128, (2, 4))
+    tied = ours.config.tie_word_embeddings
+    ours.set_output_embeddings(ours.get_output_embeddings())  # the layer itself: nothing changes
+    assert ours.config.tie_word_embeddings == tied and (ours.lm_head is None) == tied
+    with pytest.raises(ConfigError, match=r"takes an nn.Linear\(32, 128, bias=False\)"):
+        ours.set_output_embeddings(torch.nn.Linear(32, 100, bias=False))
+    new = torch.nn.Linear(32, 128, bias=False)
+    with torch.no_grad():
+        new.weight.copy_(ours.get_output_embeddings().weight * 1.5)
+        before = ours(input_ids=ids, decoder_input_ids=dec).logits
+    ours.set_output_embeddings(new)
+    assert ours.get_output_embeddings() is new and not ours.config.tie_word_embeddings
+    assert ours.get_input_embeddings().weight is not new.weight
+    with torch.no_grad():
+        after = ours(input_ids=ids, decoder_input_ids=dec).logits
+        torch.testing.assert_close(after, before * 1.5, atol=1e-4, rtol=1e-4)  # v1.0 keeps its rescaling
+        ours.save_pretrained(tmp_path / "out")
+        hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+        torch.testing.assert_close(hf(input_ids=ids, decoder_input_ids=dec).logits, after, atol=2e-3, rtol=1e-3)
+    with pytest.raises(ConfigError, match="T5Model has no output layer"):
+        T5Model.from_pretrained(tmp_path / "out").set_output_embeddings(new)
+
+
+def test_electra_set_output_embeddings_unties_the_generator(tmp_path):
+    ours, _ = electra_pair("ElectraForMaskedLM", tmp_path)
+    ids = torch.randint(5, 200, (2, 6))
+    layer = ours.get_output_embeddings()
+    new = torch.nn.Linear(layer.in_features, layer.out_features)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight * 2)
+        new.bias.copy_(layer.bias)
+    ours.set_output_embeddings(new)
+    assert not ours.tied and ours.get_output_embeddings() is new
+    with torch.no_grad():
+        ours.save_pretrained(tmp_path / "out")
+        hf = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "out").eval()
+        torch.testing.assert_close(hf(input_ids=ids).logits, ours(ids).logits, atol=1e-4, rtol=1e-4)
+        assert not torch.equal(hf.generator_lm_head.weight, hf.electra.embeddings.word_embeddings.weight)
