@@ -647,7 +647,9 @@ class ElectraClassificationHead(nn.Module):
 class ElectraForSequenceClassification(ElectraPreTrainedModel):
     """One prediction per sequence (GLUE-style). The loss follows ``config.problem_type``; when it
     is None it is inferred like transformers: num_labels == 1 -> regression (MSE), integer labels ->
-    single-label cross-entropy, float labels (B, L) -> multi-label BCE."""
+    single-label cross-entropy, float labels (B, L) -> multi-label BCE; and written to
+    ``config.problem_type``, as transformers does (save_pretrained keeps it: a multi-label model's
+    pipeline then applies sigmoid, not softmax)."""
 
     hf_head_keys = ("classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
                     "classifier.out_proj.bias")
@@ -678,6 +680,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                     problem = "single_label_classification"
                 else:
                     problem = "multi_label_classification"
+                self.config.problem_type = problem  # kept (and saved), as transformers does
             if problem == "regression":
                 if L == 1:
                     loss = F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))

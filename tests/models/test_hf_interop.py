@@ -228,3 +228,27 @@ def test_electra_set_output_embeddings_unties_the_generator(tmp_path):
         hf = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "out").eval()
         torch.testing.assert_close(hf(input_ids=ids).logits, ours(ids).logits, atol=1e-4, rtol=1e-4)
         assert not torch.equal(hf.generator_lm_head.weight, hf.electra.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.parametrize("labels, problem", [
+    (torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "multi_label_classification"),
+    (torch.tensor([2, 0]), "single_label_classification")])
+def test_inferred_problem_type_is_kept_and_saved_as_transformers(labels, problem, tmp_path):
+    """A multi-label model saved after training had problem_type null: transformers' pipeline then
+    applied softmax to it instead of sigmoid."""
+    import json
+
+    for model in electra_pair("ElectraForSequenceClassification", tmp_path, num_labels=3):
+        model.train()
+        model(input_ids=torch.randint(5, 200, (2, 5)), labels=labels).loss.backward()
+        assert model.config.problem_type == problem
+    pair = electra_pair("ElectraForSequenceClassification", tmp_path / "again", num_labels=3)
+    pair[0](input_ids=torch.randint(5, 200, (2, 5)), labels=labels)
+    pair[0].save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["problem_type"] == problem
+    tok = wordpiece_tokenizer(tmp_path)
+    reloaded = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "saved")
+    scores = transformers.pipeline("text-classification", model=reloaded, tokenizer=tok, device="cpu",
+                                   top_k=None)(["w1 w2 a b"])[0]
+    assert reloaded.config.problem_type == problem
+    assert (sum(r["score"] for r in scores) == pytest.approx(1.0)) == (problem == "single_label_classification")
