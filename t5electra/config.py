@@ -58,9 +58,43 @@ class ModelConfig:
     model_type: ClassVar[str] = ""
     # Presets by name: {"t5-small": {field: value, ...}}; filled by each subclass.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # transformers' other names of fields (its config classes' attribute_map): read and set the field
+    attribute_map: ClassVar[dict[str, str]] = {}
 
     extra: dict[str, Any] = option({}, "config.json keys we do not model, written back unchanged", repr=False,
                                    compare=False)
+
+    # -- transformers' attributes ---------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:  # only for names that are not attributes: the aliases
+        field = type(self).attribute_map.get(name)
+        if field is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self, field)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(type(self).attribute_map.get(name, name), value)
+
+    def _call_flag(self, name: str, default: bool) -> bool:
+        value = self.extra.get(name, default)
+        return default if value is None else value
+
+    def _set_call_flag(self, name: str, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{type(self).__name__}.{name} must be True or False, got {value!r}")
+        self.extra[name] = value
+
+    # transformers' call defaults (config.json's return_dict / output_hidden_states / output_attentions,
+    # kept in ``extra``): a model call that does not give the option takes the config's, as in transformers
+    return_dict = property(lambda self: self._call_flag("return_dict", True),
+                           lambda self, v: self._set_call_flag("return_dict", v),
+                           doc="False: model calls return tuples (default True)")
+    output_hidden_states = property(lambda self: self._call_flag("output_hidden_states", False),
+                                    lambda self, v: self._set_call_flag("output_hidden_states", v),
+                                    doc="True: model calls return the hidden states (default False)")
+    output_attentions = property(lambda self: self._call_flag("output_attentions", False),
+                                 lambda self, v: self._set_call_flag("output_attentions", v),
+                                 doc="True: model calls return the attention weights (default False)")
+    use_return_dict = property(lambda self: self.return_dict, doc="transformers' older name of return_dict")
 
     # -- construction -------------------------------------------------------------------------
     def __post_init__(self) -> None:

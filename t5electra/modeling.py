@@ -138,11 +138,21 @@ class PreTrainedModel(nn.Module):
         """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the
         output as a tuple of its fields that are not None, in transformers' order (as transformers'
         with ``use_cache=False``: a full forward here returns no cache), and ``use_cache`` changes
-        nothing (a full forward keeps no decoder cache here; ``generate`` always decodes with one)."""
+        nothing (a full forward keeps no decoder cache here; ``generate`` always decodes with one).
+        As in transformers, ``return_dict``, ``output_hidden_states`` and ``output_attentions`` left out
+        (or None) take the config's values (config.json's, default True / False / False); the
+        library's own callers pass ``return_dict=True``."""
         for name, flag in (("return_dict", return_dict), ("use_cache", use_cache)):
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True, False or None, got {flag!r}")
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name) is None:
+                kwargs.pop(name, None)
+                if getattr(self.config, name):
+                    kwargs[name] = True
         out = super().__call__(*args, **kwargs)
+        if return_dict is None:
+            return_dict = self.config.return_dict
         return out.to_tuple() if return_dict is False and hasattr(out, "to_tuple") else out
 
     # -- to be provided by each model ---------------------------------------------------------
@@ -428,7 +438,7 @@ class PreTrainedModel(nn.Module):
         c = self.config
         keys = ("vocab_size", "d_model", "hidden_size", "num_layers", "num_hidden_layers", "num_heads",
                 "num_attention_heads", "embedding_size")
-        return ", ".join(f"{k}={getattr(c, k)}" for k in keys if hasattr(c, k))
+        return ", ".join(f"{k}={getattr(c, k)}" for k in keys if k in c.field_names())
 
     # -- saving ---------------------------------------------------------------------------------
     def hf_config_dict(self) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def demo(out: Path, steps: int = 60, seed: int = 0) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for step in range(1, steps + 1):
-        loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
+        loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+                     return_dict=True).loss
         loss.backward()
         opt.step()
         opt.zero_grad()

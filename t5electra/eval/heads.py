@@ -41,7 +41,7 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         if not has_labels:  # unlabelled test split (GLUE): no loss
             batch.pop("labels")
         with autocast(precision, device):
-            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, return_dict=True)
         if out.loss is not None:
             losses.append(float(out.loss) * len(chunk))
         if hasattr(out, "start_logits"):

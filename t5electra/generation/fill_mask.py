@@ -13,7 +13,7 @@ reads the corrupted text and predicts, for every token, whether it was replaced.
   at those positions; repeated until nothing changes.
 
 :class:`t5electra.pipelines.ElectraPipeline` bundles a tokenizer, a generator and a discriminator
-for the three. This module depends on the models' interfaces only (``model(input_ids=...).logits``,
+for the three. This module depends on the models' interfaces only (``model(input_ids=...).logits`` or ``[0]``,
 ``model.device``, ``model.config``), never on the model classes.
 """
 
@@ -165,7 +165,7 @@ def fill_mask_generate(model: torch.nn.Module, input_ids: torch.Tensor | None = 
     todo = (ids == mask_id) & attention_mask.bool()          # (N, T) positions still to fill
     rows = torch.arange(ids.shape[0], device=device)
     while todo.any():
-        logits = model(input_ids=ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        logits = _logits(model(input_ids=ids, attention_mask=attention_mask, token_type_ids=token_type_ids))
         logits = logits.float()                              # (N, T, V), choose in fp32
         logits[..., mask_id] = float("-inf")                 # never "fill" a mask with [MASK]
         if bad_token_ids:                                    # nor with [CLS], [SEP], [PAD], [UNK] (pipelines)
@@ -227,7 +227,12 @@ def encode_texts(tokenizer, texts: list[str], device) -> dict[str, torch.Tensor]
 def _replaced_probs(discriminator, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
     """(B, T) sigmoid of the discriminator's per-token logits."""
     out = discriminator(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    return out.logits.float().sigmoid()
+    return _logits(out).float().sigmoid()
+
+
+def _logits(out) -> torch.Tensor:
+    """A model call's logits: ``.logits``, or the first element of a tuple (a config with return_dict=False)."""
+    return out[0] if isinstance(out, tuple) else out.logits
 
 
 def detect_replaced_tokens(discriminator, tokenizer, text: str | list[str]):

@@ -109,6 +109,13 @@ class ElectraConfig(ModelConfig):
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    # transformers' attributes of an encoder config (config.json's values, kept in ``extra``)
+    is_encoder_decoder = property(lambda self: False, doc="False: an encoder")
+    is_decoder = property(lambda self: bool(self.extra.get("is_decoder", False)),
+                          doc="False (ElectraModel refuses true: no causal variant here)")
+    tie_word_embeddings = property(lambda self: ties_generator(self), doc="the generator's output layer is the "
+                                   "word-embedding matrix (default True)")
+
     # -- construction -------------------------------------------------------------------------
     def __post_init__(self) -> None:
         if self.id2label is not None:
@@ -482,7 +489,7 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> ElectraForPreTrainingOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, return_dict=True)
         h = enc.last_hidden_state
         logits = self.discriminator_predictions(h)  # (B, T)
         loss = None
@@ -561,7 +568,7 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, return_dict=True)
         logits = self.lm_logits(enc.last_hidden_state)
         loss = None
         if labels is not None:
@@ -666,7 +673,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> SequenceClassifierOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, return_dict=True)
         h = enc.last_hidden_state
         logits = self.classifier(h, attention_mask)  # (B, L)
         loss = None
@@ -711,7 +718,7 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> TokenClassifierOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, return_dict=True)
         h = enc.last_hidden_state
         logits = self.classifier(self.dropout(h))  # (B, T, L)
         loss = None
@@ -745,7 +752,7 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
                 end_positions: torch.Tensor | None = None, *,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> QuestionAnsweringModelOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)
+                           output_attentions=output_attentions, return_dict=True)
         h = enc.last_hidden_state
         start_logits, end_logits = self.qa_outputs(h).unbind(-1)  # (B, T) each
         loss = None

@@ -247,7 +247,7 @@ class ElectraPretrainer(nn.Module):
         would be the largest tensor of the step (official code gathers too)."""
         gen = self.generator
         hidden = gen.electra(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state      # (B, T, Hg)
+                             token_type_ids=token_type_ids, return_dict=True).last_hidden_state  # (B, T, Hg)
         return gen.lm_logits(hidden[positions])                                       # (M, V)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -311,7 +311,7 @@ class ElectraPretrainer(nn.Module):
 
         # 4. discriminator BCE over the real tokens, mean per token
         disc_logits = self.discriminator(input_ids=replaced, attention_mask=attention_mask,
-                                         token_type_ids=token_type_ids).logits       # (B, T)
+                                         token_type_ids=token_type_ids, return_dict=True).logits  # (B, T)
         per_token = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced.float(), reduction="none")
         disc_loss = (per_token * real).sum() / real.sum().clamp(min=1)
 

@@ -94,6 +94,8 @@ class T5Config(ModelConfig):
     """T5 hyper-parameters, with the field names and defaults of transformers' ``T5Config``."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below the class
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model", "num_attention_heads": "num_heads",
+                                               "num_hidden_layers": "num_layers", "head_dim": "d_kv"}
 
     model_type: str = option("t5", "config.json's model_type: 't5', 'mt5' (the same network; transformers' MT5 "
                                    "classes) or 'umt5' (a relative position bias in every layer; UMT5 classes)")

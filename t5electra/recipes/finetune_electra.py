@@ -242,7 +242,7 @@ def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-    out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+    out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, return_dict=True)
     return out.loss, {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
 
 

@@ -61,6 +61,7 @@ def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGener
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets), and the
     target tokens as the loss's weight (evaluate: the loss over a whole split)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                return_dict=True)
     targets = int((batch["labels"] != -100).sum())
     return out.loss, {"tokens": int(batch["attention_mask"].sum()) + targets, LOSS_WEIGHT: targets}

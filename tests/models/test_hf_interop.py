@@ -252,3 +252,52 @@ def test_inferred_problem_type_is_kept_and_saved_as_transformers(labels, problem
                                    top_k=None)(["w1 w2 a b"])[0]
     assert reloaded.config.problem_type == problem
     assert (sum(r["score"] for r in scores) == pytest.approx(1.0)) == (problem == "single_label_classification")
+
+
+def test_config_attributes_transformers_code_reads(tmp_path):
+    """T5Config's transformers aliases (attribute_map), the call defaults of both configs and ELECTRA's
+    encoder flags, equal to transformers' configs loaded from the same config.json; to_dict unchanged."""
+    from t5electra.models.t5 import T5Config
+
+    t5 = T5Config.from_preset("t5-v1_1-tiny")
+    before = t5.to_dict()
+    t5.save_pretrained(tmp_path / "t5")
+    hf_t5 = transformers.T5Config.from_pretrained(tmp_path / "t5")
+    electra = E.ElectraConfig.from_preset("electra-tiny")
+    electra.save_pretrained(tmp_path / "electra")
+    hf_electra = transformers.ElectraConfig.from_pretrained(tmp_path / "electra")
+    names = ["hidden_size", "num_attention_heads", "num_hidden_layers", "head_dim", "return_dict",
+             "output_hidden_states", "output_attentions", "is_encoder_decoder"]
+    assert {k: getattr(t5, k) for k in names} == {k: getattr(hf_t5, k) for k in names}
+    names = ["hidden_size", "num_attention_heads", "num_hidden_layers", "return_dict", "output_hidden_states",
+             "output_attentions", "is_encoder_decoder", "is_decoder", "tie_word_embeddings"]
+    assert {k: getattr(electra, k) for k in names} == {k: getattr(hf_electra, k) for k in names}
+    assert t5.use_return_dict is True and t5.to_dict() == before and "hidden_size" not in before
+    t5.hidden_size = 48  # transformers' aliases set the field
+    assert t5.d_model == 48 and t5.to_dict()["d_model"] == 48
+    with pytest.raises(ConfigError, match="return_dict must be True or False"):
+        t5.return_dict = "no"
+    assert not E.ElectraConfig.from_dict({**electra.to_dict(), "tie_word_embeddings": False}).tie_word_embeddings
+
+
+@pytest.mark.parametrize("name", ["ElectraForSequenceClassification", "ElectraForMaskedLM"])
+def test_config_call_defaults_are_honoured_as_transformers(name, tmp_path):
+    """config.json's return_dict: false (and output_hidden_states / output_attentions: true) were kept in
+    config.extra and ignored: transformers' model then returns a tuple with the extras, ours an object."""
+    ours, hf = electra_pair(name, tmp_path, num_labels=3)
+    hf.config.return_dict, hf.config.output_hidden_states, hf.config.output_attentions = False, True, True
+    hf.save_pretrained(tmp_path / "flags")
+    ours = getattr(E, name).from_pretrained(tmp_path / "flags")
+    assert (ours.config.return_dict, ours.config.output_hidden_states, ours.config.output_attentions) == (
+        False, True, True)
+    ids = torch.randint(5, 200, (2, 6))
+    with torch.no_grad():
+        got, want = ours(ids), hf(input_ids=ids)
+        assert isinstance(got, tuple) and len(got) == len(want) == 3  # logits, hidden states, attentions
+        assert_same_nested(got, want, atol=1e-4, rtol=1e-4)
+        assert ours(ids, return_dict=True, output_attentions=False).attentions is None  # the call's options win
+    if name == "ElectraForMaskedLM":  # the library's own callers ask for the output object
+        from t5electra.generation.fill_mask import fill_mask_generate
+
+        ids[:, 2] = 4
+        assert fill_mask_generate(ours, ids, mask_token_id=4).shape == ids.shape
