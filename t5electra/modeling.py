@@ -11,6 +11,7 @@ checkpoint) are listed by ``newly_initialized_ok`` and reported, as transformers
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -145,6 +146,11 @@ class PreTrainedModel(nn.Module):
         for name, flag in (("return_dict", return_dict), ("use_cache", use_cache)):
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True, False or None, got {flag!r}")
+        positional = self._positional_names()
+        if len(args) > len(positional):
+            raise TypeError(f"{type(self).__name__} takes {len(positional)} positional arguments "
+                            f"({', '.join(positional)}), got {len(args)}: pass the others by keyword (labels=..., "
+                            f"...); transformers' next positional argument is not one this model takes")
         for name in ("output_hidden_states", "output_attentions"):
             if kwargs.get(name) is None:
                 kwargs.pop(name, None)
@@ -154,6 +160,16 @@ class PreTrainedModel(nn.Module):
         if return_dict is None:
             return_dict = self.config.return_dict
         return out.to_tuple() if return_dict is False and hasattr(out, "to_tuple") else out
+
+    @classmethod
+    def _positional_names(cls) -> tuple[str, ...]:
+        """The arguments ``forward`` takes by position (those before its ``*``), as in transformers' order."""
+        names = cls.__dict__.get("_forward_positional")
+        if names is None:
+            params = list(inspect.signature(cls.forward).parameters.values())[1:]
+            names = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+            type.__setattr__(cls, "_forward_positional", names)
+        return names
 
     # -- to be provided by each model ---------------------------------------------------------
     @classmethod

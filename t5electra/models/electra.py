@@ -486,7 +486,7 @@ class ElectraForPreTraining(ElectraPreTrainedModel):
         self.discriminator_predictions.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                token_type_ids: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> ElectraForPreTrainingOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, return_dict=True)
@@ -565,7 +565,7 @@ class ElectraForMaskedLM(ElectraPreTrainedModel):
         return config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                token_type_ids: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> MaskedLMOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, return_dict=True)
@@ -670,7 +670,7 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
         self.classifier.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                token_type_ids: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> SequenceClassifierOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, return_dict=True)
@@ -715,7 +715,7 @@ class ElectraForTokenClassification(ElectraPreTrainedModel):
         self.classifier.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                token_type_ids: torch.Tensor | None = None, *, labels: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> TokenClassifierOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, return_dict=True)
@@ -748,8 +748,8 @@ class ElectraForQuestionAnswering(ElectraPreTrainedModel):
         self.qa_outputs.apply(self._init_weights)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
-                end_positions: torch.Tensor | None = None, *,
+                token_type_ids: torch.Tensor | None = None, *, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> QuestionAnsweringModelOutput:
         enc = self.electra(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions, return_dict=True)

@@ -301,3 +301,33 @@ def test_config_call_defaults_are_honoured_as_transformers(name, tmp_path):
 
         ids[:, 2] = 4
         assert fill_mask_generate(ours, ids, mask_token_id=4).shape == ids.shape
+
+
+@pytest.mark.parametrize("name", ["ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification",
+                                  "ElectraForTokenClassification", "ElectraForQuestionAnswering", "ElectraModel"])
+def test_electra_positional_arguments_stop_where_transformers_differ(name, tmp_path):
+    """transformers' 4th positional argument is position_ids: ours(ids, mask, types, positions) computed a
+    loss with the positions as labels. Labels / start / end positions are keyword-only."""
+    ours, hf = electra_pair(name, tmp_path)
+    ids = torch.randint(5, 200, (2, 6))
+    mask, types, positions = torch.ones_like(ids), torch.zeros_like(ids), torch.arange(6).expand(2, 6)
+    assert ours._positional_names() == ("input_ids", "attention_mask", "token_type_ids")
+    with pytest.raises(TypeError, match=r"takes 3 positional arguments \(input_ids, attention_mask, "
+                                        r"token_type_ids\), got 4: pass the others by keyword"):
+        ours(ids, mask, types, positions)
+    with torch.no_grad():
+        assert_same_nested(ours(ids, mask, types).to_tuple(), hf(ids, mask, types).to_tuple(), atol=1e-4, rtol=1e-4)
+
+
+def test_t5_positional_arguments_are_transformers_first_five():
+    from t5electra.models.t5 import T5EncoderModel, T5ForConditionalGeneration
+
+    five = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "encoder_outputs")
+    assert T5ForConditionalGeneration._positional_names() == T5Model._positional_names() == five
+    assert T5EncoderModel._positional_names() == ("input_ids", "attention_mask")
+    import inspect
+
+    for ours, theirs in ((T5ForConditionalGeneration, transformers.T5ForConditionalGeneration),
+                         (T5Model, transformers.T5Model), (T5EncoderModel, transformers.T5EncoderModel)):
+        hf_names = list(inspect.signature(theirs.forward).parameters)[1:]
+        assert hf_names[:len(ours._positional_names())] == list(ours._positional_names())
