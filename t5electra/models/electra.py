@@ -387,8 +387,9 @@ class ElectraModel(ElectraPreTrainedModel):
         """Readable errors for inputs that would otherwise fail deep inside torch (or silently);
         the id range check (a host sync) only while ``check_inputs`` is True."""
         c = self.config
-        if input_ids.dim() != 2:
-            raise InvalidInputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        if input_ids.dim() != 2 or input_ids.numel() == 0:
+            raise InvalidInputError(f"input_ids must be (batch, seq_len) with batch and seq_len > 0, got shape "
+                                    f"{tuple(input_ids.shape)}")
         T = input_ids.shape[1]
         if T > c.max_position_embeddings:
             raise InvalidInputError(
@@ -397,7 +398,7 @@ class ElectraModel(ElectraPreTrainedModel):
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise InvalidInputError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}")
-        if not self.check_inputs or torch.compiler.is_compiling() or input_ids.numel() == 0:
+        if not self.check_inputs or torch.compiler.is_compiling():
             return
         for name, t, size, what in (("input_ids", input_ids, c.vocab_size, "vocab_size"),
                                     ("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")):

@@ -331,3 +331,15 @@ def test_t5_positional_arguments_are_transformers_first_five():
                          (T5Model, transformers.T5Model), (T5EncoderModel, transformers.T5EncoderModel)):
         hf_names = list(inspect.signature(theirs.forward).parameters)[1:]
         assert hf_names[:len(ours._positional_names())] == list(ours._positional_names())
+
+
+@pytest.mark.parametrize("name", ["ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM",
+                                  "ElectraForSequenceClassification", "ElectraForTokenClassification",
+                                  "ElectraForQuestionAnswering"])
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)])
+def test_an_empty_electra_batch_is_refused_clearly(name, shape):
+    """It failed deep inside attention with a reshape error (the input check returned early on it)."""
+    model = getattr(E, name)(E.ElectraConfig.from_preset("electra-tiny")).eval()
+    with pytest.raises(InvalidInputError, match=r"input_ids must be \(batch, seq_len\) with batch and seq_len > 0, "
+                                                 rf"got shape \({shape[0]}, {shape[1]}\)"):
+        model(torch.zeros(shape, dtype=torch.long))
