@@ -138,14 +138,21 @@ class PreTrainedModel(nn.Module):
     def __call__(self, *args: Any, return_dict: bool | None = None, use_cache: bool | None = None, **kwargs: Any):
         """``forward``, also taking two of transformers' call options: ``return_dict=False`` gives the
         output as a tuple of its fields that are not None, in transformers' order (as transformers'
-        with ``use_cache=False``: a full forward here returns no cache), and ``use_cache`` changes
-        nothing (a full forward keeps no decoder cache here; ``generate`` always decodes with one).
+        with ``use_cache=False``: a full forward here returns no cache), and ``use_cache``: False or
+        None (what transformers' Trainer, Seq2SeqTrainer and pipelines pass, if anything); True is
+        refused, since a full forward keeps and returns no cache (T5 decodes incrementally through
+        ``generate`` or ``new_decoder_cache`` + ``decode_step``).
         As in transformers, ``return_dict``, ``output_hidden_states`` and ``output_attentions`` left out
         (or None) take the config's values (config.json's, default True / False / False); the
         library's own callers pass ``return_dict=True``."""
         for name, flag in (("return_dict", return_dict), ("use_cache", use_cache)):
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidInputError(f"{name} must be True, False or None, got {flag!r}")
+        if use_cache:
+            how = (" decode incrementally with model.generate(...), or model.new_decoder_cache(...) + "
+                   "model.decode_step(...);" if hasattr(self, "decode_step") else "")
+            raise InvalidInputError(f"{type(self).__name__}(use_cache=True): a full forward here keeps no cache and "
+                                    f"returns none;{how} pass use_cache=False or leave it out")
         positional = self._positional_names()
         if len(args) > len(positional):
             raise TypeError(f"{type(self).__name__} takes {len(positional)} positional arguments "

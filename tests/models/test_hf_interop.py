@@ -343,3 +343,23 @@ def test_an_empty_electra_batch_is_refused_clearly(name, shape):
     with pytest.raises(InvalidInputError, match=r"input_ids must be \(batch, seq_len\) with batch and seq_len > 0, "
                                                  rf"got shape \({shape[0]}, {shape[1]}\)"):
         model(torch.zeros(shape, dtype=torch.long))
+
+
+def test_use_cache_true_is_refused_in_a_forward(tmp_path):
+    """use_cache=True was accepted and ignored (no cache returned). transformers' Trainer and
+    Seq2SeqTrainer never pass it to a forward (they set config.use_cache and call generate), its pipelines
+    pass use_cache=False at most: False and None stay accepted."""
+    from tiny_t5 import tiny_pair
+
+    t5, _ = tiny_pair("v1.1", 0, tmp_path)
+    ids = torch.randint(2, 128, (2, 5))
+    with torch.no_grad():
+        for use_cache in (False, None):
+            assert t5(input_ids=ids, decoder_input_ids=ids, use_cache=use_cache).cache is None
+        with pytest.raises(InvalidInputError, match=r"use_cache=True\): a full forward here keeps no cache.*"
+                                                     r"model.generate\(...\), or model.new_decoder_cache"):
+            t5(input_ids=ids, decoder_input_ids=ids, use_cache=True)
+        electra = E.ElectraForSequenceClassification(E.ElectraConfig.from_preset("electra-tiny"))
+        with pytest.raises(InvalidInputError, match=r"ElectraForSequenceClassification\(use_cache=True\): .* "
+                                                     r"returns none; pass use_cache=False"):
+            electra(ids, use_cache=True)
