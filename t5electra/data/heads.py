@@ -195,6 +195,8 @@ def _qa_example(row: dict[str, Any], where: str) -> dict[str, Any]:
     # annotators' offsets mostly are): it was trained as unanswerable
     starts = [s if s >= 0 else row.get("context", "").find(t) for s, t in
               zip(starts + [-1] * (len(texts) - len(starts)), texts)]
+    # an empty answer text is no answer (SQuAD v2's unanswerable questions written {"text": [""]})
+    texts, starts = [t for t in texts if t != ""], [s for s, t in zip(starts, texts) if t != ""]
     for text, start in zip(texts, starts):
         if start < 0:
             raise DataError(f"{where}: answer {text!r} does not occur in the context")

@@ -36,7 +36,7 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.lora import refuse_lora
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
-from ..train.saving import record_evaluation, save_checkpoint
+from ..train.saving import record_evaluation, resume_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.sharded import gather_model, is_sharded
 from ..train.seq2seq import DEFAULT_PRESET, build_model, load_tokenizer, loss_fn  # noqa: F401 (DEFAULT_PRESET)
@@ -150,8 +150,8 @@ def train(cfg: RunConfig) -> Path:
 
     t_log, tokens_since = time.perf_counter(), 0
     try:
-        if start and evaluates(start) and not state["metrics"]:  # its evaluation failed after the save: now
-            evaluation(start)
+        if start and evaluates(start):  # its evaluation now if it failed after the save, else ranked again
+            resume_evaluation(ckpt, env, start, state["metrics"], evaluation, cfg.eval.metric)
         for step in range(start + 1, cfg.train.max_steps + 1):
             micro = [to_device(next(batches), env.device) for _ in range(cfg.train.grad_accum_steps)]
             out = train_step(ddp_model, micro, loss_fn, optimizer, scheduler, max_grad_norm=cfg.optim.max_grad_norm,

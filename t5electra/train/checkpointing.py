@@ -230,6 +230,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.keep_best = keep_best
         self.greater_is_better = greater_is_better  # None: from each metric's name (config.metric_direction)
+        self.metric_name: str | None = None  # the metric this run ranks by, once an evaluation named it
         self.resume_safe = resume_safe
         # Test hook: called with the temporary directory after the model is written, before the
         # training state (lets tests crash a save half-way).
@@ -281,7 +282,8 @@ class CheckpointManager:
              scheduler: Any = None, data_state: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, metric_name: str | None = None,
              rng_states: list[dict[str, Any]] | None = None,
-             save_extra: Callable[[Path], None] | None = None, sharded: bool = False, rank: int = 0) -> Path | None:
+             save_extra: Callable[[Path], None] | None = None, sharded: bool = False, rank: int = 0,
+             finite_checked: bool = False) -> Path | None:
         """Write checkpoint ``step`` atomically and prune old ones. ``metrics[metric_name]`` (if
         given) competes for the ``best`` pointer. ``rng_states``: one per rank (from
         ``distributed.gather_rng_states``); default: this process's. ``save_extra(directory)`` writes
@@ -292,9 +294,10 @@ class CheckpointManager:
         rank 0 (``rank``) the rest; rank 0 gets the directory, the others None.
 
         Weights that hold NaN or infinity are never saved: :class:`TrainingError` naming the latest
-        checkpoint (the last good one), nothing written."""
-        bad = nonfinite_parameters(model)
-        if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+        checkpoint (the last good one), nothing written (``finite_checked``: the caller checked them on
+        every rank already, train/saving.save_checkpoint)."""
+        bad = [] if finite_checked else nonfinite_parameters(model)
+        if not finite_checked and sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
             every: list[Any] = [None] * torch.distributed.get_world_size()  # each rank checked its shards
             torch.distributed.all_gather_object(every, bad)
             bad = sorted({n for names in every for n in names})
@@ -380,6 +383,8 @@ class CheckpointManager:
 
     def _rank(self, name: str, step: int, metrics: dict[str, float] | None, metric_name: str | None) -> None:
         """The best pointer and pruning after checkpoint ``name`` was written or got its metrics."""
+        if metric_name:
+            self.metric_name = metric_name
         if metrics and metric_name and metric_name in metrics:
             self._update_best(name, step, metric_name, float(metrics[metric_name]))
         self._prune()
@@ -390,7 +395,10 @@ class CheckpointManager:
                               f"(--checkpoint.resume=auto)")
 
     def _higher_is_better(self, metric: str) -> bool:
-        return self.greater_is_better if self.greater_is_better is not None else bool(metric_direction(metric))
+        """A metric's direction by its name; eval.greater_is_better for a metric of the user's own (a
+        known metric's contradicting value was refused with the config: train/config.py)."""
+        known = metric_direction(metric)
+        return known if known is not None else bool(self.greater_is_better)
 
     def _update_best(self, name: str, step: int, metric: str, value: float) -> None:
         if not self.keep_best or math.isnan(value):
@@ -503,6 +511,16 @@ class CheckpointManager:
         adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and
                     (k != "optim.lr" or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0))]
         diff = [d for d in diff if d not in adjusted]
+        optim = self.config.get("optim") or {}
+        if optim.get("name") == "adafactor" and optim.get("adafactor_relative_step"):
+            # Adafactor's relative step sets its own lr (min(1e-2, 1/sqrt(t))): optim.lr changes nothing
+            moot = [d for d in adjusted if d[0] == "optim.lr"]
+            adjusted = [d for d in adjusted if d[0] != "optim.lr"]
+            if moot:
+                warnings.warn(f"resuming from {ckpt} with another optim.lr ({format_diff(moot, 'checkpoint', 'now')}) "
+                              f"changes nothing: with optim.adafactor_relative_step=true Adafactor sets its own "
+                              f"learning rate (min(1e-2, 1/sqrt(step))); turn it off and set optim.lr to choose one",
+                              stacklevel=3)
         if saved_ws is not None:
             self._check_global_batch(ckpt, saved.get("train", {}), int(saved_ws))
         if diff:
@@ -576,10 +594,12 @@ class CheckpointManager:
         calls it: each loads the best checkpoint (sharded or not, as at resume); a sharded (FSDP)
         model's full weights are then gathered into a plain CPU copy on rank 0 (train/sharded.py)."""
         best = self.best()
-        if best is not None and self.keep_best and best.get("greater_is_better") != self._higher_is_better(best["metric"]):
-            # eval.greater_is_better changed on a resume that evaluated nothing more: ranked again (the
-            # same on every rank, from the files), written by rank 0
-            best = self._reranked(best, best["metric"], self._higher_is_better(best["metric"])) or best
+        metric = self.metric_name or (best or {}).get("metric")  # this run's ranking metric, once named
+        if (best is not None and self.keep_best
+                and (best["metric"], best.get("greater_is_better")) != (metric, self._higher_is_better(metric))):
+            # eval.metric / eval.greater_is_better changed on a resume that evaluated nothing more: ranked
+            # again (the same on every rank, from the files), written by rank 0
+            best = self._reranked(best, metric, self._higher_is_better(metric)) or best
             if rank == 0:
                 self._write_best(best)
         path = self.dir / best["name"] if best is not None and (self.dir / best["name"]).is_dir() else None

@@ -37,17 +37,22 @@ def check_finite(value: float | torch.Tensor, step: int, what: str = "loss",
 
 def nonfinite_parameters(model: nn.Module) -> list[str]:
     """Names of the trainable parameters that hold NaN or infinity (FSDP: in this rank's shards).
-    One sum per tensor (a non-finite value makes it non-finite), then an exact check of the few
-    whose sum is not finite (a sum can overflow where no value does): about one read of the
-    weights, 50-130 ms for T5-small's 77M on 2 CPU threads, so it runs at each save, not each step."""
-    named = [(n, p.to_local() if hasattr(p, "to_local") else p) for n, p in model.named_parameters()
+    One 2-norm per tensor (a non-finite value makes it non-finite; torch's multi-tensor kernel, the
+    one clip_grad_norm_ uses: ~0.1 s for T5-small's 77M weights on 2 busy CPU threads, where a sum
+    per tensor took 0.3-0.9 s), then an exact check of the few whose norm is not finite (a norm can
+    overflow where no value does). About one read of the weights, so it runs at each save, not each step."""
+    named = [(n, (p.to_local() if hasattr(p, "to_local") else p).detach()) for n, p in model.named_parameters()
              if p.requires_grad]
-    if not named:
-        return []
+    groups: dict[tuple, list[int]] = {}  # the multi-tensor kernel takes one device and dtype at a time
+    for i, (_, t) in enumerate(named):
+        if t.numel():
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    suspects = []
     with torch.no_grad():
-        sums = torch.stack([t.sum(dtype=torch.float32) for _, t in named])
-        suspects = torch.nonzero(~torch.isfinite(sums)).flatten().tolist()
-        return [named[i][0] for i in suspects if not bool(torch.isfinite(named[i][1]).all())]
+        for idx in groups.values():
+            norms = torch.stack(torch._foreach_norm([named[i][1] for i in idx], 2))
+            suspects += [idx[j] for j in torch.nonzero(~torch.isfinite(norms)).flatten().tolist()]
+    return [named[i][0] for i in sorted(suspects) if not bool(torch.isfinite(named[i][1]).all())]
 
 
 def nonfinite_weights_error(step: int, bad: list[str], last_checkpoint: Path | None) -> TrainingError:

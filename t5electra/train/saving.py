@@ -39,7 +39,7 @@ def save_checkpoint(ckpt: CheckpointManager, env: DistEnv, step: int, model: nn.
     rngs = gather_rng_states(env)
     if env.is_main or sharded:
         ckpt.save(step, model, optimizer, scheduler, data_state, rng_states=rngs, save_extra=save_extra,
-                  sharded=sharded, rank=env.rank)
+                  sharded=sharded, rank=env.rank, finite_checked=True)
     barrier(env)
     return ckpt.dir / f"step-{step:08d}"
 
@@ -58,3 +58,17 @@ def record_evaluation(ckpt: CheckpointManager, env: DistEnv, step: int, metrics:
     error = broadcast_object(error, env)
     if error is not None:
         raise error
+
+
+def resume_evaluation(ckpt: CheckpointManager, env: DistEnv, start: int, recorded: dict[str, float] | None,
+                      evaluation: Callable[[int], None], metric_name: str | Callable[[dict[str, float]], str]) -> None:
+    """At a resume from checkpoint ``start``, a step the run evaluates: its evaluation now when it failed
+    after the save (nothing ``recorded``); else its recorded metrics ranked again by this run's
+    ``metric_name`` (a resume that fixed or changed eval.metric: an evaluation recorded under an
+    ``eval.metric`` it lacked was never ranked, and a finished run resumed with another metric re-ranks
+    its kept checkpoints by it). Every rank calls it."""
+    if not recorded:
+        evaluation(start)
+        return
+    name = metric_name(recorded) if callable(metric_name) else metric_name
+    record_evaluation(ckpt, env, start, recorded, name)

@@ -395,6 +395,8 @@ def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
     # an answer without its offset is found in the context (was trained as unanswerable)
     for answers in ({"text": ["Zurich"]}, [{"text": "Zurich"}], {"text": "Zurich"}):
         assert _qa_example({**row, "answers": answers}, "x")["answer_start"] == 15
+    unanswerable = _qa_example({**row, "answers": {"text": [""], "answer_start": [-1]}}, "x")  # was found at 0
+    assert (unanswerable["answers"], unanswerable["answer_start"]) == ([], -1)
     with pytest.raises(DataError, match="'Geneva' does not occur in the context"):
         _qa_example({**row, "answers": {"text": ["Geneva"]}}, "x")
 

@@ -141,10 +141,11 @@ def test_the_best_checkpoint_follows_the_metrics_direction(tmp_path):
 
 def test_a_changed_direction_re_ranks_the_kept_checkpoints(tmp_path):
     model, opt, sched = _setup()
-    wrong = CheckpointManager(tmp_path, keep_last=3, greater_is_better=True)  # a run with the old ELECTRA default
+    wrong = CheckpointManager(tmp_path, keep_last=3)
     for step, loss in [(1, 0.5), (2, 0.3), (3, 0.4)]:
         wrong.save(step, model, opt, sched, metrics={"loss": loss}, metric_name="loss")
-    assert wrong.best()["step"] == 1  # the highest loss
+    # a run with the old ELECTRA default (greater_is_better=true) kept the highest loss
+    wrong._write_best({"name": "step-00000001", "step": 1, "metric": "loss", "value": 0.5, "greater_is_better": True})
     # resumed with the direction the metric has (eval.greater_is_better is resume-safe): the next
     # evaluation re-ranks every kept checkpoint by its recorded metrics, with a warning
     right = CheckpointManager(tmp_path, keep_last=3, greater_is_better=False)
@@ -162,6 +163,51 @@ def test_a_changed_direction_re_ranks_the_kept_checkpoints(tmp_path):
     assert right.best()["name"] == "step-00000002"
     saved = load_file(tmp_path / "checkpoints" / "step-00000002" / "model.safetensors")
     assert all(torch.equal(v, saved[k]) for k, v in exported.state_dict().items())
+
+
+def test_a_resume_ranks_by_the_runs_metric(tmp_path):
+    """A finished run resumed with another eval.metric re-ranks its kept checkpoints by it (it ranked the
+    old metric in the new metric's direction: RUN/model was the worst checkpoint); an evaluation recorded
+    under an eval.metric it lacks is ranked when the resume fixes eval.metric (it was never ranked)."""
+    from t5electra.train.distributed import DistEnv
+    from t5electra.train.saving import resume_evaluation
+
+    model, opt, sched = _setup()
+    evaluated = []
+    done = CheckpointManager(tmp_path / "a", keep_last=5)
+    for step, (acc, loss) in enumerate([(40.0, 0.2), (90.0, 0.5), (60.0, 0.3)], 1):
+        done.save(step, model, opt, sched)
+        done.record_metrics(step, {"accuracy": acc, "loss": loss}, "accuracy")
+    assert done.best()["step"] == 2
+    resumed = CheckpointManager(tmp_path / "a", keep_last=5)  # --eval.metric=loss, at its last step
+    with pytest.warns(UserWarning, match=r"chosen by accuracy \(higher is better\); this run ranks by loss \(lower"):
+        resume_evaluation(resumed, DistEnv(), 3, {"accuracy": 60.0, "loss": 0.3}, evaluated.append, "loss")
+    assert evaluated == [] and resumed.best()["step"] == 1 and resumed.best()["metric"] == "loss"
+    assert resumed.best_model(_setup()[0]) is not None and resumed.best()["step"] == 1
+
+    typo = CheckpointManager(tmp_path / "b")
+    typo.save(1, model, opt, sched)
+    with pytest.raises(ConfigError, match="eval.metric='f1' is not one of the evaluation's metrics"):
+        typo.record_metrics(1, {"accuracy": 70.0}, "f1")
+    assert typo.best() is None
+    fixed = CheckpointManager(tmp_path / "b")
+    resume_evaluation(fixed, DistEnv(), 1, {"accuracy": 70.0}, evaluated.append, lambda metrics: "accuracy")
+    assert evaluated == [] and fixed.best()["step"] == 1 and fixed.best()["value"] == 70.0
+    resume_evaluation(fixed, DistEnv(), 1, None, evaluated.append, "accuracy")  # its evaluation had failed
+    assert evaluated == [1]
+
+
+def test_a_new_lr_for_adafactors_relative_step_is_said_to_change_nothing(tmp_path):
+    """Adafactor with relative_step sets its own lr: a resume with another optim.lr was accepted with
+    'a new optim.lr is the schedule's new peak', and changed nothing."""
+    from t5electra.train.config import load_config
+
+    model, opt, sched = _setup()
+    args = ["--optim.name=adafactor", "--optim.adafactor_relative_step=true"]
+    path = CheckpointManager(tmp_path, config=load_config(None, [*args, "--optim.lr=0.01"]).to_dict()).save(
+        1, model, opt, sched)
+    with pytest.warns(UserWarning, match=r"another optim.lr .* changes nothing: with optim.adafactor_relative_step"):
+        CheckpointManager(tmp_path, config=load_config(None, [*args, "--optim.lr=0.005"]).to_dict()).check_config(path)
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path):
