@@ -129,7 +129,8 @@ def greedy_agreement(model_dir: str, texts: list[str], max_new_tokens: int, batc
         model.optimize_for_inference(weights, keep=keep)
         rows, t0 = [], time.perf_counter()
         for enc in batches:
-            ids = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens)
+            ids = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
+                                 return_dict_in_generate=False)
             rows += [r[1:] for r in ids]  # without the decoder start token
         outs[spec], secs[spec] = rows, time.perf_counter() - t0
     eos = model.config.eos_token_id

@@ -101,6 +101,7 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
     import torch
 
     from ..errors import WeightsMismatchError
+    from ..modeling import OWN_CALL
 
     reloaded = cls.from_pretrained(dst, dtype="auto")
     model.eval()
@@ -111,7 +112,7 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
     if "T5" in cls.__name__ and cls.__name__ != "T5EncoderModel":
         kwargs["decoder_input_ids"] = torch.randint(3, min(vocab, 1000), (2, 5), generator=g)
     with torch.no_grad():
-        a, b = model(**kwargs, return_dict=True), reloaded(**kwargs, return_dict=True)
+        a, b = model(**kwargs, **OWN_CALL), reloaded(**kwargs, **OWN_CALL)
     ta = getattr(a, "logits", None) if getattr(a, "logits", None) is not None else a[0]
     tb = getattr(b, "logits", None) if getattr(b, "logits", None) is not None else b[0]
     if isinstance(ta, tuple):  # QA: (start, end)

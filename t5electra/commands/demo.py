@@ -62,6 +62,7 @@ def demo(out: Path, steps: int = 60, seed: int = 0) -> dict:
     import torch
 
     from ..pipelines import ElectraPipeline
+    from ..modeling import OWN_CALL
     from ..models.electra import ElectraConfig
     from ..models.electra_rtd import ElectraPretrainer
     from ..models.t5 import T5Config, T5ForConditionalGeneration
@@ -92,7 +93,7 @@ def demo(out: Path, steps: int = 60, seed: int = 0) -> dict:
     model.train()
     for step in range(1, steps + 1):
         loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
-                     return_dict=True).loss
+                     **OWN_CALL).loss
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -8,6 +8,7 @@ V vocabulary, L labels.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 
 import torch
@@ -32,13 +33,42 @@ class ModelOutput(collections.OrderedDict):
             type.__setattr__(cls, "_fields_in_order", names)
         return names
 
+    def __post_init__(self) -> None:
+        """``Output({"loss": l, "logits": x})`` (or an iterable of (name, value) pairs) fills the fields, as
+        transformers' ModelOutput does: accelerate rebuilds outputs so (``type(out)({...})``) when it
+        casts them to fp32 in mixed-precision training."""
+        names = self._field_names()
+        first = getattr(self, names[0])
+        if first is None or isinstance(first, torch.Tensor) or any(getattr(self, n) is not None for n in names[1:]):
+            return
+        if isinstance(first, collections.abc.Mapping):
+            pairs = list(first.items())
+        elif isinstance(first, (list, tuple)) and first and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in first):
+            pairs = list(first)
+        else:
+            return
+        setattr(self, names[0], None)
+        for key, value in pairs:
+            self[key] = value
+
     def _sync(self, name: str, value) -> None:
         """The dict side of ``name``: a field that is None is no key; a new key comes last (as in
-        transformers, a field set after construction comes after the others in the tuple)."""
-        if value is None and name in self._field_names():
-            collections.OrderedDict.pop(self, name, None)
-        else:
-            collections.OrderedDict.__setitem__(self, name, value)
+        transformers, a field first set after construction comes after the others in the tuple), but a
+        field set to None and back takes its place again (transformers keeps its key all along)."""
+        fields = self._field_names()
+        removed = self.__dict__.setdefault("_removed_keys", set())
+        if value is None and name in fields:
+            if collections.OrderedDict.pop(self, name, None) is not None:
+                removed.add(name)
+            return
+        collections.OrderedDict.__setitem__(self, name, value)
+        if name in removed:
+            removed.discard(name)
+            after = fields[fields.index(name) + 1:]
+            for key in [k for k in after if collections.OrderedDict.__contains__(self, k)] + \
+                    [k for k in list(collections.OrderedDict.keys(self)) if k not in fields]:
+                self.move_to_end(key)
 
     def __setattr__(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -71,7 +101,7 @@ class ModelOutput(collections.OrderedDict):
         # rebuilt from its fields (the dataclass __init__), then the keys that are no field
         fields = self._field_names()
         extra = iter([(k, v) for k, v in self.items() if k not in fields])
-        state = {k: v for k, v in self.__dict__.items() if k not in fields}
+        state = {k: v for k, v in self.__dict__.items() if k not in fields and k != "_removed_keys"}
         return type(self), tuple(getattr(self, f) for f in fields), state or None, None, extra
 
 

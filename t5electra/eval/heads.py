@@ -18,6 +18,7 @@ import torch
 from .. import metrics as M
 from ..data.heads import MODEL_INPUTS, TaskData, collate
 from ..data.task_base import unlabelled
+from ..modeling import OWN_CALL
 from ..train.loop import autocast
 
 
@@ -41,7 +42,7 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         if not has_labels:  # unlabelled test split (GLUE): no loss
             batch.pop("labels")
         with autocast(precision, device):
-            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, return_dict=True)
+            out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
         if out.loss is not None:
             losses.append(float(out.loss) * len(chunk))
         if hasattr(out, "start_logits"):

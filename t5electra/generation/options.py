@@ -50,6 +50,13 @@ class GenerationSettings:
     begin_suppress_index: int = 1
     max_time: float | None = None                    # seconds; stop after the step that passes it
 
+    @property
+    def bans_vary(self) -> bool:
+        """Bans that depend on the tokens generated so far (no_repeat_ngram_size, bad words of more than
+        one token): the only ones that can leave a row without a token at some step, since the fixed ones
+        are refused up front when they cover the vocabulary (``_check_bans``)."""
+        return self.no_repeat_ngram_size > 0 or any(len(w) > 1 for w in self.bad_words_ids)
+
 
 MIN_TEMPERATURE = 1e-4     # below it sampling is greedy in effect, and scores / temperature overflow
 MAX_LENGTH_PENALTY = 10.0  # beam scores divide by length ** length_penalty (transformers' values: 0.6-2)

@@ -342,7 +342,8 @@ def _greedy_or_sample(model, cache, prompt: Tensor, s: GenerationSettings, gener
                 record.step(logits, warp_scores(scores, s.temperature, s.top_k, s.top_p, min_tokens_to_keep=1)
                             if s.do_sample else scores)
             if s.do_sample:
-                _check_some_token_left(scores[~done], cur_len)
+                if s.bans_vary:  # (a copy and a pass over (A, V) a step: only where a row can run out)
+                    _check_some_token_left(scores[~done], cur_len)
                 draw = functools.partial(_draw, rows=rows, n_rows=n_rows, generator=generator)
             if s.do_sample and s.top_k:
                 next_tokens = sample_top_k(scores, s.top_k, s.top_p, s.temperature, generator, draw)
@@ -464,7 +465,8 @@ def _beam_search(model, cache, prompt_ids: Tensor, s: GenerationSettings, genera
             record.step(logits, log_probs)
         if s.do_sample:
             log_probs = (log_probs.view(b, nb, V) + running_scores[:, :, None]).view(b, nb * V)
-            _check_some_token_left(log_probs, cur_len)
+            if s.bans_vary:
+                _check_some_token_left(log_probs, cur_len)
             cand = torch.multinomial(log_probs.softmax(dim=-1), num_samples=K, generator=generator)
             cand_scores = log_probs.gather(1, cand)
             cand_scores, order = cand_scores.sort(dim=-1, descending=True)

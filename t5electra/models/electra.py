@@ -113,8 +113,10 @@ class ElectraConfig(ModelConfig):
     is_encoder_decoder = property(lambda self: False, doc="False: an encoder")
     is_decoder = property(lambda self: bool(self.extra.get("is_decoder", False)),
                           doc="False (ElectraModel refuses true: no causal variant here)")
-    tie_word_embeddings = property(lambda self: ties_generator(self), doc="the generator's output layer is the "
-                                   "word-embedding matrix (default True)")
+    tie_word_embeddings = property(lambda self: ties_generator(self),
+                                   lambda self, value: self.extra.__setitem__("tie_word_embeddings", bool(value)),
+                                   doc="the generator's output layer is the word-embedding matrix (default True; "
+                                   "set before a model is built from the config)")
 
     # -- construction -------------------------------------------------------------------------
     def __post_init__(self) -> None:

@@ -55,6 +55,7 @@ from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
+from ..modeling import OWN_CALL
 from ..eval.baselines import classification_baseline
 from ..eval.heads import majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
 from ..models.electra import ElectraConfig
@@ -242,7 +243,7 @@ def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-    out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, return_dict=True)
+    out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
     return out.loss, {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
 
 

@@ -106,7 +106,7 @@ def span_filling_eval(model, tokenizer, sentences: Sequence[str], *, seed: int =
         chunk = masked[start:start + batch_size]
         enc = tokenizer([m for m, _ in chunk], padding=True, return_tensors="pt")
         ids = model.generate(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, return_dict_in_generate=False)  # whatever the json says
         for (text, removed), row in zip(chunk, ids.tolist()):
             spans: list[list[int]] = []
             for t in row:
@@ -184,8 +184,8 @@ def rtd_auc(discriminator, tokenizer, sentences: Sequence[str], *, seed: int = 0
         T = max(len(ids) for ids, _ in chunk)
         input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (T - len(ids)) for ids, _ in chunk])
         mask = torch.tensor([[1] * len(ids) + [0] * (T - len(ids)) for ids, _ in chunk])
-        probs = discriminator(input_ids=input_ids.to(discriminator.device),
-                              attention_mask=mask.to(discriminator.device)).logits.float().sigmoid().cpu()
+        probs = discriminator(input_ids=input_ids.to(discriminator.device), attention_mask=mask.to(discriminator.device),
+                              return_dict=True).logits.float().sigmoid().cpu()  # whatever config.json says
         for b, (ids, pos) in enumerate(chunk):
             for i, t in enumerate(ids):
                 if t in special:

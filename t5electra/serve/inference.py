@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..modeling import OWN_CALL
 from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate, splice
 from ..generation.seq2seq import generate
 from .attention import electra_attention, t5_attention
@@ -107,7 +108,7 @@ def sequence_scores(model, input_ids: Tensor, attention_mask: Tensor, sequences:
     enc_ids = input_ids.repeat_interleave(n, dim=0)                         # (N*n, S)
     enc_mask = attention_mask.repeat_interleave(n, dim=0)
     decoder_input, target = sequences[:, :-1], sequences[:, 1:]             # (N*n, L-1) each
-    logits = model(input_ids=enc_ids, attention_mask=enc_mask, decoder_input_ids=decoder_input, return_dict=True).logits
+    logits = model(input_ids=enc_ids, attention_mask=enc_mask, decoder_input_ids=decoder_input, **OWN_CALL).logits
     logp = logits.float().log_softmax(-1).gather(-1, target[..., None]).squeeze(-1)  # (N*n, L-1)
     eos = torch.tensor(_eos_ids(model.config), dtype=torch.long, device=target.device)
     is_eos = torch.isin(target, eos).long()
@@ -146,7 +147,7 @@ def run_fill_mask(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[
     special = torch.tensor(sorted(set(tok.all_special_ids)), device=model.device)
     rows = [r for p in payloads for r in p["ids"]]
     ids, attn = pad(rows, tok.pad_token_id, model.device)
-    probs = model(input_ids=ids, attention_mask=attn, return_dict=True).logits.float()  # (B, T, V)
+    probs = model(input_ids=ids, attention_mask=attn, **OWN_CALL).logits.float()  # (B, T, V)
     probs[..., special] = float("-inf")                                    # never propose [MASK], [CLS]...
     probs[..., len(tok):] = float("-inf")                                  # nor ids without a token (padding)
     probs = probs.softmax(-1)
@@ -195,7 +196,7 @@ def run_classify(sm: ServedModel, key: Hashable, payloads: list[dict]) -> list[l
     types = [t for p in payloads for t in p["type_ids"]]
     ids, attn = pad(rows, tok.pad_token_id, model.device)
     type_ids, _ = pad(types, 0, model.device)
-    logits = model(input_ids=ids, attention_mask=attn, token_type_ids=type_ids, return_dict=True).logits.float()  # (B, L)
+    logits = model(input_ids=ids, attention_mask=attn, token_type_ids=type_ids, **OWN_CALL).logits.float()  # (B, L)
     problem = c.problem_type or ("regression" if c.num_labels == 1 else "single_label_classification")
     results = []
     texts = [t for p in payloads for t in p["texts"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..modeling import OWN_CALL
 from ..models.t5 import T5Config, T5ForConditionalGeneration
 from ..tokenizers import T5Tokenizer
 from .checkpointing import is_electra_pretraining_output, run_model_dir
@@ -62,6 +63,6 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets), and the
     target tokens as the loss's weight (evaluate: the loss over a whole split)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                return_dict=True)
+                **OWN_CALL)
     targets = int((batch["labels"] != -100).sum())
     return out.loss, {"tokens": int(batch["attention_mask"].sum()) + targets, LOSS_WEIGHT: targets}

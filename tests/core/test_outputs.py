@@ -58,3 +58,23 @@ def test_copies_and_pickles_keep_fields_and_added_keys():
         assert type(again) is SequenceClassifierOutput and list(again.keys()) == ["loss", "logits", "input_ids"]
         assert torch.equal(again.logits, ours.logits) and torch.equal(again.input_ids, ours.input_ids)
 
+
+
+def test_built_from_a_dict_or_pairs_and_set_to_none_and_back_as_transformers():
+    """accelerate rebuilds outputs as type(out)({...}) (mixed precision: convert_to_fp32), which filled
+    the first field with the whole dict: a Trainer with bf16=True crashed on our models."""
+    from accelerate.utils import convert_to_fp32
+
+    ours, hf, loss = pair()
+    for cls in (SequenceClassifierOutput, type(hf)):
+        for given in ({"loss": loss, "logits": ours.logits}, [("loss", loss), ("logits", ours.logits)]):
+            out = cls(given)
+            assert list(out.keys()) == ["loss", "logits"] and out.loss is loss and out.logits is ours.logits
+    half = SequenceClassifierOutput(loss=loss.bfloat16(), logits=ours.logits.bfloat16())
+    cast = convert_to_fp32(half)
+    assert type(cast) is SequenceClassifierOutput and cast.logits.dtype == torch.float32
+    assert list(cast.keys()) == ["loss", "logits"]
+    for out in (SequenceClassifierOutput(loss=loss, logits=ours.logits), type(hf)(loss=loss, logits=ours.logits)):
+        out.loss = None
+        out.loss = loss  # the tuple keeps its order (transformers keeps the key all along)
+        assert out[0] is loss and list(out.keys()) == ["loss", "logits"]

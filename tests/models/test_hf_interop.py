@@ -278,6 +278,11 @@ def test_config_attributes_transformers_code_reads(tmp_path):
     with pytest.raises(ConfigError, match="return_dict must be True or False"):
         t5.return_dict = "no"
     assert not E.ElectraConfig.from_dict({**electra.to_dict(), "tie_word_embeddings": False}).tie_word_embeddings
+    untied = E.ElectraConfig.from_dict(electra.to_dict())
+    untied.tie_word_embeddings = False  # as transformers' code sets it, before the model is built
+    mlm = E.ElectraForMaskedLM(untied)
+    assert mlm.generator_lm_head.weight is not mlm.electra.embeddings.word_embeddings.weight
+    assert untied.to_dict()["tie_word_embeddings"] is False
 
 
 @pytest.mark.parametrize("name", ["ElectraForSequenceClassification", "ElectraForMaskedLM"])
@@ -301,6 +306,16 @@ def test_config_call_defaults_are_honoured_as_transformers(name, tmp_path):
 
         ids[:, 2] = 4
         assert fill_mask_generate(ours, ids, mask_token_id=4).shape == ids.shape
+    if name == "ElectraForSequenceClassification":  # evaluation (and serve, training) ask for no extras: the
+        from t5electra.eval.heads import predict   # config's output_attentions made them ~40 % slower
+
+        seen = []
+        ours.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs), with_kwargs=True)
+        features = [{"input_ids": [2, 7, 9, 3], "token_type_ids": [0] * 4, "labels": 1},
+                    {"input_ids": [2, 8, 3], "token_type_ids": [0] * 3, "labels": 0}]
+        preds, _ = predict(ours, features, batch_size=2, pad_token_id=0, device=torch.device("cpu"))
+        assert len(preds) == 2 and seen and all(
+            not k.get("output_attentions") and not k.get("output_hidden_states") for k in seen)
 
 
 @pytest.mark.parametrize("name", ["ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification",

@@ -84,7 +84,8 @@ class _OracleDiscriminator(torch.nn.Module):
         self.originals, self.flat, self.seen = originals, flat, 0
         self.anchor = torch.nn.Parameter(torch.zeros(()))
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, return_dict=True):
+        assert return_dict  # a config.json with return_dict: false must not give the demo a tuple
         logits = torch.full(input_ids.shape, -5.0)
         for b in range(input_ids.shape[0]):
             orig = torch.tensor(self.originals[self.seen])
@@ -119,7 +120,8 @@ class _ScriptedT5:
     def eval(self):
         return self
 
-    def generate(self, input_ids, attention_mask, max_new_tokens):
+    def generate(self, input_ids, attention_mask, max_new_tokens, return_dict_in_generate=None):
+        assert return_dict_in_generate is False  # a generation_config.json may ask for an output object
         return torch.tensor([self.row] * input_ids.shape[0])
 
 
