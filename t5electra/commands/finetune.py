@@ -27,14 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def model_family(init_from: str | None, family: str) -> str:
-    """``t5`` or ``electra``: from the checkpoint's config.json when there is one."""
+def model_family(init_from: str | None, family: str, preset: str | None = None) -> str:
+    """``t5`` or ``electra``: from the checkpoint's config.json when there is one, else the family
+    ``model.preset`` names (electra-*, t5-*), else ``model.family``."""
     from ..errors import CheckpointNotFoundError
     from ..models.registry import model_kind
     from ..recipes.finetune_electra import model_dir
+    from ..train.config import preset_family
 
     if not init_from:
-        return family
+        return preset_family(preset) or family
     d = model_dir(init_from)
     if not (d / "config.json").is_file():
         raise CheckpointNotFoundError(f"model.init_from={init_from!r}: no config.json there (nor in discriminator/)")
@@ -48,7 +50,7 @@ def resolve_config(args: argparse.Namespace):
     from ..train.config import config_from_args
 
     probe = config_from_args(args)
-    family = model_family(probe.model.init_from, probe.model.family)
+    family = model_family(probe.model.init_from, probe.model.family, probe.model.preset)
     if family == "t5":
         cfg = probe
     elif family == "electra":

@@ -31,15 +31,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_objective(args: argparse.Namespace) -> str:
     """``--objective``, else the config's ``data.objective`` (electra-rtd for ``model.family=electra`` or
     an ELECTRA ``model.preset``)."""
-    from ..train.config import config_from_args
+    from ..train.config import config_from_args, preset_family
 
     if getattr(args, "objective", None):  # `t5electra config` has no --objective
         return args.objective
     probe = config_from_args(args)  # also catches typos before any recipe is imported
-    electra = probe.model.family == "electra" or str(probe.model.preset or "").startswith("electra")
-    if electra and probe.data.objective == "t5-span-corruption":  # an ELECTRA preset says the family too
-        return "electra-rtd"
-    return probe.data.objective
+    if probe.data.objective != "t5-span-corruption":  # data.objective given: it decides
+        return probe.data.objective
+    if probe.model.init_from:  # the checkpoint says what it is
+        return init_from_objective(probe.model.init_from) or probe.data.objective
+    family = preset_family(probe.model.preset) or probe.model.family  # an ELECTRA preset says the family too
+    return "electra-rtd" if family == "electra" else probe.data.objective
+
+
+def init_from_objective(init_from: str) -> str | None:
+    """The objective a ``model.init_from`` was pretrained with: an ELECTRA pretraining output
+    (``discriminator/``) electra-rtd, an MLM one (``generator/`` alone) mlm, a model directory by its
+    config.json's model_type (T5: t5-span-corruption, ELECTRA/BERT: electra-rtd); None when there is
+    nothing to read (loading then says why)."""
+    from ..models.registry import model_kind
+    from ..train.checkpointing import mlm_generator, run_model_dir
+
+    found = run_model_dir(init_from)
+    for d in (found, found / "model"):  # a model directory, or a run directory's model/
+        if (d / "discriminator" / "config.json").is_file():
+            return "electra-rtd"
+        if mlm_generator(d) is not None:
+            return "mlm"
+        if (d / "config.json").is_file():
+            return "t5-span-corruption" if model_kind(d) == "t5" else "electra-rtd"
+    return None
 
 
 def resolve_config(args: argparse.Namespace):

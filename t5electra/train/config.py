@@ -472,6 +472,17 @@ def saved_workdir(config_text: str) -> Path | None:
     return Path(m.group(1)) if m else None
 
 
+def preset_family(preset: str | None) -> str | None:
+    """The model family a ``model.preset`` name says (``electra-*``: electra; ``t5-*``, ``mt5-*``,
+    ``umt5-*``: t5), None for no preset or another name."""
+    name = str(preset or "").strip().lower()
+    if name.startswith("electra"):
+        return "electra"
+    if name.startswith(("t5", "mt5", "umt5")):
+        return "t5"
+    return None
+
+
 def run_inputs(cfg: RunConfig) -> dict[str, Any]:
     """The paths a run reads (``--checkpoint.overwrite`` must not delete them)."""
     return {"model.init_from": cfg.model.init_from, "data.tokenizer": cfg.data.tokenizer,
