@@ -282,9 +282,25 @@ def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.F
     return getattr(cfg, section), fields[key], hints[key]
 
 
+# Fields that hold paths: a leading ~ is expanded wherever the value comes from (the shell does not
+# expand it after --key=), and the resume check compares them normalised (diff_configs).
+PATH_FIELDS = frozenset({"model.init_from", "data.train_files", "data.validation_files", "data.test_files",
+                         "data.tokenizer", "data.task_dir", "train.output_dir", "checkpoint.resume"})
+
+
+def expand_path(value: Any) -> Any:
+    """``~`` / ``~user`` expanded in a path or in each path of a list (None stays None)."""
+    if isinstance(value, list):
+        return [expand_path(v) for v in value]
+    return os.path.expanduser(value) if isinstance(value, str) else value
+
+
 def set_value(cfg: RunConfig, dotted: str, value: Any, source: str, parse_strings: bool = True) -> None:
     obj, f, tp = _field(cfg, dotted, source)
-    setattr(obj, f.name, coerce(value, tp, f"{source}: {dotted}", parse_strings))
+    value = coerce(value, tp, f"{source}: {dotted}", parse_strings)
+    if f"{dotted.partition('.')[0]}.{f.name}" in PATH_FIELDS:
+        value = expand_path(value)
+    setattr(obj, f.name, value)
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:

@@ -1,0 +1,27 @@
+"""How values reach the run config: ~ in paths, mapping overrides, YAML vs command line, seeds,
+bad --config files, did-you-mean across sections, path spelling on resume."""
+
+from __future__ import annotations
+
+import os
+
+
+from t5electra.train.config import load_config
+
+
+def test_tilde_expanded_in_every_path_field(tmp_path):
+    home = os.path.expanduser("~")
+    cfg = load_config(overrides=["--train.output_dir=~/runs/x", "--data.train_files=~/a.txt,~/b.txt",
+                                 "--data.validation_files=~/dev.txt", "--data.tokenizer=~/tok",
+                                 "--model.init_from=~/m", "--data.task_dir=~/glue", "--data.test_files=~/t.txt",
+                                 "--checkpoint.resume=~/runs/y"])
+    assert cfg.train.output_dir == f"{home}/runs/x"
+    assert cfg.data.train_files == [f"{home}/a.txt", f"{home}/b.txt"]
+    assert cfg.data.validation_files == [f"{home}/dev.txt"] and cfg.data.test_files == [f"{home}/t.txt"]
+    assert cfg.data.tokenizer == f"{home}/tok" and cfg.model.init_from == f"{home}/m"
+    assert cfg.data.task_dir == f"{home}/glue" and cfg.checkpoint.resume == f"{home}/runs/y"
+    y = tmp_path / "c.yaml"
+    y.write_text("train:\n  output_dir: ~/r\ndata:\n  train_files: [~/c.txt]\n")
+    cfg = load_config(y)
+    assert cfg.train.output_dir == f"{home}/r" and cfg.data.train_files == [f"{home}/c.txt"]
+    assert load_config(overrides=["--checkpoint.resume=auto"]).checkpoint.resume == "auto"
