@@ -43,7 +43,9 @@ class ModelSection:
     family: str = option("t5", "model family: 't5' or 'electra'")
     preset: Optional[str] = option(None, "preset name of the model config (e.g. 't5-small', 'electra-small')")
     init_from: Optional[str] = option(None, "checkpoint directory to start from (HF layout); overrides preset")
-    overrides: dict = option({}, "model config fields to change, e.g. {num_layers: 2, d_model: 64}")
+    overrides: dict = option({}, "model config fields to change, e.g. {num_layers: 2, d_model: 64}; on the command "
+                                 "line merged key by key into the YAML's ({} clears it), or one key: "
+                                 "--model.overrides.num_layers=2")
 
 
 @dataclasses.dataclass
@@ -295,9 +297,26 @@ def expand_path(value: Any) -> Any:
     return os.path.expanduser(value) if isinstance(value, str) else value
 
 
-def set_value(cfg: RunConfig, dotted: str, value: Any, source: str, parse_strings: bool = True) -> None:
+def set_value(cfg: RunConfig, dotted: str, value: Any, source: str, parse_strings: bool = True,
+              merge: bool = False) -> None:
+    """Set ``section.key`` (or one entry of a mapping field: ``model.overrides.num_layers``). With
+    ``merge`` (command-line overrides) a mapping is merged key by key into the one already there (a
+    YAML's); ``{}`` clears it."""
+    section, _, rest = dotted.partition(".")
+    key, _, entry = rest.partition(".")
+    if entry:
+        obj, f, tp = _field(cfg, f"{section}.{key}", source)
+        if not (tp is dict or typing.get_origin(tp) is dict):
+            raise ConfigError(f"{source}: {section}.{key} is not a mapping, so {dotted!r} names nothing; "
+                              f"use --{section}.{key}=VALUE")
+        if parse_strings and isinstance(value, str):
+            value = _yaml_value(value, f"{source}: {dotted}")
+        setattr(obj, f.name, {**getattr(obj, f.name), entry: value})
+        return
     obj, f, tp = _field(cfg, dotted, source)
     value = coerce(value, tp, f"{source}: {dotted}", parse_strings)
+    if merge and isinstance(value, dict) and value:
+        value = {**getattr(obj, f.name), **value}
     if f"{dotted.partition('.')[0]}.{f.name}" in PATH_FIELDS:
         value = expand_path(value)
     setattr(obj, f.name, value)
@@ -338,7 +357,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"{p}: invalid YAML ({e})") from None
         cfg.update(data or {}, source=str(p))
     for key, value in parse_overrides(list(overrides or [])):
-        set_value(cfg, key, value, source=f"--{key}={value}")
+        set_value(cfg, key, value, source=f"--{key}={value}", merge=True)
     validate(cfg)
     return cfg
 

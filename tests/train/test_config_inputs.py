@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
 
+from t5electra.errors import ConfigError
 from t5electra.train.config import load_config
 
 
@@ -25,3 +27,15 @@ def test_tilde_expanded_in_every_path_field(tmp_path):
     cfg = load_config(y)
     assert cfg.train.output_dir == f"{home}/r" and cfg.data.train_files == [f"{home}/c.txt"]
     assert load_config(overrides=["--checkpoint.resume=auto"]).checkpoint.resume == "auto"
+
+
+def test_mapping_overrides_merge_into_the_yaml(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("model:\n  overrides: {num_layers: 4, d_model: 64}\n")
+    cfg = load_config(y, ["--model.overrides={dropout_rate: 0.0, d_model: 32}"])
+    assert cfg.model.overrides == {"num_layers": 4, "d_model": 32, "dropout_rate": 0.0}
+    cfg = load_config(y, ["--model.overrides.num_layers=2", "--model.overrides.feed_forward_proj=gated-gelu"])
+    assert cfg.model.overrides == {"num_layers": 2, "d_model": 64, "feed_forward_proj": "gated-gelu"}
+    assert load_config(y, ["--model.overrides={}"]).model.overrides == {}
+    with pytest.raises(ConfigError, match="not a mapping"):
+        load_config(overrides=["--optim.lr.x=1"])
