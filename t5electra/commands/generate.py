@@ -7,7 +7,8 @@
 Each input (the arguments, else one per line of ``--file``, else of stdin; blank lines skipped)
 gives one line ``{"input": ..., "output": ...}`` in input order (with ``--num-return-sequences``
 > 1, ``"output"`` is a list). Inputs are batched (``--batch-size``), sorted by length so that
-batches need little padding.
+batches need little padding. Decoding options not given as flags come from the model's
+generation_config.json (e.g. a fine-tuned run's answer length), else the flags' listed defaults.
 """
 
 from __future__ import annotations
@@ -23,18 +24,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="F", help="write the JSON lines to F (default stdout)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N")
     parser.add_argument("--max-length", type=int, default=512, metavar="N", help="input tokens (longer: truncated)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
-    parser.add_argument("--num-beams", type=int, default=1, metavar="N")
-    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam search")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
-    parser.add_argument("--num-return-sequences", type=int, default=1, metavar="N")
+    gc = " (default: the model's generation_config.json, else {})"
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help=gc.format(64).strip())
+    parser.add_argument("--num-beams", type=int, default=None, metavar="N", help=gc.format(1).strip())
+    parser.add_argument("--do-sample", action="store_true", default=None,
+                        help="sample instead of greedy/beam search" + gc.format("off"))
+    parser.add_argument("--temperature", type=float, default=None, help=gc.format(1.0).strip())
+    parser.add_argument("--top-k", type=int, default=None, help=gc.format("none").strip())
+    parser.add_argument("--top-p", type=float, default=None, help=gc.format("none").strip())
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N", help=gc.format(0).strip())
+    parser.add_argument("--num-return-sequences", type=int, default=None, metavar="N", help=gc.format(1).strip())
     parser.add_argument("--seed", type=int, default=None, help="seed for --do-sample")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--weights", default="fp32", choices=("fp32", "bf16", "int8"),
                         help="inference weights: fp32 (exact), bf16 or int8 (faster, approximate; default fp32)")
+
+
+# The command's defaults where neither a flag nor the model's generation_config.json gives an option.
+FALLBACK = {"max_new_tokens": 64, "num_beams": 1, "do_sample": False, "temperature": 1.0, "top_k": None,
+            "top_p": None, "no_repeat_ngram_size": 0, "num_return_sequences": 1}
+
+
+def generation_options(args: argparse.Namespace, model_defaults: dict) -> dict:
+    """The decoding options of this run: a flag given, else the model's generation_config.json (a
+    fine-tuned run's answer length, its beams), else :data:`FALLBACK` (a config's max_length alone
+    still bounds the output: 64 new tokens are not added over it)."""
+    from ..core.generation_config import with_defaults
+
+    given = {k: getattr(args, k) for k in FALLBACK if getattr(args, k) is not None}
+    options = with_defaults(given, {k: v for k, v in model_defaults.items() if k in FALLBACK or k == "max_length"})
+    fallback = dict(FALLBACK)
+    if "max_length" in options:
+        fallback.pop("max_new_tokens")
+    return with_defaults(options, fallback)
 
 
 def read_inputs(args: argparse.Namespace) -> list[str]:
@@ -83,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length),
                             ("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams),
                             ("--num-return-sequences", args.num_return_sequences)):
-            checks.at_least(value, 1, flag)
+            if value is not None:
+                checks.at_least(value, 1, flag)
         if args.seed is not None and not 0 <= args.seed < 2**64:
             raise InvalidInputError(f"--seed={args.seed}: must be in [0, 2**64)")
         device = checks.device(args.device)
@@ -95,27 +118,24 @@ def run(args: argparse.Namespace) -> int:
         inputs = read_inputs(args)
         if not inputs:
             raise InvalidInputError("no inputs: give TEXT arguments, --file F, or lines on stdin")
-        unused = [flag for flag, value, default in (("--temperature", args.temperature, 1.0), ("--top-k", args.top_k, None),
-                                                     ("--top-p", args.top_p, None), ("--seed", args.seed, None))
-                  if value != default]
-        if unused and not args.do_sample:
-            print(f"t5electra generate: warning: {', '.join(unused)} only matter with --do-sample; this run is "
-                  f"{'beam search' if args.num_beams > 1 else 'greedy'}", file=sys.stderr)
         model = T5ForConditionalGeneration.from_pretrained(model_dir).to(device).optimize_for_inference(args.weights)
         tokenizer = T5Tokenizer.from_pretrained(model_dir)
+        options = generation_options(args, model.generation_config.to_dict())
+        unused = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
+                                           ("--top-p", args.top_p), ("--seed", args.seed)) if value is not None]
+        if unused and not options["do_sample"]:
+            print(f"t5electra generate: warning: {', '.join(unused)} only matter with --do-sample; this run is "
+                  f"{'beam search' if options['num_beams'] > 1 else 'greedy'}", file=sys.stderr)
         generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
         outputs: list = [None] * len(inputs)
-        n_ret = args.num_return_sequences
+        n_ret = options["num_return_sequences"]
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         for start in range(0, len(order), args.batch_size):
             idx = order[start:start + args.batch_size]
             enc = tokenizer([inputs[i] for i in idx], padding=True, truncation=True, max_length=args.max_length,
                             return_tensors="pt")
             ids = model.generate(enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                 max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                 do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                                 num_return_sequences=n_ret, generator=generator,
+                                 **options, generator=generator,
                                  return_dict_in_generate=False)  # (b * n_ret, T)
             texts = [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
             for j, i in enumerate(idx):
