@@ -344,7 +344,7 @@ class CheckpointManager:
             with open(tmp / STATE_FILE, "wb") as f:  # through a Python file: a full disk is OSError(ENOSPC)
                 torch.save(state, f)
             meta = {"step": int(step), "time": time.time(), "metrics": metrics or {}, "config": self.config,
-                    "world_size": self.world_size, "sharded": sharded,
+                    "world_size": self.world_size, "sharded": sharded, "workdir": os.getcwd(),
                     "weights_finite": True}  # checked above: damage() need not read them again
             if self.data_files is not None:
                 meta["data_files"] = self.data_files
@@ -507,7 +507,7 @@ class CheckpointManager:
         batch_keys = {"train.batch_size", "train.grad_accum_steps"}
         # written before the global batch was recorded: the per-process batch must match, as then
         diff = diff_configs(saved, self.config, ignore=self.resume_safe - batch_keys if saved_ws is None
-                            else self.resume_safe)
+                            else self.resume_safe, workdirs=(meta.get("workdir") or os.getcwd(), os.getcwd()))
         adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and
                     (k != "optim.lr" or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0))]
         diff = [d for d in diff if d not in adjusted]

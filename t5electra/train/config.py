@@ -563,11 +563,15 @@ RESUME_SAFE = frozenset({
 RESUME_ADJUSTABLE = frozenset({"optim.lr", "optim.max_grad_norm", "train.precision"})
 
 
-def diff_configs(a: RunConfig | dict, b: RunConfig | dict, ignore=RESUME_SAFE) -> list[tuple[str, Any, Any]]:
+def diff_configs(a: RunConfig | dict, b: RunConfig | dict, ignore=RESUME_SAFE,
+                 workdirs: tuple[Any, Any] | None = None) -> list[tuple[str, Any, Any]]:
     """``[(key, value in a, value in b)]`` for every flattened key whose values differ.
 
     A key that only one side has (an option added in a later version) counts as equal when the
     other side holds its default: a run saved before the option existed behaved like the default.
+    Paths (:data:`PATH_FIELDS`) are compared as the files they name: each side's relative paths
+    resolved against its working directory (``workdirs``; default: this one), ``./``, ``..`` and
+    trailing slashes normalised (``etok/`` is ``etok``); the data fingerprint catches changed files.
     """
     fa = flatten(a.to_dict() if isinstance(a, RunConfig) else a)
     fb = flatten(b.to_dict() if isinstance(b, RunConfig) else b)
@@ -581,9 +585,20 @@ def diff_configs(a: RunConfig | dict, b: RunConfig | dict, ignore=RESUME_SAFE) -
         if (va is missing or vb is missing) and key in defaults and _norm(defaults[key]) == _norm(
                 vb if va is missing else va):
             continue
-        if _norm(va) != _norm(vb):
+        if _norm(va) != _norm(vb) and not (key in PATH_FIELDS and va is not missing and vb is not missing
+                                           and _same_paths(va, vb, workdirs or (os.getcwd(), os.getcwd()))):
             out.append((key, None if va is missing else va, None if vb is missing else vb))
     return out
+
+
+def _same_paths(a: Any, b: Any, workdirs: tuple[Any, Any]) -> bool:
+    def resolved(v: Any, wd: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [resolved(x, wd) for x in v]
+        if isinstance(v, str) and v.strip():
+            return os.path.normpath(os.path.join(str(wd), os.path.expanduser(v)))
+        return v
+    return resolved(a, workdirs[0]) == resolved(b, workdirs[1])
 
 
 def _norm(v: Any) -> Any:

@@ -39,3 +39,17 @@ def test_mapping_overrides_merge_into_the_yaml(tmp_path):
     assert load_config(y, ["--model.overrides={}"]).model.overrides == {}
     with pytest.raises(ConfigError, match="not a mapping"):
         load_config(overrides=["--optim.lr.x=1"])
+
+
+def test_resume_compares_paths_as_the_files_they_name(tmp_path):
+    from t5electra.train.config import diff_configs
+
+    a = load_config(overrides=["--data.tokenizer=etok/", "--data.train_files=./corpus.txt"])
+    b = load_config(overrides=[f"--data.tokenizer={tmp_path}/etok", f"--data.train_files={tmp_path}/corpus.txt"])
+    assert diff_configs(a, load_config(overrides=["--data.tokenizer=etok", "--data.train_files=corpus.txt"])) == []
+    assert diff_configs(a, b, workdirs=(tmp_path, "/elsewhere")) == []
+    assert [k for k, *_ in diff_configs(a, b, workdirs=("/elsewhere", "/elsewhere"))] == ["data.tokenizer",
+                                                                                          "data.train_files"]
+    c = load_config(overrides=["--data.tokenizer=other"])
+    assert [k for k, *_ in diff_configs(a, c, workdirs=(tmp_path, tmp_path))] == ["data.tokenizer",
+                                                                                   "data.train_files"]
