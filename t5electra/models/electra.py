@@ -133,6 +133,21 @@ class ElectraConfig(ModelConfig):
         super().__post_init__()
 
     def validate(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name}={v!r} must be a positive integer")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ConfigError(f"{name}={v!r} must be in [0, 1) (a dropout probability)")
+        if self.layer_norm_eps <= 0:
+            raise ConfigError(f"layer_norm_eps={self.layer_norm_eps!r} must be positive (e.g. 1e-12)")
+        if self.initializer_range < 0:
+            raise ConfigError(f"initializer_range={self.initializer_range!r} must be >= 0 (e.g. 0.02)")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id={self.pad_token_id!r} is outside the vocabulary [0, {self.vocab_size})")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of "
                               f"num_attention_heads={self.num_attention_heads}")
@@ -147,10 +162,6 @@ class ElectraConfig(ModelConfig):
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
         if self.num_labels < 1 or len(self.id2label) != self.num_labels:
             raise ConfigError(f"num_labels={self.num_labels} but id2label has {len(self.id2label)} entries")
-        for name in ("vocab_size", "embedding_size", "num_hidden_layers", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
 
     @classmethod
     def compatible_model_types(cls) -> tuple[str, ...]:
