@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -266,7 +267,10 @@ class RunConfig:
 def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.Field, Any]:
     """(section object, field, annotation) for ``"optim.lr"``; ConfigError with a suggestion."""
     section, _, key = dotted.partition(".")
+    everywhere = [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
     if section not in SECTIONS:
+        if not key:  # "--lr=1e-4": a key without its section
+            raise ConfigError(f"{source}: {section!r} needs its section (--section.key=value){_key_hint(section, everywhere)}")
         raise ConfigError(f"{source}: unknown config section {section!r}{suggest(section, SECTIONS)}; "
                           f"sections: {', '.join(SECTIONS)}")
     if not key:
@@ -274,14 +278,25 @@ def _field(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, dataclasses.F
     cls = SECTIONS[section]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if key not in fields:
-        # also suggest across sections: "--optim.warmup_steps" -> schedule.warmup_steps
-        everywhere = [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
-        hint = suggest(key, fields) or suggest(dotted, everywhere)
-        if not hint:
-            hint = next((f" (did you mean {e!r}?)" for e in everywhere if e.endswith("." + key)), "")
+        # an exact name in another section first ("--train.lr" -> optim.lr), then close names in this
+        # section, then across sections ("--optim.warmup_steps" -> schedule.warmup_steps)
+        hint = _key_hint(key, everywhere, exact_only=True) or suggest(key, fields) or suggest(dotted, everywhere) \
+            or _key_hint(key, everywhere)
         raise ConfigError(f"{source}: unknown key {key!r} in section {section!r}{hint}")
     hints = typing.get_type_hints(cls)
     return getattr(cfg, section), fields[key], hints[key]
+
+
+def _key_hint(key: str, everywhere: list[str], exact_only: bool = False) -> str:
+    """' (did you mean 'optim.lr'?)' for a key name as some section has it (or a close one)."""
+    exact = [e for e in everywhere if e.endswith("." + key)]
+    if exact:
+        return f" (did you mean {' or '.join(repr(e) for e in exact)}?)"
+    if exact_only:
+        return ""
+    names = {e.partition(".")[2]: e for e in everywhere}
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 # Fields that hold paths: a leading ~ is expanded wherever the value comes from (the shell does not

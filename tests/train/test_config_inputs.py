@@ -53,3 +53,15 @@ def test_resume_compares_paths_as_the_files_they_name(tmp_path):
     c = load_config(overrides=["--data.tokenizer=other"])
     assert [k for k, *_ in diff_configs(a, c, workdirs=(tmp_path, tmp_path))] == ["data.tokenizer",
                                                                                    "data.train_files"]
+
+
+@pytest.mark.parametrize("arg, hint", [
+    ("--train.lr=1e-4", "optim.lr"), ("--optim.seed=1", "train.seed"), ("--train.metric=f1", "eval.metric"),
+    ("--model.lr=1", "optim.lr"), ("--lr=1e-4", "optim.lr"), ("--seed=1", "train.seed"),
+    ("--max_steps=10", "train.max_steps"), ("--output_dir=x", "train.output_dir"),
+    ("--optim.warmup_steps=3", "schedule.warmup_steps"), ("--optim.layerwise_lr_dcay=0.8", "layerwise_lr_decay"),
+    ("--max_step=10", "train.max_steps"),
+])
+def test_did_you_mean_names_the_key_in_its_section(arg, hint):
+    with pytest.raises(ConfigError, match=f"did you mean '{hint}'"):
+        load_config(overrides=[arg])
