@@ -378,6 +378,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 _CHOICES = {
+    "model.family": ("t5", "electra"),
+    "data.objective": ("t5-span-corruption", "electra-rtd", "mlm", "finetune"),
     "optim.name": ("adamw", "adamw_scaled", "adafactor"),
     "schedule.name": ("constant", "linear", "cosine", "inverse_sqrt"),
     "train.precision": ("fp32", "bf16"),
