@@ -97,8 +97,13 @@ def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str) and parse_strings:
+            text = value.strip().replace("_", "")
             try:
-                f = float(value.replace("_", ""))
+                return int(text)  # exact: 12345678901234567890 is not rounded through a float
+            except ValueError:
+                pass
+            try:
+                f = float(text)  # "1e4"
             except ValueError:
                 f = None
             if f is not None and f.is_integer():

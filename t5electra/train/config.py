@@ -438,6 +438,7 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("optim.max_grad_norm", 0.0, None, ">= 0 (0 or null: no clipping)"),
     ("optim.layerwise_lr_decay", ("open", 0.0), 1.0, "in (0, 1] (e.g. 0.8), or null for off"),
     ("optim.adafactor_clip_threshold", ("open", 0.0), None, "> 0"),
+    ("train.seed", 0, ("open", 2**32), "in [0, 2**32) (what numpy's and torch's seeding accept)"),
     ("data.max_length", 2, None, "at least 2 tokens"),
     ("data.target_length", 1, None, "at least 1 token, or null (derived from the objective)"),
     ("data.noise_density", ("open", 0.0), ("open", 1.0), "a fraction in (0, 1), e.g. 0.15"),

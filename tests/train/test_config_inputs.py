@@ -65,3 +65,14 @@ def test_resume_compares_paths_as_the_files_they_name(tmp_path):
 def test_did_you_mean_names_the_key_in_its_section(arg, hint):
     with pytest.raises(ConfigError, match=f"did you mean '{hint}'"):
         load_config(overrides=[arg])
+
+
+def test_integers_are_exact_and_seeds_in_range():
+    from t5electra.core.typed_config import coerce
+
+    assert coerce("12345678901234567890", int, "x") == 12345678901234567890
+    assert coerce("1e4", int, "x") == 10000 and coerce("1_000", int, "x") == 1000
+    assert load_config(overrides=["--train.seed=4294967295"]).train.seed == 2**32 - 1
+    for bad in ("-1", "4294967296", "12345678901234567890"):
+        with pytest.raises(ConfigError, match=r"train.seed.*\[0, 2\*\*32\)"):
+            load_config(overrides=[f"--train.seed={bad}"])
