@@ -366,6 +366,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"--config {str(p)!r} is a directory: give the YAML file (e.g. {p / 'config.yaml'})"
+                              ) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start}): save it "
+                              f"as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {str(p)!r} ({e.strerror or e})") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

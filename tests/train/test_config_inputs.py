@@ -76,3 +76,12 @@ def test_integers_are_exact_and_seeds_in_range():
     for bad in ("-1", "4294967296", "12345678901234567890"):
         with pytest.raises(ConfigError, match=r"train.seed.*\[0, 2\*\*32\)"):
             load_config(overrides=[f"--train.seed={bad}"])
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path):
+    gbk = tmp_path / "gbk.yaml"
+    gbk.write_bytes("train:\n  output_dir: runs/中文\n".encode("gbk"))
+    with pytest.raises(ConfigError, match="gbk.yaml.*not UTF-8"):
+        load_config(gbk)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
