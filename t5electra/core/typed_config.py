@@ -55,6 +55,8 @@ def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
 
     With ``parse_strings`` (command-line values) a string is read as the type asks: ``"3e-4"`` ->
     float, ``"true"`` -> bool, ``"a,b"`` or ``"[a, b]"`` -> list, ``"none"`` -> None for Optional.
+    Without it (YAML values) only what is unambiguous: a numeric string for a number (YAML reads
+    ``1e4`` as a string), one string for a list of strings (``[that string]``).
     """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -70,6 +72,8 @@ def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
                 value = _yaml_value(s, where)
             else:
                 value = [v.strip() for v in s.split(",")] if s else []
+        elif isinstance(value, str):  # YAML "train_files: corpus.txt": a list of that one
+            value = [value]
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
@@ -96,7 +100,7 @@ def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and parse_strings:
+        if isinstance(value, str):  # YAML reads "1e4" (no dot) as a string: read it as the command line does
             text = value.strip().replace("_", "")
             try:
                 return int(text)  # exact: 12345678901234567890 is not rounded through a float

@@ -85,3 +85,17 @@ def test_unreadable_config_files_are_config_errors(tmp_path):
         load_config(gbk)
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(tmp_path)
+
+
+def test_yaml_values_read_as_the_command_line_reads_them(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("train:\n  max_steps: 1e4\n  batch_size: 8.0\ndata:\n  train_files: corpus.txt\n  tokenizer: tok\n")
+    cfg = load_config(y)
+    assert cfg.train.max_steps == 10000 and cfg.train.batch_size == 8
+    assert cfg.data.train_files == ["corpus.txt"]
+    y.write_text("train:\n  max_steps: 2.5e0\n")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(y)
+    y.write_text("train:\n  max_steps: lots\n")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(y)
