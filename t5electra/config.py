@@ -119,6 +119,7 @@ class ModelConfig:
                 f"{source}: model_type {mt!r} cannot be loaded as {cls.__name__} "
                 f"(expects {cls.model_type!r})"
             )
+        d = cls._dealias(d, source)
         names = set(cls.field_names())
         hints = typing.get_type_hints(cls)
         known = {k: conform(v, hints[k], f"{source}: {k}") for k, v in d.items() if k in names}
@@ -140,6 +141,22 @@ class ModelConfig:
             raise ConfigError(f"{source}: {e}") from None
         cfg.extra = {**extra, **(cfg.extra or {})}
         return cfg
+
+    @classmethod
+    def _dealias(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
+        """``d`` with transformers' other names of fields (``attribute_map``: T5's hidden_size,
+        num_attention_heads, num_hidden_layers, head_dim) renamed to the fields; an alias that
+        contradicts its field given too is a ConfigError."""
+        out = dict(d)
+        for alias, field in cls.attribute_map.items():
+            if alias not in out:
+                continue
+            value = out.pop(alias)
+            if field in out and out[field] != value:
+                raise ConfigError(f"{source}: {alias}={value!r} and {field}={out[field]!r} name the same field "
+                                  f"({alias} is transformers' other name of {field}); keep one")
+            out[field] = value
+        return out
 
     @classmethod
     def compatible_model_types(cls) -> tuple[str, ...]:
@@ -178,6 +195,7 @@ class ModelConfig:
 
     def replace(self: C, **overrides: Any) -> C:
         """A copy with some fields changed; an unknown field name is a ConfigError."""
+        overrides = self._dealias(overrides, type(self).__name__)
         names = self.field_names()
         for k in overrides:
             if k not in names:

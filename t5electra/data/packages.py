@@ -27,7 +27,8 @@ class FetchError(T5ElectraError, OSError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("T5ELECTRA_CACHE", Path.home() / ".cache" / "t5electra")).expanduser()
+    # empty (T5ELECTRA_CACHE=) is unset: Path("") would be the working directory
+    return Path(os.environ.get("T5ELECTRA_CACHE") or Path.home() / ".cache" / "t5electra").expanduser()
 
 
 def _safe_members(names, dest: Path):

@@ -86,7 +86,10 @@ def architecture(config: dict[str, Any], where: str = "config.json") -> Architec
     """The :class:`Architecture` of a config.json (its first ``architectures`` entry, else the
     family's default)."""
     family = model_family(config, where)
-    name = (config.get("architectures") or [None])[0] or DEFAULT_ARCHITECTURE[str(config["model_type"])]
+    names = config.get("architectures")
+    if isinstance(names, str):  # "architectures": "ElectraForSequenceClassification" (one, not a list)
+        names = [names]
+    name = (names or [None])[0] or DEFAULT_ARCHITECTURE[str(config["model_type"])]
     arch = ARCHITECTURES.get(name)
     if arch is None or arch.family != family:
         known = [a for a, v in ARCHITECTURES.items() if v.family == family]

@@ -348,6 +348,8 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
             key, value = body.split("=", 1)
         elif arg.startswith("--") and "." in body and i + 1 < len(args):
             key, value = body, args[i + 1]
+            if value.startswith("--"):  # "--data.tokenizer --model.preset=t5-tiny": the value is missing
+                raise ConfigError(f"{arg} has no value (the next argument is {value!r}): give --{body}=VALUE")
             i += 1
         else:
             raise ConfigError(f"cannot read override {arg!r}: expected --section.key=value (e.g. --optim.lr=3e-4)")
