@@ -22,9 +22,10 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train.config import add_config_arguments
+    from ..train.config import RECIPE_DEFAULTS_NOTE, add_config_arguments
 
     add_config_arguments(parser)
+    parser.epilog = RECIPE_DEFAULTS_NOTE.format(command="finetune") + parser.epilog
 
 
 def model_family(init_from: str | None, family: str, preset: str | None = None) -> str:
@@ -60,6 +61,9 @@ def resolve_config(args: argparse.Namespace):
     else:
         raise ConfigError(f"model.family={family!r}: expected 't5' or 'electra'")
     cfg.model.family = family
+    from ..train.recipe_keys import warn_unread
+
+    warn_unread(cfg, f"finetune-{family}")
     return family, cfg
 
 

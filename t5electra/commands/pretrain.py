@@ -20,12 +20,13 @@ OBJECTIVES = ("t5-span-corruption", "electra-rtd", "mlm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..train.config import add_config_arguments
+    from ..train.config import RECIPE_DEFAULTS_NOTE, add_config_arguments
 
     parser.add_argument("--objective", choices=OBJECTIVES,
                         help="t5-span-corruption (T5), electra-rtd (ELECTRA: generator + discriminator) or mlm "
                              "(the MLM-only baseline of the ELECTRA paper); default: the config's data.objective")
     add_config_arguments(parser)
+    parser.epilog = RECIPE_DEFAULTS_NOTE.format(command="pretrain") + parser.epilog
 
 
 def resolve_objective(args: argparse.Namespace) -> str:
@@ -78,6 +79,9 @@ def resolve_config(args: argparse.Namespace):
     else:
         raise ConfigError(f"data.objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
     cfg.data.objective = objective
+    from ..train.recipe_keys import warn_unread
+
+    warn_unread(cfg, "pretrain-t5" if objective == "t5-span-corruption" else "pretrain-electra")
     return objective, cfg
 
 

@@ -667,6 +667,13 @@ def add_config_arguments(parser) -> None:
                      describe().replace("%", "%%"))
 
 
+# Shown above the option list of `pretrain --help` / `finetune --help`: the list's defaults are the engine's
+RECIPE_DEFAULTS_NOTE = ("the defaults listed below are the engine's; the ELECTRA recipes start from their own (e.g. "
+                        "ELECTRA fine-tuning: optim.lr 1e-4, weight decay 0.01, layerwise_lr_decay 0.8, warmup_ratio 0.1). "
+                        "`t5electra config --for {command} [your options]` prints the config this command would "
+                        "run, recipe defaults included.\n\n")
+
+
 def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
     """The RunConfig of a subcommand that called :func:`add_config_arguments`."""
     return load_config(getattr(args, "config", None), list(getattr(args, "overrides", []) or []), base=base)
