@@ -154,6 +154,14 @@ class PeftModel(nn.Module):
         super().__init__()
         if isinstance(model, PeftModel):
             raise ConfigError("this model already has LoRA adapters (merge_and_unload() it first)")
+        adapted = next((n for n, m in model.named_modules() if isinstance(m, LoraLinear)), None)
+        if adapted is not None:
+            # a second PeftModel on the same base object would stack onto the first adapter (both
+            # models would then compute A + B)
+            raise ConfigError(f"this model already holds LoRA layers (e.g. {adapted!r}): it is the base of another "
+                              f"PeftModel. Load each adapter on a fresh base model (from_pretrained again, or "
+                              f"copy.deepcopy(base) before the first adapter), or merge_and_unload() the first "
+                              f"adapter before adding another")
         if not hasattr(model, "hf_keymap"):
             raise ConfigError(f"LoRA needs a t5electra model (with a transformers key map), got {type(model).__name__}")
         # as PEFT: adapter name -> config; one adapter per model here, PEFT's default name

@@ -502,3 +502,16 @@ def test_gaussian_init_as_peft():
     assert LoraConfig(init_lora_weights="gaussian").init_lora_weights == "gaussian"
     with pytest.raises(ConfigError, match="init_lora_weights='pissa' is not supported"):
         LoraConfig(init_lora_weights="pissa")
+
+
+def test_a_second_adapter_on_the_same_base_is_refused(tmp_path):
+    model = ours("t5-v1.1")
+    first = get_peft_model(model, LoraConfig(r=4, target_modules=["q", "v"], init_lora_weights=False))
+    first.save_pretrained(tmp_path / "a")
+    before = logits(first, "t5-v1.1")
+    for make in (lambda: PeftModel.from_pretrained(model, tmp_path / "a"),
+                 lambda: get_peft_model(model, LoraConfig(r=4, target_modules=["k"])),
+                 lambda: get_peft_model(model, LoraConfig(r=4, target_modules=["q"]))):
+        with pytest.raises(ConfigError, match="already holds LoRA layers.*fresh base.*merge_and_unload"):
+            make()
+    torch.testing.assert_close(logits(first, "t5-v1.1"), before)
