@@ -108,10 +108,12 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
     linears = linear_modules(model)
     if isinstance(targets, list) and [t.lower() for t in targets] == [ALL_LINEAR]:  # a run config's list
         targets = ALL_LINEAR
-    if isinstance(targets, str) and targets.lower() == ALL_LINEAR:
-        # PEFT's shorthand: every linear layer but the output layer, saved as the list of their paths
+    all_linear = isinstance(targets, str) and targets.lower() == ALL_LINEAR
+    if all_linear:
+        # PEFT's shorthand: every linear layer but the output layer, saved as the list of the paths
+        # adapted (below: not a modules_to_save head such as TOKEN_CLS's classifier, which PEFT
+        # refuses to find among the targets too)
         targets = sorted({p for blocks in linears.values() for p, _, _ in blocks} - OUTPUT_LAYERS)
-        config.target_modules = list(targets)
     chosen: dict[str, dict[str, tuple[str, int, int]]] = {}
     for ours, blocks in linears.items():
         for hf_path, start, stop in blocks:
@@ -123,6 +125,8 @@ def _resolve(model: nn.Module, config: LoraConfig, saved: dict[str, str]
                 continue  # PEFT trains a module_to_save in full, never adapts inside it
             part = hf_path.rsplit(".", 1)[-1]
             chosen.setdefault(ours, {})[part] = (hf_path, start, stop)
+    if all_linear:
+        config.target_modules = sorted(p for parts in chosen.values() for p, _, _ in parts.values())
     valid = sorted({p.rsplit(".", 1)[-1] for blocks in linears.values() for p, _, _ in blocks})
     if isinstance(targets, str):
         if not chosen:

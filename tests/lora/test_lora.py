@@ -515,3 +515,29 @@ def test_a_second_adapter_on_the_same_base_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="already holds LoRA layers.*fresh base.*merge_and_unload"):
             make()
     torch.testing.assert_close(logits(first, "t5-v1.1"), before)
+
+
+@pytest.mark.parametrize("head,task", [("ElectraForTokenClassification", "TOKEN_CLS"),
+                                       ("ElectraForQuestionAnswering", "QUESTION_ANS")])
+def test_all_linear_with_a_linear_task_head_saves_only_the_adapted_paths(head, task, tmp_path):
+    torch.manual_seed(0)
+    cfg = E.ElectraConfig.from_preset("electra-tiny", num_labels=3 if task == "TOKEN_CLS" else 2,
+                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = getattr(E, head)(cfg).eval()
+    model.save_pretrained(tmp_path / "base")
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type=task, init_lora_weights=False))
+    head_name = TASK_HEAD_NAMES[task]
+    perturb(getattr(lora.base_model, head_name).parameters())
+    lora.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert not [t for t in saved["target_modules"] if t.startswith(head_name)]
+    hf = getattr(transformers, head).from_pretrained(tmp_path / "base").eval()
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    x = inputs("electra")
+    with torch.no_grad():
+        ours_out, their_out = lora(**x), theirs(**x)
+    for key in ("logits",) if task == "TOKEN_CLS" else ("start_logits", "end_logits"):
+        torch.testing.assert_close(getattr(their_out, key), getattr(ours_out, key), **TOL)
+
+
+TASK_HEAD_NAMES = {"TOKEN_CLS": "classifier", "QUESTION_ANS": "qa_outputs"}
