@@ -61,6 +61,9 @@ def linear_modules(model: nn.Module) -> dict[str, list[tuple[str, int, int]]]:
 def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, ...]) -> dict[str, str]:
     """modules_to_save -> {our parameter name: transformers parameter name} of the modules they name."""
     keymap = model.hf_keymap(model.config)
+    for t in names:
+        if t.rsplit(".", 1)[-1] == "embed_tokens":  # T5's encoder/decoder aliases of `shared`
+            _refuse_shared(t, t)
     found: dict[str, str] = {}
     matched = set()
     for key, _ in model.named_parameters():
@@ -75,6 +78,8 @@ def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, .
             if len(hf) > 1:
                 raise ConfigError(f"modules_to_save {t!r} names part of our fused {key!r} ({', '.join(hf)}); "
                                   f"adapt it with target_modules instead")
+            if _is_shared(model, hf[0]):
+                _refuse_shared(t, hf[0].rsplit(".", 1)[0])
             found[key] = hf[0]
             matched.add(t)
     missing = [t for t in names if t not in matched and t not in optional]
@@ -83,6 +88,24 @@ def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, .
         raise ConfigError(f"modules_to_save {missing} match no module of {type(model).__name__} "
                           f"(its top-level modules in transformers' names: {heads})")
     return found
+
+
+def _refuse_shared(name: str, module: str) -> None:
+    raise ConfigError(f"modules_to_save {name!r} names the shared/tied embedding {module!r}: PEFT trains a copy of "
+                      f"that module, but the model's other users of the same weights (T5's shared and encoder/"
+                      f"decoder embed_tokens, a tied output layer) keep the original, so PEFT would ignore the "
+                      f"trained copy and compute other logits than this model; adapt the layers around it with "
+                      f"target_modules instead, or fine-tune without LoRA")
+
+
+def _is_shared(model: nn.Module, hf_key: str) -> bool:
+    """Is this transformers parameter one that several modules of transformers' model use (T5's
+    ``shared`` = encoder/decoder ``embed_tokens``; word embeddings tied to an output layer)?"""
+    module = hf_key.rsplit(".", 1)[0]
+    leaf = module.rsplit(".", 1)[-1]
+    if leaf in ("shared", "embed_tokens"):
+        return True
+    return leaf == "word_embeddings" and bool(getattr(model, "tied", False))  # ElectraForMaskedLM's tie
 
 
 def _ancestors(path: str) -> list[str]:

@@ -541,3 +541,14 @@ def test_all_linear_with_a_linear_task_head_saves_only_the_adapted_paths(head, t
 
 
 TASK_HEAD_NAMES = {"TOKEN_CLS": "classifier", "QUESTION_ANS": "qa_outputs"}
+
+
+@pytest.mark.parametrize("case,module", [("t5-v1.0", "shared"), ("t5-v1.1", "shared"), ("t5-v1.1", "embed_tokens"),
+                                         ("t5-v1.1", "encoder.embed_tokens"), ("mlm", "word_embeddings")])
+def test_modules_to_save_naming_a_shared_embedding_is_refused(case, module):
+    # PEFT trains a copy of the module, but T5's encoder/decoder embed_tokens (or a tied output
+    # layer) keep using the original: its logits would differ from ours.
+    model = E.ElectraForMaskedLM(E.ElectraConfig.from_preset("electra-tiny")) if case == "mlm" else ours(case)
+    targets = ["query"] if case == "mlm" else ["q"]
+    with pytest.raises(ConfigError, match="shared/tied embedding.*PEFT would ignore the trained copy"):
+        get_peft_model(model, LoraConfig(r=4, target_modules=targets, modules_to_save=[module]))
