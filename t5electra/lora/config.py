@@ -45,6 +45,11 @@ _UNSUPPORTED = {
     "arrow_config": None, "kasa_config": None, "monteclora_config": None, "lora_ga_config": None, "velora_config": None,
 }
 _EMPTY = (None, False, {}, [], "")
+# init_lora_weights: the inits implemented here, and those of peft (0.21) that leave the base weights as
+# they are, so that a trained adapter made with them is plain LoRA on the unchanged base and loads
+# (its A and B replace whatever the init made).
+_INITS = (True, False, "gaussian")
+_LOADABLE_INITS = ("orthogonal", "eva")
 
 
 @dataclasses.dataclass
@@ -150,17 +155,21 @@ class LoraConfig:
         if d.get("bias", "none") != "none":
             raise ConfigError(f"{source}: bias={d['bias']!r} is not supported (only 'none')")
         init = d.get("init_lora_weights", True)
-        if init not in (True, False, "gaussian"):
-            # PiSSA, OLoRA, LoftQ, EVA, CorDA... also rewrite the base weights: this adapter needs that base.
+        if init not in _INITS + _LOADABLE_INITS:
+            # PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA ... also rewrite the base weights (W - BA): the trained
+            # adapter needs that modified base, which its files do not hold.
             raise ConfigError(f"{source}: init_lora_weights={init!r} changes the base weights too; only "
-                              f"adapters initialised with true, false or 'gaussian' load here")
+                              f"adapters initialised with {', '.join(map(repr, _INITS + _LOADABLE_INITS))} "
+                              f"load here")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
-        kwargs["init_lora_weights"] = init
+        kwargs["init_lora_weights"] = init if init in _INITS else True
         try:
-            return cls(**kwargs)
+            config = cls(**kwargs)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+        config.init_lora_weights = init  # the file's, written back as read (the weights load over the init)
+        return config
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> LoraConfig:

@@ -552,3 +552,22 @@ def test_modules_to_save_naming_a_shared_embedding_is_refused(case, module):
     targets = ["query"] if case == "mlm" else ["q"]
     with pytest.raises(ConfigError, match="shared/tied embedding.*PEFT would ignore the trained copy"):
         get_peft_model(model, LoraConfig(r=4, target_modules=targets, modules_to_save=[module]))
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "eva", "pissa"])
+def test_peft_inits_that_keep_the_base_weights_load(init, tmp_path):
+    case = "t5-v1.1"
+    model, hf = base_dirs(case, tmp_path)
+    theirs = peft.get_peft_model(hf, peft.LoraConfig(r=4, target_modules=["q", "v"], init_lora_weights=False)).eval()
+    perturb(p for n, p in theirs.named_parameters() if "lora_" in n)
+    theirs.save_pretrained(tmp_path / "adapter")
+    path = tmp_path / "adapter" / "adapter_config.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), init_lora_weights=init)))  # as trained with it
+    if init == "pissa":  # PiSSA moves the principal part out of the base weight: it needs that base
+        with pytest.raises(ConfigError, match="init_lora_weights='pissa' changes the base weights too"):
+            PeftModel.from_pretrained(model, tmp_path / "adapter")
+        return
+    lora = PeftModel.from_pretrained(model, tmp_path / "adapter")
+    torch.testing.assert_close(logits(lora, case), logits(theirs, case), **TOL)
+    lora.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["init_lora_weights"] == init
