@@ -33,7 +33,10 @@ class LoraLinear(nn.Module):
         self.scaling = scaling
         self.lora_dropout = Dropout(dropout)
         w = base_layer.weight
-        kw = dict(device=w.device, dtype=w.dtype)
+        # A and B in float32 on a 16-bit base, as PEFT (autocast_adapter_dtype=True): small updates
+        # survive training in bf16, and the logits are PEFT's; forward casts the input and the sum.
+        dtype = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+        kw = dict(device=w.device, dtype=dtype)
         self.lora_A = nn.ModuleDict({n: nn.Linear(base_layer.in_features, r, bias=False, **kw) for n in self.parts})
         self.lora_B = nn.ModuleDict({n: nn.Linear(r, stop - start, bias=False, **kw)
                                      for n, (start, stop) in self.parts.items()})
@@ -86,7 +89,9 @@ class LoraLinear(nn.Module):
         for n, (start, stop) in self.parts.items():
             if start > pos:
                 pieces.append(out[..., pos:start])  # a block nobody adapts (k between q and v)
-            pieces.append(out[..., start:stop] + self.lora_B[n](self.lora_A[n](h)) * self.scaling)
+            a = self.lora_A[n]
+            delta = self.lora_B[n](a(h.to(a.weight.dtype))) * self.scaling
+            pieces.append((out[..., start:stop] + delta).to(out.dtype))  # PEFT: added in float32, then cast
             pos = stop
         if pos < out.shape[-1]:
             pieces.append(out[..., pos:])

@@ -571,3 +571,27 @@ def test_peft_inits_that_keep_the_base_weights_load(init, tmp_path):
     torch.testing.assert_close(logits(lora, case), logits(theirs, case), **TOL)
     lora.save_pretrained(tmp_path / "again")
     assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())["init_lora_weights"] == init
+
+
+
+def test_a_bf16_base_gets_float32_adapters_computed_as_peft_s(tmp_path):
+    # Whole-model bf16 logits differ between our model and transformers' by bf16 rounding alone,
+    # so compare PEFT's layer with ours on the same bf16 base layer: the same arithmetic, exactly.
+    torch.manual_seed(0)
+    base = torch.nn.Linear(16, 24).to(torch.bfloat16)
+    theirs = peft.tuners.lora.Linear(base, "default", r=4, lora_alpha=8, init_lora_weights=False,
+                                     config=peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False))
+    mine = LoraLinear(base, {"v": (0, 24)}, r=4, scaling=2.0, init_lora_weights=False)
+    assert {p.dtype for p in (*mine.lora_A.parameters(), *mine.lora_B.parameters())} == {torch.float32}
+    theirs.lora_A["default"].float()  # what peft.PeftModel does with autocast_adapter_dtype=True (its default)
+    theirs.lora_B["default"].float()
+    with torch.no_grad():
+        mine.lora_A["v"].weight.copy_(theirs.lora_A["default"].weight * 10)  # an update bf16 rounding would hide
+        mine.lora_B["v"].weight.copy_(theirs.lora_B["default"].weight)
+        theirs.lora_A["default"].weight.mul_(10)
+        x = torch.randn(3, 16).to(torch.bfloat16)
+        assert mine(x).dtype == torch.bfloat16
+        torch.testing.assert_close(mine(x), theirs(x), atol=0, rtol=0)
+    # and a model's adapters on a bf16 base are float32 too
+    lora = get_peft_model(ours("t5-v1.1").to(torch.bfloat16), LoraConfig(r=4, target_modules=["q", "v"]))
+    assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
