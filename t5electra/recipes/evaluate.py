@@ -63,6 +63,13 @@ def resolve_model_dir(path: str | Path) -> Path:
                               f"no task head to evaluate and does not generate text. Fine-tune it first "
                               f"(`t5electra finetune --model.init_from={d}`), or load its discriminator with "
                               f"ElectraPipeline for replaced-token detection")
+    from ..lora.merge import is_adapter_dir
+
+    adapter = next((d for d in (p, p / "model", p / "adapter", latest) if d is not None and is_adapter_dir(d)), None)
+    if adapter is not None:  # as `t5electra convert` says
+        raise CheckpointNotFoundError(f"{adapter} holds a LoRA adapter (adapter_config.json), not a model: merge it "
+                                      f"into its base model with `t5electra convert --merge {adapter} DST` "
+                                      f"(--base BASE_DIR when the adapter's base is elsewhere) and give DST")
     raise CheckpointNotFoundError(f"{p}: no config.json, and no model/ or checkpoints/ with one "
                                   f"(give a directory written by save_pretrained or a training run)")
 

@@ -595,3 +595,17 @@ def test_a_bf16_base_gets_float32_adapters_computed_as_peft_s(tmp_path):
     # and a model's adapters on a bf16 base are float32 too
     lora = get_peft_model(ours("t5-v1.1").to(torch.bfloat16), LoraConfig(r=4, target_modules=["q", "v"]))
     assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["evaluate"]])
+def test_generate_and_evaluate_of_an_adapter_say_to_merge(command, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    get_peft_model(ours("t5-v1.1"), LoraConfig(r=2, target_modules=["q"])).save_pretrained(adapter)
+    for src in (adapter, tmp_path):  # the adapter, or a run directory holding it as adapter/
+        try:  # generate reports a usage error (exit status 2)
+            assert main([command[0], str(src), *command[1:]]) == 1
+        except SystemExit as e:
+            assert e.code == 2
+        err = capsys.readouterr().err
+        assert f"{adapter} holds a LoRA adapter (adapter_config.json), not a model" in err
+        assert f"`t5electra convert --merge {adapter} DST`" in err
