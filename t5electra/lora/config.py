@@ -13,6 +13,7 @@ rather than loaded into an adapter that computes something else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -175,3 +176,27 @@ class LoraConfig:
     def from_pretrained(cls, directory: str | os.PathLike) -> LoraConfig:
         path = Path(directory) / CONFIG_NAME
         return cls.from_dict(read_json(path), str(path))
+
+
+_fields_init = LoraConfig.__init__
+
+
+@functools.wraps(_fields_init)
+def _init(self: LoraConfig, *args: Any, **kwargs: Any) -> None:
+    """The dataclass's __init__, with PEFT's settings that we do not implement refused as ConfigErrors
+    naming them (as from_dict does), not a bare TypeError; at their defaults they are accepted."""
+    fields = {f.name for f in dataclasses.fields(LoraConfig)}
+    for key in [k for k in kwargs if k not in fields]:
+        value = kwargs.pop(key)
+        default = {**_UNSUPPORTED, "fan_in_fan_out": False}.get(key, _NOT_PEFT)
+        if default is _NOT_PEFT:
+            raise ConfigError(f"LoraConfig has no setting {key!r} (settings: {', '.join(sorted(fields))})")
+        if value not in _EMPTY and value != default:
+            what = "fan_in_fan_out is for GPT-2's Conv1D layers; our models' layers are nn.Linear" \
+                if key == "fan_in_fan_out" else "supported: plain LoRA on linear layers"
+            raise ConfigError(f"LoraConfig {key}={value!r} is a PEFT feature this package does not implement ({what})")
+    _fields_init(self, *args, **kwargs)
+
+
+_NOT_PEFT = object()
+LoraConfig.__init__ = _init  # type: ignore[method-assign]

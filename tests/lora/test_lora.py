@@ -609,3 +609,14 @@ def test_generate_and_evaluate_of_an_adapter_say_to_merge(command, tmp_path, cap
         err = capsys.readouterr().err
         assert f"{adapter} holds a LoRA adapter (adapter_config.json), not a model" in err
         assert f"`t5electra convert --merge {adapter} DST`" in err
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(layers_to_transform=[0]), "layers_to_transform"),
+                                         (dict(rank_pattern={"q": 2}), "rank_pattern"),
+                                         (dict(use_dora=True), "use_dora"), (dict(fan_in_fan_out=True), "fan_in_fan_out")])
+def test_unsupported_peft_settings_in_python_are_config_errors(kwargs, name):
+    with pytest.raises(ConfigError, match=f"LoraConfig {name}=.* is a PEFT feature this package does not implement"):
+        LoraConfig(r=4, **kwargs)
+    assert LoraConfig(r=4, use_dora=False, fan_in_fan_out=False, rank_pattern={}).r == 4  # PEFT's defaults: fine
+    with pytest.raises(ConfigError, match="LoraConfig has no setting 'rank'"):
+        LoraConfig(rank=4)
