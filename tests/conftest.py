@@ -38,3 +38,12 @@ def minilm_dir():
     found = sorted(p.parent for p in root.rglob("model.safetensors"))
     assert found, f"model.safetensors not found under {root}"
     return found[0]
+
+
+@pytest.fixture
+def small_dir(tmp_path):
+    """A directory holding a small WordPiece vocab.txt (tests/small_vocab.SMALL_VOCAB)."""
+    from small_vocab import SMALL_VOCAB
+
+    (tmp_path / "vocab.txt").write_text("\n".join(SMALL_VOCAB) + "\n", encoding="utf-8")
+    return tmp_path

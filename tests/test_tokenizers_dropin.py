@@ -15,15 +15,6 @@ import transformers
 from t5electra.errors import InvalidInputError
 from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
 
-SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "e", "f", "hello", "world",
-               "extra", "##ordinary"]
-
-
-@pytest.fixture
-def small_dir(tmp_path):
-    (tmp_path / "vocab.txt").write_text("\n".join(SMALL_VOCAB) + "\n", encoding="utf-8")
-    return tmp_path
-
 
 @pytest.mark.parametrize("bad", [dict(padding_side="Left"), dict(pad_to_multiple_of=-2), dict(pad_to_multiple_of=2.5)],
                          ids=str)

@@ -10,15 +10,8 @@ import pytest
 import transformers
 
 from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
+from small_vocab import SMALL_VOCAB
 
-SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "d", "e", "f", "hello", "world",
-               "extra", "##ordinary"]
-
-
-@pytest.fixture
-def small_dir(tmp_path):
-    (tmp_path / "vocab.txt").write_text("\n".join(SMALL_VOCAB) + "\n", encoding="utf-8")
-    return tmp_path
 
 
 @pytest.fixture(scope="module")

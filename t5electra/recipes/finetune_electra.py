@@ -69,7 +69,7 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
-from ..train.saving import record_evaluation, resume_evaluation, save_checkpoint
+from ..train.saving import report_evaluation, resume_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.sharded import gather_model, is_sharded
 
@@ -318,12 +318,9 @@ def train(cfg: RunConfig) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, stream.state_dict(),
                                save_extra=tokenizer.save_pretrained, sharded=sharded, last_good=last_ckpt)
 
-    def evaluation(step: int) -> None:
+    def evaluation(step: int) -> None:  # logged, and recorded into the step's checkpoint
         metrics = run_eval()  # rank 0's; {} on the others
-        if metrics:
-            log.log(step, metrics, split="eval")
-            bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
-        record_evaluation(ckpt, env, step, metrics, main_metric(cfg, metrics))  # every rank: a collective
+        report_evaluation(ckpt, env, log, bar, step, metrics, main_metric(cfg, metrics))
 
     def evaluates(step: int) -> bool:
         return bool(cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or step == cfg.train.max_steps

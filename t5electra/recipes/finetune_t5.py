@@ -65,7 +65,7 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
-from ..train.saving import record_evaluation, resume_evaluation, save_checkpoint
+from ..train.saving import report_evaluation, resume_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.seq2seq import build_model, load_tokenizer, loss_fn
 from ..train.sharded import gather_model, is_sharded
@@ -275,12 +275,8 @@ def train(cfg: RunConfig) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, {"examples_seen": step * per_step},
                                save_extra=tokenizer.save_pretrained, sharded=sharded, last_good=last_ckpt)
 
-    def evaluation(step: int) -> None:
-        metrics = run_eval()
-        if metrics:
-            log.log(step, metrics, split="eval")
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            record_evaluation(ckpt, env, step, metrics, cfg.eval.metric)  # into the step's checkpoint
+    def evaluation(step: int) -> None:  # logged, and recorded into the step's checkpoint
+        report_evaluation(ckpt, env, log, bar, step, run_eval(), cfg.eval.metric, label="")
 
     def evaluates(step: int) -> bool:
         return bool(valid) and (bool(cfg.eval.every_steps) and step % cfg.eval.every_steps == 0

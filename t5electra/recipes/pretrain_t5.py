@@ -36,7 +36,7 @@ from ..train.logging import MetricsLogger, Progress
 from ..train.lora import refuse_lora
 from ..train.loop import evaluate, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
-from ..train.saving import record_evaluation, resume_evaluation, save_checkpoint
+from ..train.saving import report_evaluation, resume_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
 from ..train.sharded import gather_model, is_sharded
 from ..train.seq2seq import DEFAULT_PRESET, build_model, load_tokenizer, loss_fn  # noqa: F401 (DEFAULT_PRESET)
@@ -138,12 +138,8 @@ def train(cfg: RunConfig) -> Path:
         return save_checkpoint(ckpt, env, step, model, optimizer, scheduler, loader.dataset.state_dict(),
                                save_extra=tokenizer.save_pretrained, sharded=sharded, last_good=last_ckpt)
 
-    def evaluation(step: int) -> None:
-        metrics = run_eval()
-        if metrics:
-            log.log(step, metrics, split="eval")
-            bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in metrics.items()))
-            record_evaluation(ckpt, env, step, metrics, cfg.eval.metric)  # into the step's checkpoint, if saved
+    def evaluation(step: int) -> None:  # logged, and recorded into the step's checkpoint
+        report_evaluation(ckpt, env, log, bar, step, run_eval(), cfg.eval.metric)
 
     def evaluates(step: int) -> bool:
         return bool(cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or step == cfg.train.max_steps

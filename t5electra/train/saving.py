@@ -60,6 +60,17 @@ def record_evaluation(ckpt: CheckpointManager, env: DistEnv, step: int, metrics:
         raise error
 
 
+def report_evaluation(ckpt: CheckpointManager, env: DistEnv, log: Any, bar: Any, step: int, metrics: dict[str, float],
+                      metric_name: str | None, label: str = "eval ") -> None:
+    """An evaluation of ``step`` logged (metrics.jsonl, the progress bar) where there are metrics (rank 0's;
+    {} on the others, or without validation data) and recorded into the step's checkpoint
+    (:func:`record_evaluation`, a collective: every rank calls it)."""
+    if metrics:
+        log.log(step, metrics, split="eval")
+        bar.write(f"step {step}: " + ", ".join(f"{label}{k} {v:.4f}" for k, v in metrics.items()))
+    record_evaluation(ckpt, env, step, metrics, metric_name)
+
+
 def resume_evaluation(ckpt: CheckpointManager, env: DistEnv, start: int, recorded: dict[str, float] | None,
                       evaluation: Callable[[int], None], metric_name: str | Callable[[dict[str, float]], str]) -> None:
     """At a resume from checkpoint ``start``, a step the run evaluates: its evaluation now when it failed
