@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..modeling import OWN_CALL
 from ..generation.fill_mask import correct, detect_replaced_tokens, fill_mask_generate, splice
 from ..generation.seq2seq import generate
+from ..modeling import OWN_CALL
 from .attention import electra_attention, t5_attention
 from .registry import ATTENTION, CLASSIFY, CORRECT, DETECT, FILL_MASK, GENERATE, ServedModel
 
@@ -255,14 +255,19 @@ def _attention_one(sm: ServedModel, p: dict) -> dict:
 
 def _decoder_input(sm: ServedModel, input_ids: Tensor, p: dict) -> Tensor:
     """Decoder input for a teacher-forced pass: the start token, then the target without its EOS
-    (the request's target, or the model's greedy output)."""
+    (the request's target, or the model's greedy output; for the encoder's attention without a
+    target, the start token alone: the encoder does not read the decoder). The greedy output is
+    generate()'s with the model config's tokens, not model.generate's: a generation_config.json's
+    beams, sampling or lengths made it another output, or a 400 about options no request sent."""
     model = sm.t5
     start = model.config.decoder_start_token_id
     eos = set(_eos_ids(model.config))
     if p.get("target_ids") is not None:
         body = list(p["target_ids"])
+    elif p["request"].stack == "encoder":
+        body = []
     else:
-        out = model.generate(input_ids, max_new_tokens=p["max_new_tokens"], return_dict_in_generate=False)[0, 1:].tolist()
+        out = generate(model, input_ids, max_new_tokens=p["max_new_tokens"])[0, 1:].tolist()  # greedy
         body = out[:next((i for i, t in enumerate(out) if t in eos), len(out))]
     body = body[:-1] if body and body[-1] in eos else body
     return torch.tensor([[start] + body], dtype=torch.long, device=input_ids.device)

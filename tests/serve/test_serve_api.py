@@ -249,6 +249,17 @@ def test_attention_views(client, registry):
     el = ok(client.post("/v1/attention", json={"model": "electra-tiny", "text": "the cat ate",
                                                "component": "generator"}))
     assert el["component"] == "generator" and el["query_tokens"][0] == "[CLS]" and el["num_heads"] == 1
+    # a generation_config.json's options are not the attention view's: the encoder runs no generation,
+    # the default target stays the greedy output (they gave a 400 about options no request sent)
+    gen = sm.t5.generation_config
+    gen.num_return_sequences, gen.do_sample, gen.min_new_tokens = 2, True, 40
+    try:
+        again = ok(client.post("/v1/attention", json={"model": "t5-tiny", "text": T5_PROMPT, "stack": "cross"}))
+        assert again["query_tokens"] == cross["query_tokens"] and again["weights"] == cross["weights"]
+        assert torch.equal(torch.tensor(ok(client.post("/v1/attention", json={"model": "t5-tiny",
+                                                                          "text": T5_PROMPT}))["weights"]), mean)
+    finally:
+        gen.num_return_sequences = gen.do_sample = gen.min_new_tokens = None
 
 
 def _rebuild_output(module, weights, x, memory=None):
