@@ -163,10 +163,13 @@ def label_id(value: Any, labels: Sequence[str]) -> int:
 
 
 def unlabelled(value: Any) -> bool:
-    """The mark of an example without a reference (GLUE's test files): None, class id -1 or a NaN
-    score (a regression's -1.0 is a score like any other)."""
+    """The mark of an example without a reference (GLUE's test files): None, class id -1, a NaN
+    score (a regression's -1.0 is a score like any other) or no reference answer at all (a SQuAD
+    question whose ``answers`` is empty: scoring it raised)."""
     if isinstance(value, float):
         return math.isnan(value)
+    if isinstance(value, (list, tuple)):
+        return not value
     return value is None or (isinstance(value, int) and value == -1)
 
 

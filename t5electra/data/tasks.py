@@ -31,6 +31,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,12 @@ from .task_base import prefixed_inputs, round_to_fifth, string_label_to_id, stri
 
 
 
-_PUNCT_RE = re.compile(r"(\W)")
+_PUNCT_RE = re.compile(r"([!-/:-@\[-`{-~])")  # RE2's [[:punct:]] as T5 uses it: ASCII punctuation, "_" too
 
 
 def pad_punctuation(text: str) -> str:
-    """T5's ``_pad_punctuation``: spaces around every non-word character, whitespace collapsed."""
+    r"""T5's ``_pad_punctuation``: spaces around every ASCII punctuation character (``[[:punct:]]``:
+    not "–", "£" or "’", as ``\W`` had it), whitespace collapsed."""
     return " ".join(_PUNCT_RE.sub(r" \1 ", text).split())
 
 
@@ -117,8 +119,9 @@ def language_name(code_or_name: str) -> str:
     if code_or_name in LANGUAGES.values():
         return code_or_name
     code = code_or_name.lower()
-    if code in LANGUAGES or code[:2] in LANGUAGES:
-        return LANGUAGES.get(code, LANGUAGES[code[:2]])
+    base = re.split(r"[-_]", code, maxsplit=1)[0]  # a region or script suffix: "pt-BR", "zh_Hans"
+    if code in LANGUAGES or base in LANGUAGES:  # (never a 3-letter code cut to 2: "est" is not "es")
+        return LANGUAGES.get(code, LANGUAGES.get(base))
     raise ConfigError(f"unknown language code {code_or_name!r}{suggest(code, LANGUAGES)}; "
                       f"known: {sorted(LANGUAGES)} (or pass the English name, e.g. 'German')")
 
@@ -303,6 +306,26 @@ def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
         warnings.warn(f"{path}: skipped {skipped} malformed rows (missing fields)", stacklevel=2)
 
 
+_HF_GLUE_SPLITS = {"mnli": {"validation": "validation_matched", "validation_mismatched": "validation_mismatched",
+                             "test": "test_matched", "test_mismatched": "test_mismatched"}}
+
+
+@dataclasses.dataclass
+class _UnscoredAsNaN:
+    """STS-B from the ``datasets`` library: its test scores are -1.0 for 'none' (scores lie in [0, 5]),
+    which would be trained on and scored; here they are NaN, the mark of an unlabelled score."""
+
+    source: Any
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.source.splits
+
+    def read(self, split: str) -> Iterator[Example]:
+        for ex in self.source.read(split):
+            yield {**ex, "label": math.nan} if ex.get("label") == -1.0 else ex
+
+
 def glue_task(name: str, data_dir: str | Path | None = None) -> Task:
     """A GLUE task from ``data_dir`` (the task folder, e.g. glue_data/SST-2, or glue_data itself);
     without ``data_dir``, from the ``datasets`` library ("nyu-mll/glue") if it is installed."""
@@ -316,8 +339,10 @@ def glue_task(name: str, data_dir: str | Path | None = None) -> Task:
             raise DataError(f"GLUE {name}: none of {list(spec.files.values())} in {d}")
         source = FileSource(files, lambda p: read_glue_tsv(p, spec))
     elif datasets_available():
-        splits = {s: s for s in spec.files}
-        source = HFDatasetSource("nyu-mll/glue", name, splits)
+        hub_names = _HF_GLUE_SPLITS.get(name, {})  # nyu-mll/glue's mnli has no plain validation / test
+        source = HFDatasetSource("nyu-mll/glue", name, {s: hub_names.get(s, s) for s in spec.files})
+        if not spec.labels:
+            source = _UnscoredAsNaN(source)
     else:
         raise ConfigError(f"GLUE task {name!r} needs data_dir= (a folder with {list(spec.files.values())}) "
                           "or the `datasets` library to download it")

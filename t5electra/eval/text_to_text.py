@@ -82,6 +82,8 @@ def score_t5(model, tokenizer, task: Task, examples: Sequence[Example], *, batch
 # Tasks that T5's GLUE average counts as one entry (t5/evaluation/eval_utils.py: METRIC_NAMES puts
 # MNLIm and MNLImm in the group "MNLI").
 AVERAGE_GROUPS = {"mnli_matched": "mnli", "mnli_mismatched": "mnli"}
+# Tasks T5's GLUE average leaves out (METRIC_NAMES has no WNLI entry), unless nothing else is scored
+AVERAGE_LEFT_OUT = frozenset({"wnli"})
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -91,10 +93,11 @@ def _mean(values: Sequence[float]) -> float:
 def mixture_average(scores: Mapping[str, Mapping[str, float]]) -> float:
     """T5's GLUE average (``compute_avg_glue``) over ``{task: {metric: value}}``: the mean of each
     task's metrics (MRPC F1 with accuracy, STS-B Pearson with Spearman), MNLI matched and
-    mismatched as one entry (:data:`AVERAGE_GROUPS`), then the mean over the entries; every task
-    weighs the same, however many metrics it reports."""
+    mismatched as one entry (:data:`AVERAGE_GROUPS`), WNLI left out (:data:`AVERAGE_LEFT_OUT`), then
+    the mean over the entries; every task weighs the same, however many metrics it reports."""
     groups: dict[str, list[float]] = {}
-    for task, metrics in scores.items():
+    counted = {t: m for t, m in scores.items() if t not in AVERAGE_LEFT_OUT} or scores
+    for task, metrics in counted.items():
         groups.setdefault(AVERAGE_GROUPS.get(task, task), []).append(_mean(list(metrics.values())))
     return _mean([_mean(task_means) for task_means in groups.values()])
 

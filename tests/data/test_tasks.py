@@ -349,6 +349,38 @@ def test_mixture_average_is_t5s_glue_average(tmp_path, monkeypatch):
     assert (out["mnli_matched/accuracy"], out["mnli_mismatched/accuracy"], out["sst2/accuracy"]) == (50, 100, 100)
     assert out["average"] == pytest.approx(((200 / 3 + 50) / 2 + (50 + 100) / 2 + 100) / 3)  # 77.8, was 79.2
     assert TT.mixture_average({"mnli_matched": {"accuracy": 60.0}, "rte": {"accuracy": 70.0}}) == 65.0
+    # WNLI is not in T5's average (it counted: 50 here), unless nothing else is scored
+    assert TT.mixture_average({"rte": {"accuracy": 70.0}, "wnli": {"accuracy": 30.0}}) == 70.0
+    assert TT.mixture_average({"wnli": {"accuracy": 30.0}}) == 30.0
+
+
+def test_t5_preprocessing_details_as_the_reference(monkeypatch):
+    """pad_punctuation is RE2's [[:punct:]] (ASCII, "_" too; \\W split "–", "£", "’"); a 3-letter language
+    code is not cut to 2 ("est" became Spanish); a SQuAD question without answers is unlabelled (scoring
+    raised); nyu-mll/glue's mnli splits are validation_matched / test_matched ('Unknown split'), and its
+    STS-B test scores of -1.0 mean none (they were trained on and scored)."""
+    from t5electra.data import readers
+    from t5electra.data.task_base import unlabelled
+
+    assert T.pad_punctuation("from 1990–1995, £5, snake_case’s") == "from 1990–1995 , £5 , snake _ case’s"
+    assert T.language_name("pt-BR") == "Portuguese" and T.language_name("de") == "German"
+    for code in ("est", "fil", "arg"):
+        with pytest.raises(ConfigError, match="unknown language code"):
+            T.language_name(code)
+    assert unlabelled([]) and not unlabelled(["Denver"]) and unlabelled(-1) and not unlabelled(-1.0)
+
+    asked = []
+
+    def fake_rows(self, split):
+        asked.append((self.name, self.split_map[split]))
+        yield {"sentence1": "a", "sentence2": "b", "label": -1.0 if "test" in split else 3.2, "idx": 0}
+
+    monkeypatch.setattr(T, "datasets_available", lambda: True)
+    monkeypatch.setattr(readers.HFDatasetSource, "read", fake_rows)
+    T.glue_task("mnli").source.read("validation").__next__()
+    assert asked[-1] == ("mnli", "validation_matched")
+    stsb = T.glue_task("stsb")
+    assert math.isnan(next(stsb.source.read("test"))["label"]) and next(stsb.source.read("train"))["label"] == 3.2
 
 
 def test_record_readers_agree_across_formats(tmp_path):
