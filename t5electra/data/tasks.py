@@ -279,7 +279,7 @@ def read_glue_tsv(path: str | Path, spec: GlueSpec) -> Iterator[Example]:
         fh.seek(0)
         if spec.folder == "CoLA" and not first.startswith("index\t"):
             rows = ({"sentence": r[3] if len(r) > 3 else None, "label": r[1] if len(r) > 1 else None}
-                    for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+                    for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if r)  # (not a last blank line)
         else:
             rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         skipped = 0

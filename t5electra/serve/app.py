@@ -223,7 +223,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         limit, why = token_limit(sm)
         for i, ids in enumerate(enc["input_ids"]):
             if len(ids) > limit:
-                raise ApiError(413, f"{field}[{i}] is {len(ids)} tokens long; the limit is {limit} ({why})")
+                where = field if field in ("text", "target") else f"{field}[{i}]"  # one string, or a list's i-th
+                raise ApiError(413, f"{where} is {len(ids)} tokens long; the limit is {limit} ({why})")
         return {"ids": enc["input_ids"], "type_ids": enc["token_type_ids"]}
 
     async def submit(sm: ServedModel, key: tuple, payload: dict, size: int) -> Any:

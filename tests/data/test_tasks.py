@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -30,7 +31,7 @@ def glue_dir(tmp_path_factory):
     g = tmp_path_factory.mktemp("glue_data")
     # CoLA train/dev: no header; source, label, original label, sentence
     _write(g / "CoLA/train.tsv", 'gj04\t1\t\tOur friends won\'t buy this analysis.\nclc95\t0\t*\tThey drank the pub "dry".\n')
-    _write(g / "CoLA/dev.tsv", "gj04\t1\t\tThe sailors rode the breeze.\n")
+    _write(g / "CoLA/dev.tsv", "gj04\t1\t\tThe sailors rode the breeze.\n\n")  # a last blank line: no warning
     _write(g / "CoLA/test.tsv", "index\tsentence\n0\tBill whistled past the house.\n")
     _write(g / "SST-2/train.tsv", "sentence\tlabel\nit 's a charming journey . \t1\na \"masterpiece\" of dullness \t0\n")
     _write(g / "SST-2/dev.tsv", "sentence\tlabel\nunflinchingly bleak\t0\n")
@@ -86,6 +87,9 @@ def test_glue_quotes_are_text_and_task_folder_also_accepted(glue_dir):
     assert [e["targets"] for e in cola.examples("train")] == ["acceptable", "unacceptable"]
     test = next(cola.examples("test"))  # CoLA's test file has a header and no labels
     assert (test["inputs"], test["targets"], test["label"]) == ("cola sentence: Bill whistled past the house.", "<unk>", -1)
+    with warnings.catch_warnings():  # dev.tsv ends in a blank line: 'skipped 1 malformed rows' was warned
+        warnings.simplefilter("error")
+        assert len(list(cola.examples("validation"))) == 1
 
 
 @pytest.mark.parametrize("score, text", [(3.38, "3.4"), (1.3, "1.2"), (2.5, "2.4"), (0.0, "0.0"), (5.0, "5.0"),

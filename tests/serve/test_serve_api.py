@@ -466,6 +466,8 @@ def test_size_limits_are_413(client):
     error(client.post("/v1/detect", json={"model": "electra-tiny", "texts": ["a"] * 5}), 413, "5 texts", "4")
     error(client.post("/v1/generate", json={"texts": ["x", "the cat " * 40]}), 413, "texts[1]", "max_input_tokens")
     error(client.post("/v1/generate", json={"texts": ["x " * 15_000]}), 413, "request body too large")
+    r = client.post("/v1/attention", json={"model": "t5-tiny", "text": "the cat " * 40})
+    error(r, 413, "text is ")  # one string: not 'text[0]'
 
     def chunks():  # no Content-Length: the limit applies while reading
         yield b'{"texts": ["'
