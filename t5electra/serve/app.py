@@ -269,10 +269,27 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
     errors = {400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse},
               422: {"model": S.ErrorResponse}, 503: {"model": S.ErrorResponse}, 504: {"model": S.ErrorResponse}}
 
+    def with_model_defaults(req: S.GenerateRequest, sm: ServedModel) -> S.GenerateRequest:
+        """The request with what it leaves out taken from the model's generation_config.json (a fine-tuned
+        run's answer length, its beams), as ``t5electra generate`` does; then the schema's defaults. The
+        limits are checked on the result."""
+        given = req.model_dump(exclude_unset=True)
+        fill = {k: v for k, v in sm.t5.generation_config.to_dict().items()
+                if k in S.GenerateRequest.model_fields and k not in ("model", "texts", "seed")
+                and k not in given and v is not None}
+        if not fill:
+            return req
+        try:
+            return S.GenerateRequest(**{**fill, **given})
+        except ValueError as e:  # pydantic's ValidationError: the file's values, not the request's
+            raise ApiError(500, f"model {sm.name!r}: its generation_config.json sets options the API refuses "
+                                f"({', '.join(sorted(fill))}): {e}") from None
+
     @app.post("/v1/generate", response_model=S.GenerateResponse, responses=errors,
               summary="T5 text-to-text generation (greedy, beam search, sampling) with sequence scores")
     async def generate(req: S.GenerateRequest):
         sm = pick(GENERATE, req.model)
+        req = with_model_defaults(req, sm)
         check_count(req.texts)
         if req.max_new_tokens is None:
             req.max_new_tokens = min(20, config.max_new_tokens)  # transformers' default

@@ -102,6 +102,25 @@ def test_playground_files_are_served(client):
 
 
 # -- T5 -------------------------------------------------------------------------------------------
+def test_generate_takes_what_a_request_leaves_out_from_generation_config_json(client, registry):
+    """As `t5electra generate`: the model's generation_config.json fills the options a request leaves
+    out (it was ignored: a fine-tuned run's answer length became 20 tokens); the request wins, and the
+    limits apply to the merged values."""
+    gen = registry.models["t5-tiny"].t5.generation_config
+    gen.max_new_tokens, gen.num_beams = 3, 2
+    try:
+        filled = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "min_new_tokens": 3}))
+        assert len(filled["results"][0]["outputs"][0]["tokens"]) == 3
+        asked = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "min_new_tokens": 5, "max_new_tokens": 5}))
+        assert len(asked["results"][0]["outputs"][0]["tokens"]) == 5
+        beam = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "num_return_sequences": 2}))
+        assert len(beam["results"][0]["outputs"]) == 2  # num_beams 2 from the file (greedy would refuse 2)
+        gen.max_new_tokens = 10**6
+        error(client.post("/v1/generate", json={"texts": [T5_PROMPT]}), 400, "max_new_tokens=1000000 is over the limit")
+    finally:
+        gen.max_new_tokens = gen.num_beams = None
+
+
 @torch.no_grad()
 def test_generate_greedy_matches_the_library(client, registry):
     data = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT, "summarize: a dog."], "max_new_tokens": 8}))
