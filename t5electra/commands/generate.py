@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gc = " (default: the model's generation_config.json, else {})"
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help=gc.format(64).strip())
     parser.add_argument("--num-beams", type=int, default=None, metavar="N", help=gc.format(1).strip())
-    parser.add_argument("--do-sample", action="store_true", default=None,
-                        help="sample instead of greedy/beam search" + gc.format("off"))
+    parser.add_argument("--do-sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample instead of greedy/beam search (--no-do-sample: not even where the model's "
+                             "generation_config.json says so)" + gc.format("off"))
     parser.add_argument("--temperature", type=float, default=None, help=gc.format(1.0).strip())
     parser.add_argument("--top-k", type=int, default=None, help=gc.format("none").strip())
     parser.add_argument("--top-p", type=float, default=None, help=gc.format("none").strip())

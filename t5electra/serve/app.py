@@ -274,9 +274,23 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         run's answer length, its beams), as ``t5electra generate`` does; then the schema's defaults. The
         limits are checked on the result."""
         given = req.model_dump(exclude_unset=True)
-        fill = {k: v for k, v in sm.t5.generation_config.to_dict().items()
-                if k in S.GenerateRequest.model_fields and k not in ("model", "texts", "seed")
-                and k not in given and v is not None}
+        file = {k: v for k, v in sm.t5.generation_config.to_dict().items() if v is not None}
+        for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+            if total in file and new not in file:  # lengths counting the decoder start token
+                file[new] = max(int(file[total]) - 1, 0 if new == "min_new_tokens" else 1)
+        if "num_beams" in given or "do_sample" in given:  # the request chose its search: not the file's outputs
+            file.pop("num_return_sequences", None)
+        if not given.get("do_sample", file.get("do_sample", False)):  # sampling settings mean nothing then
+            for k in ("temperature", "top_k", "top_p"):
+                file.pop(k, None)
+        # the file's values are capped at the server's limits, as the built-in defaults are (only what a
+        # request sends above them is refused)
+        caps = {"max_new_tokens": config.max_new_tokens, "num_beams": config.max_beams,
+                "num_return_sequences": config.max_beams}
+        fill = {k: (min(v, caps[k]) if k in caps and isinstance(v, int) else v) for k, v in file.items()
+                if k in S.GenerateRequest.model_fields and k not in ("model", "texts", "seed") and k not in given}
+        if fill.get("min_new_tokens", 0) > fill.get("max_new_tokens", given.get("max_new_tokens", 10**9)):
+            fill["min_new_tokens"] = fill.get("max_new_tokens", given.get("max_new_tokens"))
         if not fill:
             return req
         try:

@@ -55,7 +55,7 @@ from ..core.atomic import fsync_dir, write_text_atomic
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, WeightsMismatchError)
-from .config import (RESUME_ADJUSTABLE, RESUME_SAFE, diff_configs, format_diff, metric_direction,
+from .config import (RESUME_ADJUSTABLE, RESUME_SAFE, diff_configs, format_diff, metric_direction, saved_workdir,
                      resolve_greater_is_better, run_inputs)
 from .data_files import changed_files, run_data_fingerprint
 from .nan_guard import check_finite, nonfinite_parameters, nonfinite_weights_error  # noqa: F401 (checkpointing.check_finite)
@@ -507,7 +507,7 @@ class CheckpointManager:
         batch_keys = {"train.batch_size", "train.grad_accum_steps"}
         # written before the global batch was recorded: the per-process batch must match, as then
         diff = diff_configs(saved, self.config, ignore=self.resume_safe - batch_keys if saved_ws is None
-                            else self.resume_safe, workdirs=(meta.get("workdir") or os.getcwd(), os.getcwd()))
+                            else self.resume_safe, workdirs=(meta.get("workdir") or self._recorded_workdir() or os.getcwd(), os.getcwd()))
         adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and
                     (k != "optim.lr" or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0))]
         diff = [d for d in diff if d not in adjusted]
@@ -533,6 +533,15 @@ class CheckpointManager:
                           f"from step {meta.get('step')} with the new value(s) (a new optim.lr is the schedule's new "
                           f"peak), so it is no longer the run an uninterrupted one would have made", stacklevel=3)
         self._checked.add(Path(ckpt))
+
+    def _recorded_workdir(self) -> str | None:
+        """Where a checkpoint without ``workdir`` (written before it was recorded) was trained from: the
+        first line of the run's config.yaml says (train/config.saved_workdir)."""
+        try:
+            found = saved_workdir((self.run_dir / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+        return str(found) if found else None
 
     def _rescale_lr(self, ckpt: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> None:
         """A resume with another ``optim.lr`` (RESUME_ADJUSTABLE): the loaded optimizer and scheduler

@@ -31,6 +31,9 @@ def test_generate_defaults_come_from_generation_config(tmp_path, spiece_model_pa
     assert seen[-1]["temperature"] == 1.0 and seen[-1]["do_sample"] is False
     assert main(["generate", str(d), "a text", "--max-new-tokens", "5", "--num-beams", "1"]) == 0
     assert (seen[-1]["max_new_tokens"], seen[-1]["num_beams"], seen[-1]["no_repeat_ngram_size"]) == (5, 1, 2)
+    (d / "generation_config.json").write_text(json.dumps({**gc, "do_sample": True}))
+    assert main(["generate", str(d), "a text", "--no-do-sample"]) == 0  # (sampling could not be turned off)
+    assert seen[-1]["do_sample"] is False
     (d / "generation_config.json").write_text(json.dumps(gc))  # neither says: the command's defaults
     assert main(["generate", str(d), "a text"]) == 0
     assert (seen[-1]["max_new_tokens"], seen[-1]["num_beams"], seen[-1]["no_repeat_ngram_size"]) == (64, 1, 0)

@@ -6,6 +6,8 @@ perturbed, so an adapter or head tensor that went to the wrong place changes the
 
 from __future__ import annotations
 
+import copy
+
 import json
 
 import pytest
@@ -592,6 +594,12 @@ def test_a_bf16_base_gets_float32_adapters_computed_as_peft_s(tmp_path):
         x = torch.randn(3, 16).to(torch.bfloat16)
         assert mine(x).dtype == torch.bfloat16
         torch.testing.assert_close(mine(x), theirs(x), atol=0, rtol=0)
+        # merged as peft merges: the float32 update added to the bf16 weight and rounded once (it was
+        # rounded to bf16 first: a quarter of the weights one ulp off)
+        merged_mine, merged_theirs = copy.deepcopy(mine), copy.deepcopy(theirs)
+        merged_mine.merge()
+        merged_theirs.merge()
+        assert torch.equal(merged_mine.base_layer.weight, merged_theirs.base_layer.weight)
     # and a model's adapters on a bf16 base are float32 too
     lora = get_peft_model(ours("t5-v1.1").to(torch.bfloat16), LoraConfig(r=4, target_modules=["q", "v"]))
     assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}

@@ -115,10 +115,20 @@ def test_generate_takes_what_a_request_leaves_out_from_generation_config_json(cl
         assert len(asked["results"][0]["outputs"][0]["tokens"]) == 5
         beam = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "num_return_sequences": 2}))
         assert len(beam["results"][0]["outputs"]) == 2  # num_beams 2 from the file (greedy would refuse 2)
-        gen.max_new_tokens = 10**6
-        error(client.post("/v1/generate", json={"texts": [T5_PROMPT]}), 400, "max_new_tokens=1000000 is over the limit")
+        greedy = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "num_beams": 1, "min_new_tokens": 3}))
+        assert len(greedy["results"][0]["outputs"]) == 1  # the request's search, not the file's outputs
+        gen.num_return_sequences, gen.temperature = 2, 0.0  # (temperature: greedy ignores it)
+        gen.max_new_tokens, gen.num_beams = 10**6, 10**3  # capped at the server's limits, as the defaults are
+        capped = ok(client.post("/v1/generate", json={"texts": [T5_PROMPT]}))
+        assert len(capped["results"][0]["outputs"]) == 2
+        error(client.post("/v1/generate", json={"texts": [T5_PROMPT], "max_new_tokens": 10**6}), 400,
+              "max_new_tokens=1000000 is over the limit")  # what a request sends is refused
+        gen.max_new_tokens = gen.num_beams = gen.num_return_sequences = gen.temperature = None
+        gen.max_length = 4  # a length counting the start token: 3 new ones
+        assert len(ok(client.post("/v1/generate", json={"texts": [T5_PROMPT], "min_new_tokens": 3}))
+                   ["results"][0]["outputs"][0]["tokens"]) == 3
     finally:
-        gen.max_new_tokens = gen.num_beams = None
+        gen.max_new_tokens = gen.num_beams = gen.num_return_sequences = gen.temperature = gen.max_length = None
 
 
 @torch.no_grad()

@@ -210,6 +210,23 @@ def test_a_new_lr_for_adafactors_relative_step_is_said_to_change_nothing(tmp_pat
         CheckpointManager(tmp_path, config=load_config(None, [*args, "--optim.lr=0.005"]).to_dict()).check_config(path)
 
 
+def test_a_checkpoint_without_workdir_resolves_paths_from_the_runs_config_yaml(tmp_path):
+    """A checkpoint written before its meta.json recorded the working directory: its relative paths start
+    where the run's config.yaml says it was trained (they were taken from the current directory, so a
+    resume from elsewhere with the same files was 'a different config')."""
+    from t5electra.train.config import load_config
+
+    model, opt, sched = _setup()
+    run, there = tmp_path / "run", tmp_path / "w"
+    path = CheckpointManager(run, config=load_config(None, ["--data.tokenizer=tok/"]).to_dict()).save(
+        1, model, opt, sched)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["workdir"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    (run / "config.yaml").write_text(f"# working directory: {there} (relative paths below start there)\n")
+    CheckpointManager(run, config=load_config(None, [f"--data.tokenizer={there / 'tok'}"]).to_dict()).check_config(path)
+
+
 def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path):
     model, opt, sched = _setup()
     mgr = CheckpointManager(tmp_path)
