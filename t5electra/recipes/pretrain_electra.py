@@ -131,7 +131,13 @@ def build_model(cfg: RunConfig, tokenizer: ElectraTokenizer) -> ElectraPretraine
     if m.init_from:
         if m.overrides:
             raise ConfigError("model.overrides cannot change the shapes of a pretrained model (model.init_from)")
-        model = ElectraPretrainer.from_pretrained(run_model_dir(m.init_from), **options)
+        source = run_model_dir(m.init_from)
+        if not (Path(source) / "pretraining_config.json").is_file() and (Path(source) / "config.json").is_file():
+            raise ConfigError(f"model.init_from={m.init_from}: one model (config.json), not an ELECTRA pretraining "
+                              f"output (generator/ + discriminator/ + pretraining_config.json, what this recipe "
+                              f"writes), so there is no generator to go on with. Fine-tune it: `t5electra finetune "
+                              f"--model.init_from={m.init_from} ...`; or pretrain afresh (model.preset)")
+        model = ElectraPretrainer.from_pretrained(source, **options)
     else:
         overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, **m.overrides}
         disc = ElectraConfig.from_preset(m.preset or DEFAULT_PRESET, **overrides)

@@ -131,6 +131,14 @@ def test_bad_setups_fail_before_training(corpus, tmp_path, capsys):
     assert main(_args(corpus, tmp_path / "e", 2, "--electra.disc_wieght=1")) == 1
     assert "did you mean 'disc_weight'" in capsys.readouterr().err
     assert not (tmp_path / "a" / "checkpoints").exists()
+    # one model (a discriminator, or transformers' ELECTRA/BERT directory) has no generator to go on with:
+    # said, with what to do (it was "no pretraining_config.json (not written by ElectraPretrainer)")
+    from t5electra.models.electra import ElectraConfig, ElectraForPreTraining
+
+    ElectraForPreTraining(ElectraConfig.from_preset("electra-tiny", vocab_size=120)).save_pretrained(tmp_path / "one")
+    with pytest.raises(ConfigError, match=r"one model \(config.json\), not an ELECTRA pretraining output.*t5electra finetune"):
+        train(_config(_args(corpus, tmp_path / "f", 2, f"--model.init_from={tmp_path / 'one'}",
+                            "--model.preset=null")))
 
 
 def test_default_recipe_is_electra_small_pretraining():
