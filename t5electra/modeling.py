@@ -421,8 +421,10 @@ class PreTrainedModel(nn.Module):
         if not (shared and value.bias is current.bias):
             self._set_output(value)
 
-    def _set_output(self, layer: nn.Linear) -> None:  # pragma: no cover - models with an output layer override it
-        raise NotImplementedError
+    def _set_output(self, layer: nn.Linear) -> None:
+        """Install ``layer`` as the output layer: each model with one (get_output_embeddings() not None)
+        defines where it goes; the others never get here (set_output_embeddings refuses them)."""
+        raise ConfigError(f"{type(self).__name__} has no output layer to set")
 
     @staticmethod
     def _tied_linear(weight: nn.Parameter, bias: nn.Parameter | None = None) -> nn.Linear:

@@ -269,6 +269,8 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
     errors = {400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 413: {"model": S.ErrorResponse},
               422: {"model": S.ErrorResponse}, 503: {"model": S.ErrorResponse}, 504: {"model": S.ErrorResponse}}
 
+    default_new_tokens = min(20, config.max_new_tokens)  # transformers' default, within the server's limit
+
     def with_model_defaults(req: S.GenerateRequest, sm: ServedModel) -> S.GenerateRequest:
         """The request with what it leaves out taken from the model's generation_config.json (a fine-tuned
         run's answer length, its beams), as ``t5electra generate`` does; then the schema's defaults. The
@@ -289,8 +291,9 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
                 "num_return_sequences": config.max_beams}
         fill = {k: (min(v, caps[k]) if k in caps and isinstance(v, int) else v) for k, v in file.items()
                 if k in S.GenerateRequest.model_fields and k not in ("model", "texts", "seed") and k not in given}
-        if fill.get("min_new_tokens", 0) > fill.get("max_new_tokens", given.get("max_new_tokens", 10**9)):
-            fill["min_new_tokens"] = fill.get("max_new_tokens", given.get("max_new_tokens"))
+        most = fill.get("max_new_tokens", given.get("max_new_tokens", default_new_tokens))
+        if fill.get("min_new_tokens", 0) > most:
+            fill["min_new_tokens"] = most
         if not fill:
             return req
         try:
@@ -306,7 +309,7 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         req = with_model_defaults(req, sm)
         check_count(req.texts)
         if req.max_new_tokens is None:
-            req.max_new_tokens = min(20, config.max_new_tokens)  # transformers' default
+            req.max_new_tokens = default_new_tokens
         if req.max_new_tokens > config.max_new_tokens:
             raise ApiError(400, f"max_new_tokens={req.max_new_tokens} is over the limit of {config.max_new_tokens} "
                                 f"(max_new_tokens)")
