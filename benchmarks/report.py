@@ -119,10 +119,17 @@ WHY_MISSED = {
         "where we pass CTranslate2 int8. Capturing the step as one graph (torch.compile, Inductor) was "
         "measured on the Zen 2 EPYC: 60-66 s to compile per shape, at most ~8 % faster (docs/performance.md). "
         "CTranslate2 runs in its own process (benchmarks/ct2_process.py: in ours its OpenMP runtime slowed "
-        "PyTorch 1.5-2x)."),
+        "PyTorch 1.5-2x). In the full run of 4 Dec 2026 on the same kind of EPYC (a faster hour of the VM: "
+        "CTranslate2 fp32 151 instead of 111 tokens/s) greedy batch 1 fp32 ran 7.1 ms a token (0.92x), and its "
+        "profile reads: the 36 bags ~3.5 ms a token (~25 GB/s, near the 29 GB/s the memory streams on two "
+        "threads), the int8 screen 0.5 ms, everything else ~2.2 ms (SDPA, norms, sums, copies) plus Python; "
+        "1.1x would need ~6.0 ms, i.e. the per-op overhead halved."),
     "electra_pretrain": (
-        "ELECTRA pretraining: the encoders run the same GEMMs as transformers; our step saves the generator's "
-        "output layer on unmasked positions. What remains is as for T5 training above."),
+        "ELECTRA pretraining: the encoders run the same GEMMs as transformers, and both sides run the "
+        "generator's output layer on the masked positions only (the peer, `cases.HFElectraPretrainStep`, "
+        "gathers them as the official ELECTRA code and ours do; before 4 Dec 2026 it ran it at every position, "
+        "~28 % more FLOPs). On equal work the step is 1.09x (AMX Xeon, one thread) to 1.22x (the AVX-512 EPYC, "
+        "full run of 4 Dec 2026, two threads); what remains is as for T5 training above."),
     "electra_infer": (
         "ELECTRA inference: the same GEMMs as transformers (fused q/k/v is one matmul for three, same FLOPs; "
         "transformers 5 also uses SDPA and drops all-ones masks). GEMMs are ~70 % of the time on both sides; "
@@ -138,7 +145,10 @@ WHY_MISSED = {
         "bmm + softmax measured no faster, in bf16 slower); the GEMMs run at ~92 % of the measured fp32 matmul "
         "peak, so fp32 has little left to gain. The faster rows are the low-precision ones: bf16 (its FFN "
         "activations stay bf16 between the two products, GELU inside the first: 1.52x -> 1.88x on 3 Dec 2026) "
-        "and int8 (2.1-2.2x), at the accuracy cost measured in docs/inference.md."),
+        "and int8 (2.1-2.2x), at the accuracy cost measured in docs/inference.md. The full run of 4 Dec 2026 "
+        "read 1.05x for the fp32 row: ours 61.6 sequences/s as on 3 Dec, transformers 58.6 (41-51 then); "
+        "the code of 3 Dec and today's, alternated in that VM hour (`--quick --cases electra_infer --reps 7`), "
+        "gave 1.07-1.11x and 1.06-1.09x: the peer ran faster in that hour, not ours slower."),
     "data": (
         "Data: the pipeline runs in the DataLoader workers; raise --workers (data_pipeline.py) or pre-tokenise "
         "to shards once (build_shards) so the stream only packs and corrupts."),
