@@ -92,8 +92,12 @@ def max_predictions_per_seq(max_len: int, mask_prob: float = 0.15) -> int:
 
 
 def num_to_mask(n_tokens: torch.Tensor, max_predictions: int, mask_prob: float = 0.15) -> torch.Tensor:
-    """``max(1, min(max_predictions, round(n_tokens * mask_prob)))`` per sequence; (B,) -> (B,)."""
-    want = torch.round(n_tokens.to(torch.float64) * mask_prob).long()
+    """``max(1, min(max_predictions, round(n_tokens * mask_prob)))`` per sequence; (B,) -> (B,).
+
+    The product is float32 and rounds half to even, as the official ``tf.round`` of
+    ``float32(n) * mask_prob``: in float64, 190 x 0.15 is 28.5 (28), in float32 28.500002 (29), so
+    length-512 rows of 190, 350 or 390 tokens got one mask fewer than the official code gives."""
+    want = torch.round(n_tokens.to(torch.float32) * mask_prob).long()
     return want.clamp(max=max_predictions).clamp(min=1)
 
 

@@ -41,6 +41,15 @@ def test_cap_formula():
     assert num_to_mask(torch.tensor([128, 100, 20, 3, 1]), 19).tolist() == [19, 15, 3, 1, 1]
 
 
+def test_counts_round_as_the_official_float32_product():
+    """The official count is tf.round(float32(n) * mask_prob): 190 x 0.15 is 28.500002 in float32
+    (29), 28.5 in float64 (28, half to even): such rows of 512 got one mask fewer."""
+    n = torch.tensor([190, 350, 390, 10, 30, 50])
+    assert num_to_mask(n, 79).tolist() == [29, 53, 59, 2, 4, 8]
+    ids, am = batch([190, 350, 390], 512)
+    assert run(ids, am).mask.sum(-1).tolist() == [29, 53, 59]
+
+
 def test_counts_full_length_128():
     ids, am = batch([128] * 16, 128)
     out = run(ids, am)
