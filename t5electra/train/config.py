@@ -95,6 +95,9 @@ class OptimSection:
     layerwise_lr_decay: Optional[float] = option(None, "ELECTRA fine-tuning: lr factor per layer below the "
                                                        "head (0.8 for Small/Base); None: off")
     max_grad_norm: Optional[float] = option(1.0, "clip the global gradient norm to this (None: no clipping)")
+    bias_correction: bool = option(True, "adamw, adamw_scaled: divide Adam's moments by (1 - beta^t) (torch, "
+                                         "transformers); false: no correction, as the official ELECTRA/BERT "
+                                         "AdamWeightDecayOptimizer (steps x3.2 larger at step 100, x1.26 at 1000)")
     fused: Optional[bool] = option(None, "adamw, adamw_scaled: torch's fused AdamW kernel (one pass per "
                                          "parameter; on CPU ~3x faster optimiser step, same update within float "
                                          "rounding). None: on for adamw and adamw_scaled (CPU); false: the "
@@ -429,6 +432,16 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.distributed == "fsdp" and cfg.optim.name != "adamw":
         raise ConfigError(f"optim.name={cfg.optim.name!r} with train.distributed=fsdp: its per-parameter RMS and "
                           f"factored moments are not checked on sharded parameters yet; use optim.name=adamw")
+    if not cfg.optim.bias_correction:
+        if cfg.optim.name not in ("adamw", "adamw_scaled"):
+            raise ConfigError(f"optim.bias_correction=false is for optim.name=adamw or adamw_scaled (Adam's moments), "
+                              f"not {cfg.optim.name!r}")
+        if cfg.optim.fused:
+            raise ConfigError("optim.bias_correction=false with optim.fused=true: torch's fused AdamW kernel always "
+                              "corrects the moments; leave optim.fused unset (the per-parameter loop runs)")
+        if cfg.train.distributed == "fsdp":
+            raise ConfigError("optim.bias_correction=false with train.distributed=fsdp: that optimizer is not checked "
+                              "on sharded parameters yet; use ddp, or keep the bias correction")
     if cfg.optim.eps == 0 and cfg.optim.name in ("adamw", "adamw_scaled"):
         raise ConfigError(f"optim.eps=0 with optim.name={cfg.optim.name!r}: Adam divides by sqrt(v) + eps, and v is 0 "
                           f"for every weight whose gradient has been 0 so far (embedding rows of tokens not seen yet), "

@@ -265,6 +265,52 @@ def test_build_optimizer_names():
         load_config(None, ["--optim.lr=none"])
 
 
+def test_no_bias_correction_is_the_official_electra_optimizer():
+    """optim.bias_correction=false: google-research/electra model/optimization.py
+    AdamWeightDecayOptimizer, step by step (no bias correction; decay lr * wd * p on the weights
+    only); the default AdamW corrects and differs."""
+    torch.manual_seed(0)
+    model, ref_model = Tiny(), Tiny()
+    ref_model.load_state_dict(model.state_dict())
+    lr, wd, eps, (b1, b2) = 1e-3, 0.01, 1e-6, (0.9, 0.999)
+    cfg = load_config(None, [f"--optim.lr={lr}", f"--optim.weight_decay={wd}", f"--optim.eps={eps}",
+                             "--optim.bias_correction=false"])
+    opt = build_optimizer(model, cfg.optim)
+    decays = {n: g["weight_decay"] > 0 for g in opt.param_groups for n in g["names"]}
+    ref = {n: p.detach().clone() for n, p in ref_model.named_parameters()}
+    m = {n: torch.zeros_like(p) for n, p in ref.items()}
+    v = {n: torch.zeros_like(p) for n, p in ref.items()}
+    for step in range(6):
+        opt.zero_grad()
+        _loss(model, step).backward()
+        ref_model.zero_grad()
+        _loss(ref_model, step).backward()
+        grads = {n: p.grad.detach().clone() for n, p in ref_model.named_parameters()}
+        opt.step()
+        for n, g in grads.items():  # the official update, written out
+            m[n] = b1 * m[n] + (1 - b1) * g
+            v[n] = b2 * v[n] + (1 - b2) * g * g
+            update = m[n] / (v[n].sqrt() + eps) + (wd * ref[n] if decays[n] else 0.0)
+            ref[n] = ref[n] - lr * update
+        with torch.no_grad():
+            for n, p in ref_model.named_parameters():
+                p.copy_(ref[n])
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), ref[n], rtol=0, atol=1e-6, msg=n)  # decay after the update: lr^2 wd
+    # torch's AdamW (the default) corrects: its first step is lr * sign(g), the official one 3.16x that
+    plain = Tiny()
+    plain.load_state_dict(ref_model.state_dict())
+    start = plain.proj.weight.detach().clone()
+    default = build_optimizer(plain, load_config(None, [f"--optim.lr={lr}", f"--optim.eps={eps}"]).optim)
+    _loss(plain, 0).backward()
+    default.step()
+    assert (plain.proj.weight.detach() - start).abs().max() == pytest.approx(lr, rel=1e-3)
+    for bad, match in ((["--optim.name=adafactor"], "adamw or adamw_scaled"), (["--optim.fused=true"], "fused"),
+                       (["--train.distributed=fsdp"], "fsdp")):
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, ["--optim.lr=1e-3", "--optim.bias_correction=false", *bad])
+
+
 # -- schedules -----------------------------------------------------------------------------------
 def test_inverse_sqrt_is_t5s_schedule():
     lr = lambda step: 0.01 * inverse_sqrt(step, 10_000)  # noqa: E731
