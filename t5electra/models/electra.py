@@ -642,7 +642,8 @@ def _classifier_dropout(config: ElectraConfig) -> float:
 class ElectraClassificationHead(nn.Module):
     """On the first ([CLS]) vector, or the mean of the real tokens' vectors (``classifier_pooling``):
     dropout -> dense(H -> H) -> GELU -> dropout -> dense(H -> L).
-    (BERT's pooler uses tanh; the ELECTRA authors used GELU here, and so does transformers.)"""
+    (transformers' head, GELU where BERT's pooler has tanh; google-research/electra fine-tunes with
+    dropout and one dense layer on [CLS] instead: docs/training.md.)"""
 
     def __init__(self, config: ElectraConfig):
         super().__init__()

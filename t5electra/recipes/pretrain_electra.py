@@ -18,7 +18,8 @@ global batch (dropout apart), and a run resumes exactly on another number of pro
 ELECTRA's optimiser, the defaults of ``t5electra pretrain --objective electra-rtd``: AdamW with
 ``optim.lr=5e-4`` (Small), ``optim.weight_decay=0.01`` except LayerNorm weights and biases,
 ``optim.eps=1e-6``, linear warmup (``schedule.warmup_steps``, 10k in the paper) then linear decay
-to 0. Train metrics per logged step: ``gen_loss``, ``disc_loss``, ``gen_acc`` (generator accuracy on
+to 0 (the official code's Adam has no bias correction and decays from step 0:
+``optim.bias_correction=false``, ``schedule.decay_from_start=true``). Train metrics per logged step: ``gen_loss``, ``disc_loss``, ``gen_acc`` (generator accuracy on
 the masked positions), ``disc_acc`` / ``disc_precision`` / ``disc_recall`` / ``disc_auc``
 (replaced-token detection over the real tokens); the eval lines have the same on the held-out
 files, with the same per-example masks at every evaluation, so that evaluations are comparable. ``t5electra plot RUN``
