@@ -140,8 +140,10 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
              env: DistEnv | None = None, max_batches: int | None = None) -> dict[str, float]:
     """Mean loss (and loss_fn metrics) over ``batches`` in eval mode, over the batches of every rank:
     the loss weighted by the loss_fn's ``loss_weight`` where it gives one (LOSS_WEIGHT), the other
-    metrics per batch (counts in COUNTS summed). Every rank takes part, also one without batches
-    (a validation split smaller than the number of processes); {} when no rank had any.
+    metrics per batch (counts in COUNTS summed). A metric that is NaN for a batch is undefined there
+    (ELECTRA's ``disc_auc`` of a batch without a replaced token) and is averaged over the batches
+    where it is defined (NaN if none); a NaN loss stays NaN. Every rank takes part, also one without
+    batches (a validation split smaller than the number of processes); {} when no rank had any.
 
     A sharded (FSDP) model's forward is a collective (it all-gathers each block's weights), so its
     ranks step through the batches together: a rank that has run out, while another has not, runs
@@ -150,6 +152,7 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    defined: dict[str, int] = {}  # per metric: the batches where it is not NaN
     n, weight = 0, 0.0
     lockstep = env.distributed and is_sharded(model)
     it, spare = iter(batches), None
@@ -168,18 +171,24 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
         w = float(logs.pop(LOSS_WEIGHT, 1.0))
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach().float()) * w
         for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            v = float(v)
+            ok = not (v != v and k not in COUNTS)  # NaN: undefined for this batch
+            sums[k] = sums.get(k, 0.0) + (v if ok else 0.0)
+            defined[k] = defined.get(k, 0) + ok
         n, weight = n + 1, weight + w
     model.train(was_training)
-    parts = all_gather_object((sums, n, weight), env)  # keys may differ: a rank without batches has none
-    n, weight = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    parts = all_gather_object((sums, defined, n, weight), env)  # keys may differ: a rank without batches has none
+    n, weight = sum(p[2] for p in parts), sum(p[3] for p in parts)
     if n == 0:
         return {}
     totals: dict[str, float] = {}
-    for part, _, _ in parts:
+    counts: dict[str, int] = {}
+    for part, part_defined, _, _ in parts:
         for k, v in part.items():
             totals[k] = totals.get(k, 0.0) + v
-    return {k: v if k in COUNTS else v / (weight if k == "loss" else n) for k, v in totals.items()}
+            counts[k] = counts.get(k, 0) + part_defined.get(k, 0)
+    return {k: v if k in COUNTS else v / weight if k == "loss" else v / counts[k] if counts[k] else float("nan")
+            for k, v in totals.items()}
 
 
 def _lockstep(batch: Any, spare: Any, env: DistEnv) -> tuple[Any, Any, bool]:

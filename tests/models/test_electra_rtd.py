@@ -178,6 +178,29 @@ def test_metrics_match_sklearn():
     assert 0.0 <= m["gen_accuracy"] <= 1.0 and 0 < m["replaced_fraction"] < 0.16
 
 
+def test_validation_auc_skips_a_batch_without_replaced_tokens():
+    """A validation batch where every sample equals the original (a short last row and a good
+    generator) has no AUC (NaN); the validation disc_auc averaged it in and was NaN for the whole
+    split. It is now the mean over the batches that have one; a NaN loss would still be NaN."""
+    from t5electra.recipes.pretrain_electra import make_loss_fn
+    from t5electra.train.loop import evaluate
+
+    model = make().eval()
+    ids, am = batch(seed=6)
+    short = torch.full((1, T), PAD)
+    short[0, :3] = torch.tensor([CLS, 77, SEP])  # one maskable token, which the generator is sure of
+    with torch.no_grad():
+        model.generator.generator_lm_head.bias[77] = 1e4
+    batches = [{"input_ids": ids, "attention_mask": am}, {"input_ids": short, "attention_mask": (short != PAD).long()}]
+    one = make_loss_fn(torch.Generator().manual_seed(3))(model, batches[1])[1]
+    assert torch.isnan(one["disc_auc"]) and one["replaced_fraction"] == 0  # undefined for that batch
+    first = evaluate(model, batches[:1], make_loss_fn(torch.Generator().manual_seed(3)))
+    both = evaluate(model, batches, make_loss_fn(torch.Generator().manual_seed(3)))
+    assert both["disc_auc"] == pytest.approx(first["disc_auc"])  # the batch that has one
+    assert both["disc_acc"] != pytest.approx(first["disc_acc"])  # the other metrics: both batches
+    assert np.isnan(evaluate(model, batches[1:], make_loss_fn(torch.Generator().manual_seed(3)))["disc_auc"])
+
+
 def test_deterministic_with_generator():
     model = make()
     ids, am = batch(seed=5)

@@ -79,6 +79,20 @@ def test_evaluate_averages_in_eval_mode_and_restores_train_mode():
     assert evaluate(model, [], _loss) == {}
 
 
+def test_evaluate_averages_a_metric_over_the_batches_where_it_is_defined():
+    logs = iter([(1.0, {"auc": 0.5, "acc": 1.0}), (3.0, {"auc": float("nan"), "acc": 0.0}),
+                 (float("nan"), {"auc": 0.7, "acc": 0.5})])
+
+    def loss_fn(model, batch):
+        loss, metrics = next(logs)
+        return torch.tensor(loss), metrics
+
+    out = evaluate(nn.Linear(1, 1), range(2), loss_fn)
+    assert out == {"loss": 2.0, "auc": 0.5, "acc": 0.5}  # auc: undefined in the second batch
+    out = evaluate(nn.Linear(1, 1), range(1), loss_fn)
+    assert out["auc"] == 0.7 and out["loss"] != out["loss"]  # a NaN loss stays NaN
+
+
 @pytest.mark.parametrize("name", ["adamw", "adamw_scaled"])
 def test_a_step_bumps_the_parameters_version_so_greedy_screens_are_rebuilt(name):
     """torch's fused AdamW kernel leaves version counters as they were: T5's int8 greedy screen,
