@@ -239,19 +239,33 @@ def encode(data: TaskData, split: str, tokenizer, max_length: int, doc_stride: i
     return encode_qa(examples, tokenizer, L, doc_stride)
 
 
+MAX_QUERY_TOKENS = 64  # google-research/electra configure_finetuning.py max_query_length
+
+
+def _cut_question(tokenizer, question: str, limit: int) -> str:
+    """The question's text up to the end of its ``limit``-th token (all of it when shorter)."""
+    offsets = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return question if len(offsets) <= limit else question[:offsets[limit - 1][1]]
+
+
 def encode_qa(examples: list[dict[str, Any]], tokenizer, max_length: int,
               doc_stride: int) -> list[dict[str, Any]]:
     """Windows ``[CLS] question [SEP] context-window [SEP]`` with the answer's token positions
     (0 = [CLS] when the window does not hold the whole answer) and what post-processing needs:
-    the example index and, for context tokens, their character offsets."""
-    question_tokens = max(len(tokenizer.tokenize(ex["question"])) for ex in examples) if examples else 0
+    the example index and, for context tokens, their character offsets.
+
+    A question keeps at most ``min(64, max_length // 2)`` tokens, as the official code cuts it to
+    ``max_query_length`` (64): one longer than the window made the tokenizer refuse the whole split."""
+    limit = min(MAX_QUERY_TOKENS, max_length // 2)
+    questions = [_cut_question(tokenizer, ex["question"], limit) for ex in examples]
+    question_tokens = max(len(tokenizer.tokenize(q)) for q in questions) if examples else 0
     room = max_length - question_tokens - 3  # context tokens a window holds ([CLS] q [SEP] ... [SEP])
     if doc_stride >= room:
         # the windows must advance (the tokenizer refuses a stride that leaves no new context); half the
         # window, not room - 1: the defaults (max_length 128, doc_stride 128) moved windows one token at a
         # time, 6,115 near-copies of 36 questions where half-window steps give a few hundred
         doc_stride = max(0, room // 2)
-    enc = tokenizer([ex["question"] for ex in examples], [ex["context"] for ex in examples],
+    enc = tokenizer(questions, [ex["context"] for ex in examples],
                     truncation="only_second", max_length=max_length, stride=doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True)
     feats = []

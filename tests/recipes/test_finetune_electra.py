@@ -248,6 +248,26 @@ def test_qa_windows_postprocessing_and_training(root, tmp_path):
     assert results["best_checkpoint"]["metric"] == "f1"
 
 
+def test_qa_question_longer_than_the_window_is_cut_as_the_official_code_does(root):
+    """A question keeps min(64, max_length // 2) tokens (official max_query_length 64): one longer
+    than the window made the tokenizer refuse the whole split ('Sequence to truncate too short')."""
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    context = " ".join(FILL * 3) + " the answer is superb ."
+    start = context.index("superb")
+    ex = {"question": "what is the answer", "context": context, "answers": ["superb"], "answer_start": start,
+          "answer_text": "superb"}
+    long = {**ex, "question": "what is the answer " + " ".join(FILL * 4)}  # 48 tokens, window 32
+    feats = encode_qa([ex, long], tok, max_length=32, doc_stride=8)
+    for i, example in enumerate((ex, long)):
+        mine = [f for f in feats if f["example"] == i]
+        question = tok(example["question"], add_special_tokens=False)["input_ids"][:16]  # 32 // 2 tokens
+        assert all(len(f["input_ids"]) <= 32 and f["input_ids"][1:len(question) + 2] == question + [tok.sep_token_id]
+                   for f in mine)
+        held = [f for f in mine if f["start_positions"] > 0]
+        assert held and all(context[f["offsets"][f["start_positions"]][0]:f["offsets"][f["end_positions"]][1]]
+                            == "superb" for f in held)
+
+
 def test_minilm_bert_fine_tunes(root, tmp_path, minilm_dir):
     run = tmp_path / "minilm"
     train(_config([f"--train.output_dir={run}", f"--model.init_from={minilm_dir}", "--electra.head=classification",
