@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .checkpoint.io import checkpoint_dir, load_state_dict, save_state_dict
+from .checkpoint.io import checkpoint_dir, load_state_dict, save_weights, shard_size_bytes
 from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
 from .core.outputs import ModelOutput  # noqa: F401 (modeling.ModelOutput, its old home)
 from .core.atomic import write_text_atomic
 from .core.generation_config import GenerationConfig
-from .errors import ConfigError, InvalidInputError, WeightsMismatchError
+from .errors import CheckpointError, ConfigError, InvalidInputError, WeightsMismatchError
 from .nn.position import RelativePositionBias
 from .nn.recompute import set_activation_checkpointing
 
@@ -481,25 +481,55 @@ class PreTrainedModel(nn.Module):
         return d
 
     def save_pretrained(self, directory: str | os.PathLike, *, safe_serialization: bool = True,
-                        is_main_process: bool = True, **hf_options: Any) -> Path:
+                        is_main_process: bool = True, max_shard_size: int | str | None = None,
+                        state_dict: Mapping[str, torch.Tensor] | None = None, **hf_options: Any) -> Path:
         """Write config.json + model.safetensors that transformers loads with identical outputs.
-        transformers' options: ``safe_serialization`` must stay True (safetensors only, by design);
-        ``is_main_process=False`` writes nothing (other ranks); ``push_to_hub`` can only be False."""
+        transformers' options: ``max_shard_size`` ("200KB", "5GB", bytes): weights larger than that are
+        written as ``model-0000i-of-0000n.safetensors`` shards + ``model.safetensors.index.json``, as
+        transformers writes them (left out: one file, however large; transformers 5 shards at "50GB");
+        what an earlier save left that a reader would take instead is removed. ``state_dict``: these
+        tensors instead of the model's own (the model's names, all of them, the model's shapes: e.g. a
+        state dict gathered from FSDP ranks). ``safe_serialization`` must stay True (safetensors only,
+        by design); ``is_main_process=False`` writes nothing (other ranks); ``push_to_hub`` can only be False."""
         if safe_serialization is not True:
             raise ConfigError("save_pretrained writes safetensors only (safe_serialization=False would write a "
                               "pickle, which loading runs as code); transformers reads model.safetensors")
         for name, value in hf_options.items():
             if name == "push_to_hub" and value is False:
                 continue
-            raise ConfigError(f"save_pretrained({name}=...) is not supported (no hub upload, one safetensors "
-                              f"file, this model's own state)")
+            raise ConfigError(f"save_pretrained({name}=...) is not supported (no hub upload, no variants, this "
+                              f"model's own config)")
+        if max_shard_size is not None:
+            shard_size_bytes(max_shard_size)  # a bad size is refused before anything is written
         if not is_main_process:
             return Path(directory)
+        sd = self._state_dict_to_save(state_dict)
         d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise CheckpointError(f"save_pretrained: {str(d)!r} is a file, expected a directory (or a new path)")
         d.mkdir(parents=True, exist_ok=True)
-        hf_sd = self.hf_keymap(self.config).to_hf(self.state_dict())
-        save_state_dict(hf_sd, d)
+        save_weights(self.hf_keymap(self.config).to_hf(sd), d, max_shard_size, total_parameters=self.num_parameters())
         write_text_atomic(d / "config.json", json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n")
         self.generation_config.save(d, {k: getattr(self.config, k, None)
                                         for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")})
         return d
+
+    def _state_dict_to_save(self, state_dict: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """``save_pretrained(state_dict=...)`` checked against the model's own state dict: the same
+        names (tied copies may be left out) and shapes; None: the model's."""
+        own = self.state_dict()
+        if state_dict is None:
+            return own
+        if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ConfigError(f"save_pretrained(state_dict=...) takes a dict of tensors (model.state_dict()'s "
+                              f"names), got {type(state_dict).__name__}")
+        unknown, tied = [k for k in state_dict if k not in own], self._tied_aliases(state_dict)
+        missing = [k for k in own if k not in state_dict and k not in tied]
+        wrong = [f"{k} {tuple(state_dict[k].shape)} (model: {tuple(own[k].shape)})" for k in state_dict
+                 if k in own and state_dict[k].shape != own[k].shape]
+        for what, keys in (("names the model does not have", unknown), ("lacks the model's", missing),
+                           ("has other shapes than the model's", wrong)):
+            if keys:
+                raise ConfigError(f"save_pretrained(state_dict=...) {what}: {keys[:5]}{' ...' if len(keys) > 5 else ''} "
+                                  f"(config.json is the model's: the tensors must be model.state_dict()'s, by its names)")
+        return dict(state_dict)

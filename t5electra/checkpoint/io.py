@@ -3,7 +3,9 @@
 Reads, in this order of preference: ``model.safetensors``, sharded safetensors with
 ``model.safetensors.index.json``, ``pytorch_model.bin`` (and its sharded index) through
 ``torch.load(weights_only=True)`` — a pickle that needs code execution is refused.
-Writes ``model.safetensors`` atomically (temporary file + rename); tied tensors are written once.
+Writes ``model.safetensors`` atomically (temporary file + rename); tied tensors are written once;
+:func:`save_weights` splits them into shards + ``model.safetensors.index.json`` as transformers
+does (``max_shard_size``) and removes what an earlier save left that would be read instead.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..core.atomic import replace_atomic, temp_path
-from ..errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from ..core.atomic import replace_atomic, temp_path, write_text_atomic
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, UnsafeCheckpointError
 
 SAFE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -212,4 +214,72 @@ def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str =
     except (OSError, SafetensorError) as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path} ({write_error(e, d)})") from None
+    return path
+
+
+# transformers' shard names (huggingface_hub's split_torch_state_dict_into_shards): model-00001-of-00003.safetensors
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,  # huggingface_hub's units: decimal
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def shard_size_bytes(value: int | str) -> int:
+    """``max_shard_size`` in bytes: a positive int, or a number and a unit as transformers takes them
+    ("200KB", "5GB": powers of 10; "500MiB": powers of 2)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]I?B)\s*", value.upper()) if isinstance(value, str) else None
+    if m and float(m.group(1)) * _SIZE_UNITS[m.group(2)] >= 1:
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise ConfigError(f"max_shard_size={value!r}: expected a positive number of bytes or a size such as '200KB', "
+                      f"'5GB' (KB, MB, GB, TB; KiB, MiB, GiB, TiB)")
+
+
+def _split(sd: StateDict, max_bytes: int) -> list[list[str]]:
+    """Keys in shards of at most ``max_bytes`` each, in order, as huggingface_hub splits them: a tensor
+    larger than the limit gets a shard of its own."""
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for key, t in sd.items():
+        n = t.numel() * t.element_size()
+        if n > max_bytes:
+            shards.append([key])
+            continue
+        if current and size + n > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += n
+    return shards + [current] if current or not shards else shards
+
+
+def save_weights(sd: StateDict, directory: str | os.PathLike, max_shard_size: int | str | None = None,
+                 total_parameters: int | None = None) -> Path:
+    """A model's weights as transformers' save_pretrained writes them: ``model.safetensors``, or, when
+    they exceed ``max_shard_size``, ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
+    (``{"metadata": {"total_size", "total_parameters"}, "weight_map": {key: file}}``). What an earlier
+    save left in the directory and a reader would take instead (a ``model.safetensors`` next to new
+    shards, an index and shards next to a new single file, shards of another count) is removed after
+    the new files are complete. Returns the file written (single) or the index."""
+    d = Path(directory)
+    shards = [list(sd)] if max_shard_size is None else _split(sd, shard_size_bytes(max_shard_size))
+    if len(shards) == 1:
+        path = save_state_dict(sd, d, SAFE)
+        stale = [d / SAFE_INDEX] + [p for p in d.iterdir() if SHARD_NAME.fullmatch(p.name)]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        for name, keys in zip(names, shards):
+            save_state_dict({k: sd[k] for k in keys}, d, name)
+        metadata = {"total_size": sum(t.numel() * t.element_size() for t in sd.values())}
+        if total_parameters is not None:
+            metadata["total_parameters"] = total_parameters
+        index = {"metadata": metadata, "weight_map": {k: name for name, keys in zip(names, shards) for k in keys}}
+        try:
+            path = write_text_atomic(d / SAFE_INDEX, json.dumps(index, indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            raise CheckpointError(f"cannot write {d / SAFE_INDEX} ({write_error(e, d)})") from None
+        stale = [d / SAFE] + [p for p in d.iterdir() if SHARD_NAME.fullmatch(p.name) and p.name not in names]
+    for p in stale:
+        p.unlink(missing_ok=True)
     return path

@@ -220,5 +220,5 @@ def test_transformers_trainer_style_calls(pair, tmp_path):
     assert not (tmp_path / "y").exists()
     with pytest.raises(ConfigError, match="safetensors only"):
         ours.save_pretrained(tmp_path / "z", safe_serialization=False)
-    with pytest.raises(ConfigError, match=r"save_pretrained\(max_shard_size=...\) is not supported"):
-        ours.save_pretrained(tmp_path / "z", max_shard_size="1MB")
+    with pytest.raises(ConfigError, match=r"save_pretrained\(variant=...\) is not supported"):
+        ours.save_pretrained(tmp_path / "z", variant="fp16")
