@@ -5,7 +5,8 @@ Model configs (``T5Config`` in models/t5.py, ``ElectraConfig`` in models/electra
 transformers reads straight in, and ours loads in transformers. Keys of a config.json that we do
 not model (``architectures``, ``transformers_version``, ``task_specific_params``...) are kept in
 ``extra`` and written back unchanged. Keyword overrides (``from_pretrained(dir, dropout_rate=0.0)``)
-must name real fields: a typo is an error that suggests the closest name.
+must name real fields (or transformers' settable attributes: ``output_attentions=True``): a typo is an
+error that suggests the closest name.
 
 A config.json key that is neither a field nor one transformers writes (:data:`HF_KEYS`) is a
 misspelling until shown otherwise: close to a field that the file lacks (``dropout_rat``), it is an
@@ -194,15 +195,25 @@ class ModelConfig:
         return cls.from_json_file(p).replace(**overrides)
 
     def replace(self: C, **overrides: Any) -> C:
-        """A copy with some fields changed; an unknown field name is a ConfigError."""
+        """A copy with some fields changed; an unknown field name is a ConfigError. transformers'
+        attributes the class exposes as settable properties (``output_attentions``, ``return_dict``,
+        ELECTRA's ``tie_word_embeddings``: kept in ``extra``) are set too, as transformers'
+        ``from_pretrained(dir, output_attentions=True)`` sets them."""
         overrides = self._dealias(overrides, type(self).__name__)
-        names = self.field_names()
+        names, settable = self.field_names(), self._settable_properties()
         for k in overrides:
-            if k not in names:
-                raise ConfigError(f"{type(self).__name__} has no field {k!r}{suggest(k, names)}")
+            if k not in names and k not in settable:
+                raise ConfigError(f"{type(self).__name__} has no field {k!r}{suggest(k, names + settable)}")
+        attributes = {k: overrides.pop(k) for k in list(overrides) if k in settable}
         new = dataclasses.replace(self, **overrides)
         new.extra = dict(self.extra)
+        for k, v in attributes.items():
+            setattr(new, k, v)  # the property's own checks
         return new
+
+    @classmethod
+    def _settable_properties(cls) -> list[str]:
+        return [n for n in dir(cls) if isinstance(getattr(cls, n, None), property) and getattr(cls, n).fset is not None]
 
     # -- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

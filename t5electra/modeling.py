@@ -10,6 +10,7 @@ checkpoint) are listed by ``newly_initialized_ok`` and reported, as transformers
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .checkpoint.hf_options import device_from_map, pop_load_options
 from .checkpoint.io import checkpoint_dir, load_state_dict, save_weights, shard_size_bytes
 from .checkpoint.keymap import KeyMap
 from .config import ModelConfig
@@ -42,6 +44,8 @@ class LoadReport:
 
     unused: list[str]            # HF keys present in the files and not used (e.g. BERT's pooler)
     newly_initialized: list[str]  # our parameters not in the files, initialised fresh
+    # (HF key, shape in the file, shape of the model) of tensors left fresh (ignore_mismatched_sizes=True)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(default_factory=list)
 
 
 _DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -85,20 +89,6 @@ def resized_rows(module: nn.Module, n: int) -> nn.Module:
     new.weight[keep:] = w.float().mean(0).to(w.dtype)
     new.requires_grad_(w.requires_grad)  # a frozen embedding stays frozen
     return new
-
-
-# transformers' from_pretrained options that change nothing when the directory is local: accepted
-# with the values that mean so (option -> (check, what is accepted)), refused otherwise.
-HF_LOAD_OPTIONS: dict[str, tuple[Any, str]] = {
-    "local_files_only": (lambda v: isinstance(v, bool), "True or False"),
-    "low_cpu_mem_usage": (lambda v: isinstance(v, bool), "True or False"),
-    "trust_remote_code": (lambda v: v in (False, None), "False (no code is downloaded)"),
-    "cache_dir": (lambda v: True, "anything"),
-    "use_safetensors": (lambda v: v in (True, None), "True or None (.safetensors are read, .bin with weights_only=True)"),
-    "revision": (lambda v: v in (None, "main"), "None or 'main'"),
-    "device_map": (lambda v: v in (None, "cpu"), "None or 'cpu' (use model.to(device))"),
-    "force_download": (lambda v: v in (False, None), "False"),
-}
 
 
 class ModuleView(nn.Module):
@@ -279,29 +269,41 @@ class PreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, torch_dtype: torch.dtype | str | None = None,
                         dtype: torch.dtype | str | None = None, config: Any = None,
-                        attn_implementation: str | None = None, **config_overrides: Any):
+                        attn_implementation: str | None = None, subfolder: str = "", device_map: Any = None,
+                        ignore_mismatched_sizes: bool = False, output_loading_info: bool = False,
+                        **config_overrides: Any):
         """Load a checkpoint directory written by transformers or by ``save_pretrained``.
 
         ``dtype`` (transformers 5's name; ``torch_dtype`` is the older one): a ``torch.dtype``, its
         name (``"bfloat16"``), or ``"auto"`` (the dtype config.json records, else that of the stored
-        weights); None keeps fp32. ``config``: use this config instead of config.json's (ours, or
-        transformers' config object, read through its ``to_dict()``).
-        ``attn_implementation``: "sdpa" or "eager" (set_attn_implementation, where the model has it).
+        weights); None keeps fp32 (transformers 5's default is "auto"). ``config``: use (a copy of)
+        this config instead of config.json's (ours, or transformers' config object, read through its
+        ``to_dict()``). ``attn_implementation``: "sdpa" or "eager" (set_attn_implementation, where the
+        model has it). ``subfolder``: the checkpoint is ``directory/subfolder``. ``device_map``: the one
+        device the model goes to ("cuda", "cpu", 0, ``{"": device}``; maps that split it are refused).
+        ``ignore_mismatched_sizes``: a tensor whose shape differs from the model's is left initialised
+        afresh, with a warning (``load_report.mismatched``), instead of a WeightsMismatchError (e.g. a
+        new ``num_labels``). ``output_loading_info``: return ``(model, info)``, ``info`` as transformers'
+        (``missing_keys``, ``unexpected_keys``, ``mismatched_keys``, ``error_msgs``; transformers' names).
         transformers' loading options that change nothing for a local directory are accepted
-        (``local_files_only``, ``low_cpu_mem_usage``, ``use_safetensors``, ...: HF_LOAD_OPTIONS).
-        Other keyword arguments override config fields (``num_labels=3``). generation_config.json,
-        where present, becomes ``model.generation_config`` (generate's defaults).
+        (``local_files_only``, ``low_cpu_mem_usage``, ``use_safetensors``, ...: hf_options.HF_LOAD_OPTIONS),
+        with other values refused by name. Other keyword arguments override config fields
+        (``num_labels=3``, ``output_attentions=True``). generation_config.json, where present, becomes
+        ``model.generation_config`` (generate's defaults).
         """
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise ConfigError(f"both dtype={dtype!r} and torch_dtype={torch_dtype!r} given: pass one")
-        for name in [k for k in config_overrides if k in HF_LOAD_OPTIONS]:
-            value = config_overrides.pop(name)
-            accepts, allowed = HF_LOAD_OPTIONS[name]
-            if not accepts(value):
-                raise ConfigError(f"from_pretrained({name}={value!r}): only a local directory on this machine is "
-                                  f"read here, so {name} can only be {allowed}")
+        pop_load_options(config_overrides)
+        for name, flag in (("ignore_mismatched_sizes", ignore_mismatched_sizes),
+                           ("output_loading_info", output_loading_info)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"from_pretrained({name}={flag!r}): expected True or False")
+        if directory is None or not isinstance(subfolder, (str, os.PathLike)):
+            raise ConfigError(f"from_pretrained takes a checkpoint directory (and subfolder a folder name in it), got "
+                              f"{directory!r}" + (f", subfolder={subfolder!r}" if subfolder else ""))
+        device = device_from_map(device_map)  # checked before anything is read
         wanted = dtype if dtype is not None else torch_dtype
-        d = checkpoint_dir(directory)
+        d = checkpoint_dir(Path(directory) / subfolder)
         if config is not None:
             config = cls._own_config(config)
             config = config.replace(**config_overrides) if config_overrides else config
@@ -311,31 +313,42 @@ class PreTrainedModel(nn.Module):
         config = cls.config_for_checkpoint(config, hf_sd)
         target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
         model = cls(config)
-        model.load_hf_state_dict(hf_sd, sources)
+        model.load_hf_state_dict(hf_sd, sources, ignore_mismatched_sizes=ignore_mismatched_sizes)
         if target is not None:
             model.to(target)
+        if device is not None:
+            model.to(device)
         model.name_or_path = str(d)
         model.generation_config = GenerationConfig.from_dir(d)
         if attn_implementation is not None:
             if not hasattr(model, "set_attn_implementation"):
                 raise ConfigError(f"{cls.__name__} has one attention implementation: drop attn_implementation")
             model.set_attn_implementation(attn_implementation)
-        return model.eval()
+        model.eval()
+        return (model, model._loading_info()) if output_loading_info else model
+
+    def _loading_info(self) -> dict[str, Any]:
+        """``load_report`` as transformers' ``output_loading_info`` dict (HF names, as its keys are)."""
+        report, keymap = self.load_report, self.hf_keymap(self.config)
+        return {"missing_keys": {n for k in report.newly_initialized for n in (keymap.hf_names(k) or (k,))},
+                "unexpected_keys": set(report.unused), "mismatched_keys": set(report.mismatched), "error_msgs": []}
 
     @classmethod
     def _own_config(cls, config: Any) -> ModelConfig:
-        """``from_pretrained(config=...)``: our config class, or transformers' (its ``to_dict()``, read as
-        its config.json would be: same fields, the same checks)."""
+        """``from_pretrained(config=...)``: a copy of our config (the model's changes, e.g. a resized
+        vocabulary, stay out of the caller's object, as transformers copies it), or transformers' (its
+        ``to_dict()``, read as its config.json would be: same fields, the same checks)."""
         if isinstance(config, cls.config_class):
-            return config
+            return copy.deepcopy(config)
         name = f"{type(config).__module__}.{type(config).__name__}"
         if name.startswith("transformers.") and callable(getattr(config, "to_dict", None)):
             return cls.config_class.from_dict(config.to_dict(), source=f"config={name}")
         raise ConfigError(f"config must be a t5electra.{cls.config_class.__name__} or a transformers config, got {name}")
 
-    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
-                           ) -> LoadReport:
-        """Copy an HF-named state dict into this model, checking every key and shape."""
+    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None, *,
+                           ignore_mismatched_sizes: bool = False) -> LoadReport:
+        """Copy an HF-named state dict into this model, checking every key and shape
+        (``ignore_mismatched_sizes``: a tensor of another shape is skipped, its parameter left as it is)."""
         sources = sources or {}
         keymap = self.hf_keymap(self.config)
         ours, unused, origin = keymap.from_hf(hf_sd, sources)
@@ -362,13 +375,24 @@ class PreTrainedModel(nn.Module):
             raise WeightsMismatchError(
                 f"{sorted(set(sources.values())) or 'the checkpoint'}: {len(hard_missing)} tensor(s) missing "
                 f"for {type(self).__name__}, e.g. {hard_missing[:5]}")
-        for k, t in ours.items():
+        mismatched = []
+        for k, t in list(ours.items()):
             want = expected[k].shape
-            if t.shape != want:
-                hf_key = origin[k]
+            if t.shape == want:
+                continue
+            hf_key = origin[k]
+            if not ignore_mismatched_sizes:
                 raise WeightsMismatchError(
                     f"{sources.get(hf_key, 'the checkpoint')}: tensor {hf_key!r} (our {k!r}) has shape {tuple(t.shape)}, model expects {tuple(want)} "
-                    f"(config says {self._shape_hint()})")
+                    f"(config says {self._shape_hint()}); from_pretrained(..., ignore_mismatched_sizes=True) "
+                    f"initialises such tensors afresh instead")
+            del ours[k]
+            names = keymap.hf_names(k) or (hf_key,)
+            if len(names) == 1:
+                mismatched.append((hf_key, tuple(t.shape), tuple(want)))
+            else:  # a fused parameter: each HF tensor is 1/n of its rows
+                n = len(names)
+                mismatched += [(name, (t.shape[0] // n, *t.shape[1:]), (want[0] // n, *want[1:])) for name in names]
         with torch.no_grad():
             self.load_state_dict(ours, strict=False)
         self.tie_weights()
@@ -376,7 +400,11 @@ class PreTrainedModel(nn.Module):
             logger.warning("%s: unused weights in checkpoint: %s", type(self).__name__, unused)
         if fresh:
             logger.warning("%s: newly initialised (train before use): %s", type(self).__name__, fresh)
-        self.load_report = LoadReport(unused=list(unused), newly_initialized=fresh)
+        if mismatched:
+            logger.warning("%s: newly initialised, the checkpoint's tensors having other shapes "
+                           "(ignore_mismatched_sizes=True; train before use): %s", type(self).__name__,
+                           ", ".join(f"{k} {tuple(a)} -> {tuple(b)}" for k, a, b in mismatched))
+        self.load_report = LoadReport(unused=list(unused), newly_initialized=fresh, mismatched=mismatched)
         return self.load_report
 
     def _tied_aliases(self, present: Mapping[str, Any]) -> set[str]:

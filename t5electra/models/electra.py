@@ -343,11 +343,11 @@ class ElectraPreTrainedModel(PreTrainedModel):
         return electra_keymap(cls.encoder_prefix, head_keys, config.embedding_size != config.hidden_size,
                               tied_generator=generator and ties_generator(config))
 
-    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None
-                           ) -> LoadReport:
+    def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None,
+                           **options: Any) -> LoadReport:
         # Encoder weights may sit under "electra.", "bert." or at the root of the file.
         hf_sd, sources = normalize_prefix(hf_sd, sources or {}, self.encoder_prefix)
-        return super().load_hf_state_dict(hf_sd, sources)
+        return super().load_hf_state_dict(hf_sd, sources, **options)
 
     def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "ElectraPreTrainedModel":
         """bf16 / int8 weights with the kernels fastest on this CPU, or "fp32" (the modules unchanged:

@@ -1,5 +1,8 @@
-"""transformers' save_pretrained keyword arguments on our models (modeling.py, checkpoint/io.py's
-save_weights): sharded saves both ways, state_dict=."""
+"""transformers' save_pretrained / from_pretrained keyword arguments on our models (modeling.py,
+checkpoint/hf_options.py, checkpoint/io.py's save_weights): sharded saves both ways, state_dict=,
+subfolder=, output_loading_info= and ignore_mismatched_sizes= (the same answers as transformers'),
+device_map=, config= copied, config attributes as keyword arguments; the options that cannot be
+honoured are refused by name."""
 
 import json
 
@@ -9,7 +12,7 @@ import transformers
 from safetensors.torch import load_file
 
 from t5electra.checkpoint.io import shard_size_bytes
-from t5electra.errors import CheckpointError, ConfigError
+from t5electra.errors import CheckpointError, ConfigError, WeightsMismatchError
 from t5electra.models import electra as E
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 
@@ -106,3 +109,86 @@ def test_save_pretrained_state_dict_is_written_and_checked(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(CheckpointError, match="is a file, expected a directory"):
         ours.save_pretrained(tmp_path / "afile")
+
+
+# -- from_pretrained options ----------------------------------------------------------------------
+def test_loading_info_subfolder_and_mismatched_sizes_as_transformers(tmp_path):
+    """output_loading_info, ignore_mismatched_sizes and subfolder were "ElectraConfig has no field ..."
+    errors; now the same answers as transformers' for the same directory."""
+    disc = E.ElectraForPreTraining(E.ElectraConfig.from_preset("electra-tiny", vocab_size=120))
+    disc.save_pretrained(tmp_path / "repo" / "disc")
+    for cls, theirs_cls, kw in ((E.ElectraForSequenceClassification, transformers.ElectraForSequenceClassification,
+                                 dict(num_labels=3)),
+                                (E.ElectraForMaskedLM, transformers.ElectraForMaskedLM, {})):
+        ours, info = cls.from_pretrained(tmp_path / "repo", subfolder="disc", output_loading_info=True, **kw)
+        _, theirs = theirs_cls.from_pretrained(tmp_path / "repo", subfolder="disc", output_loading_info=True, **kw)
+        assert isinstance(ours, cls) and info == {k: v for k, v in theirs.items() if k in info}
+        assert info["missing_keys"] and info["unexpected_keys"]
+    clf = E.ElectraForSequenceClassification(E.ElectraConfig.from_preset("electra-tiny", vocab_size=120))
+    clf.save_pretrained(tmp_path / "clf")
+    with pytest.raises(WeightsMismatchError, match=r"'classifier\.out_proj\.(weight|bias)'.*\(2,( 32)?\).*"
+                                                   r"\(5,( 32)?\).*ignore_mismatched_sizes=True"):
+        E.ElectraForSequenceClassification.from_pretrained(tmp_path / "clf", num_labels=5)
+    ours, info = E.ElectraForSequenceClassification.from_pretrained(
+        tmp_path / "clf", num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+    _, theirs = transformers.ElectraForSequenceClassification.from_pretrained(
+        tmp_path / "clf", num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+    assert info["mismatched_keys"] == {(k, tuple(a), tuple(b)) for k, a, b in theirs["mismatched_keys"]} == {
+        ("classifier.out_proj.weight", (2, 32), (5, 32)), ("classifier.out_proj.bias", (2,), (5,))}
+    assert ours.classifier.out_proj.weight.shape == (5, 32) and ours.load_report.mismatched
+    assert torch.equal(ours.classifier.dense.weight, clf.classifier.dense.weight)  # the rest is loaded
+    # a fused parameter is reported under transformers' names, each its share of the rows
+    t5(version="v1.1").save_pretrained(tmp_path / "t5")
+    (tmp_path / "t5" / "config.json").write_text(json.dumps({**json.loads((tmp_path / "t5" / "config.json").read_text()),
+                                                             "d_ff": 64}))
+    _, info = T5ForConditionalGeneration.from_pretrained(tmp_path / "t5", ignore_mismatched_sizes=True,
+                                                         output_loading_info=True)
+    assert ("encoder.block.0.layer.1.DenseReluDense.wi_1.weight", (48, 32), (64, 32)) in info["mismatched_keys"]
+    with pytest.raises(ConfigError, match="ignore_mismatched_sizes='yes'"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path / "t5", ignore_mismatched_sizes="yes")
+
+
+def test_transformers_options_are_honoured_accepted_or_refused_by_name(tmp_path, monkeypatch):
+    ours = t5()
+    ours.save_pretrained(tmp_path)
+    for kw in (dict(token=None, proxies=None, variant=None, weights_only=True, from_tf=False, state_dict=None),
+               dict(device_map="cpu"), dict(device_map=torch.device("cpu")), dict(device_map={"": "cpu"})):
+        m = T5ForConditionalGeneration.from_pretrained(tmp_path, **kw)
+        assert m.device.type == "cpu" and torch.equal(logits(m), logits(ours))
+    # were "T5Config has no field 'variant'" (and so on): now the option is named with what it takes
+    for kw, match in ((dict(variant="fp16"), r"variant='fp16'\) is not supported here: variant can only be None"),
+                      (dict(state_dict={}), r"state_dict=\{\}\) is not supported"),
+                      (dict(quantization_config={"load_in_8bit": True}), "quantization_config can only be None"),
+                      (dict(device_map={"encoder": 0, "decoder": 1}), "spreads a model over devices"),
+                      (dict(device_map="tpu:9"), r"device_map='tpu:9': expected a device")):
+        with pytest.raises(ConfigError, match=match):
+            T5ForConditionalGeneration.from_pretrained(tmp_path, **kw)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device_map=0: no CUDA device is available here"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, device_map=0)
+
+
+def test_config_object_is_copied_and_config_attributes_are_keyword_arguments(tmp_path):
+    """from_pretrained(config=cfg) built the model on the caller's object: resizing the vocabulary
+    changed cfg.vocab_size, and the next from_pretrained(config=cfg) failed on the shapes. And
+    output_attentions=True (transformers' own example) was "T5Config has no field 'output_attentions'"."""
+    t5("v1.0").save_pretrained(tmp_path)
+    cfg = T5Config.from_pretrained(tmp_path)
+    model = T5ForConditionalGeneration.from_pretrained(tmp_path, config=cfg)
+    model.resize_token_embeddings(104)
+    assert cfg.vocab_size == 100 and model.config.vocab_size == 104
+    T5ForConditionalGeneration.from_pretrained(tmp_path, config=cfg)
+    model = T5ForConditionalGeneration.from_pretrained(tmp_path, output_attentions=True, return_dict=False)
+    theirs = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, output_attentions=True)
+    assert model.config.output_attentions and theirs.config.output_attentions and not model.config.return_dict
+    with torch.no_grad():
+        out = model(IDS, decoder_input_ids=DEC)
+        expected = theirs.eval()(input_ids=IDS, decoder_input_ids=DEC, use_cache=False).to_tuple()
+    assert isinstance(out, tuple) and len(out) == len(expected) == 5  # logits, and the three attentions + encoder output
+    with pytest.raises(ConfigError, match="output_attentions must be True or False"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, output_attentions="yes")
+    with pytest.raises(ConfigError, match="did you mean 'output_attentions'"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, output_attention=True)
+    gen = E.ElectraForMaskedLM(E.ElectraConfig.from_preset("electra-tiny-generator", vocab_size=120))
+    gen.save_pretrained(tmp_path / "gen")
+    assert not E.ElectraConfig.from_pretrained(tmp_path / "gen", tie_word_embeddings=False).tie_word_embeddings
