@@ -469,14 +469,16 @@ class PreTrainedModel(nn.Module):
         """Resize the rows of an output layer of the model's own (untied weights, a bias); default none."""
 
     @torch.no_grad()
-    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None
-                                ) -> nn.Embedding:
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
         """Give the vocabulary ``new_num_tokens`` rows (rounded up to ``pad_to_multiple_of``), as
         transformers' method: after ``tokenizer.add_tokens(...)``, ``model.resize_token_embeddings(
         len(tokenizer))``. Existing rows are kept; new rows of the input embedding and of an untied
-        output layer start at the mean of the existing rows (transformers samples around that mean), a
-        new output bias at 0. ``config.vocab_size`` follows; tied output layers stay tied. Returns the
-        input embedding."""
+        output layer start at the mean of the existing rows (transformers samples around that mean), or,
+        ``mean_resizing=False``, are drawn as the model initialises those layers; a new output bias is 0.
+        ``config.vocab_size`` follows; tied output layers stay tied. Returns the input embedding."""
+        if not isinstance(mean_resizing, bool):
+            raise ConfigError(f"mean_resizing must be True or False, got {mean_resizing!r}")
         old = self.get_input_embeddings()
         n = old.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of is not None:
@@ -491,7 +493,20 @@ class PreTrainedModel(nn.Module):
         self._resize_output(n)
         self.config.vocab_size = n
         self.tie_weights()
+        if not mean_resizing:
+            emb, out = self.get_input_embeddings(), self.get_output_embeddings()
+            emb.weight[old.num_embeddings:].normal_(0.0, self._init_std(emb))
+            if out is not None and out.weight is not emb.weight:
+                out.weight[old.num_embeddings:].normal_(0.0, self._init_std(out))
         return self.get_input_embeddings()
+
+    def _init_std(self, layer: nn.Module) -> float:
+        """The std this model's init draws ``layer``'s weights with (an embedding or an output layer):
+        ELECTRA's initializer_range; T5's initializer_factor x 1 (embedding) or x d_model**-0.5 (lm_head)."""
+        c = self.config
+        if "initializer_range" in c.field_names():
+            return c.initializer_range
+        return c.initializer_factor * (1.0 if isinstance(layer, nn.Embedding) else c.d_model ** -0.5)
 
     def _shape_hint(self) -> str:
         c = self.config

@@ -192,3 +192,26 @@ def test_config_object_is_copied_and_config_attributes_are_keyword_arguments(tmp
     gen = E.ElectraForMaskedLM(E.ElectraConfig.from_preset("electra-tiny-generator", vocab_size=120))
     gen.save_pretrained(tmp_path / "gen")
     assert not E.ElectraConfig.from_pretrained(tmp_path / "gen", tie_word_embeddings=False).tie_word_embeddings
+
+
+def test_resize_token_embeddings_takes_mean_resizing():
+    """transformers' third argument, mean_resizing, was a TypeError. False: the new rows are drawn as
+    the model's init draws that layer (T5: std 1 for the embedding, d_model**-0.5 for an untied lm_head;
+    ELECTRA: initializer_range), the old rows kept."""
+    model = t5("v1.1")
+    old_emb, old_head = model.shared.weight.clone(), model.lm_head.weight.clone()
+    model.resize_token_embeddings(3100, mean_resizing=False)
+    assert torch.equal(model.shared.weight[:100], old_emb) and torch.equal(model.lm_head.weight[:100], old_head)
+    assert abs(model.shared.weight[100:].std().item() - 1.0) < 0.05
+    assert abs(model.lm_head.weight[100:].std().item() - 32**-0.5) < 0.01
+    model.resize_token_embeddings(3200)  # the default: the mean of the existing rows
+    assert torch.equal(model.shared.weight[3150], model.shared.weight[3199])
+    cfg = E.ElectraConfig.from_preset("electra-tiny-generator", vocab_size=120)
+    cfg.tie_word_embeddings = False
+    gen = E.ElectraForMaskedLM(cfg)
+    gen.resize_token_embeddings(4120, mean_resizing=False)
+    for w in (gen.get_input_embeddings().weight, gen.generator_lm_head.weight):
+        assert abs(w[120:].std().item() - 0.02) < 0.002
+    assert torch.equal(gen.generator_lm_head.bias[120:], torch.zeros(4000))
+    with pytest.raises(ConfigError, match="mean_resizing must be True or False"):
+        gen.resize_token_embeddings(10, mean_resizing=None)
