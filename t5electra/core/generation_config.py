@@ -167,12 +167,14 @@ class GenerationConfig:
         """Write generation_config.json when an option is set (beyond the model's own ``token_ids``);
         with the model's ``token_ids`` (decoder start, EOS, pad) in it too, which transformers reads
         from this file alone (without them its ``generate`` fails: "decoder_start_token_id or
-        bos_token_id has to be defined")."""
+        bos_token_id has to be defined"). Otherwise an earlier save's file there is removed."""
         if any((token_ids or {}).get(k) != v for k, v in self._values.items()):
             values = {**{k: v for k, v in (token_ids or {}).items() if v is not None}, **self._values}
             if self._from_model_config:
                 values["_from_model_config"] = True  # as transformers writes it
             write_text_atomic(Path(directory) / FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
+        else:  # an earlier save's file would give the reloaded model options this one does not have
+            (Path(directory) / FILE).unlink(missing_ok=True)
 
 
 # what generate reads from the model's config when a generation config leaves it out

@@ -215,3 +215,17 @@ def test_resize_token_embeddings_takes_mean_resizing():
     assert torch.equal(gen.generator_lm_head.bias[120:], torch.zeros(4000))
     with pytest.raises(ConfigError, match="mean_resizing must be True or False"):
         gen.resize_token_embeddings(10, mean_resizing=None)
+
+
+def test_a_save_without_generation_options_removes_an_earlier_generation_config(tmp_path):
+    """Saving again into a directory kept the earlier save's generation_config.json when the model
+    had no generation options any more: the reloaded model decoded with the old options."""
+    model = t5("v1.1")
+    model.generation_config = {"max_new_tokens": 3, "num_beams": 2}
+    model.save_pretrained(tmp_path)
+    assert T5ForConditionalGeneration.from_pretrained(tmp_path).generation_config.num_beams == 2
+    model.generation_config = {}
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "generation_config.json").exists()
+    again = T5ForConditionalGeneration.from_pretrained(tmp_path)
+    assert again.generation_config.num_beams is None and again.generation_config.max_new_tokens is None
