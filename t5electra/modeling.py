@@ -271,7 +271,7 @@ class PreTrainedModel(nn.Module):
                         dtype: torch.dtype | str | None = None, config: Any = None,
                         attn_implementation: str | None = None, subfolder: str = "", device_map: Any = None,
                         ignore_mismatched_sizes: bool = False, output_loading_info: bool = False,
-                        **config_overrides: Any):
+                        use_safetensors: bool | None = None, **config_overrides: Any):
         """Load a checkpoint directory written by transformers or by ``save_pretrained``.
 
         ``dtype`` (transformers 5's name; ``torch_dtype`` is the older one): a ``torch.dtype``, its
@@ -285,8 +285,10 @@ class PreTrainedModel(nn.Module):
         afresh, with a warning (``load_report.mismatched``), instead of a WeightsMismatchError (e.g. a
         new ``num_labels``). ``output_loading_info``: return ``(model, info)``, ``info`` as transformers'
         (``missing_keys``, ``unexpected_keys``, ``mismatched_keys``, ``error_msgs``; transformers' names).
+        ``use_safetensors=False``: read pytorch_model.bin (or its shards) only, even where .safetensors are
+        present (None, True: .safetensors first, else .bin; a .bin only through torch.load(weights_only=True)).
         transformers' loading options that change nothing for a local directory are accepted
-        (``local_files_only``, ``low_cpu_mem_usage``, ``use_safetensors``, ...: hf_options.HF_LOAD_OPTIONS),
+        (``local_files_only``, ``low_cpu_mem_usage``, ``token``, ...: hf_options.HF_LOAD_OPTIONS),
         with other values refused by name. Other keyword arguments override config fields
         (``num_labels=3``, ``output_attentions=True``). generation_config.json, where present, becomes
         ``model.generation_config`` (generate's defaults).
@@ -295,8 +297,8 @@ class PreTrainedModel(nn.Module):
             raise ConfigError(f"both dtype={dtype!r} and torch_dtype={torch_dtype!r} given: pass one")
         pop_load_options(config_overrides)
         for name, flag in (("ignore_mismatched_sizes", ignore_mismatched_sizes),
-                           ("output_loading_info", output_loading_info)):
-            if not isinstance(flag, bool):
+                           ("output_loading_info", output_loading_info), ("use_safetensors", use_safetensors)):
+            if not isinstance(flag, bool) and not (name == "use_safetensors" and flag is None):
                 raise ConfigError(f"from_pretrained({name}={flag!r}): expected True or False")
         if directory is None or not isinstance(subfolder, (str, os.PathLike)):
             raise ConfigError(f"from_pretrained takes a checkpoint directory (and subfolder a folder name in it), got "
@@ -309,7 +311,7 @@ class PreTrainedModel(nn.Module):
             config = config.replace(**config_overrides) if config_overrides else config
         else:
             config = cls.config_class.from_pretrained(d, **config_overrides)
-        hf_sd, sources = load_state_dict(d)
+        hf_sd, sources = load_state_dict(d, safetensors=use_safetensors is not False)
         config = cls.config_for_checkpoint(config, hf_sd)
         target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
         model = cls(config)

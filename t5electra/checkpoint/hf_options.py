@@ -4,7 +4,7 @@ which are accepted because they change nothing for a local directory, and which 
 
 Honoured in ``PreTrainedModel.from_pretrained`` itself: ``dtype`` / ``torch_dtype``, ``config``,
 ``subfolder``, ``device_map`` (one device: :func:`device_from_map`), ``ignore_mismatched_sizes``,
-``output_loading_info``, ``attn_implementation``. The others are in :data:`HF_LOAD_OPTIONS`.
+``output_loading_info``, ``attn_implementation``, ``use_safetensors`` (False: the .bin files only). The others are in :data:`HF_LOAD_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ HF_LOAD_OPTIONS: dict[str, tuple[Any, str]] = {
     "cache_dir": (lambda v: True, "anything (nothing is downloaded)"),
     "token": (lambda v: True, "anything (nothing is downloaded)"),
     "proxies": (lambda v: True, "anything (nothing is downloaded)"),
-    "use_safetensors": (lambda v: v in (True, None),
-                        "True or None (.safetensors are read first, else .bin with weights_only=True)"),
     "weights_only": (lambda v: v is True, "True (a .bin is read with torch.load(weights_only=True) only)"),
     "revision": (lambda v: v in (None, "main"), "None or 'main' (a local directory has one version)"),
     "force_download": (lambda v: v in (False, None), "False (nothing is downloaded)"),

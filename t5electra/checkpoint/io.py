@@ -159,17 +159,19 @@ def check_finite(sd: StateDict, sources: dict[str, str]) -> None:
                               f"wrote them diverged or the file is damaged: load an earlier checkpoint")
 
 
-def load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+def load_state_dict(directory: str | os.PathLike, safetensors: bool = True) -> tuple[StateDict, dict[str, str]]:
     """All tensors of a checkpoint directory, and for each key the file it came from; weights that
-    are NaN or infinite are refused (:func:`check_finite`)."""
-    sd, sources = _load_state_dict(directory)
+    are NaN or infinite are refused (:func:`check_finite`). ``safetensors=False``: the .bin files
+    only (transformers' ``use_safetensors=False``)."""
+    sd, sources = _load_state_dict(directory, safetensors)
     check_finite(sd, sources)
     return sd, sources
 
 
-def _load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+def _load_state_dict(directory: str | os.PathLike, safetensors: bool = True) -> tuple[StateDict, dict[str, str]]:
     d = checkpoint_dir(directory)
-    for single, index, loader in ((SAFE, SAFE_INDEX, _load_safetensors), (BIN, BIN_INDEX, _load_bin)):
+    formats = ((SAFE, SAFE_INDEX, _load_safetensors), (BIN, BIN_INDEX, _load_bin))
+    for single, index, loader in formats if safetensors else formats[1:]:
         if (d / single).is_file():
             sd = loader(d / single)
             return sd, {k: str(d / single) for k in sd}
@@ -189,9 +191,9 @@ def _load_state_dict(directory: str | os.PathLike) -> tuple[StateDict, dict[str,
             if missing:
                 raise CheckpointError(f"{d / index}: keys listed but absent from their shards: {missing[:5]}")
             return sd, src
+    expected = f"{SAFE}, {SAFE_INDEX}, {BIN} or {BIN_INDEX}" if safetensors else f"{BIN} or {BIN_INDEX} (use_safetensors=False)"
     raise CheckpointNotFoundError(
-        f"no weights in {d}: expected {SAFE}, {SAFE_INDEX}, {BIN} or {BIN_INDEX} "
-        f"(found: {', '.join(sorted(p.name for p in d.iterdir())) or 'nothing'})")
+        f"no weights in {d}: expected {expected} (found: {', '.join(sorted(p.name for p in d.iterdir())) or 'nothing'})")
 
 
 def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str = SAFE) -> Path:

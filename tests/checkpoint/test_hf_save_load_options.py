@@ -229,3 +229,24 @@ def test_a_save_without_generation_options_removes_an_earlier_generation_config(
     assert not (tmp_path / "generation_config.json").exists()
     again = T5ForConditionalGeneration.from_pretrained(tmp_path)
     assert again.generation_config.num_beams is None and again.generation_config.max_new_tokens is None
+
+
+def test_use_safetensors_false_reads_the_bin_files_as_transformers(tmp_path):
+    """use_safetensors=False was refused ("can only be True or None"), even for a directory holding
+    only pytorch_model.bin; now the .bin files are read, as transformers reads them."""
+    first, second = t5("v1.1"), t5("v1.1")
+    with torch.no_grad():
+        second.shared.weight.mul_(2)
+    first.save_pretrained(tmp_path)
+    torch.save(second.hf_keymap(second.config).to_hf(second.state_dict()), tmp_path / "pytorch_model.bin")
+    assert torch.equal(logits(T5ForConditionalGeneration.from_pretrained(tmp_path)), logits(first))
+    from_bin = T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False)
+    assert torch.equal(logits(from_bin), logits(second))
+    theirs = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False).eval()
+    torch.testing.assert_close(logits(theirs, hf=True), logits(second), atol=1e-5, rtol=1e-5)
+    (tmp_path / "pytorch_model.bin").unlink()
+    with pytest.raises(CheckpointError, match=r"expected pytorch_model\.bin or pytorch_model\.bin\.index\.json "
+                                              r"\(use_safetensors=False\) \(found: config\.json, model\.safetensors\)"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False)
+    with pytest.raises(ConfigError, match=r"use_safetensors='no'\): expected True or False"):
+        T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors="no")
