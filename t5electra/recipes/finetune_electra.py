@@ -67,7 +67,7 @@ from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
 from ..train.lora import add_lora, export_model
-from ..train.loop import seed_everything, to_device, train_step
+from ..train.loop import LOSS_WEIGHT, seed_everything, to_device, train_step
 from ..train.optim import build_optimizer
 from ..train.saving import report_evaluation, resume_evaluation, save_checkpoint
 from ..train.schedules import build_scheduler
@@ -243,8 +243,14 @@ def load_tokenizer(cfg: RunConfig) -> ElectraTokenizer:
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """The head's loss; a tagger's is a mean over the labelled tokens, whose number is its weight
+    (train_step: the mean over the step's global batch, not a mean of the micro-batches' means)."""
     out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
-    return out.loss, {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
+    logs = {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() == 2 and not labels.is_floating_point():  # (B, T) tags, -100: none
+        logs[LOSS_WEIGHT] = int((labels != -100).sum())
+    return out.loss, logs
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,14 @@ that step and a ``loss_fn(model, batch) -> loss`` (or ``(loss, {name: value})``)
 autocast and backward of ``loss / n_micro`` (DDP gradient sync only on the last one); the NaN
 guard on the loss averaged over ranks and on the global gradient norm (all ranks stop together,
 before touching the weights); gradient clipping; the optimiser and scheduler steps.
+
+A loss_fn that says what its loss is a mean over (``loss_weight``, :data:`LOSS_WEIGHT`; T5: the
+target tokens of the micro-batch) gets the mean over the whole step instead of a mean of means:
+each micro-batch's backward is of ``loss * weight``, and the gradients are then divided by the
+weight of every micro-batch of every rank (times the number of ranks, whose gradients DDP and
+FSDP average), so that K micro-batches on N processes give the gradient and the loss of one
+process with the whole global batch, also when the micro-batches hold different numbers of
+target tokens (as transformers' Trainer does with ``num_items_in_batch``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 from torch.autograd.graph import increment_version
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .checkpointing import check_finite
 from .distributed import DistEnv, all_gather_object, all_reduce_dict, broadcast_object
 from .sharded import is_sharded
@@ -36,8 +44,9 @@ LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str
 # Metrics returned by a loss_fn that are counts: summed over micro-batches, not averaged.
 COUNTS = frozenset({"tokens", "examples"})
 # A loss_fn may also return "loss_weight": what its loss is a mean over (T5: the target tokens).
-# evaluate() then weights each batch by it, so the validation loss is the mean over the whole split,
-# whatever the batches and the processes; train_step ignores it.
+# train_step and evaluate() then weight each batch by it, so the training loss (and its gradient) is
+# the mean over the step's global batch and the validation loss the mean over the whole split,
+# whatever the batches and the processes.
 LOSS_WEIGHT = "loss_weight"
 
 
@@ -93,6 +102,7 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), dtype=torch.float64)
     logs_sum: dict[str, float] = {}
+    weights: list[float] = []  # the loss_fn's loss_weight of each micro-batch, where it gives one
     for i, batch in enumerate(micro_batches):
         last = i == n - 1
         # DDP: all-reduce gradients only after the last micro-batch of the step; FSDP: reduce-scatter
@@ -103,18 +113,36 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
         with sync:
             with autocast(precision, env.device):
                 loss, logs = _split(loss_fn(model, batch))
-            logs.pop(LOSS_WEIGHT, None)
-            (loss.float() / n).backward()
-        loss_sum += loss.detach().double().cpu()
+            weight = logs.pop(LOSS_WEIGHT, None)
+            if i and (weight is not None) != bool(weights):
+                raise ConfigError(f"train_step: the loss_fn gave a {LOSS_WEIGHT!r} for some micro-batches and not "
+                                  f"for others (micro-batch {i}): give it for all or none")
+            if weight is None:
+                (loss.float() / n).backward()
+            else:  # the sum over the micro-batch's units; divided by the step's total below
+                weights.append(float(weight))
+                (loss.float() * weights[-1]).backward()
+        loss_sum += loss.detach().double().cpu() * (1.0 if weight is None else weights[-1])
         for k, v in logs.items():
             logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
-    local = {"loss": float(loss_sum) / n}
+    local = {} if weights else {"loss": float(loss_sum) / n}
     local.update({k: (v if k in COUNTS else v / n) for k, v in logs_sum.items()})
     counts = {k: v for k, v in local.items() if k in COUNTS}
+    if weights:  # summed over ranks: the loss is the mean over the whole global batch
+        counts.update({"loss": float(loss_sum), LOSS_WEIGHT: sum(weights)})
     means = all_reduce_dict({k: v for k, v in local.items() if k not in COUNTS}, env)
     counts = all_reduce_dict(counts, env, op="sum")
-    check_finite(means["loss"], step, "loss", last_checkpoint)  # every rank sees the same mean
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    if weights:
+        total = counts.pop(LOSS_WEIGHT)
+        if not total > 0:  # every rank sees the same total: all stop together
+            raise DataError(f"step {step}: the loss_fn's {LOSS_WEIGHT} is {total:g} over the whole step (every "
+                            f"micro-batch of every process): nothing to average the loss over (e.g. every label -100)")
+        means["loss"] = counts.pop("loss") / total
+        for p in params:  # DDP and FSDP averaged the ranks' gradients of sum(loss * weight): one mean over all
+            if p.grad is not None:
+                p.grad.mul_(env.world_size / total)
+    check_finite(means["loss"], step, "loss", last_checkpoint)  # every rank sees the same mean
     if max_grad_norm is not None and max_grad_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:  # no clipping: the norm all the same, for the guard (a finite loss can have an infinite gradient)

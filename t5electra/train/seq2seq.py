@@ -61,8 +61,12 @@ def build_model(cfg: RunConfig, tokenizer: T5Tokenizer) -> T5ForConditionalGener
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     """Mean cross-entropy over the target tokens; also the tokens seen (inputs + targets), and the
-    target tokens as the loss's weight (evaluate: the loss over a whole split)."""
+    target tokens as the loss's weight (train_step: the mean over the step's global batch; evaluate:
+    over a whole split)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                 **OWN_CALL)
     targets = int((batch["labels"] != -100).sum())
-    return out.loss, {"tokens": int(batch["attention_mask"].sum()) + targets, LOSS_WEIGHT: targets}
+    # no target token (every label -100): the mean over none is NaN, which would stop training (or
+    # poison the split's validation loss); a zero loss with zero gradients, of weight 0, adds nothing
+    loss = out.loss if targets else out.logits.float().sum() * 0.0
+    return loss, {"tokens": int(batch["attention_mask"].sum()) + targets, LOSS_WEIGHT: targets}

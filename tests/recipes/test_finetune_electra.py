@@ -441,3 +441,33 @@ def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
                                      "electra: {head: qa, doc_stride: 16, max_answer_length: 3}\n")
     found = run_data(run / "model")
     assert (found["max_length"], found["doc_stride"], found["max_answer_length"]) == (64, 16, 3)
+
+
+def test_tagging_trains_on_the_token_mean_of_the_whole_step():
+    """A tagger's loss is a mean over its labelled tokens: micro-batches of 9 and 2 of them (words of
+    different lengths) train as one batch of both (a mean of means weighed each of the 2 as 4.5)."""
+    import copy
+
+    from t5electra.models.electra import ElectraForTokenClassification
+    from t5electra.recipes.finetune_electra import loss_fn
+    from t5electra.train.loop import train_step
+
+    cfg = ElectraConfig.from_preset("electra-tiny", num_labels=3, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    big = ElectraForTokenClassification(cfg)
+    small = copy.deepcopy(big)
+    g = torch.Generator().manual_seed(1)
+    ids, tags = torch.randint(5, 500, (4, 6), generator=g), torch.randint(0, 3, (4, 6), generator=g)
+    tags[torch.arange(6) >= torch.tensor([5, 4, 1, 1])[:, None]] = -100
+
+    def batch(rows):
+        return {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows]), "labels": tags[rows]}
+
+    opt_big, opt_small = torch.optim.SGD(big.parameters(), lr=0.5), torch.optim.SGD(small.parameters(), lr=0.5)
+    for _ in range(2):
+        a = train_step(big, [batch(slice(0, 4))], loss_fn, opt_big)
+        b = train_step(small, [batch(slice(0, 2)), batch(slice(2, 4))], loss_fn, opt_small)
+        assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
+    for p, q in zip(big.parameters(), small.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()

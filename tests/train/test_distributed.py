@@ -150,6 +150,59 @@ def test_evaluate_of_a_sharded_model_with_a_rank_without_batches(tmp_path):
     assert results[0]["capped"]["loss"] == pytest.approx(results[0]["plain_first"]["loss"], abs=1e-6)
 
 
+def _token_mean_worker(argv: list[str]) -> int:
+    """train_step on 2 ranks with 2 micro-batches each, of 9 and 1 target tokens on rank 0, 4 and 8 on
+    rank 1 (T5's loss_weight), with DDP and with FSDP: the loss, gradient norm and SGD updates of one
+    process with the 8 rows as one batch (a mean of means weighed the 1-token micro-batch's token as 9
+    of the others). The gradient norm (~0.35) is clipped to 0.3: after the rescaling, on FSDP's shards too."""
+    import json
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from t5electra.train.loop import train_step
+    from test_loop import _token_model, token_batches, token_loss
+
+    env = init_distributed("cpu")
+    ids, labels = token_batches((5, 4, 1, 0, 2, 2, 5, 3))
+    one = _token_model()  # one process, the whole global batch
+    opt = torch.optim.SGD(one.parameters(), lr=0.5)
+    ref = [train_step(one, [(ids, labels)], token_loss, opt, max_grad_norm=0.3) for _ in range(2)]
+    r = 4 * env.rank
+    micro = [(ids[r:r + 2], labels[r:r + 2]), (ids[r + 2:r + 4], labels[r + 2:r + 4])]
+    out = {"weights": [int((lab != -100).sum()) for _, lab in micro]}
+    for strategy in ("ddp", "fsdp"):
+        model = _token_model()
+        if strategy == "ddp":
+            model = wrap_ddp(model, env)
+        else:
+            fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        steps = [train_step(model, micro, token_loss, opt, max_grad_norm=0.3, env=env) for _ in range(2)]
+        full = [p.full_tensor() if hasattr(p, "full_tensor") else p.detach() for p in model.parameters()]
+        out[strategy] = {"loss": [s.loss - q.loss for s, q in zip(steps, ref)],
+                         "grad_norm": [s.grad_norm - q.grad_norm for s, q in zip(steps, ref)],
+                         "params": max(float((a - b).abs().max()) for a, b in zip(full, one.parameters())),
+                         "tokens": steps[-1].metrics["tokens"]}
+    with open(f"{argv[0]}.{env.rank}", "w") as fh:
+        json.dump(out, fh)
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+def test_ranks_with_different_token_counts_train_as_one_process(tmp_path):
+    import json
+
+    assert launch(_token_mean_worker, [str(tmp_path / "out")], 2, timeout_s=120) == [0, 0]
+    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    assert [r["weights"] for r in results] == [[9, 1], [4, 8]]
+    for r in results:
+        for strategy in ("ddp", "fsdp"):
+            got = r[strategy]
+            assert max(map(abs, got["loss"] + got["grad_norm"])) < 1e-6 and got["params"] < 1e-6, (strategy, got)
+            assert got["tokens"] == 40
+
+
 def test_weights_that_went_nan_stop_every_rank_without_a_checkpoint(tmp_path, capfd):
     """An update that made the weights NaN (finite loss and gradient, e.g. Adam with eps=0): the save
     of step 3 refuses them on both ranks together (was: saved, then "the last good checkpoint")."""

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from t5electra.errors import ConfigError
-from t5electra.train.loop import autocast, evaluate, seed_everything, train_step
+from t5electra.errors import ConfigError, DataError
+from t5electra.train.loop import LOSS_WEIGHT, autocast, evaluate, seed_everything, train_step
 
 
 def _model():
@@ -37,6 +37,58 @@ def test_accumulation_equals_one_big_batch():
     for p, q in zip(big.parameters(), small.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     assert b.metrics == {"tokens": 8.0, "acc": 0.5}  # counts summed, other metrics averaged
+
+
+def _token_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 8), nn.Tanh(), nn.Linear(8, 10))
+
+
+def token_loss(model, batch):
+    """Cross-entropy averaged over the labelled tokens (-100: none), as T5's; its weight is their count."""
+    ids, labels = batch
+    loss = nn.functional.cross_entropy(model(ids).flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return loss, {LOSS_WEIGHT: int((labels != -100).sum()), "tokens": ids.numel()}
+
+
+def token_batches(counts=(5, 4, 1, 1)):
+    """Rows of 5 tokens whose first ``counts[i]`` are labelled, -100 after (targets of different lengths)."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 10, (len(counts), 5), generator=g)
+    labels = torch.randint(0, 10, (len(counts), 5), generator=g)
+    labels[torch.arange(5) >= torch.tensor(counts)[:, None]] = -100
+    return ids, labels
+
+
+def test_accumulation_is_the_token_mean_over_the_whole_step():
+    """Micro-batches with 9 and 2 target tokens: the step's loss and gradient are the mean over the 11
+    tokens, as one batch of both; a mean of the micro-batches' means weighed each of the 2 tokens as
+    4.5 of the others."""
+    ids, labels = token_batches()
+    big, small = _token_model(), _token_model()
+    opt_big = torch.optim.SGD(big.parameters(), lr=0.5)
+    opt_small = torch.optim.SGD(small.parameters(), lr=0.5)
+    for _ in range(3):
+        a = train_step(big, [(ids, labels)], token_loss, opt_big, max_grad_norm=1.0)
+        b = train_step(small, [(ids[:2], labels[:2]), (ids[2:], labels[2:])], token_loss, opt_small, max_grad_norm=1.0)
+        assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
+    for p, q in zip(big.parameters(), small.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+    assert b.metrics == {"tokens": 20.0}  # the weight is not a metric
+
+
+def test_a_loss_weight_for_some_micro_batches_only_is_refused():
+    ids, labels = token_batches()
+    model = _token_model()
+    calls = iter([True, False])
+
+    def loss_fn(m, batch):
+        loss, logs = token_loss(m, batch)
+        return (loss, logs) if next(calls) else loss
+
+    with pytest.raises(ConfigError, match="loss_weight' for some micro-batches"):
+        train_step(model, [(ids[:2], labels[:2]), (ids[2:], labels[2:])], loss_fn,
+                   torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 def test_clipping_reports_the_norm_before_clipping_and_lr_of_the_step():
@@ -120,3 +172,29 @@ def test_a_step_bumps_the_parameters_version_so_greedy_screens_are_rebuilt(name)
     fresh = copy.deepcopy(model)  # a copy has no screen: the full product
     assert not model._screened_argmax.current(model.lm_head.weight)
     assert torch.equal(model.generate(ids, max_new_tokens=6), fresh.generate(ids, max_new_tokens=6))
+
+
+def test_a_t5_micro_batch_without_target_tokens_adds_nothing():
+    """Every label -100 in one micro-batch: T5's mean over no tokens is NaN (transformers' too), which
+    stopped training (the NaN guard) and poisoned evaluate's loss; now it weighs 0."""
+    import sys
+    from pathlib import Path
+
+    from t5electra.train.seq2seq import loss_fn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_t5 import spread_tiny_t5
+
+    ids = torch.randint(3, 500, (4, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids[:2], "attention_mask": torch.ones_like(ids[:2]), "labels": ids[:2, :5]}
+    empty = {"input_ids": ids[2:], "attention_mask": torch.ones_like(ids[2:]),
+             "labels": torch.full_like(ids[2:, :5], -100)}
+    a, b = spread_tiny_t5("v1.1", 0, 512).train(), spread_tiny_t5("v1.1", 0, 512).train()
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
+    x = train_step(a, [batch], loss_fn, opt_a, max_grad_norm=1.0)
+    y = train_step(b, [batch, empty], loss_fn, opt_b, max_grad_norm=1.0)
+    assert y.loss == pytest.approx(x.loss, abs=1e-6) and y.grad_norm == pytest.approx(x.grad_norm, abs=1e-6)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
+    assert evaluate(a, [batch, empty], loss_fn)["loss"] == pytest.approx(evaluate(a, [batch], loss_fn)["loss"])
+    with pytest.raises(DataError, match="loss_weight is 0 over the whole step"):  # not a NaN loss
+        train_step(a, [empty], loss_fn, opt_a, step=7)
