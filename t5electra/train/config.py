@@ -461,6 +461,10 @@ _RANGES: tuple[tuple[str, Any, Any, str], ...] = (
     ("optim.max_grad_norm", 0.0, None, ">= 0 (0 or null: no clipping)"),
     ("optim.layerwise_lr_decay", ("open", 0.0), 1.0, "in (0, 1] (e.g. 0.8), or null for off"),
     ("optim.adafactor_clip_threshold", ("open", 0.0), None, "> 0"),
+    # beta2_t = 1 - t^decay_rate: a positive exponent makes it negative from step 2 on, then the second
+    # moments negative and the weights NaN
+    ("optim.adafactor_decay_rate", None, 0.0, "<= 0 (T5: -0.8; the second moment's beta2 at step t is 1 - t^rate)"),
+    ("optim.adafactor_beta1", 0.0, ("open", 1.0), "in [0, 1) (e.g. 0.9), or null for no momentum"),
     ("train.seed", 0, ("open", 2**32), "in [0, 2**32) (what numpy's and torch's seeding accept)"),
     ("data.max_length", 2, None, "at least 2 tokens"),
     ("data.target_length", 1, None, "at least 1 token, or null (derived from the objective)"),

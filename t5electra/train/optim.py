@@ -263,6 +263,20 @@ class Adafactor(torch.optim.Optimizer):
             lr = lr * max(group["eps"][1], param_rms)
         return lr
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, except that the statistics of 16-bit parameters stay float32, as they were saved
+        (torch casts every floating state tensor to its parameter's dtype: after a resume, the moments
+        of bf16 weights were kept and updated in bf16 for the rest of the run)."""
+        super().load_state_dict(state_dict)
+        saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved, params):
+            if p.dtype not in (torch.float16, torch.bfloat16) or i not in state_dict["state"]:
+                continue
+            for k, v in state_dict["state"][i].items():
+                if k != "step" and torch.is_tensor(v) and v.is_floating_point():
+                    self.state[p][k] = v.to(device=p.device, dtype=torch.float32, copy=True)
+
     def current_lr(self) -> float:
         """The lr the next step uses before parameter scaling (for logging): the group lr, or with
         ``relative_step`` ``min(1e-2, 1/sqrt(t))`` (``min(1e-6 t, 1/sqrt(t))`` with warmup_init)."""

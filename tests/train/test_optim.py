@@ -72,6 +72,48 @@ def test_adafactor_matches_transformers_step_by_step(kwargs):
     assert opt_ours.state[ours.scale3d]["exp_avg_sq_col"].shape == (2, 4)
 
 
+def test_adafactor_on_bf16_weights_matches_transformers_and_resumes_with_fp32_statistics():
+    """16-bit weights: the statistics are float32 (transformers' too), also after a resume: torch's
+    load_state_dict casts every state tensor to its parameter's dtype, and the resumed run updated its
+    moments in bf16 (it drifted from the uninterrupted one)."""
+    import io
+
+    from transformers.optimization import Adafactor as HFAdafactor
+
+    kwargs = dict(lr=1e-2, relative_step=False, beta1=0.9, weight_decay=0.01)
+    ours, ref = Tiny().to(torch.bfloat16), Tiny().to(torch.bfloat16)
+    ref.load_state_dict(ours.state_dict())
+    opt_ours, opt_ref = Adafactor(ours.parameters(), **kwargs), HFAdafactor(ref.parameters(), **kwargs)
+
+    def step(model, opt, seed):
+        opt.zero_grad()
+        _loss(model, seed).backward()
+        opt.step()
+
+    for seed in range(3):
+        step(ours, opt_ours, seed)
+        step(ref, opt_ref, seed)
+    for a, b in zip(ours.parameters(), ref.parameters()):  # (a float32 rounding of the lr may flip a bf16 ulp)
+        assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=2**-7)
+    buf = io.BytesIO()  # a checkpoint: the weights and the optimizer state, saved and read back
+    torch.save({"model": ours.state_dict(), "optim": opt_ours.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed = Tiny().to(torch.bfloat16)
+    resumed.load_state_dict(saved["model"])
+    opt_resumed = Adafactor(resumed.parameters(), **kwargs)
+    opt_resumed.load_state_dict(saved["optim"])
+    state = opt_resumed.state[resumed.proj.weight]
+    assert {k: v.dtype for k, v in state.items() if k != "step"} == dict.fromkeys(
+        ("exp_avg", "exp_avg_sq_row", "exp_avg_sq_col"), torch.float32)
+    assert opt_resumed.state[resumed.proj.bias]["exp_avg_sq"].dtype == torch.float32
+    for seed in range(3, 9):
+        step(ours, opt_ours, seed)
+        step(resumed, opt_resumed, seed)
+    for (name, a), b in zip(ours.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), f"{name} differs by {(a.float() - b.float()).abs().max()}"
+
+
 def test_adafactor_reports_its_relative_step_lr():
     from t5electra.train.loop import train_step
 

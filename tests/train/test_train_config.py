@@ -80,6 +80,9 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     ("--data.max_length=1", r"data.max_length=1: must be at least 2 tokens"),
     ("--schedule.warmup_steps=-3", r"schedule.warmup_steps=-3: must be >= 0"),
     ("--train.output_dir=", r"train.output_dir is empty"),
+    # beta2_t = 1 - t^0.8 < 0 from step 2: negative second moments, NaN weights
+    ("--optim.adafactor_decay_rate=0.8", r"optim.adafactor_decay_rate=0.8: must be <= 0 \(T5: -0.8"),
+    ("--optim.adafactor_beta1=1", r"optim.adafactor_beta1=1.0: must be in \[0, 1\)"),
 ])
 def test_bad_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
