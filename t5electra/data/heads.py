@@ -284,6 +284,16 @@ def encode_qa(examples: list[dict[str, Any]], tokenizer, max_length: int,
     return feats
 
 
+def labelled_tokens(batch: Mapping[str, torch.Tensor]) -> int | None:
+    """How many tokens a tagger's loss is a mean over (its token labels (B, T), -100 where none); None
+    for the other heads, whose losses are means over the examples. Training and evaluation weight
+    batches by it, so that the loss is the mean over all the labelled tokens, whatever the batches."""
+    labels = batch.get("labels")
+    if labels is None or labels.dim() != 2 or labels.is_floating_point():
+        return None
+    return int((labels != -100).sum())
+
+
 def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence of the batch (ids with [PAD], token labels with -100)."""
     T = max(len(f["input_ids"]) for f in features)

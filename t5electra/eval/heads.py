@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import metrics as M
-from ..data.heads import MODEL_INPUTS, TaskData, collate
+from ..data.heads import MODEL_INPUTS, TaskData, collate, labelled_tokens
 from ..data.task_base import unlabelled
 from ..modeling import OWN_CALL
 from ..train.loop import autocast
@@ -25,14 +25,15 @@ from ..train.loop import autocast
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
             device: torch.device, precision: str = "fp32", by_length: bool = False) -> tuple[list[Any], float | None]:
-    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss.
+    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss
+    (over the examples; a tagger's over all the labelled tokens, whatever the batch size).
 
     ``by_length``: batch the features in order of length (little padding), return them in the
     given order (for one prediction per sequence: per-token outputs would keep their batch's width)."""
     was_training = model.training
     model.eval()
     preds: list[Any] = []
-    losses = []
+    losses, weight = [], 0  # a tagger's loss weighted by its labelled tokens, the others' by the examples
     order = sorted(range(len(features)), key=lambda j: len(features[j]["input_ids"])) if by_length else None
     for i in range(0, len(features), batch_size):
         chunk = features[i:i + batch_size] if order is None else [features[j] for j in order[i:i + batch_size]]
@@ -43,8 +44,11 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
             batch.pop("labels")
         with autocast(precision, device):
             out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
-        if out.loss is not None:
-            losses.append(float(out.loss) * len(chunk))
+        tagged = labelled_tokens(batch)
+        w = len(chunk) if tagged is None else tagged
+        if out.loss is not None and w:  # (a chunk without a labelled token: its mean over none is NaN)
+            losses.append(float(out.loss) * w)
+            weight += w
         if hasattr(out, "start_logits"):
             preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())
                       for s, e in zip(out.start_logits, out.end_logits)]
@@ -60,7 +64,7 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         for j, pred in zip(order, preds):
             ordered[j] = pred
         preds = ordered
-    return preds, (sum(losses) / len(features) if losses else None)
+    return preds, (sum(losses) / weight if losses else None)
 
 
 def qa_answers(examples: list[dict[str, Any]], features: list[dict[str, Any]], preds: list[tuple],

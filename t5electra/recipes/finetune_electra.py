@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from ..data.global_batches import length_sorted_batches, micro_positions
-from ..data.heads import MODEL_INPUTS, TaskData, collate, encode, encode_qa, load_task_data  # noqa: F401 (encode_qa)
+from ..data.heads import (MODEL_INPUTS, TaskData, collate, encode, encode_qa,  # noqa: F401 (encode_qa)
+                          labelled_tokens, load_task_data)
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..modeling import OWN_CALL
@@ -247,9 +248,9 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     (train_step: the mean over the step's global batch, not a mean of the micro-batches' means)."""
     out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
     logs = {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
-    labels = batch.get("labels")
-    if labels is not None and labels.dim() == 2 and not labels.is_floating_point():  # (B, T) tags, -100: none
-        logs[LOSS_WEIGHT] = int((labels != -100).sum())
+    tagged = labelled_tokens(batch)
+    if tagged is not None:
+        logs[LOSS_WEIGHT] = tagged
     return out.loss, logs
 
 

@@ -471,3 +471,29 @@ def test_tagging_trains_on_the_token_mean_of_the_whole_step():
         assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
     for p, q in zip(big.parameters(), small.parameters()):
         assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+
+
+def test_a_taggers_validation_loss_is_the_token_mean_whatever_the_batch_size():
+    """predict's loss for a tagger is the mean over every labelled token of the split (was: each
+    batch's token mean weighted by its examples, so it changed with eval.batch_size)."""
+    from t5electra.eval.heads import predict
+    from t5electra.models.electra import ElectraForTokenClassification
+
+    cfg = ElectraConfig.from_preset("electra-tiny", num_labels=3)
+    torch.manual_seed(0)
+    model = ElectraForTokenClassification(cfg)
+    g = torch.Generator().manual_seed(2)
+    features = []
+    for n, tagged in ((6, 5), (4, 1), (5, 0), (3, 3)):  # a feature without a tagged token too
+        ids = torch.randint(5, 500, (n,), generator=g).tolist()
+        tags = torch.randint(0, 3, (n,), generator=g).tolist()
+        features.append({"input_ids": ids, "token_type_ids": [0] * n, "labels": tags[:tagged] + [-100] * (n - tagged)})
+    with torch.no_grad():
+        model.eval()
+        per_token = [torch.nn.functional.cross_entropy(model(torch.tensor([f["input_ids"]])).logits[0],
+                                                       torch.tensor(f["labels"]), ignore_index=-100, reduction="sum")
+                     for f in features]
+    expected = float(sum(per_token)) / 9
+    for batch_size in (1, 2, 4):
+        _, loss = predict(model, features, batch_size, 0, torch.device("cpu"))
+        assert loss == pytest.approx(expected, rel=1e-5), batch_size
