@@ -103,6 +103,9 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
     loss_sum = torch.zeros((), dtype=torch.float64)
     logs_sum: dict[str, float] = {}
     weights: list[float] = []  # the loss_fn's loss_weight of each micro-batch, where it gives one
+    # one micro-batch on one process: its mean is already the step's, and its plain backward keeps the
+    # gradients bit for bit as they were (scaling by the weight and back rounds them)
+    alone = n == 1 and env.world_size == 1
     for i, batch in enumerate(micro_batches):
         last = i == n - 1
         # DDP: all-reduce gradients only after the last micro-batch of the step; FSDP: reduce-scatter
@@ -121,7 +124,7 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
                 (loss.float() / n).backward()
             else:  # the sum over the micro-batch's units; divided by the step's total below
                 weights.append(float(weight))
-                (loss.float() * weights[-1]).backward()
+                (loss.float() if alone else loss.float() * weights[-1]).backward()
         loss_sum += loss.detach().double().cpu() * (1.0 if weight is None else weights[-1])
         for k, v in logs.items():
             logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
@@ -139,9 +142,10 @@ def train_step(model: nn.Module, micro_batches: Sequence[Any], loss_fn: LossFn,
             raise DataError(f"step {step}: the loss_fn's {LOSS_WEIGHT} is {total:g} over the whole step (every "
                             f"micro-batch of every process): nothing to average the loss over (e.g. every label -100)")
         means["loss"] = counts.pop("loss") / total
-        for p in params:  # DDP and FSDP averaged the ranks' gradients of sum(loss * weight): one mean over all
-            if p.grad is not None:
-                p.grad.mul_(env.world_size / total)
+        if not alone:  # DDP and FSDP averaged the ranks' gradients of sum(loss * weight): one mean over all
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, env.world_size / total)
     check_finite(means["loss"], step, "loss", last_checkpoint)  # every rank sees the same mean
     if max_grad_norm is not None and max_grad_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
