@@ -23,14 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "runs/quickstart-zh)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes and a few steps: checks the pipeline in "
                                                             "< 1 min (accuracy near chance or below: tiny T5 rarely writes a label)")
-    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "full-amx", "full-fast-fp32",
-                                                            "long"),
+    parser.add_argument("--plan", default="auto", choices=("auto", "full", "full-bf16", "full-amx", "full-avx512bf16",
+                                                            "full-fast-fp32", "long"),
                         help="auto (default): full-amx where one thread multiplies bf16 on AMX at >= 1200 GFLOP/s, "
-                             "full-bf16 on other CPUs with native bf16 (AVX512-BF16/AMX), full-fast-fp32 "
+                             "full-bf16 on slower AMX CPUs, full-avx512bf16 where bf16 is native without AMX, full-fast-fp32 "
                              "where one thread's fp32 matmuls reach 95 GFLOP/s on oneDNN (AVX-512), else full; "
                              "full: the fp32 plan (13 min on a 2-core AVX2 EPYC); full-bf16: more steps in bf16 "
                              "(5-11 min on 2-core AMX Xeons); full-amx: full-bf16 with 2x T5 pretraining and 1.5x its "
-                             "fine-tuning (8.7 min on a fast AMX Xeon); full-fast-fp32: full-bf16's steps in fp32; "
+                             "fine-tuning (8.7 min on a fast AMX Xeon); full-avx512bf16: full-bf16 with 1.5x T5 "
+                             "pretraining (~9 min on a Zen 4 EPYC); full-fast-fp32: full-bf16's steps in fp32; "
                              "long: ~10x the pretraining (docs/quickstart.md)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"),
                         help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")

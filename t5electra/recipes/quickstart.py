@@ -26,7 +26,8 @@ threads the T5 stages run in a second process beside the ELECTRA and MiniLM stag
 (quickstart_lanes.py). The step budgets aim at 15 minutes on 2 CPU cores: the default plan
 (choose_plan) is "full-amx" where one thread multiplies bf16 fast on AMX (more T5 steps; 8.7 min
 on such a Xeon), "full-bf16" where the CPU multiplies bf16 natively (bf16 autocast, more steps;
-11.6 min measured on an AMX Xeon), "full-fast-fp32" (the same steps in fp32) where fp32 matmuls
+11.6 min measured on an AMX Xeon), "full-avx512bf16" (1.5x T5's pretraining) where it does so
+without AMX, "full-fast-fp32" (the same steps in fp32) where fp32 matmuls
 are fast enough for them, and "full" in fp32 elsewhere (13.2 min on an AVX2 EPYC);
 docs/quickstart.md: the numbers and what was tried.
 """
@@ -432,7 +433,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
                precision: str | None = None) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary written to quickstart.json.
 
-    ``plan``: a key of PLANS ("full", "full-bf16", "full-amx", "full-fast-fp32", "long"; ``tiny`` means "tiny") or "auto" (choose_plan). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
+    ``plan``: a key of PLANS ("full", "full-bf16", "full-amx", "full-avx512bf16", "full-fast-fp32", "long"; ``tiny`` means "tiny") or "auto" (choose_plan). ``minilm``: fine-tune the real MiniLM too (default: yes, except with ``tiny``). ``threads``:
     torch CPU threads (default: all cores). ``lang="zh"``: the Chinese quickstart (quickstart_zh.py,
     these stages on Chinese data; no MiniLM). A finished stage is not run again (its run directory
     has its final model), so an interrupted quickstart continues where it stopped.

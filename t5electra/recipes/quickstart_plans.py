@@ -9,7 +9,7 @@ import dataclasses
 
 import torch
 
-from ..machine import amx_bf16, matmul_peak, native_bf16, onednn_fp32_preferred
+from ..machine import amx_bf16, cpu_flags, matmul_peak, native_bf16, onednn_fp32_preferred
 
 # --------------------------------------------------------------------------------------------
 # The plan: sizes and step budgets
@@ -93,6 +93,11 @@ PLANS = {
     # full-bf16 with 2x T5's pretraining and 1.5x its fine-tuning, where one thread multiplies bf16
     # on AMX fast (fast_bf16): 8.4-8.7 min, T5 76.8 / 74.8 % for seeds 0 / 1 (full-bf16: 74.1 / 71.1).
     "full-amx": dataclasses.replace(_FULL_BF16, t5_pretrain_steps=1200, t5_finetune_steps=1200),
+    # full-bf16 with 1.5x T5's pretraining, where bf16 is native without AMX (AVX512-BF16: the Zen 4
+    # EPYC of docs/quickstart.md), whose T5 lane (the critical path) ran full-bf16 in 411 s (7.4 min
+    # in all) and this plan in ~500 s: T5 76.9 / 73.7 / 73.4 % for seeds 0 / 1 / 2 (full-bf16: 72.8 /
+    # 70.6 / 74.0, seed 1 under the 72 % line), span filling 29 / 59 / 34 % words (17 / 58 / 32).
+    "full-avx512bf16": dataclasses.replace(_FULL_BF16, t5_pretrain_steps=900),
     # full-bf16's step budgets in fp32, where fp32 alone is fast enough for them (fast_fp32: no native
     # bf16, oneDNN's AVX-512 fp32 GEMM at >= FAST_FP32_PEAK on one thread). Measured on the AVX-512
     # EPYC of docs/quickstart.md forced to fp32 (107 GFLOP/s): 11.3 min, T5 72.6 % (full: 69.8 %).
@@ -162,15 +167,20 @@ def fast_bf16() -> tuple[bool, float]:
 
 def choose_plan() -> tuple[str, str]:
     """The plan sized to fit 15 minutes on 2 cores of this machine, and why: "full-amx" where one
-    thread multiplies bf16 fast on AMX (fast_bf16), "full-bf16" where the CPU multiplies bf16
-    natively, "full-fast-fp32" where its fp32 matmuls are fast (fast_fp32), "full" elsewhere."""
+    thread multiplies bf16 fast on AMX (fast_bf16), "full-bf16" on slower AMX CPUs,
+    "full-avx512bf16" where bf16 is native without AMX, "full-fast-fp32" where its fp32 matmuls
+    are fast (fast_fp32), "full" elsewhere."""
     if native_bf16():
         fast, peak = fast_bf16()
         if fast:
             return "full-amx", (f"this CPU multiplies bf16 on AMX: one thread {peak / 1e9:.0f} GFLOP/s >= "
                                 f"{FAST_BF16_PEAK / 1e9:.0f}")
-        return "full-bf16", "this CPU multiplies bf16 natively" + (
-            f" (AMX: one thread {peak / 1e9:.0f} GFLOP/s < {FAST_BF16_PEAK / 1e9:.0f})" if peak else "")
+        if peak:
+            return "full-bf16", (f"this CPU multiplies bf16 natively (AMX: one thread {peak / 1e9:.0f} GFLOP/s < "
+                                 f"{FAST_BF16_PEAK / 1e9:.0f})")
+        if "avx512_bf16" in cpu_flags():
+            return "full-avx512bf16", "this CPU multiplies bf16 natively (AVX512-BF16, no AMX)"
+        return "full-bf16", "this CPU multiplies bf16 natively"  # ARM's BF16: not measured
     fast, peak = fast_fp32()
     if not peak:
         return "full", "no native bf16; fp32 on MKL"

@@ -62,7 +62,8 @@ def test_tiny_quickstart_runs_every_stage_and_resumes(tmp_path, capsys):
         assert (out / run / "config.yaml").is_file()
     # the tiny plan picks checkpoints on a subset of the validation split; the real plans use all of it
     assert "max_batches: 1\n" in (out / "t5-sentiment" / "config.yaml").read_text()
-    assert all(PLANS[p].eval_examples is None for p in ("full", "full-bf16", "full-fast-fp32", "long"))
+    assert all(PLANS[p].eval_examples is None for p in ("full", "full-bf16", "full-amx", "full-avx512bf16",
+                                                        "full-fast-fp32", "long"))
     assert load_config(None, _overrides({"eval.max_batches": _eval_batches(PLANS["full"])})).eval.max_batches is None
 
     # a second run finds every stage done and only reports again
@@ -170,7 +171,7 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
     from t5electra.errors import ConfigError
     from t5electra.recipes.quickstart import quickstart
 
-    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, full-amx, full-fast-fp32, long, tiny"):
+    with pytest.raises(ConfigError, match="choose one of auto, full, full-bf16, full-amx, full-avx512bf16, full-fast-fp32, long, tiny"):
         quickstart(tmp_path / "qs", plan="huge")
     assert not (tmp_path / "qs").exists()
 
@@ -230,9 +231,16 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(P, "onednn_fp32_preferred", lambda: False)  # MKL (AVX2): not measured, the small plan
     assert Q.choose_plan() == ("full", "no native bf16; fp32 on MKL") and len(peaks) == 3
     monkeypatch.setattr(P, "native_bf16", lambda: True)
-    monkeypatch.setattr(P, "amx_bf16", lambda: False)  # AVX512-BF16 without AMX: not measured
+    monkeypatch.setattr(P, "amx_bf16", lambda: False)  # AVX512-BF16 without AMX: 1.5x T5's pretraining
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert Q.choose_plan() == ("full-avx512bf16", "this CPU multiplies bf16 natively (AVX512-BF16, no AMX)")
+    assert len(peaks) == 3  # no peak measured for it
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"bf16"}))  # ARM's BF16: not measured, full-bf16
     assert Q.choose_plan() == ("full-bf16", "this CPU multiplies bf16 natively") and len(peaks) == 3
     assert Q.default_plan() == "full-bf16" and Q.PLANS["full-bf16"].precision == "bf16"
+    zen4, bf16 = Q.PLANS["full-avx512bf16"], Q.PLANS["full-bf16"]
+    assert zen4.t5_pretrain_steps == bf16.t5_pretrain_steps * 3 // 2
+    assert dataclasses.replace(zen4, t5_pretrain_steps=bf16.t5_pretrain_steps) == bf16  # nothing else differs
     # with AMX, one thread's bf16 matmul peak picks the larger T5 budget
     monkeypatch.setattr(P, "amx_bf16", lambda: True)
     dtypes = []
