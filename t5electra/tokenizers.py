@@ -431,7 +431,8 @@ class ElectraTokenizer(_TokenizerBase):
                  bos_token: str | None = None, eos_token: str | None = None,
                  extra_special_tokens: Iterable[str] = (), added_tokens: Iterable[dict] = (),
                  model_unk_token: str | None = None, **kwargs):
-        """vocab: token -> id. strip_accents None follows do_lower_case (as in original BERT).
+        """vocab: token -> id, or the path of a vocab.txt (one token per line, as transformers'
+        ``BertTokenizer(vocab_file)``). strip_accents None follows do_lower_case (as in original BERT).
         added_tokens: tokens added past the vocabulary, as tokenizer.json's "added_tokens" entries
         ({"id", "content", "special", ...}): restored on their ids, so [CLS] / [SEP] / [UNK] may be
         among them (transformers' ``add_special_tokens({"cls_token": "<cls>"})``).
@@ -439,6 +440,15 @@ class ElectraTokenizer(_TokenizerBase):
         when ``unk_token`` is an added token; the WordPiece model needs one of its vocabulary."""
         self.do_lower_case, self.strip_accents = do_lower_case, strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
+        if isinstance(vocab, (str, os.PathLike)):
+            if not Path(vocab).is_file():
+                raise ConfigError(f"ElectraTokenizer({str(vocab)!r}): not a vocab.txt file (a directory: "
+                                  f"ElectraTokenizer.from_pretrained)")
+            kwargs.setdefault("name_or_path", str(vocab))
+            vocab = _read_vocab_txt(Path(vocab))
+        elif not isinstance(vocab, dict):
+            raise ConfigError(f"ElectraTokenizer(vocab): a token -> id dict or a vocab.txt path, got "
+                              f"{type(vocab).__name__}")
         source = kwargs.get("name_or_path") or "the vocabulary"
 
         # The backend, as transformers v5 builds it (models/bert/tokenization_bert.py).

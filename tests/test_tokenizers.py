@@ -633,3 +633,20 @@ def test_t5_training_reads_documents_longer_than_sentencepieces_limit(tmp_path):
     with gzip.open(tmp_path / "c.txt.gz", "wt") as f:
         f.write("Emma Woodhouse, handsome\nclever, and rich\n")
     assert list(training_input([str(tmp_path / "c.txt.gz")])) == ["Emma Woodhouse, handsome", "clever, and rich"]
+
+
+def test_electra_tokenizer_from_a_vocab_txt_path_as_bert_tokenizer(tmp_path):
+    """``ElectraTokenizer("vocab.txt")``, transformers' ``BertTokenizer(vocab_file)`` form: it was a
+    TypeError ("'in <string>' requires string as left operand") from deep inside."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "##s", "good"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    ours = ElectraTokenizer(str(path))
+    theirs = transformers.BertTokenizer(str(path))
+    text = "The films good, unknown"
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+    assert ElectraTokenizer(path).get_vocab() == theirs.get_vocab()
+    with pytest.raises(ConfigError, match="not a vocab.txt file"):
+        ElectraTokenizer(str(tmp_path))
+    with pytest.raises(ConfigError, match="a token -> id dict or a vocab.txt path"):
+        ElectraTokenizer(tokens)
