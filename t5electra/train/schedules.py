@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import torch
 
@@ -101,6 +102,10 @@ def resolve_warmup(warmup_steps: int, warmup_ratio: float, total_steps: int) -> 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR from a :class:`~t5electra.train.config.ScheduleSection`; each param group keeps
     its own peak lr (layer-wise decay scales survive)."""
-    schedule = Schedule(cfg.name, resolve_warmup(cfg.warmup_steps, cfg.warmup_ratio, total_steps), total_steps,
-                        cfg.min_lr_ratio, cfg.decay_from_start)
+    warmup = resolve_warmup(cfg.warmup_steps, cfg.warmup_ratio, total_steps)
+    if cfg.name != "inverse_sqrt" and warmup >= total_steps > 0:  # inverse_sqrt's "warmup" is at the peak
+        warnings.warn(f"schedule.warmup_steps={warmup} >= the {total_steps} training steps: the lr rises the whole run "
+                      f"and never reaches optim.lr (at the last step {(total_steps - 1) / warmup:.0%} of it); lower "
+                      f"schedule.warmup_steps / warmup_ratio or raise train.max_steps", UserWarning, stacklevel=2)
+    schedule = Schedule(cfg.name, warmup, total_steps, cfg.min_lr_ratio, cfg.decay_from_start)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

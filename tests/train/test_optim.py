@@ -401,3 +401,21 @@ def test_scheduler_drives_the_optimizer_and_round_trips():
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.3)
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about():
+    """schedule.warmup_steps >= train.max_steps: the lr rises the whole run and never reaches optim.lr
+    (accepted silently before); inverse_sqrt's warmup steps are at the peak, so not there."""
+    import warnings
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    for name in ("linear", "cosine", "constant"):
+        cfg = load_config(None, [f"--schedule.name={name}", "--schedule.warmup_steps=100"])
+        with pytest.warns(UserWarning, match=r"warmup_steps=100 >= the 50 training steps: .* never reaches optim.lr"):
+            build_scheduler(opt, cfg.schedule, total_steps=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_scheduler(opt, load_config(None, ["--schedule.name=inverse_sqrt", "--schedule.warmup_steps=100"]).schedule,
+                        total_steps=50)
+        build_scheduler(opt, load_config(None, ["--schedule.name=linear", "--schedule.warmup_steps=49"]).schedule,
+                        total_steps=50)
