@@ -113,11 +113,20 @@ def matmul_peak(n: int = 1024, reps: int = 5, dtype: torch.dtype = torch.float32
 
 
 def describe_cpu(flags: frozenset[str] | None = None) -> str:
-    """The flags that decide the kernels, e.g. 'avx2 fma f16c; no avx512_bf16/amx_bf16'."""
-    flags = cpu_flags() if flags is None else flags
+    """The flags that decide the kernels, e.g. 'avx2 fma f16c; no avx512_bf16/amx_bf16'. For this
+    machine (``flags`` None) also where torch's CPU capability takes native bf16 away
+    (:func:`native_bf16`): the flags alone then named a bf16 CPU next to the kernels chosen for one
+    without it."""
+    this = flags is None
+    flags = cpu_flags() if this else flags
     wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     have = " ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted[:3])
-    return have + ("" if native_bf16(flags) else "; no avx512_bf16/amx_bf16 (no native bf16)")
+    if not native_bf16(flags):
+        return have + "; no avx512_bf16/amx_bf16 (no native bf16)"
+    if this and not native_bf16():
+        return (have + f"; torch's CPU capability {torch.backends.cpu.get_cpu_capability()} "
+                "(ATEN_CPU_CAPABILITY): no native bf16")
+    return have
 
 
 # glibc mallopt parameters (malloc.h)

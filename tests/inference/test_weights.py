@@ -419,6 +419,10 @@ def test_native_bf16_follows_the_aten_capability(monkeypatch):
     for capability, native in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         assert M.native_bf16() is native
+        # the report says so: the flags alone named a bf16 CPU next to the kernels of one without it
+        assert ("no native bf16" in M.describe_cpu()) is not native
+        assert (capability in M.describe_cpu()) is not native
+        assert "no native bf16" not in M.describe_cpu(M.cpu_flags())  # the flags of a CPU: as they are
 
 
 def test_bf16_by_rows_keeps_fp32_activations_for_decoding_steps():
