@@ -193,7 +193,7 @@ class Int8WeightOnly(Kernel):
         x = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (rows, in)
         if self.pad:
             x = F.pad(x, (0, self.pad))
-        out = torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale).float().view(*lead, -1)
+        out = torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scale).float().view(*lead, self.qweight.shape[0])
         return out if self.bias is None else out + self.bias
 
 

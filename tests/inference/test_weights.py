@@ -74,6 +74,16 @@ def test_kernel_within_its_rounding_bound(kernel_cls, rows, bias):
     assert ((out - ref).abs() <= error_bound(kernel_cls, x, wq, ref)).all()
 
 
+@pytest.mark.parametrize("kernel_cls", KERNELS + [W.Fp32OneDNN])
+def test_kernel_takes_no_rows(kernel_cls):
+    """An input without rows gives an output without rows, as F.linear does (Int8WeightOnly, the
+    kernel of builds without fbgemm, raised: "cannot reshape tensor of 0 elements")."""
+    w, b = torch.randn(48, 40), torch.randn(48)
+    for shape in ((0, 40), (2, 0, 40)):
+        out = kernel_cls(w, b)(torch.randn(*shape))
+        assert out.shape == shape[:-1] + (48,) and out.dtype == torch.float32
+
+
 def test_bf16_values_fit_fp16_exactly():
     """The fbgemm bf16 path stores bf16-rounded weights as fp16: exact for magnitudes 2^-14..65504
     (fp16's normal range; its 11 significant bits hold bf16's 8)."""
