@@ -249,8 +249,9 @@ def test_a_model_prepared_for_inference_gets_adapters_on_every_targeted_layer(we
     got, want = logits(fast, "t5-v1.1"), logits(plain, "t5-v1.1")
     if weights == "fp32":
         torch.testing.assert_close(got, want, **TOL)
-    else:  # int8 base weights: close as a whole
-        assert (got - want).norm() / want.norm() < 3e-2
+    else:  # int8 base weights: close as a whole. Measured 2.2e-2 with 8-bit activations (VNNI CPUs), 3.3e-2
+        # with 7-bit ones (fbgemm's AVX2 kernels: the 3e-2 bound held on VNNI CPUs only); without the adapters 0.87
+        assert (got - want).norm() / want.norm() < 1e-1
 
 
 def test_adapter_for_another_base_names_the_key(tmp_path):
