@@ -418,11 +418,12 @@ class InferenceReport:
     cpu: str                     # the deciding CPU flags (describe_cpu)
     layers: int                  # nn.Linear layers (and tied output matrices) running the kernel
     kept_fp32: list[str]         # layers left in fp32 (``keep``)
+    note: str = ""               # what runs besides the kernel (T5's greedy screen), after the layer count
 
     def __str__(self) -> str:
         kept = f"; kept in fp32: {', '.join(self.kept_fp32)}" if self.kept_fp32 else ""
         where = f" on {self.layers} layers" if self.layers else ""  # fp32: no layer changes kernel
-        return f"weights={self.weights}: {self.kernel}{where} [CPU: {self.cpu}]{kept}"
+        return f"weights={self.weights}: {self.kernel}{where}{self.note} [CPU: {self.cpu}]{kept}"
 
 
 def drop_stale_copies(model: nn.Module, *, steps: bool = True) -> int:
@@ -605,8 +606,8 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: str
         if layers:
             name += f"; other layers: {Fp32OneDNN.name}" if t5 else Fp32OneDNN.name
         name = name or "plain modules"
-        model.inference_report = InferenceReport("fp32", name + " (the same products)" + screen_note,
-                                                 describe_cpu(), layers, kept)
+        model.inference_report = InferenceReport("fp32", name + " (the same products)", describe_cpu(), layers, kept,
+                                                 screen_note)
         return model
 
     swapped, kept = _swap_linears(model, patterns, kernel_cls)
@@ -622,8 +623,8 @@ def optimize_for_inference(model: nn.Module, weights: str = "fp32", *, keep: str
         for key in kernels if packed is not None else ():
             packed.packs.pop(key, None)  # no fp32 packed copy of a matrix that runs in bf16/int8
         model._packed_linears = KernelTable(kernels, packed)
-    model.inference_report = InferenceReport(weights, kernel_cls.describe() + screen_note, describe_cpu(),
-                                             len(kernels), kept)
+    model.inference_report = InferenceReport(weights, kernel_cls.describe(), describe_cpu(), len(kernels), kept,
+                                             screen_note)
     if model.training:
         logger.warning("optimize_for_inference: the model is in training mode; the %s kernels run after "
                        "model.eval()", weights)

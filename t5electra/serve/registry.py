@@ -109,7 +109,7 @@ class ServedModel:
         out = {"name": self.name, "family": self.family, "kind": self.kind, "tasks": self.tasks,
                "components": comps, "dtype": str(first.dtype).replace("torch.", ""),
                "weights": report.weights if report is not None else "fp32",
-               "kernels": report.kernel if report is not None else "plain modules"}
+               "kernels": report.kernel + report.note if report is not None else "plain modules"}
         if self.classifier is not None:
             c = self.classifier.config
             out["labels"] = [c.id2label[i] for i in range(c.num_labels)]

@@ -94,7 +94,7 @@ def test_generate_gives_the_full_output_layer_tokens(version, monkeypatch):
     plain = [generate(model, ids, **kw) for kw in settings]
     assert getattr(model, "_screened_argmax", None) is None
     model.optimize_for_inference("fp32")
-    assert model._screened_argmax is not None and "screened" in model.inference_report.kernel
+    assert model._screened_argmax is not None and "screened" in model.inference_report.note
     assert model.screen_greedy_argmax
     calls = count_screens(monkeypatch)
     for kw, ref in zip(settings, plain, strict=True):

@@ -143,6 +143,9 @@ def test_fp32_is_the_same_products_and_the_old_name_remains(version, preferred, 
     if preferred:
         assert packed and all(n.startswith("encoder.") or n.endswith("cross_attn.kv") for n in packed), packed
         assert "oneDNN's AVX-512 GEMM" in model.inference_report.kernel
+        # the layer count follows the kernel it counts, not the greedy screen (was "...screened ... on 10 layers")
+        text = str(model.inference_report)
+        assert f"(the same products) on {len(packed)} layers; greedy argmax screened" in text, text
     else:
         assert not packed and all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
     kw = dict(max_new_tokens=7, num_beams=2)
