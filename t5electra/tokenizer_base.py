@@ -18,6 +18,7 @@ import tokenizers
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from .core.atomic import write_text_atomic
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_files import SPECIAL_TOKEN_NAMES
 
@@ -26,6 +27,7 @@ logger = logging.getLogger("t5electra")
 # transformers' "no limit" for model_max_length (tokenization_utils_base.VERY_LARGE_INTEGER).
 VERY_LARGE_INTEGER = int(1e30)
 LARGE_INTEGER = int(1e20)
+VOCABULARY_FILES = ("spiece.model", "vocab.txt")  # what _save_vocabulary writes, by tokenizer kind
 
 PADDING = ("longest", "max_length", "do_not_pad")
 TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
@@ -582,18 +584,23 @@ class _TokenizerBase:
         return []
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        """Write the Hugging Face layout: the vocabulary file, tokenizer.json, tokenizer_config.json
-        and special_tokens_map.json (transformers loads the directory)."""
+        """Write the Hugging Face layout: the vocabulary file, tokenizer.json, special_tokens_map.json
+        and tokenizer_config.json (transformers loads the directory). Each file is written whole
+        (core.atomic), tokenizer_config.json last: a directory that has it holds the other files (the
+        quickstart and the experiment grids take it for a trained tokenizer)."""
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         files = self._save_vocabulary(directory)
+        for name in sorted(set(VOCABULARY_FILES) - {Path(f).name for f in files}):
+            # another tokenizer's, saved there before: transformers' slow tokenizers (and a loader that
+            # looks for spiece.model / vocab.txt first, as `t5electra convert`'s) would read it
+            (directory / name).unlink(missing_ok=True)
         with self._lock:  # not while another thread has padding/truncation switched on
             backend = json.loads(self._backend.to_str())
         # padding and truncation are per call (tokenizer(...) arguments), never the file's: a raw
         # tokenizers.Tokenizer.from_file would apply them to every text
         backend.update(truncation=None, padding=None)
-        (directory / "tokenizer.json").write_text(json.dumps(backend, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
+        write_text_atomic(directory / "tokenizer.json", json.dumps(backend, indent=2, ensure_ascii=False) + "\n")
         named = {k: v for k, v in self._special.items() if v is not None}
         config = {"tokenizer_class": type(self).__name__, **named, **self._config_fields(),
                   "extra_special_tokens": [t for t in self.extra_special_tokens if t not in named.values()],
@@ -604,8 +611,8 @@ class _TokenizerBase:
         if self.model_max_length < LARGE_INTEGER:
             config["model_max_length"] = self.model_max_length
         special_map = {**named, "additional_special_tokens": config["extra_special_tokens"]}
-        for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special_map)):
-            (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, content in (("special_tokens_map.json", special_map), ("tokenizer_config.json", config)):
+            write_text_atomic(directory / name, json.dumps(content, indent=2, ensure_ascii=False) + "\n")
         files += [directory / "tokenizer.json", directory / "tokenizer_config.json",
                   directory / "special_tokens_map.json"]
         return tuple(str(f) for f in files)

@@ -35,6 +35,7 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram, WordPiece
 
+from .core.atomic import write_bytes_atomic, write_text_atomic
 from .errors import ConfigError, InvalidInputError, MissingTokenError
 from .tokenizer_base import BatchEncoding  # noqa: F401 (tokenizers.BatchEncoding, as in transformers)
 from .tokenizer_base import _TokenizerBase
@@ -227,7 +228,7 @@ class T5Tokenizer(_TokenizerBase):
     def _save_vocabulary(self, directory: Path) -> list[Path]:
         if self.sp_model_proto is None:  # loaded from tokenizer.json alone: nothing to write back
             return []
-        (directory / "spiece.model").write_bytes(self.sp_model_proto)
+        write_bytes_atomic(directory / "spiece.model", self.sp_model_proto)
         return [directory / "spiece.model"]
 
 
@@ -563,5 +564,5 @@ class ElectraTokenizer(_TokenizerBase):
             logger.warning("%s: the vocabulary's ids are not 0..%d without gaps (%d missing, as after a repeated "
                            "line in the vocab.txt read); each missing id's line repeats the next token so that "
                            "the ids stay the same", path, len(lines) - 1, len(lines) - len(by_id))
-        path.write_text("".join(token + "\n" for token in lines), encoding="utf-8")
+        write_text_atomic(path, "".join(token + "\n" for token in lines))
         return [path]

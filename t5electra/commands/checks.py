@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.atomic import write_output, written_through
 from ..errors import ConfigError
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -88,7 +89,7 @@ def output_file(path: str, flag: str = "--out") -> Path | None:
         return None
     if p.is_dir():
         raise ConfigError(f"{flag} {path!r} is a directory, expected a file name")
-    if _written_through(p):
+    if written_through(p):
         return p
     parent = p.parent
     if not parent.is_dir():
@@ -101,27 +102,11 @@ def output_file(path: str, flag: str = "--out") -> Path | None:
     return p
 
 
-def _written_through(path: Path) -> bool:
-    """A link, a device or a pipe: written through, never replaced by a rename."""
-    return path.is_symlink() or (path.exists() and not path.is_file())
-
-
 def write_atomic(path: Path, text: str, flag: str = "--out") -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half a file. A path that
     is a link, a device or a pipe (``/dev/stdout``, ``-``) is written through instead: replacing it
     would delete it (as root, ``--out /dev/stdout`` replaced the system's link with a file)."""
-    if _written_through(path):
-        try:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as e:
-            raise ConfigError(f"{flag} {str(path)!r}: cannot write ({e.strerror or e})") from None
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_output(path, text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{flag} {str(path)!r}: cannot write ({e.strerror or e})") from None

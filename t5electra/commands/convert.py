@@ -12,6 +12,8 @@ directory (its ``model/``). An ELECTRA pretraining model (``generator/`` + ``dis
 converted part by part. DST gets ``config.json`` + ``model.safetensors`` (+ the tokenizer files),
 which transformers and t5electra both load. The result is verified: DST is reloaded (with our
 class) and its logits on a random input must equal the source model's (``--no-verify`` skips it).
+DST is written under a temporary name beside it and renamed once complete and verified: a
+conversion that fails or is killed leaves no DST (nor half of one, which a rerun would refuse).
 A classifier with ``classifier_pooling: mean`` gets a warning: transformers' class loads it but
 pools the [CLS] vector, so its predictions differ.
 
@@ -26,6 +28,7 @@ verified against the unmerged base + adapter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 import tempfile
@@ -94,10 +97,10 @@ def copy_tokenizer(src: Path, dst: Path) -> str | None:
     return None
 
 
-def verify(model, dst: Path, cls, merged: bool = False) -> float:
+def verify(model, dst: Path, cls, merged: bool = False, shown: Path | None = None) -> float:
     """Reload ``dst`` and compare logits with ``model`` on a fixed random input; the max |difference|.
     ``merged``: ``model`` is the unmerged base + adapter, so float rounding differs (W x + B A x vs
-    (W + B A) x): allowed up to 1e-4 of the largest logit."""
+    (W + B A) x): allowed up to 1e-4 of the largest logit. ``shown``: the name errors give ``dst``."""
     import torch
 
     from ..errors import WeightsMismatchError
@@ -119,7 +122,8 @@ def verify(model, dst: Path, cls, merged: bool = False) -> float:
         ta, tb = torch.stack(ta), torch.stack(tb)
     diff = float((ta.float() - tb.float()).abs().max())
     if diff > (1e-4 * max(1.0, float(ta.float().abs().max())) if merged else 1e-5):
-        raise WeightsMismatchError(f"{dst}: the converted model's outputs differ from the source's by {diff:.3g}")
+        raise WeightsMismatchError(f"{shown or dst}: the converted model's outputs differ from the source's by "
+                                   f"{diff:.3g}")
     return diff
 
 
@@ -137,8 +141,11 @@ def warn_if_transformers_differs(model, dst: Path) -> None:
               f"(the verification reloads it with t5electra's class)", file=sys.stderr)
 
 
-def convert_one(src: Path, dst: Path, check: bool) -> str:
+def convert_one(src: Path, dst: Path, check: bool, shown: Path | None = None) -> str:
+    """``src`` converted into ``dst`` (``shown``: the name the messages give it); the report line."""
     from ..errors import WeightsMismatchError
+
+    shown = shown or dst
 
     cls = model_class(src)
     model = cls.from_pretrained(src, dtype="auto")  # a bf16 / fp16 checkpoint stays so (not twice the size)
@@ -152,31 +159,33 @@ def convert_one(src: Path, dst: Path, check: bool) -> str:
             f"{src}: its weights do not fill {cls.__name__}: {report.newly_initialized[:4]} would start from random "
             f"values{unused}. This checkpoint has no faithful {cls.__name__} equivalent, so it is not converted")
     model.save_pretrained(dst)
-    warn_if_transformers_differs(model, dst)
+    warn_if_transformers_differs(model, shown)
     tok = copy_tokenizer(src, dst)
-    line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {dst}" + \
+    line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {shown}" + \
         (f" + {tok}" if tok else " (no tokenizer found)")
     if check:
-        line += f"; verified: max |logits difference| = {verify(model, dst, cls):.1g}"
+        line += f"; verified: max |logits difference| = {verify(model, dst, cls, shown=shown):.1g}"
     return line
 
 
-def merge_adapter(src: Path, dst: Path, base: str | None, check: bool) -> str:
+def merge_adapter(src: Path, dst: Path, base: str | None, check: bool, shown: Path | None = None) -> str:
     """SRC's LoRA adapter merged into its base, saved to DST; verified against the unmerged model."""
     from ..lora.merge import adapter_dir, base_dir, load_adapted
 
+    shown = shown or dst
     adapted = load_adapted(src, base)
     reference = copy.deepcopy(adapted) if check else None  # merging folds the adapters in place
     trainable = sum(t.numel() for t in adapted.adapter_state_dict().values())
     model = adapted.merge_and_unload()
     model.save_pretrained(dst)
-    warn_if_transformers_differs(model, dst)
+    warn_if_transformers_differs(model, shown)
     a = adapter_dir(src)
     tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config["default"], base), dst)
-    line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {dst}" + \
+    line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {shown}" + \
         (f" + {tok}" if tok else " (no tokenizer found)")
     if check:
-        line += f"; verified: max |logits difference| = {verify(reference, dst, type(model), merged=True):.1g}"
+        line += (f"; verified: max |logits difference| = "
+                 f"{verify(reference, dst, type(model), merged=True, shown=shown):.1g}")
     return line
 
 
@@ -195,7 +204,9 @@ def run(args: argparse.Namespace) -> int:
 
             raise ConfigError("--base is for --merge (the base model of a LoRA adapter)")
         if args.merge:
-            print(merge_adapter(src, dst, args.base, not args.no_verify))
+            with _writing(dst) as tmp:
+                line = merge_adapter(src, tmp, args.base, not args.no_verify, shown=dst)
+            print(line)
             return 0
         src = source_dir(src)
         with tempfile.TemporaryDirectory(prefix="t5electra-convert-") as gathered:
@@ -203,6 +214,20 @@ def run(args: argparse.Namespace) -> int:
     except T5ElectraError as e:
         print(f"t5electra convert: error: {e}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _writing(dst: Path):
+    """A temporary directory beside ``dst`` that becomes ``dst`` when the block succeeds (core.atomic.
+    writing_dir); CheckpointError when another process wrote ``dst`` meanwhile."""
+    from ..core.atomic import writing_dir
+    from ..errors import CheckpointError
+
+    try:
+        with writing_dir(dst, replace=False) as tmp:
+            yield tmp
+    except FileExistsError:
+        raise CheckpointError(f"{dst} was written by another process meanwhile: choose a new directory") from None
 
 
 def gather_sharded(src: Path, tmp: Path) -> Path:
@@ -224,12 +249,13 @@ def convert_dir(src: Path, dst: Path, check: bool) -> int:
     from ..train.checkpointing import ELECTRA_PARTS
 
     try:
-        if (src / "config.json").is_file():
-            print(convert_one(src, dst, check))
-        else:  # an ELECTRA pretraining model: generator/ + discriminator/, the tokenizer beside them
-            for part in ELECTRA_PARTS:
-                print(convert_one(src / part, dst / part, check))
-            copy_tokenizer(src, dst)
+        with _writing(dst) as tmp:  # dst appears complete and verified, or not at all
+            if (src / "config.json").is_file():
+                lines = [convert_one(src, tmp, check, shown=dst)]
+            else:  # an ELECTRA pretraining model: generator/ + discriminator/, the tokenizer beside them
+                lines = [convert_one(src / part, tmp / part, check, shown=dst / part) for part in ELECTRA_PARTS]
+                copy_tokenizer(src, tmp)
+        print("\n".join(lines))
     except T5ElectraError as e:
         print(f"t5electra convert: error: {e}", file=sys.stderr)
         return 1

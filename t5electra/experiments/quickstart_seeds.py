@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import write_text_atomic, writing_dir
 from ..errors import ConfigError
 from ..recipes.quickstart import CONTROL_RUNS, PLANS, default_plan, quickstart
 from .report import mean_sd
@@ -52,11 +53,14 @@ def compare(out: str | os.PathLike = "runs/quickstart", *, seeds: int = 3, first
     for k, run in enumerate(runs, start=first_seed):
         echo(f"\n######## seed {k} ({k - first_seed + 1} of {seeds}): {run}")
         if run != runs[0] and not (run / "tokenizers").exists() and (runs[0] / "tokenizers").is_dir():
-            shutil.copytree(runs[0] / "tokenizers", run / "tokenizers")  # the tokenizers stage is then done
+            # the tokenizers stage is then done: the copy appears whole (one cut short by a kill was
+            # taken for done, with a T5 tokenizer missing files)
+            with writing_dir(run / "tokenizers") as tmp:
+                shutil.copytree(runs[0] / "tokenizers", tmp, dirs_exist_ok=True)
         quickstart(run, tiny=tiny, minilm=minilm, threads=threads, echo=echo, plan=plan, seed=k, control=True)
     res = comparison(runs)
     res["plan"] = "tiny" if tiny else plan
-    (out / "comparison.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "comparison.json", json.dumps(res, indent=2) + "\n")
     for line in table_lines(res):
         echo(line)
     echo(f"\ncomparison: {out / 'comparison.json'}")

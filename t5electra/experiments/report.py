@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import write_text_atomic
 from .flops import format_flops
 from .grid import Experiment, task_slug
 
@@ -233,7 +234,8 @@ def write_report(exp: Experiment, records: list[dict[str, Any]], out: Path, meta
     L += ["## Raw logs", "", "Every job's record (FLOPs, wall time, metrics): [results.jsonl](results.jsonl); " +
           raw_logs_line(out), ""]
     path = out / "README.md"
-    path.write_text("\n".join(L) + "\n" + hand_written(path, echo), encoding="utf-8")
+    # whole or not at all: an in-place rewrite cut short lost the hand-written text below HAND_WRITTEN
+    write_text_atomic(path, "\n".join(L) + "\n" + hand_written(path, echo))
     return path
 
 
@@ -248,7 +250,7 @@ def hand_written(readme: Path, echo: Callable[[str], None] = print) -> str:
             return "".join(lines[i:])
     if text.strip():
         backup = readme.with_name(readme.name + ".orig")
-        backup.write_text(text, encoding="utf-8")
+        write_text_atomic(backup, text)
         echo(f"report: {readme} had no line {HAND_WRITTEN!r}; it is kept as {backup}: move any hand-written "
              "text below that line in the new one")
     return HAND_WRITTEN + "\n"

@@ -33,11 +33,13 @@ from typing import Any
 
 import torch
 
+from ..core.atomic import write_text_atomic
 from ..data.readers import spread_subset
 from ..data.samples import corpus_slice, fetch_sample
 from ..data.sources import read_documents
 from ..errors import ConfigError
 from ..machine import cpu_model
+from ..train.run_dir import in_use
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
 from . import flops as F
 from .adapters import get_adapter
@@ -161,7 +163,7 @@ def prepare_data(ctx: Context, echo: Callable[[str], None] = print) -> None:
                 else:
                     p.unlink(missing_ok=True)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.data_dir / DATA_SETTINGS).write_text(json.dumps(data) + "\n", encoding="utf-8")
+    write_text_atomic(ctx.data_dir / DATA_SETTINGS, json.dumps(data) + "\n")
     if not (ctx.data_dir / "corpus_validation.jsonl").is_file():
         echo(f"data: a {data['corpus_chars']:,}-character slice of the sample corpus -> {ctx.data_dir}")
         corpus_slice(fetch_sample("corpus"), ctx.data_dir, int(data["corpus_chars"]))
@@ -201,8 +203,9 @@ def trimmed_task_dir(ctx: Context, task: str | None, rows: int) -> Path:
                 lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
                 header = lines[:1] if f.suffix != ".jsonl" else []  # TSV/CSV: the header line stays
                 body = lines[len(header):]
-                (dest / f.name).write_text("".join(header + spread_subset(body, rows)), encoding="utf-8")
-        shutil.copy2(src / "SOURCE.json", dest / "SOURCE.json")  # last: marks the copy complete
+                write_text_atomic(dest / f.name, "".join(header + spread_subset(body, rows)))
+        write_text_atomic(dest / "SOURCE.json", (src / "SOURCE.json").read_text(encoding="utf-8"))  # last, whole:
+        # marks the copy complete
     return dest
 
 
@@ -288,31 +291,55 @@ def fresh_run_dir(ctx: Context, job: Job, fp: str, echo: Callable[[str], None]) 
             echo(f"  {d}: a run of another (or an unrecorded) configuration: removed, the job starts afresh")
             shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    mark.write_text(json.dumps({"id": job.id, "fingerprint": fp}) + "\n", encoding="utf-8")
+    write_text_atomic(mark, json.dumps({"id": job.id, "fingerprint": fp}) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
 def read_results(out: Path) -> dict[str, dict[str, Any]]:
-    """The records of ``OUT/results.jsonl`` by job id (the last record of an id wins)."""
-    path = out / "results.jsonl"
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    raise ConfigError(f"{path}:{n}: not a JSON record (edit or delete the line)") from None
-                records[rec["id"]] = rec
+    """The records of ``OUT/results.jsonl`` by job id (the last record of an id wins). A last line
+    without its newline that does not parse is a record cut short (the run was killed, or the disk
+    filled, while appending it): left out, so that its job runs again."""
+    return {rec["id"]: rec for rec in _records(out / "results.jsonl")}
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results.jsonl in file order (see :func:`read_results`)."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    records = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if n == len(lines) and not text.endswith("\n"):
+                    break  # cut short: _append drops it
+                raise ConfigError(f"{path}:{n}: not a JSON record (edit or delete the line)") from None
     return records
 
 
 def _append(out: Path, record: dict[str, Any]) -> None:
+    """One record at the end of results.jsonl, flushed to disk; a last line cut short by an earlier
+    append (no newline) is completed when it is a record, else dropped (read_results left it out)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    path = out / "results.jsonl"
+    with open(path, "a+b") as f:
+        f.seek(0)
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            last = data.rsplit(b"\n", 1)[-1]
+            try:
+                json.loads(last)
+                f.write(b"\n")
+            except ValueError:  # (UnicodeDecodeError too)
+                f.truncate(len(data) - len(last))
+        f.write((json.dumps(record) + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def copy_logs(run_dir: Path, dest: Path) -> None:
@@ -336,8 +363,9 @@ def stamp_machine(out: Path, records: dict[str, dict[str, Any]], machine: dict[s
     for r in unstamped:
         r["machine"] = machine
     path = out / "results.jsonl"
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    path.write_text("".join(json.dumps({"machine": machine, **r}) + "\n" for r in lines), encoding="utf-8")
+    lines = _records(path)
+    # rewritten whole (a kill half-way through an in-place rewrite lost every record)
+    write_text_atomic(path, "".join(json.dumps({"machine": machine, **r}) + "\n" for r in lines))
 
 
 def machine() -> dict[str, Any]:
@@ -382,14 +410,30 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
                   device)
     jobs = expand(exp, steps_for_flops(ctx) if exp.budget_unit == "flops" else None)
     configs = job_configs(ctx, jobs)
-    records = read_results(ctx.out)
-    stale = {j.id: reason for j in jobs if j.id in records
-             and (reason := stale_reason(records[j.id], *configs[j.id])) is not None}
     if dry_run:
-        for line in plan_lines(ctx, jobs, records, stale):
+        records = read_results(ctx.out)
+        for line in plan_lines(ctx, jobs, records, stale_records(jobs, records, configs)):
             echo(line)
         return jobs
+    # one run of the grid at a time (two appended to one results.jsonl and trained a job twice); held in
+    # WORK, which is not published as OUT is
+    with in_use(ctx.work, "t5electra experiment"):
+        _run_jobs(ctx, exp, jobs, configs, report_only, command or f"t5electra experiment {name_or_path}", echo)
+    return jobs
 
+
+def stale_records(jobs: list[Job], records: dict[str, dict[str, Any]],
+                  configs: dict[str, tuple[dict[str, Any], str]]) -> dict[str, str]:
+    """The jobs whose record is of another configuration, with what differs."""
+    return {j.id: reason for j in jobs if j.id in records
+            and (reason := stale_reason(records[j.id], *configs[j.id])) is not None}
+
+
+def _run_jobs(ctx: Context, exp: Experiment, jobs: list[Job], configs: dict[str, tuple[dict[str, Any], str]],
+              report_only: bool, command: str, echo: Callable[[str], None]) -> None:
+    """run_experiment's work, ``ctx.out`` held: the jobs not done, then the report."""
+    records = read_results(ctx.out)
+    stale = stale_records(jobs, records, configs)
     meta_path = ctx.out / "run.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     stamp_machine(ctx.out, records, meta.get("machine"))
@@ -414,15 +458,13 @@ def run_experiment(name_or_path: str | os.PathLike, out: str | os.PathLike | Non
     # run.json keeps the command and machine of the last run that trained jobs: a rerun that finds
     # every job done, or --report-only, must not claim the results for this machine.
     if this_machine is not None:
-        meta.update(command=command or f"t5electra experiment {name_or_path}", machine=this_machine,
-                    experiment_file=exp.path)
+        meta.update(command=command, machine=this_machine, experiment_file=exp.path)
     meta.update(seeds=exp.seeds, jobs_total=len(jobs))
     ctx.out.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     path = write_report(exp, [records[j.id] for j in jobs if j.id in records and j.id not in stale], ctx.out, meta,
                         stale=stale, echo=echo)
     echo(f"report: {path}")
-    return jobs
 
 
 def plan_lines(ctx: Context, jobs: list[Job], records: dict[str, dict[str, Any]], stale: dict[str, str]) -> list[str]:

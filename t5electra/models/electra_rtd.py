@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint.io import SAFE, SAFE_INDEX, SHARD_NAME
 from ..core.atomic import write_text_atomic
 from ..core.typed_config import check_keys, option
 from ..data.masking import Generators, example_generators, mask_tokens, uniform
@@ -345,13 +346,19 @@ class ElectraPretrainer(nn.Module):
 
     # -- saving and loading -----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``generator/``, ``discriminator/`` (HF checkpoints) and ``pretraining_config.json``."""
+        """Write ``generator/``, ``discriminator/`` (HF checkpoints) and ``pretraining_config.json``. A
+        single model saved into ``directory`` before is deleted (its config.json, weights and
+        generation_config.json): loaders take a directory with config.json for that model, so it hid
+        this one."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.generator.save_pretrained(d / "generator")
         if self.discriminator is not None:
             self.discriminator.save_pretrained(d / "discriminator")
         write_text_atomic(d / PRETRAINING_CONFIG_NAME, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        for f in d.iterdir():
+            if f.name in ("config.json", SAFE, SAFE_INDEX, "generation_config.json") or SHARD_NAME.fullmatch(f.name):
+                f.unlink()
         return d
 
     @classmethod

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..core.atomic import write_output
 from ..core.jsonl import json_line
 from ..data.file_tasks import FILE_TASKS
 from ..data.heads import encode, load_task_data
@@ -210,15 +211,17 @@ def _no_labels(task: str, split: str, t5: bool) -> str:
 
 
 def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dict[str, float]:
+    """Score the tasks and write every prediction to ``path``, whole, once all are made (an evaluation
+    that failed or was killed half-way truncated an earlier file and left the first tasks' lines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, float] = {}
-    with open(path, "w", encoding="utf-8") as fh:
-        for task in tasks:
-            metrics, preds = score_t5(model, tokenizer, task, examples[task.name], **kw)
-            out.update(metrics if len(tasks) == 1 else {f"{task.name}/{k}": v for k, v in metrics.items()})
-            for ex, pred in zip(examples[task.name], preds):
-                fh.write(json_line({"task": task.name, "input": ex["inputs"], "target": ex["targets"],
-                                    "prediction": pred}))
+    lines: list[str] = []
+    for task in tasks:
+        metrics, preds = score_t5(model, tokenizer, task, examples[task.name], **kw)
+        out.update(metrics if len(tasks) == 1 else {f"{task.name}/{k}": v for k, v in metrics.items()})
+        lines += [json_line({"task": task.name, "input": ex["inputs"], "target": ex["targets"], "prediction": pred})
+                  for ex, pred in zip(examples[task.name], preds)]
+    write_output(path, "".join(lines))
     return out
 
 

@@ -63,7 +63,8 @@ from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
 from ..tokenizers import ElectraTokenizer
-from ..train.checkpointing import CheckpointManager, mlm_generator, prepare_run_dir, release_run_dir, save_model
+from ..core.atomic import write_text_atomic
+from ..train.checkpointing import CheckpointManager, mlm_generator, prepare_run_dir, release_run_dir, save_final_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -386,9 +387,11 @@ def finish(run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module, t
                                      if majority_baseline(data, s)},
                "tfidf_baseline": classification_baseline(data.splits) if data.head == "classification" else {},
                "num_examples": {s: len(v) for s, v in data.splits.items()}}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    save_model(export_model(model, run_dir), run_dir / "model")  # LoRA: RUN/adapter, then merged
-    tokenizer.save_pretrained(run_dir / "model")
+    # LoRA: RUN/adapter, then merged; RUN/model whole or not at all
+    save_final_model(export_model(model, run_dir), run_dir / "model", tokenizer.save_pretrained)
+    # last, whole: the quickstart takes RUN/results.json for a finished run (it was written before the
+    # model: a run killed while saving it was taken for finished, without a model)
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     plot_run_if_available(run_dir)
 
 

@@ -58,7 +58,8 @@ from ..eval.baselines import classification_baseline
 from ..eval.text_to_text import Example, mixture, score_tasks, task_list
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_model, unwrap_model
+from ..core.atomic import write_text_atomic
+from ..train.checkpointing import CheckpointManager, prepare_run_dir, release_run_dir, save_final_model, unwrap_model
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, broadcast_object, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -325,8 +326,7 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     baseline for classification); ``best`` is the best checkpoint's record."""
     model = export_model(model, run_dir).eval()  # LoRA: RUN/adapter written, adapters merged
     model.generation_config.max_new_tokens = batcher.target_length  # (as train() set it: the best checkpoint's copy)
-    save_model(model, run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "model")
+    save_final_model(model, run_dir / "model", tokenizer.save_pretrained)  # whole or not at all
     kw = dict(batch_size=cfg.eval.batch_size or cfg.train.batch_size, max_length=cfg.data.max_length,
               max_new_tokens=batcher.target_length)
     results: dict[str, Any] = {"best_checkpoint": best, "num_examples": {}, "majority_baseline": {}, "tfidf_baseline": {}}
@@ -348,7 +348,8 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
     if len(tasks) == 1 and tasks[0].head.kind == "classification":
         results["tfidf_baseline"] = classification_baseline(
             {s: list(tasks[0].head_examples(s)) for s in ("train", "validation", "test") if s in tasks[0].splits})
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    # last, whole: the quickstart takes RUN/results.json for a finished run
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -49,8 +49,8 @@ from ..models.electra import ElectraConfig
 from ..models.electra_rtd import ElectraPretrainer
 from ..tokenizers import ElectraTokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import (CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, run_model_dir, save_model,
-                                   unwrap_model)
+from ..train.checkpointing import (CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, run_model_dir,
+                                   save_final_model, unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -309,9 +309,7 @@ def train(cfg: RunConfig) -> Path:
 
     final_model = gather_model(model, env.rank)  # FSDP: the full weights, on rank 0
     if env.is_main:
-        final_dir = run_dir / "model"
-        save_model(unwrap_model(final_model), final_dir)
-        save_extra(final_dir)
+        save_final_model(unwrap_model(final_model), run_dir / "model", save_extra)  # whole or not at all
         plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)

@@ -29,7 +29,8 @@ from ..data.shards import PackedDataset, StreamingDataLoader, build_shards
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..tokenizers import T5Tokenizer
 from ..plot import plot_run_if_available
-from ..train.checkpointing import CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, save_model, unwrap_model
+from ..train.checkpointing import (CheckpointManager, load_data_cursor, prepare_run_dir, release_run_dir, save_final_model,
+                                   unwrap_model)
 from ..train.config import RunConfig, load_config, run_inputs
 from ..train.distributed import DistEnv, barrier, cleanup, init_distributed, parallelize
 from ..train.logging import MetricsLogger, Progress
@@ -169,9 +170,7 @@ def train(cfg: RunConfig) -> Path:
 
     final_model = gather_model(model, env.rank)  # FSDP: the full weights, on rank 0
     if env.is_main:
-        final_dir = run_dir / "model"
-        save_model(unwrap_model(final_model), final_dir)
-        tokenizer.save_pretrained(final_dir)
+        save_final_model(unwrap_model(final_model), run_dir / "model", tokenizer.save_pretrained)  # whole or not at all
         plot_run_if_available(run_dir)
     barrier(env)
     cleanup(env)

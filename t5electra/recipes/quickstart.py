@@ -52,6 +52,7 @@ from ..data.readers import spread_subset
 from ..data.tasks import read_tsv
 from ..errors import ConfigError
 from ..eval.baselines import tfidf_logreg
+from ..train.run_dir import in_use
 from .quickstart_demos import rtd_auc, span_filling_eval
 from .quickstart_lanes import default_lanes, run_lanes, run_stage
 from .quickstart_plans import (FAST_BF16_PEAK, FAST_FP32_PEAK, PLANS, PRECISIONS, Plan, choose_plan,  # noqa: F401
@@ -99,7 +100,7 @@ def pretraining_text(out: Path, corpus_train: Path, sentiment: Path, extra: list
     docs = list(read_documents(corpus_train)) + [t for t in reviews if t.strip() and t.strip() not in held_out]
     order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
     path = out / "pretrain_train.jsonl"
-    path.write_text("".join(json.dumps({"text": docs[i]}) + "\n" for i in order), encoding="utf-8")
+    write_text_atomic(path, "".join(json.dumps({"text": docs[i]}) + "\n" for i in order))
     return path
 
 
@@ -109,7 +110,7 @@ def sentiment_subset(sentiment_dir: Path, out: Path, n: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(sentiment_dir.glob("*.tsv")):
         header, *rows = f.read_text(encoding="utf-8").splitlines(keepends=True)
-        (out / f.name).write_text(header + "".join(spread_subset(rows, n)), encoding="utf-8")
+        write_text_atomic(out / f.name, header + "".join(spread_subset(rows, n)))
     return out
 
 
@@ -406,7 +407,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
                "demos": {"t5_span_filling_alphabetic": span["alphabetic"], "t5_span_filling_words": span["words"],
                          "electra_rtd_auc": rtd["auc"]},
                "samples": extra, "plots": plots}
-    (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "quickstart.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -443,10 +444,8 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     second process beside the ELECTRA and MiniLM stages, each with half the threads (default: 2
     when there are 2+ threads; see run_lanes); 1 runs every stage in turn. ``precision``: the
     training precision, "fp32", "bf16" or "auto" (default: the plan's, "auto": train_precision).
+    A second quickstart started on ``out`` while one runs there is refused (train.run_dir.in_use).
     """
-    from ..data.samples import fetch_sample
-    from ..tokenizers import ElectraTokenizer, T5Tokenizer
-
     why = ""
     started = read_run_stamp(Path(out))  # an OUT started before: resume it as it was started
     if started is not None and plan == "auto" and not tiny and started.get("lang") == lang and started.get("plan") in PLANS:
@@ -469,6 +468,11 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
         plan = dataclasses.replace(plan, precision=precision)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"quickstart threads={threads!r}: a number of CPU threads >= 1")
+    if lang not in ("en", "zh"):
+        raise ConfigError(f"quickstart lang {lang!r}: choose en or zh")
+    if lang == "zh" and plan_name not in ZH_PLANS:
+        raise ConfigError(f"quickstart --lang zh: plan {plan_name!r} has no Chinese version "
+                          f"(choose one of auto, {', '.join(ZH_PLANS)})")
     if lang == "zh":  # its stages run one at a time, with the configs' seed, and no control
         unsupported = [flag for flag, given in (("--seed", seed != 0), ("--control", control), ("--lanes 2", lanes == 2))
                        if given]
@@ -476,19 +480,23 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
             raise ConfigError(f"quickstart --lang zh does not take {', '.join(unsupported)} (the Chinese quickstart "
                               f"runs one seed, 0, stage by stage, without the no-pretraining control)")
     check_seed(Path(out), seed)
-    check_run_stamp(Path(out), started, {"lang": lang, "plan": plan_name, "precision": plan.precision})
+    with in_use(Path(out), "quickstart"):  # one quickstart at a time in OUT
+        check_run_stamp(Path(out), started, {"lang": lang, "plan": plan_name, "precision": plan.precision})
+        return _run(Path(out), plan, plan_name, why, tiny, minilm, threads, seed, control, lang, lanes, echo)
+
+
+def _run(out: Path, plan: Plan, plan_name: str, why: str, tiny: bool, minilm: bool | None, threads: int | None,
+         seed: int, control: bool, lang: str, lanes: int | None, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The stages of :func:`quickstart`, its arguments checked and ``out`` held."""
+    from ..data.samples import fetch_sample
+    from ..tokenizers import ElectraTokenizer, T5Tokenizer
+
     minilm = (not tiny) if minilm is None else minilm
     if threads:
         torch.set_num_threads(threads)
-    out = Path(out)
     if lang == "zh":
-        if plan_name not in ZH_PLANS:
-            raise ConfigError(f"quickstart --lang zh: plan {plan_name!r} has no Chinese version "
-                              f"(choose one of auto, {', '.join(ZH_PLANS)})")
         return quickstart_zh(out, zh_plan(plan, plan_name), plan_name,
                              Stages(pretrain_t5, pretrain_electra, finetune_t5, finetune_electra), echo)
-    if lang != "en":
-        raise ConfigError(f"quickstart lang {lang!r}: choose en or zh")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -527,7 +535,7 @@ def quickstart(out: str | os.PathLike = "runs/quickstart", *, tiny: bool = False
     summary = report(out, timings, minilm, echo, paths["sentiment"], peaks, lanes, job.precision)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     summary["seed"], summary["plan"] = seed, plan_name
-    (out / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "quickstart.json", json.dumps(summary, indent=2) + "\n")
     echo(f"\nquickstart finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")
     return summary
 

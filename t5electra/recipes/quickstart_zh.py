@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import write_text_atomic
 from ..data import chinese as zh
 from ..data.samples import fetch_sample
 from ..data.sources import read_documents
@@ -85,7 +86,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 
@@ -235,7 +236,7 @@ def report(out: Path, timings: dict[str, float], echo: Callable[[str], None], pa
                                         "cws-zh": [{"model": m, "word_f1": v} for m, v in cws]},
                "test_examples": {"sentiment-zh": t5s["num_examples"]["test"], "cws-zh": t5c["num_examples"]["test"]},
                "tfidf": tfidf, "segmentation_baselines": seg, "seconds": timings, "samples": extra}
-    (out / "quickstart.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(out / "quickstart.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -284,6 +285,6 @@ def quickstart_zh(out: Path, plan: Any, plan_name: str, stages: Stages, echo: Ca
     echo(f"\n== {len(steps) + 1}/{len(steps) + 1} report")
     summary = report(out, timings, echo, paths)
     timings["total"] = round(time.perf_counter() - t_all, 1)
-    (out / "quickstart.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(out / "quickstart.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     echo(f"\nquickstart (zh) finished in {timings['total'] / 60:.1f} min; summary: {out / 'quickstart.json'}")
     return summary

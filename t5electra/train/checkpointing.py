@@ -51,7 +51,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..core.atomic import fsync_dir, write_text_atomic
+from ..core.atomic import fsync_dir, write_text_atomic, writing_dir
 from ..core.typed_config import suggest
 from ..checkpoint.io import load_state_dict, save_state_dict, write_error
 from ..errors import (CheckpointError, CheckpointNotFoundError, ConfigError, OtherDataError, WeightsMismatchError)
@@ -178,6 +178,25 @@ def save_model(model: nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)
     else:
         save_state_dict(model.state_dict(), directory)
+
+
+def save_final_model(model: nn.Module, directory: Path, *extras: Callable[[Path], Any]) -> Path:
+    """A run's final ``RUN/model`` (or ``RUN/adapter``): :func:`save_model`, then each of ``extras``
+    called with the directory (the tokenizer's ``save_pretrained``), all written under a temporary
+    name and renamed into place (core.atomic.writing_dir). A save that is killed or fails half-way
+    leaves no ``RUN/model`` that looks finished (the quickstart takes its config.json for a finished
+    stage, evaluate and fine-tuning load it) and none of an earlier model's files among the new ones."""
+    tmp = None
+    try:
+        with writing_dir(directory) as tmp:
+            save_model(model, tmp)
+            for extra in extras:
+                extra(tmp)
+    except CheckpointError as e:  # (a full disk) named by the directory, not its temporary name
+        if tmp is None or str(tmp) not in str(e):
+            raise
+        raise type(e)(str(e).replace(str(tmp), str(directory))) from None
+    return Path(directory)
 
 
 def load_model_weights(model: nn.Module, directory: Path) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..lora import LoraConfig, PeftModel, get_peft_model
-from .checkpointing import unwrap_model
+from .checkpointing import save_final_model, unwrap_model
 
 # The PEFT task type of each fine-tuning head; for the ELECTRA heads PEFT (and we) train the head
 # in full (modules_to_save: classifier / qa_outputs).
@@ -61,5 +61,5 @@ def export_model(model: nn.Module, run_dir: Path) -> nn.Module:
     model = unwrap_model(model)
     if not isinstance(model, PeftModel):
         return model
-    model.save_pretrained(Path(run_dir) / "adapter")
+    save_final_model(model, Path(run_dir) / "adapter")  # whole or not at all
     return model.merge_and_unload()

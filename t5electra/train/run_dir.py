@@ -4,6 +4,8 @@ overwriting an existing one (``checkpoint.overwrite`` deletes the old run's file
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import os
 import shutil
 import warnings
@@ -56,6 +58,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+@contextlib.contextmanager
+def in_use(directory: Path, what: str, name: str = ".in-use"):
+    """Hold ``directory`` for one ``what`` (a quickstart, an experiment grid) for the block: a second
+    one started on it meanwhile is refused, naming the first's process (two quickstarts into one OUT
+    trained its tokenizers at once, and one's files could end up among the other's). An flock on
+    ``directory/.in-use``: it goes with its process, killed or not."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / name, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise ConfigError(f"{directory} is in use by another {what} (process {pid}): wait for it to end, or "
+                              f"use another directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def release_run_dir(run_dir: str | os.PathLike) -> None:

@@ -262,6 +262,31 @@ def test_convert_training_checkpoint_to_clean_hf_dir(t5_dir, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_a_convert_that_fails_or_is_killed_leaves_no_dst(t5_dir, tmp_path, capsys, monkeypatch):
+    """DST is written under a temporary name and renamed once verified: a failed verification wrote a
+    wrong DST, and a conversion killed half-way left one without its tokenizer that reruns refused."""
+    from t5electra.commands import convert
+    from t5electra.errors import WeightsMismatchError
+
+    def wrong(*args, **kwargs):
+        raise WeightsMismatchError("the converted model's outputs differ")
+
+    monkeypatch.setattr(convert, "verify", wrong)
+    assert main(["convert", str(t5_dir), str(tmp_path / "out")]) == 1
+    assert "outputs differ" in capsys.readouterr().err
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # (SIGKILL leaves the temporary directory: the next convert removes it)
+
+    monkeypatch.setattr(convert, "copy_tokenizer", killed)
+    assert main(["convert", str(t5_dir), str(tmp_path / "out")]) == 130  # Ctrl-C after the weights, before the tokenizer
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no DST, no temporary beside it
+    monkeypatch.undo()
+    assert main(["convert", str(t5_dir), str(tmp_path / "out")]) == 0
+    assert f"-> {tmp_path / 'out'} + T5Tokenizer; verified" in capsys.readouterr().out
+    assert (tmp_path / "out" / "spiece.model").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_convert_reads_the_official_t5_checkpoints_old_architecture_name(t5_dir, tmp_path, capsys):
     """t5-small's config.json says "T5WithLMHeadModel"; convert used to refuse it."""
     import shutil

@@ -4,6 +4,7 @@ flag, file or value and what is valid, never a traceback, and writes nothing hal
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -73,6 +74,33 @@ def test_generate_out_is_written_whole_or_not_at_all(t5_dir, tmp_path, capsys):
     assert "is a directory" in _error_line(capsys, "generate")
     assert main(["generate", str(t5_dir), "hello", "--out", str(tmp_path / "no" / "x.jsonl")]) == 1
     assert "does not exist" in _error_line(capsys, "generate")
+
+
+def test_evaluate_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """--predictions F was opened (truncated) first and written task by task: an evaluation that failed
+    on the second task of a mixture (out of memory, Ctrl-C) left F with the first task's lines only."""
+    from types import SimpleNamespace
+
+    from t5electra.recipes import evaluate as ev
+
+    def score_t5(model, tokenizer, task, examples, **kw):
+        if task.name == "b" and fail:
+            raise MemoryError("out of memory")
+        return {"accuracy": 1.0}, [f"{task.name} answer" for _ in examples]
+
+    monkeypatch.setattr(ev, "score_t5", score_t5)
+    tasks = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    examples = {t: [{"inputs": f"{t} in", "targets": f"{t} out"}] for t in "ab"}
+    path = tmp_path / "preds.jsonl"
+    path.write_text("previous predictions\n")
+    fail = True
+    with pytest.raises(MemoryError):
+        ev._score_and_write(None, None, tasks, examples, path)
+    assert path.read_text() == "previous predictions\n"
+    fail = False
+    assert ev._score_and_write(None, None, tasks, examples, path) == {"a/accuracy": 1.0, "b/accuracy": 1.0}
+    assert [json.loads(line)["prediction"] for line in path.read_text().splitlines()] == ["a answer", "b answer"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]
 
 
 # -- serve (argument checks only; the server itself: tests/test_serve_*.py) ---------------------

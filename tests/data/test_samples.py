@@ -5,7 +5,12 @@ splits, provenance records and the tasks that read them."""
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +202,57 @@ def test_a_sample_built_by_an_older_builder_is_built_again(tmp_path, monkeypatch
     S.fetch_sample("toy", tmp_path)
     assert not next(r for r in S.list_samples(tmp_path) if r["name"] == "toy")["outdated"]
     assert len(builds) == 2 and json.loads((dest / "SOURCE.json").read_text())["revision"] == 2
+
+
+def _toy(monkeypatch, builds, delay=0.0):
+    def build(out):
+        builds.append(out)
+        time.sleep(delay)
+        for split in ("train", "validation"):
+            (out / f"{split}.jsonl").write_text('{"text": "a"}\n')
+        return {"counts": {"train": 1, "validation": 1}, "sources": [], "description": "toy", "tasks": []}
+
+    monkeypatch.setitem(S.SAMPLES, "toy", S.Sample("toy", "a toy sample", build))
+
+
+def test_concurrent_fetches_build_a_sample_once(tmp_path, monkeypatch):
+    """Two quickstarts (or `data fetch`es) on one cache: one builds, the other waits and takes its copy."""
+    builds = []
+    _toy(monkeypatch, builds, delay=0.5)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        dests = list(pool.map(lambda _: S.fetch_sample("toy", tmp_path), range(2)))
+    assert dests[0] == dests[1] and len(builds) == 1
+    assert sorted(p.name for p in dests[0].iterdir()) == ["README.md", "SOURCE.json", "train.jsonl", "validation.jsonl"]
+
+
+def test_a_rebuild_killed_while_the_old_copy_is_deleted_never_leaves_half_a_sample(tmp_path, monkeypatch):
+    """`data fetch --force` (or an outdated copy) killed while the old copy goes: the next fetch must
+    not take a folder whose SOURCE.json outlived some of its files for a complete sample."""
+    builds = []
+    _toy(monkeypatch, builds)
+    dest = S.fetch_sample("toy", tmp_path)
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path, *args, **kwargs):
+        path = Path(path)
+        if (path / "SOURCE.json").is_file():  # a sample's folder: some files go, then the kill
+            (path / "train.jsonl").unlink()
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        S.fetch_sample("toy", tmp_path, force=True)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    again = S.fetch_sample("toy", tmp_path)
+    assert again == dest and (dest / "train.jsonl").is_file() and (dest / "validation.jsonl").is_file()
+
+
+def test_a_build_removes_its_own_killed_builds_only(tmp_path, monkeypatch):
+    """An earlier version's temporary folder of a killed build (mkdtemp: .toy-xxxxxxxx) is deleted by
+    the next build; another sample's build in progress (.toy-zh.tmpPID, sample 'toy-zh') is not."""
+    _toy(monkeypatch, [])
+    (tmp_path / ".toy-k2j4_x9q").mkdir()
+    (tmp_path / f".toy-zh.tmp{os.getppid()}").mkdir()
+    S.fetch_sample("toy", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [f".toy-zh.tmp{os.getppid()}", "toy"]

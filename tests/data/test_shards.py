@@ -456,3 +456,31 @@ def test_a_killed_build_takes_its_worker_processes_along(tmp_path):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "shard workers outlived the killed build"
+
+
+@pytest.mark.parametrize("damage", ["delete tokens", "truncate tokens", "delete offsets", "truncate offsets"])
+def test_a_cache_damaged_after_it_was_built_is_rebuilt_not_used(corpus_dir, tmp_path, damage):
+    """A complete shard directory whose files were deleted or cut short later (a /tmp cleaner, a bad
+    copy): found when build_shards opens it, and the damaged shard and those after it are tokenised
+    again (was: used, failing mid-training on the missing file, at every run)."""
+    d, docs = corpus_dir
+    built = build_shards(Corpus(d), fake_adapter(FakeTokenizer()), tmp_path, num_workers=0, docs_per_chunk=50,
+                         shard_tokens=3000)
+    assert len(built.shards) > 3 and built.damaged() is None
+    name = built.shards[2]["name"]
+    path = built.directory / (f"{name}.tokens" if "tokens" in damage else f"{name}.offsets.npy")
+    if damage.startswith("delete"):
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    assert TokenShards(built.directory).damaged()[0] == 2
+    tok = FakeTokenizer()
+    with pytest.warns(UserWarning, match=r"token-shard cache is damaged .*shard 2 and those after it"):
+        rebuilt = build_shards(Corpus(d), fake_adapter(tok), tmp_path, num_workers=0, docs_per_chunk=50,
+                               shard_tokens=3000)
+    assert rebuilt.directory == built.directory and rebuilt.damaged() is None
+    assert 0 < tok.calls < len(docs)  # shards 0 and 1 were kept
+    clean = build_shards(Corpus(d), fake_adapter(FakeTokenizer()), tmp_path / "clean", num_workers=0,
+                         docs_per_chunk=50, shard_tokens=3000)
+    assert rebuilt.num_documents == clean.num_documents == len(docs)
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt, clean))

@@ -197,7 +197,7 @@ def test_settings_an_out_cannot_take_are_refused_before_any_work(tmp_path, capsy
     assert "threads=-2" in capsys.readouterr().err
 
 
-def test_training_precision_follows_the_cpu(monkeypatch):
+def test_training_precision_follows_the_cpu(monkeypatch, tmp_path):
     """'auto': bf16 autocast where the CPU multiplies bf16 natively, fp32 elsewhere; an explicit
     precision wins; a wrong one fails before any work."""
     import t5electra.recipes.quickstart as Q
@@ -211,7 +211,7 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     assert Q.train_precision(plan) == "fp32"
     assert Q.train_precision(dataclasses.replace(plan, precision="bf16")) == "bf16"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
-        Q.quickstart("unused", tiny=True, precision="fp16")
+        Q.quickstart(tmp_path / "unused", tiny=True, precision="fp16")
     # the default plan is sized to the machine: more steps where bf16 is native, or where one
     # thread's fp32 matmuls (on oneDNN) are fast enough for them, measured with one thread
     peaks = []
@@ -258,8 +258,9 @@ def test_training_precision_follows_the_cpu(monkeypatch):
     full, fast, fast32 = Q.PLANS["full"], Q.PLANS["full-bf16"], Q.PLANS["full-fast-fp32"]
     assert fast.t5_pretrain_steps > full.t5_pretrain_steps and fast.t5_finetune_steps > full.t5_finetune_steps
     assert fast32 == dataclasses.replace(fast, precision="fp32")
-    with pytest.raises(ConfigError, match="no Chinese version"):
-        Q.quickstart("unused", plan="full-bf16", lang="zh")
+    with pytest.raises(ConfigError, match="no Chinese version"):  # before any work: OUT is not made
+        Q.quickstart(tmp_path / "unused", plan="full-bf16", lang="zh")
+    assert not (tmp_path / "unused").exists()
 
 
 _LANE_SCRIPT = """

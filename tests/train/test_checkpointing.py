@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 
 import numpy as np
@@ -479,6 +480,28 @@ def test_disk_full_while_writing_model_weights_says_so_and_leaves_no_temporary(t
         io.save_state_dict({"w": torch.zeros(2)}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
     assert (tmp_path / "model.safetensors").read_bytes() == b"the previous weights"
+
+
+def test_a_final_model_save_that_fails_keeps_the_previous_model_whole(tmp_path, monkeypatch):
+    """RUN/model is written under a temporary name and renamed when complete (save_final_model): a
+    full disk (or a kill) half-way leaves the previous RUN/model as it was, with no temporary beside
+    it, and the error names RUN/model."""
+    from t5electra.checkpoint import io
+    from t5electra.train.checkpointing import save_final_model
+
+    model = torch.nn.Linear(3, 2)
+    save_final_model(model, tmp_path / "model", lambda d: (d / "tokenizer_config.json").write_text("{}"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
+
+    def full(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "save_file", full)
+    with pytest.raises(CheckpointError, match=rf"cannot write {re.escape(str(tmp_path / 'model'))}/model\.safetensors "
+                                              r"\(disk full"):
+        save_final_model(torch.nn.Linear(3, 2), tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
 
 
 def test_a_run_saved_with_the_adamw_loop_resumes_with_fused_adamw(tmp_path):
