@@ -17,6 +17,24 @@ ARGS = ["--train.max_steps=6", "--checkpoint.every_steps=3", "--train.grad_accum
         "--optim.weight_decay=0.01", "--schedule.name=linear", "--schedule.warmup_steps=2", "--train.device=cpu"]
 
 
+def _report(argv, env, result) -> int:
+    """A worker's end: its result as JSON in ``argv[0].RANK``, the process group closed; exit code 0."""
+    import json
+
+    with open(f"{argv[0]}.{env.rank}", "w") as fh:
+        json.dump(result, fh)
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+def _results(worker, tmp_path, timeout_s: int) -> list:
+    """Run ``worker`` on 2 processes; the results each rank _report-ed, by rank."""
+    import json
+
+    assert launch(worker, [str(tmp_path / "out")], 2, timeout_s=timeout_s) == [0, 0]
+    return [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+
+
 def _launch(run_dir, world_size, extra=()):
     """``world_size`` toy training processes with torchrun's environment variables; their exit codes."""
     return launch(toy_train.main, [f"--train.output_dir={run_dir}", *ARGS, *extra], world_size, {"TOY_DROPOUT": "0"},
@@ -74,7 +92,6 @@ def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
 def _evaluate_worker(argv: list[str]) -> int:
     """evaluate() on 2 ranks where rank 1 has no validation batch (a split smaller than the number
     of processes): it must join the collective, and both ranks get the weighted mean of rank 0's."""
-    import json
 
     from t5electra.train.loop import LOSS_WEIGHT, evaluate
 
@@ -85,17 +102,11 @@ def _evaluate_worker(argv: list[str]) -> int:
         return batch.mean(), {LOSS_WEIGHT: batch.numel(), "examples": batch.numel(), "other": 1.0}
 
     out = evaluate(torch.nn.Linear(1, 1), iter(batches), loss_fn, env=env)
-    with open(f"{argv[0]}.{env.rank}", "w") as fh:
-        json.dump(out, fh)
-    torch.distributed.destroy_process_group()
-    return 0
+    return _report(argv, env, out)
 
 
 def test_evaluate_with_a_rank_without_batches_neither_hangs_nor_skews(tmp_path):
-    import json
-
-    assert launch(_evaluate_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
-    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    results = _results(_evaluate_worker, tmp_path, 60)
     assert results[0] == results[1] == {"loss": pytest.approx(16 / 6), "examples": 6, "other": 1.0}
 
 
@@ -103,7 +114,6 @@ def _sharded_evaluate_worker(argv: list[str]) -> int:
     """evaluate() of an FSDP-sharded model on 2 ranks with 3 batches on rank 0 and none on rank 1:
     its forward all-gathers the weights, so rank 1 must run spare forwards in step (it hung, then
     timed out, when it went straight to the final gather); the metrics are rank 0's batches only."""
-    import json
 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -125,10 +135,8 @@ def _sharded_evaluate_worker(argv: list[str]) -> int:
 
     out = evaluate(model, iter(batches if env.rank == 0 else []), loss_fn, env=env)
     capped = evaluate(model, iter(batches if env.rank == 0 else []), loss_fn, env=env, max_batches=1)
-    with open(f"{argv[0]}.{env.rank}", "w") as fh:
-        json.dump({"out": out, "plain": plain, "capped": capped, "plain_first": plain_first, "calls": calls}, fh)
-    torch.distributed.destroy_process_group()
-    return 0
+    return _report(argv, env, {"out": out, "plain": plain, "capped": capped, "plain_first": plain_first,
+                               "calls": calls})
 
 
 def _linear_loss(model, batch):
@@ -138,10 +146,7 @@ def _linear_loss(model, batch):
 
 
 def test_evaluate_of_a_sharded_model_with_a_rank_without_batches(tmp_path):
-    import json
-
-    assert launch(_sharded_evaluate_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
-    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    results = _results(_sharded_evaluate_worker, tmp_path, 60)
     assert results[0]["out"] == results[1]["out"]
     assert results[0]["out"]["loss"] == pytest.approx(results[0]["plain"]["loss"], abs=1e-6)
     assert results[0]["calls"] == [1, 2, 1, 1]
@@ -155,7 +160,6 @@ def _token_mean_worker(argv: list[str]) -> int:
     rank 1 (T5's loss_weight), with DDP and with FSDP: the loss, gradient norm and SGD updates of one
     process with the 8 rows as one batch (a mean of means weighed the 1-token micro-batch's token as 9
     of the others). The gradient norm (~0.35) is clipped to 0.3: after the rescaling, on FSDP's shards too."""
-    import json
 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -184,17 +188,11 @@ def _token_mean_worker(argv: list[str]) -> int:
                          "grad_norm": [s.grad_norm - q.grad_norm for s, q in zip(steps, ref)],
                          "params": max(float((a - b).abs().max()) for a, b in zip(full, one.parameters())),
                          "tokens": steps[-1].metrics["tokens"]}
-    with open(f"{argv[0]}.{env.rank}", "w") as fh:
-        json.dump(out, fh)
-    torch.distributed.destroy_process_group()
-    return 0
+    return _report(argv, env, out)
 
 
 def test_ranks_with_different_token_counts_train_as_one_process(tmp_path):
-    import json
-
-    assert launch(_token_mean_worker, [str(tmp_path / "out")], 2, timeout_s=120) == [0, 0]
-    results = [json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1)]
+    results = _results(_token_mean_worker, tmp_path, 120)
     assert [r["weights"] for r in results] == [[9, 1], [4, 8]]
     for r in results:
         for strategy in ("ddp", "fsdp"):

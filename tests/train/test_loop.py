@@ -25,17 +25,24 @@ def _data(n=8):
     return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
-def test_accumulation_equals_one_big_batch():
-    x, y = _data()
-    big, small = _model(), _model()
-    opt_big = torch.optim.AdamW(big.parameters(), lr=0.1)
-    opt_small = torch.optim.AdamW(small.parameters(), lr=0.1)
+def _one_batch_vs_accumulated(make_model, whole, parts, loss_fn, optim, clip):
+    """Three steps of one model on ``whole`` and of a copy on the micro-batches ``parts``: the same
+    losses, gradient norms and weights; returns the accumulated side's last StepOutput."""
+    big, small = make_model(), make_model()
+    opt_big, opt_small = optim(big.parameters()), optim(small.parameters())
     for _ in range(3):
-        a = train_step(big, [(x, y)], _loss, opt_big, max_grad_norm=0.5)
-        b = train_step(small, [(x[:4], y[:4]), (x[4:], y[4:])], _loss, opt_small, max_grad_norm=0.5)
+        a = train_step(big, [whole], loss_fn, opt_big, max_grad_norm=clip)
+        b = train_step(small, parts, loss_fn, opt_small, max_grad_norm=clip)
         assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
     for p, q in zip(big.parameters(), small.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+    return b
+
+
+def test_accumulation_equals_one_big_batch():
+    x, y = _data()
+    b = _one_batch_vs_accumulated(_model, (x, y), [(x[:4], y[:4]), (x[4:], y[4:])], _loss,
+                                  lambda ps: torch.optim.AdamW(ps, lr=0.1), 0.5)
     assert b.metrics == {"tokens": 8.0, "acc": 0.5}  # counts summed, other metrics averaged
 
 
@@ -65,15 +72,8 @@ def test_accumulation_is_the_token_mean_over_the_whole_step():
     tokens, as one batch of both; a mean of the micro-batches' means weighed each of the 2 tokens as
     4.5 of the others."""
     ids, labels = token_batches()
-    big, small = _token_model(), _token_model()
-    opt_big = torch.optim.SGD(big.parameters(), lr=0.5)
-    opt_small = torch.optim.SGD(small.parameters(), lr=0.5)
-    for _ in range(3):
-        a = train_step(big, [(ids, labels)], token_loss, opt_big, max_grad_norm=1.0)
-        b = train_step(small, [(ids[:2], labels[:2]), (ids[2:], labels[2:])], token_loss, opt_small, max_grad_norm=1.0)
-        assert b.loss == pytest.approx(a.loss, abs=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, abs=1e-6)
-    for p, q in zip(big.parameters(), small.parameters()):
-        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+    b = _one_batch_vs_accumulated(_token_model, (ids, labels), [(ids[:2], labels[:2]), (ids[2:], labels[2:])],
+                                  token_loss, lambda ps: torch.optim.SGD(ps, lr=0.5), 1.0)
     assert b.metrics == {"tokens": 20.0}  # the weight is not a metric
 
 
