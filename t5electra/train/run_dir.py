@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import process_alive
 from ..errors import ConfigError
 
 
@@ -38,7 +39,7 @@ def lock_run_dir(run_dir: Path) -> None:
                 pid = 0
             if pid == os.getpid():
                 return  # this process's earlier run (a resume in the same process)
-            if pid > 0 and _alive(pid):
+            if pid > 0 and process_alive(pid):
                 raise ConfigError(f"train.output_dir={str(run_dir)!r} is in use by process {pid}, another run "
                                   f"writing into it: wait for it, or choose another --train.output_dir (if no such "
                                   f"run is going on, delete {path})") from None
@@ -50,14 +51,6 @@ def lock_run_dir(run_dir: Path) -> None:
         return
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @contextlib.contextmanager

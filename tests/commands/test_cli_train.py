@@ -18,6 +18,7 @@ from t5electra.cli import main
 from t5electra.commands.finetune import model_family
 from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
 from t5electra.train.logging import read_metrics
+from toy_corpus import toy_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
@@ -27,7 +28,7 @@ WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green p
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(8 + i % 9)) for i in range(300)]
+    lines = toy_lines(WORDS, 300)
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
     ElectraTokenizer.train([str(root / "corpus.txt")], vocab_size=120, output_dir=root / "tok", min_frequency=1)
     for split, n in (("train", 48), ("dev", 16)):

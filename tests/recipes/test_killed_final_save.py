@@ -18,6 +18,7 @@ import torch
 
 from t5electra.models.electra import ElectraConfig, ElectraForPreTraining
 from t5electra.tokenizers import ElectraTokenizer, T5Tokenizer
+from toy_corpus import toy_lines, write_train_valid
 from train_device import DEVICE_ARGS
 
 # SIGKILL the recipe when it saves the tokenizer into the run's final model: its weights and
@@ -43,9 +44,8 @@ WORDS = "the cat sat on a mat while the dog ran after a red ball in the green pa
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, spiece_model_path):
     root = tmp_path_factory.mktemp("killed")
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(8 + i % 9)) for i in range(200)]
-    (root / "train.txt").write_text("\n".join(lines[:180]) + "\n")
-    (root / "valid.txt").write_text("\n".join(lines[180:]) + "\n")
+    write_train_valid(root, WORDS, 200, 180)
+    lines = toy_lines(WORDS, 200)
     T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes()).save_pretrained(root / "t5tok")
     etok = ElectraTokenizer.train([str(root / "train.txt")], vocab_size=80, output_dir=root / "etok", min_frequency=1)
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ from t5electra.tokenizers import T5Tokenizer
 from t5electra.train.config import load_config
 from t5electra.train.logging import read_metrics
 from train_device import DEVICE_ARGS
+from toy_corpus import write_train_valid
 
 WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green park near the old house "
          "and children played games under tall trees until the sun went down over quiet hills").split()
@@ -23,9 +24,7 @@ WORDS = ("the cat sat on a mat while the dog ran after a red ball in the green p
 @pytest.fixture(scope="module")
 def corpus_and_tokenizer(tmp_path_factory, spiece_model_path):
     root = tmp_path_factory.mktemp("t5pre")
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(8 + i % 9)) for i in range(300)]
-    (root / "train.txt").write_text("\n".join(lines[:260]) + "\n")
-    (root / "valid.txt").write_text("\n".join(lines[260:]) + "\n")
+    write_train_valid(root, WORDS, 300, 260)
     tok = T5Tokenizer.from_sentencepiece(spiece_model_path.read_bytes())
     tok.save_pretrained(root / "tokenizer")
     return root
