@@ -250,9 +250,12 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
     logs = {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
     tagged = labelled_tokens(batch)
+    loss = out.loss
     if tagged is not None:
         logs[LOSS_WEIGHT] = tagged
-    return out.loss, logs
+        if not tagged:  # no labelled token: the mean over none is NaN (the NaN guard would stop training);
+            loss = out.logits.float().sum() * 0.0  # weight 0, a zero loss with zero gradients, as T5's loss_fn
+    return loss, logs
 
 
 # --------------------------------------------------------------------------------------------

@@ -497,3 +497,32 @@ def test_a_taggers_validation_loss_is_the_token_mean_whatever_the_batch_size():
     for batch_size in (1, 2, 4):
         _, loss = predict(model, features, batch_size, 0, torch.device("cpu"))
         assert loss == pytest.approx(expected, rel=1e-5), batch_size
+
+
+def test_a_tagger_micro_batch_without_labelled_tokens_adds_nothing():
+    """A micro-batch whose labels are all -100 weighs 0 (as T5's without target tokens): its mean over
+    no token is NaN, which stopped training with the NaN guard's 'lower optim.lr' advice."""
+    import copy
+
+    from t5electra.models.electra import ElectraForTokenClassification
+    from t5electra.recipes.finetune_electra import loss_fn
+    from t5electra.train.loop import train_step
+
+    cfg = ElectraConfig.from_preset("electra-tiny", num_labels=3, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    a = ElectraForTokenClassification(cfg)
+    b = copy.deepcopy(a)
+    g = torch.Generator().manual_seed(1)
+    ids, tags = torch.randint(5, 500, (4, 6), generator=g), torch.randint(0, 3, (4, 6), generator=g)
+    tags[2:] = -100
+
+    def batch(rows):
+        return {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows]), "labels": tags[rows]}
+
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5)
+    x = train_step(a, [batch(slice(0, 2))], loss_fn, opt_a)
+    y = train_step(b, [batch(slice(0, 2)), batch(slice(2, 4))], loss_fn, opt_b)
+    assert y.loss == pytest.approx(x.loss, rel=1e-6) and y.grad_norm == pytest.approx(x.grad_norm, rel=1e-6)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
