@@ -219,8 +219,9 @@ def evaluate(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, *, preci
         for k, v in part.items():
             totals[k] = totals.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + part_defined.get(k, 0)
-    return {k: v if k in COUNTS else v / weight if k == "loss" else v / counts[k] if counts[k] else float("nan")
-            for k, v in totals.items()}
+    # a loss over no unit (every batch of weight 0: T5 targets all -100) is NaN, not a ZeroDivisionError
+    return {k: v if k in COUNTS else (v / weight if weight else float("nan")) if k == "loss"
+            else v / counts[k] if counts[k] else float("nan") for k, v in totals.items()}
 
 
 def _lockstep(batch: Any, spare: Any, env: DistEnv) -> tuple[Any, Any, bool]:

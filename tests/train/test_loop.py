@@ -215,3 +215,10 @@ def test_a_t5_micro_batch_without_target_tokens_adds_nothing():
     assert evaluate(a, [batch, empty], loss_fn)["loss"] == pytest.approx(evaluate(a, [batch], loss_fn)["loss"])
     with pytest.raises(DataError, match="loss_weight is 0 over the whole step"):  # not a NaN loss
         train_step(a, [empty], loss_fn, opt_a, step=7)
+
+
+def test_evaluate_of_batches_without_any_target_token_is_nan_not_a_zero_division():
+    ids, labels = token_batches((0, 0))
+    out = evaluate(_token_model(), [(ids, labels)], lambda m, b: (token_loss(m, b)[0].nan_to_num() * 0.0,
+                                                                   token_loss(m, b)[1]))
+    assert out["loss"] != out["loss"] and out["tokens"] == 10
