@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "full: the fp32 plan (13 min on a 2-core AVX2 EPYC); full-bf16: more steps in bf16 "
                              "(5-11 min on 2-core AMX Xeons); full-amx: full-bf16 with 2x T5 pretraining and 1.5x its "
                              "fine-tuning (8.7 min on a fast AMX Xeon); full-avx512bf16: full-bf16 with 1.5x T5 "
-                             "pretraining (~9 min on a Zen 4 EPYC); full-fast-fp32: full-bf16's steps in fp32; "
+                             "pretraining (8.7 min on a Zen 4 EPYC); full-fast-fp32: full-bf16's steps in fp32; "
                              "long: ~10x the pretraining (docs/quickstart.md)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"),
                         help="en: English sentiment (default); zh: Chinese sentiment and word segmentation")
