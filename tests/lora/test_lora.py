@@ -31,7 +31,7 @@ from t5electra.recipes import pretrain_electra, pretrain_t5  # noqa: E402
 
 # float32 on tiny models: sums in another order (fused vs separate matmuls, AVX2 vs AVX-512)
 # differ by a few ulps of values of order 1.
-TOL = dict(atol=2e-5, rtol=1e-4)
+TOL = dict(atol=1e-4, rtol=1e-4)  # the parity bound of the models (README); 2e-5 failed by 2.5e-5 under ATEN_CPU_CAPABILITY=default
 
 CASES = {
     # name: (targets, modules_to_save, task_type)
