@@ -443,28 +443,35 @@ def test_qa_and_tagging_files_are_read_as_meant(root, tmp_path):
     assert (found["max_length"], found["doc_stride"], found["max_answer_length"]) == (64, 16, 3)
 
 
-def test_tagging_trains_on_the_token_mean_of_the_whole_step():
-    """A tagger's loss is a mean over its labelled tokens: micro-batches of 9 and 2 of them (words of
-    different lengths) train as one batch of both (a mean of means weighed each of the 2 as 4.5)."""
+def _two_taggers(labelled: list[int]):
+    """Two equal tiny taggers (dropout off), an SGD optimiser each, and ``batch(rows)`` of 4 rows of 6
+    tokens whose row i has its first ``labelled[i]`` tokens tagged (-100 after)."""
     import copy
 
     from t5electra.models.electra import ElectraForTokenClassification
-    from t5electra.recipes.finetune_electra import loss_fn
-    from t5electra.train.loop import train_step
 
     cfg = ElectraConfig.from_preset("electra-tiny", num_labels=3, hidden_dropout_prob=0.0,
                                     attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
-    big = ElectraForTokenClassification(cfg)
-    small = copy.deepcopy(big)
+    a = ElectraForTokenClassification(cfg)
+    b = copy.deepcopy(a)
     g = torch.Generator().manual_seed(1)
     ids, tags = torch.randint(5, 500, (4, 6), generator=g), torch.randint(0, 3, (4, 6), generator=g)
-    tags[torch.arange(6) >= torch.tensor([5, 4, 1, 1])[:, None]] = -100
+    tags[torch.arange(6) >= torch.tensor(labelled)[:, None]] = -100
 
     def batch(rows):
         return {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows]), "labels": tags[rows]}
 
-    opt_big, opt_small = torch.optim.SGD(big.parameters(), lr=0.5), torch.optim.SGD(small.parameters(), lr=0.5)
+    return a, b, torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5), batch
+
+
+def test_tagging_trains_on_the_token_mean_of_the_whole_step():
+    """A tagger's loss is a mean over its labelled tokens: micro-batches of 9 and 2 of them (words of
+    different lengths) train as one batch of both (a mean of means weighed each of the 2 as 4.5)."""
+    from t5electra.recipes.finetune_electra import loss_fn
+    from t5electra.train.loop import train_step
+
+    big, small, opt_big, opt_small, batch = _two_taggers([5, 4, 1, 1])
     for _ in range(2):
         a = train_step(big, [batch(slice(0, 4))], loss_fn, opt_big)
         b = train_step(small, [batch(slice(0, 2)), batch(slice(2, 4))], loss_fn, opt_small)
@@ -502,25 +509,10 @@ def test_a_taggers_validation_loss_is_the_token_mean_whatever_the_batch_size():
 def test_a_tagger_micro_batch_without_labelled_tokens_adds_nothing():
     """A micro-batch whose labels are all -100 weighs 0 (as T5's without target tokens): its mean over
     no token is NaN, which stopped training with the NaN guard's 'lower optim.lr' advice."""
-    import copy
-
-    from t5electra.models.electra import ElectraForTokenClassification
     from t5electra.recipes.finetune_electra import loss_fn
     from t5electra.train.loop import train_step
 
-    cfg = ElectraConfig.from_preset("electra-tiny", num_labels=3, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    a = ElectraForTokenClassification(cfg)
-    b = copy.deepcopy(a)
-    g = torch.Generator().manual_seed(1)
-    ids, tags = torch.randint(5, 500, (4, 6), generator=g), torch.randint(0, 3, (4, 6), generator=g)
-    tags[2:] = -100
-
-    def batch(rows):
-        return {"input_ids": ids[rows], "attention_mask": torch.ones_like(ids[rows]), "labels": tags[rows]}
-
-    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5)
+    a, b, opt_a, opt_b, batch = _two_taggers([6, 6, 0, 0])
     x = train_step(a, [batch(slice(0, 2))], loss_fn, opt_a)
     y = train_step(b, [batch(slice(0, 2)), batch(slice(2, 4))], loss_fn, opt_b)
     assert y.loss == pytest.approx(x.loss, rel=1e-6) and y.grad_norm == pytest.approx(x.grad_norm, rel=1e-6)
