@@ -503,12 +503,10 @@ class PreTrainedModel(nn.Module):
         return self.get_input_embeddings()
 
     def _init_std(self, layer: nn.Module) -> float:
-        """The std this model's init draws ``layer``'s weights with (an embedding or an output layer):
-        ELECTRA's initializer_range; T5's initializer_factor x 1 (embedding) or x d_model**-0.5 (lm_head)."""
-        c = self.config
-        if "initializer_range" in c.field_names():
-            return c.initializer_range
-        return c.initializer_factor * (1.0 if isinstance(layer, nn.Embedding) else c.d_model ** -0.5)
+        """The std this model's init draws ``layer``'s weights with (an embedding or an output layer);
+        each model family's own (T5PreTrainedModel, ElectraPreTrainedModel)."""
+        raise ConfigError(f"{type(self).__name__} does not say how it initialises {type(layer).__name__} "
+                          f"(resize_token_embeddings(mean_resizing=False) draws new rows as the init does)")
 
     def _shape_hint(self) -> str:
         c = self.config

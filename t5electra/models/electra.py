@@ -317,10 +317,13 @@ class ElectraPreTrainedModel(PreTrainedModel):
         """What ``output_hidden_states`` / ``output_attentions`` add to a head's output (None unless asked)."""
         return {"hidden_states": enc.hidden_states, "attentions": enc.attentions}
 
+    def _init_std(self, layer: nn.Module) -> float:
+        return self.config.initializer_range
+
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' BERT/ELECTRA init: N(0, initializer_range) weights, zero biases, the
         padding row zero, LayerNorm = identity."""
-        std = self.config.initializer_range
+        std = self._init_std(module)
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=std)
             if module.bias is not None:

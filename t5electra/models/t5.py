@@ -425,7 +425,7 @@ class T5PreTrainedModel(PreTrainedModel):
         (not 1.0), so a fresh model's loss is about ln(vocab_size)."""
         c = self.config
         f, d, inner = c.initializer_factor, c.d_model, c.num_heads * c.d_kv
-        nn.init.normal_(self.shared.weight, std=f * 1.0)
+        nn.init.normal_(self.shared.weight, std=self._init_std(self.shared))
         for m in self.modules():
             if isinstance(m, RMSNorm):
                 m.weight.fill_(f * 1.0)
@@ -443,7 +443,10 @@ class T5PreTrainedModel(PreTrainedModel):
                 nn.init.normal_(m.wi.weight, std=f * d**-0.5)
                 nn.init.normal_(m.wo.weight, std=f * c.d_ff**-0.5)
         if getattr(self, "lm_head", None) is not None:
-            nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
+            nn.init.normal_(self.lm_head.weight, std=self._init_std(self.lm_head))
+
+    def _init_std(self, layer: nn.Module) -> float:  # the shared embedding: f x 1; the lm_head: f x d_model**-0.5
+        return self.config.initializer_factor * (1.0 if isinstance(layer, nn.Embedding) else self.config.d_model**-0.5)
 
     def optimize_for_inference(self, weights: str = "fp32", **options: Any) -> "T5PreTrainedModel":
         """Fast CPU inference, kernels chosen for this CPU (inference/weights.py, docs/inference.md):
