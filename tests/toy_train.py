@@ -129,13 +129,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_with_env(argv: list[str], env: dict[str, str]) -> None:
-    """Entry point for a forked test process: set the environment, then train."""
-    os.environ.update(env)
-    code = main(argv)
-    sys.stdout.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

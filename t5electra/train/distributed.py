@@ -235,7 +235,19 @@ def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
     return out
 
 
+# Process groups left by cleanup(), kept until the interpreter exits. After destroy_process_group
+# the last owner of the world group can be a DDP model's C++ Reducer; when that model is freed
+# (the recipe returns), the Reducer's destructor runs ~ProcessGroupGloo *holding the GIL*, which
+# joins Gloo's worker threads, while a worker may be freeing a finished collective's tensors,
+# which needs the GIL: a deadlock, seen as a finished torchrun run whose rank 0 hangs at the end
+# of train() (py-spy: MainThread in ~Reducer -> ~ProcessGroupGloo -> thread::join; the Gloo
+# thread in ~AsyncWork -> decref_pyobject -> gil_scoped_acquire). Holding the Python object
+# makes its (GIL-releasing) binding the last owner. pytorch/pytorch#56297 describes the class.
+_LEFT_GROUPS: list[Any] = []
+
+
 def cleanup(env: DistEnv) -> None:
     """Leave the process group (call once at the end of a run)."""
     if env.backend is not None and dist.is_initialized():
+        _LEFT_GROUPS.append(dist.group.WORLD)
         dist.destroy_process_group()

@@ -89,6 +89,35 @@ def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
         init_distributed("cpu")
 
 
+def _teardown_worker(argv: list[str]) -> int:
+    """A DDP step, then the recipes' end: barrier, cleanup, the model freed (train() returning)."""
+    import gc
+    import weakref
+
+    from t5electra.train.distributed import barrier, cleanup
+
+    env = init_distributed("cpu")
+    model = wrap_ddp(torch.nn.Linear(4, 4), env)
+    model(torch.ones(2, 4)).sum().backward()
+    world = weakref.ref(torch.distributed.group.WORLD)
+    barrier(env)
+    cleanup(env)
+    del model
+    gc.collect()
+    with open(f"{argv[0]}.{env.rank}", "w") as fh:
+        fh.write(str(world() is not None))
+    return 0
+
+
+def test_cleanup_leaves_the_group_to_its_python_object_not_to_the_ddp_reducer(tmp_path):
+    """A finished torchrun run hung at the end of train() now and then: freeing the DDP model ran
+    ~ProcessGroupGloo from the Reducer with the GIL held, joining a Gloo thread that waited for the
+    GIL (t5electra/train/distributed.py: _LEFT_GROUPS). The world group's Python object must outlive
+    the model, so that its GIL-releasing binding is what destroys the group."""
+    assert launch(_teardown_worker, [str(tmp_path / "out")], 2, timeout_s=60) == [0, 0]
+    assert [(tmp_path / f"out.{r}").read_text() for r in (0, 1)] == ["True", "True"]
+
+
 def _evaluate_worker(argv: list[str]) -> int:
     """evaluate() on 2 ranks where rank 1 has no validation batch (a split smaller than the number
     of processes): it must join the collective, and both ranks get the weighted mean of rank 0's."""
