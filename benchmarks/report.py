@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from t5electra.core.atomic import save_figure_atomic, write_text_atomic
+
 from .cases import Result
 
 TITLES = {
@@ -227,7 +229,7 @@ def write_markdown(path: Path, results: list[Result], machine: dict[str, Any], c
     other = Path(__file__).with_name("other_results.md")  # serve_load.py / data_pipeline.py numbers
     if other.is_file():
         lines += [other.read_text(encoding="utf-8").rstrip(), ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines))
 
 
 def write_charts(results: list[Result], img_dir: Path, root: Path) -> list[Path]:
@@ -263,7 +265,7 @@ def write_charts(results: list[Result], img_dir: Path, root: Path) -> list[Path]
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         out = img_dir / f"bench_{case}.png"
-        fig.savefig(out, dpi=100)
+        save_figure_atomic(fig, out, dpi=100)
         plt.close(fig)
         try:
             written.append(out.resolve().relative_to(root.resolve()))

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .core.atomic import save_figure_atomic
 from .core.extras import require
 from .errors import ConfigError, DataError
 from .train.logging import read_metrics
@@ -87,7 +88,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     def save(fig, name: str) -> None:
         fig.tight_layout()
         path = out / name
-        fig.savefig(path, dpi=100)
+        save_figure_atomic(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
 

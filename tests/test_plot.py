@@ -124,3 +124,26 @@ def test_one_point_curves_are_drawn_and_missing_matplotlib_is_named(tmp_path, mo
     monkeypatch.setattr(extras.importlib, "import_module", no_matplotlib)
     assert main(["plot", str(tmp_path)]) == 1
     assert "pip install 't5electra[data]'" in capsys.readouterr().err
+
+
+def test_a_plot_interrupted_mid_write_leaves_the_previous_png(tmp_path, monkeypatch):
+    """Plots are redrawn while a run trains (a viewer may hold one open): a write that fails half-way
+    (disk full, a kill) leaves the previous PNG whole and no temporary file."""
+    import matplotlib.figure
+
+    run = tmp_path / "run"
+    _electra_run(run)
+    first = plot_run(run)
+    before = {p: p.read_bytes() for p in first}
+    assert matplotlib.image.imread(first[0]).ndim == 3
+
+    def torn(fig, fname, **kw):
+        with open(fname, "wb") as fh:
+            fh.write(b"\x89PNG\r\n\x1a\n half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", torn)
+    with pytest.raises(OSError, match="No space left"):
+        plot_run(run)
+    assert {p: p.read_bytes() for p in first} == before
+    assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(p.name for p in first)

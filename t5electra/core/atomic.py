@@ -77,6 +77,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def save_figure_atomic(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``fig.savefig(path)`` (a matplotlib figure) atomically: a crash or a viewer reading the plot
+    of a running job never meets half a PNG. The format comes from ``path``'s suffix."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None, **savefig_kwargs)
+        replace_atomic(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (see the module docstring)."""
     return write_bytes_atomic(path, text.encode(encoding))

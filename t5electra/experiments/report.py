@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.atomic import write_text_atomic
+from ..core.atomic import save_figure_atomic, write_text_atomic
 from .flops import format_flops
 from .grid import Experiment, task_slug
 
@@ -118,7 +118,7 @@ def plot(exp: Experiment, series, task: str, metric: str, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
