@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any, Iterable
 
 import torch
@@ -349,6 +350,10 @@ def build_optimizer(model: nn.Module, cfg, num_layers: int | None = None) -> tor
     ``num_layers`` (the encoder depth) is needed only with ``cfg.layerwise_lr_decay``.
     """
     relative = cfg.name == "adafactor" and cfg.adafactor_relative_step
+    if relative and cfg.lr is not None:  # the default 1e-3 included: the run's lr is not what the config reads
+        warnings.warn(f"optim.lr={cfg.lr} is not used: with optim.adafactor_relative_step=true Adafactor sets its "
+                      f"own lr, min(1e-2, 1/sqrt(step)); set optim.lr=null to say so, or "
+                      f"optim.adafactor_relative_step=false to train with optim.lr", stacklevel=2)
     groups = param_groups(model, None if relative else cfg.lr, cfg.weight_decay, no_decay=cfg.no_decay,
                           decay_embeddings=cfg.decay_embeddings, layerwise_lr_decay=cfg.layerwise_lr_decay,
                           num_layers=num_layers)

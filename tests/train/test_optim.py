@@ -305,6 +305,11 @@ def test_build_optimizer_names():
     assert isinstance(opt, Adafactor) and opt.param_groups[0]["relative_step"]
     with pytest.raises(ConfigError, match="optim.lr is None"):
         load_config(None, ["--optim.lr=none"])
+    # an lr beside relative_step (the default 1e-3 too) is ignored by Adafactor: said, not silent
+    for lr in (["--optim.lr=0.01"], []):
+        cfg = load_config(None, ["--optim.name=adafactor", "--optim.adafactor_relative_step=true", *lr])
+        with pytest.warns(UserWarning, match=r"optim.lr=0.0*1 is not used: with optim.adafactor_relative_step=true"):
+            assert build_optimizer(model, cfg.optim).param_groups[0]["relative_step"]
 
 
 def test_no_bias_correction_is_the_official_electra_optimizer():
