@@ -532,8 +532,12 @@ def _swap_linears(model: nn.Module, patterns: list[re.Pattern], kernel_cls: type
     """Every plain nn.Linear not ``skip``-ped becomes an :class:`InferenceLinear` running
     ``kernel_cls``, except those named in ``keep`` (``patterns``). Returns (swapped, kept names)."""
     swapped, kept = [], []
+    adapters = 0
     for name, m in model.named_modules():
         if type(m) is not nn.Linear or skip(m):
+            continue
+        if _LORA_MATRIX.search(name):  # an unmerged adapter's A / B: trained in fp32, r-wide, cheap; kept
+            adapters += 1
             continue
         if any(p.search(name) for p in patterns):
             kept.append(name)
@@ -541,7 +545,14 @@ def _swap_linears(model: nn.Module, patterns: list[re.Pattern], kernel_cls: type
         m.kernel = kernel_cls(m.weight, m.bias)
         m.__class__ = InferenceLinear
         swapped.append(m)
+    if adapters:
+        kept.append(f"{adapters} LoRA adapter matrices (unmerged; merge_and_unload() first to run them inside "
+                    f"the base weights)")
     return swapped, kept
+
+
+# the A / B matrices of a LoRA adapter (ours and PEFT's: base.lora_A.<adapter name>)
+_LORA_MATRIX = re.compile(r"(^|\.)lora_[AB](\.|$)")
 
 
 def _require_fp32(model: nn.Module, weights: str) -> None:

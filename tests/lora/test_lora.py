@@ -254,6 +254,21 @@ def test_a_model_prepared_for_inference_gets_adapters_on_every_targeted_layer(we
         assert (got - want).norm() / want.norm() < 1e-1
 
 
+def test_int8_after_the_adapters_keeps_their_matrices_in_fp32():
+    """optimize_for_inference('int8') on an adapted model quantised the adapters' A and B too (their
+    per-channel int8 rounding on top of the base's): they stay fp32 nn.Linear, said in the report, and
+    the logits are as close to fp32's as with int8 under adapters added afterwards."""
+    lora = get_peft_model(ours("t5-v1.1"), LoraConfig(r=4, target_modules=["q", "v", "wo"], init_lora_weights=False))
+    want = logits(lora, "t5-v1.1")
+    lora.optimize_for_inference("int8")
+    adapters = [m for n, m in lora.named_modules() if ".lora_A." in n or ".lora_B." in n]
+    assert adapters and all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in adapters)
+    assert f"{len(adapters)} LoRA adapter matrices (unmerged" in str(lora.inference_report)
+    assert any(type(m).__name__ == "InferenceLinear" for m in lora.modules())  # the base layers run int8
+    got = logits(lora, "t5-v1.1")
+    assert (got - want).norm() / want.norm() < 1e-1
+
+
 def test_adapter_for_another_base_names_the_key(tmp_path):
     small = ours("electra-cls")
     get_peft_model(small, LoraConfig(r=4, target_modules=["query"])).save_pretrained(tmp_path / "a")
