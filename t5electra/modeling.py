@@ -315,7 +315,10 @@ class PreTrainedModel(nn.Module):
         config = cls.config_for_checkpoint(config, hf_sd)
         target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
         model = cls(config)
-        model.load_hf_state_dict(hf_sd, sources, ignore_mismatched_sizes=ignore_mismatched_sizes)
+        # tie_word_embeddings=False on a tied checkpoint: its output layer is not in the file (the
+        # embedding is); transformers initialises a fresh one, as here (reported), not an error
+        model.load_hf_state_dict(hf_sd, sources, ignore_mismatched_sizes=ignore_mismatched_sizes,
+                                 fresh_output_layer=config_overrides.get("tie_word_embeddings") is False)
         if target is not None:
             model.to(target)
         if device is not None:
@@ -348,9 +351,10 @@ class PreTrainedModel(nn.Module):
         raise ConfigError(f"config must be a t5electra.{cls.config_class.__name__} or a transformers config, got {name}")
 
     def load_hf_state_dict(self, hf_sd: dict[str, torch.Tensor], sources: dict[str, str] | None = None, *,
-                           ignore_mismatched_sizes: bool = False) -> LoadReport:
+                           ignore_mismatched_sizes: bool = False, fresh_output_layer: bool = False) -> LoadReport:
         """Copy an HF-named state dict into this model, checking every key and shape
-        (``ignore_mismatched_sizes``: a tensor of another shape is skipped, its parameter left as it is)."""
+        (``ignore_mismatched_sizes``: a tensor of another shape is skipped, its parameter left as it is;
+        ``fresh_output_layer``: an untied output layer missing from the file keeps its initialisation)."""
         sources = sources or {}
         keymap = self.hf_keymap(self.config)
         ours, unused, origin = keymap.from_hf(hf_sd, sources)
@@ -371,7 +375,11 @@ class PreTrainedModel(nn.Module):
             raise WeightsMismatchError(
                 f"key map produced {extra[:5]}, which {type(self).__name__} does not have (config mismatch?)")
         missing = [k for k in expected if k not in ours]
-        fresh = [k for k in missing if any(re.fullmatch(p, k) for p in self.newly_initialized_ok)]
+        fresh_ok = list(self.newly_initialized_ok)
+        head = self.get_output_embeddings() if fresh_output_layer else None
+        if head is not None and head.weight is not self.get_input_embeddings().weight:
+            fresh_ok += [re.escape(n) for n, p in self.named_parameters() if p is head.weight]
+        fresh = [k for k in missing if any(re.fullmatch(p, k) for p in fresh_ok)]
         hard_missing = [k for k in missing if k not in fresh]
         if hard_missing:
             raise WeightsMismatchError(

@@ -250,3 +250,36 @@ def test_use_safetensors_false_reads_the_bin_files_as_transformers(tmp_path):
         T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False)
     with pytest.raises(ConfigError, match=r"use_safetensors='no'\): expected True or False"):
         T5ForConditionalGeneration.from_pretrained(tmp_path, use_safetensors="no")
+
+
+def test_untying_a_tied_checkpoint_initialises_the_output_layer_as_transformers(tmp_path):
+    """from_pretrained(tie_word_embeddings=False) on a tied checkpoint (its output layer is the
+    embedding, not stored): a WeightsMismatchError here, a fresh output layer in transformers (the
+    same missing key reported); every other weight loaded. Without the override a missing output
+    layer of an untied model stays an error (a damaged file)."""
+    gen = E.ElectraForMaskedLM(E.ElectraConfig.from_preset("electra-tiny", vocab_size=120))
+    gen.save_pretrained(tmp_path / "gen")
+    t5(version="v1.0").save_pretrained(tmp_path / "t5")
+    for ours_cls, theirs_cls, d in ((E.ElectraForMaskedLM, transformers.ElectraForMaskedLM, "gen"),
+                                    (T5ForConditionalGeneration, transformers.T5ForConditionalGeneration, "t5")):
+        ours, info = ours_cls.from_pretrained(tmp_path / d, tie_word_embeddings=False, output_loading_info=True)
+        theirs, their_info = theirs_cls.from_pretrained(tmp_path / d, tie_word_embeddings=False,
+                                                        output_loading_info=True)
+        if d == "gen":
+            assert nonempty(info) == nonempty(their_info) == {"missing_keys": {"generator_lm_head.weight"}}
+        else:  # transformers 5.24 also leaves T5's encoder/decoder input embeddings untied and random
+            # (tie_word_embeddings governs all three there); ours keep their one input embedding, `shared`
+            assert nonempty(info) == {"missing_keys": {"lm_head.weight"}} and info["missing_keys"] < their_info[
+                "missing_keys"]
+        head, emb = ours.get_output_embeddings().weight, ours.get_input_embeddings().weight
+        assert head is not emb and not torch.equal(head, emb)
+        assert torch.equal(emb, theirs.get_input_embeddings().weight)
+    untied = tmp_path / "t5" / "untied"
+    t5(version="v1.1").save_pretrained(untied)
+    sd = load_file(untied / "model.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in sd.items() if k != "lm_head.weight"}, untied / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(WeightsMismatchError, match=r"missing .*lm_head\.weight"):
+        T5ForConditionalGeneration.from_pretrained(untied)
