@@ -90,7 +90,8 @@ def coerce(value: Any, tp: Any, where: str, parse_strings: bool = True) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and parse_strings and value.strip().lower() in _TRUE | _FALSE:
+        # the command line's spellings, also quoted in YAML (fused: 'false'), as numbers in quotes are read
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int:

@@ -37,6 +37,18 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     assert load_config(p).optim.lr == pytest.approx(3e-4)
 
 
+def test_yaml_quoted_booleans_read_as_the_command_line_reads_them(tmp_path):
+    """`fused: 'false'` was refused as "expected true or false, got 'false'" while --optim.fused=false
+    (the same text) was accepted; other strings are still refused."""
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  fused: 'false'\ncheckpoint:\n  keep_best: \"No\"\n")
+    cfg = load_config(p)
+    assert cfg.optim.fused is False and cfg.checkpoint.keep_best is False
+    p.write_text("optim:\n  fused: 'maybe'\n")
+    with pytest.raises(ConfigError, match=r"optim.fused: expected true or false, got 'maybe'"):
+        load_config(p)
+
+
 def test_unknown_section_and_key_suggest_the_closest():
     with pytest.raises(ConfigError, match=r"unknown config section 'optm'.*did you mean 'optim'"):
         load_config(None, ["--optm.lr=1"])
