@@ -1,11 +1,13 @@
 """Start N processes with torchrun's environment variables (gloo on CPU), as torchrun would;
 used by the 2-process tests (tests/train/test_distributed.py, tests/recipes/test_pretrain_fsdp.py).
 
-Each process is a fresh interpreter ("spawn"), as torchrun's are. Forking the pytest worker instead
-copied whatever its other threads held at that instant (a serve test's model thread, tqdm's monitor,
-OpenMP's pool): about one full run in five, a rank died or hung inside `train()`. A fresh
-interpreter inherits the worker's stdout/stderr descriptors (capfd sees the ranks' output) and
-``os.environ`` (monkeypatched variables) but no state of other threads."""
+Each process is a fresh interpreter ("spawn"), as torchrun's are, rather than a fork of the pytest
+worker (which copies whatever the worker's other threads hold at that instant: a serve test's model
+thread, tqdm's monitor). It starts with the worker's ``os.environ`` plus ``env`` and, as under
+torchrun, ``OMP_NUM_THREADS=1`` unless ``env`` says otherwise: variables read when torch is
+imported (OpenMP's thread count) apply. It inherits the worker's stdout/stderr descriptors, so
+capfd sees the ranks' output. (The hangs that once looked like fork trouble were a deadlock at the
+end of train(): t5electra/train/distributed.py, ``_LEFT_GROUPS``.)"""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import os
 import socket
 import sys
 import time
-from typing import Callable, Sequence
-
+from typing import Any, Callable, Sequence
 
 FAILED_RANK_GRACE_S = 30
 
@@ -26,9 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_with_env(main: Callable[[list[str]], int], argv: list[str], env: dict[str, str]) -> None:
-    """Child process body: set ``env``, run ``main(argv)``, exit with its code."""
-    os.environ.update(env)
+def start(target: Callable[..., Any], args: tuple, env: dict[str, str] | None = None):
+    """A started fresh interpreter running ``target(*args)`` with ``os.environ`` + ``env`` (see above)."""
+    p = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    saved = dict(os.environ)
+    os.environ.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    try:
+        p.start()  # the child's environment is the parent's at this moment
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return p
+
+
+def run_and_exit(main: Callable[[list[str]], int], argv: list[str]) -> None:
+    """Child process body: run ``main(argv)``, exit with its code."""
     code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -39,15 +52,11 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], world_size: in
            env: dict[str, str] | None = None, timeout_s: float = 180) -> list[int | None]:
     """``main(argv)`` in ``world_size`` processes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set);
     waits for all and returns their exit codes."""
-    ctx = multiprocessing.get_context("spawn")
     port = str(free_port())
-    procs = []
-    for rank in range(world_size):
-        penv = {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, **(env or {})}
-        p = ctx.Process(target=run_with_env, args=(main, list(argv), penv))
-        p.start()
-        procs.append(p)
+    procs = [start(run_and_exit, (main, list(argv)),
+                   {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, **(env or {})})
+             for rank in range(world_size)]
     # as torchrun: once one rank has failed, the others (blocked in a collective with it) get a
     # grace period and are then stopped, instead of waiting for the gloo timeout
     deadline = time.monotonic() + timeout_s

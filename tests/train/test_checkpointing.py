@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import toy_train
-from multiproc import run_with_env
+from multiproc import run_and_exit, start
 from t5electra.checkpoint.keymap import KeyMap, Rule
 from t5electra.config import ModelConfig
 from t5electra.errors import CheckpointError, CheckpointNotFoundError, ConfigError, TrainingError
@@ -382,10 +381,7 @@ ARGS = ["--train.max_steps=12", "--checkpoint.every_steps=4", "--train.batch_siz
 def _run_forked(run_dir, env=None, extra=()):
     """Train in a separate process (a fresh interpreter, tests/multiproc.py says why); returns its exit
     code (-9 when SIGKILLed)."""
-    ctx = multiprocessing.get_context("spawn")
-    p = ctx.Process(target=run_with_env,
-                    args=(toy_train.main, [f"--train.output_dir={run_dir}", *ARGS, *extra], dict(env or {})))
-    p.start()
+    p = start(run_and_exit, (toy_train.main, [f"--train.output_dir={run_dir}", *ARGS, *extra]), env)
     p.join(120)
     return p.exitcode
 
