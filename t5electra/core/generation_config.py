@@ -136,13 +136,14 @@ class GenerationConfig:
         return f"GenerationConfig({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
     def defaults_for(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` of one generate call with this config's values for the options it lacks (option
-        by option: with_defaults); a ``generation_config`` among them comes first, and this config fills
-        what both leave out."""
+        """``kwargs`` of one ``model.generate`` call with this config's values for the options it does
+        not name; a ``generation_config`` among them comes first, and this config fills what both leave
+        out. An option the call names wins even as None, as in transformers (``max_new_tokens=None,
+        max_length=9`` cancels a config's max_new_tokens: 9 tokens, not the config's count)."""
         given = kwargs.get("generation_config")
-        if given is not None:
-            kwargs = with_defaults({k: v for k, v in kwargs.items() if k != "generation_config"}, options_from(given))
-        return with_defaults(kwargs, self._values)
+        named = {k: v for k, v in kwargs.items() if k != "generation_config"}
+        defaults = with_defaults(options_from(given), self._values) if given is not None else self._values
+        return {**defaults, **named}
 
     @classmethod
     def from_dir(cls, directory: Path) -> "GenerationConfig":

@@ -125,6 +125,7 @@ LENGTH_CASES = [
     ({"max_length": 4, "max_new_tokens": 7}, {"max_length": 12}),
     ({"min_new_tokens": 4, "eos": True}, {"min_length": 2, "max_new_tokens": 8}),  # min_new_tokens wins too
     ({"min_length": 7, "eos": True}, {"min_new_tokens": 2, "max_new_tokens": 9}),
+    ({"max_new_tokens": 5}, {"max_new_tokens": None, "max_length": 9}),  # a named None cancels the config's
 ]
 
 
