@@ -95,7 +95,9 @@ class ModuleView(nn.Module):
     """Some of a model's submodules (the same modules, not copies) as one nn.Module, callable: what
     transformers' ``get_encoder()`` / ``get_decoder()`` return. ``parameters()``, ``eval()``,
     ``requires_grad_()``, ``to()`` act on the model's own parameters; calling it runs ``call`` (a
-    method of the model); ``return_dict=False`` gives the tuple, as a model call does. Not registered
+    method of the model); ``return_dict=False`` gives the tuple, and options left out take the model
+    config's values (``return_dict``, ``output_hidden_states`` / ``output_attentions`` where ``call``
+    takes them), as a model call does. Not registered
     in the model (its state dict is unchanged); each ``get_...()`` call makes a new view of the
     model's current modules, so hooks belong on the modules themselves."""
 
@@ -106,7 +108,14 @@ class ModuleView(nn.Module):
             self.add_module(name, module)
 
     def forward(self, *args: Any, return_dict: bool | None = None, **kwargs: Any):
+        config = getattr(getattr(self.call, "__self__", None), "config", None)
+        takes = inspect.signature(self.call).parameters
+        for name in ("output_hidden_states", "output_attentions"):
+            if name in takes and kwargs.get(name) is None and getattr(config, name, False):
+                kwargs[name] = True
         out = self.call(*args, **kwargs)
+        if return_dict is None:
+            return_dict = getattr(config, "return_dict", True)
         return out.to_tuple() if return_dict is False else out
 
 

@@ -180,6 +180,17 @@ def test_t5_get_encoder_and_get_decoder_are_modules_over_the_models_parameters(t
     assert not ours.encoder.training and ours.decoder.training and list(ours.state_dict()) == keys
     with pytest.raises(InvalidInputError, match="pass encoder_hidden_states"):
         ours.get_decoder()(input_ids=dec)
+    # config.json's return_dict: false / output_hidden_states: true reach the views too, as transformers'
+    # stacks read them (the view returned its output object whatever the config said)
+    hf.config.return_dict, hf.config.output_hidden_states = False, True
+    hf.save_pretrained(tmp_path / "flags")  # transformers' stacks copy the config when built: set in the file
+    flagged = (T.T5ForConditionalGeneration.from_pretrained(tmp_path / "flags"),
+               type(hf).from_pretrained(tmp_path / "flags").eval())
+    with torch.no_grad():
+        got, want = (m.get_encoder()(input_ids=ids, attention_mask=mask) for m in flagged)
+    assert isinstance(got, tuple) and isinstance(want, tuple) and len(got) == len(want) == 2
+    torch.testing.assert_close(got[0], want[0], **tol)
+    assert len(got[1]) == len(want[1]) == ours.config.num_layers + 1
     encoder_only = T.T5EncoderModel.from_pretrained(tmp_path)
     assert sum(p.numel() for p in encoder_only.get_encoder().parameters()) == encoder_only.num_parameters()
     assert not hasattr(encoder_only, "get_decoder")
