@@ -30,13 +30,19 @@ def free_port() -> int:
 def start(target: Callable[..., Any], args: tuple, env: dict[str, str] | None = None):
     """A started fresh interpreter running ``target(*args)`` with ``os.environ`` + ``env`` (see above)."""
     p = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    saved = dict(os.environ)
-    os.environ.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    child = {"OMP_NUM_THREADS": "1", **(env or {})}
+    saved = {k: os.environ.get(k) for k in child}
+    os.environ.update(child)
     try:
         p.start()  # the child's environment is the parent's at this moment
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        # only the keys set here are put back: clearing the whole environment left the worker's other
+        # threads (a serve test's model thread, torch's, tokenizers') an empty or half-rebuilt one
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return p
 
 

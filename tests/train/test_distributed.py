@@ -118,6 +118,32 @@ def test_cleanup_leaves_the_group_to_its_python_object_not_to_the_ddp_reducer(tm
     assert [(tmp_path / f"out.{r}").read_text() for r in (0, 1)] == ["True", "True"]
 
 
+def test_start_sets_the_childs_variables_and_puts_back_only_those(monkeypatch):
+    """multiproc.start sets the child's variables in the worker around p.start(): it put the worker's
+    environment back by clearing it and rebuilding it, which for a moment left the worker's other
+    threads none, and dropped what one of them set meanwhile."""
+    import multiprocessing.context
+    import os
+
+    from multiproc import start
+
+    seen = {}
+
+    def fake_start(self):  # the child's environment is the worker's at this moment
+        seen.update(os.environ)
+        os.environ["T5E_SET_MEANWHILE"] = "1"  # by another thread of the worker
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", fake_start)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("T5E_KEPT", "a")
+    for var in ("RANK", "T5E_SET_MEANWHILE"):
+        monkeypatch.delenv(var, raising=False)
+    start(print, (), {"RANK": "1"})
+    assert (seen["RANK"], seen["OMP_NUM_THREADS"], seen["T5E_KEPT"]) == ("1", "1", "a")
+    assert "RANK" not in os.environ and os.environ["OMP_NUM_THREADS"] == "4" and os.environ["T5E_KEPT"] == "a"
+    assert os.environ["T5E_SET_MEANWHILE"] == "1"
+
+
 def _evaluate_worker(argv: list[str]) -> int:
     """evaluate() on 2 ranks where rank 1 has no validation batch (a split smaller than the number
     of processes): it must join the collective, and both ranks get the weighted mean of rank 0's."""
