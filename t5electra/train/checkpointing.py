@@ -527,19 +527,23 @@ class CheckpointManager:
         # written before the global batch was recorded: the per-process batch must match, as then
         diff = diff_configs(saved, self.config, ignore=self.resume_safe - batch_keys if saved_ws is None
                             else self.resume_safe, workdirs=(meta.get("workdir") or self._recorded_workdir() or os.getcwd(), os.getcwd()))
+        optim = self.config.get("optim") or {}
+        if optim.get("name") == "adafactor" and optim.get("adafactor_relative_step"):
+            # Adafactor's relative step sets its own lr (min(1e-2, 1/sqrt(t))): optim.lr changes nothing,
+            # null included (what build_optimizer's warning advises: not 'a different config')
+            lr_diff = [d for d in diff if d[0] == "optim.lr"]
+            diff = [d for d in diff if d[0] != "optim.lr"]
+            moot = [d for d in lr_diff if d[2] is not None]
+        else:
+            moot = []
         adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and
                     (k != "optim.lr" or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0))]
         diff = [d for d in diff if d not in adjusted]
-        optim = self.config.get("optim") or {}
-        if optim.get("name") == "adafactor" and optim.get("adafactor_relative_step"):
-            # Adafactor's relative step sets its own lr (min(1e-2, 1/sqrt(t))): optim.lr changes nothing
-            moot = [d for d in adjusted if d[0] == "optim.lr"]
-            adjusted = [d for d in adjusted if d[0] != "optim.lr"]
-            if moot:
-                warnings.warn(f"resuming from {ckpt} with another optim.lr ({format_diff(moot, 'checkpoint', 'now')}) "
-                              f"changes nothing: with optim.adafactor_relative_step=true Adafactor sets its own "
-                              f"learning rate (min(1e-2, 1/sqrt(step))); turn it off and set optim.lr to choose one",
-                              stacklevel=3)
+        if moot:
+            warnings.warn(f"resuming from {ckpt} with another optim.lr ({format_diff(moot, 'checkpoint', 'now')}) "
+                          f"changes nothing: with optim.adafactor_relative_step=true Adafactor sets its own "
+                          f"learning rate (min(1e-2, 1/sqrt(step))); turn it off and set optim.lr to choose one",
+                          stacklevel=3)
         if saved_ws is not None:
             self._check_global_batch(ckpt, saved.get("train", {}), int(saved_ws))
         if diff:

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import warnings
 import signal
 
 import numpy as np
@@ -209,6 +210,19 @@ def test_a_new_lr_for_adafactors_relative_step_is_said_to_change_nothing(tmp_pat
         1, model, opt, sched)
     with pytest.warns(UserWarning, match=r"another optim.lr .* changes nothing: with optim.adafactor_relative_step"):
         CheckpointManager(tmp_path, config=load_config(None, [*args, "--optim.lr=0.005"]).to_dict()).check_config(path)
+
+
+def test_optim_lr_null_as_build_optimizer_advises_resumes_an_adafactor_relative_step_run(tmp_path):
+    """build_optimizer warns that the default optim.lr is unused with Adafactor's relative step and
+    advises optim.lr=null: a resume that follows the advice was refused as 'a different config'."""
+    from t5electra.train.config import load_config
+
+    model, opt, sched = _setup()
+    args = ["--optim.name=adafactor", "--optim.adafactor_relative_step=true"]
+    path = CheckpointManager(tmp_path, config=load_config(None, args).to_dict()).save(1, model, opt, sched)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the honest setting: nothing to warn about
+        CheckpointManager(tmp_path, config=load_config(None, [*args, "--optim.lr=null"]).to_dict()).check_config(path)
 
 
 def test_a_checkpoint_without_workdir_resolves_paths_from_the_runs_config_yaml(tmp_path):
