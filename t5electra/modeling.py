@@ -315,7 +315,8 @@ class PreTrainedModel(nn.Module):
         device = device_from_map(device_map)  # checked before anything is read
         wanted = dtype if dtype is not None else torch_dtype
         d = checkpoint_dir(Path(directory) / subfolder)
-        if config is not None:
+        given_config = config is not None
+        if given_config:
             config = cls._own_config(config)
             config = config.replace(**config_overrides) if config_overrides else config
         else:
@@ -324,10 +325,13 @@ class PreTrainedModel(nn.Module):
         config = cls.config_for_checkpoint(config, hf_sd)
         target = _resolve_dtype(wanted, config, hf_sd)  # checked before the model is built
         model = cls(config)
-        # tie_word_embeddings=False on a tied checkpoint: its output layer is not in the file (the
-        # embedding is); transformers initialises a fresh one, as here (reported), not an error
+        # tie_word_embeddings=False (a keyword, or a config= that says so) on a tied checkpoint: its
+        # output layer is not in the file (the embedding is); transformers initialises a fresh one, as
+        # here (reported). Only then: an untied checkpoint without its output layer stays an error.
+        untie = config_overrides.get("tie_word_embeddings") is False or (
+            given_config and getattr(config, "tie_word_embeddings", True) is False)
         model.load_hf_state_dict(hf_sd, sources, ignore_mismatched_sizes=ignore_mismatched_sizes,
-                                 fresh_output_layer=config_overrides.get("tie_word_embeddings") is False)
+                                 fresh_output_layer=untie)
         if target is not None:
             model.to(target)
         if device is not None:

@@ -274,6 +274,9 @@ def test_untying_a_tied_checkpoint_initialises_the_output_layer_as_transformers(
         head, emb = ours.get_output_embeddings().weight, ours.get_input_embeddings().weight
         assert head is not emb and not torch.equal(head, emb)
         assert torch.equal(emb, theirs.get_input_embeddings().weight)
+        untied = ours_cls.config_class.from_pretrained(tmp_path / d, tie_word_embeddings=False)
+        _, same = ours_cls.from_pretrained(tmp_path / d, config=untied, output_loading_info=True)  # as a config
+        assert same == info
     untied = tmp_path / "t5" / "untied"
     t5(version="v1.1").save_pretrained(untied)
     sd = load_file(untied / "model.safetensors")
