@@ -4,9 +4,9 @@ used by the 2-process tests (tests/train/test_distributed.py, tests/recipes/test
 Each process is a fresh interpreter ("spawn"), as torchrun's are, rather than a fork of the pytest
 worker (which copies whatever the worker's other threads hold at that instant: a serve test's model
 thread, tqdm's monitor). It starts with the worker's ``os.environ`` plus ``env`` and, as under
-torchrun, ``OMP_NUM_THREADS=1`` unless ``env`` says otherwise: variables read when torch is
-imported (OpenMP's thread count) apply. It inherits the worker's stdout/stderr descriptors, so
-capfd sees the ranks' output. (The hangs that once looked like fork trouble were a deadlock at the
+torchrun, ``OMP_NUM_THREADS=1`` (the suite's ``T5ELECTRA_TEST_THREADS``, tests/conftest.py) unless
+``env`` says otherwise: variables read when torch is imported (OpenMP's thread count) apply. It
+inherits the worker's stdout/stderr descriptors, so capfd sees the ranks' output. (The hangs that once looked like fork trouble were a deadlock at the
 end of train(): t5electra/train/distributed.py, ``_LEFT_GROUPS``.)"""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def free_port() -> int:
 def start(target: Callable[..., Any], args: tuple, env: dict[str, str] | None = None):
     """A started fresh interpreter running ``target(*args)`` with ``os.environ`` + ``env`` (see above)."""
     p = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    child = {"OMP_NUM_THREADS": "1", **(env or {})}
+    child = {"OMP_NUM_THREADS": os.environ.get("T5ELECTRA_TEST_THREADS", "1"), **(env or {})}
     saved = {k: os.environ.get(k) for k in child}
     os.environ.update(child)
     try:
