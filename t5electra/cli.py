@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# the commands that run as one job over several processes under torchrun (DDP / FSDP); any other
+# command would run whole in every process, each writing the same outputs
+DISTRIBUTED_COMMANDS = ("pretrain", "finetune")
+
+
 DESCRIPTION = ("T5 and ELECTRA in PyTorch: pretrain, fine-tune, evaluate, generate, serve, and convert "
                "checkpoints to and from the Hugging Face format. 't5electra COMMAND --help' lists a command's options.")
 
@@ -55,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    refused = one_process_only(args.command)
+    if refused is not None:
+        if os.environ.get("RANK", "0") == "0":  # torchrun: said once, not once per process
+            print(f"t5electra {args.command}: error: {refused}", file=sys.stderr)
+        return 1
     from .machine import keep_freed_memory  # here, not at the top: --help must not import torch
 
     keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
@@ -80,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"
+
+
+def one_process_only(command: str) -> str | None:
+    """Why ``command`` cannot run under this torchrun launch (None: it can). Only pretrain and
+    finetune share their work among the processes; evaluate, generate, convert, quickstart, ... would
+    each run whole in every process, write the same files and print the same output N times."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if command in DISTRIBUTED_COMMANDS or not world.isdigit() or int(world) <= 1:
+        return None
+    return (f"{command} runs in one process, and torchrun started {world} (WORLD_SIZE={world}): each would do the "
+            f"whole work and write the same outputs; run `t5electra {command} ...` without torchrun (only "
+            f"{' and '.join(DISTRIBUTED_COMMANDS)} share their work among torchrun's processes)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         where = e.filename or "the run directory"
         print(f"t5electra finetune: error: cannot write {where} ({write_error(e, where)})", file=sys.stderr)
         return 1
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 wrote the results and prints them once
+        return 0
     results = run_dir / "results.json"
     if results.is_file():
         print(json.dumps(json.loads(results.read_text(encoding="utf-8")), indent=2))
