@@ -14,13 +14,15 @@ backward; ``fsdp`` shards parameters, gradients and optimizer state over the ran
 part of the global batch and the update equals a single process on the global batch (tested).
 ``train.activation_checkpointing`` recomputes each block in backward (nn/recompute.py), with any
 strategy. Only rank 0 writes files (checkpoints' shared files, metrics, plots, exports): guard side
-effects with ``env.is_main``. See docs/training.md for the memory each strategy needs.
+effects with ``env.is_main``; the package's warnings (logger ``t5electra``) are rank 0's alone,
+errors every rank's. See docs/training.md for the memory each strategy needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 from typing import Any
 
@@ -36,6 +38,8 @@ from .checkpointing import rng_state
 from .sharded import shard_model
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
+_PACKAGE_LOG = logging.getLogger("t5electra")
+_QUIETED: list[int] = []  # the package logger's level before init_distributed quieted a rank > 0
 
 
 @dataclasses.dataclass
@@ -138,6 +142,11 @@ def init_distributed(device: str = "auto", backend: str | None = None,
             kwargs["device_id"] = dev
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    if rank != 0 and _PACKAGE_LOG.level < logging.ERROR:
+        # every rank loads the same checkpoint and reads the same files: their warnings (a load
+        # report, a data file's) are rank 0's, said once; errors still come from every rank
+        _QUIETED.append(_PACKAGE_LOG.level)
+        _PACKAGE_LOG.setLevel(logging.ERROR)
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, backend=backend)
 
 
@@ -251,3 +260,5 @@ def cleanup(env: DistEnv) -> None:
     if env.backend is not None and dist.is_initialized():
         _LEFT_GROUPS.append(dist.group.WORLD)
         dist.destroy_process_group()
+    while _QUIETED:
+        _PACKAGE_LOG.setLevel(_QUIETED.pop())
