@@ -5,6 +5,10 @@ launch with one line instead of running whole in every process and writing their
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from multiproc import launch
 from t5electra.cli import main
@@ -52,3 +56,17 @@ def test_one_process_commands_refuse_torchrun(tmp_path, capfd, spiece_model_path
     # one process (WORLD_SIZE=1, as `torchrun --nproc_per_node 1`) runs as without torchrun
     assert launch(main, ["generate", str(model_dir), "the cat", "--out", str(out), "--max-new-tokens", "2"], 1) == [0]
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_python_m_t5electra_is_the_command():
+    """`torchrun ... -m t5electra pretrain` (and `python -m t5electra`) run the command, as `-m
+    t5electra.cli` does (was: "No module named t5electra.__main__" from every process)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "t5electra", "--help"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: t5electra") and "pretrain" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "t5electra", "generate", "--batch-size", "0", "x"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("t5electra generate: error: --batch-size=0"), done.stderr
