@@ -14,12 +14,29 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import metrics as M
 from ..data.heads import MODEL_INPUTS, TaskData, collate, labelled_tokens
 from ..data.task_base import unlabelled
 from ..modeling import OWN_CALL
 from ..train.loop import autocast
+
+
+def qa_loss(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Extractive QA's loss with the padding's start/end logits masked out: the cross-entropy of
+    ElectraForQuestionAnswering (transformers': positions outside the sequence clamped to T and
+    ignored), but over each row's real tokens only. The model's own loss spreads probability over the
+    padding, so an example's loss (and gradient) depended on how far its batch was padded: on its
+    batchmates, the batch size and the number of torchrun processes (2 DDP processes of batch 4 did
+    not train as one of batch 8). The official ELECTRA masks the padding too (qa_tasks.py)."""
+    mask = batch["attention_mask"].bool()
+    T = mask.shape[1]
+    halves = []
+    for logits, key in ((out.start_logits, "start_positions"), (out.end_logits, "end_positions")):
+        logits = logits.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+        halves.append(F.cross_entropy(logits, batch[key].reshape(-1).clamp(0, T), ignore_index=T))
+    return (halves[0] + halves[1]) / 2
 
 
 @torch.no_grad()
@@ -46,8 +63,9 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
             out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
         tagged = labelled_tokens(batch)
         w = len(chunk) if tagged is None else tagged
-        if out.loss is not None and w:  # (a chunk without a labelled token: its mean over none is NaN)
-            losses.append(float(out.loss) * w)
+        loss = qa_loss(out, batch) if "start_positions" in batch else out.loss
+        if loss is not None and w:  # (a chunk without a labelled token: its mean over none is NaN)
+            losses.append(float(loss) * w)
             weight += w
         if hasattr(out, "start_logits"):
             preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())

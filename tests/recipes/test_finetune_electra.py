@@ -248,6 +248,33 @@ def test_qa_windows_postprocessing_and_training(root, tmp_path):
     assert results["best_checkpoint"]["metric"] == "f1"
 
 
+def test_qa_loss_of_an_example_does_not_depend_on_its_batchs_padding(root):
+    """A QA example's loss is its own, however far its batch is padded: the padding's start/end logits
+    are masked out (as the official ELECTRA does). The model's own loss spread probability over the
+    padding, so a short window batched with a long one lost more (measured 3.38 for the pair against
+    3.15 for the mean of the two alone), and 2 DDP processes of batch 4 trained otherwise than one
+    process of batch 8 (tests/recipes/test_finetune_fsdp.py's equality, which the other heads keep)."""
+    from t5electra.eval.heads import predict
+    from t5electra.models.electra import ElectraForQuestionAnswering
+    from t5electra.recipes.finetune_electra import collate, loss_fn
+
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    context = "the movie was superb and the plot was dull"
+    examples = [{"question": "what was the movie", "context": c, "answers": ["superb"], "answer_start": c.index("superb"),
+                 "answer_text": "superb"} for c in (context, " ".join(FILL * 2) + " " + context)]
+    short, long = encode_qa(examples, tok, max_length=64, doc_stride=16)
+    assert len(long["input_ids"]) > len(short["input_ids"]) + 10  # the pair pads the short one by 10+ tokens
+    torch.manual_seed(0)
+    model = ElectraForQuestionAnswering.from_pretrained(root / "disc", num_labels=2).eval()
+    with torch.no_grad():
+        alone = [float(loss_fn(model, collate([f], tok.pad_token_id))[0]) for f in (short, long)]
+        pair = float(loss_fn(model, collate([short, long], tok.pad_token_id))[0])
+    assert pair == pytest.approx(sum(alone) / 2, abs=1e-6)
+    # evaluation's loss (the validation loss, eval.metric=loss) alike, in batches of 2 and of 1
+    assert predict(model, [short, long], 2, tok.pad_token_id, torch.device("cpu"))[1] == pytest.approx(pair, abs=1e-6)
+    assert predict(model, [short, long], 1, tok.pad_token_id, torch.device("cpu"))[1] == pytest.approx(pair, abs=1e-6)
+
+
 def test_qa_question_longer_than_the_window_is_cut_as_the_official_code_does(root):
     """A question keeps min(64, max_length // 2) tokens (official max_query_length 64): one longer
     than the window made the tokenizer refuse the whole split ('Sequence to truncate too short')."""
