@@ -192,8 +192,13 @@ def _load_state_dict(directory: str | os.PathLike, safetensors: bool = True) -> 
                 raise CheckpointError(f"{d / index}: keys listed but absent from their shards: {missing[:5]}")
             return sd, src
     expected = f"{SAFE}, {SAFE_INDEX}, {BIN} or {BIN_INDEX}" if safetensors else f"{BIN} or {BIN_INDEX} (use_safetensors=False)"
+    # an FSDP training checkpoint (train/sharded.py) keeps its weights as DCP shards in sharded/
+    sharded = next((c for c in (d, d.parent) if (c / "sharded" / ".metadata").is_file()), None)
+    hint = (f"; {sharded} is a sharded checkpoint of an FSDP run: `t5electra convert {sharded} OUT_DIR` writes it as "
+            f"a model directory (or use the run's model/)") if sharded is not None else ""
     raise CheckpointNotFoundError(
-        f"no weights in {d}: expected {expected} (found: {', '.join(sorted(p.name for p in d.iterdir())) or 'nothing'})")
+        f"no weights in {d}: expected {expected} (found: {', '.join(sorted(p.name for p in d.iterdir())) or 'nothing'})"
+        + hint)
 
 
 def save_state_dict(sd: StateDict, directory: str | os.PathLike, filename: str = SAFE) -> Path:

@@ -394,3 +394,23 @@ def test_from_pretrained_takes_transformers_config(saved, hf_v11):
     with pytest.raises(ConfigError, match="config must be a t5electra.T5Config or a transformers config, got "
                                           "builtins.dict"):
         T5ForConditionalGeneration.from_pretrained(saved, config=theirs.to_dict())
+
+
+def test_a_sharded_fsdp_checkpoint_says_how_to_load_it(tmp_path):
+    """An FSDP run's checkpoint keeps its weights as DCP shards in sharded/ (train/sharded.py): loading it
+    as a model directory (`t5electra evaluate CKPT`, `generate`, `model.init_from=CKPT`) names `t5electra
+    convert`, for a T5 checkpoint and for ELECTRA pretraining's discriminator/ (was: only "no weights",
+    listing the files)."""
+    ckpt = tmp_path / "checkpoints" / "step-00000004"
+    (ckpt / "sharded").mkdir(parents=True)
+    (ckpt / "sharded" / ".metadata").write_bytes(b"")
+    (ckpt / "discriminator").mkdir()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for d in (ckpt, ckpt / "discriminator"):
+        with pytest.raises(CheckpointNotFoundError, match=rf"no weights in .*; {re.escape(str(ckpt))} is a sharded "
+                                                          rf"checkpoint of an FSDP run: `t5electra convert "):
+            load_state_dict(d)
+    with pytest.raises(CheckpointNotFoundError) as e:  # no sharded/ there: no such advice
+        load_state_dict(plain)
+    assert "convert" not in str(e.value)
