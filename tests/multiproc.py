@@ -66,12 +66,14 @@ def launch(main: Callable[[list[str]], int], argv: Sequence[str], world_size: in
     # as torchrun: once one rank has failed, the others (blocked in a collective with it) get a
     # grace period and are then stopped, instead of waiting for the gloo timeout
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(p.is_alive() for p in procs):
-        if any(p.exitcode not in (None, 0) for p in procs):
-            deadline = min(deadline, time.monotonic() + FAILED_RANK_GRACE_S)
-        time.sleep(0.1)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-        p.join()
+    try:
+        while time.monotonic() < deadline and any(p.is_alive() for p in procs):
+            if any(p.exitcode not in (None, 0) for p in procs):
+                deadline = min(deadline, time.monotonic() + FAILED_RANK_GRACE_S)
+            time.sleep(0.1)
+    finally:  # also when the test is interrupted (pytest -x stopping a worker): no rank outlives it
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
     return [p.exitcode for p in procs]
