@@ -104,14 +104,16 @@ class ModuleView(nn.Module):
     def __init__(self, call: Any, **modules: nn.Module):
         super().__init__()
         self.call = call
+        # the output options ``call`` takes, which a config may switch on (forward)
+        self._config_options = [n for n in ("output_hidden_states", "output_attentions")
+                                if n in inspect.signature(call).parameters]
         for name, module in modules.items():
             self.add_module(name, module)
 
     def forward(self, *args: Any, return_dict: bool | None = None, **kwargs: Any):
         config = getattr(getattr(self.call, "__self__", None), "config", None)
-        takes = inspect.signature(self.call).parameters
-        for name in ("output_hidden_states", "output_attentions"):
-            if name in takes and kwargs.get(name) is None and getattr(config, name, False):
+        for name in self._config_options:
+            if kwargs.get(name) is None and getattr(config, name, False):
                 kwargs[name] = True
         out = self.call(*args, **kwargs)
         if return_dict is None:
@@ -388,11 +390,10 @@ class PreTrainedModel(nn.Module):
             raise WeightsMismatchError(
                 f"key map produced {extra[:5]}, which {type(self).__name__} does not have (config mismatch?)")
         missing = [k for k in expected if k not in ours]
-        fresh_ok = list(self.newly_initialized_ok)
         head = self.get_output_embeddings() if fresh_output_layer else None
-        if head is not None and head.weight is not self.get_input_embeddings().weight:
-            fresh_ok += [re.escape(n) for n, p in self.named_parameters() if p is head.weight]
-        fresh = [k for k in missing if any(re.fullmatch(p, k) for p in fresh_ok)]
+        untied_head = ({n for n, p in self.named_parameters() if p is head.weight}
+                       if head is not None and head.weight is not self.get_input_embeddings().weight else set())
+        fresh = [k for k in missing if k in untied_head or any(re.fullmatch(p, k) for p in self.newly_initialized_ok)]
         hard_missing = [k for k in missing if k not in fresh]
         if hard_missing:
             raise WeightsMismatchError(

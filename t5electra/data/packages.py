@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.atomic import writing_dir
@@ -125,16 +126,8 @@ def _pip_download_locked(spec: str, sdist: bool, base: Path, done: Path) -> Path
             if not any(tmp.iterdir()):
                 raise FetchError(f"pip download {spec} produced no file in {dl}")
 
-    fresh = not (dl.is_dir() and any(dl.iterdir()))
-    if fresh:
-        download()
-    try:
-        return unpack(sorted(dl.iterdir())[0], done)
-    except (FetchError, *_DAMAGED):
-        if fresh:
-            raise
-    download()  # a damaged file from an earlier download: once more
-    return unpack(sorted(dl.iterdir())[0], done)
+    return _unpack_download(download, lambda: sorted(dl.iterdir()) if dl.is_dir() else [],
+                            lambda f: unpack(f, done), (FetchError, *_DAMAGED))
 
 
 def apt_download(package: str) -> Path:
@@ -162,16 +155,25 @@ def _apt_download_locked(package: str, base: Path, done: Path) -> Path:
             if not list(tmp.glob("*.deb")):
                 raise FetchError(f"apt-get download {package} produced no .deb file")
 
-    fresh = not list(dl.glob("*.deb"))
+    return _unpack_download(download, lambda: sorted(dl.glob("*.deb")), lambda f: _extract_deb(f, base, done),
+                            (FetchError,))
+
+
+def _unpack_download(download: Callable[[], None], files: Callable[[], list[Path]],
+                     unpack_file: Callable[[Path], Path], damaged: tuple[type[BaseException], ...]) -> Path:
+    """``unpack_file`` of the first of ``files()``, after ``download()`` when there is none; a cached
+    download that fails to unpack (``damaged``: cut short by an older version killed mid-copy) is
+    downloaded once more (a fresh one that fails is an error as it is)."""
+    fresh = not files()
     if fresh:
         download()
     try:
-        return _extract_deb(sorted(dl.glob("*.deb"))[0], base, done)
-    except FetchError:
+        return unpack_file(files()[0])
+    except damaged:
         if fresh:
             raise
-    download()  # a damaged .deb from an earlier download: once more
-    return _extract_deb(sorted(dl.glob("*.deb"))[0], base, done)
+    download()
+    return unpack_file(files()[0])
 
 
 def _extract_deb(deb: Path, base: Path, done: Path) -> Path:

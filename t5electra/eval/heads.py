@@ -39,6 +39,12 @@ def qa_loss(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (halves[0] + halves[1]) / 2
 
 
+def head_loss(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The loss a head trains and is evaluated on: extractive QA's with the padding masked
+    (:func:`qa_loss`), the model's own for the other heads."""
+    return qa_loss(out, batch) if "start_positions" in batch else out.loss
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
             device: torch.device, precision: str = "fp32", by_length: bool = False) -> tuple[list[Any], float | None]:
@@ -63,7 +69,7 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
             out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
         tagged = labelled_tokens(batch)
         w = len(chunk) if tagged is None else tagged
-        loss = qa_loss(out, batch) if "start_positions" in batch else out.loss
+        loss = head_loss(out, batch)
         if loss is not None and w:  # (a chunk without a labelled token: its mean over none is NaN)
             losses.append(float(loss) * w)
             weight += w

@@ -58,7 +58,7 @@ from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
 from ..modeling import OWN_CALL
 from ..eval.baselines import classification_baseline
-from ..eval.heads import majority_baseline, predict, qa_answers, qa_loss, score  # noqa: F401 (qa_answers)
+from ..eval.heads import head_loss, majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
 from ..models.electra import ElectraConfig
 from ..models.registry import HEAD_CLASSES
 from ..plot import plot_run_if_available
@@ -250,7 +250,7 @@ def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     out = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}, **OWN_CALL)
     logs = {"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum())}
     tagged = labelled_tokens(batch)
-    loss = qa_loss(out, batch) if "start_positions" in batch else out.loss  # QA: the padding masked
+    loss = head_loss(out, batch)  # QA: the padding masked
     if tagged is not None:
         logs[LOSS_WEIGHT] = tagged
         if not tagged:  # no labelled token: the mean over none is NaN (the NaN guard would stop training);
