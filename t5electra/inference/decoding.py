@@ -173,6 +173,14 @@ class PackedLinears(PreparedCopy):
                 del self.packs[key]
         return behind
 
+    def one_row_table(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """``W^T``, the table of the one-row kernel ``self(x, weight)`` runs for an fp32 row without
+        grad (inference/decoder_step.py calls it directly), or None where it would not run."""
+        entry = self.packs.get(id(weight))
+        if entry is None or entry[1] != stamp(weight) or weight.dtype is not torch.float32:
+            return None
+        return entry[3]
+
     @staticmethod
     def available() -> bool:
         return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")

@@ -36,12 +36,10 @@ Generation protocol (used by t5electra/generation/seq2seq.py; all in ``T5ForCond
         # while the rows stay grouped by input (rows of input b are b*g .. b*g+g-1): the g beams
         # of an input share its K/V.
 
-``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol.
-``decode_step`` runs the blocks with ``linear=decode_linear`` (the hook of nn/linear.py; the
-speed code lives in t5electra/inference/: the same modules, with the fastest matmul formulation
-for the few rows of a step); ``model.optimize_for_inference(weights="fp32" | "bf16" | "int8")``
-(formerly ``optimize_for_decoding()``) adds column-major weights and oneDNN-packed copies, or bf16 /
-int8 kernels, for CPU inference (docs/inference.md).
+``model.generate(...)`` runs t5electra.generation.seq2seq.generate on this protocol. The speed code
+lives in t5electra/inference/: ``decode_step`` runs the blocks with ``linear=decode_linear`` (nn/linear.py's
+hook: the fastest matmul for a step's few rows), at inference the same ops in one flat loop
+(decoder_step.py); ``optimize_for_inference(weights="fp32" | "bf16" | "int8")`` prepares the weights.
 """
 
 from __future__ import annotations
@@ -65,6 +63,7 @@ from ..generation import seq2seq
 from ..generation.scores import compute_transition_scores
 from ..inference.cache import T5DecoderCache, check_position_bias_size
 from ..inference.decoding import PackedLinears, decode_linear  # noqa: F401 (t5.PackedLinears)
+from ..inference import decoder_step
 from ..inference.int8 import ScreenedArgmax
 from ..inference.weights import drop_stale_copies, optimize_for_inference
 from ..core.outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
@@ -341,10 +340,11 @@ class T5Stack(nn.Module):
                                                  b.ff.wi, b.ff.wo)]
 
     def decode(self, x: torch.Tensor, cache: "T5DecoderCache", linear=None) -> torch.Tensor:
-        """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D).
-
-        ``linear(x, weight)`` computes the projections (default :func:`decode_linear`)."""
+        """The decoder on t new positions with a KV cache; x (N, t, D) -> (N, t, D). ``linear(x, weight)``
+        computes the projections (default :func:`decode_linear`); at inference: decoder_step.py."""
         linear = linear or decode_linear
+        if (layers := decoder_step.plan(self, T5Block, x, linear, cache)) is not None:
+            return decoder_step.decode(self, layers, x, cache, linear)
         start, end = cache.length, cache.length + x.shape[1]
         bias = cache.position_bias[..., start:end, :end]  # (L, 1, H, t, end)
         # The modules' own forward where the fast path does not apply: dropout active, or layers
