@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "bench-<mode>.md in the working directory for --quick / --tiny, which must not "
                         "replace the published numbers)")
     p.add_argument("--img-dir", type=Path, default=None,
-                   help="where bench_*.png go (default: docs/img for --full, bench-<mode>-img/ otherwise)")
+                   help="where bench_*.png go (default: docs/img for --full into BENCHMARKS.md, else "
+                        "bench-<mode>-img/ next to the report)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.profiler top ops of the first configuration per case (default: on in --full)")
@@ -87,10 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.img_dir is None:  # --quick / --tiny: next to their report (was the working directory: a
+        # quick run from the repository root with --output elsewhere left its charts in the checkout)
+        args.img_dir = (ROOT / "docs" / "img" if args.mode == "full" and args.output is None
+                        else (args.output.parent if args.output else Path()) / f"bench-{args.mode}-img")
     if args.output is None:
         args.output = ROOT / "BENCHMARKS.md" if args.mode == "full" else Path(f"bench-{args.mode}.md")
-    if args.img_dir is None:
-        args.img_dir = ROOT / "docs" / "img" if args.mode == "full" else Path(f"bench-{args.mode}-img")
     for name in ("threads", "reps"):
         value = getattr(args, name)
         if value is not None and value < 1:
