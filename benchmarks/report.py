@@ -124,8 +124,12 @@ WHY_MISSED = {
         "PyTorch 1.5-2x). In the full run of 4 Dec 2026 on the same kind of EPYC (a faster hour of the VM: "
         "CTranslate2 fp32 151 instead of 111 tokens/s) greedy batch 1 fp32 ran 7.1 ms a token (0.92x), and its "
         "profile reads: the 36 bags ~3.5 ms a token (~25 GB/s, near the 29 GB/s the memory streams on two "
-        "threads), the int8 screen 0.5 ms, everything else ~2.2 ms (SDPA, norms, sums, copies) plus Python; "
-        "1.1x would need ~6.0 ms, i.e. the per-op overhead halved."),
+        "threads), the int8 screen 0.5 ms, everything else ~2.2 ms (SDPA, norms, sums, copies) plus Python. "
+        "Since 5 Dec 2026 (session 26) a step at inference runs as one flat loop over the same ops "
+        "(t5electra/inference/decoder_step.py: the same bits, without the ~60 module calls around the ops, "
+        "whose Python cost ~1 ms of a 7 ms token): greedy batch 1 fp32 7.0 -> 5.9 ms a token in alternated runs "
+        "(1.14x CTranslate2 in a quick run, 1.05x in a generate-only full run, 1.01x in the full run of 5 Dec "
+        "2026, whose VM hour was slower for us than for CTranslate2: 6.9 ms a token, docs/performance.md)."),
     "electra_pretrain": (
         "ELECTRA pretraining: the encoders run the same GEMMs as transformers, and both sides run the "
         "generator's output layer on the masked positions only (the peer, `cases.HFElectraPretrainStep`, "
