@@ -52,8 +52,8 @@ class T5DecoderCache:
     # Slot (row of self_kv) of each logical row, and its inverse; None means the identity.
     slot: torch.Tensor | None = None
     slot_owner: torch.Tensor | None = None
-    # (linear, plan) of the flat decoder step (inference/decoder_step.py), made at the cache's first
-    # step; plan None: the steps take the modules
+    # (stack, linear, plan) of the flat decoder step (inference/decoder_step.py), made at the cache's
+    # first step by that stack; plan None: the steps take the modules
     flat_step: tuple | None = None
 
     def to_slots(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,9 +65,11 @@ def plan(stack: nn.Module, block_type: type, x: torch.Tensor, linear, cache) -> 
     if (x.device.type != "cpu" or torch.is_grad_enabled() or linear is None or stack.training
             or _module._global_forward_hooks or _module._global_forward_pre_hooks):
         return None
-    if cache.flat_step is None or cache.flat_step[0] is not linear:
-        cache.flat_step = (linear, _plan(stack, block_type, linear))
-    return cache.flat_step[1]
+    # keyed by the stack too: one cache stepped by two models of one shape (both with decode_linear)
+    # took the first model's plan, its modules and weights, for the second
+    if cache.flat_step is None or cache.flat_step[0] is not stack or cache.flat_step[1] is not linear:
+        cache.flat_step = (stack, linear, _plan(stack, block_type, linear))
+    return cache.flat_step[2]
 
 
 def _plan(stack: nn.Module, block_type: type, linear) -> list | None:
