@@ -8,9 +8,11 @@ import copy
 import pytest
 import torch
 
+from t5electra.cli import main
 from t5electra.inference import decoder_step
 from t5electra.lora import LoraConfig, get_peft_model
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
+from t5electra.tokenizers import T5Tokenizer
 from tests.tiny_t5 import spread_tiny_t5
 
 
@@ -227,3 +229,23 @@ def test_a_copied_cache_is_planned_again(flat):
 
     a, b, steps = _both(flat, run)
     assert steps == 3 and _same(a, b)
+
+
+@pytest.mark.parametrize("flags", [["--weights", "int8", "--num-beams", "2", "--num-return-sequences", "2"],
+                                   ["--weights", "fp32", "--do-sample", "--seed", "3", "--batch-size", "1"]])
+def test_the_generate_command_writes_the_same_lines(flags, flat, tmp_path):
+    """``t5electra generate`` on Chinese text (a byte-fallback SentencePiece trained here): the same JSON lines."""
+    d = tmp_path / "m"
+    corpus = ["迈向充满希望的新世纪", "这本书写得非常好，值得一读。", "质量太差了，千万别买。", "物流很快，包装也不错。"] * 20
+    tok = T5Tokenizer.train(iter(corpus), vocab_size=320, byte_fallback=True, character_coverage=1.0,
+                            hard_vocab_limit=False, extra_ids=4, output_dir=d)
+    spread_tiny_t5("v1.1", 0, len(tok)).save_pretrained(d)
+    lines = []
+    for off in (False, True):
+        flat["off"], flat["steps"] = off, 0
+        out = tmp_path / f"out-{off}.jsonl"
+        assert main(["generate", str(d), "这本书写得非常好", "质量太差了，千万别买。饕餮", "--max-new-tokens", "6",
+                     "--out", str(out), *flags]) == 0
+        lines.append(out.read_text(encoding="utf-8"))
+        assert (flat["steps"] > 0) != off
+    assert lines[0] == lines[1] and len(lines[0].splitlines()) == 2
