@@ -14,6 +14,7 @@ of an input.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -55,6 +56,13 @@ class T5DecoderCache:
     # (stack, linear, plan) of the flat decoder step (inference/decoder_step.py), made at the cache's
     # first step by that stack; plan None: the steps take the modules
     flat_step: tuple | None = None
+
+    def __deepcopy__(self, memo: dict) -> "T5DecoderCache":
+        """A copy of the tensors that shares ``flat_step``: the plan refers to the model's own modules
+        and weights, which a deep copy of it copied whole (the decoder's weights for each copied cache)."""
+        fields = {f.name: copy.deepcopy(getattr(self, f.name), memo) for f in dataclasses.fields(self)
+                  if f.name != "flat_step"}
+        return T5DecoderCache(**fields, flat_step=self.flat_step)
 
     def to_slots(self, x: torch.Tensor) -> torch.Tensor:
         """Logical rows (N, ...) -> slot order: row p of the result is logical row slot_owner[p]."""

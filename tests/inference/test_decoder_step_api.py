@@ -211,10 +211,9 @@ def test_a_cache_stepped_by_two_models_takes_each_models_weights(weights, flat):
     assert steps == 2 and _same(with_flat, modules)
 
 
-def test_a_copied_cache_is_planned_again(flat):
-    """``copy.deepcopy(cache)`` carries no plan over: the copy's steps plan with the model's own
-    modules (a weight edited in place after the copy is used, as the modules use it), not with the
-    copies of them that a copied plan would hold."""
+def test_a_copied_cache_steps_with_the_models_own_modules(flat):
+    """``copy.deepcopy(cache)`` shares the plan, which copies no weights and refers to the model's
+    own modules: a weight edited in place after the copy is used, as the modules use it."""
     model = spread_tiny_t5("v1.0", 0, 64)
     wo = model.decoder.blocks[1].ff.wo.weight
 
@@ -224,6 +223,7 @@ def test_a_copied_cache_is_planned_again(flat):
             cache = model.new_decoder_cache(model.get_encoder()(IDS).last_hidden_state, max_length=4)
             first = model.decode_step(IDS[:, :2], cache)
             copied = copy.deepcopy(cache)
+            assert copied.flat_step is cache.flat_step and copied.self_kv is not cache.self_kv
             wo.mul_(3.0)
             return first, model.decode_step(first[:, -1:].argmax(-1), copied), model.decode_step(IDS[:, 2:3], cache)
 
