@@ -14,7 +14,9 @@ It runs only where the modules would run exactly these ops (:func:`plan`): infer
 mode) on CPU, fp32 norms, the blocks' own module types (no subclassed or replaced blocks, norms,
 attention or feed-forward modules; no adapters, which T5Stack.decode also sends to the modules),
 no hooks on the modules it does not call (``output_attentions`` and the server's attention view
-hook the attention modules), no ``forward`` set on an instance. Anything else takes the modules.
+hook the attention modules), none of the methods it mirrors replaced (``forward``, a block's
+``_forward``, attention's ``_attend``: on an instance or on the class) nor a function they look up
+in nn/attention.py or nn/mlp.py (``attend``, ``project``, ...). Anything else takes the modules.
 What each line mirrors: ``T5Stack.decode`` and ``T5Block._forward`` (models/t5.py),
 ``SelfAttention.forward`` / ``CrossAttention.forward`` (nn/attention.py), ``FeedForward.forward``
 (nn/mlp.py), ``RMSNorm.forward`` (nn/norm.py); a change there must be made here too (the tests
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 
+from ..nn import attention as _attention, mlp as _mlp
 from ..nn.attention import CrossAttention, SelfAttention, _merge_heads, _split_heads, attend
 from ..nn.dropout import Dropout
 from ..nn.linear import project
@@ -43,12 +46,40 @@ _LINEARS = (("self_attn", "qkv"), ("self_attn", "o"), ("cross_attn", "q"), ("cro
             ("ff", "wo"))
 
 
+# the methods the modules' path calls that this loop mirrors (a block's: forward, _forward)
+_METHODS = ("forward", "_forward", "_attend")
+
+
 def _hooked(m: nn.Module | None, kind: type) -> bool:
     """Whether calling ``m`` would not run ``kind.forward`` in eval mode: ``m`` of another type (a
-    subclass, an adapter), with hooks (as ``Module._call_impl`` runs them), a ``forward`` set on
-    the instance, or in training mode (dropout); an RMSNorm with other than fp32 weights."""
+    subclass, an adapter), with hooks (as ``Module._call_impl`` runs them), a method it calls set
+    on the instance (``forward``, a block's ``_forward``, attention's ``_attend``), or in training
+    mode (dropout); an RMSNorm with other than fp32 weights."""
     return (type(m) is not kind or m.training or bool(m._forward_hooks or m._forward_pre_hooks)
-            or "forward" in m.__dict__ or (kind is RMSNorm and m._parameters["weight"].dtype != torch.float32))
+            or any(name in m.__dict__ for name in _METHODS)
+            or (kind is RMSNorm and m._parameters["weight"].dtype != torch.float32))
+
+
+def _globals_patched() -> bool:
+    """Whether a function the modules' methods look up in their module at each call was replaced
+    there (``t5electra.nn.attention.attend = ...``): this loop calls the ones imported above."""
+    return (_attention.attend is not attend or _attention._split_heads is not _split_heads
+            or _attention._merge_heads is not _merge_heads or _attention.project is not project
+            or _mlp.project is not project)
+
+
+def _patched(kind: type) -> bool:
+    """Whether a method of ``kind`` that the modules' path calls was replaced on the class
+    (``SelfAttention.forward = ...``): not the function of the class body that defines it (its
+    qualified name and module), or a wrapper of one (``functools.wraps`` sets ``__wrapped__``)."""
+    for name in _METHODS:
+        owner = next((c for c in kind.__mro__ if name in c.__dict__), None)
+        if owner is not None and owner is not nn.Module:
+            fn = owner.__dict__[name]
+            if (getattr(fn, "__qualname__", None) != f"{owner.__qualname__}.{name}" or hasattr(fn, "__wrapped__")
+                    or getattr(fn, "__module__", None) != owner.__module__):
+                return True
+    return False
 
 
 def plan(stack: nn.Module, block_type: type, x: torch.Tensor, linear, cache) -> list | None:
@@ -79,7 +110,8 @@ def _plan(stack: nn.Module, block_type: type, linear) -> list | None:
     bias), else None. Given ``linear``, ``project`` reads a layer's weight and bias and never calls
     it (its hooks do not run either): what T5Stack.decode asks of it is to be an ``nn.Linear``."""
     top = stack._modules
-    if _hooked(top["final_norm"], RMSNorm) or _hooked(top["dropout"], Dropout):
+    if _hooked(top["final_norm"], RMSNorm) or _hooked(top["dropout"], Dropout) or _globals_patched() or any(
+            _patched(kind) for kind in (block_type, RMSNorm, SelfAttention, CrossAttention, FeedForward, Dropout)):
         return None
     table = linear.one_row_table if isinstance(linear, PackedLinears) else _no_table
     layers = []

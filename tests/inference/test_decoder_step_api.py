@@ -4,6 +4,7 @@ call gives the same outputs (or the same error) with the flat loop as through th
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 from t5electra.cli import main
 from t5electra.inference import decoder_step
 from t5electra.lora import LoraConfig, get_peft_model
+from t5electra.nn import attention
+from t5electra.nn.attention import SelfAttention
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.tokenizers import T5Tokenizer
 from tests.tiny_t5 import spread_tiny_t5
@@ -249,3 +252,37 @@ def test_the_generate_command_writes_the_same_lines(flags, flat, tmp_path):
         lines.append(out.read_text(encoding="utf-8"))
         assert (flat["steps"] > 0) != off
     assert lines[0] == lines[1] and len(lines[0].splitlines()) == 2
+
+
+def _scaled(fn):
+    """``fn`` with its output scaled: a patch that changes what the modules' path computes."""
+    def patched(*args, **kwargs):
+        return fn(*args, **kwargs) * 1.5
+    return patched
+
+
+def _patch(where: str, model, monkeypatch) -> None:
+    block = model.decoder.blocks[0]
+    if where == "block._forward":  # on the instance
+        monkeypatch.setattr(block, "_forward", _scaled(block._forward), raising=False)
+    elif where == "cross_attn._attend":
+        monkeypatch.setattr(block.cross_attn, "_attend", _scaled(block.cross_attn._attend), raising=False)
+    elif where == "T5Block._forward":  # on the class
+        monkeypatch.setattr(type(block), "_forward", _scaled(type(block)._forward))
+    elif where == "SelfAttention.forward":  # a functools.wraps wrapper keeps the name
+        monkeypatch.setattr(SelfAttention, "forward", functools.wraps(SelfAttention.forward)(
+            _scaled(SelfAttention.forward)))
+    else:  # a function the attention modules look up in their module at each call
+        monkeypatch.setattr(attention, "attend", _scaled(attention.attend))
+
+
+@pytest.mark.parametrize("where", ["block._forward", "cross_attn._attend", "T5Block._forward",
+                                   "SelfAttention.forward", "attention.attend"])
+def test_methods_replaced_on_an_instance_a_class_or_a_module_take_the_modules(where, flat, monkeypatch):
+    """A method the modules' path calls replaced on a module, on its class, or a function replaced in
+    nn/attention.py: the modules run it (the flat loop, which calls the originals, ran without it)."""
+    model = spread_tiny_t5("v1.0", 0, 64)
+    plain = model.generate(IDS, attention_mask=MASK, max_new_tokens=6, min_new_tokens=6)
+    _patch(where, model, monkeypatch)
+    a, b, steps = _both(flat, lambda: model.generate(IDS, attention_mask=MASK, max_new_tokens=6, min_new_tokens=6))
+    assert steps == 0 and _same(a, b) and not torch.equal(a, plain)
