@@ -12,9 +12,9 @@ import torch
 from t5electra.cli import main
 from t5electra.inference import decoder_step
 from t5electra.lora import LoraConfig, get_peft_model
+from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.nn import attention
 from t5electra.nn.attention import SelfAttention
-from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.tokenizers import T5Tokenizer
 from tests.tiny_t5 import spread_tiny_t5
 
