@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"t5electra {args.command}: error: {refused}", file=sys.stderr)
         return 1
     from .machine import keep_freed_memory  # here, not at the top: --help must not import torch
+    from .train.run_dir import discard_unused_run_dirs
 
     keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
     mod = importlib.import_module(COMMANDS[args.command][0])
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else ""
         print(f"t5electra {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+    finally:
+        # a run refused before it wrote anything leaves no empty train.output_dir behind (a finished run
+        # was released and keeps its directory); run_dir does it at exit too, for train() from Python
+        discard_unused_run_dirs()
 
 
 TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"

@@ -23,6 +23,12 @@ RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model", "adapte
 LOCK_FILE = ".lock"
 
 
+# run directory -> the topmost directory that this process created for it (itself or a parent), for
+# a run not yet released: a run refused after prepare_run_dir (a bad data file, a missing tokenizer)
+# removes them again (discard_unused_run_dirs) rather than leave an empty directory behind
+_CREATED: dict[Path, Path] = {}
+
+
 def lock_run_dir(run_dir: Path) -> None:
     """One run at a time in a directory: ``RUN/.lock`` holds this process's id until it exits. A lock
     whose process is gone (a killed run) is taken over; one held by a live process is refused (two
@@ -81,7 +87,41 @@ def in_use(directory: Path, what: str, name: str = ".in-use"):
 def release_run_dir(run_dir: str | os.PathLike) -> None:
     """Give up this process's lock on ``run_dir`` (a recipe's last step; a process that dies without
     it leaves a lock the next run takes over)."""
+    _CREATED.pop(Path(run_dir).absolute(), None)  # a run that ran: its directory is kept, empty or not
     _unlock(Path(run_dir) / LOCK_FILE, os.getpid())
+
+
+def discard_unused_run_dirs() -> list[Path]:
+    """Remove the run directories that this process created and that hold nothing but its lock (a
+    run refused after :func:`prepare_run_dir`, before it wrote anything: an empty directory left
+    behind looked like a run and hid the typo in ``train.output_dir``), with the parents created
+    for them while empty. A directory that existed before the run is never touched, nor one that
+    holds anything else. Called by the ``t5electra`` command when a command fails, and at exit;
+    returns the directories removed."""
+    removed = []
+    for run_dir, top in list(_CREATED.items()):
+        del _CREATED[run_dir]
+        try:
+            names = {p.name for p in run_dir.iterdir()}
+        except OSError:  # gone already, or no longer ours to read
+            continue
+        if not names <= {LOCK_FILE}:
+            continue
+        _unlock(run_dir / LOCK_FILE, os.getpid())
+        d = run_dir
+        while True:
+            try:
+                d.rmdir()  # only an empty directory: a file written meanwhile keeps it
+            except OSError:
+                break
+            removed.append(d)
+            if d == top:
+                break
+            d = d.parent
+    return removed
+
+
+atexit.register(discard_unused_run_dirs)
 
 
 def _unlock(path: Path, pid: int) -> None:
@@ -104,7 +144,10 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir={str(run_dir)!r} is a file, expected a run directory")
     if is_main:
+        top = _first_missing(run_dir.absolute())
         lock_run_dir(run_dir)
+        if top is not None:  # created by this run: removed again if it is refused before writing into it
+            _CREATED[run_dir.absolute()] = top
     if resume is None:
         try:
             _clear_for_fresh_run(run_dir, overwrite, is_main, inputs)
@@ -112,6 +155,16 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
             if is_main:
                 release_run_dir(run_dir)
             raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of ``path`` and its parents that does not exist (None: ``path`` exists), i.e. the
+    first directory that ``mkdir(parents=True)`` creates."""
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def _clear_for_fresh_run(run_dir: Path, overwrite: bool, is_main: bool, inputs: dict[str, Any] | None) -> None:

@@ -176,6 +176,41 @@ def test_pretrain_on_a_gz_that_is_not_gzip_is_one_line(corpus, tmp_path, capsys)
     assert "plain.txt.gz: not a valid gzip file" in _error_line(capsys, "pretrain")
 
 
+@pytest.mark.parametrize("command, bad_data", [("pretrain", "not a valid gzip file"),
+                                                ("finetune", "unknown data format '.gz'")])
+def test_a_run_refused_before_writing_leaves_no_empty_output_dir(corpus, tmp_path, capsys, command, bad_data):
+    """Refused after its output directory was created (a data file it cannot read, a tokenizer that
+    does not exist): the directory it created, parents included, is removed (it was left empty);
+    one that existed before is kept as it was, empty or holding another run."""
+    def refused(run, *extra):
+        if command == "pretrain":
+            argv = _pretrain(corpus, run, f"--data.train_files={corpus / 'plain.txt.gz'}", *extra)
+        else:
+            argv = ["finetune", "--model.family=electra", "--model.preset=electra-tiny", "--electra.head=classification",
+                    f"--data.train_files={corpus / 'plain.txt.gz'}", f"--data.tokenizer={corpus / 'tok'}",
+                    f"--train.output_dir={run}", "--train.device=cpu", "--train.progress=false", *extra]
+        assert main(argv) == 1
+        return _error_line(capsys, command)
+
+    def files(run):  # but this process's lock, given back at its exit
+        return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.name != ".lock")
+
+    assert bad_data in refused(tmp_path / "new" / "runs" / "run")
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nthe cat sat\t0\na red ball\t1\n")
+    good = corpus / "corpus.txt" if command == "pretrain" else tmp_path / "train.tsv"
+    assert "does not exist" in refused(tmp_path / "new" / "runs" / "run", f"--data.train_files={good}",
+                                       f"--data.tokenizer={tmp_path / 'no-tok'}")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty")
+    assert (tmp_path / "empty").is_dir() and files(tmp_path / "empty") == []
+    held = tmp_path / "held"
+    (held / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (held / "config.yaml").write_text("a: 1\n")
+    refused(held, "--checkpoint.resume=auto")
+    assert files(held) == ["checkpoints", "checkpoints/step-00000002", "config.yaml"]
+
+
 def test_output_dir_that_is_a_file_is_one_line(corpus, tmp_path, capsys):
     (tmp_path / "run").write_text("a file")
     assert main(_pretrain(corpus, tmp_path / "run")) == 1

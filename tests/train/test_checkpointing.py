@@ -635,3 +635,28 @@ def test_one_run_at_a_time_in_a_directory(tmp_path):
     prepare_run_dir(run, resume="auto")  # this process again (a resume after a run in one session)
     release_run_dir(run)
     assert not (run / LOCK_FILE).exists()
+
+
+def test_a_run_dir_created_and_never_written_is_removed(tmp_path):
+    """A run refused after prepare_run_dir created its directory left it empty: discarded (and at
+    exit, for train() called from Python), with the parents created for it; a released run's
+    directory, one that existed before and one holding a file are kept."""
+    import subprocess
+    import sys
+
+    from t5electra.train.run_dir import discard_unused_run_dirs, prepare_run_dir, release_run_dir
+
+    ran, written, existed = tmp_path / "ran", tmp_path / "a" / "b" / "written", tmp_path / "existed"
+    existed.mkdir()
+    for run in (ran, tmp_path / "a" / "b" / "refused", written, existed):
+        prepare_run_dir(run, resume=None)
+    release_run_dir(ran)
+    (written / "config.yaml").write_text("a: 1\n")
+    assert discard_unused_run_dirs() == [tmp_path / "a" / "b" / "refused"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "existed", "ran"]
+    assert sorted(p.name for p in written.iterdir()) == [".lock", "config.yaml"]
+    code = ("import sys; from t5electra.train.run_dir import prepare_run_dir; "
+            "prepare_run_dir(sys.argv[1], resume=None); raise SystemExit('refused')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new" / "run")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "refused" in proc.stderr
+    assert not (tmp_path / "new").exists()
