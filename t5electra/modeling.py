@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -36,6 +37,11 @@ from .nn.position import RelativePositionBias
 from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
+
+
+class TransformersDiffersWarning(UserWarning):
+    """save_pretrained wrote a directory that transformers loads without an error but computes
+    something else from (:meth:`PreTrainedModel.transformers_differs`)."""
 
 
 @dataclasses.dataclass
@@ -577,7 +583,16 @@ class PreTrainedModel(nn.Module):
         write_text_atomic(d / "config.json", json.dumps(self.hf_config_dict(), indent=2, sort_keys=True) + "\n")
         self.generation_config.save(d, {k: getattr(self.config, k, None)
                                         for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")})
+        differs = self.transformers_differs()
+        if differs:  # one text per class: Python shows it once a process, not at every checkpoint of a run
+            warnings.warn(differs, TransformersDiffersWarning, stacklevel=2)
         return d
+
+    def transformers_differs(self) -> str | None:
+        """Why transformers' class would load this model's save_pretrained directory without an error
+        but compute something else (None: it computes the same); save_pretrained warns with it, as
+        ``t5electra convert`` does. The loading check cannot see it: it reloads with our class."""
+        return None
 
     def _state_dict_to_save(self, state_dict: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """``save_pretrained(state_dict=...)`` checked against the model's own state dict: the same

@@ -127,18 +127,23 @@ def verify(model, dst: Path, cls, merged: bool = False, shown: Path | None = Non
     return diff
 
 
-def warn_if_transformers_differs(model, dst: Path) -> None:
-    """Warn (stderr) when transformers loads DST without an error but computes something else.
-    verify() cannot see it: it reloads DST with our class. The one case: a sequence classifier on
-    the mean of the token vectors (classifier_pooling "mean", the quickstart's ELECTRA and MiniLM
-    classifiers), which transformers' ElectraForSequenceClassification reads as [CLS] pooling."""
-    from ..models.electra import ElectraForSequenceClassification
+def save_warned(model, dst: Path, shown: Path) -> None:
+    """``model.save_pretrained(dst)``, and a warning on stderr naming ``shown`` when transformers loads
+    DST without an error but computes something else (``transformers_differs``: a classifier on the
+    mean of the token vectors, the quickstart's ELECTRA and MiniLM classifiers, which transformers'
+    ElectraForSequenceClassification reads as [CLS] pooling). verify() cannot see it: it reloads DST
+    with our class. Said once: this line, not save_pretrained's Python warning as well."""
+    import warnings
 
-    if isinstance(model, ElectraForSequenceClassification) and model.config.classifier_pooling == "mean":
-        print(f"t5electra convert: warning: {dst} classifies the mean of the token vectors (classifier_pooling="
-              f"'mean'); transformers' ElectraForSequenceClassification ignores that setting and reads the [CLS] "
-              f"vector, so it loads {dst} without an error but predicts differently. Load it with t5electra "
-              f"(the verification reloads it with t5electra's class)", file=sys.stderr)
+    from ..modeling import TransformersDiffersWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransformersDiffersWarning)
+        model.save_pretrained(dst)
+    differs = model.transformers_differs()
+    if differs:
+        print(f"t5electra convert: warning: {shown}: {differs} (the verification reloads it with t5electra's "
+              f"class)", file=sys.stderr)
 
 
 def convert_one(src: Path, dst: Path, check: bool, shown: Path | None = None) -> str:
@@ -158,8 +163,7 @@ def convert_one(src: Path, dst: Path, check: bool, shown: Path | None = None) ->
         raise WeightsMismatchError(
             f"{src}: its weights do not fill {cls.__name__}: {report.newly_initialized[:4]} would start from random "
             f"values{unused}. This checkpoint has no faithful {cls.__name__} equivalent, so it is not converted")
-    model.save_pretrained(dst)
-    warn_if_transformers_differs(model, shown)
+    save_warned(model, dst, shown)
     tok = copy_tokenizer(src, dst)
     line = f"{src} ({type(model).__name__}, {model.num_parameters():,} parameters) -> {shown}" + \
         (f" + {tok}" if tok else " (no tokenizer found)")
@@ -177,8 +181,7 @@ def merge_adapter(src: Path, dst: Path, base: str | None, check: bool, shown: Pa
     reference = copy.deepcopy(adapted) if check else None  # merging folds the adapters in place
     trainable = sum(t.numel() for t in adapted.adapter_state_dict().values())
     model = adapted.merge_and_unload()
-    model.save_pretrained(dst)
-    warn_if_transformers_differs(model, shown)
+    save_warned(model, dst, shown)
     a = adapter_dir(src)
     tok = copy_tokenizer(a, dst) or copy_tokenizer(base_dir(a, adapted.peft_config["default"], base), dst)
     line = f"{a} ({trainable:,} adapter parameters) merged into {type(model).__name__} -> {shown}" + \

@@ -717,6 +717,13 @@ class ElectraForSequenceClassification(ElectraPreTrainedModel):
                 loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return SequenceClassifierOutput(loss=loss, logits=logits, **self._extras(enc))
 
+    def transformers_differs(self) -> str | None:
+        if self.config.classifier_pooling != "mean":  # 'first': transformers' head, [CLS]
+            return None
+        return ("ElectraForSequenceClassification with classifier_pooling='mean' classifies the mean of the token "
+                "vectors; transformers' ElectraForSequenceClassification ignores that setting and reads the [CLS] "
+                "vector, so it loads the saved directory without an error but predicts differently. Load it with t5electra")
+
 
 class ElectraForTokenClassification(ElectraPreTrainedModel):
     """One prediction per token (NER, POS): dropout -> dense(H -> L). Labels -100 are ignored."""

@@ -402,3 +402,25 @@ def test_label_names_set_the_label_count_as_in_transformers():
                 E.ElectraConfig.from_preset("electra-tiny").replace(id2label=names)):
         assert cfg.num_labels == 3 and cfg.label2id == {"neg": 0, "neutral": 1, "pos": 2}
     assert E.ElectraConfig.from_preset("electra-tiny").replace(num_labels=3).id2label[2] == "LABEL_2"
+
+
+def test_save_pretrained_warns_that_transformers_pools_a_mean_classifier_differently(tmp_path):
+    """classifier_pooling "mean" (the quickstart's ELECTRA and MiniLM classifiers): transformers'
+    class loads the saved directory without an error but reads [CLS]; only `t5electra convert` said
+    so. Once for saves from one place (a run saves a checkpoint every few steps); [CLS] pooling and
+    the other classes say nothing."""
+    import warnings
+
+    from t5electra.modeling import TransformersDiffersWarning
+
+    mean = E.ElectraForSequenceClassification(tiny(classifier_pooling="mean"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for name in ("step-1", "step-2"):
+            mean.save_pretrained(tmp_path / name)
+        mean.save_pretrained(tmp_path / "other", is_main_process=False)  # writes nothing
+        E.ElectraForSequenceClassification(tiny()).save_pretrained(tmp_path / "first")
+        E.ElectraModel(tiny(classifier_pooling="mean")).save_pretrained(tmp_path / "encoder")
+    said = [str(w.message) for w in caught if issubclass(w.category, TransformersDiffersWarning)]
+    assert len(said) == 1 and "classifier_pooling='mean'" in said[0] and "reads the [CLS] vector" in said[0]
+    assert "predicts differently" in said[0] and said[0] == mean.transformers_differs()
