@@ -44,6 +44,11 @@ class TransformersDiffersWarning(UserWarning):
     something else from (:meth:`PreTrainedModel.transformers_differs`)."""
 
 
+# the TransformersDiffersWarning texts said so far: each once a process (as transformers' warning_once),
+# not at every checkpoint of a run (Python's own once-per-place is reset by any catch_warnings block)
+_SAID: set[str] = set()
+
+
 @dataclasses.dataclass
 class LoadReport:
     """What from_pretrained did besides the one-to-one copy."""
@@ -584,7 +589,8 @@ class PreTrainedModel(nn.Module):
         self.generation_config.save(d, {k: getattr(self.config, k, None)
                                         for k in ("decoder_start_token_id", "eos_token_id", "pad_token_id")})
         differs = self.transformers_differs()
-        if differs:  # one text per class: Python shows it once a process, not at every checkpoint of a run
+        if differs and differs not in _SAID:
+            _SAID.add(differs)
             warnings.warn(differs, TransformersDiffersWarning, stacklevel=2)
         return d
 

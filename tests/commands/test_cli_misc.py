@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from t5electra.cli import main
+from t5electra import modeling
 from t5electra.modeling import TransformersDiffersWarning
 from t5electra.models.electra import ElectraConfig, ElectraForSequenceClassification
 from t5electra.models.electra_rtd import ElectraPretrainer
@@ -338,14 +339,17 @@ def test_convert_pytorch_bin_to_safetensors(electra_tok, tmp_path, capsys, shard
     assert "model.safetensors" in names and "vocab.txt" in names and not any(n.endswith(".bin") for n in names)
 
 
-def test_convert_warns_that_transformers_pools_a_mean_pooling_classifier_differently(tmp_path, capsys):
+def test_convert_warns_that_transformers_pools_a_mean_pooling_classifier_differently(tmp_path, capsys, monkeypatch):
     """classifier_pooling "mean" (the quickstart's classifiers): transformers' class loads the
-    converted directory but reads [CLS]; convert said "verified" (against our class) and nothing more."""
+    converted directory but reads [CLS]; convert said "verified" (against our class) and nothing more.
+    Said once: convert's line naming DST, not save_pretrained's warning (which says it elsewhere) too."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     model = ElectraForSequenceClassification(ElectraConfig.from_preset("electra-tiny", classifier_pooling="mean"))
+    monkeypatch.setattr(modeling, "_SAID", set())  # as in a new process
     with pytest.warns(TransformersDiffersWarning, match="reads the \\[CLS\\] vector"):
         model.save_pretrained(tmp_path / "src")
+    monkeypatch.setattr(modeling, "_SAID", set())  # convert in a new process
     with warnings.catch_warnings(record=True) as caught:  # said once: convert's line, not save_pretrained's too
         warnings.simplefilter("always")
         assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
