@@ -1,5 +1,6 @@
-"""A run directory's lifecycle: one run at a time in it (``RUN/.lock``), and a fresh run never
-overwriting an existing one (``checkpoint.overwrite`` deletes the old run's files first)."""
+"""A run directory's lifecycle: one run at a time in it (``RUN/.lock``), a fresh run never
+overwriting an existing one (``checkpoint.overwrite`` deletes the old run's files first), and a run
+refused before it wrote anything leaving no directory it created behind."""
 
 from __future__ import annotations
 
@@ -93,11 +94,10 @@ def release_run_dir(run_dir: str | os.PathLike) -> None:
 
 def discard_unused_run_dirs() -> list[Path]:
     """Remove the run directories that this process created and that hold nothing but its lock (a
-    run refused after :func:`prepare_run_dir`, before it wrote anything: an empty directory left
-    behind looked like a run and hid the typo in ``train.output_dir``), with the parents created
-    for them while empty. A directory that existed before the run is never touched, nor one that
-    holds anything else. Called by the ``t5electra`` command when a command fails, and at exit;
-    returns the directories removed."""
+    run refused after :func:`prepare_run_dir`, before it wrote anything, left an empty directory
+    behind), with the parents created for them while empty. A directory that existed before the run
+    is never touched, nor one that holds anything else, nor one of a run that ran (released). Called
+    by the ``t5electra`` command after each command, and at exit; returns the directories removed."""
     removed = []
     for run_dir, top in list(_CREATED.items()):
         del _CREATED[run_dir]
