@@ -14,7 +14,6 @@ of an input.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
@@ -57,12 +56,10 @@ class T5DecoderCache:
     # first step by that stack; plan None: the steps take the modules
     flat_step: tuple | None = None
 
-    def __deepcopy__(self, memo: dict) -> "T5DecoderCache":
-        """A copy of the tensors that shares ``flat_step``: the plan refers to the model's own modules
-        and weights, which a deep copy of it copied whole (the decoder's weights for each copied cache)."""
-        fields = {f.name: copy.deepcopy(getattr(self, f.name), memo) for f in dataclasses.fields(self)
-                  if f.name != "flat_step"}
-        return T5DecoderCache(**fields, flat_step=self.flat_step)
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave ``flat_step`` out: it refers to the model's modules and weights,
+        which a deep copy of the cache copied whole and a pickle saved; the next step plans again."""
+        return {**self.__dict__, "flat_step": None}
 
     def to_slots(self, x: torch.Tensor) -> torch.Tensor:
         """Logical rows (N, ...) -> slot order: row p of the result is logical row slot_owner[p]."""
