@@ -87,11 +87,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 generation rows")
 
 
+def default_img_dir(mode: str, output: Path | None) -> Path:
+    """Where the charts go without ``--img-dir``: docs/img for a --full run into BENCHMARKS.md (the
+    default output or named with ``--output``: an explicit ``--output BENCHMARKS.md`` put them in the
+    git-ignored bench-full-img/, which the published report then linked), else ``bench-<mode>-img/``
+    next to the report (was the working directory: a quick run from the repository root with
+    ``--output`` elsewhere left its charts in the checkout)."""
+    if mode == "full" and (output is None or output.resolve() == (ROOT / "BENCHMARKS.md").resolve()):
+        return ROOT / "docs" / "img"
+    return (output.parent if output else Path()) / f"bench-{mode}-img"
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.img_dir is None:  # --quick / --tiny: next to their report (was the working directory: a
-        # quick run from the repository root with --output elsewhere left its charts in the checkout)
-        args.img_dir = (ROOT / "docs" / "img" if args.mode == "full" and args.output is None
-                        else (args.output.parent if args.output else Path()) / f"bench-{args.mode}-img")
+    if args.img_dir is None:
+        args.img_dir = default_img_dir(args.mode, args.output)
     if args.output is None:
         args.output = ROOT / "BENCHMARKS.md" if args.mode == "full" else Path(f"bench-{args.mode}.md")
     for name in ("threads", "reps"):

@@ -4,6 +4,7 @@ end, writes a well-formed report, and what it compares is computed correctly. No
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,16 @@ def test_dist_check_compares_torchrun_runs_with_one_process(tmp_path):
     assert not dist_check.compare({"rc": 0, "rows": {1: {"loss": 1.0}}}, ref, range(1, 3), ("loss",))["ok"]
     assert not dist_check.compare({"rc": 0, "rows": {1: {"loss": 1.0}, 2: {"loss": 1.1}}}, ref, range(1, 3),
                                   ("loss",))["ok"]
+
+
+def test_charts_go_next_to_their_report_and_the_full_runs_into_docs_img(tmp_path, monkeypatch):
+    """--full into BENCHMARKS.md (by default or named with --output) writes docs/img, whose charts the
+    published report links; any other report gets bench-<mode>-img/ beside it."""
+    from benchmarks.run import ROOT, default_img_dir
+
+    monkeypatch.chdir(ROOT)
+    assert default_img_dir("full", None) == ROOT / "docs" / "img"
+    assert default_img_dir("full", Path("BENCHMARKS.md")) == ROOT / "docs" / "img"
+    assert default_img_dir("full", tmp_path / "B.md") == tmp_path / "bench-full-img"
+    assert default_img_dir("quick", tmp_path / "q.md") == tmp_path / "bench-quick-img"
+    assert default_img_dir("quick", None) == Path("bench-quick-img")
