@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"t5electra {args.command}: error: {refused}", file=sys.stderr)
         return 1
     from .machine import keep_freed_memory  # here, not at the top: --help must not import torch
-    from .train.run_dir import discard_unused_run_dirs
+    from .train.run_dir import discard_unused_run_dirs, pending_run_dirs
 
+    pending = pending_run_dirs()  # runs started from Python before this call: theirs, not this command's
     keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
     mod = importlib.import_module(COMMANDS[args.command][0])
     try:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # a run refused before it wrote anything leaves no empty train.output_dir behind (a finished run
         # was released and keeps its directory); run_dir does it at exit too, for train() from Python
-        discard_unused_run_dirs()
+        discard_unused_run_dirs(keep=pending)
 
 
 TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"

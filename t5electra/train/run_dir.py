@@ -10,6 +10,7 @@ import fcntl
 import os
 import shutil
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +93,25 @@ def release_run_dir(run_dir: str | os.PathLike) -> None:
     _unlock(Path(run_dir) / LOCK_FILE, os.getpid())
 
 
-def discard_unused_run_dirs() -> list[Path]:
+def pending_run_dirs() -> set[Path]:
+    """The run directories this process created for runs not released yet (``train()`` called from
+    Python may still be going on in one): what a command started now must leave to them."""
+    return set(_CREATED)
+
+
+def discard_unused_run_dirs(keep: Collection[Path] = ()) -> list[Path]:
     """Remove the run directories that this process created and that hold nothing but its lock (a
     run refused after :func:`prepare_run_dir`, before it wrote anything, left an empty directory
     behind), with the parents created for them while empty. A directory that existed before the run
-    is never touched, nor one that holds anything else, nor one of a run that ran (released). Called
-    by the ``t5electra`` command after each command, and at exit; returns the directories removed."""
+    is never touched, nor one that holds anything else, nor one of a run that ran (released), nor one
+    in ``keep`` (the ``t5electra`` command keeps those of :func:`pending_run_dirs` from before it: a
+    run started from Python before ``cli.main`` was called, not yet writing, lost its directory and
+    lock to it). Called by the ``t5electra`` command after each command, and at exit; returns the
+    directories removed."""
     removed = []
     for run_dir, top in list(_CREATED.items()):
+        if run_dir in keep:
+            continue
         del _CREATED[run_dir]
         try:
             names = {p.name for p in run_dir.iterdir()}

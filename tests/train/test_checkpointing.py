@@ -660,3 +660,18 @@ def test_a_run_dir_created_and_never_written_is_removed(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new" / "run")], capture_output=True, text=True)
     assert proc.returncode == 1 and "refused" in proc.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_command_leaves_the_run_dirs_of_runs_started_before_it(tmp_path):
+    """``t5electra.cli.main`` called in a process whose own run (train() from Python) has its new
+    directory but has not written into it yet: the command discards only what it created itself
+    (was: the other run's directory and lock removed under it)."""
+    from t5electra.cli import main
+    from t5electra.train.run_dir import LOCK_FILE, discard_unused_run_dirs, prepare_run_dir, release_run_dir
+
+    going_on = tmp_path / "new" / "going-on"
+    prepare_run_dir(going_on, resume=None)
+    assert main(["plot", str(tmp_path / "no-run")]) == 1  # any command
+    assert (going_on / LOCK_FILE).is_file()
+    assert discard_unused_run_dirs() == [going_on, tmp_path / "new"]  # refused after all: at exit
+    release_run_dir(going_on)
