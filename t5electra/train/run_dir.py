@@ -89,7 +89,7 @@ def in_use(directory: Path, what: str, name: str = ".in-use"):
 def release_run_dir(run_dir: str | os.PathLike) -> None:
     """Give up this process's lock on ``run_dir`` (a recipe's last step; a process that dies without
     it leaves a lock the next run takes over)."""
-    _CREATED.pop(Path(run_dir).absolute(), None)  # a run that ran: its directory is kept, empty or not
+    _CREATED.pop(_real(run_dir), None)  # a run that ran: its directory is kept, empty or not
     _unlock(Path(run_dir) / LOCK_FILE, os.getpid())
 
 
@@ -156,10 +156,10 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"train.output_dir={str(run_dir)!r} is a file, expected a run directory")
     if is_main:
-        top = _first_missing(run_dir.absolute())
+        top = _first_missing(_real(run_dir))
         lock_run_dir(run_dir)
         if top is not None:  # created by this run: removed again if it is refused before writing into it
-            _CREATED[run_dir.absolute()] = top
+            _CREATED[_real(run_dir)] = top
     if resume is None:
         try:
             _clear_for_fresh_run(run_dir, overwrite, is_main, inputs)
@@ -167,6 +167,13 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, overwrite: b
             if is_main:
                 release_run_dir(run_dir)
             raise
+
+
+def _real(run_dir: str | os.PathLike) -> Path:
+    """The directory ``run_dir`` names as ``mkdir`` resolves it (symbolic links and ``..`` resolved):
+    ``Path.absolute()`` kept ``new/../existing/run``, whose parent chain then ran through ``existing``
+    (existing before the run, yet removed when empty) instead of ``new`` (created, left behind)."""
+    return Path(os.path.realpath(run_dir))
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -646,6 +646,7 @@ def test_a_run_dir_created_and_never_written_is_removed(tmp_path):
 
     from t5electra.train.run_dir import discard_unused_run_dirs, prepare_run_dir, release_run_dir
 
+    tmp_path = tmp_path.resolve()  # the directories removed are named as mkdir resolves them
     ran, written, existed = tmp_path / "ran", tmp_path / "a" / "b" / "written", tmp_path / "existed"
     existed.mkdir()
     for run in (ran, tmp_path / "a" / "b" / "refused", written, existed):
@@ -669,9 +670,23 @@ def test_a_command_leaves_the_run_dirs_of_runs_started_before_it(tmp_path):
     from t5electra.cli import main
     from t5electra.train.run_dir import LOCK_FILE, discard_unused_run_dirs, prepare_run_dir, release_run_dir
 
+    tmp_path = tmp_path.resolve()
     going_on = tmp_path / "new" / "going-on"
     prepare_run_dir(going_on, resume=None)
     assert main(["plot", str(tmp_path / "no-run")]) == 1  # any command
     assert (going_on / LOCK_FILE).is_file()
     assert discard_unused_run_dirs() == [going_on, tmp_path / "new"]  # refused after all: at exit
     release_run_dir(going_on)
+
+
+def test_a_discarded_run_dir_spares_the_directories_its_path_runs_through(tmp_path, monkeypatch):
+    """``new/../existing/run``: ``existing`` was there before the run (kept, even empty); ``run`` is
+    what the run created in it (removed)."""
+    from t5electra.train.run_dir import discard_unused_run_dirs, prepare_run_dir
+
+    tmp_path = tmp_path.resolve()
+    (tmp_path / "existing").mkdir()
+    monkeypatch.chdir(tmp_path)
+    prepare_run_dir("new/../existing/run", resume=None)
+    assert discard_unused_run_dirs() == [tmp_path / "existing" / "run"]
+    assert (tmp_path / "existing").is_dir() and not (tmp_path / "existing" / "run").exists()
