@@ -5,31 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t5electra.inference import decoder_step
 from t5electra.inference.decoding import decode_linear
 from t5electra.lora import LoraConfig, get_peft_model
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from tests.tiny_t5 import spread_tiny_t5
-
-
-@pytest.fixture
-def count_flat(monkeypatch):
-    """How many decoder steps ran (``steps``), how many of them in the flat loop (``flat``), and a
-    switch that sends every step through the modules (``off``)."""
-    calls = {"flat": 0, "steps": 0, "off": False}
-    plan, decode = decoder_step.plan, decoder_step.decode
-
-    def counted_plan(*args):
-        calls["steps"] += 1  # every T5Stack.decode call asks
-        return None if calls["off"] else plan(*args)
-
-    def counted_decode(*args):
-        calls["flat"] += 1
-        return decode(*args)
-
-    monkeypatch.setattr(decoder_step, "plan", counted_plan)
-    monkeypatch.setattr(decoder_step, "decode", counted_decode)
-    return calls
 
 
 def _model(version: str, weights: str | None, model_type: str = "t5") -> T5ForConditionalGeneration:

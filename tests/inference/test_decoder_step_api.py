@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from t5electra.cli import main
-from t5electra.inference import decoder_step
 from t5electra.lora import LoraConfig, get_peft_model
 from t5electra.models.t5 import T5Config, T5ForConditionalGeneration
 from t5electra.nn import attention
@@ -20,30 +19,11 @@ from t5electra.tokenizers import T5Tokenizer
 from tests.tiny_t5 import spread_tiny_t5
 
 
-@pytest.fixture
-def flat(monkeypatch):
-    """``flat["off"] = True`` sends every decoder step through the modules; ``flat["steps"]`` counts
-    the steps the flat loop ran."""
-    calls = {"steps": 0, "off": False}
-    plan, decode = decoder_step.plan, decoder_step.decode
-
-    def switched_plan(*args):
-        return None if calls["off"] else plan(*args)
-
-    def counted_decode(*args):
-        calls["steps"] += 1
-        return decode(*args)
-
-    monkeypatch.setattr(decoder_step, "plan", switched_plan)
-    monkeypatch.setattr(decoder_step, "decode", counted_decode)
-    return calls
-
-
 def _both(flat, run) -> tuple:
     """``run()`` with the flat loop, then through the modules -> (flat's result, the modules', flat steps)."""
-    flat["off"], flat["steps"] = False, 0
+    flat["off"], flat["flat"] = False, 0
     with_flat = run()
-    steps = flat["steps"]
+    steps = flat["flat"]
     flat["off"] = True
     return with_flat, run(), steps
 
@@ -248,12 +228,12 @@ def test_the_generate_command_writes_the_same_lines(flags, flat, tmp_path):
     spread_tiny_t5("v1.1", 0, len(tok)).save_pretrained(d)
     lines = []
     for off in (False, True):
-        flat["off"], flat["steps"] = off, 0
+        flat["off"], flat["flat"] = off, 0
         out = tmp_path / f"out-{off}.jsonl"
         assert main(["generate", str(d), "这本书写得非常好", "质量太差了，千万别买。饕餮", "--max-new-tokens", "6",
                      "--out", str(out), *flags]) == 0
         lines.append(out.read_text(encoding="utf-8"))
-        assert (flat["steps"] > 0) != off
+        assert (flat["flat"] > 0) != off
     assert lines[0] == lines[1] and len(lines[0].splitlines()) == 2
 
 
