@@ -46,7 +46,8 @@ _LINEARS = (("self_attn", "qkv"), ("self_attn", "o"), ("cross_attn", "q"), ("cro
             ("ff", "wo"))
 
 
-# the methods the modules' path calls that this loop mirrors (a block's: forward, _forward)
+# the methods of the modules' path that this loop mirrors: forward (each module), _forward (the
+# block's body), _attend (the attention modules')
 _METHODS = ("forward", "_forward", "_attend")
 
 
