@@ -11,7 +11,7 @@ greedy batch 1 fp32 7.0 -> 5.9 ms a token (session 26, docs/performance.md). Any
 ``project`` and ``attend``; only one fp32 row calls PackedLinears' one-row kernel directly.
 
 It runs only where the modules would run exactly these ops (:func:`plan`): inference (no grad, eval
-mode) on CPU, fp32 norms, the blocks' own module types (no subclassed or replaced blocks, norms,
+mode) on CPU (fp32, bf16 or fp16 models), the blocks' own module types (no subclassed or replaced blocks, norms,
 attention or feed-forward modules; no adapters, which T5Stack.decode also sends to the modules),
 no hooks on the modules it does not call (``output_attentions`` and the server's attention view
 hook the attention modules), none of the methods it mirrors replaced (``forward``, a block's
@@ -55,10 +55,9 @@ def _hooked(m: nn.Module | None, kind: type) -> bool:
     """Whether calling ``m`` would not run ``kind.forward`` in eval mode: ``m`` of another type (a
     subclass, an adapter), with hooks (as ``Module._call_impl`` runs them), a method it calls set
     on the instance (``forward``, a block's ``_forward``, attention's ``_attend``), or in training
-    mode (dropout); an RMSNorm with other than fp32 weights."""
+    mode (dropout)."""
     return (type(m) is not kind or m.training or bool(m._forward_hooks or m._forward_pre_hooks)
-            or any(name in m.__dict__ for name in _METHODS)
-            or (kind is RMSNorm and m._parameters["weight"].dtype != torch.float32))
+            or any(name in m.__dict__ for name in _METHODS))
 
 
 def _globals_patched() -> bool:
@@ -152,8 +151,12 @@ def _product(x: torch.Tensor, product: tuple, linear) -> torch.Tensor:
 
 
 def _norm(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
-    """RMSNorm.forward with an fp32 weight (``x.float()`` there); ``norm`` = (weight, eps)."""
-    return F.rms_norm(x if x.dtype is torch.float32 else x.float(), (x.shape[-1],), norm[0], eps=norm[1])
+    """RMSNorm.forward at inference; ``norm`` = (weight, eps)."""
+    weight, eps = norm
+    if weight.dtype == torch.float32:  # the scale inside the kernel (``x.float()`` there)
+        return F.rms_norm(x if x.dtype is torch.float32 else x.float(), (x.shape[-1],), weight, eps=eps)
+    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # a bf16 / fp16 model: fp32 statistics,
+    return weight * y.to(weight.dtype)                  # back to the weight's dtype before the scale
 
 
 def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> torch.Tensor:

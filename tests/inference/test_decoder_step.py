@@ -127,3 +127,17 @@ def test_changes_between_two_generate_calls_are_seen(count_flat):
     reference = T5ForConditionalGeneration(T5Config.from_dict(model.config.to_dict())).eval()
     reference.load_state_dict(model.state_dict())
     assert torch.equal(flat, reference.generate(ids, max_new_tokens=5, min_new_tokens=5))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_half_precision_models_give_the_modules_bits(dtype, version, rows, count_flat):
+    """A bf16 / fp16 model (RMSNorm's other branch: fp32 statistics, the scale in the model's dtype;
+    fp16's FFN rule): the flat loop runs, and every hidden state and the KV cache equal the modules'."""
+    model = spread_tiny_t5(version, 0, 64).to(dtype)
+    flat, flat_cache = _steps(model, count_flat, off=False, rows=rows)
+    assert count_flat["flat"] == 6
+    modules, modules_cache = _steps(model, count_flat, off=True, rows=rows)
+    assert all(torch.equal(a, b) for a, b in zip(flat, modules)) and flat[0].dtype == dtype
+    assert torch.equal(flat_cache.self_kv, modules_cache.self_kv)

@@ -85,7 +85,8 @@ MODELS = {
     "loaded-umt5": (_loaded, True),
     "lora-merged": (lambda tmp: _lora(merge=True), True),
     "lora": (lambda tmp: _lora(merge=False), False),
-    "half": (lambda tmp: spread_tiny_t5("v1.1", 0, 64).half(), False),  # fp16 norms: the modules
+    "half": (lambda tmp: spread_tiny_t5("v1.1", 0, 64).half(), True),
+    "bf16-model": (lambda tmp: spread_tiny_t5("v1.0", 0, 64).to(torch.bfloat16), True),
 }
 
 IDS = torch.randint(2, 64, (3, 9), generator=torch.Generator().manual_seed(3))
@@ -111,7 +112,7 @@ def test_generate_gives_the_modules_outputs(name, option, flat, tmp_path):
     """Greedy, sampling, beam search with scores and logits, the logits processors, rows leaving
     the cache, a decoder prefix; T5 v1.0 / v1.1 / mT5 / umT5, optimised fp32 / bf16 / int8 (layers
     kept), eager attention, an odd shape, checkpointing in eval mode, a saved and loaded model, LoRA
-    (merged: flat; not merged, and fp16: the modules); plain and under torch.inference_mode."""
+    (merged: flat; not merged: the modules), fp16 and bf16 models; plain and under torch.inference_mode."""
     make, runs_flat = MODELS[name]
     model = make(tmp_path)
     kwargs = OPTIONS[option]
