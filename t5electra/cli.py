@@ -9,6 +9,8 @@ import importlib
 import os
 import sys
 
+from .core.launch import is_rank_zero
+
 # name -> (module, one-line help). Add a line here to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("t5electra.commands.demo", "build tiny T5 and ELECTRA models, save, reload and run them"),
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     refused = one_process_only(args.command)
     if refused is not None:
-        if os.environ.get("RANK", "0") == "0":  # torchrun: said once, not once per process
+        if is_rank_zero():  # torchrun: said once, not once per process
             print(f"t5electra {args.command}: error: {refused}", file=sys.stderr)
         return 1
     from .machine import keep_freed_memory  # here, not at the top: --help must not import torch

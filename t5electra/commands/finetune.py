@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ..core.launch import is_rank_zero
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         where = e.filename or "the run directory"
         print(f"t5electra finetune: error: cannot write {where} ({write_error(e, where)})", file=sys.stderr)
         return 1
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 wrote the results and prints them once
+    if not is_rank_zero():  # torchrun: rank 0 wrote the results and prints them once
         return 0
     results = run_dir / "results.json"
     if results.is_file():

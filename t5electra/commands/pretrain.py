@@ -14,8 +14,9 @@ means electra-rtd). Every run option is a ``--section.key=value`` (listed below)
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from ..core.launch import is_rank_zero
 
 OBJECTIVES = ("t5-span-corruption", "electra-rtd", "mlm")
 
@@ -105,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
         where = e.filename or "the run directory"
         print(f"t5electra pretrain: error: cannot write {where} ({write_error(e, where)})", file=sys.stderr)
         return 1
-    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 wrote the run and says so once
+    if is_rank_zero():  # torchrun: rank 0 wrote the run and says so once
         print(f"pretrained ({objective}): {run_dir / 'model'}")
     return 0

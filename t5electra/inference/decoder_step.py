@@ -16,26 +16,25 @@ attention or feed-forward modules; no adapters, which T5Stack.decode also sends 
 no hooks on the modules it does not call (``output_attentions`` and the server's attention view
 hook the attention modules), none of the methods it mirrors replaced (``forward``, a block's
 ``_forward``, attention's ``_attend``: on an instance or on the class) nor a function they look up
-in nn/attention.py or nn/mlp.py (``attend``, ``project``, ...). Anything else takes the modules.
-What each line mirrors: ``T5Stack.decode`` and ``T5Block._forward`` (models/t5.py),
-``SelfAttention.forward`` / ``CrossAttention.forward`` (nn/attention.py), ``FeedForward.forward``
-(nn/mlp.py), ``RMSNorm.forward`` (nn/norm.py); a change there must be made here too (the tests
-compare the two paths bitwise).
+in nn/attention.py, nn/mlp.py or nn/norm.py (``attend``, ``project``, ``rms_norm``, ...). Anything
+else takes the modules. What each line mirrors: ``T5Stack.decode`` and ``T5Block._forward``
+(models/t5.py), ``SelfAttention.forward`` / ``CrossAttention.forward`` (nn/attention.py),
+``FeedForward.forward`` (nn/mlp.py); the norm is RMSNorm's own ``rms_norm``. A change there must be
+made here too (the tests compare the two paths bitwise).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 
-from ..nn import attention as _attention, mlp as _mlp
+from ..nn import attention as _attention, mlp as _mlp, norm as _norm
 from ..nn.attention import CrossAttention, SelfAttention, _merge_heads, _split_heads, attend
 from ..nn.dropout import Dropout
 from ..nn.linear import project
 from ..nn.mlp import FeedForward
-from ..nn.norm import RMSNorm
+from ..nn.norm import RMSNorm, rms_norm
 from .decoding import PackedLinears, _bag_product
 
 # a block's modules, norms and products, in the order it runs them
@@ -65,7 +64,7 @@ def _globals_patched() -> bool:
     there (``t5electra.nn.attention.attend = ...``): this loop calls the ones imported above."""
     return (_attention.attend is not attend or _attention._split_heads is not _split_heads
             or _attention._merge_heads is not _merge_heads or _attention.project is not project
-            or _mlp.project is not project)
+            or _mlp.project is not project or _norm.rms_norm is not rms_norm)
 
 
 def _patched(kind: type) -> bool:
@@ -150,15 +149,6 @@ def _product(x: torch.Tensor, product: tuple, linear) -> torch.Tensor:
     return project(layer, x, linear)
 
 
-def _norm(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
-    """RMSNorm.forward at inference; ``norm`` = (weight, eps)."""
-    weight, eps = norm
-    if weight.dtype == torch.float32:  # the scale inside the kernel (``x.float()`` there)
-        return F.rms_norm(x if x.dtype is torch.float32 else x.float(), (x.shape[-1],), weight, eps=eps)
-    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)  # a bf16 / fp16 model: fp32 statistics,
-    return weight * y.to(weight.dtype)                  # back to the weight's dtype before the scale
-
-
 def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> torch.Tensor:
     """``T5Stack.decode`` from :func:`plan`'s ``layers``: x (N, t, D) -> (N, t, D); appends to ``cache``."""
     start, end = cache.length, cache.length + x.shape[1]
@@ -167,7 +157,7 @@ def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> to
     for i, ((heads, scale, impl), (cross_heads, cross_scale, cross_impl), (gated, act, wo_fp32),
             (norm1, norm2, norm3), (qkv, o, cross_q, cross_o, wi, wo)) in enumerate(layers):
         # self-attention over the cached positions and the new ones
-        h = _product(_norm(x, norm1), qkv, linear)                        # (N, t, 3 * H * Dh)
+        h = _product(rms_norm(x, *norm1), qkv, linear)                        # (N, t, 3 * H * Dh)
         q, k, v = _split_heads(h, 3 * heads).chunk(3, dim=1)              # 3 x (N, H, t, Dh)
         k_buf, v_buf = cache.self_kv[i, 0], cache.self_kv[i, 1]
         k_buf[:, :, start:end] = k
@@ -176,7 +166,7 @@ def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> to
         x = x + _product(_merge_heads(h), o, linear)
         # cross-attention; the g beams of an input share its keys and values (CrossAttention.forward)
         k, v = cache.cross_kv[i, 0], cache.cross_kv[i, 1]                # (N_src, H, S, Dh)
-        q = _split_heads(_product(_norm(x, norm2), cross_q, linear), cross_heads)
+        q = _split_heads(_product(rms_norm(x, *norm2), cross_q, linear), cross_heads)
         b, h_, t, d = q.shape
         g = b // k.shape[0]
         if g > 1:
@@ -186,7 +176,7 @@ def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> to
             h = h.view(k.shape[0], h_, g, t, d).transpose(1, 2).reshape(b, h_, t, d)
         x = x + _product(_merge_heads(h), cross_o, linear)
         # feed-forward
-        h = _product(_norm(x, norm3), wi, linear)                         # (N, t, d_ff or 2 * d_ff)
+        h = _product(rms_norm(x, *norm3), wi, linear)                         # (N, t, d_ff or 2 * d_ff)
         if gated:
             gate, value = h.chunk(2, dim=-1)
             h = act(gate) * value
@@ -197,4 +187,4 @@ def decode(stack: nn.Module, layers: list, x: torch.Tensor, cache, linear) -> to
         x = x + _product(h, wo, linear)
     cache.length = end
     final = stack.final_norm
-    return cache.from_slots(_norm(x, (final.weight, final.eps)))
+    return cache.from_slots(rms_norm(x, final.weight, final.eps))

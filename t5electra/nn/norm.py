@@ -53,6 +53,18 @@ def _closed_form_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """:class:`RMSNorm`'s forward (also T5's flat decoder step's, inference/decoder_step.py)."""
+    # Running it on the fp32 copy keeps the accumulation in fp32.
+    if weight.dtype == torch.float32:  # the scale inside the kernel: bitwise w * rms_norm(x), one op less
+        x = x.float()
+        if _closed_form_applies(x, weight):
+            return _RMSNormCPU.apply(x, weight, eps)
+        return F.rms_norm(x, (x.shape[-1],), weight, eps=eps)
+    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+    return weight * y.to(weight.dtype)  # as T5LayerNorm: back to half precision before the scale
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -60,14 +72,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Running it on the fp32 copy keeps the accumulation in fp32.
-        if self.weight.dtype == torch.float32:  # the scale inside the kernel: bitwise w * rms_norm(x), one op less
-            x = x.float()
-            if _closed_form_applies(x, self.weight):
-                return _RMSNormCPU.apply(x, self.weight, self.eps)
-            return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)
-        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * y.to(self.weight.dtype)  # as T5LayerNorm: back to half precision before the scale
+        return rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

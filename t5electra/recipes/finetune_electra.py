@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..core.launch import is_rank_zero
 from ..data.global_batches import length_sorted_batches, micro_positions
 from ..data.heads import (MODEL_INPUTS, TaskData, collate, encode, encode_qa,  # noqa: F401 (encode_qa)
                           labelled_tokens, load_task_data)
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except T5ElectraError as e:
         print(f"finetune_electra: error: {e}", file=sys.stderr)
         return 1
-    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 wrote the results and prints them once
+    if is_rank_zero():  # torchrun: rank 0 wrote the results and prints them once
         print(json.dumps(json.loads((run_dir / "results.json").read_text()), indent=2))
     return 0
 

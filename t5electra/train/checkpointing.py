@@ -531,9 +531,8 @@ class CheckpointManager:
         if optim.get("name") == "adafactor" and optim.get("adafactor_relative_step"):
             # Adafactor's relative step sets its own lr (min(1e-2, 1/sqrt(t))): optim.lr changes nothing,
             # null included (what build_optimizer's warning advises: not 'a different config')
-            lr_diff = [d for d in diff if d[0] == "optim.lr"]
+            moot = [d for d in diff if d[0] == "optim.lr" and d[2] is not None]
             diff = [d for d in diff if d[0] != "optim.lr"]
-            moot = [d for d in lr_diff if d[2] is not None]
         else:
             moot = []
         adjusted = [(k, a, b) for k, a, b in diff if k in RESUME_ADJUSTABLE and

@@ -3,9 +3,9 @@ of ignoring them without a word (T5 pretraining given --electra.head=qa or --dat
 
 from __future__ import annotations
 
-import os
 import warnings
 
+from ..core.launch import is_rank_zero
 from .config import RunConfig, flatten
 
 RECIPES = {
@@ -41,6 +41,6 @@ def warn_unread(cfg: RunConfig, recipe: str) -> None:
     unread = unread_keys(cfg, recipe)
     if unread:
         said = "; ".join(f"{k} (read by {' and '.join(RECIPES[r] for r in sorted(readers))})" for k, readers in unread)
-        if os.environ.get("RANK", "0") == "0":  # (torchrun: once, not once per process)
+        if is_rank_zero():  # (torchrun: once, not once per process)
             warnings.warn(f"{RECIPES[recipe]} does not read {said}: these settings change nothing in this run",
                           UserWarning, stacklevel=2)
