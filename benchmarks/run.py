@@ -66,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="tiny random models: checks the harness in seconds (CI)")
     p.set_defaults(mode="full")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda: the rows and MFU on a GPU (not yet run by us on one: docs/performance.md, \"On a GPU\")")
+                   help="cuda: the rows and MFU on a GPU (run once, --quick on an H200: docs/benchmarks-h200.md; "
+                        "docs/performance.md, \"On a GPU\")")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     p.add_argument("--threads", type=int, default=None,
                    help="torch (and CTranslate2) threads for every implementation (default: all CPUs)")
@@ -168,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     notes.append("wall time per case (model building, conversion, warm-up and profiling included): " + ", ".join(
         f"{c} {s:.0f} s" for c, s in case_seconds.items()))
     if args.device == "cuda":
-        notes.append("--device cuda was written for GPU machines and not run by the authors on one yet; "
-                     "RSS columns are host memory.")
+        notes.append("--device cuda: the RSS columns are host memory.")
     charts = write_charts(results, args.img_dir, args.output.parent)
     write_markdown(args.output, results, machine, command.strip(), args.mode, wall, peaks, env.profiles,
                    notes, charts)
