@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     only = chosen if chosen in COMMANDS else None
     parser = build_parser(only if only else "")
     args, extra = parser.parse_known_args(argv)
+    extra = take_trailing_words(args, extra)
     if extra:  # --section.key=value overrides, for the subcommands that take a run config
         if not getattr(args, "accepts_overrides", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -98,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"
+
+
+def take_trailing_words(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Give the words argparse left over to the command's list positional (named by its parser's
+    ``set_defaults(trailing_words=DEST)``) and return the rest. argparse fills a ``nargs="*"`` / ``"+"``
+    positional with the words before the first option only, so ``generate MODEL --num-beams 4 TEXT``
+    refused TEXT as an unrecognized argument (also ``serve A --port 8001 B``, ``tokenizer train a.txt
+    --kind t5 ... b.txt``)."""
+    dest = getattr(args, "trailing_words", None)
+    words = [a for a in extra if not a.startswith("-")]
+    if dest is None or not words:
+        return extra
+    setattr(args, dest, [*(getattr(args, dest) or []), *words])
+    return [a for a in extra if a.startswith("-")]
 
 
 def one_process_only(command: str) -> str | None:

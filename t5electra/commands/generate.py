@@ -20,6 +20,7 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="T5 model directory (or a run directory: its model/)")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="inputs (default: --file, else stdin)")
+    parser.set_defaults(trailing_words="texts")  # TEXT after the options too (cli.take_trailing_words)
     parser.add_argument("--file", metavar="F", help="read inputs from F, one per line")
     parser.add_argument("--out", metavar="F", help="write the JSON lines to F (default stdout)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N")

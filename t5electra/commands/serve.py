@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL_DIR",
                         help="model directories (a T5 or ELECTRA checkpoint, or an ELECTRA pretraining run with "
                              "generator/ and discriminator/); NAME=DIR names one (default: the directory's name)")
+    parser.set_defaults(trailing_words="models")  # MODEL_DIR after the options too (cli.take_trailing_words)
     parser.add_argument("--config", metavar="FILE", help="YAML file of serve settings (flags override it)")
     parser.add_argument("--demo", action="store_true",
                         help="also serve tiny random T5 and ELECTRA models built in a temporary directory")

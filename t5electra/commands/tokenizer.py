@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train = actions.add_parser("train", help="train a new tokenizer from text files (one text per line)",
                                description=__doc__.split("\n")[0])
     train.add_argument("files", nargs="+", metavar="FILE", help="plain-text training files")
+    train.set_defaults(trailing_words="files")  # FILE after the options too (cli.take_trailing_words)
     train.add_argument("--kind", choices=("t5", "electra"), required=True,
                        help="t5: SentencePiece unigram + 100 sentinels; electra: BERT WordPiece")
     train.add_argument("--vocab-size", type=int, required=True,

@@ -222,6 +222,26 @@ def test_generate_from_args_file_and_stdin(t5_dir, tmp_path, capsys, monkeypatch
     assert row["input"] == "a" and isinstance(row["output"], list) and len(row["output"]) == 3
 
 
+def test_list_positionals_may_follow_the_options(t5_dir, tmp_path, capsys, monkeypatch):
+    """argparse fills TEXT / FILE / MODEL_DIR with the words before the first option only: the words
+    after an option were refused as unrecognized arguments (``generate MODEL --num-beams 2 TEXT``)."""
+    assert main(["generate", str(t5_dir), "a", "--max-new-tokens", "3", "b"]) == 0
+    after = capsys.readouterr().out
+    assert main(["generate", str(t5_dir), "a", "b", "--max-new-tokens", "3"]) == 0
+    assert after == capsys.readouterr().out and len(after.splitlines()) == 2
+
+    (tmp_path / "a.txt").write_text("alpha beta\n")
+    (tmp_path / "b.txt").write_text("gamma delta\n")
+    assert main(["tokenizer", "train", str(tmp_path / "a.txt"), "--kind", "electra", "--vocab-size", "60",
+                 "--output", str(tmp_path / "tok"), str(tmp_path / "b.txt")]) == 0
+    assert "on 2 file(s)" in capsys.readouterr().out
+
+    seen = {}
+    monkeypatch.setattr("t5electra.commands.serve.run", lambda args: seen.setdefault("models", args.models) and 0)
+    assert main(["serve", "x=/a", "--port", "8001", "y=/b"]) == 0
+    assert seen["models"] == ["x=/a", "y=/b"]
+
+
 def test_generate_reads_lines_as_written_and_refuses_other_encodings(t5_dir, tmp_path, capsys, monkeypatch):
     """One input per line of the file: U+2028, form feeds and NEL inside a line are text
     (str.splitlines made 4 inputs of 2 lines); GBK on standard input is named, as with --file."""
