@@ -112,6 +112,12 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(lines)
 
 
+def _is_json(media_type: str) -> bool:
+    """Whether FastAPI parses a body of this media type as JSON (application/json, application/*+json)."""
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_key: str | None = None) -> FastAPI:
     """The app serving the registry's models with ``config``'s limits and batching; with ``api_key``
     (see security.load_api_key) every route but /healthz and the page needs it (401 without)."""
@@ -145,6 +151,14 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
     # -- errors -------------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not _is_json(media) and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+            # FastAPI reads a body as JSON only under a JSON content type; under another or none (curl -d
+            # sends application/x-www-form-urlencoded) pydantic said "Input should be a valid dictionary"
+            given = f"this request's is {media!r}" if media else "this request has none"
+            return JSONResponse({"detail": f"the body must be JSON sent with 'Content-Type: application/json' "
+                                           f"({given}; with curl: -H 'content-type: application/json')"},
+                                status_code=415)
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return JSONResponse({"detail": _validation_message(exc.errors()), "errors": json.loads(
             json.dumps(errors, default=str))}, status_code=422)

@@ -467,6 +467,18 @@ def test_bad_json_and_bad_fields_are_422(client):
     error(client.post("/v1/attention", json={"text": "x", "stack": "middle"}), 422, "stack")
 
 
+def test_a_body_not_sent_as_json_is_415_saying_so(client):
+    """curl -d sends application/x-www-form-urlencoded; FastAPI then hands pydantic the raw bytes and
+    the answer was a 422 "Input should be a valid dictionary" for a body that is a JSON object."""
+    body = json.dumps({"texts": ["x"], "max_new_tokens": 2}).encode()
+    for given, said in (("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),
+                        ("text/plain", "'text/plain'"), (None, "has none")):
+        r = client.post("/v1/generate", content=body, headers={"content-type": given} if given else {})
+        error(r, 415, "Content-Type: application/json", said)
+    ok(client.post("/v1/generate", content=body, headers={"content-type": "application/json; charset=utf-8"}))
+    error(client.post("/v1/generate", content=b"[1]", headers={"content-type": "application/json"}), 422, "body")
+
+
 def test_unknown_or_unsuitable_model(client):
     error(client.post("/v1/generate", json={"model": "nope", "texts": ["x"]}), 404, "unknown model 'nope'", "t5-tiny")
     error(client.post("/v1/detect", json={"model": "t5-tiny", "texts": ["x"]}), 400, "cannot do detect",
