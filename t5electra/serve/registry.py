@@ -11,7 +11,9 @@ A directory is recognised by what it contains:
   correct;
 - no config.json but ``adapter_config.json`` -> a LoRA adapter (PEFT's layout): loaded on its base
   model (the adapter's ``base_model_name_or_path``) and merged in once, at start-up, so it is
-  served as fast as the base (t5electra/lora/merge.py).
+  served as fast as the base (t5electra/lora/merge.py);
+- none of these but ``model/`` (or ``adapter/``, or ``checkpoints/``) -> a training run: its final
+  model (or LoRA adapter, or latest checkpoint), as ``generate`` and ``evaluate`` read it.
 
 The tokenizer is loaded from the same directory (for a pretraining run: from it or one of its two
 sub-directories; for an adapter without one: from its base). Every model can show its attention. Requests name models by these names only:
@@ -34,6 +36,7 @@ from ..lora.merge import is_adapter_dir, merged_model, tokenizer_dir
 from ..models.registry import ARCHITECTURES, architecture
 from ..pipelines import ElectraPipeline
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
+from ..train.checkpointing import CheckpointManager
 from .batching import DynamicBatcher
 from .config import ServeConfig
 
@@ -135,11 +138,31 @@ def _prepare(model: torch.nn.Module, config: ServeConfig) -> torch.nn.Module:
     return model.to(device=config.device, dtype=dtype).eval().optimize_for_inference(config.weights)
 
 
+def _is_model_dir(d: Path) -> bool:
+    return ((d / "config.json").is_file() or (d / "generator").is_dir() or (d / "discriminator").is_dir()
+            or is_adapter_dir(d))
+
+
+def run_model_dir(d: Path) -> Path:
+    """``d``, or for a training run directory the model it made: ``RUN/model`` (saved at its end),
+    ``RUN/adapter`` (LoRA), else its latest checkpoint. ``generate`` and ``evaluate`` take a run
+    directory; ``serve runs/t5-small-cola`` (docs/serve.md's example) was refused."""
+    if _is_model_dir(d):
+        return d
+    for candidate in (d / "model", d / "adapter"):
+        if _is_model_dir(candidate):
+            return candidate
+    latest = CheckpointManager(d).latest() if (d / "checkpoints").is_dir() else None
+    return latest if latest is not None and _is_model_dir(latest) else d
+
+
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:
     """Load one model directory (see the module docstring for what is recognised)."""
     d = Path(directory)
     if not d.is_dir():
-        raise CheckpointNotFoundError(f"model directory {d} does not exist")
+        raise CheckpointNotFoundError(f"model directory {d} " + ("is a file, not a directory" if d.exists()
+                                                                else "does not exist"))
+    d = run_model_dir(d)
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         if (d / "generator").is_dir() or (d / "discriminator").is_dir():
@@ -153,8 +176,8 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
         if not is_adapter_dir(d):
             raise CheckpointNotFoundError(
                 f"{d} is not a model directory: it has no config.json (a T5 or ELECTRA checkpoint), no "
-                f"generator/ or discriminator/ sub-directory (an ELECTRA pretraining run) and no "
-                f"adapter_config.json (a LoRA adapter)")
+                f"generator/ or discriminator/ sub-directory (an ELECTRA pretraining output), no "
+                f"adapter_config.json (a LoRA adapter) and no model/ or checkpoints/ (a training run)")
         loaded = merged_model(d)
         arch, tok_dir, cfg_path = ARCHITECTURES[type(loaded).__name__], tokenizer_dir(d), d / "adapter_config.json"
         archs = [arch.name]

@@ -566,6 +566,24 @@ def test_model_directories_are_recognised(dirs, tmp_path):
         ModelRegistry.from_dirs([str(enc_only)], ServeConfig())
 
 
+def test_a_training_run_directory_serves_its_model(dirs, tmp_path):
+    """As generate and evaluate: RUN/model, else RUN's latest checkpoint (docs/serve.md's
+    `serve runs/t5-small-cola` was refused: "not a model directory")."""
+    run = tmp_path / "t5-run"
+    shutil.copytree(dirs["t5-tiny"], run / "model")
+    (run / "config.yaml").write_text("train: {}\n")
+    killed = tmp_path / "electra-run"  # stopped before its end: checkpoints only
+    step = killed / "checkpoints" / "step-00000002"
+    shutil.copytree(dirs["electra-tiny"], step)
+    (step / "training_state.pt").write_bytes(b"")
+    (step / "meta.json").write_text("{}")
+    (killed / "checkpoints" / "latest").write_text("step-00000002\n")
+    reg = ModelRegistry.from_dirs([str(run), str(killed)], ServeConfig())
+    assert reg.models["t5-run"].kind == "t5" and reg.models["electra-run"].kind == "electra-pretrainer"
+    with pytest.raises(CheckpointNotFoundError, match="is a file, not a directory"):
+        ModelRegistry.from_dirs([str(run / "config.yaml")], ServeConfig())
+
+
 def test_cli_reports_bad_arguments_without_traceback(dirs, tmp_path, capsys):
     from t5electra.cli import main
 
