@@ -546,6 +546,28 @@ def test_cli_trains_both_kinds(corpus, tmp_path, capsys):
     assert "missing.txt" in capsys.readouterr().err
 
 
+def test_cli_keeps_the_tokenizer_of_a_model_or_run(corpus, tmp_path, capsys):
+    """--output into a model directory replaced its tokenizer without a word (a WordPiece over a T5
+    model deleted its spiece.model), as into a tokenizer directory that runs were made with."""
+    model = tmp_path / "t5-model"
+    assert cli_main(["tokenizer", "train", "--kind", "t5", "--vocab-size", "250", "--output", str(model),
+                     str(corpus)]) == 0
+    (model / "config.json").write_text("{}")
+    before = {f.name: f.read_bytes() for f in model.iterdir()}
+    args = ["tokenizer", "train", "--kind", "electra", "--vocab-size", "300", str(corpus), "--output"]
+    capsys.readouterr()
+    assert cli_main([*args, str(model)]) == 1
+    assert "holds a model (config.json)" in capsys.readouterr().err
+    assert cli_main([*args, str(model), "--overwrite"]) == 1
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == before
+    (model / "config.json").unlink()
+    assert cli_main([*args, str(model)]) == 1
+    assert "already holds a tokenizer (tokenizer.json" in capsys.readouterr().err
+    assert T5Tokenizer.from_pretrained(model)("the cat")["input_ids"]  # unchanged
+    assert cli_main([*args, str(model), "--overwrite"]) == 0
+    assert ElectraTokenizer.from_pretrained(model).mask_token_id == 4
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(padding="max_length", max_length=12), dict(pad_to_multiple_of=8),
                                     dict(padding_side="left"), dict(return_tensors="pt")], ids=str)
 def test_pad_matches_transformers(minilm, kwargs):

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--vocab-size", type=int, required=True,
                        help="t5: SentencePiece pieces (T5 used 32000; sentinels come on top); "
                             "electra: WordPiece vocabulary size (BERT/ELECTRA used 30522)")
-    train.add_argument("--output", required=True, help="directory to write the tokenizer files to")
+    train.add_argument("--output", required=True, help="directory to write the tokenizer files to (a model's "
+                                                        "directory, or one holding a tokenizer, is refused)")
+    train.add_argument("--overwrite", action="store_true", help="replace the tokenizer --output holds")
     train.add_argument("--extra-ids", type=int, default=100, help="t5: number of <extra_id_i> sentinels")
     train.add_argument("--character-coverage", type=float, default=0.9995,
                        help="t5: fraction of characters the pieces must cover (1.0 for small alphabets)")
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tokenizers import ElectraTokenizer, T5Tokenizer
 
     try:
+        check_output(args.output, args.overwrite)
         files = training_input(args.files)
         if args.kind == "t5":
             tokenizer = T5Tokenizer.train(files, args.vocab_size, output_dir=args.output,
@@ -63,6 +66,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {'an' if args.kind == 'electra' else 'a'} {args.kind} tokenizer on {len(args.files)} file(s): {len(tokenizer)} tokens, "
           f"saved to {args.output}")
     return 0
+
+
+# what save_pretrained writes: a tokenizer's files, and a model's (whose tokenizer must stay the one it learnt)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model", "vocab.txt",
+                   "added_tokens.json")
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuse an --output whose files the new tokenizer would replace, before the training: a model
+    directory lost the tokenizer it was trained with (a WordPiece over a T5 model deleted its
+    spiece.model), and a tokenizer directory lost the tokenizer its runs and shards were made with."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    d = Path(output)
+    model = [f for f in MODEL_FILES if (d / f).exists()]
+    if model:
+        raise ConfigError(f"--output {output!r} holds a model ({', '.join(model)}): a new tokenizer there would "
+                          f"replace the one it was trained with; choose another directory")
+    held = [f for f in TOKENIZER_FILES if (d / f).exists()]
+    if held and not overwrite:
+        raise ConfigError(f"--output {output!r} already holds a tokenizer ({', '.join(held)}); choose another "
+                          f"directory, or pass --overwrite to replace it")
 
 
 def training_input(paths: list[str]):
