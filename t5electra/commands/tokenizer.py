@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +79,6 @@ def check_output(output: str, overwrite: bool) -> None:
     """Refuse an --output whose files the new tokenizer would replace, before the training: a model
     directory lost the tokenizer it was trained with (a WordPiece over a T5 model deleted its
     spiece.model), and a tokenizer directory lost the tokenizer its runs and shards were made with."""
-    from pathlib import Path
-
     from ..errors import ConfigError
 
     d = Path(output)
