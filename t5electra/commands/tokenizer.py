@@ -13,8 +13,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    train = actions.add_parser("train", help="train a new tokenizer from text files (one text per line)",
-                               description=__doc__.split("\n")[0])
+    train_help = "train a new tokenizer from text files (one text per line)"
+    train = actions.add_parser("train", help=train_help, description=train_help)  # not the module doc's cut first line
     train.add_argument("files", nargs="+", metavar="FILE", help="plain-text training files")
     train.set_defaults(trailing_words="files")  # FILE after the options too (cli.take_trailing_words)
     train.add_argument("--kind", choices=("t5", "electra"), required=True,

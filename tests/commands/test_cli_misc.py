@@ -431,3 +431,24 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert T5ForConditionalGeneration.from_pretrained(tmp_path / "t5").config.num_layers == 2
     assert (tmp_path / "electra" / "generator" / "config.json").is_file()
     assert (tmp_path / "electra" / "discriminator" / "config.json").is_file()
+
+
+def test_every_help_description_is_plain_text():
+    """Every command's and action's --help description is plain prose: `tokenizer train --help` and
+    `data fetch --help` showed their module docstring's first line, reST markup and cut mid-sentence."""
+    import argparse
+
+    from t5electra.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    found = list(parsers(build_parser()))
+    assert len(found) > 15
+    for p in found:
+        text = p.description or ""
+        assert "``" not in text, (p.prog, text)
