@@ -36,7 +36,7 @@ from ..lora.merge import is_adapter_dir, merged_model, tokenizer_dir
 from ..models.registry import ARCHITECTURES, architecture
 from ..pipelines import ElectraPipeline
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
-from ..train.checkpointing import CheckpointManager
+from ..train.checkpointing import run_model_dir
 from .batching import DynamicBatcher
 from .config import ServeConfig
 
@@ -143,17 +143,17 @@ def _is_model_dir(d: Path) -> bool:
             or is_adapter_dir(d))
 
 
-def run_model_dir(d: Path) -> Path:
-    """``d``, or for a training run directory the model it made: ``RUN/model`` (saved at its end),
-    ``RUN/adapter`` (LoRA), else its latest checkpoint. ``generate`` and ``evaluate`` take a run
-    directory; ``serve runs/t5-small-cola`` (docs/serve.md's example) was refused."""
+def served_dir(d: Path) -> Path:
+    """``d``, or for a training run directory the model it made (``generate`` and ``evaluate`` take a
+    run directory; ``serve runs/t5-small-cola``, docs/serve.md's example, was refused): its model/
+    or else its latest checkpoint (train/checkpointing.py's ``run_model_dir``), else a LoRA run's
+    adapter/."""
     if _is_model_dir(d):
         return d
-    for candidate in (d / "model", d / "adapter"):
-        if _is_model_dir(candidate):
-            return candidate
-    latest = CheckpointManager(d).latest() if (d / "checkpoints").is_dir() else None
-    return latest if latest is not None and _is_model_dir(latest) else d
+    found = run_model_dir(d)
+    if found != d:
+        return found
+    return d / "adapter" if is_adapter_dir(d / "adapter") else d
 
 
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:
@@ -162,7 +162,7 @@ def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> Ser
     if not d.is_dir():
         raise CheckpointNotFoundError(f"model directory {d} " + ("is a file, not a directory" if d.exists()
                                                                 else "does not exist"))
-    d = run_model_dir(d)
+    d = served_dir(d)
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         if (d / "generator").is_dir() or (d / "discriminator").is_dir():
