@@ -57,8 +57,9 @@ def source_dir(src: Path) -> Path:
     checkpoint (train.checkpointing.run_model_dir, as model.init_from reads it)."""
     from ..errors import CheckpointNotFoundError
     from ..lora.merge import is_adapter_dir
-    from ..train.checkpointing import CheckpointManager, holds_model, mlm_generator, run_model_dir
+    from ..train.checkpointing import CheckpointManager, follow_pointer, holds_model, mlm_generator, run_model_dir
 
+    src = follow_pointer(src)
     if not src.is_dir():
         raise CheckpointNotFoundError(f"{str(src)!r} is not a directory")
     found = run_model_dir(src)

@@ -39,7 +39,7 @@ from ..eval.text_to_text import Example, score_t5, score_tasks, task_list
 from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model_config, task_head
 from ..models.t5 import T5ForConditionalGeneration
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
-from ..train.checkpointing import CheckpointManager, is_electra_pretraining_output
+from ..train.checkpointing import CheckpointManager, follow_pointer, is_electra_pretraining_output
 from ..train.config import saved_workdir
 
 
@@ -48,7 +48,7 @@ from ..train.config import saved_workdir
 # --------------------------------------------------------------------------------------------
 def resolve_model_dir(path: str | Path) -> Path:
     """A directory with config.json: ``path`` itself, or inside a run directory (see module doc)."""
-    p = Path(path).expanduser()
+    p = follow_pointer(path)
     if not p.is_dir():
         raise CheckpointNotFoundError(f"{str(p)!r} is not a directory (expected a model, checkpoint or run directory)")
     if (p / "config.json").is_file():

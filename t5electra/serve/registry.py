@@ -36,7 +36,7 @@ from ..lora.merge import is_adapter_dir, merged_model, tokenizer_dir
 from ..models.registry import ARCHITECTURES, architecture
 from ..pipelines import ElectraPipeline
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
-from ..train.checkpointing import run_model_dir
+from ..train.checkpointing import follow_pointer, run_model_dir
 from .batching import DynamicBatcher
 from .config import ServeConfig
 
@@ -158,7 +158,7 @@ def served_dir(d: Path) -> Path:
 
 def load_model_dir(name: str, directory: str | Path, config: ServeConfig) -> ServedModel:
     """Load one model directory (see the module docstring for what is recognised)."""
-    d = Path(directory)
+    d = follow_pointer(directory)
     if not d.is_dir():
         raise CheckpointNotFoundError(f"model directory {d} " + ("is a file, not a directory" if d.exists()
                                                                 else "does not exist"))

@@ -146,11 +146,28 @@ def _has_electra_parts(d: Path) -> bool:
     return all((d / part / "config.json").is_file() for part in ELECTRA_PARTS)
 
 
+def follow_pointer(path: str | os.PathLike) -> Path:
+    """``RUN/checkpoints/latest`` or ``.../best`` (the pointer files, given where a directory is
+    expected: they sit beside the checkpoints) as the checkpoint directory it names; any other path
+    as it is. Every command that takes a checkpoint or run directory reads paths through this."""
+    p = Path(path).expanduser()
+    if p.name in ("latest", "best") and p.parent.name == "checkpoints" and p.is_file():
+        manager = CheckpointManager(p.parent.parent)
+        if p.name == "latest":
+            return manager.latest() or p
+        try:
+            best = manager.best()
+        except ValueError:  # not JSON: not our pointer
+            return p
+        return manager.dir / best["name"] if isinstance(best, dict) and "name" in best else p
+    return p
+
+
 def run_model_dir(path: str | os.PathLike) -> Path:
     """``model.init_from`` as users give it: a model directory (:func:`holds_model`), or a run
     directory, meaning its model/ or else its latest checkpoint. Returns ``path`` unchanged when none
     of them holds a model (loading then says why)."""
-    p = Path(path).expanduser()
+    p = follow_pointer(path)
     if holds_model(p) or not p.is_dir():
         return p
     if holds_model(p / "model"):
@@ -487,7 +504,7 @@ class CheckpointManager:
             return None
         if str(resume) == "auto":
             return self._newest_intact()
-        p = Path(resume)
+        p = follow_pointer(resume)
         if (p / STATE_FILE).is_file():
             return p
         if (p / "checkpoints").is_dir():

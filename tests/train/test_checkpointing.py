@@ -112,6 +112,28 @@ def test_keep_last_latest_and_best(tmp_path):
         mgr.resolve(tmp_path / "elsewhere")
 
 
+def test_pointer_files_stand_for_their_checkpoint(tmp_path):
+    """RUN/checkpoints/latest and .../best given where a directory is expected (resume, init_from,
+    evaluate / generate, convert) mean the checkpoint they name: they were "not a directory"."""
+    from t5electra.commands.convert import source_dir
+    from t5electra.recipes.evaluate import resolve_model_dir
+    from t5electra.train.checkpointing import follow_pointer, run_model_dir
+
+    model = _TinyPretrained(_TinyConfig(hidden_size=4))  # checkpoints with config.json: model directories
+    mgr = CheckpointManager(tmp_path, keep_last=3, greater_is_better=True)
+    for step, acc in [(1, 0.9), (2, 0.5)]:
+        mgr.save(step, model, metrics={"accuracy": acc}, metric_name="accuracy")
+    latest, best = tmp_path / "checkpoints" / "latest", tmp_path / "checkpoints" / "best"
+    first = tmp_path / "checkpoints" / "step-00000001"
+    assert mgr.latest().name == "step-00000002" and latest.is_file() and best.is_file()
+    for resolver in (follow_pointer, mgr.resolve, run_model_dir, resolve_model_dir, source_dir):
+        assert resolver(latest) == mgr.latest(), resolver
+        assert resolver(best) == first, resolver
+    elsewhere = tmp_path / "notes" / "latest"  # a file of that name anywhere else is itself
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("step-00000001\n")
+    assert follow_pointer(elsewhere) == elsewhere
+
 def _cfg(recipe_defaults=None, *overrides):
     from t5electra.train.config import load_config
 
