@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from .core.launch import is_rank_zero
 
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     pending = pending_run_dirs()  # runs started from Python before this call: theirs, not this command's
     keep_freed_memory()  # every command: big tensors' pages reused, not faulted in again (machine.py)
     mod = importlib.import_module(COMMANDS[args.command][0])
+    shown_as = warnings.formatwarning
+    warnings.formatwarning = command_warning_format(args.command)
     try:
         return int(mod.run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: finished stages and checkpoints are kept; a rerun resumes
@@ -96,9 +99,27 @@ def main(argv: list[str] | None = None) -> int:
         # a run refused before it wrote anything leaves no empty train.output_dir behind (a finished run
         # was released and keeps its directory); run_dir does it at exit too, for train() from Python
         discard_unused_run_dirs(keep=pending)
+        warnings.formatwarning = shown_as
 
 
 TRACEBACK_ENV = "T5ELECTRA_TRACEBACK"
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def command_warning_format(command: str):
+    """``warnings.formatwarning`` while a command runs: a warning on one line under the command's
+    name, as its errors are (``t5electra pretrain: warning: ...``), instead of Python's
+    ``/path/file.py:123: UnicodeWarning: ...`` followed by the source line that called
+    ``warnings.warn``. The category is named unless it is a plain UserWarning; a warning from
+    another library keeps its file and line."""
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        kind = "" if category is UserWarning else f" [{category.__name__}]"
+        ours = os.path.abspath(filename).startswith(PACKAGE_DIR + os.sep)
+        where = "" if ours else f" ({filename}:{lineno})"
+        return f"t5electra {command}: warning: {message}{kind}{where}\n"
+    return format_warning
 
 
 def take_trailing_words(args: argparse.Namespace, extra: list[str]) -> list[str]:

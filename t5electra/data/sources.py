@@ -215,8 +215,8 @@ def read_documents(path: str | os.PathLike, *, format: str = "auto", field: str 
         yield doc
     replaced = stats.replaced_bytes - before
     if replaced:
-        warnings.warn(f"{path}: replaced {replaced} invalid UTF-8 byte sequence(s) with U+FFFD; "
-                      f"pass strict=True to fail on them instead", UnicodeWarning, stacklevel=2)
+        warnings.warn(f"{path}: replaced {replaced} invalid UTF-8 byte sequence(s) with U+FFFD "
+                      f"(read_documents(..., strict=True) refuses such a file instead)", UnicodeWarning, stacklevel=2)
 
 
 def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:

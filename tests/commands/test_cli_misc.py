@@ -452,3 +452,24 @@ def test_every_help_description_is_plain_text():
     for p in found:
         text = p.description or ""
         assert "``" not in text, (p.prog, text)
+
+
+def test_a_commands_warnings_read_as_one_line_under_its_name(tmp_path, capsys):
+    """A package warning during a command is one line under the command's name, as its errors: it
+    was Python's `/path/sources.py:218: UnicodeWarning: ...` plus the source line that warned."""
+    import json
+    import warnings as w
+
+    rows = [json.dumps({"text": f"line {i} with some words to learn from"}) for i in range(40)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes("\n".join(rows).encode() + b'\n{"text": "bad \xff bytes"}\n')
+    before = w.formatwarning
+    with w.catch_warnings():
+        w.simplefilter("always")
+        w.showwarning = lambda *a, **k: print(w.formatwarning(*a[:4]), end="", file=__import__("sys").stderr)
+        assert main(["tokenizer", "train", "--kind", "electra", "--vocab-size", "120",
+                     "--output", str(tmp_path / "tok"), str(bad)]) == 0
+    err = capsys.readouterr().err
+    assert "t5electra tokenizer: warning: " in err and "U+FFFD" in err and "[UnicodeWarning]" in err, err
+    assert "warnings.warn" not in err and "return (doc" not in err and ".py:" not in err, err
+    assert w.formatwarning is before  # restored when the command ends
