@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 from collections.abc import Mapping
@@ -37,6 +38,29 @@ from .nn.position import RelativePositionBias
 from .nn.recompute import set_activation_checkpointing
 
 logger = logging.getLogger("t5electra")
+# load_hf_state_dict's line for parameters left as initialised: FreshWarningHeld holds it back where
+# the caller fills them next (a LoRA adapter's saved head, a resumed run's checkpoint)
+FRESH_WARNING = "%s: newly initialised (train before use): %s"
+
+
+class FreshWarningHeld(logging.Filter):
+    """``with FreshWarningHeld():`` this thread's from_pretrained says nothing of newly initialised
+    weights (``load_report`` still lists them): for a caller that fills them right after, where
+    "train before use" would call a trained head untrained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != FRESH_WARNING or record.thread != self.thread
+
+    def __enter__(self) -> FreshWarningHeld:
+        logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger.removeFilter(self)
 
 
 class TransformersDiffersWarning(UserWarning):
@@ -434,7 +458,7 @@ class PreTrainedModel(nn.Module):
         if unused:
             logger.warning("%s: unused weights in checkpoint: %s", type(self).__name__, unused)
         if fresh:
-            logger.warning("%s: newly initialised (train before use): %s", type(self).__name__, fresh)
+            logger.warning(FRESH_WARNING, type(self).__name__, fresh)
         if mismatched:
             logger.warning("%s: newly initialised, the checkpoint's tensors having other shapes "
                            "(ignore_mismatched_sizes=True; train before use): %s", type(self).__name__,

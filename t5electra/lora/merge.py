@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from ..checkpoint.io import checkpoint_dir, read_json
 from ..errors import CheckpointNotFoundError, ConfigError
-from ..modeling import PreTrainedModel
+from ..modeling import FRESH_WARNING, FreshWarningHeld, PreTrainedModel, logger
 from ..models.electra import (ElectraForQuestionAnswering, ElectraForSequenceClassification,
                               ElectraForTokenClassification)
 from ..models.registry import model_class
@@ -77,8 +77,14 @@ def load_adapted(adapter: str | os.PathLike, base: str | os.PathLike | None = No
                     overrides["num_labels"] = f.get_slice(PREFIX + head_key).get_shape()[0]
             if "num_labels" in overrides:
                 overrides.update(run_labels(a, cls, overrides["num_labels"]))
-    model = cls.from_pretrained(b, **overrides)
-    return PeftModel.from_pretrained(model, a)
+    with FreshWarningHeld():  # the adapter's head (modules_to_save) fills a task head the base lacks
+        model = cls.from_pretrained(b, **overrides)
+    adapted = PeftModel.from_pretrained(model, a)
+    filled = set(adapted._peft_keys.values())  # every one is in the file (load_adapter checks)
+    fresh = [k for k in model.load_report.newly_initialized if k not in filled]
+    if fresh:
+        logger.warning(FRESH_WARNING, cls.__name__, fresh)
+    return adapted
 
 
 LABEL_FIELDS = ("id2label", "label2id", "problem_type")

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -392,6 +393,34 @@ def test_a_runs_adapter_keeps_its_label_names_merged_and_served(head, tmp_path, 
         assert theirs.id2label == labels["id2label"] and theirs.problem_type == labels["problem_type"]
     served = ModelRegistry.from_dirs([f"m={run / 'adapter'}"], ServeConfig()).models["m"]
     assert served.classifier.config.id2label == labels["id2label"]
+
+
+def test_merge_and_serve_warn_only_of_weights_the_adapter_leaves_fresh(tmp_path, caplog):
+    """The head class's base load warned "newly initialised (train before use): classifier.*" at
+    convert --merge and serve, though the adapter's saved head then fills it (the merged weights
+    were right; the line said the classifier was untrained). Weights nothing fills are still named."""
+    tok = ElectraTokenizer.train(iter(["a good film", "a bad film", "the plot"] * 5), vocab_size=60, min_frequency=1)
+    cfg = E.ElectraConfig.from_preset("electra-tiny", vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    for name in ("disc", "bare"):
+        E.ElectraForPreTraining(cfg).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    weights = tmp_path / "bare" / "model.safetensors"  # an encoder without the discriminator's head
+    save_file({k: v for k, v in load_file(weights).items() if "discriminator_predictions" not in k}, weights,
+              metadata={"format": "pt"})
+    get_peft_model(E.ElectraForSequenceClassification.from_pretrained(tmp_path / "disc", num_labels=2),
+                   LoraConfig(r=2, target_modules=["query"], task_type="SEQ_CLS")).save_pretrained(tmp_path / "cls")
+    get_peft_model(E.ElectraForPreTraining.from_pretrained(tmp_path / "bare"),
+                   LoraConfig(r=2, target_modules=["query"])).save_pretrained(tmp_path / "plain")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t5electra"):
+        assert main(["convert", "--merge", str(tmp_path / "cls"), str(tmp_path / "out")]) == 0
+        ModelRegistry.from_dirs([f"m={tmp_path / 'cls'}"], ServeConfig())
+    assert "newly initialised" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t5electra"):
+        assert main(["convert", "--merge", str(tmp_path / "plain"), str(tmp_path / "out2")]) == 0
+    fresh = [r.getMessage() for r in caplog.records if "newly initialised" in r.getMessage()]
+    assert len(fresh) == 1 and "discriminator_predictions.dense.weight" in fresh[0]
 
 
 def test_convert_of_an_adapter_checkpoint_without_merge_says_to_merge(tmp_path, capsys):
