@@ -41,6 +41,7 @@ state); ``RUN/adapter`` is the best adapter in PEFT's layout, ``RUN/model`` the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -56,7 +57,7 @@ from ..data.heads import (MODEL_INPUTS, TaskData, collate, encode, encode_qa,  #
                           labelled_tokens, load_task_data)
 from ..data.readers import spread_subset
 from ..errors import ConfigError, DataError, T5ElectraError
-from ..modeling import OWN_CALL
+from ..modeling import OWN_CALL, FreshWarningHeld
 from ..eval.baselines import classification_baseline
 from ..eval.heads import head_loss, majority_baseline, predict, qa_answers, score  # noqa: F401 (qa_answers)
 from ..models.electra import ElectraConfig
@@ -273,7 +274,11 @@ def train(cfg: RunConfig) -> Path:
     if not data.splits.get("train"):
         raise DataError("no training examples: data.task has no train split, or data.train_files is empty")
     tokenizer = load_tokenizer(cfg)
-    model = add_lora(build_model(cfg, data, tokenizer), cfg.lora, data.head).to(env.device)  # lora.r: adapters
+    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
+    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
+    # resumed: the checkpoint fills the head that from_pretrained would call newly initialised
+    with FreshWarningHeld() if resume_from is not None else contextlib.nullcontext():
+        model = add_lora(build_model(cfg, data, tokenizer), cfg.lora, data.head).to(env.device)  # lora.r: adapters
     pad = tokenizer.pad_token_id
     features = {s: encode(data, s, tokenizer, cfg.data.max_length, cfg.electra.doc_stride) for s in data.splits}
     stream = ExampleStream(features["train"], cfg.train.batch_size, cfg.train.seed, env, lambda b: collate(b, pad),
@@ -285,10 +290,8 @@ def train(cfg: RunConfig) -> Path:
     sharded = is_sharded(model)
     optimizer = build_optimizer(model, cfg.optim, num_layers=model.config.num_hidden_layers)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.max_steps)
-    ckpt = CheckpointManager.for_run(cfg, run_dir, env.world_size)
 
     start, last_ckpt = 0, None
-    resume_from = ckpt.resolve(cfg.checkpoint.resume)  # every rank reads the (shared) run directory
     if resume_from is not None:
         state = ckpt.load(resume_from, model, optimizer, scheduler, rank=env.rank)
         stream.load_state_dict(state["data"])

@@ -180,6 +180,27 @@ def test_lora_trains_adapters_and_head_resumes_exactly_and_merges(root, tmp_path
         torch.testing.assert_close(again(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_resumed_run_does_not_call_its_trained_head_newly_initialised(lora, root, tmp_path, caplog):
+    """Resuming logged "newly initialised (train before use): classifier.*" from the base's load,
+    though the checkpoint then restores the trained head (the whole model, or LoRA's adapters and
+    head). A fresh start says it, as it should."""
+    run = tmp_path / "run"
+    extra = ["--lora.r=2", "--lora.target_modules=[query]"] if lora else []
+    args = _args(root, run, "--electra.head=classification", *_files(root), "--eval.every_steps=0",
+                 "--checkpoint.every_steps=2", *extra, steps=4)
+    with caplog.at_level("WARNING", logger="t5electra"):
+        train(_config(args))
+    assert "newly initialised (train before use): ['classifier." in caplog.text
+    shutil.rmtree(run / "checkpoints" / "step-00000004")
+    (run / "checkpoints" / "latest").write_text("step-00000002\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t5electra"):
+        train(_config(args))
+    assert [r["step"] for r in read_metrics(run) if r["split"] == "train"][-2:] == [3, 4]  # it resumed
+    assert "newly initialised" not in caplog.text
+
+
 def test_regression_and_token_classification(root, tmp_path):
     run = tmp_path / "reg"
     train(_config(_args(root, run, "--electra.head=regression", "--data.text_columns=text",
