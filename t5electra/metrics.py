@@ -124,12 +124,14 @@ def spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str
 _PUNCT = set(string.punctuation)
 
 
-def normalize_squad(text: str) -> str:
+def normalize_squad(text: str, cjk: bool | None = None) -> str:
     """Lower-case, drop punctuation, drop articles (a/an/the), collapse whitespace: the
     normalisation of the official SQuAD v1.1 ``evaluate-v1.1.py``. A text with Chinese, Japanese or
-    Korean characters also loses its other punctuation (，。《》, as CMRC 2018's evaluation does);
-    text without them is normalised exactly as the official script does."""
-    cjk = _CJK_CHAR.search(text) is not None
+    Korean characters also loses its other punctuation (，。《》“”, as CMRC 2018's evaluation does);
+    text without them is normalised exactly as the official script does. ``cjk``: whether to drop
+    that punctuation (None: when ``text`` has such characters; :func:`squad` decides it for an
+    answer and a prediction together, so both are normalised alike)."""
+    cjk = _CJK_CHAR.search(text) is not None if cjk is None else cjk
     text = "".join(ch for ch in text.lower()
                    if ch not in _PUNCT and not (cjk and unicodedata.category(ch).startswith("P")))
     text = re.sub(r"\b(a|an|the)\b", " ", text)
@@ -163,10 +165,12 @@ def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[
             refs = [refs]
         if not refs:
             raise InvalidInputError("squad: an example has no reference answer")
-        p = normalize_squad(pred)
-        norm = [normalize_squad(r) for r in refs]
-        em += max(float(r == p) for r in norm)
-        f1 += max(_token_f1(r, p) for r in norm)
+        # an answer and the prediction normalised alike: one with CJK characters drops the other's “”
+        # too ('“iPhone”' against '“iPhone”手机' had F1 0, 'iPhone' 50)
+        cjk = [_CJK_CHAR.search(pred) is not None or _CJK_CHAR.search(r) is not None for r in refs]
+        pairs = [(normalize_squad(r, c), normalize_squad(pred, c)) for r, c in zip(refs, cjk)]
+        em += max(float(r == p) for r, p in pairs)
+        f1 += max(_token_f1(r, p) for r, p in pairs)
     n = len(predictions)
     return {"em": 100.0 * em / n, "f1": 100.0 * f1 / n}
 

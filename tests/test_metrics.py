@@ -58,6 +58,10 @@ def test_correlations_match_scipy_and_constant_is_zero():
     ("天安门广场", ["北京天安门广场"], 0.0, 100 * 2 * 1 * (5 / 7) / (1 + 5 / 7)),
     ("北京天安门", ["北京，天安门。"], 100.0, 100.0),
     ("在 2008年 北京", ["2008年北京"], 0.0, 100 * 2 * (4 / 5) * 1 / (4 / 5 + 1)),  # 在 2008 年 北 京 vs 2008 年 北 京
+    # an answer and a prediction are normalised alike: the prediction without a Chinese character
+    # kept its “” (one token '“iphone”', F1 0)
+    ("“iPhone”", ["“iPhone”手机"], 0.0, 50.0),  # iphone vs iphone 手 机: P 1, R 1/3
+    ("“2008”", ["北京", "2008年"], 0.0, 100 * 2 / 3),  # 2008 vs 2008 年: P 1, R 1/2
 ])
 def test_squad_official_normalisation(pred, refs, em, f1):
     out = M.squad([refs], [pred])
