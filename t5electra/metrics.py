@@ -37,7 +37,9 @@ INVALID_VALUE = -1.0
 # 々〆〇 (U+3005-3007: 人々, 二〇〇八年) and the supplementary planes' ideographs (Extension B on,
 # 𠮷), which rouge-score dropped unseen: '二〇〇八年' against '二八年' scored ROUGE 100.
 _HAN = "\u3005-\u3007\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-_KANA, _HANGUL = "\u3040-\u30ff", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
+# Kana without its two punctuation marks ゠ (U+30A0) and ・ (U+30FB), dropped as 、 and 。 are
+# (ROUGE counted 'トム・ハンクス' against 'トムハンクス' a token short)
+_KANA, _HANGUL = "\u3040-\u309f\u30a1-\u30fa\u30fc-\u30ff", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
 HAN_CHAR = re.compile(f"[{_HAN}]")  # a Chinese character (the TF-IDF baseline's test for Chinese text too)
 _SCRIPTS = (("ja", re.compile(f"[{_KANA}]")), ("ko", re.compile(f"[{_HANGUL}]")), ("zh", HAN_CHAR))
 _CJK_CHAR = re.compile(f"([{_HAN}{_KANA}{_HANGUL}])")

@@ -124,11 +124,13 @@ def test_rouge_scores_chinese_by_character():
 
 def test_rouge_counts_every_chinese_and_japanese_character():
     """々〆〇 (U+3005-3007) and the ideographs beyond the BMP were outside the CJK ranges, so rouge-score
-    dropped them: '二〇〇八年' against '二八年' scored 100."""
+    dropped them: '二〇〇八年' against '二八年' scored 100. The kana range held the punctuation ・."""
     assert M.rouge(["二〇〇八年"], ["二八年"])["rouge1"] == pytest.approx(75.0)  # P 3/3, R 3/5
     assert M.rouge(["人々が集まった"], ["人が集まった"])["rouge1"] == pytest.approx(1200 / 13)  # P 1, R 6/7
     assert M.rouge(["𠮷野家"], ["吉野家"])["rouge1"] == pytest.approx(200 / 3)  # 𠮷 (U+20BB7) is not 吉
     assert M.bleu_tokenizer(["𠮷𠮷", "〇〇"]) == "zh"
+    # ・ is punctuation, dropped as 、 is (it was a kana "character": 92.3)
+    assert M.rouge(["トム・ハンクス、"], ["トムハンクス"])["rouge1"] == pytest.approx(100.0)
 
 
 def test_rouge_equals_rouge_score_on_english():
