@@ -34,9 +34,10 @@ INVALID_VALUE = -1.0
 # Han ideographs, Japanese kana, Korean Hangul (jamo and syllables): BLEU's 13a tokenisation reads
 # an unspaced Chinese or Japanese sentence as one word and rouge-score drops these characters
 # altogether (it keeps [a-z0-9]), so both score text in these scripts by character. Han includes
-# 々〆〇 (U+3005-3007: 人々, 二〇〇八年) and the supplementary planes' ideographs (Extension B on,
-# 𠮷), which rouge-score dropped unseen: '二〇〇八年' against '二八年' scored ROUGE 100.
-_HAN = "\u3005-\u3007\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+# 々〆〇 (U+3005-3007: 人々, 二〇〇八年) and the ideographs beyond U+FFFF (Extensions B to H and the
+# compatibility supplement, the ranges sacrebleu's zh tokenizer uses: Cantonese 𨋢, 𠮶, names like 𠮷),
+# which rouge-score dropped unseen: '二〇〇八年' against '二八年' scored ROUGE 100.
+_HAN = "\u3005-\u3007\u3400-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f\U00030000-\U000323af"
 # Kana without its two punctuation marks ゠ (U+30A0) and ・ (U+30FB), dropped as 、 and 。 are
 # (ROUGE counted 'トム・ハンクス' against 'トムハンクス' a token short)
 _KANA, _HANGUL = "\u3040-\u309f\u30a1-\u30fa\u30fc-\u30ff", "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"

@@ -133,6 +133,17 @@ def test_rouge_counts_every_chinese_and_japanese_character():
     assert M.rouge(["トム・ハンクス、"], ["トムハンクス"])["rouge1"] == pytest.approx(100.0)
 
 
+def test_han_characters_beyond_the_bmp_count_as_chinese():
+    """CJK Extension B and later (U+20000+: Cantonese 𨋢 'lift', 𡃁, 𠮶) were outside the Han range:
+    ROUGE dropped them (a perfect one-character summary scored 0), SQuAD F1 read a run of them as one
+    word, and BLEU tokenised a reference of them with 13a."""
+    assert M.rouge(["𨋢"], ["𨋢"])["rouge1"] == 100.0
+    # 𨋢 壞 咗 against 電 壞 咗: two of three characters (𨋢 had vanished from the reference: 80)
+    assert M.rouge(["𨋢壞咗"], ["電壞咗"])["rouge1"] == pytest.approx(200 / 3)
+    assert M.squad([["𨋢𡃁"]], ["𡃁𨋢"])["f1"] == pytest.approx(100.0)
+    assert M.bleu_tokenizer(["𨋢𡃁𠮶", "𠮶𨋢"]) == "zh"
+
+
 def test_rouge_equals_rouge_score_on_english():
     from rouge_score import rouge_scorer
 
