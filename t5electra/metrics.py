@@ -44,6 +44,9 @@ _KANA, _HANGUL = "\u3040-\u309f\u30a1-\u30fa\u30fc-\u30ff", "\u1100-\u11ff\u3130
 HAN_CHAR = re.compile(f"[{_HAN}]")  # a Chinese character (the TF-IDF baseline's test for Chinese text too)
 _SCRIPTS = (("ja", re.compile(f"[{_KANA}]")), ("ko", re.compile(f"[{_HANGUL}]")), ("zh", HAN_CHAR))
 _CJK_CHAR = re.compile(f"([{_HAN}{_KANA}{_HANGUL}])")
+# Full-width ASCII forms (U+FF01-U+FF5E: '１９９７', 'ＧＤＰ', '％') and the ideographic space as their
+# ASCII: Chinese text writes numbers and Latin letters in either width (People's Daily in full width).
+_HALF_WIDTH = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}, 0x3000: 0x20}
 
 
 def _check(targets: Sequence, predictions: Sequence, metric: str) -> None:
@@ -186,6 +189,8 @@ class _RougeTokenizer:
     rouge-score keeps only [a-z0-9], so Chinese scored ROUGE 0 whatever the summary; by character
     is how Chinese ROUGE is usually reported (LCSTS, for one). Text between such characters, and
     text without any, gets rouge-score's own tokens (lower case, Porter stems): English is unchanged.
+    Full-width digits and letters are read as their ASCII first: rouge-score dropped them, so a
+    summary with the wrong year ('２００８年' for '１９９７年') scored 100.
     """
 
     def __init__(self, use_stemmer: bool):
@@ -194,6 +199,7 @@ class _RougeTokenizer:
         self._words = tokenizers.DefaultTokenizer(use_stemmer)
 
     def tokenize(self, text: str) -> list[str]:
+        text = text.translate(_HALF_WIDTH)
         if not _CJK_CHAR.search(text):
             return self._words.tokenize(text)
         # split() with a group keeps each matched character as its own item, between the other runs

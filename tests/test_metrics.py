@@ -144,6 +144,16 @@ def test_han_characters_beyond_the_bmp_count_as_chinese():
     assert M.bleu_tokenizer(["𨋢𡃁𠮶", "𠮶𨋢"]) == "zh"
 
 
+def test_rouge_reads_full_width_digits_and_letters():
+    """rouge-score keeps only [a-z0-9]: full-width '１９９７' and 'ＧＤＰ' (People's Daily writes them so)
+    vanished, and a summary with every number wrong scored 100."""
+    out = M.rouge(["１９９７年经济增长８％"], ["２００８年经济增长５％"])
+    assert out == M.rouge(["1997年经济增长8%"], ["2008年经济增长5%"])
+    assert out["rouge1"] == pytest.approx(500 / 7)  # 1997 年 经 济 增 长 8 against 2008 年 经 济 增 长 5
+    assert M.rouge(["ＧＤＰ增长"], ["CPI增长"])["rouge1"] == pytest.approx(200 / 3)
+    assert M.rouge(["１２３"], ["１２３"])["rouge1"] == 100.0
+
+
 def test_rouge_equals_rouge_score_on_english():
     from rouge_score import rouge_scorer
 
