@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                      max_length=args.max_length, max_new_tokens=args.max_new_tokens,
                                      num_beams=args.num_beams, device=args.device, weights=args.weights,
                                      predictions_file=predictions)
-        text = json.dumps(result, indent=2)
+        text = json.dumps(result, indent=2, ensure_ascii=False)  # Chinese class names and paths as written
         if out is not None:
             checks.write_atomic(out, text + "\n")
     except T5ElectraError as e:

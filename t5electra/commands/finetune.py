@@ -96,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = run_dir / "results.json"
     if results.is_file():
-        print(json.dumps(json.loads(results.read_text(encoding="utf-8")), indent=2))
+        print(json.dumps(json.loads(results.read_text(encoding="utf-8")), indent=2, ensure_ascii=False))
     print(f"fine-tuned ({family}): {run_dir / 'model'}")
     return 0

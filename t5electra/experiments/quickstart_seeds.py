@@ -68,7 +68,7 @@ def compare(out: str | os.PathLike = "runs/quickstart", *, seeds: int = 3, first
 
 
 def _accuracy(run: Path) -> float:
-    return float(json.loads((run / "results.json").read_text())["test"]["accuracy"])
+    return float(json.loads((run / "results.json").read_text(encoding="utf-8"))["test"]["accuracy"])
 
 
 def _stats(values: list[float]) -> dict[str, Any]:

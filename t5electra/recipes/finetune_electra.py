@@ -397,7 +397,7 @@ def finish(run_dir: Path, best: dict[str, Any] | None, model: torch.nn.Module, t
     save_final_model(export_model(model, run_dir), run_dir / "model", tokenizer.save_pretrained)
     # last, whole: the quickstart takes RUN/results.json for a finished run (it was written before the
     # model: a run killed while saving it was taken for finished, without a model)
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     plot_run_if_available(run_dir)
 
 
@@ -413,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finetune_electra: error: {e}", file=sys.stderr)
         return 1
     if is_rank_zero():  # torchrun: rank 0 wrote the results and prints them once
-        print(json.dumps(json.loads((run_dir / "results.json").read_text()), indent=2))
+        print(json.dumps(json.loads((run_dir / "results.json").read_text(encoding="utf-8")), indent=2,
+                         ensure_ascii=False))
     return 0
 
 

@@ -349,7 +349,7 @@ def finish(cfg: RunConfig, run_dir: Path, best: dict[str, Any] | None, model: to
         results["tfidf_baseline"] = classification_baseline(
             {s: list(tasks[0].head_examples(s)) for s in ("train", "validation", "test") if s in tasks[0].splits})
     # last, whole: the quickstart takes RUN/results.json for a finished run
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

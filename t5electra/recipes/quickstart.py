@@ -349,8 +349,8 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
            sentiment: Path, peaks: dict[str, float], lanes: int = 1, precision: str = "fp32") -> dict[str, Any]:
     """The table, the demos and the MFU (``peaks``: each stage's matmul peak in the training
     ``precision``) -> quickstart.json."""
-    t5 = json.loads((out / "t5-sentiment" / "results.json").read_text())
-    el = json.loads((out / "electra-sentiment" / "results.json").read_text())
+    t5 = json.loads((out / "t5-sentiment" / "results.json").read_text(encoding="utf-8"))
+    el = json.loads((out / "electra-sentiment" / "results.json").read_text(encoding="utf-8"))
     baseline = float(t5["majority_baseline"]["test"]["accuracy"])
     tfidf = tfidf_baseline(sentiment)
     rows = [("majority class", baseline, "-"),
@@ -358,7 +358,7 @@ def report(out: Path, timings: dict[str, float], minilm: bool, echo: Callable[[s
             f"{_params(out / 't5-sentiment' / 'model')}"),
             ("ELECTRA (pretrained here, fine-tuned)", _accuracy(el), f"{_params(out / 'electra-sentiment' / 'model')}")]
     if minilm:
-        ml = json.loads((out / "minilm-sentiment" / "results.json").read_text())
+        ml = json.loads((out / "minilm-sentiment" / "results.json").read_text(encoding="utf-8"))
         rows.append(("MiniLM-L6 (real pretrained weights, fine-tuned)", _accuracy(ml),
                      f"{_params(out / 'minilm-sentiment' / 'model')}"))
     rows += control_rows(out)
@@ -634,7 +634,7 @@ def control_rows(out: Path) -> list[tuple[str, float, str]]:
     for model, run in (("T5", CONTROL_RUNS["finetune_t5_scratch"]), ("ELECTRA", CONTROL_RUNS["finetune_electra_scratch"])):
         if (out / run / "results.json").is_file():
             rows.append((f"{model} (no pretraining, fine-tuned)",
-                         _accuracy(json.loads((out / run / "results.json").read_text())), _params(out / run / "model")))
+                         _accuracy(json.loads((out / run / "results.json").read_text(encoding="utf-8"))), _params(out / run / "model")))
     return rows
 
 

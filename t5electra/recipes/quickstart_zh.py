@@ -208,7 +208,7 @@ def demos(out: Path) -> dict[str, Any]:
 
 def report(out: Path, timings: dict[str, float], echo: Callable[[str], None], paths: dict[str, Path]) -> dict[str, Any]:
     def results(run: str) -> dict[str, Any]:
-        return json.loads((out / run / "results.json").read_text())
+        return json.loads((out / run / "results.json").read_text(encoding="utf-8"))
 
     t5s, els, t5c, elc = (results(r) for r in ("t5-sentiment-zh", "electra-sentiment-zh", "t5-cws-zh", "electra-cws-zh"))
     tfidf = char_tfidf_baseline(paths["sentiment"])

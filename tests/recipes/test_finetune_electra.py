@@ -566,3 +566,23 @@ def test_a_tagger_micro_batch_without_labelled_tokens_adds_nothing():
     assert y.loss == pytest.approx(x.loss, rel=1e-6) and y.grad_norm == pytest.approx(x.grad_norm, rel=1e-6)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+
+
+def test_results_keep_chinese_class_names_and_paths_as_written(root, tmp_path, capsys):
+    """results.json, the results `t5electra finetune` prints and `t5electra evaluate`'s JSON wrote
+    Chinese as \\uXXXX escapes ("label": "\\u8d1f\\u9762" for the majority class 负面), where the run's
+    config.yaml, the predictions and `generate` keep it as written."""
+    (own := tmp_path / "评论").mkdir()
+    for split in ("train", "dev", "test"):
+        (own / f"{split}.csv").write_text("评论,标签\n" + "".join(f"{t},{y}\n" for t, y in (
+            ("质量太差了", "负面"), ("很失望", "负面"), ("非常好", "正面"))) , encoding="utf-8")
+    run = tmp_path / "情感"
+    args = [a for a in _args(root, run, "--electra.head=classification", "--data.text_columns=[评论]",
+                             "--data.label_column=标签", *_files(own, ".csv"), steps=2)
+            if not a.startswith(("--eval.every_steps", "--checkpoint.every_steps"))]
+    assert cli_main(["finetune", *args]) == 0
+    assert '"label": "负面"' in capsys.readouterr().out
+    assert '"label": "负面"' in (run / "results.json").read_text(encoding="utf-8")
+    assert cli_main(["evaluate", str(run), "--split", "test", "--out", str(tmp_path / "scored.json")]) == 0
+    assert f'"checkpoint": "{run / "model"}"' in capsys.readouterr().out
+    assert "情感" in (tmp_path / "scored.json").read_text(encoding="utf-8")
