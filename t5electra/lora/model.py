@@ -215,6 +215,9 @@ class PeftModel(nn.Module):
         for ours, hf in saved.items():
             self._peft_keys[PREFIX + hf] = ours
         params = dict(model.named_parameters())
+        # modules_to_save train in place; disable_adapter() puts the base's values back for its block, as
+        # PEFT's ModulesToSaveWrapper runs its original module then (PEFT too keeps both copies)
+        self._saved_originals = {ours: params[ours].detach().clone() for ours in saved}
         for ours in self._peft_keys.values():
             params[ours].requires_grad_(not config.inference_mode)
         self.base_model = model
@@ -243,10 +246,16 @@ class PeftModel(nn.Module):
 
     @contextlib.contextmanager
     def disable_adapter(self):
-        """``with model.disable_adapter():`` the base model's outputs (every adapter off), as PEFT's."""
+        """``with model.disable_adapter():`` the base model's outputs (every adapter off, and the
+        modules_to_save with the base's weights, not the trained ones), as PEFT's."""
         layers = self._lora_layers()
         if any(m.merged for m in layers):
             raise ConfigError("disable_adapter: the adapters are merged into the base weights")
+        params = dict(self.base_model.named_parameters())
+        trained = {k: params[k].detach().clone() for k in self._saved_originals}
+        with torch.no_grad():
+            for k, t in self._saved_originals.items():
+                params[k].copy_(t)
         for m in layers:
             m.disabled = True
         try:
@@ -254,6 +263,9 @@ class PeftModel(nn.Module):
         finally:
             for m in layers:
                 m.disabled = False
+            with torch.no_grad():
+                for k, t in trained.items():
+                    params[k].copy_(t)
 
     def _lora_layers(self) -> list[LoraLinear]:
         return [m for m in self.base_model.modules() if isinstance(m, LoraLinear)]

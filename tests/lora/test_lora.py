@@ -525,6 +525,25 @@ def test_disable_adapter_unload_and_get_base_model_as_peft():
         merged.unload()
 
 
+def test_disable_adapter_runs_the_base_s_modules_to_save_as_peft(tmp_path):
+    """disable_adapter() turned off the LoRA layers only: a classifier trained in full (modules_to_save)
+    kept its trained weights, while PEFT's ModulesToSaveWrapper runs the original module there."""
+    model, hf = base_dirs("electra-cls", tmp_path)
+    base = logits(model, "electra-cls")
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=["query"], task_type="SEQ_CLS", init_lora_weights=False))
+    perturb(p for p in lora.parameters() if p.requires_grad)  # the head "trains"
+    adapted = logits(lora, "electra-cls")
+    lora.save_pretrained(tmp_path / "adapter")
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    loaded = PeftModel.from_pretrained(ours("electra-cls"), tmp_path / "adapter")
+    with theirs.disable_adapter(), lora.disable_adapter(), loaded.disable_adapter():
+        torch.testing.assert_close(logits(theirs, "electra-cls"), base, **TOL)
+        torch.testing.assert_close(logits(lora, "electra-cls"), base, rtol=0, atol=0)
+        torch.testing.assert_close(logits(loaded, "electra-cls"), base, rtol=0, atol=0)
+    torch.testing.assert_close(logits(lora, "electra-cls"), adapted, rtol=0, atol=0)  # the trained head is back
+    torch.testing.assert_close(logits(loaded, "electra-cls"), adapted, **TOL)
+
+
 @pytest.mark.parametrize("is_trainable", [False, True])
 def test_from_pretrained_leaves_the_model_in_peft_s_mode(is_trainable, tmp_path):
     """PeftModel.from_pretrained(base, dir) kept a base in train mode (dropout on in inference); PEFT
