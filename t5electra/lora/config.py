@@ -69,7 +69,8 @@ class LoraConfig:
     or one regex matched against whole module paths, or "all-linear" (every linear layer but the
     output layer, as PEFT); None: PEFT's default for the model type."""
     modules_to_save: list[str] | None = None
-    """Modules trained in full and saved with the adapter (e.g. ['classifier'])."""
+    """Modules trained in full and saved with the adapter (e.g. ['classifier']); PEFT's rule: every module
+    whose path ends with a name ('layer_norm' also takes T5's final_layer_norm)."""
     exclude_modules: list[str] | str | None = None
     """Modules never adapted (same matching as target_modules)."""
     bias: str = "none"

@@ -59,7 +59,10 @@ def linear_modules(model: nn.Module) -> dict[str, list[tuple[str, int, int]]]:
 
 
 def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, ...]) -> dict[str, str]:
-    """modules_to_save -> {our parameter name: transformers parameter name} of the modules they name."""
+    """modules_to_save -> {our parameter name: transformers parameter name} of the modules they name.
+
+    PEFT's rule (peft.utils.other._set_trainable): a module whose path ends with the name, no dot needed
+    ('layer_norm' also names T5's final_layer_norm), so that both sides train and save the same tensors."""
     keymap = model.hf_keymap(model.config)
     for t in names:
         if t.rsplit(".", 1)[-1] == "embed_tokens":  # T5's encoder/decoder aliases of `shared`
@@ -72,7 +75,7 @@ def _saved_parameters(model: nn.Module, names: list[str], optional: tuple[str, .
             continue
         for t in names:
             module_paths = {h.rsplit(".", 1)[0] for h in hf}
-            hits = [p for p in module_paths if any(q == t or q.endswith("." + t) for q in _ancestors(p))]
+            hits = [p for p in module_paths if any(q.endswith(t) for q in _ancestors(p))]
             if not hits:
                 continue
             if len(hf) > 1:

@@ -544,6 +544,25 @@ def test_disable_adapter_runs_the_base_s_modules_to_save_as_peft(tmp_path):
     torch.testing.assert_close(logits(loaded, "electra-cls"), adapted, **TOL)
 
 
+def test_modules_to_save_match_module_paths_by_suffix_as_peft(tmp_path):
+    """PEFT takes every module whose path ends with a modules_to_save name, dot or not: 'layer_norm'
+    is also T5's final_layer_norm. We required '.layer_norm', so our adapter lacked those tensors
+    (PEFT's from_pretrained failed with a KeyError) and PEFT's had two we refused."""
+    model, hf = base_dirs("t5-v1.1", tmp_path)
+    config = dict(r=4, target_modules=["q"], modules_to_save=["layer_norm"], init_lora_weights=False)
+    lora = get_peft_model(model, LoraConfig(**config))
+    perturb(p for p in lora.parameters() if p.requires_grad)
+    lora.save_pretrained(tmp_path / "ours")
+    assert "base_model.model.encoder.final_layer_norm.weight" in load_file(tmp_path / "ours/adapter_model.safetensors")
+    theirs = peft.PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(theirs, "t5"), logits(lora, "t5"), **TOL)
+    trained = peft.get_peft_model(hf, peft.LoraConfig(**config))
+    perturb(p for p in trained.parameters() if p.requires_grad)
+    trained.save_pretrained(tmp_path / "peft")
+    loaded = PeftModel.from_pretrained(ours("t5-v1.1"), tmp_path / "peft")
+    torch.testing.assert_close(logits(loaded, "t5"), logits(trained.eval(), "t5"), **TOL)
+
+
 @pytest.mark.parametrize("is_trainable", [False, True])
 def test_from_pretrained_leaves_the_model_in_peft_s_mode(is_trainable, tmp_path):
     """PeftModel.from_pretrained(base, dir) kept a base in train mode (dropout on in inference); PEFT
