@@ -67,9 +67,11 @@ def _span_counts(length: int, noise_density: float, mean_noise_span_length: floa
     more). t5 fails there; without the cap the mask got empty kept spans, merged noise spans and
     noised 65 of 100 tokens instead of 80, and inputs overflowed ``inputs_length``.
     """
-    # round() halves to even, as np.round and t5's tf.round do; on Python floats it is the faster one
-    num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_noise_spans = max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+    # t5's mask computes in float32 (tf.round(to_float(length) * noise_density)): 190 x 0.15 is 28.5
+    # (28) in float64 but 28.500002 (29) in float32. round() halves to even, as tf.round does.
+    f32 = np.float32
+    num_noise_tokens = min(max(int(round(float(f32(length) * f32(noise_density)))), 1), length - 1)
+    num_noise_spans = max(int(round(float(f32(num_noise_tokens) / f32(mean_noise_span_length)))), 1)
     return num_noise_tokens, min(num_noise_spans, length - num_noise_tokens)
 
 
@@ -83,9 +85,10 @@ def compute_input_and_target_lengths(inputs_length: int, noise_density: float = 
     counts including the EOS: 512 -> (568, 114) and 128 -> (141, 29).
 
     One difference from t5: the counts are the mask's own (:func:`_span_counts`: at least one noise
-    token and one span). t5's helper counts zero spans where the mask makes one, so for short inputs
-    (8 at density 0.15, mean span 3) it promised 8 input tokens and the mask gave 9; wherever t5's
-    counts are the mask's, the two agree (tests/data/test_objectives.py checks 3..1099).
+    token and one span, in float32). t5's helper counts zero spans where the mask makes one, so for
+    short inputs (8 at density 0.15, mean span 3) it promised 8 input tokens and the mask gave 9;
+    and it counts in float64, so for 172 it promised 38 targets where the mask makes 40. Wherever
+    t5's counts are the mask's, the two agree (tests/data/test_objectives.py checks 3..1099).
     """
     if inputs_length < 3:  # the shortest corruption: one kept token, one sentinel, EOS
         raise InvalidInputError(f"inputs_length must be >= 3 for span corruption (a kept token, a sentinel and "

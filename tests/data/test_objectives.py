@@ -88,10 +88,14 @@ def test_lengths_end_for_densities_close_to_one():
 
 
 def t5_random_spans_helper(inputs_length, noise_density, mean_noise_span_length):
-    """t5/data/preprocessors.py ``random_spans_helper`` (one sentinel per span each side), ported as is."""
+    """t5/data/preprocessors.py ``random_spans_helper`` (one sentinel per span each side), counting in
+    float32 as t5's mask does (the helper's Python floats promise 38 targets for raw 190 at density
+    0.15, where t5's mask makes 29 noise tokens in 10 spans: 40)."""
+    f32 = np.float32
+
     def lengths(tokens_length):
-        noise = int(round(tokens_length * noise_density))
-        spans = int(round(noise / mean_noise_span_length))
+        noise = int(np.round(f32(tokens_length) * f32(noise_density)))
+        spans = int(np.round(f32(noise) / f32(mean_noise_span_length)))
         return tokens_length - noise + spans + 1, noise + spans + 1
 
     tokens_length = inputs_length - 1
@@ -106,15 +110,16 @@ def t5_random_spans_helper(inputs_length, noise_density, mean_noise_span_length)
 
 def t5_cannot_mask(raw, density, span):
     """t5's random_spans_noise_mask fails when it asks for more noise spans than kept tokens."""
-    noise = min(max(int(round(raw * density)), 1), raw - 1)
-    return max(int(round(noise / span)), 1) > raw - noise
+    noise = min(max(int(np.round(np.float32(raw) * np.float32(density))), 1), raw - 1)
+    return max(int(np.round(np.float32(noise) / np.float32(span))), 1) > raw - noise
 
 
 def corrupted_lengths(raw, density, span):
     """(inputs, targets) lengths span corruption gives for ``raw`` tokens (the counts are fixed; only
     the span positions are random)."""
     inputs, targets = span_corruption(np.arange(10, 10 + raw), rng=np.random.default_rng(0), sentinel_start_id=S0,
-                                      eos_token_id=EOS, noise_density=density, mean_noise_span_length=span)
+                                      eos_token_id=EOS, noise_density=density, mean_noise_span_length=span,
+                                      num_sentinels=S0)  # lengths only: as many sentinels as the spans need
     return len(inputs), len(targets)
 
 
@@ -173,6 +178,20 @@ def test_counts_follow_the_reference_formula():
         n_noise = min(max(int(np.round(length * 0.15)), 1), length - 1)
         assert mask.sum() == n_noise
         assert len(runs(mask)) == max(1, int(np.round(n_noise / 3)))
+
+
+@pytest.mark.parametrize("length,density,noise,spans", [(190, 0.15, 29, 10), (350, 0.15, 53, 18), (390, 0.15, 59, 20),
+                                                       (95, 0.3, 29, 10), (90, 0.35, 32, 11)])
+def test_counts_round_as_t5s_float32_product(length, density, noise, spans):
+    # t5 counts tf.round(to_float(length) * noise_density) in float32: 190 x 0.15 is 28.5 (28 in
+    # float64) but 28.500002 (29) in float32, so rows of 190, 350, 390 ... got one noise token (and
+    # at mean span 3 one span) fewer than t5's mask makes.
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        mask = random_spans_noise_mask(length, density, 3.0, rng=rng)
+        assert (int(mask.sum()), len(runs(mask))) == (noise, spans)
+    raw, targets = compute_input_and_target_lengths(172)  # raw 190: the search counts what the mask makes
+    assert (raw, targets) == (190, 40) and corrupted_lengths(raw, 0.15, 3.0) == (172, 40)
 
 
 @pytest.mark.parametrize("density,span", [(0.8, 3.0), (0.9, 1.0), (0.5, 1.0)])
