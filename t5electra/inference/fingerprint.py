@@ -11,7 +11,7 @@ in use, and the model computed with weights it no longer had (weights made under
 every row and every column for the int8 screen of T5's output layer, the one copy a model makes
 without being asked (a changed matrix, row or column shows in it), 64 along the diagonal for the
 kernels of ``optimize_for_inference`` (a changed matrix shows), compared where a model
-starts a piece of work (:func:`.weights.drop_stale_copies`: each T5 ``generate`` call, and each
+starts a piece of work (:func:`.weights.drop_stale_copies`: each T5 decoding, in ``new_decoder_cache``, and each
 forward of a direct submodule of a model that ``optimize_for_inference`` prepared, its encoder /
 decoder stacks, ELECTRA's body and head). Reading them costs max(rows,
 columns) or 64 strided reads per matrix, not a pass over it, and one comparison for all of a

@@ -431,7 +431,8 @@ def drop_stale_copies(model: nn.Module, *, steps: bool = True) -> int:
     version counter as it was; fingerprint.py): the optimised layers' kernels and, with ``steps``,
     the decoding steps' (the int8 screen of T5's output layer, the packed and bf16/int8 kernels).
     Those layers and steps then run the plain fp32 product on the current weights; the screen is
-    rebuilt from them. T5's ``generate`` calls this first; before each forward of a model prepared
+    rebuilt from them. T5's ``new_decoder_cache`` calls this (every decoding, ``generate`` the
+    function's too); before each forward of a model prepared
     by :func:`optimize_for_inference` its submodules check their own layers (:func:`_watch`).
     Returns how many were dropped."""
     dropped = _drop_stale_layers(getattr(model, "_inference_layers", ()))

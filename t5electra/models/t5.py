@@ -712,6 +712,7 @@ class T5ForConditionalGeneration(T5Model):
     def new_decoder_cache(self, encoder_hidden_states: torch.Tensor,
                           encoder_attention_mask: torch.Tensor | None = None,
                           max_length: int = 512) -> T5DecoderCache:
+        drop_stale_copies(self)  # weights edited through .data: every decoding (generate, the server's) starts here
         enc = encoder_hidden_states  # (N, S, D)
         n, s, _ = enc.shape
         self._check_mask("encoder_attention_mask", encoder_attention_mask, (n, s))
@@ -776,7 +777,6 @@ class T5ForConditionalGeneration(T5Model):
 
     def generate(self, *args, **kwargs):
         """Greedy / beam / sampling decoding; see t5electra.generation.seq2seq.generate for the arguments."""
-        drop_stale_copies(self)  # weights edited through .data since their fast copies were made
         args, kwargs = seq2seq.call_arguments(args, kwargs)  # generate(ids, GenerationConfig(...)) too
         return seq2seq.generate(self, *args, **self.generation_config.defaults_for(kwargs))
 

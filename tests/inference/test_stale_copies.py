@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from t5electra import ElectraConfig, ElectraForPreTraining
+from t5electra.generation.seq2seq import generate
 from t5electra.inference.fingerprint import Fingerprint
 from t5electra.inference.weights import drop_stale_copies
 from tiny_t5 import spread_tiny_t5
@@ -183,3 +184,35 @@ def test_submodules_called_directly_drop_stale_kernels(monkeypatch):
         torch.testing.assert_close(fast.electra(ids).last_hidden_state, model.electra(ids).last_hidden_state,
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fast(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+
+@pytest.mark.parametrize("weights", [None, "fp32", "bf16", "int8"])
+def test_the_generate_function_and_decoding_steps_drop_stale_copies(weights, monkeypatch):
+    """``generation.seq2seq.generate(model, ...)`` (the documented function, which the server
+    calls) and ``new_decoder_cache`` + ``decode_step`` ran the old decoding-step copies (packed /
+    bf16 / int8, the greedy screen) and the old cross-attention kernels after whole-matrix edits
+    through ``.data``: only ``model.generate`` checked. Every decoding now starts with the check,
+    and computes as a twin whose edits bumped the version counters (which drops the same copies)."""
+    import t5electra.inference.weights as W
+
+    monkeypatch.setattr(W.Fp32OneDNN, "preferred", staticmethod(lambda flags=None: True))  # fp32: kernels too
+    model, twin = spread_tiny_t5("v1.1", 0, 512), spread_tiny_t5("v1.1", 0, 512)
+    for m in (model, twin):
+        if weights is not None:
+            m.optimize_for_inference(weights)
+        for kw in (dict(), dict(num_beams=3)):
+            generate(m, IDS, MASK, max_new_tokens=8, **kw)     # builds the screen / uses the kernels
+    step = torch.zeros(2, 1, dtype=torch.long)
+    for name in ("decoder.blocks.0.self_attn.qkv.weight", "decoder.blocks.1.cross_attn.kv.weight", "lm_head.weight"):
+        with torch.no_grad():
+            model.get_parameter(name).data.mul_(-1.5)          # .data: the version counter stays
+            twin.get_parameter(name).mul_(-1.5)                # counted: its copies are dropped
+        for kw in (dict(), dict(num_beams=3)):
+            want = generate(twin, IDS, MASK, max_new_tokens=8, **kw)
+            assert torch.equal(generate(model, IDS, MASK, max_new_tokens=8, **kw), want), (name, kw)
+        with torch.inference_mode():                           # the decoding-step protocol
+            enc = twin.encode(IDS, attention_mask=MASK)
+            want = twin.decode_step(step, twin.new_decoder_cache(enc, MASK, 8))
+            torch.testing.assert_close(model.decode_step(step, model.new_decoder_cache(enc, MASK, 8)), want,
+                                       atol=0, rtol=0)
