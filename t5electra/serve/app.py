@@ -118,6 +118,14 @@ def _is_json(media_type: str) -> bool:
     return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
+async def _disconnected(request: Request) -> None:
+    """Return once the client has closed the connection. The handler has read the body, so what
+    ``receive`` gives next is ``http.disconnect``: when the socket closes (uvicorn), or after the
+    response (test clients)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_key: str | None = None) -> FastAPI:
     """The app serving the registry's models with ``config``'s limits and batching; with ``api_key``
     (see security.load_api_key) every route but /healthz and the page needs it (401 without)."""
@@ -241,10 +249,23 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
                 raise ApiError(413, f"{where} is {len(ids)} tokens long; the limit is {limit} ({why})")
         return {"ids": enc["input_ids"], "type_ids": enc["token_type_ids"]}
 
-    async def submit(sm: ServedModel, key: tuple, payload: dict, size: int) -> Any:
-        """Queue the request on the model's batcher and wait (504 after request_timeout_s)."""
+    async def submit(sm: ServedModel, key: tuple, payload: dict, size: int, request: Request) -> Any:
+        """Queue the request on the model's batcher and wait (504 after request_timeout_s); a client
+        that closes its connection gives its job up (uvicorn does not cancel the handler: it ran anyway)."""
+        work = asyncio.ensure_future(asyncio.wait_for(sm.batcher.submit(key, payload, size),
+                                                      config.request_timeout_s))
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            return await asyncio.wait_for(sm.batcher.submit(key, payload, size), config.request_timeout_s)
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the client left (or this handler was cancelled): the job is skipped, or its batch
+            gone.cancel()  # stops at its next step once nobody waits for any of it
+            left = not work.done()
+            if left:
+                work.cancel()
+        if left:
+            raise ApiError(499, "the client closed the connection before the answer")
+        try:
+            return work.result()
         except asyncio.TimeoutError:
             raise ApiError(504, f"model {sm.name!r} did not answer within {config.request_timeout_s} s "
                                 f"(request_timeout_s); try fewer texts or fewer new tokens") from None
@@ -318,7 +339,7 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
 
     @app.post("/v1/generate", response_model=S.GenerateResponse, responses=errors,
               summary="T5 text-to-text generation (greedy, beam search, sampling) with sequence scores")
-    async def generate(req: S.GenerateRequest):
+    async def generate(req: S.GenerateRequest, request: Request):
         sm = pick(GENERATE, req.model)
         req = with_model_defaults(req, sm)
         check_count(req.texts)
@@ -351,12 +372,12 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         alone = object() if req.do_sample and req.seed is not None else None
         key = (GENERATE, tuple(sorted(options.items())), alone)
         rows = len(req.texts) * max(req.num_beams, req.num_return_sequences)
-        results = await submit(sm, key, {"ids": enc["ids"], "texts": req.texts}, rows)
+        results = await submit(sm, key, {"ids": enc["ids"], "texts": req.texts}, rows, request)
         return {"model": sm.name, "results": results}
 
     @app.post("/v1/fill-mask", response_model=S.FillMaskResponse, responses=errors,
               summary="ELECTRA generator: alternatives for each [MASK] and the text filled greedily")
-    async def fill_mask(req: S.FillMaskRequest):
+    async def fill_mask(req: S.FillMaskRequest, request: Request):
         sm = pick(FILL_MASK, req.model)
         check_count(req.texts)
         enc = await tokenize(sm, req.texts)
@@ -369,23 +390,24 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         check_work(len(req.texts) * longest * masks,
                    f"{len(req.texts)} texts x {longest} tokens x {masks} [MASK]s: one pass over every text per "
                    f"[MASK] filled", "fewer texts, fewer [MASK]s per text or shorter texts")
-        results = await submit(sm, (FILL_MASK, req.top_k), {"ids": enc["ids"], "texts": req.texts}, len(req.texts))
+        results = await submit(sm, (FILL_MASK, req.top_k), {"ids": enc["ids"], "texts": req.texts}, len(req.texts),
+                               request)
         return {"model": sm.name, "results": results}
 
     @app.post("/v1/detect", response_model=S.DetectResponse, responses=errors,
               summary="ELECTRA discriminator: per-token probability of having been replaced")
-    async def detect(req: S.DetectRequest):
+    async def detect(req: S.DetectRequest, request: Request):
         sm = pick(DETECT, req.model)
         check_count(req.texts)
         enc = await tokenize(sm, req.texts)
         longest = max(map(len, enc["ids"]))
         check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
-        results = await submit(sm, (DETECT,), {"texts": req.texts}, len(req.texts))
+        results = await submit(sm, (DETECT,), {"texts": req.texts}, len(req.texts), request)
         return {"model": sm.name, "results": results}
 
     @app.post("/v1/correct", response_model=S.CorrectResponse, responses=errors,
               summary="ELECTRA detect-and-correct: flagged tokens are refilled by the generator")
-    async def correct(req: S.CorrectRequest):
+    async def correct(req: S.CorrectRequest, request: Request):
         sm = pick(CORRECT, req.model)
         check_count(req.texts)
         enc = await tokenize(sm, req.texts)
@@ -393,12 +415,13 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         check_work(len(req.texts) * longest * 2 * req.max_iters,
                    f"{len(req.texts)} texts x {longest} tokens x 2 passes x {req.max_iters} rounds",
                    "fewer or shorter texts, or a smaller max_iters")
-        results = await submit(sm, (CORRECT, req.threshold, req.max_iters), {"texts": req.texts}, len(req.texts))
+        results = await submit(sm, (CORRECT, req.threshold, req.max_iters), {"texts": req.texts}, len(req.texts),
+                               request)
         return {"model": sm.name, "results": results}
 
     @app.post("/v1/classify", response_model=S.ClassifyResponse, responses=errors,
               summary="a fine-tuned classification head; label names from the model's id2label")
-    async def classify(req: S.ClassifyRequest):
+    async def classify(req: S.ClassifyRequest, request: Request):
         sm = pick(CLASSIFY, req.model)
         check_count(req.texts)
         if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
@@ -408,12 +431,12 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
         longest = max(map(len, enc["ids"]))
         check_work(len(req.texts) * longest, f"{len(req.texts)} texts x {longest} tokens", "fewer or shorter texts")
         payload = {"ids": enc["ids"], "type_ids": enc["type_ids"], "texts": req.texts}
-        results = await submit(sm, (CLASSIFY,), payload, len(req.texts))
+        results = await submit(sm, (CLASSIFY,), payload, len(req.texts), request)
         return {"model": sm.name, "results": results}
 
     @app.post("/v1/attention", response_model=S.AttentionResponse, responses=errors,
               summary="attention weights of one layer and head (or the mean of the heads) over the tokens")
-    async def attention(req: S.AttentionRequest):
+    async def attention(req: S.AttentionRequest, request: Request):
         sm = pick(ATTENTION, req.model)
         if sm.family != "t5" and req.stack != "encoder":
             raise ApiError(400, f"stack={req.stack!r}: {sm.name!r} is an ELECTRA encoder; only 'encoder' exists")
@@ -425,6 +448,6 @@ def create_app(registry: ModelRegistry, config: ServeConfig | None = None, api_k
                    "max_new_tokens": min(32, config.max_new_tokens)}
         if req.target is not None and sm.family == "t5":
             payload["target_ids"] = (await tokenize(sm, [req.target], field="target"))["ids"][0]
-        return await submit(sm, (ATTENTION,), payload, 1)
+        return await submit(sm, (ATTENTION,), payload, 1, request)
 
     return app

@@ -14,8 +14,8 @@ batches grow by themselves; when idle, a lone request waits at most ``max_wait``
 Back-pressure: the queue holds at most ``max_queue`` jobs (plus at most ``max_batch_size`` the
 collector has set aside for the next batches); ``submit`` on a full queue raises
 :class:`QueueFullError` at once (the server answers 503 with Retry-After) instead of letting
-latency grow without bound. A job whose caller gave up (timeout, disconnect) is dropped before
-it runs. If a batch fails, each of its jobs is retried alone, so one bad request cannot fail the
+latency grow without bound. A job whose caller gave up (timeout; a closed connection, which the
+handler watches for: app.py's ``submit``) is dropped before it runs. If a batch fails, each of its jobs is retried alone, so one bad request cannot fail the
 requests it was batched with.
 
 Cancellation is cooperative: the model code calls :meth:`DynamicBatcher.check` between steps (each

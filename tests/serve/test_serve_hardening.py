@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -332,6 +333,68 @@ def test_connections_that_never_finish_a_request_are_closed(dirs):
             with sock:
                 assert _closed_by_server(sock)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
+
+
+
+def test_a_client_that_closes_its_connection_gives_its_request_up(dirs):
+    """uvicorn does not cancel a handler whose client left: a request queued behind a busy model
+    still ran when its turn came, and a running one to its last step, for nobody. Now a closed
+    connection gives the job up as a timeout does: skipped in the queue, stopped while running."""
+    app, reg = _app(dirs, names=("t5-tiny",), max_wait_ms=0, max_batch_size=1, max_work_tokens=10**7)
+    sm = reg.models["t5-tiny"]
+    gate, ran, inner = threading.Event(), [], sm.batcher.run_batch
+
+    def gated(key, payloads):
+        ran.append(payloads[0]["texts"][0])
+        gate.wait(timeout=60)
+        return inner(key, payloads)
+
+    sm.batcher.run_batch = gated
+    gave_up, submit = [], sm.batcher.submit
+
+    async def watched(key, payload, size):
+        try:
+            return await submit(key, payload, size)
+        except asyncio.CancelledError:
+            gave_up.append(payload["texts"][0])
+            raise
+
+    sm.batcher.submit = watched
+    calls: list = []
+    undo = _slow_down(reg, "generate", calls)
+
+    def send(text: str, new_tokens: int = 2) -> socket.socket:
+        body = json.dumps({"texts": [text], "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}).encode()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return sock
+
+    def wait_for(condition) -> None:
+        for _ in range(300):
+            if condition():
+                return
+            time.sleep(0.1)
+        raise AssertionError("timed out")
+
+    with _uvicorn(app) as (port, _):
+        first = send("first")                       # the worker holds it (gated)
+        wait_for(lambda: ran == ["first"])
+        send("left in the queue").close()           # queued, then its client leaves
+        wait_for(lambda: gave_up == ["left in the queue"])
+        gate.set()
+        with first:
+            assert _read_response(first).startswith(b"HTTP/1.1 200")
+        with send("next") as sock:
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+        assert ran == ["first", "next"]             # the request whose client left never ran
+        calls.clear()
+        running = send("long", new_tokens=128)      # 128 slowed steps: its client leaves part-way
+        wait_for(lambda: len(calls) > 2)
+        running.close()
+        wait_for(lambda: sm.batcher.stats.abandoned == 1)
+        assert len(calls) < 128
+        undo()
 
 
 def test_connections_beyond_max_connections_get_503(dirs):
