@@ -108,7 +108,16 @@ def score_tasks(model, tokenizer, tasks: Sequence[Task], examples: dict[str, lis
     (:func:`mixture_average`, T5's GLUE average)."""
     if len(tasks) == 1:
         return score_t5(model, tokenizer, tasks[0], examples[tasks[0].name], **kwargs)[0]
-    scores = {task.name: score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0] for task in tasks}
-    out = {f"{name}/{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
-    out["average"] = mixture_average(scores)
+    return mixture_metrics({task.name: score_t5(model, tokenizer, task, examples[task.name], **kwargs)[0]
+                            for task in tasks})
+
+
+def mixture_metrics(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """A mixture's ``{task: {metric: value}}`` as ``"task/metric"`` plus ``"average"``. A task without
+    labelled examples in the split ({}: GLUE's test files) is left out (the average divided by zero),
+    and the average needs two scored tasks, as fine-tuning's results.json reports such a split."""
+    scored = {name: metrics for name, metrics in scores.items() if metrics}
+    out = {f"{name}/{k}": v for name, metrics in scored.items() for k, v in metrics.items()}
+    if len(scored) > 1:
+        out["average"] = mixture_average(scored)
     return out

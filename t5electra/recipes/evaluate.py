@@ -35,7 +35,7 @@ from ..data.readers import spread_subset
 from ..data.tasks import Task
 from ..errors import CheckpointNotFoundError, ConfigError, DataError, WeightsMismatchError
 from ..eval.heads import predict, score
-from ..eval.text_to_text import Example, score_t5, score_tasks, task_list
+from ..eval.text_to_text import Example, mixture_metrics, score_t5, score_tasks, task_list
 from ..models.registry import HEAD_CLASSES, architecture, model_kind, read_model_config, task_head
 from ..models.t5 import T5ForConditionalGeneration
 from ..tokenizers import ElectraTokenizer, T5Tokenizer
@@ -214,15 +214,15 @@ def _score_and_write(model, tokenizer, tasks, examples, path: Path, **kw) -> dic
     """Score the tasks and write every prediction to ``path``, whole, once all are made (an evaluation
     that failed or was killed half-way truncated an earlier file and left the first tasks' lines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    out: dict[str, float] = {}
+    scores: dict[str, dict[str, float]] = {}
     lines: list[str] = []
     for task in tasks:
-        metrics, preds = score_t5(model, tokenizer, task, examples[task.name], **kw)
-        out.update(metrics if len(tasks) == 1 else {f"{task.name}/{k}": v for k, v in metrics.items()})
+        scores[task.name], preds = score_t5(model, tokenizer, task, examples[task.name], **kw)
         lines += [json_line({"task": task.name, "input": ex["inputs"], "target": ex["targets"], "prediction": pred})
                   for ex, pred in zip(examples[task.name], preds)]
     write_output(path, "".join(lines))
-    return out
+    # the metrics score_tasks reports without --predictions (a mixture's "average" too)
+    return scores[tasks[0].name] if len(tasks) == 1 else mixture_metrics(scores)
 
 
 def model_labels(config: dict) -> list[str] | None:

@@ -98,7 +98,8 @@ def test_evaluate_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypa
         ev._score_and_write(None, None, tasks, examples, path)
     assert path.read_text() == "previous predictions\n"
     fail = False
-    assert ev._score_and_write(None, None, tasks, examples, path) == {"a/accuracy": 1.0, "b/accuracy": 1.0}
+    assert ev._score_and_write(None, None, tasks, examples, path) == {"a/accuracy": 1.0, "b/accuracy": 1.0,
+                                                                      "average": 1.0}
     assert [json.loads(line)["prediction"] for line in path.read_text().splitlines()] == ["a answer", "b answer"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]
 

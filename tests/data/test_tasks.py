@@ -358,6 +358,30 @@ def test_mixture_average_is_t5s_glue_average(tmp_path, monkeypatch):
     assert TT.mixture_average({"wnli": {"accuracy": 30.0}}) == 30.0
 
 
+def test_mixture_metrics_same_with_predictions_and_when_a_task_is_unlabelled(tmp_path, monkeypatch):
+    """A mixture's split where one task has no labels (GLUE's test.tsv) and the other has: `evaluate`
+    raised ZeroDivisionError (the average over the unlabelled task's {}), where results.json reports the
+    scored task; and `evaluate --predictions FILE` left the mixture's "average" out of its metrics."""
+    from t5electra.eval import text_to_text as TT
+    from t5electra.recipes import evaluate as ev
+
+    _write(tmp_path / "SST-2/dev.tsv", "sentence\tlabel\nfine\t1\ndull\t0\n")
+    _write(tmp_path / "SST-2/test.tsv", "index\tsentence\n0\ta fine film\n1\ta dull film\n")
+    for split in ("dev", "test"):  # CoLA's headerless layout, labelled
+        _write(tmp_path / f"CoLA/{split}.tsv", "".join(f"src\t{i % 2}\t\tthe film {i}\n" for i in range(4)))
+    tasks = TT.task_list("sst2+cola", str(tmp_path))
+    monkeypatch.setattr(TT, "predict_texts", lambda model, tok, inputs, **kw: [
+        "positive" if x.startswith("sst2") else ("acceptable" if int(x[-1]) % 2 else "garbage") for x in inputs])
+    valid = {t.name: list(t.examples("validation")) for t in tasks}
+    expected = {"sst2/accuracy": 50.0, "cola/mcc": pytest.approx(50.0), "average": pytest.approx(50.0)}
+    assert TT.score_tasks(None, None, tasks, valid) == expected
+    assert ev._score_and_write(None, None, tasks, valid, tmp_path / "p.jsonl") == expected  # had no "average"
+    test = {t.name: list(t.examples("test")) for t in tasks}
+    assert TT.score_tasks(None, None, tasks, test) == {"cola/mcc": pytest.approx(50.0)}  # was ZeroDivisionError
+    assert ev._score_and_write(None, None, tasks, test, tmp_path / "p.jsonl") == TT.score_tasks(None, None, tasks, test)
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 6  # every prediction, the unlabelled too
+
+
 def test_t5_preprocessing_details_as_the_reference(monkeypatch):
     """pad_punctuation is RE2's [[:punct:]] (ASCII, "_" too; \\W split "–", "£", "’"); a 3-letter language
     code is not cut to 2 ("est" became Spanish); a SQuAD question without answers is unlabelled (scoring
