@@ -274,9 +274,13 @@ def encode_qa(examples: list[dict[str, Any]], tokenizer, max_length: int,
         offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][row], seq)]
         start = end = 0
         if ex["answer_start"] >= 0:
-            a, b = ex["answer_start"], ex["answer_start"] + len(ex["answer_text"])
+            # the answer's characters less the whitespace around it, which no token covers: " Zurich" at
+            # the context's start or "Zurich " at its end was held by no window (trained as [CLS] only)
+            text = ex["answer_text"]
+            a = ex["answer_start"] + len(text) - len(text.lstrip())
+            b = ex["answer_start"] + len(text.rstrip())
             ctx = [i for i, o in enumerate(offsets) if o is not None]
-            if ctx and offsets[ctx[0]][0] <= a and offsets[ctx[-1]][1] >= b:
+            if a < b and ctx and offsets[ctx[0]][0] <= a and offsets[ctx[-1]][1] >= b:  # (a blank answer: none)
                 start = next(i for i in ctx if offsets[i][1] > a)
                 end = next(i for i in reversed(ctx) if offsets[i][0] < b)
         feats.append({"input_ids": enc["input_ids"][row], "token_type_ids": enc["token_type_ids"][row],

@@ -316,6 +316,23 @@ def test_qa_question_longer_than_the_window_is_cut_as_the_official_code_does(roo
                             == "superb" for f in held)
 
 
+def test_qa_answer_with_whitespace_around_it_is_held_by_its_window(root):
+    """An answer written with a space before it at the context's start, or after it at the context's
+    end (SQuAD has such answer texts), is in a window: no token covers that space, so the window's
+    tokens ended before the answer's last character and every window was trained to point at [CLS]."""
+    tok = ElectraTokenizer.from_pretrained(root / "disc")
+    cases = [(" superb and fine was the movie", " superb", 0), ("the movie was superb ", "superb ", 14),
+             ("the movie was superb \t", "superb \t", 14), ("a good movie", " ", 1)]
+    examples = [{"question": "what was the movie", "context": c, "answers": [t], "answer_start": s, "answer_text": t}
+                for c, t, s in cases]
+    feats = encode_qa(examples, tok, max_length=32, doc_stride=8)
+    assert len(feats) == len(cases)  # one window each: the whole context
+    assert [f["start_positions"] > 0 for f in feats] == [True, True, True, False]  # a blank answer: none
+    spans = [examples[f["example"]]["context"][f["offsets"][f["start_positions"]][0]:f["offsets"][f["end_positions"]][1]]
+             for f in feats[:3]]
+    assert spans == ["superb"] * 3
+
+
 def test_minilm_bert_fine_tunes(root, tmp_path, minilm_dir):
     run = tmp_path / "minilm"
     train(_config([f"--train.output_dir={run}", f"--model.init_from={minilm_dir}", "--electra.head=classification",
