@@ -48,7 +48,8 @@ def head_loss(out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: int, pad_token_id: int,
             device: torch.device, precision: str = "fp32", by_length: bool = False) -> tuple[list[Any], float | None]:
-    """Raw predictions per feature (class id, score, token ids, or (start, end) logits) and the mean loss
+    """Raw predictions per feature (class id, score, token ids, or (start, end) logits over its own
+    tokens) and the mean loss
     (over the examples; a tagger's over all the labelled tokens, whatever the batch size).
 
     ``by_length``: batch the features in order of length (little padding), return them in the
@@ -73,9 +74,11 @@ def predict(model: torch.nn.Module, features: list[dict[str, Any]], batch_size: 
         if loss is not None and w:  # (a chunk without a labelled token: its mean over none is NaN)
             losses.append(float(loss) * w)
             weight += w
-        if hasattr(out, "start_logits"):
-            preds += [(s.float().cpu().numpy(), e.float().cpu().numpy())
-                      for s, e in zip(out.start_logits, out.end_logits)]
+        if hasattr(out, "start_logits"):  # each row's own tokens: the padding's logits (never trained:
+            # qa_loss masks them) filled the n-best places, so an answer depended on its batchmates
+            lengths = batch["attention_mask"].sum(-1).tolist()  # (B,)
+            preds += [(s[:n].float().cpu().numpy(), e[:n].float().cpu().numpy())
+                      for s, e, n in zip(out.start_logits, out.end_logits, lengths)]
         elif out.logits.dim() == 3:  # token classification: (B, T, L)
             preds += [row.argmax(-1).cpu().tolist() for row in out.logits]
         elif out.logits.shape[-1] == 1:  # regression
