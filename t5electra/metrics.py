@@ -173,7 +173,8 @@ def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[
             raise InvalidInputError("squad: an example has no reference answer")
         # an answer and the prediction normalised alike: one with CJK characters drops the other's “”
         # too ('“iPhone”' against '“iPhone”手机' had F1 0, 'iPhone' 50)
-        cjk = [_CJK_CHAR.search(pred) is not None or _CJK_CHAR.search(r) is not None for r in refs]
+        pred_cjk = _CJK_CHAR.search(pred) is not None
+        cjk = [pred_cjk or _CJK_CHAR.search(r) is not None for r in refs]
         pairs = [(normalize_squad(r, c), normalize_squad(pred, c)) for r, c in zip(refs, cjk)]
         em += max(float(r == p) for r, p in pairs)
         f1 += max(_token_f1(r, p) for r, p in pairs)

@@ -69,20 +69,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# what save_pretrained writes: a tokenizer's files, and a model's (whose tokenizer must stay the one it learnt)
+# what a tokenizer's save_pretrained writes (check_output refuses to replace them)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model", "vocab.txt",
                    "added_tokens.json")
-MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def check_output(output: str, overwrite: bool) -> None:
     """Refuse an --output whose files the new tokenizer would replace, before the training: a model
     directory lost the tokenizer it was trained with (a WordPiece over a T5 model deleted its
     spiece.model), and a tokenizer directory lost the tokenizer its runs and shards were made with."""
+    from ..checkpoint.io import BIN, SAFE, SAFE_INDEX  # here: --help must not import torch
     from ..errors import ConfigError
 
     d = Path(output)
-    model = [f for f in MODEL_FILES if (d / f).exists()]
+    model = [f for f in ("config.json", SAFE, SAFE_INDEX, BIN) if (d / f).exists()]
     if model:
         raise ConfigError(f"--output {output!r} holds a model ({', '.join(model)}): a new tokenizer there would "
                           f"replace the one it was trained with; choose another directory")
